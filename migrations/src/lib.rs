@@ -1,0 +1,18 @@
+//! Schema migrations of integration-hub, for SQLite and PostgreSQL.
+//!
+//! Each migration is plain SQL per backend: the two differ where it matters (the event
+//! sequence must never be reused, binary columns), and plain SQL keeps that visible.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261126_000001_core;
+
+/// Every migration, in order.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261126_000001_core::Migration)]
+    }
+}

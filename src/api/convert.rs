@@ -1,0 +1,132 @@
+//! Domain -> proto conversions, done once here.
+
+use crate::domain::catalog::{AuthKind, FieldDef, IntegrationTypeDef, ServiceDef};
+use crate::domain::model::{
+    AppState, BrokenReason, Event, EventKind, InstalledApp, Integration, IntegrationState,
+};
+use crate::domain::types::Cursor;
+use crate::pb;
+
+pub fn timestamp(micros: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: micros.div_euclid(1_000_000),
+        nanos: (micros.rem_euclid(1_000_000) * 1000) as i32,
+    }
+}
+
+fn field(f: &FieldDef) -> pb::Field {
+    pb::Field {
+        name: f.name.clone(),
+        display_name: f.display_name.clone(),
+        required: f.required,
+        secret: f.secret,
+    }
+}
+
+fn integration_type(t: &IntegrationTypeDef) -> pb::IntegrationType {
+    pb::IntegrationType {
+        id: t.id.clone(),
+        display_name: t.display_name.clone(),
+        description: t.description.clone(),
+        config_fields: t.config_fields.iter().map(field).collect(),
+    }
+}
+
+pub fn service(s: &ServiceDef) -> pb::Service {
+    let auth_kind = match s.auth_kind {
+        AuthKind::Oauth2 => pb::AuthKind::Oauth2,
+        AuthKind::ApiKey => pb::AuthKind::ApiKey,
+        AuthKind::Token => pb::AuthKind::Token,
+        AuthKind::ClientCredentials => pb::AuthKind::ClientCredentials,
+        AuthKind::WebhookSecret => pb::AuthKind::WebhookSecret,
+    };
+    pb::Service {
+        id: s.id.clone(),
+        display_name: s.display_name.clone(),
+        auth_kind: auth_kind as i32,
+        credential_fields: s.credential_fields.iter().map(field).collect(),
+        integration_types: s.integration_types.iter().map(integration_type).collect(),
+    }
+}
+
+pub fn installed_app(app: &InstalledApp) -> pb::InstalledApp {
+    let state = match app.state {
+        AppState::Active => pb::installed_app::State::Active,
+        AppState::NeedsReauth => pb::installed_app::State::NeedsReauth,
+    };
+    pb::InstalledApp {
+        name: app.name.to_string(),
+        service: app.service.clone(),
+        display_name: app.display_name.clone(),
+        connected_to: app.connected_to.clone(),
+        creator: app.creator.clone(),
+        state: state as i32,
+        integration_count: i32::try_from(app.integration_count).unwrap_or(i32::MAX),
+        create_time: Some(timestamp(app.create_time)),
+        update_time: Some(timestamp(app.update_time)),
+        etag: app.etag(),
+    }
+}
+
+pub fn broken_reason(reason: Option<BrokenReason>) -> pb::integration::BrokenReason {
+    match reason {
+        None => pb::integration::BrokenReason::Unspecified,
+        Some(BrokenReason::InstalledAppDeleted) => {
+            pb::integration::BrokenReason::InstalledAppDeleted
+        }
+        Some(BrokenReason::CredentialsRejected) => {
+            pb::integration::BrokenReason::CredentialsRejected
+        }
+    }
+}
+
+pub fn integration_state(state: IntegrationState) -> pb::integration::State {
+    match state {
+        IntegrationState::Active => pb::integration::State::Active,
+        IntegrationState::Broken => pb::integration::State::Broken,
+    }
+}
+
+pub fn integration(i: &Integration) -> pb::Integration {
+    pb::Integration {
+        name: i.name(),
+        installed_app: i.installed_app_name().unwrap_or_default(),
+        service: i.service.clone(),
+        r#type: i.type_id.clone(),
+        display_name: i.display_name.clone(),
+        config: i.config.clone().into_iter().collect(),
+        state: integration_state(i.state) as i32,
+        broken_reason: broken_reason(i.broken_reason) as i32,
+        broken_detail: i.broken_detail.clone().unwrap_or_default(),
+        broken_time: i.broken_time.map(timestamp),
+        creator: i.creator.clone(),
+        create_time: Some(timestamp(i.create_time)),
+        update_time: Some(timestamp(i.update_time)),
+        etag: i.etag(),
+        own_credentials: i.own_credentials,
+    }
+}
+
+pub fn event_kind(kind: EventKind) -> pb::IntegrationEventType {
+    match kind {
+        EventKind::Created => pb::IntegrationEventType::IntegrationCreated,
+        EventKind::Updated => pb::IntegrationEventType::IntegrationUpdated,
+        EventKind::Deleted => pb::IntegrationEventType::IntegrationDeleted,
+        EventKind::Broken => pb::IntegrationEventType::IntegrationBroken,
+        EventKind::Restored => pb::IntegrationEventType::IntegrationRestored,
+    }
+}
+
+pub fn event(e: &Event) -> pb::IntegrationEvent {
+    pb::IntegrationEvent {
+        event_id: e.event_id.clone(),
+        cursor: Cursor(e.seq).encode(),
+        r#type: event_kind(e.kind) as i32,
+        time: Some(timestamp(e.time)),
+        integration_name: e.integration_name(),
+        installed_app: e.installed_app_name().unwrap_or_default(),
+        reason: broken_reason(e.reason) as i32,
+        actor: e.actor.clone(),
+        integration: Some(integration(&e.integration)),
+    }
+}

@@ -1,0 +1,129 @@
+//! Thin gRPC adapters: take the principal, parse the request into domain types, call the
+//! domain, map the result. Errors become `tonic::Status` in one place ([`status`]).
+
+mod auth_layer;
+mod convert;
+mod installed_apps;
+mod integrations;
+
+use std::collections::HashMap;
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::auth::{Principal, Role as AuthRole};
+use crate::domain::model::{Actor, Role};
+use crate::domain::types::TeamId;
+use crate::domain::{Error, Precondition};
+use crate::pb::ErrorReason;
+
+pub use auth_layer::AuthLayer;
+pub use installed_apps::InstalledApps;
+pub use integrations::Integrations;
+
+/// `ErrorInfo.domain` of every error.
+pub const ERROR_DOMAIN: &str = "integrationhub";
+
+/// A status with one `ErrorInfo`.
+pub fn status_with_reason(
+    code: Code,
+    message: impl Into<String>,
+    reason: ErrorReason,
+    metadata: HashMap<String, String>,
+) -> Status {
+    Status::with_error_details(
+        code,
+        message,
+        ErrorDetails::with_error_info(reason.as_str_name(), ERROR_DOMAIN, metadata),
+    )
+}
+
+/// The one map from domain errors to gRPC statuses.
+pub fn status(err: Error) -> Status {
+    let plain =
+        |code, message: String, reason| status_with_reason(code, message, reason, HashMap::new());
+    match err {
+        Error::Invalid(violations) => {
+            let message = Error::Invalid(violations.clone()).to_string();
+            let mut details = ErrorDetails::with_error_info(
+                ErrorReason::InvalidArgument.as_str_name(),
+                ERROR_DOMAIN,
+                HashMap::new(),
+            );
+            for v in violations {
+                details.add_bad_request_violation(v.field, v.description);
+            }
+            Status::with_error_details(Code::InvalidArgument, message, details)
+        }
+        e @ Error::NotFound { .. } => plain(Code::NotFound, e.to_string(), ErrorReason::NotFound),
+        e @ Error::AlreadyExists { .. } => plain(
+            Code::AlreadyExists,
+            e.to_string(),
+            ErrorReason::AlreadyExists,
+        ),
+        Error::PermissionDenied(message) => plain(
+            Code::PermissionDenied,
+            message,
+            ErrorReason::PermissionDenied,
+        ),
+        Error::EtagMismatch(message) => plain(Code::Aborted, message, ErrorReason::EtagMismatch),
+        Error::FailedPrecondition { reason, message } => {
+            let reason = match reason {
+                Precondition::WrongState => ErrorReason::FailedPrecondition,
+                Precondition::ServiceMismatch => ErrorReason::ServiceMismatch,
+                Precondition::CursorExpired => ErrorReason::CursorExpired,
+            };
+            plain(Code::FailedPrecondition, message, reason)
+        }
+        Error::ResourceExhausted(message) => plain(
+            Code::ResourceExhausted,
+            message,
+            ErrorReason::ResourceExhausted,
+        ),
+        Error::Unavailable(message) => plain(Code::Unavailable, message, ErrorReason::Unavailable),
+        Error::Internal(cause) => {
+            // The cause chain goes to the log; the client sees an opaque message.
+            tracing::error!(error = ?cause, "internal error");
+            plain(
+                Code::Internal,
+                "internal error".to_owned(),
+                ErrorReason::Internal,
+            )
+        }
+    }
+}
+
+/// The verified caller, put in the request extensions by [`AuthLayer`].
+pub fn actor<T>(request: &tonic::Request<T>) -> Result<Actor, Status> {
+    let principal = request.extensions().get::<Principal>().ok_or_else(|| {
+        // The layer runs before every method: reaching here without a principal is a bug.
+        status(Error::internal("request without a verified principal"))
+    })?;
+    let team = if principal.all_teams() {
+        None
+    } else {
+        Some(TeamId::parse(&principal.team).map_err(|_| {
+            status_with_reason(
+                Code::Unauthenticated,
+                "missing or invalid credentials",
+                ErrorReason::Unauthenticated,
+                HashMap::new(),
+            )
+        })?)
+    };
+    Ok(Actor {
+        subject: principal.subject.clone(),
+        team,
+        role: match principal.role {
+            AuthRole::Viewer => Role::Viewer,
+            AuthRole::Developer => Role::Developer,
+            AuthRole::Admin => Role::Admin,
+            AuthRole::Service => Role::Service,
+        },
+    })
+}
+
+/// Turns a parse failure of one field into INVALID_ARGUMENT naming it.
+pub fn field<T>(name: &str, parsed: Result<T, String>) -> Result<T, Status> {
+    parsed.map_err(|description| status(Error::invalid(name, description)))
+}

@@ -1,0 +1,75 @@
+//! Authentication and method-level authorization.
+//!
+//! A request's `authorization` metadata (`Bearer <HS256 JWT>`) is turned by
+//! [`Verifier::verify`] into a [`Principal`]: subject, team (or `*` for a
+//! service serving every team) and one [`Role`]. [`policy_for`] then says
+//! which roles may call the method; [`is_public`] names the few paths that
+//! need no token. Finer checks (same team, app creator) belong to the
+//! handlers.
+//!
+//! Every failure is an [`AuthError`]; the gRPC layer answers all of them
+//! alike (UNAUTHENTICATED, "missing or invalid credentials") so a caller
+//! learns nothing about why, and logs the variant at debug level. Reasons
+//! are fixed strings: never the token, a claim value or the secret.
+//!
+//! Standalone: only std, `jsonwebtoken`, `serde_json` and `thiserror`.
+
+mod policy;
+mod principal;
+mod roles;
+mod token;
+
+pub use policy::{Access, POLICY, is_public, policy_for};
+pub use principal::{ALL_TEAMS, Principal};
+pub use roles::{Role, RoleMap, RoleMapError};
+pub use token::{
+    DEFAULT_LEEWAY_SECS, DEFAULT_ROLES_CLAIM, DEFAULT_TEAM_CLAIM, MAX_LEEWAY_SECS, MAX_TOKEN_BYTES,
+    MIN_SECRET_BYTES, MintClaims, Verifier, VerifierConfig, mint_hs256,
+};
+
+/// Why a request was not authenticated. The reasons are for the server's
+/// debug log and are fixed text: they never contain the token, a claim
+/// value from it, or the secret.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// No `authorization` metadata.
+    #[error("no credentials")]
+    Missing,
+    /// Not `Bearer <compact JWS>`, empty, or too long.
+    #[error("malformed authorization header")]
+    Malformed,
+    /// The token (or, from `Verifier::new`/`mint_hs256`, the configuration)
+    /// failed a check: algorithm, signature, time, issuer, audience.
+    #[error("invalid token: {0}")]
+    Invalid(String),
+    /// The token's role values map to no role.
+    #[error("no recognised role")]
+    NoRole,
+    /// A signed and current token whose own claims are unusable: subject,
+    /// team or roles of the wrong type or shape, or a forbidden combination.
+    #[error("unusable claims: {0}")]
+    BadClaims(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_messages_are_fixed_text_plus_the_reason() {
+        assert_eq!(AuthError::Missing.to_string(), "no credentials");
+        assert_eq!(
+            AuthError::Malformed.to_string(),
+            "malformed authorization header"
+        );
+        assert_eq!(
+            AuthError::Invalid("token expired".to_owned()).to_string(),
+            "invalid token: token expired"
+        );
+        assert_eq!(AuthError::NoRole.to_string(), "no recognised role");
+        assert_eq!(
+            AuthError::BadClaims("the team claim is missing".to_owned()).to_string(),
+            "unusable claims: the team claim is missing"
+        );
+    }
+}

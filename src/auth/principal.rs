@@ -1,0 +1,148 @@
+//! The authenticated caller: who, for which team, with which role.
+
+use super::AuthError;
+use super::roles::Role;
+
+/// The team value that means "every team"; only a service may hold it.
+pub const ALL_TEAMS: &str = "*";
+
+const MAX_SUBJECT_CHARS: usize = 256;
+const MAX_TEAM_CHARS: usize = 64;
+
+/// An authenticated caller. Build it with [`Principal::new`], which checks
+/// the fields; the verifier never hands out one that did not pass it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Principal {
+    /// The token's `sub`: 1-256 characters, none of them control characters.
+    pub subject: String,
+    /// A team id (1-64 of `[A-Za-z0-9_-]`) or `*` (all teams, services only).
+    pub team: String,
+    /// The one role the token's role values resolved to.
+    pub role: Role,
+}
+
+impl Principal {
+    /// Checks subject and team and returns the principal.
+    pub fn new(subject: String, team: String, role: Role) -> Result<Principal, AuthError> {
+        check_subject(&subject)?;
+        if team == ALL_TEAMS {
+            // Cross-team reach is for workers that serve every team; a person
+            // with `*` would read every tenant's data.
+            if role != Role::Service {
+                return Err(AuthError::BadClaims(
+                    "the all-teams value is only allowed for the service role".to_owned(),
+                ));
+            }
+        } else {
+            check_team_id(&team)?;
+        }
+        Ok(Principal {
+            subject,
+            team,
+            role,
+        })
+    }
+
+    /// Whether this principal may act on every team. Also checks the role,
+    /// so a hand-built principal with `*` and a human role gets no reach.
+    pub fn all_teams(&self) -> bool {
+        self.team == ALL_TEAMS && self.role == Role::Service
+    }
+}
+
+/// 1-256 characters, no control characters (they would forge log lines).
+pub(crate) fn check_subject(subject: &str) -> Result<(), AuthError> {
+    let len = subject.chars().count();
+    if len == 0 || len > MAX_SUBJECT_CHARS {
+        return Err(AuthError::BadClaims(
+            "subject must be 1-256 characters".to_owned(),
+        ));
+    }
+    if subject.chars().any(char::is_control) {
+        return Err(AuthError::BadClaims(
+            "subject contains a control character".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+/// A team id: 1-64 of `[A-Za-z0-9_-]`, or `*`. The role check for `*` is
+/// [`Principal::new`]'s; this one is about shape only.
+pub(crate) fn check_team(team: &str) -> Result<(), AuthError> {
+    if team == ALL_TEAMS {
+        return Ok(());
+    }
+    check_team_id(team)
+}
+
+fn check_team_id(team: &str) -> Result<(), AuthError> {
+    let ok = (1..=MAX_TEAM_CHARS).contains(&team.len())
+        && team
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(AuthError::BadClaims(
+            "team must be 1-64 characters of [A-Za-z0-9_-] or `*`".to_owned(),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn principal(subject: &str, team: &str, role: Role) -> Result<Principal, AuthError> {
+        Principal::new(subject.to_owned(), team.to_owned(), role)
+    }
+
+    #[test]
+    fn a_plain_team_member_is_accepted() {
+        let p = principal("alice@example.com", "team_A-1", Role::Developer).unwrap();
+        assert!(!p.all_teams());
+        assert_eq!(p.team, "team_A-1");
+    }
+
+    #[test]
+    fn only_a_service_may_hold_all_teams() {
+        assert!(principal("worker", "*", Role::Service).unwrap().all_teams());
+        for role in [Role::Viewer, Role::Developer, Role::Admin] {
+            assert!(matches!(
+                principal("bob", "*", role),
+                Err(AuthError::BadClaims(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn a_hand_built_principal_with_star_and_a_human_role_gets_no_reach() {
+        let p = Principal {
+            subject: "bob".to_owned(),
+            team: "*".to_owned(),
+            role: Role::Admin,
+        };
+        assert!(!p.all_teams());
+    }
+
+    #[test]
+    fn bad_team_ids_are_refused() {
+        let long = "a".repeat(65);
+        for team in ["", "a b", "team/1", "té", "**", "a*", long.as_str()] {
+            assert!(principal("bob", team, Role::Service).is_err(), "{team:?}");
+        }
+        assert!(principal("bob", &"a".repeat(64), Role::Viewer).is_ok());
+    }
+
+    #[test]
+    fn bad_subjects_are_refused() {
+        let long = "é".repeat(257);
+        for subject in ["", "bob\n", "a\u{7f}b", long.as_str()] {
+            assert!(
+                principal(subject, "t", Role::Viewer).is_err(),
+                "{subject:?}"
+            );
+        }
+        assert!(principal(&"é".repeat(256), "t", Role::Viewer).is_ok());
+    }
+}

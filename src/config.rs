@@ -1,0 +1,218 @@
+//! Settings: every flag also reads an `INTEGRATION_HUB_*` variable. The doc comment of each
+//! field is its `--help`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// integration-hub: installed apps, the integrations built on them, and broken-integration
+/// events, over gRPC.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Runs the gRPC server (applying pending migrations first).
+    Serve(Box<ServeArgs>),
+    /// Applies pending database migrations and exits.
+    Migrate(DatabaseArgs),
+    /// Prints a bearer token (development only).
+    Token(Box<TokenArgs>),
+}
+
+/// Where the data lives.
+#[derive(Clone, Debug, Args)]
+pub struct DatabaseArgs {
+    /// Database URL: `sqlite://path` or `postgres://user@host/db`. Default: a SQLite file in
+    /// the data directory.
+    #[arg(long, env = "INTEGRATION_HUB_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Directory for the embedded SQLite database and the development secrets.
+    #[arg(
+        long,
+        env = "INTEGRATION_HUB_DATA_DIR",
+        default_value = "./.integration-hub"
+    )]
+    pub data_dir: PathBuf,
+
+    /// Most database connections in the pool.
+    #[arg(long, env = "INTEGRATION_HUB_DB_MAX_CONNECTIONS", default_value_t = 16)]
+    pub db_max_connections: u32,
+}
+
+impl DatabaseArgs {
+    /// The database URL to use: the one given, or the embedded SQLite file.
+    pub fn url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("integration-hub.db").display()
+            ),
+        }
+    }
+}
+
+/// How tokens are verified and mapped to roles.
+#[derive(Clone, Debug, Args)]
+pub struct AuthArgs {
+    /// HS256 secret for bearer tokens (at least 32 bytes). `serve --dev` makes one when unset.
+    #[arg(long, env = "INTEGRATION_HUB_JWT_HS256_SECRET", hide_env_values = true)]
+    pub jwt_hs256_secret: Option<String>,
+
+    /// Required `iss` of tokens, when set.
+    #[arg(long, env = "INTEGRATION_HUB_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// Required `aud` of tokens, when set.
+    #[arg(long, env = "INTEGRATION_HUB_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
+    /// The claim holding the team id.
+    #[arg(long, env = "INTEGRATION_HUB_TEAM_CLAIM", default_value = "team_id")]
+    pub team_claim: String,
+
+    /// The claim holding the role value(s): a string or an array of strings.
+    #[arg(long, env = "INTEGRATION_HUB_ROLES_CLAIM", default_value = "roles")]
+    pub roles_claim: String,
+
+    /// Claim value to role table, `value=role,...` with roles viewer, developer, admin,
+    /// service. Replaces the default (Postman's names) entirely.
+    #[arg(long, env = "INTEGRATION_HUB_ROLE_MAP")]
+    pub role_map: Option<String>,
+}
+
+/// Arguments of `serve`.
+#[derive(Clone, Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(
+        long,
+        env = "INTEGRATION_HUB_LISTEN",
+        default_value = "127.0.0.1:50051"
+    )]
+    pub listen: SocketAddr,
+
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    #[command(flatten)]
+    pub auth: AuthArgs,
+
+    /// Encryption key ring, `1:<base64 32 bytes>,2:<base64>`; the newest seals, all open.
+    #[arg(long, env = "INTEGRATION_HUB_ENCRYPTION_KEYS", hide_env_values = true)]
+    pub encryption_keys: Option<String>,
+
+    /// Development mode: makes and keeps a secret and a key in the data directory, listens on
+    /// loopback only, pretty logs.
+    #[arg(long, env = "INTEGRATION_HUB_DEV")]
+    pub dev: bool,
+
+    /// Replace the built-in service catalog with this JSON file.
+    #[arg(long, env = "INTEGRATION_HUB_CATALOG_FILE")]
+    pub catalog_file: Option<PathBuf>,
+
+    /// Seconds between checkpoints on an idle watch stream.
+    #[arg(long, env = "INTEGRATION_HUB_CHECKPOINT_INTERVAL_SECS", default_value_t = 15,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub checkpoint_interval_secs: u64,
+
+    /// Seconds a request may take before it is cancelled (not watch streams).
+    #[arg(long, env = "INTEGRATION_HUB_REQUEST_TIMEOUT_SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub request_timeout_secs: u64,
+
+    /// Largest request message, in bytes.
+    #[arg(long, env = "INTEGRATION_HUB_MAX_MESSAGE_BYTES", default_value_t = 1024 * 1024)]
+    pub max_message_bytes: usize,
+
+    /// Seconds to wait for in-flight calls at shutdown before stopping anyway.
+    #[arg(
+        long,
+        env = "INTEGRATION_HUB_SHUTDOWN_DEADLINE_SECS",
+        default_value_t = 20
+    )]
+    pub shutdown_deadline_secs: u64,
+
+    /// Log format: `json` or `pretty` (default: pretty with --dev, json otherwise).
+    #[arg(long, env = "INTEGRATION_HUB_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+impl ServeArgs {
+    pub fn checkpoint_interval(&self) -> Duration {
+        Duration::from_secs(self.checkpoint_interval_secs)
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_secs)
+    }
+
+    pub fn shutdown_deadline(&self) -> Duration {
+        Duration::from_secs(self.shutdown_deadline_secs)
+    }
+
+    /// Settings for a server on `listen` with `database_url`, everything else at its default.
+    /// Tests and tools start from here.
+    pub fn with_defaults(listen: SocketAddr, database_url: String) -> ServeArgs {
+        let mut args = ServeArgs::parse_from(["serve"]);
+        args.listen = listen;
+        args.database.database_url = Some(database_url);
+        args
+    }
+}
+
+impl ServeArgs {
+    fn parse_from<I: IntoIterator<Item = &'static str>>(args: I) -> ServeArgs {
+        #[derive(Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        // Only the defaults are parsed here; environment variables still apply, as for `serve`.
+        Wrapper::parse_from(args).serve
+    }
+}
+
+/// Arguments of `token`.
+#[derive(Clone, Debug, Args)]
+pub struct TokenArgs {
+    /// Use the development secret that `serve --dev` keeps in the data directory.
+    #[arg(long)]
+    pub dev: bool,
+
+    /// Team id (or `*` for a service token that sees every team).
+    #[arg(long)]
+    pub team: String,
+
+    /// Role claim value, such as `admin`, `developer`, `viewer` or `service`.
+    #[arg(long)]
+    pub role: String,
+
+    /// Subject (who the token is for).
+    #[arg(long, default_value = "dev-user")]
+    pub subject: String,
+
+    /// Lifetime in seconds.
+    #[arg(long, default_value_t = 3600)]
+    pub ttl_secs: u64,
+
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    #[command(flatten)]
+    pub auth: AuthArgs,
+}

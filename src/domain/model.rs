@@ -1,0 +1,263 @@
+//! Domain entities and their conversion from the store's rows.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::error::{Error, Result};
+use super::types::{AppName, IntegrationName, TeamId};
+use crate::store::{AppRow, EventRow, IntegrationRow};
+
+/// A caller's role, as the verified token maps it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Viewer,
+    Developer,
+    Admin,
+    Service,
+}
+
+/// Who is calling: built from the verified token, never from the request.
+#[derive(Clone, Debug)]
+pub struct Actor {
+    pub subject: String,
+    /// The caller's team; `None` for a service principal whose token says `*` (every team).
+    pub team: Option<TeamId>,
+    pub role: Role,
+}
+
+impl Actor {
+    /// Whether the caller may see records of `team`.
+    pub fn sees(&self, team: &TeamId) -> bool {
+        self.team.as_ref().is_none_or(|own| own == team)
+    }
+}
+
+macro_rules! string_enum {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        pub enum $name { $(#[serde(rename = $text)] $variant),+ }
+
+        impl $name {
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+
+            pub fn parse(text: &str) -> Result<Self> {
+                match text {
+                    $($text => Ok($name::$variant),)+
+                    _ => Err(Error::internal(concat!("unknown stored ", stringify!($name)))),
+                }
+            }
+        }
+    };
+}
+
+string_enum!(
+    /// State of an installed app.
+    AppState { Active = "ACTIVE", NeedsReauth = "NEEDS_REAUTH" }
+);
+string_enum!(
+    /// State of an integration.
+    IntegrationState { Active = "ACTIVE", Broken = "BROKEN" }
+);
+string_enum!(
+    /// Why an integration is broken.
+    BrokenReason { InstalledAppDeleted = "INSTALLED_APP_DELETED", CredentialsRejected = "CREDENTIALS_REJECTED" }
+);
+string_enum!(
+    /// What an event records.
+    EventKind {
+        Created = "INTEGRATION_CREATED",
+        Updated = "INTEGRATION_UPDATED",
+        Deleted = "INTEGRATION_DELETED",
+        Broken = "INTEGRATION_BROKEN",
+        Restored = "INTEGRATION_RESTORED",
+    }
+);
+
+/// An installed app, without its credentials.
+#[derive(Clone, Debug)]
+pub struct InstalledApp {
+    pub name: AppName,
+    pub service: String,
+    pub display_name: String,
+    pub connected_to: String,
+    pub creator: String,
+    pub state: AppState,
+    pub integration_count: i64,
+    pub create_time: i64,
+    pub update_time: i64,
+    pub version: i64,
+}
+
+impl InstalledApp {
+    pub fn from_row(row: &AppRow, integration_count: i64) -> Result<InstalledApp> {
+        Ok(InstalledApp {
+            name: AppName::new(team_of(&row.team)?, row.id.clone()),
+            service: row.service.clone(),
+            display_name: row.display_name.clone(),
+            connected_to: row.connected_to.clone(),
+            creator: row.creator.clone(),
+            state: AppState::parse(&row.state)?,
+            integration_count,
+            create_time: row.create_time,
+            update_time: row.update_time,
+            version: row.version,
+        })
+    }
+
+    pub fn etag(&self) -> String {
+        etag(self.version)
+    }
+}
+
+/// An integration. Also the snapshot stored with each event, hence serializable; fields added
+/// later must have defaults, since events written before them are read back.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Integration {
+    pub team: String,
+    pub id: String,
+    /// The app it uses; a broken integration keeps the app it used.
+    pub installed_app_id: Option<String>,
+    pub service: String,
+    pub type_id: String,
+    pub display_name: String,
+    pub config: BTreeMap<String, String>,
+    pub state: IntegrationState,
+    pub broken_reason: Option<BrokenReason>,
+    pub broken_detail: Option<String>,
+    pub broken_time: Option<i64>,
+    pub own_credentials: bool,
+    pub creator: String,
+    pub create_time: i64,
+    pub update_time: i64,
+    pub version: i64,
+}
+
+impl Integration {
+    pub fn from_row(row: &IntegrationRow) -> Result<Integration> {
+        let config = serde_json::from_str(&row.config)
+            .map_err(|e| Error::Internal(anyhow::Error::new(e).context("stored config")))?;
+        Ok(Integration {
+            team: row.team.clone(),
+            id: row.id.clone(),
+            installed_app_id: row.installed_app_id.clone(),
+            service: row.service.clone(),
+            type_id: row.type_id.clone(),
+            display_name: row.display_name.clone(),
+            config,
+            state: IntegrationState::parse(&row.state)?,
+            broken_reason: row
+                .broken_reason
+                .as_deref()
+                .map(BrokenReason::parse)
+                .transpose()?,
+            broken_detail: row.broken_detail.clone(),
+            broken_time: row.broken_time,
+            own_credentials: row.own_credentials.is_some(),
+            creator: row.creator.clone(),
+            create_time: row.create_time,
+            update_time: row.update_time,
+            version: row.version,
+        })
+    }
+
+    pub fn name(&self) -> String {
+        format!("teams/{}/integrations/{}", self.team, self.id)
+    }
+
+    pub fn installed_app_name(&self) -> Option<String> {
+        self.installed_app_id
+            .as_ref()
+            .map(|id| format!("teams/{}/installedApps/{id}", self.team))
+    }
+
+    pub fn etag(&self) -> String {
+        etag(self.version)
+    }
+
+    /// Writes this integration's fields over a stored row (credentials stay as they are).
+    pub fn apply_to(&self, row: &mut IntegrationRow) -> Result<()> {
+        row.installed_app_id = self.installed_app_id.clone();
+        row.display_name = self.display_name.clone();
+        row.config = config_json(&self.config)?;
+        row.state = self.state.as_str().to_owned();
+        row.broken_reason = self.broken_reason.map(|r| r.as_str().to_owned());
+        row.broken_detail = self.broken_detail.clone();
+        row.broken_time = self.broken_time;
+        row.update_time = self.update_time;
+        row.version = self.version;
+        Ok(())
+    }
+}
+
+pub fn config_json(config: &BTreeMap<String, String>) -> Result<String> {
+    serde_json::to_string(config).map_err(|e| Error::Internal(e.into()))
+}
+
+/// One event of the log, decoded.
+#[derive(Clone, Debug)]
+pub struct Event {
+    pub seq: i64,
+    pub event_id: String,
+    pub team: String,
+    pub kind: EventKind,
+    pub integration_id: String,
+    pub installed_app_id: Option<String>,
+    pub reason: Option<BrokenReason>,
+    pub actor: String,
+    pub time: i64,
+    pub integration: Integration,
+}
+
+impl Event {
+    pub fn from_row(row: &EventRow) -> Result<Event> {
+        Ok(Event {
+            seq: row.seq,
+            event_id: row.event_id.clone(),
+            team: row.team.clone(),
+            kind: EventKind::parse(&row.kind)?,
+            integration_id: row.integration_id.clone(),
+            installed_app_id: row.installed_app_id.clone(),
+            reason: row.reason.as_deref().map(BrokenReason::parse).transpose()?,
+            actor: row.actor.clone(),
+            time: row.time,
+            integration: serde_json::from_str(&row.snapshot)
+                .map_err(|e| Error::Internal(anyhow::Error::new(e).context("event snapshot")))?,
+        })
+    }
+
+    pub fn integration_name(&self) -> String {
+        format!("teams/{}/integrations/{}", self.team, self.integration_id)
+    }
+
+    pub fn installed_app_name(&self) -> Option<String> {
+        self.installed_app_id
+            .as_ref()
+            .map(|id| format!("teams/{}/installedApps/{id}", self.team))
+    }
+}
+
+pub fn etag(version: i64) -> String {
+    format!("v{version}")
+}
+
+fn team_of(stored: &str) -> Result<TeamId> {
+    TeamId::parse(stored).map_err(|_| Error::internal("stored team id is invalid"))
+}
+
+/// Names of integrations, for responses.
+pub fn integration_names(items: &[Integration]) -> Vec<String> {
+    items.iter().map(Integration::name).collect()
+}
+
+impl IntegrationName {
+    pub fn of(integration: &Integration) -> Result<IntegrationName> {
+        Ok(IntegrationName::new(
+            team_of(&integration.team)?,
+            integration.id.clone(),
+        ))
+    }
+}

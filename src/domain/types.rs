@@ -1,0 +1,386 @@
+//! Newtypes parsed at the edge: a value of one of these types is valid by construction.
+//! Each `parse` returns a description of the problem (never the value) for a field violation.
+
+use std::fmt;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+/// Longest display name, `connected_to` or similar human text, in characters.
+pub const MAX_TEXT_CHARS: usize = 200;
+/// Longest detail of a reported rejection, in characters.
+pub const MAX_DETAIL_CHARS: usize = 1000;
+
+fn is_id_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '-' || c == '_'
+}
+
+fn parse_id(value: &str, what: &str) -> Result<String, String> {
+    if value.is_empty() {
+        return Err(format!("{what} is required"));
+    }
+    if value.len() > 64 || !value.chars().all(is_id_char) {
+        return Err(format!(
+            "{what} must be 1 to 64 characters of letters, digits, '-' and '_'"
+        ));
+    }
+    Ok(value.to_owned())
+}
+
+/// A team id: 1 to 64 characters of `[A-Za-z0-9_-]`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TeamId(String);
+
+impl TeamId {
+    pub fn parse(value: &str) -> Result<TeamId, String> {
+        parse_id(value, "team id").map(TeamId)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// `teams/{team}`.
+    pub fn resource_name(&self) -> String {
+        format!("teams/{}", self.0)
+    }
+}
+
+impl fmt::Display for TeamId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Which team(s) a request is about, from a `parent` field: `teams/{team}`, `teams/-` (every
+/// team) or empty (the caller's own).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ParentRef {
+    Own,
+    Team(TeamId),
+    AllTeams,
+}
+
+impl ParentRef {
+    pub fn parse(value: &str) -> Result<ParentRef, String> {
+        if value.is_empty() {
+            return Ok(ParentRef::Own);
+        }
+        match value.strip_prefix("teams/") {
+            Some("-") => Ok(ParentRef::AllTeams),
+            Some(team) => TeamId::parse(team)
+                .map(ParentRef::Team)
+                .map_err(|_| "must be teams/{team} with a valid team id".to_owned()),
+            None => Err("must be teams/{team}".to_owned()),
+        }
+    }
+}
+
+macro_rules! resource_name {
+    ($name:ident, $collection:literal, $kind:literal) => {
+        #[doc = concat!("`teams/{team}/", $collection, "/{id}`.")]
+        #[derive(Clone, Debug, PartialEq, Eq, Hash)]
+        pub struct $name {
+            pub team: TeamId,
+            pub id: String,
+        }
+
+        impl $name {
+            pub const KIND: &'static str = $kind;
+
+            pub fn new(team: TeamId, id: String) -> Self {
+                $name { team, id }
+            }
+
+            pub fn parse(value: &str) -> Result<Self, String> {
+                let shape = concat!("must be teams/{team}/", $collection, "/{id}");
+                let mut parts = value.split('/');
+                match (
+                    parts.next(),
+                    parts.next(),
+                    parts.next(),
+                    parts.next(),
+                    parts.next(),
+                ) {
+                    (Some("teams"), Some(team), Some($collection), Some(id), None) => Ok($name {
+                        team: TeamId::parse(team).map_err(|_| shape.to_owned())?,
+                        id: parse_id(id, "id").map_err(|_| shape.to_owned())?,
+                    }),
+                    _ if value.is_empty() => Err("is required".to_owned()),
+                    _ => Err(shape.to_owned()),
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(
+                    f,
+                    concat!("teams/{}/", $collection, "/{}"),
+                    self.team, self.id
+                )
+            }
+        }
+    };
+}
+
+resource_name!(AppName, "installedApps", "installed app");
+resource_name!(IntegrationName, "integrations", "integration");
+
+/// A fresh random resource id (32 lowercase hex digits).
+pub fn new_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+fn check_text(value: &str, max: usize) -> Result<(), String> {
+    if value.chars().count() > max {
+        return Err(format!("must be at most {max} characters"));
+    }
+    if value.chars().any(char::is_control) {
+        return Err("must not contain control characters".to_owned());
+    }
+    Ok(())
+}
+
+/// A human-readable name: 1 to 200 characters, not blank, no control characters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DisplayName(String);
+
+impl DisplayName {
+    pub fn parse(value: &str) -> Result<DisplayName, String> {
+        if value.trim().is_empty() {
+            return Err("is required".to_owned());
+        }
+        check_text(value, MAX_TEXT_CHARS)?;
+        Ok(DisplayName(value.to_owned()))
+    }
+
+    pub fn into_inner(self) -> String {
+        self.0
+    }
+}
+
+/// Free text of at most `MAX` characters without control characters (may be empty).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Text<const MAX: usize>(String);
+
+impl<const MAX: usize> Text<MAX> {
+    pub fn parse(value: &str) -> Result<Self, String> {
+        check_text(value, MAX)?;
+        Ok(Text(value.to_owned()))
+    }
+
+    pub fn into_inner(self) -> String {
+        self.0
+    }
+}
+
+/// The account on the other side of an installed app.
+pub type ConnectedTo = Text<MAX_TEXT_CHARS>;
+/// What a third party said when it rejected credentials.
+pub type RejectionDetail = Text<MAX_DETAIL_CHARS>;
+
+/// An idempotency key: 1 to 100 characters of `[A-Za-z0-9._:-]`; empty means none.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestId(String);
+
+impl RequestId {
+    pub fn parse_optional(value: &str) -> Result<Option<RequestId>, String> {
+        if value.is_empty() {
+            return Ok(None);
+        }
+        let ok = value.len() <= 100
+            && value
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._:-".contains(c));
+        if ok {
+            Ok(Some(RequestId(value.to_owned())))
+        } else {
+            Err("must be 1 to 100 characters of letters, digits, '.', '_', ':' and '-'".into())
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A page size: 0 means the default (50); above 1000 is lowered to 1000; negative is invalid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PageSize(u64);
+
+impl PageSize {
+    pub const DEFAULT: u64 = 50;
+    pub const MAX: u64 = 1000;
+
+    pub fn parse(value: i32) -> Result<PageSize, String> {
+        match value {
+            v if v < 0 => Err("must not be negative".to_owned()),
+            0 => Ok(PageSize(Self::DEFAULT)),
+            v => Ok(PageSize((v as u64).min(Self::MAX))),
+        }
+    }
+
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+/// An opaque page token: where the previous page ended, bound to the listing it came from (a
+/// token used with other filters is refused).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PageToken {
+    pub create_time: i64,
+    pub id: String,
+}
+
+impl PageToken {
+    pub fn encode(&self, listing: &str) -> String {
+        URL_SAFE_NO_PAD.encode(format!("p1|{listing}|{}|{}", self.create_time, self.id))
+    }
+
+    pub fn parse(value: &str, listing: &str) -> Result<Option<PageToken>, String> {
+        if value.is_empty() {
+            return Ok(None);
+        }
+        let invalid = || "is not a page token of this listing".to_owned();
+        if value.len() > 1024 {
+            return Err(invalid());
+        }
+        let bytes = URL_SAFE_NO_PAD.decode(value).map_err(|_| invalid())?;
+        let text = String::from_utf8(bytes).map_err(|_| invalid())?;
+        let rest = text
+            .strip_prefix("p1|")
+            .and_then(|r| r.strip_prefix(listing))
+            .and_then(|r| r.strip_prefix('|'))
+            .ok_or_else(invalid)?;
+        let (time, id) = rest.split_once('|').ok_or_else(invalid)?;
+        Ok(Some(PageToken {
+            create_time: time.parse().map_err(|_| invalid())?,
+            id: parse_id(id, "id").map_err(|_| invalid())?,
+        }))
+    }
+}
+
+/// A position in the event log: opaque to clients, it wraps the event's sequence number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Cursor(pub i64);
+
+impl Cursor {
+    pub fn encode(self) -> String {
+        let mut bytes = b"ihc1".to_vec();
+        bytes.extend_from_slice(&self.0.to_be_bytes());
+        URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    pub fn parse_optional(value: &str) -> Result<Option<Cursor>, String> {
+        if value.is_empty() {
+            return Ok(None);
+        }
+        let invalid = || "is not a cursor of this service".to_owned();
+        let bytes = URL_SAFE_NO_PAD.decode(value).map_err(|_| invalid())?;
+        let seq = bytes
+            .strip_prefix(b"ihc1")
+            .and_then(|rest| <[u8; 8]>::try_from(rest).ok())
+            .map(i64::from_be_bytes)
+            .filter(|seq| *seq >= 0)
+            .ok_or_else(invalid)?;
+        Ok(Some(Cursor(seq)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn team_ids_accept_the_documented_alphabet_only() {
+        assert!(TeamId::parse("team_1-A").is_ok());
+        for bad in ["", "a/b", "a b", "é", &"x".repeat(65)] {
+            assert!(TeamId::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn resource_names_round_trip_and_refuse_other_shapes() {
+        let name = AppName::parse("teams/t1/installedApps/abc").unwrap();
+        assert_eq!(name.team.as_str(), "t1");
+        assert_eq!(name.to_string(), "teams/t1/installedApps/abc");
+        for bad in [
+            "",
+            "teams/t1/integrations/abc",
+            "teams/t1/installedApps/",
+            "teams//installedApps/abc",
+            "teams/t1/installedApps/abc/x",
+            "installedApps/abc",
+            "teams/t 1/installedApps/abc",
+        ] {
+            assert!(AppName::parse(bad).is_err(), "{bad:?}");
+        }
+        assert!(IntegrationName::parse("teams/t1/integrations/x_1").is_ok());
+    }
+
+    #[test]
+    fn parents_are_own_team_one_team_or_all() {
+        assert_eq!(ParentRef::parse(""), Ok(ParentRef::Own));
+        assert_eq!(ParentRef::parse("teams/-"), Ok(ParentRef::AllTeams));
+        assert_eq!(
+            ParentRef::parse("teams/a"),
+            Ok(ParentRef::Team(TeamId::parse("a").unwrap()))
+        );
+        assert!(ParentRef::parse("a").is_err());
+        assert!(ParentRef::parse("teams/a/b").is_err());
+    }
+
+    #[test]
+    fn display_names_must_be_short_printable_and_not_blank() {
+        assert!(DisplayName::parse("Slack (ops)").is_ok());
+        assert!(DisplayName::parse(&"é".repeat(200)).is_ok());
+        for bad in ["", "   ", "a\nb", &"x".repeat(201)] {
+            assert!(DisplayName::parse(bad).is_err(), "{bad:?}");
+        }
+        assert!(ConnectedTo::parse("").is_ok());
+    }
+
+    #[test]
+    fn page_sizes_default_clamp_and_refuse_negatives() {
+        assert_eq!(PageSize::parse(0).unwrap().get(), 50);
+        assert_eq!(PageSize::parse(7).unwrap().get(), 7);
+        assert_eq!(PageSize::parse(5000).unwrap().get(), 1000);
+        assert!(PageSize::parse(-1).is_err());
+    }
+
+    #[test]
+    fn page_tokens_are_bound_to_their_listing() {
+        let token = PageToken {
+            create_time: 42,
+            id: "abc".into(),
+        };
+        let text = token.encode("apps");
+        assert_eq!(PageToken::parse(&text, "apps"), Ok(Some(token)));
+        assert!(PageToken::parse(&text, "integrations").is_err());
+        assert!(PageToken::parse("garbage!", "apps").is_err());
+        assert_eq!(PageToken::parse("", "apps"), Ok(None));
+    }
+
+    #[test]
+    fn cursors_round_trip_and_refuse_garbage() {
+        for seq in [0, 1, i64::MAX] {
+            assert_eq!(
+                Cursor::parse_optional(&Cursor(seq).encode()),
+                Ok(Some(Cursor(seq)))
+            );
+        }
+        for bad in ["x", "aWhjMQ", "AAAAAAAAAAAAAAAA", &Cursor(-1).encode()] {
+            assert!(Cursor::parse_optional(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn request_ids_are_optional_and_bounded() {
+        assert_eq!(RequestId::parse_optional(""), Ok(None));
+        assert!(RequestId::parse_optional("5f0c-retry:1").unwrap().is_some());
+        assert!(RequestId::parse_optional(&"a".repeat(101)).is_err());
+        assert!(RequestId::parse_optional("a b").is_err());
+    }
+}

@@ -1,0 +1,36 @@
+//! integration-hub: a team's installed apps (encrypted third-party authorizations), the
+//! integrations built on them, and the events that say when one breaks.
+//!
+//! - [`config`]: settings from flags and `INTEGRATION_HUB_*` variables.
+//! - [`startup`]: builds the server (`Application::build` -> `port()` -> `run_until_stopped`).
+//! - [`telemetry`]: the tracing subscriber.
+//! - [`auth`]: bearer tokens -> `Principal`, the role map and the method policy table.
+//! - [`crypto`]: the key ring; seals and opens credentials (AES-256-GCM).
+//! - [`domain`]: newtypes, entities and the rules of the seed; one error enum.
+//! - [`store`]: SeaORM entities and queries, the only place that knows SQL.
+//! - [`events`]: tails the outbox and fans events out to watch streams.
+//! - [`api`]: thin gRPC adapters: principal + parse + call the domain + map the result.
+//! - [`pb`]: the generated protobuf types and services.
+//!
+//! Imports point one way: `api` -> `auth`, `domain`, `events`; `domain` -> `store`, `crypto`;
+//! `events` -> `store`.
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod crypto;
+pub mod domain;
+pub mod events;
+pub mod startup;
+pub mod store;
+pub mod telemetry;
+
+/// Generated from `proto/integrationhub/v1`.
+#[allow(clippy::all, missing_docs)]
+pub mod pb {
+    tonic::include_proto!("integrationhub.v1");
+
+    /// The descriptor set served by reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("integrationhub_descriptor");
+}

@@ -1,0 +1,89 @@
+//! The `integration-hub` binary: parse the command line, build, run.
+
+use anyhow::Context;
+use clap::Parser;
+
+use integration_hub::auth::{MintClaims, mint_hs256};
+use integration_hub::config::{Cli, Command, LogFormat};
+use integration_hub::startup::{Application, jwt_secret, verifier_config};
+use integration_hub::store::Store;
+use integration_hub::telemetry;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => {
+            let format = args.log_format.unwrap_or(if args.dev {
+                LogFormat::Pretty
+            } else {
+                LogFormat::Json
+            });
+            telemetry::init(format);
+            let app = Application::build(*args).await?;
+            app.run_until_stopped(shutdown_signal()).await
+        }
+        Command::Migrate(database) => {
+            telemetry::init(LogFormat::Json);
+            if database.database_url.is_none() {
+                std::fs::create_dir_all(&database.data_dir)?;
+            }
+            let store = Store::connect(&database.url(), 2)
+                .await
+                .context("cannot connect to the database")?;
+            store.migrate().await.context("migration failed")?;
+            tracing::info!("migrations applied");
+            Ok(())
+        }
+        Command::Token(args) => {
+            if !args.dev && args.auth.jwt_hs256_secret.is_none() {
+                anyhow::bail!(
+                    "give --dev (the development secret) or INTEGRATION_HUB_JWT_HS256_SECRET"
+                );
+            }
+            let secret = jwt_secret(&args.auth, &args.database.data_dir, args.dev)?;
+            let config = verifier_config(&args.auth, secret)?;
+            let token = mint_hs256(
+                &config.hs256_secret,
+                &MintClaims {
+                    subject: args.subject,
+                    team: args.team,
+                    roles: vec![args.role],
+                    issuer: config.issuer.clone(),
+                    audience: config.audience.clone(),
+                    ttl_secs: args.ttl_secs,
+                    team_claim: config.team_claim.clone(),
+                    roles_claim: config.roles_claim.clone(),
+                },
+            )
+            .map_err(|e| anyhow::anyhow!("cannot mint a token: {e}"))?;
+            println!("{token}");
+            Ok(())
+        }
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+}

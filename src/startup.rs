@@ -1,0 +1,262 @@
+//! Builds the server: `Application::build(settings)` binds the port and prepares everything,
+//! `run_until_stopped` serves until the shutdown future resolves. Tests start this very
+//! server on port 0.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+
+use crate::api::{AuthLayer, InstalledApps, Integrations};
+use crate::auth::{RoleMap, Verifier, VerifierConfig};
+use crate::config::{AuthArgs, ServeArgs};
+use crate::crypto::KeyRing;
+use crate::domain::Hub;
+use crate::domain::catalog::Catalog;
+use crate::domain::hub::SystemClock;
+use crate::events::EventBus;
+use crate::pb;
+use crate::pb::installed_app_service_server::InstalledAppServiceServer;
+use crate::pb::integration_service_server::IntegrationServiceServer;
+use crate::store::Store;
+
+/// A built server, listening, not yet serving.
+pub struct Application {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    args: ServeArgs,
+    verifier: Arc<Verifier>,
+    hub: Arc<Hub>,
+    store: Store,
+}
+
+const DEV_SECRET_FILE: &str = "dev-jwt-secret";
+const DEV_KEYS_FILE: &str = "dev-encryption-keys";
+
+/// Reads a development secret from the data directory, or makes and keeps one.
+fn dev_secret(
+    data_dir: &Path,
+    file: &str,
+    make: impl FnOnce() -> anyhow::Result<String>,
+) -> anyhow::Result<String> {
+    let path = data_dir.join(file);
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        return Ok(text.trim().to_owned());
+    }
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+    let value = make()?;
+    write_private(&path, &value)?;
+    Ok(value)
+}
+
+fn write_private(path: &Path, value: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    file.write_all(value.as_bytes())?;
+    Ok(())
+}
+
+fn random_secret() -> anyhow::Result<String> {
+    use base64::Engine;
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 48];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| anyhow::anyhow!("the system random source failed"))?;
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// The HS256 secret: configured, or (with `--dev`) the one kept in the data directory.
+pub fn jwt_secret(auth: &AuthArgs, data_dir: &Path, dev: bool) -> anyhow::Result<String> {
+    match (&auth.jwt_hs256_secret, dev) {
+        (Some(secret), _) => Ok(secret.clone()),
+        (None, true) => dev_secret(data_dir, DEV_SECRET_FILE, random_secret),
+        (None, false) => bail!(
+            "INTEGRATION_HUB_JWT_HS256_SECRET is not set: configure a token secret (or run serve --dev)"
+        ),
+    }
+}
+
+/// Verifier settings from the auth arguments.
+pub fn verifier_config(auth: &AuthArgs, secret: String) -> anyhow::Result<VerifierConfig> {
+    let mut config = VerifierConfig::new(secret.into_bytes());
+    config.issuer = auth.jwt_issuer.clone();
+    config.audience = auth.jwt_audience.clone();
+    config.team_claim = auth.team_claim.clone();
+    config.roles_claim = auth.roles_claim.clone();
+    if let Some(map) = &auth.role_map {
+        config.role_map = RoleMap::parse(map)
+            .map_err(|e| anyhow::anyhow!("INTEGRATION_HUB_ROLE_MAP is invalid: {e}"))?;
+    }
+    Ok(config)
+}
+
+impl Application {
+    pub async fn build(mut args: ServeArgs) -> anyhow::Result<Application> {
+        let data_dir = args.database.data_dir.clone();
+        if args.dev {
+            // Development mode never listens beyond this machine.
+            if !args.listen.ip().is_loopback() {
+                tracing::warn!(listen = %args.listen, "--dev listens on loopback only; using 127.0.0.1");
+                args.listen.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+        }
+        let secret = jwt_secret(&args.auth, &data_dir, args.dev)?;
+        let verifier = Verifier::new(verifier_config(&args.auth, secret)?)
+            .map_err(|e| anyhow::anyhow!("token settings are invalid: {e}"))?;
+        let keys_spec = match (&args.encryption_keys, args.dev) {
+            (Some(spec), _) => spec.clone(),
+            (None, true) => dev_secret(&data_dir, DEV_KEYS_FILE, || Ok(KeyRing::generate(1)?.1))?,
+            (None, false) => bail!(
+                "INTEGRATION_HUB_ENCRYPTION_KEYS is not set: the service refuses to store credentials without keys (or run serve --dev)"
+            ),
+        };
+        let keys = KeyRing::parse(&keys_spec)
+            .map_err(|e| anyhow::anyhow!("INTEGRATION_HUB_ENCRYPTION_KEYS is invalid: {e}"))?;
+        keys.self_test()
+            .map_err(|e| anyhow::anyhow!("encryption self-test failed: {e}"))?;
+        let catalog = match &args.catalog_file {
+            Some(path) => Catalog::from_file(path)
+                .map_err(|e| anyhow::anyhow!("INTEGRATION_HUB_CATALOG_FILE is invalid: {e}"))?,
+            None => Catalog::builtin(),
+        };
+        if args.database.database_url.is_none() {
+            std::fs::create_dir_all(&data_dir)
+                .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+        }
+        let store = Store::connect(&args.database.url(), args.database.db_max_connections)
+            .await
+            .context("cannot connect to the database")?;
+        store.migrate().await.context("database migration failed")?;
+        let listener = TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        let local_addr = listener.local_addr()?;
+        if args.dev {
+            tracing::warn!(
+                listen = %local_addr,
+                data_dir = %data_dir.display(),
+                "DEVELOPMENT MODE: generated secrets are kept in the data directory; never use this in production"
+            );
+        }
+        let hub = Arc::new(Hub::new(
+            store.clone(),
+            Arc::new(keys),
+            Arc::new(catalog),
+            Arc::new(SystemClock),
+        ));
+        Ok(Application {
+            listener,
+            local_addr,
+            args,
+            verifier: Arc::new(verifier),
+            hub,
+            store,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.local_addr.port()
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves until `shutdown` resolves; then reports NOT_SERVING, ends watch streams with
+    /// their cursor, lets in-flight calls finish, and returns (within the shutdown deadline).
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let bus = EventBus::start(self.store.clone(), stop_rx.clone())
+            .await
+            .context("cannot read the event log")?;
+        let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        health_reporter
+            .set_serving::<InstalledAppServiceServer<InstalledApps>>()
+            .await;
+        health_reporter
+            .set_serving::<IntegrationServiceServer<Integrations>>()
+            .await;
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()?;
+        let max_message = self.args.max_message_bytes;
+        let installed_apps = InstalledAppServiceServer::new(InstalledApps::new(self.hub.clone()))
+            .max_decoding_message_size(max_message);
+        let integrations = IntegrationServiceServer::new(Integrations::new(
+            self.hub.clone(),
+            bus,
+            self.args.checkpoint_interval(),
+            stop_rx.clone(),
+        ))
+        .max_decoding_message_size(max_message);
+
+        let deadline = self.args.shutdown_deadline();
+        let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
+        let reporter = health_reporter.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            tracing::info!("shutting down: NOT_SERVING, ending watch streams");
+            reporter
+                .set_not_serving::<InstalledAppServiceServer<InstalledApps>>()
+                .await;
+            reporter
+                .set_not_serving::<IntegrationServiceServer<Integrations>>()
+                .await;
+            let _ = stop_tx.send(true);
+            let _ = drain_tx.send(());
+            // Keep the stop signal alive until the process is done with it.
+            std::future::pending::<()>().await;
+        });
+        let server = Server::builder()
+            .timeout(self.args.request_timeout())
+            .layer(AuthLayer::new(self.verifier.clone()))
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(installed_apps)
+            .add_service(integrations)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), async move {
+                let _ = drain_rx.await;
+            });
+        tracing::info!(listen = %self.local_addr, "serving");
+        let mut server = std::pin::pin!(server);
+        let mut stopping = stop_rx.clone();
+        tokio::select! {
+            result = &mut server => result.context("server failed")?,
+            _ = async {
+                let _ = stopping.wait_for(|stop| *stop).await;
+                tokio::time::sleep(deadline).await;
+            } => {
+                tracing::warn!(?deadline, "shutdown deadline passed; stopping with calls in flight");
+            }
+        }
+        self.store.close().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}

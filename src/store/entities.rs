@@ -1,0 +1,92 @@
+//! SeaORM entities: one module per table, rows exactly as stored.
+
+pub mod installed_app {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "installed_apps")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub team: String,
+        pub service: String,
+        pub display_name: String,
+        pub connected_to: String,
+        pub creator: String,
+        pub state: String,
+        /// Sealed credentials (see `crate::crypto`), never plaintext.
+        pub credentials: Vec<u8>,
+        pub key_version: i32,
+        pub request_id: Option<String>,
+        pub version: i64,
+        pub create_time: i64,
+        pub update_time: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod integration {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "integrations")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub team: String,
+        /// The app it uses; a broken integration keeps the id of the app it used.
+        pub installed_app_id: Option<String>,
+        pub service: String,
+        pub type_id: String,
+        pub display_name: String,
+        /// Non-secret config as a JSON object.
+        pub config: String,
+        pub state: String,
+        pub broken_reason: Option<String>,
+        pub broken_detail: Option<String>,
+        pub broken_time: Option<i64>,
+        /// Sealed credentials of its own, if it has them.
+        pub own_credentials: Option<Vec<u8>>,
+        pub key_version: Option<i32>,
+        pub creator: String,
+        pub request_id: Option<String>,
+        pub version: i64,
+        pub create_time: i64,
+        pub update_time: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod event {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "events")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub seq: i64,
+        pub event_id: String,
+        pub team: String,
+        pub kind: String,
+        pub integration_id: String,
+        pub installed_app_id: Option<String>,
+        pub reason: Option<String>,
+        pub actor: String,
+        pub time: i64,
+        /// The integration after the change, as JSON.
+        pub snapshot: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -1,0 +1,655 @@
+//! Storage: the only place that knows SQL.
+//!
+//! [`Store`] wraps a SeaORM connection pool to SQLite (the embedded default) or PostgreSQL.
+//! Reads run on the pool or inside a [`Tx`]; every change runs inside a [`Tx`] from
+//! [`Store::begin_write`], which takes the SQLite write lock up front (`BEGIN IMMEDIATE`), so
+//! a transaction that reads before it writes never fails to upgrade its lock.
+//!
+//! The outbox (`events`) is appended in the same transaction as the change it describes. On
+//! PostgreSQL, sequence numbers are handed out at insert time but become visible at commit,
+//! so a later number could commit first and a reader could pass a number still in flight.
+//! Appends therefore take a transaction-scoped advisory lock: one appending transaction at a
+//! time, so commit order equals sequence order and a reader that has seen `n` has seen every
+//! committed event below `n`. SQLite gets the same from its single writer.
+//!
+//! Rows and errors are the store's own: the domain converts them.
+
+mod entities;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sea_orm::sea_query::{Expr, ExprTrait, LockType};
+use sea_orm::{
+    ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DatabaseConnection,
+    DatabaseTransaction, DbErr, EntityTrait, FromQueryResult, IsolationLevel, QueryFilter,
+    QueryOrder, QuerySelect, SqlErr, SqliteTransactionMode, Statement, TransactionOptions,
+    TransactionTrait,
+};
+use tokio::sync::Notify;
+
+pub use entities::event::Model as EventRow;
+pub use entities::installed_app::Model as AppRow;
+pub use entities::integration::Model as IntegrationRow;
+
+use entities::{event, installed_app, integration};
+
+/// Advisory lock key serializing outbox appends on PostgreSQL ("ihub-evt").
+const OUTBOX_LOCK_KEY: i64 = 0x6968_7562_2d65_7674;
+/// Advisory lock key held while migrations run on PostgreSQL ("ihub-mig").
+const MIGRATION_LOCK_KEY: i64 = 0x6968_7562_2d6d_6967;
+/// Rows per multi-row insert: far below the bind-parameter limits of both databases.
+const INSERT_CHUNK: usize = 500;
+
+/// What can go wrong in storage.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique constraint refused the write (a duplicate id or request id).
+    #[error("a unique constraint refused the write")]
+    Conflict,
+    /// The database could not be reached or is overloaded; the call may be retried.
+    #[error("the database is unavailable")]
+    Unavailable(#[source] DbErr),
+    /// Anything else: a broken invariant or a bug.
+    #[error("database error")]
+    Db(#[source] DbErr),
+}
+
+impl From<DbErr> for StoreError {
+    /// The one place where constraint violations and connection failures are told apart from
+    /// other errors.
+    fn from(err: DbErr) -> Self {
+        if let Some(SqlErr::UniqueConstraintViolation(_)) = err.sql_err() {
+            return StoreError::Conflict;
+        }
+        match err {
+            DbErr::Conn(_) | DbErr::ConnectionAcquire(_) => StoreError::Unavailable(err),
+            other => {
+                let text = other.to_string();
+                // SQLite's busy timeout expired, or PostgreSQL cancelled a lock wait.
+                if text.contains("database is locked") || text.contains("deadlock detected") {
+                    StoreError::Unavailable(other)
+                } else {
+                    StoreError::Db(other)
+                }
+            }
+        }
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Ordering key of a listing: rows are ordered by creation time, then id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct After {
+    pub create_time: i64,
+    pub id: String,
+}
+
+/// Which integrations of a team a listing or a bulk change selects.
+#[derive(Clone, Debug, Default)]
+pub struct IntegrationFilter {
+    /// Only those bound to (or, when broken, that were bound to) this app.
+    pub installed_app_id: Option<String>,
+    /// Only those in this state.
+    pub state: Option<String>,
+    /// Only those broken for this reason.
+    pub broken_reason: Option<String>,
+    /// Only those using an app's credentials (not credentials of their own).
+    pub app_bound_only: bool,
+}
+
+/// New values for a bulk change of integrations' state.
+#[derive(Clone, Debug)]
+pub struct StateChange {
+    pub state: String,
+    pub broken_reason: Option<String>,
+    pub broken_detail: Option<String>,
+    pub broken_time: Option<i64>,
+    /// Rebind to this app (bulk reauthentication); `None` keeps the current binding.
+    pub installed_app_id: Option<String>,
+    pub update_time: i64,
+}
+
+/// A connection pool to SQLite or PostgreSQL.
+#[derive(Clone)]
+pub struct Store {
+    db: DatabaseConnection,
+    appended: Arc<Notify>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("backend", &self.backend())
+            .finish()
+    }
+}
+
+impl Store {
+    /// Connects to `url` (`sqlite://path?mode=rwc` or `postgres://...`).
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Store> {
+        let mut options = ConnectOptions::new(url.to_owned());
+        options
+            .max_connections(max_connections)
+            .min_connections(1)
+            .connect_timeout(Duration::from_secs(10))
+            .acquire_timeout(Duration::from_secs(10))
+            .sqlx_logging(false)
+            .map_sqlx_sqlite_opts(|opts| {
+                opts.create_if_missing(true)
+                    .journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
+                    .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
+                    .busy_timeout(Duration::from_secs(10))
+                    .foreign_keys(true)
+            });
+        let db = Database::connect(options).await?;
+        Ok(Store {
+            db,
+            appended: Arc::new(Notify::new()),
+        })
+    }
+
+    pub fn backend(&self) -> DatabaseBackend {
+        self.db.get_database_backend()
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.backend() == DatabaseBackend::Postgres
+    }
+
+    /// Applies every pending migration. On PostgreSQL, replicas starting together take turns
+    /// under an advisory lock.
+    pub async fn migrate(&self) -> Result<()> {
+        use migration::MigratorTrait;
+        if !self.is_postgres() {
+            return Ok(migration::Migrator::up(&self.db, None).await?);
+        }
+        // Session-level advisory locks belong to one connection: hold one for the whole run.
+        let tx = self.db.begin().await?;
+        tx.execute_raw(Statement::from_sql_and_values(
+            DatabaseBackend::Postgres,
+            "SELECT pg_advisory_xact_lock($1)",
+            [MIGRATION_LOCK_KEY.into()],
+        ))
+        .await?;
+        migration::Migrator::up(&tx, None).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Woken after every commit that appended events, in this process.
+    pub fn appended(&self) -> Arc<Notify> {
+        self.appended.clone()
+    }
+
+    /// Starts a write transaction (on SQLite: `BEGIN IMMEDIATE`).
+    pub async fn begin_write(&self) -> Result<Tx> {
+        let inner = if self.is_postgres() {
+            self.db.begin().await?
+        } else {
+            self.db
+                .begin_with_options(TransactionOptions {
+                    sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                    ..Default::default()
+                })
+                .await?
+        };
+        Ok(Tx {
+            inner,
+            postgres: self.is_postgres(),
+            appended_events: false,
+            appended: self.appended.clone(),
+        })
+    }
+
+    /// Starts a read-only transaction whose reads all see one snapshot (a listing and the
+    /// event cursor as of that listing).
+    pub async fn begin_snapshot(&self) -> Result<Tx> {
+        let inner = if self.is_postgres() {
+            self.db
+                .begin_with_config(Some(IsolationLevel::RepeatableRead), None)
+                .await?
+        } else {
+            self.db.begin().await?
+        };
+        Ok(Tx {
+            inner,
+            postgres: self.is_postgres(),
+            appended_events: false,
+            appended: self.appended.clone(),
+        })
+    }
+
+    fn conn(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    /// Events after `after` (and up to `upto` when given), of one team or of all, oldest first.
+    pub async fn events_after(
+        &self,
+        after: i64,
+        upto: Option<i64>,
+        team: Option<&str>,
+        limit: u64,
+    ) -> Result<Vec<EventRow>> {
+        let mut query = event::Entity::find().filter(event::Column::Seq.gt(after));
+        if let Some(upto) = upto {
+            query = query.filter(event::Column::Seq.lte(upto));
+        }
+        if let Some(team) = team {
+            query = query.filter(event::Column::Team.eq(team));
+        }
+        Ok(query
+            .order_by_asc(event::Column::Seq)
+            .limit(limit)
+            .all(&self.db)
+            .await?)
+    }
+
+    /// Closes the pool.
+    pub async fn close(self) {
+        let _ = self.db.close().await;
+    }
+}
+
+/// A transaction. Dropped without [`Tx::commit`], it rolls back.
+pub struct Tx {
+    inner: DatabaseTransaction,
+    postgres: bool,
+    appended_events: bool,
+    appended: Arc<Notify>,
+}
+
+impl Tx {
+    fn conn(&self) -> &DatabaseTransaction {
+        &self.inner
+    }
+
+    pub async fn commit(self) -> Result<()> {
+        self.inner.commit().await?;
+        if self.appended_events {
+            self.appended.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Reads an app and, on PostgreSQL, locks its row until commit, so a delete and an
+    /// integration being bound to the app cannot interleave.
+    pub async fn lock_app(&self, team: &str, id: &str) -> Result<Option<AppRow>> {
+        let mut query = installed_app::Entity::find_by_id(id.to_owned())
+            .filter(installed_app::Column::Team.eq(team));
+        if self.postgres {
+            query = query.lock(LockType::Update);
+        }
+        Ok(query.one(&self.inner).await?)
+    }
+
+    /// Reads an integration and, on PostgreSQL, locks its row until commit.
+    pub async fn lock_integration(&self, team: &str, id: &str) -> Result<Option<IntegrationRow>> {
+        let mut query = integration::Entity::find_by_id(id.to_owned())
+            .filter(integration::Column::Team.eq(team));
+        if self.postgres {
+            query = query.lock(LockType::Update);
+        }
+        Ok(query.one(&self.inner).await?)
+    }
+
+    /// Every integration of a team matching `filter` (no paging), locked on PostgreSQL.
+    pub async fn lock_integrations(
+        &self,
+        team: &str,
+        filter: &IntegrationFilter,
+    ) -> Result<Vec<IntegrationRow>> {
+        let mut query = integration::Entity::find()
+            .filter(integration_condition(team, filter))
+            .order_by_asc(integration::Column::CreateTime)
+            .order_by_asc(integration::Column::Id);
+        if self.postgres {
+            query = query.lock(LockType::Update);
+        }
+        Ok(query.all(&self.inner).await?)
+    }
+
+    pub async fn insert_app(&self, row: AppRow) -> Result<()> {
+        installed_app::Entity::insert(installed_app::ActiveModel::from(row))
+            .exec_without_returning(&self.inner)
+            .await?;
+        Ok(())
+    }
+
+    /// Replaces an app's row if its version is still `expected_version`; false otherwise.
+    pub async fn update_app(&self, row: AppRow, expected_version: i64) -> Result<bool> {
+        let result = installed_app::Entity::update_many()
+            .set(installed_app::ActiveModel::from(row.clone()))
+            .filter(installed_app::Column::Id.eq(row.id))
+            .filter(installed_app::Column::Team.eq(row.team))
+            .filter(installed_app::Column::Version.eq(expected_version))
+            .exec(&self.inner)
+            .await?;
+        Ok(result.rows_affected == 1)
+    }
+
+    pub async fn delete_app(&self, team: &str, id: &str) -> Result<bool> {
+        let result = installed_app::Entity::delete_many()
+            .filter(installed_app::Column::Id.eq(id))
+            .filter(installed_app::Column::Team.eq(team))
+            .exec(&self.inner)
+            .await?;
+        Ok(result.rows_affected == 1)
+    }
+
+    pub async fn insert_integration(&self, row: IntegrationRow) -> Result<()> {
+        integration::Entity::insert(integration::ActiveModel::from(row))
+            .exec_without_returning(&self.inner)
+            .await?;
+        Ok(())
+    }
+
+    /// Replaces an integration's row if its version is still `expected_version`.
+    pub async fn update_integration(
+        &self,
+        row: IntegrationRow,
+        expected_version: i64,
+    ) -> Result<bool> {
+        let result = integration::Entity::update_many()
+            .set(integration::ActiveModel::from(row.clone()))
+            .filter(integration::Column::Id.eq(row.id))
+            .filter(integration::Column::Team.eq(row.team))
+            .filter(integration::Column::Version.eq(expected_version))
+            .exec(&self.inner)
+            .await?;
+        Ok(result.rows_affected == 1)
+    }
+
+    pub async fn delete_integration(&self, team: &str, id: &str) -> Result<bool> {
+        let result = integration::Entity::delete_many()
+            .filter(integration::Column::Id.eq(id))
+            .filter(integration::Column::Team.eq(team))
+            .exec(&self.inner)
+            .await?;
+        Ok(result.rows_affected == 1)
+    }
+
+    /// Applies `change` to every integration matching `filter` in one statement; returns how
+    /// many changed. Callers read (and on PostgreSQL lock) the same set first with
+    /// [`Tx::lock_integrations`], so the rows changed are exactly the rows read.
+    pub async fn change_integrations(
+        &self,
+        team: &str,
+        filter: &IntegrationFilter,
+        change: &StateChange,
+    ) -> Result<u64> {
+        let mut update = integration::Entity::update_many()
+            .col_expr(
+                integration::Column::State,
+                Expr::value(change.state.clone()),
+            )
+            .col_expr(
+                integration::Column::BrokenReason,
+                Expr::value(change.broken_reason.clone()),
+            )
+            .col_expr(
+                integration::Column::BrokenDetail,
+                Expr::value(change.broken_detail.clone()),
+            )
+            .col_expr(
+                integration::Column::BrokenTime,
+                Expr::value(change.broken_time),
+            )
+            .col_expr(
+                integration::Column::UpdateTime,
+                Expr::value(change.update_time),
+            )
+            .col_expr(
+                integration::Column::Version,
+                Expr::col(integration::Column::Version).add(1),
+            );
+        if let Some(app) = &change.installed_app_id {
+            update = update.col_expr(
+                integration::Column::InstalledAppId,
+                Expr::value(Some(app.clone())),
+            );
+        }
+        let result = update
+            .filter(integration_condition(team, filter))
+            .exec(&self.inner)
+            .await?;
+        Ok(result.rows_affected)
+    }
+
+    /// Appends events to the outbox, in order. The first append of a transaction takes the
+    /// outbox lock on PostgreSQL (see the module doc); it is held until commit.
+    pub async fn append_events(&mut self, rows: Vec<NewEvent>) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        if self.postgres && !self.appended_events {
+            self.inner
+                .execute_raw(Statement::from_sql_and_values(
+                    DatabaseBackend::Postgres,
+                    "SELECT pg_advisory_xact_lock($1)",
+                    [OUTBOX_LOCK_KEY.into()],
+                ))
+                .await?;
+        }
+        self.appended_events = true;
+        let mut rows = rows.into_iter().peekable();
+        while rows.peek().is_some() {
+            let chunk: Vec<event::ActiveModel> = rows
+                .by_ref()
+                .take(INSERT_CHUNK)
+                .map(|e| {
+                    use sea_orm::ActiveValue::{NotSet, Set};
+                    event::ActiveModel {
+                        seq: NotSet,
+                        event_id: Set(e.event_id),
+                        team: Set(e.team),
+                        kind: Set(e.kind),
+                        integration_id: Set(e.integration_id),
+                        installed_app_id: Set(e.installed_app_id),
+                        reason: Set(e.reason),
+                        actor: Set(e.actor),
+                        time: Set(e.time),
+                        snapshot: Set(e.snapshot),
+                    }
+                })
+                .collect();
+            event::Entity::insert_many(chunk)
+                .exec_without_returning(&self.inner)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// An event to append; the store assigns its sequence number.
+#[derive(Clone, Debug)]
+pub struct NewEvent {
+    pub event_id: String,
+    pub team: String,
+    pub kind: String,
+    pub integration_id: String,
+    pub installed_app_id: Option<String>,
+    pub reason: Option<String>,
+    pub actor: String,
+    pub time: i64,
+    pub snapshot: String,
+}
+
+fn integration_condition(team: &str, filter: &IntegrationFilter) -> sea_orm::Condition {
+    let mut cond = sea_orm::Condition::all().add(integration::Column::Team.eq(team));
+    if let Some(app) = &filter.installed_app_id {
+        cond = cond.add(integration::Column::InstalledAppId.eq(app.as_str()));
+    }
+    if let Some(state) = &filter.state {
+        cond = cond.add(integration::Column::State.eq(state.as_str()));
+    }
+    if let Some(reason) = &filter.broken_reason {
+        cond = cond.add(integration::Column::BrokenReason.eq(reason.as_str()));
+    }
+    if filter.app_bound_only {
+        cond = cond.add(integration::Column::OwnCredentials.is_null());
+    }
+    cond
+}
+
+fn after_condition<C: ColumnTrait>(time_col: C, id_col: C, after: &After) -> sea_orm::Condition {
+    sea_orm::Condition::any()
+        .add(time_col.gt(after.create_time))
+        .add(
+            sea_orm::Condition::all()
+                .add(time_col.eq(after.create_time))
+                .add(id_col.gt(after.id.as_str())),
+        )
+}
+
+#[derive(FromQueryResult)]
+struct AppCount {
+    installed_app_id: Option<String>,
+    count: i64,
+}
+
+#[derive(FromQueryResult)]
+struct MaxSeq {
+    max_seq: Option<i64>,
+}
+
+/// Reads, available on the pool ([`Store`]) and inside a transaction ([`Tx`]).
+macro_rules! reads {
+    ($ty:ty) => {
+        impl $ty {
+            pub async fn get_app(&self, team: &str, id: &str) -> Result<Option<AppRow>> {
+                Ok(installed_app::Entity::find_by_id(id.to_owned())
+                    .filter(installed_app::Column::Team.eq(team))
+                    .one(self.conn())
+                    .await?)
+            }
+
+            pub async fn find_app_by_request(
+                &self,
+                team: &str,
+                request_id: &str,
+            ) -> Result<Option<AppRow>> {
+                Ok(installed_app::Entity::find()
+                    .filter(installed_app::Column::Team.eq(team))
+                    .filter(installed_app::Column::RequestId.eq(request_id))
+                    .one(self.conn())
+                    .await?)
+            }
+
+            /// A page of a team's apps, oldest first.
+            pub async fn list_apps(
+                &self,
+                team: &str,
+                after: Option<&After>,
+                limit: u64,
+            ) -> Result<Vec<AppRow>> {
+                let mut query =
+                    installed_app::Entity::find().filter(installed_app::Column::Team.eq(team));
+                if let Some(after) = after {
+                    query = query.filter(after_condition(
+                        installed_app::Column::CreateTime,
+                        installed_app::Column::Id,
+                        after,
+                    ));
+                }
+                Ok(query
+                    .order_by_asc(installed_app::Column::CreateTime)
+                    .order_by_asc(installed_app::Column::Id)
+                    .limit(limit)
+                    .all(self.conn())
+                    .await?)
+            }
+
+            /// How many integrations use each of these apps (with their credentials).
+            pub async fn count_integrations(
+                &self,
+                team: &str,
+                app_ids: &[String],
+            ) -> Result<HashMap<String, i64>> {
+                if app_ids.is_empty() {
+                    return Ok(HashMap::new());
+                }
+                let rows = integration::Entity::find()
+                    .select_only()
+                    .column(integration::Column::InstalledAppId)
+                    .column_as(integration::Column::Id.count(), "count")
+                    .filter(integration::Column::Team.eq(team))
+                    .filter(integration::Column::InstalledAppId.is_in(app_ids.iter().cloned()))
+                    .filter(integration::Column::OwnCredentials.is_null())
+                    .group_by(integration::Column::InstalledAppId)
+                    .into_model::<AppCount>()
+                    .all(self.conn())
+                    .await?;
+                Ok(rows
+                    .into_iter()
+                    .filter_map(|r| r.installed_app_id.map(|id| (id, r.count)))
+                    .collect())
+            }
+
+            pub async fn get_integration(
+                &self,
+                team: &str,
+                id: &str,
+            ) -> Result<Option<IntegrationRow>> {
+                Ok(integration::Entity::find_by_id(id.to_owned())
+                    .filter(integration::Column::Team.eq(team))
+                    .one(self.conn())
+                    .await?)
+            }
+
+            pub async fn find_integration_by_request(
+                &self,
+                team: &str,
+                request_id: &str,
+            ) -> Result<Option<IntegrationRow>> {
+                Ok(integration::Entity::find()
+                    .filter(integration::Column::Team.eq(team))
+                    .filter(integration::Column::RequestId.eq(request_id))
+                    .one(self.conn())
+                    .await?)
+            }
+
+            /// A page of a team's integrations matching `filter`, oldest first.
+            pub async fn list_integrations(
+                &self,
+                team: &str,
+                filter: &IntegrationFilter,
+                after: Option<&After>,
+                limit: u64,
+            ) -> Result<Vec<IntegrationRow>> {
+                let mut query =
+                    integration::Entity::find().filter(integration_condition(team, filter));
+                if let Some(after) = after {
+                    query = query.filter(after_condition(
+                        integration::Column::CreateTime,
+                        integration::Column::Id,
+                        after,
+                    ));
+                }
+                Ok(query
+                    .order_by_asc(integration::Column::CreateTime)
+                    .order_by_asc(integration::Column::Id)
+                    .limit(limit)
+                    .all(self.conn())
+                    .await?)
+            }
+
+            /// The newest event sequence number, 0 when there is none.
+            pub async fn max_event_seq(&self) -> Result<i64> {
+                let row = event::Entity::find()
+                    .select_only()
+                    .column_as(event::Column::Seq.max(), "max_seq")
+                    .into_model::<MaxSeq>()
+                    .one(self.conn())
+                    .await?;
+                Ok(row.and_then(|r| r.max_seq).unwrap_or(0))
+            }
+        }
+    };
+}
+
+reads!(Store);
+reads!(Tx);

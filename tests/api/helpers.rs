@@ -1,0 +1,229 @@
+//! `spawn_app`: a fresh database (a temp SQLite file, or a new PostgreSQL database with a
+//! random name), the real server on 127.0.0.1:0, typed clients and a token minting helper.
+
+// Not every test uses every helper.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use integration_hub::auth::{MintClaims, mint_hs256};
+use integration_hub::config::ServeArgs;
+use integration_hub::crypto::KeyRing;
+use integration_hub::pb::installed_app_service_client::InstalledAppServiceClient;
+use integration_hub::pb::integration_service_client::IntegrationServiceClient;
+use integration_hub::startup::Application;
+use sea_orm::{ConnectionTrait, Database};
+use tonic::Request;
+use tonic::transport::Channel;
+
+pub const TEST_SECRET: &str = "test-secret-test-secret-test-secret-0123456789";
+pub const PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+pub const PG_BASE_URL: &str = "postgres://postgres@127.0.0.1:5432";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A fresh database: a SQLite file in a temp dir, or a PostgreSQL database dropped on drop.
+pub struct TestDb {
+    pub url: String,
+    pub dir: tempfile::TempDir,
+    pg_name: Option<String>,
+}
+
+impl TestDb {
+    pub async fn new(backend: Backend) -> TestDb {
+        let dir = tempfile::tempdir().expect("temp dir");
+        match backend {
+            Backend::Sqlite => TestDb {
+                url: format!("sqlite://{}?mode=rwc", dir.path().join("hub.db").display()),
+                dir,
+                pg_name: None,
+            },
+            Backend::Postgres => {
+                let name = format!("ih_test_{}", uuid::Uuid::new_v4().simple());
+                let admin = Database::connect(PG_ADMIN_URL)
+                    .await
+                    .expect("PostgreSQL must run at 127.0.0.1:5432 (see README)");
+                admin
+                    .execute_unprepared(&format!("CREATE DATABASE {name}"))
+                    .await
+                    .expect("create test database");
+                let _ = admin.close().await;
+                TestDb {
+                    url: format!("{PG_BASE_URL}/{name}"),
+                    dir,
+                    pg_name: Some(name),
+                }
+            }
+        }
+    }
+
+    /// Path of the SQLite file (SQLite only).
+    pub fn sqlite_path(&self) -> std::path::PathBuf {
+        self.dir.path().join("hub.db")
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Some(name) = self.pg_name.take() {
+            // Drop runs outside any runtime guarantee: use a runtime of our own on a thread.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                rt.block_on(async {
+                    if let Ok(admin) = Database::connect(PG_ADMIN_URL).await {
+                        let _ = admin
+                            .execute_unprepared(&format!(
+                                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                            ))
+                            .await;
+                        let _ = admin.close().await;
+                    }
+                });
+            })
+            .join();
+        }
+    }
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub port: u16,
+    pub apps: InstalledAppServiceClient<Channel>,
+    pub integrations: IntegrationServiceClient<Channel>,
+    pub channel: Channel,
+    pub db: TestDb,
+    pub backend: Backend,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+/// Server settings for tests: fixed secret, a fresh key, port 0, short checkpoints.
+pub fn test_args(database_url: &str) -> ServeArgs {
+    let mut args = ServeArgs::with_defaults(
+        "127.0.0.1:0".parse().expect("addr"),
+        database_url.to_owned(),
+    );
+    args.auth.jwt_hs256_secret = Some(TEST_SECRET.to_owned());
+    args.auth.jwt_issuer = None;
+    args.auth.jwt_audience = None;
+    args.encryption_keys = Some(KeyRing::generate(1).expect("key").1);
+    args.checkpoint_interval_secs = 1;
+    args.database.db_max_connections = 8;
+    args
+}
+
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    let db = TestDb::new(backend).await;
+    let args = test_args(&db.url);
+    spawn_with(backend, db, args).await
+}
+
+pub async fn spawn_with(backend: Backend, db: TestDb, args: ServeArgs) -> TestApp {
+    let app = Application::build(args).await.expect("build server");
+    let port = app.port();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async move {
+        let _ = rx.await;
+    }));
+    let address = format!("http://127.0.0.1:{port}");
+    let channel = Channel::from_shared(address.clone())
+        .expect("uri")
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .expect("connect to the test server");
+    TestApp {
+        address,
+        port,
+        apps: InstalledAppServiceClient::new(channel.clone()),
+        integrations: IntegrationServiceClient::new(channel.clone()),
+        channel,
+        db,
+        backend,
+        shutdown: Some(tx),
+        server: Some(server),
+    }
+}
+
+impl TestApp {
+    /// A token the server accepts.
+    pub fn token(&self, team: &str, role: &str, subject: &str) -> String {
+        token(team, role, subject)
+    }
+
+    /// Stops the server (as SIGTERM would) and waits until it has returned.
+    pub async fn stop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            tokio::time::timeout(Duration::from_secs(30), server)
+                .await
+                .expect("server stops within 30 s")
+                .expect("server task")
+                .expect("server returns Ok");
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+pub fn token(team: &str, role: &str, subject: &str) -> String {
+    mint_hs256(
+        TEST_SECRET.as_bytes(),
+        &MintClaims {
+            subject: subject.to_owned(),
+            team: team.to_owned(),
+            roles: vec![role.to_owned()],
+            issuer: None,
+            audience: None,
+            ttl_secs: 3600,
+            team_claim: "team_id".to_owned(),
+            roles_claim: "roles".to_owned(),
+        },
+    )
+    .expect("mint token")
+}
+
+/// A request carrying `token` as its bearer credential.
+pub fn authed<T>(token: &str, message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("metadata value"),
+    );
+    request
+}
+
+/// Runs one async test body against SQLite and against PostgreSQL, as two tests.
+#[macro_export]
+macro_rules! storage_test {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let app = $crate::helpers::spawn_app($crate::helpers::Backend::Sqlite).await;
+                super::$name(app).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                let app = $crate::helpers::spawn_app($crate::helpers::Backend::Postgres).await;
+                super::$name(app).await;
+            }
+        }
+    };
+}
