@@ -115,6 +115,10 @@ pub struct ServeArgs {
     #[arg(long, env = "INTEGRATION_HUB_DEV")]
     pub dev: bool,
 
+    /// Do not apply migrations at start (a migration job runs `integration-hub migrate`).
+    #[arg(long, env = "INTEGRATION_HUB_SKIP_MIGRATIONS")]
+    pub skip_migrations: bool,
+
     /// Replace the built-in service catalog with this JSON file.
     #[arg(long, env = "INTEGRATION_HUB_CATALOG_FILE")]
     pub catalog_file: Option<PathBuf>,

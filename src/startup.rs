@@ -143,7 +143,11 @@ impl Application {
         let store = Store::connect(&args.database.url(), args.database.db_max_connections)
             .await
             .context("cannot connect to the database")?;
-        store.migrate().await.context("database migration failed")?;
+        if args.skip_migrations {
+            tracing::info!("skipping migrations (INTEGRATION_HUB_SKIP_MIGRATIONS)");
+        } else {
+            store.migrate().await.context("database migration failed")?;
+        }
         let listener = TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
