@@ -128,6 +128,32 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub checkpoint_interval_secs: u64,
 
+    /// Seconds events are kept; a watch cursor older than this answers CURSOR_EXPIRED.
+    #[arg(long, env = "INTEGRATION_HUB_EVENT_RETENTION_SECS", default_value_t = 7 * 24 * 3600,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub event_retention_secs: u64,
+
+    /// Seconds between two prunings of the event log.
+    #[arg(long, env = "INTEGRATION_HUB_PRUNE_INTERVAL_SECS", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub prune_interval_secs: u64,
+
+    /// Most watch streams open at once on this replica.
+    #[arg(
+        long,
+        env = "INTEGRATION_HUB_MAX_WATCH_STREAMS",
+        default_value_t = 20_000
+    )]
+    pub max_watch_streams: usize,
+
+    /// Most watch streams one principal (team and subject) may hold open on this replica.
+    #[arg(
+        long,
+        env = "INTEGRATION_HUB_MAX_WATCH_STREAMS_PER_PRINCIPAL",
+        default_value_t = 100
+    )]
+    pub max_watch_streams_per_principal: usize,
+
     /// Seconds a request may take before it is cancelled (not watch streams).
     #[arg(long, env = "INTEGRATION_HUB_REQUEST_TIMEOUT_SECS", default_value_t = 30,
           value_parser = clap::value_parser!(u64).range(1..=3600))]

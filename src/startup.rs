@@ -19,8 +19,9 @@ use crate::config::{AuthArgs, ServeArgs};
 use crate::crypto::KeyRing;
 use crate::domain::Hub;
 use crate::domain::catalog::Catalog;
+use crate::domain::hub::Clock;
 use crate::domain::hub::SystemClock;
-use crate::events::EventBus;
+use crate::events::{EventBus, StreamLimits, start_pruner};
 use crate::pb;
 use crate::pb::installed_app_service_server::InstalledAppServiceServer;
 use crate::pb::integration_service_server::IntegrationServiceServer;
@@ -193,6 +194,17 @@ impl Application {
         let bus = EventBus::start(self.store.clone(), stop_rx.clone())
             .await
             .context("cannot read the event log")?;
+        start_pruner(
+            self.store.clone(),
+            std::time::Duration::from_secs(self.args.event_retention_secs),
+            std::time::Duration::from_secs(self.args.prune_interval_secs),
+            || SystemClock.now_micros(),
+            stop_rx.clone(),
+        );
+        let limits = StreamLimits::new(
+            self.args.max_watch_streams,
+            self.args.max_watch_streams_per_principal,
+        );
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         health_reporter
             .set_serving::<InstalledAppServiceServer<InstalledApps>>()
@@ -214,6 +226,7 @@ impl Application {
         let integrations = IntegrationServiceServer::new(Integrations::new(
             self.hub.clone(),
             bus,
+            limits,
             self.args.checkpoint_interval(),
             stop_rx.clone(),
         ))

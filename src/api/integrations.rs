@@ -15,8 +15,8 @@ use crate::domain::model::{EventKind, IntegrationState};
 use crate::domain::types::{
     AppName, Cursor, DisplayName, IntegrationName, PageSize, ParentRef, RequestId,
 };
-use crate::domain::{Error, Hub, Violations};
-use crate::events::{Delivery, EventBus, follow};
+use crate::domain::{Error, Hub, Precondition, Violations};
+use crate::events::{Delivery, EventBus, StreamLimits, follow};
 use crate::pb;
 use crate::pb::integration_service_server::IntegrationService;
 use crate::pb::reauthenticate_integration_request::Auth;
@@ -27,6 +27,7 @@ const STREAM_BUFFER: usize = 16;
 pub struct Integrations {
     hub: Arc<Hub>,
     bus: EventBus,
+    limits: StreamLimits,
     checkpoint_every: Duration,
     stop: watch::Receiver<bool>,
 }
@@ -35,12 +36,14 @@ impl Integrations {
     pub fn new(
         hub: Arc<Hub>,
         bus: EventBus,
+        limits: StreamLimits,
         checkpoint_every: Duration,
         stop: watch::Receiver<bool>,
     ) -> Self {
         Integrations {
             hub,
             bus,
+            limits,
             checkpoint_every,
             stop,
         }
@@ -382,9 +385,32 @@ impl IntegrationService for Integrations {
                     "is ahead of the event log (a cursor of another deployment?)",
                 )));
             }
-            Some(Cursor(seq)) => seq,
+            Some(Cursor(seq)) => {
+                let pruned = self
+                    .bus
+                    .store()
+                    .pruned_through()
+                    .await
+                    .map_err(|e| status(e.into()))?;
+                if seq < pruned {
+                    return Err(status(Error::precondition(
+                        Precondition::CursorExpired,
+                        "the cursor is older than the event retention; list the integrations again and watch from the listing's event_cursor",
+                    )));
+                }
+                seq
+            }
             None => newest,
         };
+        let principal = format!(
+            "{}/{}",
+            actor.team.as_ref().map(|t| t.as_str()).unwrap_or("*"),
+            actor.subject
+        );
+        let slot = self
+            .limits
+            .acquire(&principal)
+            .map_err(|message| status(Error::ResourceExhausted(message.into())))?;
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         if start.is_none() {
             let first = pb::WatchIntegrationEventsResponse {
@@ -401,6 +427,8 @@ impl IntegrationService for Integrations {
         let every = self.checkpoint_every;
         let team = scope.map(|t| t.as_str().to_owned());
         tokio::spawn(async move {
+            // Holds this stream's place in the limits until the stream ends.
+            let _slot = slot;
             let keep =
                 |e: &crate::store::EventRow| types.is_empty() || types.contains(e.kind.as_str());
             let sender = tx.clone();

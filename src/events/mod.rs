@@ -52,6 +52,9 @@ impl EventBus {
             position,
         };
         let appended = store.appended();
+        let listener = store.clone();
+        let listener_stop = shutdown.clone();
+        tokio::spawn(async move { listener.listen_for_appends(listener_stop).await });
         tokio::spawn(async move {
             let mut tail = start;
             loop {
@@ -86,6 +89,99 @@ impl EventBus {
     /// The newest sequence number the tailer has published.
     pub fn position(&self) -> i64 {
         *self.position.borrow()
+    }
+}
+
+/// Prunes events older than `retention` every `interval`, until `shutdown` flips. `now` gives
+/// microseconds since the epoch (injected for tests).
+pub fn start_pruner(
+    store: Store,
+    retention: Duration,
+    interval: Duration,
+    now: impl Fn() -> i64 + Send + 'static,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    tokio::spawn(async move {
+        let retention = i64::try_from(retention.as_micros()).unwrap_or(i64::MAX);
+        loop {
+            match store.prune_events(now().saturating_sub(retention)).await {
+                Ok(0) => {}
+                Ok(deleted) => tracing::info!(deleted, "pruned events past the retention"),
+                Err(err) => {
+                    tracing::warn!(error = %anyhow::Error::from(err), "pruning events failed")
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    });
+}
+
+/// Bounds on open watch streams, in total and per principal.
+#[derive(Clone)]
+pub struct StreamLimits {
+    inner: Arc<std::sync::Mutex<LimitState>>,
+    total: usize,
+    per_principal: usize,
+}
+
+#[derive(Default)]
+struct LimitState {
+    open: usize,
+    by_principal: std::collections::HashMap<String, usize>,
+}
+
+/// One open stream; releases its place when dropped.
+pub struct StreamSlot {
+    limits: StreamLimits,
+    principal: String,
+}
+
+impl StreamLimits {
+    pub fn new(total: usize, per_principal: usize) -> Self {
+        StreamLimits {
+            inner: Arc::default(),
+            total,
+            per_principal,
+        }
+    }
+
+    /// Takes a place for `principal`, or says which limit is reached.
+    pub fn acquire(&self, principal: &str) -> Result<StreamSlot, &'static str> {
+        let mut state = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if state.open >= self.total {
+            return Err("too many watch streams are open on this server; retry later");
+        }
+        let mine = state.by_principal.entry(principal.to_owned()).or_default();
+        if *mine >= self.per_principal {
+            return Err("this principal has too many watch streams open");
+        }
+        *mine += 1;
+        state.open += 1;
+        Ok(StreamSlot {
+            limits: self.clone(),
+            principal: principal.to_owned(),
+        })
+    }
+
+    /// Streams open now.
+    pub fn open(&self) -> usize {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).open
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut state = self.limits.inner.lock().unwrap_or_else(|p| p.into_inner());
+        state.open = state.open.saturating_sub(1);
+        if let Some(count) = state.by_principal.get_mut(&self.principal) {
+            *count -= 1;
+            if *count == 0 {
+                state.by_principal.remove(&self.principal);
+            }
+        }
     }
 }
 

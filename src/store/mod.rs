@@ -39,6 +39,10 @@ use entities::{event, installed_app, integration};
 const OUTBOX_LOCK_KEY: i64 = 0x6968_7562_2d65_7674;
 /// Advisory lock key held while migrations run on PostgreSQL ("ihub-mig").
 const MIGRATION_LOCK_KEY: i64 = 0x6968_7562_2d6d_6967;
+/// Advisory lock key: one replica prunes the event log at a time ("ihub-prn").
+const PRUNE_LOCK_KEY: i64 = 0x6968_7562_2d70_726e;
+/// The channel that tells other replicas an append committed.
+pub const EVENTS_CHANNEL: &str = "integration_hub_events";
 /// Rows per multi-row insert: far below the bind-parameter limits of both databases.
 const INSERT_CHUNK: usize = 500;
 
@@ -117,6 +121,8 @@ pub struct StateChange {
 pub struct Store {
     db: DatabaseConnection,
     appended: Arc<Notify>,
+    /// Kept for the LISTEN connection on PostgreSQL. May hold a password: never log it.
+    url: Arc<str>,
 }
 
 impl std::fmt::Debug for Store {
@@ -148,6 +154,7 @@ impl Store {
         Ok(Store {
             db,
             appended: Arc::new(Notify::new()),
+            url: url.into(),
         })
     }
 
@@ -246,6 +253,119 @@ impl Store {
             .limit(limit)
             .all(&self.db)
             .await?)
+    }
+
+    /// On PostgreSQL, wakes the local tailer whenever another replica's append commits
+    /// (`LISTEN`), reconnecting by itself; returns when `stop` flips. A no-op on SQLite (one
+    /// process; the tailer's periodic read covers other processes).
+    pub async fn listen_for_appends(&self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        use sea_orm::sqlx::postgres::PgListener;
+        if !self.is_postgres() {
+            return;
+        }
+        loop {
+            let listener = async {
+                let mut listener = PgListener::connect(&self.url).await?;
+                listener.listen(EVENTS_CHANNEL).await?;
+                Ok::<_, sea_orm::sqlx::Error>(listener)
+            };
+            let mut listener = tokio::select! {
+                result = listener => match result {
+                    Ok(listener) => listener,
+                    Err(err) => {
+                        tracing::warn!(error = %err, "cannot LISTEN for events; retrying");
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                            _ = stop.changed() => return,
+                        }
+                    }
+                },
+                _ = stop.changed() => return,
+            };
+            // A lost connection means lost notifications: wake the tailer to read anyway.
+            self.appended.notify_one();
+            loop {
+                tokio::select! {
+                    received = listener.recv() => match received {
+                        Ok(_) => self.appended.notify_one(),
+                        Err(err) => {
+                            tracing::warn!(error = %err, "event LISTEN connection lost; reconnecting");
+                            break;
+                        }
+                    },
+                    _ = stop.changed() => return,
+                }
+            }
+        }
+    }
+
+    /// Every event with a sequence number at or below this has been pruned.
+    pub async fn pruned_through(&self) -> Result<i64> {
+        let row = self
+            .db
+            .query_one_raw(Statement::from_string(
+                self.backend(),
+                "SELECT pruned_through FROM event_log_state WHERE id = 1",
+            ))
+            .await?;
+        Ok(match row {
+            Some(row) => row.try_get::<i64>("", "pruned_through")?,
+            None => 0,
+        })
+    }
+
+    /// Deletes the events older than `cutoff` (microseconds), as a prefix of the log, and
+    /// moves the watermark. On PostgreSQL only one replica prunes at a time: the others find
+    /// the lock taken and return 0.
+    pub async fn prune_events(&self, cutoff: i64) -> Result<u64> {
+        let tx = self.begin_write().await?;
+        if tx.postgres {
+            let row = tx
+                .inner
+                .query_one_raw(Statement::from_sql_and_values(
+                    DatabaseBackend::Postgres,
+                    "SELECT pg_try_advisory_xact_lock($1) AS locked",
+                    [PRUNE_LOCK_KEY.into()],
+                ))
+                .await?;
+            let locked = match row {
+                Some(row) => row.try_get::<bool>("", "locked")?,
+                None => false,
+            };
+            if !locked {
+                return Ok(0);
+            }
+        }
+        let through = event::Entity::find()
+            .select_only()
+            .column_as(event::Column::Seq.max(), "max_seq")
+            .filter(event::Column::Time.lt(cutoff))
+            .into_model::<MaxSeq>()
+            .one(&tx.inner)
+            .await?
+            .and_then(|r| r.max_seq);
+        let Some(through) = through else {
+            return Ok(0);
+        };
+        let deleted = event::Entity::delete_many()
+            .filter(event::Column::Seq.lte(through))
+            .exec(&tx.inner)
+            .await?
+            .rows_affected;
+        tx.inner
+            .execute_raw(Statement::from_sql_and_values(
+                tx.inner.get_database_backend(),
+                match tx.inner.get_database_backend() {
+                    DatabaseBackend::Postgres => {
+                        "UPDATE event_log_state SET pruned_through = GREATEST(pruned_through, $1) WHERE id = 1"
+                    }
+                    _ => "UPDATE event_log_state SET pruned_through = MAX(pruned_through, ?) WHERE id = 1",
+                },
+                [through.into()],
+            ))
+            .await?;
+        tx.commit().await?;
+        Ok(deleted)
     }
 
     /// Closes the pool.
@@ -431,6 +551,16 @@ impl Tx {
                     DatabaseBackend::Postgres,
                     "SELECT pg_advisory_xact_lock($1)",
                     [OUTBOX_LOCK_KEY.into()],
+                ))
+                .await?;
+        }
+        if self.postgres && !self.appended_events {
+            // Delivered at commit, to every replica's LISTEN connection.
+            self.inner
+                .execute_raw(Statement::from_sql_and_values(
+                    DatabaseBackend::Postgres,
+                    "SELECT pg_notify($1, '')",
+                    [EVENTS_CHANNEL.into()],
                 ))
                 .await?;
         }
@@ -637,15 +767,22 @@ macro_rules! reads {
                     .await?)
             }
 
-            /// The newest event sequence number, 0 when there is none.
+            /// The newest event sequence number: the last appended, even if it was pruned
+            /// since (a prefix of the log is pruned, so the watermark is the floor); 0 when
+            /// nothing was ever appended.
             pub async fn max_event_seq(&self) -> Result<i64> {
-                let row = event::Entity::find()
-                    .select_only()
-                    .column_as(event::Column::Seq.max(), "max_seq")
-                    .into_model::<MaxSeq>()
-                    .one(self.conn())
+                let row = self
+                    .conn()
+                    .query_one_raw(Statement::from_string(
+                        self.conn().get_database_backend(),
+                        "SELECT COALESCE((SELECT MAX(seq) FROM events), \
+                         (SELECT pruned_through FROM event_log_state WHERE id = 1), 0) AS max_seq",
+                    ))
                     .await?;
-                Ok(row.and_then(|r| r.max_seq).unwrap_or(0))
+                Ok(match row {
+                    Some(row) => row.try_get::<i64>("", "max_seq")?,
+                    None => 0,
+                })
             }
         }
     };
