@@ -17,7 +17,7 @@ use crate::store::{EventRow, Store, StoreError};
 /// Events read from the database per query.
 const READ_CHUNK: u64 = 500;
 /// Batches the broadcast ring keeps for slow subscribers before they lag.
-const RING_BATCHES: usize = 1024;
+const RING_BATCHES: usize = 128;
 /// How often the tailer reads the outbox even without a wake-up (other processes append too).
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
 

@@ -1,0 +1,147 @@
+//! The real binary as a child process: for replicas, SIGTERM and SIGKILL.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+use integration_hub::pb::installed_app_service_client::InstalledAppServiceClient;
+use integration_hub::pb::integration_service_client::IntegrationServiceClient;
+use tonic::transport::Channel;
+
+use crate::helpers::TEST_SECRET;
+
+pub struct ServerProcess {
+    child: Child,
+    pub port: u16,
+}
+
+impl ServerProcess {
+    /// Starts `integration-hub serve` on port 0 and waits (at most 60 s) for its "serving" line.
+    pub fn start(database_url: &str, keys: &str, extra_env: &[(&str, &str)]) -> ServerProcess {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_integration-hub"));
+        command
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("INTEGRATION_HUB_DATABASE_URL", database_url)
+            .env("INTEGRATION_HUB_ENCRYPTION_KEYS", keys)
+            .env("INTEGRATION_HUB_JWT_HS256_SECRET", TEST_SECRET)
+            .env("INTEGRATION_HUB_LOG_FORMAT", "json")
+            .env("INTEGRATION_HUB_CHECKPOINT_INTERVAL_SECS", "1")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (key, value) in extra_env {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().expect("start the server binary");
+        let stderr = child.stderr.take().expect("stderr");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (port_tx, port_rx) = mpsc::channel();
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(value) = serde_json::from_str::<serde_json::Value>(&line)
+                    && value["message"] == "serving"
+                    && let Some(port) = value["listen"]
+                        .as_str()
+                        .and_then(|l| l.rsplit(':').next())
+                        .and_then(|p| p.parse::<u16>().ok())
+                {
+                    let _ = port_tx.send(port);
+                }
+                sink.lock().expect("log lock").push(line);
+            }
+        });
+        let port = match port_rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(port) => port,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "server did not start:\n{}",
+                    logs.lock().expect("log lock").join("\n")
+                );
+            }
+        };
+        ServerProcess { child, port }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://127.0.0.1:{}", self.port))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect to the server process")
+    }
+
+    pub async fn clients(
+        &self,
+    ) -> (
+        InstalledAppServiceClient<Channel>,
+        IntegrationServiceClient<Channel>,
+    ) {
+        let channel = self.channel().await;
+        (
+            InstalledAppServiceClient::new(channel.clone()),
+            IntegrationServiceClient::new(channel),
+        )
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal} failed");
+    }
+
+    /// SIGTERM, then waits for the exit (at most `within`).
+    pub fn terminate(&mut self, within: Duration) -> ExitStatus {
+        self.signal("-TERM");
+        self.wait(within)
+    }
+
+    /// SIGKILL: no cleanup at all, as a crash.
+    pub fn kill(&mut self) {
+        self.signal("-KILL");
+        let _ = self.child.wait();
+    }
+
+    pub fn wait(&mut self, within: Duration) -> ExitStatus {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "server did not exit within {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Resident memory of the process, in KiB (Linux).
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("read /proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS")
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
