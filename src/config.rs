@@ -100,6 +100,10 @@ pub struct ServeArgs {
     )]
     pub listen: SocketAddr,
 
+    /// Address for Prometheus metrics (`GET /metrics`); off when unset.
+    #[arg(long, env = "INTEGRATION_HUB_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
     #[command(flatten)]
     pub database: DatabaseArgs,
 

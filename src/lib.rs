@@ -3,7 +3,7 @@
 //!
 //! - [`config`]: settings from flags and `INTEGRATION_HUB_*` variables.
 //! - [`startup`]: builds the server (`Application::build` -> `port()` -> `run_until_stopped`).
-//! - [`telemetry`]: the tracing subscriber.
+//! - [`telemetry`]: the tracing subscriber and OTLP export; [`metrics`]: Prometheus metrics.
 //! - [`auth`]: bearer tokens -> `Principal`, the role map and the method policy table.
 //! - [`crypto`]: the key ring; seals and opens credentials (AES-256-GCM).
 //! - [`domain`]: newtypes, entities and the rules of the seed; one error enum.
@@ -21,6 +21,7 @@ pub mod config;
 pub mod crypto;
 pub mod domain;
 pub mod events;
+pub mod metrics;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

@@ -19,12 +19,14 @@ async fn main() -> anyhow::Result<()> {
             } else {
                 LogFormat::Json
             });
-            telemetry::init(format);
+            let telemetry = telemetry::init(format)?;
             let app = Application::build(*args).await?;
-            app.run_until_stopped(shutdown_signal()).await
+            let result = app.run_until_stopped(shutdown_signal()).await;
+            telemetry.shutdown();
+            result
         }
         Command::Migrate(database) => {
-            telemetry::init(LogFormat::Json);
+            let _telemetry = telemetry::init(LogFormat::Json)?;
             if database.database_url.is_none() {
                 std::fs::create_dir_all(&database.data_dir)?;
             }

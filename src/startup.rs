@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 
-use crate::api::{AuthLayer, InstalledApps, Integrations};
+use crate::api::{AuthLayer, InstalledApps, Integrations, ObserveLayer};
 use crate::auth::{RoleMap, Verifier, VerifierConfig};
 use crate::config::{AuthArgs, ServeArgs};
 use crate::crypto::KeyRing;
@@ -30,6 +30,7 @@ use crate::store::Store;
 /// A built server, listening, not yet serving.
 pub struct Application {
     listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
     local_addr: SocketAddr,
     args: ServeArgs,
     verifier: Arc<Verifier>,
@@ -153,6 +154,14 @@ impl Application {
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         let local_addr = listener.local_addr()?;
+        let metrics_listener = match args.metrics_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen for metrics on {addr}"))?,
+            ),
+            None => None,
+        };
         if args.dev {
             tracing::warn!(
                 listen = %local_addr,
@@ -168,6 +177,7 @@ impl Application {
         ));
         Ok(Application {
             listener,
+            metrics_listener,
             local_addr,
             args,
             verifier: Arc::new(verifier),
@@ -182,6 +192,13 @@ impl Application {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Where metrics are served, when they are.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
     }
 
     /// Serves until `shutdown` resolves; then reports NOT_SERVING, ends watch streams with
@@ -201,6 +218,23 @@ impl Application {
             || SystemClock.now_micros(),
             stop_rx.clone(),
         );
+        if let Some(listener) = self.metrics_listener {
+            let store = self.store.clone();
+            tokio::spawn(crate::metrics::serve(
+                listener,
+                stop_rx.clone(),
+                move || {
+                    use std::sync::atomic::Ordering;
+                    let (open, idle) = store.pool_stats();
+                    crate::metrics::METRICS
+                        .db_connections
+                        .store(i64::from(open), Ordering::Relaxed);
+                    crate::metrics::METRICS
+                        .db_connections_idle
+                        .store(idle as i64, Ordering::Relaxed);
+                },
+            ));
+        }
         let limits = StreamLimits::new(
             self.args.max_watch_streams,
             self.args.max_watch_streams_per_principal,
@@ -251,7 +285,11 @@ impl Application {
         });
         let server = Server::builder()
             .timeout(self.args.request_timeout())
-            .layer(AuthLayer::new(self.verifier.clone()))
+            .layer(
+                tower::ServiceBuilder::new()
+                    .layer(ObserveLayer)
+                    .layer(AuthLayer::new(self.verifier.clone())),
+            )
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

@@ -103,6 +103,9 @@ where
                 ))
             });
         }
+        let span = tracing::Span::current();
+        span.record("team", principal.team.as_str());
+        span.record("role", principal.role.as_str());
         request.extensions_mut().insert(principal);
         Box::pin(inner.call(request))
     }

@@ -452,6 +452,12 @@ impl IntegrationService for Integrations {
                             })
                             .map_err(status),
                     };
+                    if let Ok(message) = &message {
+                        crate::metrics::METRICS.events_delivered.fetch_add(
+                            message.events.len() as u64,
+                            std::sync::atomic::Ordering::Relaxed,
+                        );
+                    }
                     let failed = message.is_err();
                     // A closed channel means the client went away.
                     sender.send(message).await.is_ok() && !failed

@@ -5,6 +5,7 @@ mod auth_layer;
 mod convert;
 mod installed_apps;
 mod integrations;
+mod observe;
 
 use std::collections::HashMap;
 
@@ -20,6 +21,7 @@ use crate::pb::ErrorReason;
 pub use auth_layer::AuthLayer;
 pub use installed_apps::InstalledApps;
 pub use integrations::Integrations;
+pub use observe::ObserveLayer;
 
 /// `ErrorInfo.domain` of every error.
 pub const ERROR_DOMAIN: &str = "integrationhub";

@@ -12,6 +12,9 @@ use std::time::Duration;
 
 use tokio::sync::{broadcast, watch};
 
+use std::sync::atomic::Ordering;
+
+use crate::metrics::METRICS;
 use crate::store::{EventRow, Store, StoreError};
 
 /// Events read from the database per query.
@@ -160,6 +163,7 @@ impl StreamLimits {
         }
         *mine += 1;
         state.open += 1;
+        METRICS.watch_streams.fetch_add(1, Ordering::Relaxed);
         Ok(StreamSlot {
             limits: self.clone(),
             principal: principal.to_owned(),
@@ -176,6 +180,7 @@ impl Drop for StreamSlot {
     fn drop(&mut self) {
         let mut state = self.limits.inner.lock().unwrap_or_else(|p| p.into_inner());
         state.open = state.open.saturating_sub(1);
+        METRICS.watch_streams.fetch_sub(1, Ordering::Relaxed);
         if let Some(count) = state.by_principal.get_mut(&self.principal) {
             *count -= 1;
             if *count == 0 {
@@ -197,6 +202,10 @@ async fn tail_once(
             return Ok(tail);
         };
         let full = rows.len() as u64 == READ_CHUNK;
+        METRICS
+            .events_appended
+            .fetch_add(rows.len() as u64, Ordering::Relaxed);
+        METRICS.event_log_position.store(last, Ordering::Relaxed);
         let batch = Batch {
             after: tail,
             upto: last,
@@ -268,6 +277,7 @@ where
                     // The ring passed us: fall back to the database from where we are.
                     Err(broadcast::error::RecvError::Lagged(missed)) => {
                         tracing::debug!(missed, "watch subscriber lagged; reading from the database");
+                        METRICS.subscriber_lag.fetch_add(1, Ordering::Relaxed);
                         catch_up(bus, team.as_deref(), &keep, pos, Some(bus.position()), &mut deliver).await?
                     }
                     Err(broadcast::error::RecvError::Closed) => return Ok(pos),

@@ -368,6 +368,17 @@ impl Store {
         Ok(deleted)
     }
 
+    /// Connections open in the pool, and how many of them are idle.
+    pub fn pool_stats(&self) -> (u32, usize) {
+        if self.is_postgres() {
+            let pool = self.db.get_postgres_connection_pool();
+            (pool.size(), pool.num_idle())
+        } else {
+            let pool = self.db.get_sqlite_connection_pool();
+            (pool.size(), pool.num_idle())
+        }
+    }
+
     /// Closes the pool.
     pub async fn close(self) {
         let _ = self.db.close().await;

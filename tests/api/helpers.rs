@@ -100,6 +100,8 @@ pub struct TestApp {
     pub channel: Channel,
     pub db: TestDb,
     pub backend: Backend,
+    /// Where Prometheus metrics are served, when the settings ask for it.
+    pub metrics_addr: Option<std::net::SocketAddr>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -128,6 +130,7 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 pub async fn spawn_with(backend: Backend, db: TestDb, args: ServeArgs) -> TestApp {
     let app = Application::build(args).await.expect("build server");
     let port = app.port();
+    let metrics_addr = app.metrics_addr();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until_stopped(async move {
         let _ = rx.await;
@@ -147,6 +150,7 @@ pub async fn spawn_with(backend: Backend, db: TestDb, args: ServeArgs) -> TestAp
         channel,
         db,
         backend,
+        metrics_addr,
         shutdown: Some(tx),
         server: Some(server),
     }

@@ -4,6 +4,7 @@
 mod crash;
 mod delivery;
 mod helpers;
+mod observability;
 mod process;
 mod replicas;
 mod smoke;

@@ -1,0 +1,137 @@
+//! The outermost layer: one span per call (gRPC semantic-convention attributes, the caller's
+//! W3C trace context continued), a request id (`x-request-id`, made when absent and returned)
+//! on every log line of the call, and the request metrics.
+
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use opentelemetry::propagation::Extractor;
+use tonic::codegen::http;
+use tonic::codegen::{BoxFuture, Service};
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use crate::metrics::METRICS;
+
+const REQUEST_ID: &str = "x-request-id";
+
+#[derive(Clone, Default)]
+pub struct ObserveLayer;
+
+impl<S> tower::Layer<S> for ObserveLayer {
+    type Service = ObserveService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ObserveService { inner }
+    }
+}
+
+#[derive(Clone)]
+pub struct ObserveService<S> {
+    inner: S,
+}
+
+struct Headers<'a>(&'a http::HeaderMap);
+
+impl Extractor for Headers<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|k| k.as_str()).collect()
+    }
+}
+
+/// A request id a client may send: short and printable, or we make our own.
+fn request_id(headers: &http::HeaderMap) -> String {
+    headers
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.chars().all(|c| c.is_ascii_graphic()))
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+}
+
+/// The gRPC status code of a response whose status is in its headers (errors, and
+/// trailers-only answers); `OK` otherwise, since a successful unary answer carries its status
+/// in the trailers.
+fn code_of<B>(response: &http::Response<B>) -> String {
+    response
+        .headers()
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i32>().ok())
+        .map(|c| format!("{:?}", tonic::Code::from_i32(c)))
+        .unwrap_or_else(|| "Ok".to_owned())
+}
+
+impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for ObserveService<S>
+where
+    S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    ReqBody: Send + 'static,
+    ResBody: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let path = request.uri().path().to_owned();
+        let (service, method) = path
+            .trim_start_matches('/')
+            .split_once('/')
+            .unwrap_or(("", ""));
+        let id = request_id(request.headers());
+        let span = tracing::info_span!(
+            "rpc",
+            otel.name = %path.trim_start_matches('/'),
+            otel.kind = "server",
+            rpc.system = "grpc",
+            rpc.service = %service,
+            rpc.method = %method,
+            rpc.grpc.status_code = tracing::field::Empty,
+            request_id = %id,
+            team = tracing::field::Empty,
+            role = tracing::field::Empty,
+        );
+        let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
+            propagator.extract(&Headers(request.headers()))
+        });
+        // Without an exporter there is no OpenTelemetry context to join: nothing to do.
+        let _ = span.set_parent(parent);
+        if let Ok(value) = http::HeaderValue::from_str(&id) {
+            request.headers_mut().insert(REQUEST_ID, value.clone());
+        }
+        let started = Instant::now();
+        let future = {
+            // The inner layers (auth) record the caller's team and role on this span.
+            let _entered = span.enter();
+            inner.call(request)
+        };
+        Box::pin(
+            async move {
+                let result = future.await;
+                if let Ok(response) = &result {
+                    let code = code_of(response);
+                    tracing::Span::current().record("rpc.grpc.status_code", code.as_str());
+                    METRICS.record_request(&path, &code, started.elapsed());
+                }
+                result.map(|mut response| {
+                    if let Ok(value) = http::HeaderValue::from_str(&id) {
+                        response.headers_mut().insert(REQUEST_ID, value);
+                    }
+                    response
+                })
+            }
+            .instrument(span),
+        )
+    }
+}
