@@ -3,4 +3,5 @@
 
 mod fixtures;
 mod helpers;
+mod rules;
 mod smoke;
