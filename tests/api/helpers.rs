@@ -104,6 +104,8 @@ pub struct TestApp {
     pub metrics_addr: Option<std::net::SocketAddr>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    /// The key ring the server was started with, so a restart can open what it sealed.
+    encryption_keys: Option<String>,
 }
 
 /// Server settings for tests: fixed secret, a fresh key, port 0, short checkpoints.
@@ -128,6 +130,7 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 }
 
 pub async fn spawn_with(backend: Backend, db: TestDb, args: ServeArgs) -> TestApp {
+    let encryption_keys = args.encryption_keys.clone();
     let app = Application::build(args).await.expect("build server");
     let port = app.port();
     let metrics_addr = app.metrics_addr();
@@ -153,6 +156,7 @@ pub async fn spawn_with(backend: Backend, db: TestDb, args: ServeArgs) -> TestAp
         metrics_addr,
         shutdown: Some(tx),
         server: Some(server),
+        encryption_keys,
     }
 }
 
@@ -174,6 +178,25 @@ impl TestApp {
                 .expect("server task")
                 .expect("server returns Ok");
         }
+    }
+}
+
+impl TestApp {
+    /// Stops the server (if it still runs) and starts a new one on the same database with the
+    /// same keys, as a redeploy would. Clients of the old server are gone with it.
+    pub async fn restart(mut self) -> TestApp {
+        self.stop().await;
+        let placeholder = TestDb {
+            url: String::new(),
+            dir: tempfile::tempdir().expect("temp dir"),
+            pg_name: None,
+        };
+        let db = std::mem::replace(&mut self.db, placeholder);
+        let mut args = test_args(&db.url);
+        args.encryption_keys = self.encryption_keys.clone();
+        let backend = self.backend;
+        drop(self);
+        spawn_with(backend, db, args).await
     }
 }
 

@@ -3,8 +3,11 @@
 
 mod crash;
 mod delivery;
+mod events;
+mod fixtures;
 mod helpers;
 mod observability;
 mod process;
 mod replicas;
+mod rules;
 mod smoke;

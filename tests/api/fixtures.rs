@@ -1,0 +1,490 @@
+//! Shared setup for the rule and event tests: one team with its people, installed apps and
+//! integrations made through the real API, and watch streams read with a timeout.
+
+// Not every test uses every fixture.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use integration_hub::domain::types::Cursor;
+use integration_hub::pb;
+use tonic::{Code, Status, Streaming};
+use tonic_types::StatusExt;
+
+use crate::helpers::{TestApp, authed};
+
+/// The team every test works in.
+pub const TEAM: &str = "acme";
+/// How long a test waits for something that should happen at once.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// Tokens of the team's people, by role.
+pub struct People {
+    /// The developer who sets up the apps.
+    pub dana: String,
+    /// Another developer of the team.
+    pub erik: String,
+    pub admin: String,
+    pub viewer: String,
+    /// A system service account of the team.
+    pub service: String,
+}
+
+pub fn people(app: &TestApp) -> People {
+    People {
+        dana: app.token(TEAM, "developer", "dana"),
+        erik: app.token(TEAM, "developer", "erik"),
+        admin: app.token(TEAM, "admin", "ada"),
+        viewer: app.token(TEAM, "viewer", "vic"),
+        service: app.token(TEAM, "service", "monitor-runner"),
+    }
+}
+
+/// Credentials for `service` (every catalog service used here takes an `access_token`).
+pub fn credentials(secret: &str) -> HashMap<String, String> {
+    HashMap::from([("access_token".to_owned(), secret.to_owned())])
+}
+
+/// An integration type of `service` and a valid config for it.
+pub fn job_of(service: &str) -> (&'static str, HashMap<String, String>) {
+    let config = |pairs: &[(&str, &str)]| {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    };
+    match service {
+        "slack" => (
+            "slack.post_monitor_results",
+            config(&[("channel", "#ops"), ("monitor_id", "m-1")]),
+        ),
+        "github" => (
+            "github.backup_collections",
+            config(&[("repository", "acme/api"), ("collection_id", "c-1")]),
+        ),
+        other => panic!("no job fixture for service {other}"),
+    }
+}
+
+/// Adds an installed app of `service` with an `access_token` of `secret`.
+pub async fn create_app_with(
+    app: &TestApp,
+    token: &str,
+    service: &str,
+    display_name: &str,
+    secret: &str,
+) -> pb::InstalledApp {
+    app.apps
+        .clone()
+        .create_installed_app(authed(
+            token,
+            pb::CreateInstalledAppRequest {
+                installed_app: Some(pb::InstalledApp {
+                    service: service.into(),
+                    display_name: display_name.into(),
+                    connected_to: "acme-workspace".into(),
+                    ..Default::default()
+                }),
+                credentials: credentials(secret),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_or_else(|status| panic!("create installed app {display_name}: {status:?}"))
+        .into_inner()
+}
+
+/// Adds an installed app of `service`.
+pub async fn create_app(
+    app: &TestApp,
+    token: &str,
+    service: &str,
+    display_name: &str,
+) -> pb::InstalledApp {
+    let secret = format!("{service}-secret-of-{display_name}");
+    create_app_with(app, token, service, display_name, &secret).await
+}
+
+/// The request that adds an integration on `installed_app` (without credentials).
+pub fn integration_request(
+    installed_app: &pb::InstalledApp,
+    display_name: &str,
+) -> pb::CreateIntegrationRequest {
+    let (type_id, config) = job_of(&installed_app.service);
+    pb::CreateIntegrationRequest {
+        integration: Some(pb::Integration {
+            installed_app: installed_app.name.clone(),
+            r#type: type_id.into(),
+            display_name: display_name.into(),
+            config,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Adds an integration using `installed_app`, without giving credentials.
+pub async fn create_integration(
+    app: &TestApp,
+    token: &str,
+    installed_app: &pb::InstalledApp,
+    display_name: &str,
+) -> pb::Integration {
+    app.integrations
+        .clone()
+        .create_integration(authed(
+            token,
+            integration_request(installed_app, display_name),
+        ))
+        .await
+        .unwrap_or_else(|status| panic!("create integration {display_name}: {status:?}"))
+        .into_inner()
+}
+
+/// Adds `n` integrations on `installed_app`, named `{prefix} 0` to `{prefix} n-1`.
+pub async fn create_integrations(
+    app: &TestApp,
+    token: &str,
+    installed_app: &pb::InstalledApp,
+    prefix: &str,
+    n: usize,
+) -> Vec<pb::Integration> {
+    let mut created = Vec::with_capacity(n);
+    for i in 0..n {
+        created.push(create_integration(app, token, installed_app, &format!("{prefix} {i}")).await);
+    }
+    created
+}
+
+/// Adds an integration of `service` with credentials of its own.
+pub async fn create_own_integration(
+    app: &TestApp,
+    token: &str,
+    service: &str,
+    display_name: &str,
+    secret: &str,
+) -> pb::Integration {
+    let (type_id, config) = job_of(service);
+    app.integrations
+        .clone()
+        .create_integration(authed(
+            token,
+            pb::CreateIntegrationRequest {
+                integration: Some(pb::Integration {
+                    service: service.into(),
+                    r#type: type_id.into(),
+                    display_name: display_name.into(),
+                    config,
+                    ..Default::default()
+                }),
+                credentials: credentials(secret),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_or_else(|status| panic!("create own integration {display_name}: {status:?}"))
+        .into_inner()
+}
+
+pub async fn get_app(app: &TestApp, token: &str, name: &str) -> Result<pb::InstalledApp, Status> {
+    app.apps
+        .clone()
+        .get_installed_app(authed(
+            token,
+            pb::GetInstalledAppRequest { name: name.into() },
+        ))
+        .await
+        .map(|r| r.into_inner())
+}
+
+pub async fn get_integration(
+    app: &TestApp,
+    token: &str,
+    name: &str,
+) -> Result<pb::Integration, Status> {
+    app.integrations
+        .clone()
+        .get_integration(authed(
+            token,
+            pb::GetIntegrationRequest { name: name.into() },
+        ))
+        .await
+        .map(|r| r.into_inner())
+}
+
+pub async fn delete_app(
+    app: &TestApp,
+    token: &str,
+    name: &str,
+    etag: &str,
+    validate_only: bool,
+) -> Result<Vec<String>, Status> {
+    app.apps
+        .clone()
+        .delete_installed_app(authed(
+            token,
+            pb::DeleteInstalledAppRequest {
+                name: name.into(),
+                etag: etag.into(),
+                validate_only,
+            },
+        ))
+        .await
+        .map(|r| r.into_inner().broken_integrations)
+}
+
+/// Renames an integration: a cheap change that appends one INTEGRATION_UPDATED event.
+pub async fn rename_integration(
+    app: &TestApp,
+    token: &str,
+    name: &str,
+    display_name: &str,
+) -> pb::Integration {
+    app.integrations
+        .clone()
+        .update_integration(authed(
+            token,
+            pb::UpdateIntegrationRequest {
+                integration: Some(pb::Integration {
+                    name: name.into(),
+                    display_name: display_name.into(),
+                    ..Default::default()
+                }),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["display_name".into()],
+                }),
+            },
+        ))
+        .await
+        .unwrap_or_else(|status| panic!("rename integration {name}: {status:?}"))
+        .into_inner()
+}
+
+pub async fn resolve(
+    app: &TestApp,
+    token: &str,
+    name: &str,
+) -> Result<pb::ResolveIntegrationCredentialsResponse, Status> {
+    app.integrations
+        .clone()
+        .resolve_integration_credentials(authed(
+            token,
+            pb::ResolveIntegrationCredentialsRequest { name: name.into() },
+        ))
+        .await
+        .map(|r| r.into_inner())
+}
+
+pub async fn list_integrations(
+    app: &TestApp,
+    token: &str,
+    installed_app: &str,
+    state: pb::integration::State,
+) -> pb::ListIntegrationsResponse {
+    app.integrations
+        .clone()
+        .list_integrations(authed(
+            token,
+            pb::ListIntegrationsRequest {
+                installed_app: installed_app.into(),
+                state: state as i32,
+                page_size: 1000,
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_or_else(|status| panic!("list integrations: {status:?}"))
+        .into_inner()
+}
+
+/// Opens a watch of the token's team.
+pub async fn try_watch(
+    app: &TestApp,
+    token: &str,
+    start_cursor: &str,
+    types: &[pb::IntegrationEventType],
+) -> Result<Streaming<pb::WatchIntegrationEventsResponse>, Status> {
+    app.integrations
+        .clone()
+        .watch_integration_events(authed(
+            token,
+            pb::WatchIntegrationEventsRequest {
+                start_cursor: start_cursor.into(),
+                types: types.iter().map(|t| *t as i32).collect(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .map(|r| r.into_inner())
+}
+
+pub async fn watch(
+    app: &TestApp,
+    token: &str,
+    start_cursor: &str,
+    types: &[pb::IntegrationEventType],
+) -> Streaming<pb::WatchIntegrationEventsResponse> {
+    try_watch(app, token, start_cursor, types)
+        .await
+        .unwrap_or_else(|status| panic!("watch: {status:?}"))
+}
+
+/// Opens a live watch of every event type and reads its opening checkpoint: every change
+/// made after this returns is delivered on the stream. Returns the stream and the cursor.
+pub async fn watch_live(
+    app: &TestApp,
+    token: &str,
+) -> (Streaming<pb::WatchIntegrationEventsResponse>, String) {
+    let mut stream = watch(app, token, "", &[]).await;
+    let first = next_message(&mut stream, WAIT).await;
+    assert!(
+        first.checkpoint && first.events.is_empty(),
+        "a live watch opens with a checkpoint: {first:?}"
+    );
+    assert!(
+        !first.cursor.is_empty(),
+        "the opening checkpoint has a cursor"
+    );
+    (stream, first.cursor)
+}
+
+/// The next message of a stream; fails on an error, the end of the stream or a timeout.
+pub async fn next_message(
+    stream: &mut Streaming<pb::WatchIntegrationEventsResponse>,
+    wait: Duration,
+) -> pb::WatchIntegrationEventsResponse {
+    match tokio::time::timeout(wait, stream.message()).await {
+        Ok(Ok(Some(message))) => message,
+        Ok(Ok(None)) => panic!("the watch stream ended"),
+        Ok(Err(status)) => panic!("the watch stream failed: {status:?}"),
+        Err(_) => panic!("no watch message within {wait:?}"),
+    }
+}
+
+/// Reads messages until `n` events have arrived (checkpoints are skipped) and returns exactly
+/// those; fails if a message brings more, on an error, or when `wait` passes.
+pub async fn next_events(
+    stream: &mut Streaming<pb::WatchIntegrationEventsResponse>,
+    n: usize,
+    wait: Duration,
+) -> Vec<pb::IntegrationEvent> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut events = Vec::with_capacity(n);
+    while events.len() < n {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let message = match tokio::time::timeout(left, stream.message()).await {
+            Ok(Ok(Some(message))) => message,
+            Ok(Ok(None)) => panic!(
+                "the watch stream ended after {} of {n} events",
+                events.len()
+            ),
+            Ok(Err(status)) => panic!(
+                "the watch stream failed after {} of {n} events: {status:?}",
+                events.len()
+            ),
+            Err(_) => panic!(
+                "only {} of {n} events within {wait:?}: {:?}",
+                events.len(),
+                summary(&events)
+            ),
+        };
+        events.extend(message.events);
+    }
+    assert_eq!(
+        events.len(),
+        n,
+        "more events than expected: {:?}",
+        summary(&events)
+    );
+    events
+}
+
+/// Reads a stream to its end: the events still delivered and the status it ended with.
+pub async fn stream_end(
+    stream: &mut Streaming<pb::WatchIntegrationEventsResponse>,
+    wait: Duration,
+) -> (Vec<pb::IntegrationEvent>, Status) {
+    let mut events = Vec::new();
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match tokio::time::timeout(left, stream.message()).await {
+            Ok(Ok(Some(message))) => events.extend(message.events),
+            Ok(Ok(None)) => panic!("the watch stream ended without a status"),
+            Ok(Err(status)) => return (events, status),
+            Err(_) => panic!("the watch stream did not end within {wait:?}"),
+        }
+    }
+}
+
+/// Type and integration of each event, for failure messages and comparisons.
+pub fn summary(events: &[pb::IntegrationEvent]) -> Vec<(pb::IntegrationEventType, String)> {
+    events
+        .iter()
+        .map(|e| (event_type(e), e.integration_name.clone()))
+        .collect()
+}
+
+pub fn event_type(event: &pb::IntegrationEvent) -> pb::IntegrationEventType {
+    pb::IntegrationEventType::try_from(event.r#type).expect("a known event type")
+}
+
+/// The position a cursor stands for. Cursors are opaque to clients; the tests look inside
+/// only to check ordering.
+pub fn seq(cursor: &str) -> i64 {
+    Cursor::parse_optional(cursor)
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| panic!("not a cursor: {cursor:?}"))
+        .0
+}
+
+/// Asserts the code of a failed call and returns the status.
+#[track_caller]
+pub fn expect_code<T: std::fmt::Debug>(result: Result<T, Status>, code: Code) -> Status {
+    match result {
+        Ok(value) => panic!("expected {code:?}, got success: {value:?}"),
+        Err(status) => {
+            assert_eq!(status.code(), code, "unexpected status: {status:?}");
+            status
+        }
+    }
+}
+
+/// The `reason` of the status's `ErrorInfo`.
+pub fn error_reason(status: &Status) -> String {
+    let info = status
+        .get_details_error_info()
+        .unwrap_or_else(|| panic!("no ErrorInfo in {status:?}"));
+    assert_eq!(info.domain, "integrationhub");
+    info.reason
+}
+
+/// The `metadata` of the status's `ErrorInfo`.
+pub fn error_metadata(status: &Status) -> HashMap<String, String> {
+    status
+        .get_details_error_info()
+        .unwrap_or_else(|| panic!("no ErrorInfo in {status:?}"))
+        .metadata
+}
+
+/// The fields named by the status's `BadRequest`.
+pub fn violated_fields(status: &Status) -> Vec<String> {
+    status
+        .get_details_bad_request()
+        .unwrap_or_else(|| panic!("no BadRequest in {status:?}"))
+        .field_violations
+        .into_iter()
+        .map(|v| v.field)
+        .collect()
+}
+
+pub fn sorted(mut names: Vec<String>) -> Vec<String> {
+    names.sort();
+    names
+}
+
+pub fn names(integrations: &[pb::Integration]) -> Vec<String> {
+    integrations.iter().map(|i| i.name.clone()).collect()
+}
