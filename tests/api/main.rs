@@ -4,4 +4,5 @@
 mod access;
 mod fixtures;
 mod helpers;
+mod isolation;
 mod smoke;
