@@ -6,3 +6,4 @@ mod fixtures;
 mod helpers;
 mod isolation;
 mod smoke;
+mod validation;
