@@ -5,5 +5,6 @@ mod access;
 mod fixtures;
 mod helpers;
 mod isolation;
+mod secrets;
 mod smoke;
 mod validation;
