@@ -1,13 +1,18 @@
 //! The one integration-test binary: the real server on 127.0.0.1:0, real tonic clients,
 //! SQLite and PostgreSQL.
 
+mod access;
+mod access_fixtures;
 mod crash;
 mod delivery;
 mod events;
 mod fixtures;
 mod helpers;
+mod isolation;
 mod observability;
 mod process;
 mod replicas;
 mod rules;
+mod secrets;
 mod smoke;
+mod validation;

@@ -1,0 +1,668 @@
+//! Who may call what: DESIGN.md's roles table, transcribed here as data (independently of
+//! `src/auth/policy.rs`), checked against every method of the service descriptors, and the
+//! refusals of callers without a valid token.
+
+use integration_hub::auth::{MintClaims, mint_hs256, policy_for};
+use integration_hub::pb;
+use prost::Message;
+use tonic::{Code, Request, Status};
+
+use crate::access_fixtures::{
+    CALL_TIMEOUT, create_slack_app, create_slack_integration, expect_err, get_app, new_slack_app,
+    new_slack_integration, reason,
+};
+use crate::helpers::{TestApp, authed, token};
+use crate::storage_test;
+
+/// What one role may do with one method, per DESIGN.md's roles table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum May {
+    Yes,
+    No,
+    /// Allowed at the method level; the handler then admits only the app's creator.
+    IfCreator,
+}
+
+use May::{IfCreator, No, Yes};
+
+/// The roles, in the order of the table's columns, with the claim value that maps to each.
+const ROLES: [&str; 4] = ["viewer", "developer", "admin", "service"];
+
+/// DESIGN.md "Roles": (service, method, [viewer, developer, admin, service]). Watch is "own
+/// team" for every role: allowed at the method level.
+const ROLES_TABLE: &[(&str, &str, [May; 4])] = &[
+    ("InstalledAppService", "ListServices", [Yes, Yes, Yes, Yes]),
+    (
+        "InstalledAppService",
+        "CreateInstalledApp",
+        [No, Yes, Yes, No],
+    ),
+    (
+        "InstalledAppService",
+        "GetInstalledApp",
+        [Yes, Yes, Yes, Yes],
+    ),
+    (
+        "InstalledAppService",
+        "ListInstalledApps",
+        [Yes, Yes, Yes, Yes],
+    ),
+    (
+        "InstalledAppService",
+        "UpdateInstalledApp",
+        [No, IfCreator, Yes, No],
+    ),
+    (
+        "InstalledAppService",
+        "DeleteInstalledApp",
+        [No, No, Yes, No],
+    ),
+    (
+        "InstalledAppService",
+        "ReportCredentialsRejected",
+        [No, No, No, Yes],
+    ),
+    (
+        "IntegrationService",
+        "CreateIntegration",
+        [No, Yes, Yes, No],
+    ),
+    ("IntegrationService", "GetIntegration", [Yes, Yes, Yes, Yes]),
+    (
+        "IntegrationService",
+        "ListIntegrations",
+        [Yes, Yes, Yes, Yes],
+    ),
+    (
+        "IntegrationService",
+        "UpdateIntegration",
+        [No, Yes, Yes, No],
+    ),
+    (
+        "IntegrationService",
+        "DeleteIntegration",
+        [No, Yes, Yes, No],
+    ),
+    (
+        "IntegrationService",
+        "ReauthenticateIntegration",
+        [No, Yes, Yes, No],
+    ),
+    (
+        "IntegrationService",
+        "ReauthenticateIntegrations",
+        [No, Yes, Yes, No],
+    ),
+    (
+        "IntegrationService",
+        "ResolveIntegrationCredentials",
+        [No, No, No, Yes],
+    ),
+    (
+        "IntegrationService",
+        "WatchIntegrationEvents",
+        [Yes, Yes, Yes, Yes],
+    ),
+    ("AuditService", "ListAuditEvents", [No, No, Yes, No]),
+];
+
+const PACKAGE: &str = "integrationhub.v1";
+
+/// Every (service, method) of package `integrationhub.v1` in the compiled descriptors.
+fn described_methods() -> Vec<(String, String)> {
+    let set = prost_types::FileDescriptorSet::decode(pb::FILE_DESCRIPTOR_SET)
+        .expect("the descriptor set decodes");
+    let mut methods = Vec::new();
+    for file in set.file.iter().filter(|f| f.package() == PACKAGE) {
+        for service in &file.service {
+            for method in &service.method {
+                methods.push((service.name().to_owned(), method.name().to_owned()));
+            }
+        }
+    }
+    assert!(
+        methods.len() >= 16,
+        "the descriptors hold too few methods: {methods:?}"
+    );
+    methods
+}
+
+fn expectation(service: &str, method: &str) -> Option<[May; 4]> {
+    ROLES_TABLE
+        .iter()
+        .find(|(s, m, _)| *s == service && *m == method)
+        .map(|(_, _, row)| *row)
+}
+
+#[test]
+fn every_described_method_has_an_expectation_here_and_a_policy_in_the_server() {
+    let mut missing = Vec::new();
+    for (service, method) in described_methods() {
+        let path = format!("/{PACKAGE}.{service}/{method}");
+        if expectation(&service, &method).is_none() {
+            missing.push(format!("{path}: no row in the test's roles table"));
+        }
+        if policy_for(&path).is_none() {
+            missing.push(format!("{path}: no server policy"));
+        }
+    }
+    assert!(missing.is_empty(), "{missing:#?}");
+}
+
+#[test]
+fn the_roles_table_has_no_duplicate_rows() {
+    for (i, (service, method, _)) in ROLES_TABLE.iter().enumerate() {
+        assert!(
+            ROLES_TABLE[i + 1..]
+                .iter()
+                .all(|(s, m, _)| (s, m) != (service, method)),
+            "{service}/{method} twice"
+        );
+    }
+}
+
+/// Records every method's minimal request addresses, in team `acme`.
+struct Fixture {
+    /// Set up by the developer `dana`, who is the developer of the matrix.
+    installed_app: String,
+    /// Another app of dana's, for ReportCredentialsRejected (which breaks integrations).
+    reported_app: String,
+    integration: String,
+}
+
+const TEAM: &str = "acme";
+const CREATOR: &str = "dana";
+
+async fn fixture(app: &TestApp) -> Fixture {
+    let dana = token(TEAM, "developer", CREATOR);
+    let installed = create_slack_app(app, &dana, "Fixture Slack").await;
+    let reported = create_slack_app(app, &dana, "Reported Slack").await;
+    let integration = create_slack_integration(app, &dana, &installed.name, "Fixture").await;
+    Fixture {
+        installed_app: installed.name,
+        reported_app: reported.name,
+        integration: integration.name,
+    }
+}
+
+/// The subject each role's token carries in the matrix; the developer is the app's creator.
+fn subject(role: &str) -> &'static str {
+    match role {
+        "developer" => CREATOR,
+        "viewer" => "vera",
+        "admin" => "ada",
+        _ => "svc",
+    }
+}
+
+fn request<T>(authorization: Option<&str>, message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    if let Some(value) = authorization {
+        request.metadata_mut().insert(
+            "authorization",
+            value.parse().expect("an ASCII metadata value"),
+        );
+    }
+    request
+}
+
+/// Calls `service/method` with a minimal, well-formed request (a destructive call addresses a
+/// record that does not exist, or only validates) and the given `authorization` value.
+async fn call(
+    app: &TestApp,
+    fx: &Fixture,
+    service: &str,
+    method: &str,
+    authorization: Option<&str>,
+) -> Result<(), Status> {
+    let answer = tokio::time::timeout(
+        CALL_TIMEOUT,
+        dispatch(app, fx, service, method, authorization),
+    )
+    .await;
+    answer.unwrap_or_else(|_| panic!("{service}/{method} did not answer in time"))
+}
+
+async fn dispatch(
+    app: &TestApp,
+    fx: &Fixture,
+    service: &str,
+    method: &str,
+    auth: Option<&str>,
+) -> Result<(), Status> {
+    let mut apps = app.apps.clone();
+    let mut integrations = app.integrations.clone();
+    let missing_app = format!("teams/{TEAM}/installedApps/nonexistent");
+    let missing_integration = format!("teams/{TEAM}/integrations/nonexistent");
+    match (service, method) {
+        ("InstalledAppService", "ListServices") => apps
+            .list_services(request(auth, pb::ListServicesRequest {}))
+            .await
+            .map(drop),
+        ("InstalledAppService", "CreateInstalledApp") => apps
+            .create_installed_app(request(auth, new_slack_app("Matrix", "xoxb-matrix")))
+            .await
+            .map(drop),
+        ("InstalledAppService", "GetInstalledApp") => apps
+            .get_installed_app(request(
+                auth,
+                pb::GetInstalledAppRequest {
+                    name: fx.installed_app.clone(),
+                },
+            ))
+            .await
+            .map(drop),
+        ("InstalledAppService", "ListInstalledApps") => apps
+            .list_installed_apps(request(auth, pb::ListInstalledAppsRequest::default()))
+            .await
+            .map(drop),
+        ("InstalledAppService", "UpdateInstalledApp") => apps
+            .update_installed_app(request(
+                auth,
+                pb::UpdateInstalledAppRequest {
+                    installed_app: Some(pb::InstalledApp {
+                        name: fx.installed_app.clone(),
+                        display_name: "Renamed".into(),
+                        ..Default::default()
+                    }),
+                    update_mask: Some(prost_types::FieldMask {
+                        paths: vec!["display_name".into()],
+                    }),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .map(drop),
+        ("InstalledAppService", "DeleteInstalledApp") => apps
+            .delete_installed_app(request(
+                auth,
+                pb::DeleteInstalledAppRequest {
+                    name: fx.installed_app.clone(),
+                    validate_only: true,
+                    ..Default::default()
+                },
+            ))
+            .await
+            .map(drop),
+        ("InstalledAppService", "ReportCredentialsRejected") => apps
+            .report_credentials_rejected(request(
+                auth,
+                pb::ReportCredentialsRejectedRequest {
+                    name: fx.reported_app.clone(),
+                    detail: "401 from Slack".into(),
+                },
+            ))
+            .await
+            .map(drop),
+        ("IntegrationService", "CreateIntegration") => integrations
+            .create_integration(request(
+                auth,
+                new_slack_integration(&fx.installed_app, "Matrix"),
+            ))
+            .await
+            .map(drop),
+        ("IntegrationService", "GetIntegration") => integrations
+            .get_integration(request(
+                auth,
+                pb::GetIntegrationRequest {
+                    name: fx.integration.clone(),
+                },
+            ))
+            .await
+            .map(drop),
+        ("IntegrationService", "ListIntegrations") => integrations
+            .list_integrations(request(auth, pb::ListIntegrationsRequest::default()))
+            .await
+            .map(drop),
+        ("IntegrationService", "UpdateIntegration") => integrations
+            .update_integration(request(
+                auth,
+                pb::UpdateIntegrationRequest {
+                    integration: Some(pb::Integration {
+                        name: fx.integration.clone(),
+                        display_name: "Renamed".into(),
+                        ..Default::default()
+                    }),
+                    update_mask: Some(prost_types::FieldMask {
+                        paths: vec!["display_name".into()],
+                    }),
+                },
+            ))
+            .await
+            .map(drop),
+        ("IntegrationService", "DeleteIntegration") => integrations
+            .delete_integration(request(
+                auth,
+                pb::DeleteIntegrationRequest {
+                    name: missing_integration,
+                    ..Default::default()
+                },
+            ))
+            .await
+            .map(drop),
+        ("IntegrationService", "ReauthenticateIntegration") => integrations
+            .reauthenticate_integration(request(
+                auth,
+                pb::ReauthenticateIntegrationRequest {
+                    name: fx.integration.clone(),
+                    auth: Some(pb::reauthenticate_integration_request::Auth::InstalledApp(
+                        fx.installed_app.clone(),
+                    )),
+                },
+            ))
+            .await
+            .map(drop),
+        ("IntegrationService", "ReauthenticateIntegrations") => integrations
+            .reauthenticate_integrations(request(
+                auth,
+                pb::ReauthenticateIntegrationsRequest {
+                    parent: String::new(),
+                    from_installed_app: missing_app,
+                    to_installed_app: fx.installed_app.clone(),
+                },
+            ))
+            .await
+            .map(drop),
+        ("IntegrationService", "ResolveIntegrationCredentials") => integrations
+            .resolve_integration_credentials(request(
+                auth,
+                pb::ResolveIntegrationCredentialsRequest {
+                    name: fx.integration.clone(),
+                },
+            ))
+            .await
+            .map(drop),
+        ("IntegrationService", "WatchIntegrationEvents") => {
+            let mut stream = integrations
+                .watch_integration_events(request(
+                    auth,
+                    pb::WatchIntegrationEventsRequest::default(),
+                ))
+                .await?
+                .into_inner();
+            // The first message (a checkpoint) or the stream's error.
+            stream.message().await.map(drop)
+        }
+        (service, method) => panic!(
+            "{service}/{method} is described but access.rs has no call for it: add one to `dispatch`"
+        ),
+    }
+}
+
+async fn each_role_may_call_exactly_the_methods_of_the_roles_table(app: TestApp) {
+    let fx = fixture(&app).await;
+    let mut failures = Vec::new();
+    let mut calls = 0;
+    for (service, method) in described_methods() {
+        let row = expectation(&service, &method)
+            .unwrap_or_else(|| panic!("{service}/{method} has no row in the roles table"));
+        for (role, may) in ROLES.iter().zip(row) {
+            let bearer = format!("Bearer {}", token(TEAM, role, subject(role)));
+            let result = call(&app, &fx, &service, &method, Some(&bearer)).await;
+            calls += 1;
+            let outcome = match (&result, may) {
+                (Err(status), No) => {
+                    if status.code() == Code::PermissionDenied
+                        && reason(status) == "PERMISSION_DENIED"
+                    {
+                        continue;
+                    }
+                    format!("should be PERMISSION_DENIED, got {status:?}")
+                }
+                (Ok(()), No) => "should be PERMISSION_DENIED, got OK".to_owned(),
+                (Ok(()), Yes | IfCreator) => continue,
+                // Allowed: the handler ran. The minimal request may be refused for what it
+                // says (NOT_FOUND, INVALID_ARGUMENT, ...), but never as unauthorized, and
+                // never by a broken invariant.
+                (Err(status), Yes | IfCreator) => {
+                    if !matches!(
+                        status.code(),
+                        Code::PermissionDenied
+                            | Code::Unauthenticated
+                            | Code::Internal
+                            | Code::Unknown
+                    ) {
+                        continue;
+                    }
+                    format!("should be allowed, got {status:?}")
+                }
+            };
+            failures.push(format!("{service}/{method} as {role}: {outcome}"));
+        }
+    }
+    assert!(calls >= 64, "only {calls} calls were made");
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+storage_test!(each_role_may_call_exactly_the_methods_of_the_roles_table);
+
+fn rename(name: &str, display_name: &str) -> pb::UpdateInstalledAppRequest {
+    pb::UpdateInstalledAppRequest {
+        installed_app: Some(pb::InstalledApp {
+            name: name.into(),
+            display_name: display_name.into(),
+            ..Default::default()
+        }),
+        update_mask: Some(prost_types::FieldMask {
+            paths: vec!["display_name".into()],
+        }),
+        ..Default::default()
+    }
+}
+
+async fn only_the_developer_who_set_up_an_app_or_an_admin_may_edit_it(app: TestApp) {
+    let dana = token(TEAM, "developer", CREATOR);
+    let dora = token(TEAM, "developer", "dora");
+    let admin = token(TEAM, "admin", "ada");
+    let installed = create_slack_app(&app, &dana, "Slack").await;
+    let mut apps = app.apps.clone();
+
+    let renamed = apps
+        .update_installed_app(authed(&dana, rename(&installed.name, "Slack by Dana")))
+        .await
+        .expect("the creator renames her app")
+        .into_inner();
+    assert_eq!(renamed.display_name, "Slack by Dana");
+
+    let refused = expect_err(
+        apps.update_installed_app(authed(&dora, rename(&installed.name, "Slack by Dora")))
+            .await,
+        "another developer renames",
+    );
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    assert_eq!(reason(&refused), "PERMISSION_DENIED");
+    let refused = expect_err(
+        apps.update_installed_app(authed(
+            &dora,
+            pb::UpdateInstalledAppRequest {
+                installed_app: Some(pb::InstalledApp {
+                    name: installed.name.clone(),
+                    ..Default::default()
+                }),
+                credentials: [("access_token".to_owned(), "xoxb-dora".to_owned())].into(),
+                ..Default::default()
+            },
+        ))
+        .await,
+        "another developer replaces the credentials",
+    );
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    assert_eq!(reason(&refused), "PERMISSION_DENIED");
+    assert_eq!(
+        get_app(&app, &dana, &installed.name).await,
+        renamed,
+        "a refused edit changes nothing"
+    );
+
+    let by_admin = apps
+        .update_installed_app(authed(&admin, rename(&installed.name, "Slack by Ada")))
+        .await
+        .expect("an admin renames any app")
+        .into_inner();
+    assert_eq!(by_admin.display_name, "Slack by Ada");
+    assert_eq!(
+        by_admin.creator, CREATOR,
+        "an admin's edit keeps the creator"
+    );
+}
+storage_test!(only_the_developer_who_set_up_an_app_or_an_admin_may_edit_it);
+
+/// A token that is well formed and current but signed with another secret.
+fn token_of_another_secret() -> String {
+    mint_hs256(
+        b"another-secret-another-secret-another-secret",
+        &MintClaims {
+            subject: "mallory".into(),
+            team: TEAM.into(),
+            roles: vec!["admin".into()],
+            issuer: None,
+            audience: None,
+            ttl_secs: 3600,
+            team_claim: "team_id".into(),
+            roles_claim: "roles".into(),
+        },
+    )
+    .expect("mint")
+}
+
+async fn every_method_refuses_a_missing_or_invalid_token_with_one_generic_message(app: TestApp) {
+    let fx = fixture(&app).await;
+    let valid = token(TEAM, "admin", "ada");
+    let forged = token_of_another_secret();
+    let attempts: [(&str, Option<String>); 6] = [
+        ("no token", None),
+        (
+            "a garbage token",
+            Some("Bearer garbage.garbage.garbage".to_owned()),
+        ),
+        ("an empty bearer", Some("Bearer ".to_owned())),
+        (
+            "a token of another secret",
+            Some(format!("Bearer {forged}")),
+        ),
+        (
+            "the Basic scheme",
+            Some("Basic dXNlcjpwYXNzd29yZA==".to_owned()),
+        ),
+        ("a valid token under Basic", Some(format!("Basic {valid}"))),
+    ];
+    let mut messages = std::collections::BTreeSet::new();
+    let mut failures = Vec::new();
+    for (service, method) in described_methods() {
+        for (what, authorization) in &attempts {
+            let result = call(&app, &fx, &service, &method, authorization.as_deref()).await;
+            match result {
+                Err(status)
+                    if status.code() == Code::Unauthenticated
+                        && reason(&status) == "UNAUTHENTICATED" =>
+                {
+                    assert!(!status.message().contains(&forged));
+                    assert!(!status.message().contains(&valid));
+                    messages.insert(status.message().to_owned());
+                }
+                other => failures.push(format!(
+                    "{service}/{method} with {what}: expected UNAUTHENTICATED, got {other:?}"
+                )),
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+    assert_eq!(
+        messages.len(),
+        1,
+        "every refusal has the same generic message: {messages:?}"
+    );
+}
+storage_test!(every_method_refuses_a_missing_or_invalid_token_with_one_generic_message);
+
+async fn health_and_reflection_answer_without_a_token(app: TestApp) {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+
+    let mut health = HealthClient::new(app.channel.clone());
+    for service in ["", "integrationhub.v1.InstalledAppService"] {
+        let answer = health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("health of {service:?} without a token: {e:?}"))
+            .into_inner();
+        assert_eq!(
+            answer.status,
+            ServingStatus::Serving as i32,
+            "health of {service:?}"
+        );
+    }
+
+    let expected = [
+        "integrationhub.v1.InstalledAppService",
+        "integrationhub.v1.IntegrationService",
+        "grpc.health.v1.Health",
+    ];
+    {
+        use tonic_reflection::pb::v1::ServerReflectionRequest;
+        use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+        let mut reflection = ServerReflectionClient::new(app.channel.clone());
+        let ask = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut answers = reflection
+            .server_reflection_info(tokio_stream::iter(vec![ask]))
+            .await
+            .expect("reflection v1 without a token")
+            .into_inner();
+        let answer = answers
+            .message()
+            .await
+            .expect("a reflection answer")
+            .expect("one message");
+        let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
+            panic!("not a service list: {answer:?}");
+        };
+        let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+        for name in expected {
+            assert!(
+                names.iter().any(|n| n == name),
+                "v1 lists {name}: {names:?}"
+            );
+        }
+    }
+    {
+        use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
+        use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
+
+        let mut reflection = ServerReflectionClient::new(app.channel.clone());
+        let ask = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut answers = reflection
+            .server_reflection_info(tokio_stream::iter(vec![ask]))
+            .await
+            .expect("reflection v1alpha without a token")
+            .into_inner();
+        let answer = answers
+            .message()
+            .await
+            .expect("a reflection answer")
+            .expect("one message");
+        let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
+            panic!("not a service list: {answer:?}");
+        };
+        let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+        for name in expected {
+            assert!(
+                names.iter().any(|n| n == name),
+                "v1alpha lists {name}: {names:?}"
+            );
+        }
+    }
+}
+storage_test!(health_and_reflection_answer_without_a_token);
