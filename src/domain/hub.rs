@@ -689,9 +689,7 @@ impl Hub {
         }
         let mut tx = self.store.begin_write().await?;
         if let Binding::App(app_name) = &input.binding {
-            let app = self
-                .bindable_app(&tx, &team, app_name, "integration.installed_app")
-                .await?;
+            let app = self.bindable_app(&tx, &team, app_name).await?;
             if app.service != service.id {
                 return Err(Error::invalid(
                     "integration.type",
@@ -731,18 +729,10 @@ impl Hub {
 
     /// An app an integration may be bound to: in the same team, existing, and ACTIVE. Locked
     /// until commit, so it cannot be deleted under the new binding.
-    async fn bindable_app(
-        &self,
-        tx: &Tx,
-        team: &TeamId,
-        name: &AppName,
-        field: &str,
-    ) -> Result<AppRow> {
+    async fn bindable_app(&self, tx: &Tx, team: &TeamId, name: &AppName) -> Result<AppRow> {
+        // Another team's app answers exactly as a missing one (rule 7).
         if name.team != *team {
-            return Err(Error::invalid(
-                field,
-                "must be an installed app of the same team",
-            ));
+            return Err(not_found_app(name));
         }
         let app = tx
             .lock_app(team.as_str(), &name.id)
@@ -946,9 +936,7 @@ impl Hub {
         let now = self.now();
         match reauth {
             Reauth::App(app_name) => {
-                let app = self
-                    .bindable_app(&tx, &name.team, &app_name, "installed_app")
-                    .await?;
+                let app = self.bindable_app(&tx, &name.team, &app_name).await?;
                 if app.service != row.service {
                     return Err(Error::precondition(
                         Precondition::ServiceMismatch,
@@ -1005,11 +993,9 @@ impl Hub {
         from: AppName,
         to: AppName,
     ) -> Result<Vec<Integration>> {
+        // Another team's app answers exactly as a missing one (rule 7).
         if from.team != team {
-            return Err(Error::invalid(
-                "from_installed_app",
-                "must be an installed app of the parent team",
-            ));
+            return Err(not_found_app(&from));
         }
         if from == to {
             return Err(Error::invalid(
@@ -1018,9 +1004,7 @@ impl Hub {
             ));
         }
         let mut tx = self.store.begin_write().await?;
-        let target = self
-            .bindable_app(&tx, &team, &to, "to_installed_app")
-            .await?;
+        let target = self.bindable_app(&tx, &team, &to).await?;
         let filter = IntegrationFilter {
             installed_app_id: Some(from.id.clone()),
             state: Some(IntegrationState::Broken.as_str().to_owned()),

@@ -442,7 +442,7 @@ async fn a_reference_to_another_teams_app_answers_as_a_reference_to_a_missing_on
     let viewer_b = token(B, "viewer", "vic");
     let missing = missing_app();
 
-    same_as_missing(
+    let status = same_as_missing(
         "CreateIntegration on another team's app",
         &a.installed_app,
         &missing,
@@ -460,8 +460,9 @@ async fn a_reference_to_another_teams_app_answers_as_a_reference_to_a_missing_on
         },
     )
     .await;
+    assert_not_found(&status, "CreateIntegration on another team's app");
 
-    same_as_missing(
+    let status = same_as_missing(
         "ReauthenticateIntegration onto another team's app",
         &a.installed_app,
         &missing,
@@ -483,8 +484,9 @@ async fn a_reference_to_another_teams_app_answers_as_a_reference_to_a_missing_on
         },
     )
     .await;
+    assert_not_found(&status, "ReauthenticateIntegration onto another team's app");
 
-    same_as_missing(
+    let status = same_as_missing(
         "ReauthenticateIntegrations onto another team's app",
         &a.installed_app,
         &missing,
@@ -507,8 +509,12 @@ async fn a_reference_to_another_teams_app_answers_as_a_reference_to_a_missing_on
         },
     )
     .await;
+    assert_not_found(
+        &status,
+        "ReauthenticateIntegrations onto another team's app",
+    );
 
-    same_as_missing(
+    let status = same_as_missing(
         "ReauthenticateIntegrations from another team's deleted app",
         &a.deleted_app,
         &missing,
@@ -531,6 +537,10 @@ async fn a_reference_to_another_teams_app_answers_as_a_reference_to_a_missing_on
         },
     )
     .await;
+    assert_not_found(
+        &status,
+        "ReauthenticateIntegrations from another team's deleted app",
+    );
 
     same_as_missing(
         "ListIntegrations filtered by another team's app",
