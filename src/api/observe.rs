@@ -1,17 +1,23 @@
 //! The outermost layer: one span per call (gRPC semantic-convention attributes, the caller's
 //! W3C trace context continued), a request id (`x-request-id`, made when absent and returned)
-//! on every log line of the call, and the request metrics.
+//! on every log line of the call, and the request metrics. A panic below it becomes an
+//! INTERNAL answer with an opaque message (the panic goes to the log), never a reset stream.
 
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use futures_util::FutureExt;
 use opentelemetry::propagation::Extractor;
 use tonic::codegen::http;
 use tonic::codegen::{BoxFuture, Service};
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+use super::status_with_reason;
 use crate::metrics::METRICS;
+use crate::pb::ErrorReason;
 
 const REQUEST_ID: &str = "x-request-id";
 
@@ -66,12 +72,29 @@ fn code_of<B>(response: &http::Response<B>) -> String {
         .unwrap_or_else(|| "Ok".to_owned())
 }
 
+/// What a client sees when the call panicked.
+fn panicked<B: Default>(panic: &(dyn std::any::Any + Send)) -> http::Response<B> {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    tracing::error!(panic = %message, "a call panicked");
+    status_with_reason(
+        tonic::Code::Internal,
+        "internal error",
+        ErrorReason::Internal,
+        HashMap::new(),
+    )
+    .into_http()
+}
+
 impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for ObserveService<S>
 where
     S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     ReqBody: Send + 'static,
-    ResBody: Send + 'static,
+    ResBody: Default + Send + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -114,11 +137,17 @@ where
         let future = {
             // The inner layers (auth) record the caller's team and role on this span.
             let _entered = span.enter();
-            inner.call(request)
+            std::panic::catch_unwind(AssertUnwindSafe(|| inner.call(request)))
         };
         Box::pin(
             async move {
-                let result = future.await;
+                let result = match future {
+                    Ok(future) => match AssertUnwindSafe(future).catch_unwind().await {
+                        Ok(result) => result,
+                        Err(panic) => Ok(panicked(panic.as_ref())),
+                    },
+                    Err(panic) => Ok(panicked(panic.as_ref())),
+                };
                 if let Ok(response) = &result {
                     let code = code_of(response);
                     tracing::Span::current().record("rpc.grpc.status_code", code.as_str());
@@ -133,5 +162,49 @@ where
             }
             .instrument(span),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A service that panics: in `call`, or inside its future.
+    #[derive(Clone)]
+    struct Panics {
+        in_future: bool,
+    }
+
+    impl Service<http::Request<()>> for Panics {
+        type Response = http::Response<String>;
+        type Error = std::convert::Infallible;
+        type Future = BoxFuture<Self::Response, Self::Error>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _: http::Request<()>) -> Self::Future {
+            if !self.in_future {
+                panic!("boom in call, secret=hunter2");
+            }
+            Box::pin(async { panic!("boom in future, secret=hunter2") })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panicking_call_answers_internal_with_an_opaque_message() {
+        for in_future in [false, true] {
+            let mut service = tower::Layer::layer(&ObserveLayer, Panics { in_future });
+            let request = http::Request::builder()
+                .uri("/integrationhub.v1.InstalledAppService/ListServices")
+                .body(())
+                .expect("request");
+            let response = service.call(request).await.expect("an answer, not a panic");
+            let status = tonic::Status::from_header_map(response.headers()).expect("grpc status");
+            assert_eq!(status.code(), tonic::Code::Internal);
+            assert_eq!(status.message(), "internal error");
+            assert!(!format!("{status:?}").contains("hunter2"));
+        }
     }
 }

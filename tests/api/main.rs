@@ -15,4 +15,5 @@ mod replicas;
 mod rules;
 mod secrets;
 mod smoke;
+mod startup;
 mod validation;

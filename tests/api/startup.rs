@@ -1,0 +1,153 @@
+//! Start-up and shutdown of the real server: bad settings stop it with a message naming the
+//! setting; thousands of open watch streams do not hold up shutdown.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use integration_hub::pb;
+use integration_hub::pb::integration_service_client::IntegrationServiceClient;
+use tonic::Code;
+use tonic::transport::Channel;
+
+use crate::helpers::{Backend, TEST_SECRET, TestDb, authed, spawn_with, test_args, token};
+
+/// Runs `serve` with `env` on top of a valid configuration; returns its stderr.
+fn serve_fails_with(env: &[(&str, &str)]) -> String {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_integration-hub"));
+    command
+        .arg("serve")
+        .env_clear()
+        .env("INTEGRATION_HUB_LISTEN", "127.0.0.1:0")
+        .env("INTEGRATION_HUB_DATA_DIR", dir.path())
+        .env("INTEGRATION_HUB_JWT_HS256_SECRET", TEST_SECRET)
+        .env("INTEGRATION_HUB_JWT_ISSUER", "https://issuer.test")
+        .env("INTEGRATION_HUB_JWT_AUDIENCE", "integration-hub")
+        .env(
+            "INTEGRATION_HUB_ENCRYPTION_KEYS",
+            integration_hub::crypto::KeyRing::generate(1)
+                .expect("key")
+                .1,
+        );
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let mut child = command
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run the binary");
+    // A start that wrongly succeeds would serve forever: give it a bounded time to refuse.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("serve started despite {env:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(!status.success(), "serve must refuse {env:?}");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr)
+        .expect("read stderr");
+    stderr
+}
+
+#[test]
+fn an_invalid_setting_stops_the_start_with_a_message_naming_it() {
+    let keys = serve_fails_with(&[("INTEGRATION_HUB_ENCRYPTION_KEYS", "1:bm90LWEta2V5")]);
+    assert!(keys.contains("INTEGRATION_HUB_ENCRYPTION_KEYS"), "{keys}");
+    assert!(
+        !keys.contains("bm90LWEta2V5"),
+        "the key text is never echoed: {keys}"
+    );
+    let roles = serve_fails_with(&[("INTEGRATION_HUB_ROLE_MAP", "admin=superuser")]);
+    assert!(roles.contains("INTEGRATION_HUB_ROLE_MAP"), "{roles}");
+    let listen = serve_fails_with(&[("INTEGRATION_HUB_LISTEN", "not-an-address")]);
+    assert!(
+        listen.contains("--listen") && listen.contains("not-an-address"),
+        "{listen}"
+    );
+    let interval = serve_fails_with(&[("INTEGRATION_HUB_CHECKPOINT_INTERVAL_SECS", "0")]);
+    assert!(
+        interval.contains("--checkpoint-interval-secs"),
+        "{interval}"
+    );
+    let catalog =
+        serve_fails_with(&[("INTEGRATION_HUB_CATALOG_FILE", "/nonexistent/catalog.json")]);
+    assert!(
+        catalog.contains("INTEGRATION_HUB_CATALOG_FILE"),
+        "{catalog}"
+    );
+    let secret = serve_fails_with(&[("INTEGRATION_HUB_JWT_HS256_SECRET", "short")]);
+    assert!(
+        !secret.contains("short\n") && secret.contains("token settings"),
+        "{secret}"
+    );
+}
+
+/// 2,000 open watch streams: shutdown still ends every one with UNAVAILABLE and its cursor,
+/// well within the deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_ends_thousands_of_watch_streams_within_the_deadline() {
+    const CHANNELS: usize = 20;
+    const PER_CHANNEL: usize = 100;
+    let db = TestDb::new(Backend::Sqlite).await;
+    let mut args = test_args(&db.url);
+    args.max_watch_streams_per_principal = CHANNELS * PER_CHANNEL;
+    args.checkpoint_interval_secs = 3600;
+    let mut app = spawn_with(Backend::Sqlite, db, args).await;
+    let viewer = token("acme", "viewer", "vic");
+    let mut streams = Vec::with_capacity(CHANNELS * PER_CHANNEL);
+    for _ in 0..CHANNELS {
+        // Separate connections: one HTTP/2 connection carries a bounded number of streams.
+        let channel = Channel::from_shared(app.address.clone())
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect");
+        let mut client = IntegrationServiceClient::new(channel);
+        for _ in 0..PER_CHANNEL {
+            let mut stream = client
+                .watch_integration_events(authed(
+                    &viewer,
+                    pb::WatchIntegrationEventsRequest::default(),
+                ))
+                .await
+                .expect("watch")
+                .into_inner();
+            let first = stream.message().await.expect("ok").expect("checkpoint");
+            assert!(first.checkpoint);
+            streams.push(stream);
+        }
+    }
+    let readers: Vec<_> = streams
+        .into_iter()
+        .map(|mut stream| {
+            tokio::spawn(async move {
+                loop {
+                    match stream.message().await {
+                        Ok(Some(_)) => continue,
+                        Ok(None) => return None,
+                        Err(status) => return Some(status),
+                    }
+                }
+            })
+        })
+        .collect();
+    let started = Instant::now();
+    app.stop().await;
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(20), "shutdown took {took:?}");
+    for reader in readers {
+        let status = tokio::time::timeout(Duration::from_secs(10), reader)
+            .await
+            .expect("every stream ends")
+            .expect("reader")
+            .expect("ends with a status, not silently");
+        assert_eq!(status.code(), Code::Unavailable);
+    }
+}
