@@ -22,10 +22,10 @@ use std::time::Duration;
 
 use sea_orm::sea_query::{Expr, ExprTrait, LockType};
 use sea_orm::{
-    ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DatabaseConnection,
-    DatabaseTransaction, DbErr, EntityTrait, FromQueryResult, IsolationLevel, QueryFilter,
-    QueryOrder, QuerySelect, SqlErr, SqliteTransactionMode, Statement, TransactionOptions,
-    TransactionTrait,
+    ActiveModelTrait, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseBackend,
+    DatabaseConnection, DatabaseTransaction, DbErr, EntityTrait, FromQueryResult, IsolationLevel,
+    QueryFilter, QueryOrder, QuerySelect, SqlErr, SqliteTransactionMode, Statement,
+    TransactionOptions, TransactionTrait,
 };
 use tokio::sync::Notify;
 
@@ -442,7 +442,8 @@ impl Tx {
     /// Replaces an app's row if its version is still `expected_version`; false otherwise.
     pub async fn update_app(&self, row: AppRow, expected_version: i64) -> Result<bool> {
         let result = installed_app::Entity::update_many()
-            .set(installed_app::ActiveModel::from(row.clone()))
+            // `from` marks every value Unchanged, which `set` skips: `reset_all` writes them.
+            .set(installed_app::ActiveModel::from(row.clone()).reset_all())
             .filter(installed_app::Column::Id.eq(row.id))
             .filter(installed_app::Column::Team.eq(row.team))
             .filter(installed_app::Column::Version.eq(expected_version))
@@ -474,7 +475,8 @@ impl Tx {
         expected_version: i64,
     ) -> Result<bool> {
         let result = integration::Entity::update_many()
-            .set(integration::ActiveModel::from(row.clone()))
+            // `from` marks every value Unchanged, which `set` skips: `reset_all` writes them.
+            .set(integration::ActiveModel::from(row.clone()).reset_all())
             .filter(integration::Column::Id.eq(row.id))
             .filter(integration::Column::Team.eq(row.team))
             .filter(integration::Column::Version.eq(expected_version))
