@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 
-use crate::api::{AuthLayer, InstalledApps, Integrations};
+use crate::api::{AuditLog, AuthLayer, InstalledApps, Integrations};
 use crate::auth::{RoleMap, Verifier, VerifierConfig};
 use crate::config::{AuthArgs, ServeArgs};
 use crate::crypto::KeyRing;
@@ -23,6 +23,7 @@ use crate::domain::hub::Clock;
 use crate::domain::hub::SystemClock;
 use crate::events::{EventBus, StreamLimits, start_pruner};
 use crate::pb;
+use crate::pb::audit_service_server::AuditServiceServer;
 use crate::pb::installed_app_service_server::InstalledAppServiceServer;
 use crate::pb::integration_service_server::IntegrationServiceServer;
 use crate::store::Store;
@@ -212,6 +213,9 @@ impl Application {
         health_reporter
             .set_serving::<IntegrationServiceServer<Integrations>>()
             .await;
+        health_reporter
+            .set_serving::<AuditServiceServer<AuditLog>>()
+            .await;
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -231,6 +235,8 @@ impl Application {
             stop_rx.clone(),
         ))
         .max_decoding_message_size(max_message);
+        let audit = AuditServiceServer::new(AuditLog::new(self.hub.clone()))
+            .max_decoding_message_size(max_message);
 
         let deadline = self.args.shutdown_deadline();
         let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
@@ -244,6 +250,9 @@ impl Application {
             reporter
                 .set_not_serving::<IntegrationServiceServer<Integrations>>()
                 .await;
+            reporter
+                .set_not_serving::<AuditServiceServer<AuditLog>>()
+                .await;
             let _ = stop_tx.send(true);
             let _ = drain_tx.send(());
             // Keep the stop signal alive until the process is done with it.
@@ -251,12 +260,13 @@ impl Application {
         });
         let server = Server::builder()
             .timeout(self.args.request_timeout())
-            .layer(AuthLayer::new(self.verifier.clone()))
+            .layer(AuthLayer::new(self.verifier.clone()).with_audit(self.hub.clone()))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(installed_apps)
             .add_service(integrations)
+            .add_service(audit)
             .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), async move {
                 let _ = drain_rx.await;
             });

@@ -1,6 +1,7 @@
 //! The domain: newtypes parsed at the edge, entities, the rules of the seed, and one error
 //! enum. It never imports tonic; storage is reached through `crate::store` only.
 
+pub mod audit;
 pub mod catalog;
 pub mod error;
 pub mod hub;

@@ -14,6 +14,7 @@
 //!
 //! Rows and errors are the store's own: the domain converts them.
 
+mod audit;
 mod entities;
 
 use std::collections::HashMap;
@@ -29,6 +30,7 @@ use sea_orm::{
 };
 use tokio::sync::Notify;
 
+pub use audit::{AuditFilter, AuditRow, NewAudit};
 pub use entities::event::Model as EventRow;
 pub use entities::installed_app::Model as AppRow;
 pub use entities::integration::Model as IntegrationRow;

@@ -9,6 +9,7 @@ use std::time::Duration;
 use integration_hub::auth::{MintClaims, mint_hs256};
 use integration_hub::config::ServeArgs;
 use integration_hub::crypto::KeyRing;
+use integration_hub::pb::audit_service_client::AuditServiceClient;
 use integration_hub::pb::installed_app_service_client::InstalledAppServiceClient;
 use integration_hub::pb::integration_service_client::IntegrationServiceClient;
 use integration_hub::startup::Application;
@@ -97,6 +98,7 @@ pub struct TestApp {
     pub port: u16,
     pub apps: InstalledAppServiceClient<Channel>,
     pub integrations: IntegrationServiceClient<Channel>,
+    pub audit: AuditServiceClient<Channel>,
     pub channel: Channel,
     pub db: TestDb,
     pub backend: Backend,
@@ -144,6 +146,7 @@ pub async fn spawn_with(backend: Backend, db: TestDb, args: ServeArgs) -> TestAp
         port,
         apps: InstalledAppServiceClient::new(channel.clone()),
         integrations: IntegrationServiceClient::new(channel.clone()),
+        audit: AuditServiceClient::new(channel.clone()),
         channel,
         db,
         backend,
