@@ -110,6 +110,17 @@ pub struct ServeArgs {
     #[arg(long, env = "INTEGRATION_HUB_ENCRYPTION_KEYS", hide_env_values = true)]
     pub encryption_keys: Option<String>,
 
+    /// Calls a second each principal (team and subject) may make on this replica, refilled
+    /// continuously; 0 disables the limit.
+    #[arg(long, env = "INTEGRATION_HUB_RATE_LIMIT_PER_SEC", default_value_t = 50.0,
+          value_parser = non_negative_rate)]
+    pub rate_limit_per_sec: f64,
+
+    /// Calls a principal may make at once before the per-second rate applies; 0 disables
+    /// the limit.
+    #[arg(long, env = "INTEGRATION_HUB_RATE_LIMIT_BURST", default_value_t = 100)]
+    pub rate_limit_burst: u32,
+
     /// Development mode: makes and keeps a secret and a key in the data directory, listens on
     /// loopback only, pretty logs.
     #[arg(long, env = "INTEGRATION_HUB_DEV")]
@@ -174,6 +185,13 @@ pub struct ServeArgs {
     /// Log format: `json` or `pretty` (default: pretty with --dev, json otherwise).
     #[arg(long, env = "INTEGRATION_HUB_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
+}
+
+fn non_negative_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate >= 0.0 => Ok(rate),
+        _ => Err("must be a number of calls a second, 0 or more".to_owned()),
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 
+use crate::api::rate_limit::RateLimiter;
 use crate::api::{AuditLog, AuthLayer, InstalledApps, Integrations};
 use crate::auth::{RoleMap, Verifier, VerifierConfig};
 use crate::config::{AuthArgs, ServeArgs};
@@ -237,6 +238,11 @@ impl Application {
         .max_decoding_message_size(max_message);
         let audit = AuditServiceServer::new(AuditLog::new(self.hub.clone()))
             .max_decoding_message_size(max_message);
+        let limiter = RateLimiter::new(self.args.rate_limit_per_sec, self.args.rate_limit_burst)
+            .map(Arc::new);
+        if limiter.is_none() {
+            tracing::warn!("per-principal rate limit disabled (INTEGRATION_HUB_RATE_LIMIT_*)");
+        }
 
         let deadline = self.args.shutdown_deadline();
         let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
@@ -260,7 +266,11 @@ impl Application {
         });
         let server = Server::builder()
             .timeout(self.args.request_timeout())
-            .layer(AuthLayer::new(self.verifier.clone()).with_audit(self.hub.clone()))
+            .layer(
+                AuthLayer::new(self.verifier.clone())
+                    .with_rate_limit(limiter)
+                    .with_audit(self.hub.clone()),
+            )
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

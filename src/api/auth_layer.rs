@@ -1,6 +1,6 @@
 //! The gate in front of every method: gives the call its request id, verifies the bearer
-//! token, looks the method up in the policy table (deny by default: a method without an
-//! entry is refused) and puts the `Principal` in the request
+//! token, applies the per-principal rate limit, looks the method up in the policy table (deny
+//! by default: a method without an entry is refused) and puts the `Principal` in the request
 //! extensions. Health and reflection pass without a token. A refused call to an audited
 //! method is recorded in the audit log.
 
@@ -8,11 +8,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use tonic::Code;
 use tonic::codegen::http;
 use tonic::codegen::{BoxFuture, Service};
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
 
-use super::{RequestId, actor_of, status_with_reason};
+use super::rate_limit::RateLimiter;
+use super::{ERROR_DOMAIN, RequestId, actor_of, status_with_reason};
 use crate::auth::{Verifier, is_public, policy_for};
 use crate::domain::Hub;
 use crate::domain::model::AuditAction;
@@ -25,6 +27,7 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 #[derive(Clone)]
 pub struct AuthLayer {
     verifier: Arc<Verifier>,
+    limiter: Option<Arc<RateLimiter>>,
     audit: Option<Arc<Hub>>,
 }
 
@@ -32,8 +35,15 @@ impl AuthLayer {
     pub fn new(verifier: Arc<Verifier>) -> Self {
         AuthLayer {
             verifier,
+            limiter: None,
             audit: None,
         }
+    }
+
+    /// Refuses a principal's calls past `limiter` with RESOURCE_EXHAUSTED.
+    pub fn with_rate_limit(mut self, limiter: Option<Arc<RateLimiter>>) -> Self {
+        self.limiter = limiter;
+        self
     }
 
     /// Records refused calls to audited methods in `hub`'s audit log.
@@ -102,6 +112,24 @@ fn refuse<B: Default>(code: Code, message: &str, reason: ErrorReason) -> http::R
     status_with_reason(code, message, reason, HashMap::new()).into_http()
 }
 
+/// RESOURCE_EXHAUSTED with `RetryInfo` and `ErrorInfo`.
+fn rate_limited(retry_after: std::time::Duration) -> Status {
+    let mut details = ErrorDetails::with_error_info(
+        ErrorReason::ResourceExhausted.as_str_name(),
+        ERROR_DOMAIN,
+        HashMap::new(),
+    );
+    details.set_retry_info(Some(retry_after));
+    Status::with_error_details(
+        Code::ResourceExhausted,
+        format!(
+            "too many calls from this principal; retry in {} ms",
+            retry_after.as_millis().max(1)
+        ),
+        details,
+    )
+}
+
 fn with_request_id<B>(mut response: http::Response<B>, request_id: &str) -> http::Response<B> {
     if let Ok(value) = http::HeaderValue::from_str(request_id) {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
@@ -154,6 +182,14 @@ where
                 return Box::pin(async move { Ok(with_request_id(response, &request_id)) });
             }
         };
+        // Before the policy check, so refused calls count too (and cannot flood the audit log).
+        if let Some(limiter) = &self.layer.limiter
+            && let Err(retry_after) = limiter.check(&principal.team, &principal.subject)
+        {
+            tracing::debug!(method = %path, %request_id, "rate limit reached");
+            let response = rate_limited(retry_after).into_http();
+            return Box::pin(async move { Ok(with_request_id(response, &request_id)) });
+        }
         let allowed = policy_for(&path).is_some_and(|access| access.allows(principal.role));
         if !allowed {
             tracing::debug!(method = %path, role = principal.role.as_str(), %request_id, "method refused to role");

@@ -6,6 +6,7 @@ mod auth_layer;
 mod convert;
 mod installed_apps;
 mod integrations;
+pub mod rate_limit;
 
 use std::collections::HashMap;
 

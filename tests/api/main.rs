@@ -4,4 +4,5 @@
 mod audit;
 mod delivery;
 mod helpers;
+mod rate_limit;
 mod smoke;
