@@ -24,6 +24,9 @@ pub enum Command {
     Migrate(DatabaseArgs),
     /// Prints a bearer token (development only).
     Token(Box<TokenArgs>),
+    /// Re-seals every stored credential under the newest encryption key, in small batches,
+    /// while the service keeps serving; resumable, and a no-op once done.
+    RotateKeys(Box<RotateKeysArgs>),
 }
 
 /// Where the data lives.
@@ -109,6 +112,13 @@ pub struct ServeArgs {
     /// Encryption key ring, `1:<base64 32 bytes>,2:<base64>`; the newest seals, all open.
     #[arg(long, env = "INTEGRATION_HUB_ENCRYPTION_KEYS", hide_env_values = true)]
     pub encryption_keys: Option<String>,
+
+    /// Retire keys below this version: values sealed with them no longer open, and the
+    /// service refuses to start while any stored value still uses one (run `rotate-keys`
+    /// first).
+    #[arg(long, env = "INTEGRATION_HUB_MIN_KEY_VERSION",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub min_key_version: Option<u32>,
 
     /// Calls a second each principal (team and subject) may make on this replica, refilled
     /// continuously; 0 disables the limit.
@@ -263,4 +273,27 @@ pub struct TokenArgs {
 
     #[command(flatten)]
     pub auth: AuthArgs,
+}
+
+/// Arguments of `rotate-keys`.
+#[derive(Clone, Debug, Args)]
+pub struct RotateKeysArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    /// Encryption key ring, `1:<base64 32 bytes>,2:<base64>`: the same ring the service
+    /// runs with, its newest key being the one to re-seal under.
+    #[arg(long, env = "INTEGRATION_HUB_ENCRYPTION_KEYS", hide_env_values = true)]
+    pub encryption_keys: String,
+
+    /// Keys below this version are retired and do not open (values still sealed with one
+    /// are reported as failures).
+    #[arg(long, env = "INTEGRATION_HUB_MIN_KEY_VERSION",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub min_key_version: Option<u32>,
+
+    /// Values re-sealed per transaction.
+    #[arg(long, env = "INTEGRATION_HUB_ROTATE_BATCH_SIZE", default_value_t = 100,
+          value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub batch_size: u64,
 }

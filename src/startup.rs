@@ -22,6 +22,7 @@ use crate::domain::Hub;
 use crate::domain::catalog::Catalog;
 use crate::domain::hub::Clock;
 use crate::domain::hub::SystemClock;
+use crate::domain::rotation::check_stored_keys;
 use crate::events::{EventBus, StreamLimits, start_pruner};
 use crate::pb;
 use crate::pb::audit_service_server::AuditServiceServer;
@@ -96,6 +97,21 @@ pub fn jwt_secret(auth: &AuthArgs, data_dir: &Path, dev: bool) -> anyhow::Result
     }
 }
 
+/// The key ring from `INTEGRATION_HUB_ENCRYPTION_KEYS`, with the keys below
+/// `INTEGRATION_HUB_MIN_KEY_VERSION` retired, after its self-test.
+pub fn key_ring(spec: &str, min_version: Option<u32>) -> anyhow::Result<KeyRing> {
+    let mut keys = KeyRing::parse(spec)
+        .map_err(|e| anyhow::anyhow!("INTEGRATION_HUB_ENCRYPTION_KEYS is invalid: {e}"))?;
+    if let Some(min) = min_version {
+        keys = keys
+            .with_min_version(min)
+            .map_err(|e| anyhow::anyhow!("INTEGRATION_HUB_MIN_KEY_VERSION is invalid: {e}"))?;
+    }
+    keys.self_test()
+        .map_err(|e| anyhow::anyhow!("encryption self-test failed: {e}"))?;
+    Ok(keys)
+}
+
 /// Verifier settings from the auth arguments.
 pub fn verifier_config(auth: &AuthArgs, secret: String) -> anyhow::Result<VerifierConfig> {
     let mut config = VerifierConfig::new(secret.into_bytes());
@@ -130,10 +146,7 @@ impl Application {
                 "INTEGRATION_HUB_ENCRYPTION_KEYS is not set: the service refuses to store credentials without keys (or run serve --dev)"
             ),
         };
-        let keys = KeyRing::parse(&keys_spec)
-            .map_err(|e| anyhow::anyhow!("INTEGRATION_HUB_ENCRYPTION_KEYS is invalid: {e}"))?;
-        keys.self_test()
-            .map_err(|e| anyhow::anyhow!("encryption self-test failed: {e}"))?;
+        let keys = key_ring(&keys_spec, args.min_key_version)?;
         let catalog = match &args.catalog_file {
             Some(path) => Catalog::from_file(path)
                 .map_err(|e| anyhow::anyhow!("INTEGRATION_HUB_CATALOG_FILE is invalid: {e}"))?,
@@ -151,6 +164,8 @@ impl Application {
         } else {
             store.migrate().await.context("database migration failed")?;
         }
+        // A wrong key would otherwise surface as INTERNAL on the first resolution.
+        check_stored_keys(&store, &keys).await?;
         let listener = TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;

@@ -115,11 +115,11 @@ pub struct Hub {
     clock: Arc<dyn Clock>,
 }
 
-fn app_owner(id: &str) -> String {
+pub(super) fn app_owner(id: &str) -> String {
     format!("installedApps/{id}")
 }
 
-fn integration_owner(id: &str) -> String {
+pub(super) fn integration_owner(id: &str) -> String {
     format!("integrations/{id}")
 }
 

@@ -6,6 +6,7 @@ pub mod catalog;
 pub mod error;
 pub mod hub;
 pub mod model;
+pub mod rotation;
 pub mod types;
 
 pub use error::{Error, FieldViolation, Precondition, Result, Violations};

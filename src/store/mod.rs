@@ -16,6 +16,7 @@
 
 mod audit;
 mod entities;
+mod rotation;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -34,6 +35,7 @@ pub use audit::{AuditFilter, AuditRow, NewAudit};
 pub use entities::event::Model as EventRow;
 pub use entities::installed_app::Model as AppRow;
 pub use entities::integration::Model as IntegrationRow;
+pub use rotation::{SealedKind, SealedRow};
 
 use entities::{event, installed_app, integration};
 

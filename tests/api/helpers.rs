@@ -163,6 +163,24 @@ impl TestApp {
         token(team, role, subject)
     }
 
+    /// Stops this server and starts another on the same database with `args` (whose
+    /// database URL is replaced by this one's).
+    pub async fn restart_with(mut self, mut args: ServeArgs) -> TestApp {
+        self.stop().await;
+        args.database.database_url = Some(self.db.url.clone());
+        let backend = self.backend;
+        // The database outlives this app: move it out, leaving a placeholder that drops nothing.
+        let db = std::mem::replace(
+            &mut self.db,
+            TestDb {
+                url: String::new(),
+                dir: tempfile::tempdir().expect("temp dir"),
+                pg_name: None,
+            },
+        );
+        spawn_with(backend, db, args).await
+    }
+
     /// Stops the server (as SIGTERM would) and waits until it has returned.
     pub async fn stop(&mut self) {
         if let Some(tx) = self.shutdown.take() {

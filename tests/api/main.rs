@@ -4,5 +4,6 @@
 mod audit;
 mod delivery;
 mod helpers;
+mod keys;
 mod rate_limit;
 mod smoke;
