@@ -250,6 +250,30 @@ mod tests {
         );
     }
 
+    /// Deny by default is only safe if nothing is denied by mistake: every method the server
+    /// serves (from the same descriptors reflection serves) has a policy entry.
+    #[test]
+    fn every_served_method_has_a_policy_entry() {
+        use prost::Message;
+        let set = prost_types::FileDescriptorSet::decode(crate::pb::FILE_DESCRIPTOR_SET)
+            .expect("descriptor set");
+        let mut methods = 0;
+        for file in set
+            .file
+            .iter()
+            .filter(|f| f.package() == "integrationhub.v1")
+        {
+            for service in &file.service {
+                for method in &service.method {
+                    let path = format!("/integrationhub.v1.{}/{}", service.name(), method.name());
+                    assert!(policy_for(&path).is_some(), "{path} has no policy entry");
+                    methods += 1;
+                }
+            }
+        }
+        assert_eq!(methods, POLICY.len());
+    }
+
     #[test]
     fn request_ids_are_taken_when_sane_and_made_otherwise() {
         let mut headers = http::HeaderMap::new();
