@@ -7,6 +7,7 @@ const PROTOS: &[&str] = &[
     "integrationhub/v1/resources.proto",
     "integrationhub/v1/installed_apps.proto",
     "integrationhub/v1/integrations.proto",
+    "integrationhub/v1/audit.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -24,6 +24,9 @@ pub enum Command {
     Migrate(DatabaseArgs),
     /// Prints a bearer token (development only).
     Token(Box<TokenArgs>),
+    /// Re-seals every stored credential under the newest encryption key, in small batches,
+    /// while the service keeps serving; resumable, and a no-op once done.
+    RotateKeys(Box<RotateKeysArgs>),
 }
 
 /// Where the data lives.
@@ -114,6 +117,24 @@ pub struct ServeArgs {
     #[arg(long, env = "INTEGRATION_HUB_ENCRYPTION_KEYS", hide_env_values = true)]
     pub encryption_keys: Option<String>,
 
+    /// Retire keys below this version: values sealed with them no longer open, and the
+    /// service refuses to start while any stored value still uses one (run `rotate-keys`
+    /// first).
+    #[arg(long, env = "INTEGRATION_HUB_MIN_KEY_VERSION",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub min_key_version: Option<u32>,
+
+    /// Calls a second each principal (team and subject) may make on this replica, refilled
+    /// continuously; 0 disables the limit.
+    #[arg(long, env = "INTEGRATION_HUB_RATE_LIMIT_PER_SEC", default_value_t = 50.0,
+          value_parser = non_negative_rate)]
+    pub rate_limit_per_sec: f64,
+
+    /// Calls a principal may make at once before the per-second rate applies; 0 disables
+    /// the limit.
+    #[arg(long, env = "INTEGRATION_HUB_RATE_LIMIT_BURST", default_value_t = 100)]
+    pub rate_limit_burst: u32,
+
     /// Development mode: makes and keeps a secret and a key in the data directory, listens on
     /// loopback only, pretty logs.
     #[arg(long, env = "INTEGRATION_HUB_DEV")]
@@ -178,6 +199,13 @@ pub struct ServeArgs {
     /// Log format: `json` or `pretty` (default: pretty with --dev, json otherwise).
     #[arg(long, env = "INTEGRATION_HUB_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
+}
+
+fn non_negative_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate >= 0.0 => Ok(rate),
+        _ => Err("must be a number of calls a second, 0 or more".to_owned()),
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -249,4 +277,27 @@ pub struct TokenArgs {
 
     #[command(flatten)]
     pub auth: AuthArgs,
+}
+
+/// Arguments of `rotate-keys`.
+#[derive(Clone, Debug, Args)]
+pub struct RotateKeysArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    /// Encryption key ring, `1:<base64 32 bytes>,2:<base64>`: the same ring the service
+    /// runs with, its newest key being the one to re-seal under.
+    #[arg(long, env = "INTEGRATION_HUB_ENCRYPTION_KEYS", hide_env_values = true)]
+    pub encryption_keys: String,
+
+    /// Keys below this version are retired and do not open (values still sealed with one
+    /// are reported as failures).
+    #[arg(long, env = "INTEGRATION_HUB_MIN_KEY_VERSION",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub min_key_version: Option<u32>,
+
+    /// Values re-sealed per transaction.
+    #[arg(long, env = "INTEGRATION_HUB_ROTATE_BATCH_SIZE", default_value_t = 100,
+          value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub batch_size: u64,
 }

@@ -5,7 +5,8 @@ use clap::Parser;
 
 use integration_hub::auth::{MintClaims, mint_hs256};
 use integration_hub::config::{Cli, Command, LogFormat};
-use integration_hub::startup::{Application, jwt_secret, verifier_config};
+use integration_hub::domain::rotation::rotate_keys;
+use integration_hub::startup::{Application, jwt_secret, key_ring, verifier_config};
 use integration_hub::store::Store;
 use integration_hub::telemetry;
 
@@ -60,6 +61,33 @@ async fn main() -> anyhow::Result<()> {
             )
             .map_err(|e| anyhow::anyhow!("cannot mint a token: {e}"))?;
             println!("{token}");
+            Ok(())
+        }
+        Command::RotateKeys(args) => {
+            let _telemetry = telemetry::init(LogFormat::Json)?;
+            let keys = key_ring(&args.encryption_keys, args.min_key_version)?;
+            let store = Store::connect(&args.database.url(), 2)
+                .await
+                .context("cannot connect to the database")?;
+            let summary = rotate_keys(&store, &keys, args.batch_size)
+                .await
+                .map_err(anyhow::Error::new)
+                .context("key rotation stopped; run it again to resume")?;
+            store.close().await;
+            // The summary holds counts only.
+            println!("{summary}");
+            if summary.failed > 0 {
+                anyhow::bail!(
+                    "{} stored values could not be opened and remain on an older key (their rows are in the log)",
+                    summary.failed
+                );
+            }
+            if summary.changed_concurrently > 0 {
+                anyhow::bail!(
+                    "{} values kept changing during the run; run rotate-keys again",
+                    summary.changed_concurrently
+                );
+            }
             Ok(())
         }
     }

@@ -13,7 +13,8 @@ use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 
-use crate::api::{AuthLayer, InstalledApps, Integrations, ObserveLayer};
+use crate::api::rate_limit::RateLimiter;
+use crate::api::{AuditLog, AuthLayer, InstalledApps, Integrations, ObserveLayer};
 use crate::auth::{RoleMap, Verifier, VerifierConfig};
 use crate::config::{AuthArgs, ServeArgs};
 use crate::crypto::KeyRing;
@@ -21,8 +22,10 @@ use crate::domain::Hub;
 use crate::domain::catalog::Catalog;
 use crate::domain::hub::Clock;
 use crate::domain::hub::SystemClock;
+use crate::domain::rotation::check_stored_keys;
 use crate::events::{EventBus, StreamLimits, start_pruner};
 use crate::pb;
+use crate::pb::audit_service_server::AuditServiceServer;
 use crate::pb::installed_app_service_server::InstalledAppServiceServer;
 use crate::pb::integration_service_server::IntegrationServiceServer;
 use crate::store::Store;
@@ -95,6 +98,21 @@ pub fn jwt_secret(auth: &AuthArgs, data_dir: &Path, dev: bool) -> anyhow::Result
     }
 }
 
+/// The key ring from `INTEGRATION_HUB_ENCRYPTION_KEYS`, with the keys below
+/// `INTEGRATION_HUB_MIN_KEY_VERSION` retired, after its self-test.
+pub fn key_ring(spec: &str, min_version: Option<u32>) -> anyhow::Result<KeyRing> {
+    let mut keys = KeyRing::parse(spec)
+        .map_err(|e| anyhow::anyhow!("INTEGRATION_HUB_ENCRYPTION_KEYS is invalid: {e}"))?;
+    if let Some(min) = min_version {
+        keys = keys
+            .with_min_version(min)
+            .map_err(|e| anyhow::anyhow!("INTEGRATION_HUB_MIN_KEY_VERSION is invalid: {e}"))?;
+    }
+    keys.self_test()
+        .map_err(|e| anyhow::anyhow!("encryption self-test failed: {e}"))?;
+    Ok(keys)
+}
+
 /// Verifier settings from the auth arguments.
 pub fn verifier_config(auth: &AuthArgs, secret: String) -> anyhow::Result<VerifierConfig> {
     let mut config = VerifierConfig::new(secret.into_bytes());
@@ -129,10 +147,7 @@ impl Application {
                 "INTEGRATION_HUB_ENCRYPTION_KEYS is not set: the service refuses to store credentials without keys (or run serve --dev)"
             ),
         };
-        let keys = KeyRing::parse(&keys_spec)
-            .map_err(|e| anyhow::anyhow!("INTEGRATION_HUB_ENCRYPTION_KEYS is invalid: {e}"))?;
-        keys.self_test()
-            .map_err(|e| anyhow::anyhow!("encryption self-test failed: {e}"))?;
+        let keys = key_ring(&keys_spec, args.min_key_version)?;
         let catalog = match &args.catalog_file {
             Some(path) => Catalog::from_file(path)
                 .map_err(|e| anyhow::anyhow!("INTEGRATION_HUB_CATALOG_FILE is invalid: {e}"))?,
@@ -150,6 +165,8 @@ impl Application {
         } else {
             store.migrate().await.context("database migration failed")?;
         }
+        // A wrong key would otherwise surface as INTERNAL on the first resolution.
+        check_stored_keys(&store, &keys).await?;
         let listener = TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -246,6 +263,9 @@ impl Application {
         health_reporter
             .set_serving::<IntegrationServiceServer<Integrations>>()
             .await;
+        health_reporter
+            .set_serving::<AuditServiceServer<AuditLog>>()
+            .await;
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -265,6 +285,13 @@ impl Application {
             stop_rx.clone(),
         ))
         .max_decoding_message_size(max_message);
+        let audit = AuditServiceServer::new(AuditLog::new(self.hub.clone()))
+            .max_decoding_message_size(max_message);
+        let limiter = RateLimiter::new(self.args.rate_limit_per_sec, self.args.rate_limit_burst)
+            .map(Arc::new);
+        if limiter.is_none() {
+            tracing::warn!("per-principal rate limit disabled (INTEGRATION_HUB_RATE_LIMIT_*)");
+        }
 
         let deadline = self.args.shutdown_deadline();
         let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
@@ -278,6 +305,9 @@ impl Application {
             reporter
                 .set_not_serving::<IntegrationServiceServer<Integrations>>()
                 .await;
+            reporter
+                .set_not_serving::<AuditServiceServer<AuditLog>>()
+                .await;
             let _ = stop_tx.send(true);
             let _ = drain_tx.send(());
             // Keep the stop signal alive until the process is done with it.
@@ -286,15 +316,18 @@ impl Application {
         let server = Server::builder()
             .timeout(self.args.request_timeout())
             .layer(
-                tower::ServiceBuilder::new()
-                    .layer(ObserveLayer)
-                    .layer(AuthLayer::new(self.verifier.clone())),
+                tower::ServiceBuilder::new().layer(ObserveLayer).layer(
+                    AuthLayer::new(self.verifier.clone())
+                        .with_rate_limit(limiter)
+                        .with_audit(self.hub.clone()),
+                ),
             )
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(installed_apps)
             .add_service(integrations)
+            .add_service(audit)
             .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), async move {
                 let _ = drain_rx.await;
             });

@@ -7,6 +7,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261126_000001_core;
 mod m20261126_000002_event_retention;
+mod m20261126_000003_audit;
 
 /// Every migration, in order.
 pub struct Migrator;
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261126_000001_core::Migration),
             Box::new(m20261126_000002_event_retention::Migration),
+            Box::new(m20261126_000003_audit::Migration),
         ]
     }
 }

@@ -1,28 +1,55 @@
-//! The gate in front of every method: verifies the bearer token, looks the method up in the
-//! policy table (deny by default: a method without an entry is refused) and puts the
-//! `Principal` in the request extensions. Health and reflection pass without a token.
+//! The gate in front of every method: gives the call its request id, verifies the bearer
+//! token, applies the per-principal rate limit, looks the method up in the policy table (deny
+//! by default: a method without an entry is refused) and puts the `Principal` in the request
+//! extensions. Health and reflection pass without a token. A refused call to an audited
+//! method is recorded in the audit log.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use tonic::Code;
 use tonic::codegen::http;
 use tonic::codegen::{BoxFuture, Service};
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
 
-use super::status_with_reason;
+use super::rate_limit::RateLimiter;
+use super::{ERROR_DOMAIN, RequestId, actor_of, status_with_reason};
 use crate::auth::{Verifier, is_public, policy_for};
+use crate::domain::Hub;
+use crate::domain::model::AuditAction;
 use crate::pb::ErrorReason;
+
+/// The metadata key of a call's request id, read from requests and echoed in responses.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
 /// Wraps the router with [`AuthService`].
 #[derive(Clone)]
 pub struct AuthLayer {
     verifier: Arc<Verifier>,
+    limiter: Option<Arc<RateLimiter>>,
+    audit: Option<Arc<Hub>>,
 }
 
 impl AuthLayer {
     pub fn new(verifier: Arc<Verifier>) -> Self {
-        AuthLayer { verifier }
+        AuthLayer {
+            verifier,
+            limiter: None,
+            audit: None,
+        }
+    }
+
+    /// Refuses a principal's calls past `limiter` with RESOURCE_EXHAUSTED.
+    pub fn with_rate_limit(mut self, limiter: Option<Arc<RateLimiter>>) -> Self {
+        self.limiter = limiter;
+        self
+    }
+
+    /// Records refused calls to audited methods in `hub`'s audit log.
+    pub fn with_audit(mut self, hub: Arc<Hub>) -> Self {
+        self.audit = Some(hub);
+        self
     }
 }
 
@@ -32,7 +59,7 @@ impl<S> tower::Layer<S> for AuthLayer {
     fn layer(&self, inner: S) -> Self::Service {
         AuthService {
             inner,
-            verifier: self.verifier.clone(),
+            layer: self.clone(),
         }
     }
 }
@@ -40,11 +67,67 @@ impl<S> tower::Layer<S> for AuthLayer {
 #[derive(Clone)]
 pub struct AuthService<S> {
     inner: S,
-    verifier: Arc<Verifier>,
+    layer: AuthLayer,
+}
+
+/// The audit action of a method whose refusal is worth recording.
+pub fn audited_action(path: &str) -> Option<AuditAction> {
+    let method = path
+        .strip_prefix("/integrationhub.v1.")
+        .and_then(|rest| rest.split_once('/'))?;
+    Some(match method {
+        ("InstalledAppService", "CreateInstalledApp") => AuditAction::InstalledAppCreate,
+        ("InstalledAppService", "UpdateInstalledApp") => AuditAction::InstalledAppUpdate,
+        ("InstalledAppService", "DeleteInstalledApp") => AuditAction::InstalledAppDelete,
+        ("InstalledAppService", "ReportCredentialsRejected") => {
+            AuditAction::InstalledAppReportRejected
+        }
+        ("IntegrationService", "CreateIntegration") => AuditAction::IntegrationCreate,
+        ("IntegrationService", "UpdateIntegration") => AuditAction::IntegrationUpdate,
+        ("IntegrationService", "DeleteIntegration") => AuditAction::IntegrationDelete,
+        ("IntegrationService", "ReauthenticateIntegration") => {
+            AuditAction::IntegrationReauthenticate
+        }
+        ("IntegrationService", "ReauthenticateIntegrations") => {
+            AuditAction::IntegrationReauthenticateBulk
+        }
+        ("IntegrationService", "ResolveIntegrationCredentials") => {
+            AuditAction::IntegrationResolveCredentials
+        }
+        _ => return None,
+    })
+}
+
+/// The caller's `x-request-id` if it is 1 to 128 visible ASCII characters, else a fresh id.
+pub fn request_id_of(headers: &http::HeaderMap) -> String {
+    headers
+        .get(REQUEST_ID_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .filter(|id| (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_owned)
+        .unwrap_or_else(crate::domain::types::new_id)
 }
 
 fn refuse<B: Default>(code: Code, message: &str, reason: ErrorReason) -> http::Response<B> {
     status_with_reason(code, message, reason, HashMap::new()).into_http()
+}
+
+/// RESOURCE_EXHAUSTED with `RetryInfo` and `ErrorInfo`.
+fn rate_limited(retry_after: std::time::Duration) -> Status {
+    let mut details = ErrorDetails::with_error_info(
+        ErrorReason::ResourceExhausted.as_str_name(),
+        ERROR_DOMAIN,
+        HashMap::new(),
+    );
+    details.set_retry_info(Some(retry_after));
+    Status::with_error_details(
+        Code::ResourceExhausted,
+        format!(
+            "too many calls from this principal; retry in {} ms",
+            retry_after.as_millis().max(1)
+        ),
+        details,
+    )
 }
 
 impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for AuthService<S>
@@ -70,6 +153,7 @@ where
         if is_public(&path) {
             return Box::pin(inner.call(request));
         }
+        let request_id = request_id_of(request.headers());
         let mut values = request
             .headers()
             .get_all(http::header::AUTHORIZATION)
@@ -78,35 +162,120 @@ where
             (Some(value), None) => value.to_str().ok(),
             _ => None,
         };
-        let principal = match self.verifier.verify(header) {
+        let principal = match self.layer.verifier.verify(header) {
             Ok(principal) => principal,
             Err(err) => {
                 // The reason is for operators; it never contains the token.
-                tracing::debug!(method = %path, reason = %err, "token refused");
-                return Box::pin(async move {
-                    Ok(refuse(
-                        Code::Unauthenticated,
-                        "missing or invalid credentials",
-                        ErrorReason::Unauthenticated,
-                    ))
-                });
+                tracing::debug!(method = %path, reason = %err, %request_id, "token refused");
+                let response = refuse(
+                    Code::Unauthenticated,
+                    "missing or invalid credentials",
+                    ErrorReason::Unauthenticated,
+                );
+                return Box::pin(async move { Ok(response) });
             }
         };
+        // Before the policy check, so refused calls count too (and cannot flood the audit log).
+        if let Some(limiter) = &self.layer.limiter
+            && let Err(retry_after) = limiter.check(&principal.team, &principal.subject)
+        {
+            tracing::debug!(method = %path, %request_id, "rate limit reached");
+            let response = rate_limited(retry_after).into_http();
+            return Box::pin(async move { Ok(response) });
+        }
         let allowed = policy_for(&path).is_some_and(|access| access.allows(principal.role));
         if !allowed {
-            tracing::debug!(method = %path, role = principal.role.as_str(), "method refused to role");
+            tracing::debug!(method = %path, role = principal.role.as_str(), %request_id, "method refused to role");
+            let audit = self
+                .layer
+                .audit
+                .clone()
+                .zip(audited_action(&path))
+                .and_then(|(hub, action)| {
+                    actor_of(&principal, &request_id)
+                        .ok()
+                        .map(|a| (hub, action, a))
+                });
             return Box::pin(async move {
-                Ok(refuse(
+                if let Some((hub, action, actor)) = audit {
+                    hub.audit_refused(&actor, action).await;
+                }
+                let response = refuse(
                     Code::PermissionDenied,
                     "the caller's role may not call this method",
                     ErrorReason::PermissionDenied,
-                ))
+                );
+                Ok(response)
             });
         }
         let span = tracing::Span::current();
         span.record("team", principal.team.as_str());
         span.record("role", principal.role.as_str());
         request.extensions_mut().insert(principal);
+        request
+            .extensions_mut()
+            .insert(RequestId(request_id.clone()));
         Box::pin(inner.call(request))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::POLICY;
+
+    #[test]
+    fn every_audited_method_has_a_policy_entry_and_every_action_a_method() {
+        let mut actions = Vec::new();
+        for (path, _) in POLICY {
+            if let Some(action) = audited_action(path) {
+                actions.push(action);
+            }
+        }
+        assert_eq!(actions.len(), AuditAction::ALL.len());
+        for action in AuditAction::ALL {
+            assert!(actions.contains(&action), "{action:?}");
+        }
+        assert_eq!(
+            audited_action("/integrationhub.v1.AuditService/ListAuditEvents"),
+            None
+        );
+    }
+
+    /// Deny by default is only safe if nothing is denied by mistake: every method the server
+    /// serves (from the same descriptors reflection serves) has a policy entry.
+    #[test]
+    fn every_served_method_has_a_policy_entry() {
+        use prost::Message;
+        let set = prost_types::FileDescriptorSet::decode(crate::pb::FILE_DESCRIPTOR_SET)
+            .expect("descriptor set");
+        let mut methods = 0;
+        for file in set
+            .file
+            .iter()
+            .filter(|f| f.package() == "integrationhub.v1")
+        {
+            for service in &file.service {
+                for method in &service.method {
+                    let path = format!("/integrationhub.v1.{}/{}", service.name(), method.name());
+                    assert!(policy_for(&path).is_some(), "{path} has no policy entry");
+                    methods += 1;
+                }
+            }
+        }
+        assert_eq!(methods, POLICY.len());
+    }
+
+    #[test]
+    fn request_ids_are_taken_when_sane_and_made_otherwise() {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(REQUEST_ID_HEADER, "req-42".parse().unwrap());
+        assert_eq!(request_id_of(&headers), "req-42");
+        headers.insert(REQUEST_ID_HEADER, "a b".parse().unwrap());
+        let made = request_id_of(&headers);
+        assert_eq!(made.len(), 32);
+        headers.insert(REQUEST_ID_HEADER, "x".repeat(129).parse().unwrap());
+        assert_eq!(request_id_of(&headers).len(), 32);
+        assert_ne!(request_id_of(&http::HeaderMap::new()), made);
     }
 }

@@ -2,7 +2,8 @@
 
 use crate::domain::catalog::{AuthKind, FieldDef, IntegrationTypeDef, ServiceDef};
 use crate::domain::model::{
-    AppState, BrokenReason, Event, EventKind, InstalledApp, Integration, IntegrationState,
+    AppState, AuditEvent, AuditOutcome, BrokenReason, Event, EventKind, InstalledApp, Integration,
+    IntegrationState,
 };
 use crate::domain::types::Cursor;
 use crate::pb;
@@ -128,5 +129,58 @@ pub fn event(e: &Event) -> pb::IntegrationEvent {
         reason: broken_reason(e.reason) as i32,
         actor: e.actor.clone(),
         integration: Some(integration(&e.integration)),
+    }
+}
+
+/// Microseconds since the epoch of a timestamp from a request.
+pub fn micros(ts: &prost_types::Timestamp) -> Result<i64, String> {
+    if !(0..1_000_000_000).contains(&ts.nanos) {
+        return Err("has nanos outside 0 to 999,999,999".to_owned());
+    }
+    ts.seconds
+        .checked_mul(1_000_000)
+        .and_then(|us| us.checked_add(i64::from(ts.nanos / 1000)))
+        .ok_or_else(|| "is out of range".to_owned())
+}
+
+pub fn audit_event(e: &AuditEvent) -> pb::AuditEvent {
+    let outcome = match e.outcome {
+        AuditOutcome::Success => pb::audit_event::Outcome::Success,
+        AuditOutcome::Denied => pb::audit_event::Outcome::Denied,
+        AuditOutcome::Failed => pb::audit_event::Outcome::Failed,
+    };
+    pb::AuditEvent {
+        name: e.name(),
+        time: Some(timestamp(e.time)),
+        actor: e.actor.clone(),
+        actor_team: e.actor_team.clone(),
+        role: e.role.clone(),
+        action: e.action.as_str().to_owned(),
+        resource: e.resource.clone(),
+        outcome: outcome as i32,
+        reason: e.reason.clone().unwrap_or_default(),
+        request_id: e.request_id.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_and_micros_round_trip() {
+        for us in [0, 1, 1_764_000_000_123_456, -1] {
+            assert_eq!(micros(&timestamp(us)), Ok(us));
+        }
+        let bad = prost_types::Timestamp {
+            seconds: 0,
+            nanos: -1,
+        };
+        assert!(micros(&bad).is_err());
+        let huge = prost_types::Timestamp {
+            seconds: i64::MAX,
+            nanos: 0,
+        };
+        assert!(micros(&huge).is_err());
     }
 }

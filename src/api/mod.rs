@@ -1,11 +1,13 @@
 //! Thin gRPC adapters: take the principal, parse the request into domain types, call the
 //! domain, map the result. Errors become `tonic::Status` in one place ([`status`]).
 
+mod audit;
 mod auth_layer;
 mod convert;
 mod installed_apps;
 mod integrations;
 mod observe;
+pub mod rate_limit;
 
 use std::collections::HashMap;
 
@@ -18,7 +20,8 @@ use crate::domain::types::TeamId;
 use crate::domain::{Error, Precondition};
 use crate::pb::ErrorReason;
 
-pub use auth_layer::AuthLayer;
+pub use audit::AuditLog;
+pub use auth_layer::{AuthLayer, REQUEST_ID_HEADER};
 pub use installed_apps::InstalledApps;
 pub use integrations::Integrations;
 pub use observe::ObserveLayer;
@@ -95,12 +98,25 @@ pub fn status(err: Error) -> Status {
     }
 }
 
+/// The call's request id, put in the request extensions by [`AuthLayer`].
+#[derive(Clone, Debug)]
+pub struct RequestId(pub String);
+
 /// The verified caller, put in the request extensions by [`AuthLayer`].
 pub fn actor<T>(request: &tonic::Request<T>) -> Result<Actor, Status> {
     let principal = request.extensions().get::<Principal>().ok_or_else(|| {
         // The layer runs before every method: reaching here without a principal is a bug.
         status(Error::internal("request without a verified principal"))
     })?;
+    let request_id = match request.extensions().get::<RequestId>() {
+        Some(id) => id.0.clone(),
+        None => crate::domain::types::new_id(),
+    };
+    actor_of(principal, &request_id)
+}
+
+/// The domain's view of a verified principal.
+pub fn actor_of(principal: &Principal, request_id: &str) -> Result<Actor, Status> {
     let team = if principal.all_teams() {
         None
     } else {
@@ -122,10 +138,45 @@ pub fn actor<T>(request: &tonic::Request<T>) -> Result<Actor, Status> {
             AuthRole::Admin => Role::Admin,
             AuthRole::Service => Role::Service,
         },
+        request_id: request_id.to_owned(),
     })
 }
 
 /// Turns a parse failure of one field into INVALID_ARGUMENT naming it.
 pub fn field<T>(name: &str, parsed: Result<T, String>) -> Result<T, Status> {
     parsed.map_err(|description| status(Error::invalid(name, description)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::FieldViolation;
+
+    #[test]
+    fn the_audited_reason_is_the_reason_the_client_sees() {
+        let errors = [
+            Error::Invalid(vec![FieldViolation::new("f", "bad")]),
+            Error::NotFound {
+                kind: "integration",
+                name: "x".into(),
+            },
+            Error::AlreadyExists { kind: "x" },
+            Error::PermissionDenied("no".into()),
+            Error::EtagMismatch("stale".into()),
+            Error::precondition(Precondition::WrongState, "m"),
+            Error::precondition(Precondition::ServiceMismatch, "m"),
+            Error::precondition(Precondition::CursorExpired, "m"),
+            Error::ResourceExhausted("m".into()),
+            Error::Unavailable("m".into()),
+            Error::internal("m"),
+        ];
+        for err in errors {
+            let reason = err.reason();
+            let sent = status(err)
+                .get_details_error_info()
+                .map(|info| info.reason)
+                .unwrap_or_default();
+            assert_eq!(sent, reason);
+        }
+    }
 }

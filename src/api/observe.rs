@@ -15,11 +15,10 @@ use tonic::codegen::{BoxFuture, Service};
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+use super::auth_layer::{REQUEST_ID_HEADER, request_id_of};
 use super::status_with_reason;
 use crate::metrics::METRICS;
 use crate::pb::ErrorReason;
-
-const REQUEST_ID: &str = "x-request-id";
 
 #[derive(Clone, Default)]
 pub struct ObserveLayer;
@@ -47,16 +46,6 @@ impl Extractor for Headers<'_> {
     fn keys(&self) -> Vec<&str> {
         self.0.keys().map(|k| k.as_str()).collect()
     }
-}
-
-/// A request id a client may send: short and printable, or we make our own.
-fn request_id(headers: &http::HeaderMap) -> String {
-    headers
-        .get(REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128 && v.chars().all(|c| c.is_ascii_graphic()))
-        .map(str::to_owned)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
 }
 
 /// The gRPC status code of a response whose status is in its headers (errors, and
@@ -112,7 +101,7 @@ where
             .trim_start_matches('/')
             .split_once('/')
             .unwrap_or(("", ""));
-        let id = request_id(request.headers());
+        let id = request_id_of(request.headers());
         let span = tracing::info_span!(
             "rpc",
             otel.name = %path.trim_start_matches('/'),
@@ -131,7 +120,9 @@ where
         // Without an exporter there is no OpenTelemetry context to join: nothing to do.
         let _ = span.set_parent(parent);
         if let Ok(value) = http::HeaderValue::from_str(&id) {
-            request.headers_mut().insert(REQUEST_ID, value.clone());
+            request
+                .headers_mut()
+                .insert(REQUEST_ID_HEADER, value.clone());
         }
         let started = Instant::now();
         let future = {
@@ -155,7 +146,7 @@ where
                 }
                 result.map(|mut response| {
                     if let Ok(value) = http::HeaderValue::from_str(&id) {
-                        response.headers_mut().insert(REQUEST_ID, value);
+                        response.headers_mut().insert(REQUEST_ID_HEADER, value);
                     }
                     response
                 })

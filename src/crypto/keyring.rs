@@ -137,6 +137,11 @@ impl KeyRing {
         self.newest.version
     }
 
+    /// Versions below this are retired (see [`KeyRing::with_min_version`]); 1 when none is.
+    pub fn min_version(&self) -> u32 {
+        self.min_version
+    }
+
     /// Versions that can open, ascending.
     pub fn versions(&self) -> Vec<u32> {
         self.older

@@ -89,6 +89,26 @@ impl Error {
     pub fn internal(message: &'static str) -> Self {
         Error::Internal(anyhow::anyhow!(message))
     }
+
+    /// The `ErrorInfo` reason a client sees for this error (an `ErrorReason` name); the
+    /// audit log records it for a failed call.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Invalid(_) => "INVALID_ARGUMENT",
+            Error::NotFound { .. } => "NOT_FOUND",
+            Error::AlreadyExists { .. } => "ALREADY_EXISTS",
+            Error::PermissionDenied(_) => "PERMISSION_DENIED",
+            Error::EtagMismatch(_) => "ETAG_MISMATCH",
+            Error::FailedPrecondition { reason, .. } => match reason {
+                Precondition::WrongState => "FAILED_PRECONDITION",
+                Precondition::ServiceMismatch => "SERVICE_MISMATCH",
+                Precondition::CursorExpired => "CURSOR_EXPIRED",
+            },
+            Error::ResourceExhausted(_) => "RESOURCE_EXHAUSTED",
+            Error::Unavailable(_) => "UNAVAILABLE",
+            Error::Internal(_) => "INTERNAL",
+        }
+    }
 }
 
 impl From<StoreError> for Error {

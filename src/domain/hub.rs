@@ -12,8 +12,8 @@ use crate::store::{
 use super::catalog::{Catalog, FieldDef, ServiceDef, check_fields};
 use super::error::{Error, FieldViolation, Precondition, Result};
 use super::model::{
-    Actor, AppState, BrokenReason, Event, EventKind, InstalledApp, Integration, IntegrationState,
-    Role, config_json, etag,
+    Actor, AppState, AuditAction, BrokenReason, Event, EventKind, InstalledApp, Integration,
+    IntegrationState, Role, config_json, etag,
 };
 use super::types::{
     AppName, ConnectedTo, Cursor, DisplayName, IntegrationName, PageSize, PageToken, ParentRef,
@@ -115,11 +115,11 @@ pub struct Hub {
     clock: Arc<dyn Clock>,
 }
 
-fn app_owner(id: &str) -> String {
+pub(super) fn app_owner(id: &str) -> String {
     format!("installedApps/{id}")
 }
 
-fn integration_owner(id: &str) -> String {
+pub(super) fn integration_owner(id: &str) -> String {
     format!("integrations/{id}")
 }
 
@@ -228,7 +228,7 @@ impl Hub {
         Ok(self.keys.seal_credentials(&aad, credentials)?)
     }
 
-    fn now(&self) -> i64 {
+    pub(super) fn now(&self) -> i64 {
         self.clock.now_micros()
     }
 
@@ -263,8 +263,23 @@ impl Hub {
 
     // ---- installed apps ----
 
-    #[tracing::instrument(skip_all, fields(team = %team, service = %input.service), err(Debug))]
     pub async fn create_installed_app(
+        &self,
+        actor: &Actor,
+        team: TeamId,
+        input: NewApp,
+    ) -> Result<InstalledApp> {
+        let audit_team = team.clone();
+        let result = self.create_installed_app_tx(actor, team, input).await;
+        let resource = audit_team.resource_name();
+        let action = AuditAction::InstalledAppCreate;
+        self.audit_failure(actor, &audit_team, action, resource, &result)
+            .await;
+        result
+    }
+
+    #[tracing::instrument(skip_all, fields(team = %team, service = %input.service), err(Debug))]
+    async fn create_installed_app_tx(
         &self,
         actor: &Actor,
         team: TeamId,
@@ -306,7 +321,17 @@ impl Hub {
         };
         let tx = self.store.begin_write().await?;
         match tx.insert_app(row.clone()).await {
-            Ok(()) => tx.commit().await?,
+            Ok(()) => {
+                let name = AppName::new(team.clone(), row.id.clone());
+                tx.append_audit(self.audit_success(
+                    actor,
+                    &team,
+                    AuditAction::InstalledAppCreate,
+                    name.to_string(),
+                ))
+                .await?;
+                tx.commit().await?
+            }
             // A concurrent retry with the same request id won: answer with its app.
             Err(StoreError::Conflict) if input.request_id.is_some() => {
                 drop(tx);
@@ -374,8 +399,21 @@ impl Hub {
         })
     }
 
-    #[tracing::instrument(skip_all, fields(installed_app = %name), err(Debug))]
     pub async fn update_installed_app(
+        &self,
+        actor: &Actor,
+        name: &AppName,
+        changes: AppChanges,
+    ) -> Result<InstalledApp> {
+        let result = self.update_installed_app_tx(actor, name, changes).await;
+        let action = AuditAction::InstalledAppUpdate;
+        self.audit_failure(actor, &name.team, action, name.to_string(), &result)
+            .await;
+        result
+    }
+
+    #[tracing::instrument(skip_all, fields(installed_app = %name), err(Debug))]
+    async fn update_installed_app_tx(
         &self,
         actor: &Actor,
         name: &AppName,
@@ -440,6 +478,13 @@ impl Hub {
                 "the installed app changed concurrently; read it again".into(),
             ));
         }
+        tx.append_audit(self.audit_success(
+            actor,
+            &name.team,
+            AuditAction::InstalledAppUpdate,
+            name.to_string(),
+        ))
+        .await?;
         tx.commit().await?;
         tracing::info!(restored = restored.len(), "installed app updated");
         self.app_with_count(&row).await
@@ -447,8 +492,27 @@ impl Hub {
 
     /// Deletes an app and breaks its integrations, all in one transaction (rule 3). With
     /// `validate_only`, answers what would break and changes nothing.
-    #[tracing::instrument(skip_all, fields(installed_app = %name, validate_only), err(Debug))]
     pub async fn delete_installed_app(
+        &self,
+        actor: &Actor,
+        name: &AppName,
+        etag: Option<String>,
+        validate_only: bool,
+    ) -> Result<Vec<String>> {
+        let result = self
+            .delete_installed_app_tx(actor, name, etag, validate_only)
+            .await;
+        // A preview changes nothing: it is a read, and reads are not audited.
+        if !validate_only {
+            let action = AuditAction::InstalledAppDelete;
+            self.audit_failure(actor, &name.team, action, name.to_string(), &result)
+                .await;
+        }
+        result
+    }
+
+    #[tracing::instrument(skip_all, fields(installed_app = %name, validate_only), err(Debug))]
+    async fn delete_installed_app_tx(
         &self,
         actor: &Actor,
         name: &AppName,
@@ -496,14 +560,36 @@ impl Hub {
         if !tx.delete_app(team, &name.id).await? {
             return Err(Error::internal("locked installed app vanished"));
         }
+        tx.append_audit(self.audit_success(
+            actor,
+            &name.team,
+            AuditAction::InstalledAppDelete,
+            name.to_string(),
+        ))
+        .await?;
         tx.commit().await?;
         tracing::info!(broken = broken.len(), "installed app deleted");
         Ok(broken.iter().map(Integration::name).collect())
     }
 
     /// A service reports that the third party rejected an app's credentials (rule 6).
-    #[tracing::instrument(skip_all, fields(installed_app = %name), err(Debug))]
     pub async fn report_credentials_rejected(
+        &self,
+        actor: &Actor,
+        name: &AppName,
+        detail: RejectionDetail,
+    ) -> Result<InstalledApp> {
+        let result = self
+            .report_credentials_rejected_tx(actor, name, detail)
+            .await;
+        let action = AuditAction::InstalledAppReportRejected;
+        self.audit_failure(actor, &name.team, action, name.to_string(), &result)
+            .await;
+        result
+    }
+
+    #[tracing::instrument(skip_all, fields(installed_app = %name), err(Debug))]
+    async fn report_credentials_rejected_tx(
         &self,
         actor: &Actor,
         name: &AppName,
@@ -555,6 +641,13 @@ impl Hub {
         if !tx.update_app(row.clone(), expected).await? {
             return Err(Error::internal("locked installed app changed"));
         }
+        tx.append_audit(self.audit_success(
+            actor,
+            &name.team,
+            AuditAction::InstalledAppReportRejected,
+            name.to_string(),
+        ))
+        .await?;
         tx.commit().await?;
         tracing::info!(broken = broken.len(), "credentials rejected");
         self.app_with_count(&row).await
@@ -612,8 +705,23 @@ impl Hub {
 
     // ---- integrations ----
 
-    #[tracing::instrument(skip_all, fields(team = %team, integration_type = %input.type_id), err(Debug))]
     pub async fn create_integration(
+        &self,
+        actor: &Actor,
+        team: TeamId,
+        input: NewIntegration,
+    ) -> Result<Integration> {
+        let audit_team = team.clone();
+        let result = self.create_integration_tx(actor, team, input).await;
+        let resource = audit_team.resource_name();
+        let action = AuditAction::IntegrationCreate;
+        self.audit_failure(actor, &audit_team, action, resource, &result)
+            .await;
+        result
+    }
+
+    #[tracing::instrument(skip_all, fields(team = %team, integration_type = %input.type_id), err(Debug))]
+    async fn create_integration_tx(
         &self,
         actor: &Actor,
         team: TeamId,
@@ -722,6 +830,13 @@ impl Hub {
             actor,
         )?])
         .await?;
+        tx.append_audit(self.audit_success(
+            actor,
+            &team,
+            AuditAction::IntegrationCreate,
+            integration.name(),
+        ))
+        .await?;
         tx.commit().await?;
         tracing::info!(integration = %integration.id, "integration created");
         Ok(integration)
@@ -827,8 +942,21 @@ impl Hub {
         ))
     }
 
-    #[tracing::instrument(skip_all, fields(integration = %name), err(Debug))]
     pub async fn update_integration(
+        &self,
+        actor: &Actor,
+        name: &IntegrationName,
+        changes: IntegrationChanges,
+    ) -> Result<Integration> {
+        let result = self.update_integration_tx(actor, name, changes).await;
+        let action = AuditAction::IntegrationUpdate;
+        self.audit_failure(actor, &name.team, action, name.to_string(), &result)
+            .await;
+        result
+    }
+
+    #[tracing::instrument(skip_all, fields(integration = %name), err(Debug))]
+    async fn update_integration_tx(
         &self,
         actor: &Actor,
         name: &IntegrationName,
@@ -875,12 +1003,32 @@ impl Hub {
             actor,
         )?])
         .await?;
+        tx.append_audit(self.audit_success(
+            actor,
+            &name.team,
+            AuditAction::IntegrationUpdate,
+            name.to_string(),
+        ))
+        .await?;
         tx.commit().await?;
         Ok(integration)
     }
 
-    #[tracing::instrument(skip_all, fields(integration = %name), err(Debug))]
     pub async fn delete_integration(
+        &self,
+        actor: &Actor,
+        name: &IntegrationName,
+        etag: Option<String>,
+    ) -> Result<()> {
+        let result = self.delete_integration_tx(actor, name, etag).await;
+        let action = AuditAction::IntegrationDelete;
+        self.audit_failure(actor, &name.team, action, name.to_string(), &result)
+            .await;
+        result
+    }
+
+    #[tracing::instrument(skip_all, fields(integration = %name), err(Debug))]
+    async fn delete_integration_tx(
         &self,
         actor: &Actor,
         name: &IntegrationName,
@@ -907,13 +1055,35 @@ impl Hub {
             actor,
         )?])
         .await?;
+        tx.append_audit(self.audit_success(
+            actor,
+            &name.team,
+            AuditAction::IntegrationDelete,
+            name.to_string(),
+        ))
+        .await?;
         tx.commit().await?;
         Ok(())
     }
 
     /// Brings one broken integration back (rule 4).
-    #[tracing::instrument(skip_all, fields(integration = %name), err(Debug))]
     pub async fn reauthenticate_integration(
+        &self,
+        actor: &Actor,
+        name: &IntegrationName,
+        reauth: Reauth,
+    ) -> Result<Integration> {
+        let result = self
+            .reauthenticate_integration_tx(actor, name, reauth)
+            .await;
+        let action = AuditAction::IntegrationReauthenticate;
+        self.audit_failure(actor, &name.team, action, name.to_string(), &result)
+            .await;
+        result
+    }
+
+    #[tracing::instrument(skip_all, fields(integration = %name), err(Debug))]
+    async fn reauthenticate_integration_tx(
         &self,
         actor: &Actor,
         name: &IntegrationName,
@@ -980,13 +1150,39 @@ impl Hub {
             actor,
         )?])
         .await?;
+        tx.append_audit(self.audit_success(
+            actor,
+            &name.team,
+            AuditAction::IntegrationReauthenticate,
+            name.to_string(),
+        ))
+        .await?;
         tx.commit().await?;
         Ok(integration)
     }
 
     /// Rebinds every broken integration that used `from` onto `to`, in one transaction.
-    #[tracing::instrument(skip_all, fields(from = %from, to = %to), err(Debug))]
+    /// Audited with `from` as the resource: the app whose broken integrations were rebound.
     pub async fn reauthenticate_integrations(
+        &self,
+        actor: &Actor,
+        team: TeamId,
+        from: AppName,
+        to: AppName,
+    ) -> Result<Vec<Integration>> {
+        let audit_team = team.clone();
+        let resource = from.to_string();
+        let result = self
+            .reauthenticate_integrations_tx(actor, team, from, to)
+            .await;
+        let action = AuditAction::IntegrationReauthenticateBulk;
+        self.audit_failure(actor, &audit_team, action, resource, &result)
+            .await;
+        result
+    }
+
+    #[tracing::instrument(skip_all, fields(from = %from, to = %to), err(Debug))]
+    async fn reauthenticate_integrations_tx(
         &self,
         actor: &Actor,
         team: TeamId,
@@ -1028,14 +1224,57 @@ impl Hub {
                 restore(now, Some(target.id.clone())),
             )
             .await?;
+        tx.append_audit(self.audit_success(
+            actor,
+            &team,
+            AuditAction::IntegrationReauthenticateBulk,
+            from.to_string(),
+        ))
+        .await?;
         tx.commit().await?;
         tracing::info!(restored = restored.len(), "integrations reauthenticated");
         Ok(restored)
     }
 
     /// The credentials an active integration uses, for a service principal (rule 2).
-    #[tracing::instrument(skip_all, fields(integration = %name), err(Debug))]
+    /// Every resolution is audited; the credentials are handed out only once the success
+    /// record is committed.
     pub async fn resolve_credentials(
+        &self,
+        actor: &Actor,
+        name: &IntegrationName,
+    ) -> Result<Resolved> {
+        let result = self.resolve_credentials_audited(actor, name).await;
+        let action = AuditAction::IntegrationResolveCredentials;
+        self.audit_failure(actor, &name.team, action, name.to_string(), &result)
+            .await;
+        result
+    }
+
+    async fn resolve_credentials_audited(
+        &self,
+        actor: &Actor,
+        name: &IntegrationName,
+    ) -> Result<Resolved> {
+        let resolved = self.open_integration_credentials(actor, name).await?;
+        self.append_audit_now(self.audit_success(
+            actor,
+            &name.team,
+            AuditAction::IntegrationResolveCredentials,
+            name.to_string(),
+        ))
+        .await?;
+        tracing::info!(
+            actor = %actor.subject,
+            integration = %name,
+            request_id = %actor.request_id,
+            "credentials resolved"
+        );
+        Ok(resolved)
+    }
+
+    #[tracing::instrument(skip_all, fields(integration = %name), err(Debug))]
+    async fn open_integration_credentials(
         &self,
         actor: &Actor,
         name: &IntegrationName,
@@ -1087,11 +1326,6 @@ impl Hub {
             }
             (None, None) => return Err(Error::internal("integration without credentials")),
         };
-        tracing::info!(
-            actor = %actor.subject,
-            integration = %name,
-            "credentials resolved"
-        );
         Ok(Resolved {
             integration,
             credentials,

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::{Error, Result};
 use super::types::{AppName, IntegrationName, TeamId};
-use crate::store::{AppRow, EventRow, IntegrationRow};
+use crate::store::{AppRow, AuditRow, EventRow, IntegrationRow};
 
 /// A caller's role, as the verified token maps it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -17,6 +17,17 @@ pub enum Role {
     Service,
 }
 
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Developer => "developer",
+            Role::Admin => "admin",
+            Role::Service => "service",
+        }
+    }
+}
+
 /// Who is calling: built from the verified token, never from the request.
 #[derive(Clone, Debug)]
 pub struct Actor {
@@ -24,6 +35,9 @@ pub struct Actor {
     /// The caller's team; `None` for a service principal whose token says `*` (every team).
     pub team: Option<TeamId>,
     pub role: Role,
+    /// The call's request id (`x-request-id` metadata, or generated): ties audit records to
+    /// logs and to the caller's own records.
+    pub request_id: String,
 }
 
 impl Actor {
@@ -76,6 +90,88 @@ string_enum!(
         Restored = "INTEGRATION_RESTORED",
     }
 );
+
+string_enum!(
+    /// What an audit record records: a mutation or a credential resolution.
+    AuditAction {
+        InstalledAppCreate = "installed_app.create",
+        InstalledAppUpdate = "installed_app.update",
+        InstalledAppDelete = "installed_app.delete",
+        InstalledAppReportRejected = "installed_app.report_credentials_rejected",
+        IntegrationCreate = "integration.create",
+        IntegrationUpdate = "integration.update",
+        IntegrationDelete = "integration.delete",
+        IntegrationReauthenticate = "integration.reauthenticate",
+        IntegrationReauthenticateBulk = "integration.reauthenticate_bulk",
+        IntegrationResolveCredentials = "integration.resolve_credentials",
+    }
+);
+string_enum!(
+    /// How an audited call ended.
+    AuditOutcome { Success = "success", Denied = "denied", Failed = "failed" }
+);
+
+impl AuditAction {
+    /// Every action, for validating a listing filter.
+    pub const ALL: [AuditAction; 10] = [
+        AuditAction::InstalledAppCreate,
+        AuditAction::InstalledAppUpdate,
+        AuditAction::InstalledAppDelete,
+        AuditAction::InstalledAppReportRejected,
+        AuditAction::IntegrationCreate,
+        AuditAction::IntegrationUpdate,
+        AuditAction::IntegrationDelete,
+        AuditAction::IntegrationReauthenticate,
+        AuditAction::IntegrationReauthenticateBulk,
+        AuditAction::IntegrationResolveCredentials,
+    ];
+
+    /// The action named `text`, if it is one.
+    pub fn find(text: &str) -> Option<AuditAction> {
+        AuditAction::ALL.into_iter().find(|a| a.as_str() == text)
+    }
+}
+
+/// One record of the audit log. It never holds a credential value.
+#[derive(Clone, Debug)]
+pub struct AuditEvent {
+    pub seq: i64,
+    pub id: String,
+    pub team: String,
+    pub actor: String,
+    pub actor_team: String,
+    pub role: String,
+    pub action: AuditAction,
+    pub resource: String,
+    pub outcome: AuditOutcome,
+    pub reason: Option<String>,
+    pub request_id: String,
+    pub time: i64,
+}
+
+impl AuditEvent {
+    pub fn from_row(row: &AuditRow) -> Result<AuditEvent> {
+        Ok(AuditEvent {
+            seq: row.seq,
+            id: row.id.clone(),
+            team: row.team.clone(),
+            actor: row.actor.clone(),
+            actor_team: row.actor_team.clone(),
+            role: row.role.clone(),
+            action: AuditAction::parse(&row.action)?,
+            resource: row.resource.clone(),
+            outcome: AuditOutcome::parse(&row.outcome)?,
+            reason: row.reason.clone(),
+            request_id: row.request_id.clone(),
+            time: row.time,
+        })
+    }
+
+    /// `teams/{team}/auditEvents/{id}`.
+    pub fn name(&self) -> String {
+        format!("teams/{}/auditEvents/{}", self.team, self.id)
+    }
+}
 
 /// An installed app, without its credentials.
 #[derive(Clone, Debug)]

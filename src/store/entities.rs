@@ -90,3 +90,33 @@ pub mod event {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod audit_event {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "audit_events")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub seq: i64,
+        pub id: String,
+        /// The team whose audit log holds the record.
+        pub team: String,
+        pub actor: String,
+        /// The actor's own team, or `*` for a service acting on every team.
+        pub actor_team: String,
+        pub role: String,
+        pub action: String,
+        /// Resource name; empty when the call was refused before its request was read.
+        pub resource: String,
+        pub outcome: String,
+        pub reason: Option<String>,
+        pub request_id: String,
+        pub time: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -14,7 +14,9 @@
 //!
 //! Rows and errors are the store's own: the domain converts them.
 
+mod audit;
 mod entities;
+mod rotation;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -29,9 +31,11 @@ use sea_orm::{
 };
 use tokio::sync::Notify;
 
+pub use audit::{AuditFilter, AuditRow, NewAudit};
 pub use entities::event::Model as EventRow;
 pub use entities::installed_app::Model as AppRow;
 pub use entities::integration::Model as IntegrationRow;
+pub use rotation::{SealedKind, SealedRow};
 
 use entities::{event, installed_app, integration};
 

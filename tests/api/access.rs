@@ -383,6 +383,12 @@ async fn dispatch(
             // The first message (a checkpoint) or the stream's error.
             stream.message().await.map(drop)
         }
+        ("AuditService", "ListAuditEvents") => {
+            integration_hub::pb::audit_service_client::AuditServiceClient::new(app.channel.clone())
+                .list_audit_events(request(auth, pb::ListAuditEventsRequest::default()))
+                .await
+                .map(drop)
+        }
         (service, method) => panic!(
             "{service}/{method} is described but access.rs has no call for it: add one to `dispatch`"
         ),

@@ -9,6 +9,7 @@ use std::time::Duration;
 use integration_hub::auth::{MintClaims, mint_hs256};
 use integration_hub::config::ServeArgs;
 use integration_hub::crypto::KeyRing;
+use integration_hub::pb::audit_service_client::AuditServiceClient;
 use integration_hub::pb::installed_app_service_client::InstalledAppServiceClient;
 use integration_hub::pb::integration_service_client::IntegrationServiceClient;
 use integration_hub::startup::Application;
@@ -97,6 +98,7 @@ pub struct TestApp {
     pub port: u16,
     pub apps: InstalledAppServiceClient<Channel>,
     pub integrations: IntegrationServiceClient<Channel>,
+    pub audit: AuditServiceClient<Channel>,
     pub channel: Channel,
     pub db: TestDb,
     pub backend: Backend,
@@ -120,6 +122,8 @@ pub fn test_args(database_url: &str) -> ServeArgs {
     args.encryption_keys = Some(KeyRing::generate(1).expect("key").1);
     args.checkpoint_interval_secs = 1;
     args.database.db_max_connections = 8;
+    // Tests make calls as fast as they can; the rate limit has tests of its own.
+    args.rate_limit_per_sec = 0.0;
     args
 }
 
@@ -150,6 +154,7 @@ pub async fn spawn_with(backend: Backend, db: TestDb, args: ServeArgs) -> TestAp
         port,
         apps: InstalledAppServiceClient::new(channel.clone()),
         integrations: IntegrationServiceClient::new(channel.clone()),
+        audit: AuditServiceClient::new(channel.clone()),
         channel,
         db,
         backend,
@@ -164,6 +169,24 @@ impl TestApp {
     /// A token the server accepts.
     pub fn token(&self, team: &str, role: &str, subject: &str) -> String {
         token(team, role, subject)
+    }
+
+    /// Stops this server and starts another on the same database with `args` (whose
+    /// database URL is replaced by this one's).
+    pub async fn restart_with(mut self, mut args: ServeArgs) -> TestApp {
+        self.stop().await;
+        args.database.database_url = Some(self.db.url.clone());
+        let backend = self.backend;
+        // The database outlives this app: move it out, leaving a placeholder that drops nothing.
+        let db = std::mem::replace(
+            &mut self.db,
+            TestDb {
+                url: String::new(),
+                dir: tempfile::tempdir().expect("temp dir"),
+                pg_name: None,
+            },
+        );
+        spawn_with(backend, db, args).await
     }
 
     /// Stops the server (as SIGTERM would) and waits until it has returned.

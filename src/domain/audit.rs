@@ -1,0 +1,189 @@
+//! The audit log: who did what to which resource, and how it ended.
+//!
+//! A successful mutation appends its record inside its own transaction, so the record and
+//! the change commit or roll back together. A failed call (refused, not found, a failed
+//! precondition, ...) rolled its transaction back, so its record is written afterwards in a
+//! small transaction of its own, best effort: a failure to record a failure is logged and the
+//! caller still gets the original error. A credential resolution changes nothing, so its
+//! record is its own small write, and the credentials are handed out only once it committed.
+//!
+//! A record is filed in the actor's own team (an attempt on another team's resource lands in
+//! the attempting team's log, not the target's: a caller cannot write into another tenant's
+//! log), or in the resource's team for a service acting on every team. It holds names,
+//! roles, an action, an outcome and an `ErrorReason` name: never a credential value.
+
+use super::error::{Error, Result};
+use super::hub::{Hub, Page};
+use super::model::{Actor, AuditAction, AuditEvent, AuditOutcome};
+use super::types::{PageSize, SeqPageToken, TeamId, new_id};
+use crate::store::{AuditFilter, NewAudit};
+
+/// Filters of an audit listing.
+#[derive(Clone, Debug, Default)]
+pub struct AuditQuery {
+    pub action: Option<AuditAction>,
+    pub actor: Option<String>,
+    /// Only records at or after this time (microseconds since the epoch).
+    pub start_time: Option<i64>,
+    /// Only records before this time (microseconds since the epoch).
+    pub end_time: Option<i64>,
+}
+
+impl AuditQuery {
+    /// What a page token is bound to.
+    fn listing(&self, team: &TeamId) -> String {
+        format!(
+            "audit|{team}|{}|{}|{:?}|{:?}",
+            self.action.map(|a| a.as_str()).unwrap_or(""),
+            self.actor.as_deref().unwrap_or(""),
+            self.start_time,
+            self.end_time
+        )
+    }
+}
+
+impl Hub {
+    /// A record of `actor` doing `action` on `resource`, a resource of `team`.
+    pub(super) fn audit_record(
+        &self,
+        actor: &Actor,
+        team: &TeamId,
+        action: AuditAction,
+        resource: String,
+        outcome: AuditOutcome,
+        reason: Option<&'static str>,
+    ) -> NewAudit {
+        NewAudit {
+            id: new_id(),
+            team: actor.team.as_ref().unwrap_or(team).as_str().to_owned(),
+            actor: actor.subject.clone(),
+            actor_team: actor
+                .team
+                .as_ref()
+                .map(|t| t.as_str())
+                .unwrap_or("*")
+                .to_owned(),
+            role: actor.role.as_str().to_owned(),
+            action: action.as_str().to_owned(),
+            resource,
+            outcome: outcome.as_str().to_owned(),
+            reason: reason.map(str::to_owned),
+            request_id: actor.request_id.clone(),
+            time: self.now(),
+        }
+    }
+
+    /// The record of a success, to append inside the change's transaction.
+    pub(super) fn audit_success(
+        &self,
+        actor: &Actor,
+        team: &TeamId,
+        action: AuditAction,
+        resource: String,
+    ) -> NewAudit {
+        self.audit_record(actor, team, action, resource, AuditOutcome::Success, None)
+    }
+
+    /// Appends one record in a transaction of its own.
+    pub(super) async fn append_audit_now(&self, record: NewAudit) -> Result<()> {
+        let tx = self.store().begin_write().await?;
+        tx.append_audit(record).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Records a failed call (see the module doc); does nothing for a success.
+    pub(super) async fn audit_failure<T>(
+        &self,
+        actor: &Actor,
+        team: &TeamId,
+        action: AuditAction,
+        resource: String,
+        result: &Result<T>,
+    ) {
+        let Err(err) = result else {
+            return;
+        };
+        let outcome = match err {
+            Error::PermissionDenied(_) => AuditOutcome::Denied,
+            // Another team's resource answers NOT_FOUND; for the log, that was a denial.
+            Error::NotFound { .. } if !actor.sees(team) => AuditOutcome::Denied,
+            _ => AuditOutcome::Failed,
+        };
+        let record = self.audit_record(actor, team, action, resource, outcome, Some(err.reason()));
+        if let Err(audit_err) = self.append_audit_now(record).await {
+            tracing::warn!(
+                error = %audit_err,
+                action = action.as_str(),
+                "cannot record a failed call in the audit log"
+            );
+        }
+    }
+
+    /// Records a call that the method policy refused before its request was read (so no
+    /// resource is known). A service acting on every team has no team to file it in: only
+    /// the debug log sees that.
+    pub async fn audit_refused(&self, actor: &Actor, action: AuditAction) {
+        let Some(team) = actor.team.clone() else {
+            return;
+        };
+        let record = self.audit_record(
+            actor,
+            &team,
+            action,
+            String::new(),
+            AuditOutcome::Denied,
+            Some(Error::PermissionDenied(String::new()).reason()),
+        );
+        if let Err(err) = self.append_audit_now(record).await {
+            tracing::warn!(error = %err, action = action.as_str(), "cannot record a refused call in the audit log");
+        }
+    }
+
+    /// A page of a team's audit log, newest first.
+    pub async fn list_audit_events(
+        &self,
+        team: &TeamId,
+        query: AuditQuery,
+        page_size: PageSize,
+        page_token: &str,
+    ) -> Result<Page<AuditEvent>> {
+        if let (Some(start), Some(end)) = (query.start_time, query.end_time)
+            && end <= start
+        {
+            return Err(Error::invalid("end_time", "must be after start_time"));
+        }
+        let listing = query.listing(team);
+        let token = SeqPageToken::parse(page_token, &listing)
+            .map_err(|problem| Error::invalid("page_token", problem))?;
+        let filter = AuditFilter {
+            action: query.action.map(|a| a.as_str().to_owned()),
+            actor: query.actor.clone(),
+            start_time: query.start_time,
+            end_time: query.end_time,
+        };
+        let mut rows = self
+            .store()
+            .list_audit(
+                team.as_str(),
+                &filter,
+                token.map(|t| t.0),
+                page_size.get() + 1,
+            )
+            .await?;
+        let more = rows.len() as u64 > page_size.get();
+        rows.truncate(page_size.get() as usize);
+        let next_page_token = match (more, rows.last()) {
+            (true, Some(last)) => SeqPageToken(last.seq).encode(&listing),
+            _ => String::new(),
+        };
+        let items = rows
+            .iter()
+            .map(AuditEvent::from_row)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Page {
+            items,
+            next_page_token,
+        })
+    }
+}
