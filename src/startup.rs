@@ -83,20 +83,27 @@ fn random_secret() -> anyhow::Result<String> {
     Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
 }
 
-/// The HS256 secret: configured, or (with `--dev`) the one kept in the data directory.
-pub fn jwt_secret(auth: &AuthArgs, data_dir: &Path, dev: bool) -> anyhow::Result<String> {
+/// The HS256 secret: configured, or (with `--dev`) the one kept in the data directory. Without
+/// `--dev` it may be absent when a JWKS file or URL provides the keys.
+pub fn jwt_secret(auth: &AuthArgs, data_dir: &Path, dev: bool) -> anyhow::Result<Option<String>> {
     match (&auth.jwt_hs256_secret, dev) {
-        (Some(secret), _) => Ok(secret.clone()),
-        (None, true) => dev_secret(data_dir, DEV_SECRET_FILE, random_secret),
+        (Some(secret), _) => Ok(Some(secret.clone())),
+        (None, true) => dev_secret(data_dir, DEV_SECRET_FILE, random_secret).map(Some),
+        (None, false) if auth.has_jwks() => Ok(None),
         (None, false) => bail!(
-            "INTEGRATION_HUB_JWT_HS256_SECRET is not set: configure a token secret (or run serve --dev)"
+            "no token key is configured: set INTEGRATION_HUB_JWT_HS256_SECRET, INTEGRATION_HUB_JWT_JWKS_FILE or INTEGRATION_HUB_JWT_JWKS_URL (or run serve --dev)"
         ),
     }
 }
 
 /// Verifier settings from the auth arguments.
-pub fn verifier_config(auth: &AuthArgs, secret: String) -> anyhow::Result<VerifierConfig> {
-    let mut config = VerifierConfig::new(secret.into_bytes());
+pub fn verifier_config(auth: &AuthArgs, secret: Option<String>) -> anyhow::Result<VerifierConfig> {
+    let mut config = VerifierConfig {
+        hs256_secret: secret.map(String::into_bytes),
+        ..VerifierConfig::default()
+    };
+    config.jwks.file = auth.jwt_jwks_file.clone();
+    config.jwks.url = auth.jwt_jwks_url.clone();
     config.issuer = auth.jwt_issuer.clone();
     config.audience = auth.jwt_audience.clone();
     config.team_claim = auth.team_claim.clone();
@@ -120,6 +127,7 @@ impl Application {
         }
         let secret = jwt_secret(&args.auth, &data_dir, args.dev)?;
         let verifier = Verifier::new(verifier_config(&args.auth, secret)?)
+            .await
             .map_err(|e| anyhow::anyhow!("token settings are invalid: {e}"))?;
         let keys_spec = match (&args.encryption_keys, args.dev) {
             (Some(spec), _) => spec.clone(),

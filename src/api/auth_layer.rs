@@ -70,40 +70,42 @@ where
         if is_public(&path) {
             return Box::pin(inner.call(request));
         }
+        // Exactly one value: two `authorization` entries are refused rather
+        // than guessing which one counts. Copied out so the future does not
+        // borrow the request across the (rare) wait for a key refresh.
         let mut values = request
             .headers()
             .get_all(http::header::AUTHORIZATION)
             .iter();
         let header = match (values.next(), values.next()) {
-            (Some(value), None) => value.to_str().ok(),
+            (Some(value), None) => value.to_str().ok().map(str::to_owned),
             _ => None,
         };
-        let principal = match self.verifier.verify(header) {
-            Ok(principal) => principal,
-            Err(err) => {
-                // The reason is for operators; it never contains the token.
-                tracing::debug!(method = %path, reason = %err, "token refused");
-                return Box::pin(async move {
-                    Ok(refuse(
+        let verifier = self.verifier.clone();
+        Box::pin(async move {
+            let principal = match verifier.verify(header.as_deref()).await {
+                Ok(principal) => principal,
+                Err(err) => {
+                    // The reason is for operators; it never contains the token.
+                    tracing::debug!(method = %path, reason = %err, "token refused");
+                    return Ok(refuse(
                         Code::Unauthenticated,
                         "missing or invalid credentials",
                         ErrorReason::Unauthenticated,
-                    ))
-                });
-            }
-        };
-        let allowed = policy_for(&path).is_some_and(|access| access.allows(principal.role));
-        if !allowed {
-            tracing::debug!(method = %path, role = principal.role.as_str(), "method refused to role");
-            return Box::pin(async move {
-                Ok(refuse(
+                    ));
+                }
+            };
+            let allowed = policy_for(&path).is_some_and(|access| access.allows(principal.role));
+            if !allowed {
+                tracing::debug!(method = %path, role = principal.role.as_str(), "method refused to role");
+                return Ok(refuse(
                     Code::PermissionDenied,
                     "the caller's role may not call this method",
                     ErrorReason::PermissionDenied,
-                ))
-            });
-        }
-        request.extensions_mut().insert(principal);
-        Box::pin(inner.call(request))
+                ));
+            }
+            request.extensions_mut().insert(principal);
+            inner.call(request).await
+        })
     }
 }
