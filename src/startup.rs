@@ -96,6 +96,28 @@ pub fn jwt_secret(auth: &AuthArgs, data_dir: &Path, dev: bool) -> anyhow::Result
     }
 }
 
+/// Outside `--dev` every token must name its issuer and its audience, so a token minted by
+/// the same identity provider for another service is not accepted here.
+pub fn require_issuer_and_audience(auth: &AuthArgs, dev: bool) -> anyhow::Result<()> {
+    if dev {
+        return Ok(());
+    }
+    let missing: Vec<&str> = [
+        (auth.jwt_issuer.is_none(), "INTEGRATION_HUB_JWT_ISSUER"),
+        (auth.jwt_audience.is_none(), "INTEGRATION_HUB_JWT_AUDIENCE"),
+    ]
+    .into_iter()
+    .filter_map(|(absent, name)| absent.then_some(name))
+    .collect();
+    if !missing.is_empty() {
+        bail!(
+            "{} must be set: outside --dev every token must name the configured issuer and audience (or run serve --dev)",
+            missing.join(" and ")
+        );
+    }
+    Ok(())
+}
+
 /// Verifier settings from the auth arguments.
 pub fn verifier_config(auth: &AuthArgs, secret: Option<String>) -> anyhow::Result<VerifierConfig> {
     let mut config = VerifierConfig {
@@ -125,6 +147,7 @@ impl Application {
                 args.listen.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
             }
         }
+        require_issuer_and_audience(&args.auth, args.dev)?;
         let secret = jwt_secret(&args.auth, &data_dir, args.dev)?;
         let verifier = Verifier::new(verifier_config(&args.auth, secret)?)
             .await
