@@ -23,6 +23,10 @@ mod principal;
 mod roles;
 mod token;
 
+#[cfg(test)]
+mod hostile_tests;
+#[cfg(test)]
+pub(crate) mod test_support;
 
 pub use jwks::{MAX_JWKS_BYTES, MAX_KID_BYTES};
 pub use keystore::{

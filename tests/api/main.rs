@@ -3,4 +3,8 @@
 
 mod delivery;
 mod helpers;
+mod jwks;
 mod smoke;
+/// Test keys and a tiny JWKS server, shared with the unit tests in `src/auth`.
+#[path = "../../src/auth/test_support.rs"]
+mod test_support;
