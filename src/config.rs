@@ -70,11 +70,22 @@ pub struct AuthArgs {
     #[arg(long, env = "INTEGRATION_HUB_JWT_HS256_SECRET", hide_env_values = true)]
     pub jwt_hs256_secret: Option<String>,
 
-    /// Required `iss` of tokens, when set.
+    /// JWKS file with public keys for RS256, ES256 and EdDSA tokens, chosen by `kid`. Re-read
+    /// periodically and when a token names an unknown `kid`.
+    #[arg(long, env = "INTEGRATION_HUB_JWT_JWKS_FILE")]
+    pub jwt_jwks_file: Option<PathBuf>,
+
+    /// JWKS URL (https; http only to a loopback address) with public keys for RS256, ES256 and
+    /// EdDSA tokens, chosen by `kid`. Fetched in the background, periodically and when a token
+    /// names an unknown `kid` (at most once per 30 s).
+    #[arg(long, env = "INTEGRATION_HUB_JWT_JWKS_URL")]
+    pub jwt_jwks_url: Option<String>,
+
+    /// Required `iss` of tokens. `serve` needs it (and the audience) unless `--dev`.
     #[arg(long, env = "INTEGRATION_HUB_JWT_ISSUER")]
     pub jwt_issuer: Option<String>,
 
-    /// Required `aud` of tokens, when set.
+    /// Required `aud` of tokens. `serve` needs it (and the issuer) unless `--dev`.
     #[arg(long, env = "INTEGRATION_HUB_JWT_AUDIENCE")]
     pub jwt_audience: Option<String>,
 
@@ -90,6 +101,13 @@ pub struct AuthArgs {
     /// service. Replaces the default (Postman's names) entirely.
     #[arg(long, env = "INTEGRATION_HUB_ROLE_MAP")]
     pub role_map: Option<String>,
+}
+
+impl AuthArgs {
+    /// Whether public keys come from a JWKS file or URL.
+    pub fn has_jwks(&self) -> bool {
+        self.jwt_jwks_file.is_some() || self.jwt_jwks_url.is_some()
+    }
 }
 
 /// Arguments of `serve`.

@@ -44,10 +44,11 @@ async fn main() -> anyhow::Result<()> {
                     "give --dev (the development secret) or INTEGRATION_HUB_JWT_HS256_SECRET"
                 );
             }
-            let secret = jwt_secret(&args.auth, &args.database.data_dir, args.dev)?;
-            let config = verifier_config(&args.auth, secret)?;
+            let secret = jwt_secret(&args.auth, &args.database.data_dir, args.dev)?
+                .context("minting needs an HS256 secret")?;
+            let config = verifier_config(&args.auth, Some(secret.clone()))?;
             let token = mint_hs256(
-                &config.hs256_secret,
+                secret.as_bytes(),
                 &MintClaims {
                     subject: args.subject,
                     team: args.team,

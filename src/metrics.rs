@@ -1,10 +1,10 @@
-//! Prometheus metrics: a process-wide registry of counters and histograms, rendered as the
+//! Prometheus metrics: one server's registry of counters and histograms, rendered as the
 //! text exposition format on `INTEGRATION_HUB_METRICS_LISTEN` (`GET /metrics`).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{LazyLock, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -41,9 +41,6 @@ pub struct Metrics {
     pub db_connections: AtomicI64,
     pub db_connections_idle: AtomicI64,
 }
-
-/// The process-wide registry.
-pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::default);
 
 impl Metrics {
     /// Records one finished call.
@@ -185,10 +182,11 @@ impl Metrics {
 /// Serves `GET /metrics` on `listener` until `stop` flips.
 pub async fn serve(
     listener: TcpListener,
+    metrics: Arc<Metrics>,
     mut stop: tokio::sync::watch::Receiver<bool>,
-    refresh: impl Fn() + Send + Sync + 'static,
+    refresh: impl Fn(&Metrics) + Send + Sync + 'static,
 ) {
-    let refresh = std::sync::Arc::new(refresh);
+    let refresh = Arc::new(refresh);
     loop {
         let (mut socket, _) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -201,6 +199,7 @@ pub async fn serve(
             _ = stop.changed() => return,
         };
         let refresh = refresh.clone();
+        let metrics = metrics.clone();
         tokio::spawn(async move {
             // One small request per connection; anything larger than 8 KiB is not ours.
             let mut buffer = vec![0u8; 8192];
@@ -223,8 +222,8 @@ pub async fn serve(
                 return;
             }
             let response = if buffer[..read].starts_with(b"GET /metrics ") {
-                refresh();
-                let body = METRICS.render();
+                refresh(&metrics);
+                let body = metrics.render();
                 format!(
                     "HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                     body.len()

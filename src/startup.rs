@@ -87,13 +87,15 @@ fn random_secret() -> anyhow::Result<String> {
     Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
 }
 
-/// The HS256 secret: configured, or (with `--dev`) the one kept in the data directory.
-pub fn jwt_secret(auth: &AuthArgs, data_dir: &Path, dev: bool) -> anyhow::Result<String> {
+/// The HS256 secret: configured, or (with `--dev`) the one kept in the data directory. Without
+/// `--dev` it may be absent when a JWKS file or URL provides the keys.
+pub fn jwt_secret(auth: &AuthArgs, data_dir: &Path, dev: bool) -> anyhow::Result<Option<String>> {
     match (&auth.jwt_hs256_secret, dev) {
-        (Some(secret), _) => Ok(secret.clone()),
-        (None, true) => dev_secret(data_dir, DEV_SECRET_FILE, random_secret),
+        (Some(secret), _) => Ok(Some(secret.clone())),
+        (None, true) => dev_secret(data_dir, DEV_SECRET_FILE, random_secret).map(Some),
+        (None, false) if auth.has_jwks() => Ok(None),
         (None, false) => bail!(
-            "INTEGRATION_HUB_JWT_HS256_SECRET is not set: configure a token secret (or run serve --dev)"
+            "no token key is configured: set INTEGRATION_HUB_JWT_HS256_SECRET, INTEGRATION_HUB_JWT_JWKS_FILE or INTEGRATION_HUB_JWT_JWKS_URL (or run serve --dev)"
         ),
     }
 }
@@ -113,9 +115,36 @@ pub fn key_ring(spec: &str, min_version: Option<u32>) -> anyhow::Result<KeyRing>
     Ok(keys)
 }
 
+/// Outside `--dev` every token must name its issuer and its audience, so a token minted by
+/// the same identity provider for another service is not accepted here.
+pub fn require_issuer_and_audience(auth: &AuthArgs, dev: bool) -> anyhow::Result<()> {
+    if dev {
+        return Ok(());
+    }
+    let missing: Vec<&str> = [
+        (auth.jwt_issuer.is_none(), "INTEGRATION_HUB_JWT_ISSUER"),
+        (auth.jwt_audience.is_none(), "INTEGRATION_HUB_JWT_AUDIENCE"),
+    ]
+    .into_iter()
+    .filter_map(|(absent, name)| absent.then_some(name))
+    .collect();
+    if !missing.is_empty() {
+        bail!(
+            "{} must be set: outside --dev every token must name the configured issuer and audience (or run serve --dev)",
+            missing.join(" and ")
+        );
+    }
+    Ok(())
+}
+
 /// Verifier settings from the auth arguments.
-pub fn verifier_config(auth: &AuthArgs, secret: String) -> anyhow::Result<VerifierConfig> {
-    let mut config = VerifierConfig::new(secret.into_bytes());
+pub fn verifier_config(auth: &AuthArgs, secret: Option<String>) -> anyhow::Result<VerifierConfig> {
+    let mut config = VerifierConfig {
+        hs256_secret: secret.map(String::into_bytes),
+        ..VerifierConfig::default()
+    };
+    config.jwks.file = auth.jwt_jwks_file.clone();
+    config.jwks.url = auth.jwt_jwks_url.clone();
     config.issuer = auth.jwt_issuer.clone();
     config.audience = auth.jwt_audience.clone();
     config.team_claim = auth.team_claim.clone();
@@ -137,8 +166,10 @@ impl Application {
                 args.listen.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
             }
         }
+        require_issuer_and_audience(&args.auth, args.dev)?;
         let secret = jwt_secret(&args.auth, &data_dir, args.dev)?;
         let verifier = Verifier::new(verifier_config(&args.auth, secret)?)
+            .await
             .map_err(|e| anyhow::anyhow!("token settings are invalid: {e}"))?;
         let keys_spec = match (&args.encryption_keys, args.dev) {
             (Some(spec), _) => spec.clone(),
@@ -225,7 +256,8 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let (stop_tx, stop_rx) = watch::channel(false);
-        let bus = EventBus::start(self.store.clone(), stop_rx.clone())
+        let metrics = Arc::new(crate::metrics::Metrics::default());
+        let bus = EventBus::start(self.store.clone(), metrics.clone(), stop_rx.clone())
             .await
             .context("cannot read the event log")?;
         start_pruner(
@@ -239,14 +271,15 @@ impl Application {
             let store = self.store.clone();
             tokio::spawn(crate::metrics::serve(
                 listener,
+                metrics.clone(),
                 stop_rx.clone(),
-                move || {
+                move |metrics| {
                     use std::sync::atomic::Ordering;
                     let (open, idle) = store.pool_stats();
-                    crate::metrics::METRICS
+                    metrics
                         .db_connections
                         .store(i64::from(open), Ordering::Relaxed);
-                    crate::metrics::METRICS
+                    metrics
                         .db_connections_idle
                         .store(idle as i64, Ordering::Relaxed);
                 },
@@ -255,6 +288,7 @@ impl Application {
         let limits = StreamLimits::new(
             self.args.max_watch_streams,
             self.args.max_watch_streams_per_principal,
+            metrics.clone(),
         );
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         health_reporter
@@ -316,11 +350,13 @@ impl Application {
         let server = Server::builder()
             .timeout(self.args.request_timeout())
             .layer(
-                tower::ServiceBuilder::new().layer(ObserveLayer).layer(
-                    AuthLayer::new(self.verifier.clone())
-                        .with_rate_limit(limiter)
-                        .with_audit(self.hub.clone()),
-                ),
+                tower::ServiceBuilder::new()
+                    .layer(ObserveLayer::new(metrics))
+                    .layer(
+                        AuthLayer::new(self.verifier.clone())
+                            .with_rate_limit(limiter)
+                            .with_audit(self.hub.clone()),
+                    ),
             )
             .add_service(health_service)
             .add_service(reflection_v1)

@@ -154,68 +154,60 @@ where
             return Box::pin(inner.call(request));
         }
         let request_id = request_id_of(request.headers());
+        // Exactly one value: two `authorization` entries are refused rather than guessing
+        // which one counts. Copied out so the future does not borrow the request across the
+        // (rare) wait for a key refresh.
         let mut values = request
             .headers()
             .get_all(http::header::AUTHORIZATION)
             .iter();
         let header = match (values.next(), values.next()) {
-            (Some(value), None) => value.to_str().ok(),
+            (Some(value), None) => value.to_str().ok().map(str::to_owned),
             _ => None,
         };
-        let principal = match self.layer.verifier.verify(header) {
-            Ok(principal) => principal,
-            Err(err) => {
-                // The reason is for operators; it never contains the token.
-                tracing::debug!(method = %path, reason = %err, %request_id, "token refused");
-                let response = refuse(
-                    Code::Unauthenticated,
-                    "missing or invalid credentials",
-                    ErrorReason::Unauthenticated,
-                );
-                return Box::pin(async move { Ok(response) });
+        let layer = self.layer.clone();
+        Box::pin(async move {
+            let principal = match layer.verifier.verify(header.as_deref()).await {
+                Ok(principal) => principal,
+                Err(err) => {
+                    // The reason is for operators; it never contains the token.
+                    tracing::debug!(method = %path, reason = %err, %request_id, "token refused");
+                    return Ok(refuse(
+                        Code::Unauthenticated,
+                        "missing or invalid credentials",
+                        ErrorReason::Unauthenticated,
+                    ));
+                }
+            };
+            // Before the policy check, so refused calls count too (and cannot flood the audit
+            // log).
+            if let Some(limiter) = &layer.limiter
+                && let Err(retry_after) = limiter.check(&principal.team, &principal.subject)
+            {
+                tracing::debug!(method = %path, %request_id, "rate limit reached");
+                return Ok(rate_limited(retry_after).into_http());
             }
-        };
-        // Before the policy check, so refused calls count too (and cannot flood the audit log).
-        if let Some(limiter) = &self.layer.limiter
-            && let Err(retry_after) = limiter.check(&principal.team, &principal.subject)
-        {
-            tracing::debug!(method = %path, %request_id, "rate limit reached");
-            let response = rate_limited(retry_after).into_http();
-            return Box::pin(async move { Ok(response) });
-        }
-        let allowed = policy_for(&path).is_some_and(|access| access.allows(principal.role));
-        if !allowed {
-            tracing::debug!(method = %path, role = principal.role.as_str(), %request_id, "method refused to role");
-            let audit = self
-                .layer
-                .audit
-                .clone()
-                .zip(audited_action(&path))
-                .and_then(|(hub, action)| {
-                    actor_of(&principal, &request_id)
-                        .ok()
-                        .map(|a| (hub, action, a))
-                });
-            return Box::pin(async move {
-                if let Some((hub, action, actor)) = audit {
+            let allowed = policy_for(&path).is_some_and(|access| access.allows(principal.role));
+            if !allowed {
+                tracing::debug!(method = %path, role = principal.role.as_str(), %request_id, "method refused to role");
+                if let (Some(hub), Some(action)) = (&layer.audit, audited_action(&path))
+                    && let Ok(actor) = actor_of(&principal, &request_id)
+                {
                     hub.audit_refused(&actor, action).await;
                 }
-                let response = refuse(
+                return Ok(refuse(
                     Code::PermissionDenied,
                     "the caller's role may not call this method",
                     ErrorReason::PermissionDenied,
-                );
-                Ok(response)
-            });
-        }
-        let span = tracing::Span::current();
-        span.record("team", principal.team.as_str());
-        span.record("role", principal.role.as_str());
-        request.extensions_mut().insert(principal);
-        request
-            .extensions_mut()
-            .insert(RequestId(request_id.clone()));
-        Box::pin(inner.call(request))
+                ));
+            }
+            let span = tracing::Span::current();
+            span.record("team", principal.team.as_str());
+            span.record("role", principal.role.as_str());
+            request.extensions_mut().insert(principal);
+            request.extensions_mut().insert(RequestId(request_id));
+            inner.call(request).await
+        })
     }
 }
 

@@ -423,6 +423,7 @@ impl IntegrationService for Integrations {
                 .map_err(|_| status(Error::internal("fresh watch channel closed")))?;
         }
         let bus = self.bus.clone();
+        let metrics = self.bus.metrics().clone();
         let stop = self.stop.clone();
         let every = self.checkpoint_every;
         let team = scope.map(|t| t.as_str().to_owned());
@@ -434,6 +435,7 @@ impl IntegrationService for Integrations {
             let sender = tx.clone();
             let deliver = move |delivery: Delivery| {
                 let sender = sender.clone();
+                let metrics = metrics.clone();
                 async move {
                     let message = match delivery {
                         Delivery::Checkpoint(pos) => Ok(pb::WatchIntegrationEventsResponse {
@@ -453,7 +455,7 @@ impl IntegrationService for Integrations {
                             .map_err(status),
                     };
                     if let Ok(message) = &message {
-                        crate::metrics::METRICS.events_delivered.fetch_add(
+                        metrics.events_delivered.fetch_add(
                             message.events.len() as u64,
                             std::sync::atomic::Ordering::Relaxed,
                         );

@@ -17,23 +17,37 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::auth_layer::{REQUEST_ID_HEADER, request_id_of};
 use super::status_with_reason;
-use crate::metrics::METRICS;
+use std::sync::Arc;
+
+use crate::metrics::Metrics;
 use crate::pb::ErrorReason;
 
 #[derive(Clone, Default)]
-pub struct ObserveLayer;
+pub struct ObserveLayer {
+    metrics: Arc<Metrics>,
+}
+
+impl ObserveLayer {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        ObserveLayer { metrics }
+    }
+}
 
 impl<S> tower::Layer<S> for ObserveLayer {
     type Service = ObserveService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        ObserveService { inner }
+        ObserveService {
+            inner,
+            metrics: self.metrics.clone(),
+        }
     }
 }
 
 #[derive(Clone)]
 pub struct ObserveService<S> {
     inner: S,
+    metrics: Arc<Metrics>,
 }
 
 struct Headers<'a>(&'a http::HeaderMap);
@@ -125,6 +139,7 @@ where
                 .insert(REQUEST_ID_HEADER, value.clone());
         }
         let started = Instant::now();
+        let metrics = self.metrics.clone();
         let future = {
             // The inner layers (auth) record the caller's team and role on this span.
             let _entered = span.enter();
@@ -142,7 +157,7 @@ where
                 if let Ok(response) = &result {
                     let code = code_of(response);
                     tracing::Span::current().record("rpc.grpc.status_code", code.as_str());
-                    METRICS.record_request(&path, &code, started.elapsed());
+                    metrics.record_request(&path, &code, started.elapsed());
                 }
                 result.map(|mut response| {
                     if let Ok(value) = http::HeaderValue::from_str(&id) {
@@ -186,7 +201,7 @@ mod tests {
     #[tokio::test]
     async fn a_panicking_call_answers_internal_with_an_opaque_message() {
         for in_future in [false, true] {
-            let mut service = tower::Layer::layer(&ObserveLayer, Panics { in_future });
+            let mut service = tower::Layer::layer(&ObserveLayer::default(), Panics { in_future });
             let request = http::Request::builder()
                 .uri("/integrationhub.v1.InstalledAppService/ListServices")
                 .body(())

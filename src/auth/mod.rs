@@ -1,8 +1,9 @@
 //! Authentication and method-level authorization.
 //!
-//! A request's `authorization` metadata (`Bearer <HS256 JWT>`) is turned by
-//! [`Verifier::verify`] into a [`Principal`]: subject, team (or `*` for a
-//! service serving every team) and one [`Role`]. [`policy_for`] then says
+//! A request's `authorization` metadata (`Bearer <JWT>`: HS256 with the shared
+//! secret, or RS256/ES256/EdDSA with a key from a JWKS file or URL, chosen by
+//! `kid`) is turned by [`Verifier::verify`] into a [`Principal`]: subject,
+//! team (or `*` for a service serving every team) and one [`Role`]. [`policy_for`] then says
 //! which roles may call the method; [`is_public`] names the few paths that
 //! need no token. Finer checks (same team, app creator) belong to the
 //! handlers.
@@ -12,13 +13,26 @@
 //! learns nothing about why, and logs the variant at debug level. Reasons
 //! are fixed strings: never the token, a claim value or the secret.
 //!
-//! Standalone: only std, `jsonwebtoken`, `serde_json` and `thiserror`.
+//! Standalone: nothing else of this crate; std, `jsonwebtoken`, `serde_json`,
+//! `thiserror`, and for the JWKS `tokio`, `reqwest` and `tracing`.
 
+mod jwks;
+mod keystore;
 mod policy;
 mod principal;
 mod roles;
 mod token;
 
+#[cfg(test)]
+mod hostile_tests;
+#[cfg(test)]
+pub(crate) mod test_support;
+
+pub use jwks::{MAX_JWKS_BYTES, MAX_KID_BYTES};
+pub use keystore::{
+    DEFAULT_JWKS_FETCH_TIMEOUT, DEFAULT_JWKS_MIN_REFRESH_INTERVAL, DEFAULT_JWKS_REFRESH_INTERVAL,
+    DEFAULT_JWKS_REQUEST_WAIT, JwksConfig,
+};
 pub use policy::{Access, POLICY, is_public, policy_for};
 pub use principal::{ALL_TEAMS, Principal};
 pub use roles::{Role, RoleMap, RoleMapError};
@@ -39,7 +53,7 @@ pub enum AuthError {
     #[error("malformed authorization header")]
     Malformed,
     /// The token (or, from `Verifier::new`/`mint_hs256`, the configuration)
-    /// failed a check: algorithm, signature, time, issuer, audience.
+    /// failed a check: algorithm, key, signature, time, issuer, audience.
     #[error("invalid token: {0}")]
     Invalid(String),
     /// The token's role values map to no role.

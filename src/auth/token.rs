@@ -1,12 +1,15 @@
-//! Bearer token verification (HS256 only) and minting for dev and tests.
+//! Bearer token verification and HS256 minting for dev and tests.
 //!
 //! Verification goes from the raw `authorization` value to a [`Principal`]
-//! in one pass: header shape, size, algorithm pin, signature, time and
-//! issuer/audience claims (by `jsonwebtoken`), then our own claims. Every
-//! refusal carries a fixed reason: nothing from the token is ever copied
-//! into an error, so logging one cannot leak a credential.
+//! in one pass: header shape and size, then the algorithm and key (HS256
+//! with the shared secret; RS256, ES256 or EdDSA with the JWKS key named by
+//! `kid`, whose pinned algorithm the token must name), the signature, time
+//! and issuer/audience claims (by `jsonwebtoken`), `iat`, then our own
+//! claims. Every refusal carries a fixed reason: nothing from the token is
+//! ever copied into an error, so logging one cannot leak a credential.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::errors::ErrorKind;
@@ -14,6 +17,8 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde_json::{Map, Value};
 
 use super::AuthError;
+use super::jwks::{ASYMMETRIC_ALGORITHMS, MAX_KID_BYTES};
+use super::keystore::{JwksConfig, KeyStore};
 use super::principal::{Principal, check_subject, check_team};
 use super::roles::RoleMap;
 
@@ -21,7 +26,7 @@ use super::roles::RoleMap;
 pub const DEFAULT_TEAM_CLAIM: &str = "team_id";
 /// Default name of the claim carrying the role value(s).
 pub const DEFAULT_ROLES_CLAIM: &str = "roles";
-/// Default clock-skew allowance for `exp` and `nbf`.
+/// Default clock-skew allowance for `exp`, `nbf` and `iat`.
 pub const DEFAULT_LEEWAY_SECS: u64 = 30;
 /// Largest accepted leeway. Also keeps `now - leeway` inside `jsonwebtoken`
 /// from underflowing, which would panic in debug builds.
@@ -39,8 +44,10 @@ const REGISTERED_CLAIMS: &[&str] = &["iss", "sub", "aud", "exp", "nbf", "iat", "
 /// How tokens are checked. The secret is never shown by `Debug`.
 #[derive(Clone)]
 pub struct VerifierConfig {
-    /// The shared HS256 secret, at least 32 bytes.
-    pub hs256_secret: Vec<u8>,
+    /// The shared HS256 secret, at least 32 bytes; `None` refuses HS256.
+    pub hs256_secret: Option<Vec<u8>>,
+    /// Public keys (RS256, ES256, EdDSA) from a JWKS file and/or URL.
+    pub jwks: JwksConfig,
     /// When set, `iss` is required and must equal it.
     pub issuer: Option<String>,
     /// When set, `aud` is required and must be or contain it. When unset, a
@@ -54,16 +61,28 @@ pub struct VerifierConfig {
     pub roles_claim: String,
     /// Claim value to role.
     pub role_map: RoleMap,
-    /// Clock skew allowed on `exp` and `nbf`, at most [`MAX_LEEWAY_SECS`];
-    /// default 30.
+    /// Clock skew allowed on `exp`, `nbf` and `iat`, at most
+    /// [`MAX_LEEWAY_SECS`]; default 30.
     pub leeway_secs: u64,
 }
 
 impl VerifierConfig {
-    /// The defaults with this secret.
+    /// The defaults with this HS256 secret and no JWKS.
     pub fn new(hs256_secret: Vec<u8>) -> VerifierConfig {
         VerifierConfig {
-            hs256_secret,
+            hs256_secret: Some(hs256_secret),
+            ..VerifierConfig::default()
+        }
+    }
+}
+
+impl Default for VerifierConfig {
+    /// The defaults with no key at all, which [`Verifier::new`] refuses: a
+    /// caller using `..Default::default()` must still give a secret or a JWKS.
+    fn default() -> Self {
+        VerifierConfig {
+            hs256_secret: None,
+            jwks: JwksConfig::default(),
             issuer: None,
             audience: None,
             team_claim: DEFAULT_TEAM_CLAIM.to_owned(),
@@ -74,18 +93,14 @@ impl VerifierConfig {
     }
 }
 
-impl Default for VerifierConfig {
-    /// The defaults with an empty secret, which [`Verifier::new`] refuses:
-    /// a caller using `..Default::default()` must still set a secret.
-    fn default() -> Self {
-        VerifierConfig::new(Vec::new())
-    }
-}
-
 impl fmt::Debug for VerifierConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("VerifierConfig")
-            .field("hs256_secret", &Redacted(self.hs256_secret.len()))
+            .field(
+                "hs256_secret",
+                &self.hs256_secret.as_ref().map(|s| Redacted(s.len())),
+            )
+            .field("jwks", &self.jwks)
             .field("issuer", &self.issuer)
             .field("audience", &self.audience)
             .field("team_claim", &self.team_claim)
@@ -105,41 +120,62 @@ impl fmt::Debug for Redacted {
     }
 }
 
-/// Checks bearer tokens. Build once at startup; `verify` is cheap and
-/// shares nothing mutable, so one instance serves every request.
+/// Checks bearer tokens. Build once at startup and share; `verify` takes
+/// `&self`. With a JWKS configured it owns a background task that keeps the
+/// keys fresh, which ends when the last clone is dropped.
 #[derive(Clone)]
 pub struct Verifier {
     // `DecodingKey`'s own Debug prints the secret, hence the manual Debug
     // below. It zeroizes itself on drop.
-    key: DecodingKey,
-    secret_len: usize,
-    validation: Validation,
+    hs256: Option<(DecodingKey, usize)>,
+    jwks: Option<Arc<KeyStore>>,
+    /// One rule set per accepted algorithm: each lists that algorithm alone,
+    /// so `jsonwebtoken` also refuses a token naming any other.
+    validations: Vec<(Algorithm, Validation)>,
     issuer: Option<String>,
     audience: Option<String>,
     team_claim: String,
     roles_claim: String,
     role_map: RoleMap,
+    leeway_secs: u64,
 }
 
 impl fmt::Debug for Verifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let algorithms: Vec<Algorithm> = self.validations.iter().map(|(a, _)| *a).collect();
         f.debug_struct("Verifier")
-            .field("key", &Redacted(self.secret_len))
-            .field("algorithm", &"HS256")
+            .field(
+                "hs256_key",
+                &self.hs256.as_ref().map(|(_, len)| Redacted(*len)),
+            )
+            .field("jwks", &self.jwks.is_some())
+            .field("algorithms", &algorithms)
             .field("issuer", &self.issuer)
             .field("audience", &self.audience)
             .field("team_claim", &self.team_claim)
             .field("roles_claim", &self.roles_claim)
             .field("role_map", &self.role_map)
-            .field("leeway_secs", &self.validation.leeway)
+            .field("leeway_secs", &self.leeway_secs)
             .finish()
     }
 }
 
 impl Verifier {
-    /// Checks the configuration and prepares the key and validation rules.
-    pub fn new(cfg: VerifierConfig) -> Result<Verifier, AuthError> {
-        if cfg.hs256_secret.len() < MIN_SECRET_BYTES {
+    /// Checks the configuration, prepares the keys and validation rules, and
+    /// with a JWKS loads it and starts its refresh task (so it must run
+    /// inside a tokio runtime). A JWKS file that cannot be read is an error;
+    /// a JWKS URL that does not answer yet is retried in the background.
+    pub async fn new(cfg: VerifierConfig) -> Result<Verifier, AuthError> {
+        if cfg.hs256_secret.is_none() && !cfg.jwks.is_configured() {
+            return Err(config_error(
+                "no token key is configured (an HS256 secret, a JWKS file or a JWKS URL)",
+            ));
+        }
+        if cfg
+            .hs256_secret
+            .as_ref()
+            .is_some_and(|s| s.len() < MIN_SECRET_BYTES)
+        {
             return Err(config_error("the HS256 secret must be at least 32 bytes"));
         }
         check_claim_names(&cfg.team_claim, &cfg.roles_claim)?;
@@ -153,60 +189,121 @@ impl Verifier {
             return Err(config_error("the configured audience is empty"));
         }
 
-        // Pinned to HS256: the algorithm list never comes from the token, so
-        // `none`, other HMAC sizes and public-key algorithms (the classic
-        // "verify an RS256 token with the HMAC secret as public key" trick)
-        // are all refused by `jsonwebtoken` before any signature check.
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.leeway = cfg.leeway_secs;
-        validation.validate_exp = true;
-        validation.validate_nbf = true;
-        validation.validate_aud = true;
-        let mut required = vec!["exp", "sub"];
-        if let Some(iss) = &cfg.issuer {
-            validation.set_issuer(&[iss]);
-            required.push("iss");
+        // Pinned: the accepted algorithms come from our keys, never from the
+        // token. HS256 only with the secret; the others only with a JWKS key
+        // of that very algorithm (checked per key in `verify`). So `none`,
+        // other HMAC sizes and "verify an RS256 token with the public key as
+        // HMAC secret" all fail before any signature check.
+        let mut algorithms = Vec::new();
+        if cfg.hs256_secret.is_some() {
+            algorithms.push(Algorithm::HS256);
         }
-        if let Some(aud) = &cfg.audience {
-            validation.set_audience(&[aud]);
-            required.push("aud");
+        if cfg.jwks.is_configured() {
+            algorithms.extend(ASYMMETRIC_ALGORITHMS);
         }
-        validation.set_required_spec_claims(&required);
+        let validations = algorithms
+            .into_iter()
+            .map(|alg| (alg, validation(alg, &cfg)))
+            .collect();
+        let jwks = if cfg.jwks.is_configured() {
+            Some(KeyStore::start(cfg.jwks.clone()).await?)
+        } else {
+            None
+        };
 
         Ok(Verifier {
-            key: DecodingKey::from_secret(&cfg.hs256_secret),
-            secret_len: cfg.hs256_secret.len(),
-            validation,
+            hs256: cfg
+                .hs256_secret
+                .as_ref()
+                .map(|s| (DecodingKey::from_secret(s), s.len())),
+            jwks,
+            validations,
             issuer: cfg.issuer,
             audience: cfg.audience,
             team_claim: cfg.team_claim,
             roles_claim: cfg.roles_claim,
             role_map: cfg.role_map,
+            leeway_secs: cfg.leeway_secs,
         })
     }
 
     /// Verifies the raw `authorization` metadata value and returns the
     /// caller. Every error means "missing or invalid credentials" to the
     /// client; the variant and reason are for the server's debug log.
-    pub fn verify(&self, authorization: Option<&str>) -> Result<Principal, AuthError> {
+    ///
+    /// Only a token naming an unknown `kid` can wait: for a key refresh, at
+    /// most the configured request wait (500 ms by default), rate-limited.
+    pub async fn verify(&self, authorization: Option<&str>) -> Result<Principal, AuthError> {
         let token = bearer_token(authorization)?;
 
         // Read the header ourselves first: a clearer reason in the log, and
         // `crit` is refused (RFC 7515 4.1.11: we understand no extension, so
         // we must not accept a token that says one is critical). `jku`,
-        // `x5u`, `jwk` and `kid` are ignored: the key is only ever ours.
+        // `x5u`, `jwk` and `x5c` are ignored: keys come only from our own
+        // configuration, never from where a token points.
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| invalid("the token header is unreadable or names an unknown algorithm"))?;
-        if header.alg != Algorithm::HS256 {
-            return Err(invalid("algorithm not allowed"));
-        }
         if header.crit.is_some() {
             return Err(invalid("critical header extensions are not supported"));
         }
+        let validation = self
+            .validations
+            .iter()
+            .find(|(alg, _)| *alg == header.alg)
+            .map(|(_, v)| v)
+            .ok_or_else(|| invalid("algorithm not allowed"))?;
 
-        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &self.key, &self.validation)
-            .map_err(|e| reject(e.kind()))?;
+        let data = if header.alg == Algorithm::HS256 {
+            let (key, _) = self
+                .hs256
+                .as_ref()
+                .ok_or_else(|| invalid("algorithm not allowed"))?;
+            jsonwebtoken::decode::<Map<String, Value>>(token, key, validation)
+        } else {
+            let store = self
+                .jwks
+                .as_ref()
+                .ok_or_else(|| invalid("algorithm not allowed"))?;
+            let kid = header
+                .kid
+                .as_deref()
+                .ok_or_else(|| invalid("the token names no key id"))?;
+            // Checked before the lookup: a silly `kid` must not even count
+            // towards a refresh.
+            if kid.is_empty() || kid.len() > MAX_KID_BYTES {
+                return Err(invalid("the key id is empty or too long"));
+            }
+            let key = store.key(kid).await?;
+            if key.alg != header.alg {
+                return Err(invalid(
+                    "the token's algorithm is not the one pinned to its key",
+                ));
+            }
+            jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, validation)
+        }
+        .map_err(|e| reject(e.kind()))?;
+        self.check_iat(&data.claims)?;
         self.principal_from(&data.claims)
+    }
+
+    /// `jsonwebtoken` does not look at `iat`. A token issued in the future
+    /// (beyond the leeway) comes from a broken or hostile issuer clock.
+    fn check_iat(&self, claims: &Map<String, Value>) -> Result<(), AuthError> {
+        let Some(iat) = claims.get("iat") else {
+            return Ok(());
+        };
+        let iat = iat
+            .as_f64()
+            .filter(|t| t.is_finite())
+            .ok_or_else(|| invalid("iat claim is not a number"))?;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_err(|_| invalid("the system clock is before 1970"))?
+            .as_secs();
+        if iat > now.saturating_add(self.leeway_secs) as f64 {
+            return Err(invalid("token issued in the future (iat)"));
+        }
+        Ok(())
     }
 
     fn principal_from(&self, claims: &Map<String, Value>) -> Result<Principal, AuthError> {
@@ -229,6 +326,27 @@ impl Verifier {
             .resolve(role_values(claims.get(&self.roles_claim))?)?;
         Principal::new(subject, team, role)
     }
+}
+
+/// The rules for one algorithm: `exp` and `sub` always required, `iss` and
+/// `aud` when configured, `nbf` checked when present.
+fn validation(alg: Algorithm, cfg: &VerifierConfig) -> Validation {
+    let mut validation = Validation::new(alg);
+    validation.leeway = cfg.leeway_secs;
+    validation.validate_exp = true;
+    validation.validate_nbf = true;
+    validation.validate_aud = true;
+    let mut required = vec!["exp", "sub"];
+    if let Some(iss) = &cfg.issuer {
+        validation.set_issuer(&[iss]);
+        required.push("iss");
+    }
+    if let Some(aud) = &cfg.audience {
+        validation.set_audience(&[aud]);
+        required.push("aud");
+    }
+    validation.set_required_spec_claims(&required);
+    validation
 }
 
 /// The claims of a token minted by [`mint_hs256`].
@@ -433,8 +551,8 @@ mod tests {
         }
     }
 
-    fn verifier() -> Verifier {
-        Verifier::new(config()).unwrap()
+    async fn verifier() -> Verifier {
+        Verifier::new(config()).await.unwrap()
     }
 
     fn now() -> u64 {
@@ -488,8 +606,8 @@ mod tests {
         format!("Bearer {token}")
     }
 
-    fn check(token: &str) -> Result<Principal, AuthError> {
-        verifier().verify(Some(&bearer(token)))
+    async fn check(token: &str) -> Result<Principal, AuthError> {
+        verifier().await.verify(Some(&bearer(token))).await
     }
 
     fn b64(json: &Value) -> String {
@@ -503,10 +621,10 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_minted_token_verifies_to_its_principal() {
+    #[tokio::test]
+    async fn a_minted_token_verifies_to_its_principal() {
         let token = mint_hs256(SECRET, &mint_claims(&["viewer", "editor"])).unwrap();
-        let p = check(&token).unwrap();
+        let p = check(&token).await.unwrap();
         assert_eq!(
             p,
             Principal {
@@ -517,8 +635,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_minted_token_carries_iat_exp_and_roles_as_an_array() {
+    #[tokio::test]
+    async fn a_minted_token_carries_iat_exp_and_roles_as_an_array() {
         let token = mint_hs256(SECRET, &mint_claims(&["admin"])).unwrap();
         let payload = token.split('.').nth(1).unwrap();
         let claims: Value =
@@ -532,8 +650,8 @@ mod tests {
         assert!(iat.abs_diff(now()) <= 5);
     }
 
-    #[test]
-    fn custom_claim_names_are_used_for_minting_and_verifying() {
+    #[tokio::test]
+    async fn custom_claim_names_are_used_for_minting_and_verifying() {
         let mut claims = mint_claims(&["ops"]);
         claims.team_claim = "org".to_owned();
         claims.roles_claim = "groups".to_owned();
@@ -546,14 +664,18 @@ mod tests {
             role_map: RoleMap::parse("ops=admin").unwrap(),
             ..VerifierConfig::new(SECRET.to_vec())
         })
+        .await
         .unwrap();
-        assert_eq!(v.verify(Some(&bearer(&token))).unwrap().role, Role::Admin);
+        assert_eq!(
+            v.verify(Some(&bearer(&token))).await.unwrap().role,
+            Role::Admin
+        );
         // The default verifier looks for `team_id` and refuses.
-        assert!(check(&token).is_err());
+        assert!(check(&token).await.is_err());
     }
 
-    #[test]
-    fn minting_refuses_what_could_never_verify() {
+    #[tokio::test]
+    async fn minting_refuses_what_could_never_verify() {
         assert!(mint_hs256(b"short", &mint_claims(&["admin"])).is_err());
         let mut c = mint_claims(&["admin"]);
         c.team = "not a team".to_owned();
@@ -569,22 +691,28 @@ mod tests {
         assert!(mint_hs256(SECRET, &c).is_err());
     }
 
-    #[test]
-    fn the_scheme_is_case_insensitive() {
+    #[tokio::test]
+    async fn the_scheme_is_case_insensitive() {
         let token = sign(&body());
         for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
             let header = format!("{scheme} {token}");
-            assert!(verifier().verify(Some(&header)).is_ok(), "{scheme}");
+            assert!(
+                verifier().await.verify(Some(&header)).await.is_ok(),
+                "{scheme}"
+            );
         }
     }
 
-    #[test]
-    fn a_missing_header_is_missing() {
-        assert!(matches!(verifier().verify(None), Err(AuthError::Missing)));
+    #[tokio::test]
+    async fn a_missing_header_is_missing() {
+        assert!(matches!(
+            verifier().await.verify(None).await,
+            Err(AuthError::Missing)
+        ));
     }
 
-    #[test]
-    fn anything_but_bearer_and_one_space_is_malformed() {
+    #[tokio::test]
+    async fn anything_but_bearer_and_one_space_is_malformed() {
         let token = sign(&body());
         let cases = [
             format!("Basic {token}"),
@@ -602,29 +730,32 @@ mod tests {
         ];
         for header in cases {
             assert!(
-                matches!(verifier().verify(Some(&header)), Err(AuthError::Malformed)),
+                matches!(
+                    verifier().await.verify(Some(&header)).await,
+                    Err(AuthError::Malformed)
+                ),
                 "{header:?}"
             );
         }
     }
 
-    #[test]
-    fn an_empty_token_is_malformed() {
+    #[tokio::test]
+    async fn an_empty_token_is_malformed() {
         assert!(matches!(
-            verifier().verify(Some("Bearer ")),
+            verifier().await.verify(Some("Bearer ")).await,
             Err(AuthError::Malformed)
         ));
-        assert!(matches!(check(".."), Err(AuthError::Malformed)));
+        assert!(matches!(check("..").await, Err(AuthError::Malformed)));
     }
 
-    #[test]
-    fn an_oversized_token_is_refused_before_parsing() {
+    #[tokio::test]
+    async fn an_oversized_token_is_refused_before_parsing() {
         // Validly signed, so only the size can be the reason.
         let token = with(|b| {
             b.insert("padding".to_owned(), json!("x".repeat(MAX_TOKEN_BYTES)));
         });
         assert!(token.len() > MAX_TOKEN_BYTES);
-        assert!(matches!(check(&token), Err(AuthError::Malformed)));
+        assert!(matches!(check(&token).await, Err(AuthError::Malformed)));
         // And garbage of that size is refused the same way.
         let junk = format!(
             "{}.{}.{}",
@@ -632,211 +763,226 @@ mod tests {
             "b".repeat(4000),
             "c".repeat(200)
         );
-        assert!(matches!(check(&junk), Err(AuthError::Malformed)));
+        assert!(matches!(check(&junk).await, Err(AuthError::Malformed)));
     }
 
-    #[test]
-    fn alg_none_is_refused() {
+    #[tokio::test]
+    async fn alg_none_is_refused() {
         let header = b64(&json!({"alg": "none", "typ": "JWT"}));
         let payload = b64(&body());
         // The classic shape: empty signature.
-        assert!(check(&format!("{header}.{payload}.")).is_err());
+        assert!(check(&format!("{header}.{payload}.")).await.is_err());
         // With a signature present, so the algorithm itself is what fails.
         let sig = sign(&body()).rsplit('.').next().unwrap().to_owned();
-        let err = check(&format!("{header}.{payload}.{sig}")).unwrap_err();
+        let err = check(&format!("{header}.{payload}.{sig}"))
+            .await
+            .unwrap_err();
         assert!(matches!(err, AuthError::Invalid(_)), "{err:?}");
         for alg in ["None", "NONE"] {
             let header = b64(&json!({"alg": alg}));
-            assert!(check(&format!("{header}.{payload}.{sig}")).is_err());
+            assert!(check(&format!("{header}.{payload}.{sig}")).await.is_err());
         }
     }
 
-    #[test]
-    fn other_algorithms_are_refused_even_with_our_secret() {
+    #[tokio::test]
+    async fn other_algorithms_are_refused_even_with_our_secret() {
         for alg in [Algorithm::HS384, Algorithm::HS512] {
             let token = sign_with(alg, SECRET, &body());
-            assert_eq!(reason(check(&token).unwrap_err()), "algorithm not allowed");
+            assert_eq!(
+                reason(check(&token).await.unwrap_err()),
+                "algorithm not allowed"
+            );
         }
         // An RS256 header over an HMAC signature (algorithm confusion).
         let header = b64(&json!({"alg": "RS256", "typ": "JWT"}));
         let good = sign(&body());
         let mut parts = good.split('.');
         let (_, payload, sig) = (parts.next(), parts.next().unwrap(), parts.next().unwrap());
-        let err = check(&format!("{header}.{payload}.{sig}")).unwrap_err();
+        let err = check(&format!("{header}.{payload}.{sig}"))
+            .await
+            .unwrap_err();
         assert_eq!(reason(err), "algorithm not allowed");
     }
 
-    #[test]
-    fn a_tampered_payload_fails_the_signature() {
+    #[tokio::test]
+    async fn a_tampered_payload_fails_the_signature() {
         let good = sign(&body());
         let mut parts = good.split('.');
         let (header, _, sig) = (parts.next().unwrap(), parts.next(), parts.next().unwrap());
         let mut tampered = body();
         tampered["roles"] = json!(["admin"]);
         let token = format!("{header}.{}.{sig}", b64(&tampered));
-        assert_eq!(reason(check(&token).unwrap_err()), "bad signature");
+        assert_eq!(reason(check(&token).await.unwrap_err()), "bad signature");
     }
 
-    #[test]
-    fn a_truncated_signature_is_refused() {
+    #[tokio::test]
+    async fn a_truncated_signature_is_refused() {
         let good = sign(&body());
         for cut in [1, 2, 4, 20] {
             let token = &good[..good.len() - cut];
-            assert!(check(token).is_err(), "cut {cut}");
+            assert!(check(token).await.is_err(), "cut {cut}");
         }
     }
 
-    #[test]
-    fn a_token_signed_with_another_secret_is_refused() {
+    #[tokio::test]
+    async fn a_token_signed_with_another_secret_is_refused() {
         let token = sign_with(
             Algorithm::HS256,
             b"another-secret-0123456789-abcdefghij",
             &body(),
         );
-        assert_eq!(reason(check(&token).unwrap_err()), "bad signature");
+        assert_eq!(reason(check(&token).await.unwrap_err()), "bad signature");
     }
 
-    #[test]
-    fn a_token_expired_beyond_the_leeway_is_refused() {
+    #[tokio::test]
+    async fn a_token_expired_beyond_the_leeway_is_refused() {
         let token = with(|b| {
             b.insert("exp".to_owned(), json!(now() - 120));
         });
-        assert_eq!(reason(check(&token).unwrap_err()), "token expired");
+        assert_eq!(reason(check(&token).await.unwrap_err()), "token expired");
     }
 
-    #[test]
-    fn a_token_expired_within_the_leeway_is_accepted() {
+    #[tokio::test]
+    async fn a_token_expired_within_the_leeway_is_accepted() {
         let token = with(|b| {
             b.insert("exp".to_owned(), json!(now() - 10));
         });
-        assert!(check(&token).is_ok());
+        assert!(check(&token).await.is_ok());
     }
 
-    #[test]
-    fn exp_is_required_and_must_be_a_number() {
+    #[tokio::test]
+    async fn exp_is_required_and_must_be_a_number() {
         let token = with(|b| {
             b.remove("exp");
         });
-        assert_eq!(reason(check(&token).unwrap_err()), "missing exp claim");
+        assert_eq!(
+            reason(check(&token).await.unwrap_err()),
+            "missing exp claim"
+        );
         let token = with(|b| {
             b.insert("exp".to_owned(), json!((now() + 600).to_string()));
         });
-        assert!(matches!(check(&token), Err(AuthError::Invalid(_))));
+        assert!(matches!(check(&token).await, Err(AuthError::Invalid(_))));
         let token = with(|b| {
             b.insert("exp".to_owned(), json!(-5));
         });
-        assert!(check(&token).is_err());
+        assert!(check(&token).await.is_err());
     }
 
-    #[test]
-    fn a_future_nbf_is_refused_and_a_past_one_accepted() {
+    #[tokio::test]
+    async fn a_future_nbf_is_refused_and_a_past_one_accepted() {
         let token = with(|b| {
             b.insert("nbf".to_owned(), json!(now() + 3600));
         });
         assert_eq!(
-            reason(check(&token).unwrap_err()),
+            reason(check(&token).await.unwrap_err()),
             "token not yet valid (nbf)"
         );
         let token = with(|b| {
             b.insert("nbf".to_owned(), json!(now() - 60));
         });
-        assert!(check(&token).is_ok());
+        assert!(check(&token).await.is_ok());
         let token = with(|b| {
             b.insert("nbf".to_owned(), json!("soon"));
         });
-        assert!(check(&token).is_err());
+        assert!(check(&token).await.is_err());
     }
 
-    #[test]
-    fn the_issuer_is_required_and_checked_when_configured() {
+    #[tokio::test]
+    async fn the_issuer_is_required_and_checked_when_configured() {
         let wrong = with(|b| {
             b.insert("iss".to_owned(), json!("https://evil.test"));
         });
-        assert!(matches!(check(&wrong), Err(AuthError::Invalid(_))));
+        assert!(matches!(check(&wrong).await, Err(AuthError::Invalid(_))));
         let missing = with(|b| {
             b.remove("iss");
         });
-        assert!(matches!(check(&missing), Err(AuthError::Invalid(_))));
+        assert!(matches!(check(&missing).await, Err(AuthError::Invalid(_))));
         let as_list = with(|b| {
             b.insert("iss".to_owned(), json!([ISS]));
         });
-        assert!(matches!(check(&as_list), Err(AuthError::Invalid(_))));
+        assert!(matches!(check(&as_list).await, Err(AuthError::Invalid(_))));
     }
 
-    #[test]
-    fn the_issuer_is_not_required_when_not_configured() {
+    #[tokio::test]
+    async fn the_issuer_is_not_required_when_not_configured() {
         let v = Verifier::new(VerifierConfig {
             issuer: None,
             ..config()
         })
+        .await
         .unwrap();
         let token = with(|b| {
             b.remove("iss");
         });
-        assert!(v.verify(Some(&bearer(&token))).is_ok());
+        assert!(v.verify(Some(&bearer(&token))).await.is_ok());
     }
 
-    #[test]
-    fn the_audience_is_required_and_checked_when_configured() {
+    #[tokio::test]
+    async fn the_audience_is_required_and_checked_when_configured() {
         let wrong = with(|b| {
             b.insert("aud".to_owned(), json!("other-service"));
         });
-        assert_eq!(reason(check(&wrong).unwrap_err()), "wrong audience");
+        assert_eq!(reason(check(&wrong).await.unwrap_err()), "wrong audience");
         let missing = with(|b| {
             b.remove("aud");
         });
-        assert!(matches!(check(&missing), Err(AuthError::Invalid(_))));
+        assert!(matches!(check(&missing).await, Err(AuthError::Invalid(_))));
         let list_without_us = with(|b| {
             b.insert("aud".to_owned(), json!(["a", "b"]));
         });
         assert!(matches!(
-            check(&list_without_us),
+            check(&list_without_us).await,
             Err(AuthError::Invalid(_))
         ));
         let list_with_us = with(|b| {
             b.insert("aud".to_owned(), json!(["a", AUD]));
         });
-        assert!(check(&list_with_us).is_ok());
+        assert!(check(&list_with_us).await.is_ok());
     }
 
-    #[test]
-    fn without_a_configured_audience_a_token_addressed_elsewhere_is_refused() {
+    #[tokio::test]
+    async fn without_a_configured_audience_a_token_addressed_elsewhere_is_refused() {
         let v = Verifier::new(VerifierConfig {
             audience: None,
             ..config()
         })
+        .await
         .unwrap();
         let addressed = sign(&body());
-        assert!(v.verify(Some(&bearer(&addressed))).is_err());
+        assert!(v.verify(Some(&bearer(&addressed))).await.is_err());
         let unaddressed = with(|b| {
             b.remove("aud");
         });
-        assert!(v.verify(Some(&bearer(&unaddressed))).is_ok());
+        assert!(v.verify(Some(&bearer(&unaddressed))).await.is_ok());
     }
 
-    #[test]
-    fn sub_is_required_and_must_be_a_valid_subject() {
+    #[tokio::test]
+    async fn sub_is_required_and_must_be_a_valid_subject() {
         let missing = with(|b| {
             b.remove("sub");
         });
-        assert!(check(&missing).is_err());
+        assert!(check(&missing).await.is_err());
         let number = with(|b| {
             b.insert("sub".to_owned(), json!(42));
         });
-        assert!(check(&number).is_err());
+        assert!(check(&number).await.is_err());
         let control = with(|b| {
             b.insert("sub".to_owned(), json!("bob\nINFO forged"));
         });
-        assert!(matches!(check(&control), Err(AuthError::BadClaims(_))));
+        assert!(matches!(
+            check(&control).await,
+            Err(AuthError::BadClaims(_))
+        ));
     }
 
-    #[test]
-    fn the_team_claim_is_required_and_must_be_a_string() {
+    #[tokio::test]
+    async fn the_team_claim_is_required_and_must_be_a_string() {
         let missing = with(|b| {
             b.remove("team_id");
         });
         assert_eq!(
-            reason(check(&missing).unwrap_err()),
+            reason(check(&missing).await.unwrap_err()),
             "the team claim is missing"
         );
         for value in [json!(7), json!(["team-1"]), json!(null), json!({"id": "t"})] {
@@ -844,25 +990,28 @@ mod tests {
                 b.insert("team_id".to_owned(), value.clone());
             });
             assert!(
-                matches!(check(&token), Err(AuthError::BadClaims(_))),
+                matches!(check(&token).await, Err(AuthError::BadClaims(_))),
                 "{value}"
             );
         }
         let bad_shape = with(|b| {
             b.insert("team_id".to_owned(), json!("team 1"));
         });
-        assert!(matches!(check(&bad_shape), Err(AuthError::BadClaims(_))));
+        assert!(matches!(
+            check(&bad_shape).await,
+            Err(AuthError::BadClaims(_))
+        ));
     }
 
-    #[test]
-    fn all_teams_is_only_for_the_service_role() {
+    #[tokio::test]
+    async fn all_teams_is_only_for_the_service_role() {
         for role in ["viewer", "developer", "admin"] {
             let token = with(|b| {
                 b.insert("team_id".to_owned(), json!("*"));
                 b.insert("roles".to_owned(), json!([role]));
             });
             assert!(
-                matches!(check(&token), Err(AuthError::BadClaims(_))),
+                matches!(check(&token).await, Err(AuthError::BadClaims(_))),
                 "{role}"
             );
         }
@@ -870,13 +1019,13 @@ mod tests {
             b.insert("team_id".to_owned(), json!("*"));
             b.insert("roles".to_owned(), json!(["service"]));
         });
-        let p = check(&token).unwrap();
+        let p = check(&token).await.unwrap();
         assert_eq!(p.role, Role::Service);
         assert!(p.all_teams());
     }
 
-    #[test]
-    fn unknown_or_differently_cased_roles_grant_nothing() {
+    #[tokio::test]
+    async fn unknown_or_differently_cased_roles_grant_nothing() {
         for roles in [
             json!(["root"]),
             json!(["Admin"]),
@@ -887,80 +1036,91 @@ mod tests {
             let token = with(|b| {
                 b.insert("roles".to_owned(), roles.clone());
             });
-            assert!(matches!(check(&token), Err(AuthError::NoRole)), "{roles}");
+            assert!(
+                matches!(check(&token).await, Err(AuthError::NoRole)),
+                "{roles}"
+            );
         }
         let token = with(|b| {
             b.remove("roles");
         });
-        assert!(matches!(check(&token), Err(AuthError::NoRole)));
+        assert!(matches!(check(&token).await, Err(AuthError::NoRole)));
         // An unknown value beside a known one is ignored.
         let token = with(|b| {
             b.insert("roles".to_owned(), json!(["Admin", "viewer"]));
         });
-        assert_eq!(check(&token).unwrap().role, Role::Viewer);
+        assert_eq!(check(&token).await.unwrap().role, Role::Viewer);
     }
 
-    #[test]
-    fn roles_may_be_a_string_or_an_array_of_strings() {
+    #[tokio::test]
+    async fn roles_may_be_a_string_or_an_array_of_strings() {
         let one = with(|b| {
             b.insert("roles".to_owned(), json!("super_admin"));
         });
-        assert_eq!(check(&one).unwrap().role, Role::Admin);
+        assert_eq!(check(&one).await.unwrap().role, Role::Admin);
         let many = with(|b| {
             b.insert("roles".to_owned(), json!(["guest", "admin", "editor"]));
         });
-        assert_eq!(check(&many).unwrap().role, Role::Admin);
+        assert_eq!(check(&many).await.unwrap().role, Role::Admin);
         for bad in [json!(["admin", 1]), json!(5), json!({"admin": true})] {
             let token = with(|b| {
                 b.insert("roles".to_owned(), bad.clone());
             });
             assert!(
-                matches!(check(&token), Err(AuthError::BadClaims(_))),
+                matches!(check(&token).await, Err(AuthError::BadClaims(_))),
                 "{bad}"
             );
         }
     }
 
-    #[test]
-    fn service_mixed_with_a_human_role_is_refused() {
+    #[tokio::test]
+    async fn service_mixed_with_a_human_role_is_refused() {
         let token = with(|b| {
             b.insert("roles".to_owned(), json!(["service", "admin"]));
         });
-        assert!(matches!(check(&token), Err(AuthError::BadClaims(_))));
+        assert!(matches!(check(&token).await, Err(AuthError::BadClaims(_))));
     }
 
-    #[test]
-    fn key_fetching_headers_are_ignored() {
+    #[tokio::test]
+    async fn key_fetching_headers_are_ignored() {
         let mut header = Header::new(Algorithm::HS256);
         header.jku = Some("https://attacker.test/jwks.json".to_owned());
         header.x5u = Some("https://attacker.test/cert.pem".to_owned());
         header.kid = Some("attacker".to_owned());
         let token =
             jsonwebtoken::encode(&header, &body(), &EncodingKey::from_secret(SECRET)).unwrap();
-        assert!(check(&token).is_ok());
+        assert!(check(&token).await.is_ok());
         let forged = jsonwebtoken::encode(
             &header,
             &body(),
             &EncodingKey::from_secret(b"attacker-secret-0123456789-abcdefgh"),
         )
         .unwrap();
-        assert_eq!(reason(check(&forged).unwrap_err()), "bad signature");
+        assert_eq!(reason(check(&forged).await.unwrap_err()), "bad signature");
     }
 
-    #[test]
-    fn a_crit_header_is_refused() {
+    #[tokio::test]
+    async fn a_crit_header_is_refused() {
         let mut header = Header::new(Algorithm::HS256);
         header.crit = Some(vec!["b64".to_owned()]);
         let token =
             jsonwebtoken::encode(&header, &body(), &EncodingKey::from_secret(SECRET)).unwrap();
-        assert!(matches!(check(&token), Err(AuthError::Invalid(_))));
+        assert!(matches!(check(&token).await, Err(AuthError::Invalid(_))));
     }
 
-    #[test]
-    fn the_configuration_is_checked() {
-        assert!(Verifier::new(VerifierConfig::new(vec![7; 31])).is_err());
-        assert!(Verifier::new(VerifierConfig::new(vec![7; 32])).is_ok());
-        assert!(Verifier::new(VerifierConfig::default()).is_err());
+    #[tokio::test]
+    async fn the_configuration_is_checked() {
+        assert!(
+            Verifier::new(VerifierConfig::new(vec![7; 31]))
+                .await
+                .is_err()
+        );
+        assert!(
+            Verifier::new(VerifierConfig::new(vec![7; 32]))
+                .await
+                .is_ok()
+        );
+        assert!(Verifier::new(VerifierConfig::default()).await.is_err());
         let bad = [
             VerifierConfig {
                 leeway_secs: u64::MAX,
@@ -988,15 +1148,15 @@ mod tests {
             },
         ];
         for cfg in bad {
-            assert!(Verifier::new(cfg.clone()).is_err(), "{cfg:?}");
+            assert!(Verifier::new(cfg.clone()).await.is_err(), "{cfg:?}");
         }
     }
 
-    #[test]
-    fn debug_output_never_shows_the_secret() {
+    #[tokio::test]
+    async fn debug_output_never_shows_the_secret() {
         let secret = b"CANARY-SECRET-0123456789-abcdefghijklmnop".to_vec();
         let cfg = VerifierConfig::new(secret.clone());
-        let v = Verifier::new(cfg.clone()).unwrap();
+        let v = Verifier::new(cfg.clone()).await.unwrap();
         let canary = "CANARY-SECRET";
         for text in [format!("{cfg:?}"), format!("{v:?}"), format!("{v:#?}")] {
             assert!(!text.contains(canary), "{text}");
@@ -1005,8 +1165,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn errors_never_contain_the_token() {
+    #[tokio::test]
+    async fn errors_never_contain_the_token() {
         let canary = "CANARY0token0CANARY";
         // Each edit sets one claim; every resulting token is refused.
         let edits = [
@@ -1037,13 +1197,13 @@ mod tests {
         let none = b64(&json!({"alg": canary}));
         tokens.push(format!("{none}.{}.sig", b64(&b)));
 
-        let v = verifier();
+        let v = verifier().await;
         let mut headers: Vec<String> = tokens.iter().map(|t| bearer(t)).collect();
         headers.push(format!("Basic {canary}"));
         headers.push(format!("Bearer {canary}.{canary}"));
         headers.push(format!("Bearer {}", canary.repeat(500)));
         for header in &headers {
-            let err = v.verify(Some(header)).unwrap_err();
+            let err = v.verify(Some(header)).await.unwrap_err();
             let token = header.split_once(' ').map_or(header.as_str(), |(_, t)| t);
             for text in [err.to_string(), format!("{err:?}"), format!("{err:#?}")] {
                 assert!(!text.contains(canary), "{text}");

@@ -14,7 +14,7 @@ use tokio::sync::{broadcast, watch};
 
 use std::sync::atomic::Ordering;
 
-use crate::metrics::METRICS;
+use crate::metrics::Metrics;
 use crate::store::{EventRow, Store, StoreError};
 
 /// Events read from the database per query.
@@ -36,6 +36,7 @@ pub struct Batch {
 #[derive(Clone)]
 pub struct EventBus {
     store: Store,
+    metrics: Arc<Metrics>,
     batches: broadcast::Sender<Arc<Batch>>,
     position: watch::Receiver<i64>,
 }
@@ -44,6 +45,7 @@ impl EventBus {
     /// Starts the tailer at the current end of the log; it stops when `shutdown` flips.
     pub async fn start(
         store: Store,
+        metrics: Arc<Metrics>,
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<EventBus, StoreError> {
         let start = store.max_event_seq().await?;
@@ -51,6 +53,7 @@ impl EventBus {
         let (position_tx, position) = watch::channel(start);
         let bus = EventBus {
             store: store.clone(),
+            metrics: metrics.clone(),
             batches: batches.clone(),
             position,
         };
@@ -61,7 +64,7 @@ impl EventBus {
         tokio::spawn(async move {
             let mut tail = start;
             loop {
-                match tail_once(&store, &batches, tail).await {
+                match tail_once(&store, &metrics, &batches, tail).await {
                     Ok(next) => {
                         tail = next;
                         let _ = position_tx.send(tail);
@@ -82,6 +85,10 @@ impl EventBus {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// Receives every batch published from now on.
@@ -126,6 +133,7 @@ pub fn start_pruner(
 #[derive(Clone)]
 pub struct StreamLimits {
     inner: Arc<std::sync::Mutex<LimitState>>,
+    metrics: Arc<Metrics>,
     total: usize,
     per_principal: usize,
 }
@@ -143,9 +151,10 @@ pub struct StreamSlot {
 }
 
 impl StreamLimits {
-    pub fn new(total: usize, per_principal: usize) -> Self {
+    pub fn new(total: usize, per_principal: usize, metrics: Arc<Metrics>) -> Self {
         StreamLimits {
             inner: Arc::default(),
+            metrics,
             total,
             per_principal,
         }
@@ -163,7 +172,7 @@ impl StreamLimits {
         }
         *mine += 1;
         state.open += 1;
-        METRICS.watch_streams.fetch_add(1, Ordering::Relaxed);
+        self.metrics.watch_streams.fetch_add(1, Ordering::Relaxed);
         Ok(StreamSlot {
             limits: self.clone(),
             principal: principal.to_owned(),
@@ -180,7 +189,10 @@ impl Drop for StreamSlot {
     fn drop(&mut self) {
         let mut state = self.limits.inner.lock().unwrap_or_else(|p| p.into_inner());
         state.open = state.open.saturating_sub(1);
-        METRICS.watch_streams.fetch_sub(1, Ordering::Relaxed);
+        self.limits
+            .metrics
+            .watch_streams
+            .fetch_sub(1, Ordering::Relaxed);
         if let Some(count) = state.by_principal.get_mut(&self.principal) {
             *count -= 1;
             if *count == 0 {
@@ -193,6 +205,7 @@ impl Drop for StreamSlot {
 /// Reads and publishes everything after `tail`; returns the new tail.
 async fn tail_once(
     store: &Store,
+    metrics: &Metrics,
     batches: &broadcast::Sender<Arc<Batch>>,
     mut tail: i64,
 ) -> Result<i64, StoreError> {
@@ -202,10 +215,10 @@ async fn tail_once(
             return Ok(tail);
         };
         let full = rows.len() as u64 == READ_CHUNK;
-        METRICS
+        metrics
             .events_appended
             .fetch_add(rows.len() as u64, Ordering::Relaxed);
-        METRICS.event_log_position.store(last, Ordering::Relaxed);
+        metrics.event_log_position.store(last, Ordering::Relaxed);
         let batch = Batch {
             after: tail,
             upto: last,
@@ -277,7 +290,7 @@ where
                     // The ring passed us: fall back to the database from where we are.
                     Err(broadcast::error::RecvError::Lagged(missed)) => {
                         tracing::debug!(missed, "watch subscriber lagged; reading from the database");
-                        METRICS.subscriber_lag.fetch_add(1, Ordering::Relaxed);
+                        bus.metrics.subscriber_lag.fetch_add(1, Ordering::Relaxed);
                         catch_up(bus, team.as_deref(), &keep, pos, Some(bus.position()), &mut deliver).await?
                     }
                     Err(broadcast::error::RecvError::Closed) => return Ok(pos),

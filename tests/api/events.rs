@@ -14,7 +14,10 @@ use pb::IntegrationEventType as Kind;
 use tonic::Code;
 
 use crate::fixtures::*;
-use crate::helpers::{Backend, TEST_SECRET, TestApp, TestDb, authed, spawn_with, test_args, token};
+use crate::helpers::{
+    Backend, TEST_AUDIENCE, TEST_ISSUER, TEST_SECRET, TestApp, TestDb, authed, spawn_with,
+    test_args, token,
+};
 use crate::storage_test;
 
 /// The checkpoint interval of the test servers is 1 s: one must come well within this.
@@ -509,6 +512,8 @@ async fn the_binary_ends_watch_streams_and_exits_cleanly_on_sigterm() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_integration-hub"))
         .args(["serve", "--listen", "127.0.0.1:0"])
         .env("INTEGRATION_HUB_JWT_HS256_SECRET", TEST_SECRET)
+        .env("INTEGRATION_HUB_JWT_ISSUER", TEST_ISSUER)
+        .env("INTEGRATION_HUB_JWT_AUDIENCE", TEST_AUDIENCE)
         .env("INTEGRATION_HUB_ENCRYPTION_KEYS", keys)
         .env("INTEGRATION_HUB_DATABASE_URL", &url)
         .env("INTEGRATION_HUB_DATA_DIR", dir.path())

@@ -18,6 +18,9 @@ use tonic::Request;
 use tonic::transport::Channel;
 
 pub const TEST_SECRET: &str = "test-secret-test-secret-test-secret-0123456789";
+/// `serve` without `--dev` requires both; `token()` mints them.
+pub const TEST_ISSUER: &str = "https://idp.integration-hub.test";
+pub const TEST_AUDIENCE: &str = "integration-hub-tests";
 pub const PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 pub const PG_BASE_URL: &str = "postgres://postgres@127.0.0.1:5432";
 
@@ -110,15 +113,16 @@ pub struct TestApp {
     encryption_keys: Option<String>,
 }
 
-/// Server settings for tests: fixed secret, a fresh key, port 0, short checkpoints.
+/// Server settings for tests: fixed secret, issuer and audience, a fresh key, port 0, short
+/// checkpoints.
 pub fn test_args(database_url: &str) -> ServeArgs {
     let mut args = ServeArgs::with_defaults(
         "127.0.0.1:0".parse().expect("addr"),
         database_url.to_owned(),
     );
     args.auth.jwt_hs256_secret = Some(TEST_SECRET.to_owned());
-    args.auth.jwt_issuer = None;
-    args.auth.jwt_audience = None;
+    args.auth.jwt_issuer = Some(TEST_ISSUER.to_owned());
+    args.auth.jwt_audience = Some(TEST_AUDIENCE.to_owned());
     args.encryption_keys = Some(KeyRing::generate(1).expect("key").1);
     args.checkpoint_interval_secs = 1;
     args.database.db_max_connections = 8;
@@ -238,8 +242,8 @@ pub fn token(team: &str, role: &str, subject: &str) -> String {
             subject: subject.to_owned(),
             team: team.to_owned(),
             roles: vec![role.to_owned()],
-            issuer: None,
-            audience: None,
+            issuer: Some(TEST_ISSUER.to_owned()),
+            audience: Some(TEST_AUDIENCE.to_owned()),
             ttl_secs: 3600,
             team_claim: "team_id".to_owned(),
             roles_claim: "roles".to_owned(),

@@ -10,6 +10,7 @@ mod events;
 mod fixtures;
 mod helpers;
 mod isolation;
+mod jwks;
 mod keys;
 mod observability;
 mod process;
@@ -19,4 +20,7 @@ mod rules;
 mod secrets;
 mod smoke;
 mod startup;
+/// Test keys and a tiny JWKS server, shared with the unit tests in `src/auth`.
+#[path = "../../src/auth/test_support.rs"]
+mod test_support;
 mod validation;

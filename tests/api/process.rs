@@ -9,7 +9,7 @@ use integration_hub::pb::installed_app_service_client::InstalledAppServiceClient
 use integration_hub::pb::integration_service_client::IntegrationServiceClient;
 use tonic::transport::Channel;
 
-use crate::helpers::TEST_SECRET;
+use crate::helpers::{TEST_AUDIENCE, TEST_ISSUER, TEST_SECRET};
 
 pub struct ServerProcess {
     child: Child,
@@ -27,6 +27,8 @@ impl ServerProcess {
             .env("INTEGRATION_HUB_DATABASE_URL", database_url)
             .env("INTEGRATION_HUB_ENCRYPTION_KEYS", keys)
             .env("INTEGRATION_HUB_JWT_HS256_SECRET", TEST_SECRET)
+            .env("INTEGRATION_HUB_JWT_ISSUER", TEST_ISSUER)
+            .env("INTEGRATION_HUB_JWT_AUDIENCE", TEST_AUDIENCE)
             .env("INTEGRATION_HUB_LOG_FORMAT", "json")
             .env("INTEGRATION_HUB_CHECKPOINT_INTERVAL_SECS", "1")
             .env("RUST_LOG", "info")

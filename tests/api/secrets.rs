@@ -18,7 +18,7 @@ use crate::access_fixtures::{
     CALL_TIMEOUT, expect_err, new_own_slack_integration, new_slack_app, new_slack_integration,
     slack_credentials,
 };
-use crate::helpers::{Backend, TEST_SECRET, TestApp, authed, token};
+use crate::helpers::{Backend, TEST_AUDIENCE, TEST_ISSUER, TEST_SECRET, TestApp, authed, token};
 use crate::storage_test;
 
 const TEAM: &str = "acme";
@@ -744,6 +744,8 @@ async fn neither_a_credential_nor_a_token_reaches_the_logs() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_integration-hub"))
         .args(["serve", "--listen", "127.0.0.1:0"])
         .env("INTEGRATION_HUB_JWT_HS256_SECRET", TEST_SECRET)
+        .env("INTEGRATION_HUB_JWT_ISSUER", TEST_ISSUER)
+        .env("INTEGRATION_HUB_JWT_AUDIENCE", TEST_AUDIENCE)
         .env("INTEGRATION_HUB_ENCRYPTION_KEYS", &keys)
         .env("INTEGRATION_HUB_DATABASE_URL", &url)
         .env("INTEGRATION_HUB_DATA_DIR", dir.path())

@@ -9,7 +9,9 @@ use integration_hub::pb::integration_service_client::IntegrationServiceClient;
 use tonic::Code;
 use tonic::transport::Channel;
 
-use crate::helpers::{Backend, TEST_SECRET, TestDb, authed, spawn_with, test_args, token};
+use crate::helpers::{
+    Backend, TEST_AUDIENCE, TEST_ISSUER, TEST_SECRET, TestDb, authed, spawn_with, test_args, token,
+};
 
 /// Runs `serve` with `env` on top of a valid configuration; returns its stderr.
 fn serve_fails_with(env: &[(&str, &str)]) -> String {
@@ -21,8 +23,8 @@ fn serve_fails_with(env: &[(&str, &str)]) -> String {
         .env("INTEGRATION_HUB_LISTEN", "127.0.0.1:0")
         .env("INTEGRATION_HUB_DATA_DIR", dir.path())
         .env("INTEGRATION_HUB_JWT_HS256_SECRET", TEST_SECRET)
-        .env("INTEGRATION_HUB_JWT_ISSUER", "https://issuer.test")
-        .env("INTEGRATION_HUB_JWT_AUDIENCE", "integration-hub")
+        .env("INTEGRATION_HUB_JWT_ISSUER", TEST_ISSUER)
+        .env("INTEGRATION_HUB_JWT_AUDIENCE", TEST_AUDIENCE)
         .env(
             "INTEGRATION_HUB_ENCRYPTION_KEYS",
             integration_hub::crypto::KeyRing::generate(1)
