@@ -8,6 +8,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261126_000001_core;
 mod m20261126_000002_event_retention;
 mod m20261126_000003_audit;
+mod m20261126_000004_request_fingerprints;
 
 /// Every migration, in order.
 pub struct Migrator;
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000001_core::Migration),
             Box::new(m20261126_000002_event_retention::Migration),
             Box::new(m20261126_000003_audit::Migration),
+            Box::new(m20261126_000004_request_fingerprints::Migration),
         ]
     }
 }

@@ -61,6 +61,11 @@ pub fn status(err: Error) -> Status {
             Status::with_error_details(Code::InvalidArgument, message, details)
         }
         e @ Error::NotFound { .. } => plain(Code::NotFound, e.to_string(), ErrorReason::NotFound),
+        e @ Error::RequestIdReused => plain(
+            Code::AlreadyExists,
+            e.to_string(),
+            ErrorReason::RequestIdReused,
+        ),
         e @ Error::AlreadyExists { .. } => plain(
             Code::AlreadyExists,
             e.to_string(),

@@ -137,6 +137,30 @@ fn not_found_integration(name: &IntegrationName) -> Error {
     }
 }
 
+/// SHA-256 (hex) of the non-secret content of a create request: what a retry with the same
+/// `request_id` must repeat. Parts are length-prefixed so no two requests share a text.
+fn fingerprint(parts: &[&str]) -> String {
+    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+    for part in parts {
+        context.update(&(part.len() as u64).to_be_bytes());
+        context.update(part.as_bytes());
+    }
+    context
+        .finish()
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A create that reuses a `request_id` must be a retry of the same request (AIP-155).
+fn same_request(stored: &Option<String>, wanted: &str) -> Result<()> {
+    match stored {
+        Some(stored) if stored != wanted => Err(Error::RequestIdReused),
+        _ => Ok(()),
+    }
+}
+
 fn check_etag(given: &Option<String>, version: i64) -> Result<()> {
     match given {
         Some(given) if *given != etag(version) => Err(Error::EtagMismatch(
@@ -293,12 +317,21 @@ impl Hub {
             MAX_CREDENTIAL_ENTRIES,
             MAX_CREDENTIAL_VALUE,
         )?;
-        if let Some(request_id) = &input.request_id
+        let fingerprint = input.request_id.as_ref().map(|_| {
+            fingerprint(&[
+                "installed_app",
+                &service.id,
+                input.display_name.as_str(),
+                input.connected_to.as_str(),
+            ])
+        });
+        if let (Some(request_id), Some(fingerprint)) = (&input.request_id, &fingerprint)
             && let Some(row) = self
                 .store
                 .find_app_by_request(team.as_str(), request_id.as_str())
                 .await?
         {
+            same_request(&row.request_fingerprint, fingerprint)?;
             return self.app_with_count(&row).await;
         }
         let id = new_id();
@@ -315,6 +348,7 @@ impl Hub {
             key_version: crate::crypto::KeyRing::sealed_key_version(&sealed)? as i32,
             credentials: sealed,
             request_id: input.request_id.as_ref().map(|r| r.as_str().to_owned()),
+            request_fingerprint: fingerprint.clone(),
             version: 1,
             create_time: now,
             update_time: now,
@@ -341,7 +375,13 @@ impl Hub {
                     .find_app_by_request(team.as_str(), request_id)
                     .await?
                 {
-                    Some(existing) => self.app_with_count(&existing).await,
+                    Some(existing) => {
+                        same_request(
+                            &existing.request_fingerprint,
+                            &row.request_fingerprint.unwrap_or_default(),
+                        )?;
+                        self.app_with_count(&existing).await
+                    }
                     None => Err(Error::internal("request id conflict without a row")),
                 };
             }
@@ -760,12 +800,27 @@ impl Hub {
                 MAX_CREDENTIAL_VALUE,
             )?;
         }
-        if let Some(request_id) = &input.request_id
+        let config = config_json(&input.config)?;
+        let fingerprint = input.request_id.as_ref().map(|_| {
+            let binding = match &input.binding {
+                Binding::App(app) => app.to_string(),
+                Binding::Own { service, .. } => format!("own:{service}"),
+            };
+            fingerprint(&[
+                "integration",
+                &integration_type.id,
+                input.display_name.as_str(),
+                &config,
+                &binding,
+            ])
+        });
+        if let (Some(request_id), Some(fingerprint)) = (&input.request_id, &fingerprint)
             && let Some(row) = self
                 .store
                 .find_integration_by_request(team.as_str(), request_id.as_str())
                 .await?
         {
+            same_request(&row.request_fingerprint, fingerprint)?;
             return Integration::from_row(&row);
         }
         let id = new_id();
@@ -777,7 +832,7 @@ impl Hub {
             service: service.id.clone(),
             type_id: integration_type.id.clone(),
             display_name: input.display_name.into_inner(),
-            config: config_json(&input.config)?,
+            config,
             state: IntegrationState::Active.as_str().to_owned(),
             broken_reason: None,
             broken_detail: None,
@@ -786,6 +841,7 @@ impl Hub {
             key_version: None,
             creator: actor.subject.clone(),
             request_id: input.request_id.as_ref().map(|r| r.as_str().to_owned()),
+            request_fingerprint: fingerprint.clone(),
             version: 1,
             create_time: now,
             update_time: now,
@@ -817,7 +873,13 @@ impl Hub {
                     .find_integration_by_request(team.as_str(), request_id)
                     .await?
                 {
-                    Some(existing) => Integration::from_row(&existing),
+                    Some(existing) => {
+                        same_request(
+                            &existing.request_fingerprint,
+                            &fingerprint.unwrap_or_default(),
+                        )?;
+                        Integration::from_row(&existing)
+                    }
                     None => Err(Error::internal("request id conflict without a row")),
                 };
             }

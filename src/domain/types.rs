@@ -155,6 +155,10 @@ impl DisplayName {
         Ok(DisplayName(value.to_owned()))
     }
 
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
     pub fn into_inner(self) -> String {
         self.0
     }
@@ -168,6 +172,10 @@ impl<const MAX: usize> Text<MAX> {
     pub fn parse(value: &str) -> Result<Self, String> {
         check_text(value, MAX)?;
         Ok(Text(value.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
     }
 
     pub fn into_inner(self) -> String {

@@ -18,6 +18,8 @@ pub mod installed_app {
         pub credentials: Vec<u8>,
         pub key_version: i32,
         pub request_id: Option<String>,
+        /// SHA-256 (hex) of the non-secret content of the create that used `request_id`.
+        pub request_fingerprint: Option<String>,
         pub version: i64,
         pub create_time: i64,
         pub update_time: i64,
@@ -54,6 +56,8 @@ pub mod integration {
         pub key_version: Option<i32>,
         pub creator: String,
         pub request_id: Option<String>,
+        /// SHA-256 (hex) of the non-secret content of the create that used `request_id`.
+        pub request_fingerprint: Option<String>,
         pub version: i64,
         pub create_time: i64,
         pub update_time: i64,

@@ -10,7 +10,7 @@ use tonic::Code;
 
 use crate::access_fixtures::{
     assert_invalid, create_slack_app, create_slack_integration, delete_app, expect_err,
-    new_own_slack_integration, new_slack_app, new_slack_integration, slack_config,
+    new_own_slack_integration, new_slack_app, new_slack_integration, reason, slack_config,
     slack_credentials,
 };
 use crate::helpers::{TestApp, authed, token};
@@ -1190,3 +1190,67 @@ async fn a_create_retried_with_the_same_request_id_returns_the_same_record(app: 
     assert_eq!(listed, vec![first_integration], "one integration");
 }
 storage_test!(a_create_retried_with_the_same_request_id_returns_the_same_record);
+
+async fn a_request_id_reused_for_a_different_create_is_refused(app: TestApp) {
+    let dev = developer();
+    let mut apps = app.apps.clone();
+    let mut integrations = app.integrations.clone();
+    let mut create = new_slack_app("Slack", "xoxb-1");
+    create.request_id = "once-1".into();
+    let first = apps
+        .create_installed_app(authed(&dev, create.clone()))
+        .await
+        .expect("first create")
+        .into_inner();
+    // The app is renamed since: a true retry is still answered with it.
+    let mut renamed = first.clone();
+    renamed.display_name = "Slack (renamed)".into();
+    apps.update_installed_app(authed(
+        &dev,
+        pb::UpdateInstalledAppRequest {
+            installed_app: Some(renamed),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["display_name".into()],
+            }),
+            ..Default::default()
+        },
+    ))
+    .await
+    .expect("rename");
+    let retried = apps
+        .create_installed_app(authed(&dev, create.clone()))
+        .await
+        .expect("a retry after a rename")
+        .into_inner();
+    assert_eq!(retried.name, first.name);
+    let mut other = create.clone();
+    other.installed_app.as_mut().expect("app").display_name = "Another Slack".into();
+    let refused = apps
+        .create_installed_app(authed(&dev, other))
+        .await
+        .expect_err("a different create with the same request_id");
+    assert_eq!(refused.code(), tonic::Code::AlreadyExists);
+    assert_eq!(reason(&refused), "REQUEST_ID_REUSED");
+
+    let mut job = new_slack_integration(&first.name, "Job");
+    job.request_id = "once-2".into();
+    integrations
+        .create_integration(authed(&dev, job.clone()))
+        .await
+        .expect("first create");
+    job.integration.as_mut().expect("integration").display_name = "Another job".into();
+    let refused = integrations
+        .create_integration(authed(&dev, job))
+        .await
+        .expect_err("a different create with the same request_id");
+    assert_eq!(refused.code(), tonic::Code::AlreadyExists);
+    assert_eq!(reason(&refused), "REQUEST_ID_REUSED");
+    let listed = apps
+        .list_installed_apps(authed(&dev, pb::ListInstalledAppsRequest::default()))
+        .await
+        .expect("list")
+        .into_inner()
+        .installed_apps;
+    assert_eq!(listed.len(), 1, "nothing was created by the refused calls");
+}
+storage_test!(a_request_id_reused_for_a_different_create_is_refused);
