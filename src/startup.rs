@@ -137,6 +137,39 @@ pub fn require_issuer_and_audience(auth: &AuthArgs, dev: bool) -> anyhow::Result
     Ok(())
 }
 
+/// Signs and verifies one token with the configured secret and claims, so a broken crypto
+/// backend or inconsistent token settings stop the start instead of every call.
+async fn token_self_test(
+    verifier: &Verifier,
+    secret: &[u8],
+    config: &VerifierConfig,
+) -> anyhow::Result<()> {
+    let token = crate::auth::mint_hs256(
+        secret,
+        &crate::auth::MintClaims {
+            subject: "integration-hub-self-test".to_owned(),
+            team: "self-test".to_owned(),
+            roles: config
+                .role_map
+                .sample_value()
+                .map(str::to_owned)
+                .into_iter()
+                .collect(),
+            issuer: config.issuer.clone(),
+            audience: config.audience.clone(),
+            ttl_secs: 60,
+            team_claim: config.team_claim.clone(),
+            roles_claim: config.roles_claim.clone(),
+        },
+    )
+    .map_err(|e| anyhow::anyhow!("token self-test: cannot sign: {e}"))?;
+    verifier
+        .verify(Some(&format!("Bearer {token}")))
+        .await
+        .map(drop)
+        .map_err(|e| anyhow::anyhow!("token self-test: a freshly signed token was refused: {e}"))
+}
+
 /// Verifier settings from the auth arguments.
 pub fn verifier_config(auth: &AuthArgs, secret: Option<String>) -> anyhow::Result<VerifierConfig> {
     let mut config = VerifierConfig {
@@ -168,9 +201,17 @@ impl Application {
         }
         require_issuer_and_audience(&args.auth, args.dev)?;
         let secret = jwt_secret(&args.auth, &data_dir, args.dev)?;
-        let verifier = Verifier::new(verifier_config(&args.auth, secret)?)
+        let config = verifier_config(&args.auth, secret)?;
+        let probe = config
+            .hs256_secret
+            .clone()
+            .map(|secret| (secret, config.clone()));
+        let verifier = Verifier::new(config)
             .await
             .map_err(|e| anyhow::anyhow!("token settings are invalid: {e}"))?;
+        if let Some((secret, config)) = probe {
+            token_self_test(&verifier, &secret, &config).await?;
+        }
         let keys_spec = match (&args.encryption_keys, args.dev) {
             (Some(spec), _) => spec.clone(),
             (None, true) => dev_secret(&data_dir, DEV_KEYS_FILE, || Ok(KeyRing::generate(1)?.1))?,

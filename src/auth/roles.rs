@@ -101,6 +101,12 @@ impl Default for RoleMap {
 }
 
 impl RoleMap {
+    /// One claim value the map grants a role to (the smallest, so it is always the same):
+    /// what a start-up self-test puts in a token.
+    pub fn sample_value(&self) -> Option<&str> {
+        self.entries.keys().map(String::as_str).min()
+    }
+
     /// Reads `value=role,value=role`, which replaces the default map
     /// entirely (a partial merge would leave defaults such as `guest`
     /// granting access the operator did not ask for).
@@ -197,6 +203,14 @@ impl FromStr for RoleMap {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_sample_value_is_one_the_map_grants_and_always_the_same() {
+        assert_eq!(RoleMap::default().sample_value(), Some("admin"));
+        let map = RoleMap::parse("zeta=viewer,ops=service").expect("map");
+        assert_eq!(map.sample_value(), Some("ops"));
+        assert_eq!(map.get("ops"), Some(Role::Service));
+    }
 
     #[test]
     fn role_names_round_trip_through_as_str() {
