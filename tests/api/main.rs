@@ -19,6 +19,7 @@ mod replicas;
 mod rules;
 mod secrets;
 mod smoke;
+mod snapshot;
 mod startup;
 /// Test keys and a tiny JWKS server, shared with the unit tests in `src/auth`.
 #[path = "../../src/auth/test_support.rs"]
