@@ -23,6 +23,8 @@ use crate::pb::reauthenticate_integration_request::Auth;
 
 /// Messages buffered per watch stream before the subscriber task waits for the client.
 const STREAM_BUFFER: usize = 16;
+/// Most events in one stream message.
+const MESSAGE_EVENTS: usize = 100;
 
 pub struct Integrations {
     hub: Arc<Hub>,
@@ -437,32 +439,44 @@ impl IntegrationService for Integrations {
                 let sender = sender.clone();
                 let metrics = metrics.clone();
                 async move {
-                    let message = match delivery {
-                        Delivery::Checkpoint(pos) => Ok(pb::WatchIntegrationEventsResponse {
-                            events: Vec::new(),
-                            cursor: Cursor(pos).encode(),
-                            checkpoint: true,
-                        }),
-                        Delivery::Events(rows, pos) => rows
+                    let (rows, pos, checkpoint) = match delivery {
+                        Delivery::Checkpoint(pos) => (Vec::new(), pos, true),
+                        Delivery::Events(rows, pos) => (rows, pos, false),
+                    };
+                    // At most MESSAGE_EVENTS events a message: what a stalled client holds in its
+                    // queue stays small. Each message's cursor is its last event's, and the last
+                    // message's is the position after the whole delivery.
+                    let chunks: Vec<_> = rows.chunks(MESSAGE_EVENTS).collect();
+                    let count = chunks.len().max(1);
+                    for index in 0..count {
+                        let chunk = chunks.get(index).copied().unwrap_or_default();
+                        let cursor = match chunk.last() {
+                            Some(last) if index + 1 < count => last.seq,
+                            _ => pos,
+                        };
+                        let message = chunk
                             .iter()
                             .map(|row| Hub::decode_event(row).map(|e| convert::event(&e)))
                             .collect::<Result<Vec<_>, Error>>()
                             .map(|events| pb::WatchIntegrationEventsResponse {
                                 events,
-                                cursor: Cursor(pos).encode(),
-                                checkpoint: false,
+                                cursor: Cursor(cursor).encode(),
+                                checkpoint,
                             })
-                            .map_err(status),
-                    };
-                    if let Ok(message) = &message {
-                        metrics.events_delivered.fetch_add(
-                            message.events.len() as u64,
-                            std::sync::atomic::Ordering::Relaxed,
-                        );
+                            .map_err(status);
+                        if let Ok(message) = &message {
+                            metrics.events_delivered.fetch_add(
+                                message.events.len() as u64,
+                                std::sync::atomic::Ordering::Relaxed,
+                            );
+                        }
+                        let failed = message.is_err();
+                        // A closed channel means the client went away.
+                        if sender.send(message).await.is_err() || failed {
+                            return false;
+                        }
                     }
-                    let failed = message.is_err();
-                    // A closed channel means the client went away.
-                    sender.send(message).await.is_ok() && !failed
+                    true
                 }
             };
             let outcome = follow(&bus, team, keep, pos, every, stop, deliver).await;
