@@ -7,9 +7,9 @@ use integration_hub::pb;
 use prost::Message;
 use tonic::{Code, Request, Status};
 
-use crate::access_fixtures::{
-    CALL_TIMEOUT, create_slack_app, create_slack_integration, expect_err, get_app, new_slack_app,
-    new_slack_integration, reason,
+use crate::fixtures::{
+    CALL_TIMEOUT, TEAM, app_request, create_app, create_integration, credentials, error_reason,
+    get_app, integration_request_on,
 };
 use crate::helpers::{TestApp, authed, token};
 use crate::storage_test;
@@ -170,14 +170,13 @@ struct Fixture {
     integration: String,
 }
 
-const TEAM: &str = "acme";
 const CREATOR: &str = "dana";
 
 async fn fixture(app: &TestApp) -> Fixture {
     let dana = token(TEAM, "developer", CREATOR);
-    let installed = create_slack_app(app, &dana, "Fixture Slack").await;
-    let reported = create_slack_app(app, &dana, "Reported Slack").await;
-    let integration = create_slack_integration(app, &dana, &installed.name, "Fixture").await;
+    let installed = create_app(app, &dana, "slack", "Fixture Slack").await;
+    let reported = create_app(app, &dana, "slack", "Reported Slack").await;
+    let integration = create_integration(app, &dana, &installed, "Fixture").await;
     Fixture {
         installed_app: installed.name,
         reported_app: reported.name,
@@ -240,7 +239,7 @@ async fn dispatch(
             .await
             .map(drop),
         ("InstalledAppService", "CreateInstalledApp") => apps
-            .create_installed_app(request(auth, new_slack_app("Matrix", "xoxb-matrix")))
+            .create_installed_app(request(auth, app_request("slack", "Matrix", "xoxb-matrix")))
             .await
             .map(drop),
         ("InstalledAppService", "GetInstalledApp") => apps
@@ -297,7 +296,7 @@ async fn dispatch(
         ("IntegrationService", "CreateIntegration") => integrations
             .create_integration(request(
                 auth,
-                new_slack_integration(&fx.installed_app, "Matrix"),
+                integration_request_on("slack", &fx.installed_app, "Matrix"),
             ))
             .await
             .map(drop),
@@ -409,7 +408,7 @@ async fn each_role_may_call_exactly_the_methods_of_the_roles_table(app: TestApp)
             let outcome = match (&result, may) {
                 (Err(status), No) => {
                     if status.code() == Code::PermissionDenied
-                        && reason(status) == "PERMISSION_DENIED"
+                        && error_reason(status) == "PERMISSION_DENIED"
                     {
                         continue;
                     }
@@ -459,7 +458,7 @@ async fn only_the_developer_who_set_up_an_app_or_an_admin_may_edit_it(app: TestA
     let dana = token(TEAM, "developer", CREATOR);
     let dora = token(TEAM, "developer", "dora");
     let admin = token(TEAM, "admin", "ada");
-    let installed = create_slack_app(&app, &dana, "Slack").await;
+    let installed = create_app(&app, &dana, "slack", "Slack").await;
     let mut apps = app.apps.clone();
 
     let renamed = apps
@@ -469,32 +468,32 @@ async fn only_the_developer_who_set_up_an_app_or_an_admin_may_edit_it(app: TestA
         .into_inner();
     assert_eq!(renamed.display_name, "Slack by Dana");
 
-    let refused = expect_err(
-        apps.update_installed_app(authed(&dora, rename(&installed.name, "Slack by Dora")))
-            .await,
-        "another developer renames",
-    );
+    let refused = apps
+        .update_installed_app(authed(&dora, rename(&installed.name, "Slack by Dora")))
+        .await
+        .expect_err("another developer renames");
     assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
-    assert_eq!(reason(&refused), "PERMISSION_DENIED");
-    let refused = expect_err(
-        apps.update_installed_app(authed(
+    assert_eq!(error_reason(&refused), "PERMISSION_DENIED");
+    let refused = apps
+        .update_installed_app(authed(
             &dora,
             pb::UpdateInstalledAppRequest {
                 installed_app: Some(pb::InstalledApp {
                     name: installed.name.clone(),
                     ..Default::default()
                 }),
-                credentials: [("access_token".to_owned(), "xoxb-dora".to_owned())].into(),
+                credentials: credentials("xoxb-dora"),
                 ..Default::default()
             },
         ))
-        .await,
-        "another developer replaces the credentials",
-    );
+        .await
+        .expect_err("another developer replaces the credentials");
     assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
-    assert_eq!(reason(&refused), "PERMISSION_DENIED");
+    assert_eq!(error_reason(&refused), "PERMISSION_DENIED");
     assert_eq!(
-        get_app(&app, &dana, &installed.name).await,
+        get_app(&app, &dana, &installed.name)
+            .await
+            .expect("get installed app"),
         renamed,
         "a refused edit changes nothing"
     );
@@ -559,7 +558,7 @@ async fn every_method_refuses_a_missing_or_invalid_token_with_one_generic_messag
             match result {
                 Err(status)
                     if status.code() == Code::Unauthenticated
-                        && reason(&status) == "UNAUTHENTICATED" =>
+                        && error_reason(&status) == "UNAUTHENTICATED" =>
                 {
                     assert!(!status.message().contains(&forged));
                     assert!(!status.message().contains(&valid));

@@ -1,5 +1,6 @@
-//! Shared setup for the rule and event tests: one team with its people, installed apps and
-//! integrations made through the real API, and watch streams read with a timeout.
+//! Shared fixtures of the API tests: one team with its people, request builders, installed
+//! apps and integrations made through the real API, watch streams read with a timeout, and
+//! readers of error details.
 
 // Not every test uses every fixture.
 #![allow(dead_code)]
@@ -18,6 +19,8 @@ use crate::helpers::{TestApp, authed};
 pub const TEAM: &str = "acme";
 /// How long a test waits for something that should happen at once.
 pub const WAIT: Duration = Duration::from_secs(10);
+/// Longest wait for one answer of the server; a hang fails the test instead of blocking it.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Tokens of the team's people, by role.
 pub struct People {
@@ -67,6 +70,24 @@ pub fn job_of(service: &str) -> (&'static str, HashMap<String, String>) {
     }
 }
 
+/// The request that adds an installed app of `service` with an `access_token` of `secret`.
+pub fn app_request(
+    service: &str,
+    display_name: &str,
+    secret: &str,
+) -> pb::CreateInstalledAppRequest {
+    pb::CreateInstalledAppRequest {
+        installed_app: Some(pb::InstalledApp {
+            service: service.into(),
+            display_name: display_name.into(),
+            connected_to: "acme-workspace".into(),
+            ..Default::default()
+        }),
+        credentials: credentials(secret),
+        ..Default::default()
+    }
+}
+
 /// Adds an installed app of `service` with an `access_token` of `secret`.
 pub async fn create_app_with(
     app: &TestApp,
@@ -77,19 +98,7 @@ pub async fn create_app_with(
 ) -> pb::InstalledApp {
     app.apps
         .clone()
-        .create_installed_app(authed(
-            token,
-            pb::CreateInstalledAppRequest {
-                installed_app: Some(pb::InstalledApp {
-                    service: service.into(),
-                    display_name: display_name.into(),
-                    connected_to: "acme-workspace".into(),
-                    ..Default::default()
-                }),
-                credentials: credentials(secret),
-                ..Default::default()
-            },
-        ))
+        .create_installed_app(authed(token, app_request(service, display_name, secret)))
         .await
         .unwrap_or_else(|status| panic!("create installed app {display_name}: {status:?}"))
         .into_inner()
@@ -106,20 +115,50 @@ pub async fn create_app(
     create_app_with(app, token, service, display_name, &secret).await
 }
 
-/// The request that adds an integration on `installed_app` (without credentials).
-pub fn integration_request(
-    installed_app: &pb::InstalledApp,
+/// The request that adds an integration of `service` on the installed app named
+/// `installed_app` (without credentials).
+pub fn integration_request_on(
+    service: &str,
+    installed_app: &str,
     display_name: &str,
 ) -> pb::CreateIntegrationRequest {
-    let (type_id, config) = job_of(&installed_app.service);
+    let (type_id, config) = job_of(service);
     pb::CreateIntegrationRequest {
         integration: Some(pb::Integration {
-            installed_app: installed_app.name.clone(),
+            installed_app: installed_app.into(),
             r#type: type_id.into(),
             display_name: display_name.into(),
             config,
             ..Default::default()
         }),
+        ..Default::default()
+    }
+}
+
+/// The request that adds an integration on `installed_app` (without credentials).
+pub fn integration_request(
+    installed_app: &pb::InstalledApp,
+    display_name: &str,
+) -> pb::CreateIntegrationRequest {
+    integration_request_on(&installed_app.service, &installed_app.name, display_name)
+}
+
+/// The request that adds an integration of `service` with credentials of its own.
+pub fn own_integration_request(
+    service: &str,
+    display_name: &str,
+    secret: &str,
+) -> pb::CreateIntegrationRequest {
+    let (type_id, config) = job_of(service);
+    pb::CreateIntegrationRequest {
+        integration: Some(pb::Integration {
+            service: service.into(),
+            r#type: type_id.into(),
+            display_name: display_name.into(),
+            config,
+            ..Default::default()
+        }),
+        credentials: credentials(secret),
         ..Default::default()
     }
 }
@@ -165,22 +204,11 @@ pub async fn create_own_integration(
     display_name: &str,
     secret: &str,
 ) -> pb::Integration {
-    let (type_id, config) = job_of(service);
     app.integrations
         .clone()
         .create_integration(authed(
             token,
-            pb::CreateIntegrationRequest {
-                integration: Some(pb::Integration {
-                    service: service.into(),
-                    r#type: type_id.into(),
-                    display_name: display_name.into(),
-                    config,
-                    ..Default::default()
-                }),
-                credentials: credentials(secret),
-                ..Default::default()
-            },
+            own_integration_request(service, display_name, secret),
         ))
         .await
         .unwrap_or_else(|status| panic!("create own integration {display_name}: {status:?}"))
@@ -452,12 +480,13 @@ pub fn expect_code<T: std::fmt::Debug>(result: Result<T, Status>, code: Code) ->
     }
 }
 
-/// The `reason` of the status's `ErrorInfo`.
+/// The `reason` of the status's `ErrorInfo`, after checking its domain; panics when the status
+/// has none.
 pub fn error_reason(status: &Status) -> String {
     let info = status
         .get_details_error_info()
         .unwrap_or_else(|| panic!("no ErrorInfo in {status:?}"));
-    assert_eq!(info.domain, "integrationhub");
+    assert_eq!(info.domain, "integrationhub", "{status:?}");
     info.reason
 }
 
@@ -469,15 +498,32 @@ pub fn error_metadata(status: &Status) -> HashMap<String, String> {
         .metadata
 }
 
-/// The fields named by the status's `BadRequest`.
+/// The fields named by the status's `BadRequest` (empty when there is none).
 pub fn violated_fields(status: &Status) -> Vec<String> {
     status
         .get_details_bad_request()
-        .unwrap_or_else(|| panic!("no BadRequest in {status:?}"))
-        .field_violations
-        .into_iter()
-        .map(|v| v.field)
-        .collect()
+        .map(|bad| bad.field_violations.into_iter().map(|v| v.field).collect())
+        .unwrap_or_default()
+}
+
+/// INVALID_ARGUMENT, reason INVALID_ARGUMENT, and a `BadRequest` naming `field`.
+#[track_caller]
+pub fn assert_invalid(result: Result<impl std::fmt::Debug, Status>, field: &str) {
+    let status = match result {
+        Ok(answer) => panic!("expected INVALID_ARGUMENT naming {field:?}, got {answer:?}"),
+        Err(status) => status,
+    };
+    assert_eq!(status.code(), Code::InvalidArgument, "{field}: {status:?}");
+    assert_eq!(
+        error_reason(&status),
+        "INVALID_ARGUMENT",
+        "{field}: {status:?}"
+    );
+    let fields = violated_fields(&status);
+    assert!(
+        fields.iter().any(|f| f == field),
+        "expected a violation of {field:?}, got {fields:?} in {status:?}"
+    );
 }
 
 pub fn sorted(mut names: Vec<String>) -> Vec<String> {

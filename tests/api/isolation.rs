@@ -7,10 +7,9 @@ use integration_hub::pb;
 use pb::reauthenticate_integration_request::Auth;
 use tonic::{Code, Status};
 
-use crate::access_fixtures::{
-    CALL_TIMEOUT, create_slack_app, create_slack_integration, delete_app, expect_err, get_app,
-    get_integration, new_slack_app, new_slack_integration, reason, slack_credentials,
-    violation_fields,
+use crate::fixtures::{
+    CALL_TIMEOUT, app_request, create_app, create_app_with, create_integration, credentials,
+    delete_app, error_reason, get_app, get_integration, integration_request_on, violated_fields,
 };
 use crate::helpers::{TestApp, authed, token};
 use crate::storage_test;
@@ -41,12 +40,14 @@ struct TeamB {
 async fn team_a(app: &TestApp) -> TeamA {
     let dev = token(A, "developer", "alice");
     let admin = token(A, "admin", "anna");
-    let installed = create_slack_app(app, &dev, "A Slack").await;
-    let integration = create_slack_integration(app, &dev, &installed.name, "A job").await;
-    let doomed = create_slack_app(app, &dev, "A old Slack").await;
-    let broken = create_slack_integration(app, &dev, &doomed.name, "A broken job").await;
+    let installed = create_app_with(app, &dev, "slack", "A Slack", "xoxb-fixture").await;
+    let integration = create_integration(app, &dev, &installed, "A job").await;
+    let doomed = create_app(app, &dev, "slack", "A old Slack").await;
+    let broken = create_integration(app, &dev, &doomed, "A broken job").await;
     assert_eq!(
-        delete_app(app, &admin, &doomed.name).await,
+        delete_app(app, &admin, &doomed.name, "", false)
+            .await
+            .expect("delete installed app"),
         vec![broken.name.clone()]
     );
     TeamA {
@@ -60,12 +61,14 @@ async fn team_a(app: &TestApp) -> TeamA {
 async fn team_b(app: &TestApp) -> TeamB {
     let dev = token(B, "developer", "bob");
     let admin = token(B, "admin", "bea");
-    let installed = create_slack_app(app, &dev, "B Slack").await;
-    create_slack_integration(app, &dev, &installed.name, "B job").await;
-    let doomed = create_slack_app(app, &dev, "B old Slack").await;
-    let broken = create_slack_integration(app, &dev, &doomed.name, "B broken job").await;
+    let installed = create_app(app, &dev, "slack", "B Slack").await;
+    create_integration(app, &dev, &installed, "B job").await;
+    let doomed = create_app(app, &dev, "slack", "B old Slack").await;
+    let broken = create_integration(app, &dev, &doomed, "B broken job").await;
     assert_eq!(
-        delete_app(app, &admin, &doomed.name).await,
+        delete_app(app, &admin, &doomed.name, "", false)
+            .await
+            .expect("delete installed app"),
         vec![broken.name.clone()]
     );
     TeamB {
@@ -132,8 +135,8 @@ fn observable(status: &Status, name: &str) -> (Code, String, Vec<String>, String
     let message = status.message().replace(name, "<name>").replace(id, "<id>");
     (
         status.code(),
-        reason(status),
-        violation_fields(status),
+        error_reason(status),
+        violated_fields(status),
         message,
     )
 }
@@ -154,8 +157,8 @@ where
                 .unwrap_or_else(|_| panic!("{what}: no answer in time"))
         }
     };
-    let to_existing = expect_err(timed(existing.to_owned()).await, what);
-    let to_missing = expect_err(timed(missing.to_owned()).await, what);
+    let to_existing = timed(existing.to_owned()).await.expect_err(what);
+    let to_missing = timed(missing.to_owned()).await.expect_err(what);
     assert_eq!(
         observable(&to_existing, existing),
         observable(&to_missing, missing),
@@ -167,7 +170,7 @@ where
 #[track_caller]
 fn assert_not_found(status: &Status, what: &str) {
     assert_eq!(status.code(), Code::NotFound, "{what}: {status:?}");
-    assert_eq!(reason(status), "NOT_FOUND", "{what}: {status:?}");
+    assert_eq!(error_reason(status), "NOT_FOUND", "{what}: {status:?}");
 }
 
 fn rename_app(name: String) -> pb::UpdateInstalledAppRequest {
@@ -235,7 +238,7 @@ async fn another_teams_app_answers_as_a_missing_one_and_stays_unchanged(app: Tes
                             name,
                             ..Default::default()
                         }),
-                        credentials: slack_credentials("xoxb-takeover"),
+                        credentials: credentials("xoxb-takeover"),
                         ..Default::default()
                     },
                 ))
@@ -397,7 +400,7 @@ async fn another_teams_integration_answers_as_a_missing_one_and_stays_unchanged(
                             pb::ReauthenticateIntegrationRequest {
                                 name,
                                 auth: Some(Auth::Credentials(pb::Credentials {
-                                    values: slack_credentials("xoxb-takeover"),
+                                    values: credentials("xoxb-takeover"),
                                 })),
                             },
                         ))
@@ -453,7 +456,7 @@ async fn a_reference_to_another_teams_app_answers_as_a_reference_to_a_missing_on
                 integrations
                     .create_integration(authed(
                         &t,
-                        new_slack_integration(&installed_app, "Borrowed"),
+                        integration_request_on("slack", &installed_app, "Borrowed"),
                     ))
                     .await
             }
@@ -571,9 +574,13 @@ storage_test!(a_reference_to_another_teams_app_answers_as_a_reference_to_a_missi
 
 #[track_caller]
 fn assert_denied<T: std::fmt::Debug>(result: Result<T, Status>, what: &str) {
-    let status = expect_err(result, what);
+    let status = result.expect_err(what);
     assert_eq!(status.code(), Code::PermissionDenied, "{what}: {status:?}");
-    assert_eq!(reason(&status), "PERMISSION_DENIED", "{what}: {status:?}");
+    assert_eq!(
+        error_reason(&status),
+        "PERMISSION_DENIED",
+        "{what}: {status:?}"
+    );
 }
 
 async fn a_parent_of_another_team_is_refused(app: TestApp) {
@@ -614,13 +621,13 @@ async fn a_parent_of_another_team_is_refused(app: TestApp) {
                 .await,
             &format!("ListIntegrations {parent}"),
         );
-        let mut create_app = new_slack_app("Planted", "xoxb-planted");
+        let mut create_app = app_request("slack", "Planted", "xoxb-planted");
         create_app.parent = parent.clone();
         assert_denied(
             apps.create_installed_app(authed(&dev_b, create_app)).await,
             &format!("CreateInstalledApp {parent}"),
         );
-        let mut create_integration = new_slack_integration(&a.installed_app, "Planted");
+        let mut create_integration = integration_request_on("slack", &a.installed_app, "Planted");
         create_integration.parent = parent.clone();
         assert_denied(
             integrations
@@ -661,8 +668,8 @@ storage_test!(a_parent_of_another_team_is_refused);
 async fn only_an_all_teams_service_token_resolves_credentials_of_any_team(app: TestApp) {
     let a = team_a(&app).await;
     let b_dev = token(B, "developer", "bob");
-    let b_app = create_slack_app(&app, &b_dev, "B Slack").await;
-    let b_integration = create_slack_integration(&app, &b_dev, &b_app.name, "B job").await;
+    let b_app = create_app_with(&app, &b_dev, "slack", "B Slack", "xoxb-fixture").await;
+    let b_integration = create_integration(&app, &b_dev, &b_app, "B job").await;
     let all_teams = token("*", "service", "worker");
     let service_b = token(B, "service", "worker-b");
     let mut integrations = app.integrations.clone();
@@ -678,7 +685,7 @@ async fn only_an_all_teams_service_token_resolves_credentials_of_any_team(app: T
             .into_inner();
         assert_eq!(resolved.service, "slack");
         assert_eq!(resolved.integration.expect("integration").name, *name);
-        assert_eq!(resolved.credentials, slack_credentials("xoxb-fixture"));
+        assert_eq!(resolved.credentials, credentials("xoxb-fixture"));
     }
 
     let resolved = integrations
@@ -691,28 +698,29 @@ async fn only_an_all_teams_service_token_resolves_credentials_of_any_team(app: T
         .await
         .expect("a team's service resolves its own team's integration")
         .into_inner();
-    assert_eq!(resolved.credentials, slack_credentials("xoxb-fixture"));
+    assert_eq!(resolved.credentials, credentials("xoxb-fixture"));
 
-    let refused = expect_err(
-        integrations
-            .resolve_integration_credentials(authed(
-                &service_b,
-                pb::ResolveIntegrationCredentialsRequest {
-                    name: a.integration.clone(),
-                },
-            ))
-            .await,
-        "team B's service resolves team A's integration",
-    );
+    let refused = integrations
+        .resolve_integration_credentials(authed(
+            &service_b,
+            pb::ResolveIntegrationCredentialsRequest {
+                name: a.integration.clone(),
+            },
+        ))
+        .await
+        .expect_err("team B's service resolves team A's integration");
     assert_not_found(&refused, "team B's service resolves team A's integration");
     assert!(!format!("{refused:?}").contains("xoxb-fixture"));
     // Team A's integration is as it was.
     let a_dev = token(A, "developer", "alice");
-    let still = get_integration(&app, &a_dev, &a.integration).await;
+    let still = get_integration(&app, &a_dev, &a.integration)
+        .await
+        .expect("get integration");
     assert_eq!(still.state, pb::integration::State::Active as i32);
     assert_eq!(
         get_app(&app, &a_dev, &a.installed_app)
             .await
+            .expect("get installed app")
             .integration_count,
         1
     );
@@ -809,10 +817,10 @@ async fn a_watcher_sees_none_of_another_teams_events(app: TestApp) {
     assert!(first.checkpoint && first.events.is_empty(), "{first:?}");
     let start = first.cursor;
 
-    let a_app = create_slack_app(&app, &dev_a, "A Slack").await;
-    let b_app = create_slack_app(&app, &dev_b, "B Slack").await;
-    let a_integration = create_slack_integration(&app, &dev_a, &a_app.name, "A job").await;
-    let b_integration = create_slack_integration(&app, &dev_b, &b_app.name, "B job").await;
+    let a_app = create_app(&app, &dev_a, "slack", "A Slack").await;
+    let b_app = create_app(&app, &dev_b, "slack", "B Slack").await;
+    let a_integration = create_integration(&app, &dev_a, &a_app, "A job").await;
+    let b_integration = create_integration(&app, &dev_b, &b_app, "B job").await;
     // Team A changes again before team B's last event: it would show up in between.
     rename_integration(&app, &dev_a, &a_integration.name).await;
     rename_integration(&app, &dev_b, &b_integration.name).await;
