@@ -10,7 +10,10 @@ use std::time::Duration;
 
 use integration_hub::domain::types::Cursor;
 use integration_hub::pb;
-use tonic::{Code, Status, Streaming};
+use integration_hub::pb::installed_app_service_client::InstalledAppServiceClient;
+use integration_hub::pb::integration_service_client::IntegrationServiceClient;
+use tonic::transport::Channel;
+use tonic::{Code, Request, Status, Streaming};
 use tonic_types::StatusExt;
 
 use crate::helpers::{TestApp, authed};
@@ -21,6 +24,38 @@ pub const TEAM: &str = "acme";
 pub const WAIT: Duration = Duration::from_secs(10);
 /// Longest wait for one answer of the server; a hang fails the test instead of blocking it.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The clients a fixture calls the server through: a `TestApp`'s, or those of a server
+/// process (`ServerProcess::clients`).
+pub trait Clients {
+    fn apps(&self) -> InstalledAppServiceClient<Channel>;
+    fn integrations(&self) -> IntegrationServiceClient<Channel>;
+}
+
+impl Clients for TestApp {
+    fn apps(&self) -> InstalledAppServiceClient<Channel> {
+        self.apps.clone()
+    }
+
+    fn integrations(&self) -> IntegrationServiceClient<Channel> {
+        self.integrations.clone()
+    }
+}
+
+impl Clients
+    for (
+        InstalledAppServiceClient<Channel>,
+        IntegrationServiceClient<Channel>,
+    )
+{
+    fn apps(&self) -> InstalledAppServiceClient<Channel> {
+        self.0.clone()
+    }
+
+    fn integrations(&self) -> IntegrationServiceClient<Channel> {
+        self.1.clone()
+    }
+}
 
 /// Tokens of the team's people, by role.
 pub struct People {
@@ -90,14 +125,13 @@ pub fn app_request(
 
 /// Adds an installed app of `service` with an `access_token` of `secret`.
 pub async fn create_app_with(
-    app: &TestApp,
+    app: &impl Clients,
     token: &str,
     service: &str,
     display_name: &str,
     secret: &str,
 ) -> pb::InstalledApp {
-    app.apps
-        .clone()
+    app.apps()
         .create_installed_app(authed(token, app_request(service, display_name, secret)))
         .await
         .unwrap_or_else(|status| panic!("create installed app {display_name}: {status:?}"))
@@ -106,7 +140,7 @@ pub async fn create_app_with(
 
 /// Adds an installed app of `service`.
 pub async fn create_app(
-    app: &TestApp,
+    app: &impl Clients,
     token: &str,
     service: &str,
     display_name: &str,
@@ -165,13 +199,12 @@ pub fn own_integration_request(
 
 /// Adds an integration using `installed_app`, without giving credentials.
 pub async fn create_integration(
-    app: &TestApp,
+    app: &impl Clients,
     token: &str,
     installed_app: &pb::InstalledApp,
     display_name: &str,
 ) -> pb::Integration {
-    app.integrations
-        .clone()
+    app.integrations()
         .create_integration(authed(
             token,
             integration_request(installed_app, display_name),
@@ -183,7 +216,7 @@ pub async fn create_integration(
 
 /// Adds `n` integrations on `installed_app`, named `{prefix} 0` to `{prefix} n-1`.
 pub async fn create_integrations(
-    app: &TestApp,
+    app: &impl Clients,
     token: &str,
     installed_app: &pb::InstalledApp,
     prefix: &str,
@@ -198,14 +231,13 @@ pub async fn create_integrations(
 
 /// Adds an integration of `service` with credentials of its own.
 pub async fn create_own_integration(
-    app: &TestApp,
+    app: &impl Clients,
     token: &str,
     service: &str,
     display_name: &str,
     secret: &str,
 ) -> pb::Integration {
-    app.integrations
-        .clone()
+    app.integrations()
         .create_integration(authed(
             token,
             own_integration_request(service, display_name, secret),
@@ -215,9 +247,12 @@ pub async fn create_own_integration(
         .into_inner()
 }
 
-pub async fn get_app(app: &TestApp, token: &str, name: &str) -> Result<pb::InstalledApp, Status> {
-    app.apps
-        .clone()
+pub async fn get_app(
+    app: &impl Clients,
+    token: &str,
+    name: &str,
+) -> Result<pb::InstalledApp, Status> {
+    app.apps()
         .get_installed_app(authed(
             token,
             pb::GetInstalledAppRequest { name: name.into() },
@@ -227,12 +262,11 @@ pub async fn get_app(app: &TestApp, token: &str, name: &str) -> Result<pb::Insta
 }
 
 pub async fn get_integration(
-    app: &TestApp,
+    app: &impl Clients,
     token: &str,
     name: &str,
 ) -> Result<pb::Integration, Status> {
-    app.integrations
-        .clone()
+    app.integrations()
         .get_integration(authed(
             token,
             pb::GetIntegrationRequest { name: name.into() },
@@ -242,14 +276,13 @@ pub async fn get_integration(
 }
 
 pub async fn delete_app(
-    app: &TestApp,
+    app: &impl Clients,
     token: &str,
     name: &str,
     etag: &str,
     validate_only: bool,
 ) -> Result<Vec<String>, Status> {
-    app.apps
-        .clone()
+    app.apps()
         .delete_installed_app(authed(
             token,
             pb::DeleteInstalledAppRequest {
@@ -262,15 +295,29 @@ pub async fn delete_app(
         .map(|r| r.into_inner().broken_integrations)
 }
 
+/// The request that replaces the credentials of the installed app `name`.
+pub fn update_credentials(
+    name: &str,
+    credentials: HashMap<String, String>,
+) -> pb::UpdateInstalledAppRequest {
+    pb::UpdateInstalledAppRequest {
+        installed_app: Some(pb::InstalledApp {
+            name: name.into(),
+            ..Default::default()
+        }),
+        credentials,
+        ..Default::default()
+    }
+}
+
 /// Renames an integration: a cheap change that appends one INTEGRATION_UPDATED event.
 pub async fn rename_integration(
-    app: &TestApp,
+    app: &impl Clients,
     token: &str,
     name: &str,
     display_name: &str,
 ) -> pb::Integration {
-    app.integrations
-        .clone()
+    app.integrations()
         .update_integration(authed(
             token,
             pb::UpdateIntegrationRequest {
@@ -290,12 +337,11 @@ pub async fn rename_integration(
 }
 
 pub async fn resolve(
-    app: &TestApp,
+    app: &impl Clients,
     token: &str,
     name: &str,
 ) -> Result<pb::ResolveIntegrationCredentialsResponse, Status> {
-    app.integrations
-        .clone()
+    app.integrations()
         .resolve_integration_credentials(authed(
             token,
             pb::ResolveIntegrationCredentialsRequest { name: name.into() },
@@ -305,13 +351,12 @@ pub async fn resolve(
 }
 
 pub async fn list_integrations(
-    app: &TestApp,
+    app: &impl Clients,
     token: &str,
     installed_app: &str,
     state: pb::integration::State,
 ) -> pb::ListIntegrationsResponse {
-    app.integrations
-        .clone()
+    app.integrations()
         .list_integrations(authed(
             token,
             pb::ListIntegrationsRequest {
@@ -326,15 +371,52 @@ pub async fn list_integrations(
         .into_inner()
 }
 
+/// `authed` with an `x-request-id`.
+pub fn traced<T>(token: &str, request_id: &str, message: T) -> Request<T> {
+    let mut request = authed(token, message);
+    request
+        .metadata_mut()
+        .insert("x-request-id", request_id.parse().expect("metadata value"));
+    request
+}
+
+/// Every audit event of the caller's team matching `filter`, newest first, walking pages.
+pub async fn all_events(
+    app: &TestApp,
+    admin: &str,
+    filter: pb::ListAuditEventsRequest,
+) -> Vec<pb::AuditEvent> {
+    let mut audit = app.audit.clone();
+    let mut events = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = audit
+            .list_audit_events(authed(
+                admin,
+                pb::ListAuditEventsRequest {
+                    page_token: token.clone(),
+                    ..filter.clone()
+                },
+            ))
+            .await
+            .expect("list audit events")
+            .into_inner();
+        events.extend(page.audit_events);
+        if page.next_page_token.is_empty() {
+            return events;
+        }
+        token = page.next_page_token;
+    }
+}
+
 /// Opens a watch of the token's team.
 pub async fn try_watch(
-    app: &TestApp,
+    app: &impl Clients,
     token: &str,
     start_cursor: &str,
     types: &[pb::IntegrationEventType],
 ) -> Result<Streaming<pb::WatchIntegrationEventsResponse>, Status> {
-    app.integrations
-        .clone()
+    app.integrations()
         .watch_integration_events(authed(
             token,
             pb::WatchIntegrationEventsRequest {
@@ -348,7 +430,7 @@ pub async fn try_watch(
 }
 
 pub async fn watch(
-    app: &TestApp,
+    app: &impl Clients,
     token: &str,
     start_cursor: &str,
     types: &[pb::IntegrationEventType],
@@ -361,7 +443,7 @@ pub async fn watch(
 /// Opens a live watch of every event type and reads its opening checkpoint: every change
 /// made after this returns is delivered on the stream. Returns the stream and the cursor.
 pub async fn watch_live(
-    app: &TestApp,
+    app: &impl Clients,
     token: &str,
 ) -> (Streaming<pb::WatchIntegrationEventsResponse>, String) {
     let mut stream = watch(app, token, "", &[]).await;

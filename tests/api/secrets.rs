@@ -2,7 +2,6 @@
 //! ResolveIntegrationCredentials. Canary values go in through every write path; they must not
 //! come back in any response, error or event, nor sit in the database, nor reach the logs.
 
-use std::collections::HashMap;
 use std::fmt::Debug;
 use std::io::BufRead;
 use std::process::{Command, Stdio};
@@ -16,6 +15,7 @@ use tonic::{Code, Status};
 
 use crate::fixtures::{
     CALL_TIMEOUT, TEAM, app_request, credentials, integration_request_on, own_integration_request,
+    update_credentials,
 };
 use crate::helpers::{Backend, TEST_AUDIENCE, TEST_ISSUER, TEST_SECRET, TestApp, authed, token};
 use crate::storage_test;
@@ -80,20 +80,6 @@ impl Answers {
 
 fn resolve(name: &str) -> pb::ResolveIntegrationCredentialsRequest {
     pb::ResolveIntegrationCredentialsRequest { name: name.into() }
-}
-
-fn update_credentials(
-    name: &str,
-    credentials: HashMap<String, String>,
-) -> pb::UpdateInstalledAppRequest {
-    pb::UpdateInstalledAppRequest {
-        installed_app: Some(pb::InstalledApp {
-            name: name.into(),
-            ..Default::default()
-        }),
-        credentials,
-        ..Default::default()
-    }
 }
 
 /// Resolves `name` as a service; the answer carries exactly `expected` as its access token.
