@@ -9,7 +9,7 @@ use tonic::{Code, Request, Status};
 
 use crate::fixtures::{
     CALL_TIMEOUT, TEAM, app_request, create_app, create_integration, credentials, error_reason,
-    get_app, integration_request_on,
+    get_app, integration_request_on, rename_app_request, rename_integration_request,
 };
 use crate::helpers::{TestApp, authed, token};
 use crate::storage_test;
@@ -258,17 +258,7 @@ async fn dispatch(
         ("InstalledAppService", "UpdateInstalledApp") => apps
             .update_installed_app(request(
                 auth,
-                pb::UpdateInstalledAppRequest {
-                    installed_app: Some(pb::InstalledApp {
-                        name: fx.installed_app.clone(),
-                        display_name: "Renamed".into(),
-                        ..Default::default()
-                    }),
-                    update_mask: Some(prost_types::FieldMask {
-                        paths: vec!["display_name".into()],
-                    }),
-                    ..Default::default()
-                },
+                rename_app_request(&fx.installed_app, "Renamed"),
             ))
             .await
             .map(drop),
@@ -316,16 +306,7 @@ async fn dispatch(
         ("IntegrationService", "UpdateIntegration") => integrations
             .update_integration(request(
                 auth,
-                pb::UpdateIntegrationRequest {
-                    integration: Some(pb::Integration {
-                        name: fx.integration.clone(),
-                        display_name: "Renamed".into(),
-                        ..Default::default()
-                    }),
-                    update_mask: Some(prost_types::FieldMask {
-                        paths: vec!["display_name".into()],
-                    }),
-                },
+                rename_integration_request(&fx.integration, "Renamed"),
             ))
             .await
             .map(drop),
@@ -440,20 +421,6 @@ async fn each_role_may_call_exactly_the_methods_of_the_roles_table(app: TestApp)
 }
 storage_test!(each_role_may_call_exactly_the_methods_of_the_roles_table);
 
-fn rename(name: &str, display_name: &str) -> pb::UpdateInstalledAppRequest {
-    pb::UpdateInstalledAppRequest {
-        installed_app: Some(pb::InstalledApp {
-            name: name.into(),
-            display_name: display_name.into(),
-            ..Default::default()
-        }),
-        update_mask: Some(prost_types::FieldMask {
-            paths: vec!["display_name".into()],
-        }),
-        ..Default::default()
-    }
-}
-
 async fn only_the_developer_who_set_up_an_app_or_an_admin_may_edit_it(app: TestApp) {
     let dana = token(TEAM, "developer", CREATOR);
     let dora = token(TEAM, "developer", "dora");
@@ -462,14 +429,20 @@ async fn only_the_developer_who_set_up_an_app_or_an_admin_may_edit_it(app: TestA
     let mut apps = app.apps.clone();
 
     let renamed = apps
-        .update_installed_app(authed(&dana, rename(&installed.name, "Slack by Dana")))
+        .update_installed_app(authed(
+            &dana,
+            rename_app_request(&installed.name, "Slack by Dana"),
+        ))
         .await
         .expect("the creator renames her app")
         .into_inner();
     assert_eq!(renamed.display_name, "Slack by Dana");
 
     let refused = apps
-        .update_installed_app(authed(&dora, rename(&installed.name, "Slack by Dora")))
+        .update_installed_app(authed(
+            &dora,
+            rename_app_request(&installed.name, "Slack by Dora"),
+        ))
         .await
         .expect_err("another developer renames");
     assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
@@ -499,7 +472,10 @@ async fn only_the_developer_who_set_up_an_app_or_an_admin_may_edit_it(app: TestA
     );
 
     let by_admin = apps
-        .update_installed_app(authed(&admin, rename(&installed.name, "Slack by Ada")))
+        .update_installed_app(authed(
+            &admin,
+            rename_app_request(&installed.name, "Slack by Ada"),
+        ))
         .await
         .expect("an admin renames any app")
         .into_inner();

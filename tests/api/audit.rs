@@ -11,7 +11,7 @@ use tonic_types::StatusExt;
 
 use crate::fixtures::{
     all_events, app_request, create_app_with, create_integration, create_own_integration,
-    credentials, delete_app, rename_integration, traced, update_credentials,
+    credentials, delete_app, rename_app_request, rename_integration, traced, update_credentials,
 };
 use crate::helpers::{TestApp, authed};
 use crate::storage_test;
@@ -222,20 +222,7 @@ async fn refused_and_failed_attempts_are_audited(mut app: TestApp) {
     // Refused by the rule: omar did not set the app up.
     let err = app
         .apps
-        .update_installed_app(authed(
-            &omar,
-            pb::UpdateInstalledAppRequest {
-                installed_app: Some(pb::InstalledApp {
-                    name: a.name.clone(),
-                    display_name: "Mine".into(),
-                    ..Default::default()
-                }),
-                update_mask: Some(prost_types::FieldMask {
-                    paths: vec!["display_name".into()],
-                }),
-                ..Default::default()
-            },
-        ))
+        .update_installed_app(authed(&omar, rename_app_request(&a.name, "Mine")))
         .await
         .expect_err("only the creator or an admin edits an app");
     assert_eq!(err.code(), Code::PermissionDenied);

@@ -310,6 +310,35 @@ pub fn update_credentials(
     }
 }
 
+/// The request that renames the installed app `name` (and changes nothing else).
+pub fn rename_app_request(name: &str, display_name: &str) -> pb::UpdateInstalledAppRequest {
+    pb::UpdateInstalledAppRequest {
+        installed_app: Some(pb::InstalledApp {
+            name: name.into(),
+            display_name: display_name.into(),
+            ..Default::default()
+        }),
+        update_mask: Some(prost_types::FieldMask {
+            paths: vec!["display_name".into()],
+        }),
+        ..Default::default()
+    }
+}
+
+/// The request that renames the integration `name` (and changes nothing else).
+pub fn rename_integration_request(name: &str, display_name: &str) -> pb::UpdateIntegrationRequest {
+    pb::UpdateIntegrationRequest {
+        integration: Some(pb::Integration {
+            name: name.into(),
+            display_name: display_name.into(),
+            ..Default::default()
+        }),
+        update_mask: Some(prost_types::FieldMask {
+            paths: vec!["display_name".into()],
+        }),
+    }
+}
+
 /// Renames an integration: a cheap change that appends one INTEGRATION_UPDATED event.
 pub async fn rename_integration(
     app: &impl Clients,
@@ -320,16 +349,7 @@ pub async fn rename_integration(
     app.integrations()
         .update_integration(authed(
             token,
-            pb::UpdateIntegrationRequest {
-                integration: Some(pb::Integration {
-                    name: name.into(),
-                    display_name: display_name.into(),
-                    ..Default::default()
-                }),
-                update_mask: Some(prost_types::FieldMask {
-                    paths: vec!["display_name".into()],
-                }),
-            },
+            rename_integration_request(name, display_name),
         ))
         .await
         .unwrap_or_else(|status| panic!("rename integration {name}: {status:?}"))

@@ -9,7 +9,8 @@ use tonic::{Code, Status};
 
 use crate::fixtures::{
     CALL_TIMEOUT, app_request, create_app, create_app_with, create_integration, credentials,
-    delete_app, error_reason, get_app, get_integration, integration_request_on, violated_fields,
+    delete_app, error_reason, get_app, get_integration, integration_request_on, rename_app_request,
+    rename_integration, rename_integration_request, violated_fields,
 };
 use crate::helpers::{TestApp, authed, token};
 use crate::storage_test;
@@ -167,24 +168,21 @@ where
     to_existing
 }
 
+/// `same_as_missing`, and the answer is NOT_FOUND.
+async fn not_found_as_missing<T, F, Fut>(what: &str, existing: &str, missing: &str, attempt: F)
+where
+    T: std::fmt::Debug,
+    F: Fn(String) -> Fut,
+    Fut: Future<Output = Result<T, Status>>,
+{
+    let status = same_as_missing(what, existing, missing, attempt).await;
+    assert_not_found(&status, what);
+}
+
 #[track_caller]
 fn assert_not_found(status: &Status, what: &str) {
     assert_eq!(status.code(), Code::NotFound, "{what}: {status:?}");
     assert_eq!(error_reason(status), "NOT_FOUND", "{what}: {status:?}");
-}
-
-fn rename_app(name: String) -> pb::UpdateInstalledAppRequest {
-    pb::UpdateInstalledAppRequest {
-        installed_app: Some(pb::InstalledApp {
-            name,
-            display_name: "Taken over".into(),
-            ..Default::default()
-        }),
-        update_mask: Some(prost_types::FieldMask {
-            paths: vec!["display_name".into()],
-        }),
-        ..Default::default()
-    }
 }
 
 async fn another_teams_app_answers_as_a_missing_one_and_stays_unchanged(app: TestApp) {
@@ -196,7 +194,7 @@ async fn another_teams_app_answers_as_a_missing_one_and_stays_unchanged(app: Tes
     let service_b = token(B, "service", "worker-b");
     let missing = missing_app();
 
-    let status = same_as_missing("GetInstalledApp", &a.installed_app, &missing, |name| {
+    not_found_as_missing("GetInstalledApp", &a.installed_app, &missing, |name| {
         let mut apps = app.apps.clone();
         let t = viewer_b.clone();
         async move {
@@ -205,9 +203,8 @@ async fn another_teams_app_answers_as_a_missing_one_and_stays_unchanged(app: Tes
         }
     })
     .await;
-    assert_not_found(&status, "GetInstalledApp");
 
-    let status = same_as_missing(
+    not_found_as_missing(
         "UpdateInstalledApp rename",
         &a.installed_app,
         &missing,
@@ -215,15 +212,14 @@ async fn another_teams_app_answers_as_a_missing_one_and_stays_unchanged(app: Tes
             let mut apps = app.apps.clone();
             let t = admin_b.clone();
             async move {
-                apps.update_installed_app(authed(&t, rename_app(name)))
+                apps.update_installed_app(authed(&t, rename_app_request(&name, "Taken over")))
                     .await
             }
         },
     )
     .await;
-    assert_not_found(&status, "UpdateInstalledApp rename");
 
-    let status = same_as_missing(
+    not_found_as_missing(
         "UpdateInstalledApp credentials",
         &a.installed_app,
         &missing,
@@ -247,11 +243,10 @@ async fn another_teams_app_answers_as_a_missing_one_and_stays_unchanged(app: Tes
         },
     )
     .await;
-    assert_not_found(&status, "UpdateInstalledApp credentials");
 
     for validate_only in [true, false] {
         let what = format!("DeleteInstalledApp validate_only={validate_only}");
-        let status = same_as_missing(&what, &a.installed_app, &missing, |name| {
+        not_found_as_missing(&what, &a.installed_app, &missing, |name| {
             let mut apps = app.apps.clone();
             let t = admin_b.clone();
             async move {
@@ -267,10 +262,9 @@ async fn another_teams_app_answers_as_a_missing_one_and_stays_unchanged(app: Tes
             }
         })
         .await;
-        assert_not_found(&status, &what);
     }
 
-    let status = same_as_missing(
+    not_found_as_missing(
         "ReportCredentialsRejected",
         &a.installed_app,
         &missing,
@@ -290,7 +284,6 @@ async fn another_teams_app_answers_as_a_missing_one_and_stays_unchanged(app: Tes
         },
     )
     .await;
-    assert_not_found(&status, "ReportCredentialsRejected");
 
     assert_eq!(snapshot(&app, A).await, before, "team A is unchanged");
 }
@@ -308,7 +301,7 @@ async fn another_teams_integration_answers_as_a_missing_one_and_stays_unchanged(
     for existing in [&a.integration, &a.broken] {
         let missing = missing_integration();
 
-        let status = same_as_missing("GetIntegration", existing, &missing, |name| {
+        not_found_as_missing("GetIntegration", existing, &missing, |name| {
             let mut integrations = app.integrations.clone();
             let t = viewer_b.clone();
             async move {
@@ -318,33 +311,19 @@ async fn another_teams_integration_answers_as_a_missing_one_and_stays_unchanged(
             }
         })
         .await;
-        assert_not_found(&status, "GetIntegration");
 
-        let status = same_as_missing("UpdateIntegration", existing, &missing, |name| {
+        not_found_as_missing("UpdateIntegration", existing, &missing, |name| {
             let mut integrations = app.integrations.clone();
             let t = dev_b.clone();
             async move {
                 integrations
-                    .update_integration(authed(
-                        &t,
-                        pb::UpdateIntegrationRequest {
-                            integration: Some(pb::Integration {
-                                name,
-                                display_name: "Taken over".into(),
-                                ..Default::default()
-                            }),
-                            update_mask: Some(prost_types::FieldMask {
-                                paths: vec!["display_name".into()],
-                            }),
-                        },
-                    ))
+                    .update_integration(authed(&t, rename_integration_request(&name, "Taken over")))
                     .await
             }
         })
         .await;
-        assert_not_found(&status, "UpdateIntegration");
 
-        let status = same_as_missing("DeleteIntegration", existing, &missing, |name| {
+        not_found_as_missing("DeleteIntegration", existing, &missing, |name| {
             let mut integrations = app.integrations.clone();
             let t = dev_b.clone();
             async move {
@@ -360,9 +339,8 @@ async fn another_teams_integration_answers_as_a_missing_one_and_stays_unchanged(
             }
         })
         .await;
-        assert_not_found(&status, "DeleteIntegration");
 
-        let status = same_as_missing(
+        not_found_as_missing(
             "ReauthenticateIntegration onto an app of the caller",
             existing,
             &missing,
@@ -384,9 +362,8 @@ async fn another_teams_integration_answers_as_a_missing_one_and_stays_unchanged(
             },
         )
         .await;
-        assert_not_found(&status, "ReauthenticateIntegration onto an app");
 
-        let status = same_as_missing(
+        not_found_as_missing(
             "ReauthenticateIntegration with credentials",
             existing,
             &missing,
@@ -409,9 +386,8 @@ async fn another_teams_integration_answers_as_a_missing_one_and_stays_unchanged(
             },
         )
         .await;
-        assert_not_found(&status, "ReauthenticateIntegration with credentials");
 
-        let status = same_as_missing(
+        not_found_as_missing(
             "ResolveIntegrationCredentials",
             existing,
             &missing,
@@ -429,7 +405,6 @@ async fn another_teams_integration_answers_as_a_missing_one_and_stays_unchanged(
             },
         )
         .await;
-        assert_not_found(&status, "ResolveIntegrationCredentials");
     }
 
     assert_eq!(snapshot(&app, A).await, before, "team A is unchanged");
@@ -445,7 +420,7 @@ async fn a_reference_to_another_teams_app_answers_as_a_reference_to_a_missing_on
     let viewer_b = token(B, "viewer", "vic");
     let missing = missing_app();
 
-    let status = same_as_missing(
+    not_found_as_missing(
         "CreateIntegration on another team's app",
         &a.installed_app,
         &missing,
@@ -463,9 +438,8 @@ async fn a_reference_to_another_teams_app_answers_as_a_reference_to_a_missing_on
         },
     )
     .await;
-    assert_not_found(&status, "CreateIntegration on another team's app");
 
-    let status = same_as_missing(
+    not_found_as_missing(
         "ReauthenticateIntegration onto another team's app",
         &a.installed_app,
         &missing,
@@ -487,63 +461,38 @@ async fn a_reference_to_another_teams_app_answers_as_a_reference_to_a_missing_on
         },
     )
     .await;
-    assert_not_found(&status, "ReauthenticateIntegration onto another team's app");
 
-    let status = same_as_missing(
+    // A bulk rebind from one app to another, as team B's developer.
+    let rebind = |from_installed_app: String, to_installed_app: String| {
+        let mut integrations = app.integrations.clone();
+        let t = dev_b.clone();
+        async move {
+            integrations
+                .reauthenticate_integrations(authed(
+                    &t,
+                    pb::ReauthenticateIntegrationsRequest {
+                        parent: String::new(),
+                        from_installed_app,
+                        to_installed_app,
+                    },
+                ))
+                .await
+        }
+    };
+    not_found_as_missing(
         "ReauthenticateIntegrations onto another team's app",
         &a.installed_app,
         &missing,
-        |to_installed_app| {
-            let mut integrations = app.integrations.clone();
-            let t = dev_b.clone();
-            let from_installed_app = b.deleted_app.clone();
-            async move {
-                integrations
-                    .reauthenticate_integrations(authed(
-                        &t,
-                        pb::ReauthenticateIntegrationsRequest {
-                            parent: String::new(),
-                            from_installed_app,
-                            to_installed_app,
-                        },
-                    ))
-                    .await
-            }
-        },
+        |to_installed_app| rebind(b.deleted_app.clone(), to_installed_app),
     )
     .await;
-    assert_not_found(
-        &status,
-        "ReauthenticateIntegrations onto another team's app",
-    );
-
-    let status = same_as_missing(
+    not_found_as_missing(
         "ReauthenticateIntegrations from another team's deleted app",
         &a.deleted_app,
         &missing,
-        |from_installed_app| {
-            let mut integrations = app.integrations.clone();
-            let t = dev_b.clone();
-            let to_installed_app = b.installed_app.clone();
-            async move {
-                integrations
-                    .reauthenticate_integrations(authed(
-                        &t,
-                        pb::ReauthenticateIntegrationsRequest {
-                            parent: String::new(),
-                            from_installed_app,
-                            to_installed_app,
-                        },
-                    ))
-                    .await
-            }
-        },
+        |from_installed_app| rebind(from_installed_app, b.installed_app.clone()),
     )
     .await;
-    assert_not_found(
-        &status,
-        "ReauthenticateIntegrations from another team's deleted app",
-    );
 
     same_as_missing(
         "ListIntegrations filtered by another team's app",
@@ -780,26 +729,6 @@ fn summary(events: &[pb::IntegrationEvent]) -> Vec<(String, i32)> {
         .collect()
 }
 
-async fn rename_integration(app: &TestApp, token: &str, name: &str) {
-    app.integrations
-        .clone()
-        .update_integration(authed(
-            token,
-            pb::UpdateIntegrationRequest {
-                integration: Some(pb::Integration {
-                    name: name.into(),
-                    display_name: "Renamed".into(),
-                    ..Default::default()
-                }),
-                update_mask: Some(prost_types::FieldMask {
-                    paths: vec!["display_name".into()],
-                }),
-            },
-        ))
-        .await
-        .expect("rename integration");
-}
-
 async fn a_watcher_sees_none_of_another_teams_events(app: TestApp) {
     use pb::IntegrationEventType::{IntegrationCreated as Created, IntegrationUpdated as Updated};
     let viewer_a = token(A, "viewer", "val");
@@ -822,8 +751,8 @@ async fn a_watcher_sees_none_of_another_teams_events(app: TestApp) {
     let a_integration = create_integration(&app, &dev_a, &a_app, "A job").await;
     let b_integration = create_integration(&app, &dev_b, &b_app, "B job").await;
     // Team A changes again before team B's last event: it would show up in between.
-    rename_integration(&app, &dev_a, &a_integration.name).await;
-    rename_integration(&app, &dev_b, &b_integration.name).await;
+    rename_integration(&app, &dev_a, &a_integration.name, "Renamed").await;
+    rename_integration(&app, &dev_b, &b_integration.name, "Renamed").await;
 
     let only_b = vec![
         (b_integration.name.clone(), Created as i32),
