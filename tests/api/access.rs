@@ -2,7 +2,7 @@
 //! `src/auth/policy.rs`), checked against every method of the service descriptors, and the
 //! refusals of callers without a valid token.
 
-use integration_hub::auth::{MintClaims, mint_hs256, policy_for};
+use integration_hub::auth::policy_for;
 use integration_hub::pb;
 use prost::Message;
 use tonic::{Code, Request, Status};
@@ -10,6 +10,7 @@ use tonic::{Code, Request, Status};
 use crate::fixtures::{
     CALL_TIMEOUT, TEAM, app_request, create_app, create_integration, credentials, error_reason,
     get_app, integration_request_on, rename_app_request, rename_integration_request,
+    token_of_another_secret,
 };
 use crate::helpers::{TestApp, authed, token};
 use crate::storage_test;
@@ -486,24 +487,6 @@ async fn only_the_developer_who_set_up_an_app_or_an_admin_may_edit_it(app: TestA
     );
 }
 storage_test!(only_the_developer_who_set_up_an_app_or_an_admin_may_edit_it);
-
-/// A token that is well formed and current but signed with another secret.
-fn token_of_another_secret() -> String {
-    mint_hs256(
-        b"another-secret-another-secret-another-secret",
-        &MintClaims {
-            subject: "mallory".into(),
-            team: TEAM.into(),
-            roles: vec!["admin".into()],
-            issuer: None,
-            audience: None,
-            ttl_secs: 3600,
-            team_claim: "team_id".into(),
-            roles_claim: "roles".into(),
-        },
-    )
-    .expect("mint")
-}
 
 async fn every_method_refuses_a_missing_or_invalid_token_with_one_generic_message(app: TestApp) {
     let fx = fixture(&app).await;

@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use integration_hub::auth::{MintClaims, mint_hs256};
 use integration_hub::domain::types::Cursor;
 use integration_hub::pb;
 use integration_hub::pb::installed_app_service_client::InstalledAppServiceClient;
@@ -77,6 +78,24 @@ pub fn people(app: &TestApp) -> People {
         viewer: app.token(TEAM, "viewer", "vic"),
         service: app.token(TEAM, "service", "monitor-runner"),
     }
+}
+
+/// A token that is well formed and current but signed with another secret.
+pub fn token_of_another_secret() -> String {
+    mint_hs256(
+        b"another-secret-another-secret-another-secret",
+        &MintClaims {
+            subject: "mallory".into(),
+            team: TEAM.into(),
+            roles: vec!["admin".into()],
+            issuer: None,
+            audience: None,
+            ttl_secs: 3600,
+            team_claim: "team_id".into(),
+            roles_claim: "roles".into(),
+        },
+    )
+    .expect("mint")
 }
 
 /// Credentials for `service` (every catalog service used here takes an `access_token`).

@@ -36,6 +36,17 @@ async fn access_token(app: &TestApp, svc: &str, name: &str) -> Result<String, to
         .map(|r| r.credentials["access_token"].clone())
 }
 
+/// Each `(name, secret)`: `name` resolves, as the service `svc`, to the access token `secret`.
+async fn assert_resolve_to(app: &TestApp, svc: &str, expected: &[(&str, &str)]) {
+    for (name, secret) in expected {
+        assert_eq!(
+            access_token(app, svc, name).await.expect("resolve"),
+            *secret,
+            "{name}"
+        );
+    }
+}
+
 async fn restart(app: TestApp, keys: &str, min_key_version: Option<u32>) -> TestApp {
     let mut args = test_args(&app.db.url);
     args.encryption_keys = Some(keys.to_owned());
@@ -89,16 +100,12 @@ async fn rotation_reseals_every_value_under_the_newest_key(app: TestApp) {
     let counts = store.key_version_counts().await.expect("counts");
     assert_eq!(counts.into_iter().collect::<Vec<_>>(), [(2, 3)]);
     // The service kept serving and reads the re-sealed values; etags did not move.
-    assert_eq!(
-        access_token(&app, &svc, &i.name).await.expect("resolve"),
-        "xoxb-rotate-A"
-    );
-    assert_eq!(
-        access_token(&app, &svc, &own.name)
-            .await
-            .expect("resolve own"),
-        "xoxb-rotate-own"
-    );
+    assert_resolve_to(
+        &app,
+        &svc,
+        &[(&i.name, "xoxb-rotate-A"), (&own.name, "xoxb-rotate-own")],
+    )
+    .await;
     let after = get_app(&app, &dev, &a.name).await.expect("get");
     assert_eq!(before.etag, after.etag);
 
@@ -109,16 +116,12 @@ async fn rotation_reseals_every_value_under_the_newest_key(app: TestApp) {
 
     // Step 3: retire key 1. The service starts and still resolves.
     let mut app = restart(app, &ring_1_2(), Some(2)).await;
-    assert_eq!(
-        access_token(&app, &svc, &i.name).await.expect("resolve"),
-        "xoxb-rotate-A"
-    );
-    assert_eq!(
-        access_token(&app, &svc, &own.name)
-            .await
-            .expect("resolve own"),
-        "xoxb-rotate-own"
-    );
+    assert_resolve_to(
+        &app,
+        &svc,
+        &[(&i.name, "xoxb-rotate-A"), (&own.name, "xoxb-rotate-own")],
+    )
+    .await;
     // Rotation writes no audit records of its own, and none holds a value.
     let printed = format!("{:?}", all_events(&app, &admin, Default::default()).await);
     assert!(!printed.contains("xoxb-rotate"));

@@ -15,7 +15,7 @@ use tonic::{Code, Status};
 
 use crate::fixtures::{
     CALL_TIMEOUT, TEAM, app_request, credentials, integration_request_on, own_integration_request,
-    update_credentials,
+    token_of_another_secret, update_credentials,
 };
 use crate::helpers::{Backend, TEST_AUDIENCE, TEST_ISSUER, TEST_SECRET, TestApp, authed, token};
 use crate::storage_test;
@@ -815,20 +815,7 @@ async fn neither_a_credential_nor_a_token_reaches_the_logs() {
         .await
         .expect_err("an unknown credential key on update");
     // A token signed with another secret is refused, and not logged either.
-    let forged = integration_hub::auth::mint_hs256(
-        b"another-secret-another-secret-another-secret",
-        &integration_hub::auth::MintClaims {
-            subject: "mallory".into(),
-            team: TEAM.into(),
-            roles: vec!["admin".into()],
-            issuer: None,
-            audience: None,
-            ttl_secs: 3600,
-            team_claim: "team_id".into(),
-            roles_claim: "roles".into(),
-        },
-    )
-    .expect("mint");
+    let forged = token_of_another_secret();
     let unauthenticated = apps
         .list_services(authed(&forged, pb::ListServicesRequest {}))
         .await
