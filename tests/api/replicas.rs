@@ -58,6 +58,35 @@ fn assert_strictly_ordered(events: &[(pb::IntegrationEvent, Instant)]) {
     );
 }
 
+/// A reader polling the outbox like a tailer: it moves its position to the highest number it
+/// has seen. Once `done` turns true it reads until nothing is left and returns every number seen.
+fn tail_outbox(
+    store: Store,
+    mut done: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<BTreeSet<i64>> {
+    tokio::spawn(async move {
+        let mut pos = 0i64;
+        let mut seen = BTreeSet::new();
+        loop {
+            let finished = *done.borrow_and_update();
+            let rows = store
+                .events_after(pos, None, None, 1000)
+                .await
+                .expect("read");
+            for row in &rows {
+                seen.insert(row.seq);
+                pos = pos.max(row.seq);
+            }
+            if finished && rows.is_empty() {
+                return seen;
+            }
+            if rows.is_empty() {
+                tokio::task::yield_now().await;
+            }
+        }
+    })
+}
+
 fn keys() -> String {
     KeyRing::generate(1).expect("key").1
 }
@@ -213,29 +242,8 @@ async fn concurrent_writers_never_let_a_reader_pass_an_in_flight_sequence() {
     let app = spawn_with(Backend::Postgres, db, args).await;
     let target = create_app(&app, &dev(), "slack", "Slack").await;
     let reader_store = Store::connect(&app.db.url, 2).await.expect("store");
-    let (done_tx, mut done_rx) = tokio::sync::watch::channel(false);
-    // The reader: like a tailer, it moves its position to the highest number it has seen.
-    let reader = tokio::spawn(async move {
-        let mut pos = 0i64;
-        let mut seen = BTreeSet::new();
-        loop {
-            let finished = *done_rx.borrow_and_update();
-            let rows = reader_store
-                .events_after(pos, None, None, 1000)
-                .await
-                .expect("read");
-            for row in &rows {
-                seen.insert(row.seq);
-                pos = pos.max(row.seq);
-            }
-            if finished && rows.is_empty() {
-                return seen;
-            }
-            if rows.is_empty() {
-                tokio::task::yield_now().await;
-            }
-        }
-    });
+    let (done_tx, done_rx) = tokio::sync::watch::channel(false);
+    let reader = tail_outbox(reader_store, done_rx);
     let writers: Vec<_> = (0..8)
         .map(|w| {
             let clients = (app.apps.clone(), app.integrations.clone());
@@ -277,29 +285,8 @@ async fn appends_that_commit_late_never_open_a_gap_behind_a_reader() {
     let db = TestDb::new(Backend::Postgres).await;
     let store = Store::connect(&db.url, 20).await.expect("store");
     store.migrate().await.expect("migrate");
-    let (done_tx, mut done_rx) = tokio::sync::watch::channel(false);
-    let reader_store = store.clone();
-    let reader = tokio::spawn(async move {
-        let mut pos = 0i64;
-        let mut seen = BTreeSet::new();
-        loop {
-            let finished = *done_rx.borrow_and_update();
-            let rows = reader_store
-                .events_after(pos, None, None, 1000)
-                .await
-                .expect("read");
-            for row in &rows {
-                seen.insert(row.seq);
-                pos = pos.max(row.seq);
-            }
-            if finished && rows.is_empty() {
-                return seen;
-            }
-            if rows.is_empty() {
-                tokio::task::yield_now().await;
-            }
-        }
-    });
+    let (done_tx, done_rx) = tokio::sync::watch::channel(false);
+    let reader = tail_outbox(store.clone(), done_rx);
     let writers: Vec<_> = (0..16u64)
         .map(|w| {
             let store = store.clone();
