@@ -2,14 +2,15 @@
 //! `src/auth/policy.rs`), checked against every method of the service descriptors, and the
 //! refusals of callers without a valid token.
 
-use integration_hub::auth::{MintClaims, mint_hs256, policy_for};
+use integration_hub::auth::policy_for;
 use integration_hub::pb;
 use prost::Message;
 use tonic::{Code, Request, Status};
 
-use crate::access_fixtures::{
-    CALL_TIMEOUT, create_slack_app, create_slack_integration, expect_err, get_app, new_slack_app,
-    new_slack_integration, reason,
+use crate::fixtures::{
+    CALL_TIMEOUT, TEAM, app_request, create_app, create_integration, credentials, error_reason,
+    get_app, integration_request_on, rename_app_request, rename_integration_request,
+    token_of_another_secret,
 };
 use crate::helpers::{TestApp, authed, token};
 use crate::storage_test;
@@ -170,14 +171,13 @@ struct Fixture {
     integration: String,
 }
 
-const TEAM: &str = "acme";
 const CREATOR: &str = "dana";
 
 async fn fixture(app: &TestApp) -> Fixture {
     let dana = token(TEAM, "developer", CREATOR);
-    let installed = create_slack_app(app, &dana, "Fixture Slack").await;
-    let reported = create_slack_app(app, &dana, "Reported Slack").await;
-    let integration = create_slack_integration(app, &dana, &installed.name, "Fixture").await;
+    let installed = create_app(app, &dana, "slack", "Fixture Slack").await;
+    let reported = create_app(app, &dana, "slack", "Reported Slack").await;
+    let integration = create_integration(app, &dana, &installed, "Fixture").await;
     Fixture {
         installed_app: installed.name,
         reported_app: reported.name,
@@ -240,7 +240,7 @@ async fn dispatch(
             .await
             .map(drop),
         ("InstalledAppService", "CreateInstalledApp") => apps
-            .create_installed_app(request(auth, new_slack_app("Matrix", "xoxb-matrix")))
+            .create_installed_app(request(auth, app_request("slack", "Matrix", "xoxb-matrix")))
             .await
             .map(drop),
         ("InstalledAppService", "GetInstalledApp") => apps
@@ -259,17 +259,7 @@ async fn dispatch(
         ("InstalledAppService", "UpdateInstalledApp") => apps
             .update_installed_app(request(
                 auth,
-                pb::UpdateInstalledAppRequest {
-                    installed_app: Some(pb::InstalledApp {
-                        name: fx.installed_app.clone(),
-                        display_name: "Renamed".into(),
-                        ..Default::default()
-                    }),
-                    update_mask: Some(prost_types::FieldMask {
-                        paths: vec!["display_name".into()],
-                    }),
-                    ..Default::default()
-                },
+                rename_app_request(&fx.installed_app, "Renamed"),
             ))
             .await
             .map(drop),
@@ -297,7 +287,7 @@ async fn dispatch(
         ("IntegrationService", "CreateIntegration") => integrations
             .create_integration(request(
                 auth,
-                new_slack_integration(&fx.installed_app, "Matrix"),
+                integration_request_on("slack", &fx.installed_app, "Matrix"),
             ))
             .await
             .map(drop),
@@ -317,16 +307,7 @@ async fn dispatch(
         ("IntegrationService", "UpdateIntegration") => integrations
             .update_integration(request(
                 auth,
-                pb::UpdateIntegrationRequest {
-                    integration: Some(pb::Integration {
-                        name: fx.integration.clone(),
-                        display_name: "Renamed".into(),
-                        ..Default::default()
-                    }),
-                    update_mask: Some(prost_types::FieldMask {
-                        paths: vec!["display_name".into()],
-                    }),
-                },
+                rename_integration_request(&fx.integration, "Renamed"),
             ))
             .await
             .map(drop),
@@ -409,7 +390,7 @@ async fn each_role_may_call_exactly_the_methods_of_the_roles_table(app: TestApp)
             let outcome = match (&result, may) {
                 (Err(status), No) => {
                     if status.code() == Code::PermissionDenied
-                        && reason(status) == "PERMISSION_DENIED"
+                        && error_reason(status) == "PERMISSION_DENIED"
                     {
                         continue;
                     }
@@ -441,66 +422,61 @@ async fn each_role_may_call_exactly_the_methods_of_the_roles_table(app: TestApp)
 }
 storage_test!(each_role_may_call_exactly_the_methods_of_the_roles_table);
 
-fn rename(name: &str, display_name: &str) -> pb::UpdateInstalledAppRequest {
-    pb::UpdateInstalledAppRequest {
-        installed_app: Some(pb::InstalledApp {
-            name: name.into(),
-            display_name: display_name.into(),
-            ..Default::default()
-        }),
-        update_mask: Some(prost_types::FieldMask {
-            paths: vec!["display_name".into()],
-        }),
-        ..Default::default()
-    }
-}
-
 async fn only_the_developer_who_set_up_an_app_or_an_admin_may_edit_it(app: TestApp) {
     let dana = token(TEAM, "developer", CREATOR);
     let dora = token(TEAM, "developer", "dora");
     let admin = token(TEAM, "admin", "ada");
-    let installed = create_slack_app(&app, &dana, "Slack").await;
+    let installed = create_app(&app, &dana, "slack", "Slack").await;
     let mut apps = app.apps.clone();
 
     let renamed = apps
-        .update_installed_app(authed(&dana, rename(&installed.name, "Slack by Dana")))
+        .update_installed_app(authed(
+            &dana,
+            rename_app_request(&installed.name, "Slack by Dana"),
+        ))
         .await
         .expect("the creator renames her app")
         .into_inner();
     assert_eq!(renamed.display_name, "Slack by Dana");
 
-    let refused = expect_err(
-        apps.update_installed_app(authed(&dora, rename(&installed.name, "Slack by Dora")))
-            .await,
-        "another developer renames",
-    );
+    let refused = apps
+        .update_installed_app(authed(
+            &dora,
+            rename_app_request(&installed.name, "Slack by Dora"),
+        ))
+        .await
+        .expect_err("another developer renames");
     assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
-    assert_eq!(reason(&refused), "PERMISSION_DENIED");
-    let refused = expect_err(
-        apps.update_installed_app(authed(
+    assert_eq!(error_reason(&refused), "PERMISSION_DENIED");
+    let refused = apps
+        .update_installed_app(authed(
             &dora,
             pb::UpdateInstalledAppRequest {
                 installed_app: Some(pb::InstalledApp {
                     name: installed.name.clone(),
                     ..Default::default()
                 }),
-                credentials: [("access_token".to_owned(), "xoxb-dora".to_owned())].into(),
+                credentials: credentials("xoxb-dora"),
                 ..Default::default()
             },
         ))
-        .await,
-        "another developer replaces the credentials",
-    );
+        .await
+        .expect_err("another developer replaces the credentials");
     assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
-    assert_eq!(reason(&refused), "PERMISSION_DENIED");
+    assert_eq!(error_reason(&refused), "PERMISSION_DENIED");
     assert_eq!(
-        get_app(&app, &dana, &installed.name).await,
+        get_app(&app, &dana, &installed.name)
+            .await
+            .expect("get installed app"),
         renamed,
         "a refused edit changes nothing"
     );
 
     let by_admin = apps
-        .update_installed_app(authed(&admin, rename(&installed.name, "Slack by Ada")))
+        .update_installed_app(authed(
+            &admin,
+            rename_app_request(&installed.name, "Slack by Ada"),
+        ))
         .await
         .expect("an admin renames any app")
         .into_inner();
@@ -511,24 +487,6 @@ async fn only_the_developer_who_set_up_an_app_or_an_admin_may_edit_it(app: TestA
     );
 }
 storage_test!(only_the_developer_who_set_up_an_app_or_an_admin_may_edit_it);
-
-/// A token that is well formed and current but signed with another secret.
-fn token_of_another_secret() -> String {
-    mint_hs256(
-        b"another-secret-another-secret-another-secret",
-        &MintClaims {
-            subject: "mallory".into(),
-            team: TEAM.into(),
-            roles: vec!["admin".into()],
-            issuer: None,
-            audience: None,
-            ttl_secs: 3600,
-            team_claim: "team_id".into(),
-            roles_claim: "roles".into(),
-        },
-    )
-    .expect("mint")
-}
 
 async fn every_method_refuses_a_missing_or_invalid_token_with_one_generic_message(app: TestApp) {
     let fx = fixture(&app).await;
@@ -559,7 +517,7 @@ async fn every_method_refuses_a_missing_or_invalid_token_with_one_generic_messag
             match result {
                 Err(status)
                     if status.code() == Code::Unauthenticated
-                        && reason(&status) == "UNAUTHENTICATED" =>
+                        && error_reason(&status) == "UNAUTHENTICATED" =>
                 {
                     assert!(!status.message().contains(&forged));
                     assert!(!status.message().contains(&valid));

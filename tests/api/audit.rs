@@ -7,130 +7,17 @@ use std::collections::HashSet;
 use integration_hub::pb;
 use integration_hub::pb::audit_event::Outcome;
 use tonic::Code;
-use tonic::Request;
 use tonic_types::StatusExt;
 
+use crate::fixtures::{
+    all_events, app_request, create_app_with, create_integration, create_own_integration,
+    credentials, delete_app, rename_app_request, rename_integration, traced, update_credentials,
+};
 use crate::helpers::{TestApp, authed};
 use crate::storage_test;
 
 pub const SECRET_A: &str = "xoxb-audit-secret-A";
 pub const SECRET_OWN: &str = "xoxb-audit-own-credentials";
-
-/// `authed` with an `x-request-id`.
-pub fn traced<T>(token: &str, request_id: &str, message: T) -> Request<T> {
-    let mut request = authed(token, message);
-    request
-        .metadata_mut()
-        .insert("x-request-id", request_id.parse().expect("metadata value"));
-    request
-}
-
-pub async fn create_app(
-    app: &mut TestApp,
-    token: &str,
-    name: &str,
-    secret: &str,
-) -> pb::InstalledApp {
-    app.apps
-        .create_installed_app(authed(
-            token,
-            pb::CreateInstalledAppRequest {
-                installed_app: Some(pb::InstalledApp {
-                    service: "slack".into(),
-                    display_name: name.into(),
-                    ..Default::default()
-                }),
-                credentials: [("access_token".to_owned(), secret.to_owned())].into(),
-                ..Default::default()
-            },
-        ))
-        .await
-        .expect("create app")
-        .into_inner()
-}
-
-fn slack_integration(installed_app: &str) -> pb::Integration {
-    pb::Integration {
-        installed_app: installed_app.to_owned(),
-        r#type: "slack.post_monitor_results".into(),
-        display_name: "Monitor results".into(),
-        config: [
-            ("channel".to_owned(), "#ops".to_owned()),
-            ("monitor_id".to_owned(), "m-1".to_owned()),
-        ]
-        .into(),
-        ..Default::default()
-    }
-}
-
-pub async fn create_integration(
-    app: &mut TestApp,
-    token: &str,
-    installed_app: &str,
-) -> pb::Integration {
-    app.integrations
-        .create_integration(authed(
-            token,
-            pb::CreateIntegrationRequest {
-                integration: Some(slack_integration(installed_app)),
-                ..Default::default()
-            },
-        ))
-        .await
-        .expect("create integration")
-        .into_inner()
-}
-
-/// An integration with credentials of its own.
-pub async fn create_own_integration(
-    app: &mut TestApp,
-    token: &str,
-    secret: &str,
-) -> pb::Integration {
-    let mut integration = slack_integration("");
-    integration.service = "slack".into();
-    app.integrations
-        .create_integration(authed(
-            token,
-            pb::CreateIntegrationRequest {
-                integration: Some(integration),
-                credentials: [("access_token".to_owned(), secret.to_owned())].into(),
-                ..Default::default()
-            },
-        ))
-        .await
-        .expect("create integration with own credentials")
-        .into_inner()
-}
-
-/// Every audit event of the caller's team matching `filter`, newest first, walking pages.
-pub async fn all_events(
-    app: &mut TestApp,
-    admin: &str,
-    filter: pb::ListAuditEventsRequest,
-) -> Vec<pb::AuditEvent> {
-    let mut events = Vec::new();
-    let mut token = String::new();
-    loop {
-        let page = app
-            .audit
-            .list_audit_events(authed(
-                admin,
-                pb::ListAuditEventsRequest {
-                    page_token: token.clone(),
-                    ..filter.clone()
-                },
-            ))
-            .await
-            .expect("list audit events")
-            .into_inner();
-        events.extend(page.audit_events);
-        if page.next_page_token.is_empty() {
-            return events;
-        }
-        token = page.next_page_token;
-    }
-}
 
 fn find<'a>(events: &'a [pb::AuditEvent], action: &str, resource: &str) -> Vec<&'a pb::AuditEvent> {
     events
@@ -149,15 +36,7 @@ async fn every_change_and_resolution_is_audited(mut app: TestApp) {
         .create_installed_app(traced(
             &dev,
             "req-create-app-1",
-            pb::CreateInstalledAppRequest {
-                installed_app: Some(pb::InstalledApp {
-                    service: "slack".into(),
-                    display_name: "Slack".into(),
-                    ..Default::default()
-                }),
-                credentials: [("access_token".to_owned(), SECRET_A.to_owned())].into(),
-                ..Default::default()
-            },
+            app_request("slack", "Slack", SECRET_A),
         ))
         .await
         .expect("create app");
@@ -170,24 +49,9 @@ async fn every_change_and_resolution_is_audited(mut app: TestApp) {
         "the request id is echoed"
     );
     let a = created.into_inner();
-    let i = create_integration(&mut app, &dev, &a.name).await;
-    let own = create_own_integration(&mut app, &dev, SECRET_OWN).await;
-    app.integrations
-        .update_integration(authed(
-            &dev,
-            pb::UpdateIntegrationRequest {
-                integration: Some(pb::Integration {
-                    name: i.name.clone(),
-                    display_name: "Renamed".into(),
-                    ..Default::default()
-                }),
-                update_mask: Some(prost_types::FieldMask {
-                    paths: vec!["display_name".into()],
-                }),
-            },
-        ))
-        .await
-        .expect("update integration");
+    let i = create_integration(&app, &dev, &a, "Monitor results").await;
+    let own = create_own_integration(&app, &dev, "slack", "Monitor results", SECRET_OWN).await;
+    rename_integration(&app, &dev, &i.name, "Renamed").await;
     app.apps
         .report_credentials_rejected(authed(
             &svc,
@@ -201,14 +65,7 @@ async fn every_change_and_resolution_is_audited(mut app: TestApp) {
     app.apps
         .update_installed_app(authed(
             &dev,
-            pb::UpdateInstalledAppRequest {
-                installed_app: Some(pb::InstalledApp {
-                    name: a.name.clone(),
-                    ..Default::default()
-                }),
-                update_mask: None,
-                credentials: [("access_token".to_owned(), "xoxb-audit-new".to_owned())].into(),
-            },
+            update_credentials(&a.name, credentials("xoxb-audit-new")),
         ))
         .await
         .expect("replace credentials");
@@ -225,15 +82,8 @@ async fn every_change_and_resolution_is_audited(mut app: TestApp) {
         .expect("resolve")
         .into_inner();
     assert_eq!(resolved.credentials["access_token"], "xoxb-audit-new");
-    let b = create_app(&mut app, &dev, "Slack B", "xoxb-audit-B").await;
-    app.apps
-        .delete_installed_app(authed(
-            &admin,
-            pb::DeleteInstalledAppRequest {
-                name: a.name.clone(),
-                ..Default::default()
-            },
-        ))
+    let b = create_app_with(&app, &dev, "slack", "Slack B", "xoxb-audit-B").await;
+    delete_app(&app, &admin, &a.name, "", false)
         .await
         .expect("delete app");
     app.integrations
@@ -248,15 +98,8 @@ async fn every_change_and_resolution_is_audited(mut app: TestApp) {
         ))
         .await
         .expect("reauthenticate");
-    let c = create_app(&mut app, &dev, "Slack C", "xoxb-audit-C").await;
-    app.apps
-        .delete_installed_app(authed(
-            &admin,
-            pb::DeleteInstalledAppRequest {
-                name: b.name.clone(),
-                ..Default::default()
-            },
-        ))
+    let c = create_app_with(&app, &dev, "slack", "Slack C", "xoxb-audit-C").await;
+    delete_app(&app, &admin, &b.name, "", false)
         .await
         .expect("delete app B");
     app.integrations
@@ -281,7 +124,7 @@ async fn every_change_and_resolution_is_audited(mut app: TestApp) {
         .await
         .expect("delete integration");
 
-    let events = all_events(&mut app, &admin, Default::default()).await;
+    let events = all_events(&app, &admin, Default::default()).await;
     let expected = [
         ("installed_app.create", a.name.as_str(), "dana", "developer"),
         ("integration.create", i.name.as_str(), "dana", "developer"),
@@ -359,8 +202,8 @@ async fn refused_and_failed_attempts_are_audited(mut app: TestApp) {
     let svc = app.token("acme", "service", "deliverer");
     let intruder = app.token("other", "developer", "mallory");
     let other_admin = app.token("other", "admin", "olga");
-    let a = create_app(&mut app, &dev, "Slack", SECRET_A).await;
-    let i = create_integration(&mut app, &dev, &a.name).await;
+    let a = create_app_with(&app, &dev, "slack", "Slack", SECRET_A).await;
+    let i = create_integration(&app, &dev, &a, "Monitor results").await;
 
     // Refused by the method policy: a developer may not delete an app.
     let err = app
@@ -379,20 +222,7 @@ async fn refused_and_failed_attempts_are_audited(mut app: TestApp) {
     // Refused by the rule: omar did not set the app up.
     let err = app
         .apps
-        .update_installed_app(authed(
-            &omar,
-            pb::UpdateInstalledAppRequest {
-                installed_app: Some(pb::InstalledApp {
-                    name: a.name.clone(),
-                    display_name: "Mine".into(),
-                    ..Default::default()
-                }),
-                update_mask: Some(prost_types::FieldMask {
-                    paths: vec!["display_name".into()],
-                }),
-                ..Default::default()
-            },
-        ))
+        .update_installed_app(authed(&omar, rename_app_request(&a.name, "Mine")))
         .await
         .expect_err("only the creator or an admin edits an app");
     assert_eq!(err.code(), Code::PermissionDenied);
@@ -482,7 +312,7 @@ async fn refused_and_failed_attempts_are_audited(mut app: TestApp) {
         .expect_err("another team's integration");
     assert_eq!(err.code(), Code::NotFound);
 
-    let events = all_events(&mut app, &admin, Default::default()).await;
+    let events = all_events(&app, &admin, Default::default()).await;
     let check = |action: &str, resource: &str, actor: &str, outcome: Outcome, reason: &str| {
         let found: Vec<_> = events
             .iter()
@@ -565,7 +395,7 @@ async fn refused_and_failed_attempts_are_audited(mut app: TestApp) {
         .expect("the app survived the failed deletes");
     // The probe is in the prober's team's log, not in the target's.
     assert!(!events.iter().any(|e| e.actor == "mallory"));
-    let theirs = all_events(&mut app, &other_admin, Default::default()).await;
+    let theirs = all_events(&app, &other_admin, Default::default()).await;
     assert_eq!(theirs.len(), 1, "{theirs:#?}");
     assert_eq!(theirs[0].action, "integration.delete");
     assert_eq!(theirs[0].resource, i.name);
@@ -580,7 +410,7 @@ async fn only_admins_read_the_audit_log_of_their_own_team(mut app: TestApp) {
     let dev = app.token("acme", "developer", "dana");
     let other_admin = app.token("other", "admin", "olga");
     let admin = app.token("acme", "admin", "alice");
-    create_app(&mut app, &dev, "Slack", SECRET_A).await;
+    create_app_with(&app, &dev, "slack", "Slack", SECRET_A).await;
     for role in ["viewer", "developer", "service"] {
         let token = app.token("acme", role, "someone");
         let err = app
@@ -605,12 +435,12 @@ async fn only_admins_read_the_audit_log_of_their_own_team(mut app: TestApp) {
         assert_eq!(err.code(), Code::PermissionDenied, "{parent}");
     }
     assert!(
-        all_events(&mut app, &other_admin, Default::default())
+        all_events(&app, &other_admin, Default::default())
             .await
             .is_empty()
     );
     let own = all_events(
-        &mut app,
+        &app,
         &admin,
         pb::ListAuditEventsRequest {
             parent: "teams/acme".into(),
@@ -630,13 +460,13 @@ async fn the_audit_log_pages_and_filters(mut app: TestApp) {
     let mut names = Vec::new();
     for n in 0..5 {
         names.push(
-            create_app(&mut app, &dev, &format!("Slack {n}"), SECRET_A)
+            create_app_with(&app, &dev, "slack", &format!("Slack {n}"), SECRET_A)
                 .await
                 .name,
         );
     }
     for n in 0..2 {
-        create_app(&mut app, &omar, &format!("Omar {n}"), SECRET_A).await;
+        create_app_with(&app, &omar, "slack", &format!("Omar {n}"), SECRET_A).await;
     }
     app.apps
         .delete_installed_app(authed(
@@ -648,7 +478,7 @@ async fn the_audit_log_pages_and_filters(mut app: TestApp) {
         ))
         .await
         .expect("delete");
-    let everything = all_events(&mut app, &admin, Default::default()).await;
+    let everything = all_events(&app, &admin, Default::default()).await;
     assert_eq!(everything.len(), 8);
     let micros = |e: &pb::AuditEvent| {
         let t = e.time.expect("time");
@@ -694,7 +524,7 @@ async fn the_audit_log_pages_and_filters(mut app: TestApp) {
 
     // Filters.
     let deletes = all_events(
-        &mut app,
+        &app,
         &admin,
         pb::ListAuditEventsRequest {
             action: "installed_app.delete".into(),
@@ -705,7 +535,7 @@ async fn the_audit_log_pages_and_filters(mut app: TestApp) {
     assert_eq!(deletes.len(), 1);
     assert_eq!(deletes[0].resource, names[0]);
     let by_omar = all_events(
-        &mut app,
+        &app,
         &admin,
         pb::ListAuditEventsRequest {
             actor: "omar".into(),
@@ -719,7 +549,7 @@ async fn the_audit_log_pages_and_filters(mut app: TestApp) {
     let pivot = everything[3].time.expect("time");
     let pivot_us = micros(&everything[3]);
     let since = all_events(
-        &mut app,
+        &app,
         &admin,
         pb::ListAuditEventsRequest {
             start_time: Some(pivot),
@@ -733,7 +563,7 @@ async fn the_audit_log_pages_and_filters(mut app: TestApp) {
     );
     assert!(since.len() >= 4);
     let before = all_events(
-        &mut app,
+        &app,
         &admin,
         pb::ListAuditEventsRequest {
             end_time: Some(pivot),
@@ -744,7 +574,7 @@ async fn the_audit_log_pages_and_filters(mut app: TestApp) {
     assert_eq!(since.len() + before.len(), everything.len());
     let first = everything.last().expect("oldest").time;
     let window = all_events(
-        &mut app,
+        &app,
         &admin,
         pb::ListAuditEventsRequest {
             start_time: first,

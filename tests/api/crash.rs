@@ -14,6 +14,7 @@ use integration_hub::crypto::KeyRing;
 use integration_hub::pb;
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement};
 
+use crate::fixtures::{app_request, integration_request_on};
 use crate::helpers::{Backend, TestDb, authed, token};
 use crate::process::ServerProcess;
 
@@ -50,37 +51,18 @@ async fn workload(server: &ServerProcess, round: usize) {
     let dev = token("acme", "developer", "dana");
     let admin = token("acme", "admin", "alice");
     for step in 0.. {
-        let create_app = |name: String| pb::CreateInstalledAppRequest {
-            installed_app: Some(pb::InstalledApp {
-                service: "slack".into(),
-                display_name: name,
-                ..Default::default()
-            }),
-            credentials: [("access_token".to_owned(), "xoxb-1".to_owned())].into(),
-            ..Default::default()
-        };
         let Ok(app) = apps
-            .create_installed_app(authed(&dev, create_app(format!("App {round}.{step}"))))
+            .create_installed_app(authed(
+                &dev,
+                app_request("slack", &format!("App {round}.{step}"), "xoxb-1"),
+            ))
             .await
         else {
             return;
         };
         let app = app.into_inner().name;
         for n in 0..(1 + step % 5) {
-            let request = pb::CreateIntegrationRequest {
-                integration: Some(pb::Integration {
-                    installed_app: app.clone(),
-                    r#type: "slack.post_monitor_results".into(),
-                    display_name: format!("Results {n}"),
-                    config: [
-                        ("channel".to_owned(), "#ops".to_owned()),
-                        ("monitor_id".to_owned(), format!("m-{n}")),
-                    ]
-                    .into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            };
+            let request = integration_request_on("slack", &app, &format!("Results {n}"));
             if integrations
                 .create_integration(authed(&dev, request))
                 .await
@@ -103,7 +85,7 @@ async fn workload(server: &ServerProcess, round: usize) {
         let Ok(replacement) = apps
             .create_installed_app(authed(
                 &dev,
-                create_app(format!("Replacement {round}.{step}")),
+                app_request("slack", &format!("Replacement {round}.{step}"), "xoxb-1"),
             ))
             .await
         else {

@@ -4,121 +4,50 @@ use std::time::Duration;
 
 use integration_hub::pb;
 use integration_hub::store::Store;
+use pb::integration::State;
 use tonic::Code;
-use tonic_types::StatusExt;
 
+use crate::fixtures::{
+    WAIT, create_app_with, create_integration, error_reason, expect_code, list_integrations,
+    next_events, try_watch,
+};
 use crate::helpers::{Backend, TestApp, TestDb, authed, spawn_with, test_args};
 use crate::storage_test;
 
-async fn add_app_and_integration(app: &mut TestApp, token: &str) -> String {
-    let created = app
-        .apps
-        .create_installed_app(authed(
-            token,
-            pb::CreateInstalledAppRequest {
-                installed_app: Some(pb::InstalledApp {
-                    service: "slack".into(),
-                    display_name: "Slack".into(),
-                    ..Default::default()
-                }),
-                credentials: [("access_token".to_owned(), "xoxb-1".to_owned())].into(),
-                ..Default::default()
-            },
-        ))
-        .await
-        .expect("create app")
-        .into_inner();
-    app.integrations
-        .create_integration(authed(
-            token,
-            pb::CreateIntegrationRequest {
-                integration: Some(pb::Integration {
-                    installed_app: created.name.clone(),
-                    r#type: "slack.post_monitor_results".into(),
-                    display_name: "Results".into(),
-                    config: [
-                        ("channel".to_owned(), "#ops".to_owned()),
-                        ("monitor_id".to_owned(), "m-1".to_owned()),
-                    ]
-                    .into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
-        ))
-        .await
-        .expect("create integration");
-    created.name
+async fn add_app_and_integration(app: &TestApp, token: &str) {
+    let installed = create_app_with(app, token, "slack", "Slack", "xoxb-1").await;
+    create_integration(app, token, &installed, "Results").await;
 }
 
 async fn a_cursor_older_than_the_retention_answers_cursor_expired(mut app: TestApp) {
     let dev = app.token("acme", "developer", "dana");
-    let listed = app
-        .integrations
-        .list_integrations(authed(&dev, pb::ListIntegrationsRequest::default()))
+    let old_cursor = list_integrations(&app, &dev, "", State::Unspecified)
         .await
-        .expect("list")
-        .into_inner();
-    let old_cursor = listed.event_cursor;
-    add_app_and_integration(&mut app, &dev).await;
-    add_app_and_integration(&mut app, &dev).await;
+        .event_cursor;
+    add_app_and_integration(&app, &dev).await;
+    add_app_and_integration(&app, &dev).await;
 
     // Time is injected through the cutoff: prune as if every event were past the retention.
     let store = Store::connect(&app.db.url, 1).await.expect("store");
     let deleted = store.prune_events(i64::MAX).await.expect("prune");
     assert_eq!(deleted, 2, "both CREATED events are pruned");
 
-    let err = app
-        .integrations
-        .watch_integration_events(authed(
-            &dev,
-            pb::WatchIntegrationEventsRequest {
-                start_cursor: old_cursor,
-                ..Default::default()
-            },
-        ))
-        .await
-        .expect_err("an expired cursor is refused");
-    assert_eq!(err.code(), Code::FailedPrecondition);
-    assert_eq!(
-        err.get_details_error_info().expect("ErrorInfo").reason,
-        "CURSOR_EXPIRED"
+    let err = expect_code(
+        try_watch(&app, &dev, &old_cursor, &[]).await,
+        Code::FailedPrecondition,
     );
+    assert_eq!(error_reason(&err), "CURSOR_EXPIRED");
 
     // The cursor at the end of the log still resumes.
-    let fresh = app
-        .integrations
-        .list_integrations(authed(&dev, pb::ListIntegrationsRequest::default()))
+    let fresh = list_integrations(&app, &dev, "", State::Unspecified).await;
+    let mut stream = try_watch(&app, &dev, &fresh.event_cursor, &[])
         .await
-        .expect("list")
-        .into_inner();
-    let mut stream = app
-        .integrations
-        .watch_integration_events(authed(
-            &dev,
-            pb::WatchIntegrationEventsRequest {
-                start_cursor: fresh.event_cursor.clone(),
-                ..Default::default()
-            },
-        ))
-        .await
-        .expect("a current cursor resumes")
-        .into_inner();
-    add_app_and_integration(&mut app, &dev).await;
+        .expect("a current cursor resumes");
+    add_app_and_integration(&app, &dev).await;
     // Checkpoints may come first; wait for the event.
-    let mut message = pb::WatchIntegrationEventsResponse {
-        checkpoint: true,
-        ..Default::default()
-    };
-    while message.checkpoint {
-        message = tokio::time::timeout(Duration::from_secs(10), stream.message())
-            .await
-            .expect("an event within 10 s")
-            .expect("stream ok")
-            .expect("a message");
-    }
+    let events = next_events(&mut stream, 1, WAIT).await;
     assert_eq!(
-        message.events[0].r#type,
+        events[0].r#type,
         pb::IntegrationEventType::IntegrationCreated as i32
     );
     store.close().await;
@@ -153,10 +82,7 @@ async fn watch_streams_per_principal_are_bounded() {
         .await
         .expect_err("third stream is refused");
     assert_eq!(err.code(), Code::ResourceExhausted);
-    assert_eq!(
-        err.get_details_error_info().expect("ErrorInfo").reason,
-        "RESOURCE_EXHAUSTED"
-    );
+    assert_eq!(error_reason(&err), "RESOURCE_EXHAUSTED");
     // Another principal is not affected.
     app.integrations
         .watch_integration_events(watch(&other))

@@ -1,5 +1,6 @@
-//! Shared setup for the rule and event tests: one team with its people, installed apps and
-//! integrations made through the real API, and watch streams read with a timeout.
+//! Shared fixtures of the API tests: one team with its people, request builders, installed
+//! apps and integrations made through the real API, watch streams read with a timeout, and
+//! readers of error details.
 
 // Not every test uses every fixture.
 #![allow(dead_code)]
@@ -7,9 +8,13 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use integration_hub::auth::{MintClaims, mint_hs256};
 use integration_hub::domain::types::Cursor;
 use integration_hub::pb;
-use tonic::{Code, Status, Streaming};
+use integration_hub::pb::installed_app_service_client::InstalledAppServiceClient;
+use integration_hub::pb::integration_service_client::IntegrationServiceClient;
+use tonic::transport::Channel;
+use tonic::{Code, Request, Status, Streaming};
 use tonic_types::StatusExt;
 
 use crate::helpers::{TestApp, authed};
@@ -18,6 +23,40 @@ use crate::helpers::{TestApp, authed};
 pub const TEAM: &str = "acme";
 /// How long a test waits for something that should happen at once.
 pub const WAIT: Duration = Duration::from_secs(10);
+/// Longest wait for one answer of the server; a hang fails the test instead of blocking it.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The clients a fixture calls the server through: a `TestApp`'s, or those of a server
+/// process (`ServerProcess::clients`).
+pub trait Clients {
+    fn apps(&self) -> InstalledAppServiceClient<Channel>;
+    fn integrations(&self) -> IntegrationServiceClient<Channel>;
+}
+
+impl Clients for TestApp {
+    fn apps(&self) -> InstalledAppServiceClient<Channel> {
+        self.apps.clone()
+    }
+
+    fn integrations(&self) -> IntegrationServiceClient<Channel> {
+        self.integrations.clone()
+    }
+}
+
+impl Clients
+    for (
+        InstalledAppServiceClient<Channel>,
+        IntegrationServiceClient<Channel>,
+    )
+{
+    fn apps(&self) -> InstalledAppServiceClient<Channel> {
+        self.0.clone()
+    }
+
+    fn integrations(&self) -> IntegrationServiceClient<Channel> {
+        self.1.clone()
+    }
+}
 
 /// Tokens of the team's people, by role.
 pub struct People {
@@ -39,6 +78,24 @@ pub fn people(app: &TestApp) -> People {
         viewer: app.token(TEAM, "viewer", "vic"),
         service: app.token(TEAM, "service", "monitor-runner"),
     }
+}
+
+/// A token that is well formed and current but signed with another secret.
+pub fn token_of_another_secret() -> String {
+    mint_hs256(
+        b"another-secret-another-secret-another-secret",
+        &MintClaims {
+            subject: "mallory".into(),
+            team: TEAM.into(),
+            roles: vec!["admin".into()],
+            issuer: None,
+            audience: None,
+            ttl_secs: 3600,
+            team_claim: "team_id".into(),
+            roles_claim: "roles".into(),
+        },
+    )
+    .expect("mint")
 }
 
 /// Credentials for `service` (every catalog service used here takes an `access_token`).
@@ -67,29 +124,34 @@ pub fn job_of(service: &str) -> (&'static str, HashMap<String, String>) {
     }
 }
 
+/// The request that adds an installed app of `service` with an `access_token` of `secret`.
+pub fn app_request(
+    service: &str,
+    display_name: &str,
+    secret: &str,
+) -> pb::CreateInstalledAppRequest {
+    pb::CreateInstalledAppRequest {
+        installed_app: Some(pb::InstalledApp {
+            service: service.into(),
+            display_name: display_name.into(),
+            connected_to: "acme-workspace".into(),
+            ..Default::default()
+        }),
+        credentials: credentials(secret),
+        ..Default::default()
+    }
+}
+
 /// Adds an installed app of `service` with an `access_token` of `secret`.
 pub async fn create_app_with(
-    app: &TestApp,
+    app: &impl Clients,
     token: &str,
     service: &str,
     display_name: &str,
     secret: &str,
 ) -> pb::InstalledApp {
-    app.apps
-        .clone()
-        .create_installed_app(authed(
-            token,
-            pb::CreateInstalledAppRequest {
-                installed_app: Some(pb::InstalledApp {
-                    service: service.into(),
-                    display_name: display_name.into(),
-                    connected_to: "acme-workspace".into(),
-                    ..Default::default()
-                }),
-                credentials: credentials(secret),
-                ..Default::default()
-            },
-        ))
+    app.apps()
+        .create_installed_app(authed(token, app_request(service, display_name, secret)))
         .await
         .unwrap_or_else(|status| panic!("create installed app {display_name}: {status:?}"))
         .into_inner()
@@ -97,7 +159,7 @@ pub async fn create_app_with(
 
 /// Adds an installed app of `service`.
 pub async fn create_app(
-    app: &TestApp,
+    app: &impl Clients,
     token: &str,
     service: &str,
     display_name: &str,
@@ -106,15 +168,17 @@ pub async fn create_app(
     create_app_with(app, token, service, display_name, &secret).await
 }
 
-/// The request that adds an integration on `installed_app` (without credentials).
-pub fn integration_request(
-    installed_app: &pb::InstalledApp,
+/// The request that adds an integration of `service` on the installed app named
+/// `installed_app` (without credentials).
+pub fn integration_request_on(
+    service: &str,
+    installed_app: &str,
     display_name: &str,
 ) -> pb::CreateIntegrationRequest {
-    let (type_id, config) = job_of(&installed_app.service);
+    let (type_id, config) = job_of(service);
     pb::CreateIntegrationRequest {
         integration: Some(pb::Integration {
-            installed_app: installed_app.name.clone(),
+            installed_app: installed_app.into(),
             r#type: type_id.into(),
             display_name: display_name.into(),
             config,
@@ -124,15 +188,42 @@ pub fn integration_request(
     }
 }
 
+/// The request that adds an integration on `installed_app` (without credentials).
+pub fn integration_request(
+    installed_app: &pb::InstalledApp,
+    display_name: &str,
+) -> pb::CreateIntegrationRequest {
+    integration_request_on(&installed_app.service, &installed_app.name, display_name)
+}
+
+/// The request that adds an integration of `service` with credentials of its own.
+pub fn own_integration_request(
+    service: &str,
+    display_name: &str,
+    secret: &str,
+) -> pb::CreateIntegrationRequest {
+    let (type_id, config) = job_of(service);
+    pb::CreateIntegrationRequest {
+        integration: Some(pb::Integration {
+            service: service.into(),
+            r#type: type_id.into(),
+            display_name: display_name.into(),
+            config,
+            ..Default::default()
+        }),
+        credentials: credentials(secret),
+        ..Default::default()
+    }
+}
+
 /// Adds an integration using `installed_app`, without giving credentials.
 pub async fn create_integration(
-    app: &TestApp,
+    app: &impl Clients,
     token: &str,
     installed_app: &pb::InstalledApp,
     display_name: &str,
 ) -> pb::Integration {
-    app.integrations
-        .clone()
+    app.integrations()
         .create_integration(authed(
             token,
             integration_request(installed_app, display_name),
@@ -144,7 +235,7 @@ pub async fn create_integration(
 
 /// Adds `n` integrations on `installed_app`, named `{prefix} 0` to `{prefix} n-1`.
 pub async fn create_integrations(
-    app: &TestApp,
+    app: &impl Clients,
     token: &str,
     installed_app: &pb::InstalledApp,
     prefix: &str,
@@ -159,37 +250,28 @@ pub async fn create_integrations(
 
 /// Adds an integration of `service` with credentials of its own.
 pub async fn create_own_integration(
-    app: &TestApp,
+    app: &impl Clients,
     token: &str,
     service: &str,
     display_name: &str,
     secret: &str,
 ) -> pb::Integration {
-    let (type_id, config) = job_of(service);
-    app.integrations
-        .clone()
+    app.integrations()
         .create_integration(authed(
             token,
-            pb::CreateIntegrationRequest {
-                integration: Some(pb::Integration {
-                    service: service.into(),
-                    r#type: type_id.into(),
-                    display_name: display_name.into(),
-                    config,
-                    ..Default::default()
-                }),
-                credentials: credentials(secret),
-                ..Default::default()
-            },
+            own_integration_request(service, display_name, secret),
         ))
         .await
         .unwrap_or_else(|status| panic!("create own integration {display_name}: {status:?}"))
         .into_inner()
 }
 
-pub async fn get_app(app: &TestApp, token: &str, name: &str) -> Result<pb::InstalledApp, Status> {
-    app.apps
-        .clone()
+pub async fn get_app(
+    app: &impl Clients,
+    token: &str,
+    name: &str,
+) -> Result<pb::InstalledApp, Status> {
+    app.apps()
         .get_installed_app(authed(
             token,
             pb::GetInstalledAppRequest { name: name.into() },
@@ -199,12 +281,11 @@ pub async fn get_app(app: &TestApp, token: &str, name: &str) -> Result<pb::Insta
 }
 
 pub async fn get_integration(
-    app: &TestApp,
+    app: &impl Clients,
     token: &str,
     name: &str,
 ) -> Result<pb::Integration, Status> {
-    app.integrations
-        .clone()
+    app.integrations()
         .get_integration(authed(
             token,
             pb::GetIntegrationRequest { name: name.into() },
@@ -214,14 +295,13 @@ pub async fn get_integration(
 }
 
 pub async fn delete_app(
-    app: &TestApp,
+    app: &impl Clients,
     token: &str,
     name: &str,
     etag: &str,
     validate_only: bool,
 ) -> Result<Vec<String>, Status> {
-    app.apps
-        .clone()
+    app.apps()
         .delete_installed_app(authed(
             token,
             pb::DeleteInstalledAppRequest {
@@ -234,27 +314,61 @@ pub async fn delete_app(
         .map(|r| r.into_inner().broken_integrations)
 }
 
+/// The request that replaces the credentials of the installed app `name`.
+pub fn update_credentials(
+    name: &str,
+    credentials: HashMap<String, String>,
+) -> pb::UpdateInstalledAppRequest {
+    pb::UpdateInstalledAppRequest {
+        installed_app: Some(pb::InstalledApp {
+            name: name.into(),
+            ..Default::default()
+        }),
+        credentials,
+        ..Default::default()
+    }
+}
+
+/// The request that renames the installed app `name` (and changes nothing else).
+pub fn rename_app_request(name: &str, display_name: &str) -> pb::UpdateInstalledAppRequest {
+    pb::UpdateInstalledAppRequest {
+        installed_app: Some(pb::InstalledApp {
+            name: name.into(),
+            display_name: display_name.into(),
+            ..Default::default()
+        }),
+        update_mask: Some(prost_types::FieldMask {
+            paths: vec!["display_name".into()],
+        }),
+        ..Default::default()
+    }
+}
+
+/// The request that renames the integration `name` (and changes nothing else).
+pub fn rename_integration_request(name: &str, display_name: &str) -> pb::UpdateIntegrationRequest {
+    pb::UpdateIntegrationRequest {
+        integration: Some(pb::Integration {
+            name: name.into(),
+            display_name: display_name.into(),
+            ..Default::default()
+        }),
+        update_mask: Some(prost_types::FieldMask {
+            paths: vec!["display_name".into()],
+        }),
+    }
+}
+
 /// Renames an integration: a cheap change that appends one INTEGRATION_UPDATED event.
 pub async fn rename_integration(
-    app: &TestApp,
+    app: &impl Clients,
     token: &str,
     name: &str,
     display_name: &str,
 ) -> pb::Integration {
-    app.integrations
-        .clone()
+    app.integrations()
         .update_integration(authed(
             token,
-            pb::UpdateIntegrationRequest {
-                integration: Some(pb::Integration {
-                    name: name.into(),
-                    display_name: display_name.into(),
-                    ..Default::default()
-                }),
-                update_mask: Some(prost_types::FieldMask {
-                    paths: vec!["display_name".into()],
-                }),
-            },
+            rename_integration_request(name, display_name),
         ))
         .await
         .unwrap_or_else(|status| panic!("rename integration {name}: {status:?}"))
@@ -262,12 +376,11 @@ pub async fn rename_integration(
 }
 
 pub async fn resolve(
-    app: &TestApp,
+    app: &impl Clients,
     token: &str,
     name: &str,
 ) -> Result<pb::ResolveIntegrationCredentialsResponse, Status> {
-    app.integrations
-        .clone()
+    app.integrations()
         .resolve_integration_credentials(authed(
             token,
             pb::ResolveIntegrationCredentialsRequest { name: name.into() },
@@ -277,13 +390,12 @@ pub async fn resolve(
 }
 
 pub async fn list_integrations(
-    app: &TestApp,
+    app: &impl Clients,
     token: &str,
     installed_app: &str,
     state: pb::integration::State,
 ) -> pb::ListIntegrationsResponse {
-    app.integrations
-        .clone()
+    app.integrations()
         .list_integrations(authed(
             token,
             pb::ListIntegrationsRequest {
@@ -298,15 +410,52 @@ pub async fn list_integrations(
         .into_inner()
 }
 
+/// `authed` with an `x-request-id`.
+pub fn traced<T>(token: &str, request_id: &str, message: T) -> Request<T> {
+    let mut request = authed(token, message);
+    request
+        .metadata_mut()
+        .insert("x-request-id", request_id.parse().expect("metadata value"));
+    request
+}
+
+/// Every audit event of the caller's team matching `filter`, newest first, walking pages.
+pub async fn all_events(
+    app: &TestApp,
+    admin: &str,
+    filter: pb::ListAuditEventsRequest,
+) -> Vec<pb::AuditEvent> {
+    let mut audit = app.audit.clone();
+    let mut events = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = audit
+            .list_audit_events(authed(
+                admin,
+                pb::ListAuditEventsRequest {
+                    page_token: token.clone(),
+                    ..filter.clone()
+                },
+            ))
+            .await
+            .expect("list audit events")
+            .into_inner();
+        events.extend(page.audit_events);
+        if page.next_page_token.is_empty() {
+            return events;
+        }
+        token = page.next_page_token;
+    }
+}
+
 /// Opens a watch of the token's team.
 pub async fn try_watch(
-    app: &TestApp,
+    app: &impl Clients,
     token: &str,
     start_cursor: &str,
     types: &[pb::IntegrationEventType],
 ) -> Result<Streaming<pb::WatchIntegrationEventsResponse>, Status> {
-    app.integrations
-        .clone()
+    app.integrations()
         .watch_integration_events(authed(
             token,
             pb::WatchIntegrationEventsRequest {
@@ -320,7 +469,7 @@ pub async fn try_watch(
 }
 
 pub async fn watch(
-    app: &TestApp,
+    app: &impl Clients,
     token: &str,
     start_cursor: &str,
     types: &[pb::IntegrationEventType],
@@ -333,7 +482,7 @@ pub async fn watch(
 /// Opens a live watch of every event type and reads its opening checkpoint: every change
 /// made after this returns is delivered on the stream. Returns the stream and the cursor.
 pub async fn watch_live(
-    app: &TestApp,
+    app: &impl Clients,
     token: &str,
 ) -> (Streaming<pb::WatchIntegrationEventsResponse>, String) {
     let mut stream = watch(app, token, "", &[]).await;
@@ -452,12 +601,13 @@ pub fn expect_code<T: std::fmt::Debug>(result: Result<T, Status>, code: Code) ->
     }
 }
 
-/// The `reason` of the status's `ErrorInfo`.
+/// The `reason` of the status's `ErrorInfo`, after checking its domain; panics when the status
+/// has none.
 pub fn error_reason(status: &Status) -> String {
     let info = status
         .get_details_error_info()
         .unwrap_or_else(|| panic!("no ErrorInfo in {status:?}"));
-    assert_eq!(info.domain, "integrationhub");
+    assert_eq!(info.domain, "integrationhub", "{status:?}");
     info.reason
 }
 
@@ -469,15 +619,32 @@ pub fn error_metadata(status: &Status) -> HashMap<String, String> {
         .metadata
 }
 
-/// The fields named by the status's `BadRequest`.
+/// The fields named by the status's `BadRequest` (empty when there is none).
 pub fn violated_fields(status: &Status) -> Vec<String> {
     status
         .get_details_bad_request()
-        .unwrap_or_else(|| panic!("no BadRequest in {status:?}"))
-        .field_violations
-        .into_iter()
-        .map(|v| v.field)
-        .collect()
+        .map(|bad| bad.field_violations.into_iter().map(|v| v.field).collect())
+        .unwrap_or_default()
+}
+
+/// INVALID_ARGUMENT, reason INVALID_ARGUMENT, and a `BadRequest` naming `field`.
+#[track_caller]
+pub fn assert_invalid(result: Result<impl std::fmt::Debug, Status>, field: &str) {
+    let status = match result {
+        Ok(answer) => panic!("expected INVALID_ARGUMENT naming {field:?}, got {answer:?}"),
+        Err(status) => status,
+    };
+    assert_eq!(status.code(), Code::InvalidArgument, "{field}: {status:?}");
+    assert_eq!(
+        error_reason(&status),
+        "INVALID_ARGUMENT",
+        "{field}: {status:?}"
+    );
+    let fields = violated_fields(&status);
+    assert!(
+        fields.iter().any(|f| f == field),
+        "expected a violation of {field:?}, got {fields:?} in {status:?}"
+    );
 }
 
 pub fn sorted(mut names: Vec<String>) -> Vec<String> {

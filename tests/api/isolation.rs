@@ -7,10 +7,10 @@ use integration_hub::pb;
 use pb::reauthenticate_integration_request::Auth;
 use tonic::{Code, Status};
 
-use crate::access_fixtures::{
-    CALL_TIMEOUT, create_slack_app, create_slack_integration, delete_app, expect_err, get_app,
-    get_integration, new_slack_app, new_slack_integration, reason, slack_credentials,
-    violation_fields,
+use crate::fixtures::{
+    CALL_TIMEOUT, app_request, create_app, create_app_with, create_integration, credentials,
+    delete_app, error_reason, get_app, get_integration, integration_request_on, rename_app_request,
+    rename_integration, rename_integration_request, violated_fields,
 };
 use crate::helpers::{TestApp, authed, token};
 use crate::storage_test;
@@ -41,12 +41,14 @@ struct TeamB {
 async fn team_a(app: &TestApp) -> TeamA {
     let dev = token(A, "developer", "alice");
     let admin = token(A, "admin", "anna");
-    let installed = create_slack_app(app, &dev, "A Slack").await;
-    let integration = create_slack_integration(app, &dev, &installed.name, "A job").await;
-    let doomed = create_slack_app(app, &dev, "A old Slack").await;
-    let broken = create_slack_integration(app, &dev, &doomed.name, "A broken job").await;
+    let installed = create_app_with(app, &dev, "slack", "A Slack", "xoxb-fixture").await;
+    let integration = create_integration(app, &dev, &installed, "A job").await;
+    let doomed = create_app(app, &dev, "slack", "A old Slack").await;
+    let broken = create_integration(app, &dev, &doomed, "A broken job").await;
     assert_eq!(
-        delete_app(app, &admin, &doomed.name).await,
+        delete_app(app, &admin, &doomed.name, "", false)
+            .await
+            .expect("delete installed app"),
         vec![broken.name.clone()]
     );
     TeamA {
@@ -60,12 +62,14 @@ async fn team_a(app: &TestApp) -> TeamA {
 async fn team_b(app: &TestApp) -> TeamB {
     let dev = token(B, "developer", "bob");
     let admin = token(B, "admin", "bea");
-    let installed = create_slack_app(app, &dev, "B Slack").await;
-    create_slack_integration(app, &dev, &installed.name, "B job").await;
-    let doomed = create_slack_app(app, &dev, "B old Slack").await;
-    let broken = create_slack_integration(app, &dev, &doomed.name, "B broken job").await;
+    let installed = create_app(app, &dev, "slack", "B Slack").await;
+    create_integration(app, &dev, &installed, "B job").await;
+    let doomed = create_app(app, &dev, "slack", "B old Slack").await;
+    let broken = create_integration(app, &dev, &doomed, "B broken job").await;
     assert_eq!(
-        delete_app(app, &admin, &doomed.name).await,
+        delete_app(app, &admin, &doomed.name, "", false)
+            .await
+            .expect("delete installed app"),
         vec![broken.name.clone()]
     );
     TeamB {
@@ -132,8 +136,8 @@ fn observable(status: &Status, name: &str) -> (Code, String, Vec<String>, String
     let message = status.message().replace(name, "<name>").replace(id, "<id>");
     (
         status.code(),
-        reason(status),
-        violation_fields(status),
+        error_reason(status),
+        violated_fields(status),
         message,
     )
 }
@@ -154,8 +158,8 @@ where
                 .unwrap_or_else(|_| panic!("{what}: no answer in time"))
         }
     };
-    let to_existing = expect_err(timed(existing.to_owned()).await, what);
-    let to_missing = expect_err(timed(missing.to_owned()).await, what);
+    let to_existing = timed(existing.to_owned()).await.expect_err(what);
+    let to_missing = timed(missing.to_owned()).await.expect_err(what);
     assert_eq!(
         observable(&to_existing, existing),
         observable(&to_missing, missing),
@@ -164,24 +168,21 @@ where
     to_existing
 }
 
+/// `same_as_missing`, and the answer is NOT_FOUND.
+async fn not_found_as_missing<T, F, Fut>(what: &str, existing: &str, missing: &str, attempt: F)
+where
+    T: std::fmt::Debug,
+    F: Fn(String) -> Fut,
+    Fut: Future<Output = Result<T, Status>>,
+{
+    let status = same_as_missing(what, existing, missing, attempt).await;
+    assert_not_found(&status, what);
+}
+
 #[track_caller]
 fn assert_not_found(status: &Status, what: &str) {
     assert_eq!(status.code(), Code::NotFound, "{what}: {status:?}");
-    assert_eq!(reason(status), "NOT_FOUND", "{what}: {status:?}");
-}
-
-fn rename_app(name: String) -> pb::UpdateInstalledAppRequest {
-    pb::UpdateInstalledAppRequest {
-        installed_app: Some(pb::InstalledApp {
-            name,
-            display_name: "Taken over".into(),
-            ..Default::default()
-        }),
-        update_mask: Some(prost_types::FieldMask {
-            paths: vec!["display_name".into()],
-        }),
-        ..Default::default()
-    }
+    assert_eq!(error_reason(status), "NOT_FOUND", "{what}: {status:?}");
 }
 
 async fn another_teams_app_answers_as_a_missing_one_and_stays_unchanged(app: TestApp) {
@@ -193,7 +194,7 @@ async fn another_teams_app_answers_as_a_missing_one_and_stays_unchanged(app: Tes
     let service_b = token(B, "service", "worker-b");
     let missing = missing_app();
 
-    let status = same_as_missing("GetInstalledApp", &a.installed_app, &missing, |name| {
+    not_found_as_missing("GetInstalledApp", &a.installed_app, &missing, |name| {
         let mut apps = app.apps.clone();
         let t = viewer_b.clone();
         async move {
@@ -202,9 +203,8 @@ async fn another_teams_app_answers_as_a_missing_one_and_stays_unchanged(app: Tes
         }
     })
     .await;
-    assert_not_found(&status, "GetInstalledApp");
 
-    let status = same_as_missing(
+    not_found_as_missing(
         "UpdateInstalledApp rename",
         &a.installed_app,
         &missing,
@@ -212,15 +212,14 @@ async fn another_teams_app_answers_as_a_missing_one_and_stays_unchanged(app: Tes
             let mut apps = app.apps.clone();
             let t = admin_b.clone();
             async move {
-                apps.update_installed_app(authed(&t, rename_app(name)))
+                apps.update_installed_app(authed(&t, rename_app_request(&name, "Taken over")))
                     .await
             }
         },
     )
     .await;
-    assert_not_found(&status, "UpdateInstalledApp rename");
 
-    let status = same_as_missing(
+    not_found_as_missing(
         "UpdateInstalledApp credentials",
         &a.installed_app,
         &missing,
@@ -235,7 +234,7 @@ async fn another_teams_app_answers_as_a_missing_one_and_stays_unchanged(app: Tes
                             name,
                             ..Default::default()
                         }),
-                        credentials: slack_credentials("xoxb-takeover"),
+                        credentials: credentials("xoxb-takeover"),
                         ..Default::default()
                     },
                 ))
@@ -244,11 +243,10 @@ async fn another_teams_app_answers_as_a_missing_one_and_stays_unchanged(app: Tes
         },
     )
     .await;
-    assert_not_found(&status, "UpdateInstalledApp credentials");
 
     for validate_only in [true, false] {
         let what = format!("DeleteInstalledApp validate_only={validate_only}");
-        let status = same_as_missing(&what, &a.installed_app, &missing, |name| {
+        not_found_as_missing(&what, &a.installed_app, &missing, |name| {
             let mut apps = app.apps.clone();
             let t = admin_b.clone();
             async move {
@@ -264,10 +262,9 @@ async fn another_teams_app_answers_as_a_missing_one_and_stays_unchanged(app: Tes
             }
         })
         .await;
-        assert_not_found(&status, &what);
     }
 
-    let status = same_as_missing(
+    not_found_as_missing(
         "ReportCredentialsRejected",
         &a.installed_app,
         &missing,
@@ -287,7 +284,6 @@ async fn another_teams_app_answers_as_a_missing_one_and_stays_unchanged(app: Tes
         },
     )
     .await;
-    assert_not_found(&status, "ReportCredentialsRejected");
 
     assert_eq!(snapshot(&app, A).await, before, "team A is unchanged");
 }
@@ -305,7 +301,7 @@ async fn another_teams_integration_answers_as_a_missing_one_and_stays_unchanged(
     for existing in [&a.integration, &a.broken] {
         let missing = missing_integration();
 
-        let status = same_as_missing("GetIntegration", existing, &missing, |name| {
+        not_found_as_missing("GetIntegration", existing, &missing, |name| {
             let mut integrations = app.integrations.clone();
             let t = viewer_b.clone();
             async move {
@@ -315,33 +311,19 @@ async fn another_teams_integration_answers_as_a_missing_one_and_stays_unchanged(
             }
         })
         .await;
-        assert_not_found(&status, "GetIntegration");
 
-        let status = same_as_missing("UpdateIntegration", existing, &missing, |name| {
+        not_found_as_missing("UpdateIntegration", existing, &missing, |name| {
             let mut integrations = app.integrations.clone();
             let t = dev_b.clone();
             async move {
                 integrations
-                    .update_integration(authed(
-                        &t,
-                        pb::UpdateIntegrationRequest {
-                            integration: Some(pb::Integration {
-                                name,
-                                display_name: "Taken over".into(),
-                                ..Default::default()
-                            }),
-                            update_mask: Some(prost_types::FieldMask {
-                                paths: vec!["display_name".into()],
-                            }),
-                        },
-                    ))
+                    .update_integration(authed(&t, rename_integration_request(&name, "Taken over")))
                     .await
             }
         })
         .await;
-        assert_not_found(&status, "UpdateIntegration");
 
-        let status = same_as_missing("DeleteIntegration", existing, &missing, |name| {
+        not_found_as_missing("DeleteIntegration", existing, &missing, |name| {
             let mut integrations = app.integrations.clone();
             let t = dev_b.clone();
             async move {
@@ -357,9 +339,8 @@ async fn another_teams_integration_answers_as_a_missing_one_and_stays_unchanged(
             }
         })
         .await;
-        assert_not_found(&status, "DeleteIntegration");
 
-        let status = same_as_missing(
+        not_found_as_missing(
             "ReauthenticateIntegration onto an app of the caller",
             existing,
             &missing,
@@ -381,9 +362,8 @@ async fn another_teams_integration_answers_as_a_missing_one_and_stays_unchanged(
             },
         )
         .await;
-        assert_not_found(&status, "ReauthenticateIntegration onto an app");
 
-        let status = same_as_missing(
+        not_found_as_missing(
             "ReauthenticateIntegration with credentials",
             existing,
             &missing,
@@ -397,7 +377,7 @@ async fn another_teams_integration_answers_as_a_missing_one_and_stays_unchanged(
                             pb::ReauthenticateIntegrationRequest {
                                 name,
                                 auth: Some(Auth::Credentials(pb::Credentials {
-                                    values: slack_credentials("xoxb-takeover"),
+                                    values: credentials("xoxb-takeover"),
                                 })),
                             },
                         ))
@@ -406,9 +386,8 @@ async fn another_teams_integration_answers_as_a_missing_one_and_stays_unchanged(
             },
         )
         .await;
-        assert_not_found(&status, "ReauthenticateIntegration with credentials");
 
-        let status = same_as_missing(
+        not_found_as_missing(
             "ResolveIntegrationCredentials",
             existing,
             &missing,
@@ -426,7 +405,6 @@ async fn another_teams_integration_answers_as_a_missing_one_and_stays_unchanged(
             },
         )
         .await;
-        assert_not_found(&status, "ResolveIntegrationCredentials");
     }
 
     assert_eq!(snapshot(&app, A).await, before, "team A is unchanged");
@@ -442,7 +420,7 @@ async fn a_reference_to_another_teams_app_answers_as_a_reference_to_a_missing_on
     let viewer_b = token(B, "viewer", "vic");
     let missing = missing_app();
 
-    let status = same_as_missing(
+    not_found_as_missing(
         "CreateIntegration on another team's app",
         &a.installed_app,
         &missing,
@@ -453,16 +431,15 @@ async fn a_reference_to_another_teams_app_answers_as_a_reference_to_a_missing_on
                 integrations
                     .create_integration(authed(
                         &t,
-                        new_slack_integration(&installed_app, "Borrowed"),
+                        integration_request_on("slack", &installed_app, "Borrowed"),
                     ))
                     .await
             }
         },
     )
     .await;
-    assert_not_found(&status, "CreateIntegration on another team's app");
 
-    let status = same_as_missing(
+    not_found_as_missing(
         "ReauthenticateIntegration onto another team's app",
         &a.installed_app,
         &missing,
@@ -484,63 +461,38 @@ async fn a_reference_to_another_teams_app_answers_as_a_reference_to_a_missing_on
         },
     )
     .await;
-    assert_not_found(&status, "ReauthenticateIntegration onto another team's app");
 
-    let status = same_as_missing(
+    // A bulk rebind from one app to another, as team B's developer.
+    let rebind = |from_installed_app: String, to_installed_app: String| {
+        let mut integrations = app.integrations.clone();
+        let t = dev_b.clone();
+        async move {
+            integrations
+                .reauthenticate_integrations(authed(
+                    &t,
+                    pb::ReauthenticateIntegrationsRequest {
+                        parent: String::new(),
+                        from_installed_app,
+                        to_installed_app,
+                    },
+                ))
+                .await
+        }
+    };
+    not_found_as_missing(
         "ReauthenticateIntegrations onto another team's app",
         &a.installed_app,
         &missing,
-        |to_installed_app| {
-            let mut integrations = app.integrations.clone();
-            let t = dev_b.clone();
-            let from_installed_app = b.deleted_app.clone();
-            async move {
-                integrations
-                    .reauthenticate_integrations(authed(
-                        &t,
-                        pb::ReauthenticateIntegrationsRequest {
-                            parent: String::new(),
-                            from_installed_app,
-                            to_installed_app,
-                        },
-                    ))
-                    .await
-            }
-        },
+        |to_installed_app| rebind(b.deleted_app.clone(), to_installed_app),
     )
     .await;
-    assert_not_found(
-        &status,
-        "ReauthenticateIntegrations onto another team's app",
-    );
-
-    let status = same_as_missing(
+    not_found_as_missing(
         "ReauthenticateIntegrations from another team's deleted app",
         &a.deleted_app,
         &missing,
-        |from_installed_app| {
-            let mut integrations = app.integrations.clone();
-            let t = dev_b.clone();
-            let to_installed_app = b.installed_app.clone();
-            async move {
-                integrations
-                    .reauthenticate_integrations(authed(
-                        &t,
-                        pb::ReauthenticateIntegrationsRequest {
-                            parent: String::new(),
-                            from_installed_app,
-                            to_installed_app,
-                        },
-                    ))
-                    .await
-            }
-        },
+        |from_installed_app| rebind(from_installed_app, b.installed_app.clone()),
     )
     .await;
-    assert_not_found(
-        &status,
-        "ReauthenticateIntegrations from another team's deleted app",
-    );
 
     same_as_missing(
         "ListIntegrations filtered by another team's app",
@@ -571,9 +523,13 @@ storage_test!(a_reference_to_another_teams_app_answers_as_a_reference_to_a_missi
 
 #[track_caller]
 fn assert_denied<T: std::fmt::Debug>(result: Result<T, Status>, what: &str) {
-    let status = expect_err(result, what);
+    let status = result.expect_err(what);
     assert_eq!(status.code(), Code::PermissionDenied, "{what}: {status:?}");
-    assert_eq!(reason(&status), "PERMISSION_DENIED", "{what}: {status:?}");
+    assert_eq!(
+        error_reason(&status),
+        "PERMISSION_DENIED",
+        "{what}: {status:?}"
+    );
 }
 
 async fn a_parent_of_another_team_is_refused(app: TestApp) {
@@ -614,13 +570,13 @@ async fn a_parent_of_another_team_is_refused(app: TestApp) {
                 .await,
             &format!("ListIntegrations {parent}"),
         );
-        let mut create_app = new_slack_app("Planted", "xoxb-planted");
+        let mut create_app = app_request("slack", "Planted", "xoxb-planted");
         create_app.parent = parent.clone();
         assert_denied(
             apps.create_installed_app(authed(&dev_b, create_app)).await,
             &format!("CreateInstalledApp {parent}"),
         );
-        let mut create_integration = new_slack_integration(&a.installed_app, "Planted");
+        let mut create_integration = integration_request_on("slack", &a.installed_app, "Planted");
         create_integration.parent = parent.clone();
         assert_denied(
             integrations
@@ -661,8 +617,8 @@ storage_test!(a_parent_of_another_team_is_refused);
 async fn only_an_all_teams_service_token_resolves_credentials_of_any_team(app: TestApp) {
     let a = team_a(&app).await;
     let b_dev = token(B, "developer", "bob");
-    let b_app = create_slack_app(&app, &b_dev, "B Slack").await;
-    let b_integration = create_slack_integration(&app, &b_dev, &b_app.name, "B job").await;
+    let b_app = create_app_with(&app, &b_dev, "slack", "B Slack", "xoxb-fixture").await;
+    let b_integration = create_integration(&app, &b_dev, &b_app, "B job").await;
     let all_teams = token("*", "service", "worker");
     let service_b = token(B, "service", "worker-b");
     let mut integrations = app.integrations.clone();
@@ -678,7 +634,7 @@ async fn only_an_all_teams_service_token_resolves_credentials_of_any_team(app: T
             .into_inner();
         assert_eq!(resolved.service, "slack");
         assert_eq!(resolved.integration.expect("integration").name, *name);
-        assert_eq!(resolved.credentials, slack_credentials("xoxb-fixture"));
+        assert_eq!(resolved.credentials, credentials("xoxb-fixture"));
     }
 
     let resolved = integrations
@@ -691,28 +647,29 @@ async fn only_an_all_teams_service_token_resolves_credentials_of_any_team(app: T
         .await
         .expect("a team's service resolves its own team's integration")
         .into_inner();
-    assert_eq!(resolved.credentials, slack_credentials("xoxb-fixture"));
+    assert_eq!(resolved.credentials, credentials("xoxb-fixture"));
 
-    let refused = expect_err(
-        integrations
-            .resolve_integration_credentials(authed(
-                &service_b,
-                pb::ResolveIntegrationCredentialsRequest {
-                    name: a.integration.clone(),
-                },
-            ))
-            .await,
-        "team B's service resolves team A's integration",
-    );
+    let refused = integrations
+        .resolve_integration_credentials(authed(
+            &service_b,
+            pb::ResolveIntegrationCredentialsRequest {
+                name: a.integration.clone(),
+            },
+        ))
+        .await
+        .expect_err("team B's service resolves team A's integration");
     assert_not_found(&refused, "team B's service resolves team A's integration");
     assert!(!format!("{refused:?}").contains("xoxb-fixture"));
     // Team A's integration is as it was.
     let a_dev = token(A, "developer", "alice");
-    let still = get_integration(&app, &a_dev, &a.integration).await;
+    let still = get_integration(&app, &a_dev, &a.integration)
+        .await
+        .expect("get integration");
     assert_eq!(still.state, pb::integration::State::Active as i32);
     assert_eq!(
         get_app(&app, &a_dev, &a.installed_app)
             .await
+            .expect("get installed app")
             .integration_count,
         1
     );
@@ -772,26 +729,6 @@ fn summary(events: &[pb::IntegrationEvent]) -> Vec<(String, i32)> {
         .collect()
 }
 
-async fn rename_integration(app: &TestApp, token: &str, name: &str) {
-    app.integrations
-        .clone()
-        .update_integration(authed(
-            token,
-            pb::UpdateIntegrationRequest {
-                integration: Some(pb::Integration {
-                    name: name.into(),
-                    display_name: "Renamed".into(),
-                    ..Default::default()
-                }),
-                update_mask: Some(prost_types::FieldMask {
-                    paths: vec!["display_name".into()],
-                }),
-            },
-        ))
-        .await
-        .expect("rename integration");
-}
-
 async fn a_watcher_sees_none_of_another_teams_events(app: TestApp) {
     use pb::IntegrationEventType::{IntegrationCreated as Created, IntegrationUpdated as Updated};
     let viewer_a = token(A, "viewer", "val");
@@ -809,13 +746,13 @@ async fn a_watcher_sees_none_of_another_teams_events(app: TestApp) {
     assert!(first.checkpoint && first.events.is_empty(), "{first:?}");
     let start = first.cursor;
 
-    let a_app = create_slack_app(&app, &dev_a, "A Slack").await;
-    let b_app = create_slack_app(&app, &dev_b, "B Slack").await;
-    let a_integration = create_slack_integration(&app, &dev_a, &a_app.name, "A job").await;
-    let b_integration = create_slack_integration(&app, &dev_b, &b_app.name, "B job").await;
+    let a_app = create_app(&app, &dev_a, "slack", "A Slack").await;
+    let b_app = create_app(&app, &dev_b, "slack", "B Slack").await;
+    let a_integration = create_integration(&app, &dev_a, &a_app, "A job").await;
+    let b_integration = create_integration(&app, &dev_b, &b_app, "B job").await;
     // Team A changes again before team B's last event: it would show up in between.
-    rename_integration(&app, &dev_a, &a_integration.name).await;
-    rename_integration(&app, &dev_b, &b_integration.name).await;
+    rename_integration(&app, &dev_a, &a_integration.name, "Renamed").await;
+    rename_integration(&app, &dev_b, &b_integration.name, "Renamed").await;
 
     let only_b = vec![
         (b_integration.name.clone(), Created as i32),

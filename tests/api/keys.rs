@@ -10,7 +10,10 @@ use sea_orm::{ConnectionTrait, Database};
 use tonic::Code;
 use tonic_types::StatusExt;
 
-use crate::audit::{all_events, create_app, create_integration, create_own_integration};
+use crate::fixtures::{
+    all_events, create_app_with, create_integration, create_own_integration, credentials, get_app,
+    resolve, update_credentials,
+};
 use crate::helpers::{TestApp, authed, test_args};
 use crate::storage_test;
 
@@ -26,14 +29,22 @@ fn ring_1_2() -> String {
     format!("1:{},2:{}", key(1), key(2))
 }
 
-async fn resolve(app: &mut TestApp, svc: &str, name: &str) -> Result<String, tonic::Status> {
-    app.integrations
-        .resolve_integration_credentials(authed(
-            svc,
-            pb::ResolveIntegrationCredentialsRequest { name: name.into() },
-        ))
+/// The access token `name` resolves to, as the service `svc`.
+async fn access_token(app: &TestApp, svc: &str, name: &str) -> Result<String, tonic::Status> {
+    resolve(app, svc, name)
         .await
-        .map(|r| r.into_inner().credentials["access_token"].clone())
+        .map(|r| r.credentials["access_token"].clone())
+}
+
+/// Each `(name, secret)`: `name` resolves, as the service `svc`, to the access token `secret`.
+async fn assert_resolve_to(app: &TestApp, svc: &str, expected: &[(&str, &str)]) {
+    for (name, secret) in expected {
+        assert_eq!(
+            access_token(app, svc, name).await.expect("resolve"),
+            *secret,
+            "{name}"
+        );
+    }
 }
 
 async fn restart(app: TestApp, keys: &str, min_key_version: Option<u32>) -> TestApp {
@@ -55,15 +66,16 @@ async fn start_error(app: &TestApp, keys: &str, min_key_version: Option<u32>) ->
 }
 
 async fn rotation_reseals_every_value_under_the_newest_key(app: TestApp) {
-    let mut app = restart(app, &ring_1(), None).await;
+    let app = restart(app, &ring_1(), None).await;
     let dev = app.token("acme", "developer", "dana");
     let other = app.token("other", "developer", "olga");
     let svc = app.token("acme", "service", "deliverer");
     let admin = app.token("acme", "admin", "alice");
-    let a = create_app(&mut app, &dev, "Slack", "xoxb-rotate-A").await;
-    let i = create_integration(&mut app, &dev, &a.name).await;
-    let own = create_own_integration(&mut app, &dev, "xoxb-rotate-own").await;
-    create_app(&mut app, &other, "Theirs", "xoxb-rotate-other").await;
+    let a = create_app_with(&app, &dev, "slack", "Slack", "xoxb-rotate-A").await;
+    let i = create_integration(&app, &dev, &a, "Monitor results").await;
+    let own =
+        create_own_integration(&app, &dev, "slack", "Monitor results", "xoxb-rotate-own").await;
+    create_app_with(&app, &other, "slack", "Theirs", "xoxb-rotate-other").await;
 
     // Retiring key 1 before the values moved off it: serve refuses, and says what to do.
     let refused = start_error(&app, &ring_1_2(), Some(2))
@@ -76,18 +88,8 @@ async fn rotation_reseals_every_value_under_the_newest_key(app: TestApp) {
     assert!(refused.contains("rotate-keys"), "{refused}");
 
     // Step 1: every replica gets the new key (it seals new writes); step 2: rotate, online.
-    let mut app = restart(app, &ring_1_2(), None).await;
-    let before = app
-        .apps
-        .get_installed_app(authed(
-            &dev,
-            pb::GetInstalledAppRequest {
-                name: a.name.clone(),
-            },
-        ))
-        .await
-        .expect("get")
-        .into_inner();
+    let app = restart(app, &ring_1_2(), None).await;
+    let before = get_app(&app, &dev, &a.name).await.expect("get");
     let store = Store::connect(&app.db.url, 2).await.expect("store");
     let keys = key_ring(&ring_1_2(), None).expect("ring");
     let summary = rotate_keys(&store, &keys, 1).await.expect("rotate");
@@ -98,27 +100,13 @@ async fn rotation_reseals_every_value_under_the_newest_key(app: TestApp) {
     let counts = store.key_version_counts().await.expect("counts");
     assert_eq!(counts.into_iter().collect::<Vec<_>>(), [(2, 3)]);
     // The service kept serving and reads the re-sealed values; etags did not move.
-    assert_eq!(
-        resolve(&mut app, &svc, &i.name).await.expect("resolve"),
-        "xoxb-rotate-A"
-    );
-    assert_eq!(
-        resolve(&mut app, &svc, &own.name)
-            .await
-            .expect("resolve own"),
-        "xoxb-rotate-own"
-    );
-    let after = app
-        .apps
-        .get_installed_app(authed(
-            &dev,
-            pb::GetInstalledAppRequest {
-                name: a.name.clone(),
-            },
-        ))
-        .await
-        .expect("get")
-        .into_inner();
+    assert_resolve_to(
+        &app,
+        &svc,
+        &[(&i.name, "xoxb-rotate-A"), (&own.name, "xoxb-rotate-own")],
+    )
+    .await;
+    let after = get_app(&app, &dev, &a.name).await.expect("get");
     assert_eq!(before.etag, after.etag);
 
     // A second run has nothing to do.
@@ -128,21 +116,14 @@ async fn rotation_reseals_every_value_under_the_newest_key(app: TestApp) {
 
     // Step 3: retire key 1. The service starts and still resolves.
     let mut app = restart(app, &ring_1_2(), Some(2)).await;
-    assert_eq!(
-        resolve(&mut app, &svc, &i.name).await.expect("resolve"),
-        "xoxb-rotate-A"
-    );
-    assert_eq!(
-        resolve(&mut app, &svc, &own.name)
-            .await
-            .expect("resolve own"),
-        "xoxb-rotate-own"
-    );
+    assert_resolve_to(
+        &app,
+        &svc,
+        &[(&i.name, "xoxb-rotate-A"), (&own.name, "xoxb-rotate-own")],
+    )
+    .await;
     // Rotation writes no audit records of its own, and none holds a value.
-    let printed = format!(
-        "{:?}",
-        all_events(&mut app, &admin, Default::default()).await
-    );
+    let printed = format!("{:?}", all_events(&app, &admin, Default::default()).await);
     assert!(!printed.contains("xoxb-rotate"));
     app.stop().await;
 }
@@ -152,8 +133,8 @@ async fn a_reseal_never_overwrites_a_concurrent_credential_change(app: TestApp) 
     let mut app = restart(app, &ring_1_2(), None).await;
     let dev = app.token("acme", "developer", "dana");
     let svc = app.token("acme", "service", "deliverer");
-    let a = create_app(&mut app, &dev, "Slack", "xoxb-old").await;
-    let i = create_integration(&mut app, &dev, &a.name).await;
+    let a = create_app_with(&app, &dev, "slack", "Slack", "xoxb-old").await;
+    let i = create_integration(&app, &dev, &a, "Monitor results").await;
     let store = Store::connect(&app.db.url, 2).await.expect("store");
     // Pretend the app is still on key 1 and read it as a rotation batch would.
     let db = Database::connect(&app.db.url).await.expect("db");
@@ -171,14 +152,7 @@ async fn a_reseal_never_overwrites_a_concurrent_credential_change(app: TestApp) 
     app.apps
         .update_installed_app(authed(
             &dev,
-            pb::UpdateInstalledAppRequest {
-                installed_app: Some(pb::InstalledApp {
-                    name: a.name.clone(),
-                    ..Default::default()
-                }),
-                update_mask: None,
-                credentials: [("access_token".to_owned(), "xoxb-new".to_owned())].into(),
-            },
+            update_credentials(&a.name, credentials("xoxb-new")),
         ))
         .await
         .expect("replace credentials");
@@ -191,7 +165,7 @@ async fn a_reseal_never_overwrites_a_concurrent_credential_change(app: TestApp) 
     tx.commit().await.expect("commit");
     assert!(!applied, "a changed row is left alone");
     assert_eq!(
-        resolve(&mut app, &svc, &i.name).await.expect("resolve"),
+        access_token(&app, &svc, &i.name).await.expect("resolve"),
         "xoxb-new"
     );
     let _ = db.close().await;
@@ -205,14 +179,16 @@ async fn a_ciphertext_copied_to_another_row_does_not_open(mut app: TestApp) {
     let other = app.token("other", "developer", "olga");
     let svc = app.token("acme", "service", "deliverer");
     let admin = app.token("acme", "admin", "alice");
-    let a = create_app(&mut app, &dev, "Slack A", "xoxb-copy-A").await;
-    let b = create_app(&mut app, &dev, "Slack B", "xoxb-copy-B").await;
-    let theirs = create_app(&mut app, &other, "Theirs", "xoxb-copy-theirs").await;
-    let i = create_integration(&mut app, &dev, &b.name).await;
-    let own_1 = create_own_integration(&mut app, &dev, "xoxb-copy-own-1").await;
-    let own_2 = create_own_integration(&mut app, &dev, "xoxb-copy-own-2").await;
+    let a = create_app_with(&app, &dev, "slack", "Slack A", "xoxb-copy-A").await;
+    let b = create_app_with(&app, &dev, "slack", "Slack B", "xoxb-copy-B").await;
+    let theirs = create_app_with(&app, &other, "slack", "Theirs", "xoxb-copy-theirs").await;
+    let i = create_integration(&app, &dev, &b, "Monitor results").await;
+    let own_1 =
+        create_own_integration(&app, &dev, "slack", "Monitor results", "xoxb-copy-own-1").await;
+    let own_2 =
+        create_own_integration(&app, &dev, "slack", "Monitor results", "xoxb-copy-own-2").await;
     assert_eq!(
-        resolve(&mut app, &svc, &i.name).await.expect("resolve"),
+        access_token(&app, &svc, &i.name).await.expect("resolve"),
         "xoxb-copy-B"
     );
     let id = |name: &str| name.rsplit('/').next().expect("id").to_owned();
@@ -231,7 +207,7 @@ async fn a_ciphertext_copied_to_another_row_does_not_open(mut app: TestApp) {
     ];
     for sql in cases {
         db.execute_unprepared(&sql).await.expect("copy");
-        let err = resolve(&mut app, &svc, &i.name)
+        let err = access_token(&app, &svc, &i.name)
             .await
             .expect_err("must not open");
         assert_eq!(err.code(), Code::Internal);
@@ -252,20 +228,20 @@ async fn a_ciphertext_copied_to_another_row_does_not_open(mut app: TestApp) {
     ))
     .await
     .expect("copy own");
-    let err = resolve(&mut app, &svc, &own_2.name)
+    let err = access_token(&app, &svc, &own_2.name)
         .await
         .expect_err("must not open");
     assert_eq!(err.code(), Code::Internal);
     assert_eq!(err.message(), "internal error");
     assert_eq!(
-        resolve(&mut app, &svc, &own_1.name)
+        access_token(&app, &svc, &own_1.name)
             .await
             .expect("the original still opens"),
         "xoxb-copy-own-1"
     );
     // Each failure is in the audit log, as a failure with an opaque reason.
     let failures: Vec<_> = all_events(
-        &mut app,
+        &app,
         &admin,
         pb::ListAuditEventsRequest {
             action: "integration.resolve_credentials".into(),
@@ -285,7 +261,7 @@ storage_test!(a_ciphertext_copied_to_another_row_does_not_open);
 async fn serve_refuses_keys_that_cannot_open_stored_credentials(app: TestApp) {
     let mut app = restart(app, &ring_1(), None).await;
     let dev = app.token("acme", "developer", "dana");
-    create_own_integration(&mut app, &dev, "xoxb-wrong-key").await;
+    create_own_integration(&app, &dev, "slack", "Monitor results", "xoxb-wrong-key").await;
     let wrong = format!("1:{}", key(9));
     // The same version, another key.
     let message = start_error(&app, &wrong, None)

@@ -2,7 +2,6 @@
 //! SQLite and PostgreSQL.
 
 mod access;
-mod access_fixtures;
 mod audit;
 mod crash;
 mod delivery;

@@ -15,6 +15,7 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
+use crate::fixtures::{WAIT, create_app_with, create_integration, next_events, traced, watch_live};
 use crate::helpers::{Backend, TestDb, authed, spawn_with, test_args, token};
 use crate::process::ServerProcess;
 
@@ -65,61 +66,11 @@ async fn the_metrics_counters_move_with_calls_streams_and_events() {
         .await
         .expect_err("developers may not delete");
     assert_eq!(refused.code(), tonic::Code::PermissionDenied);
-    let mut stream = app
-        .integrations
-        .watch_integration_events(authed(&dev, pb::WatchIntegrationEventsRequest::default()))
-        .await
-        .expect("watch")
-        .into_inner();
-    stream.message().await.expect("ok").expect("checkpoint");
-    let created = app
-        .apps
-        .create_installed_app(authed(
-            &dev,
-            pb::CreateInstalledAppRequest {
-                installed_app: Some(pb::InstalledApp {
-                    service: "slack".into(),
-                    display_name: "Slack".into(),
-                    ..Default::default()
-                }),
-                credentials: [("access_token".to_owned(), "xoxb-1".to_owned())].into(),
-                ..Default::default()
-            },
-        ))
-        .await
-        .expect("create app")
-        .into_inner();
-    app.integrations
-        .create_integration(authed(
-            &dev,
-            pb::CreateIntegrationRequest {
-                integration: Some(pb::Integration {
-                    installed_app: created.name,
-                    r#type: "slack.post_monitor_results".into(),
-                    display_name: "Results".into(),
-                    config: [
-                        ("channel".to_owned(), "#ops".to_owned()),
-                        ("monitor_id".to_owned(), "m".to_owned()),
-                    ]
-                    .into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
-        ))
-        .await
-        .expect("create integration");
+    let (mut stream, _) = watch_live(&app, &dev).await;
+    let created = create_app_with(&app, &dev, "slack", "Slack", "xoxb-1").await;
+    create_integration(&app, &dev, &created, "Results").await;
     // The event reaches the stream before we look at the counters.
-    loop {
-        let message = tokio::time::timeout(Duration::from_secs(10), stream.message())
-            .await
-            .expect("event in time")
-            .expect("ok")
-            .expect("open");
-        if !message.events.is_empty() {
-            break;
-        }
-    }
+    next_events(&mut stream, 1, WAIT).await;
     let after = scrape(addr).await;
     assert_eq!(
         value_of(&after, list) - value_of(&before, list),
@@ -141,11 +92,11 @@ async fn every_call_answers_with_a_request_id_and_keeps_the_callers() {
     let args = test_args(&db.url);
     let mut app = spawn_with(Backend::Sqlite, db, args).await;
     let dev = token("acme", "viewer", "vic");
-    let mut request = authed(&dev, pb::ListServicesRequest {});
-    request
-        .metadata_mut()
-        .insert("x-request-id", "req-1234".parse().expect("value"));
-    let response = app.apps.list_services(request).await.expect("call");
+    let response = app
+        .apps
+        .list_services(traced(&dev, "req-1234", pb::ListServicesRequest {}))
+        .await
+        .expect("call");
     assert_eq!(
         response
             .metadata()

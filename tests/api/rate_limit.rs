@@ -4,16 +4,22 @@ use integration_hub::pb;
 use tonic::Code;
 use tonic_types::StatusExt;
 
-use crate::helpers::{Backend, TestDb, authed, spawn_with, test_args};
+use crate::fixtures::error_reason;
+use crate::helpers::{Backend, TestApp, TestDb, authed, spawn_with, test_args};
+
+/// A server on SQLite whose rate limit allows `burst` calls at once and `per_sec` after.
+async fn spawn_limited(burst: u32, per_sec: f64) -> TestApp {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let mut args = test_args(&db.url);
+    args.rate_limit_burst = burst;
+    args.rate_limit_per_sec = per_sec;
+    spawn_with(Backend::Sqlite, db, args).await
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_its_burst_a_principal_gets_resource_exhausted_with_retry_info() {
-    let db = TestDb::new(Backend::Sqlite).await;
-    let mut args = test_args(&db.url);
     // Three calls at once, then one every 100 s: the test never sees a refill.
-    args.rate_limit_burst = 3;
-    args.rate_limit_per_sec = 0.01;
-    let mut app = spawn_with(Backend::Sqlite, db, args).await;
+    let mut app = spawn_limited(3, 0.01).await;
     let dana = app.token("acme", "developer", "dana");
     let omar = app.token("acme", "developer", "omar");
     let dana_elsewhere = app.token("other", "developer", "dana");
@@ -29,9 +35,7 @@ async fn past_its_burst_a_principal_gets_resource_exhausted_with_retry_info() {
         .await
         .expect_err("past the burst");
     assert_eq!(err.code(), Code::ResourceExhausted);
-    let info = err.get_details_error_info().expect("ErrorInfo");
-    assert_eq!(info.reason, "RESOURCE_EXHAUSTED");
-    assert_eq!(info.domain, "integrationhub");
+    assert_eq!(error_reason(&err), "RESOURCE_EXHAUSTED");
     let retry = err
         .get_details_retry_info()
         .and_then(|r| r.retry_delay)
@@ -74,11 +78,7 @@ async fn past_its_burst_a_principal_gets_resource_exhausted_with_retry_info() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_zero_rate_disables_the_limit() {
-    let db = TestDb::new(Backend::Sqlite).await;
-    let mut args = test_args(&db.url);
-    args.rate_limit_burst = 1;
-    args.rate_limit_per_sec = 0.0;
-    let mut app = spawn_with(Backend::Sqlite, db, args).await;
+    let mut app = spawn_limited(1, 0.0).await;
     let dana = app.token("acme", "developer", "dana");
     for _ in 0..20 {
         app.apps

@@ -6,19 +6,15 @@ use std::time::{Duration, Instant};
 
 use integration_hub::crypto::KeyRing;
 use integration_hub::pb;
-use integration_hub::pb::installed_app_service_client::InstalledAppServiceClient;
-use integration_hub::pb::integration_service_client::IntegrationServiceClient;
 use integration_hub::store::Store;
 use sea_orm::{ConnectionTrait, Database, Statement};
 use tonic::Code;
-use tonic::transport::Channel;
 use tonic_types::StatusExt;
 
-use crate::helpers::{Backend, TestDb, authed, spawn_with, test_args, token};
+use crate::fixtures::{create_app, create_integration, delete_app, seq, watch, watch_live};
+use crate::helpers::{Backend, TestDb, spawn_with, test_args, token};
 use crate::process::ServerProcess;
 
-type Apps = InstalledAppServiceClient<Channel>;
-type Integrations = IntegrationServiceClient<Channel>;
 type Watch = tonic::Streaming<pb::WatchIntegrationEventsResponse>;
 
 fn dev() -> String {
@@ -27,67 +23,6 @@ fn dev() -> String {
 
 fn admin() -> String {
     token("acme", "admin", "alice")
-}
-
-async fn create_app(apps: &mut Apps, display_name: &str) -> String {
-    apps.create_installed_app(authed(
-        &dev(),
-        pb::CreateInstalledAppRequest {
-            installed_app: Some(pb::InstalledApp {
-                service: "slack".into(),
-                display_name: display_name.into(),
-                ..Default::default()
-            }),
-            credentials: [("access_token".to_owned(), "xoxb-1".to_owned())].into(),
-            ..Default::default()
-        },
-    ))
-    .await
-    .expect("create app")
-    .into_inner()
-    .name
-}
-
-async fn create_integration(
-    integrations: &mut Integrations,
-    app: &str,
-    n: usize,
-) -> Result<String, tonic::Status> {
-    integrations
-        .create_integration(authed(
-            &dev(),
-            pb::CreateIntegrationRequest {
-                integration: Some(pb::Integration {
-                    installed_app: app.to_owned(),
-                    r#type: "slack.post_monitor_results".into(),
-                    display_name: format!("Results {n}"),
-                    config: [
-                        ("channel".to_owned(), "#ops".to_owned()),
-                        ("monitor_id".to_owned(), format!("m-{n}")),
-                    ]
-                    .into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
-        ))
-        .await
-        .map(|r| r.into_inner().name)
-}
-
-async fn watch_live(integrations: &mut Integrations, token: &str) -> (Watch, String) {
-    let mut stream = integrations
-        .watch_integration_events(authed(token, pb::WatchIntegrationEventsRequest::default()))
-        .await
-        .expect("watch")
-        .into_inner();
-    let first = tokio::time::timeout(Duration::from_secs(10), stream.message())
-        .await
-        .expect("first message in time")
-        .expect("stream ok")
-        .expect("a first message");
-    assert!(first.checkpoint, "a live watch starts with a checkpoint");
-    (stream, first.cursor)
 }
 
 /// Reads events until `count` have arrived (checkpoints skipped), or fails after `within`.
@@ -115,20 +50,41 @@ async fn collect_events(
     events
 }
 
-fn seq_of(cursor: &str) -> i64 {
-    use base64::Engine;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(cursor)
-        .expect("cursor is base64");
-    i64::from_be_bytes(bytes[4..12].try_into().expect("8 bytes"))
-}
-
 fn assert_strictly_ordered(events: &[(pb::IntegrationEvent, Instant)]) {
-    let seqs: Vec<i64> = events.iter().map(|(e, _)| seq_of(&e.cursor)).collect();
+    let seqs: Vec<i64> = events.iter().map(|(e, _)| seq(&e.cursor)).collect();
     assert!(
         seqs.windows(2).all(|w| w[0] < w[1]),
         "events arrive in order, without duplicates"
     );
+}
+
+/// A reader polling the outbox like a tailer: it moves its position to the highest number it
+/// has seen. Once `done` turns true it reads until nothing is left and returns every number seen.
+fn tail_outbox(
+    store: Store,
+    mut done: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<BTreeSet<i64>> {
+    tokio::spawn(async move {
+        let mut pos = 0i64;
+        let mut seen = BTreeSet::new();
+        loop {
+            let finished = *done.borrow_and_update();
+            let rows = store
+                .events_after(pos, None, None, 1000)
+                .await
+                .expect("read");
+            for row in &rows {
+                seen.insert(row.seq);
+                pos = pos.max(row.seq);
+            }
+            if finished && rows.is_empty() {
+                return seen;
+            }
+            if rows.is_empty() {
+                tokio::task::yield_now().await;
+            }
+        }
+    })
 }
 
 fn keys() -> String {
@@ -142,16 +98,16 @@ async fn a_subscriber_on_one_replica_receives_what_another_replica_appends() {
     let keys = keys();
     let a = ServerProcess::start(&db.url, &keys, &[]);
     let b = ServerProcess::start(&db.url, &keys, &[]);
-    let (mut apps_a, mut integrations_a) = a.clients().await;
-    let (_, mut integrations_b) = b.clients().await;
-    let (mut stream, _) = watch_live(&mut integrations_b, &dev()).await;
-    let app = create_app(&mut apps_a, "Slack").await;
+    let replica_a = a.clients().await;
+    let replica_b = b.clients().await;
+    let (mut stream, _) = watch_live(&replica_b, &dev()).await;
+    let app = create_app(&replica_a, &dev(), "slack", "Slack").await;
     let mut names = Vec::new();
     for n in 0..50 {
         names.push(
-            create_integration(&mut integrations_a, &app, n)
+            create_integration(&replica_a, &dev(), &app, &format!("Results {n}"))
                 .await
-                .expect("create"),
+                .name,
         );
     }
     let events = collect_events(&mut stream, 50, Duration::from_secs(30)).await;
@@ -174,10 +130,10 @@ async fn cross_replica_delivery_latency() {
     let keys = keys();
     let a = ServerProcess::start(&db.url, &keys, &[]);
     let b = ServerProcess::start(&db.url, &keys, &[]);
-    let (mut apps_a, mut integrations_a) = a.clients().await;
-    let (_, mut integrations_b) = b.clients().await;
-    let (mut stream, _) = watch_live(&mut integrations_b, &dev()).await;
-    let app = create_app(&mut apps_a, "Slack").await;
+    let replica_a = a.clients().await;
+    let replica_b = b.clients().await;
+    let (mut stream, _) = watch_live(&replica_b, &dev()).await;
+    let app = create_app(&replica_a, &dev(), "slack", "Slack").await;
     let total = 1000;
     let reader =
         tokio::spawn(
@@ -186,9 +142,7 @@ async fn cross_replica_delivery_latency() {
     let mut sent = Vec::with_capacity(total);
     for n in 0..total {
         let started = Instant::now();
-        create_integration(&mut integrations_a, &app, n)
-            .await
-            .expect("create");
+        create_integration(&replica_a, &dev(), &app, &format!("Results {n}")).await;
         sent.push(started);
     }
     let events = reader.await.expect("reader");
@@ -216,16 +170,16 @@ async fn a_client_resuming_on_another_replica_after_sigterm_loses_nothing() {
     let keys = keys();
     let mut a = ServerProcess::start(&db.url, &keys, &[]);
     let b = ServerProcess::start(&db.url, &keys, &[]);
-    let (mut apps_b, mut integrations_b) = b.clients().await;
-    let (_, mut integrations_a) = a.clients().await;
-    let (mut stream, _) = watch_live(&mut integrations_a, &dev()).await;
-    let app = create_app(&mut apps_b, "Slack").await;
+    let replica_b = b.clients().await;
+    let replica_a = a.clients().await;
+    let (mut stream, _) = watch_live(&replica_a, &dev()).await;
+    let app = create_app(&replica_b, &dev(), "slack", "Slack").await;
     let mut names = Vec::new();
     for n in 0..5 {
         names.push(
-            create_integration(&mut integrations_b, &app, n)
+            create_integration(&replica_b, &dev(), &app, &format!("Results {n}"))
                 .await
-                .expect("create"),
+                .name,
         );
     }
     let first = collect_events(&mut stream, 5, Duration::from_secs(30)).await;
@@ -256,26 +210,16 @@ async fn a_client_resuming_on_another_replica_after_sigterm_loses_nothing() {
         .get("cursor")
         .cloned()
         .expect("the cursor to resume from");
-    assert!(seq_of(&cursor) >= seq_of(&first[4].0.cursor));
+    assert!(seq(&cursor) >= seq(&first[4].0.cursor));
     // Changes made while the client was away, then resume on B.
     for n in 5..10 {
         names.push(
-            create_integration(&mut integrations_b, &app, n)
+            create_integration(&replica_b, &dev(), &app, &format!("Results {n}"))
                 .await
-                .expect("create"),
+                .name,
         );
     }
-    let mut resumed = integrations_b
-        .watch_integration_events(authed(
-            &dev(),
-            pb::WatchIntegrationEventsRequest {
-                start_cursor: cursor,
-                ..Default::default()
-            },
-        ))
-        .await
-        .expect("resume on B")
-        .into_inner();
+    let mut resumed = watch(&replica_b, &dev(), &cursor, &[]).await;
     let rest = collect_events(&mut resumed, 5, Duration::from_secs(30)).await;
     let mut all: Vec<String> = first
         .iter()
@@ -296,41 +240,18 @@ async fn concurrent_writers_never_let_a_reader_pass_an_in_flight_sequence() {
     let mut args = test_args(&db.url);
     args.database.db_max_connections = 16;
     let app = spawn_with(Backend::Postgres, db, args).await;
-    let mut apps = app.apps.clone();
-    let target = create_app(&mut apps, "Slack").await;
+    let target = create_app(&app, &dev(), "slack", "Slack").await;
     let reader_store = Store::connect(&app.db.url, 2).await.expect("store");
-    let (done_tx, mut done_rx) = tokio::sync::watch::channel(false);
-    // The reader: like a tailer, it moves its position to the highest number it has seen.
-    let reader = tokio::spawn(async move {
-        let mut pos = 0i64;
-        let mut seen = BTreeSet::new();
-        loop {
-            let finished = *done_rx.borrow_and_update();
-            let rows = reader_store
-                .events_after(pos, None, None, 1000)
-                .await
-                .expect("read");
-            for row in &rows {
-                seen.insert(row.seq);
-                pos = pos.max(row.seq);
-            }
-            if finished && rows.is_empty() {
-                return seen;
-            }
-            if rows.is_empty() {
-                tokio::task::yield_now().await;
-            }
-        }
-    });
+    let (done_tx, done_rx) = tokio::sync::watch::channel(false);
+    let reader = tail_outbox(reader_store, done_rx);
     let writers: Vec<_> = (0..8)
         .map(|w| {
-            let mut integrations = app.integrations.clone();
+            let clients = (app.apps.clone(), app.integrations.clone());
             let target = target.clone();
             tokio::spawn(async move {
                 for n in 0..25 {
-                    create_integration(&mut integrations, &target, w * 100 + n)
-                        .await
-                        .expect("create");
+                    let display_name = format!("Results {}", w * 100 + n);
+                    create_integration(&clients, &dev(), &target, &display_name).await;
                 }
             })
         })
@@ -364,29 +285,8 @@ async fn appends_that_commit_late_never_open_a_gap_behind_a_reader() {
     let db = TestDb::new(Backend::Postgres).await;
     let store = Store::connect(&db.url, 20).await.expect("store");
     store.migrate().await.expect("migrate");
-    let (done_tx, mut done_rx) = tokio::sync::watch::channel(false);
-    let reader_store = store.clone();
-    let reader = tokio::spawn(async move {
-        let mut pos = 0i64;
-        let mut seen = BTreeSet::new();
-        loop {
-            let finished = *done_rx.borrow_and_update();
-            let rows = reader_store
-                .events_after(pos, None, None, 1000)
-                .await
-                .expect("read");
-            for row in &rows {
-                seen.insert(row.seq);
-                pos = pos.max(row.seq);
-            }
-            if finished && rows.is_empty() {
-                return seen;
-            }
-            if rows.is_empty() {
-                tokio::task::yield_now().await;
-            }
-        }
-    });
+    let (done_tx, done_rx) = tokio::sync::watch::channel(false);
+    let reader = tail_outbox(store.clone(), done_rx);
     let writers: Vec<_> = (0..16u64)
         .map(|w| {
             let store = store.clone();
@@ -441,18 +341,18 @@ async fn memory_with_a_stalled_subscriber() {
     const COUNT: usize = 10_000;
     let db = TestDb::new(Backend::Sqlite).await;
     let server = ServerProcess::start(&db.url, &keys(), &[]);
-    let (mut apps, mut integrations) = server.clients().await;
-    let target = create_app(&mut apps, "Slack to delete").await;
-    let app_id = target.rsplit('/').next().expect("id").to_owned();
+    let clients = server.clients().await;
+    let target = create_app(&clients, &dev(), "slack", "Slack to delete").await;
+    let app_id = target.name.rsplit('/').next().expect("id").to_owned();
     seed_integrations(&db.url, "acme", &app_id, COUNT).await;
-    let (_stalled, _) = watch_live(&mut integrations, &dev()).await;
+    let (_stalled, _) = watch_live(&clients, &dev()).await;
     let before = server.rss_kib();
     let mut after = Vec::new();
-    let (mut reading, _) = watch_live(&mut integrations, &dev()).await;
+    let (mut reading, _) = watch_live(&clients, &dev()).await;
     for round in 0..3 {
-        if round > 0 {
-            let target = create_app(&mut apps, "Slack to delete").await;
-            let app_id = target.rsplit('/').next().expect("id").to_owned();
+        let doomed = if round > 0 {
+            let target = create_app(&clients, &dev(), "slack", "Slack to delete").await;
+            let app_id = target.name.rsplit('/').next().expect("id").to_owned();
             let db = Database::connect(&db.url).await.expect("connect");
             db.execute_raw(Statement::from_string(
                 db.get_database_backend(),
@@ -461,26 +361,13 @@ async fn memory_with_a_stalled_subscriber() {
             .await
             .expect("rebind seeded integrations");
             let _ = db.close().await;
-            apps.delete_installed_app(authed(
-                &admin(),
-                pb::DeleteInstalledAppRequest {
-                    name: target,
-                    ..Default::default()
-                },
-            ))
-            .await
-            .expect("delete");
+            target
         } else {
-            apps.delete_installed_app(authed(
-                &admin(),
-                pb::DeleteInstalledAppRequest {
-                    name: target.clone(),
-                    ..Default::default()
-                },
-            ))
+            target.clone()
+        };
+        delete_app(&clients, &admin(), &doomed.name, "", false)
             .await
             .expect("delete");
-        }
         // Another subscriber confirms the events went out before measuring.
         collect_events(&mut reading, COUNT, Duration::from_secs(60)).await;
         after.push(server.rss_kib());
@@ -523,34 +410,21 @@ async fn stalled_subscriber(backend: Backend) {
     let db = TestDb::new(backend).await;
     let url = db.url.clone();
     let mut app = spawn_with(backend, db, test_args(&url)).await;
-    let mut apps = app.apps.clone();
-    let target = create_app(&mut apps, "Slack to delete").await;
-    let app_id = target.rsplit('/').next().expect("id").to_owned();
+    let target = create_app(&app, &dev(), "slack", "Slack to delete").await;
+    let app_id = target.name.rsplit('/').next().expect("id").to_owned();
     seed_integrations(&url, "acme", &app_id, COUNT).await;
-    let mut watcher = app.integrations.clone();
-    let (mut stalled, _) = watch_live(&mut watcher, &dev()).await;
-    let (mut reading, _) = watch_live(&mut watcher, &dev()).await;
-    let deleted = app
-        .apps
-        .delete_installed_app(authed(
-            &admin(),
-            pb::DeleteInstalledAppRequest {
-                name: target.clone(),
-                ..Default::default()
-            },
-        ))
+    let (mut stalled, _) = watch_live(&app, &dev()).await;
+    let (mut reading, _) = watch_live(&app, &dev()).await;
+    let broken = delete_app(&app, &admin(), &target.name, "", false)
         .await
-        .expect("delete")
-        .into_inner();
-    assert_eq!(deleted.broken_integrations.len(), COUNT);
+        .expect("delete");
+    assert_eq!(broken.len(), COUNT);
     // The reading subscriber is not held back by the stalled one.
     let events = collect_events(&mut reading, COUNT, Duration::from_secs(120)).await;
     assert_strictly_ordered(&events);
     // More changes while the stalled one still sleeps.
-    let other = create_app(&mut apps, "Another").await;
-    create_integration(&mut app.integrations, &other, 1)
-        .await
-        .expect("create");
+    let other = create_app(&app, &dev(), "slack", "Another").await;
+    create_integration(&app, &dev(), &other, "Results 1").await;
     // Now it reads: every BROKEN event, then the CREATED one, in order, none twice.
     let late = collect_events(&mut stalled, COUNT + 1, Duration::from_secs(120)).await;
     assert_strictly_ordered(&late);

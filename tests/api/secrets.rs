@@ -2,7 +2,6 @@
 //! ResolveIntegrationCredentials. Canary values go in through every write path; they must not
 //! come back in any response, error or event, nor sit in the database, nor reach the logs.
 
-use std::collections::HashMap;
 use std::fmt::Debug;
 use std::io::BufRead;
 use std::process::{Command, Stdio};
@@ -14,14 +13,12 @@ use pb::reauthenticate_integration_request::Auth;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
-use crate::access_fixtures::{
-    CALL_TIMEOUT, expect_err, new_own_slack_integration, new_slack_app, new_slack_integration,
-    slack_credentials,
+use crate::fixtures::{
+    CALL_TIMEOUT, TEAM, app_request, credentials, integration_request_on, own_integration_request,
+    token_of_another_secret, update_credentials,
 };
 use crate::helpers::{Backend, TEST_AUDIENCE, TEST_ISSUER, TEST_SECRET, TestApp, authed, token};
 use crate::storage_test;
-
-const TEAM: &str = "acme";
 
 fn canary() -> String {
     format!("CANARY-{}", uuid::Uuid::new_v4())
@@ -65,7 +62,7 @@ impl Answers {
     }
 
     fn err<T: Debug>(&mut self, what: &str, result: Result<tonic::Response<T>, Status>) -> Status {
-        expect_err(self.keep(what, result), what)
+        self.keep(what, result).expect_err(what)
     }
 
     fn assert_clean(&self) {
@@ -83,20 +80,6 @@ impl Answers {
 
 fn resolve(name: &str) -> pb::ResolveIntegrationCredentialsRequest {
     pb::ResolveIntegrationCredentialsRequest { name: name.into() }
-}
-
-fn update_credentials(
-    name: &str,
-    credentials: HashMap<String, String>,
-) -> pb::UpdateInstalledAppRequest {
-    pb::UpdateInstalledAppRequest {
-        installed_app: Some(pb::InstalledApp {
-            name: name.into(),
-            ..Default::default()
-        }),
-        credentials,
-        ..Default::default()
-    }
 }
 
 /// Resolves `name` as a service; the answer carries exactly `expected` as its access token.
@@ -156,7 +139,7 @@ async fn no_credential_comes_back_except_through_resolve_nor_rests_in_the_databa
         .into_inner();
 
     // Writes carrying credentials.
-    let mut create = new_slack_app("Secret Slack", &app_secret);
+    let mut create = app_request("slack", "Secret Slack", &app_secret);
     create.credentials.insert("team_id".into(), "T1".into());
     let installed = seen.ok(
         "create app",
@@ -167,14 +150,17 @@ async fn no_credential_comes_back_except_through_resolve_nor_rests_in_the_databa
         integrations
             .create_integration(authed(
                 &dev,
-                new_slack_integration(&installed.name, "Bound"),
+                integration_request_on("slack", &installed.name, "Bound"),
             ))
             .await,
     );
     let own = seen.ok(
         "create own-credentials integration",
         integrations
-            .create_integration(authed(&dev, new_own_slack_integration("Own", &own_secret)))
+            .create_integration(authed(
+                &dev,
+                own_integration_request("slack", "Own", &own_secret),
+            ))
             .await,
     );
     assert!(own.own_credentials);
@@ -316,7 +302,7 @@ async fn no_credential_comes_back_except_through_resolve_nor_rests_in_the_databa
         "replace app credentials",
         apps.update_installed_app(authed(
             &dev,
-            update_credentials(&installed.name, slack_credentials(&replaced_secret)),
+            update_credentials(&installed.name, credentials(&replaced_secret)),
         ))
         .await,
     );
@@ -374,7 +360,7 @@ async fn no_credential_comes_back_except_through_resolve_nor_rests_in_the_databa
                 pb::ReauthenticateIntegrationRequest {
                     name: bound.name.clone(),
                     auth: Some(Auth::Credentials(pb::Credentials {
-                        values: slack_credentials(&reauth_secret),
+                        values: credentials(&reauth_secret),
                     })),
                 },
             ))
@@ -386,13 +372,16 @@ async fn no_credential_comes_back_except_through_resolve_nor_rests_in_the_databa
     let old_secret = seen.canary();
     let old = seen.ok(
         "create old app",
-        apps.create_installed_app(authed(&dev, new_slack_app("Old Slack", &old_secret)))
+        apps.create_installed_app(authed(&dev, app_request("slack", "Old Slack", &old_secret)))
             .await,
     );
     let moved = seen.ok(
         "create integration on the old app",
         integrations
-            .create_integration(authed(&dev, new_slack_integration(&old.name, "Moved")))
+            .create_integration(authed(
+                &dev,
+                integration_request_on("slack", &old.name, "Moved"),
+            ))
             .await,
     );
     seen.ok(
@@ -409,7 +398,7 @@ async fn no_credential_comes_back_except_through_resolve_nor_rests_in_the_databa
     let new_secret = seen.canary();
     let replacement = seen.ok(
         "create replacement app",
-        apps.create_installed_app(authed(&dev, new_slack_app("New Slack", &new_secret)))
+        apps.create_installed_app(authed(&dev, app_request("slack", "New Slack", &new_secret)))
             .await,
     );
     seen.ok(
@@ -429,27 +418,27 @@ async fn no_credential_comes_back_except_through_resolve_nor_rests_in_the_databa
 
     // Refusals of requests that carry a credential.
     let refused_secret = seen.canary();
-    let mut bad_key = slack_credentials("xoxb-1");
+    let mut bad_key = credentials("xoxb-1");
     bad_key.insert("bogus".into(), refused_secret.clone());
-    let mut create = new_slack_app("Refused", "unused");
+    let mut create = app_request("slack", "Refused", "unused");
     create.credentials = bad_key.clone();
     seen.err(
         "create app with an unknown credential",
         apps.create_installed_app(authed(&dev, create)).await,
     );
-    let mut create = new_slack_app("Refused", "unused");
-    create.credentials = slack_credentials(&format!("{refused_secret}{}", "x".repeat(8192)));
+    let mut create = app_request("slack", "Refused", "unused");
+    create.credentials = credentials(&format!("{refused_secret}{}", "x".repeat(8192)));
     seen.err(
         "create app with a too long credential",
         apps.create_installed_app(authed(&dev, create)).await,
     );
-    let mut create = new_slack_app("Refused", &refused_secret);
+    let mut create = app_request("slack", "Refused", &refused_secret);
     create.installed_app.as_mut().expect("app").service = "nope".into();
     seen.err(
         "create app of an unknown service",
         apps.create_installed_app(authed(&dev, create)).await,
     );
-    let mut create = new_slack_app("", &refused_secret);
+    let mut create = app_request("slack", "", &refused_secret);
     create
         .credentials
         .extend((0..25).map(|i| (format!("k{i}"), refused_secret.clone())));
@@ -459,8 +448,11 @@ async fn no_credential_comes_back_except_through_resolve_nor_rests_in_the_databa
     );
     seen.err(
         "create app as a viewer",
-        apps.create_installed_app(authed(&viewer, new_slack_app("Viewer", &refused_secret)))
-            .await,
+        apps.create_installed_app(authed(
+            &viewer,
+            app_request("slack", "Viewer", &refused_secret),
+        ))
+        .await,
     );
     seen.err(
         "replace credentials with an unknown key",
@@ -474,7 +466,7 @@ async fn no_credential_comes_back_except_through_resolve_nor_rests_in_the_databa
         "replace credentials of another developer's app",
         apps.update_installed_app(authed(
             &token(TEAM, "developer", "dora"),
-            update_credentials(&replacement.name, slack_credentials(&refused_secret)),
+            update_credentials(&replacement.name, credentials(&refused_secret)),
         ))
         .await,
     );
@@ -482,11 +474,11 @@ async fn no_credential_comes_back_except_through_resolve_nor_rests_in_the_databa
         "replace credentials of a deleted app",
         apps.update_installed_app(authed(
             &admin,
-            update_credentials(&old.name, slack_credentials(&refused_secret)),
+            update_credentials(&old.name, credentials(&refused_secret)),
         ))
         .await,
     );
-    let mut own_bad = new_own_slack_integration("Refused", "unused");
+    let mut own_bad = own_integration_request("slack", "Refused", "unused");
     own_bad.credentials = bad_key.clone();
     seen.err(
         "create integration with an unknown credential",
@@ -500,7 +492,7 @@ async fn no_credential_comes_back_except_through_resolve_nor_rests_in_the_databa
                 pb::ReauthenticateIntegrationRequest {
                     name: own.name.clone(),
                     auth: Some(Auth::Credentials(pb::Credentials {
-                        values: slack_credentials(&refused_secret),
+                        values: credentials(&refused_secret),
                     })),
                 },
             ))
@@ -776,20 +768,26 @@ async fn neither_a_credential_nor_a_token_reaches_the_logs() {
     let refused_secret = canary();
 
     let installed = apps
-        .create_installed_app(authed(&dev, new_slack_app("Logged Slack", &app_secret)))
+        .create_installed_app(authed(
+            &dev,
+            app_request("slack", "Logged Slack", &app_secret),
+        ))
         .await
         .expect("create app")
         .into_inner();
     let bound = integrations
         .create_integration(authed(
             &dev,
-            new_slack_integration(&installed.name, "Bound"),
+            integration_request_on("slack", &installed.name, "Bound"),
         ))
         .await
         .expect("create integration")
         .into_inner();
     let own = integrations
-        .create_integration(authed(&dev, new_own_slack_integration("Own", &own_secret)))
+        .create_integration(authed(
+            &dev,
+            own_integration_request("slack", "Own", &own_secret),
+        ))
         .await
         .expect("create own integration")
         .into_inner();
@@ -799,44 +797,29 @@ async fn neither_a_credential_nor_a_token_reaches_the_logs() {
             .await
             .expect("resolve")
             .into_inner();
-        assert_eq!(resolved.credentials, slack_credentials(secret));
+        assert_eq!(resolved.credentials, credentials(secret));
     }
-    let mut bad = new_slack_app("Refused", "xoxb-1");
+    let mut bad = app_request("slack", "Refused", "xoxb-1");
     bad.credentials
         .insert("bogus".into(), refused_secret.clone());
-    let refused = expect_err(
-        apps.create_installed_app(authed(&dev, bad)).await,
-        "an unknown credential key",
-    );
+    let refused = apps
+        .create_installed_app(authed(&dev, bad))
+        .await
+        .expect_err("an unknown credential key");
     assert_eq!(refused.code(), Code::InvalidArgument);
-    let mut bad_update = update_credentials(&installed.name, slack_credentials("xoxb-2"));
+    let mut bad_update = update_credentials(&installed.name, credentials("xoxb-2"));
     bad_update
         .credentials
         .insert("bogus".into(), refused_secret.clone());
-    expect_err(
-        apps.update_installed_app(authed(&dev, bad_update)).await,
-        "an unknown credential key on update",
-    );
+    apps.update_installed_app(authed(&dev, bad_update))
+        .await
+        .expect_err("an unknown credential key on update");
     // A token signed with another secret is refused, and not logged either.
-    let forged = integration_hub::auth::mint_hs256(
-        b"another-secret-another-secret-another-secret",
-        &integration_hub::auth::MintClaims {
-            subject: "mallory".into(),
-            team: TEAM.into(),
-            roles: vec!["admin".into()],
-            issuer: None,
-            audience: None,
-            ttl_secs: 3600,
-            team_claim: "team_id".into(),
-            roles_claim: "roles".into(),
-        },
-    )
-    .expect("mint");
-    let unauthenticated = expect_err(
-        apps.list_services(authed(&forged, pb::ListServicesRequest {}))
-            .await,
-        "a forged token",
-    );
+    let forged = token_of_another_secret();
+    let unauthenticated = apps
+        .list_services(authed(&forged, pb::ListServicesRequest {}))
+        .await
+        .expect_err("a forged token");
     assert_eq!(unauthenticated.code(), Code::Unauthenticated);
 
     let killed = Command::new("kill")

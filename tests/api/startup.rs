@@ -4,13 +4,14 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use integration_hub::pb;
+use integration_hub::pb::installed_app_service_client::InstalledAppServiceClient;
 use integration_hub::pb::integration_service_client::IntegrationServiceClient;
 use tonic::Code;
 use tonic::transport::Channel;
 
+use crate::fixtures::watch_live;
 use crate::helpers::{
-    Backend, TEST_AUDIENCE, TEST_ISSUER, TEST_SECRET, TestDb, authed, spawn_with, test_args, token,
+    Backend, TEST_AUDIENCE, TEST_ISSUER, TEST_SECRET, TestDb, spawn_with, test_args, token,
 };
 
 /// Runs `serve` with `env` on top of a valid configuration; returns its stderr.
@@ -111,18 +112,12 @@ async fn shutdown_ends_thousands_of_watch_streams_within_the_deadline() {
             .connect()
             .await
             .expect("connect");
-        let mut client = IntegrationServiceClient::new(channel);
+        let clients = (
+            InstalledAppServiceClient::new(channel.clone()),
+            IntegrationServiceClient::new(channel),
+        );
         for _ in 0..PER_CHANNEL {
-            let mut stream = client
-                .watch_integration_events(authed(
-                    &viewer,
-                    pb::WatchIntegrationEventsRequest::default(),
-                ))
-                .await
-                .expect("watch")
-                .into_inner();
-            let first = stream.message().await.expect("ok").expect("checkpoint");
-            assert!(first.checkpoint);
+            let (stream, _) = watch_live(&clients, &viewer).await;
             streams.push(stream);
         }
     }

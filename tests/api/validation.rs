@@ -8,15 +8,13 @@ use integration_hub::pb;
 use pb::reauthenticate_integration_request::Auth;
 use tonic::Code;
 
-use crate::access_fixtures::{
-    assert_invalid, create_slack_app, create_slack_integration, delete_app, expect_err,
-    new_own_slack_integration, new_slack_app, new_slack_integration, reason, slack_config,
-    slack_credentials,
+use crate::fixtures::{
+    CALL_TIMEOUT, TEAM, app_request, assert_invalid, create_app, create_integration, credentials,
+    delete_app, error_reason, get_app, get_integration, integration_request_on, job_of,
+    own_integration_request,
 };
 use crate::helpers::{TestApp, authed, token};
 use crate::storage_test;
-
-const TEAM: &str = "acme";
 
 fn developer() -> String {
     token(TEAM, "developer", "dana")
@@ -54,7 +52,7 @@ async fn malformed_names_are_refused_naming_the_field(app: TestApp) {
     let viewer = token(TEAM, "viewer", "vera");
     let mut apps = app.apps.clone();
     let mut integrations = app.integrations.clone();
-    let installed = create_slack_app(&app, &dev, "Slack").await;
+    let installed = create_app(&app, &dev, "slack", "Slack").await;
     let valid_integration = format!("teams/{TEAM}/integrations/x");
 
     for name in bad_names("integrations") {
@@ -105,7 +103,7 @@ async fn malformed_names_are_refused_naming_the_field(app: TestApp) {
         // References to an installed app.
         assert_invalid(
             integrations
-                .create_integration(authed(&dev, new_slack_integration(&n(), "Job")))
+                .create_integration(authed(&dev, integration_request_on("slack", &n(), "Job")))
                 .await,
             "integration.installed_app",
         );
@@ -230,7 +228,7 @@ async fn malformed_parents_are_refused_naming_the_field(app: TestApp) {
     let viewer = token(TEAM, "viewer", "vera");
     let mut apps = app.apps.clone();
     let mut integrations = app.integrations.clone();
-    let installed = create_slack_app(&app, &dev, "Slack").await;
+    let installed = create_app(&app, &dev, "slack", "Slack").await;
     for parent in [
         "acme",
         "team/acme",
@@ -263,13 +261,13 @@ async fn malformed_parents_are_refused_naming_the_field(app: TestApp) {
                 .await,
             "parent",
         );
-        let mut create_app = new_slack_app("Slack", "xoxb-1");
+        let mut create_app = app_request("slack", "Slack", "xoxb-1");
         create_app.parent = p();
         assert_invalid(
             apps.create_installed_app(authed(&dev, create_app)).await,
             "parent",
         );
-        let mut create_integration = new_slack_integration(&installed.name, "Job");
+        let mut create_integration = integration_request_on("slack", &installed.name, "Job");
         create_integration.parent = p();
         assert_invalid(
             integrations
@@ -325,12 +323,12 @@ async fn bad_display_names_and_texts_are_refused_naming_the_field(app: TestApp) 
     let service = token(TEAM, "service", "svc");
     let mut apps = app.apps.clone();
     let mut integrations = app.integrations.clone();
-    let installed = create_slack_app(&app, &dev, "Slack").await;
-    let integration = create_slack_integration(&app, &dev, &installed.name, "Job").await;
+    let installed = create_app(&app, &dev, "slack", "Slack").await;
+    let integration = create_integration(&app, &dev, &installed, "Job").await;
 
     for display_name in bad_display_names() {
         assert_invalid(
-            apps.create_installed_app(authed(&dev, new_slack_app(&display_name, "xoxb-1")))
+            apps.create_installed_app(authed(&dev, app_request("slack", &display_name, "xoxb-1")))
                 .await,
             "installed_app.display_name",
         );
@@ -338,7 +336,7 @@ async fn bad_display_names_and_texts_are_refused_naming_the_field(app: TestApp) 
             integrations
                 .create_integration(authed(
                     &dev,
-                    new_slack_integration(&installed.name, &display_name),
+                    integration_request_on("slack", &installed.name, &display_name),
                 ))
                 .await,
             "integration.display_name",
@@ -381,7 +379,7 @@ async fn bad_display_names_and_texts_are_refused_naming_the_field(app: TestApp) 
         apps.create_installed_app(authed(
             &dev,
             pb::CreateInstalledAppRequest {
-                credentials: slack_credentials("xoxb-1"),
+                credentials: credentials("xoxb-1"),
                 ..Default::default()
             },
         ))
@@ -391,13 +389,13 @@ async fn bad_display_names_and_texts_are_refused_naming_the_field(app: TestApp) 
     // The boundary: 200 characters (of two bytes each) are fine.
     let longest = "é".repeat(200);
     let created = apps
-        .create_installed_app(authed(&dev, new_slack_app(&longest, "xoxb-1")))
+        .create_installed_app(authed(&dev, app_request("slack", &longest, "xoxb-1")))
         .await
         .expect("a 200-character display name is accepted")
         .into_inner();
     assert_eq!(created.display_name, longest);
 
-    let mut long_connected_to = new_slack_app("Slack", "xoxb-1");
+    let mut long_connected_to = app_request("slack", "Slack", "xoxb-1");
     long_connected_to
         .installed_app
         .as_mut()
@@ -429,13 +427,13 @@ async fn bad_display_names_and_texts_are_refused_naming_the_field(app: TestApp) 
         "x".repeat(101),
         "slash/no".to_owned(),
     ] {
-        let mut create = new_slack_app("Slack", "xoxb-1");
+        let mut create = app_request("slack", "Slack", "xoxb-1");
         create.request_id = request_id.clone();
         assert_invalid(
             apps.create_installed_app(authed(&dev, create)).await,
             "request_id",
         );
-        let mut create = new_slack_integration(&installed.name, "Job");
+        let mut create = integration_request_on("slack", &installed.name, "Job");
         create.request_id = request_id;
         assert_invalid(
             integrations.create_integration(authed(&dev, create)).await,
@@ -456,7 +454,9 @@ async fn bad_display_names_and_texts_are_refused_naming_the_field(app: TestApp) 
         );
     }
     // Nothing of the above changed the records.
-    let after = crate::access_fixtures::get_app(&app, &dev, &installed.name).await;
+    let after = get_app(&app, &dev, &installed.name)
+        .await
+        .expect("get installed app");
     assert_eq!(after, {
         let mut expected = installed.clone();
         expected.integration_count = 1;
@@ -466,7 +466,7 @@ async fn bad_display_names_and_texts_are_refused_naming_the_field(app: TestApp) 
 storage_test!(bad_display_names_and_texts_are_refused_naming_the_field);
 
 fn many_credentials(count: usize) -> HashMap<String, String> {
-    let mut credentials = slack_credentials("xoxb-1");
+    let mut credentials = credentials("xoxb-1");
     for i in 1..count {
         credentials.insert(format!("extra_{i:02}"), "v".into());
     }
@@ -479,24 +479,24 @@ async fn credentials_are_checked_against_the_catalog(app: TestApp) {
     let mut apps = app.apps.clone();
     let mut integrations = app.integrations.clone();
     let create = |service: &str, credentials: HashMap<String, String>| {
-        let mut request = new_slack_app("App", "unused");
+        let mut request = app_request("slack", "App", "unused");
         request.installed_app.as_mut().expect("app").service = service.into();
         request.credentials = credentials;
         request
     };
 
     assert_invalid(
-        apps.create_installed_app(authed(&dev, create("nope", slack_credentials("x"))))
+        apps.create_installed_app(authed(&dev, create("nope", credentials("x"))))
             .await,
         "installed_app.service",
     );
     assert_invalid(
-        apps.create_installed_app(authed(&dev, create("", slack_credentials("x"))))
+        apps.create_installed_app(authed(&dev, create("", credentials("x"))))
             .await,
         "installed_app.service",
     );
     assert_invalid(
-        apps.create_installed_app(authed(&dev, create("Slack", slack_credentials("x"))))
+        apps.create_installed_app(authed(&dev, create("Slack", credentials("x"))))
             .await,
         "installed_app.service",
     );
@@ -514,11 +514,11 @@ async fn credentials_are_checked_against_the_catalog(app: TestApp) {
         "credentials.access_token",
     );
     assert_invalid(
-        apps.create_installed_app(authed(&dev, create("slack", slack_credentials("  "))))
+        apps.create_installed_app(authed(&dev, create("slack", credentials("  "))))
             .await,
         "credentials.access_token",
     );
-    let mut unknown = slack_credentials("xoxb-1");
+    let mut unknown = credentials("xoxb-1");
     unknown.insert("bogus".into(), "x".into());
     assert_invalid(
         apps.create_installed_app(authed(&dev, create("slack", unknown.clone())))
@@ -539,7 +539,7 @@ async fn credentials_are_checked_against_the_catalog(app: TestApp) {
             .await,
         "credentials",
     );
-    let too_long = slack_credentials(&"t".repeat(8193));
+    let too_long = credentials(&"t".repeat(8193));
     assert_invalid(
         apps.create_installed_app(authed(&dev, create("slack", too_long.clone())))
             .await,
@@ -549,7 +549,7 @@ async fn credentials_are_checked_against_the_catalog(app: TestApp) {
     let installed = apps
         .create_installed_app(authed(
             &dev,
-            create("slack", slack_credentials(&"t".repeat(8192))),
+            create("slack", credentials(&"t".repeat(8192))),
         ))
         .await
         .expect("an 8192-byte credential is accepted")
@@ -590,7 +590,7 @@ async fn credentials_are_checked_against_the_catalog(app: TestApp) {
 
     // An integration's credentials of its own.
     let own = |credentials: HashMap<String, String>| {
-        let mut request = new_own_slack_integration("Own", "unused");
+        let mut request = own_integration_request("slack", "Own", "unused");
         request.credentials = credentials;
         request
     };
@@ -621,7 +621,7 @@ async fn credentials_are_checked_against_the_catalog(app: TestApp) {
             .await,
         "credentials.access_token",
     );
-    let mut no_service = new_own_slack_integration("Own", "xoxb-1");
+    let mut no_service = own_integration_request("slack", "Own", "xoxb-1");
     no_service
         .integration
         .as_mut()
@@ -633,7 +633,7 @@ async fn credentials_are_checked_against_the_catalog(app: TestApp) {
             .await,
         "integration.service",
     );
-    let mut other_service = new_own_slack_integration("Own", "xoxb-1");
+    let mut other_service = own_integration_request("slack", "Own", "xoxb-1");
     other_service
         .integration
         .as_mut()
@@ -645,16 +645,24 @@ async fn credentials_are_checked_against_the_catalog(app: TestApp) {
             .await,
         "integration.service",
     );
-    let mut both = new_slack_integration(&installed.name, "Both");
-    both.credentials = slack_credentials("xoxb-1");
+    let mut both = integration_request_on("slack", &installed.name, "Both");
+    both.credentials = credentials("xoxb-1");
     assert_invalid(
         integrations.create_integration(authed(&dev, both)).await,
         "credentials",
     );
 
     // Reauthenticating with credentials of its own.
-    let integration = create_slack_integration(&app, &dev, &installed.name, "Job").await;
-    delete_app(&app, &token(TEAM, "admin", "ada"), &installed.name).await;
+    let integration = create_integration(&app, &dev, &installed, "Job").await;
+    delete_app(
+        &app,
+        &token(TEAM, "admin", "ada"),
+        &installed.name,
+        "",
+        false,
+    )
+    .await
+    .expect("delete installed app");
     let reauth = |values: HashMap<String, String>| pb::ReauthenticateIntegrationRequest {
         name: integration.name.clone(),
         auth: Some(Auth::Credentials(pb::Credentials { values })),
@@ -695,7 +703,9 @@ async fn credentials_are_checked_against_the_catalog(app: TestApp) {
             .await,
         "auth",
     );
-    let still = crate::access_fixtures::get_integration(&app, &dev, &integration.name).await;
+    let still = get_integration(&app, &dev, &integration.name)
+        .await
+        .expect("get integration");
     assert_eq!(still.state, pb::integration::State::Broken as i32);
 }
 storage_test!(credentials_are_checked_against_the_catalog);
@@ -703,19 +713,19 @@ storage_test!(credentials_are_checked_against_the_catalog);
 async fn integration_types_and_config_are_checked_against_the_catalog(app: TestApp) {
     let dev = developer();
     let mut integrations = app.integrations.clone();
-    let installed = create_slack_app(&app, &dev, "Slack").await;
+    let installed = create_app(&app, &dev, "slack", "Slack").await;
     let with = |r#type: &str, config: HashMap<String, String>| {
-        let mut request = new_slack_integration(&installed.name, "Job");
+        let mut request = integration_request_on("slack", &installed.name, "Job");
         let integration = request.integration.as_mut().expect("integration");
         integration.r#type = r#type.into();
         integration.config = config;
         request
     };
-    let mut missing = slack_config();
+    let mut missing = job_of("slack").1;
     missing.remove("monitor_id");
-    let mut unknown = slack_config();
+    let mut unknown = job_of("slack").1;
     unknown.insert("bogus".into(), "x".into());
-    let mut blank = slack_config();
+    let mut blank = job_of("slack").1;
     blank.insert("channel".into(), " ".into());
 
     let slack = "slack.post_monitor_results";
@@ -726,8 +736,8 @@ async fn integration_types_and_config_are_checked_against_the_catalog(app: TestA
         ),
         (with(slack, blank), "integration.config.channel"),
         (with(slack, unknown.clone()), "integration.config.bogus"),
-        (with("nope.nothing", slack_config()), "integration.type"),
-        (with("", slack_config()), "integration.type"),
+        (with("nope.nothing", job_of("slack").1), "integration.type"),
+        (with("", job_of("slack").1), "integration.type"),
         (
             with(
                 "github.backup_collections",
@@ -745,7 +755,7 @@ async fn integration_types_and_config_are_checked_against_the_catalog(app: TestA
             field,
         );
     }
-    let mut long_value = slack_config();
+    let mut long_value = job_of("slack").1;
     long_value.insert("channel".into(), "c".repeat(2049));
     assert_invalid(
         integrations
@@ -754,7 +764,7 @@ async fn integration_types_and_config_are_checked_against_the_catalog(app: TestA
         "integration.config.channel",
     );
 
-    let integration = create_slack_integration(&app, &dev, &installed.name, "Job").await;
+    let integration = create_integration(&app, &dev, &installed, "Job").await;
     let update = |config: HashMap<String, String>| pb::UpdateIntegrationRequest {
         integration: Some(pb::Integration {
             name: integration.name.clone(),
@@ -775,7 +785,9 @@ async fn integration_types_and_config_are_checked_against_the_catalog(app: TestA
             .await,
         "integration.config.bogus",
     );
-    let unchanged = crate::access_fixtures::get_integration(&app, &dev, &integration.name).await;
+    let unchanged = get_integration(&app, &dev, &integration.name)
+        .await
+        .expect("get integration");
     assert_eq!(unchanged, integration);
 }
 storage_test!(integration_types_and_config_are_checked_against_the_catalog);
@@ -784,8 +796,8 @@ async fn update_masks_are_checked(app: TestApp) {
     let dev = developer();
     let mut apps = app.apps.clone();
     let mut integrations = app.integrations.clone();
-    let installed = create_slack_app(&app, &dev, "Slack").await;
-    let integration = create_slack_integration(&app, &dev, &installed.name, "Job").await;
+    let installed = create_app(&app, &dev, "slack", "Slack").await;
+    let integration = create_integration(&app, &dev, &installed, "Job").await;
     let app_update = |paths: Option<prost_types::FieldMask>| pb::UpdateInstalledAppRequest {
         installed_app: Some(pb::InstalledApp {
             name: installed.name.clone(),
@@ -833,11 +845,14 @@ async fn update_masks_are_checked(app: TestApp) {
             "update_mask",
         );
     }
-    let app_now = crate::access_fixtures::get_app(&app, &dev, &installed.name).await;
+    let app_now = get_app(&app, &dev, &installed.name)
+        .await
+        .expect("get installed app");
     assert_eq!(app_now.display_name, "Slack");
     assert_eq!(app_now.etag, installed.etag);
-    let integration_now =
-        crate::access_fixtures::get_integration(&app, &dev, &integration.name).await;
+    let integration_now = get_integration(&app, &dev, &integration.name)
+        .await
+        .expect("get integration");
     assert_eq!(integration_now, integration);
 }
 storage_test!(update_masks_are_checked);
@@ -847,10 +862,10 @@ async fn page_arguments_are_checked(app: TestApp) {
     let viewer = token(TEAM, "viewer", "vera");
     let mut apps = app.apps.clone();
     let mut integrations = app.integrations.clone();
-    let installed = create_slack_app(&app, &dev, "Slack").await;
-    create_slack_app(&app, &dev, "Slack 2").await;
-    create_slack_integration(&app, &dev, &installed.name, "Job 1").await;
-    create_slack_integration(&app, &dev, &installed.name, "Job 2").await;
+    let installed = create_app(&app, &dev, "slack", "Slack").await;
+    create_app(&app, &dev, "slack", "Slack 2").await;
+    create_integration(&app, &dev, &installed, "Job 1").await;
+    create_integration(&app, &dev, &installed, "Job 2").await;
 
     let list_apps = |page_size: i32, page_token: &str| pb::ListInstalledAppsRequest {
         page_size,
@@ -1000,7 +1015,7 @@ async fn watch_arguments_are_checked(app: TestApp) {
         .await
         .expect("watch with known types")
         .into_inner();
-    let first = tokio::time::timeout(crate::access_fixtures::CALL_TIMEOUT, stream.message())
+    let first = tokio::time::timeout(CALL_TIMEOUT, stream.message())
         .await
         .expect("in time")
         .expect("a message")
@@ -1012,25 +1027,24 @@ storage_test!(watch_arguments_are_checked);
 async fn a_request_over_the_size_limit_fails_cleanly_and_the_server_goes_on(app: TestApp) {
     let dev = developer();
     let mut apps = app.apps.clone();
-    let mut huge = new_slack_app("Huge", "xoxb-1");
+    let mut huge = app_request("slack", "Huge", "xoxb-1");
     huge.installed_app.as_mut().expect("app").connected_to = "x".repeat(2 * 1024 * 1024);
-    let status = expect_err(
-        apps.create_installed_app(authed(&dev, huge)).await,
-        "a 2 MiB request",
-    );
+    let status = apps
+        .create_installed_app(authed(&dev, huge))
+        .await
+        .expect_err("a 2 MiB request");
     assert!(
         matches!(status.code(), Code::ResourceExhausted | Code::OutOfRange),
         "a size limit code, got {status:?}"
     );
-    let mut large_credentials = new_slack_app("Huge", "xoxb-1");
+    let mut large_credentials = app_request("slack", "Huge", "xoxb-1");
     large_credentials
         .credentials
         .insert("access_token".into(), "t".repeat(1024 * 1024 + 1));
-    let status = expect_err(
-        apps.create_installed_app(authed(&dev, large_credentials))
-            .await,
-        "a 1 MiB credential",
-    );
+    let status = apps
+        .create_installed_app(authed(&dev, large_credentials))
+        .await
+        .expect_err("a 1 MiB credential");
     assert!(
         matches!(status.code(), Code::ResourceExhausted | Code::OutOfRange),
         "a size limit code, got {status:?}"
@@ -1040,7 +1054,7 @@ async fn a_request_over_the_size_limit_fails_cleanly_and_the_server_goes_on(app:
     apps.list_services(authed(&dev, pb::ListServicesRequest {}))
         .await
         .expect("still serving");
-    let created = create_slack_app(&app, &dev, "After").await;
+    let created = create_app(&app, &dev, "slack", "After").await;
     let listed = apps
         .list_installed_apps(authed(&dev, pb::ListInstalledAppsRequest::default()))
         .await
@@ -1070,7 +1084,7 @@ async fn a_page_size_above_1000_is_clamped_not_refused(app: TestApp) {
     let mut created = BTreeSet::new();
     for i in 0..3 {
         created.insert(
-            create_slack_app(&app, &dev, &format!("Slack {i}"))
+            create_app(&app, &dev, "slack", &format!("Slack {i}"))
                 .await
                 .name,
         );
@@ -1101,7 +1115,7 @@ async fn pages_of_two_return_every_app_exactly_once(app: TestApp) {
     let mut created = Vec::new();
     for i in 0..7 {
         created.push(
-            create_slack_app(&app, &dev, &format!("Slack {i}"))
+            create_app(&app, &dev, "slack", &format!("Slack {i}"))
                 .await
                 .name,
         );
@@ -1147,7 +1161,7 @@ async fn a_create_retried_with_the_same_request_id_returns_the_same_record(app: 
     let dev = developer();
     let mut apps = app.apps.clone();
     let mut integrations = app.integrations.clone();
-    let mut create = new_slack_app("Slack", "xoxb-1");
+    let mut create = app_request("slack", "Slack", "xoxb-1");
     create.request_id = "retry-1".into();
     let first = apps
         .create_installed_app(authed(&dev, create.clone()))
@@ -1168,7 +1182,7 @@ async fn a_create_retried_with_the_same_request_id_returns_the_same_record(app: 
         .installed_apps;
     assert_eq!(listed, vec![first.clone()], "one app");
 
-    let mut create = new_slack_integration(&first.name, "Job");
+    let mut create = integration_request_on("slack", &first.name, "Job");
     create.request_id = "retry-1".into();
     let first_integration = integrations
         .create_integration(authed(&dev, create.clone()))
@@ -1195,7 +1209,7 @@ async fn a_request_id_reused_for_a_different_create_is_refused(app: TestApp) {
     let dev = developer();
     let mut apps = app.apps.clone();
     let mut integrations = app.integrations.clone();
-    let mut create = new_slack_app("Slack", "xoxb-1");
+    let mut create = app_request("slack", "Slack", "xoxb-1");
     create.request_id = "once-1".into();
     let first = apps
         .create_installed_app(authed(&dev, create.clone()))
@@ -1230,9 +1244,9 @@ async fn a_request_id_reused_for_a_different_create_is_refused(app: TestApp) {
         .await
         .expect_err("a different create with the same request_id");
     assert_eq!(refused.code(), tonic::Code::AlreadyExists);
-    assert_eq!(reason(&refused), "REQUEST_ID_REUSED");
+    assert_eq!(error_reason(&refused), "REQUEST_ID_REUSED");
 
-    let mut job = new_slack_integration(&first.name, "Job");
+    let mut job = integration_request_on("slack", &first.name, "Job");
     job.request_id = "once-2".into();
     integrations
         .create_integration(authed(&dev, job.clone()))
@@ -1244,7 +1258,7 @@ async fn a_request_id_reused_for_a_different_create_is_refused(app: TestApp) {
         .await
         .expect_err("a different create with the same request_id");
     assert_eq!(refused.code(), tonic::Code::AlreadyExists);
-    assert_eq!(reason(&refused), "REQUEST_ID_REUSED");
+    assert_eq!(error_reason(&refused), "REQUEST_ID_REUSED");
     let listed = apps
         .list_installed_apps(authed(&dev, pb::ListInstalledAppsRequest::default()))
         .await
