@@ -99,10 +99,10 @@ impl Hub {
         team: &TeamId,
         action: AuditAction,
         resource: String,
-        result: &Result<T>,
-    ) {
-        let Err(err) = result else {
-            return;
+        result: Result<T>,
+    ) -> Result<T> {
+        let Err(err) = &result else {
+            return result;
         };
         let outcome = match err {
             Error::PermissionDenied(_) => AuditOutcome::Denied,
@@ -118,6 +118,7 @@ impl Hub {
                 "cannot record a failed call in the audit log"
             );
         }
+        result
     }
 
     /// Records a call that the method policy refused before its request was read (so no

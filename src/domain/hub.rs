@@ -296,10 +296,14 @@ impl Hub {
         let audit_team = team.clone();
         let result = self.create_installed_app_tx(actor, team, input).await;
         let resource = audit_team.resource_name();
-        let action = AuditAction::InstalledAppCreate;
-        self.audit_failure(actor, &audit_team, action, resource, &result)
-            .await;
-        result
+        self.audit_failure(
+            actor,
+            &audit_team,
+            AuditAction::InstalledAppCreate,
+            resource,
+            result,
+        )
+        .await
     }
 
     #[tracing::instrument(skip_all, fields(team = %team, service = %input.service), err(Debug))]
@@ -446,10 +450,14 @@ impl Hub {
         changes: AppChanges,
     ) -> Result<InstalledApp> {
         let result = self.update_installed_app_tx(actor, name, changes).await;
-        let action = AuditAction::InstalledAppUpdate;
-        self.audit_failure(actor, &name.team, action, name.to_string(), &result)
-            .await;
-        result
+        self.audit_failure(
+            actor,
+            &name.team,
+            AuditAction::InstalledAppUpdate,
+            name.to_string(),
+            result,
+        )
+        .await
     }
 
     #[tracing::instrument(skip_all, fields(installed_app = %name), err(Debug))]
@@ -543,12 +551,12 @@ impl Hub {
             .delete_installed_app_tx(actor, name, etag, validate_only)
             .await;
         // A preview changes nothing: it is a read, and reads are not audited.
-        if !validate_only {
-            let action = AuditAction::InstalledAppDelete;
-            self.audit_failure(actor, &name.team, action, name.to_string(), &result)
-                .await;
+        if validate_only {
+            return result;
         }
-        result
+        let action = AuditAction::InstalledAppDelete;
+        self.audit_failure(actor, &name.team, action, name.to_string(), result)
+            .await
     }
 
     #[tracing::instrument(skip_all, fields(installed_app = %name, validate_only), err(Debug))]
@@ -622,10 +630,14 @@ impl Hub {
         let result = self
             .report_credentials_rejected_tx(actor, name, detail)
             .await;
-        let action = AuditAction::InstalledAppReportRejected;
-        self.audit_failure(actor, &name.team, action, name.to_string(), &result)
-            .await;
-        result
+        self.audit_failure(
+            actor,
+            &name.team,
+            AuditAction::InstalledAppReportRejected,
+            name.to_string(),
+            result,
+        )
+        .await
     }
 
     #[tracing::instrument(skip_all, fields(installed_app = %name), err(Debug))]
@@ -754,10 +766,14 @@ impl Hub {
         let audit_team = team.clone();
         let result = self.create_integration_tx(actor, team, input).await;
         let resource = audit_team.resource_name();
-        let action = AuditAction::IntegrationCreate;
-        self.audit_failure(actor, &audit_team, action, resource, &result)
-            .await;
-        result
+        self.audit_failure(
+            actor,
+            &audit_team,
+            AuditAction::IntegrationCreate,
+            resource,
+            result,
+        )
+        .await
     }
 
     #[tracing::instrument(skip_all, fields(team = %team, integration_type = %input.type_id), err(Debug))]
@@ -1011,10 +1027,14 @@ impl Hub {
         changes: IntegrationChanges,
     ) -> Result<Integration> {
         let result = self.update_integration_tx(actor, name, changes).await;
-        let action = AuditAction::IntegrationUpdate;
-        self.audit_failure(actor, &name.team, action, name.to_string(), &result)
-            .await;
-        result
+        self.audit_failure(
+            actor,
+            &name.team,
+            AuditAction::IntegrationUpdate,
+            name.to_string(),
+            result,
+        )
+        .await
     }
 
     #[tracing::instrument(skip_all, fields(integration = %name), err(Debug))]
@@ -1083,10 +1103,14 @@ impl Hub {
         etag: Option<String>,
     ) -> Result<()> {
         let result = self.delete_integration_tx(actor, name, etag).await;
-        let action = AuditAction::IntegrationDelete;
-        self.audit_failure(actor, &name.team, action, name.to_string(), &result)
-            .await;
-        result
+        self.audit_failure(
+            actor,
+            &name.team,
+            AuditAction::IntegrationDelete,
+            name.to_string(),
+            result,
+        )
+        .await
     }
 
     #[tracing::instrument(skip_all, fields(integration = %name), err(Debug))]
@@ -1138,10 +1162,14 @@ impl Hub {
         let result = self
             .reauthenticate_integration_tx(actor, name, reauth)
             .await;
-        let action = AuditAction::IntegrationReauthenticate;
-        self.audit_failure(actor, &name.team, action, name.to_string(), &result)
-            .await;
-        result
+        self.audit_failure(
+            actor,
+            &name.team,
+            AuditAction::IntegrationReauthenticate,
+            name.to_string(),
+            result,
+        )
+        .await
     }
 
     #[tracing::instrument(skip_all, fields(integration = %name), err(Debug))]
@@ -1237,10 +1265,14 @@ impl Hub {
         let result = self
             .reauthenticate_integrations_tx(actor, team, from, to)
             .await;
-        let action = AuditAction::IntegrationReauthenticateBulk;
-        self.audit_failure(actor, &audit_team, action, resource, &result)
-            .await;
-        result
+        self.audit_failure(
+            actor,
+            &audit_team,
+            AuditAction::IntegrationReauthenticateBulk,
+            resource,
+            result,
+        )
+        .await
     }
 
     #[tracing::instrument(skip_all, fields(from = %from, to = %to), err(Debug))]
@@ -1307,10 +1339,14 @@ impl Hub {
         name: &IntegrationName,
     ) -> Result<Resolved> {
         let result = self.resolve_credentials_audited(actor, name).await;
-        let action = AuditAction::IntegrationResolveCredentials;
-        self.audit_failure(actor, &name.team, action, name.to_string(), &result)
-            .await;
-        result
+        self.audit_failure(
+            actor,
+            &name.team,
+            AuditAction::IntegrationResolveCredentials,
+            name.to_string(),
+            result,
+        )
+        .await
     }
 
     async fn resolve_credentials_audited(
