@@ -77,6 +77,9 @@ pub(crate) struct KeyStore {
     url: Option<(Url, reqwest::Client)>,
     timing: JwksConfig,
     keys: RwLock<Keys>,
+    /// Counts key set replacements: whatever was verified under an older count may no longer
+    /// verify (a key was rotated out), so caches of verified tokens compare it.
+    epoch: std::sync::atomic::AtomicU64,
     demand: Mutex<Demand>,
     /// Wakes the refresh task for a requested refresh.
     wake: Arc<Notify>,
@@ -147,6 +150,7 @@ impl KeyStore {
                 file: file_keys,
                 url: KeySet::default(),
             }),
+            epoch: std::sync::atomic::AtomicU64::new(0),
             demand: Mutex::new(Demand::default()),
             wake: Arc::new(Notify::new()),
             done: watch::channel(0).0,
@@ -201,6 +205,11 @@ impl KeyStore {
         self.current()
             .get(kid)
             .ok_or_else(|| AuthError::Invalid("unknown key id".to_owned()))
+    }
+
+    /// Changes whenever the key set is replaced.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch.load(std::sync::atomic::Ordering::Acquire)
     }
 
     fn current(&self) -> Arc<KeySet> {
@@ -274,6 +283,8 @@ impl KeyStore {
                     tracing::warn!("no usable public key from any JWKS source");
                 }
                 keys.merged = Arc::new(merged);
+                self.epoch
+                    .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
                 true
             }
             Err(reason) => {

@@ -227,6 +227,12 @@ impl Verifier {
         })
     }
 
+    /// Changes whenever the public keys change (a JWKS refresh replaced them); constant with
+    /// the HS256 secret alone. A cache of verified tokens must not answer across a change.
+    pub fn keys_epoch(&self) -> u64 {
+        self.jwks.as_ref().map_or(0, |store| store.epoch())
+    }
+
     /// Verifies the raw `authorization` metadata value and returns the
     /// caller. Every error means "missing or invalid credentials" to the
     /// client; the variant and reason are for the server's debug log.
