@@ -11,6 +11,7 @@ use tonic::codegen::http;
 use tonic::codegen::{BoxFuture, Service};
 
 use super::status_with_reason;
+use super::token_cache::{TokenCache, now_secs};
 use crate::auth::{Verifier, is_public, policy_for};
 use crate::pb::ErrorReason;
 
@@ -18,11 +19,15 @@ use crate::pb::ErrorReason;
 #[derive(Clone)]
 pub struct AuthLayer {
     verifier: Arc<Verifier>,
+    tokens: Arc<TokenCache>,
 }
 
 impl AuthLayer {
     pub fn new(verifier: Arc<Verifier>) -> Self {
-        AuthLayer { verifier }
+        AuthLayer {
+            verifier,
+            tokens: Arc::default(),
+        }
     }
 }
 
@@ -33,6 +38,7 @@ impl<S> tower::Layer<S> for AuthLayer {
         AuthService {
             inner,
             verifier: self.verifier.clone(),
+            tokens: self.tokens.clone(),
         }
     }
 }
@@ -41,6 +47,8 @@ impl<S> tower::Layer<S> for AuthLayer {
 pub struct AuthService<S> {
     inner: S,
     verifier: Arc<Verifier>,
+    /// Verified tokens, so a caller's token is not verified again on every call.
+    tokens: Arc<TokenCache>,
 }
 
 fn refuse<B: Default>(code: Code, message: &str, reason: ErrorReason) -> http::Response<B> {
@@ -78,7 +86,7 @@ where
             (Some(value), None) => value.to_str().ok(),
             _ => None,
         };
-        let principal = match self.verifier.verify(header) {
+        let principal = match self.tokens.verify(&self.verifier, header, now_secs()) {
             Ok(principal) => principal,
             Err(err) => {
                 // The reason is for operators; it never contains the token.

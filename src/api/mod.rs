@@ -6,6 +6,7 @@ mod convert;
 mod installed_apps;
 mod integrations;
 mod observe;
+mod token_cache;
 
 use std::collections::HashMap;
 
