@@ -29,7 +29,9 @@ use crate::server::{ServerProcess, ServerSpec};
 use crate::unary::{Call, Load, Stats};
 
 #[derive(Parser)]
-#[command(about = "Load-tests integration-hub; prints throughput, p50/p99 and ratios to Health/Check")]
+#[command(
+    about = "Load-tests integration-hub; prints throughput, p50/p99 and ratios to Health/Check"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Cmd>,
@@ -138,6 +140,8 @@ struct Row {
     rate: f64,
     p50: Duration,
     p99: Duration,
+    /// Server CPU time per call (unary scenarios).
+    cpu_per_call: Option<Duration>,
     errors: u64,
     /// What the ratio is taken against: its name, rate and p99.
     baseline: Option<(String, f64, Option<Duration>)>,
@@ -189,6 +193,7 @@ fn row(scenario: &str, stats: &Stats) -> Row {
         rate: stats.rps(),
         p50: stats.percentile(0.50),
         p99: stats.percentile(0.99),
+        cpu_per_call: stats.server_cpu_per_call(),
         errors: stats.errors,
         baseline: None,
         target: None,
@@ -214,7 +219,7 @@ async fn paired(
         health.rate,
         ms(health.p99)
     );
-    let stats = unary::run(server.addr, call, load).await?;
+    let stats = unary::run(server.addr, Some(server.pid()), call, load).await?;
     let mut r = row(label, &stats);
     r.baseline = Some(("Health/Check".into(), health.rate, Some(health.p99)));
     eprintln!(
@@ -233,7 +238,7 @@ async fn health(server: &ServerProcess, load: Load) -> anyhow::Result<Row> {
         &tonic_health::pb::HealthCheckRequest::default(),
         None,
     );
-    let stats = unary::run(server.addr, &call, load).await?;
+    let stats = unary::run(server.addr, Some(server.pid()), &call, load).await?;
     Ok(row("Health/Check (anchor)", &stats))
 }
 
@@ -338,9 +343,14 @@ async fn run_in(opts: &Opts, dir: &std::path::Path) -> anyhow::Result<()> {
         )
         .await?;
         // The per-principal limit is 100 by default: 100 streams per token subject.
-        let result =
-            fanout::idle_streams(&server, &tokens, opts.idle_streams, opts.idle_per_connection, 100)
-                .await;
+        let result = fanout::idle_streams(
+            &server,
+            &tokens,
+            opts.idle_streams,
+            opts.idle_per_connection,
+            100,
+        )
+        .await;
         server.stop().await?;
         let idle = result?;
         let per = idle.kib_per_stream();
@@ -490,6 +500,7 @@ async fn sqlite_scenarios(
             rate: f.events_per_sec(),
             p50: f.p50,
             p99: f.p99,
+            cpu_per_call: None,
             errors: incomplete,
             baseline: Some(("Health/Check".into(), health.rate, None)),
             target: Some(Target {
@@ -532,7 +543,11 @@ async fn postgres_scenario(
         bench.tps, bench.latency_ms
     );
     r.note = format!("vs Health/Check: {:.2}", r.ratio().unwrap_or(0.0));
-    r.baseline = Some((format!("pgbench INSERT, {clients} clients"), bench.tps, None));
+    r.baseline = Some((
+        format!("pgbench INSERT, {clients} clients"),
+        bench.tps,
+        None,
+    ));
     r.target = Some(Target {
         min_ratio: 0.5,
         max_p99_ratio: None,
@@ -543,6 +558,7 @@ async fn postgres_scenario(
         rate: bench.tps,
         p50: Duration::from_secs_f64(bench.latency_ms / 1000.0),
         p99: Duration::ZERO,
+        cpu_per_call: None,
         errors: 0,
         baseline: None,
         target: None,
@@ -560,9 +576,9 @@ fn print_report(opts: &Opts, rows: &[Row], notes: &[String]) {
     );
     println!();
     println!(
-        "| scenario | req/s | p50 ms | p99 ms | ratio to | throughput ratio | p99 ratio | target | met |"
+        "| scenario | req/s | p50 ms | p99 ms | server CPU us/call | ratio to | throughput ratio | p99 ratio | target | met |"
     );
-    println!("|---|---:|---:|---:|---|---:|---:|---|---|");
+    println!("|---|---:|---:|---:|---:|---|---:|---:|---|---|");
     for r in rows {
         let (against, ratio, p99_ratio) = match &r.baseline {
             Some((name, rate, _)) => (
@@ -592,10 +608,17 @@ fn print_report(opts: &Opts, rows: &[Row], notes: &[String]) {
             scenario.push_str(&format!(" [{}]", r.note));
         }
         println!(
-            "| {scenario} | {:.0} | {} | {} | {against} | {ratio} | {p99_ratio} | {target} | {met} |",
+            "| {scenario} | {:.0} | {} | {} | {} | {against} | {ratio} | {p99_ratio} | {target} | {met} |",
             r.rate,
             ms(r.p50),
-            if r.p99.is_zero() { String::new() } else { ms(r.p99) },
+            if r.p99.is_zero() {
+                String::new()
+            } else {
+                ms(r.p99)
+            },
+            r.cpu_per_call
+                .map(|c| format!("{:.0}", c.as_secs_f64() * 1e6))
+                .unwrap_or_default(),
         );
     }
     println!();

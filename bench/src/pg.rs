@@ -81,7 +81,10 @@ impl Pg {
         .await?;
         let _ = db.close().await;
         let script = dir.join("insert.sql");
-        std::fs::write(&script, "INSERT INTO scratch (payload) VALUES ('integration');\n")?;
+        std::fs::write(
+            &script,
+            "INSERT INTO scratch (payload) VALUES ('integration');\n",
+        )?;
         let output = Command::new("pgbench")
             .args(["-n", "-h", &self.host, "-p", &self.port.to_string()])
             .args(["-U", &self.user, "-c", &clients.to_string(), "-j", "2"])

@@ -61,7 +61,12 @@ impl ServerProcess {
         let log_file = std::fs::File::create(&log)?;
         let mut child = Command::new(std::env::current_exe()?)
             .arg("server")
-            .args(["--listen", "127.0.0.1:0", "--database-url", spec.database_url])
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--database-url",
+                spec.database_url,
+            ])
             .args(&spec.extra_args)
             .env("INTEGRATION_HUB_JWT_HS256_SECRET", spec.secret)
             .env("INTEGRATION_HUB_ENCRYPTION_KEYS", spec.encryption_keys)
@@ -81,10 +86,7 @@ impl ServerProcess {
             .await
             .context("the server did not start within 60 s")??;
         let Some(addr) = line.as_deref().and_then(|l| l.strip_prefix(READY)) else {
-            bail!(
-                "the server did not start; see {} ({line:?})",
-                log.display()
-            );
+            bail!("the server did not start; see {} ({line:?})", log.display());
         };
         let addr = addr.parse()?;
         Ok(ServerProcess {
@@ -116,7 +118,10 @@ impl ServerProcess {
             Ok(status) => {
                 let status = status?;
                 if !status.success() {
-                    bail!("the server exited with {status}; see {}", self.log.display());
+                    bail!(
+                        "the server exited with {status}; see {}",
+                        self.log.display()
+                    );
                 }
             }
             Err(_) => {

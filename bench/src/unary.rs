@@ -54,6 +54,8 @@ pub struct Load {
 
 /// What one run measured.
 pub struct Stats {
+    /// CPU time the server process spent in the measured window, when its pid is known.
+    pub server_cpu: Option<Duration>,
     pub calls: u64,
     pub errors: u64,
     pub first_error: Option<String>,
@@ -71,6 +73,24 @@ impl Stats {
     pub fn percentile(&self, p: f64) -> Duration {
         percentile_us(&self.latencies_us, p)
     }
+
+    /// Server CPU time per completed call.
+    pub fn server_cpu_per_call(&self) -> Option<Duration> {
+        let calls = u32::try_from(self.calls).ok().filter(|c| *c > 0)?;
+        self.server_cpu.map(|cpu| cpu / calls)
+    }
+}
+
+/// User + system CPU time of a process (all its threads), from `/proc/<pid>/stat`.
+pub fn process_cpu(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // USER_HZ is 100 on Linux.
+    Some(Duration::from_millis(ticks * 10))
 }
 
 /// `p` (0..=1) of sorted microsecond samples, as a duration (zero without samples).
@@ -152,7 +172,11 @@ pub fn grpc_status(headers: &HeaderMap) -> Option<Result<(), String>> {
     )))
 }
 
-async fn call_once(send: &mut SendRequest<Bytes>, head: &Head, body: &Bytes) -> Result<(), Failure> {
+async fn call_once(
+    send: &mut SendRequest<Bytes>,
+    head: &Head,
+    body: &Bytes,
+) -> Result<(), Failure> {
     std::future::poll_fn(|cx| send.poll_ready(cx))
         .await
         .map_err(|e| Failure::Connection(e.to_string()))?;
@@ -193,7 +217,12 @@ struct WorkerStats {
 }
 
 /// Sends `call` at the given load and measures.
-pub async fn run(addr: SocketAddr, call: &Call, load: Load) -> anyhow::Result<Stats> {
+pub async fn run(
+    addr: SocketAddr,
+    server_pid: Option<u32>,
+    call: &Call,
+    load: Load,
+) -> anyhow::Result<Stats> {
     let head = request_head(addr, call.path, call.token.as_deref())?;
     let mut connections = Vec::with_capacity(load.connections);
     for _ in 0..load.connections {
@@ -246,9 +275,13 @@ pub async fn run(addr: SocketAddr, call: &Call, load: Load) -> anyhow::Result<St
             });
         }
     }
+    tokio::time::sleep_until(measure_from.into()).await;
+    let cpu_from = server_pid.and_then(process_cpu);
     tokio::time::sleep_until(measure_to.into()).await;
+    let cpu_to = server_pid.and_then(process_cpu);
     stop.store(true, Ordering::Relaxed);
     let mut total = Stats {
+        server_cpu: cpu_from.zip(cpu_to).map(|(a, b)| b.saturating_sub(a)),
         calls: 0,
         errors: 0,
         first_error: None,

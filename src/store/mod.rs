@@ -24,7 +24,7 @@ use sea_orm::sea_query::{Expr, ExprTrait, LockType};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseBackend,
     DatabaseConnection, DatabaseTransaction, DbErr, EntityTrait, FromQueryResult, IsolationLevel,
-    QueryFilter, QueryOrder, QuerySelect, SqlErr, SqliteTransactionMode, Statement,
+    QueryFilter, QueryOrder, QuerySelect, QueryTrait, SqlErr, SqliteTransactionMode, Statement,
     TransactionOptions, TransactionTrait,
 };
 use tokio::sync::Notify;
@@ -121,6 +121,10 @@ pub struct StateChange {
 pub struct Store {
     db: DatabaseConnection,
     appended: Arc<Notify>,
+    /// SQLite has one writer: writers of this process queue here, asynchronously, instead of
+    /// in SQLite's busy handler, which sleeps (1, 2, 5 ... 100 ms) between retries and so
+    /// turned write contention into long stalls. Other processes still meet `busy_timeout`.
+    sqlite_writer: Arc<tokio::sync::Mutex<()>>,
     /// Kept for the LISTEN connection on PostgreSQL. May hold a password: never log it.
     url: Arc<str>,
 }
@@ -142,6 +146,10 @@ impl Store {
             .min_connections(1)
             .connect_timeout(Duration::from_secs(10))
             .acquire_timeout(Duration::from_secs(10))
+            // Ping a pooled connection only when it sat idle long enough to have been dropped
+            // by the server or a proxy: a ping on every acquire doubled the round trips of
+            // every query (and on SQLite each round trip is a wake-up of its worker thread).
+            .test_before_acquire_if_idle_for(Duration::from_secs(30))
             .sqlx_logging(false)
             .map_sqlx_sqlite_opts(|opts| {
                 opts.create_if_missing(true)
@@ -154,6 +162,7 @@ impl Store {
         Ok(Store {
             db,
             appended: Arc::new(Notify::new()),
+            sqlite_writer: Arc::default(),
             url: url.into(),
         })
     }
@@ -193,21 +202,25 @@ impl Store {
 
     /// Starts a write transaction (on SQLite: `BEGIN IMMEDIATE`).
     pub async fn begin_write(&self) -> Result<Tx> {
-        let inner = if self.is_postgres() {
-            self.db.begin().await?
+        let (inner, writer) = if self.is_postgres() {
+            (self.db.begin().await?, None)
         } else {
-            self.db
+            let writer = self.sqlite_writer.clone().lock_owned().await;
+            let inner = self
+                .db
                 .begin_with_options(TransactionOptions {
                     sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
                     ..Default::default()
                 })
-                .await?
+                .await?;
+            (inner, Some(writer))
         };
         Ok(Tx {
             inner,
             postgres: self.is_postgres(),
             appended_events: false,
             appended: self.appended.clone(),
+            _writer: writer,
         })
     }
 
@@ -226,6 +239,7 @@ impl Store {
             postgres: self.is_postgres(),
             appended_events: false,
             appended: self.appended.clone(),
+            _writer: None,
         })
     }
 
@@ -368,6 +382,55 @@ impl Store {
         Ok(deleted)
     }
 
+    /// An app and how many integrations use it (with its credentials), in one query.
+    pub async fn get_app_with_count(&self, team: &str, id: &str) -> Result<Option<(AppRow, i64)>> {
+        let query = installed_app::Entity::find_by_id(id.to_owned())
+            .filter(installed_app::Column::Team.eq(team))
+            .column_as(Expr::cust(APP_INTEGRATION_COUNT), "integration_count");
+        let Some(row) = self.db.query_one_raw(query.build(self.backend())).await? else {
+            return Ok(None);
+        };
+        let app = AppRow::from_query_result(&row, "")?;
+        let count = row.try_get::<i64>("", "integration_count")?;
+        Ok(Some((app, count)))
+    }
+
+    /// A page of a team's integrations (as [`Tx::list_integrations`]) and the newest event
+    /// sequence number, read by one statement, so from one snapshot: every change after the
+    /// sequence number is one the page does not show. `None` when the page is empty (there is
+    /// no row to carry the number): read both in a snapshot transaction then.
+    pub async fn list_integrations_at_cursor(
+        &self,
+        team: &str,
+        filter: &IntegrationFilter,
+        after: Option<&After>,
+        limit: u64,
+    ) -> Result<Option<(Vec<IntegrationRow>, i64)>> {
+        let mut query = integration::Entity::find().filter(integration_condition(team, filter));
+        if let Some(after) = after {
+            query = query.filter(after_condition(
+                integration::Column::CreateTime,
+                integration::Column::Id,
+                after,
+            ));
+        }
+        let query = query
+            .column_as(Expr::cust(MAX_EVENT_SEQ), "event_cursor")
+            .order_by_asc(integration::Column::CreateTime)
+            .order_by_asc(integration::Column::Id)
+            .limit(limit);
+        let rows = self.db.query_all_raw(query.build(self.backend())).await?;
+        let Some(first) = rows.first() else {
+            return Ok(None);
+        };
+        let cursor = first.try_get::<i64>("", "event_cursor")?;
+        let rows = rows
+            .iter()
+            .map(|r| IntegrationRow::from_query_result(r, ""))
+            .collect::<std::result::Result<Vec<_>, DbErr>>()?;
+        Ok(Some((rows, cursor)))
+    }
+
     /// Connections open in the pool, and how many of them are idle.
     pub fn pool_stats(&self) -> (u32, usize) {
         if self.is_postgres() {
@@ -391,6 +454,8 @@ pub struct Tx {
     postgres: bool,
     appended_events: bool,
     appended: Arc<Notify>,
+    /// This process's SQLite write turn, released after commit or rollback.
+    _writer: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
 impl Tx {
@@ -413,6 +478,19 @@ impl Tx {
             .filter(installed_app::Column::Team.eq(team));
         if self.postgres {
             query = query.lock(LockType::Update);
+        }
+        Ok(query.one(&self.inner).await?)
+    }
+
+    /// Reads an app to bind integrations to it and, on PostgreSQL, holds a share lock on its
+    /// row until commit: binders do not wait for each other, while a delete or a state change
+    /// (which take [`Tx::lock_app`]) waits for them, and they for it. An exclusive lock here
+    /// made every integration created on one app wait for the previous one's commit.
+    pub async fn share_app(&self, team: &str, id: &str) -> Result<Option<AppRow>> {
+        let mut query = installed_app::Entity::find_by_id(id.to_owned())
+            .filter(installed_app::Column::Team.eq(team));
+        if self.postgres {
+            query = query.lock(LockType::Share);
         }
         Ok(query.one(&self.inner).await?)
     }
@@ -648,6 +726,16 @@ fn after_condition<C: ColumnTrait>(time_col: C, id_col: C, after: &After) -> sea
         )
 }
 
+/// How many integrations use an app with its credentials (a column of an app query).
+const APP_INTEGRATION_COUNT: &str = "(SELECT COUNT(*) FROM integrations \
+     WHERE integrations.team = installed_apps.team \
+     AND integrations.installed_app_id = installed_apps.id \
+     AND integrations.own_credentials IS NULL)";
+
+/// The newest event sequence number (see `max_event_seq`), as a column.
+const MAX_EVENT_SEQ: &str = "COALESCE((SELECT MAX(seq) FROM events), \
+     (SELECT pruned_through FROM event_log_state WHERE id = 1), 0)";
+
 #[derive(FromQueryResult)]
 struct AppCount {
     installed_app_id: Option<String>,
@@ -788,8 +876,7 @@ macro_rules! reads {
                     .conn()
                     .query_one_raw(Statement::from_string(
                         self.conn().get_database_backend(),
-                        "SELECT COALESCE((SELECT MAX(seq) FROM events), \
-                         (SELECT pruned_through FROM event_log_state WHERE id = 1), 0) AS max_seq",
+                        format!("SELECT {MAX_EVENT_SEQ} AS max_seq"),
                     ))
                     .await?;
                 Ok(match row {
