@@ -806,24 +806,12 @@ impl Hub {
             create_time: t.create_time,
             id: t.id,
         });
-        // One snapshot for the rows and the cursor: every change after the cursor is a change
-        // the listing does not show, and vice versa. One statement when the page has rows.
+        // Every change the listing does not show has an event after the cursor.
         let limit = page_size.get() + 1;
-        let (mut rows, cursor) = match self
+        let (mut rows, cursor) = self
             .store
             .list_integrations_at_cursor(team.as_str(), &filter, after.as_ref(), limit)
-            .await?
-        {
-            Some(page) => page,
-            None => {
-                let tx = self.store.begin_snapshot().await?;
-                let cursor = tx.max_event_seq().await?;
-                let rows = tx
-                    .list_integrations(team.as_str(), &filter, after.as_ref(), limit)
-                    .await?;
-                (rows, cursor)
-            }
-        };
+            .await?;
         let more = rows.len() as u64 > page_size.get();
         rows.truncate(page_size.get() as usize);
         let next_page_token = match (more, rows.last()) {
