@@ -128,10 +128,6 @@ pub struct StateChange {
 pub struct Store {
     db: DatabaseConnection,
     appended: Arc<Notify>,
-    /// SQLite has one writer: writers of this process queue here, asynchronously, instead of
-    /// in SQLite's busy handler, which sleeps (1, 2, 5 ... 100 ms) between retries and so
-    /// turned write contention into long stalls. Other processes still meet `busy_timeout`.
-    sqlite_writer: Arc<tokio::sync::Mutex<()>>,
     /// Kept for the LISTEN connection on PostgreSQL. May hold a password: never log it.
     url: Arc<str>,
 }
@@ -169,7 +165,6 @@ impl Store {
         Ok(Store {
             db,
             appended: Arc::new(Notify::new()),
-            sqlite_writer: Arc::default(),
             url: url.into(),
         })
     }
@@ -209,25 +204,21 @@ impl Store {
 
     /// Starts a write transaction (on SQLite: `BEGIN IMMEDIATE`).
     pub async fn begin_write(&self) -> Result<Tx> {
-        let (inner, writer) = if self.is_postgres() {
-            (self.db.begin().await?, None)
+        let inner = if self.is_postgres() {
+            self.db.begin().await?
         } else {
-            let writer = self.sqlite_writer.clone().lock_owned().await;
-            let inner = self
-                .db
+            self.db
                 .begin_with_options(TransactionOptions {
                     sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
                     ..Default::default()
                 })
-                .await?;
-            (inner, Some(writer))
+                .await?
         };
         Ok(Tx {
             inner,
             postgres: self.is_postgres(),
             appended_events: false,
             appended: self.appended.clone(),
-            _writer: writer,
             notify_pool: self.is_postgres().then(|| self.db.clone()),
         })
     }
@@ -247,7 +238,6 @@ impl Store {
             postgres: self.is_postgres(),
             appended_events: false,
             appended: self.appended.clone(),
-            _writer: None,
             notify_pool: None,
         })
     }
@@ -517,8 +507,6 @@ pub struct Tx {
     postgres: bool,
     appended_events: bool,
     appended: Arc<Notify>,
-    /// This process's SQLite write turn, released after commit or rollback.
-    _writer: Option<tokio::sync::OwnedMutexGuard<()>>,
     /// PostgreSQL: where to send the NOTIFY after a commit that appended events.
     notify_pool: Option<DatabaseConnection>,
 }
