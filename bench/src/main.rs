@@ -567,8 +567,23 @@ async fn postgres_scenario(
     Ok(())
 }
 
+/// `nproc` and the CPU model, for the record.
+fn machine() -> String {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    format!("{cores} cores, {model}")
+}
+
 fn print_report(opts: &Opts, rows: &[Row], notes: &[String]) {
     println!();
+    println!("Machine: {}.", machine());
     println!(
         "Concurrency: {} connections x {} streams; {} s measured after {} s warm-up per scenario; \
          load generator on {} threads, server in its own process.",
