@@ -14,6 +14,7 @@ use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 use super::rate_limit::RateLimiter;
+use super::token_cache::{TokenCache, now_secs};
 use super::{ERROR_DOMAIN, RequestId, actor_of, status_with_reason};
 use crate::auth::{Verifier, is_public, policy_for};
 use crate::domain::Hub;
@@ -27,6 +28,8 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 #[derive(Clone)]
 pub struct AuthLayer {
     verifier: Arc<Verifier>,
+    /// Verified tokens, so a caller's token is not verified again on every call.
+    tokens: Arc<TokenCache>,
     limiter: Option<Arc<RateLimiter>>,
     audit: Option<Arc<Hub>>,
 }
@@ -35,6 +38,7 @@ impl AuthLayer {
     pub fn new(verifier: Arc<Verifier>) -> Self {
         AuthLayer {
             verifier,
+            tokens: Arc::default(),
             limiter: None,
             audit: None,
         }
@@ -167,7 +171,11 @@ where
         };
         let layer = self.layer.clone();
         Box::pin(async move {
-            let principal = match layer.verifier.verify(header.as_deref()).await {
+            let verified = layer
+                .tokens
+                .verify(&layer.verifier, header.as_deref(), now_secs())
+                .await;
+            let principal = match verified {
                 Ok(principal) => principal,
                 Err(err) => {
                     // The reason is for operators; it never contains the token.

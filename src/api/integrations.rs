@@ -479,7 +479,11 @@ impl IntegrationService for Integrations {
                     true
                 }
             };
-            let outcome = follow(&bus, team, keep, pos, every, stop, deliver).await;
+            let outcome = tokio::select! {
+                outcome = follow(&bus, team, keep, pos, every, stop, deliver) => outcome,
+                // The client left: end now, freeing its place, rather than at the next send.
+                _ = tx.closed() => return,
+            };
             let ended = match outcome {
                 Ok(pos) => stream_ended(pos, "the server is shutting down"),
                 Err(err) => {

@@ -283,8 +283,7 @@ impl KeyStore {
                     tracing::warn!("no usable public key from any JWKS source");
                 }
                 keys.merged = Arc::new(merged);
-                self.epoch
-                    .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                self.epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
                 true
             }
             Err(reason) => {

@@ -399,12 +399,12 @@ impl Hub {
         if !actor.sees(&name.team) {
             return Err(not_found_app(name));
         }
-        let row = self
+        let (row, count) = self
             .store
-            .get_app(name.team.as_str(), &name.id)
+            .get_app_with_count(name.team.as_str(), &name.id)
             .await?
             .ok_or_else(|| not_found_app(name))?;
-        self.app_with_count(&row).await
+        InstalledApp::from_row(&row, count)
     }
 
     pub async fn list_installed_apps(
@@ -920,15 +920,15 @@ impl Hub {
         Ok(integration)
     }
 
-    /// An app an integration may be bound to: in the same team, existing, and ACTIVE. Locked
-    /// until commit, so it cannot be deleted under the new binding.
+    /// An app an integration may be bound to: in the same team, existing, and ACTIVE. Share-
+    /// locked until commit, so it cannot be deleted (or its state change) under the new binding.
     async fn bindable_app(&self, tx: &Tx, team: &TeamId, name: &AppName) -> Result<AppRow> {
         // Another team's app answers exactly as a missing one (rule 7).
         if name.team != *team {
             return Err(not_found_app(name));
         }
         let app = tx
-            .lock_app(team.as_str(), &name.id)
+            .share_app(team.as_str(), &name.id)
             .await?
             .ok_or_else(|| not_found_app(name))?;
         if app.state != AppState::Active.as_str() {
@@ -989,14 +989,12 @@ impl Hub {
             create_time: t.create_time,
             id: t.id,
         });
-        // One snapshot for the rows and the cursor: every change after the cursor is a change
-        // the listing does not show, and vice versa.
-        let tx = self.store.begin_snapshot().await?;
-        let cursor = tx.max_event_seq().await?;
-        let mut rows = tx
-            .list_integrations(team.as_str(), &filter, after.as_ref(), page_size.get() + 1)
+        // Every change the listing does not show has an event after the cursor.
+        let limit = page_size.get() + 1;
+        let (mut rows, cursor) = self
+            .store
+            .list_integrations_at_cursor(team.as_str(), &filter, after.as_ref(), limit)
             .await?;
-        drop(tx);
         let more = rows.len() as u64 > page_size.get();
         rows.truncate(page_size.get() as usize);
         let next_page_token = match (more, rows.last()) {

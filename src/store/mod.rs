@@ -8,9 +8,16 @@
 //! The outbox (`events`) is appended in the same transaction as the change it describes. On
 //! PostgreSQL, sequence numbers are handed out at insert time but become visible at commit,
 //! so a later number could commit first and a reader could pass a number still in flight.
-//! Appends therefore take a transaction-scoped advisory lock: one appending transaction at a
-//! time, so commit order equals sequence order and a reader that has seen `n` has seen every
-//! committed event below `n`. SQLite gets the same from its single writer.
+//! So readers never pass an in-flight number: every appending transaction holds a shared
+//! transaction-scoped advisory lock from before its first insert until it ends, and a reader
+//! first takes the same lock exclusively (a barrier, [`Store::max_event_seq`]): once it is
+//! granted, every number handed out before the reader looked is committed or rolled back,
+//! and the reader reads only up to the newest number it saw. Appenders do not wait for each
+//! other, so their commits (and WAL flushes) group; they wait only for a barrier, which
+//! lasts one statement. (An exclusive lock held by each appender until commit serialized
+//! every commit's WAL flush: one write per flush.) The `NOTIFY` that wakes other replicas is
+//! sent after commit for the same reason: PostgreSQL serializes the commits of notifying
+//! transactions. SQLite has one writer at a time, so its commit order is its sequence order.
 //!
 //! Rows and errors are the store's own: the domain converts them.
 
@@ -26,7 +33,7 @@ use sea_orm::sea_query::{Expr, ExprTrait, LockType};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseBackend,
     DatabaseConnection, DatabaseTransaction, DbErr, EntityTrait, FromQueryResult, IsolationLevel,
-    QueryFilter, QueryOrder, QuerySelect, SqlErr, SqliteTransactionMode, Statement,
+    QueryFilter, QueryOrder, QuerySelect, QueryTrait, SqlErr, SqliteTransactionMode, Statement,
     TransactionOptions, TransactionTrait,
 };
 use tokio::sync::Notify;
@@ -146,7 +153,14 @@ impl Store {
             .min_connections(1)
             .connect_timeout(Duration::from_secs(10))
             .acquire_timeout(Duration::from_secs(10))
+            // Ping a pooled connection only when it sat idle long enough to have been dropped
+            // by the server or a proxy: a ping on every acquire doubled the round trips of
+            // every query (and on SQLite each round trip is a wake-up of its worker thread).
+            .test_before_acquire_if_idle_for(Duration::from_secs(30))
             .sqlx_logging(false)
+            .map_sqlx_sqlite_pool_opts(|pool| {
+                pool.after_connect(|conn, _| Box::pin(stable_plans(conn)))
+            })
             .map_sqlx_sqlite_opts(|opts| {
                 opts.create_if_missing(true)
                     .journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
@@ -212,6 +226,7 @@ impl Store {
             postgres: self.is_postgres(),
             appended_events: false,
             appended: self.appended.clone(),
+            notify_pool: self.is_postgres().then(|| self.db.clone()),
         })
     }
 
@@ -230,6 +245,7 @@ impl Store {
             postgres: self.is_postgres(),
             appended_events: false,
             appended: self.appended.clone(),
+            notify_pool: None,
         })
     }
 
@@ -238,6 +254,7 @@ impl Store {
     }
 
     /// Events after `after` (and up to `upto` when given), of one team or of all, oldest first.
+    /// Without `upto`, up to [`Store::max_event_seq`]: never past a number still in flight.
     pub async fn events_after(
         &self,
         after: i64,
@@ -245,6 +262,10 @@ impl Store {
         team: Option<&str>,
         limit: u64,
     ) -> Result<Vec<EventRow>> {
+        let upto = match upto {
+            None if self.is_postgres() => Some(self.max_event_seq().await?),
+            upto => upto,
+        };
         let mut query = event::Entity::find().filter(event::Column::Seq.gt(after));
         if let Some(upto) = upto {
             query = query.filter(event::Column::Seq.lte(upto));
@@ -372,6 +393,104 @@ impl Store {
         Ok(deleted)
     }
 
+    /// The newest event sequence number below which nothing is in flight: the last appended,
+    /// even if it was pruned since (a prefix of the log is pruned, so the watermark is the
+    /// floor); 0 when nothing was ever appended. Every event up to it is committed (or never
+    /// will be). On PostgreSQL this is the readers' barrier (see the module doc).
+    pub async fn max_event_seq(&self) -> Result<i64> {
+        let statement = if self.is_postgres() {
+            // The statement's snapshot is taken before the lock is granted: the number it
+            // reads was handed out before the lock was asked for, so by a transaction that
+            // held the shared lock then and has ended once the lock is granted.
+            Statement::from_sql_and_values(
+                DatabaseBackend::Postgres,
+                format!(
+                    "SELECT pg_advisory_xact_lock($1)::text AS barrier, {MAX_EVENT_SEQ} AS max_seq"
+                ),
+                [OUTBOX_LOCK_KEY.into()],
+            )
+        } else {
+            Statement::from_string(self.backend(), format!("SELECT {MAX_EVENT_SEQ} AS max_seq"))
+        };
+        max_seq(self.db.query_one_raw(statement).await?)
+    }
+
+    /// An app and how many integrations use it (with its credentials), in one query.
+    pub async fn get_app_with_count(&self, team: &str, id: &str) -> Result<Option<(AppRow, i64)>> {
+        let query = installed_app::Entity::find_by_id(id.to_owned())
+            .filter(installed_app::Column::Team.eq(team))
+            .column_as(Expr::cust(APP_INTEGRATION_COUNT), "integration_count");
+        let Some(row) = self.db.query_one_raw(query.build(self.backend())).await? else {
+            return Ok(None);
+        };
+        let app = AppRow::from_query_result(&row, "")?;
+        let count = row.try_get::<i64>("", "integration_count")?;
+        Ok(Some((app, count)))
+    }
+
+    /// A page of a team's integrations (as [`Tx::list_integrations`]) and an event sequence
+    /// number such that every change the page does not show has an event after it (a change
+    /// after it may also be in the page: delivery is at least once).
+    pub async fn list_integrations_at_cursor(
+        &self,
+        team: &str,
+        filter: &IntegrationFilter,
+        after: Option<&After>,
+        limit: u64,
+    ) -> Result<(Vec<IntegrationRow>, i64)> {
+        if self.is_postgres() {
+            // The barrier first: everything up to the cursor is committed, so the page, read
+            // after it, shows all of it.
+            let cursor = self.max_event_seq().await?;
+            let rows = self.list_integrations(team, filter, after, limit).await?;
+            return Ok((rows, cursor));
+        }
+        // SQLite commits in sequence order: one statement reads the page and the cursor from
+        // one snapshot. An empty page has no row to carry the cursor: a snapshot transaction.
+        if let Some(page) = self
+            .list_integrations_with_cursor_column(team, filter, after, limit)
+            .await?
+        {
+            return Ok(page);
+        }
+        let tx = self.begin_snapshot().await?;
+        let cursor = tx.max_event_seq().await?;
+        let rows = tx.list_integrations(team, filter, after, limit).await?;
+        Ok((rows, cursor))
+    }
+
+    async fn list_integrations_with_cursor_column(
+        &self,
+        team: &str,
+        filter: &IntegrationFilter,
+        after: Option<&After>,
+        limit: u64,
+    ) -> Result<Option<(Vec<IntegrationRow>, i64)>> {
+        let mut query = integration::Entity::find().filter(integration_condition(team, filter));
+        if let Some(after) = after {
+            query = query.filter(after_condition(
+                integration::Column::CreateTime,
+                integration::Column::Id,
+                after,
+            ));
+        }
+        let query = query
+            .column_as(Expr::cust(MAX_EVENT_SEQ), "event_cursor")
+            .order_by_asc(integration::Column::CreateTime)
+            .order_by_asc(integration::Column::Id)
+            .limit(limit);
+        let rows = self.db.query_all_raw(query.build(self.backend())).await?;
+        let Some(first) = rows.first() else {
+            return Ok(None);
+        };
+        let cursor = first.try_get::<i64>("", "event_cursor")?;
+        let rows = rows
+            .iter()
+            .map(|r| IntegrationRow::from_query_result(r, ""))
+            .collect::<std::result::Result<Vec<_>, DbErr>>()?;
+        Ok(Some((rows, cursor)))
+    }
+
     /// Connections open in the pool, and how many of them are idle.
     pub fn pool_stats(&self) -> (u32, usize) {
         if self.is_postgres() {
@@ -395,6 +514,8 @@ pub struct Tx {
     postgres: bool,
     appended_events: bool,
     appended: Arc<Notify>,
+    /// PostgreSQL: where to send the NOTIFY after a commit that appended events.
+    notify_pool: Option<DatabaseConnection>,
 }
 
 impl Tx {
@@ -406,8 +527,36 @@ impl Tx {
         self.inner.commit().await?;
         if self.appended_events {
             self.appended.notify_one();
+            if let Some(pool) = &self.notify_pool {
+                // Wakes every replica's LISTEN connection. Outside the transaction: notifying
+                // transactions commit one at a time. A lost notification costs a replica at
+                // most its poll interval.
+                let notified = pool
+                    .execute_raw(Statement::from_sql_and_values(
+                        DatabaseBackend::Postgres,
+                        "SELECT pg_notify($1, '')",
+                        [EVENTS_CHANNEL.into()],
+                    ))
+                    .await;
+                if let Err(err) = notified {
+                    tracing::warn!(error = %err, "cannot notify other replicas of new events");
+                }
+            }
         }
         Ok(())
+    }
+
+    /// The newest event sequence number as this transaction sees it (see
+    /// [`Store::max_event_seq`]; without its barrier, so for SQLite only).
+    pub async fn max_event_seq(&self) -> Result<i64> {
+        max_seq(
+            self.inner
+                .query_one_raw(Statement::from_string(
+                    self.inner.get_database_backend(),
+                    format!("SELECT {MAX_EVENT_SEQ} AS max_seq"),
+                ))
+                .await?,
+        )
     }
 
     /// Reads an app and, on PostgreSQL, locks its row until commit, so a delete and an
@@ -417,6 +566,19 @@ impl Tx {
             .filter(installed_app::Column::Team.eq(team));
         if self.postgres {
             query = query.lock(LockType::Update);
+        }
+        Ok(query.one(&self.inner).await?)
+    }
+
+    /// Reads an app to bind integrations to it and, on PostgreSQL, holds a share lock on its
+    /// row until commit: binders do not wait for each other, while a delete or a state change
+    /// (which take [`Tx::lock_app`]) waits for them, and they for it. An exclusive lock here
+    /// made every integration created on one app wait for the previous one's commit.
+    pub async fn share_app(&self, team: &str, id: &str) -> Result<Option<AppRow>> {
+        let mut query = installed_app::Entity::find_by_id(id.to_owned())
+            .filter(installed_app::Column::Team.eq(team));
+        if self.postgres {
+            query = query.lock(LockType::Share);
         }
         Ok(query.one(&self.inner).await?)
     }
@@ -563,21 +725,12 @@ impl Tx {
             return Ok(());
         }
         if self.postgres && !self.appended_events {
+            // Held until this transaction ends: a reader's barrier waits for it.
             self.inner
                 .execute_raw(Statement::from_sql_and_values(
                     DatabaseBackend::Postgres,
-                    "SELECT pg_advisory_xact_lock($1)",
+                    "SELECT pg_advisory_xact_lock_shared($1)",
                     [OUTBOX_LOCK_KEY.into()],
-                ))
-                .await?;
-        }
-        if self.postgres && !self.appended_events {
-            // Delivered at commit, to every replica's LISTEN connection.
-            self.inner
-                .execute_raw(Statement::from_sql_and_values(
-                    DatabaseBackend::Postgres,
-                    "SELECT pg_notify($1, '')",
-                    [EVENTS_CHANNEL.into()],
                 ))
                 .await?;
         }
@@ -650,6 +803,52 @@ fn after_condition<C: ColumnTrait>(time_col: C, id_col: C, after: &After) -> sea
                 .add(time_col.eq(after.create_time))
                 .add(id_col.gt(after.id.as_str())),
         )
+}
+
+/// How many integrations use an app with its credentials (a column of an app query).
+const APP_INTEGRATION_COUNT: &str = "(SELECT COUNT(*) FROM integrations \
+     WHERE integrations.team = installed_apps.team \
+     AND integrations.installed_app_id = installed_apps.id \
+     AND integrations.own_credentials IS NULL)";
+
+/// The newest event sequence number (see `max_event_seq`), as a column.
+const MAX_EVENT_SEQ: &str = "COALESCE((SELECT MAX(seq) FROM events), \
+     (SELECT pruned_through FROM event_log_state WHERE id = 1), 0)";
+
+/// Turns on SQLite's query planner stability guarantee on a new connection. Without it,
+/// SQLite marks a statement whose `LIMIT` is a bound parameter (every SeaORM `.one()`, every
+/// page) to be compiled again whenever its parameters are bound, which the driver does on
+/// every execution: a fifth of a listing's CPU went to `sqlite3Reprepare`. With it, cached
+/// statements are reused and plans do not depend on bound values.
+async fn stable_plans(
+    conn: &mut sea_orm::sqlx::SqliteConnection,
+) -> std::result::Result<(), sea_orm::sqlx::Error> {
+    let mut handle = conn.lock_handle().await?;
+    let db = handle.as_raw_handle();
+    // SAFETY: `db` is this connection's open handle, locked for us; ENABLE_QPSG takes an int
+    // and an optional out-pointer (null: not wanted).
+    let rc = unsafe {
+        libsqlite3_sys::sqlite3_db_config(
+            db.as_ptr(),
+            libsqlite3_sys::SQLITE_DBCONFIG_ENABLE_QPSG,
+            1 as std::ffi::c_int,
+            std::ptr::null_mut::<std::ffi::c_int>(),
+        )
+    };
+    if rc != libsqlite3_sys::SQLITE_OK {
+        tracing::warn!(
+            rc,
+            "cannot enable SQLite's query planner stability guarantee"
+        );
+    }
+    Ok(())
+}
+
+fn max_seq(row: Option<sea_orm::QueryResult>) -> Result<i64> {
+    Ok(match row {
+        Some(row) => row.try_get::<i64>("", "max_seq")?,
+        None => 0,
+    })
 }
 
 #[derive(FromQueryResult)]
@@ -782,24 +981,6 @@ macro_rules! reads {
                     .limit(limit)
                     .all(self.conn())
                     .await?)
-            }
-
-            /// The newest event sequence number: the last appended, even if it was pruned
-            /// since (a prefix of the log is pruned, so the watermark is the floor); 0 when
-            /// nothing was ever appended.
-            pub async fn max_event_seq(&self) -> Result<i64> {
-                let row = self
-                    .conn()
-                    .query_one_raw(Statement::from_string(
-                        self.conn().get_database_backend(),
-                        "SELECT COALESCE((SELECT MAX(seq) FROM events), \
-                         (SELECT pruned_through FROM event_log_state WHERE id = 1), 0) AS max_seq",
-                    ))
-                    .await?;
-                Ok(match row {
-                    Some(row) => row.try_get::<i64>("", "max_seq")?,
-                    None => 0,
-                })
             }
         }
     };

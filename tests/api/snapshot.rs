@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use integration_hub::pb;
 
-use crate::helpers::{TestApp, authed};
+use crate::helpers::{Backend, TestApp, authed};
 use crate::storage_test;
 
 async fn list_then_watch_misses_nothing_while_writers_run(app: TestApp) {
@@ -116,9 +116,12 @@ async fn list_then_watch_misses_nothing_while_writers_run(app: TestApp) {
         .await
         .expect("watch")
         .into_inner();
-    let expected = all.len() - listed.len();
+    // Every integration not in the listing must arrive; on PostgreSQL some listed ones may too.
     let mut watched = Vec::new();
-    while watched.len() < expected {
+    while !all
+        .iter()
+        .all(|name| listed.contains(name) || watched.contains(name))
+    {
         let message = tokio::time::timeout(Duration::from_secs(20), stream.message())
             .await
             .expect("events in time")
@@ -128,14 +131,21 @@ async fn list_then_watch_misses_nothing_while_writers_run(app: TestApp) {
     }
     let watched_set: BTreeSet<String> = watched.iter().cloned().collect();
     assert_eq!(watched.len(), watched_set.len(), "no event twice");
-    assert!(
-        listed.is_disjoint(&watched_set),
-        "nothing listed is replayed after the cursor"
-    );
     assert_eq!(
         listed.union(&watched_set).cloned().collect::<BTreeSet<_>>(),
         all,
-        "the listing plus the events after its cursor are every integration"
+        "no gap: the listing plus the events after its cursor are every integration"
     );
+    match app.backend {
+        // One statement reads the page and the cursor from one snapshot: exactly once.
+        Backend::Sqlite => assert!(
+            listed.is_disjoint(&watched_set),
+            "nothing listed is replayed after the cursor"
+        ),
+        // Appenders commit concurrently; the cursor is read behind a barrier that waits for
+        // them, then the page: a change just after the cursor may be both listed and replayed
+        // (at least once, as the delivery contract says), never missing.
+        Backend::Postgres => {}
+    }
 }
 storage_test!(list_then_watch_misses_nothing_while_writers_run);

@@ -1,0 +1,643 @@
+//! `integration-hub-bench`: what auth, storage, encryption and streaming cost on top of bare
+//! tonic, as ratios to `grpc.health.v1.Health/Check` measured in the same run, at the same
+//! concurrency, on the same machine.
+//!
+//! It starts the real server (`Application::build` + `run_until_stopped`) in child processes
+//! of this binary (`server` subcommand): one on SQLite, one on PostgreSQL, one fresh for the
+//! idle-stream memory; seeds data; drives each scenario with a raw HTTP/2 load generator; and
+//! prints a table. Each unary scenario is paired with a Health/Check run just before it on
+//! the same server, so the machine's drift (other jobs on shared cores) cancels out of the
+//! ratio.
+
+mod fanout;
+mod pg;
+mod seed;
+mod server;
+mod unary;
+mod watch;
+
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use integration_hub::config::ServeArgs;
+use integration_hub::crypto::KeyRing;
+use integration_hub::pb;
+
+use crate::pg::Pg;
+use crate::seed::Tokens;
+use crate::server::{ServerProcess, ServerSpec};
+use crate::unary::{Call, Load, Stats};
+
+#[derive(Parser)]
+#[command(
+    about = "Load-tests integration-hub; prints throughput, p50/p99 and ratios to Health/Check"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Cmd>,
+    #[command(flatten)]
+    opts: Opts,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Runs the server under test (used by the bench itself; same flags as `serve`).
+    #[command(hide = true)]
+    Server(Box<ServeArgs>),
+}
+
+#[derive(Clone, Debug, clap::Args)]
+struct Opts {
+    /// HTTP/2 connections of the load generator.
+    #[arg(long, default_value_t = 32)]
+    connections: usize,
+    /// Calls in flight on each connection.
+    #[arg(long, default_value_t = 8)]
+    streams: usize,
+    /// Measured seconds per scenario.
+    #[arg(long, default_value_t = 5)]
+    duration_secs: u64,
+    /// Warm-up seconds before each measurement.
+    #[arg(long, default_value_t = 1)]
+    warmup_secs: u64,
+    /// Worker threads of the load generator (the server takes one per core, as in production).
+    #[arg(long, default_value_t = 2)]
+    client_threads: usize,
+    /// Scenarios to run (default all): health, get, list, resolve, create, create-pg, fanout, idle.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// PostgreSQL host (trust auth), for create-pg and pgbench.
+    #[arg(long, default_value = "127.0.0.1")]
+    pg_host: String,
+    #[arg(long, default_value_t = 5432)]
+    pg_port: u16,
+    #[arg(long, default_value = "postgres")]
+    pg_user: String,
+    /// pgbench clients (default: --connections).
+    #[arg(long)]
+    pgbench_clients: Option<usize>,
+    /// Integrations one delete breaks in the fan-out.
+    #[arg(long, default_value_t = 10_000)]
+    fanout_integrations: usize,
+    /// Subscribers watching the fan-out.
+    #[arg(long, default_value_t = 100)]
+    fanout_subscribers: usize,
+    /// Idle watch streams whose server memory is measured.
+    #[arg(long, default_value_t = 10_000)]
+    idle_streams: usize,
+    /// Idle watch streams per HTTP/2 connection (the server allows 200 per connection).
+    #[arg(long, default_value_t = 100)]
+    idle_per_connection: usize,
+    /// Integrations seeded in the team that GetInstalledApp counts and ListIntegrations pages.
+    #[arg(long, default_value_t = 200)]
+    seeded_integrations: usize,
+    /// Extra flags for every server (e.g. `--server-arg=--db-max-connections=4`).
+    #[arg(long, allow_hyphen_values = true)]
+    server_arg: Vec<String>,
+    /// Keep the data directory (server logs, SQLite files) after the run.
+    #[arg(long)]
+    keep: bool,
+}
+
+impl Opts {
+    fn wants(&self, scenario: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|s| s == scenario)
+    }
+
+    fn load(&self) -> Load {
+        Load {
+            connections: self.connections,
+            streams: self.streams,
+            warmup: Duration::from_secs(self.warmup_secs),
+            duration: Duration::from_secs(self.duration_secs),
+        }
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if let Some(Cmd::Server(args)) = cli.command {
+        return server::serve(*args);
+    }
+    let opts = cli.opts;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(opts.client_threads.max(1))
+        .enable_all()
+        .build()?;
+    runtime.block_on(run(opts))
+}
+
+const HEALTH: &str = "/grpc.health.v1.Health/Check";
+const GET_APP: &str = "/integrationhub.v1.InstalledAppService/GetInstalledApp";
+const LIST: &str = "/integrationhub.v1.IntegrationService/ListIntegrations";
+const CREATE: &str = "/integrationhub.v1.IntegrationService/CreateIntegration";
+const RESOLVE: &str = "/integrationhub.v1.IntegrationService/ResolveIntegrationCredentials";
+
+/// One line of the table.
+struct Row {
+    scenario: String,
+    /// Calls (or events) per second.
+    rate: f64,
+    p50: Duration,
+    p99: Duration,
+    /// Server CPU time per call (unary scenarios).
+    cpu_per_call: Option<Duration>,
+    errors: u64,
+    /// What the ratio is taken against: its name, rate and p99.
+    baseline: Option<(String, f64, Option<Duration>)>,
+    target: Option<Target>,
+    note: String,
+}
+
+#[derive(Clone, Copy)]
+struct Target {
+    min_ratio: f64,
+    max_p99_ratio: Option<f64>,
+}
+
+impl Row {
+    fn ratio(&self) -> Option<f64> {
+        self.baseline.as_ref().map(|(_, rate, _)| self.rate / rate)
+    }
+
+    fn p99_ratio(&self) -> Option<f64> {
+        match &self.baseline {
+            Some((_, _, Some(p99))) if !p99.is_zero() => {
+                Some(self.p99.as_secs_f64() / p99.as_secs_f64())
+            }
+            _ => None,
+        }
+    }
+
+    fn met(&self) -> Option<bool> {
+        let target = self.target?;
+        let ratio_ok = self.ratio()? >= target.min_ratio;
+        let p99_ok = match target.max_p99_ratio {
+            Some(max) => self.p99_ratio().is_some_and(|r| r <= max),
+            None => true,
+        };
+        Some(ratio_ok && p99_ok && self.errors == 0)
+    }
+}
+
+fn row(scenario: &str, stats: &Stats) -> Row {
+    if stats.errors > 0 {
+        eprintln!(
+            "  {scenario}: {} errors, first: {}",
+            stats.errors,
+            stats.first_error.as_deref().unwrap_or("?")
+        );
+    }
+    Row {
+        scenario: scenario.to_owned(),
+        rate: stats.rps(),
+        p50: stats.percentile(0.50),
+        p99: stats.percentile(0.99),
+        cpu_per_call: stats.server_cpu_per_call(),
+        errors: stats.errors,
+        baseline: None,
+        target: None,
+        note: String::new(),
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2}", d.as_secs_f64() * 1000.0)
+}
+
+/// Runs Health/Check, then `call`, on the same server; the row's ratio is to that health run.
+async fn paired(
+    server: &ServerProcess,
+    label: &str,
+    call: &Call,
+    load: Load,
+    rows: &mut Vec<Row>,
+) -> anyhow::Result<Row> {
+    let health = health(server, load).await?;
+    eprintln!(
+        "  Health/Check: {:.0} req/s, p99 {} ms",
+        health.rate,
+        ms(health.p99)
+    );
+    let stats = unary::run(server.addr, Some(server.pid()), call, load).await?;
+    let mut r = row(label, &stats);
+    r.baseline = Some(("Health/Check".into(), health.rate, Some(health.p99)));
+    eprintln!(
+        "  {label}: {:.0} req/s, p50 {} ms, p99 {} ms",
+        r.rate,
+        ms(r.p50),
+        ms(r.p99)
+    );
+    rows.push(health);
+    Ok(r)
+}
+
+async fn health(server: &ServerProcess, load: Load) -> anyhow::Result<Row> {
+    let call = Call::new(
+        HEALTH,
+        &tonic_health::pb::HealthCheckRequest::default(),
+        None,
+    );
+    let stats = unary::run(server.addr, Some(server.pid()), &call, load).await?;
+    Ok(row("Health/Check (anchor)", &stats))
+}
+
+async fn run(opts: Opts) -> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(format!("ih-bench-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir)?;
+    let result = run_in(&opts, &dir).await;
+    if opts.keep || result.is_err() {
+        eprintln!("data directory kept: {}", dir.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    result
+}
+
+async fn run_in(opts: &Opts, dir: &std::path::Path) -> anyhow::Result<()> {
+    let secret = format!("bench-{}-{}", uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    let keys = KeyRing::generate(1)
+        .map_err(|e| anyhow::anyhow!("generate a key: {e}"))?
+        .1;
+    let tokens = Tokens {
+        secret: secret.clone(),
+    };
+    let pg = Pg {
+        host: opts.pg_host.clone(),
+        port: opts.pg_port,
+        user: opts.pg_user.clone(),
+    };
+    let mut rows: Vec<Row> = Vec::new();
+    let mut notes: Vec<String> = Vec::new();
+
+    // ---- SQLite server: reads, credentials, writes, fan-out ----
+    let unary_wanted = ["health", "get", "list", "resolve", "create", "fanout"]
+        .iter()
+        .any(|s| opts.wants(s));
+    if unary_wanted {
+        let url = format!("sqlite://{}?mode=rwc", dir.join("sqlite.db").display());
+        eprintln!("starting the SQLite server");
+        let server = ServerProcess::start(
+            ServerSpec {
+                name: "sqlite",
+                database_url: &url,
+                secret: &secret,
+                encryption_keys: &keys,
+                extra_args: opts.server_arg.clone(),
+            },
+            dir,
+        )
+        .await?;
+        let result = sqlite_scenarios(opts, &server, &url, &tokens, &mut rows, &mut notes).await;
+        server.stop().await?;
+        result?;
+    }
+
+    // ---- PostgreSQL server: writes beside pgbench ----
+    if opts.wants("create-pg") {
+        let name = format!("ih_bench_{}", uuid::Uuid::new_v4().simple());
+        pg.create_database(&name).await?;
+        let url = pg.url(&name);
+        eprintln!("starting the PostgreSQL server");
+        let started = ServerProcess::start(
+            ServerSpec {
+                name: "postgres",
+                database_url: &url,
+                secret: &secret,
+                encryption_keys: &keys,
+                extra_args: opts.server_arg.clone(),
+            },
+            dir,
+        )
+        .await;
+        let result = match started {
+            Ok(server) => {
+                let result = postgres_scenario(opts, &server, &pg, &tokens, dir, &mut rows).await;
+                server.stop().await?;
+                result
+            }
+            Err(e) => Err(e),
+        };
+        let _ = pg.drop_database(&name).await;
+        result?;
+    }
+
+    // ---- a fresh server: memory of idle watch streams ----
+    if opts.wants("idle") {
+        let url = format!("sqlite://{}?mode=rwc", dir.join("idle.db").display());
+        let mut extra = opts.server_arg.clone();
+        extra.push(format!(
+            "--max-watch-streams={}",
+            opts.idle_streams + opts.idle_streams / opts.idle_per_connection.max(1) + 100
+        ));
+        eprintln!("starting a fresh server for idle watch streams");
+        let server = ServerProcess::start(
+            ServerSpec {
+                name: "idle",
+                database_url: &url,
+                secret: &secret,
+                encryption_keys: &keys,
+                extra_args: extra,
+            },
+            dir,
+        )
+        .await?;
+        // The per-principal limit is 100 by default: 100 streams per token subject.
+        let result = fanout::idle_streams(
+            &server,
+            &tokens,
+            opts.idle_streams,
+            opts.idle_per_connection,
+            100,
+        )
+        .await;
+        server.stop().await?;
+        let idle = result?;
+        let per = idle.kib_per_stream();
+        eprintln!(
+            "  idle streams: {} opened in {:.1} s; RSS {} -> {} KiB; {per:.1} KiB per stream",
+            idle.streams,
+            idle.open_time.as_secs_f64(),
+            idle.rss_before_kib,
+            idle.rss_after_kib
+        );
+        notes.push(format!(
+            "Idle watch streams: {} streams ({} per connection), server RSS {} KiB -> {} KiB: \
+             **{per:.1} KiB per stream** (target <= 20 KiB: {}).",
+            idle.streams,
+            opts.idle_per_connection,
+            idle.rss_before_kib,
+            idle.rss_after_kib,
+            if per <= 20.0 { "met" } else { "NOT met" }
+        ));
+    }
+
+    print_report(opts, &rows, &notes);
+    Ok(())
+}
+
+async fn sqlite_scenarios(
+    opts: &Opts,
+    server: &ServerProcess,
+    url: &str,
+    tokens: &Tokens,
+    rows: &mut Vec<Row>,
+    notes: &mut Vec<String>,
+) -> anyhow::Result<()> {
+    let load = opts.load();
+    let team = "bench";
+    let developer = tokens.mint(team, "developer", "bench-developer")?;
+    let viewer = tokens.mint(team, "viewer", "bench-viewer")?;
+    let service = tokens.mint(team, "service", "bench-service")?;
+    let channel = seed::channel(server.addr).await?;
+    let app = seed::create_app(&channel, &developer, "Slack (bench)").await?;
+    seed::seed_integrations(
+        url,
+        team,
+        seed::id_of(&app.name),
+        "seed",
+        opts.seeded_integrations,
+    )
+    .await?;
+
+    if opts.only.len() == 1 && opts.wants("health") {
+        rows.push(health(server, load).await?);
+    }
+    if opts.wants("get") {
+        let call = Call::new(
+            GET_APP,
+            &pb::GetInstalledAppRequest {
+                name: app.name.clone(),
+            },
+            Some(&viewer),
+        );
+        let mut r = paired(server, "GetInstalledApp (authenticated)", &call, load, rows).await?;
+        r.target = Some(Target {
+            min_ratio: 0.6,
+            max_p99_ratio: Some(2.0),
+        });
+        rows.push(r);
+    }
+    if opts.wants("list") {
+        let call = Call::new(
+            LIST,
+            &pb::ListIntegrationsRequest {
+                page_size: 50,
+                ..Default::default()
+            },
+            Some(&viewer),
+        );
+        let mut r = paired(server, "ListIntegrations (page of 50)", &call, load, rows).await?;
+        r.target = Some(Target {
+            min_ratio: 0.25,
+            max_p99_ratio: None,
+        });
+        rows.push(r);
+    }
+    if opts.wants("resolve") {
+        let name = format!("teams/{team}/integrations/seed1");
+        let call = Call::new(
+            RESOLVE,
+            &pb::ResolveIntegrationCredentialsRequest { name },
+            Some(&service),
+        );
+        let r = paired(
+            server,
+            "ResolveIntegrationCredentials (decrypt)",
+            &call,
+            load,
+            rows,
+        )
+        .await?;
+        rows.push(r);
+    }
+    if opts.wants("create") {
+        let call = Call::new(CREATE, &seed::integration_request(&app), Some(&developer));
+        let r = paired(server, "CreateIntegration (SQLite)", &call, load, rows).await?;
+        rows.push(r);
+    }
+    if opts.wants("fanout") {
+        let team = "fanout";
+        let developer = tokens.mint(team, "developer", "fanout-developer")?;
+        let app = seed::create_app(&channel, &developer, "Slack to delete").await?;
+        seed::seed_integrations(
+            url,
+            team,
+            seed::id_of(&app.name),
+            "fan",
+            opts.fanout_integrations,
+        )
+        .await?;
+        let health = health(server, load).await?;
+        eprintln!(
+            "fan-out: {} subscribers, {} integrations",
+            opts.fanout_subscribers, opts.fanout_integrations
+        );
+        let f = fanout::fanout(
+            server.addr,
+            tokens,
+            team,
+            &app,
+            opts.fanout_integrations,
+            opts.fanout_subscribers,
+            opts.connections,
+        )
+        .await?;
+        eprintln!(
+            "  fan-out: all delivered in {:.2} s ({:.0} events/s), delete call {:.2} s, {}/{} complete",
+            f.all_delivered.as_secs_f64(),
+            f.events_per_sec(),
+            f.delete_call.as_secs_f64(),
+            f.complete,
+            f.subscribers
+        );
+        let incomplete = (f.subscribers - f.complete) as u64;
+        rows.push(Row {
+            scenario: format!(
+                "Fan-out: {} events x {} subscribers (events/s)",
+                f.events_each, f.subscribers
+            ),
+            rate: f.events_per_sec(),
+            p50: f.p50,
+            p99: f.p99,
+            cpu_per_call: None,
+            errors: incomplete,
+            baseline: Some(("Health/Check".into(), health.rate, None)),
+            target: Some(Target {
+                min_ratio: 2.0,
+                max_p99_ratio: None,
+            }),
+            note: format!(
+                "all delivered {:.2} s after the delete call; the call took {:.2} s",
+                f.all_delivered.as_secs_f64(),
+                f.delete_call.as_secs_f64()
+            ),
+        });
+        rows.push(health);
+        notes.push(
+            "Fan-out p50/p99: time from the delete call until a subscriber has all of its events."
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+async fn postgres_scenario(
+    opts: &Opts,
+    server: &ServerProcess,
+    pg: &Pg,
+    tokens: &Tokens,
+    dir: &std::path::Path,
+    rows: &mut Vec<Row>,
+) -> anyhow::Result<()> {
+    let load = opts.load();
+    let developer = tokens.mint("bench", "developer", "bench-developer")?;
+    let channel = seed::channel(server.addr).await?;
+    let app = seed::create_app(&channel, &developer, "Slack (bench)").await?;
+    let call = Call::new(CREATE, &seed::integration_request(&app), Some(&developer));
+    let mut r = paired(server, "CreateIntegration (PostgreSQL)", &call, load, rows).await?;
+    let clients = opts.pgbench_clients.unwrap_or(opts.connections);
+    let bench = pg.insert_rate(clients, opts.duration_secs, dir).await?;
+    eprintln!(
+        "  pgbench single-row INSERT, {clients} clients: {:.0} tps, latency {:.2} ms",
+        bench.tps, bench.latency_ms
+    );
+    r.note = format!("vs Health/Check: {:.2}", r.ratio().unwrap_or(0.0));
+    r.baseline = Some((
+        format!("pgbench INSERT, {clients} clients"),
+        bench.tps,
+        None,
+    ));
+    r.target = Some(Target {
+        min_ratio: 0.5,
+        max_p99_ratio: None,
+    });
+    rows.push(r);
+    rows.push(Row {
+        scenario: format!("pgbench: one-row INSERT, {clients} clients"),
+        rate: bench.tps,
+        p50: Duration::from_secs_f64(bench.latency_ms / 1000.0),
+        p99: Duration::ZERO,
+        cpu_per_call: None,
+        errors: 0,
+        baseline: None,
+        target: None,
+        note: "p50 column: pgbench's average latency".into(),
+    });
+    Ok(())
+}
+
+/// `nproc` and the CPU model, for the record.
+fn machine() -> String {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    format!("{cores} cores, {model}")
+}
+
+fn print_report(opts: &Opts, rows: &[Row], notes: &[String]) {
+    println!();
+    println!("Machine: {}.", machine());
+    println!(
+        "Concurrency: {} connections x {} streams; {} s measured after {} s warm-up per scenario; \
+         load generator on {} threads, server in its own process.",
+        opts.connections, opts.streams, opts.duration_secs, opts.warmup_secs, opts.client_threads
+    );
+    println!();
+    println!(
+        "| scenario | req/s | p50 ms | p99 ms | server CPU us/call | ratio to | throughput ratio | p99 ratio | target | met |"
+    );
+    println!("|---|---:|---:|---:|---:|---|---:|---:|---|---|");
+    for r in rows {
+        let (against, ratio, p99_ratio) = match &r.baseline {
+            Some((name, rate, _)) => (
+                format!("{name} ({rate:.0}/s)"),
+                format!("{:.2}", r.ratio().unwrap_or(0.0)),
+                r.p99_ratio().map(|x| format!("{x:.2}")).unwrap_or_default(),
+            ),
+            None => (String::new(), String::new(), String::new()),
+        };
+        let target = r
+            .target
+            .map(|t| match t.max_p99_ratio {
+                Some(p) => format!(">= {} (p99 <= {p}x)", t.min_ratio),
+                None => format!(">= {}", t.min_ratio),
+            })
+            .unwrap_or_default();
+        let met = match r.met() {
+            Some(true) => "yes",
+            Some(false) => "**no**",
+            None => "",
+        };
+        let mut scenario = r.scenario.clone();
+        if r.errors > 0 {
+            scenario.push_str(&format!(" ({} errors)", r.errors));
+        }
+        if !r.note.is_empty() {
+            scenario.push_str(&format!(" [{}]", r.note));
+        }
+        println!(
+            "| {scenario} | {:.0} | {} | {} | {} | {against} | {ratio} | {p99_ratio} | {target} | {met} |",
+            r.rate,
+            ms(r.p50),
+            if r.p99.is_zero() {
+                String::new()
+            } else {
+                ms(r.p99)
+            },
+            r.cpu_per_call
+                .map(|c| format!("{:.0}", c.as_secs_f64() * 1e6))
+                .unwrap_or_default(),
+        );
+    }
+    println!();
+    for note in notes {
+        println!("{note}");
+    }
+}
