@@ -37,8 +37,8 @@ impl Tokens {
                 subject: subject.to_owned(),
                 team: team.to_owned(),
                 roles: vec![role.to_owned()],
-                issuer: None,
-                audience: None,
+                issuer: Some(ISSUER.to_owned()),
+                audience: Some(AUDIENCE.to_owned()),
                 ttl_secs: 24 * 3600,
                 team_claim: "team_id".to_owned(),
                 roles_claim: "roles".to_owned(),
@@ -47,6 +47,10 @@ impl Tokens {
         .map_err(|e| anyhow::anyhow!("mint a token: {e}"))
     }
 }
+
+/// The issuer and audience the bench's servers require and its tokens carry.
+pub const ISSUER: &str = "https://bench.integration-hub.test";
+pub const AUDIENCE: &str = "integration-hub-bench";
 
 /// A request carrying `token` as its bearer credential.
 pub fn authed<T>(token: &str, message: T) -> anyhow::Result<Request<T>> {
