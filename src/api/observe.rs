@@ -62,6 +62,51 @@ impl Extractor for Headers<'_> {
     }
 }
 
+/// Every error carries one `ErrorInfo` (DESIGN.md). Our handlers and layers always attach it;
+/// errors tonic makes by itself (a request over the size limit, from its codec) do not: give
+/// them one here. A request over the size limit is RESOURCE_EXHAUSTED, as in other gRPC
+/// implementations, rather than tonic's OUT_OF_RANGE.
+fn with_error_info<B: Default>(response: http::Response<B>) -> http::Response<B> {
+    let headers = response.headers();
+    if headers.contains_key("grpc-status-details-bin") {
+        return response;
+    }
+    let Some(status) = tonic::Status::from_header_map(headers) else {
+        return response;
+    };
+    let (code, reason, message) = match status.code() {
+        tonic::Code::Ok => return response,
+        tonic::Code::OutOfRange if status.message().contains("too large") => (
+            tonic::Code::ResourceExhausted,
+            ErrorReason::ResourceExhausted,
+            "the request message is larger than the server accepts (INTEGRATION_HUB_MAX_MESSAGE_BYTES)"
+                .to_owned(),
+        ),
+        tonic::Code::InvalidArgument | tonic::Code::OutOfRange => (
+            status.code(),
+            ErrorReason::InvalidArgument,
+            status.message().to_owned(),
+        ),
+        tonic::Code::ResourceExhausted => (
+            status.code(),
+            ErrorReason::ResourceExhausted,
+            status.message().to_owned(),
+        ),
+        tonic::Code::Cancelled | tonic::Code::DeadlineExceeded | tonic::Code::Unavailable => (
+            status.code(),
+            ErrorReason::Unavailable,
+            status.message().to_owned(),
+        ),
+        tonic::Code::Internal | tonic::Code::Unknown | tonic::Code::DataLoss => (
+            status.code(),
+            ErrorReason::Internal,
+            "internal error".to_owned(),
+        ),
+        _ => return response,
+    };
+    status_with_reason(code, message, reason, HashMap::new()).into_http()
+}
+
 /// The gRPC status code of a response whose status is in its headers (errors, and
 /// trailers-only answers); `OK` otherwise, since a successful unary answer carries its status
 /// in the trailers.
@@ -154,6 +199,7 @@ where
                     },
                     Err(panic) => Ok(panicked(panic.as_ref())),
                 };
+                let result = result.map(with_error_info);
                 if let Ok(response) = &result {
                     let code = code_of(response);
                     tracing::Span::current().record("rpc.grpc.status_code", code.as_str());
@@ -196,6 +242,39 @@ mod tests {
             }
             Box::pin(async { panic!("boom in future, secret=hunter2") })
         }
+    }
+
+    #[test]
+    fn errors_made_by_tonic_itself_get_an_error_info_and_ours_are_left_alone() {
+        use tonic_types::StatusExt;
+        let bare: http::Response<String> =
+            tonic::Status::out_of_range("Error, decoded message length too large").into_http();
+        let status =
+            tonic::Status::from_header_map(with_error_info(bare).headers()).expect("a status");
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+        assert_eq!(
+            status.get_details_error_info().expect("ErrorInfo").reason,
+            "RESOURCE_EXHAUSTED"
+        );
+        let ours: http::Response<String> = status_with_reason(
+            tonic::Code::NotFound,
+            "installed app x not found",
+            ErrorReason::NotFound,
+            HashMap::new(),
+        )
+        .into_http();
+        let status =
+            tonic::Status::from_header_map(with_error_info(ours).headers()).expect("a status");
+        assert_eq!(status.code(), tonic::Code::NotFound);
+        assert_eq!(
+            status.get_details_error_info().expect("ErrorInfo").reason,
+            "NOT_FOUND"
+        );
+        let ok = http::Response::new(String::new());
+        assert!(
+            with_error_info(ok).headers().is_empty(),
+            "a success is untouched"
+        );
     }
 
     #[tokio::test]
