@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::{actor, convert, field, status};
+use super::{actor, convert, field, optional_etag, status};
 use crate::crypto::Credentials;
 use crate::domain::hub::{AppChanges, NewApp, parse_apps_page_token};
 use crate::domain::types::{
@@ -28,10 +28,6 @@ impl InstalledApps {
 /// wipes itself.
 pub fn take_credentials(map: &mut std::collections::HashMap<String, String>) -> Credentials {
     Credentials::new(std::mem::take(map).into_iter().collect())
-}
-
-fn optional_etag(etag: &str) -> Option<String> {
-    (!etag.is_empty()).then(|| etag.to_owned())
 }
 
 #[tonic::async_trait]

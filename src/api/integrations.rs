@@ -9,9 +9,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status};
 
 use super::installed_apps::take_credentials;
-use super::{actor, convert, field, status, status_with_reason};
+use super::{actor, convert, field, optional_etag, status, status_with_reason};
 use crate::domain::hub::{Binding, IntegrationChanges, NewIntegration, Reauth};
-use crate::domain::model::{EventKind, IntegrationState};
+use crate::domain::model::{Event, EventKind, IntegrationState};
 use crate::domain::types::{
     AppName, Cursor, DisplayName, IntegrationName, PageSize, ParentRef, RequestId,
 };
@@ -50,10 +50,6 @@ impl Integrations {
             stop,
         }
     }
-}
-
-fn optional_etag(etag: &str) -> Option<String> {
-    (!etag.is_empty()).then(|| etag.to_owned())
 }
 
 fn event_kind(value: i32) -> Result<EventKind, String> {
@@ -456,7 +452,7 @@ impl IntegrationService for Integrations {
                         };
                         let message = chunk
                             .iter()
-                            .map(|row| Hub::decode_event(row).map(|e| convert::event(&e)))
+                            .map(|row| Event::from_row(row).map(|e| convert::event(&e)))
                             .collect::<Result<Vec<_>, Error>>()
                             .map(|events| pb::WatchIntegrationEventsResponse {
                                 events,

@@ -148,6 +148,11 @@ pub fn actor_of(principal: &Principal, request_id: &str) -> Result<Actor, Status
     })
 }
 
+/// An `etag` field: empty means "do not check".
+pub fn optional_etag(etag: &str) -> Option<String> {
+    (!etag.is_empty()).then(|| etag.to_owned())
+}
+
 /// Turns a parse failure of one field into INVALID_ARGUMENT naming it.
 pub fn field<T>(name: &str, parsed: Result<T, String>) -> Result<T, Status> {
     parsed.map_err(|description| status(Error::invalid(name, description)))

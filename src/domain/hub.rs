@@ -12,7 +12,7 @@ use crate::store::{
 use super::catalog::{Catalog, FieldDef, ServiceDef, check_fields};
 use super::error::{Error, FieldViolation, Precondition, Result};
 use super::model::{
-    Actor, AppState, AuditAction, BrokenReason, Event, EventKind, InstalledApp, Integration,
+    Actor, AppState, AuditAction, BrokenReason, EventKind, InstalledApp, Integration,
     IntegrationState, Role, config_json, etag,
 };
 use super::types::{
@@ -1426,11 +1426,6 @@ impl Hub {
             integration,
             credentials,
         })
-    }
-
-    /// Decodes an event row of the log.
-    pub fn decode_event(row: &crate::store::EventRow) -> Result<Event> {
-        Event::from_row(row)
     }
 }
 

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::error::{Error, Result};
-use super::types::{AppName, IntegrationName, TeamId};
+use super::types::{AppName, TeamId};
 use crate::store::{AppRow, AuditRow, EventRow, IntegrationRow};
 
 /// A caller's role, as the verified token maps it.
@@ -342,18 +342,4 @@ pub fn etag(version: i64) -> String {
 
 fn team_of(stored: &str) -> Result<TeamId> {
     TeamId::parse(stored).map_err(|_| Error::internal("stored team id is invalid"))
-}
-
-/// Names of integrations, for responses.
-pub fn integration_names(items: &[Integration]) -> Vec<String> {
-    items.iter().map(Integration::name).collect()
-}
-
-impl IntegrationName {
-    pub fn of(integration: &Integration) -> Result<IntegrationName> {
-        Ok(IntegrationName::new(
-            team_of(&integration.team)?,
-            integration.id.clone(),
-        ))
-    }
 }

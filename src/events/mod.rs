@@ -178,11 +178,6 @@ impl StreamLimits {
             principal: principal.to_owned(),
         })
     }
-
-    /// Streams open now.
-    pub fn open(&self) -> usize {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).open
-    }
 }
 
 impl Drop for StreamSlot {
