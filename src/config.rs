@@ -48,6 +48,11 @@ pub struct DatabaseArgs {
     /// Most database connections in the pool.
     #[arg(long, env = "INTEGRATION_HUB_DB_MAX_CONNECTIONS", default_value_t = 16)]
     pub db_max_connections: u32,
+
+    /// How long start-up waits for the database to accept connections, in seconds, logging
+    /// what it waits for; then it exits non-zero.
+    #[arg(long, env = "INTEGRATION_HUB_DATABASE_WAIT_SECS", default_value_t = 60)]
+    pub database_wait_secs: u64,
 }
 
 impl DatabaseArgs {
@@ -60,6 +65,25 @@ impl DatabaseArgs {
                 self.data_dir.join("integration-hub.db").display()
             ),
         }
+    }
+
+    /// The directory holding the SQLite database file (and its journal), when the database is
+    /// a SQLite file.
+    pub fn sqlite_dir(&self) -> Option<PathBuf> {
+        let url = self.url();
+        let path = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))?;
+        let path = path.split('?').next().unwrap_or_default();
+        if path.is_empty() || path == ":memory:" {
+            return None;
+        }
+        let dir = std::path::Path::new(path).parent()?;
+        Some(if dir.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            dir.to_path_buf()
+        })
     }
 }
 

@@ -6,8 +6,7 @@ use clap::Parser;
 use integration_hub::auth::{MintClaims, mint_hs256};
 use integration_hub::config::{Cli, Command, LogFormat};
 use integration_hub::domain::rotation::rotate_keys;
-use integration_hub::startup::{Application, jwt_secret, key_ring, verifier_config};
-use integration_hub::store::Store;
+use integration_hub::startup::{Application, jwt_secret, key_ring, open_database, verifier_config};
 use integration_hub::telemetry;
 
 #[tokio::main]
@@ -28,12 +27,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Migrate(database) => {
             let _telemetry = telemetry::init(LogFormat::Json)?;
-            if database.database_url.is_none() {
-                std::fs::create_dir_all(&database.data_dir)?;
-            }
-            let store = Store::connect(&database.url(), 2)
-                .await
-                .context("cannot connect to the database")?;
+            let store = open_database(&database, 2).await?;
             store.migrate().await.context("migration failed")?;
             tracing::info!("migrations applied");
             Ok(())
@@ -67,9 +61,7 @@ async fn main() -> anyhow::Result<()> {
         Command::RotateKeys(args) => {
             let _telemetry = telemetry::init(LogFormat::Json)?;
             let keys = key_ring(&args.encryption_keys, args.min_key_version)?;
-            let store = Store::connect(&args.database.url(), 2)
-                .await
-                .context("cannot connect to the database")?;
+            let store = open_database(&args.database, 2).await?;
             let summary = rotate_keys(&store, &keys, args.batch_size)
                 .await
                 .map_err(anyhow::Error::new)

@@ -44,6 +44,24 @@ pub fn status_with_reason(
     )
 }
 
+/// How long a client should wait before retrying a call the database could not serve.
+const UNAVAILABLE_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+/// How long a client should wait before retrying a write refused for a full disk.
+const STORAGE_FULL_RETRY: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A status with an `ErrorInfo` and a `RetryInfo` saying when to try again.
+fn retry_after(
+    code: Code,
+    message: String,
+    reason: ErrorReason,
+    delay: std::time::Duration,
+) -> Status {
+    let mut details =
+        ErrorDetails::with_error_info(reason.as_str_name(), ERROR_DOMAIN, HashMap::new());
+    details.set_retry_info(Some(delay));
+    Status::with_error_details(code, message, details)
+}
+
 /// The one map from domain errors to gRPC statuses.
 pub fn status(err: Error) -> Status {
     let plain =
@@ -91,7 +109,18 @@ pub fn status(err: Error) -> Status {
             message,
             ErrorReason::ResourceExhausted,
         ),
-        Error::Unavailable(message) => plain(Code::Unavailable, message, ErrorReason::Unavailable),
+        Error::Unavailable(message) => retry_after(
+            Code::Unavailable,
+            message,
+            ErrorReason::Unavailable,
+            UNAVAILABLE_RETRY,
+        ),
+        e @ Error::StorageFull => retry_after(
+            Code::ResourceExhausted,
+            e.to_string(),
+            ErrorReason::StorageFull,
+            STORAGE_FULL_RETRY,
+        ),
         Error::Internal(cause) => {
             // The cause chain goes to the log; the client sees an opaque message.
             tracing::error!(error = ?cause, "internal error");
@@ -179,6 +208,7 @@ mod tests {
             Error::precondition(Precondition::CursorExpired, "m"),
             Error::ResourceExhausted("m".into()),
             Error::Unavailable("m".into()),
+            Error::StorageFull,
             Error::internal("m"),
         ];
         for err in errors {

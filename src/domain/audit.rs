@@ -104,6 +104,15 @@ impl Hub {
         let Err(err) = &result else {
             return result;
         };
+        if matches!(err, Error::StorageFull | Error::Unavailable(_)) {
+            // The database refused the change itself: a record of the failure would be refused
+            // the same way, once per call. The store logs when such a fault starts and ends.
+            tracing::debug!(
+                action = action.as_str(),
+                "a call the database could not serve is not audited"
+            );
+            return result;
+        }
         let outcome = match err {
             Error::PermissionDenied(_) => AuditOutcome::Denied,
             // Another team's resource answers NOT_FOUND; for the log, that was a denial.

@@ -62,9 +62,13 @@ pub enum Error {
     /// RESOURCE_EXHAUSTED: a limit was reached.
     #[error("{0}")]
     ResourceExhausted(String),
-    /// UNAVAILABLE: retry later.
+    /// UNAVAILABLE (with a `RetryInfo`): retry later.
     #[error("{0}")]
     Unavailable(String),
+    /// RESOURCE_EXHAUSTED with reason STORAGE_FULL (and a `RetryInfo`): the server's disk is
+    /// full; the write was not made. Reads go on working.
+    #[error("the server's storage is full: the change was not made; retry once space is freed")]
+    StorageFull,
     /// INTERNAL: the client sees an opaque message; the cause chain goes to the log.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -111,6 +115,7 @@ impl Error {
             },
             Error::ResourceExhausted(_) => "RESOURCE_EXHAUSTED",
             Error::Unavailable(_) => "UNAVAILABLE",
+            Error::StorageFull => "STORAGE_FULL",
             Error::Internal(_) => "INTERNAL",
         }
     }
@@ -122,10 +127,11 @@ impl From<StoreError> for Error {
             StoreError::Conflict => Error::EtagMismatch(
                 "the resource changed concurrently; read it again and retry".into(),
             ),
+            // The store logs when an outage or a full disk starts and ends, not once per call.
             StoreError::Unavailable(_) => {
-                tracing::warn!(error = %anyhow::Error::from(err), "database unavailable");
                 Error::Unavailable("the database is unavailable; retry later".into())
             }
+            StoreError::StorageFull(_) => Error::StorageFull,
             StoreError::Db(_) => Error::Internal(err.into()),
         }
     }

@@ -63,14 +63,23 @@ impl EventBus {
         tokio::spawn(async move { listener.listen_for_appends(listener_stop).await });
         tokio::spawn(async move {
             let mut tail = start;
+            // While the database is away, the tailer retries every poll; it says so once.
+            let mut failing = false;
             loop {
                 match tail_once(&store, &metrics, &batches, tail).await {
                     Ok(next) => {
                         tail = next;
                         let _ = position_tx.send(tail);
+                        if std::mem::take(&mut failing) {
+                            tracing::info!(tail, "event tailer reads the outbox again");
+                        }
+                    }
+                    Err(err) if failing => {
+                        tracing::debug!(error = %anyhow::Error::from(err), "event tailer read failed again");
                     }
                     Err(err) => {
-                        tracing::warn!(error = %anyhow::Error::from(err), "event tailer read failed; retrying");
+                        failing = true;
+                        tracing::warn!(error = %anyhow::Error::from(err), "event tailer read failed; retrying every poll until the database answers");
                     }
                 }
                 tokio::select! {

@@ -63,37 +63,184 @@ pub enum StoreError {
     /// A unique constraint refused the write (a duplicate id or request id).
     #[error("a unique constraint refused the write")]
     Conflict,
-    /// The database could not be reached or is overloaded; the call may be retried.
+    /// The database could not be reached, lost its connection, is restarting or is overloaded;
+    /// nothing was changed (or, for a lost commit, the change may be retried idempotently).
     #[error("the database is unavailable")]
     Unavailable(#[source] DbErr),
+    /// The database's disk is full (or its files are read-only): the write was refused and
+    /// rolled back; reads still work.
+    #[error("the database's storage is full")]
+    StorageFull(#[source] DbErr),
     /// Anything else: a broken invariant or a bug.
     #[error("database error")]
     Db(#[source] DbErr),
 }
 
 impl From<DbErr> for StoreError {
-    /// The one place where constraint violations and connection failures are told apart from
-    /// other errors.
+    /// The one place where constraint violations, connection failures and a full disk are
+    /// told apart from other errors.
     fn from(err: DbErr) -> Self {
         if let Some(SqlErr::UniqueConstraintViolation(_)) = err.sql_err() {
             return StoreError::Conflict;
         }
-        match err {
-            DbErr::Conn(_) | DbErr::ConnectionAcquire(_) => StoreError::Unavailable(err),
-            other => {
-                let text = other.to_string();
-                // SQLite's busy timeout expired, or PostgreSQL cancelled a lock wait.
-                if text.contains("database is locked") || text.contains("deadlock detected") {
-                    StoreError::Unavailable(other)
-                } else {
-                    StoreError::Db(other)
-                }
+        match fault_of(&err) {
+            Fault::Unavailable => {
+                condition::note_unavailable(&err);
+                StoreError::Unavailable(err)
             }
+            Fault::StorageFull => {
+                condition::note_storage_full(&err);
+                StoreError::StorageFull(err)
+            }
+            Fault::Other => StoreError::Db(err),
         }
     }
 }
 
+/// How a database error is answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fault {
+    Unavailable,
+    StorageFull,
+    Other,
+}
+
+/// Classifies by the driver's error, never by message text where a code exists.
+fn fault_of(err: &DbErr) -> Fault {
+    use sea_orm::RuntimeErr;
+    use sea_orm::sqlx::Error as Sqlx;
+    let sqlx = match err {
+        DbErr::Conn(_) | DbErr::ConnectionAcquire(_) => return Fault::Unavailable,
+        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => e,
+        _ => return Fault::Other,
+    };
+    match sqlx.as_ref() {
+        // The connection broke mid-call (a restart, a kill, a network drop), or the pool could
+        // not hand one out in time.
+        Sqlx::Io(_)
+        | Sqlx::Tls(_)
+        | Sqlx::Protocol(_)
+        | Sqlx::PoolTimedOut
+        | Sqlx::PoolClosed
+        | Sqlx::WorkerCrashed => Fault::Unavailable,
+        Sqlx::Database(db) => {
+            let code = db.code();
+            let code = code.as_deref().unwrap_or("");
+            if db
+                .try_downcast_ref::<sea_orm::sqlx::sqlite::SqliteError>()
+                .is_some()
+            {
+                sqlite_fault(code)
+            } else {
+                postgres_fault(code)
+            }
+        }
+        _ => Fault::Other,
+    }
+}
+
+/// SQLite result codes (<https://www.sqlite.org/rescode.html>); `code` is the extended code,
+/// whose low byte is the primary one.
+fn sqlite_fault(code: &str) -> Fault {
+    let Ok(code) = code.parse::<i32>() else {
+        return Fault::Other;
+    };
+    match code & 0xff {
+        // SQLITE_FULL: the disk (or the tmpfs, or a quota) is full. SQLITE_READONLY: the files
+        // or their directory became read-only. Either way writes cannot be made durable.
+        13 | 8 => Fault::StorageFull,
+        // SQLITE_BUSY / SQLITE_LOCKED (the busy timeout expired), SQLITE_IOERR,
+        // SQLITE_CANTOPEN, SQLITE_PROTOCOL: transient or environmental; the call may be retried.
+        5 | 6 | 10 | 14 | 15 => Fault::Unavailable,
+        _ => Fault::Other,
+    }
+}
+
+/// PostgreSQL SQLSTATEs (<https://www.postgresql.org/docs/current/errcodes-appendix.html>).
+fn postgres_fault(code: &str) -> Fault {
+    match code {
+        // disk_full
+        "53100" => Fault::StorageFull,
+        // connection_exception (08xxx), operator_intervention: admin/crash shutdown, cannot
+        // connect now (57P0x), insufficient_resources (53xxx: out of memory, too many
+        // connections), serialization_failure, deadlock_detected, lock_not_available,
+        // read_only_sql_transaction (a standby after a failover).
+        c if c.starts_with("08") || c.starts_with("57P") || c.starts_with("53") => {
+            Fault::Unavailable
+        }
+        "40001" | "40P01" | "55P03" | "25006" => Fault::Unavailable,
+        _ => Fault::Other,
+    }
+}
+
+/// What the process knows of its database's condition, so that an outage or a full disk is
+/// logged once when it starts and once when it ends, not once per call. Process-wide: one
+/// process serves one database.
+pub mod condition {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    static STORAGE_FULL: AtomicBool = AtomicBool::new(false);
+    static UNAVAILABLE: AtomicBool = AtomicBool::new(false);
+
+    pub(super) fn note_storage_full(err: &sea_orm::DbErr) {
+        if !STORAGE_FULL.swap(true, Ordering::AcqRel) {
+            tracing::warn!(
+                error = %err,
+                "the database's storage is full (or read-only): writes are refused with RESOURCE_EXHAUSTED until space is freed; reads and watch streams go on"
+            );
+        }
+    }
+
+    pub(super) fn note_unavailable(err: &sea_orm::DbErr) {
+        if UNAVAILABLE.swap(true, Ordering::AcqRel) {
+            tracing::debug!(error = %err, "database still unavailable");
+        } else {
+            tracing::warn!(
+                error = %err,
+                "database unavailable: calls answer UNAVAILABLE until it is back"
+            );
+        }
+    }
+
+    /// A write committed: storage has room again.
+    pub(super) fn note_write_committed() {
+        if STORAGE_FULL.swap(false, Ordering::AcqRel) {
+            tracing::info!("the database's storage accepts writes again");
+        }
+        note_reachable();
+    }
+
+    /// A statement reached the database.
+    pub(super) fn note_reachable() {
+        if UNAVAILABLE.swap(false, Ordering::AcqRel) {
+            tracing::info!("database reachable again");
+        }
+    }
+
+    /// Whether the last write failed for lack of space (for health and tests).
+    pub fn storage_full() -> bool {
+        STORAGE_FULL.load(Ordering::Acquire)
+    }
+}
+
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A database URL as it may be logged: scheme, host, port and database; never the user name,
+/// the password or the query parameters.
+pub fn describe_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.split(['?', ':']).next().unwrap_or_default().to_owned();
+    };
+    let rest = rest.split('?').next().unwrap_or_default();
+    // Everything up to the last `@` is user information, whatever characters it holds.
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, after)| after);
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    if path.is_empty() {
+        format!("{scheme}://{host}")
+    } else {
+        format!("{scheme}://{host}/{path}")
+    }
+}
 
 /// Ordering key of a listing: rows are ordered by creation time, then id.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -152,7 +299,7 @@ impl Store {
             .max_connections(max_connections)
             .min_connections(1)
             .connect_timeout(Duration::from_secs(10))
-            .acquire_timeout(Duration::from_secs(10))
+            .acquire_timeout(Duration::from_secs(5))
             // Ping a pooled connection only when it sat idle long enough to have been dropped
             // by the server or a proxy: a ping on every acquire doubled the round trips of
             // every query (and on SQLite each round trip is a wake-up of its worker thread).
@@ -160,11 +307,14 @@ impl Store {
             .sqlx_logging(false)
             .map_sqlx_sqlite_pool_opts(|pool| {
                 pool.after_connect(|conn, _| Box::pin(stable_plans(conn)))
+                    .after_release(|conn, _| Box::pin(outside_transaction(conn)))
             })
             .map_sqlx_sqlite_opts(|opts| {
                 opts.create_if_missing(true)
                     .journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
-                    .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
+                    // FULL: a commit is on disk before it is acknowledged, power loss
+                    // included (NORMAL in WAL mode keeps it only across a process crash).
+                    .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Full)
                     .busy_timeout(Duration::from_secs(10))
                     .foreign_keys(true)
             });
@@ -288,6 +438,7 @@ impl Store {
         if !self.is_postgres() {
             return;
         }
+        let mut failing = false;
         loop {
             let listener = async {
                 let mut listener = PgListener::connect(&self.url).await?;
@@ -297,8 +448,16 @@ impl Store {
             let mut listener = tokio::select! {
                 result = listener => match result {
                     Ok(listener) => listener,
+                    Err(err) if failing => {
+                        tracing::debug!(error = %err, "cannot LISTEN for events yet");
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                            _ = stop.changed() => return,
+                        }
+                    }
                     Err(err) => {
-                        tracing::warn!(error = %err, "cannot LISTEN for events; retrying");
+                        failing = true;
+                        tracing::warn!(error = %err, "cannot LISTEN for events; retrying every second (the tailer polls meanwhile)");
                         tokio::select! {
                             _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
                             _ = stop.changed() => return,
@@ -307,6 +466,9 @@ impl Store {
                 },
                 _ = stop.changed() => return,
             };
+            if std::mem::take(&mut failing) {
+                tracing::info!("LISTENing for events again");
+            }
             // A lost connection means lost notifications: wake the tailer to read anyway.
             self.appended.notify_one();
             loop {
@@ -322,6 +484,16 @@ impl Store {
                 }
             }
         }
+    }
+
+    /// Whether the database answers a trivial query now.
+    pub async fn ping(&self) -> Result<()> {
+        self.db
+            .execute_unprepared("SELECT 1")
+            .await
+            .map_err(StoreError::from)?;
+        condition::note_reachable();
+        Ok(())
     }
 
     /// Every event with a sequence number at or below this has been pruned.
@@ -525,6 +697,7 @@ impl Tx {
 
     pub async fn commit(self) -> Result<()> {
         self.inner.commit().await?;
+        condition::note_write_committed();
         if self.appended_events {
             self.appended.notify_one();
             if let Some(pool) = &self.notify_pool {
@@ -844,6 +1017,48 @@ async fn stable_plans(
     Ok(())
 }
 
+/// Whether a SQLite connection returned to the pool is outside any transaction, as SQLite and
+/// sqlx's own bookkeeping both see it; a connection that is not is closed instead of reused.
+///
+/// Why: on SQLITE_FULL (and SQLITE_IOERR, SQLITE_NOMEM) SQLite may roll a transaction back by
+/// itself. The rollback sqlx then sends fails ("no transaction is active") and sqlx keeps
+/// counting the connection as one transaction deep. The next `begin` on it then issues
+/// `SAVEPOINT` instead of `BEGIN IMMEDIATE`, a later rollback to that savepoint leaves a
+/// transaction open, and from then on every "commit" only releases a nested savepoint: the
+/// caller is told OK while nothing is committed, and the open transaction holds the write
+/// lock so every other connection times out. Closing the connection rolls back whatever it
+/// holds.
+async fn outside_transaction(
+    conn: &mut sea_orm::sqlx::SqliteConnection,
+) -> std::result::Result<bool, sea_orm::sqlx::Error> {
+    use sea_orm::sqlx::Connection;
+    // The common case, free: committed, or never in a transaction.
+    if !conn.is_in_transaction() {
+        return Ok(true);
+    }
+    // A dropped transaction queued its rollback on the connection's worker; locking the handle
+    // waits until the worker has run it.
+    let mut handle = conn.lock_handle().await?;
+    // SAFETY: `handle` is this connection's open database handle, locked for us.
+    let autocommit =
+        unsafe { libsqlite3_sys::sqlite3_get_autocommit(handle.as_raw_handle().as_ptr()) };
+    drop(handle);
+    let clean = autocommit != 0 && !conn.is_in_transaction();
+    if !clean && condition::storage_full() {
+        // Expected on every refused write while the disk is full: logged once as that.
+        tracing::debug!(
+            autocommit,
+            "closing a connection SQLite left inside a transaction"
+        );
+    } else if !clean {
+        tracing::warn!(
+            autocommit,
+            "a database connection was left inside a transaction (SQLite rolled it back by itself, or a rollback failed); closing it"
+        );
+    }
+    Ok(clean)
+}
+
 fn max_seq(row: Option<sea_orm::QueryResult>) -> Result<i64> {
     Ok(match row {
         Some(row) => row.try_get::<i64>("", "max_seq")?,
@@ -988,3 +1203,58 @@ macro_rules! reads {
 
 reads!(Store);
 reads!(Tx);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_logged_database_url_keeps_no_user_password_or_parameters() {
+        for (url, shown) in [
+            (
+                "postgres://app:s3cr3t@db.internal:5432/hub?sslmode=require",
+                "postgres://db.internal:5432/hub",
+            ),
+            // An unencoded `/` or `@` in the password still stays out.
+            ("postgres://app:p/w@x@db:5432/hub", "postgres://db:5432/hub"),
+            ("postgresql://db/hub", "postgresql://db/hub"),
+            (
+                "sqlite:///var/lib/hub/integration-hub.db?mode=rwc",
+                "sqlite:///var/lib/hub/integration-hub.db",
+            ),
+            ("sqlite::memory:", "sqlite"),
+        ] {
+            assert_eq!(describe_url(url), shown, "{url}");
+            assert!(!describe_url(url).contains("s3cr3t"));
+        }
+    }
+
+    #[test]
+    fn a_full_or_read_only_sqlite_file_is_storage_full_and_busy_or_io_is_unavailable() {
+        // Extended codes: SQLITE_FULL 13, SQLITE_READONLY_DBMOVED 1032, SQLITE_BUSY_SNAPSHOT
+        // 517, SQLITE_IOERR_WRITE 778, SQLITE_CANTOPEN 14.
+        assert_eq!(sqlite_fault("13"), Fault::StorageFull);
+        assert_eq!(sqlite_fault("1032"), Fault::StorageFull);
+        assert_eq!(sqlite_fault("8"), Fault::StorageFull);
+        for code in ["5", "517", "6", "778", "14"] {
+            assert_eq!(sqlite_fault(code), Fault::Unavailable, "{code}");
+        }
+        // SQLITE_CONSTRAINT_FOREIGNKEY, SQLITE_ERROR, SQLITE_CORRUPT: bugs, not outages.
+        for code in ["787", "1", "11", "", "x"] {
+            assert_eq!(sqlite_fault(code), Fault::Other, "{code}");
+        }
+    }
+
+    #[test]
+    fn postgres_connection_and_shutdown_states_are_unavailable_and_disk_full_is_storage_full() {
+        assert_eq!(postgres_fault("53100"), Fault::StorageFull);
+        for code in [
+            "08006", "08001", "57P01", "57P02", "57P03", "53300", "40001", "40P01", "25006",
+        ] {
+            assert_eq!(postgres_fault(code), Fault::Unavailable, "{code}");
+        }
+        for code in ["23505", "22021", "42P01", "XX000"] {
+            assert_eq!(postgres_fault(code), Fault::Other, "{code}");
+        }
+    }
+}

@@ -6,6 +6,7 @@ mod audit;
 mod crash;
 mod delivery;
 mod events;
+mod faults;
 mod fixtures;
 mod helpers;
 mod isolation;

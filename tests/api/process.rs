@@ -14,6 +14,8 @@ use crate::helpers::{TEST_AUDIENCE, TEST_ISSUER, TEST_SECRET};
 pub struct ServerProcess {
     child: Child,
     pub port: u16,
+    /// Every line the server wrote to stderr so far (JSON logs).
+    logs: Arc<Mutex<Vec<String>>>,
 }
 
 impl ServerProcess {
@@ -69,7 +71,18 @@ impl ServerProcess {
                 );
             }
         };
-        ServerProcess { child, port }
+        ServerProcess { child, port, logs }
+    }
+
+    /// The log lines written so far whose message contains `text`.
+    pub fn log_lines_with(&self, text: &str) -> Vec<String> {
+        self.logs
+            .lock()
+            .expect("log lock")
+            .iter()
+            .filter(|line| line.contains(text))
+            .cloned()
+            .collect()
     }
 
     pub fn pid(&self) -> u32 {
