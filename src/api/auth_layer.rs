@@ -178,8 +178,9 @@ where
             let principal = match verified {
                 Ok(principal) => principal,
                 Err(err) => {
-                    // The reason is for operators; it never contains the token.
-                    tracing::debug!(method = %path, reason = %err, %request_id, "token refused");
+                    // The reason is for operators; it never contains the token. The method and
+                    // the request id are on the call's span, bounded (the path is the caller's).
+                    tracing::debug!(reason = %err, "token refused");
                     return Ok(refuse(
                         Code::Unauthenticated,
                         "missing or invalid credentials",
@@ -192,12 +193,12 @@ where
             if let Some(limiter) = &layer.limiter
                 && let Err(retry_after) = limiter.check(&principal.team, &principal.subject)
             {
-                tracing::debug!(method = %path, %request_id, "rate limit reached");
+                tracing::debug!("rate limit reached");
                 return Ok(rate_limited(retry_after).into_http());
             }
             let allowed = policy_for(&path).is_some_and(|access| access.allows(principal.role));
             if !allowed {
-                tracing::debug!(method = %path, role = principal.role.as_str(), %request_id, "method refused to role");
+                tracing::debug!(role = principal.role.as_str(), "method refused to role");
                 if let (Some(hub), Some(action)) = (&layer.audit, audited_action(&path))
                     && let Ok(actor) = actor_of(&principal, &request_id)
                 {

@@ -8,6 +8,7 @@ mod delivery;
 mod events;
 mod fixtures;
 mod helpers;
+mod hostile_telemetry;
 mod isolation;
 mod jwks;
 mod keys;
