@@ -47,8 +47,9 @@ impl ServerProcess {
             .env("INTEGRATION_HUB_JWT_AUDIENCE", TEST_AUDIENCE)
             .env("INTEGRATION_HUB_LOG_FORMAT", "json")
             .env("INTEGRATION_HUB_CHECKPOINT_INTERVAL_SECS", "1")
-            // Tests call as fast as they can; the rate limit has tests of its own.
+            // Tests call as fast as they can; the rate limits have tests of their own.
             .env("INTEGRATION_HUB_RATE_LIMIT_PER_SEC", "0")
+            .env("INTEGRATION_HUB_RATE_LIMIT_SERVICE_PER_SEC", "0")
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
