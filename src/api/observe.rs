@@ -171,6 +171,10 @@ fn loggable(text: &str, max: usize) -> String {
     out
 }
 
+/// The log target of the outcome lines, so they can be filtered on their own (the call's span
+/// has this module's target, and filtering it out would take the request id off every line).
+const OUTCOME_TARGET: &str = "integration_hub::calls";
+
 /// The one log line of a finished call: its code, and for an error its message, bounded.
 fn log_outcome(status: Option<&tonic::Status>, elapsed: std::time::Duration) {
     let code = status.map_or(tonic::Code::Ok, tonic::Status::code);
@@ -179,11 +183,15 @@ fn log_outcome(status: Option<&tonic::Status>, elapsed: std::time::Duration) {
     let detail = status.map_or(String::new(), |s| loggable(s.message(), MAX_LOGGED_MESSAGE));
     match level_of(code) {
         tracing::Level::ERROR => {
-            tracing::error!(code = label, %detail, elapsed_ms, "call failed")
+            tracing::error!(target: OUTCOME_TARGET, code = label, %detail, elapsed_ms, "call failed")
         }
-        tracing::Level::WARN => tracing::warn!(code = label, %detail, elapsed_ms, "call failed"),
-        tracing::Level::INFO => tracing::info!(code = label, %detail, elapsed_ms, "call failed"),
-        _ => tracing::debug!(code = label, elapsed_ms, "call finished"),
+        tracing::Level::WARN => {
+            tracing::warn!(target: OUTCOME_TARGET, code = label, %detail, elapsed_ms, "call failed")
+        }
+        tracing::Level::INFO => {
+            tracing::info!(target: OUTCOME_TARGET, code = label, %detail, elapsed_ms, "call failed")
+        }
+        _ => tracing::debug!(target: OUTCOME_TARGET, code = label, elapsed_ms, "call finished"),
     }
 }
 

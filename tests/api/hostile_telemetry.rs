@@ -323,6 +323,11 @@ async fn client_errors_are_not_errors_and_hostile_values_are_bounded_in(format: 
     assert_eq!(result.expect_err("missing").code(), Code::NotFound);
     assert_eq!(level(outcome(&lines)), "INFO", "{lines:#?}");
     assert!(outcome(&lines).contains("NotFound"));
+    // A target of their own, so RUST_LOG can keep them to WARN without the call's span.
+    assert!(
+        outcome(&lines).contains("integration_hub::calls"),
+        "{lines:#?}"
+    );
     let (result, lines) = marks
         .lines_of(apps.delete_installed_app(authed(
             &developer,
