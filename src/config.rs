@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::auth::Role;
+
 /// integration-hub: installed apps, the integrations built on them, and broken-integration
 /// events, over gRPC.
 #[derive(Debug, Parser)]
@@ -166,16 +168,65 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u32).range(1..))]
     pub min_key_version: Option<u32>,
 
-    /// Calls a second each principal (team and subject) may make on this replica, refilled
-    /// continuously; 0 disables the limit.
+    /// Calls a second each principal (team and subject) of a human role (viewer, developer,
+    /// admin) may make on this replica, refilled continuously, unless its role has a setting
+    /// of its own; 0 disables the limit. Service principals have their own setting.
     #[arg(long, env = "INTEGRATION_HUB_RATE_LIMIT_PER_SEC", default_value_t = 50.0,
           value_parser = non_negative_rate)]
     pub rate_limit_per_sec: f64,
 
-    /// Calls a principal may make at once before the per-second rate applies; 0 disables
-    /// the limit.
+    /// Calls a principal of a human role may make at once before the per-second rate
+    /// applies, unless its role has a setting of its own; 0 disables the limit.
     #[arg(long, env = "INTEGRATION_HUB_RATE_LIMIT_BURST", default_value_t = 100)]
     pub rate_limit_burst: u32,
+
+    /// Calls a second per viewer principal on this replica; 0 disables the limit. Default:
+    /// INTEGRATION_HUB_RATE_LIMIT_PER_SEC.
+    #[arg(long, env = "INTEGRATION_HUB_RATE_LIMIT_VIEWER_PER_SEC",
+          value_parser = non_negative_rate)]
+    pub rate_limit_viewer_per_sec: Option<f64>,
+
+    /// Burst per viewer principal; 0 disables the limit. Default:
+    /// INTEGRATION_HUB_RATE_LIMIT_BURST.
+    #[arg(long, env = "INTEGRATION_HUB_RATE_LIMIT_VIEWER_BURST")]
+    pub rate_limit_viewer_burst: Option<u32>,
+
+    /// Calls a second per developer principal on this replica; 0 disables the limit.
+    /// Default: INTEGRATION_HUB_RATE_LIMIT_PER_SEC.
+    #[arg(long, env = "INTEGRATION_HUB_RATE_LIMIT_DEVELOPER_PER_SEC",
+          value_parser = non_negative_rate)]
+    pub rate_limit_developer_per_sec: Option<f64>,
+
+    /// Burst per developer principal; 0 disables the limit. Default:
+    /// INTEGRATION_HUB_RATE_LIMIT_BURST.
+    #[arg(long, env = "INTEGRATION_HUB_RATE_LIMIT_DEVELOPER_BURST")]
+    pub rate_limit_developer_burst: Option<u32>,
+
+    /// Calls a second per admin principal on this replica; 0 disables the limit. Default:
+    /// INTEGRATION_HUB_RATE_LIMIT_PER_SEC.
+    #[arg(long, env = "INTEGRATION_HUB_RATE_LIMIT_ADMIN_PER_SEC",
+          value_parser = non_negative_rate)]
+    pub rate_limit_admin_per_sec: Option<f64>,
+
+    /// Burst per admin principal; 0 disables the limit. Default:
+    /// INTEGRATION_HUB_RATE_LIMIT_BURST.
+    #[arg(long, env = "INTEGRATION_HUB_RATE_LIMIT_ADMIN_BURST")]
+    pub rate_limit_admin_burst: Option<u32>,
+
+    /// Calls a second per service principal on this replica; 0 disables the limit. A
+    /// service account is often shared by a whole fleet of workers, so its default is sized
+    /// for service-to-service traffic (SECURITY.md says why), not for a person.
+    #[arg(long, env = "INTEGRATION_HUB_RATE_LIMIT_SERVICE_PER_SEC", default_value_t = 1000.0,
+          value_parser = non_negative_rate)]
+    pub rate_limit_service_per_sec: f64,
+
+    /// Burst per service principal (a fleet starting up at once); 0 disables the limit.
+    #[arg(
+        long,
+        env = "INTEGRATION_HUB_RATE_LIMIT_SERVICE_BURST",
+        default_value_t = 2000
+    )]
+    pub rate_limit_service_burst: u32,
 
     /// Development mode: makes and keeps a secret and a key in the data directory, listens on
     /// loopback only, pretty logs.
@@ -250,6 +301,13 @@ fn non_negative_rate(text: &str) -> Result<f64, String> {
     }
 }
 
+/// One role's rate limit per principal: calls a second and burst (either 0: no limit).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RateLimit {
+    pub per_sec: f64,
+    pub burst: u32,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
     Json,
@@ -267,6 +325,30 @@ impl ServeArgs {
 
     pub fn shutdown_deadline(&self) -> Duration {
         Duration::from_secs(self.shutdown_deadline_secs)
+    }
+
+    /// The rate limit of `role`'s principals: the role's own settings; for a human role
+    /// without them, INTEGRATION_HUB_RATE_LIMIT_PER_SEC and _BURST (as before roles had
+    /// limits of their own).
+    pub fn rate_limit(&self, role: Role) -> RateLimit {
+        let (per_sec, burst) = match role {
+            Role::Viewer => (self.rate_limit_viewer_per_sec, self.rate_limit_viewer_burst),
+            Role::Developer => (
+                self.rate_limit_developer_per_sec,
+                self.rate_limit_developer_burst,
+            ),
+            Role::Admin => (self.rate_limit_admin_per_sec, self.rate_limit_admin_burst),
+            Role::Service => {
+                return RateLimit {
+                    per_sec: self.rate_limit_service_per_sec,
+                    burst: self.rate_limit_service_burst,
+                };
+            }
+        };
+        RateLimit {
+            per_sec: per_sec.unwrap_or(self.rate_limit_per_sec),
+            burst: burst.unwrap_or(self.rate_limit_burst),
+        }
     }
 
     /// Settings for a server on `listen` with `database_url`, everything else at its default.
@@ -342,4 +424,49 @@ pub struct RotateKeysArgs {
     #[arg(long, env = "INTEGRATION_HUB_ROTATE_BATCH_SIZE", default_value_t = 100,
           value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub batch_size: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve(args: &[&str]) -> ServeArgs {
+        #[derive(Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        Wrapper::parse_from(std::iter::once("serve").chain(args.iter().copied())).serve
+    }
+
+    #[test]
+    fn human_roles_fall_back_to_the_old_setting_and_services_have_their_own() {
+        let limit = |per_sec, burst| RateLimit { per_sec, burst };
+        let defaults = serve(&[]);
+        for role in [Role::Viewer, Role::Developer, Role::Admin] {
+            assert_eq!(defaults.rate_limit(role), limit(50.0, 100), "{role:?}");
+        }
+        assert_eq!(defaults.rate_limit(Role::Service), limit(1000.0, 2000));
+
+        let args = serve(&[
+            "--rate-limit-per-sec",
+            "0",
+            "--rate-limit-burst",
+            "7",
+            "--rate-limit-viewer-per-sec",
+            "5",
+            "--rate-limit-admin-burst",
+            "20",
+            "--rate-limit-service-per-sec",
+            "300",
+        ]);
+        assert_eq!(args.rate_limit(Role::Viewer), limit(5.0, 7));
+        assert_eq!(args.rate_limit(Role::Developer), limit(0.0, 7));
+        assert_eq!(args.rate_limit(Role::Admin), limit(0.0, 20));
+        assert_eq!(
+            args.rate_limit(Role::Service),
+            limit(300.0, 2000),
+            "the old setting never applies to services"
+        );
+    }
 }

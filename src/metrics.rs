@@ -1,12 +1,23 @@
-//! Prometheus metrics: one server's registry of counters and histograms, rendered as the
-//! text exposition format on `INTEGRATION_HUB_METRICS_LISTEN` (`GET /metrics`).
+//! Prometheus metrics: one server's counters, gauges and histograms, written by
+//! `prometheus-client` in the Prometheus text format (0.0.4) on
+//! `INTEGRATION_HUB_METRICS_LISTEN` (`GET /metrics`).
+//!
+//! Label values are bounded: a call's `method` is the path of a method this server serves
+//! ([`method_label`]) or `unknown`, its `code` one of the seventeen gRPC codes. The path is
+//! the caller's choice and is counted before authentication, so labelling by the raw path
+//! would let anyone grow the registry, and every scrape, without bound.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -15,18 +26,95 @@ const BUCKETS: [f64; 13] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
 
-#[derive(Default)]
-struct Histogram {
-    counts: [u64; BUCKETS.len()],
-    count: u64,
-    sum: f64,
+/// The `method` label of every call to a path this server does not serve.
+pub const UNKNOWN_METHOD: &str = "unknown";
+
+/// The descriptor sets of every service this server serves: the app's, health, and
+/// reflection (v1 and v1alpha).
+const SERVED_DESCRIPTOR_SETS: [&[u8]; 4] = [
+    crate::pb::FILE_DESCRIPTOR_SET,
+    tonic_health::pb::FILE_DESCRIPTOR_SET,
+    tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+    tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+];
+
+/// Every `/package.Service/Method` path of [`SERVED_DESCRIPTOR_SETS`], read once.
+fn served_methods() -> &'static HashSet<String> {
+    static METHODS: OnceLock<HashSet<String>> = OnceLock::new();
+    METHODS.get_or_init(|| {
+        use prost::Message;
+        let mut methods = HashSet::new();
+        for encoded in SERVED_DESCRIPTOR_SETS {
+            // Compiled into the binary and checked by a unit test: a set that does not decode
+            // would only leave its methods counted as `unknown`.
+            let Ok(set) = prost_types::FileDescriptorSet::decode(encoded) else {
+                continue;
+            };
+            for file in &set.file {
+                let package = file.package();
+                for service in &file.service {
+                    for method in &service.method {
+                        methods.insert(format!("/{package}.{}/{}", service.name(), method.name()));
+                    }
+                }
+            }
+        }
+        methods
+    })
 }
 
-/// The registry.
-#[derive(Default)]
+/// The `method` label (and the name logs and spans use) of a request path: the path itself
+/// when this server serves it, [`UNKNOWN_METHOD`] for anything else.
+pub fn method_label(path: &str) -> &'static str {
+    served_methods()
+        .get(path)
+        .map_or(UNKNOWN_METHOD, String::as_str)
+}
+
+/// The `code` label: the code's name as tonic spells it (`Ok`, `NotFound`, ...).
+pub fn code_label(code: tonic::Code) -> &'static str {
+    use tonic::Code;
+    match code {
+        Code::Ok => "Ok",
+        Code::Cancelled => "Cancelled",
+        Code::Unknown => "Unknown",
+        Code::InvalidArgument => "InvalidArgument",
+        Code::DeadlineExceeded => "DeadlineExceeded",
+        Code::NotFound => "NotFound",
+        Code::AlreadyExists => "AlreadyExists",
+        Code::PermissionDenied => "PermissionDenied",
+        Code::ResourceExhausted => "ResourceExhausted",
+        Code::FailedPrecondition => "FailedPrecondition",
+        Code::Aborted => "Aborted",
+        Code::OutOfRange => "OutOfRange",
+        Code::Unimplemented => "Unimplemented",
+        Code::Internal => "Internal",
+        Code::Unavailable => "Unavailable",
+        Code::DataLoss => "DataLoss",
+        Code::Unauthenticated => "Unauthenticated",
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabels {
+    method: &'static str,
+    code: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MethodLabels {
+    method: &'static str,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(BUCKETS)
+}
+
+/// The registry: call metrics kept by `prometheus-client`, and plain atomics that the event
+/// bus and the watch streams move, read at each scrape.
 pub struct Metrics {
-    requests: Mutex<BTreeMap<(String, String), u64>>,
-    latency: Mutex<BTreeMap<String, Histogram>>,
+    requests: Family<CallLabels, Counter>,
+    latency: Family<MethodLabels, Histogram>,
     /// Watch streams open now.
     pub watch_streams: AtomicI64,
     /// Events read from the outbox by this replica's tailer (appended by any replica).
@@ -42,140 +130,92 @@ pub struct Metrics {
     pub db_connections_idle: AtomicI64,
 }
 
-impl Metrics {
-    /// Records one finished call.
-    pub fn record_request(&self, method: &str, code: &str, elapsed: Duration) {
-        let mut requests = self.requests.lock().unwrap_or_else(|p| p.into_inner());
-        *requests
-            .entry((method.to_owned(), code.to_owned()))
-            .or_default() += 1;
-        drop(requests);
-        let seconds = elapsed.as_secs_f64();
-        let mut latency = self.latency.lock().unwrap_or_else(|p| p.into_inner());
-        let histogram = latency.entry(method.to_owned()).or_default();
-        for (i, bound) in BUCKETS.iter().enumerate() {
-            if seconds <= *bound {
-                histogram.counts[i] += 1;
-            }
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            requests: Family::default(),
+            latency: Family::new_with_constructor(latency_histogram),
+            watch_streams: AtomicI64::new(0),
+            events_appended: AtomicU64::new(0),
+            events_delivered: AtomicU64::new(0),
+            subscriber_lag: AtomicU64::new(0),
+            event_log_position: AtomicI64::new(0),
+            db_connections: AtomicI64::new(0),
+            db_connections_idle: AtomicI64::new(0),
         }
-        histogram.count += 1;
-        histogram.sum += seconds;
+    }
+}
+
+impl Metrics {
+    /// Records one finished call. `method` comes from [`method_label`], so the label sets
+    /// stay few: every served method times every code, at most.
+    pub fn record_request(&self, method: &'static str, code: tonic::Code, elapsed: Duration) {
+        self.requests
+            .get_or_create(&CallLabels {
+                method,
+                code: code_label(code),
+            })
+            .inc();
+        self.latency
+            .get_or_create(&MethodLabels { method })
+            .observe(elapsed.as_secs_f64());
     }
 
-    /// The text exposition format.
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "# HELP integration_hub_requests_total gRPC calls by method and status code."
+    /// The page in the Prometheus text format (0.0.4).
+    pub fn render(&self) -> Result<String, std::fmt::Error> {
+        // A registry per scrape: the families are shared handles, the atomics are read now.
+        let mut registry = Registry::with_prefix("integration_hub");
+        registry.register(
+            "requests",
+            "gRPC calls by method and status code",
+            self.requests.clone(),
         );
-        let _ = writeln!(out, "# TYPE integration_hub_requests_total counter");
-        for ((method, code), count) in self
-            .requests
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-        {
-            let _ = writeln!(
-                out,
-                "integration_hub_requests_total{{method=\"{method}\",code=\"{code}\"}} {count}"
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP integration_hub_request_duration_seconds gRPC call latency (until response headers)."
+        registry.register_with_unit(
+            "request_duration",
+            "gRPC call latency (until response headers)",
+            Unit::Seconds,
+            self.latency.clone(),
         );
-        let _ = writeln!(
-            out,
-            "# TYPE integration_hub_request_duration_seconds histogram"
+        let gauge = |value: &AtomicI64| ConstGauge::new(value.load(Ordering::Relaxed));
+        let counter = |value: &AtomicU64| ConstCounter::new(value.load(Ordering::Relaxed));
+        registry.register(
+            "watch_streams",
+            "Watch streams open now",
+            gauge(&self.watch_streams),
         );
-        for (method, h) in self
-            .latency
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-        {
-            for (i, bound) in BUCKETS.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "integration_hub_request_duration_seconds_bucket{{method=\"{method}\",le=\"{bound}\"}} {}",
-                    h.counts[i]
-                );
-            }
-            let _ = writeln!(
-                out,
-                "integration_hub_request_duration_seconds_bucket{{method=\"{method}\",le=\"+Inf\"}} {}",
-                h.count
-            );
-            let _ = writeln!(
-                out,
-                "integration_hub_request_duration_seconds_sum{{method=\"{method}\"}} {}",
-                h.sum
-            );
-            let _ = writeln!(
-                out,
-                "integration_hub_request_duration_seconds_count{{method=\"{method}\"}} {}",
-                h.count
-            );
-        }
-        let gauges: [(&str, &str, &str, i64); 5] = [
-            (
-                "integration_hub_watch_streams",
-                "gauge",
-                "Watch streams open now.",
-                self.watch_streams.load(Ordering::Relaxed),
-            ),
-            (
-                "integration_hub_event_log_position",
-                "gauge",
-                "Newest event sequence number published by the tailer.",
-                self.event_log_position.load(Ordering::Relaxed),
-            ),
-            (
-                "integration_hub_db_connections",
-                "gauge",
-                "Database connections open in the pool.",
-                self.db_connections.load(Ordering::Relaxed),
-            ),
-            (
-                "integration_hub_db_connections_idle",
-                "gauge",
-                "Idle database connections in the pool.",
-                self.db_connections_idle.load(Ordering::Relaxed),
-            ),
-            (
-                "integration_hub_events_appended_total",
-                "counter",
-                "Events read from the outbox (appended by any replica).",
-                self.events_appended.load(Ordering::Relaxed) as i64,
-            ),
-        ];
-        for (name, kind, help, value) in gauges {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-            );
-        }
-        let counters = [
-            (
-                "integration_hub_events_delivered_total",
-                "Events sent to watch streams.",
-                &self.events_delivered,
-            ),
-            (
-                "integration_hub_subscriber_lag_total",
-                "Times a subscriber fell behind and read from the database.",
-                &self.subscriber_lag,
-            ),
-        ];
-        for (name, help, value) in counters {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-                value.load(Ordering::Relaxed)
-            );
-        }
-        out
+        registry.register(
+            "event_log_position",
+            "Newest event sequence number published by the tailer",
+            gauge(&self.event_log_position),
+        );
+        registry.register(
+            "db_connections",
+            "Database connections open in the pool",
+            gauge(&self.db_connections),
+        );
+        registry.register(
+            "db_connections_idle",
+            "Idle database connections in the pool",
+            gauge(&self.db_connections_idle),
+        );
+        registry.register(
+            "events_appended",
+            "Events read from the outbox (appended by any replica)",
+            counter(&self.events_appended),
+        );
+        registry.register(
+            "events_delivered",
+            "Events sent to watch streams",
+            counter(&self.events_delivered),
+        );
+        registry.register(
+            "subscriber_lag",
+            "Times a subscriber fell behind and read from the database",
+            counter(&self.subscriber_lag),
+        );
+        let mut page = String::new();
+        prometheus_client::encoding::prometheus_text::encode(&mut page, &registry)?;
+        Ok(page)
     }
 }
 
@@ -223,11 +263,18 @@ pub async fn serve(
             }
             let response = if buffer[..read].starts_with(b"GET /metrics ") {
                 refresh(&metrics);
-                let body = metrics.render();
-                format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                )
+                match metrics.render() {
+                    Ok(body) => format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: {}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
+                        body.len()
+                    ),
+                    Err(_) => {
+                        tracing::error!("encoding the metrics page failed");
+                        "HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                            .to_owned()
+                    }
+                }
             } else {
                 "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
                     .to_owned()
@@ -235,5 +282,99 @@ pub async fn serve(
             let _ = socket.write_all(response.as_bytes()).await;
             let _ = socket.shutdown().await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_served_method_is_its_own_label_and_anything_else_is_unknown() {
+        // The app's methods (each has a policy entry), health and both reflection versions.
+        for (path, _) in crate::auth::POLICY {
+            assert_eq!(method_label(path), *path);
+        }
+        for path in [
+            "/grpc.health.v1.Health/Check",
+            "/grpc.health.v1.Health/Watch",
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+            "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+        ] {
+            assert_eq!(method_label(path), path);
+        }
+        assert_eq!(
+            served_methods().len(),
+            crate::auth::POLICY.len() + 4,
+            "every descriptor set decodes, and nothing else is served"
+        );
+        for hostile in [
+            "",
+            "/",
+            "/grpc.health.v1.Health/",
+            "/grpc.health.v1.Health/Check/",
+            "/GRPC.HEALTH.V1.HEALTH/CHECK",
+            "/integrationhub.v1.InstalledAppService/ListServices\"} 1\nfake_metric 1",
+            "/x{}\\\"",
+        ] {
+            assert_eq!(method_label(hostile), UNKNOWN_METHOD, "{hostile:?}");
+        }
+    }
+
+    #[test]
+    fn the_page_keeps_its_metric_names_and_stays_small_whatever_the_paths() {
+        let metrics = Metrics::default();
+        let list = "/integrationhub.v1.InstalledAppService/ListServices";
+        metrics.record_request(
+            method_label(list),
+            tonic::Code::Ok,
+            Duration::from_millis(3),
+        );
+        let before = metrics.render().expect("render");
+        for i in 0..2000 {
+            let path = format!("/evil\"{{{i}}}\n/{}", "x".repeat(i));
+            metrics.record_request(
+                method_label(&path),
+                tonic::Code::Unauthenticated,
+                Duration::from_micros(i as u64),
+            );
+        }
+        let after = metrics.render().expect("render");
+        assert!(after.len() < before.len() + 2048, "{after}");
+        assert!(after.contains(
+            "integration_hub_requests_total{method=\"unknown\",code=\"Unauthenticated\"} 2000\n"
+        ));
+        assert!(after.contains(&format!(
+            "integration_hub_requests_total{{method=\"{list}\",code=\"Ok\"}} 1\n"
+        )));
+        assert!(after.contains(&format!(
+            "integration_hub_request_duration_seconds_bucket{{method=\"{list}\",le=\"0.005\"}} 1\n"
+        )));
+        assert!(after.contains(&format!(
+            "integration_hub_request_duration_seconds_count{{method=\"{list}\"}} 1\n"
+        )));
+        metrics.watch_streams.store(3, Ordering::Relaxed);
+        metrics.events_delivered.store(7, Ordering::Relaxed);
+        let page = metrics.render().expect("render");
+        for (line, value) in [
+            ("# TYPE integration_hub_requests_total counter", ""),
+            (
+                "# TYPE integration_hub_request_duration_seconds histogram",
+                "",
+            ),
+            ("# TYPE integration_hub_watch_streams gauge", ""),
+            ("integration_hub_watch_streams", " 3"),
+            ("integration_hub_event_log_position", " 0"),
+            ("integration_hub_db_connections", " 0"),
+            ("integration_hub_db_connections_idle", " 0"),
+            ("integration_hub_events_appended_total", " 0"),
+            ("integration_hub_events_delivered_total", " 7"),
+            ("integration_hub_subscriber_lag_total", " 0"),
+        ] {
+            assert!(
+                page.lines().any(|l| l == format!("{line}{value}")),
+                "{line}{value} in\n{page}"
+            );
+        }
     }
 }

@@ -14,9 +14,9 @@ use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 
-use crate::api::rate_limit::RateLimiter;
+use crate::api::rate_limit::RoleRateLimits;
 use crate::api::{AuditLog, AuthLayer, InstalledApps, Integrations, ObserveLayer};
-use crate::auth::{RoleMap, Verifier, VerifierConfig};
+use crate::auth::{Role, RoleMap, Verifier, VerifierConfig};
 use crate::config::{AuthArgs, DatabaseArgs, ServeArgs};
 use crate::crypto::KeyRing;
 use crate::domain::Hub;
@@ -478,10 +478,15 @@ impl Application {
         .max_decoding_message_size(max_message);
         let audit = AuditServiceServer::new(AuditLog::new(self.hub.clone()))
             .max_decoding_message_size(max_message);
-        let limiter = RateLimiter::new(self.args.rate_limit_per_sec, self.args.rate_limit_burst)
-            .map(Arc::new);
-        if limiter.is_none() {
-            tracing::warn!("per-principal rate limit disabled (INTEGRATION_HUB_RATE_LIMIT_*)");
+        let limits = RoleRateLimits::new(|role| {
+            let limit = self.args.rate_limit(role);
+            (limit.per_sec, limit.burst)
+        });
+        for role in Role::ALL.into_iter().filter(|role| !limits.limits(*role)) {
+            tracing::warn!(
+                role = role.as_str(),
+                "per-principal rate limit disabled for this role (INTEGRATION_HUB_RATE_LIMIT_*)"
+            );
         }
 
         let deadline = self.args.shutdown_deadline();
@@ -511,7 +516,7 @@ impl Application {
                     .layer(ObserveLayer::new(metrics))
                     .layer(
                         AuthLayer::new(self.verifier.clone())
-                            .with_rate_limit(limiter)
+                            .with_rate_limits(Arc::new(limits))
                             .with_audit(self.hub.clone()),
                     ),
             )

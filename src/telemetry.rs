@@ -3,6 +3,8 @@
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` is set (the standard `OTEL_*` variables apply: service name,
 //! resource attributes, sampler). The W3C trace context of incoming calls is continued.
 
+use std::io::IsTerminal;
+
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
@@ -64,7 +66,11 @@ pub fn init(format: LogFormat) -> anyhow::Result<Telemetry> {
         .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("integration-hub")));
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let registry = tracing_subscriber::registry().with(filter).with(otel);
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // Colours only on a terminal: a log file or collector gets no escape sequence of ours, so
+    // one found there came from somewhere else.
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     let _ = match format {
         LogFormat::Json => registry
             .with(

@@ -71,8 +71,9 @@ impl ServerProcess {
             .env("INTEGRATION_HUB_JWT_HS256_SECRET", spec.secret)
             .env("INTEGRATION_HUB_JWT_ISSUER", crate::seed::ISSUER)
             .env("INTEGRATION_HUB_JWT_AUDIENCE", crate::seed::AUDIENCE)
-            // The bench measures throughput, not the per-principal rate limit.
+            // The bench measures throughput, not the per-principal rate limits.
             .env("INTEGRATION_HUB_RATE_LIMIT_PER_SEC", "0")
+            .env("INTEGRATION_HUB_RATE_LIMIT_SERVICE_PER_SEC", "0")
             .env("INTEGRATION_HUB_ENCRYPTION_KEYS", spec.encryption_keys)
             .env(
                 "RUST_LOG",

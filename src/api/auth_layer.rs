@@ -13,7 +13,7 @@ use tonic::codegen::{BoxFuture, Service};
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-use super::rate_limit::RateLimiter;
+use super::rate_limit::RoleRateLimits;
 use super::token_cache::{TokenCache, now_secs};
 use super::{ERROR_DOMAIN, RequestId, actor_of, status_with_reason};
 use crate::auth::{Verifier, is_public, policy_for};
@@ -30,7 +30,7 @@ pub struct AuthLayer {
     verifier: Arc<Verifier>,
     /// Verified tokens, so a caller's token is not verified again on every call.
     tokens: Arc<TokenCache>,
-    limiter: Option<Arc<RateLimiter>>,
+    limits: Option<Arc<RoleRateLimits>>,
     audit: Option<Arc<Hub>>,
 }
 
@@ -39,14 +39,14 @@ impl AuthLayer {
         AuthLayer {
             verifier,
             tokens: Arc::default(),
-            limiter: None,
+            limits: None,
             audit: None,
         }
     }
 
-    /// Refuses a principal's calls past `limiter` with RESOURCE_EXHAUSTED.
-    pub fn with_rate_limit(mut self, limiter: Option<Arc<RateLimiter>>) -> Self {
-        self.limiter = limiter;
+    /// Refuses a principal's calls past its role's limit with RESOURCE_EXHAUSTED.
+    pub fn with_rate_limits(mut self, limits: Arc<RoleRateLimits>) -> Self {
+        self.limits = Some(limits);
         self
     }
 
@@ -178,8 +178,9 @@ where
             let principal = match verified {
                 Ok(principal) => principal,
                 Err(err) => {
-                    // The reason is for operators; it never contains the token.
-                    tracing::debug!(method = %path, reason = %err, %request_id, "token refused");
+                    // The reason is for operators; it never contains the token. The method and
+                    // the request id are on the call's span, bounded (the path is the caller's).
+                    tracing::debug!(reason = %err, "token refused");
                     return Ok(refuse(
                         Code::Unauthenticated,
                         "missing or invalid credentials",
@@ -189,15 +190,16 @@ where
             };
             // Before the policy check, so refused calls count too (and cannot flood the audit
             // log).
-            if let Some(limiter) = &layer.limiter
-                && let Err(retry_after) = limiter.check(&principal.team, &principal.subject)
+            if let Some(limits) = &layer.limits
+                && let Err(retry_after) =
+                    limits.check(principal.role, &principal.team, &principal.subject)
             {
-                tracing::debug!(method = %path, %request_id, "rate limit reached");
+                tracing::debug!("rate limit reached");
                 return Ok(rate_limited(retry_after).into_http());
             }
             let allowed = policy_for(&path).is_some_and(|access| access.allows(principal.role));
             if !allowed {
-                tracing::debug!(method = %path, role = principal.role.as_str(), %request_id, "method refused to role");
+                tracing::debug!(role = principal.role.as_str(), "method refused to role");
                 if let (Some(hub), Some(action)) = (&layer.audit, audited_action(&path))
                     && let Ok(actor) = actor_of(&principal, &request_id)
                 {

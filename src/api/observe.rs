@@ -1,9 +1,16 @@
 //! The outermost layer: one span per call (gRPC semantic-convention attributes, the caller's
 //! W3C trace context continued), a request id (`x-request-id`, made when absent and returned)
-//! on every log line of the call, and the request metrics. A panic below it becomes an
-//! INTERNAL answer with an opaque message (the panic goes to the log), never a reset stream.
+//! on every log line of the call, one log line per failed call at the level its code deserves
+//! ([`level_of`]), and the request metrics. A panic below it becomes an INTERNAL answer with
+//! an opaque message (the panic goes to the log), never a reset stream.
+//!
+//! Everything here runs before authentication, so what the caller chose reaches the span and
+//! the metrics only bounded: the method as [`method_label`] names it (a served method or
+//! `unknown`), the path of an unknown one cut and escaped by [`loggable`], the request id
+//! only when it is short and printable.
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::panic::AssertUnwindSafe;
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -19,8 +26,13 @@ use super::auth_layer::{REQUEST_ID_HEADER, request_id_of};
 use super::status_with_reason;
 use std::sync::Arc;
 
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, UNKNOWN_METHOD, code_label, method_label};
 use crate::pb::ErrorReason;
+
+/// The most bytes of a caller's path (when it names no served method) on a log line.
+const MAX_LOGGED_PATH: usize = 160;
+/// The most bytes of an error message on a log line.
+const MAX_LOGGED_MESSAGE: usize = 300;
 
 #[derive(Clone, Default)]
 pub struct ObserveLayer {
@@ -107,17 +119,81 @@ fn with_error_info<B: Default>(response: http::Response<B>) -> http::Response<B>
     status_with_reason(code, message, reason, HashMap::new()).into_http()
 }
 
-/// The gRPC status code of a response whose status is in its headers (errors, and
-/// trailers-only answers); `OK` otherwise, since a successful unary answer carries its status
-/// in the trailers.
-fn code_of<B>(response: &http::Response<B>) -> String {
-    response
-        .headers()
-        .get("grpc-status")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<i32>().ok())
-        .map(|c| format!("{:?}", tonic::Code::from_i32(c)))
-        .unwrap_or_else(|| "Ok".to_owned())
+/// The gRPC status of a response whose status is in its headers (errors, and trailers-only
+/// answers); `None` for a success, since a successful answer carries its status in the
+/// trailers.
+fn status_of<B>(response: &http::Response<B>) -> Option<tonic::Status> {
+    tonic::Status::from_header_map(response.headers())
+}
+
+/// How loud a finished call is in the log. Client errors are the client's business: they are
+/// logged at INFO, or at WARN when an operator may want to look (refusals, timeouts);
+/// ERROR is kept for server faults, so an alert on ERROR lines means something is broken here.
+fn level_of(code: tonic::Code) -> tracing::Level {
+    use tonic::Code;
+    match code {
+        Code::Ok => tracing::Level::DEBUG,
+        Code::Cancelled
+        | Code::InvalidArgument
+        | Code::NotFound
+        | Code::AlreadyExists
+        | Code::FailedPrecondition
+        | Code::Aborted
+        | Code::OutOfRange
+        | Code::Unimplemented
+        | Code::Unauthenticated
+        // A full disk or a database outage refuses every call while it lasts: the store logs
+        // it at WARN once when it starts and once when it ends, so each call need not.
+        | Code::ResourceExhausted
+        | Code::Unavailable => tracing::Level::INFO,
+        Code::PermissionDenied | Code::DeadlineExceeded => tracing::Level::WARN,
+        Code::Internal | Code::Unknown | Code::DataLoss => tracing::Level::ERROR,
+    }
+}
+
+/// At most `max` bytes of `text` (and a note), fit for a log line in either format: printable
+/// ASCII as it is; control characters, escape sequences, backslashes and non-ASCII escaped as
+/// Rust writes them (`\n`, `\u{1b}`); a longer text is cut and says how long it was.
+fn loggable(text: &str, max: usize) -> String {
+    let mut out = String::new();
+    for c in text.chars() {
+        let before = out.len();
+        if (c.is_ascii_graphic() && c != '\\') || c == ' ' {
+            out.push(c);
+        } else {
+            out.extend(c.escape_default());
+        }
+        if out.len() > max {
+            out.truncate(before);
+            let _ = write!(out, "...({} bytes)", text.len());
+            break;
+        }
+    }
+    out
+}
+
+/// The log target of the outcome lines, so they can be filtered on their own (the call's span
+/// has this module's target, and filtering it out would take the request id off every line).
+const OUTCOME_TARGET: &str = "integration_hub::calls";
+
+/// The one log line of a finished call: its code, and for an error its message, bounded.
+fn log_outcome(status: Option<&tonic::Status>, elapsed: std::time::Duration) {
+    let code = status.map_or(tonic::Code::Ok, tonic::Status::code);
+    let label = code_label(code);
+    let elapsed_ms = elapsed.as_secs_f64() * 1000.0;
+    let detail = status.map_or(String::new(), |s| loggable(s.message(), MAX_LOGGED_MESSAGE));
+    match level_of(code) {
+        tracing::Level::ERROR => {
+            tracing::error!(target: OUTCOME_TARGET, code = label, %detail, elapsed_ms, "call failed")
+        }
+        tracing::Level::WARN => {
+            tracing::warn!(target: OUTCOME_TARGET, code = label, %detail, elapsed_ms, "call failed")
+        }
+        tracing::Level::INFO => {
+            tracing::info!(target: OUTCOME_TARGET, code = label, %detail, elapsed_ms, "call failed")
+        }
+        _ => tracing::debug!(target: OUTCOME_TARGET, code = label, elapsed_ms, "call finished"),
+    }
 }
 
 /// What a client sees when the call panicked.
@@ -155,24 +231,31 @@ where
     fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let path = request.uri().path().to_owned();
-        let (service, method) = path
+        let method = method_label(request.uri().path());
+        let (service, short_method) = method
             .trim_start_matches('/')
             .split_once('/')
-            .unwrap_or(("", ""));
+            .unwrap_or((UNKNOWN_METHOD, UNKNOWN_METHOD));
         let id = request_id_of(request.headers());
         let span = tracing::info_span!(
             "rpc",
-            otel.name = %path.trim_start_matches('/'),
+            otel.name = %method.trim_start_matches('/'),
             otel.kind = "server",
             rpc.system = "grpc",
             rpc.service = %service,
-            rpc.method = %method,
+            rpc.method = %short_method,
             rpc.grpc.status_code = tracing::field::Empty,
             request_id = %id,
             team = tracing::field::Empty,
             role = tracing::field::Empty,
+            unknown_path = tracing::field::Empty,
         );
+        if method == UNKNOWN_METHOD {
+            span.record(
+                "unknown_path",
+                loggable(request.uri().path(), MAX_LOGGED_PATH).as_str(),
+            );
+        }
         let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
             propagator.extract(&Headers(request.headers()))
         });
@@ -201,9 +284,12 @@ where
                 };
                 let result = result.map(with_error_info);
                 if let Ok(response) = &result {
-                    let code = code_of(response);
-                    tracing::Span::current().record("rpc.grpc.status_code", code.as_str());
-                    metrics.record_request(&path, &code, started.elapsed());
+                    let status = status_of(response);
+                    let code = status.as_ref().map_or(tonic::Code::Ok, tonic::Status::code);
+                    let elapsed = started.elapsed();
+                    tracing::Span::current().record("rpc.grpc.status_code", code_label(code));
+                    metrics.record_request(method, code, elapsed);
+                    log_outcome(status.as_ref(), elapsed);
                 }
                 result.map(|mut response| {
                     if let Ok(value) = http::HeaderValue::from_str(&id) {
@@ -275,6 +361,55 @@ mod tests {
             with_error_info(ok).headers().is_empty(),
             "a success is untouched"
         );
+    }
+
+    #[test]
+    fn client_errors_are_info_or_warn_and_only_server_faults_are_error() {
+        use tonic::Code;
+        use tracing::Level;
+        for code in [
+            Code::NotFound,
+            Code::InvalidArgument,
+            Code::Aborted,
+            Code::PermissionDenied,
+            Code::Unauthenticated,
+            Code::AlreadyExists,
+            Code::FailedPrecondition,
+            Code::ResourceExhausted,
+            Code::Unavailable,
+        ] {
+            assert!(
+                matches!(level_of(code), Level::INFO | Level::WARN),
+                "{code:?}"
+            );
+        }
+        // Logged once per outage by the store, not per call.
+        assert_eq!(level_of(Code::Unavailable), Level::INFO);
+        assert_eq!(level_of(Code::ResourceExhausted), Level::INFO);
+        for code in [Code::Internal, Code::Unknown, Code::DataLoss] {
+            assert_eq!(level_of(code), Level::ERROR, "{code:?}");
+        }
+        assert_eq!(level_of(Code::Ok), Level::DEBUG);
+    }
+
+    #[test]
+    fn what_reaches_a_log_line_is_printable_ascii_and_bounded() {
+        assert_eq!(loggable("/a.B/C", 100), "/a.B/C");
+        assert_eq!(
+            loggable("x\n\u{1b}[31m\r\\\"\u{202e}é\0", 100),
+            "x\\n\\u{1b}[31m\\r\\\\\"\\u{202e}\\u{e9}\\u{0}"
+        );
+        let long = "\n".repeat(1 << 20);
+        let cut = loggable(&long, 160);
+        assert!(cut.len() <= 160 + 24, "{}", cut.len());
+        assert!(cut.ends_with("...(1048576 bytes)"), "{cut}");
+        for text in [long.as_str(), "a\u{7f}b", "\u{85}\u{2028}"] {
+            assert!(
+                loggable(text, 1000)
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() || b == b' ')
+            );
+        }
     }
 
     #[tokio::test]

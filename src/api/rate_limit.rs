@@ -1,6 +1,7 @@
 //! Per-principal rate limit: one token bucket per (team, subject), refilled at `rate` tokens
 //! a second up to `burst`. A call takes one token; with none left it is refused with the
-//! time until the next token.
+//! time until the next token. Each role has its own rate and burst ([`RoleRateLimits`]): a
+//! service account shared by a fleet of workers is not a person at a keyboard.
 //!
 //! Memory is bounded. A bucket left alone for `burst / rate` seconds is full again, which is
 //! exactly a fresh bucket, so idle buckets are dropped without changing any answer; a sweep
@@ -12,6 +13,8 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use crate::auth::Role;
 
 /// Most buckets kept at once.
 pub const MAX_BUCKETS: usize = 100_000;
@@ -129,9 +132,98 @@ impl RateLimiter {
     }
 }
 
+/// One [`RateLimiter`] per role, each with its own buckets; a role without one (rate or
+/// burst 0) is not limited.
+#[derive(Debug)]
+pub struct RoleRateLimits {
+    /// Indexed as [`Role::ALL`].
+    limiters: [Option<RateLimiter>; 4],
+}
+
+fn index(role: Role) -> usize {
+    match role {
+        Role::Viewer => 0,
+        Role::Developer => 1,
+        Role::Admin => 2,
+        Role::Service => 3,
+    }
+}
+
+impl RoleRateLimits {
+    /// `limit` gives each role's calls a second and burst.
+    pub fn new(limit: impl Fn(Role) -> (f64, u32)) -> RoleRateLimits {
+        RoleRateLimits {
+            limiters: Role::ALL.map(|role| {
+                let (rate, burst) = limit(role);
+                RateLimiter::new(rate, burst)
+            }),
+        }
+    }
+
+    /// Takes a token of `team`/`subject` under `role`'s limit; `Err` carries how long until
+    /// one is free.
+    pub fn check(&self, role: Role, team: &str, subject: &str) -> Result<(), Duration> {
+        self.check_at(role, team, subject, Instant::now())
+    }
+
+    /// [`RoleRateLimits::check`] at a given instant (tests inject time here).
+    pub fn check_at(
+        &self,
+        role: Role,
+        team: &str,
+        subject: &str,
+        now: Instant,
+    ) -> Result<(), Duration> {
+        match &self.limiters[index(role)] {
+            Some(limiter) => limiter.check_at(team, subject, now),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether `role`'s principals are limited at all.
+    pub fn limits(&self, role: Role) -> bool {
+        self.limiters[index(role)].is_some()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_role_has_its_own_limit_and_buckets() {
+        let limits = RoleRateLimits::new(|role| match role {
+            Role::Viewer => (1.0, 1),
+            Role::Developer => (1.0, 2),
+            Role::Admin => (0.0, 5),
+            Role::Service => (1000.0, 50),
+        });
+        let t0 = Instant::now();
+        let passed = |role| {
+            (0..100)
+                .take_while(|_| limits.check_at(role, "acme", "same", t0).is_ok())
+                .count()
+        };
+        assert_eq!(passed(Role::Viewer), 1);
+        assert_eq!(passed(Role::Developer), 2);
+        assert_eq!(
+            passed(Role::Service),
+            50,
+            "its bucket is not the developer's"
+        );
+        assert_eq!(passed(Role::Admin), 100, "a rate of 0 is no limit");
+        assert!(!limits.limits(Role::Admin));
+        assert!(limits.limits(Role::Viewer));
+        // The service bucket refills at its own rate: 1 ms later, one more call.
+        let t1 = t0 + Duration::from_millis(1);
+        assert!(limits.check_at(Role::Service, "acme", "same", t1).is_ok());
+        assert!(limits.check_at(Role::Service, "acme", "same", t1).is_err());
+        assert!(
+            limits
+                .check_at(Role::Developer, "acme", "same", t1)
+                .is_err()
+        );
+    }
 
     #[test]
     fn zero_rate_or_burst_means_no_limit() {

@@ -306,7 +306,7 @@ impl Hub {
         .await
     }
 
-    #[tracing::instrument(skip_all, fields(team = %team, service = %input.service), err(Debug, level = "debug"))]
+    #[tracing::instrument(skip_all, fields(team = %team, service = %input.service))]
     async fn create_installed_app_tx(
         &self,
         actor: &Actor,
@@ -460,7 +460,7 @@ impl Hub {
         .await
     }
 
-    #[tracing::instrument(skip_all, fields(installed_app = %name), err(Debug, level = "debug"))]
+    #[tracing::instrument(skip_all, fields(installed_app = %name))]
     async fn update_installed_app_tx(
         &self,
         actor: &Actor,
@@ -559,7 +559,7 @@ impl Hub {
             .await
     }
 
-    #[tracing::instrument(skip_all, fields(installed_app = %name, validate_only), err(Debug, level = "debug"))]
+    #[tracing::instrument(skip_all, fields(installed_app = %name, validate_only))]
     async fn delete_installed_app_tx(
         &self,
         actor: &Actor,
@@ -640,7 +640,7 @@ impl Hub {
         .await
     }
 
-    #[tracing::instrument(skip_all, fields(installed_app = %name), err(Debug, level = "debug"))]
+    #[tracing::instrument(skip_all, fields(installed_app = %name))]
     async fn report_credentials_rejected_tx(
         &self,
         actor: &Actor,
@@ -776,7 +776,7 @@ impl Hub {
         .await
     }
 
-    #[tracing::instrument(skip_all, fields(team = %team, integration_type = %input.type_id), err(Debug, level = "debug"))]
+    #[tracing::instrument(skip_all, fields(team = %team, integration_type = %input.type_id))]
     async fn create_integration_tx(
         &self,
         actor: &Actor,
@@ -1035,7 +1035,7 @@ impl Hub {
         .await
     }
 
-    #[tracing::instrument(skip_all, fields(integration = %name), err(Debug, level = "debug"))]
+    #[tracing::instrument(skip_all, fields(integration = %name))]
     async fn update_integration_tx(
         &self,
         actor: &Actor,
@@ -1111,7 +1111,7 @@ impl Hub {
         .await
     }
 
-    #[tracing::instrument(skip_all, fields(integration = %name), err(Debug, level = "debug"))]
+    #[tracing::instrument(skip_all, fields(integration = %name))]
     async fn delete_integration_tx(
         &self,
         actor: &Actor,
@@ -1170,7 +1170,7 @@ impl Hub {
         .await
     }
 
-    #[tracing::instrument(skip_all, fields(integration = %name), err(Debug, level = "debug"))]
+    #[tracing::instrument(skip_all, fields(integration = %name))]
     async fn reauthenticate_integration_tx(
         &self,
         actor: &Actor,
@@ -1273,7 +1273,7 @@ impl Hub {
         .await
     }
 
-    #[tracing::instrument(skip_all, fields(from = %from, to = %to), err(Debug, level = "debug"))]
+    #[tracing::instrument(skip_all, fields(from = %from, to = %to))]
     async fn reauthenticate_integrations_tx(
         &self,
         actor: &Actor,
@@ -1369,7 +1369,7 @@ impl Hub {
         Ok(resolved)
     }
 
-    #[tracing::instrument(skip_all, fields(integration = %name), err(Debug, level = "debug"))]
+    #[tracing::instrument(skip_all, fields(integration = %name))]
     async fn open_integration_credentials(
         &self,
         actor: &Actor,

@@ -126,8 +126,9 @@ pub fn test_args(database_url: &str) -> ServeArgs {
     args.encryption_keys = Some(KeyRing::generate(1).expect("key").1);
     args.checkpoint_interval_secs = 1;
     args.database.db_max_connections = 8;
-    // Tests make calls as fast as they can; the rate limit has tests of its own.
+    // Tests make calls as fast as they can; the rate limits have tests of their own.
     args.rate_limit_per_sec = 0.0;
+    args.rate_limit_service_per_sec = 0.0;
     args
 }
 

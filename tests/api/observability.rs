@@ -19,7 +19,8 @@ use crate::fixtures::{WAIT, create_app_with, create_integration, next_events, tr
 use crate::helpers::{Backend, TestDb, authed, spawn_with, test_args, token};
 use crate::process::ServerProcess;
 
-async fn scrape(addr: std::net::SocketAddr) -> String {
+/// The whole HTTP answer of `GET /metrics`, checked to be a 200.
+pub async fn scrape(addr: std::net::SocketAddr) -> String {
     let mut socket = tokio::net::TcpStream::connect(addr)
         .await
         .expect("connect to metrics");

@@ -14,8 +14,22 @@ use crate::helpers::{TEST_AUDIENCE, TEST_ISSUER, TEST_SECRET};
 pub struct ServerProcess {
     child: Child,
     pub port: u16,
-    /// Every line the server wrote to stderr so far (JSON logs).
+    /// Every line the server wrote to stderr so far, in order.
     logs: Arc<Mutex<Vec<String>>>,
+}
+
+/// The port of the "serving" line, in the JSON format or the pretty one.
+fn serving_port(line: &str) -> Option<u16> {
+    let listen = match serde_json::from_str::<serde_json::Value>(line) {
+        Ok(value) if value["message"] == "serving" => value["listen"].as_str()?.to_owned(),
+        Ok(_) => return None,
+        Err(_) if line.contains(" serving ") => line
+            .split_whitespace()
+            .find_map(|word| word.strip_prefix("listen="))?
+            .to_owned(),
+        Err(_) => return None,
+    };
+    listen.rsplit(':').next()?.parse().ok()
 }
 
 impl ServerProcess {
@@ -33,8 +47,9 @@ impl ServerProcess {
             .env("INTEGRATION_HUB_JWT_AUDIENCE", TEST_AUDIENCE)
             .env("INTEGRATION_HUB_LOG_FORMAT", "json")
             .env("INTEGRATION_HUB_CHECKPOINT_INTERVAL_SECS", "1")
-            // Tests call as fast as they can; the rate limit has tests of its own.
+            // Tests call as fast as they can; the rate limits have tests of their own.
             .env("INTEGRATION_HUB_RATE_LIMIT_PER_SEC", "0")
+            .env("INTEGRATION_HUB_RATE_LIMIT_SERVICE_PER_SEC", "0")
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -48,14 +63,11 @@ impl ServerProcess {
         let (port_tx, port_rx) = mpsc::channel();
         let sink = logs.clone();
         std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Ok(value) = serde_json::from_str::<serde_json::Value>(&line)
-                    && value["message"] == "serving"
-                    && let Some(port) = value["listen"]
-                        .as_str()
-                        .and_then(|l| l.rsplit(':').next())
-                        .and_then(|p| p.parse::<u16>().ok())
-                {
+            // Split on bytes, so a line that is not UTF-8 is kept (lossily) rather than ending
+            // the capture.
+            for line in BufReader::new(stderr).split(b'\n').map_while(Result::ok) {
+                let line = String::from_utf8_lossy(&line).into_owned();
+                if let Some(port) = serving_port(&line) {
                     let _ = port_tx.send(port);
                 }
                 sink.lock().expect("log lock").push(line);
@@ -74,14 +86,32 @@ impl ServerProcess {
         ServerProcess { child, port, logs }
     }
 
-    /// The log lines written so far whose message contains `text`.
+    /// The lines the server has logged so far.
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().expect("log lock").clone()
+    }
+
+    /// Waits (at most 10 s) for a logged line that `matches`; returns its index.
+    pub async fn wait_for_log(&self, matches: impl Fn(&str) -> bool) -> usize {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(index) = self.logs().iter().position(|line| matches(line)) {
+                return index;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no such log line within 10 s:\n{}",
+                self.logs().join("\n")
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// The log lines written so far that contain `text`.
     pub fn log_lines_with(&self, text: &str) -> Vec<String> {
-        self.logs
-            .lock()
-            .expect("log lock")
-            .iter()
+        self.logs()
+            .into_iter()
             .filter(|line| line.contains(text))
-            .cloned()
             .collect()
     }
 
