@@ -14,9 +14,8 @@ use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 use super::rate_limit::RoleRateLimits;
-use super::token_cache::{TokenCache, now_secs};
 use super::{ERROR_DOMAIN, RequestId, actor_of, status_with_reason};
-use crate::auth::{Verifier, is_public, policy_for};
+use crate::auth::{TokenCache, Verifier, is_public, now_secs, policy_for};
 use crate::domain::Hub;
 use crate::domain::model::AuditAction;
 use crate::pb::ErrorReason;

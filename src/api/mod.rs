@@ -8,7 +8,6 @@ mod installed_apps;
 mod integrations;
 mod observe;
 pub mod rate_limit;
-mod token_cache;
 
 use std::collections::HashMap;
 

@@ -13,8 +13,12 @@
 //! learns nothing about why, and logs the variant at debug level. Reasons
 //! are fixed strings: never the token, a claim value or the secret.
 //!
+//! Verified tokens are remembered by [`TokenCache`] (until their `exp`, and only under the
+//! keys they were verified with), so a caller's token is not verified again on every call.
+//!
 //! Standalone: nothing else of this crate; std, `jsonwebtoken`, `serde_json`,
-//! `thiserror`, and for the JWKS `tokio`, `reqwest` and `tracing`.
+//! `thiserror`, for the JWKS `tokio`, `reqwest` and `tracing`, and for the cache `ring` and
+//! `base64`.
 
 mod jwks;
 mod keystore;
@@ -22,6 +26,7 @@ mod policy;
 mod principal;
 mod roles;
 mod token;
+mod token_cache;
 
 #[cfg(test)]
 mod hostile_tests;
@@ -40,6 +45,7 @@ pub use token::{
     DEFAULT_LEEWAY_SECS, DEFAULT_ROLES_CLAIM, DEFAULT_TEAM_CLAIM, MAX_LEEWAY_SECS, MAX_TOKEN_BYTES,
     MIN_SECRET_BYTES, MintClaims, Verifier, VerifierConfig, mint_hs256,
 };
+pub use token_cache::{TokenCache, now_secs};
 
 /// Why a request was not authenticated. The reasons are for the server's
 /// debug log and are fixed text: they never contain the token, a claim

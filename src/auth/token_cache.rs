@@ -18,7 +18,7 @@ use std::sync::Mutex;
 use base64::Engine;
 use ring::digest;
 
-use crate::auth::{AuthError, Principal, Verifier};
+use super::{AuthError, Principal, Verifier};
 
 /// Most tokens remembered; when full, the cache starts over (amortized O(1) per insert).
 pub const CAPACITY: usize = 10_000;
