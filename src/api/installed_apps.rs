@@ -8,7 +8,7 @@ use super::{actor, convert, field, optional_etag, status};
 use crate::crypto::Credentials;
 use crate::domain::hub::{AppChanges, NewApp, parse_apps_page_token};
 use crate::domain::types::{
-    AppName, ConnectedTo, DisplayName, PageSize, ParentRef, RejectionDetail, RequestId,
+    AppName, ConnectedTo, DisplayName, IdempotencyKey, PageSize, ParentRef, RejectionDetail,
 };
 use crate::domain::{Error, Hub, Violations};
 use crate::pb;
@@ -67,13 +67,16 @@ impl InstalledAppService for InstalledApps {
             "installed_app.connected_to",
             ConnectedTo::parse(&app.connected_to),
         );
-        let request_id = v.check("request_id", RequestId::parse_optional(&req.request_id));
+        let idempotency_key = v.check(
+            "request_id",
+            IdempotencyKey::parse_optional(&req.request_id),
+        );
         if credentials.is_empty() {
             v.check::<()>("credentials", Err("is required".into()));
         }
         v.finish().map_err(status)?;
-        let (Some(parent), Some(display_name), Some(connected_to), Some(request_id)) =
-            (parent, display_name, connected_to, request_id)
+        let (Some(parent), Some(display_name), Some(connected_to), Some(idempotency_key)) =
+            (parent, display_name, connected_to, idempotency_key)
         else {
             return Err(status(Error::internal("checked fields missing")));
         };
@@ -88,7 +91,7 @@ impl InstalledAppService for InstalledApps {
                     display_name,
                     connected_to,
                     credentials,
-                    request_id,
+                    idempotency_key,
                 },
             )
             .await

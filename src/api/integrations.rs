@@ -13,7 +13,7 @@ use super::{actor, convert, field, optional_etag, status, status_with_reason};
 use crate::domain::hub::{Binding, IntegrationChanges, NewIntegration, Reauth};
 use crate::domain::model::{Event, EventKind, IntegrationState};
 use crate::domain::types::{
-    AppName, Cursor, DisplayName, IntegrationName, PageSize, ParentRef, RequestId,
+    AppName, Cursor, DisplayName, IdempotencyKey, IntegrationName, PageSize, ParentRef,
 };
 use crate::domain::{Error, Hub, Precondition, Violations};
 use crate::events::{Delivery, EventBus, StreamLimits, follow};
@@ -90,7 +90,10 @@ impl IntegrationService for Integrations {
             "integration.display_name",
             DisplayName::parse(&integration.display_name),
         );
-        let request_id = v.check("request_id", RequestId::parse_optional(&req.request_id));
+        let idempotency_key = v.check(
+            "request_id",
+            IdempotencyKey::parse_optional(&req.request_id),
+        );
         if integration.r#type.is_empty() {
             v.check::<()>("integration.type", Err("is required".into()));
         }
@@ -122,8 +125,8 @@ impl IntegrationService for Integrations {
             ),
         };
         v.finish().map_err(status)?;
-        let (Some(parent), Some(display_name), Some(request_id), Some(binding)) =
-            (parent, display_name, request_id, binding)
+        let (Some(parent), Some(display_name), Some(idempotency_key), Some(binding)) =
+            (parent, display_name, idempotency_key, binding)
         else {
             return Err(status(Error::internal("checked fields missing")));
         };
@@ -138,7 +141,7 @@ impl IntegrationService for Integrations {
                     display_name,
                     config: integration.config.into_iter().collect(),
                     binding,
-                    request_id,
+                    idempotency_key,
                 },
             )
             .await

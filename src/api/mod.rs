@@ -79,7 +79,7 @@ pub fn status(err: Error) -> Status {
             Status::with_error_details(Code::InvalidArgument, message, details)
         }
         e @ Error::NotFound { .. } => plain(Code::NotFound, e.to_string(), ErrorReason::NotFound),
-        e @ Error::RequestIdReused => plain(
+        e @ Error::IdempotencyKeyReused => plain(
             Code::AlreadyExists,
             e.to_string(),
             ErrorReason::RequestIdReused,

@@ -13,9 +13,9 @@
 //! roles, an action, an outcome and an `ErrorReason` name: never a credential value.
 
 use super::error::{Error, Result};
-use super::hub::{Hub, Page};
+use super::hub::Hub;
 use super::model::{Actor, AuditAction, AuditEvent, AuditOutcome};
-use super::types::{PageSize, SeqPageToken, TeamId, new_id};
+use super::types::{Page, PageSize, SeqPageToken, TeamId, new_id};
 use crate::store::{AuditFilter, NewAudit};
 
 /// Filters of an audit listing.

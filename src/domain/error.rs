@@ -43,10 +43,10 @@ pub enum Error {
     /// ALREADY_EXISTS.
     #[error("{kind} already exists")]
     AlreadyExists { kind: &'static str },
-    /// ALREADY_EXISTS with reason REQUEST_ID_REUSED: a create with this `request_id` was
-    /// made before with different content.
+    /// ALREADY_EXISTS with reason REQUEST_ID_REUSED: a create with this idempotency key
+    /// (`request_id`) was made before with different content.
     #[error("this request_id was used by a different create request")]
-    RequestIdReused,
+    IdempotencyKeyReused,
     /// PERMISSION_DENIED: the caller's role or identity may not do this.
     #[error("{0}")]
     PermissionDenied(String),
@@ -105,7 +105,7 @@ impl Error {
             Error::Invalid(_) => "INVALID_ARGUMENT",
             Error::NotFound { .. } => "NOT_FOUND",
             Error::AlreadyExists { .. } => "ALREADY_EXISTS",
-            Error::RequestIdReused => "REQUEST_ID_REUSED",
+            Error::IdempotencyKeyReused => "REQUEST_ID_REUSED",
             Error::PermissionDenied(_) => "PERMISSION_DENIED",
             Error::EtagMismatch(_) => "ETAG_MISMATCH",
             Error::FailedPrecondition { reason, .. } => match reason {

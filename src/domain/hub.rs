@@ -16,8 +16,8 @@ use super::model::{
     IntegrationState, Role, config_json, etag,
 };
 use super::types::{
-    AppName, ConnectedTo, Cursor, DisplayName, IntegrationName, PageSize, PageToken, ParentRef,
-    RejectionDetail, RequestId, TeamId, new_id,
+    AppName, ConnectedTo, Cursor, DisplayName, IdempotencyKey, IntegrationName, Page, PageSize,
+    PageToken, ParentRef, RejectionDetail, TeamId, new_id,
 };
 
 /// Most credential entries an app or integration may hold.
@@ -53,7 +53,7 @@ pub struct NewApp {
     pub display_name: DisplayName,
     pub connected_to: ConnectedTo,
     pub credentials: Credentials,
-    pub request_id: Option<RequestId>,
+    pub idempotency_key: Option<IdempotencyKey>,
 }
 
 /// Changes to an installed app; `None` leaves a field as it is.
@@ -79,7 +79,7 @@ pub struct NewIntegration {
     pub display_name: DisplayName,
     pub config: BTreeMap<String, String>,
     pub binding: Binding,
-    pub request_id: Option<RequestId>,
+    pub idempotency_key: Option<IdempotencyKey>,
 }
 
 /// Changes to an integration.
@@ -93,12 +93,6 @@ pub struct IntegrationChanges {
 pub enum Reauth {
     App(AppName),
     Credentials(Credentials),
-}
-
-/// A page of results.
-pub struct Page<T> {
-    pub items: Vec<T>,
-    pub next_page_token: String,
 }
 
 /// What ResolveIntegrationCredentials answers.
@@ -138,7 +132,7 @@ fn not_found_integration(name: &IntegrationName) -> Error {
 }
 
 /// SHA-256 (hex) of the non-secret content of a create request: what a retry with the same
-/// `request_id` must repeat. Parts are length-prefixed so no two requests share a text.
+/// idempotency key must repeat. Parts are length-prefixed so no two requests share a text.
 fn fingerprint(parts: &[&str]) -> String {
     let mut context = ring::digest::Context::new(&ring::digest::SHA256);
     for part in parts {
@@ -153,10 +147,10 @@ fn fingerprint(parts: &[&str]) -> String {
         .collect()
 }
 
-/// A create that reuses a `request_id` must be a retry of the same request (AIP-155).
+/// A create that reuses an idempotency key must be a retry of the same request (AIP-155).
 fn same_request(stored: &Option<String>, wanted: &str) -> Result<()> {
     match stored {
-        Some(stored) if stored != wanted => Err(Error::RequestIdReused),
+        Some(stored) if stored != wanted => Err(Error::IdempotencyKeyReused),
         _ => Ok(()),
     }
 }
@@ -321,7 +315,7 @@ impl Hub {
             MAX_CREDENTIAL_ENTRIES,
             MAX_CREDENTIAL_VALUE,
         )?;
-        let fingerprint = input.request_id.as_ref().map(|_| {
+        let fingerprint = input.idempotency_key.as_ref().map(|_| {
             fingerprint(&[
                 "installed_app",
                 &service.id,
@@ -329,7 +323,7 @@ impl Hub {
                 input.connected_to.as_str(),
             ])
         });
-        if let (Some(request_id), Some(fingerprint)) = (&input.request_id, &fingerprint)
+        if let (Some(request_id), Some(fingerprint)) = (&input.idempotency_key, &fingerprint)
             && let Some(row) = self
                 .store
                 .find_app_by_request(team.as_str(), request_id.as_str())
@@ -351,7 +345,10 @@ impl Hub {
             state: AppState::Active.as_str().to_owned(),
             key_version: crate::crypto::KeyRing::sealed_key_version(&sealed)? as i32,
             credentials: sealed,
-            request_id: input.request_id.as_ref().map(|r| r.as_str().to_owned()),
+            request_id: input
+                .idempotency_key
+                .as_ref()
+                .map(|r| r.as_str().to_owned()),
             request_fingerprint: fingerprint.clone(),
             version: 1,
             create_time: now,
@@ -371,9 +368,13 @@ impl Hub {
                 tx.commit().await?
             }
             // A concurrent retry with the same request id won: answer with its app.
-            Err(StoreError::Conflict) if input.request_id.is_some() => {
+            Err(StoreError::Conflict) if input.idempotency_key.is_some() => {
                 drop(tx);
-                let request_id = input.request_id.as_ref().map(|r| r.as_str()).unwrap_or("");
+                let request_id = input
+                    .idempotency_key
+                    .as_ref()
+                    .map(|r| r.as_str())
+                    .unwrap_or("");
                 return match self
                     .store
                     .find_app_by_request(team.as_str(), request_id)
@@ -817,7 +818,7 @@ impl Hub {
             )?;
         }
         let config = config_json(&input.config)?;
-        let fingerprint = input.request_id.as_ref().map(|_| {
+        let fingerprint = input.idempotency_key.as_ref().map(|_| {
             let binding = match &input.binding {
                 Binding::App(app) => app.to_string(),
                 Binding::Own { service, .. } => format!("own:{service}"),
@@ -830,7 +831,7 @@ impl Hub {
                 &binding,
             ])
         });
-        if let (Some(request_id), Some(fingerprint)) = (&input.request_id, &fingerprint)
+        if let (Some(request_id), Some(fingerprint)) = (&input.idempotency_key, &fingerprint)
             && let Some(row) = self
                 .store
                 .find_integration_by_request(team.as_str(), request_id.as_str())
@@ -856,7 +857,10 @@ impl Hub {
             own_credentials: None,
             key_version: None,
             creator: actor.subject.clone(),
-            request_id: input.request_id.as_ref().map(|r| r.as_str().to_owned()),
+            request_id: input
+                .idempotency_key
+                .as_ref()
+                .map(|r| r.as_str().to_owned()),
             request_fingerprint: fingerprint.clone(),
             version: 1,
             create_time: now,
@@ -881,9 +885,13 @@ impl Hub {
         let integration = Integration::from_row(&row)?;
         match tx.insert_integration(row).await {
             Ok(()) => {}
-            Err(StoreError::Conflict) if input.request_id.is_some() => {
+            Err(StoreError::Conflict) if input.idempotency_key.is_some() => {
                 drop(tx);
-                let request_id = input.request_id.as_ref().map(|r| r.as_str()).unwrap_or("");
+                let request_id = input
+                    .idempotency_key
+                    .as_ref()
+                    .map(|r| r.as_str())
+                    .unwrap_or("");
                 return match self
                     .store
                     .find_integration_by_request(team.as_str(), request_id)

@@ -188,12 +188,14 @@ pub type ConnectedTo = Text<MAX_TEXT_CHARS>;
 /// What a third party said when it rejected credentials.
 pub type RejectionDetail = Text<MAX_DETAIL_CHARS>;
 
-/// An idempotency key: 1 to 100 characters of `[A-Za-z0-9._:-]`; empty means none.
+/// An idempotency key, from a create request's `request_id`: 1 to 100 characters of
+/// `[A-Za-z0-9._:-]`; empty means none. (Not the call's request id, which ties logs and audit
+/// records together.)
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RequestId(String);
+pub struct IdempotencyKey(String);
 
-impl RequestId {
-    pub fn parse_optional(value: &str) -> Result<Option<RequestId>, String> {
+impl IdempotencyKey {
+    pub fn parse_optional(value: &str) -> Result<Option<IdempotencyKey>, String> {
         if value.is_empty() {
             return Ok(None);
         }
@@ -202,7 +204,7 @@ impl RequestId {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || "._:-".contains(c));
         if ok {
-            Ok(Some(RequestId(value.to_owned())))
+            Ok(Some(IdempotencyKey(value.to_owned())))
         } else {
             Err("must be 1 to 100 characters of letters, digits, '.', '_', ':' and '-'".into())
         }
@@ -232,6 +234,12 @@ impl PageSize {
     pub fn get(self) -> u64 {
         self.0
     }
+}
+
+/// A page of results.
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_page_token: String,
 }
 
 /// An opaque page token: where the previous page ended, bound to the listing it came from (a
@@ -440,10 +448,14 @@ mod tests {
     }
 
     #[test]
-    fn request_ids_are_optional_and_bounded() {
-        assert_eq!(RequestId::parse_optional(""), Ok(None));
-        assert!(RequestId::parse_optional("5f0c-retry:1").unwrap().is_some());
-        assert!(RequestId::parse_optional(&"a".repeat(101)).is_err());
-        assert!(RequestId::parse_optional("a b").is_err());
+    fn idempotency_keys_are_optional_and_bounded() {
+        assert_eq!(IdempotencyKey::parse_optional(""), Ok(None));
+        assert!(
+            IdempotencyKey::parse_optional("5f0c-retry:1")
+                .unwrap()
+                .is_some()
+        );
+        assert!(IdempotencyKey::parse_optional(&"a".repeat(101)).is_err());
+        assert!(IdempotencyKey::parse_optional("a b").is_err());
     }
 }
