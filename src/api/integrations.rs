@@ -1,6 +1,6 @@
 //! `IntegrationService`, including the `WatchIntegrationEvents` stream.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,18 +8,17 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status};
 
-use super::installed_apps::take_credentials;
-use super::{actor, convert, field, optional_etag, status, status_with_reason};
-use crate::domain::hub::{Binding, IntegrationChanges, NewIntegration, Reauth};
-use crate::domain::model::{Event, EventKind, IntegrationState};
-use crate::domain::types::{
-    AppName, Cursor, DisplayName, IdempotencyKey, IntegrationName, PageSize, ParentRef,
+use super::parse::{
+    CreateIntegration, DeleteIntegration, ListIntegrations, ReauthenticateAll, ReauthenticateOne,
+    UpdateIntegration, WatchEvents,
 };
-use crate::domain::{Error, Hub, Precondition, Violations};
+use super::{accept, convert, status, status_with_reason};
+use crate::domain::model::Event;
+use crate::domain::types::{Cursor, IntegrationName};
+use crate::domain::{Error, Hub, Precondition};
 use crate::events::{Delivery, EventBus, StreamLimits, follow};
 use crate::pb;
 use crate::pb::integration_service_server::IntegrationService;
-use crate::pb::reauthenticate_integration_request::Auth;
 
 /// Messages buffered per watch stream before the subscriber task waits for the client.
 const STREAM_BUFFER: usize = 16;
@@ -52,17 +51,6 @@ impl Integrations {
     }
 }
 
-fn event_kind(value: i32) -> Result<EventKind, String> {
-    match pb::IntegrationEventType::try_from(value) {
-        Ok(pb::IntegrationEventType::IntegrationCreated) => Ok(EventKind::Created),
-        Ok(pb::IntegrationEventType::IntegrationUpdated) => Ok(EventKind::Updated),
-        Ok(pb::IntegrationEventType::IntegrationDeleted) => Ok(EventKind::Deleted),
-        Ok(pb::IntegrationEventType::IntegrationBroken) => Ok(EventKind::Broken),
-        Ok(pb::IntegrationEventType::IntegrationRestored) => Ok(EventKind::Restored),
-        _ => Err("contains an unknown or unspecified event type".into()),
-    }
-}
-
 /// UNAVAILABLE ending a watch stream, with the cursor to resume from.
 fn stream_ended(pos: i64, message: &str) -> Status {
     let cursor = Cursor(pos).encode();
@@ -80,70 +68,14 @@ impl IntegrationService for Integrations {
         &self,
         request: Request<pb::CreateIntegrationRequest>,
     ) -> Result<Response<pb::Integration>, Status> {
-        let actor = actor(&request)?;
-        let mut req = request.into_inner();
-        let credentials = take_credentials(&mut req.credentials);
-        let integration = req.integration.unwrap_or_default();
-        let mut v = Violations::default();
-        let parent = v.check("parent", ParentRef::parse(&req.parent));
-        let display_name = v.check(
-            "integration.display_name",
-            DisplayName::parse(&integration.display_name),
-        );
-        let idempotency_key = v.check(
-            "request_id",
-            IdempotencyKey::parse_optional(&req.request_id),
-        );
-        if integration.r#type.is_empty() {
-            v.check::<()>("integration.type", Err("is required".into()));
-        }
-        let binding = match (credentials.is_empty(), integration.installed_app.is_empty()) {
-            (true, false) => v
-                .check(
-                    "integration.installed_app",
-                    AppName::parse(&integration.installed_app),
-                )
-                .map(Binding::App),
-            (false, true) if integration.service.is_empty() => {
-                v.check::<()>(
-                    "integration.service",
-                    Err("is required with credentials of its own".into()),
-                );
-                None
-            }
-            (false, true) => Some(Binding::Own {
-                service: integration.service,
-                credentials,
-            }),
-            (true, true) => v.check(
-                "integration.installed_app",
-                Err("is required (or give credentials of its own)".into()),
-            ),
-            (false, false) => v.check(
-                "credentials",
-                Err("must be empty when integration.installed_app is set".into()),
-            ),
-        };
-        v.finish().map_err(status)?;
-        let (Some(parent), Some(display_name), Some(idempotency_key), Some(binding)) =
-            (parent, display_name, idempotency_key, binding)
-        else {
-            return Err(status(Error::internal("checked fields missing")));
-        };
-        let team = self.hub.team_of_parent(&actor, &parent).map_err(status)?;
+        let (actor, req): (_, CreateIntegration) = accept(request)?;
+        let team = self
+            .hub
+            .team_of_parent(&actor, &req.parent)
+            .map_err(status)?;
         let created = self
             .hub
-            .create_integration(
-                &actor,
-                team,
-                NewIntegration {
-                    type_id: integration.r#type,
-                    display_name,
-                    config: integration.config.into_iter().collect(),
-                    binding,
-                    idempotency_key,
-                },
-            )
+            .create_integration(&actor, team, req.integration)
             .await
             .map_err(status)?;
         Ok(Response::new(convert::integration(&created)))
@@ -153,8 +85,7 @@ impl IntegrationService for Integrations {
         &self,
         request: Request<pb::GetIntegrationRequest>,
     ) -> Result<Response<pb::Integration>, Status> {
-        let actor = actor(&request)?;
-        let name = field("name", IntegrationName::parse(&request.get_ref().name))?;
+        let (actor, name): (_, IntegrationName) = accept(request)?;
         let integration = self
             .hub
             .get_integration(&actor, &name)
@@ -167,36 +98,14 @@ impl IntegrationService for Integrations {
         &self,
         request: Request<pb::ListIntegrationsRequest>,
     ) -> Result<Response<pb::ListIntegrationsResponse>, Status> {
-        let actor = actor(&request)?;
-        let req = request.into_inner();
-        let mut v = Violations::default();
-        let parent = v.check("parent", ParentRef::parse(&req.parent));
-        let page_size = v.check("page_size", PageSize::parse(req.page_size));
-        let installed_app = if req.installed_app.is_empty() {
-            Some(None)
-        } else {
-            v.check("installed_app", AppName::parse(&req.installed_app))
-                .map(Some)
-        };
-        let state = v.check(
-            "state",
-            match pb::integration::State::try_from(req.state) {
-                Ok(pb::integration::State::Unspecified) => Ok(None),
-                Ok(pb::integration::State::Active) => Ok(Some(IntegrationState::Active)),
-                Ok(pb::integration::State::Broken) => Ok(Some(IntegrationState::Broken)),
-                Err(_) => Err("is not a known state".to_owned()),
-            },
-        );
-        v.finish().map_err(status)?;
-        let (Some(parent), Some(page_size), Some(installed_app), Some(state)) =
-            (parent, page_size, installed_app, state)
-        else {
-            return Err(status(Error::internal("checked fields missing")));
-        };
-        let team = self.hub.team_of_parent(&actor, &parent).map_err(status)?;
+        let (actor, req): (_, ListIntegrations) = accept(request)?;
+        let team = self
+            .hub
+            .team_of_parent(&actor, &req.parent)
+            .map_err(status)?;
         let (page, cursor) = self
             .hub
-            .list_integrations(&team, installed_app, state, page_size, &req.page_token)
+            .list_integrations(&team, req.query, req.page)
             .await
             .map_err(status)?;
         Ok(Response::new(pb::ListIntegrationsResponse {
@@ -210,47 +119,10 @@ impl IntegrationService for Integrations {
         &self,
         request: Request<pb::UpdateIntegrationRequest>,
     ) -> Result<Response<pb::Integration>, Status> {
-        let actor = actor(&request)?;
-        let req = request.into_inner();
-        let integration = req.integration.unwrap_or_default();
-        let name = field(
-            "integration.name",
-            IntegrationName::parse(&integration.name),
-        )?;
-        let paths = req.update_mask.map(|m| m.paths).unwrap_or_default();
-        let mut v = Violations::default();
-        let mut changes = IntegrationChanges {
-            etag: optional_etag(&integration.etag),
-            display_name: None,
-            config: None,
-        };
-        if paths.is_empty() {
-            v.check::<()>(
-                "update_mask",
-                Err("is required: display_name and/or config".into()),
-            );
-        }
-        for path in &paths {
-            match path.as_str() {
-                "display_name" => {
-                    changes.display_name = v.check(
-                        "integration.display_name",
-                        DisplayName::parse(&integration.display_name),
-                    );
-                }
-                "config" => changes.config = Some(integration.config.clone().into_iter().collect()),
-                _ => v
-                    .check::<()>(
-                        "update_mask",
-                        Err("may name only display_name and config".into()),
-                    )
-                    .unwrap_or_default(),
-            }
-        }
-        v.finish().map_err(status)?;
+        let (actor, req): (_, UpdateIntegration) = accept(request)?;
         let updated = self
             .hub
-            .update_integration(&actor, &name, changes)
+            .update_integration(&actor, &req.name, req.changes)
             .await
             .map_err(status)?;
         Ok(Response::new(convert::integration(&updated)))
@@ -260,11 +132,9 @@ impl IntegrationService for Integrations {
         &self,
         request: Request<pb::DeleteIntegrationRequest>,
     ) -> Result<Response<()>, Status> {
-        let actor = actor(&request)?;
-        let req = request.into_inner();
-        let name = field("name", IntegrationName::parse(&req.name))?;
+        let (actor, req): (_, DeleteIntegration) = accept(request)?;
         self.hub
-            .delete_integration(&actor, &name, optional_etag(&req.etag))
+            .delete_integration(&actor, &req.name, req.etag)
             .await
             .map_err(status)?;
         Ok(Response::new(()))
@@ -274,30 +144,10 @@ impl IntegrationService for Integrations {
         &self,
         request: Request<pb::ReauthenticateIntegrationRequest>,
     ) -> Result<Response<pb::Integration>, Status> {
-        let actor = actor(&request)?;
-        let req = request.into_inner();
-        let name = field("name", IntegrationName::parse(&req.name))?;
-        let reauth = match req.auth {
-            Some(Auth::InstalledApp(app)) => {
-                Reauth::App(field("installed_app", AppName::parse(&app))?)
-            }
-            Some(Auth::Credentials(mut credentials)) => {
-                let credentials = take_credentials(&mut credentials.values);
-                if credentials.is_empty() {
-                    return Err(status(Error::invalid("credentials.values", "is required")));
-                }
-                Reauth::Credentials(credentials)
-            }
-            None => {
-                return Err(status(Error::invalid(
-                    "auth",
-                    "set installed_app or credentials",
-                )));
-            }
-        };
+        let (actor, req): (_, ReauthenticateOne) = accept(request)?;
         let integration = self
             .hub
-            .reauthenticate_integration(&actor, &name, reauth)
+            .reauthenticate_integration(&actor, &req.name, req.reauth)
             .await
             .map_err(status)?;
         Ok(Response::new(convert::integration(&integration)))
@@ -307,23 +157,14 @@ impl IntegrationService for Integrations {
         &self,
         request: Request<pb::ReauthenticateIntegrationsRequest>,
     ) -> Result<Response<pb::ReauthenticateIntegrationsResponse>, Status> {
-        let actor = actor(&request)?;
-        let req = request.into_inner();
-        let mut v = Violations::default();
-        let parent = v.check("parent", ParentRef::parse(&req.parent));
-        let from = v.check(
-            "from_installed_app",
-            AppName::parse(&req.from_installed_app),
-        );
-        let to = v.check("to_installed_app", AppName::parse(&req.to_installed_app));
-        v.finish().map_err(status)?;
-        let (Some(parent), Some(from), Some(to)) = (parent, from, to) else {
-            return Err(status(Error::internal("checked fields missing")));
-        };
-        let team = self.hub.team_of_parent(&actor, &parent).map_err(status)?;
+        let (actor, req): (_, ReauthenticateAll) = accept(request)?;
+        let team = self
+            .hub
+            .team_of_parent(&actor, &req.parent)
+            .map_err(status)?;
         let restored = self
             .hub
-            .reauthenticate_integrations(&actor, team, from, to)
+            .reauthenticate_integrations(&actor, team, req.from, req.to)
             .await
             .map_err(status)?;
         Ok(Response::new(pb::ReauthenticateIntegrationsResponse {
@@ -335,8 +176,7 @@ impl IntegrationService for Integrations {
         &self,
         request: Request<pb::ResolveIntegrationCredentialsRequest>,
     ) -> Result<Response<pb::ResolveIntegrationCredentialsResponse>, Status> {
-        let actor = actor(&request)?;
-        let name = field("name", IntegrationName::parse(&request.get_ref().name))?;
+        let (actor, name): (_, IntegrationName) = accept(request)?;
         let resolved = self
             .hub
             .resolve_credentials(&actor, &name)
@@ -356,23 +196,9 @@ impl IntegrationService for Integrations {
         &self,
         request: Request<pb::WatchIntegrationEventsRequest>,
     ) -> Result<Response<Self::WatchIntegrationEventsStream>, Status> {
-        let actor = actor(&request)?;
-        let req = request.into_inner();
-        let mut v = Violations::default();
-        let parent = v.check("parent", ParentRef::parse(&req.parent));
-        let start = v.check("start_cursor", Cursor::parse_optional(&req.start_cursor));
-        let types = v.check(
-            "types",
-            req.types
-                .iter()
-                .map(|t| event_kind(*t).map(|k| k.as_str()))
-                .collect::<Result<HashSet<&'static str>, String>>(),
-        );
-        v.finish().map_err(status)?;
-        let (Some(parent), Some(start), Some(types)) = (parent, start, types) else {
-            return Err(status(Error::internal("checked fields missing")));
-        };
-        let scope = self.hub.watch_scope(&actor, &parent).map_err(status)?;
+        let (actor, req): (_, WatchEvents) = accept(request)?;
+        let scope = self.hub.watch_scope(&actor, &req.parent).map_err(status)?;
+        let (start, types) = (req.start, req.kinds);
         let newest = self
             .bus
             .store()

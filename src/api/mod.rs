@@ -1,5 +1,7 @@
 //! Thin gRPC adapters: take the principal, parse the request into domain types, call the
-//! domain, map the result. Errors become `tonic::Status` in one place ([`status`]).
+//! domain, map the result. A unary handler is [`accept`] (the caller and the request parsed
+//! by its `TryFrom` in `parse`), the domain call, and a conversion from `convert`. Errors
+//! become `tonic::Status` in one place ([`status`]).
 
 mod audit;
 mod auth_layer;
@@ -7,6 +9,7 @@ mod convert;
 mod installed_apps;
 mod integrations;
 mod observe;
+mod parse;
 pub mod rate_limit;
 
 use std::collections::HashMap;
@@ -176,14 +179,15 @@ pub fn actor_of(principal: &Principal, request_id: &str) -> Result<Actor, Status
     })
 }
 
-/// An `etag` field: empty means "do not check".
-pub fn optional_etag(etag: &str) -> Option<String> {
-    (!etag.is_empty()).then(|| etag.to_owned())
-}
-
-/// Turns a parse failure of one field into INVALID_ARGUMENT naming it.
-pub fn field<T>(name: &str, parsed: Result<T, String>) -> Result<T, Status> {
-    parsed.map_err(|description| status(Error::invalid(name, description)))
+/// The verified caller and the request parsed into its domain input (INVALID_ARGUMENT
+/// listing every violated field when it does not parse).
+pub fn accept<R, T>(request: tonic::Request<R>) -> Result<(Actor, T), Status>
+where
+    T: TryFrom<R, Error = Error>,
+{
+    let actor = actor(&request)?;
+    let input = T::try_from(request.into_inner()).map_err(status)?;
+    Ok((actor, input))
 }
 
 #[cfg(test)]

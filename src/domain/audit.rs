@@ -15,7 +15,7 @@
 use super::error::{Error, Result};
 use super::hub::Hub;
 use super::model::{Actor, AuditAction, AuditEvent, AuditOutcome};
-use super::types::{Page, PageSize, SeqPageToken, TeamId, new_id};
+use super::types::{Page, PageRequest, SeqPageToken, TeamId, new_id};
 use crate::store::{AuditFilter, NewAudit};
 
 /// Filters of an audit listing.
@@ -31,7 +31,7 @@ pub struct AuditQuery {
 
 impl AuditQuery {
     /// What a page token is bound to.
-    fn listing(&self, team: &TeamId) -> String {
+    pub(super) fn listing(&self, team: &TeamId) -> String {
         format!(
             "audit|{team}|{}|{}|{:?}|{:?}",
             self.action.map(|a| a.as_str()).unwrap_or(""),
@@ -86,7 +86,7 @@ impl Hub {
 
     /// Appends one record in a transaction of its own.
     pub(super) async fn append_audit_now(&self, record: NewAudit) -> Result<()> {
-        let tx = self.store().begin_write().await?;
+        let tx = self.store.begin_write().await?;
         tx.append_audit(record).await?;
         tx.commit().await?;
         Ok(())
@@ -155,8 +155,7 @@ impl Hub {
         &self,
         team: &TeamId,
         query: AuditQuery,
-        page_size: PageSize,
-        page_token: &str,
+        page: PageRequest,
     ) -> Result<Page<AuditEvent>> {
         if let (Some(start), Some(end)) = (query.start_time, query.end_time)
             && end <= start
@@ -164,8 +163,7 @@ impl Hub {
             return Err(Error::invalid("end_time", "must be after start_time"));
         }
         let listing = query.listing(team);
-        let token = SeqPageToken::parse(page_token, &listing)
-            .map_err(|problem| Error::invalid("page_token", problem))?;
+        let token = page.after_seq(&listing)?;
         let filter = AuditFilter {
             action: query.action.map(|a| a.as_str().to_owned()),
             actor: query.actor.clone(),
@@ -173,20 +171,17 @@ impl Hub {
             end_time: query.end_time,
         };
         let mut rows = self
-            .store()
+            .store
             .list_audit(
                 team.as_str(),
                 &filter,
                 token.map(|t| t.0),
-                page_size.get() + 1,
+                page.size.read_limit(),
             )
             .await?;
-        let more = rows.len() as u64 > page_size.get();
-        rows.truncate(page_size.get() as usize);
-        let next_page_token = match (more, rows.last()) {
-            (true, Some(last)) => SeqPageToken(last.seq).encode(&listing),
-            _ => String::new(),
-        };
+        let next_page_token = page
+            .size
+            .cut(&mut rows, |last| SeqPageToken(last.seq).encode(&listing));
         let items = rows
             .iter()
             .map(AuditEvent::from_row)

@@ -1,13 +1,34 @@
 //! The domain: newtypes parsed at the edge, entities, the rules of the seed, and one error
-//! enum. It never imports tonic; storage is reached through `crate::store` only.
+//! enum. It never imports tonic; storage is reached through `crate::store` and sealing
+//! through `crate::crypto` only, and what `api` needs of them is re-exported from here.
+//!
+//! - [`hub`]: [`Hub`], the clock, and [`hub::Hub::write`], the one way a change is written
+//!   (its events and its audit record in its transaction).
+//! - [`installed_apps`], [`integrations`]: the operations on each resource.
+//! - [`reauth`]: state changes: breaking and restoring integrations, one or in bulk.
+//! - [`credentials`]: the credential check, resolution, idempotent creates.
+//! - [`audit`]: the audit log. [`rotation`]: re-sealing under a new key.
+//! - [`types`], [`model`], [`catalog`], [`error`]: values, entities, the service catalog and
+//!   the error enum.
 
 pub mod audit;
 pub mod catalog;
+pub mod credentials;
 pub mod error;
 pub mod hub;
+pub mod installed_apps;
+pub mod integrations;
 pub mod model;
+pub mod reauth;
 pub mod rotation;
 pub mod types;
 
+/// Plaintext credentials as requests carry them (they print `[REDACTED]` and wipe
+/// themselves).
+pub use crate::crypto::Credentials;
+pub use credentials::Resolved;
 pub use error::{Error, FieldViolation, Precondition, Result, Violations};
 pub use hub::Hub;
+pub use installed_apps::{AppChanges, NewApp};
+pub use integrations::{Binding, IntegrationChanges, IntegrationQuery, NewIntegration};
+pub use reauth::Reauth;

@@ -234,12 +234,53 @@ impl PageSize {
     pub fn get(self) -> u64 {
         self.0
     }
+
+    /// How many rows to read for a page: one more than it holds, to tell whether another
+    /// page follows.
+    pub fn read_limit(self) -> u64 {
+        self.0 + 1
+    }
+
+    /// Cuts `rows` (read with [`PageSize::read_limit`]) to this page; returns the token of the
+    /// next page, made by `token_after` from the last row kept, or empty when none follows.
+    pub fn cut<R>(self, rows: &mut Vec<R>, token_after: impl FnOnce(&R) -> String) -> String {
+        let more = rows.len() as u64 > self.0;
+        rows.truncate(self.0 as usize);
+        match (more, rows.last()) {
+            (true, Some(last)) => token_after(last),
+            _ => String::new(),
+        }
+    }
 }
 
 /// A page of results.
 pub struct Page<T> {
     pub items: Vec<T>,
     pub next_page_token: String,
+}
+
+/// Which page a listing request asks for. The token is checked where the listing is known
+/// (a token is bound to its listing and filters): by the domain, for every listing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PageRequest {
+    pub size: PageSize,
+    pub token: String,
+}
+
+impl PageRequest {
+    /// Where the page starts: after the row the token names, if it is a token of `listing`.
+    pub fn after(&self, listing: &str) -> super::error::Result<Option<PageToken>> {
+        PageToken::parse(&self.token, listing).map_err(page_token_violation)
+    }
+
+    /// As [`PageRequest::after`], for a listing ordered by sequence number.
+    pub fn after_seq(&self, listing: &str) -> super::error::Result<Option<SeqPageToken>> {
+        SeqPageToken::parse(&self.token, listing).map_err(page_token_violation)
+    }
+}
+
+fn page_token_violation(problem: String) -> super::error::Error {
+    super::error::Error::invalid("page_token", problem)
 }
 
 /// An opaque page token: where the previous page ended, bound to the listing it came from (a
@@ -251,6 +292,14 @@ pub struct PageToken {
 }
 
 impl PageToken {
+    /// The token of the page after the row created at `create_time` with `id`.
+    pub fn after(create_time: i64, id: &str) -> PageToken {
+        PageToken {
+            create_time,
+            id: id.to_owned(),
+        }
+    }
+
     pub fn encode(&self, listing: &str) -> String {
         URL_SAFE_NO_PAD.encode(format!("p1|{listing}|{}|{}", self.create_time, self.id))
     }
@@ -275,6 +324,15 @@ impl PageToken {
             create_time: time.parse().map_err(|_| invalid())?,
             id: parse_id(id, "id").map_err(|_| invalid())?,
         }))
+    }
+}
+
+impl From<PageToken> for crate::store::After {
+    fn from(token: PageToken) -> Self {
+        crate::store::After {
+            create_time: token.create_time,
+            id: token.id,
+        }
     }
 }
 

@@ -1,0 +1,298 @@
+//! Credentials: the one check of submitted credentials against the catalog, their
+//! resolution for a service principal (rule 2), and the fingerprints that make a create
+//! with an idempotency key safe to retry.
+
+use crate::crypto::{Aad, Credentials};
+use crate::store::{AppRow, IntegrationRow};
+
+use super::catalog::ServiceDef;
+use super::error::{Error, Precondition, Result};
+use super::hub::{
+    Audited, Done, Hub, app_owner, check_values, integration_owner, not_found_integration,
+};
+use super::model::{Actor, AuditAction, Integration, IntegrationState};
+use super::types::{IdempotencyKey, IntegrationName};
+
+/// Most credential entries an app or integration may hold.
+pub const MAX_CREDENTIAL_ENTRIES: usize = 20;
+/// Longest credential value, in bytes (OAuth access tokens can be a few KiB).
+pub const MAX_CREDENTIAL_VALUE: usize = 8192;
+
+/// Checks credentials against the fields `service` declares, naming each problem under
+/// `field` (`credentials`, or `credentials.values` where the request nests them). A
+/// problem's description never contains a submitted value.
+pub(super) fn check_credentials(
+    service: &ServiceDef,
+    field: &str,
+    credentials: &Credentials,
+) -> Result<()> {
+    check_values(
+        field,
+        &service.credential_fields,
+        credentials.expose(),
+        MAX_CREDENTIAL_ENTRIES,
+        MAX_CREDENTIAL_VALUE,
+    )
+}
+
+/// What ResolveIntegrationCredentials answers.
+pub struct Resolved {
+    pub integration: Integration,
+    pub credentials: Credentials,
+}
+
+/// SHA-256 (hex) of the non-secret content of a create request: what a retry with the same
+/// idempotency key must repeat. Parts are length-prefixed so no two requests share a text.
+fn fingerprint(parts: &[&str]) -> String {
+    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+    for part in parts {
+        context.update(&(part.len() as u64).to_be_bytes());
+        context.update(part.as_bytes());
+    }
+    context
+        .finish()
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A stored record a create made, with the fingerprint of the request that made it.
+pub(super) trait Fingerprinted {
+    fn fingerprint(&self) -> Option<&str>;
+}
+
+impl Fingerprinted for AppRow {
+    fn fingerprint(&self) -> Option<&str> {
+        self.request_fingerprint.as_deref()
+    }
+}
+
+impl Fingerprinted for IntegrationRow {
+    fn fingerprint(&self) -> Option<&str> {
+        self.request_fingerprint.as_deref()
+    }
+}
+
+/// A create's idempotency key and the fingerprint of its content (AIP-155).
+pub(super) struct Idempotency {
+    pub key: IdempotencyKey,
+    pub fingerprint: String,
+}
+
+impl Idempotency {
+    /// `None` without a key: such a create is never a retry.
+    pub fn of(key: Option<IdempotencyKey>, parts: &[&str]) -> Option<Idempotency> {
+        key.map(|key| Idempotency {
+            key,
+            fingerprint: fingerprint(parts),
+        })
+    }
+
+    /// What a record found under this key means: a record made by the same content is the
+    /// one this create retries; one made by other content is refused (REQUEST_ID_REUSED).
+    pub fn retry_of<R: Fingerprinted>(&self, found: Option<R>) -> Result<Option<R>> {
+        match found {
+            Some(row) if row.fingerprint().is_some_and(|f| f != self.fingerprint) => {
+                Err(Error::IdempotencyKeyReused)
+            }
+            found => Ok(found),
+        }
+    }
+}
+
+impl Hub {
+    /// The credentials an active integration uses, for a service principal (rule 2).
+    /// Every resolution is audited; the credentials are handed out only once the success
+    /// record is committed.
+    #[tracing::instrument(skip_all, fields(integration = %name))]
+    pub async fn resolve_credentials(
+        &self,
+        actor: &Actor,
+        name: &IntegrationName,
+    ) -> Result<Resolved> {
+        let audited = Audited::integration(AuditAction::IntegrationResolveCredentials, name);
+        let resolved = self
+            .write(actor, audited, async |_| {
+                Ok(Done::Commit(self.open_credentials(actor, name).await?))
+            })
+            .await?;
+        tracing::info!(
+            actor = %actor.subject,
+            integration = %name,
+            request_id = %actor.request_id,
+            "credentials resolved"
+        );
+        Ok(resolved)
+    }
+
+    async fn open_credentials(&self, actor: &Actor, name: &IntegrationName) -> Result<Resolved> {
+        if !actor.sees(&name.team) {
+            return Err(not_found_integration(name));
+        }
+        let row = self
+            .store
+            .get_integration(name.team.as_str(), &name.id)
+            .await?
+            .ok_or_else(|| not_found_integration(name))?;
+        let integration = Integration::from_row(&row)?;
+        if integration.state != IntegrationState::Active {
+            return Err(Error::precondition(
+                Precondition::WrongState,
+                "the integration is broken: there are no credentials to resolve",
+            ));
+        }
+        let (owner, sealed) = match (row.own_credentials, &integration.installed_app_id) {
+            (Some(sealed), _) => (integration_owner(&integration.id), sealed),
+            (None, Some(app_id)) => {
+                let app = self
+                    .store
+                    .get_app(name.team.as_str(), app_id)
+                    .await?
+                    .ok_or_else(|| Error::internal("active integration without its app"))?;
+                (app_owner(&app.id), app.credentials)
+            }
+            (None, None) => return Err(Error::internal("integration without credentials")),
+        };
+        let aad = Aad {
+            team: name.team.as_str(),
+            owner: &owner,
+        };
+        let credentials = self.keys.open_credentials(&aad, &sealed)?;
+        Ok(Resolved {
+            integration,
+            credentials,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::catalog::Catalog;
+    use std::collections::BTreeMap;
+
+    fn credentials(pairs: &[(&str, &str)]) -> Credentials {
+        Credentials::new(
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect::<BTreeMap<_, _>>(),
+        )
+    }
+
+    fn violations(result: Result<()>) -> Vec<(String, String)> {
+        match result {
+            Err(Error::Invalid(violations)) => violations
+                .into_iter()
+                .map(|v| (v.field, v.description))
+                .collect(),
+            other => panic!("expected INVALID_ARGUMENT, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn credentials_declared_by_the_service_pass() {
+        let catalog = Catalog::builtin();
+        let slack = catalog.service("slack").unwrap();
+        let given = credentials(&[("access_token", "xoxb-1"), ("team_id", "T1")]);
+        assert!(check_credentials(slack, "credentials", &given).is_ok());
+    }
+
+    #[test]
+    fn each_credential_problem_is_named_under_the_given_field_without_its_value() {
+        let catalog = Catalog::builtin();
+        let slack = catalog.service("slack").unwrap();
+        let long = "s".repeat(MAX_CREDENTIAL_VALUE + 1);
+        let given = credentials(&[("bogus", "secret-1"), ("team_id", &long)]);
+        let found = violations(check_credentials(slack, "credentials.values", &given));
+        let fields: Vec<&str> = found.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "credentials.values.access_token",
+                "credentials.values.bogus",
+                "credentials.values.team_id",
+            ]
+        );
+        assert!(found[0].1.contains("is required but missing"));
+        assert!(found[1].1.contains("is not a known field"));
+        assert!(found[2].1.contains("longer than 8192 bytes"));
+        for (_, description) in &found {
+            assert!(!description.contains("secret-1") && !description.contains(&long));
+        }
+    }
+
+    #[test]
+    fn credentials_are_limited_in_number_and_value_length() {
+        let catalog = Catalog::builtin();
+        let slack = catalog.service("slack").unwrap();
+        let exactly = "v".repeat(MAX_CREDENTIAL_VALUE);
+        let at_limit = credentials(&[("access_token", &exactly)]);
+        assert!(check_credentials(slack, "credentials", &at_limit).is_ok());
+
+        let mut many: Vec<(String, String)> = (0..MAX_CREDENTIAL_ENTRIES)
+            .map(|i| (format!("extra_{i}"), "x".to_owned()))
+            .collect();
+        many.push(("access_token".into(), "t".into()));
+        let many = Credentials::new(many.into_iter().collect());
+        let found = violations(check_credentials(slack, "credentials", &many));
+        assert_eq!(found[0].0, "credentials");
+        assert!(found[0].1.contains("at most 20 fields"));
+    }
+
+    #[test]
+    fn fingerprints_depend_on_every_part_and_its_boundaries() {
+        let one = fingerprint(&["installed_app", "slack", "Slack", "acme"]);
+        assert_eq!(one.len(), 64);
+        assert!(one.chars().all(|c| c.is_ascii_hexdigit()));
+        assert_eq!(
+            one,
+            fingerprint(&["installed_app", "slack", "Slack", "acme"])
+        );
+        assert_ne!(
+            one,
+            fingerprint(&["installed_app", "slack", "Slack", "acme2"])
+        );
+        // Length prefixes: moving a boundary changes the fingerprint.
+        assert_ne!(fingerprint(&["ab", "c"]), fingerprint(&["a", "bc"]));
+        assert_ne!(fingerprint(&["a", ""]), fingerprint(&["a"]));
+    }
+
+    fn app_row(fingerprint: Option<&str>) -> AppRow {
+        AppRow {
+            id: "a1".into(),
+            team: "acme".into(),
+            service: "slack".into(),
+            display_name: "Slack".into(),
+            connected_to: String::new(),
+            creator: "dana".into(),
+            state: "ACTIVE".into(),
+            key_version: 1,
+            credentials: Vec::new(),
+            request_id: Some("k1".into()),
+            request_fingerprint: fingerprint.map(str::to_owned),
+            version: 1,
+            create_time: 1,
+            update_time: 1,
+        }
+    }
+
+    #[test]
+    fn a_key_reused_with_other_content_is_refused_and_a_retry_is_answered() {
+        let key = IdempotencyKey::parse_optional("k1").unwrap();
+        assert!(Idempotency::of(None, &["x"]).is_none());
+        let create = Idempotency::of(key, &["installed_app", "slack", "Slack", ""]).unwrap();
+        let same = create.fingerprint.clone();
+
+        assert!(create.retry_of::<AppRow>(None).unwrap().is_none());
+        let retried = create.retry_of(Some(app_row(Some(&same)))).unwrap();
+        assert_eq!(retried.map(|r| r.id), Some("a1".to_owned()));
+        assert!(matches!(
+            create.retry_of(Some(app_row(Some("another request")))),
+            Err(Error::IdempotencyKeyReused)
+        ));
+        // A record stored without a fingerprint is taken as the same request.
+        assert!(create.retry_of(Some(app_row(None))).unwrap().is_some());
+    }
+}

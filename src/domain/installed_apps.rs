@@ -1,0 +1,287 @@
+//! Installed apps: create (idempotent with a key), read, list, edit (re-auth in place, rule
+//! 5) and delete (rule 3: the app goes and its integrations break, in one transaction).
+
+use crate::crypto::Credentials;
+use crate::store::{After, AppRow, IntegrationFilter, StoreError};
+
+use super::credentials::{Idempotency, check_credentials};
+use super::error::{Error, Result};
+use super::hub::{Audited, Done, Hub, app_owner, check_etag, not_found_app};
+use super::model::{
+    Actor, AppState, AuditAction, BrokenReason, InstalledApp, Integration, IntegrationState, Role,
+};
+use super::reauth::Transition;
+use super::types::{
+    AppName, ConnectedTo, DisplayName, IdempotencyKey, Page, PageRequest, PageToken, TeamId, new_id,
+};
+
+/// What the page tokens of ListInstalledApps are bound to.
+const APPS_LISTING: &str = "installedApps";
+
+/// A new installed app, parsed.
+pub struct NewApp {
+    pub service: String,
+    pub display_name: DisplayName,
+    pub connected_to: ConnectedTo,
+    pub credentials: Credentials,
+    pub idempotency_key: Option<IdempotencyKey>,
+}
+
+/// Changes to an installed app; `None` leaves a field as it is.
+pub struct AppChanges {
+    pub etag: Option<String>,
+    pub display_name: Option<DisplayName>,
+    pub connected_to: Option<ConnectedTo>,
+    pub credentials: Option<Credentials>,
+}
+
+/// The detail a deleted app's integrations carry: it keeps the app's display name, so a
+/// broken integration still says what it used.
+pub(super) fn deleted_detail(app: &AppRow, name: &AppName, actor: &Actor) -> String {
+    format!(
+        "installed app \"{}\" ({}) was deleted by {}",
+        app.display_name, name, actor.subject
+    )
+}
+
+impl Hub {
+    /// An app and how many integrations use it with its credentials.
+    pub(super) async fn app_with_count(&self, row: &AppRow) -> Result<InstalledApp> {
+        let team = TeamId::parse(&row.team).map_err(|_| Error::internal("stored team id"))?;
+        let counts = self
+            .store
+            .count_integrations(team.as_str(), std::slice::from_ref(&row.id))
+            .await?;
+        InstalledApp::from_row(row, counts.get(&row.id).copied().unwrap_or(0))
+    }
+
+    /// The app an earlier create with the same idempotency key made, if any.
+    async fn app_created_before(
+        &self,
+        team: &TeamId,
+        create: &Idempotency,
+    ) -> Result<Option<InstalledApp>> {
+        let found = self
+            .store
+            .find_app_by_request(team.as_str(), create.key.as_str())
+            .await?;
+        match create.retry_of(found)? {
+            Some(row) => Ok(Some(self.app_with_count(&row).await?)),
+            None => Ok(None),
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(team = %team, service = %input.service))]
+    pub async fn create_installed_app(
+        &self,
+        actor: &Actor,
+        team: TeamId,
+        input: NewApp,
+    ) -> Result<InstalledApp> {
+        let audited = Audited::new(AuditAction::InstalledAppCreate, &team, team.resource_name());
+        let (app, created) = self
+            .write(actor, audited, async move |w| {
+                let service = self.service(&input.service, "installed_app.service")?;
+                check_credentials(service, "credentials", &input.credentials)?;
+                let create = Idempotency::of(
+                    input.idempotency_key,
+                    &[
+                        "installed_app",
+                        &service.id,
+                        input.display_name.as_str(),
+                        input.connected_to.as_str(),
+                    ],
+                );
+                if let Some(create) = &create
+                    && let Some(earlier) = self.app_created_before(&team, create).await?
+                {
+                    return Ok(Done::Nothing((earlier, false)));
+                }
+                let id = new_id();
+                let now = self.now();
+                let (sealed, key_version) =
+                    self.seal(&team, &app_owner(&id), &input.credentials)?;
+                let row = AppRow {
+                    id,
+                    team: team.as_str().to_owned(),
+                    service: service.id.clone(),
+                    display_name: input.display_name.into_inner(),
+                    connected_to: input.connected_to.into_inner(),
+                    creator: actor.subject.clone(),
+                    state: AppState::Active.as_str().to_owned(),
+                    key_version,
+                    credentials: sealed,
+                    request_id: create.as_ref().map(|c| c.key.as_str().to_owned()),
+                    request_fingerprint: create.as_ref().map(|c| c.fingerprint.clone()),
+                    version: 1,
+                    create_time: now,
+                    update_time: now,
+                };
+                match (w.tx().await?.insert_app(row.clone()).await, &create) {
+                    (Ok(()), _) => {}
+                    // A concurrent retry with the same key won: answer with its app.
+                    (Err(StoreError::Conflict), Some(create)) => {
+                        w.roll_back();
+                        return match self.app_created_before(&team, create).await? {
+                            Some(earlier) => Ok(Done::Nothing((earlier, false))),
+                            None => Err(Error::internal("request id conflict without a row")),
+                        };
+                    }
+                    (Err(err), _) => return Err(err.into()),
+                }
+                w.names(AppName::new(team.clone(), row.id.clone()).to_string());
+                Ok(Done::Commit((InstalledApp::from_row(&row, 0)?, true)))
+            })
+            .await?;
+        if created {
+            tracing::info!(installed_app = %app.name.id, "installed app created");
+        }
+        Ok(app)
+    }
+
+    pub async fn get_installed_app(&self, actor: &Actor, name: &AppName) -> Result<InstalledApp> {
+        if !actor.sees(&name.team) {
+            return Err(not_found_app(name));
+        }
+        let (row, count) = self
+            .store
+            .get_app_with_count(name.team.as_str(), &name.id)
+            .await?
+            .ok_or_else(|| not_found_app(name))?;
+        InstalledApp::from_row(&row, count)
+    }
+
+    pub async fn list_installed_apps(
+        &self,
+        team: &TeamId,
+        page: PageRequest,
+    ) -> Result<Page<InstalledApp>> {
+        let after = page.after(APPS_LISTING)?.map(After::from);
+        let mut rows = self
+            .store
+            .list_apps(team.as_str(), after.as_ref(), page.size.read_limit())
+            .await?;
+        let next_page_token = page.size.cut(&mut rows, |last| {
+            PageToken::after(last.create_time, &last.id).encode(APPS_LISTING)
+        });
+        let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
+        let counts = self.store.count_integrations(team.as_str(), &ids).await?;
+        let items = rows
+            .iter()
+            .map(|r| InstalledApp::from_row(r, counts.get(&r.id).copied().unwrap_or(0)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Page {
+            items,
+            next_page_token,
+        })
+    }
+
+    #[tracing::instrument(skip_all, fields(installed_app = %name))]
+    pub async fn update_installed_app(
+        &self,
+        actor: &Actor,
+        name: &AppName,
+        changes: AppChanges,
+    ) -> Result<InstalledApp> {
+        let audited = Audited::app(AuditAction::InstalledAppUpdate, name);
+        let (row, restored) = self
+            .write(actor, audited, async move |w| {
+                let mut row = w.lock_app(name).await?;
+                if actor.role != Role::Admin && row.creator != actor.subject {
+                    return Err(Error::PermissionDenied(
+                        "only an admin or the developer who set up the installed app may edit it"
+                            .into(),
+                    ));
+                }
+                check_etag(&changes.etag, row.version)?;
+                let expected = row.version;
+                let now = self.now();
+                if let Some(display_name) = changes.display_name {
+                    row.display_name = display_name.into_inner();
+                }
+                if let Some(connected_to) = changes.connected_to {
+                    row.connected_to = connected_to.into_inner();
+                }
+                let mut restored = Vec::new();
+                if let Some(credentials) = &changes.credentials {
+                    let service = self.service(&row.service, "installed_app.service")?;
+                    check_credentials(service, "credentials", credentials)?;
+                    (row.credentials, row.key_version) =
+                        self.seal(&name.team, &app_owner(&row.id), credentials)?;
+                    row.state = AppState::Active.as_str().to_owned();
+                    // Re-auth in place: what broke because these credentials were rejected
+                    // works again.
+                    let filter = IntegrationFilter {
+                        installed_app_id: Some(row.id.clone()),
+                        state: Some(IntegrationState::Broken.as_str().to_owned()),
+                        broken_reason: Some(BrokenReason::CredentialsRejected.as_str().to_owned()),
+                        app_bound_only: true,
+                    };
+                    let restore = Transition::Restore { rebind_to: None };
+                    restored = self
+                        .change_state(w, name.team.as_str(), &filter, &restore, now)
+                        .await?;
+                }
+                row.version += 1;
+                row.update_time = now;
+                if !w.tx().await?.update_app(row.clone(), expected).await? {
+                    return Err(Error::EtagMismatch(
+                        "the installed app changed concurrently; read it again".into(),
+                    ));
+                }
+                Ok(Done::Commit((row, restored.len())))
+            })
+            .await?;
+        tracing::info!(restored, "installed app updated");
+        self.app_with_count(&row).await
+    }
+
+    /// Deletes an app and breaks its integrations, all in one transaction (rule 3). With
+    /// `validate_only`, answers what would break and changes nothing.
+    #[tracing::instrument(skip_all, fields(installed_app = %name, validate_only))]
+    pub async fn delete_installed_app(
+        &self,
+        actor: &Actor,
+        name: &AppName,
+        etag: Option<String>,
+        validate_only: bool,
+    ) -> Result<Vec<String>> {
+        let team = name.team.as_str();
+        let filter = IntegrationFilter {
+            installed_app_id: Some(name.id.clone()),
+            app_bound_only: true,
+            ..Default::default()
+        };
+        if validate_only {
+            // A preview changes nothing: it is a read, and reads are not audited. It locks
+            // what the delete would, so it answers what a delete now would break.
+            let mut draft = self.draft(actor);
+            let app = draft.lock_app(name).await?;
+            check_etag(&etag, app.version)?;
+            let affected = draft.tx().await?.lock_integrations(team, &filter).await?;
+            return Ok(affected
+                .iter()
+                .map(|r| format!("teams/{team}/integrations/{}", r.id))
+                .collect());
+        }
+        let audited = Audited::app(AuditAction::InstalledAppDelete, name);
+        let broken = self
+            .write(actor, audited, async move |w| {
+                let app = w.lock_app(name).await?;
+                check_etag(&etag, app.version)?;
+                let now = self.now();
+                let deleted = Transition::Break {
+                    reason: BrokenReason::InstalledAppDeleted,
+                    detail: deleted_detail(&app, name, actor),
+                };
+                let broken = self.change_state(w, team, &filter, &deleted, now).await?;
+                if !w.tx().await?.delete_app(team, &name.id).await? {
+                    return Err(Error::internal("locked installed app vanished"));
+                }
+                Ok(Done::Commit(broken))
+            })
+            .await?;
+        tracing::info!(broken = broken.len(), "installed app deleted");
+        Ok(broken.iter().map(Integration::name).collect())
+    }
+}

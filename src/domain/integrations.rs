@@ -1,0 +1,375 @@
+//! Integrations: create (bound to an installed app or with credentials of their own;
+//! idempotent with a key), read, list (with the event cursor as of the listing), edit and
+//! delete, each change with its event.
+
+use std::collections::BTreeMap;
+
+use crate::crypto::Credentials;
+use crate::store::{After, AppRow, IntegrationFilter, IntegrationRow, StoreError, Tx};
+
+use super::catalog::IntegrationTypeDef;
+use super::credentials::{Idempotency, check_credentials};
+use super::error::{Error, Precondition, Result};
+use super::hub::{
+    Audited, Done, Hub, check_etag, check_values, integration_owner, not_found_app,
+    not_found_integration,
+};
+use super::model::{
+    Actor, AppState, AuditAction, EventKind, Integration, IntegrationState, config_json,
+};
+use super::types::{
+    AppName, Cursor, DisplayName, IdempotencyKey, IntegrationName, Page, PageRequest, PageToken,
+    TeamId, new_id,
+};
+
+/// Most config entries of an integration.
+pub const MAX_CONFIG_ENTRIES: usize = 50;
+/// Longest config value, in bytes.
+pub const MAX_CONFIG_VALUE: usize = 2048;
+
+/// How a new integration authenticates.
+pub enum Binding {
+    App(AppName),
+    Own {
+        service: String,
+        credentials: Credentials,
+    },
+}
+
+/// A new integration, parsed.
+pub struct NewIntegration {
+    pub type_id: String,
+    pub display_name: DisplayName,
+    pub config: BTreeMap<String, String>,
+    pub binding: Binding,
+    pub idempotency_key: Option<IdempotencyKey>,
+}
+
+/// Changes to an integration.
+pub struct IntegrationChanges {
+    pub etag: Option<String>,
+    pub display_name: Option<DisplayName>,
+    pub config: Option<BTreeMap<String, String>>,
+}
+
+/// Filters of an integration listing.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IntegrationQuery {
+    pub installed_app: Option<AppName>,
+    pub state: Option<IntegrationState>,
+}
+
+impl IntegrationQuery {
+    /// What a page token is bound to: a token of one filter is refused with another.
+    pub(super) fn listing(&self) -> String {
+        format!(
+            "integrations:{}:{}",
+            self.installed_app
+                .as_ref()
+                .map(|a| a.id.as_str())
+                .unwrap_or(""),
+            self.state.map(|s| s.as_str()).unwrap_or("")
+        )
+    }
+}
+
+/// Checks an integration's config against the fields its type declares.
+fn check_config(
+    integration_type: &IntegrationTypeDef,
+    config: &BTreeMap<String, String>,
+) -> Result<()> {
+    check_values(
+        "integration.config",
+        &integration_type.config_fields,
+        config,
+        MAX_CONFIG_ENTRIES,
+        MAX_CONFIG_VALUE,
+    )
+}
+
+impl Hub {
+    /// An app an integration may be bound to: in the same team, existing, and ACTIVE. Share-
+    /// locked until commit, so it cannot be deleted (or its state change) under the new binding.
+    pub(super) async fn bindable_app(
+        &self,
+        tx: &Tx,
+        team: &TeamId,
+        name: &AppName,
+    ) -> Result<AppRow> {
+        // Another team's app answers exactly as a missing one (rule 7).
+        if name.team != *team {
+            return Err(not_found_app(name));
+        }
+        let app = tx
+            .share_app(team.as_str(), &name.id)
+            .await?
+            .ok_or_else(|| not_found_app(name))?;
+        if app.state != AppState::Active.as_str() {
+            return Err(Error::precondition(
+                Precondition::WrongState,
+                "the installed app needs reauthentication; update its credentials first",
+            ));
+        }
+        Ok(app)
+    }
+
+    /// The integration an earlier create with the same idempotency key made, if any.
+    async fn integration_created_before(
+        &self,
+        team: &TeamId,
+        create: &Idempotency,
+    ) -> Result<Option<Integration>> {
+        let found = self
+            .store
+            .find_integration_by_request(team.as_str(), create.key.as_str())
+            .await?;
+        create
+            .retry_of(found)?
+            .map(|row| Integration::from_row(&row))
+            .transpose()
+    }
+
+    #[tracing::instrument(skip_all, fields(team = %team, integration_type = %input.type_id))]
+    pub async fn create_integration(
+        &self,
+        actor: &Actor,
+        team: TeamId,
+        input: NewIntegration,
+    ) -> Result<Integration> {
+        let audited = Audited::new(AuditAction::IntegrationCreate, &team, team.resource_name());
+        let (integration, created) = self
+            .write(actor, audited, async move |w| {
+                let Some((service, integration_type)) =
+                    self.catalog.integration_type(&input.type_id)
+                else {
+                    return Err(Error::invalid(
+                        "integration.type",
+                        "is not an integration type of the catalog",
+                    ));
+                };
+                check_config(integration_type, &input.config)?;
+                if let Binding::Own {
+                    service: own_service,
+                    credentials,
+                } = &input.binding
+                {
+                    if *own_service != service.id {
+                        return Err(Error::invalid(
+                            "integration.service",
+                            "must be the service of the integration type",
+                        ));
+                    }
+                    check_credentials(service, "credentials", credentials)?;
+                }
+                let config = config_json(&input.config)?;
+                let binding = match &input.binding {
+                    Binding::App(app) => app.to_string(),
+                    Binding::Own { service, .. } => format!("own:{service}"),
+                };
+                let create = Idempotency::of(
+                    input.idempotency_key,
+                    &[
+                        "integration",
+                        &integration_type.id,
+                        input.display_name.as_str(),
+                        &config,
+                        &binding,
+                    ],
+                );
+                if let Some(create) = &create
+                    && let Some(earlier) = self.integration_created_before(&team, create).await?
+                {
+                    return Ok(Done::Nothing((earlier, false)));
+                }
+                let id = new_id();
+                let now = self.now();
+                let mut row = IntegrationRow {
+                    id: id.clone(),
+                    team: team.as_str().to_owned(),
+                    installed_app_id: None,
+                    service: service.id.clone(),
+                    type_id: integration_type.id.clone(),
+                    display_name: input.display_name.into_inner(),
+                    config,
+                    state: IntegrationState::Active.as_str().to_owned(),
+                    broken_reason: None,
+                    broken_detail: None,
+                    broken_time: None,
+                    own_credentials: None,
+                    key_version: None,
+                    creator: actor.subject.clone(),
+                    request_id: create.as_ref().map(|c| c.key.as_str().to_owned()),
+                    request_fingerprint: create.as_ref().map(|c| c.fingerprint.clone()),
+                    version: 1,
+                    create_time: now,
+                    update_time: now,
+                };
+                match &input.binding {
+                    Binding::Own { credentials, .. } => {
+                        let (sealed, key_version) =
+                            self.seal(&team, &integration_owner(&id), credentials)?;
+                        row.key_version = Some(key_version);
+                        row.own_credentials = Some(sealed);
+                    }
+                    Binding::App(app_name) => {
+                        let app = self.bindable_app(w.tx().await?, &team, app_name).await?;
+                        if app.service != service.id {
+                            return Err(Error::invalid(
+                                "integration.type",
+                                "is not offered by the installed app's service",
+                            ));
+                        }
+                        row.installed_app_id = Some(app.id);
+                    }
+                }
+                let integration = Integration::from_row(&row)?;
+                match (w.tx().await?.insert_integration(row).await, &create) {
+                    (Ok(()), _) => {}
+                    // A concurrent retry with the same key won: answer with its integration.
+                    (Err(StoreError::Conflict), Some(create)) => {
+                        w.roll_back();
+                        return match self.integration_created_before(&team, create).await? {
+                            Some(earlier) => Ok(Done::Nothing((earlier, false))),
+                            None => Err(Error::internal("request id conflict without a row")),
+                        };
+                    }
+                    (Err(err), _) => return Err(err.into()),
+                }
+                w.event(EventKind::Created, &integration, None)?;
+                w.names(integration.name());
+                Ok(Done::Commit((integration, true)))
+            })
+            .await?;
+        if created {
+            tracing::info!(integration = %integration.id, "integration created");
+        }
+        Ok(integration)
+    }
+
+    pub async fn get_integration(
+        &self,
+        actor: &Actor,
+        name: &IntegrationName,
+    ) -> Result<Integration> {
+        if !actor.sees(&name.team) {
+            return Err(not_found_integration(name));
+        }
+        let row = self
+            .store
+            .get_integration(name.team.as_str(), &name.id)
+            .await?
+            .ok_or_else(|| not_found_integration(name))?;
+        Integration::from_row(&row)
+    }
+
+    /// A page of integrations and the event cursor as of the same snapshot.
+    pub async fn list_integrations(
+        &self,
+        team: &TeamId,
+        query: IntegrationQuery,
+        page: PageRequest,
+    ) -> Result<(Page<Integration>, Cursor)> {
+        if let Some(app) = &query.installed_app
+            && app.team != *team
+        {
+            return Err(Error::invalid(
+                "installed_app",
+                "must be an installed app of the parent team",
+            ));
+        }
+        let listing = query.listing();
+        let after = page.after(&listing)?.map(After::from);
+        let filter = IntegrationFilter {
+            installed_app_id: query.installed_app.map(|a| a.id),
+            state: query.state.map(|s| s.as_str().to_owned()),
+            ..Default::default()
+        };
+        // Every change the listing does not show has an event after the cursor.
+        let (mut rows, cursor) = self
+            .store
+            .list_integrations_at_cursor(
+                team.as_str(),
+                &filter,
+                after.as_ref(),
+                page.size.read_limit(),
+            )
+            .await?;
+        let next_page_token = page.size.cut(&mut rows, |last| {
+            PageToken::after(last.create_time, &last.id).encode(&listing)
+        });
+        let items = rows
+            .iter()
+            .map(Integration::from_row)
+            .collect::<Result<Vec<_>>>()?;
+        Ok((
+            Page {
+                items,
+                next_page_token,
+            },
+            Cursor(cursor),
+        ))
+    }
+
+    #[tracing::instrument(skip_all, fields(integration = %name))]
+    pub async fn update_integration(
+        &self,
+        actor: &Actor,
+        name: &IntegrationName,
+        changes: IntegrationChanges,
+    ) -> Result<Integration> {
+        let audited = Audited::integration(AuditAction::IntegrationUpdate, name);
+        self.write(actor, audited, async move |w| {
+            let mut row = w.lock_integration(name).await?;
+            check_etag(&changes.etag, row.version)?;
+            let mut integration = Integration::from_row(&row)?;
+            if let Some(display_name) = changes.display_name {
+                integration.display_name = display_name.into_inner();
+            }
+            if let Some(config) = changes.config {
+                let (_, integration_type) = self
+                    .catalog
+                    .integration_type(&integration.type_id)
+                    .ok_or_else(|| Error::internal("stored integration type left the catalog"))?;
+                check_config(integration_type, &config)?;
+                integration.config = config;
+            }
+            let expected = row.version;
+            integration.version += 1;
+            integration.update_time = self.now();
+            integration.apply_to(&mut row)?;
+            if !w.tx().await?.update_integration(row, expected).await? {
+                return Err(Error::internal("locked integration changed"));
+            }
+            w.event(EventKind::Updated, &integration, None)?;
+            Ok(Done::Commit(integration))
+        })
+        .await
+    }
+
+    #[tracing::instrument(skip_all, fields(integration = %name))]
+    pub async fn delete_integration(
+        &self,
+        actor: &Actor,
+        name: &IntegrationName,
+        etag: Option<String>,
+    ) -> Result<()> {
+        let audited = Audited::integration(AuditAction::IntegrationDelete, name);
+        self.write(actor, audited, async move |w| {
+            let row = w.lock_integration(name).await?;
+            check_etag(&etag, row.version)?;
+            let mut integration = Integration::from_row(&row)?;
+            integration.update_time = self.now();
+            if !w
+                .tx()
+                .await?
+                .delete_integration(name.team.as_str(), &name.id)
+                .await?
+            {
+                return Err(Error::internal("locked integration vanished"));
+            }
+            w.event(EventKind::Deleted, &integration, None)?;
+            Ok(Done::Commit(()))
+        })
+        .await
+    }
+}

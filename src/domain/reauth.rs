@@ -1,0 +1,290 @@
+//! Integration state changes: breaking (an app deleted, rule 3, or its credentials rejected,
+//! rule 6) and restoring (reauthentication of one integration, or of every integration a
+//! deleted app broke onto a replacement, rule 4). Every change of state appends one event
+//! per integration.
+
+use crate::crypto::Credentials;
+use crate::store::{IntegrationFilter, IntegrationRow, StateChange};
+
+use super::credentials::check_credentials;
+use super::error::{Error, Precondition, Result};
+use super::hub::{Audited, Done, Hub, Write, integration_owner, not_found_app};
+use super::model::{
+    Actor, AppState, AuditAction, BrokenReason, EventKind, InstalledApp, Integration,
+    IntegrationState,
+};
+use super::types::{AppName, IntegrationName, RejectionDetail, TeamId};
+
+/// How to reauthenticate a broken integration.
+pub enum Reauth {
+    App(AppName),
+    Credentials(Credentials),
+}
+
+/// A change of state applied to many integrations at once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum Transition {
+    /// They become BROKEN for `reason`; `detail` says what happened, for people.
+    Break {
+        reason: BrokenReason,
+        detail: String,
+    },
+    /// They become ACTIVE again, rebound to the app `rebind_to` when given (bulk
+    /// reauthentication), else on the binding they have.
+    Restore { rebind_to: Option<String> },
+}
+
+impl Transition {
+    /// The event each changed integration gets.
+    pub fn event_kind(&self) -> EventKind {
+        match self {
+            Transition::Break { .. } => EventKind::Broken,
+            Transition::Restore { .. } => EventKind::Restored,
+        }
+    }
+
+    pub fn reason(&self) -> Option<BrokenReason> {
+        match self {
+            Transition::Break { reason, .. } => Some(*reason),
+            Transition::Restore { .. } => None,
+        }
+    }
+
+    /// The new values, at `now`, for the store's bulk update.
+    pub fn change(&self, now: i64) -> StateChange {
+        match self {
+            Transition::Break { reason, detail } => StateChange {
+                state: IntegrationState::Broken.as_str().to_owned(),
+                broken_reason: Some(reason.as_str().to_owned()),
+                broken_detail: Some(detail.clone()),
+                broken_time: Some(now),
+                installed_app_id: None,
+                update_time: now,
+            },
+            Transition::Restore { rebind_to } => StateChange {
+                state: IntegrationState::Active.as_str().to_owned(),
+                broken_reason: None,
+                broken_detail: None,
+                broken_time: None,
+                installed_app_id: rebind_to.clone(),
+                update_time: now,
+            },
+        }
+    }
+}
+
+/// Applies `change` to a row read before the bulk update, as the update does in the
+/// database (one more version, the binding kept unless it rebinds).
+pub(super) fn apply(change: &StateChange, row: &mut IntegrationRow) {
+    row.state = change.state.clone();
+    row.broken_reason = change.broken_reason.clone();
+    row.broken_detail = change.broken_detail.clone();
+    row.broken_time = change.broken_time;
+    row.update_time = change.update_time;
+    row.version += 1;
+    if let Some(app) = &change.installed_app_id {
+        row.installed_app_id = Some(app.clone());
+    }
+}
+
+/// The detail of integrations broken by a reported rejection: the app's display name, and
+/// what the third party said when there is something.
+pub(super) fn rejected_detail(app_display_name: &str, said: &str) -> String {
+    if said.is_empty() {
+        format!("the third party rejected the credentials of installed app \"{app_display_name}\"")
+    } else {
+        format!(
+            "the third party rejected the credentials of installed app \"{app_display_name}\": {said}"
+        )
+    }
+}
+
+impl Hub {
+    /// Applies one state change to every integration of `team` matching `filter`, and an
+    /// event each on commit; returns the integrations as they are after the change.
+    pub(super) async fn change_state(
+        &self,
+        w: &mut Write<'_>,
+        team: &str,
+        filter: &IntegrationFilter,
+        transition: &Transition,
+        now: i64,
+    ) -> Result<Vec<Integration>> {
+        let tx = w.tx().await?;
+        let rows = tx.lock_integrations(team, filter).await?;
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let change = transition.change(now);
+        let changed = tx.change_integrations(team, filter, &change).await?;
+        if changed != rows.len() as u64 {
+            return Err(Error::internal(
+                "bulk change touched other rows than it read",
+            ));
+        }
+        let mut after = Vec::with_capacity(rows.len());
+        for mut row in rows {
+            apply(&change, &mut row);
+            let integration = Integration::from_row(&row)?;
+            w.event(transition.event_kind(), &integration, transition.reason())?;
+            after.push(integration);
+        }
+        Ok(after)
+    }
+
+    /// A service reports that the third party rejected an app's credentials (rule 6): the
+    /// app needs reauthentication and its active integrations break.
+    #[tracing::instrument(skip_all, fields(installed_app = %name))]
+    pub async fn report_credentials_rejected(
+        &self,
+        actor: &Actor,
+        name: &AppName,
+        detail: RejectionDetail,
+    ) -> Result<InstalledApp> {
+        let audited = Audited::app(AuditAction::InstalledAppReportRejected, name);
+        let (row, broken) = self
+            .write(actor, audited, async move |w| {
+                let mut row = w.lock_app(name).await?;
+                let now = self.now();
+                let rejected = Transition::Break {
+                    reason: BrokenReason::CredentialsRejected,
+                    detail: rejected_detail(&row.display_name, detail.as_str()),
+                };
+                let filter = IntegrationFilter {
+                    installed_app_id: Some(name.id.clone()),
+                    state: Some(IntegrationState::Active.as_str().to_owned()),
+                    app_bound_only: true,
+                    ..Default::default()
+                };
+                let broken = self
+                    .change_state(w, name.team.as_str(), &filter, &rejected, now)
+                    .await?;
+                let expected = row.version;
+                row.state = AppState::NeedsReauth.as_str().to_owned();
+                row.version += 1;
+                row.update_time = now;
+                if !w.tx().await?.update_app(row.clone(), expected).await? {
+                    return Err(Error::internal("locked installed app changed"));
+                }
+                Ok(Done::Commit((row, broken.len())))
+            })
+            .await?;
+        tracing::info!(broken, "credentials rejected");
+        self.app_with_count(&row).await
+    }
+
+    /// Brings one broken integration back (rule 4), bound to an app or to credentials of
+    /// its own.
+    #[tracing::instrument(skip_all, fields(integration = %name))]
+    pub async fn reauthenticate_integration(
+        &self,
+        actor: &Actor,
+        name: &IntegrationName,
+        reauth: Reauth,
+    ) -> Result<Integration> {
+        let audited = Audited::integration(AuditAction::IntegrationReauthenticate, name);
+        self.write(actor, audited, async move |w| {
+            let mut row = w.lock_integration(name).await?;
+            if row.state != IntegrationState::Broken.as_str() {
+                return Err(Error::precondition(
+                    Precondition::WrongState,
+                    "the integration is not broken",
+                ));
+            }
+            let now = self.now();
+            match reauth {
+                Reauth::App(app_name) => {
+                    let app = self
+                        .bindable_app(w.tx().await?, &name.team, &app_name)
+                        .await?;
+                    if app.service != row.service {
+                        return Err(Error::precondition(
+                            Precondition::ServiceMismatch,
+                            "the installed app is of another service than the integration",
+                        ));
+                    }
+                    row.installed_app_id = Some(app.id);
+                    row.own_credentials = None;
+                    row.key_version = None;
+                }
+                Reauth::Credentials(credentials) => {
+                    let service = self.service(&row.service, "credentials")?;
+                    check_credentials(service, "credentials.values", &credentials)?;
+                    let (sealed, key_version) =
+                        self.seal(&name.team, &integration_owner(&row.id), &credentials)?;
+                    row.key_version = Some(key_version);
+                    row.own_credentials = Some(sealed);
+                    row.installed_app_id = None;
+                }
+            }
+            let expected = row.version;
+            apply(
+                &Transition::Restore { rebind_to: None }.change(now),
+                &mut row,
+            );
+            let integration = Integration::from_row(&row)?;
+            if !w.tx().await?.update_integration(row, expected).await? {
+                return Err(Error::internal("locked integration changed"));
+            }
+            w.event(EventKind::Restored, &integration, None)?;
+            Ok(Done::Commit(integration))
+        })
+        .await
+    }
+
+    /// Rebinds every broken integration that used `from` onto `to`, in one transaction.
+    /// Audited with `from` as the resource: the app whose broken integrations were rebound.
+    #[tracing::instrument(skip_all, fields(from = %from, to = %to))]
+    pub async fn reauthenticate_integrations(
+        &self,
+        actor: &Actor,
+        team: TeamId,
+        from: AppName,
+        to: AppName,
+    ) -> Result<Vec<Integration>> {
+        let audited = Audited::new(
+            AuditAction::IntegrationReauthenticateBulk,
+            &team,
+            from.to_string(),
+        );
+        let restored = self
+            .write(actor, audited, async |w| {
+                // Another team's app answers exactly as a missing one (rule 7).
+                if from.team != team {
+                    return Err(not_found_app(&from));
+                }
+                if from == to {
+                    return Err(Error::invalid(
+                        "to_installed_app",
+                        "must differ from from_installed_app",
+                    ));
+                }
+                let tx = w.tx().await?;
+                let target = self.bindable_app(tx, &team, &to).await?;
+                let filter = IntegrationFilter {
+                    installed_app_id: Some(from.id.clone()),
+                    state: Some(IntegrationState::Broken.as_str().to_owned()),
+                    app_bound_only: true,
+                    ..Default::default()
+                };
+                let candidates = tx.lock_integrations(team.as_str(), &filter).await?;
+                if candidates.iter().any(|r| r.service != target.service) {
+                    return Err(Error::precondition(
+                        Precondition::ServiceMismatch,
+                        "the replacement installed app is of another service than the integrations",
+                    ));
+                }
+                let now = self.now();
+                let restore = Transition::Restore {
+                    rebind_to: Some(target.id),
+                };
+                let restored = self
+                    .change_state(w, team.as_str(), &filter, &restore, now)
+                    .await?;
+                Ok(Done::Commit(restored))
+            })
+            .await?;
+        tracing::info!(restored = restored.len(), "integrations reauthenticated");
+        Ok(restored)
+    }
+}
