@@ -4,7 +4,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
+use tokio_stream::StreamExt;
+use tokio_stream::adapters::Map;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status};
 
@@ -16,21 +18,13 @@ use super::{accept, convert, status, status_with_reason};
 use crate::domain::model::Event;
 use crate::domain::types::{Cursor, IntegrationName};
 use crate::domain::{Error, Hub, Precondition};
-use crate::events::{Delivery, EventBus, StreamLimits, follow};
+use crate::events::{EndReason, EventBus, StreamLimits, WatchError, WatchItem, Watches};
 use crate::pb;
 use crate::pb::integration_service_server::IntegrationService;
 
-/// Messages buffered per watch stream before the subscriber task waits for the client.
-const STREAM_BUFFER: usize = 16;
-/// Most events in one stream message.
-const MESSAGE_EVENTS: usize = 100;
-
 pub struct Integrations {
     hub: Arc<Hub>,
-    bus: EventBus,
-    limits: StreamLimits,
-    checkpoint_every: Duration,
-    stop: watch::Receiver<bool>,
+    watches: Watches,
 }
 
 impl Integrations {
@@ -43,11 +37,20 @@ impl Integrations {
     ) -> Self {
         Integrations {
             hub,
-            bus,
-            limits,
-            checkpoint_every,
-            stop,
+            watches: Watches::new(bus, limits, checkpoint_every, stop),
         }
+    }
+}
+
+/// Why a watch could not start, as the client sees it.
+fn watch_refused(err: WatchError) -> Error {
+    match err {
+        WatchError::CursorAhead => Error::invalid("start_cursor", err.to_string()),
+        WatchError::CursorExpired => {
+            Error::precondition(Precondition::CursorExpired, err.to_string())
+        }
+        WatchError::TooMany(message) => Error::ResourceExhausted(message.into()),
+        WatchError::Store(err) => err.into(),
     }
 }
 
@@ -61,6 +64,40 @@ fn stream_ended(pos: i64, message: &str) -> Status {
         HashMap::from([("cursor".to_owned(), cursor)]),
     )
 }
+
+/// One message of a watch stream, as the client sees it.
+fn watch_message(item: WatchItem) -> Result<pb::WatchIntegrationEventsResponse, Status> {
+    match item {
+        WatchItem::Message {
+            events,
+            cursor,
+            checkpoint,
+        } => {
+            let events = events
+                .iter()
+                .map(|row| Event::from_row(row).map(|e| convert::event(&e)))
+                .collect::<Result<Vec<_>, Error>>()
+                .map_err(status)?;
+            Ok(pb::WatchIntegrationEventsResponse {
+                events,
+                cursor: Cursor(cursor).encode(),
+                checkpoint,
+            })
+        }
+        WatchItem::End { cursor, reason } => Err(stream_ended(
+            cursor,
+            match reason {
+                EndReason::Shutdown => "the server is shutting down",
+                EndReason::Unavailable => "the event log is unavailable",
+            },
+        )),
+    }
+}
+
+type WatchStream = Map<
+    ReceiverStream<WatchItem>,
+    fn(WatchItem) -> Result<pb::WatchIntegrationEventsResponse, Status>,
+>;
 
 #[tonic::async_trait]
 impl IntegrationService for Integrations {
@@ -189,8 +226,7 @@ impl IntegrationService for Integrations {
         }))
     }
 
-    type WatchIntegrationEventsStream =
-        ReceiverStream<Result<pb::WatchIntegrationEventsResponse, Status>>;
+    type WatchIntegrationEventsStream = WatchStream;
 
     async fn watch_integration_events(
         &self,
@@ -198,127 +234,12 @@ impl IntegrationService for Integrations {
     ) -> Result<Response<Self::WatchIntegrationEventsStream>, Status> {
         let (actor, req): (_, WatchEvents) = accept(request)?;
         let scope = self.hub.watch_scope(&actor, &req.parent).map_err(status)?;
-        let (start, types) = (req.start, req.kinds);
-        let newest = self
-            .bus
-            .store()
-            .max_event_seq()
-            .await
-            .map_err(|e| status(e.into()))?;
-        let pos = match start {
-            Some(Cursor(seq)) if seq > newest => {
-                return Err(status(Error::invalid(
-                    "start_cursor",
-                    "is ahead of the event log (a cursor of another deployment?)",
-                )));
-            }
-            Some(Cursor(seq)) => {
-                let pruned = self
-                    .bus
-                    .store()
-                    .pruned_through()
-                    .await
-                    .map_err(|e| status(e.into()))?;
-                if seq < pruned {
-                    return Err(status(Error::precondition(
-                        Precondition::CursorExpired,
-                        "the cursor is older than the event retention; list the integrations again and watch from the listing's event_cursor",
-                    )));
-                }
-                seq
-            }
-            None => newest,
-        };
-        let principal = format!(
-            "{}/{}",
-            actor.team.as_ref().map(|t| t.as_str()).unwrap_or("*"),
-            actor.subject
-        );
-        let slot = self
-            .limits
-            .acquire(&principal)
-            .map_err(|message| status(Error::ResourceExhausted(message.into())))?;
-        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-        if start.is_none() {
-            let first = pb::WatchIntegrationEventsResponse {
-                events: Vec::new(),
-                cursor: Cursor(pos).encode(),
-                checkpoint: true,
-            };
-            tx.send(Ok(first))
-                .await
-                .map_err(|_| status(Error::internal("fresh watch channel closed")))?;
-        }
-        let bus = self.bus.clone();
-        let metrics = self.bus.metrics().clone();
-        let stop = self.stop.clone();
-        let every = self.checkpoint_every;
         let team = scope.map(|t| t.as_str().to_owned());
-        tokio::spawn(async move {
-            // Holds this stream's place in the limits until the stream ends.
-            let _slot = slot;
-            let keep =
-                |e: &crate::store::EventRow| types.is_empty() || types.contains(e.kind.as_str());
-            let sender = tx.clone();
-            let deliver = move |delivery: Delivery| {
-                let sender = sender.clone();
-                let metrics = metrics.clone();
-                async move {
-                    let (rows, pos, checkpoint) = match delivery {
-                        Delivery::Checkpoint(pos) => (Vec::new(), pos, true),
-                        Delivery::Events(rows, pos) => (rows, pos, false),
-                    };
-                    // At most MESSAGE_EVENTS events a message: what a stalled client holds in its
-                    // queue stays small. Each message's cursor is its last event's, and the last
-                    // message's is the position after the whole delivery.
-                    let chunks: Vec<_> = rows.chunks(MESSAGE_EVENTS).collect();
-                    let count = chunks.len().max(1);
-                    for index in 0..count {
-                        let chunk = chunks.get(index).copied().unwrap_or_default();
-                        let cursor = match chunk.last() {
-                            Some(last) if index + 1 < count => last.seq,
-                            _ => pos,
-                        };
-                        let message = chunk
-                            .iter()
-                            .map(|row| Event::from_row(row).map(|e| convert::event(&e)))
-                            .collect::<Result<Vec<_>, Error>>()
-                            .map(|events| pb::WatchIntegrationEventsResponse {
-                                events,
-                                cursor: Cursor(cursor).encode(),
-                                checkpoint,
-                            })
-                            .map_err(status);
-                        if let Ok(message) = &message {
-                            metrics.events_delivered.fetch_add(
-                                message.events.len() as u64,
-                                std::sync::atomic::Ordering::Relaxed,
-                            );
-                        }
-                        let failed = message.is_err();
-                        // A closed channel means the client went away.
-                        if sender.send(message).await.is_err() || failed {
-                            return false;
-                        }
-                    }
-                    true
-                }
-            };
-            let outcome = tokio::select! {
-                outcome = follow(&bus, team, keep, pos, every, stop, deliver) => outcome,
-                // The client left: end now, freeing its place, rather than at the next send.
-                _ = tx.closed() => return,
-            };
-            let ended = match outcome {
-                Ok(pos) => stream_ended(pos, "the server is shutting down"),
-                Err(err) => {
-                    tracing::warn!(error = %anyhow::Error::from(err), "watch stream failed");
-                    stream_ended(pos, "the event log is unavailable")
-                }
-            };
-            // Ignored when the client already left.
-            let _ = tx.send(Err(ended)).await;
-        });
-        Ok(Response::new(ReceiverStream::new(rx)))
+        let stream = self
+            .watches
+            .open(&actor.principal(), team, req.start.map(|c| c.0), req.kinds)
+            .await
+            .map_err(|err| status(watch_refused(err)))?;
+        Ok(Response::new(stream.map(watch_message as fn(_) -> _)))
     }
 }

@@ -45,6 +45,16 @@ impl Actor {
     pub fn sees(&self, team: &TeamId) -> bool {
         self.team.as_ref().is_none_or(|own| own == team)
     }
+
+    /// Who the caller is, for per-principal limits: `{team}/{subject}`, or `*/{subject}` for a
+    /// service acting on every team.
+    pub fn principal(&self) -> String {
+        format!(
+            "{}/{}",
+            self.team.as_ref().map(|t| t.as_str()).unwrap_or("*"),
+            self.subject
+        )
+    }
 }
 
 macro_rules! string_enum {

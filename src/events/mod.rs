@@ -17,6 +17,10 @@ use std::sync::atomic::Ordering;
 use crate::metrics::Metrics;
 use crate::store::{EventRow, Store, StoreError};
 
+mod stream;
+
+pub use stream::{EndReason, MESSAGE_EVENTS, WatchError, WatchItem, Watches};
+
 /// Events read from the database per query.
 const READ_CHUNK: u64 = 500;
 /// Batches the broadcast ring keeps for slow subscribers before they lag.
@@ -90,10 +94,6 @@ impl EventBus {
             }
         });
         Ok(bus)
-    }
-
-    pub fn store(&self) -> &Store {
-        &self.store
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
