@@ -1,17 +1,15 @@
-//! Credentials: the one check of submitted credentials against the catalog, their
-//! resolution for a service principal (rule 2), and the fingerprints that make a create
-//! with an idempotency key safe to retry.
+//! Credentials: sealing them to their team and owner, the one check of submitted credentials
+//! against the catalog, their resolution for a service principal (rule 2), and the
+//! fingerprints that make a create with an idempotency key safe to retry.
 
-use crate::crypto::{Aad, Credentials};
+use crate::crypto::{Aad, Credentials, KeyRing};
 use crate::store::{AppRow, IntegrationRow};
 
 use super::catalog::ServiceDef;
 use super::error::{Error, Precondition, Result};
-use super::hub::{
-    Audited, Done, Hub, app_owner, check_values, integration_owner, not_found_integration,
-};
+use super::hub::{Audited, Done, Hub, check_values, not_found_integration};
 use super::model::{Actor, AuditAction, Integration, IntegrationState};
-use super::types::{IdempotencyKey, IntegrationName};
+use super::types::{IdempotencyKey, IntegrationName, TeamId};
 
 /// Most credential entries an app or integration may hold.
 pub const MAX_CREDENTIAL_ENTRIES: usize = 20;
@@ -33,6 +31,16 @@ pub(super) fn check_credentials(
         MAX_CREDENTIAL_ENTRIES,
         MAX_CREDENTIAL_VALUE,
     )
+}
+
+/// The owner an installed app's credentials are sealed to.
+pub(super) fn app_owner(id: &str) -> String {
+    format!("installedApps/{id}")
+}
+
+/// The owner an integration's own credentials are sealed to.
+pub(super) fn integration_owner(id: &str) -> String {
+    format!("integrations/{id}")
 }
 
 /// What ResolveIntegrationCredentials answers.
@@ -102,6 +110,22 @@ impl Idempotency {
 }
 
 impl Hub {
+    /// Seals credentials to their team and owner; returns the sealed value and its key version.
+    pub(super) fn seal(
+        &self,
+        team: &TeamId,
+        owner: &str,
+        credentials: &Credentials,
+    ) -> Result<(Vec<u8>, i32)> {
+        let aad = Aad {
+            team: team.as_str(),
+            owner,
+        };
+        let sealed = self.keys.seal_credentials(&aad, credentials)?;
+        let key_version = KeyRing::sealed_key_version(&sealed)? as i32;
+        Ok((sealed, key_version))
+    }
+
     /// The credentials an active integration uses, for a service principal (rule 2).
     /// Every resolution is audited; the credentials are handed out only once the success
     /// record is committed.

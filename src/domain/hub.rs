@@ -3,14 +3,14 @@
 //!
 //! The operations live beside the things they change: [`super::installed_apps`],
 //! [`super::integrations`], [`super::reauth`] (state changes: breaking and restoring) and
-//! [`super::credentials`] (the credential check, resolution, idempotent creates). This file
-//! holds what they share: the clock, the caller's team, sealing, events, and
+//! [`super::credentials`] (sealing, the credential check, resolution, idempotent creates).
+//! This file holds what they share: the clock, the caller's team, events, and
 //! [`Hub::write`], the one way an audited change is written.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::crypto::{Aad, Credentials, KeyRing};
+use crate::crypto::KeyRing;
 use crate::store::{AppRow, IntegrationRow, NewEvent, Store, Tx};
 
 use super::catalog::{Catalog, FieldDef, ServiceDef, check_fields};
@@ -42,16 +42,6 @@ pub struct Hub {
     pub(super) keys: Arc<KeyRing>,
     pub(super) catalog: Arc<Catalog>,
     clock: Arc<dyn Clock>,
-}
-
-/// The owner an installed app's credentials are sealed to.
-pub(super) fn app_owner(id: &str) -> String {
-    format!("installedApps/{id}")
-}
-
-/// The owner an integration's own credentials are sealed to.
-pub(super) fn integration_owner(id: &str) -> String {
-    format!("integrations/{id}")
 }
 
 pub(super) fn not_found_app(name: &AppName) -> Error {
@@ -145,22 +135,6 @@ impl Hub {
         self.catalog
             .service(id)
             .ok_or_else(|| Error::invalid(field, "is not a service of the catalog"))
-    }
-
-    /// Seals credentials to their team and owner; returns the sealed value and its key version.
-    pub(super) fn seal(
-        &self,
-        team: &TeamId,
-        owner: &str,
-        credentials: &Credentials,
-    ) -> Result<(Vec<u8>, i32)> {
-        let aad = Aad {
-            team: team.as_str(),
-            owner,
-        };
-        let sealed = self.keys.seal_credentials(&aad, credentials)?;
-        let key_version = KeyRing::sealed_key_version(&sealed)? as i32;
-        Ok((sealed, key_version))
     }
 
     pub(super) fn now(&self) -> i64 {

@@ -4,9 +4,10 @@
 use crate::crypto::Credentials;
 use crate::store::{After, AppRow, IntegrationFilter, StoreError};
 
+use super::credentials::app_owner;
 use super::credentials::{Idempotency, check_credentials};
 use super::error::{Error, Result};
-use super::hub::{Audited, Done, Hub, app_owner, check_etag, not_found_app};
+use super::hub::{Audited, Done, Hub, check_etag, not_found_app};
 use super::model::{
     Actor, AppState, AuditAction, BrokenReason, InstalledApp, Integration, IntegrationState, Role,
 };

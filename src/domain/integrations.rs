@@ -8,11 +8,11 @@ use crate::crypto::Credentials;
 use crate::store::{After, AppRow, IntegrationFilter, IntegrationRow, StoreError, Tx};
 
 use super::catalog::IntegrationTypeDef;
+use super::credentials::integration_owner;
 use super::credentials::{Idempotency, check_credentials};
 use super::error::{Error, Precondition, Result};
 use super::hub::{
-    Audited, Done, Hub, check_etag, check_values, integration_owner, not_found_app,
-    not_found_integration,
+    Audited, Done, Hub, check_etag, check_values, not_found_app, not_found_integration,
 };
 use super::model::{
     Actor, AppState, AuditAction, EventKind, Integration, IntegrationState, config_json,

@@ -7,8 +7,9 @@ use crate::crypto::Credentials;
 use crate::store::{IntegrationFilter, IntegrationRow, StateChange};
 
 use super::credentials::check_credentials;
+use super::credentials::integration_owner;
 use super::error::{Error, Precondition, Result};
-use super::hub::{Audited, Done, Hub, Write, integration_owner, not_found_app};
+use super::hub::{Audited, Done, Hub, Write, not_found_app};
 use super::model::{
     Actor, AppState, AuditAction, BrokenReason, EventKind, InstalledApp, Integration,
     IntegrationState,

@@ -14,8 +14,8 @@ use std::time::Duration;
 use crate::crypto::{Aad, CryptoError, KeyRing};
 use crate::store::{SealedKind, SealedRow, Store, StoreError};
 
+use super::credentials::{app_owner, integration_owner};
 use super::error::{Error, Result};
-use super::hub::{app_owner, integration_owner};
 
 /// Passes over a table while rows keep changing under the rotation.
 const MAX_PASSES: u32 = 5;
