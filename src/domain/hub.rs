@@ -310,3 +310,237 @@ impl Write<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::model::{AppState, IntegrationState, Role};
+    use crate::domain::test_support::{self, NOW, TestHub, actor, team};
+    use crate::domain::{Precondition, error::Error};
+
+    fn app_row(id: &str) -> AppRow {
+        AppRow {
+            id: id.to_owned(),
+            team: "acme".into(),
+            service: "slack".into(),
+            display_name: "Slack".into(),
+            connected_to: String::new(),
+            creator: "dana".into(),
+            state: AppState::Active.as_str().to_owned(),
+            key_version: 1,
+            credentials: Vec::new(),
+            request_id: None,
+            request_fingerprint: None,
+            version: 1,
+            create_time: NOW,
+            update_time: NOW,
+        }
+    }
+
+    fn integration() -> Integration {
+        Integration {
+            team: "acme".into(),
+            id: "i1".into(),
+            installed_app_id: Some("a1".into()),
+            service: "slack".into(),
+            type_id: "slack.post_monitor_results".into(),
+            display_name: "Job".into(),
+            config: BTreeMap::new(),
+            state: IntegrationState::Active,
+            broken_reason: None,
+            broken_detail: None,
+            broken_time: None,
+            own_credentials: false,
+            creator: "dana".into(),
+            create_time: NOW,
+            update_time: NOW,
+            version: 1,
+        }
+    }
+
+    fn audited() -> Audited {
+        Audited::new(
+            AuditAction::InstalledAppCreate,
+            &team(),
+            "teams/acme".into(),
+        )
+    }
+
+    async fn app_exists(t: &TestHub, id: &str) -> bool {
+        t.store.get_app("acme", id).await.unwrap().is_some()
+    }
+
+    #[tokio::test]
+    async fn a_committed_change_carries_its_events_and_its_success_record() {
+        let t = test_support::hub().await;
+        let dana = actor(Role::Developer, "dana");
+        let value = t
+            .hub
+            .write(&dana, audited(), async |w| {
+                w.tx().await?.insert_app(app_row("a1")).await?;
+                w.event(EventKind::Created, &integration(), None)?;
+                w.names("teams/acme/installedApps/a1".into());
+                Ok(Done::Commit(7))
+            })
+            .await
+            .unwrap();
+        assert_eq!(value, 7);
+        assert!(app_exists(&t, "a1").await);
+        let events = t.events().await;
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].kind, "INTEGRATION_CREATED");
+        assert_eq!(events[0].actor, "dana");
+        assert_eq!(events[0].integration_id, "i1");
+        let audit = t.audit().await;
+        assert_eq!(audit.len(), 1);
+        assert_eq!(audit[0].outcome, "success");
+        assert_eq!(audit[0].action, "installed_app.create");
+        assert_eq!(audit[0].resource, "teams/acme/installedApps/a1");
+        assert_eq!(audit[0].reason, None);
+        assert_eq!(audit[0].request_id, "req-1");
+        assert_eq!(audit[0].time, NOW);
+    }
+
+    #[tokio::test]
+    async fn a_failed_change_rolls_back_everything_and_records_the_failure() {
+        let t = test_support::hub().await;
+        let dana = actor(Role::Developer, "dana");
+        let failures = [
+            (
+                Error::precondition(Precondition::WrongState, "no"),
+                "failed",
+                "FAILED_PRECONDITION",
+            ),
+            (
+                Error::PermissionDenied("no".into()),
+                "denied",
+                "PERMISSION_DENIED",
+            ),
+        ];
+        for (err, outcome, reason) in failures {
+            let result: Result<()> = t
+                .hub
+                .write(&dana, audited(), async |w| {
+                    w.tx().await?.insert_app(app_row("a1")).await?;
+                    w.event(EventKind::Created, &integration(), None)?;
+                    w.names("teams/acme/installedApps/a1".into());
+                    Err(err)
+                })
+                .await;
+            assert_eq!(result.unwrap_err().reason(), reason);
+            assert!(!app_exists(&t, "a1").await);
+            assert!(t.events().await.is_empty());
+            let audit = t.audit().await;
+            let last = audit.last().unwrap();
+            assert_eq!(last.outcome, outcome);
+            assert_eq!(last.reason.as_deref(), Some(reason));
+            // The resource the operation was about, not the one it had not made yet.
+            assert_eq!(last.resource, "teams/acme");
+        }
+        assert_eq!(t.audit().await.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn an_operation_that_changed_nothing_rolls_back_and_records_nothing() {
+        let t = test_support::hub().await;
+        let dana = actor(Role::Developer, "dana");
+        let value = t
+            .hub
+            .write(&dana, audited(), async |w| {
+                w.tx().await?.insert_app(app_row("a1")).await?;
+                w.event(EventKind::Created, &integration(), None)?;
+                Ok(Done::Nothing("earlier"))
+            })
+            .await
+            .unwrap();
+        assert_eq!(value, "earlier");
+        assert!(!app_exists(&t, "a1").await);
+        assert!(t.events().await.is_empty());
+        assert!(t.audit().await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_read_is_recorded_once_its_record_commits() {
+        let t = test_support::hub().await;
+        let service = actor(Role::Service, "deliverer");
+        let audited = Audited::new(
+            AuditAction::IntegrationResolveCredentials,
+            &team(),
+            "teams/acme/integrations/i1".into(),
+        );
+        t.hub
+            .write(&service, audited, async |_| Ok(Done::Commit(())))
+            .await
+            .unwrap();
+        let audit = t.audit().await;
+        assert_eq!(audit.len(), 1);
+        assert_eq!(audit[0].action, "integration.resolve_credentials");
+        assert_eq!(audit[0].role, "service");
+        assert!(t.events().await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_rolled_back_create_leaves_nothing_of_its_first_attempt() {
+        let t = test_support::hub().await;
+        let dana = actor(Role::Developer, "dana");
+        t.hub
+            .write(&dana, audited(), async |w| {
+                w.tx().await?.insert_app(app_row("lost")).await?;
+                w.event(EventKind::Created, &integration(), None)?;
+                w.roll_back();
+                w.tx().await?.insert_app(app_row("kept")).await?;
+                Ok(Done::Commit(()))
+            })
+            .await
+            .unwrap();
+        assert!(!app_exists(&t, "lost").await);
+        assert!(app_exists(&t, "kept").await);
+        assert!(t.events().await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_parent_is_the_callers_own_team_unless_the_token_covers_every_team() {
+        let t = test_support::hub().await;
+        let dana = actor(Role::Developer, "dana");
+        let other = TeamId::parse("other").unwrap();
+        let hub = &t.hub;
+        assert_eq!(hub.team_of_parent(&dana, &ParentRef::Own).unwrap(), team());
+        assert_eq!(
+            hub.team_of_parent(&dana, &ParentRef::Team(team())).unwrap(),
+            team()
+        );
+        for parent in [ParentRef::Team(other.clone()), ParentRef::AllTeams] {
+            assert!(matches!(
+                hub.team_of_parent(&dana, &parent),
+                Err(Error::PermissionDenied(_))
+            ));
+        }
+        assert!(matches!(
+            hub.watch_scope(&dana, &ParentRef::AllTeams),
+            Err(Error::PermissionDenied(_))
+        ));
+        assert_eq!(
+            hub.watch_scope(&dana, &ParentRef::Own).unwrap(),
+            Some(team())
+        );
+
+        let everywhere = Actor {
+            team: None,
+            ..actor(Role::Service, "deliverer")
+        };
+        let other_parent = ParentRef::Team(other.clone());
+        assert_eq!(
+            hub.team_of_parent(&everywhere, &other_parent).unwrap(),
+            other
+        );
+        assert!(matches!(
+            hub.team_of_parent(&everywhere, &ParentRef::Own),
+            Err(Error::Invalid(_))
+        ));
+        assert_eq!(
+            hub.watch_scope(&everywhere, &ParentRef::AllTeams).unwrap(),
+            None
+        );
+        assert_eq!(hub.watch_scope(&everywhere, &ParentRef::Own).unwrap(), None);
+    }
+}

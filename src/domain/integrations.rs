@@ -373,3 +373,37 @@ impl Hub {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_integration_page_token_is_bound_to_the_listings_filters() {
+        let app = AppName::parse("teams/acme/installedApps/a1").unwrap();
+        let queries = [
+            IntegrationQuery::default(),
+            IntegrationQuery {
+                installed_app: Some(app.clone()),
+                state: None,
+            },
+            IntegrationQuery {
+                installed_app: None,
+                state: Some(IntegrationState::Broken),
+            },
+            IntegrationQuery {
+                installed_app: Some(app),
+                state: Some(IntegrationState::Active),
+            },
+        ];
+        let listings: Vec<String> = queries.iter().map(IntegrationQuery::listing).collect();
+        assert_eq!(listings[0], "integrations::");
+        assert_eq!(listings[3], "integrations:a1:ACTIVE");
+        for (i, a) in listings.iter().enumerate() {
+            let token = PageToken::after(1, "x").encode(a);
+            for (j, b) in listings.iter().enumerate() {
+                assert_eq!(PageToken::parse(&token, b).is_ok(), i == j, "{a} vs {b}");
+            }
+        }
+    }
+}

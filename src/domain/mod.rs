@@ -23,6 +23,9 @@ pub mod reauth;
 pub mod rotation;
 pub mod types;
 
+#[cfg(test)]
+pub(crate) mod test_support;
+
 /// Plaintext credentials as requests carry them (they print `[REDACTED]` and wipe
 /// themselves).
 pub use crate::crypto::Credentials;

@@ -289,3 +289,353 @@ impl Hub {
         Ok(restored)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::installed_apps::AppChanges;
+    use crate::domain::model::Role;
+    use crate::domain::test_support::{
+        self, NOW, TestHub, actor, credentials, new_app, new_integration, team,
+    };
+    use crate::domain::types::Text;
+    use crate::domain::{Binding, Error};
+
+    fn row(state: IntegrationState) -> IntegrationRow {
+        IntegrationRow {
+            id: "i1".into(),
+            team: "acme".into(),
+            installed_app_id: Some("a1".into()),
+            service: "slack".into(),
+            type_id: "slack.post_monitor_results".into(),
+            display_name: "Job".into(),
+            config: "{}".into(),
+            state: state.as_str().to_owned(),
+            broken_reason: None,
+            broken_detail: None,
+            broken_time: None,
+            own_credentials: None,
+            key_version: None,
+            creator: "dana".into(),
+            request_id: None,
+            request_fingerprint: None,
+            version: 3,
+            create_time: 1,
+            update_time: 1,
+        }
+    }
+
+    #[test]
+    fn breaking_sets_the_reason_the_detail_and_the_time_and_keeps_the_binding() {
+        let broken = Transition::Break {
+            reason: BrokenReason::InstalledAppDeleted,
+            detail: "gone".into(),
+        };
+        assert_eq!(broken.event_kind(), EventKind::Broken);
+        assert_eq!(broken.reason(), Some(BrokenReason::InstalledAppDeleted));
+        let change = broken.change(NOW);
+        let mut integration = row(IntegrationState::Active);
+        apply(&change, &mut integration);
+        assert_eq!(integration.state, "BROKEN");
+        assert_eq!(
+            integration.broken_reason.as_deref(),
+            Some("INSTALLED_APP_DELETED")
+        );
+        assert_eq!(integration.broken_detail.as_deref(), Some("gone"));
+        assert_eq!(integration.broken_time, Some(NOW));
+        assert_eq!(integration.update_time, NOW);
+        assert_eq!(integration.version, 4);
+        // A broken integration keeps the app it used, so it can be found and rebound.
+        assert_eq!(integration.installed_app_id.as_deref(), Some("a1"));
+    }
+
+    #[test]
+    fn restoring_clears_the_break_and_rebinds_only_when_asked() {
+        let restore = Transition::Restore { rebind_to: None };
+        assert_eq!(restore.event_kind(), EventKind::Restored);
+        assert_eq!(restore.reason(), None);
+        let broken = Transition::Break {
+            reason: BrokenReason::CredentialsRejected,
+            detail: "no".into(),
+        };
+        let mut integration = row(IntegrationState::Active);
+        apply(&broken.change(1), &mut integration);
+        apply(&restore.change(NOW), &mut integration);
+        assert_eq!(integration.state, "ACTIVE");
+        assert_eq!(integration.broken_reason, None);
+        assert_eq!(integration.broken_detail, None);
+        assert_eq!(integration.broken_time, None);
+        assert_eq!(integration.update_time, NOW);
+        assert_eq!(integration.version, 5);
+        assert_eq!(integration.installed_app_id.as_deref(), Some("a1"));
+
+        let rebind = Transition::Restore {
+            rebind_to: Some("a2".into()),
+        };
+        apply(&rebind.change(NOW), &mut integration);
+        assert_eq!(integration.installed_app_id.as_deref(), Some("a2"));
+    }
+
+    #[test]
+    fn a_rejection_detail_names_the_app_and_what_the_third_party_said() {
+        assert_eq!(
+            rejected_detail("Slack (ops)", ""),
+            "the third party rejected the credentials of installed app \"Slack (ops)\""
+        );
+        assert_eq!(
+            rejected_detail("Slack (ops)", "invalid_auth"),
+            "the third party rejected the credentials of installed app \"Slack (ops)\": invalid_auth"
+        );
+    }
+
+    async fn states(
+        t: &TestHub,
+        names: &[&Integration],
+    ) -> Vec<(IntegrationState, Option<BrokenReason>)> {
+        let admin = actor(Role::Admin, "alice");
+        let mut found = Vec::new();
+        for integration in names {
+            let name = IntegrationName::parse(&integration.name()).unwrap();
+            let now = t.hub.get_integration(&admin, &name).await.unwrap();
+            found.push((now.state, now.broken_reason));
+        }
+        found
+    }
+
+    fn kinds(events: &[crate::store::EventRow]) -> Vec<(&str, Option<&str>)> {
+        events
+            .iter()
+            .map(|e| (e.kind.as_str(), e.reason.as_deref()))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn deleting_an_app_breaks_its_integrations_and_a_bulk_rebind_restores_them() {
+        let t = test_support::hub().await;
+        let (dana, alice) = (actor(Role::Developer, "dana"), actor(Role::Admin, "alice"));
+        let app = t
+            .hub
+            .create_installed_app(&dana, team(), new_app("Slack"))
+            .await
+            .unwrap();
+        let bound = |name: &str| new_integration(name, Binding::App(app.name.clone()));
+        let first = t
+            .hub
+            .create_integration(&dana, team(), bound("One"))
+            .await
+            .unwrap();
+        let second = t
+            .hub
+            .create_integration(&dana, team(), bound("Two"))
+            .await
+            .unwrap();
+        let own = Binding::Own {
+            service: "slack".into(),
+            credentials: credentials("xoxb-own"),
+        };
+        let own = t
+            .hub
+            .create_integration(&dana, team(), new_integration("Own", own))
+            .await
+            .unwrap();
+
+        let mut broken = t
+            .hub
+            .delete_installed_app(&alice, &app.name, None, false)
+            .await
+            .unwrap();
+        broken.sort();
+        let mut expected = [first.name(), second.name()];
+        expected.sort();
+        assert_eq!(broken, expected);
+        let deleted = Some(BrokenReason::InstalledAppDeleted);
+        assert_eq!(
+            states(&t, &[&first, &second, &own]).await,
+            [
+                (IntegrationState::Broken, deleted),
+                (IntegrationState::Broken, deleted),
+                (IntegrationState::Active, None),
+            ]
+        );
+        let name = IntegrationName::parse(&first.name()).unwrap();
+        let detail = t
+            .hub
+            .get_integration(&alice, &name)
+            .await
+            .unwrap()
+            .broken_detail;
+        assert_eq!(
+            detail.as_deref(),
+            Some(
+                format!(
+                    "installed app \"Slack\" ({}) was deleted by alice",
+                    app.name
+                )
+                .as_str()
+            )
+        );
+
+        let replacement = t
+            .hub
+            .create_installed_app(&dana, team(), new_app("Slack 2"))
+            .await
+            .unwrap();
+        let restored = t
+            .hub
+            .reauthenticate_integrations(&dana, team(), app.name.clone(), replacement.name.clone())
+            .await
+            .unwrap();
+        assert_eq!(restored.len(), 2);
+        for integration in &restored {
+            assert_eq!(integration.state, IntegrationState::Active);
+            assert_eq!(
+                integration.installed_app_id.as_deref(),
+                Some(replacement.name.id.as_str())
+            );
+        }
+        assert_eq!(
+            kinds(&t.events().await),
+            [
+                ("INTEGRATION_CREATED", None),
+                ("INTEGRATION_CREATED", None),
+                ("INTEGRATION_CREATED", None),
+                ("INTEGRATION_BROKEN", Some("INSTALLED_APP_DELETED")),
+                ("INTEGRATION_BROKEN", Some("INSTALLED_APP_DELETED")),
+                ("INTEGRATION_RESTORED", None),
+                ("INTEGRATION_RESTORED", None),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_reported_rejection_breaks_active_integrations_until_new_credentials_arrive() {
+        let t = test_support::hub().await;
+        let (dana, deliverer) = (
+            actor(Role::Developer, "dana"),
+            actor(Role::Service, "deliverer"),
+        );
+        let app = t
+            .hub
+            .create_installed_app(&dana, team(), new_app("Slack"))
+            .await
+            .unwrap();
+        let bound = new_integration("One", Binding::App(app.name.clone()));
+        let first = t
+            .hub
+            .create_integration(&dana, team(), bound)
+            .await
+            .unwrap();
+
+        let said = Text::parse("invalid_auth").unwrap();
+        let reported = t
+            .hub
+            .report_credentials_rejected(&deliverer, &app.name, said)
+            .await
+            .unwrap();
+        assert_eq!(reported.state, AppState::NeedsReauth);
+        let rejected = Some(BrokenReason::CredentialsRejected);
+        assert_eq!(
+            states(&t, &[&first]).await,
+            [(IntegrationState::Broken, rejected)]
+        );
+        // Nothing new binds to an app that needs reauthentication.
+        let refused = t
+            .hub
+            .create_integration(
+                &dana,
+                team(),
+                new_integration("Two", Binding::App(app.name.clone())),
+            )
+            .await;
+        assert!(matches!(refused, Err(Error::FailedPrecondition { .. })));
+
+        let changes = AppChanges {
+            etag: None,
+            display_name: None,
+            connected_to: None,
+            credentials: Some(credentials("xoxb-2")),
+        };
+        let updated = t
+            .hub
+            .update_installed_app(&dana, &app.name, changes)
+            .await
+            .unwrap();
+        assert_eq!(updated.state, AppState::Active);
+        assert_eq!(updated.integration_count, 1);
+        assert_eq!(
+            states(&t, &[&first]).await,
+            [(IntegrationState::Active, None)]
+        );
+        assert_eq!(
+            kinds(&t.events().await),
+            [
+                ("INTEGRATION_CREATED", None),
+                ("INTEGRATION_BROKEN", Some("CREDENTIALS_REJECTED")),
+                ("INTEGRATION_RESTORED", None),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn only_a_broken_integration_is_reauthenticated_and_only_onto_its_service() {
+        let t = test_support::hub().await;
+        let (dana, alice) = (actor(Role::Developer, "dana"), actor(Role::Admin, "alice"));
+        let app = t
+            .hub
+            .create_installed_app(&dana, team(), new_app("Slack"))
+            .await
+            .unwrap();
+        let bound = new_integration("One", Binding::App(app.name.clone()));
+        let first = t
+            .hub
+            .create_integration(&dana, team(), bound)
+            .await
+            .unwrap();
+        let name = IntegrationName::parse(&first.name()).unwrap();
+        let again = Reauth::Credentials(credentials("xoxb-own"));
+        let active = t.hub.reauthenticate_integration(&dana, &name, again).await;
+        assert!(matches!(
+            active,
+            Err(Error::FailedPrecondition {
+                reason: Precondition::WrongState,
+                ..
+            })
+        ));
+
+        t.hub
+            .delete_installed_app(&alice, &app.name, None, false)
+            .await
+            .unwrap();
+        let mut github = new_app("GitHub");
+        github.service = "github".into();
+        let github = t
+            .hub
+            .create_installed_app(&dana, team(), github)
+            .await
+            .unwrap();
+        let other = t
+            .hub
+            .reauthenticate_integration(&dana, &name, Reauth::App(github.name.clone()))
+            .await;
+        assert!(matches!(
+            other,
+            Err(Error::FailedPrecondition {
+                reason: Precondition::ServiceMismatch,
+                ..
+            })
+        ));
+        let own = Reauth::Credentials(credentials("xoxb-own"));
+        let restored = t
+            .hub
+            .reauthenticate_integration(&dana, &name, own)
+            .await
+            .unwrap();
+        assert_eq!(restored.state, IntegrationState::Active);
+        assert!(restored.own_credentials);
+        assert_eq!(restored.installed_app_id, None);
+        // Its own credentials are the ones it resolves to now.
+        let deliverer = actor(Role::Service, "deliverer");
+        let resolved = t.hub.resolve_credentials(&deliverer, &name).await.unwrap();
+        assert_eq!(resolved.credentials.get("access_token"), Some("xoxb-own"));
+    }
+}

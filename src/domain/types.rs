@@ -516,4 +516,82 @@ mod tests {
         assert!(IdempotencyKey::parse_optional(&"a".repeat(101)).is_err());
         assert!(IdempotencyKey::parse_optional("a b").is_err());
     }
+
+    #[test]
+    fn a_page_is_cut_to_its_size_and_names_its_last_row_only_when_more_follow() {
+        let size = PageSize::parse(2).unwrap();
+        assert_eq!(size.read_limit(), 3);
+        let mut rows = vec!["a", "b", "c"];
+        assert_eq!(
+            size.cut(&mut rows, |last| format!("after {last}")),
+            "after b"
+        );
+        assert_eq!(rows, ["a", "b"]);
+        let mut rows = vec!["a", "b"];
+        assert_eq!(size.cut(&mut rows, |last| format!("after {last}")), "");
+        assert_eq!(rows, ["a", "b"]);
+        let mut rows: Vec<&str> = Vec::new();
+        assert_eq!(size.cut(&mut rows, |last| format!("after {last}")), "");
+    }
+
+    #[test]
+    fn a_page_token_of_another_listing_is_a_violation_of_page_token() {
+        let token = PageToken::after(7, "abc").encode("installedApps");
+        let page = PageRequest {
+            size: PageSize::parse(0).unwrap(),
+            token,
+        };
+        assert_eq!(
+            page.after("installedApps").unwrap(),
+            Some(PageToken::after(7, "abc"))
+        );
+        match page.after("integrations::") {
+            Err(super::super::error::Error::Invalid(violations)) => {
+                assert_eq!(violations.len(), 1);
+                assert_eq!(violations[0].field, "page_token");
+                assert_eq!(
+                    violations[0].description,
+                    "is not a page token of this listing"
+                );
+            }
+            other => panic!("expected a page_token violation, got {other:?}"),
+        }
+        assert!(page.after_seq("installedApps").is_err());
+        let empty = PageRequest {
+            size: PageSize::parse(0).unwrap(),
+            token: String::new(),
+        };
+        assert_eq!(empty.after("x").unwrap(), None);
+        assert_eq!(empty.after_seq("x").unwrap(), None);
+    }
+
+    #[test]
+    fn page_tokens_and_cursors_keep_their_wire_format() {
+        // Clients hold these across deployments: their encoding must not change.
+        assert_eq!(
+            PageToken::after(42, "abc").encode("installedApps"),
+            "cDF8aW5zdGFsbGVkQXBwc3w0MnxhYmM"
+        );
+        assert_eq!(Cursor(1).encode(), "aWhjMQAAAAAAAAAB");
+        assert_eq!(
+            Cursor::parse_optional("aWhjMQAAAAAAAAAB"),
+            Ok(Some(Cursor(1)))
+        );
+        let seq = SeqPageToken(9).encode("audit|acme||||None|None");
+        assert!(seq.len() < 64 && !seq.contains("acme"));
+        assert_eq!(
+            SeqPageToken::parse(&seq, "audit|acme||||None|None"),
+            Ok(Some(SeqPageToken(9)))
+        );
+    }
+
+    #[test]
+    fn page_tokens_refuse_ids_outside_the_alphabet_and_oversized_text() {
+        let forged = URL_SAFE_NO_PAD.encode("p1|installedApps|1|a/b");
+        assert!(PageToken::parse(&forged, "installedApps").is_err());
+        let huge = URL_SAFE_NO_PAD.encode(format!("p1|installedApps|1|{}", "a".repeat(800)));
+        assert!(PageToken::parse(&huge, "installedApps").is_err());
+        let not_a_number = URL_SAFE_NO_PAD.encode("p1|installedApps|x|abc");
+        assert!(PageToken::parse(&not_a_number, "installedApps").is_err());
+    }
 }

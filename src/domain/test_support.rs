@@ -1,0 +1,114 @@
+//! A [`Hub`] on a fresh SQLite file, with a fixed clock, for the domain's unit tests.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::crypto::{Credentials, KeyRing};
+use crate::store::{AuditFilter, AuditRow, EventRow, Store};
+
+use super::catalog::Catalog;
+use super::hub::{Clock, Hub};
+use super::model::{Actor, Role};
+use super::types::{DisplayName, TeamId, Text};
+use super::{Binding, NewApp, NewIntegration};
+
+/// The time every test hub says it is.
+pub const NOW: i64 = 1_764_000_000_000_000;
+
+struct FixedClock;
+
+impl Clock for FixedClock {
+    fn now_micros(&self) -> i64 {
+        NOW
+    }
+}
+
+/// A hub and the directory its database lives in (removed on drop).
+pub struct TestHub {
+    pub hub: Hub,
+    pub store: Store,
+    _dir: tempfile::TempDir,
+}
+
+pub async fn hub() -> TestHub {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("hub.db").display());
+    let store = Store::connect(&url, 4).await.expect("connect");
+    store.migrate().await.expect("migrate");
+    let keys = Arc::new(KeyRing::generate(1).expect("key").0);
+    let hub = Hub::new(
+        store.clone(),
+        keys,
+        Arc::new(Catalog::builtin()),
+        Arc::new(FixedClock),
+    );
+    TestHub {
+        hub,
+        store,
+        _dir: dir,
+    }
+}
+
+pub fn team() -> TeamId {
+    TeamId::parse("acme").expect("team")
+}
+
+pub fn actor(role: Role, subject: &str) -> Actor {
+    Actor {
+        subject: subject.to_owned(),
+        team: Some(team()),
+        role,
+        request_id: "req-1".to_owned(),
+    }
+}
+
+pub fn credentials(token: &str) -> Credentials {
+    Credentials::new(BTreeMap::from([(
+        "access_token".to_owned(),
+        token.to_owned(),
+    )]))
+}
+
+pub fn new_app(display_name: &str) -> NewApp {
+    NewApp {
+        service: "slack".into(),
+        display_name: DisplayName::parse(display_name).expect("name"),
+        connected_to: Text::parse("acme.slack.com").expect("text"),
+        credentials: credentials("xoxb-1"),
+        idempotency_key: None,
+    }
+}
+
+pub fn new_integration(display_name: &str, binding: Binding) -> NewIntegration {
+    NewIntegration {
+        type_id: "slack.post_monitor_results".into(),
+        display_name: DisplayName::parse(display_name).expect("name"),
+        config: BTreeMap::from([
+            ("channel".to_owned(), "#ops".to_owned()),
+            ("monitor_id".to_owned(), "m1".to_owned()),
+        ]),
+        binding,
+        idempotency_key: None,
+    }
+}
+
+impl TestHub {
+    /// Every event of the log, oldest first.
+    pub async fn events(&self) -> Vec<EventRow> {
+        self.store
+            .events_after(0, None, None, 1000)
+            .await
+            .expect("events")
+    }
+
+    /// The team's audit log, oldest first.
+    pub async fn audit(&self) -> Vec<AuditRow> {
+        let mut rows = self
+            .store
+            .list_audit("acme", &AuditFilter::default(), None, 1000)
+            .await
+            .expect("audit");
+        rows.reverse();
+        rows
+    }
+}
