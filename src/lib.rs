@@ -26,6 +26,9 @@ pub mod startup;
 pub mod store;
 pub mod telemetry;
 
+#[cfg(test)]
+mod layout_tests;
+
 /// Generated from `proto/integrationhub/v1`.
 #[allow(clippy::all, missing_docs)]
 pub mod pb {
