@@ -3,11 +3,11 @@
 //! fingerprints that make a create with an idempotency key safe to retry.
 
 use crate::crypto::{Aad, Credentials, KeyRing};
-use crate::store::{AppRow, IntegrationRow};
+use crate::store::{AppRow, IntegrationRow, StoreError};
 
 use super::catalog::ServiceDef;
 use super::error::{Error, Precondition, Result};
-use super::hub::{Audited, Done, Hub, check_values, not_found_integration};
+use super::hub::{Audited, Done, Hub, Write, check_values};
 use super::model::{Actor, AuditAction, Integration, IntegrationState};
 use super::types::{IdempotencyKey, IntegrationName, TeamId};
 
@@ -109,6 +109,29 @@ impl Idempotency {
     }
 }
 
+/// Settles the insert of a create. A unique conflict on a create with a key is a concurrent
+/// retry with the same key that won the race: the write is rolled back (on PostgreSQL the
+/// failed insert ended the transaction) and `Some` answers with the record the winner made,
+/// found by `earlier`.
+pub(super) async fn settle_insert<T>(
+    w: &mut Write<'_>,
+    inserted: std::result::Result<(), StoreError>,
+    create: Option<&Idempotency>,
+    earlier: impl AsyncFnOnce(&Idempotency) -> Result<Option<T>>,
+) -> Result<Option<T>> {
+    match (inserted, create) {
+        (Ok(()), _) => Ok(None),
+        (Err(StoreError::Conflict), Some(create)) => {
+            w.roll_back();
+            match earlier(create).await? {
+                Some(earlier) => Ok(Some(earlier)),
+                None => Err(Error::internal("request id conflict without a row")),
+            }
+        }
+        (Err(err), _) => Err(err.into()),
+    }
+}
+
 impl Hub {
     /// Seals credentials to their team and owner; returns the sealed value and its key version.
     pub(super) fn seal(
@@ -151,14 +174,7 @@ impl Hub {
     }
 
     async fn open_credentials(&self, actor: &Actor, name: &IntegrationName) -> Result<Resolved> {
-        if !actor.sees(&name.team) {
-            return Err(not_found_integration(name));
-        }
-        let row = self
-            .store
-            .get_integration(name.team.as_str(), &name.id)
-            .await?
-            .ok_or_else(|| not_found_integration(name))?;
+        let row = self.integration_row(actor, name).await?;
         let integration = Integration::from_row(&row)?;
         if integration.state != IntegrationState::Active {
             return Err(Error::precondition(

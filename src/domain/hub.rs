@@ -366,6 +366,14 @@ mod tests {
         )
     }
 
+    /// A change with an event, naming what it made.
+    async fn change(w: &mut Write<'_>) -> Result<()> {
+        w.tx().await?.insert_app(app_row("a1")).await?;
+        w.event(EventKind::Created, &integration(), None)?;
+        w.names("teams/acme/installedApps/a1".into());
+        Ok(())
+    }
+
     async fn app_exists(t: &TestHub, id: &str) -> bool {
         t.store.get_app("acme", id).await.unwrap().is_some()
     }
@@ -377,9 +385,7 @@ mod tests {
         let value = t
             .hub
             .write(&dana, audited(), async |w| {
-                w.tx().await?.insert_app(app_row("a1")).await?;
-                w.event(EventKind::Created, &integration(), None)?;
-                w.names("teams/acme/installedApps/a1".into());
+                change(w).await?;
                 Ok(Done::Commit(7))
             })
             .await
@@ -421,9 +427,7 @@ mod tests {
             let result: Result<()> = t
                 .hub
                 .write(&dana, audited(), async |w| {
-                    w.tx().await?.insert_app(app_row("a1")).await?;
-                    w.event(EventKind::Created, &integration(), None)?;
-                    w.names("teams/acme/installedApps/a1".into());
+                    change(w).await?;
                     Err(err)
                 })
                 .await;
@@ -447,8 +451,7 @@ mod tests {
         let value = t
             .hub
             .write(&dana, audited(), async |w| {
-                w.tx().await?.insert_app(app_row("a1")).await?;
-                w.event(EventKind::Created, &integration(), None)?;
+                change(w).await?;
                 Ok(Done::Nothing("earlier"))
             })
             .await

@@ -2,10 +2,10 @@
 //! 5) and delete (rule 3: the app goes and its integrations break, in one transaction).
 
 use crate::crypto::Credentials;
-use crate::store::{After, AppRow, IntegrationFilter, StoreError};
+use crate::store::{After, AppRow, IntegrationFilter};
 
 use super::credentials::app_owner;
-use super::credentials::{Idempotency, check_credentials};
+use super::credentials::{Idempotency, check_credentials, settle_insert};
 use super::error::{Error, Result};
 use super::hub::{Audited, Done, Hub, check_etag, not_found_app};
 use super::model::{
@@ -60,8 +60,11 @@ impl Hub {
     async fn app_created_before(
         &self,
         team: &TeamId,
-        create: &Idempotency,
+        create: Option<&Idempotency>,
     ) -> Result<Option<InstalledApp>> {
+        let Some(create) = create else {
+            return Ok(None);
+        };
         let found = self
             .store
             .find_app_by_request(team.as_str(), create.key.as_str())
@@ -93,9 +96,7 @@ impl Hub {
                         input.connected_to.as_str(),
                     ],
                 );
-                if let Some(create) = &create
-                    && let Some(earlier) = self.app_created_before(&team, create).await?
-                {
+                if let Some(earlier) = self.app_created_before(&team, create.as_ref()).await? {
                     return Ok(Done::Nothing((earlier, false)));
                 }
                 let id = new_id();
@@ -118,17 +119,10 @@ impl Hub {
                     create_time: now,
                     update_time: now,
                 };
-                match (w.tx().await?.insert_app(row.clone()).await, &create) {
-                    (Ok(()), _) => {}
-                    // A concurrent retry with the same key won: answer with its app.
-                    (Err(StoreError::Conflict), Some(create)) => {
-                        w.roll_back();
-                        return match self.app_created_before(&team, create).await? {
-                            Some(earlier) => Ok(Done::Nothing((earlier, false))),
-                            None => Err(Error::internal("request id conflict without a row")),
-                        };
-                    }
-                    (Err(err), _) => return Err(err.into()),
+                let inserted = w.tx().await?.insert_app(row.clone()).await;
+                let earlier = async |c: &Idempotency| self.app_created_before(&team, Some(c)).await;
+                if let Some(earlier) = settle_insert(w, inserted, create.as_ref(), earlier).await? {
+                    return Ok(Done::Nothing((earlier, false)));
                 }
                 w.names(AppName::new(team.clone(), row.id.clone()).to_string());
                 Ok(Done::Commit((InstalledApp::from_row(&row, 0)?, true)))

@@ -5,11 +5,11 @@
 use std::collections::BTreeMap;
 
 use crate::crypto::Credentials;
-use crate::store::{After, AppRow, IntegrationFilter, IntegrationRow, StoreError, Tx};
+use crate::store::{After, AppRow, IntegrationFilter, IntegrationRow, Tx};
 
 use super::catalog::IntegrationTypeDef;
 use super::credentials::integration_owner;
-use super::credentials::{Idempotency, check_credentials};
+use super::credentials::{Idempotency, check_credentials, settle_insert};
 use super::error::{Error, Precondition, Result};
 use super::hub::{
     Audited, Done, Hub, check_etag, check_values, not_found_app, not_found_integration,
@@ -117,8 +117,11 @@ impl Hub {
     async fn integration_created_before(
         &self,
         team: &TeamId,
-        create: &Idempotency,
+        create: Option<&Idempotency>,
     ) -> Result<Option<Integration>> {
+        let Some(create) = create else {
+            return Ok(None);
+        };
         let found = self
             .store
             .find_integration_by_request(team.as_str(), create.key.as_str())
@@ -176,8 +179,9 @@ impl Hub {
                         &binding,
                     ],
                 );
-                if let Some(create) = &create
-                    && let Some(earlier) = self.integration_created_before(&team, create).await?
+                if let Some(earlier) = self
+                    .integration_created_before(&team, create.as_ref())
+                    .await?
                 {
                     return Ok(Done::Nothing((earlier, false)));
                 }
@@ -223,17 +227,11 @@ impl Hub {
                     }
                 }
                 let integration = Integration::from_row(&row)?;
-                match (w.tx().await?.insert_integration(row).await, &create) {
-                    (Ok(()), _) => {}
-                    // A concurrent retry with the same key won: answer with its integration.
-                    (Err(StoreError::Conflict), Some(create)) => {
-                        w.roll_back();
-                        return match self.integration_created_before(&team, create).await? {
-                            Some(earlier) => Ok(Done::Nothing((earlier, false))),
-                            None => Err(Error::internal("request id conflict without a row")),
-                        };
-                    }
-                    (Err(err), _) => return Err(err.into()),
+                let inserted = w.tx().await?.insert_integration(row).await;
+                let earlier =
+                    async |c: &Idempotency| self.integration_created_before(&team, Some(c)).await;
+                if let Some(earlier) = settle_insert(w, inserted, create.as_ref(), earlier).await? {
+                    return Ok(Done::Nothing((earlier, false)));
                 }
                 w.event(EventKind::Created, &integration, None)?;
                 w.names(integration.name());
@@ -246,20 +244,28 @@ impl Hub {
         Ok(integration)
     }
 
+    /// An integration's stored row, if the caller may see it (another team's answers exactly
+    /// as a missing one, rule 7).
+    pub(super) async fn integration_row(
+        &self,
+        actor: &Actor,
+        name: &IntegrationName,
+    ) -> Result<IntegrationRow> {
+        if !actor.sees(&name.team) {
+            return Err(not_found_integration(name));
+        }
+        self.store
+            .get_integration(name.team.as_str(), &name.id)
+            .await?
+            .ok_or_else(|| not_found_integration(name))
+    }
+
     pub async fn get_integration(
         &self,
         actor: &Actor,
         name: &IntegrationName,
     ) -> Result<Integration> {
-        if !actor.sees(&name.team) {
-            return Err(not_found_integration(name));
-        }
-        let row = self
-            .store
-            .get_integration(name.team.as_str(), &name.id)
-            .await?
-            .ok_or_else(|| not_found_integration(name))?;
-        Integration::from_row(&row)
+        Integration::from_row(&self.integration_row(actor, name).await?)
     }
 
     /// A page of integrations and the event cursor as of the same snapshot.

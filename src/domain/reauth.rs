@@ -413,22 +413,9 @@ mod tests {
     async fn deleting_an_app_breaks_its_integrations_and_a_bulk_rebind_restores_them() {
         let t = test_support::hub().await;
         let (dana, alice) = (actor(Role::Developer, "dana"), actor(Role::Admin, "alice"));
-        let app = t
-            .hub
-            .create_installed_app(&dana, team(), new_app("Slack"))
-            .await
-            .unwrap();
-        let bound = |name: &str| new_integration(name, Binding::App(app.name.clone()));
-        let first = t
-            .hub
-            .create_integration(&dana, team(), bound("One"))
-            .await
-            .unwrap();
-        let second = t
-            .hub
-            .create_integration(&dana, team(), bound("Two"))
-            .await
-            .unwrap();
+        let app = t.app("Slack").await;
+        let first = t.bound(&app, "One").await;
+        let second = t.bound(&app, "Two").await;
         let own = Binding::Own {
             service: "slack".into(),
             credentials: credentials("xoxb-own"),
@@ -475,11 +462,7 @@ mod tests {
             )
         );
 
-        let replacement = t
-            .hub
-            .create_installed_app(&dana, team(), new_app("Slack 2"))
-            .await
-            .unwrap();
+        let replacement = t.app("Slack 2").await;
         let restored = t
             .hub
             .reauthenticate_integrations(&dana, team(), app.name.clone(), replacement.name.clone())
@@ -514,17 +497,8 @@ mod tests {
             actor(Role::Developer, "dana"),
             actor(Role::Service, "deliverer"),
         );
-        let app = t
-            .hub
-            .create_installed_app(&dana, team(), new_app("Slack"))
-            .await
-            .unwrap();
-        let bound = new_integration("One", Binding::App(app.name.clone()));
-        let first = t
-            .hub
-            .create_integration(&dana, team(), bound)
-            .await
-            .unwrap();
+        let app = t.app("Slack").await;
+        let first = t.bound(&app, "One").await;
 
         let said = Text::parse("invalid_auth").unwrap();
         let reported = t
@@ -580,17 +554,8 @@ mod tests {
     async fn only_a_broken_integration_is_reauthenticated_and_only_onto_its_service() {
         let t = test_support::hub().await;
         let (dana, alice) = (actor(Role::Developer, "dana"), actor(Role::Admin, "alice"));
-        let app = t
-            .hub
-            .create_installed_app(&dana, team(), new_app("Slack"))
-            .await
-            .unwrap();
-        let bound = new_integration("One", Binding::App(app.name.clone()));
-        let first = t
-            .hub
-            .create_integration(&dana, team(), bound)
-            .await
-            .unwrap();
+        let app = t.app("Slack").await;
+        let first = t.bound(&app, "One").await;
         let name = IntegrationName::parse(&first.name()).unwrap();
         let again = Reauth::Credentials(credentials("xoxb-own"));
         let active = t.hub.reauthenticate_integration(&dana, &name, again).await;

@@ -8,7 +8,7 @@ use crate::store::{AuditFilter, AuditRow, EventRow, Store};
 
 use super::catalog::Catalog;
 use super::hub::{Clock, Hub};
-use super::model::{Actor, Role};
+use super::model::{Actor, InstalledApp, Integration, Role};
 use super::types::{DisplayName, TeamId, Text};
 use super::{Binding, NewApp, NewIntegration};
 
@@ -93,6 +93,24 @@ pub fn new_integration(display_name: &str, binding: Binding) -> NewIntegration {
 }
 
 impl TestHub {
+    /// A Slack app set up by the developer dana.
+    pub async fn app(&self, display_name: &str) -> InstalledApp {
+        let dana = actor(Role::Developer, "dana");
+        let app = self
+            .hub
+            .create_installed_app(&dana, team(), new_app(display_name));
+        app.await.expect("create an app")
+    }
+
+    /// An integration of dana's using `app`.
+    pub async fn bound(&self, app: &InstalledApp, display_name: &str) -> Integration {
+        let dana = actor(Role::Developer, "dana");
+        let binding = Binding::App(app.name.clone());
+        let integration = new_integration(display_name, binding);
+        let created = self.hub.create_integration(&dana, team(), integration);
+        created.await.expect("create an integration")
+    }
+
     /// Every event of the log, oldest first.
     pub async fn events(&self) -> Vec<EventRow> {
         self.store
