@@ -235,7 +235,7 @@ mod tests {
         }
         assert_eq!(actions.len(), AuditAction::ALL.len());
         for action in AuditAction::ALL {
-            assert!(actions.contains(&action), "{action:?}");
+            assert!(actions.contains(action), "{action:?}");
         }
         assert_eq!(
             audited_action("/integrationhub.v1.AuditService/ListAuditEvents"),

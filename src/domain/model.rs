@@ -64,6 +64,9 @@ macro_rules! string_enum {
         pub enum $name { $(#[serde(rename = $text)] $variant),+ }
 
         impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
             pub fn as_str(self) -> &'static str {
                 match self { $($name::$variant => $text),+ }
             }
@@ -122,23 +125,12 @@ string_enum!(
 );
 
 impl AuditAction {
-    /// Every action, for validating a listing filter.
-    pub const ALL: [AuditAction; 10] = [
-        AuditAction::InstalledAppCreate,
-        AuditAction::InstalledAppUpdate,
-        AuditAction::InstalledAppDelete,
-        AuditAction::InstalledAppReportRejected,
-        AuditAction::IntegrationCreate,
-        AuditAction::IntegrationUpdate,
-        AuditAction::IntegrationDelete,
-        AuditAction::IntegrationReauthenticate,
-        AuditAction::IntegrationReauthenticateBulk,
-        AuditAction::IntegrationResolveCredentials,
-    ];
-
     /// The action named `text`, if it is one.
     pub fn find(text: &str) -> Option<AuditAction> {
-        AuditAction::ALL.into_iter().find(|a| a.as_str() == text)
+        AuditAction::ALL
+            .iter()
+            .copied()
+            .find(|a| a.as_str() == text)
     }
 }
 
@@ -352,4 +344,26 @@ pub fn etag(version: i64) -> String {
 
 fn team_of(stored: &str) -> Result<TeamId> {
     TeamId::parse(stored).map_err(|_| Error::internal("stored team id is invalid"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_names_round_trip_and_every_value_is_listed_once() {
+        for action in AuditAction::ALL {
+            assert_eq!(AuditAction::parse(action.as_str()).unwrap(), *action);
+            assert_eq!(AuditAction::find(action.as_str()), Some(*action));
+        }
+        assert_eq!(AuditAction::ALL.len(), 10);
+        assert_eq!(AuditAction::find("installed_app.nope"), None);
+        for kind in EventKind::ALL {
+            assert_eq!(EventKind::parse(kind.as_str()).unwrap(), *kind);
+        }
+        let texts: std::collections::HashSet<_> =
+            AuditAction::ALL.iter().map(|a| a.as_str()).collect();
+        assert_eq!(texts.len(), AuditAction::ALL.len());
+        assert!(BrokenReason::parse("SOMETHING_ELSE").is_err());
+    }
 }
