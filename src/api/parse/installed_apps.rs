@@ -1,0 +1,179 @@
+//! Requests of `InstalledAppService`.
+
+use super::{checked, field, optional_etag, page, take_credentials};
+use crate::domain::types::{
+    AppName, ConnectedTo, DisplayName, IdempotencyKey, PageRequest, ParentRef, RejectionDetail,
+};
+use crate::domain::{AppChanges, Error, NewApp, Violations};
+use crate::pb;
+
+/// CreateInstalledApp: where, and the new app.
+pub struct CreateApp {
+    pub parent: ParentRef,
+    pub app: NewApp,
+}
+
+impl TryFrom<pb::CreateInstalledAppRequest> for CreateApp {
+    type Error = Error;
+
+    fn try_from(mut req: pb::CreateInstalledAppRequest) -> Result<Self, Error> {
+        let credentials = take_credentials(&mut req.credentials);
+        let mut v = Violations::default();
+        let parent = v.check("parent", ParentRef::parse(&req.parent));
+        let app = req.installed_app.unwrap_or_default();
+        if app.service.is_empty() {
+            v.check::<()>("installed_app.service", Err("is required".into()));
+        }
+        let display_name = v.check(
+            "installed_app.display_name",
+            DisplayName::parse(&app.display_name),
+        );
+        let connected_to = v.check(
+            "installed_app.connected_to",
+            ConnectedTo::parse(&app.connected_to),
+        );
+        let key = v.check(
+            "request_id",
+            IdempotencyKey::parse_optional(&req.request_id),
+        );
+        if credentials.is_empty() {
+            v.check::<()>("credentials", Err("is required".into()));
+        }
+        v.finish()?;
+        Ok(CreateApp {
+            parent: checked(parent)?,
+            app: NewApp {
+                service: app.service,
+                display_name: checked(display_name)?,
+                connected_to: checked(connected_to)?,
+                credentials,
+                idempotency_key: checked(key)?,
+            },
+        })
+    }
+}
+
+impl TryFrom<pb::GetInstalledAppRequest> for AppName {
+    type Error = Error;
+
+    fn try_from(req: pb::GetInstalledAppRequest) -> Result<Self, Error> {
+        field("name", AppName::parse(&req.name))
+    }
+}
+
+/// ListInstalledApps.
+pub struct ListApps {
+    pub parent: ParentRef,
+    pub page: PageRequest,
+}
+
+impl TryFrom<pb::ListInstalledAppsRequest> for ListApps {
+    type Error = Error;
+
+    fn try_from(req: pb::ListInstalledAppsRequest) -> Result<Self, Error> {
+        let mut v = Violations::default();
+        let parent = v.check("parent", ParentRef::parse(&req.parent));
+        let page = page(&mut v, req.page_size, req.page_token);
+        v.finish()?;
+        Ok(ListApps {
+            parent: checked(parent)?,
+            page: checked(page)?,
+        })
+    }
+}
+
+/// UpdateInstalledApp.
+pub struct UpdateApp {
+    pub name: AppName,
+    pub changes: AppChanges,
+}
+
+impl TryFrom<pb::UpdateInstalledAppRequest> for UpdateApp {
+    type Error = Error;
+
+    fn try_from(mut req: pb::UpdateInstalledAppRequest) -> Result<Self, Error> {
+        let credentials = take_credentials(&mut req.credentials);
+        let app = req.installed_app.unwrap_or_default();
+        let name = field("installed_app.name", AppName::parse(&app.name))?;
+        let paths = req.update_mask.map(|m| m.paths).unwrap_or_default();
+        let mut v = Violations::default();
+        let mut changes = AppChanges {
+            etag: optional_etag(&app.etag),
+            display_name: None,
+            connected_to: None,
+            credentials: None,
+        };
+        for path in &paths {
+            match path.as_str() {
+                "display_name" => {
+                    changes.display_name = v.check(
+                        "installed_app.display_name",
+                        DisplayName::parse(&app.display_name),
+                    );
+                }
+                "connected_to" => {
+                    changes.connected_to = v.check(
+                        "installed_app.connected_to",
+                        ConnectedTo::parse(&app.connected_to),
+                    );
+                }
+                _ => v
+                    .check::<()>(
+                        "update_mask",
+                        Err("may name only display_name and connected_to".into()),
+                    )
+                    .unwrap_or_default(),
+            }
+        }
+        if !credentials.is_empty() {
+            changes.credentials = Some(credentials);
+        } else if paths.is_empty() {
+            v.check::<()>(
+                "update_mask",
+                Err("names nothing to change and no credentials are given".into()),
+            );
+        }
+        v.finish()?;
+        Ok(UpdateApp { name, changes })
+    }
+}
+
+/// DeleteInstalledApp.
+pub struct DeleteApp {
+    pub name: AppName,
+    pub etag: Option<String>,
+    pub validate_only: bool,
+}
+
+impl TryFrom<pb::DeleteInstalledAppRequest> for DeleteApp {
+    type Error = Error;
+
+    fn try_from(req: pb::DeleteInstalledAppRequest) -> Result<Self, Error> {
+        Ok(DeleteApp {
+            name: field("name", AppName::parse(&req.name))?,
+            etag: optional_etag(&req.etag),
+            validate_only: req.validate_only,
+        })
+    }
+}
+
+/// ReportCredentialsRejected.
+pub struct ReportRejected {
+    pub name: AppName,
+    pub detail: RejectionDetail,
+}
+
+impl TryFrom<pb::ReportCredentialsRejectedRequest> for ReportRejected {
+    type Error = Error;
+
+    fn try_from(req: pb::ReportCredentialsRejectedRequest) -> Result<Self, Error> {
+        let mut v = Violations::default();
+        let name = v.check("name", AppName::parse(&req.name));
+        let detail = v.check("detail", RejectionDetail::parse(&req.detail));
+        v.finish()?;
+        Ok(ReportRejected {
+            name: checked(name)?,
+            detail: checked(detail)?,
+        })
+    }
+}
