@@ -1,4 +1,5 @@
-//! The house rules of `CONTRIBUTING.md`, checked on the source: imports point one way.
+//! The house rules of `CONTRIBUTING.md`, checked on the source: imports point one way, and
+//! no file holds more than 600 lines outside its tests.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -16,6 +17,9 @@ const RULES: &[(&str, &[&str])] = &[
     ("metrics", &[]),
     ("config", &[]),
 ];
+
+/// Longest a file may be, in lines before its `#[cfg(test)]` tests.
+const MAX_CODE_LINES: usize = 600;
 
 fn src() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
@@ -137,4 +141,58 @@ fn the_import_scan_sees_paths_groups_and_root_supers() {
     let found: Vec<String> = imported_modules(sample, false).into_iter().collect();
     assert_eq!(found, ["crypto", "domain", "metrics", "store"]);
     assert!(imported_modules(&code("    /// see crate::store\nfn f() {}"), false).is_empty());
+}
+
+/// Files that are test modules as a whole (`#[cfg(test)] mod x;`).
+fn test_only_files() -> BTreeSet<PathBuf> {
+    let mut test_only = BTreeSet::new();
+    for file in rust_files(&src()) {
+        let text = std::fs::read_to_string(&file).expect("read a source file");
+        let dir = match file.file_name().and_then(|n| n.to_str()) {
+            Some("mod.rs" | "lib.rs" | "main.rs") => file.parent().map(Path::to_path_buf),
+            _ => Some(file.with_extension("")),
+        };
+        let Some(dir) = dir else { continue };
+        let lines: Vec<&str> = text.lines().map(str::trim).collect();
+        for pair in lines.windows(2) {
+            if pair[0] != "#[cfg(test)]" {
+                continue;
+            }
+            let declared = pair[1]
+                .trim_start_matches("pub(crate) ")
+                .trim_start_matches("pub ")
+                .strip_prefix("mod ")
+                .and_then(|rest| rest.strip_suffix(';'));
+            if let Some(name) = declared {
+                test_only.insert(dir.join(format!("{name}.rs")));
+            }
+        }
+    }
+    test_only
+}
+
+#[test]
+fn no_file_holds_more_than_600_lines_outside_its_tests() {
+    let test_only = test_only_files();
+    let mut long = Vec::new();
+    for file in rust_files(&src()) {
+        if test_only.contains(&file) {
+            continue;
+        }
+        let text = std::fs::read_to_string(&file).expect("read a source file");
+        let lines: Vec<&str> = text.lines().collect();
+        // Up to the file's test module: `#[cfg(test)]` then `mod tests {`.
+        let lines = lines
+            .windows(2)
+            .position(|pair| pair[0] == "#[cfg(test)]" && pair[1].ends_with('{'))
+            .unwrap_or(lines.len());
+        if lines > MAX_CODE_LINES {
+            long.push(format!("{}: {lines} lines", file.display()));
+        }
+    }
+    assert!(
+        long.is_empty(),
+        "split these along their seams (at most {MAX_CODE_LINES} lines of code a file):\n{}",
+        long.join("\n")
+    );
 }

@@ -1,0 +1,308 @@
+//! The outbox (`events`): appended in the same transaction as the change it describes, read
+//! in sequence order, pruned past the retention (a prefix at a time, behind a watermark), and
+//! a `LISTEN` that wakes this replica when another one appends.
+//!
+//! On PostgreSQL, sequence numbers are handed out at insert time but become visible at commit,
+//! so a later number could commit first and a reader could pass a number still in flight.
+//! So readers never pass an in-flight number: every appending transaction holds a shared
+//! transaction-scoped advisory lock from before its first insert until it ends, and a reader
+//! first takes the same lock exclusively (a barrier, [`Store::max_event_seq`]): once it is
+//! granted, every number handed out before the reader looked is committed or rolled back,
+//! and the reader reads only up to the newest number it saw. Appenders do not wait for each
+//! other, so their commits (and WAL flushes) group; they wait only for a barrier, which
+//! lasts one statement. (An exclusive lock held by each appender until commit serialized
+//! every commit's WAL flush: one write per flush.) The `NOTIFY` that wakes other replicas is
+//! sent after commit for the same reason: PostgreSQL serializes the commits of notifying
+//! transactions. SQLite has one writer at a time, so its commit order is its sequence order.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseBackend, EntityTrait, FromQueryResult, QueryFilter,
+    QueryOrder, QuerySelect, Statement,
+};
+use tokio::sync::Notify;
+
+use super::entities::event;
+use super::{EventRow, Result, Store, Tx};
+
+/// Advisory lock key serializing outbox appends on PostgreSQL ("ihub-evt").
+const OUTBOX_LOCK_KEY: i64 = 0x6968_7562_2d65_7674;
+/// Advisory lock key: one replica prunes the event log at a time ("ihub-prn").
+const PRUNE_LOCK_KEY: i64 = 0x6968_7562_2d70_726e;
+/// The channel that tells other replicas an append committed.
+pub const EVENTS_CHANNEL: &str = "integration_hub_events";
+/// Rows per multi-row insert: far below the bind-parameter limits of both databases.
+const INSERT_CHUNK: usize = 500;
+
+/// The newest event sequence number (see `max_event_seq`), as a column.
+pub(super) const MAX_EVENT_SEQ: &str = "COALESCE((SELECT MAX(seq) FROM events), \
+     (SELECT pruned_through FROM event_log_state WHERE id = 1), 0)";
+
+/// An event to append; the store assigns its sequence number.
+#[derive(Clone, Debug)]
+pub struct NewEvent {
+    pub event_id: String,
+    pub team: String,
+    pub kind: String,
+    pub integration_id: String,
+    pub installed_app_id: Option<String>,
+    pub reason: Option<String>,
+    pub actor: String,
+    pub time: i64,
+    pub snapshot: String,
+}
+
+fn max_seq(row: Option<sea_orm::QueryResult>) -> Result<i64> {
+    Ok(match row {
+        Some(row) => row.try_get::<i64>("", "max_seq")?,
+        None => 0,
+    })
+}
+
+#[derive(FromQueryResult)]
+struct MaxSeq {
+    max_seq: Option<i64>,
+}
+
+impl Store {
+    /// Woken after every commit that appended events, in this process.
+    pub fn appended(&self) -> Arc<Notify> {
+        self.appended.clone()
+    }
+
+    /// Events after `after` (and up to `upto` when given), of one team or of all, oldest first.
+    /// Without `upto`, up to [`Store::max_event_seq`]: never past a number still in flight.
+    pub async fn events_after(
+        &self,
+        after: i64,
+        upto: Option<i64>,
+        team: Option<&str>,
+        limit: u64,
+    ) -> Result<Vec<EventRow>> {
+        let upto = match upto {
+            None if self.is_postgres() => Some(self.max_event_seq().await?),
+            upto => upto,
+        };
+        let mut query = event::Entity::find().filter(event::Column::Seq.gt(after));
+        if let Some(upto) = upto {
+            query = query.filter(event::Column::Seq.lte(upto));
+        }
+        if let Some(team) = team {
+            query = query.filter(event::Column::Team.eq(team));
+        }
+        Ok(query
+            .order_by_asc(event::Column::Seq)
+            .limit(limit)
+            .all(&self.db)
+            .await?)
+    }
+
+    /// On PostgreSQL, wakes the local tailer whenever another replica's append commits
+    /// (`LISTEN`), reconnecting by itself; returns when `stop` flips. A no-op on SQLite (one
+    /// process; the tailer's periodic read covers other processes).
+    pub async fn listen_for_appends(&self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        use sea_orm::sqlx::postgres::PgListener;
+        if !self.is_postgres() {
+            return;
+        }
+        let mut failing = false;
+        loop {
+            let listener = async {
+                let mut listener = PgListener::connect(&self.url).await?;
+                listener.listen(EVENTS_CHANNEL).await?;
+                Ok::<_, sea_orm::sqlx::Error>(listener)
+            };
+            let mut listener = tokio::select! {
+                result = listener => match result {
+                    Ok(listener) => listener,
+                    Err(err) if failing => {
+                        tracing::debug!(error = %err, "cannot LISTEN for events yet");
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                            _ = stop.changed() => return,
+                        }
+                    }
+                    Err(err) => {
+                        failing = true;
+                        tracing::warn!(error = %err, "cannot LISTEN for events; retrying every second (the tailer polls meanwhile)");
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                            _ = stop.changed() => return,
+                        }
+                    }
+                },
+                _ = stop.changed() => return,
+            };
+            if std::mem::take(&mut failing) {
+                tracing::info!("LISTENing for events again");
+            }
+            // A lost connection means lost notifications: wake the tailer to read anyway.
+            self.appended.notify_one();
+            loop {
+                tokio::select! {
+                    received = listener.recv() => match received {
+                        Ok(_) => self.appended.notify_one(),
+                        Err(err) => {
+                            tracing::warn!(error = %err, "event LISTEN connection lost; reconnecting");
+                            break;
+                        }
+                    },
+                    _ = stop.changed() => return,
+                }
+            }
+        }
+    }
+
+    /// Every event with a sequence number at or below this has been pruned.
+    pub async fn pruned_through(&self) -> Result<i64> {
+        let row = self
+            .db
+            .query_one_raw(Statement::from_string(
+                self.backend(),
+                "SELECT pruned_through FROM event_log_state WHERE id = 1",
+            ))
+            .await?;
+        Ok(match row {
+            Some(row) => row.try_get::<i64>("", "pruned_through")?,
+            None => 0,
+        })
+    }
+
+    /// Deletes the events older than `cutoff` (microseconds), as a prefix of the log, and
+    /// moves the watermark. On PostgreSQL only one replica prunes at a time: the others find
+    /// the lock taken and return 0.
+    pub async fn prune_events(&self, cutoff: i64) -> Result<u64> {
+        let tx = self.begin_write().await?;
+        if tx.postgres {
+            let row = tx
+                .inner
+                .query_one_raw(Statement::from_sql_and_values(
+                    DatabaseBackend::Postgres,
+                    "SELECT pg_try_advisory_xact_lock($1) AS locked",
+                    [PRUNE_LOCK_KEY.into()],
+                ))
+                .await?;
+            let locked = match row {
+                Some(row) => row.try_get::<bool>("", "locked")?,
+                None => false,
+            };
+            if !locked {
+                return Ok(0);
+            }
+        }
+        let through = event::Entity::find()
+            .select_only()
+            .column_as(event::Column::Seq.max(), "max_seq")
+            .filter(event::Column::Time.lt(cutoff))
+            .into_model::<MaxSeq>()
+            .one(&tx.inner)
+            .await?
+            .and_then(|r| r.max_seq);
+        let Some(through) = through else {
+            return Ok(0);
+        };
+        let deleted = event::Entity::delete_many()
+            .filter(event::Column::Seq.lte(through))
+            .exec(&tx.inner)
+            .await?
+            .rows_affected;
+        tx.inner
+            .execute_raw(Statement::from_sql_and_values(
+                tx.inner.get_database_backend(),
+                match tx.inner.get_database_backend() {
+                    DatabaseBackend::Postgres => {
+                        "UPDATE event_log_state SET pruned_through = GREATEST(pruned_through, $1) WHERE id = 1"
+                    }
+                    _ => "UPDATE event_log_state SET pruned_through = MAX(pruned_through, ?) WHERE id = 1",
+                },
+                [through.into()],
+            ))
+            .await?;
+        tx.commit().await?;
+        Ok(deleted)
+    }
+
+    /// The newest event sequence number below which nothing is in flight: the last appended,
+    /// even if it was pruned since (a prefix of the log is pruned, so the watermark is the
+    /// floor); 0 when nothing was ever appended. Every event up to it is committed (or never
+    /// will be). On PostgreSQL this is the readers' barrier (see the module doc).
+    pub async fn max_event_seq(&self) -> Result<i64> {
+        let statement = if self.is_postgres() {
+            // The statement's snapshot is taken before the lock is granted: the number it
+            // reads was handed out before the lock was asked for, so by a transaction that
+            // held the shared lock then and has ended once the lock is granted.
+            Statement::from_sql_and_values(
+                DatabaseBackend::Postgres,
+                format!(
+                    "SELECT pg_advisory_xact_lock($1)::text AS barrier, {MAX_EVENT_SEQ} AS max_seq"
+                ),
+                [OUTBOX_LOCK_KEY.into()],
+            )
+        } else {
+            Statement::from_string(self.backend(), format!("SELECT {MAX_EVENT_SEQ} AS max_seq"))
+        };
+        max_seq(self.db.query_one_raw(statement).await?)
+    }
+}
+
+impl Tx {
+    /// The newest event sequence number as this transaction sees it (see
+    /// [`Store::max_event_seq`]; without its barrier, so for SQLite only).
+    pub async fn max_event_seq(&self) -> Result<i64> {
+        max_seq(
+            self.inner
+                .query_one_raw(Statement::from_string(
+                    self.inner.get_database_backend(),
+                    format!("SELECT {MAX_EVENT_SEQ} AS max_seq"),
+                ))
+                .await?,
+        )
+    }
+
+    /// Appends events to the outbox, in order. The first append of a transaction takes the
+    /// outbox lock on PostgreSQL (see the module doc); it is held until commit.
+    pub async fn append_events(&mut self, rows: Vec<NewEvent>) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        if self.postgres && !self.appended_events {
+            // Held until this transaction ends: a reader's barrier waits for it.
+            self.inner
+                .execute_raw(Statement::from_sql_and_values(
+                    DatabaseBackend::Postgres,
+                    "SELECT pg_advisory_xact_lock_shared($1)",
+                    [OUTBOX_LOCK_KEY.into()],
+                ))
+                .await?;
+        }
+        self.appended_events = true;
+        let mut rows = rows.into_iter().peekable();
+        while rows.peek().is_some() {
+            let chunk: Vec<event::ActiveModel> = rows
+                .by_ref()
+                .take(INSERT_CHUNK)
+                .map(|e| {
+                    use sea_orm::ActiveValue::{NotSet, Set};
+                    event::ActiveModel {
+                        seq: NotSet,
+                        event_id: Set(e.event_id),
+                        team: Set(e.team),
+                        kind: Set(e.kind),
+                        integration_id: Set(e.integration_id),
+                        installed_app_id: Set(e.installed_app_id),
+                        reason: Set(e.reason),
+                        actor: Set(e.actor),
+                        time: Set(e.time),
+                        snapshot: Set(e.snapshot),
+                    }
+                })
+                .collect();
+            event::Entity::insert_many(chunk)
+                .exec_without_returning(&self.inner)
+                .await?;
+        }
+        Ok(())
+    }
+}
