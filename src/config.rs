@@ -272,6 +272,27 @@ pub struct ServeArgs {
     )]
     pub max_watch_streams_per_principal: usize,
 
+    /// Bytes all watch streams of this replica may hold in their outgoing queues together.
+    /// When it is spent, the streams furthest behind end with RESOURCE_EXHAUSTED and their
+    /// resume cursor. Size it well under the memory limit (the chart's is 512 MiB).
+    #[arg(
+        long,
+        env = "INTEGRATION_HUB_WATCH_MEMORY_BYTES",
+        default_value_t = 128 * 1024 * 1024,
+        value_parser = clap::value_parser!(u64).range(1024..)
+    )]
+    pub watch_memory_bytes: u64,
+
+    /// Bytes one watch stream may hold in its outgoing queue; a stream whose client does not
+    /// read waits there and reads nothing more from the database.
+    #[arg(
+        long,
+        env = "INTEGRATION_HUB_WATCH_STREAM_BUFFER_BYTES",
+        default_value_t = 1024 * 1024,
+        value_parser = clap::value_parser!(u64).range(1024..)
+    )]
+    pub watch_stream_buffer_bytes: u64,
+
     /// Seconds a request may take before it is cancelled (not watch streams).
     #[arg(long, env = "INTEGRATION_HUB_REQUEST_TIMEOUT_SECS", default_value_t = 30,
           value_parser = clap::value_parser!(u64).range(1..=3600))]

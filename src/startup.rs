@@ -472,6 +472,10 @@ impl Application {
             self.hub.clone(),
             bus,
             limits,
+            crate::events::WatchMemory::new(
+                usize::try_from(self.args.watch_memory_bytes).unwrap_or(usize::MAX),
+                usize::try_from(self.args.watch_stream_buffer_bytes).unwrap_or(usize::MAX),
+            ),
             self.args.checkpoint_interval(),
             stop_rx.clone(),
         ))

@@ -7,7 +7,6 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_stream::StreamExt;
 use tokio_stream::adapters::Map;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status};
 
 use super::parse::{
@@ -18,7 +17,10 @@ use super::{accept, convert, status, status_with_reason};
 use crate::domain::model::Event;
 use crate::domain::types::{Cursor, IntegrationName};
 use crate::domain::{Error, Hub, Precondition};
-use crate::events::{EndReason, EventBus, StreamLimits, WatchError, WatchItem, Watches};
+use crate::events::{
+    EndReason, EventBus, StreamLimits, WatchError, WatchItem, WatchMemory, WatchStream as Items,
+    Watches,
+};
 use crate::pb;
 use crate::pb::integration_service_server::IntegrationService;
 
@@ -32,12 +34,13 @@ impl Integrations {
         hub: Arc<Hub>,
         bus: EventBus,
         limits: StreamLimits,
+        memory: Arc<WatchMemory>,
         checkpoint_every: Duration,
         stop: watch::Receiver<bool>,
     ) -> Self {
         Integrations {
             hub,
-            watches: Watches::new(bus, limits, checkpoint_every, stop),
+            watches: Watches::new(bus, limits, memory, checkpoint_every, stop),
         }
     }
 }
@@ -54,13 +57,32 @@ fn watch_refused(err: WatchError) -> Error {
     }
 }
 
-/// UNAVAILABLE ending a watch stream, with the cursor to resume from.
-fn stream_ended(pos: i64, message: &str) -> Status {
+/// The status ending a watch stream, with the cursor to resume from: UNAVAILABLE, or
+/// RESOURCE_EXHAUSTED when the replica's watch memory ran out and this stream was furthest
+/// behind.
+fn stream_ended(pos: i64, reason: EndReason) -> Status {
     let cursor = Cursor(pos).encode();
+    let (code, reason, message) = match reason {
+        EndReason::Shutdown => (
+            Code::Unavailable,
+            pb::ErrorReason::Unavailable,
+            "the server is shutting down",
+        ),
+        EndReason::Unavailable => (
+            Code::Unavailable,
+            pb::ErrorReason::Unavailable,
+            "the event log is unavailable",
+        ),
+        EndReason::MemoryBudget => (
+            Code::ResourceExhausted,
+            pb::ErrorReason::ResourceExhausted,
+            "this stream fell furthest behind while the server's memory for watch streams was spent; read faster or filter by type",
+        ),
+    };
     status_with_reason(
-        Code::Unavailable,
+        code,
         format!("{message}; resume from cursor {cursor}"),
-        pb::ErrorReason::Unavailable,
+        reason,
         HashMap::from([("cursor".to_owned(), cursor)]),
     )
 }
@@ -84,20 +106,11 @@ fn watch_message(item: WatchItem) -> Result<pb::WatchIntegrationEventsResponse, 
                 checkpoint,
             })
         }
-        WatchItem::End { cursor, reason } => Err(stream_ended(
-            cursor,
-            match reason {
-                EndReason::Shutdown => "the server is shutting down",
-                EndReason::Unavailable => "the event log is unavailable",
-            },
-        )),
+        WatchItem::End { cursor, reason } => Err(stream_ended(cursor, reason)),
     }
 }
 
-type WatchStream = Map<
-    ReceiverStream<WatchItem>,
-    fn(WatchItem) -> Result<pb::WatchIntegrationEventsResponse, Status>,
->;
+type WatchStream = Map<Items, fn(WatchItem) -> Result<pb::WatchIntegrationEventsResponse, Status>>;
 
 #[tonic::async_trait]
 impl IntegrationService for Integrations {

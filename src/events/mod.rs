@@ -17,12 +17,17 @@ use std::sync::atomic::Ordering;
 use crate::metrics::Metrics;
 use crate::store::{EventRow, Store, StoreError};
 
+mod queue;
 mod stream;
 
-pub use stream::{EndReason, MESSAGE_EVENTS, WatchError, WatchItem, Watches};
+pub use queue::WatchMemory;
+pub use stream::{EndReason, MESSAGE_EVENTS, WatchError, WatchItem, WatchStream, Watches};
 
-/// Events read from the database per query.
+/// Events the tailer reads from the database per query.
 const READ_CHUNK: u64 = 500;
+/// Events one watch stream reads from the database per query while it catches up: what it
+/// holds beyond its queue while its client does not read.
+const CATCH_UP_CHUNK: u64 = MESSAGE_EVENTS as u64;
 /// Batches the broadcast ring keeps for slow subscribers before they lag.
 const RING_BATCHES: usize = 128;
 /// How often the tailer reads the outbox even without a wake-up (other processes append too).
@@ -328,8 +333,11 @@ where
     Fut: std::future::Future<Output = bool>,
 {
     loop {
-        let rows = bus.store.events_after(pos, upto, team, READ_CHUNK).await?;
-        let full = rows.len() as u64 == READ_CHUNK;
+        let rows = bus
+            .store
+            .events_after(pos, upto, team, CATCH_UP_CHUNK)
+            .await?;
+        let full = rows.len() as u64 == CATCH_UP_CHUNK;
         let last = rows.last().map(|r| r.seq);
         let events: Vec<_> = rows.into_iter().filter(|e| keep(e)).map(Arc::new).collect();
         if let Some(last) = last {

@@ -6,15 +6,15 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::sync::watch;
 
+use super::queue::{Queue, Reader, WatchMemory, event_bytes};
 use super::{Delivery, EventBus, StreamLimits, follow};
 use crate::metrics::Metrics;
 use crate::store::{EventRow, StoreError};
 
-/// Messages buffered per watch stream before the subscriber task waits for the client.
-const STREAM_BUFFER: usize = 16;
+/// Most bytes of events in one stream message (but for a single larger event).
+const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 /// Most events in one stream message.
 pub const MESSAGE_EVENTS: usize = 100;
 
@@ -58,6 +58,8 @@ pub enum EndReason {
     Shutdown,
     /// The event log could not be read.
     Unavailable,
+    /// The replica's watch memory budget is spent and this stream was furthest behind.
+    MemoryBudget,
 }
 
 /// What every watch stream shares: the tailer, the limits on open streams, how often an
@@ -66,6 +68,7 @@ pub enum EndReason {
 pub struct Watches {
     bus: EventBus,
     limits: StreamLimits,
+    memory: Arc<WatchMemory>,
     checkpoint_every: Duration,
     stop: watch::Receiver<bool>,
 }
@@ -74,12 +77,14 @@ impl Watches {
     pub fn new(
         bus: EventBus,
         limits: StreamLimits,
+        memory: Arc<WatchMemory>,
         checkpoint_every: Duration,
         stop: watch::Receiver<bool>,
     ) -> Self {
         Watches {
             bus,
             limits,
+            memory,
             checkpoint_every,
             stop,
         }
@@ -96,7 +101,7 @@ impl Watches {
         team: Option<String>,
         start: Option<i64>,
         kinds: HashSet<&'static str>,
-    ) -> Result<ReceiverStream<WatchItem>, WatchError> {
+    ) -> Result<WatchStream, WatchError> {
         let newest = self.bus.store.max_event_seq().await?;
         let pos = match start {
             Some(seq) if seq > newest => return Err(WatchError::CursorAhead),
@@ -112,7 +117,11 @@ impl Watches {
             .limits
             .acquire(principal)
             .map_err(WatchError::TooMany)?;
-        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        let queue = self.memory.queue(pos);
+        let reader = WatchStream::new(queue.clone());
+        // Small messages: what the gRPC encoder and HTTP/2 hold per stream, outside the
+        // budget, grows with the largest message.
+        let max_message_bytes = (self.memory.per_stream() / 2).min(MAX_MESSAGE_BYTES);
         let bus = self.bus.clone();
         let stop = self.stop.clone();
         let every = self.checkpoint_every;
@@ -120,19 +129,19 @@ impl Watches {
             // Holds this stream's place in the limits until the stream ends.
             let _slot = slot;
             // Live from now: the first message is a checkpoint carrying the current cursor.
-            if start.is_none() && tx.send(checkpoint_at(pos)).await.is_err() {
+            if start.is_none() && queue.push(checkpoint_at(pos)).await.is_err() {
                 return;
             }
             let keep = |e: &EventRow| kinds.is_empty() || kinds.contains(e.kind.as_str());
             let deliver = {
-                let tx = tx.clone();
+                let queue = queue.clone();
                 let metrics = bus.metrics().clone();
-                move |delivery| send(tx.clone(), metrics.clone(), delivery)
+                move |delivery| send(queue.clone(), metrics.clone(), delivery, max_message_bytes)
             };
             let outcome = tokio::select! {
                 outcome = follow(&bus, team, keep, pos, every, stop, deliver) => outcome,
                 // The client left: end now, freeing its place, rather than at the next send.
-                _ = tx.closed() => return,
+                _ = queue.reader_gone() => return,
             };
             let end = match outcome {
                 Ok(pos) => WatchItem::End {
@@ -147,29 +156,69 @@ impl Watches {
                     }
                 }
             };
-            // Ignored when the client already left.
-            let _ = tx.send(end).await;
+            // Ignored when the client already left or the stream was ended for memory.
+            queue.finish(end);
         });
-        Ok(ReceiverStream::new(rx))
+        Ok(reader)
+    }
+}
+
+/// The messages of one watch stream, as the response streams them. Dropping it (the client
+/// left) frees everything the stream still held.
+pub struct WatchStream {
+    reader: Reader,
+    next: Option<std::pin::Pin<Box<dyn std::future::Future<Output = Option<WatchItem>> + Send>>>,
+}
+
+impl WatchStream {
+    fn new(queue: Arc<Queue>) -> Self {
+        WatchStream {
+            reader: Reader(queue),
+            next: None,
+        }
+    }
+}
+
+impl tokio_stream::Stream for WatchStream {
+    type Item = WatchItem;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<WatchItem>> {
+        let this = &mut *self;
+        let next = this.next.get_or_insert_with(|| {
+            let queue = this.reader.0.clone();
+            Box::pin(async move { queue.pop().await })
+        });
+        let item = std::task::ready!(next.as_mut().poll(cx));
+        this.next = None;
+        std::task::Poll::Ready(item)
     }
 }
 
 /// Sends one delivery as messages of at most [`MESSAGE_EVENTS`] events, so what a stalled
 /// client holds in its queue stays small. Each message's cursor is its last event's, and the
 /// last message's is the position after the whole delivery. False when the client left.
-async fn send(tx: mpsc::Sender<WatchItem>, metrics: Arc<Metrics>, delivery: Delivery) -> bool {
+async fn send(
+    queue: Arc<Queue>,
+    metrics: Arc<Metrics>,
+    delivery: Delivery,
+    max_message_bytes: usize,
+) -> bool {
     let (rows, pos, checkpoint) = match delivery {
         Delivery::Checkpoint(pos) => (Vec::new(), pos, true),
         Delivery::Events(rows, pos) => (rows, pos, false),
     };
-    for message in batches(rows, pos, checkpoint) {
+    for message in batches(rows, pos, checkpoint, max_message_bytes) {
         if let WatchItem::Message { events, .. } = &message {
             metrics
                 .events_delivered
                 .fetch_add(events.len() as u64, Ordering::Relaxed);
         }
-        // A closed channel means the client went away.
-        if tx.send(message).await.is_err() {
+        // Waits while the client does not read; fails when it left or the stream was ended
+        // to free memory.
+        if queue.push(message).await.is_err() {
             return false;
         }
     }
@@ -184,20 +233,37 @@ fn checkpoint_at(cursor: i64) -> WatchItem {
     }
 }
 
-/// The messages of one delivery: at least one (a checkpoint has no events).
-fn batches(rows: Vec<Arc<EventRow>>, pos: i64, checkpoint: bool) -> Vec<WatchItem> {
-    if rows.is_empty() {
-        return vec![WatchItem::Message {
-            events: Vec::new(),
-            cursor: pos,
-            checkpoint,
-        }];
+/// The messages of one delivery: at least one (a checkpoint has no events), each of at most
+/// [`MESSAGE_EVENTS`] events and, but for a single larger event, `max_bytes` bytes.
+fn batches(
+    rows: Vec<Arc<EventRow>>,
+    pos: i64,
+    checkpoint: bool,
+    max_bytes: usize,
+) -> Vec<WatchItem> {
+    let mut groups: Vec<Vec<Arc<EventRow>>> = Vec::new();
+    let mut bytes = 0;
+    for row in rows {
+        let size = event_bytes(&row);
+        match groups.last_mut() {
+            Some(group) if group.len() < MESSAGE_EVENTS && bytes + size <= max_bytes => {
+                bytes += size;
+                group.push(row);
+            }
+            _ => {
+                bytes = size;
+                groups.push(vec![row]);
+            }
+        }
     }
-    let count = rows.len().div_ceil(MESSAGE_EVENTS);
-    let mut rows = rows.into_iter();
-    (0..count)
-        .map(|index| {
-            let events: Vec<_> = rows.by_ref().take(MESSAGE_EVENTS).collect();
+    if groups.is_empty() {
+        groups.push(Vec::new());
+    }
+    let count = groups.len();
+    groups
+        .into_iter()
+        .enumerate()
+        .map(|(index, events)| {
             let cursor = match events.last() {
                 Some(last) if index + 1 < count => last.seq,
                 _ => pos,
@@ -246,13 +312,16 @@ mod tests {
 
     #[test]
     fn a_checkpoint_is_one_message_without_events_at_its_position() {
-        assert_eq!(shape(&batches(Vec::new(), 42, true)), [(vec![], 42, true)]);
+        assert_eq!(
+            shape(&batches(Vec::new(), 42, true, usize::MAX)),
+            [(vec![], 42, true)]
+        );
     }
 
     #[test]
     fn a_delivery_is_cut_into_messages_of_at_most_100_events_each_resumable() {
         let rows: Vec<_> = (1..=250).map(row).collect();
-        let messages = shape(&batches(rows, 300, false));
+        let messages = shape(&batches(rows, 300, false, usize::MAX));
         assert_eq!(messages.len(), 3);
         assert_eq!(messages[0].0, (1..=100).collect::<Vec<_>>());
         // A message's cursor is its last event's: resuming from it repeats nothing.
@@ -266,9 +335,28 @@ mod tests {
     }
 
     #[test]
+    fn a_delivery_is_cut_by_bytes_too_and_a_single_larger_event_passes_alone() {
+        let rows: Vec<_> = (1..=10).map(row).collect();
+        let one = event_bytes(&rows[0]);
+        let messages = shape(&batches(rows, 10, false, one * 3));
+        assert_eq!(
+            messages.iter().map(|m| m.0.len()).collect::<Vec<_>>(),
+            [3, 3, 3, 1]
+        );
+        assert_eq!(messages[0].1, 3);
+        assert_eq!(messages[3].1, 10);
+        let messages = shape(&batches((1..=2).map(row).collect(), 2, false, 1));
+        assert_eq!(
+            messages.len(),
+            2,
+            "each event alone when one exceeds the limit"
+        );
+    }
+
+    #[test]
     fn exactly_100_events_make_one_message() {
         let rows: Vec<_> = (1..=100).map(row).collect();
-        let messages = shape(&batches(rows, 100, false));
+        let messages = shape(&batches(rows, 100, false, usize::MAX));
         assert_eq!(messages.len(), 1);
         assert_eq!(messages[0].1, 100);
     }

@@ -26,3 +26,4 @@ mod startup;
 #[path = "../../src/auth/test_support.rs"]
 mod test_support;
 mod validation;
+mod watch_memory;
