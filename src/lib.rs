@@ -28,6 +28,8 @@ pub mod store;
 pub mod telemetry;
 
 #[cfg(test)]
+mod fuzz_tests;
+#[cfg(test)]
 mod layout_tests;
 
 /// Generated from `proto/integrationhub/v1`.

@@ -9,7 +9,7 @@ mod convert;
 mod installed_apps;
 mod integrations;
 mod observe;
-mod parse;
+pub(crate) mod parse;
 pub mod rate_limit;
 
 use std::collections::HashMap;

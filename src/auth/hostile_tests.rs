@@ -895,3 +895,37 @@ async fn refusal_reasons_never_contain_the_token_or_the_kid() {
         }
     }
 }
+
+/// Fuzzing the token check: any text after `Bearer ` (random bytes as text, near-JWTs with
+/// hostile segments, oversized ones) is refused without a panic and without a hang.
+/// `PROPTEST_CASES` sets how many (256 by default).
+#[tokio::test]
+async fn any_bearer_text_is_refused_without_a_panic_or_a_hang() {
+    use proptest::prelude::any;
+    use proptest::strategy::{Strategy, ValueTree};
+    let s = setup().await;
+    let segment = proptest::collection::vec(any::<u8>(), 0..600).prop_map(|b: Vec<u8>| b64(&b));
+    let strategy = proptest::prop_oneof![
+        any::<String>(),
+        (segment.clone(), segment.clone(), segment.clone())
+            .prop_map(|(h, c, sig)| format!("{h}.{c}.{sig}")),
+        "[A-Za-z0-9_.=-]{0,20000}",
+        "[\\x00-\\x1f. ]{0,64}",
+    ];
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(256);
+    let mut runner = proptest::test_runner::TestRunner::default();
+    for _ in 0..cases {
+        let token = strategy.new_tree(&mut runner).expect("a case").current();
+        let started = std::time::Instant::now();
+        let result = check(&s.verifier, &token).await;
+        assert!(result.is_err(), "a random token was accepted");
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "checking one token took {:?}",
+            started.elapsed()
+        );
+    }
+}
