@@ -402,9 +402,11 @@ async fn client_errors_are_not_errors_and_hostile_values_are_bounded_in(format: 
 
     // A 1 MB request id: refused before any layer of ours (HTTP/2 header limits), or bounded.
     let metadata = vec![("x-request-id", vec![b'C'; 1 << 20])];
+    // On a connection of its own: the peer may end the connection that carried such a
+    // header, and the marker calls must not share its fate.
     let (code, lines) = marks
         .lines_of(call_path(
-            channel.clone(),
+            server.channel().await,
             "/integrationhub.v1.InstalledAppService/ListServices".to_owned(),
             metadata,
         ))
