@@ -180,13 +180,17 @@ pub fn actor_of(principal: &Principal, request_id: &str) -> Result<Actor, Status
 }
 
 /// The verified caller and the request parsed into its domain input (INVALID_ARGUMENT
-/// listing every violated field when it does not parse).
+/// listing every violated field when it does not parse). A string no database accepts (with
+/// a NUL) answers first, naming its fields, whatever the request type.
 pub fn accept<R, T>(request: tonic::Request<R>) -> Result<(Actor, T), Status>
 where
+    R: parse::Described,
     T: TryFrom<R, Error = Error>,
 {
     let actor = actor(&request)?;
-    let input = T::try_from(request.into_inner()).map_err(status)?;
+    let message = request.into_inner();
+    parse::check_text(&message).map_err(status)?;
+    let input = T::try_from(message).map_err(status)?;
     Ok((actor, input))
 }
 
