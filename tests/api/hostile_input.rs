@@ -236,3 +236,82 @@ async fn a_nul_in_the_audit_actor_filter_is_not_an_internal_error(app: TestApp) 
     assert_eq!(violated_fields(&status), ["actor"]);
 }
 storage_test!(a_nul_in_the_audit_actor_filter_is_not_an_internal_error);
+
+/// What an error's trailers weigh on the wire: `grpc-message` percent-encoded and
+/// `grpc-status-details-bin` in base64 (the status message again, and the details).
+fn trailer_bytes(status: &tonic::Status) -> usize {
+    let message: usize = status
+        .message()
+        .bytes()
+        .map(|b| {
+            if (b' '..=b'~').contains(&b) && b != b'%' {
+                1
+            } else {
+                3
+            }
+        })
+        .sum();
+    let details = status.details().len().div_ceil(3) * 4;
+    message + details
+}
+
+fn assert_small(status: &tonic::Status) {
+    assert_eq!(status.code(), Code::InvalidArgument, "{}", status.message());
+    let size = trailer_bytes(status);
+    assert!(size < 8 * 1024, "trailers of {size} bytes");
+    let listed = violated_fields(status).len();
+    assert!((1..=20).contains(&listed), "{listed} violations listed");
+}
+
+async fn an_error_stays_small_however_many_fields_are_wrong(app: TestApp) {
+    let dev = token(TEAM, "developer", "dana");
+    let mut integrations = app.integrations.clone();
+    let mut apps = app.apps.clone();
+
+    let mut create = crate::fixtures::own_integration_request("slack", "Job", "xoxb-1");
+    let config = &mut create.integration.as_mut().expect("integration").config;
+    for i in 0..10_000 {
+        config.insert(format!("unknown_{i}_{}", "k".repeat(40)), "v".into());
+    }
+    let status = integrations
+        .create_integration(authed(&dev, create))
+        .await
+        .expect_err("10,000 unknown config keys");
+    assert_small(&status);
+    assert!(
+        status.message().contains("more violations not listed"),
+        "{}",
+        status.message()
+    );
+
+    // Many bad fields at once, with long keys of control and non-ASCII characters (each
+    // percent-encoded in grpc-message at three times its size).
+    let mut create = crate::fixtures::app_request("slack", &"\u{7}".repeat(3000), "t");
+    let app_fields = create.installed_app.as_mut().expect("app");
+    app_fields.connected_to = "é\n".repeat(5000);
+    create.request_id = "\u{1b}[31m".repeat(500);
+    for i in 0..1_500 {
+        create
+            .credentials
+            .insert(format!("{i}{}", "\u{1b}é".repeat(100)), "\u{7}".repeat(50));
+    }
+    let status = apps
+        .create_installed_app(authed(&dev, create))
+        .await
+        .expect_err("many bad fields");
+    assert_small(&status);
+
+    let mut update = crate::fixtures::rename_integration_request(
+        &format!("teams/{TEAM}/integrations/x"),
+        "Renamed",
+    );
+    update.update_mask = Some(prost_types::FieldMask {
+        paths: (0..20_000).map(|i| format!("bogus_{i}")).collect(),
+    });
+    let status = integrations
+        .update_integration(authed(&dev, update))
+        .await
+        .expect_err("20,000 bad mask paths");
+    assert_small(&status);
+}
+storage_test!(an_error_stays_small_however_many_fields_are_wrong);
