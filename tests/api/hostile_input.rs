@@ -207,7 +207,7 @@ async fn a_nul_in_any_string_of_any_request_is_invalid_argument_naming_it(app: T
             );
             assert_eq!(
                 violated_fields(&status),
-                [case.field.clone()],
+                std::slice::from_ref(&case.field),
                 "{path}: {status:?}"
             );
             assert!(!status.message().contains('\0'));
