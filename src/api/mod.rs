@@ -32,6 +32,16 @@ pub use observe::ObserveLayer;
 /// `ErrorInfo.domain` of every error.
 pub const ERROR_DOMAIN: &str = "integrationhub";
 
+/// Longest message of an error, in bytes. With at most
+/// [`crate::domain::error::MAX_LISTED_VIOLATIONS`] bounded violations, an error's trailers
+/// (`grpc-message`, percent-encoded, and `grpc-status-details-bin`, base64 of the message
+/// and the details) stay under 8 KiB, what every common client accepts.
+pub const MAX_MESSAGE_BYTES: usize = 512;
+
+fn bounded(message: String) -> String {
+    crate::domain::error::truncated(&message, MAX_MESSAGE_BYTES)
+}
+
 /// A status with one `ErrorInfo`.
 pub fn status_with_reason(
     code: Code,
@@ -41,7 +51,7 @@ pub fn status_with_reason(
 ) -> Status {
     Status::with_error_details(
         code,
-        message,
+        bounded(message.into()),
         ErrorDetails::with_error_info(reason.as_str_name(), ERROR_DOMAIN, metadata),
     )
 }
@@ -61,7 +71,7 @@ fn retry_after(
     let mut details =
         ErrorDetails::with_error_info(reason.as_str_name(), ERROR_DOMAIN, HashMap::new());
     details.set_retry_info(Some(delay));
-    Status::with_error_details(code, message, details)
+    Status::with_error_details(code, bounded(message), details)
 }
 
 /// The one map from domain errors to gRPC statuses.
@@ -70,13 +80,15 @@ pub fn status(err: Error) -> Status {
         |code, message: String, reason| status_with_reason(code, message, reason, HashMap::new());
     match err {
         Error::Invalid(violations) => {
-            let message = Error::Invalid(violations.clone()).to_string();
+            // The first violations, each bounded; the message counts the rest.
+            let (shown, _) = crate::domain::error::listed(&violations);
+            let message = bounded(Error::Invalid(violations).to_string());
             let mut details = ErrorDetails::with_error_info(
                 ErrorReason::InvalidArgument.as_str_name(),
                 ERROR_DOMAIN,
                 HashMap::new(),
             );
-            for v in violations {
+            for v in shown {
                 details.add_bad_request_violation(v.field, v.description);
             }
             Status::with_error_details(Code::InvalidArgument, message, details)
@@ -180,13 +192,17 @@ pub fn actor_of(principal: &Principal, request_id: &str) -> Result<Actor, Status
 }
 
 /// The verified caller and the request parsed into its domain input (INVALID_ARGUMENT
-/// listing every violated field when it does not parse).
+/// listing every violated field when it does not parse). A string no database accepts (with
+/// a NUL) answers first, naming its fields, whatever the request type.
 pub fn accept<R, T>(request: tonic::Request<R>) -> Result<(Actor, T), Status>
 where
+    R: parse::Described,
     T: TryFrom<R, Error = Error>,
 {
     let actor = actor(&request)?;
-    let input = T::try_from(request.into_inner()).map_err(status)?;
+    let message = request.into_inner();
+    parse::check_text(&message).map_err(status)?;
+    let input = T::try_from(message).map_err(status)?;
     Ok((actor, input))
 }
 

@@ -8,6 +8,7 @@ use base64::alphabet;
 use base64::engine::general_purpose::STANDARD;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use ring::aead::{self, AES_256_GCM, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use ring::hmac;
 use ring::rand::{SecureRandom, SystemRandom};
 use zeroize::Zeroizing;
 
@@ -41,7 +42,19 @@ pub struct KeyRing {
     /// Versions below this are retired: they report `KeyRetired`, not
     /// `UnknownKeyVersion`, so the operator knows rotation is the cause.
     min_version: u32,
+    /// Per version, the HMAC-SHA256 key derived from the encryption key for keyed
+    /// fingerprints ([`KeyRing::fingerprint_contexts`]).
+    macs: BTreeMap<u32, hmac::Key>,
     rng: SystemRandom,
+}
+
+/// The label the fingerprint key is derived under: HMAC-SHA256(encryption key, label). The
+/// derived key differs from the encryption key, so no fingerprint reveals anything of it.
+const FINGERPRINT_LABEL: &[u8] = b"integrationhub/v1 idempotency fingerprint key";
+
+fn fingerprint_key(raw: &[u8]) -> hmac::Key {
+    let derived = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, raw), FINGERPRINT_LABEL);
+    hmac::Key::new(hmac::HMAC_SHA256, derived.as_ref())
 }
 
 impl KeyRing {
@@ -92,8 +105,10 @@ impl KeyRing {
             raw.insert(version, bytes);
         }
         let mut keys = BTreeMap::new();
+        let mut macs = BTreeMap::new();
         for (version, bytes) in &raw {
             keys.insert(*version, aes_key(bytes)?);
+            macs.insert(*version, fingerprint_key(bytes));
         }
         let Some((version, key)) = keys.pop_last() else {
             return Err(invalid("the key spec holds no key"));
@@ -102,6 +117,7 @@ impl KeyRing {
             newest: VersionedKey { version, key },
             older: keys,
             min_version: 1,
+            macs,
             rng: SystemRandom::new(),
         })
     }
@@ -127,6 +143,7 @@ impl KeyRing {
             newest: VersionedKey { version, key },
             older: BTreeMap::new(),
             min_version: 1,
+            macs: BTreeMap::from([(version, fingerprint_key(raw.as_ref()))]),
             rng,
         };
         Ok((ring, spec))
@@ -161,8 +178,21 @@ impl KeyRing {
             )));
         }
         self.older = self.older.split_off(&min);
+        self.macs = self.macs.split_off(&min);
         self.min_version = self.min_version.max(min);
         Ok(self)
+    }
+
+    /// One HMAC-SHA256 context per usable key version, newest first, each keyed by the key
+    /// derived from that version's encryption key (never the encryption key itself). A
+    /// keyed fingerprint of secret content made under any version can be recomputed while
+    /// that version is in the ring; without the ring it reveals nothing of the content.
+    pub fn fingerprint_contexts(&self) -> Vec<(u32, hmac::Context)> {
+        self.macs
+            .iter()
+            .rev()
+            .map(|(version, key)| (*version, hmac::Context::with_key(key)))
+            .collect()
     }
 
     /// Seals `plaintext` with the newest key, bound to `aad`. The layout is in

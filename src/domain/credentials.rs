@@ -2,6 +2,11 @@
 //! against the catalog, their resolution for a service principal (rule 2), and the
 //! fingerprints that make a create with an idempotency key safe to retry.
 
+use std::sync::Arc;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
 use crate::crypto::{Aad, Credentials, KeyRing};
 use crate::store::{AppRow, IntegrationRow, StoreError};
 
@@ -49,20 +54,62 @@ pub struct Resolved {
     pub credentials: Credentials,
 }
 
-/// SHA-256 (hex) of the non-secret content of a create request: what a retry with the same
-/// idempotency key must repeat. Parts are length-prefixed so no two requests share a text.
-fn fingerprint(parts: &[&str]) -> String {
-    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Feeds length-prefixed parts, so no two sequences of parts share a text.
+fn feed(update: &mut impl FnMut(&[u8]), parts: &[&str]) {
     for part in parts {
-        context.update(&(part.len() as u64).to_be_bytes());
-        context.update(part.as_bytes());
+        update(&(part.len() as u64).to_be_bytes());
+        update(part.as_bytes());
     }
-    context
-        .finish()
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
+}
+
+/// SHA-256 (hex) of the non-secret parts alone: the fingerprint stored before fingerprints
+/// covered the credentials. Only compared with records stored then ([`Idempotency::retry_of`]).
+fn content_fingerprint(parts: &[&str]) -> String {
+    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+    feed(&mut |bytes| context.update(bytes), parts);
+    hex(context.finish().as_ref())
+}
+
+/// The keyed fingerprint of a create (`k<version>:<base64url>`, at most 55 characters: the
+/// column holds 64) under every key version of the
+/// ring, newest first: HMAC-SHA256, keyed by a key derived from the encryption key, of the
+/// parts and then the credentials (sorted, each name and value length-prefixed). It never
+/// holds the plaintext, and without the key ring nobody can test a guess against it.
+fn keyed_fingerprints(
+    keys: &KeyRing,
+    parts: &[&str],
+    credentials: Option<&Credentials>,
+) -> Vec<String> {
+    keys.fingerprint_contexts()
+        .into_iter()
+        .map(|(version, mut context)| {
+            let mut update = |bytes: &[u8]| context.update(bytes);
+            feed(&mut update, parts);
+            match credentials {
+                None => update(&[0]),
+                Some(credentials) => {
+                    update(&[1]);
+                    update(&(credentials.len() as u64).to_be_bytes());
+                    for (name, value) in credentials.expose() {
+                        feed(&mut update, &[name, value]);
+                    }
+                }
+            }
+            let mac = URL_SAFE_NO_PAD.encode(context.sign().as_ref());
+            format!("k{version}:{mac}")
+        })
         .collect()
+}
+
+/// The keyed fingerprint of credentials alone under the newest key.
+fn credentials_fingerprint(keys: &KeyRing, credentials: &Credentials) -> Option<String> {
+    keyed_fingerprints(keys, &["credentials"], Some(credentials))
+        .into_iter()
+        .next()
 }
 
 /// A stored record a create made, with the fingerprint of the request that made it.
@@ -82,29 +129,70 @@ impl Fingerprinted for IntegrationRow {
     }
 }
 
-/// A create's idempotency key and the fingerprint of its content (AIP-155).
+/// A create's idempotency key and the fingerprint of its content (AIP-155), credentials
+/// included.
 pub(super) struct Idempotency {
     pub key: IdempotencyKey,
+    /// What is stored: the keyed fingerprint under the newest key.
     pub fingerprint: String,
+    /// The keyed fingerprint under every key of the ring (a record made before a rotation).
+    accepted: Vec<String>,
+    /// The fingerprint of the parts alone, as stored before credentials were covered.
+    legacy: String,
+    /// The keyed fingerprint of the credentials alone, to compare with a legacy record's.
+    credentials: Option<String>,
+    keys: Arc<KeyRing>,
 }
 
 impl Idempotency {
     /// `None` without a key: such a create is never a retry.
-    pub fn of(key: Option<IdempotencyKey>, parts: &[&str]) -> Option<Idempotency> {
-        key.map(|key| Idempotency {
+    pub fn of(
+        keys: &Arc<KeyRing>,
+        key: Option<IdempotencyKey>,
+        parts: &[&str],
+        credentials: Option<&Credentials>,
+    ) -> Option<Idempotency> {
+        let key = key?;
+        let accepted = keyed_fingerprints(keys, parts, credentials);
+        Some(Idempotency {
             key,
-            fingerprint: fingerprint(parts),
+            fingerprint: accepted.first().cloned().unwrap_or_default(),
+            accepted,
+            legacy: content_fingerprint(parts),
+            credentials: credentials.and_then(|c| credentials_fingerprint(keys, c)),
+            keys: Arc::clone(keys),
         })
     }
 
-    /// What a record found under this key means: a record made by the same content is the
-    /// one this create retries; one made by other content is refused (REQUEST_ID_REUSED).
-    pub fn retry_of<R: Fingerprinted>(&self, found: Option<R>) -> Result<Option<R>> {
-        match found {
-            Some(row) if row.fingerprint().is_some_and(|f| f != self.fingerprint) => {
-                Err(Error::IdempotencyKeyReused)
-            }
-            found => Ok(found),
+    /// What a record found under this key means: a record made by the same content (and
+    /// the same credentials) is the one this create retries; one made by other content is
+    /// refused (REQUEST_ID_REUSED). A record stored without a fingerprint is taken as the
+    /// same request. A record whose fingerprint predates the credentials' (content only) is
+    /// a retry only if its credentials, opened by `stored_credentials`, are the ones given.
+    /// A fingerprint made under a retired key cannot be recomputed: refused.
+    pub fn retry_of<R: Fingerprinted>(
+        &self,
+        found: Option<R>,
+        stored_credentials: impl FnOnce(&R) -> Result<Option<Credentials>>,
+    ) -> Result<Option<R>> {
+        let Some(row) = found else {
+            return Ok(None);
+        };
+        let same = match row.fingerprint() {
+            None => true,
+            Some(stored) if self.accepted.iter().any(|f| f == stored) => true,
+            Some(stored) if stored == self.legacy => match &self.credentials {
+                None => true,
+                Some(given) => stored_credentials(&row)?
+                    .and_then(|c| credentials_fingerprint(&self.keys, &c))
+                    .is_some_and(|stored| stored == *given),
+            },
+            Some(_) => false,
+        };
+        if same {
+            Ok(Some(row))
+        } else {
+            Err(Error::IdempotencyKeyReused)
         }
     }
 }
@@ -281,22 +369,86 @@ mod tests {
         assert!(found[0].1.contains("at most 20 fields"));
     }
 
+    fn ring() -> Arc<KeyRing> {
+        Arc::new(KeyRing::generate(1).unwrap().0)
+    }
+
     #[test]
-    fn fingerprints_depend_on_every_part_and_its_boundaries() {
-        let one = fingerprint(&["installed_app", "slack", "Slack", "acme"]);
+    fn legacy_fingerprints_depend_on_every_part_and_its_boundaries() {
+        let one = content_fingerprint(&["installed_app", "slack", "Slack", "acme"]);
         assert_eq!(one.len(), 64);
         assert!(one.chars().all(|c| c.is_ascii_hexdigit()));
         assert_eq!(
             one,
-            fingerprint(&["installed_app", "slack", "Slack", "acme"])
+            content_fingerprint(&["installed_app", "slack", "Slack", "acme"])
         );
         assert_ne!(
             one,
-            fingerprint(&["installed_app", "slack", "Slack", "acme2"])
+            content_fingerprint(&["installed_app", "slack", "Slack", "acme2"])
         );
         // Length prefixes: moving a boundary changes the fingerprint.
-        assert_ne!(fingerprint(&["ab", "c"]), fingerprint(&["a", "bc"]));
-        assert_ne!(fingerprint(&["a", ""]), fingerprint(&["a"]));
+        assert_ne!(
+            content_fingerprint(&["ab", "c"]),
+            content_fingerprint(&["a", "bc"])
+        );
+        assert_ne!(content_fingerprint(&["a", ""]), content_fingerprint(&["a"]));
+    }
+
+    #[test]
+    fn keyed_fingerprints_cover_the_credentials_without_containing_them() {
+        let keys = ring();
+        let parts = ["installed_app", "slack", "Slack", ""];
+        let secret = "xoxb-very-secret-token";
+        let given = credentials(&[("access_token", secret)]);
+        let one = keyed_fingerprints(&keys, &parts, Some(&given));
+        assert_eq!(one.len(), 1, "one per key version");
+        assert!(one[0].starts_with("k1:"));
+        assert_eq!(one[0].len(), 3 + 43, "fits the stored column");
+        // Same request, same fingerprint.
+        let again = credentials(&[("access_token", secret)]);
+        assert_eq!(one, keyed_fingerprints(&keys, &parts, Some(&again)));
+        // Other credentials (a value, a name, one more entry, none): another fingerprint.
+        for other in [
+            Some(credentials(&[("access_token", "xoxb-other")])),
+            Some(credentials(&[("team_id", secret)])),
+            Some(credentials(&[("access_token", secret), ("team_id", "T1")])),
+            None,
+        ] {
+            assert_ne!(one, keyed_fingerprints(&keys, &parts, other.as_ref()));
+        }
+        // Boundaries between a name and its value count.
+        assert_ne!(
+            keyed_fingerprints(&keys, &parts, Some(&credentials(&[("ab", "c")]))),
+            keyed_fingerprints(&keys, &parts, Some(&credentials(&[("a", "bc")])))
+        );
+        // Keyed: another ring gives another fingerprint; it is no plain hash of the content.
+        assert_ne!(one, keyed_fingerprints(&ring(), &parts, Some(&given)));
+        assert!(!one[0].contains(secret));
+        assert!(!one[0].contains(&hex(secret.as_bytes())));
+        assert!(!one[0].contains(&URL_SAFE_NO_PAD.encode(secret)));
+        assert!(!one[0].contains(&content_fingerprint(&parts)));
+        let plain = content_fingerprint(&[
+            "installed_app",
+            "slack",
+            "Slack",
+            "",
+            "access_token",
+            secret,
+        ]);
+        assert!(!one[0].contains(&plain));
+    }
+
+    #[test]
+    fn a_fingerprint_made_before_a_rotation_still_matches() {
+        let (old, old_spec) = KeyRing::generate(1).unwrap();
+        let (_, new_spec) = KeyRing::generate(2).unwrap();
+        let rotated = KeyRing::parse(&format!("{old_spec},{new_spec}")).unwrap();
+        let given = credentials(&[("access_token", "t")]);
+        let before = keyed_fingerprints(&old, &["x"], Some(&given));
+        let after = keyed_fingerprints(&rotated, &["x"], Some(&given));
+        assert_eq!(after.len(), 2);
+        assert!(after[0].starts_with("k2:"), "the newest key is stored");
+        assert_eq!(after[1], before[0]);
     }
 
     fn app_row(fingerprint: Option<&str>) -> AppRow {
@@ -320,19 +472,55 @@ mod tests {
 
     #[test]
     fn a_key_reused_with_other_content_is_refused_and_a_retry_is_answered() {
+        let keys = ring();
         let key = IdempotencyKey::parse_optional("k1").unwrap();
-        assert!(Idempotency::of(None, &["x"]).is_none());
-        let create = Idempotency::of(key, &["installed_app", "slack", "Slack", ""]).unwrap();
+        let given = credentials(&[("access_token", "xoxb-1")]);
+        let parts = ["installed_app", "slack", "Slack", ""];
+        assert!(Idempotency::of(&keys, None, &["x"], None).is_none());
+        let create = Idempotency::of(&keys, key.clone(), &parts, Some(&given)).unwrap();
         let same = create.fingerprint.clone();
+        let none = |_: &AppRow| -> Result<Option<Credentials>> { Ok(None) };
 
-        assert!(create.retry_of::<AppRow>(None).unwrap().is_none());
-        let retried = create.retry_of(Some(app_row(Some(&same)))).unwrap();
+        assert!(create.retry_of::<AppRow>(None, none).unwrap().is_none());
+        let retried = create.retry_of(Some(app_row(Some(&same))), none).unwrap();
         assert_eq!(retried.map(|r| r.id), Some("a1".to_owned()));
         assert!(matches!(
-            create.retry_of(Some(app_row(Some("another request")))),
+            create.retry_of(Some(app_row(Some("another request"))), none),
+            Err(Error::IdempotencyKeyReused)
+        ));
+        // Other credentials, the same names: refused.
+        let other = credentials(&[("access_token", "xoxb-2")]);
+        let other = Idempotency::of(&keys, key.clone(), &parts, Some(&other)).unwrap();
+        assert!(matches!(
+            other.retry_of(Some(app_row(Some(&same))), none),
             Err(Error::IdempotencyKeyReused)
         ));
         // A record stored without a fingerprint is taken as the same request.
-        assert!(create.retry_of(Some(app_row(None))).unwrap().is_some());
+        assert!(
+            create
+                .retry_of(Some(app_row(None)), none)
+                .unwrap()
+                .is_some()
+        );
+        // A record fingerprinted before credentials were covered: a retry only if its
+        // stored credentials are the ones given.
+        let legacy = content_fingerprint(&parts);
+        let stored = |_: &AppRow| Ok(Some(credentials(&[("access_token", "xoxb-1")])));
+        assert!(
+            create
+                .retry_of(Some(app_row(Some(&legacy))), stored)
+                .unwrap()
+                .is_some()
+        );
+        assert!(matches!(
+            other.retry_of(Some(app_row(Some(&legacy))), stored),
+            Err(Error::IdempotencyKeyReused)
+        ));
+        // A fingerprint under a key no longer in the ring cannot be checked: refused.
+        let retired = keyed_fingerprints(&ring(), &parts, Some(&given));
+        assert!(matches!(
+            create.retry_of(Some(app_row(Some(&retired[0]))), none),
+            Err(Error::IdempotencyKeyReused)
+        ));
     }
 }

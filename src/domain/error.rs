@@ -74,12 +74,60 @@ pub enum Error {
     Internal(#[source] anyhow::Error),
 }
 
+/// Most violations an error lists; the rest are only counted, so an error stays small
+/// however many fields a request gets wrong (its trailers must fit a client's limit).
+pub const MAX_LISTED_VIOLATIONS: usize = 20;
+/// Longest field path a listed violation shows, in bytes: a path can end in a client's map
+/// key, which is never echoed at length.
+pub const MAX_VIOLATION_FIELD_BYTES: usize = 64;
+/// Longest description a listed violation shows, in bytes.
+pub const MAX_VIOLATION_DESCRIPTION_BYTES: usize = 96;
+
+/// `text` cut to at most `max` bytes on a character boundary, ending in `…` when cut.
+pub fn truncated(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max.saturating_sub('…'.len_utf8());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+/// The violations an error lists (the first [`MAX_LISTED_VIOLATIONS`], each cut to its
+/// bounds) and how many more there are.
+pub fn listed(violations: &[FieldViolation]) -> (Vec<FieldViolation>, usize) {
+    let shown = violations
+        .iter()
+        .take(MAX_LISTED_VIOLATIONS)
+        .map(|v| FieldViolation {
+            field: truncated(&v.field, MAX_VIOLATION_FIELD_BYTES),
+            description: truncated(&v.description, MAX_VIOLATION_DESCRIPTION_BYTES),
+        })
+        .collect();
+    (
+        shown,
+        violations.len().saturating_sub(MAX_LISTED_VIOLATIONS),
+    )
+}
+
+/// Longest list of violations in an error's message, in bytes; the count of the rest
+/// follows it, so the whole message stays under the API's message bound (512 bytes).
+const MAX_DESCRIBED_BYTES: usize = 400;
+
 fn describe(violations: &[FieldViolation]) -> String {
-    violations
+    let (shown, more) = listed(violations);
+    let all = shown
         .iter()
         .map(|v| format!("{}: {}", v.field, v.description))
         .collect::<Vec<_>>()
-        .join("; ")
+        .join("; ");
+    let mut text = truncated(&all, MAX_DESCRIBED_BYTES);
+    if more > 0 {
+        text.push_str(&format!("; and {more} more violations not listed"));
+    }
+    text
 }
 
 impl Error {
@@ -176,5 +224,37 @@ impl Violations {
         } else {
             Err(Error::Invalid(self.0))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_lists_the_first_violations_each_bounded_and_counts_the_rest() {
+        let key = "k".repeat(5000);
+        let many: Vec<FieldViolation> = (0..10_000)
+            .map(|i| FieldViolation::new(format!("integration.config.{key}{i}"), "x".repeat(500)))
+            .collect();
+        let (shown, more) = listed(&many);
+        assert_eq!(shown.len(), MAX_LISTED_VIOLATIONS);
+        assert_eq!(more, 10_000 - MAX_LISTED_VIOLATIONS);
+        for v in &shown {
+            assert!(v.field.len() <= MAX_VIOLATION_FIELD_BYTES);
+            assert!(v.field.starts_with("integration.config.k") && v.field.ends_with('…'));
+            assert!(v.description.len() <= MAX_VIOLATION_DESCRIPTION_BYTES);
+        }
+        let message = Error::Invalid(many).to_string();
+        assert!(message.ends_with("; and 9980 more violations not listed"));
+        assert!(message.len() <= 512, "{}", message.len());
+    }
+
+    #[test]
+    fn truncation_keeps_characters_whole() {
+        assert_eq!(truncated("short", 10), "short");
+        let cut = truncated(&"é".repeat(100), 10);
+        assert!(cut.len() <= 10 && cut.ends_with('…'));
+        assert_eq!(truncated("abcdef", 0), "…");
     }
 }

@@ -1,7 +1,7 @@
 //! Installed apps: create (idempotent with a key), read, list, edit (re-auth in place, rule
 //! 5) and delete (rule 3: the app goes and its integrations break, in one transaction).
 
-use crate::crypto::Credentials;
+use crate::crypto::{Aad, Credentials};
 use crate::store::{After, AppRow, IntegrationFilter};
 
 use super::credentials::app_owner;
@@ -69,7 +69,15 @@ impl Hub {
             .store
             .find_app_by_request(team.as_str(), create.key.as_str())
             .await?;
-        match create.retry_of(found)? {
+        let stored_credentials = |row: &AppRow| -> Result<Option<Credentials>> {
+            let owner = app_owner(&row.id);
+            let aad = Aad {
+                team: team.as_str(),
+                owner: &owner,
+            };
+            Ok(Some(self.keys.open_credentials(&aad, &row.credentials)?))
+        };
+        match create.retry_of(found, stored_credentials)? {
             Some(row) => Ok(Some(self.app_with_count(&row).await?)),
             None => Ok(None),
         }
@@ -88,6 +96,7 @@ impl Hub {
                 let service = self.service(&input.service, "installed_app.service")?;
                 check_credentials(service, "credentials", &input.credentials)?;
                 let create = Idempotency::of(
+                    &self.keys,
                     input.idempotency_key,
                     &[
                         "installed_app",
@@ -95,6 +104,7 @@ impl Hub {
                         input.display_name.as_str(),
                         input.connected_to.as_str(),
                     ],
+                    Some(&input.credentials),
                 );
                 if let Some(earlier) = self.app_created_before(&team, create.as_ref()).await? {
                     return Ok(Done::Nothing((earlier, false)));

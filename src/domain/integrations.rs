@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::crypto::Credentials;
+use crate::crypto::{Aad, Credentials};
 use crate::store::{After, AppRow, IntegrationFilter, IntegrationRow, Tx};
 
 use super::catalog::IntegrationTypeDef;
@@ -126,8 +126,19 @@ impl Hub {
             .store
             .find_integration_by_request(team.as_str(), create.key.as_str())
             .await?;
+        let stored_credentials = |row: &IntegrationRow| -> Result<Option<Credentials>> {
+            let Some(sealed) = &row.own_credentials else {
+                return Ok(None);
+            };
+            let owner = integration_owner(&row.id);
+            let aad = Aad {
+                team: team.as_str(),
+                owner: &owner,
+            };
+            Ok(Some(self.keys.open_credentials(&aad, sealed)?))
+        };
         create
-            .retry_of(found)?
+            .retry_of(found, stored_credentials)?
             .map(|row| Integration::from_row(&row))
             .transpose()
     }
@@ -169,7 +180,12 @@ impl Hub {
                     Binding::App(app) => app.to_string(),
                     Binding::Own { service, .. } => format!("own:{service}"),
                 };
+                let own_credentials = match &input.binding {
+                    Binding::Own { credentials, .. } => Some(credentials),
+                    Binding::App(_) => None,
+                };
                 let create = Idempotency::of(
+                    &self.keys,
                     input.idempotency_key,
                     &[
                         "integration",
@@ -178,6 +194,7 @@ impl Hub {
                         &config,
                         &binding,
                     ],
+                    own_credentials,
                 );
                 if let Some(earlier) = self
                     .integration_created_before(&team, create.as_ref())

@@ -9,6 +9,7 @@ mod events;
 mod faults;
 mod fixtures;
 mod helpers;
+mod hostile_input;
 mod hostile_telemetry;
 mod isolation;
 mod jwks;

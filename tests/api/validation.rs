@@ -1264,3 +1264,76 @@ async fn a_request_id_reused_for_a_different_create_is_refused(app: TestApp) {
     assert_eq!(listed.len(), 1, "nothing was created by the refused calls");
 }
 storage_test!(a_request_id_reused_for_a_different_create_is_refused);
+
+/// A refused replay: ALREADY_EXISTS, REQUEST_ID_REUSED, naming no secret.
+fn assert_reused(refused: tonic::Status, secret: &str) {
+    assert_eq!(refused.code(), tonic::Code::AlreadyExists, "{refused:?}");
+    assert_eq!(error_reason(&refused), "REQUEST_ID_REUSED");
+    assert!(!format!("{refused:?}").contains(secret));
+}
+
+async fn a_request_id_replayed_with_other_credentials_is_refused(app: TestApp) {
+    let dev = developer();
+    let service = token(TEAM, "service", "svc");
+    let mut apps = app.apps.clone();
+    let mut integrations = app.integrations.clone();
+    let mut create = app_request("slack", "Slack", "xoxb-first");
+    create.request_id = "creds-1".into();
+    let first = apps
+        .create_installed_app(authed(&dev, create.clone()))
+        .await
+        .expect("first create")
+        .into_inner();
+    let mut other = create.clone();
+    other.credentials = credentials("xoxb-second");
+    let refused = apps
+        .create_installed_app(authed(&dev, other))
+        .await
+        .expect_err("the same request_id and names with other credentials");
+    assert_reused(refused, "xoxb-second");
+    let retried = apps
+        .create_installed_app(authed(&dev, create))
+        .await
+        .expect("the exact replay")
+        .into_inner();
+    assert_eq!(retried, first);
+
+    let bound = create_integration(&app, &dev, &first, "Job").await;
+    let resolved = crate::fixtures::resolve(&app, &service, &bound.name)
+        .await
+        .expect("resolve");
+    assert_eq!(
+        resolved.credentials.get("access_token").map(String::as_str),
+        Some("xoxb-first"),
+        "the app keeps the credentials it was made with"
+    );
+
+    let mut own = own_integration_request("slack", "Own job", "own-first");
+    own.request_id = "creds-2".into();
+    let first_own = integrations
+        .create_integration(authed(&dev, own.clone()))
+        .await
+        .expect("first create")
+        .into_inner();
+    let mut other = own.clone();
+    other.credentials = credentials("own-second");
+    let refused = integrations
+        .create_integration(authed(&dev, other))
+        .await
+        .expect_err("the same request_id and names with other credentials");
+    assert_reused(refused, "own-second");
+    let retried = integrations
+        .create_integration(authed(&dev, own))
+        .await
+        .expect("the exact replay")
+        .into_inner();
+    assert_eq!(retried, first_own);
+    let resolved = crate::fixtures::resolve(&app, &service, &first_own.name)
+        .await
+        .expect("resolve");
+    assert_eq!(
+        resolved.credentials.get("access_token").map(String::as_str),
+        Some("own-first")
+    );
+}
+storage_test!(a_request_id_replayed_with_other_credentials_is_refused);

@@ -9,6 +9,7 @@
 mod audit;
 mod installed_apps;
 mod integrations;
+mod text;
 
 use std::collections::HashMap;
 
@@ -21,6 +22,7 @@ pub use integrations::{
     CreateIntegration, DeleteIntegration, ListIntegrations, ReauthenticateAll, ReauthenticateOne,
     UpdateIntegration, WatchEvents,
 };
+pub use text::{Described, check as check_text};
 
 /// Takes the credentials out of a request map, so the plaintext lives in one place that
 /// wipes itself.
