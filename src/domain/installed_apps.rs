@@ -83,7 +83,9 @@ impl Hub {
         }
     }
 
-    #[tracing::instrument(skip_all, fields(team = %team, service = %input.service))]
+    // The service is recorded once it is known to be a catalog id: a client's string of any
+    // length or content never reaches a span field.
+    #[tracing::instrument(skip_all, fields(team = %team, service = tracing::field::Empty))]
     pub async fn create_installed_app(
         &self,
         actor: &Actor,
@@ -94,6 +96,7 @@ impl Hub {
         let (app, created) = self
             .write(actor, audited, async move |w| {
                 let service = self.service(&input.service, "installed_app.service")?;
+                tracing::Span::current().record("service", service.id.as_str());
                 check_credentials(service, "credentials", &input.credentials)?;
                 let create = Idempotency::of(
                     &self.keys,

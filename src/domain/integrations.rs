@@ -143,7 +143,8 @@ impl Hub {
             .transpose()
     }
 
-    #[tracing::instrument(skip_all, fields(team = %team, integration_type = %input.type_id))]
+    // Recorded once it is known to be a catalog id (see `create_installed_app`).
+    #[tracing::instrument(skip_all, fields(team = %team, integration_type = tracing::field::Empty))]
     pub async fn create_integration(
         &self,
         actor: &Actor,
@@ -161,6 +162,7 @@ impl Hub {
                         "is not an integration type of the catalog",
                     ));
                 };
+                tracing::Span::current().record("integration_type", integration_type.id.as_str());
                 check_config(integration_type, &input.config)?;
                 if let Binding::Own {
                     service: own_service,
