@@ -1,0 +1,219 @@
+//! [`Client`]: every method of the three services over one channel and one token, with
+//! idempotent calls retried and the watch stream resuming.
+
+use std::future::Future;
+
+use tonic::codegen::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Request, Response, Status};
+
+use crate::auth::BearerAuth;
+use crate::pb;
+use crate::pb::audit_service_client::AuditServiceClient;
+use crate::pb::installed_app_service_client::InstalledAppServiceClient;
+use crate::pb::integration_service_client::IntegrationServiceClient;
+use crate::retry::{RetryPolicy, is_transient};
+use crate::watch::{EventStream, watch};
+
+/// The channel the generated clients of a [`Client`] use: every request carries the token.
+pub type AuthedChannel = InterceptedService<Channel, BearerAuth>;
+
+/// A client of integration-hub.
+///
+/// Which calls are retried (on UNAVAILABLE, or a connection that broke, with
+/// [`RetryPolicy`] backoff and at least the server's `RetryInfo` delay): the read-only ones
+/// (`Get*`, `List*`, `ResolveIntegrationCredentials`, `DeleteInstalledApp` with
+/// `validate_only`) and the creates that carry a `request_id` (the server answers a repeat
+/// with the first result). Every other call is sent once: repeating it could apply it twice.
+/// Any call refused with UNAUTHENTICATED is sent once more with a fresh token when the token
+/// comes from a refreshing callback (the server refused it before running the method).
+///
+/// Cheap to clone; clones share the channel and the token.
+#[derive(Clone, Debug)]
+pub struct Client {
+    channel: Channel,
+    pub(crate) auth: BearerAuth,
+    pub(crate) retry: RetryPolicy,
+}
+
+/// Generates the retrying wrapper of each unary method.
+macro_rules! unary {
+    ($(
+        $(#[$doc:meta])*
+        $method:ident($service:ident, $request:ty) -> $response:ty, retry if $retry:expr;
+    )*) => {$(
+        $(#[$doc])*
+        pub async fn $method(&self, request: $request) -> Result<$response, Status> {
+            let retryable: fn(&$request) -> bool = $retry;
+            let client = self.$service();
+            self.call(retryable(&request), request, move |request| {
+                let mut client = client.clone();
+                async move { client.$method(request).await }
+            })
+            .await
+        }
+    )*};
+}
+
+impl Client {
+    /// A client on `channel`: one address with [`Endpoint::connect_lazy`] (reconnects, and
+    /// resolves the name again, on every new connection: a Kubernetes Service follows its
+    /// pods), or a set of replicas with [`Channel::balance_channel`] that you update.
+    pub fn new(channel: Channel, auth: BearerAuth) -> Client {
+        Client {
+            channel,
+            auth,
+            retry: RetryPolicy::default(),
+        }
+    }
+
+    /// A client of the server at `uri` (such as `http://127.0.0.1:50051`), connecting on the
+    /// first call and reconnecting whenever the connection breaks.
+    pub fn connect_lazy(
+        uri: impl Into<String>,
+        auth: BearerAuth,
+    ) -> Result<Client, tonic::transport::Error> {
+        let endpoint = Endpoint::from_shared(uri.into())?;
+        Ok(Client::new(endpoint.connect_lazy(), auth))
+    }
+
+    /// Replaces the [`RetryPolicy::default`].
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Client {
+        self.retry = retry;
+        self
+    }
+
+    pub fn retry_policy(&self) -> &RetryPolicy {
+        &self.retry
+    }
+
+    pub fn auth(&self) -> &BearerAuth {
+        &self.auth
+    }
+
+    fn authed(&self) -> AuthedChannel {
+        InterceptedService::new(self.channel.clone(), self.auth.clone())
+    }
+
+    /// The generated client of `InstalledAppService` on this channel and token (no retries).
+    pub fn installed_apps(&self) -> InstalledAppServiceClient<AuthedChannel> {
+        InstalledAppServiceClient::new(self.authed())
+    }
+
+    /// The generated client of `IntegrationService` on this channel and token (no retries).
+    pub fn integrations(&self) -> IntegrationServiceClient<AuthedChannel> {
+        IntegrationServiceClient::new(self.authed())
+    }
+
+    /// The generated client of `AuditService` on this channel and token (no retries).
+    pub fn audit(&self) -> AuditServiceClient<AuthedChannel> {
+        AuditServiceClient::new(self.authed())
+    }
+
+    /// Sends `request` through `send`, again while the policy allows when `retryable`.
+    async fn call<Req, Resp, Send, Fut>(
+        &self,
+        retryable: bool,
+        request: Req,
+        mut send: Send,
+    ) -> Result<Resp, Status>
+    where
+        Req: Clone,
+        Send: FnMut(Request<Req>) -> Fut,
+        Fut: Future<Output = Result<Response<Resp>, Status>>,
+    {
+        let mut retries = 0u32;
+        let mut refreshed = false;
+        loop {
+            self.auth
+                .ready()
+                .await
+                .map_err(|err| Status::unauthenticated(err.to_string()))?;
+            let status = match send(Request::new(request.clone())).await {
+                Ok(response) => return Ok(response.into_inner()),
+                Err(status) => status,
+            };
+            if status.code() == Code::Unauthenticated && self.auth.can_refresh() && !refreshed {
+                // Refused at authentication, before the method ran: any call may be sent once
+                // more, with a new token.
+                self.auth.invalidate();
+                refreshed = true;
+                continue;
+            }
+            if !(retryable && is_transient(&status) && retries + 1 < self.retry.max_attempts) {
+                return Err(status);
+            }
+            tokio::time::sleep(self.retry.delay(retries, &status)).await;
+            retries += 1;
+        }
+    }
+
+    unary! {
+        /// `ListServices`: the service catalog. Retried.
+        list_services(installed_apps, pb::ListServicesRequest) -> pb::ListServicesResponse,
+            retry if |_| true;
+        /// `CreateInstalledApp`. Retried only with a `request_id`.
+        create_installed_app(installed_apps, pb::CreateInstalledAppRequest) -> pb::InstalledApp,
+            retry if |r| !r.request_id.is_empty();
+        /// `GetInstalledApp`. Retried.
+        get_installed_app(installed_apps, pb::GetInstalledAppRequest) -> pb::InstalledApp,
+            retry if |_| true;
+        /// `ListInstalledApps`. Retried.
+        list_installed_apps(installed_apps, pb::ListInstalledAppsRequest)
+            -> pb::ListInstalledAppsResponse,
+            retry if |_| true;
+        /// `UpdateInstalledApp`. Sent once.
+        update_installed_app(installed_apps, pb::UpdateInstalledAppRequest) -> pb::InstalledApp,
+            retry if |_| false;
+        /// `DeleteInstalledApp`. Retried only with `validate_only` (it changes nothing then).
+        delete_installed_app(installed_apps, pb::DeleteInstalledAppRequest)
+            -> pb::DeleteInstalledAppResponse,
+            retry if |r| r.validate_only;
+        /// `ReportCredentialsRejected` (service principals). Sent once.
+        report_credentials_rejected(installed_apps, pb::ReportCredentialsRejectedRequest)
+            -> pb::InstalledApp,
+            retry if |_| false;
+        /// `CreateIntegration`. Retried only with a `request_id`.
+        create_integration(integrations, pb::CreateIntegrationRequest) -> pb::Integration,
+            retry if |r| !r.request_id.is_empty();
+        /// `GetIntegration`. Retried.
+        get_integration(integrations, pb::GetIntegrationRequest) -> pb::Integration,
+            retry if |_| true;
+        /// `ListIntegrations`. Retried.
+        list_integrations(integrations, pb::ListIntegrationsRequest)
+            -> pb::ListIntegrationsResponse,
+            retry if |_| true;
+        /// `UpdateIntegration`. Sent once.
+        update_integration(integrations, pb::UpdateIntegrationRequest) -> pb::Integration,
+            retry if |_| false;
+        /// `DeleteIntegration`. Sent once.
+        delete_integration(integrations, pb::DeleteIntegrationRequest) -> (),
+            retry if |_| false;
+        /// `ReauthenticateIntegration`. Sent once.
+        reauthenticate_integration(integrations, pb::ReauthenticateIntegrationRequest)
+            -> pb::Integration,
+            retry if |_| false;
+        /// `ReauthenticateIntegrations` (bulk). Sent once.
+        reauthenticate_integrations(integrations, pb::ReauthenticateIntegrationsRequest)
+            -> pb::ReauthenticateIntegrationsResponse,
+            retry if |_| false;
+        /// `ResolveIntegrationCredentials` (service principals). Read-only, so retried; each
+        /// attempt the server answers is audited.
+        resolve_integration_credentials(integrations, pb::ResolveIntegrationCredentialsRequest)
+            -> pb::ResolveIntegrationCredentialsResponse,
+            retry if |_| true;
+        /// `ListAuditEvents` (admins). Retried.
+        list_audit_events(audit, pb::ListAuditEventsRequest) -> pb::ListAuditEventsResponse,
+            retry if |_| true;
+    }
+
+    /// `WatchIntegrationEvents` as a stream of events that resumes from its cursor across
+    /// failures, server restarts and replica changes, and never yields an event twice; see
+    /// [`crate::watch`]. The call is made on the first poll.
+    pub fn watch_integration_events(
+        &self,
+        request: pb::WatchIntegrationEventsRequest,
+    ) -> EventStream {
+        watch(self.clone(), request)
+    }
+}
