@@ -194,6 +194,13 @@ impl TestApp {
         spawn_with(backend, db, args).await
     }
 
+    /// Settings that start this app's server again: its database and keys, port 0.
+    pub fn restart_args(&self) -> ServeArgs {
+        let mut args = test_args(&self.db.url);
+        args.encryption_keys = self.encryption_keys.clone();
+        args
+    }
+
     /// Stops the server (as SIGTERM would) and waits until it has returned.
     pub async fn stop(&mut self) {
         if let Some(tx) = self.shutdown.take() {

@@ -3,6 +3,7 @@
 
 mod access;
 mod audit;
+mod client;
 mod crash;
 mod delivery;
 mod events;
