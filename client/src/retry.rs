@@ -39,7 +39,7 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// Every call is tried once; watch streams still resume (once) from their cursor.
+    /// Every call is tried once, and a watch stream ends with the first error it meets.
     pub fn never() -> RetryPolicy {
         RetryPolicy {
             max_attempts: 1,
