@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::parse::{CreateApp, DeleteApp, ListApps, ReportRejected, UpdateApp};
+use super::parse::{CreateApp, DeleteApp, ListApps, ReportRejected, SuspendApp, UpdateApp};
 use super::{accept, convert, status};
 use crate::domain::Hub;
 use crate::domain::types::AppName;
@@ -119,6 +119,32 @@ impl InstalledAppService for InstalledApps {
         let app = self
             .hub
             .report_credentials_rejected(&actor, &req.name, req.detail)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(convert::installed_app(&app)))
+    }
+
+    async fn suspend_installed_app(
+        &self,
+        request: Request<pb::SuspendInstalledAppRequest>,
+    ) -> Result<Response<pb::InstalledApp>, Status> {
+        let (actor, req): (_, SuspendApp) = accept(request)?;
+        let app = self
+            .hub
+            .suspend_installed_app(&actor, &req.name, req.reason)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(convert::installed_app(&app)))
+    }
+
+    async fn resume_installed_app(
+        &self,
+        request: Request<pb::ResumeInstalledAppRequest>,
+    ) -> Result<Response<pb::InstalledApp>, Status> {
+        let (actor, name): (_, AppName) = accept(request)?;
+        let app = self
+            .hub
+            .resume_installed_app(&actor, &name)
             .await
             .map_err(status)?;
         Ok(Response::new(convert::installed_app(&app)))

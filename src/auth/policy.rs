@@ -68,6 +68,14 @@ pub const POLICY: &[(&str, Access)] = &[
         "/integrationhub.v1.InstalledAppService/ReportCredentialsRejected",
         Access::Service,
     ),
+    (
+        "/integrationhub.v1.InstalledAppService/SuspendInstalledApp",
+        Access::Admin,
+    ),
+    (
+        "/integrationhub.v1.InstalledAppService/ResumeInstalledApp",
+        Access::Admin,
+    ),
     // IntegrationService
     (
         "/integrationhub.v1.IntegrationService/CreateIntegration",
@@ -194,6 +202,8 @@ mod tests {
                 "ReportCredentialsRejected",
                 Access::Service,
             ),
+            ("InstalledAppService", "SuspendInstalledApp", Access::Admin),
+            ("InstalledAppService", "ResumeInstalledApp", Access::Admin),
             ("IntegrationService", "CreateIntegration", Access::Developer),
             ("IntegrationService", "GetIntegration", Access::AnyRole),
             ("IntegrationService", "ListIntegrations", Access::AnyRole),

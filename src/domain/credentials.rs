@@ -8,7 +8,8 @@ use crate::store::{AppRow, IntegrationRow, StoreError};
 use super::catalog::ServiceDef;
 use super::error::{Error, Precondition, Result};
 use super::hub::{Audited, Done, Hub, Write, check_values};
-use super::model::{Actor, AuditAction, Integration, IntegrationState};
+use super::model::{Actor, AppState, AuditAction, BrokenReason, Integration, IntegrationState};
+use super::suspension::suspended_error;
 use super::types::{IdempotencyKey, IntegrationName, TeamId};
 
 /// Most credential entries an app or integration may hold.
@@ -176,6 +177,9 @@ impl Hub {
     async fn open_credentials(&self, actor: &Actor, name: &IntegrationName) -> Result<Resolved> {
         let row = self.integration_row(actor, name).await?;
         let integration = Integration::from_row(&row)?;
+        if integration.broken_reason == Some(BrokenReason::InstalledAppSuspended) {
+            return Err(suspended_error());
+        }
         if integration.state != IntegrationState::Active {
             return Err(Error::precondition(
                 Precondition::WrongState,
@@ -190,6 +194,9 @@ impl Hub {
                     .get_app(name.team.as_str(), app_id)
                     .await?
                     .ok_or_else(|| Error::internal("active integration without its app"))?;
+                if app.state == AppState::Suspended.as_str() {
+                    return Err(suspended_error());
+                }
                 (app_owner(&app.id), app.credentials)
             }
             (None, None) => return Err(Error::internal("integration without credentials")),
@@ -308,6 +315,8 @@ mod tests {
             connected_to: String::new(),
             creator: "dana".into(),
             state: "ACTIVE".into(),
+            suspension_reason: None,
+            resume_state: None,
             key_version: 1,
             credentials: Vec::new(),
             request_id: Some("k1".into()),

@@ -327,6 +327,8 @@ mod tests {
             connected_to: String::new(),
             creator: "dana".into(),
             state: AppState::Active.as_str().to_owned(),
+            suspension_reason: None,
+            resume_state: None,
             key_version: 1,
             credentials: Vec::new(),
             request_id: None,

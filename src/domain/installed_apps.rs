@@ -111,6 +111,8 @@ impl Hub {
                     connected_to: input.connected_to.into_inner(),
                     creator: actor.subject.clone(),
                     state: AppState::Active.as_str().to_owned(),
+                    suspension_reason: None,
+                    resume_state: None,
                     key_version,
                     credentials: sealed,
                     request_id: create.as_ref().map(|c| c.key.as_str().to_owned()),
@@ -203,7 +205,15 @@ impl Hub {
                     check_credentials(service, "credentials", credentials)?;
                     (row.credentials, row.key_version) =
                         self.seal(&name.team, &app_owner(&row.id), credentials)?;
-                    row.state = AppState::Active.as_str().to_owned();
+                    if row.state == AppState::Suspended.as_str() {
+                        // Editing a suspended app's credentials does not resume it: it will
+                        // resume as ACTIVE, and what their rejection broke is restored then.
+                        row.resume_state = Some(AppState::Active.as_str().to_owned());
+                    } else {
+                        row.state = AppState::Active.as_str().to_owned();
+                    }
+                }
+                if changes.credentials.is_some() && row.state != AppState::Suspended.as_str() {
                     // Re-auth in place: what broke because these credentials were rejected
                     // works again.
                     let filter = IntegrationFilter {

@@ -104,6 +104,9 @@ impl Hub {
             .share_app(team.as_str(), &name.id)
             .await?
             .ok_or_else(|| not_found_app(name))?;
+        if app.state == AppState::Suspended.as_str() {
+            return Err(super::suspension::suspended_error());
+        }
         if app.state != AppState::Active.as_str() {
             return Err(Error::precondition(
                 Precondition::WrongState,

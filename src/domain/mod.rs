@@ -7,6 +7,7 @@
 //! - [`installed_apps`], [`integrations`]: the operations on each resource.
 //! - [`reauth`]: state changes: breaking and restoring integrations, one or in bulk.
 //! - [`credentials`]: the credential check, resolution, idempotent creates.
+//! - [`suspension`]: suspending an installed app and resuming it.
 //! - [`audit`]: the audit log. [`rotation`]: re-sealing under a new key.
 //! - [`types`], [`model`], [`catalog`], [`error`]: values, entities, the service catalog and
 //!   the error enum.
@@ -21,6 +22,7 @@ pub mod integrations;
 pub mod model;
 pub mod reauth;
 pub mod rotation;
+pub mod suspension;
 pub mod types;
 
 #[cfg(test)]

@@ -83,7 +83,7 @@ macro_rules! string_enum {
 
 string_enum!(
     /// State of an installed app.
-    AppState { Active = "ACTIVE", NeedsReauth = "NEEDS_REAUTH" }
+    AppState { Active = "ACTIVE", NeedsReauth = "NEEDS_REAUTH", Suspended = "SUSPENDED" }
 );
 string_enum!(
     /// State of an integration.
@@ -91,7 +91,11 @@ string_enum!(
 );
 string_enum!(
     /// Why an integration is broken.
-    BrokenReason { InstalledAppDeleted = "INSTALLED_APP_DELETED", CredentialsRejected = "CREDENTIALS_REJECTED" }
+    BrokenReason {
+        InstalledAppDeleted = "INSTALLED_APP_DELETED",
+        CredentialsRejected = "CREDENTIALS_REJECTED",
+        InstalledAppSuspended = "INSTALLED_APP_SUSPENDED",
+    }
 );
 string_enum!(
     /// What an event records.
@@ -111,6 +115,8 @@ string_enum!(
         InstalledAppUpdate = "installed_app.update",
         InstalledAppDelete = "installed_app.delete",
         InstalledAppReportRejected = "installed_app.report_credentials_rejected",
+        InstalledAppSuspend = "installed_app.suspend",
+        InstalledAppResume = "installed_app.resume",
         IntegrationCreate = "integration.create",
         IntegrationUpdate = "integration.update",
         IntegrationDelete = "integration.delete",
@@ -184,6 +190,8 @@ pub struct InstalledApp {
     pub connected_to: String,
     pub creator: String,
     pub state: AppState,
+    /// Why an admin suspended it; `Some` exactly while it is suspended.
+    pub suspension_reason: Option<String>,
     pub integration_count: i64,
     pub create_time: i64,
     pub update_time: i64,
@@ -199,6 +207,7 @@ impl InstalledApp {
             connected_to: row.connected_to.clone(),
             creator: row.creator.clone(),
             state: AppState::parse(&row.state)?,
+            suspension_reason: row.suspension_reason.clone(),
             integration_count,
             create_time: row.create_time,
             update_time: row.update_time,
@@ -356,7 +365,7 @@ mod tests {
             assert_eq!(AuditAction::parse(action.as_str()).unwrap(), *action);
             assert_eq!(AuditAction::find(action.as_str()), Some(*action));
         }
-        assert_eq!(AuditAction::ALL.len(), 10);
+        assert_eq!(AuditAction::ALL.len(), 12);
         assert_eq!(AuditAction::find("installed_app.nope"), None);
         for kind in EventKind::ALL {
             assert_eq!(EventKind::parse(kind.as_str()).unwrap(), *kind);

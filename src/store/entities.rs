@@ -14,6 +14,10 @@ pub mod installed_app {
         pub connected_to: String,
         pub creator: String,
         pub state: String,
+        /// Why an admin suspended it; set exactly while `state` is SUSPENDED.
+        pub suspension_reason: Option<String>,
+        /// The state a suspended app returns to when resumed.
+        pub resume_state: Option<String>,
         /// Sealed credentials (see `crate::crypto`), never plaintext.
         pub credentials: Vec<u8>,
         pub key_version: i32,

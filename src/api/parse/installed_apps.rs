@@ -177,3 +177,32 @@ impl TryFrom<pb::ReportCredentialsRejectedRequest> for ReportRejected {
         })
     }
 }
+
+/// SuspendInstalledApp.
+pub struct SuspendApp {
+    pub name: AppName,
+    pub reason: RejectionDetail,
+}
+
+impl TryFrom<pb::SuspendInstalledAppRequest> for SuspendApp {
+    type Error = Error;
+
+    fn try_from(req: pb::SuspendInstalledAppRequest) -> Result<Self, Error> {
+        let mut v = Violations::default();
+        let name = v.check("name", AppName::parse(&req.name));
+        let reason = v.check("reason", RejectionDetail::parse(&req.reason));
+        v.finish()?;
+        Ok(SuspendApp {
+            name: checked(name)?,
+            reason: checked(reason)?,
+        })
+    }
+}
+
+impl TryFrom<pb::ResumeInstalledAppRequest> for AppName {
+    type Error = Error;
+
+    fn try_from(req: pb::ResumeInstalledAppRequest) -> Result<Self, Error> {
+        field("name", AppName::parse(&req.name))
+    }
+}

@@ -16,7 +16,7 @@ use crate::domain::types::{PageRequest, PageSize};
 use crate::domain::{Credentials, Error, Violations};
 
 pub use audit::ListAudit;
-pub use installed_apps::{CreateApp, DeleteApp, ListApps, ReportRejected, UpdateApp};
+pub use installed_apps::{CreateApp, DeleteApp, ListApps, ReportRejected, SuspendApp, UpdateApp};
 pub use integrations::{
     CreateIntegration, DeleteIntegration, ListIntegrations, ReauthenticateAll, ReauthenticateOne,
     UpdateIntegration, WatchEvents,

@@ -1,0 +1,265 @@
+//! Admin controls (issue 13): suspending and resuming an installed app, on both databases.
+
+use integration_hub::pb;
+use pb::IntegrationEventType as Kind;
+use pb::installed_app::State as AppState;
+use pb::integration::{BrokenReason, State};
+use tonic::Code;
+
+use crate::fixtures::*;
+use crate::helpers::{TestApp, authed};
+use crate::storage_test;
+
+async fn suspend(
+    app: &TestApp,
+    token: &str,
+    name: &str,
+    reason: &str,
+) -> Result<pb::InstalledApp, tonic::Status> {
+    app.apps
+        .clone()
+        .suspend_installed_app(authed(
+            token,
+            pb::SuspendInstalledAppRequest {
+                name: name.into(),
+                reason: reason.into(),
+            },
+        ))
+        .await
+        .map(|r| r.into_inner())
+}
+
+async fn resume(app: &TestApp, token: &str, name: &str) -> Result<pb::InstalledApp, tonic::Status> {
+    app.apps
+        .clone()
+        .resume_installed_app(authed(
+            token,
+            pb::ResumeInstalledAppRequest { name: name.into() },
+        ))
+        .await
+        .map(|r| r.into_inner())
+}
+
+async fn report_rejected(
+    app: &TestApp,
+    token: &str,
+    name: &str,
+) -> Result<pb::InstalledApp, tonic::Status> {
+    app.apps
+        .clone()
+        .report_credentials_rejected(authed(
+            token,
+            pb::ReportCredentialsRejectedRequest {
+                name: name.into(),
+                detail: "401".into(),
+            },
+        ))
+        .await
+        .map(|r| r.into_inner())
+}
+
+async fn replace_credentials(app: &TestApp, token: &str, name: &str, secret: &str) {
+    app.apps
+        .clone()
+        .update_installed_app(authed(token, update_credentials(name, credentials(secret))))
+        .await
+        .unwrap_or_else(|status| panic!("update credentials of {name}: {status:?}"));
+}
+
+async fn suspend_breaks_the_apps_integrations_and_resume_restores_them(app: TestApp) {
+    let p = people(&app);
+    let slack = create_app_with(&app, &p.dana, "slack", "Slack", "xoxb-old-secret").await;
+    let other = create_app(&app, &p.dana, "slack", "Other Slack").await;
+    let jobs = create_integrations(&app, &p.dana, &slack, "Job", 2).await;
+    let bystander = create_integration(&app, &p.dana, &other, "Bystander").await;
+    let (mut stream, _) = watch_live(&app, &p.viewer).await;
+
+    for token in [&p.dana, &p.viewer, &p.service] {
+        let refused = expect_code(
+            suspend(&app, token, &slack.name, "").await,
+            Code::PermissionDenied,
+        );
+        assert_eq!(error_reason(&refused), "PERMISSION_DENIED");
+    }
+
+    let suspended = suspend(&app, &p.admin, &slack.name, "the token may have leaked")
+        .await
+        .expect("an admin suspends the app");
+    assert_eq!(suspended.state, AppState::Suspended as i32);
+    assert_eq!(suspended.suspension_reason, "the token may have leaked");
+    assert_eq!(suspended.integration_count, 2);
+
+    let broken = next_events(&mut stream, 2, WAIT).await;
+    assert_eq!(
+        sorted(broken.iter().map(|e| e.integration_name.clone()).collect()),
+        sorted(names(&jobs))
+    );
+    for event in &broken {
+        assert_eq!(event_type(event), Kind::IntegrationBroken);
+        assert_eq!(event.reason, BrokenReason::InstalledAppSuspended as i32);
+        assert_eq!(event.installed_app, slack.name);
+        assert_eq!(event.actor, "ada");
+        let snapshot = event.integration.as_ref().expect("a snapshot");
+        assert_eq!(snapshot.state, State::Broken as i32);
+        assert!(snapshot.broken_detail.contains("suspended"), "{snapshot:?}");
+    }
+    for job in &jobs {
+        let refused = expect_code(
+            resolve(&app, &p.service, &job.name).await,
+            Code::FailedPrecondition,
+        );
+        assert_eq!(error_reason(&refused), "INSTALLED_APP_SUSPENDED");
+        assert!(refused.message().contains("suspended"), "{refused:?}");
+        assert!(!refused.message().contains("xoxb"), "{refused:?}");
+        let got = get_integration(&app, &p.viewer, &job.name).await.unwrap();
+        assert_eq!(
+            got.broken_reason,
+            BrokenReason::InstalledAppSuspended as i32
+        );
+        assert_eq!(got.installed_app, slack.name, "the binding is kept");
+    }
+    resolve(&app, &p.service, &bystander.name)
+        .await
+        .expect("another app's integrations are untouched");
+
+    // Nothing new is bound to a suspended app.
+    let refused = expect_code(
+        app.integrations
+            .clone()
+            .create_integration(authed(&p.dana, integration_request(&slack, "New")))
+            .await,
+        Code::FailedPrecondition,
+    );
+    assert_eq!(error_reason(&refused), "INSTALLED_APP_SUSPENDED");
+    // Suspending twice is refused.
+    expect_code(
+        suspend(&app, &p.admin, &slack.name, "").await,
+        Code::FailedPrecondition,
+    );
+
+    // Its credentials may be replaced meanwhile; that does not resume it.
+    replace_credentials(&app, &p.dana, &slack.name, "xoxb-new-secret").await;
+    let still = get_app(&app, &p.viewer, &slack.name).await.unwrap();
+    assert_eq!(still.state, AppState::Suspended as i32);
+    expect_code(
+        resolve(&app, &p.service, &jobs[0].name).await,
+        Code::FailedPrecondition,
+    );
+    expect_sentinel_next(&app, &p.dana, &mut stream, &bystander.name).await;
+
+    for token in [&p.dana, &p.viewer, &p.service] {
+        expect_code(
+            resume(&app, token, &slack.name).await,
+            Code::PermissionDenied,
+        );
+    }
+    let resumed = resume(&app, &p.admin, &slack.name)
+        .await
+        .expect("an admin resumes the app");
+    assert_eq!(resumed.state, AppState::Active as i32);
+    assert_eq!(resumed.suspension_reason, "");
+    let restored = next_events(&mut stream, 2, WAIT).await;
+    assert_eq!(
+        sorted(
+            restored
+                .iter()
+                .map(|e| e.integration_name.clone())
+                .collect()
+        ),
+        sorted(names(&jobs))
+    );
+    assert!(
+        restored
+            .iter()
+            .all(|e| event_type(e) == Kind::IntegrationRestored)
+    );
+    let resolved = resolve(&app, &p.service, &jobs[0].name)
+        .await
+        .expect("resolved again after the resume");
+    assert_eq!(resolved.credentials["access_token"], "xoxb-new-secret");
+    expect_code(
+        resume(&app, &p.admin, &slack.name).await,
+        Code::FailedPrecondition,
+    );
+
+    let audited = all_events(
+        &app,
+        &p.admin,
+        pb::ListAuditEventsRequest {
+            action: "installed_app.suspend".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert!(
+        audited
+            .iter()
+            .any(|e| e.actor == "ada" && e.resource == slack.name && e.reason.is_empty()),
+        "the suspension is audited: {audited:?}"
+    );
+    assert!(
+        audited.iter().any(|e| e.actor == "dana"),
+        "the refused suspension is audited too: {audited:?}"
+    );
+    let resumes = all_events(
+        &app,
+        &p.admin,
+        pb::ListAuditEventsRequest {
+            action: "installed_app.resume".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert!(
+        resumes
+            .iter()
+            .any(|e| e.actor == "ada" && e.resource == slack.name),
+        "the resume is audited: {resumes:?}"
+    );
+}
+storage_test!(suspend_breaks_the_apps_integrations_and_resume_restores_them);
+
+async fn resume_restores_only_what_the_suspension_broke(app: TestApp) {
+    let p = people(&app);
+    let slack = create_app(&app, &p.dana, "slack", "Slack").await;
+    let jobs = create_integrations(&app, &p.dana, &slack, "Job", 2).await;
+    let other = create_app(&app, &p.dana, "slack", "Other Slack").await;
+    let sentinel = create_integration(&app, &p.dana, &other, "Sentinel").await;
+    report_rejected(&app, &p.service, &slack.name)
+        .await
+        .expect("report");
+    let (mut stream, _) = watch_live(&app, &p.viewer).await;
+
+    // Its integrations are already broken by the rejection: the suspension breaks nothing
+    // more, and the resume brings nothing back: the app needs reauthentication still.
+    suspend(&app, &p.admin, &slack.name, "").await.unwrap();
+    let refused = expect_code(
+        report_rejected(&app, &p.service, &slack.name).await,
+        Code::FailedPrecondition,
+    );
+    assert_eq!(error_reason(&refused), "INSTALLED_APP_SUSPENDED");
+    let resumed = resume(&app, &p.admin, &slack.name).await.unwrap();
+    assert_eq!(resumed.state, AppState::NeedsReauth as i32);
+    for job in &jobs {
+        let got = get_integration(&app, &p.viewer, &job.name).await.unwrap();
+        assert_eq!(got.broken_reason, BrokenReason::CredentialsRejected as i32);
+    }
+    expect_sentinel_next(&app, &p.dana, &mut stream, &sentinel.name).await;
+
+    // New credentials while suspended: nothing comes back until the resume, and then the
+    // integrations their rejection broke come back too.
+    suspend(&app, &p.admin, &slack.name, "").await.unwrap();
+    replace_credentials(&app, &p.dana, &slack.name, "xoxb-replaced").await;
+    expect_sentinel_next(&app, &p.dana, &mut stream, &sentinel.name).await;
+    let resumed = resume(&app, &p.admin, &slack.name).await.unwrap();
+    assert_eq!(resumed.state, AppState::Active as i32);
+    let restored = next_events(&mut stream, 2, WAIT).await;
+    assert!(
+        restored
+            .iter()
+            .all(|e| event_type(e) == Kind::IntegrationRestored)
+    );
+    let resolved = resolve(&app, &p.service, &jobs[1].name).await.unwrap();
+    assert_eq!(resolved.credentials["access_token"], "xoxb-replaced");
+}
+storage_test!(resume_restores_only_what_the_suspension_broke);
