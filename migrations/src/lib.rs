@@ -10,6 +10,7 @@ mod m20261126_000002_event_retention;
 mod m20261126_000003_audit;
 mod m20261126_000004_request_fingerprints;
 mod m20261129_000005_suspension;
+mod m20261129_000006_owners;
 
 /// Every migration, in order.
 pub struct Migrator;
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000003_audit::Migration),
             Box::new(m20261126_000004_request_fingerprints::Migration),
             Box::new(m20261129_000005_suspension::Migration),
+            Box::new(m20261129_000006_owners::Migration),
         ]
     }
 }

@@ -87,6 +87,8 @@ pub fn audited_action(path: &str) -> Option<AuditAction> {
         }
         ("InstalledAppService", "SuspendInstalledApp") => AuditAction::InstalledAppSuspend,
         ("InstalledAppService", "ResumeInstalledApp") => AuditAction::InstalledAppResume,
+        ("InstalledAppService", "TransferInstalledApp") => AuditAction::InstalledAppTransfer,
+        ("IntegrationService", "TransferIntegration") => AuditAction::IntegrationTransfer,
         ("IntegrationService", "CreateIntegration") => AuditAction::IntegrationCreate,
         ("IntegrationService", "UpdateIntegration") => AuditAction::IntegrationUpdate,
         ("IntegrationService", "DeleteIntegration") => AuditAction::IntegrationDelete,

@@ -68,6 +68,7 @@ pub fn installed_app(app: &InstalledApp) -> pb::InstalledApp {
         update_time: Some(timestamp(app.update_time)),
         etag: app.etag(),
         suspension_reason: app.suspension_reason.clone().unwrap_or_default(),
+        owner: app.owner.clone(),
     }
 }
 
@@ -110,6 +111,7 @@ pub fn integration(i: &Integration) -> pb::Integration {
         update_time: Some(timestamp(i.update_time)),
         etag: i.etag(),
         own_credentials: i.own_credentials,
+        owner: i.owner.clone(),
     }
 }
 

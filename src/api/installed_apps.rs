@@ -4,7 +4,9 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::parse::{CreateApp, DeleteApp, ListApps, ReportRejected, SuspendApp, UpdateApp};
+use super::parse::{
+    CreateApp, DeleteApp, ListApps, ReportRejected, SuspendApp, TransferApp, UpdateApp,
+};
 use super::{accept, convert, status};
 use crate::domain::Hub;
 use crate::domain::types::AppName;
@@ -145,6 +147,19 @@ impl InstalledAppService for InstalledApps {
         let app = self
             .hub
             .resume_installed_app(&actor, &name)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(convert::installed_app(&app)))
+    }
+
+    async fn transfer_installed_app(
+        &self,
+        request: Request<pb::TransferInstalledAppRequest>,
+    ) -> Result<Response<pb::InstalledApp>, Status> {
+        let (actor, req): (_, TransferApp) = accept(request)?;
+        let app = self
+            .hub
+            .transfer_installed_app(&actor, &req.name, req.new_owner)
             .await
             .map_err(status)?;
         Ok(Response::new(convert::installed_app(&app)))

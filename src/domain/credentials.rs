@@ -314,6 +314,7 @@ mod tests {
             display_name: "Slack".into(),
             connected_to: String::new(),
             creator: "dana".into(),
+            owner: "dana".into(),
             state: "ACTIVE".into(),
             suspension_reason: None,
             resume_state: None,

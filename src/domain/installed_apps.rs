@@ -110,6 +110,7 @@ impl Hub {
                     display_name: input.display_name.into_inner(),
                     connected_to: input.connected_to.into_inner(),
                     creator: actor.subject.clone(),
+                    owner: actor.subject.clone(),
                     state: AppState::Active.as_str().to_owned(),
                     suspension_reason: None,
                     resume_state: None,
@@ -184,10 +185,9 @@ impl Hub {
         let (row, restored) = self
             .write(actor, audited, async move |w| {
                 let mut row = w.lock_app(name).await?;
-                if actor.role != Role::Admin && row.creator != actor.subject {
+                if actor.role != Role::Admin && row.owner != actor.subject {
                     return Err(Error::PermissionDenied(
-                        "only an admin or the developer who set up the installed app may edit it"
-                            .into(),
+                        "only an admin or the owner of the installed app may edit it".into(),
                     ));
                 }
                 check_etag(&changes.etag, row.version)?;

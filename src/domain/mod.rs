@@ -7,7 +7,8 @@
 //! - [`installed_apps`], [`integrations`]: the operations on each resource.
 //! - [`reauth`]: state changes: breaking and restoring integrations, one or in bulk.
 //! - [`credentials`]: the credential check, resolution, idempotent creates.
-//! - [`suspension`]: suspending an installed app and resuming it.
+//! - [`suspension`]: suspending an installed app and resuming it; [`transfer`]: handing an
+//!   app or an integration over to a new owner.
 //! - [`audit`]: the audit log. [`rotation`]: re-sealing under a new key.
 //! - [`types`], [`model`], [`catalog`], [`error`]: values, entities, the service catalog and
 //!   the error enum.
@@ -23,6 +24,7 @@ pub mod model;
 pub mod reauth;
 pub mod rotation;
 pub mod suspension;
+pub mod transfer;
 pub mod types;
 
 #[cfg(test)]

@@ -117,12 +117,14 @@ string_enum!(
         InstalledAppReportRejected = "installed_app.report_credentials_rejected",
         InstalledAppSuspend = "installed_app.suspend",
         InstalledAppResume = "installed_app.resume",
+        InstalledAppTransfer = "installed_app.transfer",
         IntegrationCreate = "integration.create",
         IntegrationUpdate = "integration.update",
         IntegrationDelete = "integration.delete",
         IntegrationReauthenticate = "integration.reauthenticate",
         IntegrationReauthenticateBulk = "integration.reauthenticate_bulk",
         IntegrationResolveCredentials = "integration.resolve_credentials",
+        IntegrationTransfer = "integration.transfer",
     }
 );
 string_enum!(
@@ -189,6 +191,7 @@ pub struct InstalledApp {
     pub display_name: String,
     pub connected_to: String,
     pub creator: String,
+    pub owner: String,
     pub state: AppState,
     /// Why an admin suspended it; `Some` exactly while it is suspended.
     pub suspension_reason: Option<String>,
@@ -206,6 +209,7 @@ impl InstalledApp {
             display_name: row.display_name.clone(),
             connected_to: row.connected_to.clone(),
             creator: row.creator.clone(),
+            owner: row.owner.clone(),
             state: AppState::parse(&row.state)?,
             suspension_reason: row.suspension_reason.clone(),
             integration_count,
@@ -238,6 +242,9 @@ pub struct Integration {
     pub broken_time: Option<i64>,
     pub own_credentials: bool,
     pub creator: String,
+    /// Who is responsible for it (events written before owners existed read as empty).
+    #[serde(default)]
+    pub owner: String,
     pub create_time: i64,
     pub update_time: i64,
     pub version: i64,
@@ -265,6 +272,7 @@ impl Integration {
             broken_time: row.broken_time,
             own_credentials: row.own_credentials.is_some(),
             creator: row.creator.clone(),
+            owner: row.owner.clone(),
             create_time: row.create_time,
             update_time: row.update_time,
             version: row.version,
@@ -289,6 +297,7 @@ impl Integration {
     pub fn apply_to(&self, row: &mut IntegrationRow) -> Result<()> {
         row.installed_app_id = self.installed_app_id.clone();
         row.display_name = self.display_name.clone();
+        row.owner = self.owner.clone();
         row.config = config_json(&self.config)?;
         row.state = self.state.as_str().to_owned();
         row.broken_reason = self.broken_reason.map(|r| r.as_str().to_owned());
@@ -365,7 +374,7 @@ mod tests {
             assert_eq!(AuditAction::parse(action.as_str()).unwrap(), *action);
             assert_eq!(AuditAction::find(action.as_str()), Some(*action));
         }
-        assert_eq!(AuditAction::ALL.len(), 12);
+        assert_eq!(AuditAction::ALL.len(), 14);
         assert_eq!(AuditAction::find("installed_app.nope"), None);
         for kind in EventKind::ALL {
             assert_eq!(EventKind::parse(kind.as_str()).unwrap(), *kind);

@@ -323,6 +323,7 @@ mod tests {
             own_credentials: None,
             key_version: None,
             creator: "dana".into(),
+            owner: "dana".into(),
             request_id: None,
             request_fingerprint: None,
             version: 3,

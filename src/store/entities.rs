@@ -13,6 +13,8 @@ pub mod installed_app {
         pub display_name: String,
         pub connected_to: String,
         pub creator: String,
+        /// Who is responsible for it: the creator, until an admin hands it over.
+        pub owner: String,
         pub state: String,
         /// Why an admin suspended it; set exactly while `state` is SUSPENDED.
         pub suspension_reason: Option<String>,
@@ -59,6 +61,8 @@ pub mod integration {
         pub own_credentials: Option<Vec<u8>>,
         pub key_version: Option<i32>,
         pub creator: String,
+        /// Who is responsible for it: the creator, until an admin hands it over.
+        pub owner: String,
         pub request_id: Option<String>,
         /// SHA-256 (hex) of the non-secret content of the create that used `request_id`.
         pub request_fingerprint: Option<String>,

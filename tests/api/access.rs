@@ -74,6 +74,16 @@ const ROLES_TABLE: &[(&str, &str, [May; 4])] = &[
         [No, No, Yes, No],
     ),
     (
+        "InstalledAppService",
+        "TransferInstalledApp",
+        [No, No, Yes, No],
+    ),
+    (
+        "IntegrationService",
+        "TransferIntegration",
+        [No, No, Yes, No],
+    ),
+    (
         "IntegrationService",
         "CreateIntegration",
         [No, Yes, Yes, No],
@@ -309,6 +319,26 @@ async fn dispatch(
                 auth,
                 pb::ResumeInstalledAppRequest {
                     name: missing_app.clone(),
+                },
+            ))
+            .await
+            .map(drop),
+        ("InstalledAppService", "TransferInstalledApp") => apps
+            .transfer_installed_app(request(
+                auth,
+                pb::TransferInstalledAppRequest {
+                    name: missing_app.clone(),
+                    new_owner: "erik".into(),
+                },
+            ))
+            .await
+            .map(drop),
+        ("IntegrationService", "TransferIntegration") => integrations
+            .transfer_integration(request(
+                auth,
+                pb::TransferIntegrationRequest {
+                    name: missing_integration.clone(),
+                    new_owner: "erik".into(),
                 },
             ))
             .await

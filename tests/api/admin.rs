@@ -1,4 +1,5 @@
-//! Admin controls (issue 13): suspending and resuming an installed app, on both databases.
+//! Admin controls (issue 13), on both databases: suspending and resuming an installed app,
+//! handing an app or an integration over to a new owner.
 
 use integration_hub::pb;
 use pb::IntegrationEventType as Kind;
@@ -263,3 +264,166 @@ async fn resume_restores_only_what_the_suspension_broke(app: TestApp) {
     assert_eq!(resolved.credentials["access_token"], "xoxb-replaced");
 }
 storage_test!(resume_restores_only_what_the_suspension_broke);
+
+async fn transfer_app(
+    app: &TestApp,
+    token: &str,
+    name: &str,
+    new_owner: &str,
+) -> Result<pb::InstalledApp, tonic::Status> {
+    app.apps
+        .clone()
+        .transfer_installed_app(authed(
+            token,
+            pb::TransferInstalledAppRequest {
+                name: name.into(),
+                new_owner: new_owner.into(),
+            },
+        ))
+        .await
+        .map(|r| r.into_inner())
+}
+
+async fn transfer_integration(
+    app: &TestApp,
+    token: &str,
+    name: &str,
+    new_owner: &str,
+) -> Result<pb::Integration, tonic::Status> {
+    app.integrations
+        .clone()
+        .transfer_integration(authed(
+            token,
+            pb::TransferIntegrationRequest {
+                name: name.into(),
+                new_owner: new_owner.into(),
+            },
+        ))
+        .await
+        .map(|r| r.into_inner())
+}
+
+async fn rename_app(
+    app: &TestApp,
+    token: &str,
+    name: &str,
+    display_name: &str,
+) -> Result<pb::InstalledApp, tonic::Status> {
+    app.apps
+        .clone()
+        .update_installed_app(authed(token, rename_app_request(name, display_name)))
+        .await
+        .map(|r| r.into_inner())
+}
+
+async fn an_admin_hands_an_app_and_an_integration_over_to_a_new_owner(app: TestApp) {
+    let p = people(&app);
+    let slack = create_app(&app, &p.dana, "slack", "Slack").await;
+    assert_eq!(slack.owner, "dana", "the one who sets an app up owns it");
+    let job = create_integration(&app, &p.dana, &slack, "Job").await;
+    assert_eq!(job.owner, "dana");
+    let (mut stream, _) = watch_live(&app, &p.viewer).await;
+
+    for token in [&p.dana, &p.erik, &p.viewer, &p.service] {
+        let refused = expect_code(
+            transfer_app(&app, token, &slack.name, "erik").await,
+            Code::PermissionDenied,
+        );
+        assert_eq!(error_reason(&refused), "PERMISSION_DENIED");
+        expect_code(
+            transfer_integration(&app, token, &job.name, "erik").await,
+            Code::PermissionDenied,
+        );
+    }
+    assert_invalid(
+        transfer_app(&app, &p.admin, &slack.name, "").await,
+        "new_owner",
+    );
+    assert_invalid(
+        transfer_integration(&app, &p.admin, &job.name, " ").await,
+        "new_owner",
+    );
+    // Before the hand-over, only the owner (and admins) may edit the app.
+    expect_code(
+        rename_app(&app, &p.erik, &slack.name, "Erik's").await,
+        Code::PermissionDenied,
+    );
+
+    let moved = transfer_app(&app, &p.admin, &slack.name, "erik")
+        .await
+        .expect("an admin hands the app over");
+    assert_eq!(moved.owner, "erik");
+    assert_eq!(moved.creator, "dana", "who set it up is kept");
+    assert_ne!(moved.etag, slack.etag);
+    let renamed = rename_app(&app, &p.erik, &slack.name, "Erik's Slack")
+        .await
+        .expect("the new owner may edit the app");
+    assert_eq!(renamed.display_name, "Erik's Slack");
+    let refused = expect_code(
+        rename_app(&app, &p.dana, &slack.name, "Dana's").await,
+        Code::PermissionDenied,
+    );
+    assert_eq!(error_reason(&refused), "PERMISSION_DENIED");
+    let listed = app
+        .apps
+        .clone()
+        .list_installed_apps(authed(&p.viewer, pb::ListInstalledAppsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    let shown = listed
+        .installed_apps
+        .iter()
+        .find(|a| a.name == slack.name)
+        .expect("listed");
+    assert_eq!(
+        (shown.owner.as_str(), shown.creator.as_str()),
+        ("erik", "dana")
+    );
+
+    let handed = transfer_integration(&app, &p.admin, &job.name, "erik")
+        .await
+        .expect("an admin hands the integration over");
+    assert_eq!(
+        (handed.owner.as_str(), handed.creator.as_str()),
+        ("erik", "dana")
+    );
+    let updated = next_events(&mut stream, 1, WAIT).await;
+    assert_eq!(
+        summary(&updated),
+        vec![(Kind::IntegrationUpdated, job.name.clone())]
+    );
+    assert_eq!(updated[0].actor, "ada");
+    let snapshot = updated[0].integration.as_ref().expect("a snapshot");
+    assert_eq!(snapshot.owner, "erik");
+    let got = get_integration(&app, &p.viewer, &job.name).await.unwrap();
+    assert_eq!(got.owner, "erik");
+
+    for (action, resource) in [
+        ("installed_app.transfer", &slack.name),
+        ("integration.transfer", &job.name),
+    ] {
+        let audited = all_events(
+            &app,
+            &p.admin,
+            pb::ListAuditEventsRequest {
+                action: action.into(),
+                ..Default::default()
+            },
+        )
+        .await;
+        assert!(
+            audited
+                .iter()
+                .any(|e| e.actor == "ada" && &e.resource == resource && e.reason.is_empty()),
+            "{action} is audited: {audited:?}"
+        );
+        assert!(
+            audited
+                .iter()
+                .any(|e| e.actor == "dana" && !e.reason.is_empty()),
+            "the refused {action} is audited: {audited:?}"
+        );
+    }
+}
+storage_test!(an_admin_hands_an_app_and_an_integration_over_to_a_new_owner);

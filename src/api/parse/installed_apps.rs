@@ -2,7 +2,8 @@
 
 use super::{checked, field, optional_etag, page, take_credentials};
 use crate::domain::types::{
-    AppName, ConnectedTo, DisplayName, IdempotencyKey, PageRequest, ParentRef, RejectionDetail,
+    AppName, ConnectedTo, DisplayName, IdempotencyKey, Owner, PageRequest, ParentRef,
+    RejectionDetail,
 };
 use crate::domain::{AppChanges, Error, NewApp, Violations};
 use crate::pb;
@@ -204,5 +205,26 @@ impl TryFrom<pb::ResumeInstalledAppRequest> for AppName {
 
     fn try_from(req: pb::ResumeInstalledAppRequest) -> Result<Self, Error> {
         field("name", AppName::parse(&req.name))
+    }
+}
+
+/// TransferInstalledApp.
+pub struct TransferApp {
+    pub name: AppName,
+    pub new_owner: Owner,
+}
+
+impl TryFrom<pb::TransferInstalledAppRequest> for TransferApp {
+    type Error = Error;
+
+    fn try_from(req: pb::TransferInstalledAppRequest) -> Result<Self, Error> {
+        let mut v = Violations::default();
+        let name = v.check("name", AppName::parse(&req.name));
+        let new_owner = v.check("new_owner", Owner::parse(&req.new_owner));
+        v.finish()?;
+        Ok(TransferApp {
+            name: checked(name)?,
+            new_owner: checked(new_owner)?,
+        })
     }
 }

@@ -16,10 +16,12 @@ use crate::domain::types::{PageRequest, PageSize};
 use crate::domain::{Credentials, Error, Violations};
 
 pub use audit::ListAudit;
-pub use installed_apps::{CreateApp, DeleteApp, ListApps, ReportRejected, SuspendApp, UpdateApp};
+pub use installed_apps::{
+    CreateApp, DeleteApp, ListApps, ReportRejected, SuspendApp, TransferApp, UpdateApp,
+};
 pub use integrations::{
     CreateIntegration, DeleteIntegration, ListIntegrations, ReauthenticateAll, ReauthenticateOne,
-    UpdateIntegration, WatchEvents,
+    TransferIntegration, UpdateIntegration, WatchEvents,
 };
 
 /// Takes the credentials out of a request map, so the plaintext lives in one place that
