@@ -69,6 +69,7 @@ pub fn installed_app(app: &InstalledApp) -> pb::InstalledApp {
         etag: app.etag(),
         suspension_reason: app.suspension_reason.clone().unwrap_or_default(),
         owner: app.owner.clone(),
+        last_used_time: app.last_used_time.map(timestamp),
     }
 }
 
@@ -112,6 +113,7 @@ pub fn integration(i: &Integration) -> pb::Integration {
         etag: i.etag(),
         own_credentials: i.own_credentials,
         owner: i.owner.clone(),
+        last_used_time: i.last_used_time.map(timestamp),
     }
 }
 

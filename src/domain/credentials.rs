@@ -133,6 +133,16 @@ pub(super) async fn settle_insert<T>(
     }
 }
 
+/// How long a record's last use stands before a resolution writes it again: one minute.
+pub const USE_RECORD_INTERVAL_MICROS: i64 = 60_000_000;
+
+/// When the records a resolution used were last used, as stored.
+struct Used {
+    integration: Option<i64>,
+    /// The installed app's id and last use, when the credentials are an app's.
+    app: Option<(String, Option<i64>)>,
+}
+
 impl Hub {
     /// Seals credentials to their team and owner; returns the sealed value and its key version.
     pub(super) fn seal(
@@ -161,8 +171,10 @@ impl Hub {
     ) -> Result<Resolved> {
         let audited = Audited::integration(AuditAction::IntegrationResolveCredentials, name);
         let resolved = self
-            .write(actor, audited, async |_| {
-                Ok(Done::Commit(self.open_credentials(actor, name).await?))
+            .write(actor, audited, async |w| {
+                let (resolved, used) = self.open_credentials(actor, name).await?;
+                self.record_use(w, name, used).await?;
+                Ok(Done::Commit(resolved))
             })
             .await?;
         tracing::info!(
@@ -174,7 +186,41 @@ impl Hub {
         Ok(resolved)
     }
 
-    async fn open_credentials(&self, actor: &Actor, name: &IntegrationName) -> Result<Resolved> {
+    /// Records when the integration and its app were last used, only where the stored time
+    /// is older than [`USE_RECORD_INTERVAL_MICROS`]: the hot path writes a busy record at
+    /// most once a minute, and never bumps its version (usage is not a change).
+    async fn record_use(
+        &self,
+        w: &mut Write<'_>,
+        name: &IntegrationName,
+        used: Used,
+    ) -> Result<()> {
+        let now = self.now();
+        let stale_before = now.saturating_sub(USE_RECORD_INTERVAL_MICROS);
+        let stale = |last: Option<i64>| last.is_none_or(|t| t < stale_before);
+        let team = name.team.as_str();
+        if stale(used.integration) {
+            w.tx()
+                .await?
+                .touch_integration(team, &name.id, now, stale_before)
+                .await?;
+        }
+        if let Some((app_id, last)) = used.app
+            && stale(last)
+        {
+            w.tx()
+                .await?
+                .touch_app(team, &app_id, now, stale_before)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn open_credentials(
+        &self,
+        actor: &Actor,
+        name: &IntegrationName,
+    ) -> Result<(Resolved, Used)> {
         let row = self.integration_row(actor, name).await?;
         let integration = Integration::from_row(&row)?;
         if integration.broken_reason == Some(BrokenReason::InstalledAppSuspended) {
@@ -186,6 +232,10 @@ impl Hub {
                 "the integration is broken: there are no credentials to resolve",
             ));
         }
+        let mut used = Used {
+            integration: row.last_used_time,
+            app: None,
+        };
         let (owner, sealed) = match (row.own_credentials, &integration.installed_app_id) {
             (Some(sealed), _) => (integration_owner(&integration.id), sealed),
             (None, Some(app_id)) => {
@@ -197,6 +247,7 @@ impl Hub {
                 if app.state == AppState::Suspended.as_str() {
                     return Err(suspended_error());
                 }
+                used.app = Some((app.id.clone(), app.last_used_time));
                 (app_owner(&app.id), app.credentials)
             }
             (None, None) => return Err(Error::internal("integration without credentials")),
@@ -206,10 +257,11 @@ impl Hub {
             owner: &owner,
         };
         let credentials = self.keys.open_credentials(&aad, &sealed)?;
-        Ok(Resolved {
+        let resolved = Resolved {
             integration,
             credentials,
-        })
+        };
+        Ok((resolved, used))
     }
 }
 
@@ -315,6 +367,7 @@ mod tests {
             connected_to: String::new(),
             creator: "dana".into(),
             owner: "dana".into(),
+            last_used_time: None,
             state: "ACTIVE".into(),
             suspension_reason: None,
             resume_state: None,
@@ -344,5 +397,70 @@ mod tests {
         ));
         // A record stored without a fingerprint is taken as the same request.
         assert!(create.retry_of(Some(app_row(None))).unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn a_resolution_records_the_use_at_most_once_a_minute_without_a_new_version() {
+        use crate::domain::model::Role;
+        use crate::domain::test_support::{NOW, actor, hub};
+        let t = hub().await;
+        let app = t.app("Slack").await;
+        let job = t.bound(&app, "Job").await;
+        let name = IntegrationName::parse(&job.name()).unwrap();
+        let service = actor(Role::Service, "runner");
+        for _ in 0..3 {
+            t.hub.resolve_credentials(&service, &name).await.unwrap();
+        }
+        let stored_app = t
+            .store
+            .get_app("acme", &app.name.id)
+            .await
+            .unwrap()
+            .unwrap();
+        let stored_job = t
+            .store
+            .get_integration("acme", &job.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(stored_app.last_used_time, Some(NOW));
+        assert_eq!(stored_job.last_used_time, Some(NOW));
+        assert_eq!(stored_app.version, app.version, "usage is not a change");
+        assert_eq!(stored_job.version, job.version);
+
+        // Within the interval nothing is written; after it, the use is recorded again.
+        let tx = t.store.begin_write().await.unwrap();
+        let soon = NOW + USE_RECORD_INTERVAL_MICROS / 2;
+        let stale_before = soon - USE_RECORD_INTERVAL_MICROS;
+        assert!(
+            !tx.touch_app("acme", &app.name.id, soon, stale_before)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !tx.touch_integration("acme", &job.id, soon, stale_before)
+                .await
+                .unwrap()
+        );
+        let later = NOW + USE_RECORD_INTERVAL_MICROS + 1;
+        let stale_before = later - USE_RECORD_INTERVAL_MICROS;
+        assert!(
+            tx.touch_app("acme", &app.name.id, later, stale_before)
+                .await
+                .unwrap()
+        );
+        assert!(
+            tx.touch_integration("acme", &job.id, later, stale_before)
+                .await
+                .unwrap()
+        );
+        tx.commit().await.unwrap();
+        let stored_app = t
+            .store
+            .get_app("acme", &app.name.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(stored_app.last_used_time, Some(later));
     }
 }

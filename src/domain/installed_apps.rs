@@ -111,6 +111,7 @@ impl Hub {
                     connected_to: input.connected_to.into_inner(),
                     creator: actor.subject.clone(),
                     owner: actor.subject.clone(),
+                    last_used_time: None,
                     state: AppState::Active.as_str().to_owned(),
                     suspension_reason: None,
                     resume_state: None,

@@ -206,6 +206,7 @@ impl Hub {
                     key_version: None,
                     creator: actor.subject.clone(),
                     owner: actor.subject.clone(),
+                    last_used_time: None,
                     request_id: create.as_ref().map(|c| c.key.as_str().to_owned()),
                     request_fingerprint: create.as_ref().map(|c| c.fingerprint.clone()),
                     version: 1,

@@ -192,6 +192,7 @@ pub struct InstalledApp {
     pub connected_to: String,
     pub creator: String,
     pub owner: String,
+    pub last_used_time: Option<i64>,
     pub state: AppState,
     /// Why an admin suspended it; `Some` exactly while it is suspended.
     pub suspension_reason: Option<String>,
@@ -210,6 +211,7 @@ impl InstalledApp {
             connected_to: row.connected_to.clone(),
             creator: row.creator.clone(),
             owner: row.owner.clone(),
+            last_used_time: row.last_used_time,
             state: AppState::parse(&row.state)?,
             suspension_reason: row.suspension_reason.clone(),
             integration_count,
@@ -245,6 +247,9 @@ pub struct Integration {
     /// Who is responsible for it (events written before owners existed read as empty).
     #[serde(default)]
     pub owner: String,
+    /// When its credentials were last resolved (not a change: no event, no new version).
+    #[serde(default)]
+    pub last_used_time: Option<i64>,
     pub create_time: i64,
     pub update_time: i64,
     pub version: i64,
@@ -273,6 +278,7 @@ impl Integration {
             own_credentials: row.own_credentials.is_some(),
             creator: row.creator.clone(),
             owner: row.owner.clone(),
+            last_used_time: row.last_used_time,
             create_time: row.create_time,
             update_time: row.update_time,
             version: row.version,

@@ -324,6 +324,7 @@ mod tests {
             key_version: None,
             creator: "dana".into(),
             owner: "dana".into(),
+            last_used_time: None,
             request_id: None,
             request_fingerprint: None,
             version: 3,

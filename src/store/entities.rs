@@ -15,6 +15,8 @@ pub mod installed_app {
         pub creator: String,
         /// Who is responsible for it: the creator, until an admin hands it over.
         pub owner: String,
+        /// When its credentials were last resolved (written at most once a minute).
+        pub last_used_time: Option<i64>,
         pub state: String,
         /// Why an admin suspended it; set exactly while `state` is SUSPENDED.
         pub suspension_reason: Option<String>,
@@ -63,6 +65,8 @@ pub mod integration {
         pub creator: String,
         /// Who is responsible for it: the creator, until an admin hands it over.
         pub owner: String,
+        /// When its credentials were last resolved (written at most once a minute).
+        pub last_used_time: Option<i64>,
         pub request_id: Option<String>,
         /// SHA-256 (hex) of the non-secret content of the create that used `request_id`.
         pub request_fingerprint: Option<String>,

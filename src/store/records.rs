@@ -194,6 +194,66 @@ impl Tx {
         Ok(result.rows_affected == 1)
     }
 
+    /// Records that an app's credentials were used at `now`, unless that was recorded after
+    /// `stale_before` (so a busy record is written at most once per interval). Not a change:
+    /// neither its version nor its update time moves. Returns whether it wrote.
+    pub async fn touch_app(
+        &self,
+        team: &str,
+        id: &str,
+        now: i64,
+        stale_before: i64,
+    ) -> Result<bool> {
+        use installed_app::Column as C;
+        self.touch::<installed_app::Entity>(
+            [C::Id, C::Team, C::LastUsedTime],
+            team,
+            id,
+            now,
+            stale_before,
+        )
+        .await
+    }
+
+    /// As [`Tx::touch_app`], for an integration.
+    pub async fn touch_integration(
+        &self,
+        team: &str,
+        id: &str,
+        now: i64,
+        stale_before: i64,
+    ) -> Result<bool> {
+        use integration::Column as C;
+        self.touch::<integration::Entity>(
+            [C::Id, C::Team, C::LastUsedTime],
+            team,
+            id,
+            now,
+            stale_before,
+        )
+        .await
+    }
+
+    /// Sets the `last_used` column (the third of `[id, team, last_used]`) of one record to
+    /// `now` where it is unset or older than `stale_before`.
+    async fn touch<E: EntityTrait>(
+        &self,
+        [id_column, team_column, used_column]: [E::Column; 3],
+        team: &str,
+        id: &str,
+        now: i64,
+        stale_before: i64,
+    ) -> Result<bool> {
+        let result = E::update_many()
+            .col_expr(used_column, Expr::value(now))
+            .filter(id_column.eq(id))
+            .filter(team_column.eq(team))
+            .filter(used_column.is_null().or(used_column.lt(stale_before)))
+            .exec(&self.inner)
+            .await?;
+        Ok(result.rows_affected == 1)
+    }
+
     pub async fn delete_app(&self, team: &str, id: &str) -> Result<bool> {
         let result = installed_app::Entity::delete_many()
             .filter(installed_app::Column::Id.eq(id))

@@ -427,3 +427,49 @@ async fn an_admin_hands_an_app_and_an_integration_over_to_a_new_owner(app: TestA
     }
 }
 storage_test!(an_admin_hands_an_app_and_an_integration_over_to_a_new_owner);
+
+fn micros(time: &Option<prost_types::Timestamp>) -> i64 {
+    let time = time.as_ref().expect("a last use");
+    time.seconds * 1_000_000 + i64::from(time.nanos / 1000)
+}
+
+async fn resolving_records_the_last_use_at_most_once_a_minute(app: TestApp) {
+    let p = people(&app);
+    let slack = create_app(&app, &p.dana, "slack", "Slack").await;
+    let job = create_integration(&app, &p.dana, &slack, "Job").await;
+    let own = create_own_integration(&app, &p.dana, "slack", "Own", "xoxb-own").await;
+    assert_eq!(slack.last_used_time, None, "never used yet");
+    assert_eq!(job.last_used_time, None);
+
+    resolve(&app, &p.service, &job.name).await.unwrap();
+    let first_app = get_app(&app, &p.viewer, &slack.name).await.unwrap();
+    let first_job = get_integration(&app, &p.viewer, &job.name).await.unwrap();
+    let used_at = micros(&first_app.last_used_time);
+    assert_eq!(micros(&first_job.last_used_time), used_at);
+    assert_eq!(
+        first_app.etag, slack.etag,
+        "a use is not a change of the app"
+    );
+    assert_eq!(first_job.etag, job.etag, "nor of the integration");
+
+    // A busy integration: 1,000 resolutions within the minute write neither record again
+    // (each write would store a later time).
+    for _ in 0..1000 {
+        resolve(&app, &p.service, &job.name).await.unwrap();
+    }
+    let after_app = get_app(&app, &p.viewer, &slack.name).await.unwrap();
+    let after_job = get_integration(&app, &p.viewer, &job.name).await.unwrap();
+    assert_eq!(micros(&after_app.last_used_time), used_at);
+    assert_eq!(micros(&after_job.last_used_time), used_at);
+    assert_eq!(
+        (after_app.etag, after_app.update_time),
+        (slack.etag.clone(), slack.update_time)
+    );
+    assert_eq!(after_job.update_time, job.update_time);
+
+    // Own credentials: the integration's use is recorded, no app's.
+    resolve(&app, &p.service, &own.name).await.unwrap();
+    let own_after = get_integration(&app, &p.viewer, &own.name).await.unwrap();
+    assert!(own_after.last_used_time.is_some());
+}
+storage_test!(resolving_records_the_last_use_at_most_once_a_minute);
