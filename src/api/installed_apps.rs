@@ -76,7 +76,7 @@ impl InstalledAppService for InstalledApps {
             .map_err(status)?;
         let page = self
             .hub
-            .list_installed_apps(&team, req.page)
+            .list_installed_apps(&team, req.query, req.page)
             .await
             .map_err(status)?;
         Ok(Response::new(pb::ListInstalledAppsResponse {

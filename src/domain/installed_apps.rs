@@ -2,7 +2,7 @@
 //! 5) and delete (rule 3: the app goes and its integrations break, in one transaction).
 
 use crate::crypto::Credentials;
-use crate::store::{After, AppRow, IntegrationFilter};
+use crate::store::{After, AppFilter, AppRow, IntegrationFilter};
 
 use super::credentials::app_owner;
 use super::credentials::{Idempotency, check_credentials, settle_insert};
@@ -18,6 +18,30 @@ use super::types::{
 
 /// What the page tokens of ListInstalledApps are bound to.
 const APPS_LISTING: &str = "installedApps";
+
+/// The filters of ListInstalledApps; `None` selects every value.
+#[derive(Default)]
+pub struct AppQuery {
+    pub service: Option<String>,
+    pub state: Option<AppState>,
+    /// Only apps never used, or last used before this time (microseconds).
+    pub unused_since: Option<i64>,
+}
+
+impl AppQuery {
+    /// What a page token is bound to: a token of one filter is refused with another.
+    fn listing(&self) -> String {
+        if self.service.is_none() && self.state.is_none() && self.unused_since.is_none() {
+            return APPS_LISTING.to_owned();
+        }
+        format!(
+            "{APPS_LISTING}:{}:{}:{}",
+            self.service.as_deref().unwrap_or(""),
+            self.state.map(|s| s.as_str()).unwrap_or(""),
+            self.unused_since.map(|t| t.to_string()).unwrap_or_default()
+        )
+    }
+}
 
 /// A new installed app, parsed.
 pub struct NewApp {
@@ -153,15 +177,30 @@ impl Hub {
     pub async fn list_installed_apps(
         &self,
         team: &TeamId,
+        query: AppQuery,
         page: PageRequest,
     ) -> Result<Page<InstalledApp>> {
-        let after = page.after(APPS_LISTING)?.map(After::from);
+        if let Some(service) = &query.service {
+            self.service(service, "service")?;
+        }
+        let listing = query.listing();
+        let after = page.after(&listing)?.map(After::from);
+        let filter = AppFilter {
+            service: query.service,
+            state: query.state.map(|s| s.as_str().to_owned()),
+            unused_since: query.unused_since,
+        };
         let mut rows = self
             .store
-            .list_apps(team.as_str(), after.as_ref(), page.size.read_limit())
+            .list_apps(
+                team.as_str(),
+                &filter,
+                after.as_ref(),
+                page.size.read_limit(),
+            )
             .await?;
         let next_page_token = page.size.cut(&mut rows, |last| {
-            PageToken::after(last.create_time, &last.id).encode(APPS_LISTING)
+            PageToken::after(last.create_time, &last.id).encode(&listing)
         });
         let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
         let counts = self.store.count_integrations(team.as_str(), &ids).await?;

@@ -36,6 +36,6 @@ pub use crate::crypto::Credentials;
 pub use credentials::Resolved;
 pub use error::{Error, FieldViolation, Precondition, Result, Violations};
 pub use hub::Hub;
-pub use installed_apps::{AppChanges, NewApp};
+pub use installed_apps::{AppChanges, AppQuery, NewApp};
 pub use integrations::{Binding, IntegrationChanges, IntegrationQuery, NewIntegration};
 pub use reauth::Reauth;

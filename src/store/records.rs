@@ -33,6 +33,17 @@ pub struct IntegrationFilter {
     pub app_bound_only: bool,
 }
 
+/// Which installed apps of a team a listing selects.
+#[derive(Clone, Debug, Default)]
+pub struct AppFilter {
+    /// Only apps of this service.
+    pub service: Option<String>,
+    /// Only apps in this state.
+    pub state: Option<String>,
+    /// Only apps never used, or last used before this time.
+    pub unused_since: Option<i64>,
+}
+
 /// New values for a bulk change of integrations' state.
 #[derive(Clone, Debug)]
 pub struct StateChange {
@@ -410,11 +421,21 @@ macro_rules! reads {
             pub async fn list_apps(
                 &self,
                 team: &str,
+                filter: &AppFilter,
                 after: Option<&After>,
                 limit: u64,
             ) -> Result<Vec<AppRow>> {
-                let mut query =
-                    installed_app::Entity::find().filter(installed_app::Column::Team.eq(team));
+                use installed_app::Column as C;
+                let mut query = installed_app::Entity::find().filter(C::Team.eq(team));
+                if let Some(service) = &filter.service {
+                    query = query.filter(C::Service.eq(service.as_str()));
+                }
+                if let Some(state) = &filter.state {
+                    query = query.filter(C::State.eq(state.as_str()));
+                }
+                if let Some(since) = filter.unused_since {
+                    query = query.filter(C::LastUsedTime.is_null().or(C::LastUsedTime.lt(since)));
+                }
                 if let Some(after) = after {
                     query = query.filter(after_condition(
                         installed_app::Column::CreateTime,

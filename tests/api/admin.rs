@@ -473,3 +473,134 @@ async fn resolving_records_the_last_use_at_most_once_a_minute(app: TestApp) {
     assert!(own_after.last_used_time.is_some());
 }
 storage_test!(resolving_records_the_last_use_at_most_once_a_minute);
+
+async fn list_apps(
+    app: &TestApp,
+    token: &str,
+    request: pb::ListInstalledAppsRequest,
+) -> Result<pb::ListInstalledAppsResponse, tonic::Status> {
+    app.apps
+        .clone()
+        .list_installed_apps(authed(token, request))
+        .await
+        .map(|r| r.into_inner())
+}
+
+async fn listed(app: &TestApp, token: &str, request: pb::ListInstalledAppsRequest) -> Vec<String> {
+    let page = list_apps(app, token, request).await.expect("list apps");
+    sorted(page.installed_apps.into_iter().map(|a| a.name).collect())
+}
+
+async fn installed_apps_are_listed_by_service_state_and_last_use(app: TestApp) {
+    let p = people(&app);
+    let used = create_app(&app, &p.dana, "slack", "Used Slack").await;
+    let paused = create_app(&app, &p.dana, "slack", "Paused Slack").await;
+    let github = create_app(&app, &p.dana, "github", "GitHub").await;
+    let job = create_integration(&app, &p.dana, &used, "Job").await;
+    resolve(&app, &p.service, &job.name).await.unwrap();
+    suspend(&app, &p.admin, &paused.name, "").await.unwrap();
+    let used_at = get_app(&app, &p.viewer, &used.name)
+        .await
+        .unwrap()
+        .last_used_time
+        .expect("used");
+
+    let by_service = pb::ListInstalledAppsRequest {
+        service: "slack".into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        listed(&app, &p.viewer, by_service.clone()).await,
+        sorted(vec![used.name.clone(), paused.name.clone()])
+    );
+    let by_state = pb::ListInstalledAppsRequest {
+        state: AppState::Suspended as i32,
+        ..Default::default()
+    };
+    assert_eq!(
+        listed(&app, &p.viewer, by_state).await,
+        vec![paused.name.clone()]
+    );
+    let unused_since = |time: prost_types::Timestamp| pb::ListInstalledAppsRequest {
+        unused_since: Some(time),
+        ..Default::default()
+    };
+    let never_used = sorted(vec![paused.name.clone(), github.name.clone()]);
+    assert_eq!(
+        listed(&app, &p.viewer, unused_since(used_at)).await,
+        never_used,
+        "an app used at that time is not unused since then"
+    );
+    let later = prost_types::Timestamp {
+        seconds: used_at.seconds + 1,
+        nanos: used_at.nanos,
+    };
+    assert_eq!(
+        listed(&app, &p.viewer, unused_since(later)).await,
+        sorted(vec![
+            used.name.clone(),
+            paused.name.clone(),
+            github.name.clone()
+        ])
+    );
+    let both = pb::ListInstalledAppsRequest {
+        service: "slack".into(),
+        unused_since: Some(used_at),
+        ..Default::default()
+    };
+    assert_eq!(
+        listed(&app, &p.viewer, both).await,
+        vec![paused.name.clone()]
+    );
+
+    assert_invalid(
+        list_apps(
+            &app,
+            &p.viewer,
+            pb::ListInstalledAppsRequest {
+                service: "no-such-service".into(),
+                ..Default::default()
+            },
+        )
+        .await,
+        "service",
+    );
+    assert_invalid(
+        list_apps(
+            &app,
+            &p.viewer,
+            pb::ListInstalledAppsRequest {
+                state: 99,
+                ..Default::default()
+            },
+        )
+        .await,
+        "state",
+    );
+    // A page token is bound to its filters.
+    let first = list_apps(
+        &app,
+        &p.viewer,
+        pb::ListInstalledAppsRequest {
+            page_size: 1,
+            ..by_service
+        },
+    )
+    .await
+    .unwrap();
+    assert!(!first.next_page_token.is_empty());
+    assert_invalid(
+        list_apps(
+            &app,
+            &p.viewer,
+            pb::ListInstalledAppsRequest {
+                page_size: 1,
+                page_token: first.next_page_token,
+                ..Default::default()
+            },
+        )
+        .await,
+        "page_token",
+    );
+}
+storage_test!(installed_apps_are_listed_by_service_state_and_last_use);

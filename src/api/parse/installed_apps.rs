@@ -1,11 +1,13 @@
 //! Requests of `InstalledAppService`.
 
 use super::{checked, field, optional_etag, page, take_credentials};
+use crate::api::convert::micros;
+use crate::domain::model::AppState;
 use crate::domain::types::{
     AppName, ConnectedTo, DisplayName, IdempotencyKey, Owner, PageRequest, ParentRef,
     RejectionDetail,
 };
-use crate::domain::{AppChanges, Error, NewApp, Violations};
+use crate::domain::{AppChanges, AppQuery, Error, NewApp, Violations};
 use crate::pb;
 
 /// CreateInstalledApp: where, and the new app.
@@ -65,7 +67,18 @@ impl TryFrom<pb::GetInstalledAppRequest> for AppName {
 /// ListInstalledApps.
 pub struct ListApps {
     pub parent: ParentRef,
+    pub query: AppQuery,
     pub page: PageRequest,
+}
+
+fn app_state(value: i32) -> Result<Option<AppState>, String> {
+    match pb::installed_app::State::try_from(value) {
+        Ok(pb::installed_app::State::Unspecified) => Ok(None),
+        Ok(pb::installed_app::State::Active) => Ok(Some(AppState::Active)),
+        Ok(pb::installed_app::State::NeedsReauth) => Ok(Some(AppState::NeedsReauth)),
+        Ok(pb::installed_app::State::Suspended) => Ok(Some(AppState::Suspended)),
+        Err(_) => Err("is not a known state".to_owned()),
+    }
 }
 
 impl TryFrom<pb::ListInstalledAppsRequest> for ListApps {
@@ -75,9 +88,19 @@ impl TryFrom<pb::ListInstalledAppsRequest> for ListApps {
         let mut v = Violations::default();
         let parent = v.check("parent", ParentRef::parse(&req.parent));
         let page = page(&mut v, req.page_size, req.page_token);
+        let state = v.check("state", app_state(req.state));
+        let unused_since = match &req.unused_since {
+            None => Some(None),
+            Some(time) => v.check("unused_since", micros(time)).map(Some),
+        };
         v.finish()?;
         Ok(ListApps {
             parent: checked(parent)?,
+            query: AppQuery {
+                service: (!req.service.is_empty()).then_some(req.service),
+                state: checked(state)?,
+                unused_since: checked(unused_since)?,
+            },
             page: checked(page)?,
         })
     }
