@@ -109,7 +109,8 @@ impl InstalledAppService for InstalledApps {
             .await
             .map_err(status)?;
         Ok(Response::new(pb::DeleteInstalledAppResponse {
-            broken_integrations: broken,
+            broken_integrations: broken.iter().map(|i| i.name()).collect(),
+            integrations: broken.iter().map(convert::integration).collect(),
         }))
     }
 

@@ -290,7 +290,7 @@ impl Hub {
         name: &AppName,
         etag: Option<String>,
         validate_only: bool,
-    ) -> Result<Vec<String>> {
+    ) -> Result<Vec<Integration>> {
         let team = name.team.as_str();
         let filter = IntegrationFilter {
             installed_app_id: Some(name.id.clone()),
@@ -304,10 +304,7 @@ impl Hub {
             let app = draft.lock_app(name).await?;
             check_etag(&etag, app.version)?;
             let affected = draft.tx().await?.lock_integrations(team, &filter).await?;
-            return Ok(affected
-                .iter()
-                .map(|r| format!("teams/{team}/integrations/{}", r.id))
-                .collect());
+            return affected.iter().map(Integration::from_row).collect();
         }
         let audited = Audited::app(AuditAction::InstalledAppDelete, name);
         let broken = self
@@ -327,6 +324,6 @@ impl Hub {
             })
             .await?;
         tracing::info!(broken = broken.len(), "installed app deleted");
-        Ok(broken.iter().map(Integration::name).collect())
+        Ok(broken)
     }
 }

@@ -434,11 +434,12 @@ mod tests {
             .await
             .unwrap();
 
-        let mut broken = t
+        let broken = t
             .hub
             .delete_installed_app(&alice, &app.name, None, false)
             .await
             .unwrap();
+        let mut broken: Vec<String> = broken.iter().map(Integration::name).collect();
         broken.sort();
         let mut expected = [first.name(), second.name()];
         expected.sort();

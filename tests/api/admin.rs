@@ -604,3 +604,48 @@ async fn installed_apps_are_listed_by_service_state_and_last_use(app: TestApp) {
     );
 }
 storage_test!(installed_apps_are_listed_by_service_state_and_last_use);
+
+async fn the_delete_preview_shows_each_integration_with_its_last_use(app: TestApp) {
+    let p = people(&app);
+    let slack = create_app(&app, &p.dana, "slack", "Slack").await;
+    let used = create_integration(&app, &p.dana, &slack, "Used").await;
+    let idle = create_integration(&app, &p.dana, &slack, "Idle").await;
+    resolve(&app, &p.service, &used.name).await.unwrap();
+    let preview = app
+        .apps
+        .clone()
+        .delete_installed_app(authed(
+            &p.admin,
+            pb::DeleteInstalledAppRequest {
+                name: slack.name.clone(),
+                validate_only: true,
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("preview")
+        .into_inner();
+    assert_eq!(
+        sorted(preview.broken_integrations.clone()),
+        sorted(vec![used.name.clone(), idle.name.clone()])
+    );
+    let shown = |name: &str| {
+        preview
+            .integrations
+            .iter()
+            .find(|i| i.name == name)
+            .unwrap_or_else(|| panic!("{name} in the preview: {preview:?}"))
+    };
+    assert!(shown(&used.name).last_used_time.is_some());
+    assert_eq!(shown(&idle.name).last_used_time, None);
+    assert_eq!(shown(&idle.name).owner, "dana");
+    assert_eq!(
+        shown(&idle.name).state,
+        State::Active as i32,
+        "a preview changes nothing"
+    );
+    get_app(&app, &p.viewer, &slack.name)
+        .await
+        .expect("still there");
+}
+storage_test!(the_delete_preview_shows_each_integration_with_its_last_use);
