@@ -17,8 +17,8 @@ use prost::Message;
 
 use crate::api::parse::{
     CreateApp, CreateIntegration, DeleteApp, DeleteIntegration, ListApps, ListAudit,
-    ListIntegrations, ReauthenticateAll, ReauthenticateOne, ReportRejected, UpdateApp,
-    UpdateIntegration, WatchEvents,
+    ListIntegrations, ReauthenticateAll, ReauthenticateOne, ReportRejected, SuspendApp,
+    TransferApp, TransferIntegration, UpdateApp, UpdateIntegration, WatchEvents,
 };
 use crate::domain::Error;
 use crate::domain::types::{AppName, Cursor, IntegrationName, PageToken, SeqPageToken};
@@ -95,6 +95,10 @@ fn every_request(bytes: &[u8]) -> Result<(), TestCaseError> {
         pb::ResolveIntegrationCredentialsRequest => IntegrationName,
         pb::WatchIntegrationEventsRequest => WatchEvents,
         pb::ListAuditEventsRequest => ListAudit,
+        pb::SuspendInstalledAppRequest => SuspendApp,
+        pb::ResumeInstalledAppRequest => AppName,
+        pb::TransferInstalledAppRequest => TransferApp,
+        pb::TransferIntegrationRequest => TransferIntegration,
     );
     Ok(())
 }
@@ -143,6 +147,8 @@ proptest! {
             parent: name.clone(),
             page_size,
             page_token,
+            service: name.clone(),
+            ..Default::default()
         })?;
         converts::<_, DeleteApp>(pb::DeleteInstalledAppRequest {
             name: name.clone(),

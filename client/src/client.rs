@@ -173,6 +173,18 @@ impl Client {
         report_credentials_rejected(installed_apps, pb::ReportCredentialsRejectedRequest)
             -> pb::InstalledApp,
             retry if |_| false;
+        /// `SuspendInstalledApp` (admins). Sent once.
+        suspend_installed_app(installed_apps, pb::SuspendInstalledAppRequest) -> pb::InstalledApp,
+            retry if |_| false;
+        /// `ResumeInstalledApp` (admins). Sent once.
+        resume_installed_app(installed_apps, pb::ResumeInstalledAppRequest) -> pb::InstalledApp,
+            retry if |_| false;
+        /// `TransferInstalledApp` (admins). Sent once.
+        transfer_installed_app(installed_apps, pb::TransferInstalledAppRequest) -> pb::InstalledApp,
+            retry if |_| false;
+        /// `TransferIntegration` (admins). Sent once.
+        transfer_integration(integrations, pb::TransferIntegrationRequest) -> pb::Integration,
+            retry if |_| false;
         /// `CreateIntegration`. Retried only with a `request_id`.
         create_integration(integrations, pb::CreateIntegrationRequest) -> pb::Integration,
             retry if |r| !r.request_id.is_empty();

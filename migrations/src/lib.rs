@@ -9,6 +9,9 @@ mod m20261126_000001_core;
 mod m20261126_000002_event_retention;
 mod m20261126_000003_audit;
 mod m20261126_000004_request_fingerprints;
+mod m20261129_000005_suspension;
+mod m20261129_000006_owners;
+mod m20261129_000007_last_used;
 
 /// Every migration, in order.
 pub struct Migrator;
@@ -21,6 +24,9 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000002_event_retention::Migration),
             Box::new(m20261126_000003_audit::Migration),
             Box::new(m20261126_000004_request_fingerprints::Migration),
+            Box::new(m20261129_000005_suspension::Migration),
+            Box::new(m20261129_000006_owners::Migration),
+            Box::new(m20261129_000007_last_used::Migration),
         ]
     }
 }

@@ -85,6 +85,10 @@ pub fn audited_action(path: &str) -> Option<AuditAction> {
         ("InstalledAppService", "ReportCredentialsRejected") => {
             AuditAction::InstalledAppReportRejected
         }
+        ("InstalledAppService", "SuspendInstalledApp") => AuditAction::InstalledAppSuspend,
+        ("InstalledAppService", "ResumeInstalledApp") => AuditAction::InstalledAppResume,
+        ("InstalledAppService", "TransferInstalledApp") => AuditAction::InstalledAppTransfer,
+        ("IntegrationService", "TransferIntegration") => AuditAction::IntegrationTransfer,
         ("IntegrationService", "CreateIntegration") => AuditAction::IntegrationCreate,
         ("IntegrationService", "UpdateIntegration") => AuditAction::IntegrationUpdate,
         ("IntegrationService", "DeleteIntegration") => AuditAction::IntegrationDelete,

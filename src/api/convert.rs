@@ -54,6 +54,7 @@ pub fn installed_app(app: &InstalledApp) -> pb::InstalledApp {
     let state = match app.state {
         AppState::Active => pb::installed_app::State::Active,
         AppState::NeedsReauth => pb::installed_app::State::NeedsReauth,
+        AppState::Suspended => pb::installed_app::State::Suspended,
     };
     pb::InstalledApp {
         name: app.name.to_string(),
@@ -66,6 +67,9 @@ pub fn installed_app(app: &InstalledApp) -> pb::InstalledApp {
         create_time: Some(timestamp(app.create_time)),
         update_time: Some(timestamp(app.update_time)),
         etag: app.etag(),
+        suspension_reason: app.suspension_reason.clone().unwrap_or_default(),
+        owner: app.owner.clone(),
+        last_used_time: app.last_used_time.map(timestamp),
     }
 }
 
@@ -77,6 +81,9 @@ pub fn broken_reason(reason: Option<BrokenReason>) -> pb::integration::BrokenRea
         }
         Some(BrokenReason::CredentialsRejected) => {
             pb::integration::BrokenReason::CredentialsRejected
+        }
+        Some(BrokenReason::InstalledAppSuspended) => {
+            pb::integration::BrokenReason::InstalledAppSuspended
         }
     }
 }
@@ -105,6 +112,8 @@ pub fn integration(i: &Integration) -> pb::Integration {
         update_time: Some(timestamp(i.update_time)),
         etag: i.etag(),
         own_credentials: i.own_credentials,
+        owner: i.owner.clone(),
+        last_used_time: i.last_used_time.map(timestamp),
     }
 }
 

@@ -4,7 +4,9 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::parse::{CreateApp, DeleteApp, ListApps, ReportRejected, UpdateApp};
+use super::parse::{
+    CreateApp, DeleteApp, ListApps, ReportRejected, SuspendApp, TransferApp, UpdateApp,
+};
 use super::{accept, convert, status};
 use crate::domain::Hub;
 use crate::domain::types::AppName;
@@ -74,7 +76,7 @@ impl InstalledAppService for InstalledApps {
             .map_err(status)?;
         let page = self
             .hub
-            .list_installed_apps(&team, req.page)
+            .list_installed_apps(&team, req.query, req.page)
             .await
             .map_err(status)?;
         Ok(Response::new(pb::ListInstalledAppsResponse {
@@ -107,7 +109,8 @@ impl InstalledAppService for InstalledApps {
             .await
             .map_err(status)?;
         Ok(Response::new(pb::DeleteInstalledAppResponse {
-            broken_integrations: broken,
+            broken_integrations: broken.iter().map(|i| i.name()).collect(),
+            integrations: broken.iter().map(convert::integration).collect(),
         }))
     }
 
@@ -119,6 +122,45 @@ impl InstalledAppService for InstalledApps {
         let app = self
             .hub
             .report_credentials_rejected(&actor, &req.name, req.detail)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(convert::installed_app(&app)))
+    }
+
+    async fn suspend_installed_app(
+        &self,
+        request: Request<pb::SuspendInstalledAppRequest>,
+    ) -> Result<Response<pb::InstalledApp>, Status> {
+        let (actor, req): (_, SuspendApp) = accept(request)?;
+        let app = self
+            .hub
+            .suspend_installed_app(&actor, &req.name, req.reason)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(convert::installed_app(&app)))
+    }
+
+    async fn resume_installed_app(
+        &self,
+        request: Request<pb::ResumeInstalledAppRequest>,
+    ) -> Result<Response<pb::InstalledApp>, Status> {
+        let (actor, name): (_, AppName) = accept(request)?;
+        let app = self
+            .hub
+            .resume_installed_app(&actor, &name)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(convert::installed_app(&app)))
+    }
+
+    async fn transfer_installed_app(
+        &self,
+        request: Request<pb::TransferInstalledAppRequest>,
+    ) -> Result<Response<pb::InstalledApp>, Status> {
+        let (actor, req): (_, TransferApp) = accept(request)?;
+        let app = self
+            .hub
+            .transfer_installed_app(&actor, &req.name, req.new_owner)
             .await
             .map_err(status)?;
         Ok(Response::new(convert::installed_app(&app)))

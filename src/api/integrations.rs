@@ -11,7 +11,7 @@ use tonic::{Code, Request, Response, Status};
 
 use super::parse::{
     CreateIntegration, DeleteIntegration, ListIntegrations, ReauthenticateAll, ReauthenticateOne,
-    UpdateIntegration, WatchEvents,
+    TransferIntegration, UpdateIntegration, WatchEvents,
 };
 use super::{accept, convert, status, status_with_reason};
 use crate::domain::model::Event;
@@ -237,6 +237,19 @@ impl IntegrationService for Integrations {
             integration: Some(convert::integration(&resolved.integration)),
             credentials: resolved.credentials.into_map().into_iter().collect(),
         }))
+    }
+
+    async fn transfer_integration(
+        &self,
+        request: Request<pb::TransferIntegrationRequest>,
+    ) -> Result<Response<pb::Integration>, Status> {
+        let (actor, req): (_, TransferIntegration) = accept(request)?;
+        let integration = self
+            .hub
+            .transfer_integration(&actor, &req.name, req.new_owner)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(convert::integration(&integration)))
     }
 
     type WatchIntegrationEventsStream = WatchStream;

@@ -115,6 +115,7 @@ pub fn status(err: Error) -> Status {
                 Precondition::WrongState => ErrorReason::FailedPrecondition,
                 Precondition::ServiceMismatch => ErrorReason::ServiceMismatch,
                 Precondition::CursorExpired => ErrorReason::CursorExpired,
+                Precondition::AppSuspended => ErrorReason::InstalledAppSuspended,
             };
             plain(Code::FailedPrecondition, message, reason)
         }

@@ -14,7 +14,8 @@ pub enum Access {
     /// A developer or an admin. Not a service: services never create or change.
     Developer,
     /// A developer or an admin at the method level; whether a developer is
-    /// the app's creator is checked later, against the stored app.
+    /// the app's owner (its creator unless handed over) is checked later,
+    /// against the stored app.
     AppCreatorOrAdmin,
     /// An admin only.
     Admin,
@@ -68,6 +69,18 @@ pub const POLICY: &[(&str, Access)] = &[
         "/integrationhub.v1.InstalledAppService/ReportCredentialsRejected",
         Access::Service,
     ),
+    (
+        "/integrationhub.v1.InstalledAppService/SuspendInstalledApp",
+        Access::Admin,
+    ),
+    (
+        "/integrationhub.v1.InstalledAppService/ResumeInstalledApp",
+        Access::Admin,
+    ),
+    (
+        "/integrationhub.v1.InstalledAppService/TransferInstalledApp",
+        Access::Admin,
+    ),
     // IntegrationService
     (
         "/integrationhub.v1.IntegrationService/CreateIntegration",
@@ -104,6 +117,10 @@ pub const POLICY: &[(&str, Access)] = &[
     (
         "/integrationhub.v1.IntegrationService/WatchIntegrationEvents",
         Access::AnyRole,
+    ),
+    (
+        "/integrationhub.v1.IntegrationService/TransferIntegration",
+        Access::Admin,
     ),
     // AuditService
     (
@@ -194,6 +211,9 @@ mod tests {
                 "ReportCredentialsRejected",
                 Access::Service,
             ),
+            ("InstalledAppService", "SuspendInstalledApp", Access::Admin),
+            ("InstalledAppService", "ResumeInstalledApp", Access::Admin),
+            ("InstalledAppService", "TransferInstalledApp", Access::Admin),
             ("IntegrationService", "CreateIntegration", Access::Developer),
             ("IntegrationService", "GetIntegration", Access::AnyRole),
             ("IntegrationService", "ListIntegrations", Access::AnyRole),
@@ -219,6 +239,7 @@ mod tests {
                 "WatchIntegrationEvents",
                 Access::AnyRole,
             ),
+            ("IntegrationService", "TransferIntegration", Access::Admin),
             ("AuditService", "ListAuditEvents", Access::Admin),
         ];
         assert_eq!(POLICY.len(), expected.len());

@@ -13,7 +13,8 @@ use crate::store::{AppRow, IntegrationRow, StoreError};
 use super::catalog::ServiceDef;
 use super::error::{Error, Precondition, Result};
 use super::hub::{Audited, Done, Hub, Write, check_values};
-use super::model::{Actor, AuditAction, Integration, IntegrationState};
+use super::model::{Actor, AppState, AuditAction, BrokenReason, Integration, IntegrationState};
+use super::suspension::suspended_error;
 use super::types::{IdempotencyKey, IntegrationName, TeamId};
 
 /// Most credential entries an app or integration may hold.
@@ -220,6 +221,16 @@ pub(super) async fn settle_insert<T>(
     }
 }
 
+/// How long a record's last use stands before a resolution writes it again: one minute.
+pub const USE_RECORD_INTERVAL_MICROS: i64 = 60_000_000;
+
+/// When the records a resolution used were last used, as stored.
+struct Used {
+    integration: Option<i64>,
+    /// The installed app's id and last use, when the credentials are an app's.
+    app: Option<(String, Option<i64>)>,
+}
+
 impl Hub {
     /// Seals credentials to their team and owner; returns the sealed value and its key version.
     pub(super) fn seal(
@@ -248,8 +259,10 @@ impl Hub {
     ) -> Result<Resolved> {
         let audited = Audited::integration(AuditAction::IntegrationResolveCredentials, name);
         let resolved = self
-            .write(actor, audited, async |_| {
-                Ok(Done::Commit(self.open_credentials(actor, name).await?))
+            .write(actor, audited, async |w| {
+                let (resolved, used) = self.open_credentials(actor, name).await?;
+                self.record_use(w, name, used).await?;
+                Ok(Done::Commit(resolved))
             })
             .await?;
         tracing::info!(
@@ -261,15 +274,56 @@ impl Hub {
         Ok(resolved)
     }
 
-    async fn open_credentials(&self, actor: &Actor, name: &IntegrationName) -> Result<Resolved> {
+    /// Records when the integration and its app were last used, only where the stored time
+    /// is older than [`USE_RECORD_INTERVAL_MICROS`]: the hot path writes a busy record at
+    /// most once a minute, and never bumps its version (usage is not a change).
+    async fn record_use(
+        &self,
+        w: &mut Write<'_>,
+        name: &IntegrationName,
+        used: Used,
+    ) -> Result<()> {
+        let now = self.now();
+        let stale_before = now.saturating_sub(USE_RECORD_INTERVAL_MICROS);
+        let stale = |last: Option<i64>| last.is_none_or(|t| t < stale_before);
+        let team = name.team.as_str();
+        if stale(used.integration) {
+            w.tx()
+                .await?
+                .touch_integration(team, &name.id, now, stale_before)
+                .await?;
+        }
+        if let Some((app_id, last)) = used.app
+            && stale(last)
+        {
+            w.tx()
+                .await?
+                .touch_app(team, &app_id, now, stale_before)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn open_credentials(
+        &self,
+        actor: &Actor,
+        name: &IntegrationName,
+    ) -> Result<(Resolved, Used)> {
         let row = self.integration_row(actor, name).await?;
         let integration = Integration::from_row(&row)?;
+        if integration.broken_reason == Some(BrokenReason::InstalledAppSuspended) {
+            return Err(suspended_error());
+        }
         if integration.state != IntegrationState::Active {
             return Err(Error::precondition(
                 Precondition::WrongState,
                 "the integration is broken: there are no credentials to resolve",
             ));
         }
+        let mut used = Used {
+            integration: row.last_used_time,
+            app: None,
+        };
         let (owner, sealed) = match (row.own_credentials, &integration.installed_app_id) {
             (Some(sealed), _) => (integration_owner(&integration.id), sealed),
             (None, Some(app_id)) => {
@@ -278,6 +332,10 @@ impl Hub {
                     .get_app(name.team.as_str(), app_id)
                     .await?
                     .ok_or_else(|| Error::internal("active integration without its app"))?;
+                if app.state == AppState::Suspended.as_str() {
+                    return Err(suspended_error());
+                }
+                used.app = Some((app.id.clone(), app.last_used_time));
                 (app_owner(&app.id), app.credentials)
             }
             (None, None) => return Err(Error::internal("integration without credentials")),
@@ -287,10 +345,11 @@ impl Hub {
             owner: &owner,
         };
         let credentials = self.keys.open_credentials(&aad, &sealed)?;
-        Ok(Resolved {
+        let resolved = Resolved {
             integration,
             credentials,
-        })
+        };
+        Ok((resolved, used))
     }
 }
 
@@ -459,7 +518,11 @@ mod tests {
             display_name: "Slack".into(),
             connected_to: String::new(),
             creator: "dana".into(),
+            owner: "dana".into(),
+            last_used_time: None,
             state: "ACTIVE".into(),
+            suspension_reason: None,
+            resume_state: None,
             key_version: 1,
             credentials: Vec::new(),
             request_id: Some("k1".into()),
@@ -522,5 +585,70 @@ mod tests {
             create.retry_of(Some(app_row(Some(&retired[0]))), none),
             Err(Error::IdempotencyKeyReused)
         ));
+    }
+
+    #[tokio::test]
+    async fn a_resolution_records_the_use_at_most_once_a_minute_without_a_new_version() {
+        use crate::domain::model::Role;
+        use crate::domain::test_support::{NOW, actor, hub};
+        let t = hub().await;
+        let app = t.app("Slack").await;
+        let job = t.bound(&app, "Job").await;
+        let name = IntegrationName::parse(&job.name()).unwrap();
+        let service = actor(Role::Service, "runner");
+        for _ in 0..3 {
+            t.hub.resolve_credentials(&service, &name).await.unwrap();
+        }
+        let stored_app = t
+            .store
+            .get_app("acme", &app.name.id)
+            .await
+            .unwrap()
+            .unwrap();
+        let stored_job = t
+            .store
+            .get_integration("acme", &job.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(stored_app.last_used_time, Some(NOW));
+        assert_eq!(stored_job.last_used_time, Some(NOW));
+        assert_eq!(stored_app.version, app.version, "usage is not a change");
+        assert_eq!(stored_job.version, job.version);
+
+        // Within the interval nothing is written; after it, the use is recorded again.
+        let tx = t.store.begin_write().await.unwrap();
+        let soon = NOW + USE_RECORD_INTERVAL_MICROS / 2;
+        let stale_before = soon - USE_RECORD_INTERVAL_MICROS;
+        assert!(
+            !tx.touch_app("acme", &app.name.id, soon, stale_before)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !tx.touch_integration("acme", &job.id, soon, stale_before)
+                .await
+                .unwrap()
+        );
+        let later = NOW + USE_RECORD_INTERVAL_MICROS + 1;
+        let stale_before = later - USE_RECORD_INTERVAL_MICROS;
+        assert!(
+            tx.touch_app("acme", &app.name.id, later, stale_before)
+                .await
+                .unwrap()
+        );
+        assert!(
+            tx.touch_integration("acme", &job.id, later, stale_before)
+                .await
+                .unwrap()
+        );
+        tx.commit().await.unwrap();
+        let stored_app = t
+            .store
+            .get_app("acme", &app.name.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(stored_app.last_used_time, Some(later));
     }
 }

@@ -29,6 +29,8 @@ pub enum Precondition {
     ServiceMismatch,
     /// A watch cursor older than the retention.
     CursorExpired,
+    /// The installed app is suspended.
+    AppSuspended,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -160,6 +162,7 @@ impl Error {
                 Precondition::WrongState => "FAILED_PRECONDITION",
                 Precondition::ServiceMismatch => "SERVICE_MISMATCH",
                 Precondition::CursorExpired => "CURSOR_EXPIRED",
+                Precondition::AppSuspended => "INSTALLED_APP_SUSPENDED",
             },
             Error::ResourceExhausted(_) => "RESOURCE_EXHAUSTED",
             Error::Unavailable(_) => "UNAVAILABLE",

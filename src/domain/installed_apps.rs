@@ -2,7 +2,7 @@
 //! 5) and delete (rule 3: the app goes and its integrations break, in one transaction).
 
 use crate::crypto::{Aad, Credentials};
-use crate::store::{After, AppRow, IntegrationFilter};
+use crate::store::{After, AppFilter, AppRow, IntegrationFilter};
 
 use super::credentials::app_owner;
 use super::credentials::{Idempotency, check_credentials, settle_insert};
@@ -18,6 +18,30 @@ use super::types::{
 
 /// What the page tokens of ListInstalledApps are bound to.
 const APPS_LISTING: &str = "installedApps";
+
+/// The filters of ListInstalledApps; `None` selects every value.
+#[derive(Default)]
+pub struct AppQuery {
+    pub service: Option<String>,
+    pub state: Option<AppState>,
+    /// Only apps never used, or last used before this time (microseconds).
+    pub unused_since: Option<i64>,
+}
+
+impl AppQuery {
+    /// What a page token is bound to: a token of one filter is refused with another.
+    fn listing(&self) -> String {
+        if self.service.is_none() && self.state.is_none() && self.unused_since.is_none() {
+            return APPS_LISTING.to_owned();
+        }
+        format!(
+            "{APPS_LISTING}:{}:{}:{}",
+            self.service.as_deref().unwrap_or(""),
+            self.state.map(|s| s.as_str()).unwrap_or(""),
+            self.unused_since.map(|t| t.to_string()).unwrap_or_default()
+        )
+    }
+}
 
 /// A new installed app, parsed.
 pub struct NewApp {
@@ -123,7 +147,11 @@ impl Hub {
                     display_name: input.display_name.into_inner(),
                     connected_to: input.connected_to.into_inner(),
                     creator: actor.subject.clone(),
+                    owner: actor.subject.clone(),
+                    last_used_time: None,
                     state: AppState::Active.as_str().to_owned(),
+                    suspension_reason: None,
+                    resume_state: None,
                     key_version,
                     credentials: sealed,
                     request_id: create.as_ref().map(|c| c.key.as_str().to_owned()),
@@ -162,15 +190,30 @@ impl Hub {
     pub async fn list_installed_apps(
         &self,
         team: &TeamId,
+        query: AppQuery,
         page: PageRequest,
     ) -> Result<Page<InstalledApp>> {
-        let after = page.after(APPS_LISTING)?.map(After::from);
+        if let Some(service) = &query.service {
+            self.service(service, "service")?;
+        }
+        let listing = query.listing();
+        let after = page.after(&listing)?.map(After::from);
+        let filter = AppFilter {
+            service: query.service,
+            state: query.state.map(|s| s.as_str().to_owned()),
+            unused_since: query.unused_since,
+        };
         let mut rows = self
             .store
-            .list_apps(team.as_str(), after.as_ref(), page.size.read_limit())
+            .list_apps(
+                team.as_str(),
+                &filter,
+                after.as_ref(),
+                page.size.read_limit(),
+            )
             .await?;
         let next_page_token = page.size.cut(&mut rows, |last| {
-            PageToken::after(last.create_time, &last.id).encode(APPS_LISTING)
+            PageToken::after(last.create_time, &last.id).encode(&listing)
         });
         let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
         let counts = self.store.count_integrations(team.as_str(), &ids).await?;
@@ -195,10 +238,9 @@ impl Hub {
         let (row, restored) = self
             .write(actor, audited, async move |w| {
                 let mut row = w.lock_app(name).await?;
-                if actor.role != Role::Admin && row.creator != actor.subject {
+                if actor.role != Role::Admin && row.owner != actor.subject {
                     return Err(Error::PermissionDenied(
-                        "only an admin or the developer who set up the installed app may edit it"
-                            .into(),
+                        "only an admin or the owner of the installed app may edit it".into(),
                     ));
                 }
                 check_etag(&changes.etag, row.version)?;
@@ -216,7 +258,15 @@ impl Hub {
                     check_credentials(service, "credentials", credentials)?;
                     (row.credentials, row.key_version) =
                         self.seal(&name.team, &app_owner(&row.id), credentials)?;
-                    row.state = AppState::Active.as_str().to_owned();
+                    if row.state == AppState::Suspended.as_str() {
+                        // Editing a suspended app's credentials does not resume it: it will
+                        // resume as ACTIVE, and what their rejection broke is restored then.
+                        row.resume_state = Some(AppState::Active.as_str().to_owned());
+                    } else {
+                        row.state = AppState::Active.as_str().to_owned();
+                    }
+                }
+                if changes.credentials.is_some() && row.state != AppState::Suspended.as_str() {
                     // Re-auth in place: what broke because these credentials were rejected
                     // works again.
                     let filter = IntegrationFilter {
@@ -253,7 +303,7 @@ impl Hub {
         name: &AppName,
         etag: Option<String>,
         validate_only: bool,
-    ) -> Result<Vec<String>> {
+    ) -> Result<Vec<Integration>> {
         let team = name.team.as_str();
         let filter = IntegrationFilter {
             installed_app_id: Some(name.id.clone()),
@@ -267,10 +317,7 @@ impl Hub {
             let app = draft.lock_app(name).await?;
             check_etag(&etag, app.version)?;
             let affected = draft.tx().await?.lock_integrations(team, &filter).await?;
-            return Ok(affected
-                .iter()
-                .map(|r| format!("teams/{team}/integrations/{}", r.id))
-                .collect());
+            return affected.iter().map(Integration::from_row).collect();
         }
         let audited = Audited::app(AuditAction::InstalledAppDelete, name);
         let broken = self
@@ -290,6 +337,6 @@ impl Hub {
             })
             .await?;
         tracing::info!(broken = broken.len(), "installed app deleted");
-        Ok(broken.iter().map(Integration::name).collect())
+        Ok(broken)
     }
 }

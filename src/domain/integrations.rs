@@ -12,7 +12,7 @@ use super::credentials::integration_owner;
 use super::credentials::{Idempotency, check_credentials, settle_insert};
 use super::error::{Error, Precondition, Result};
 use super::hub::{
-    Audited, Done, Hub, check_etag, check_values, not_found_app, not_found_integration,
+    Audited, Done, Hub, Write, check_etag, check_values, not_found_app, not_found_integration,
 };
 use super::model::{
     Actor, AppState, AuditAction, EventKind, Integration, IntegrationState, config_json,
@@ -104,6 +104,9 @@ impl Hub {
             .share_app(team.as_str(), &name.id)
             .await?
             .ok_or_else(|| not_found_app(name))?;
+        if app.state == AppState::Suspended.as_str() {
+            return Err(super::suspension::suspended_error());
+        }
         if app.state != AppState::Active.as_str() {
             return Err(Error::precondition(
                 Precondition::WrongState,
@@ -221,6 +224,8 @@ impl Hub {
                     own_credentials: None,
                     key_version: None,
                     creator: actor.subject.clone(),
+                    owner: actor.subject.clone(),
+                    last_used_time: None,
                     request_id: create.as_ref().map(|c| c.key.as_str().to_owned()),
                     request_fingerprint: create.as_ref().map(|c| c.fingerprint.clone()),
                     version: 1,
@@ -344,7 +349,7 @@ impl Hub {
     ) -> Result<Integration> {
         let audited = Audited::integration(AuditAction::IntegrationUpdate, name);
         self.write(actor, audited, async move |w| {
-            let mut row = w.lock_integration(name).await?;
+            let row = w.lock_integration(name).await?;
             check_etag(&changes.etag, row.version)?;
             let mut integration = Integration::from_row(&row)?;
             if let Some(display_name) = changes.display_name {
@@ -358,17 +363,28 @@ impl Hub {
                 check_config(integration_type, &config)?;
                 integration.config = config;
             }
-            let expected = row.version;
-            integration.version += 1;
-            integration.update_time = self.now();
-            integration.apply_to(&mut row)?;
-            if !w.tx().await?.update_integration(row, expected).await? {
-                return Err(Error::internal("locked integration changed"));
-            }
-            w.event(EventKind::Updated, &integration, None)?;
-            Ok(Done::Commit(integration))
+            Ok(Done::Commit(self.save_update(w, row, integration).await?))
         })
         .await
+    }
+
+    /// Writes `integration`, changed from the locked `row`, as its next version, with an
+    /// INTEGRATION_UPDATED event.
+    pub(super) async fn save_update(
+        &self,
+        w: &mut Write<'_>,
+        mut row: IntegrationRow,
+        mut integration: Integration,
+    ) -> Result<Integration> {
+        let expected = row.version;
+        integration.version += 1;
+        integration.update_time = self.now();
+        integration.apply_to(&mut row)?;
+        if !w.tx().await?.update_integration(row, expected).await? {
+            return Err(Error::internal("locked integration changed"));
+        }
+        w.event(EventKind::Updated, &integration, None)?;
+        Ok(integration)
     }
 
     #[tracing::instrument(skip_all, fields(integration = %name))]

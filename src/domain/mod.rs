@@ -7,6 +7,8 @@
 //! - [`installed_apps`], [`integrations`]: the operations on each resource.
 //! - [`reauth`]: state changes: breaking and restoring integrations, one or in bulk.
 //! - [`credentials`]: the credential check, resolution, idempotent creates.
+//! - [`suspension`]: suspending an installed app and resuming it; [`transfer`]: handing an
+//!   app or an integration over to a new owner.
 //! - [`audit`]: the audit log. [`rotation`]: re-sealing under a new key.
 //! - [`types`], [`model`], [`catalog`], [`error`]: values, entities, the service catalog and
 //!   the error enum.
@@ -21,6 +23,8 @@ pub mod integrations;
 pub mod model;
 pub mod reauth;
 pub mod rotation;
+pub mod suspension;
+pub mod transfer;
 pub mod types;
 
 #[cfg(test)]
@@ -32,6 +36,6 @@ pub use crate::crypto::Credentials;
 pub use credentials::Resolved;
 pub use error::{Error, FieldViolation, Precondition, Result, Violations};
 pub use hub::Hub;
-pub use installed_apps::{AppChanges, NewApp};
+pub use installed_apps::{AppChanges, AppQuery, NewApp};
 pub use integrations::{Binding, IntegrationChanges, IntegrationQuery, NewIntegration};
 pub use reauth::Reauth;

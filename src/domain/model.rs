@@ -83,7 +83,7 @@ macro_rules! string_enum {
 
 string_enum!(
     /// State of an installed app.
-    AppState { Active = "ACTIVE", NeedsReauth = "NEEDS_REAUTH" }
+    AppState { Active = "ACTIVE", NeedsReauth = "NEEDS_REAUTH", Suspended = "SUSPENDED" }
 );
 string_enum!(
     /// State of an integration.
@@ -91,7 +91,11 @@ string_enum!(
 );
 string_enum!(
     /// Why an integration is broken.
-    BrokenReason { InstalledAppDeleted = "INSTALLED_APP_DELETED", CredentialsRejected = "CREDENTIALS_REJECTED" }
+    BrokenReason {
+        InstalledAppDeleted = "INSTALLED_APP_DELETED",
+        CredentialsRejected = "CREDENTIALS_REJECTED",
+        InstalledAppSuspended = "INSTALLED_APP_SUSPENDED",
+    }
 );
 string_enum!(
     /// What an event records.
@@ -111,12 +115,16 @@ string_enum!(
         InstalledAppUpdate = "installed_app.update",
         InstalledAppDelete = "installed_app.delete",
         InstalledAppReportRejected = "installed_app.report_credentials_rejected",
+        InstalledAppSuspend = "installed_app.suspend",
+        InstalledAppResume = "installed_app.resume",
+        InstalledAppTransfer = "installed_app.transfer",
         IntegrationCreate = "integration.create",
         IntegrationUpdate = "integration.update",
         IntegrationDelete = "integration.delete",
         IntegrationReauthenticate = "integration.reauthenticate",
         IntegrationReauthenticateBulk = "integration.reauthenticate_bulk",
         IntegrationResolveCredentials = "integration.resolve_credentials",
+        IntegrationTransfer = "integration.transfer",
     }
 );
 string_enum!(
@@ -183,7 +191,11 @@ pub struct InstalledApp {
     pub display_name: String,
     pub connected_to: String,
     pub creator: String,
+    pub owner: String,
+    pub last_used_time: Option<i64>,
     pub state: AppState,
+    /// Why an admin suspended it; `Some` exactly while it is suspended.
+    pub suspension_reason: Option<String>,
     pub integration_count: i64,
     pub create_time: i64,
     pub update_time: i64,
@@ -198,7 +210,10 @@ impl InstalledApp {
             display_name: row.display_name.clone(),
             connected_to: row.connected_to.clone(),
             creator: row.creator.clone(),
+            owner: row.owner.clone(),
+            last_used_time: row.last_used_time,
             state: AppState::parse(&row.state)?,
+            suspension_reason: row.suspension_reason.clone(),
             integration_count,
             create_time: row.create_time,
             update_time: row.update_time,
@@ -229,6 +244,12 @@ pub struct Integration {
     pub broken_time: Option<i64>,
     pub own_credentials: bool,
     pub creator: String,
+    /// Who is responsible for it (events written before owners existed read as empty).
+    #[serde(default)]
+    pub owner: String,
+    /// When its credentials were last resolved (not a change: no event, no new version).
+    #[serde(default)]
+    pub last_used_time: Option<i64>,
     pub create_time: i64,
     pub update_time: i64,
     pub version: i64,
@@ -256,6 +277,8 @@ impl Integration {
             broken_time: row.broken_time,
             own_credentials: row.own_credentials.is_some(),
             creator: row.creator.clone(),
+            owner: row.owner.clone(),
+            last_used_time: row.last_used_time,
             create_time: row.create_time,
             update_time: row.update_time,
             version: row.version,
@@ -280,6 +303,7 @@ impl Integration {
     pub fn apply_to(&self, row: &mut IntegrationRow) -> Result<()> {
         row.installed_app_id = self.installed_app_id.clone();
         row.display_name = self.display_name.clone();
+        row.owner = self.owner.clone();
         row.config = config_json(&self.config)?;
         row.state = self.state.as_str().to_owned();
         row.broken_reason = self.broken_reason.map(|r| r.as_str().to_owned());
@@ -356,7 +380,7 @@ mod tests {
             assert_eq!(AuditAction::parse(action.as_str()).unwrap(), *action);
             assert_eq!(AuditAction::find(action.as_str()), Some(*action));
         }
-        assert_eq!(AuditAction::ALL.len(), 10);
+        assert_eq!(AuditAction::ALL.len(), 14);
         assert_eq!(AuditAction::find("installed_app.nope"), None);
         for kind in EventKind::ALL {
             assert_eq!(EventKind::parse(kind.as_str()).unwrap(), *kind);

@@ -14,6 +14,7 @@ use super::model::{
     Actor, AppState, AuditAction, BrokenReason, EventKind, InstalledApp, Integration,
     IntegrationState,
 };
+use super::suspension::suspended_error;
 use super::types::{AppName, IntegrationName, RejectionDetail, TeamId};
 
 /// How to reauthenticate a broken integration.
@@ -146,6 +147,11 @@ impl Hub {
         let (row, broken) = self
             .write(actor, audited, async move |w| {
                 let mut row = w.lock_app(name).await?;
+                if row.state == AppState::Suspended.as_str() {
+                    // Its credentials are not handed out while suspended: nobody can have
+                    // tried them since.
+                    return Err(suspended_error());
+                }
                 let now = self.now();
                 let rejected = Transition::Break {
                     reason: BrokenReason::CredentialsRejected,
@@ -317,6 +323,8 @@ mod tests {
             own_credentials: None,
             key_version: None,
             creator: "dana".into(),
+            owner: "dana".into(),
+            last_used_time: None,
             request_id: None,
             request_fingerprint: None,
             version: 3,
@@ -426,11 +434,12 @@ mod tests {
             .await
             .unwrap();
 
-        let mut broken = t
+        let broken = t
             .hub
             .delete_installed_app(&alice, &app.name, None, false)
             .await
             .unwrap();
+        let mut broken: Vec<String> = broken.iter().map(Integration::name).collect();
         broken.sort();
         let mut expected = [first.name(), second.name()];
         expected.sort();

@@ -185,6 +185,24 @@ impl<const MAX: usize> Text<MAX> {
 
 /// The account on the other side of an installed app.
 pub type ConnectedTo = Text<MAX_TEXT_CHARS>;
+/// Subject of the person who owns a record: 1 to 200 characters without control characters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Owner(String);
+
+impl Owner {
+    pub fn parse(value: &str) -> Result<Self, String> {
+        if value.trim().is_empty() {
+            return Err("is required".into());
+        }
+        check_text(value, MAX_TEXT_CHARS)?;
+        Ok(Owner(value.to_owned()))
+    }
+
+    pub fn into_inner(self) -> String {
+        self.0
+    }
+}
+
 /// What a third party said when it rejected credentials.
 pub type RejectionDetail = Text<MAX_DETAIL_CHARS>;
 

@@ -13,7 +13,15 @@ pub mod installed_app {
         pub display_name: String,
         pub connected_to: String,
         pub creator: String,
+        /// Who is responsible for it: the creator, until an admin hands it over.
+        pub owner: String,
+        /// When its credentials were last resolved (written at most once a minute).
+        pub last_used_time: Option<i64>,
         pub state: String,
+        /// Why an admin suspended it; set exactly while `state` is SUSPENDED.
+        pub suspension_reason: Option<String>,
+        /// The state a suspended app returns to when resumed.
+        pub resume_state: Option<String>,
         /// Sealed credentials (see `crate::crypto`), never plaintext.
         pub credentials: Vec<u8>,
         pub key_version: i32,
@@ -55,6 +63,10 @@ pub mod integration {
         pub own_credentials: Option<Vec<u8>>,
         pub key_version: Option<i32>,
         pub creator: String,
+        /// Who is responsible for it: the creator, until an admin hands it over.
+        pub owner: String,
+        /// When its credentials were last resolved (written at most once a minute).
+        pub last_used_time: Option<i64>,
         pub request_id: Option<String>,
         /// SHA-256 (hex) of the non-secret content of the create that used `request_id`.
         pub request_fingerprint: Option<String>,

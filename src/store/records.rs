@@ -33,6 +33,17 @@ pub struct IntegrationFilter {
     pub app_bound_only: bool,
 }
 
+/// Which installed apps of a team a listing selects.
+#[derive(Clone, Debug, Default)]
+pub struct AppFilter {
+    /// Only apps of this service.
+    pub service: Option<String>,
+    /// Only apps in this state.
+    pub state: Option<String>,
+    /// Only apps never used, or last used before this time.
+    pub unused_since: Option<i64>,
+}
+
 /// New values for a bulk change of integrations' state.
 #[derive(Clone, Debug)]
 pub struct StateChange {
@@ -194,6 +205,66 @@ impl Tx {
         Ok(result.rows_affected == 1)
     }
 
+    /// Records that an app's credentials were used at `now`, unless that was recorded after
+    /// `stale_before` (so a busy record is written at most once per interval). Not a change:
+    /// neither its version nor its update time moves. Returns whether it wrote.
+    pub async fn touch_app(
+        &self,
+        team: &str,
+        id: &str,
+        now: i64,
+        stale_before: i64,
+    ) -> Result<bool> {
+        use installed_app::Column as C;
+        self.touch::<installed_app::Entity>(
+            [C::Id, C::Team, C::LastUsedTime],
+            team,
+            id,
+            now,
+            stale_before,
+        )
+        .await
+    }
+
+    /// As [`Tx::touch_app`], for an integration.
+    pub async fn touch_integration(
+        &self,
+        team: &str,
+        id: &str,
+        now: i64,
+        stale_before: i64,
+    ) -> Result<bool> {
+        use integration::Column as C;
+        self.touch::<integration::Entity>(
+            [C::Id, C::Team, C::LastUsedTime],
+            team,
+            id,
+            now,
+            stale_before,
+        )
+        .await
+    }
+
+    /// Sets the `last_used` column (the third of `[id, team, last_used]`) of one record to
+    /// `now` where it is unset or older than `stale_before`.
+    async fn touch<E: EntityTrait>(
+        &self,
+        [id_column, team_column, used_column]: [E::Column; 3],
+        team: &str,
+        id: &str,
+        now: i64,
+        stale_before: i64,
+    ) -> Result<bool> {
+        let result = E::update_many()
+            .col_expr(used_column, Expr::value(now))
+            .filter(id_column.eq(id))
+            .filter(team_column.eq(team))
+            .filter(used_column.is_null().or(used_column.lt(stale_before)))
+            .exec(&self.inner)
+            .await?;
+        Ok(result.rows_affected == 1)
+    }
+
     pub async fn delete_app(&self, team: &str, id: &str) -> Result<bool> {
         let result = installed_app::Entity::delete_many()
             .filter(installed_app::Column::Id.eq(id))
@@ -350,11 +421,21 @@ macro_rules! reads {
             pub async fn list_apps(
                 &self,
                 team: &str,
+                filter: &AppFilter,
                 after: Option<&After>,
                 limit: u64,
             ) -> Result<Vec<AppRow>> {
-                let mut query =
-                    installed_app::Entity::find().filter(installed_app::Column::Team.eq(team));
+                use installed_app::Column as C;
+                let mut query = installed_app::Entity::find().filter(C::Team.eq(team));
+                if let Some(service) = &filter.service {
+                    query = query.filter(C::Service.eq(service.as_str()));
+                }
+                if let Some(state) = &filter.state {
+                    query = query.filter(C::State.eq(state.as_str()));
+                }
+                if let Some(since) = filter.unused_since {
+                    query = query.filter(C::LastUsedTime.is_null().or(C::LastUsedTime.lt(since)));
+                }
                 if let Some(after) = after {
                     query = query.filter(after_condition(
                         installed_app::Column::CreateTime,

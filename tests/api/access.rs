@@ -64,6 +64,26 @@ const ROLES_TABLE: &[(&str, &str, [May; 4])] = &[
         [No, No, No, Yes],
     ),
     (
+        "InstalledAppService",
+        "SuspendInstalledApp",
+        [No, No, Yes, No],
+    ),
+    (
+        "InstalledAppService",
+        "ResumeInstalledApp",
+        [No, No, Yes, No],
+    ),
+    (
+        "InstalledAppService",
+        "TransferInstalledApp",
+        [No, No, Yes, No],
+    ),
+    (
+        "IntegrationService",
+        "TransferIntegration",
+        [No, No, Yes, No],
+    ),
+    (
         "IntegrationService",
         "CreateIntegration",
         [No, Yes, Yes, No],
@@ -280,6 +300,45 @@ async fn dispatch(
                 pb::ReportCredentialsRejectedRequest {
                     name: fx.reported_app.clone(),
                     detail: "401 from Slack".into(),
+                },
+            ))
+            .await
+            .map(drop),
+        ("InstalledAppService", "SuspendInstalledApp") => apps
+            .suspend_installed_app(request(
+                auth,
+                pb::SuspendInstalledAppRequest {
+                    name: missing_app.clone(),
+                    reason: "leaked".into(),
+                },
+            ))
+            .await
+            .map(drop),
+        ("InstalledAppService", "ResumeInstalledApp") => apps
+            .resume_installed_app(request(
+                auth,
+                pb::ResumeInstalledAppRequest {
+                    name: missing_app.clone(),
+                },
+            ))
+            .await
+            .map(drop),
+        ("InstalledAppService", "TransferInstalledApp") => apps
+            .transfer_installed_app(request(
+                auth,
+                pb::TransferInstalledAppRequest {
+                    name: missing_app.clone(),
+                    new_owner: "erik".into(),
+                },
+            ))
+            .await
+            .map(drop),
+        ("IntegrationService", "TransferIntegration") => integrations
+            .transfer_integration(request(
+                auth,
+                pb::TransferIntegrationRequest {
+                    name: missing_integration.clone(),
+                    new_owner: "erik".into(),
                 },
             ))
             .await

@@ -655,3 +655,22 @@ pub fn sorted(mut names: Vec<String>) -> Vec<String> {
 pub fn names(integrations: &[pb::Integration]) -> Vec<String> {
     integrations.iter().map(|i| i.name.clone()).collect()
 }
+
+/// Asserts that the next event on `stream` is the sentinel rename of `integration`.
+pub async fn expect_sentinel_next(
+    app: &impl Clients,
+    token: &str,
+    stream: &mut tonic::Streaming<pb::WatchIntegrationEventsResponse>,
+    integration: &str,
+) {
+    rename_integration(app, token, integration, "Sentinel").await;
+    let next = next_events(stream, 1, WAIT).await;
+    assert_eq!(
+        summary(&next),
+        vec![(
+            pb::IntegrationEventType::IntegrationUpdated,
+            integration.to_owned()
+        )],
+        "the sentinel rename is the next event: nothing else was appended"
+    );
+}

@@ -2,6 +2,7 @@
 //! SQLite and PostgreSQL.
 
 mod access;
+mod admin;
 mod audit;
 mod client;
 mod crash;

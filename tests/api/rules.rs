@@ -13,22 +13,6 @@ use crate::fixtures::*;
 use crate::helpers::{TestApp, authed};
 use crate::storage_test;
 
-/// Asserts that the next event on `stream` is the sentinel rename of `integration`.
-async fn expect_sentinel_next(
-    app: &TestApp,
-    token: &str,
-    stream: &mut tonic::Streaming<pb::WatchIntegrationEventsResponse>,
-    integration: &str,
-) {
-    rename_integration(app, token, integration, "Sentinel").await;
-    let next = next_events(stream, 1, WAIT).await;
-    assert_eq!(
-        summary(&next),
-        vec![(Kind::IntegrationUpdated, integration.to_owned())],
-        "the sentinel rename is the next event: nothing else was appended"
-    );
-}
-
 fn reauth_request(name: &str, auth: Auth) -> pb::ReauthenticateIntegrationRequest {
     pb::ReauthenticateIntegrationRequest {
         name: name.into(),

@@ -1,10 +1,13 @@
 //! Requests of `InstalledAppService`.
 
 use super::{checked, field, optional_etag, page, take_credentials};
+use crate::api::convert::micros;
+use crate::domain::model::AppState;
 use crate::domain::types::{
-    AppName, ConnectedTo, DisplayName, IdempotencyKey, PageRequest, ParentRef, RejectionDetail,
+    AppName, ConnectedTo, DisplayName, IdempotencyKey, Owner, PageRequest, ParentRef,
+    RejectionDetail,
 };
-use crate::domain::{AppChanges, Error, NewApp, Violations};
+use crate::domain::{AppChanges, AppQuery, Error, NewApp, Violations};
 use crate::pb;
 
 /// CreateInstalledApp: where, and the new app.
@@ -64,7 +67,18 @@ impl TryFrom<pb::GetInstalledAppRequest> for AppName {
 /// ListInstalledApps.
 pub struct ListApps {
     pub parent: ParentRef,
+    pub query: AppQuery,
     pub page: PageRequest,
+}
+
+fn app_state(value: i32) -> Result<Option<AppState>, String> {
+    match pb::installed_app::State::try_from(value) {
+        Ok(pb::installed_app::State::Unspecified) => Ok(None),
+        Ok(pb::installed_app::State::Active) => Ok(Some(AppState::Active)),
+        Ok(pb::installed_app::State::NeedsReauth) => Ok(Some(AppState::NeedsReauth)),
+        Ok(pb::installed_app::State::Suspended) => Ok(Some(AppState::Suspended)),
+        Err(_) => Err("is not a known state".to_owned()),
+    }
 }
 
 impl TryFrom<pb::ListInstalledAppsRequest> for ListApps {
@@ -74,9 +88,19 @@ impl TryFrom<pb::ListInstalledAppsRequest> for ListApps {
         let mut v = Violations::default();
         let parent = v.check("parent", ParentRef::parse(&req.parent));
         let page = page(&mut v, req.page_size, req.page_token);
+        let state = v.check("state", app_state(req.state));
+        let unused_since = match &req.unused_since {
+            None => Some(None),
+            Some(time) => v.check("unused_since", micros(time)).map(Some),
+        };
         v.finish()?;
         Ok(ListApps {
             parent: checked(parent)?,
+            query: AppQuery {
+                service: (!req.service.is_empty()).then_some(req.service),
+                state: checked(state)?,
+                unused_since: checked(unused_since)?,
+            },
             page: checked(page)?,
         })
     }
@@ -174,6 +198,56 @@ impl TryFrom<pb::ReportCredentialsRejectedRequest> for ReportRejected {
         Ok(ReportRejected {
             name: checked(name)?,
             detail: checked(detail)?,
+        })
+    }
+}
+
+/// SuspendInstalledApp.
+pub struct SuspendApp {
+    pub name: AppName,
+    pub reason: RejectionDetail,
+}
+
+impl TryFrom<pb::SuspendInstalledAppRequest> for SuspendApp {
+    type Error = Error;
+
+    fn try_from(req: pb::SuspendInstalledAppRequest) -> Result<Self, Error> {
+        let mut v = Violations::default();
+        let name = v.check("name", AppName::parse(&req.name));
+        let reason = v.check("reason", RejectionDetail::parse(&req.reason));
+        v.finish()?;
+        Ok(SuspendApp {
+            name: checked(name)?,
+            reason: checked(reason)?,
+        })
+    }
+}
+
+impl TryFrom<pb::ResumeInstalledAppRequest> for AppName {
+    type Error = Error;
+
+    fn try_from(req: pb::ResumeInstalledAppRequest) -> Result<Self, Error> {
+        field("name", AppName::parse(&req.name))
+    }
+}
+
+/// TransferInstalledApp.
+pub struct TransferApp {
+    pub name: AppName,
+    pub new_owner: Owner,
+}
+
+impl TryFrom<pb::TransferInstalledAppRequest> for TransferApp {
+    type Error = Error;
+
+    fn try_from(req: pb::TransferInstalledAppRequest) -> Result<Self, Error> {
+        let mut v = Violations::default();
+        let name = v.check("name", AppName::parse(&req.name));
+        let new_owner = v.check("new_owner", Owner::parse(&req.new_owner));
+        v.finish()?;
+        Ok(TransferApp {
+            name: checked(name)?,
+            new_owner: checked(new_owner)?,
         })
     }
 }

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 use super::{checked, field, optional_etag, page, take_credentials};
 use crate::domain::model::{EventKind, IntegrationState};
 use crate::domain::types::{
-    AppName, Cursor, DisplayName, IdempotencyKey, IntegrationName, PageRequest, ParentRef,
+    AppName, Cursor, DisplayName, IdempotencyKey, IntegrationName, Owner, PageRequest, ParentRef,
 };
 use crate::domain::{
     Binding, Error, IntegrationChanges, IntegrationQuery, NewIntegration, Reauth, Violations,
@@ -305,6 +305,27 @@ impl TryFrom<pb::WatchIntegrationEventsRequest> for WatchEvents {
             parent: checked(parent)?,
             start: checked(start)?,
             kinds: checked(kinds)?,
+        })
+    }
+}
+
+/// TransferIntegration.
+pub struct TransferIntegration {
+    pub name: IntegrationName,
+    pub new_owner: Owner,
+}
+
+impl TryFrom<pb::TransferIntegrationRequest> for TransferIntegration {
+    type Error = Error;
+
+    fn try_from(req: pb::TransferIntegrationRequest) -> Result<Self, Error> {
+        let mut v = Violations::default();
+        let name = v.check("name", IntegrationName::parse(&req.name));
+        let new_owner = v.check("new_owner", Owner::parse(&req.new_owner));
+        v.finish()?;
+        Ok(TransferIntegration {
+            name: checked(name)?,
+            new_owner: checked(new_owner)?,
         })
     }
 }

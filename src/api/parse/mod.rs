@@ -17,10 +17,12 @@ use crate::domain::types::{PageRequest, PageSize};
 use crate::domain::{Credentials, Error, Violations};
 
 pub use audit::ListAudit;
-pub use installed_apps::{CreateApp, DeleteApp, ListApps, ReportRejected, UpdateApp};
+pub use installed_apps::{
+    CreateApp, DeleteApp, ListApps, ReportRejected, SuspendApp, TransferApp, UpdateApp,
+};
 pub use integrations::{
     CreateIntegration, DeleteIntegration, ListIntegrations, ReauthenticateAll, ReauthenticateOne,
-    UpdateIntegration, WatchEvents,
+    TransferIntegration, UpdateIntegration, WatchEvents,
 };
 pub use text::{Described, check as check_text};
 

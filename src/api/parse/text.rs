@@ -47,6 +47,10 @@ described!(
     ResolveIntegrationCredentialsRequest,
     WatchIntegrationEventsRequest,
     ListAuditEventsRequest,
+    SuspendInstalledAppRequest,
+    ResumeInstalledAppRequest,
+    TransferInstalledAppRequest,
+    TransferIntegrationRequest,
 );
 
 /// Every message of the served descriptor set (imports included), by full name.

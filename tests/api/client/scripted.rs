@@ -174,6 +174,13 @@ impl spb::integration_service_server::IntegrationService for ScriptedService {
     ) -> Result<tonic::Response<spb::ResolveIntegrationCredentialsResponse>, tonic::Status> {
         Err(tonic::Status::unimplemented("scripted"))
     }
+
+    async fn transfer_integration(
+        &self,
+        _: tonic::Request<spb::TransferIntegrationRequest>,
+    ) -> Result<tonic::Response<spb::Integration>, tonic::Status> {
+        Err(tonic::Status::unimplemented("scripted"))
+    }
 }
 
 async fn scripted_server() -> (Arc<Scripted>, Client) {

@@ -1,0 +1,172 @@
+//! Suspending an installed app (an admin worried its credentials leaked) and resuming it.
+//!
+//! A suspended app keeps everything: its credentials (which may still be replaced), its
+//! integrations and their bindings. Its credentials are not resolved, nothing new is bound to
+//! it, and its active integrations are BROKEN(INSTALLED_APP_SUSPENDED) until it is resumed;
+//! resuming restores exactly those (and, if its credentials were replaced meanwhile, those
+//! broken by a rejection of the old ones).
+
+use crate::store::IntegrationFilter;
+
+use super::error::{Error, Precondition, Result};
+use super::hub::{Audited, Done, Hub};
+use super::model::{Actor, AppState, AuditAction, BrokenReason, InstalledApp, IntegrationState};
+use super::reauth::Transition;
+use super::types::{AppName, RejectionDetail};
+
+/// The detail of integrations broken by a suspension.
+fn suspended_detail(app_display_name: &str, actor: &Actor, reason: &str) -> String {
+    if reason.is_empty() {
+        format!(
+            "installed app \"{app_display_name}\" was suspended by {}",
+            actor.subject
+        )
+    } else {
+        format!(
+            "installed app \"{app_display_name}\" was suspended by {}: {reason}",
+            actor.subject
+        )
+    }
+}
+
+/// The refusal every use of a suspended app's credentials gets.
+pub(super) fn suspended_error() -> Error {
+    Error::precondition(
+        Precondition::AppSuspended,
+        "the installed app is suspended: an admin must resume it first",
+    )
+}
+
+/// Integrations bound to app `id` in `state`, broken for `reason` when given.
+fn bound(id: &str, state: IntegrationState, reason: Option<BrokenReason>) -> IntegrationFilter {
+    IntegrationFilter {
+        installed_app_id: Some(id.to_owned()),
+        state: Some(state.as_str().to_owned()),
+        broken_reason: reason.map(|r| r.as_str().to_owned()),
+        app_bound_only: true,
+    }
+}
+
+impl Hub {
+    /// Suspends an app: it becomes SUSPENDED and its active integrations break, with an
+    /// event each, in one transaction.
+    #[tracing::instrument(skip_all, fields(installed_app = %name))]
+    pub async fn suspend_installed_app(
+        &self,
+        actor: &Actor,
+        name: &AppName,
+        reason: RejectionDetail,
+    ) -> Result<InstalledApp> {
+        let audited = Audited::app(AuditAction::InstalledAppSuspend, name);
+        let (row, broken) = self
+            .write(actor, audited, async move |w| {
+                let mut row = w.lock_app(name).await?;
+                if row.state == AppState::Suspended.as_str() {
+                    return Err(Error::precondition(
+                        Precondition::WrongState,
+                        "the installed app is already suspended",
+                    ));
+                }
+                let now = self.now();
+                let suspended = Transition::Break {
+                    reason: BrokenReason::InstalledAppSuspended,
+                    detail: suspended_detail(&row.display_name, actor, reason.as_str()),
+                };
+                let filter = bound(&row.id, IntegrationState::Active, None);
+                let broken = self
+                    .change_state(w, name.team.as_str(), &filter, &suspended, now)
+                    .await?;
+                let expected = row.version;
+                row.resume_state = Some(row.state.clone());
+                row.state = AppState::Suspended.as_str().to_owned();
+                row.suspension_reason = Some(reason.as_str().to_owned());
+                row.version += 1;
+                row.update_time = now;
+                if !w.tx().await?.update_app(row.clone(), expected).await? {
+                    return Err(Error::internal("locked installed app changed"));
+                }
+                Ok(Done::Commit((row, broken.len())))
+            })
+            .await?;
+        tracing::info!(broken, "installed app suspended");
+        self.app_with_count(&row).await
+    }
+
+    /// Resumes a suspended app: it returns to the state it had (ACTIVE if its credentials
+    /// were replaced while suspended) and what the suspension broke is restored.
+    #[tracing::instrument(skip_all, fields(installed_app = %name))]
+    pub async fn resume_installed_app(
+        &self,
+        actor: &Actor,
+        name: &AppName,
+    ) -> Result<InstalledApp> {
+        let audited = Audited::app(AuditAction::InstalledAppResume, name);
+        let (row, restored) = self
+            .write(actor, audited, async move |w| {
+                let mut row = w.lock_app(name).await?;
+                if row.state != AppState::Suspended.as_str() {
+                    return Err(Error::precondition(
+                        Precondition::WrongState,
+                        "the installed app is not suspended",
+                    ));
+                }
+                let state = match row.resume_state.as_deref().map(AppState::parse) {
+                    Some(Ok(state)) if state != AppState::Suspended => state,
+                    _ => return Err(Error::internal("suspended app without a state to resume")),
+                };
+                let now = self.now();
+                let team = name.team.as_str();
+                let restore = Transition::Restore { rebind_to: None };
+                let mut reasons = vec![BrokenReason::InstalledAppSuspended];
+                if state == AppState::Active {
+                    // Credentials replaced while suspended: what their rejection broke works
+                    // again too, as an update outside a suspension would have done.
+                    reasons.push(BrokenReason::CredentialsRejected);
+                }
+                let mut restored = 0;
+                for reason in reasons {
+                    let filter = bound(&row.id, IntegrationState::Broken, Some(reason));
+                    restored += self
+                        .change_state(w, team, &filter, &restore, now)
+                        .await?
+                        .len();
+                }
+                let expected = row.version;
+                row.state = state.as_str().to_owned();
+                row.resume_state = None;
+                row.suspension_reason = None;
+                row.version += 1;
+                row.update_time = now;
+                if !w.tx().await?.update_app(row.clone(), expected).await? {
+                    return Err(Error::internal("locked installed app changed"));
+                }
+                Ok(Done::Commit((row, restored)))
+            })
+            .await?;
+        tracing::info!(restored, "installed app resumed");
+        self.app_with_count(&row).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_detail_names_the_app_and_who_suspended_it() {
+        let actor = Actor {
+            subject: "ada".into(),
+            team: None,
+            role: super::super::model::Role::Admin,
+            request_id: "r".into(),
+        };
+        assert_eq!(
+            suspended_detail("Slack", &actor, ""),
+            "installed app \"Slack\" was suspended by ada"
+        );
+        assert_eq!(
+            suspended_detail("Slack", &actor, "token leaked"),
+            "installed app \"Slack\" was suspended by ada: token leaked"
+        );
+    }
+}
