@@ -25,7 +25,6 @@ use crate::domain::hub::Clock;
 use crate::domain::hub::SystemClock;
 use crate::domain::rotation::check_stored_keys;
 use crate::events::{EventBus, StreamLimits, start_pruner};
-use crate::pb;
 use crate::pb::audit_service_server::AuditServiceServer;
 use crate::pb::installed_app_service_server::InstalledAppServiceServer;
 use crate::pb::integration_service_server::IntegrationServiceServer;
@@ -457,14 +456,8 @@ impl Application {
             .set_serving::<AuditServiceServer<AuditLog>>()
             .await;
         spawn_database_probe(self.store.clone(), health_reporter.clone(), stop_rx.clone());
-        let reflection_v1 = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()?;
-        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1alpha()?;
+        let reflection_v1 = crate::api::reflection::builder().build_v1()?;
+        let reflection_v1alpha = crate::api::reflection::builder().build_v1alpha()?;
         let max_message = self.args.max_message_bytes;
         let installed_apps = InstalledAppServiceServer::new(InstalledApps::new(self.hub.clone()))
             .max_decoding_message_size(max_message);

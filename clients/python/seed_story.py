@@ -15,12 +15,22 @@ Environment:
   INTEGRATION_HUB_BIN  the server binary (default: target/debug/integration-hub, relative to
                        the repository root; a relative value is taken relative to it too).
 
+Against a server that is already running (a container, for example: .ci/image-check), instead:
+  --address HOST:PORT   the server; tokens are minted with `$INTEGRATION_HUB_BIN token` and the
+                        INTEGRATION_HUB_JWT_* settings of the environment (the server's secret,
+                        issuer and audience), never with the development secret;
+  --stop-command CMD    a shell command that sends the server SIGTERM, waits for it to end and
+                        prints its exit code as its last line (`podman kill ... && podman wait ...`);
+  --log-command CMD     a shell command that prints the server's log (shown when a check fails);
+  --shutdown-within S   the exit after SIGTERM must come within S seconds (default 40).
+
 Dependencies (clients/python/requirements.txt): grpcio, grpcio-reflection, protobuf, and
 googleapis-common-protos for the google.rpc types of the error details.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import queue
 import signal
@@ -134,6 +144,56 @@ class Server:
         except OSError:
             return "(no server log)"
         return "\n".join(text[-lines:])
+
+
+class ExternalServer:
+    """A server someone else started (a container): the same interface as `Server`."""
+
+    def __init__(self, binary: Path, address: str, stop_command: str, log_command: str | None,
+                 shutdown_within: float):
+        self.binary = binary
+        self.address = address
+        self.stop_command = stop_command
+        self.log_command = log_command
+        self.shutdown_within = shutdown_within
+
+    def start(self) -> None:
+        log(f"using the server at {self.address}")
+
+    def check_alive(self) -> None:
+        pass
+
+    def token(self, role: str, subject: str, team: str = TEAM) -> str:
+        if not os.environ.get("INTEGRATION_HUB_JWT_HS256_SECRET"):
+            raise SystemExit("--address needs the server's INTEGRATION_HUB_JWT_HS256_SECRET (and issuer, audience)")
+        out = subprocess.run(
+            [str(self.binary), "token", "--team", team, "--role", role, "--subject", subject],
+            check=True, capture_output=True, text=True, timeout=60,
+        )
+        token = out.stdout.strip()
+        assert token.count(".") == 2, f"`token` did not print a JWT: {out.stderr!r}"
+        return token
+
+    def terminate(self) -> int:
+        started = time.monotonic()
+        out = subprocess.run(self.stop_command, shell=True, capture_output=True, text=True,
+                             timeout=SHUTDOWN_TIMEOUT_S + 30)
+        elapsed = time.monotonic() - started
+        assert out.returncode == 0, f"stop command failed ({out.returncode}): {out.stderr.strip()}"
+        lines = out.stdout.strip().splitlines()
+        assert lines and lines[-1].strip().lstrip("-").isdigit(), f"no exit code from the stop command: {out.stdout!r}"
+        log(f"the server ended {elapsed:.1f}s after SIGTERM (within {self.shutdown_within:g}s required)")
+        assert elapsed <= self.shutdown_within, f"the server took {elapsed:.1f}s to end after SIGTERM"
+        return int(lines[-1])
+
+    def kill(self) -> None:
+        pass
+
+    def log_tail(self, lines: int = 60) -> str:
+        if not self.log_command:
+            return "(no --log-command)"
+        out = subprocess.run(self.log_command, shell=True, capture_output=True, text=True, timeout=30)
+        return "\n".join((out.stdout + out.stderr).splitlines()[-lines:])
 
 
 class Reflected:
@@ -479,9 +539,22 @@ def story(server: Server, api: Reflected) -> None:
 
 
 def main() -> int:
+    ap = argparse.ArgumentParser(description="README.md's story over reflection only.")
+    ap.add_argument("--address", help="a running server (HOST:PORT) instead of a fresh serve --dev")
+    ap.add_argument("--stop-command", help="with --address: SIGTERM it, wait, print its exit code")
+    ap.add_argument("--log-command", help="with --address: print its log")
+    ap.add_argument("--shutdown-within", type=float, default=SHUTDOWN_TIMEOUT_S,
+                    help="seconds the server may take to end after SIGTERM")
+    args = ap.parse_args()
+    if args.address and not args.stop_command:
+        ap.error("--address needs --stop-command")
     binary = server_binary()
     with tempfile.TemporaryDirectory(prefix="integration-hub-py-") as tmp:
-        server = Server(binary, Path(tmp) / "data")
+        if args.address:
+            server = ExternalServer(binary, args.address, args.stop_command, args.log_command,
+                                    args.shutdown_within)
+        else:
+            server = Server(binary, Path(tmp) / "data")
         channel = None
         try:
             server.start()

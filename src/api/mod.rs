@@ -11,6 +11,7 @@ mod integrations;
 mod observe;
 pub(crate) mod parse;
 pub mod rate_limit;
+pub mod reflection;
 
 use std::collections::HashMap;
 
