@@ -21,7 +21,8 @@ use crate::api::parse::{
     TransferApp, TransferIntegration, UpdateApp, UpdateIntegration, WatchEvents,
 };
 use crate::domain::Error;
-use crate::domain::types::{AppName, Cursor, IntegrationName, PageToken, SeqPageToken};
+use crate::domain::tokens::{ListingPages, TeamCursors};
+use crate::domain::types::{AppName, IntegrationName, PageRequest, PageSize, PageToken, TeamId};
 use crate::pb;
 
 /// No conversion may take this long, whatever the input.
@@ -221,15 +222,22 @@ proptest! {
         own_listing in "[a-z]{1,12}(:[a-zA-Z0-9_|-]{0,40}){0,3}",
         time in any::<i64>(),
     ) {
-        let _ = Cursor::parse_optional(&text);
-        let _ = PageToken::parse(&text, &listing);
-        let _ = SeqPageToken::parse(&text, &listing);
+        let keys = std::sync::Arc::new(crate::crypto::KeyRing::generate(1).expect("key").0);
+        let team = TeamId::parse("acme").expect("team");
+        let _ = TeamCursors::new(keys.clone(), Some(&team)).open("start_cursor", &text);
+        let hostile = ListingPages::new(keys.clone(), &team, &listing);
+        let request = PageRequest { size: PageSize::parse(0).expect("size"), token: text };
+        let _ = hostile.after(&request);
+        let _ = hostile.after_seq(&request);
         // A token reads back as what it was made from, in its own listing only.
-        let token = PageToken::after(time, "abc123");
-        let encoded = token.encode(&own_listing);
-        prop_assert_eq!(PageToken::parse(&encoded, &own_listing), Ok(Some(token)));
-        let other = format!("{}x", own_listing);
-        prop_assert!(PageToken::parse(&encoded, &other).is_err());
+        let own = ListingPages::new(keys.clone(), &team, &own_listing);
+        let request = PageRequest {
+            size: PageSize::parse(0).expect("size"),
+            token: own.token_after(time, "abc123"),
+        };
+        prop_assert_eq!(own.after(&request).ok(), Some(Some(PageToken::after(time, "abc123"))));
+        let other = ListingPages::new(keys, &team, &format!("{}x", own_listing));
+        prop_assert!(other.after(&request).is_err());
     }
 
     #[test]

@@ -185,6 +185,10 @@ impl Client {
         /// `TransferIntegration` (admins). Sent once.
         transfer_integration(integrations, pb::TransferIntegrationRequest) -> pb::Integration,
             retry if |_| false;
+        /// `PromoteIntegrationCredentials`. Sent once.
+        promote_integration_credentials(integrations, pb::PromoteIntegrationCredentialsRequest)
+            -> pb::PromoteIntegrationCredentialsResponse,
+            retry if |_| false;
         /// `CreateIntegration`. Retried only with a `request_id`.
         create_integration(integrations, pb::CreateIntegrationRequest) -> pb::Integration,
             retry if |r| !r.request_id.is_empty();

@@ -5,10 +5,10 @@
 //! [`WatchError::CursorExpired`] when the server no longer has the events after its cursor.
 //!
 //! The server delivers at least once and in order; resuming from the newest cursor received
-//! makes the stream exactly once. Cursors are opaque to applications, but this client reads
-//! the position an event's cursor encodes (format `ihc1`) to drop anything at or before what
-//! it already yielded; an event whose cursor it cannot read is compared by id with the recent
-//! ones instead.
+//! makes the stream exactly once. Cursors are opaque (sealed by the server, bound to the
+//! team): this client never reads one. It resumes from the cursor of the last message it
+//! received, and also drops any event whose id it yielded recently, so a replay after a
+//! reconnect is never yielded twice.
 
 use std::collections::{HashSet, VecDeque};
 use std::fmt;
@@ -17,8 +17,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use futures_core::Stream;
 use tonic::{Code, Status, Streaming};
 use tonic_types::StatusExt;
@@ -27,17 +25,8 @@ use crate::Client;
 use crate::pb::{IntegrationEvent, WatchIntegrationEventsRequest, WatchIntegrationEventsResponse};
 use crate::retry::{error_reason, is_transient};
 
-/// How many recent event ids are kept to drop repeats of events whose cursor is unreadable.
+/// How many recent event ids are kept to drop repeats of events already yielded.
 const RECENT_IDS: usize = 4096;
-
-/// The event-log position a cursor of this service encodes (`ihc1` and a big-endian 64-bit
-/// sequence number, URL-safe base64 without padding), or `None` for any other string.
-pub fn cursor_position(cursor: &str) -> Option<i64> {
-    let bytes = URL_SAFE_NO_PAD.decode(cursor).ok()?;
-    let rest = bytes.strip_prefix(b"ihc1")?;
-    let seq = i64::from_be_bytes(<[u8; 8]>::try_from(rest).ok()?);
-    (seq >= 0).then_some(seq)
-}
 
 /// Why a watch stream ended. After yielding one, the stream yields nothing more.
 #[derive(Debug)]
@@ -146,8 +135,6 @@ struct Watcher {
     pending: VecDeque<IntegrationEvent>,
     /// The cursor to set once `pending` is empty (the last message's).
     after_pending: Option<String>,
-    /// The newest position received (yielded, pending, or passed by a cursor).
-    position: Option<i64>,
     recent_ids: VecDeque<String>,
     recent_set: HashSet<String>,
     /// Failed attempts since the last message.
@@ -165,7 +152,6 @@ impl Watcher {
             progress.set_cursor(&request.start_cursor);
         }
         Watcher {
-            position: cursor_position(&request.start_cursor),
             client,
             request,
             stream: None,
@@ -272,8 +258,8 @@ impl Watcher {
                 })
             }
             (Code::Unavailable, _) => {
-                // A shutdown says where to resume; everything before it was received on this
-                // stream, in order, so only a cursor ahead of ours is taken.
+                // A shutdown says where to resume: the stream's own position, after everything
+                // it sent, so past everything received on it.
                 if let Some(cursor) = status
                     .get_details_error_info()
                     .and_then(|info| info.metadata.get("cursor").cloned())
@@ -297,21 +283,14 @@ impl Watcher {
         }
     }
 
-    /// Moves the resume cursor to `cursor` when it is past everything yielded so far.
+    /// Moves the resume cursor to `cursor`, a position the current stream reached: at once
+    /// when nothing is pending, else once the pending events are yielded.
     fn advance(&mut self, cursor: &str) {
-        let ahead = match (cursor_position(cursor), self.position) {
-            (Some(new), Some(old)) => new >= old,
-            (Some(_), None) => true,
-            (None, _) => false,
-        };
-        if ahead {
-            self.position = cursor_position(cursor);
-            if self.pending.is_empty() {
-                self.after_pending = None;
-                self.progress.set_cursor(cursor);
-            } else {
-                self.after_pending = Some(cursor.to_owned());
-            }
+        if self.pending.is_empty() {
+            self.after_pending = None;
+            self.progress.set_cursor(cursor);
+        } else {
+            self.after_pending = Some(cursor.to_owned());
         }
     }
 
@@ -321,29 +300,13 @@ impl Watcher {
                 self.pending.push_back(event);
             }
         }
-        if message.cursor.is_empty() {
-            return;
-        }
-        match cursor_position(&message.cursor) {
-            Some(_) => self.advance(&message.cursor),
-            // Unreadable: trust the server's order.
-            None if self.pending.is_empty() => {
-                self.after_pending = None;
-                self.progress.set_cursor(&message.cursor);
-            }
-            None => self.after_pending = Some(message.cursor),
+        if !message.cursor.is_empty() {
+            self.advance(&message.cursor);
         }
     }
 
-    /// Whether `event` comes after everything yielded, and remembers it if so.
+    /// Whether `event` was not yielded recently, and remembers it if so.
     fn is_new(&mut self, event: &IntegrationEvent) -> bool {
-        if let Some(seq) = cursor_position(&event.cursor) {
-            if self.position.is_some_and(|yielded| seq <= yielded) {
-                return false;
-            }
-            self.position = Some(seq);
-            return true;
-        }
         if self.recent_set.contains(&event.event_id) {
             return false;
         }
@@ -376,9 +339,7 @@ mod tests {
     use super::*;
 
     fn cursor(seq: i64) -> String {
-        let mut bytes = b"ihc1".to_vec();
-        bytes.extend_from_slice(&seq.to_be_bytes());
-        URL_SAFE_NO_PAD.encode(bytes)
+        format!("opaque-{seq}")
     }
 
     fn event(id: &str, cursor: String) -> IntegrationEvent {
@@ -413,55 +374,37 @@ mod tests {
         w.pending.drain(..).map(|e| e.event_id).collect()
     }
 
-    #[test]
-    fn cursors_of_this_service_decode_to_their_position_and_others_do_not() {
-        for seq in [0, 1, 41, i64::MAX] {
-            assert_eq!(cursor_position(&cursor(seq)), Some(seq));
-        }
-        for other in ["", "x", "aWhjMQ", "AAAAAAAAAAAAAAAA", &cursor(-1)] {
-            assert_eq!(cursor_position(other), None, "{other:?}");
-        }
-    }
-
     #[tokio::test]
-    async fn events_at_or_before_the_position_are_dropped() {
+    async fn a_replay_after_a_reconnect_is_yielded_once() {
         let mut w = watcher(&cursor(2));
-        w.accept(message(
-            vec![
-                event("a", cursor(1)),
-                event("b", cursor(2)),
-                event("c", cursor(3)),
-            ],
-            cursor(3),
-        ));
-        assert_eq!(drain(&mut w), ["c"]);
-        // A replay (at least once) after a reconnect: only what is new.
         w.accept(message(
             vec![event("c", cursor(3)), event("d", cursor(4))],
             cursor(4),
         ));
-        assert_eq!(drain(&mut w), ["d"]);
-        assert_eq!(w.resume_cursor(), Some(cursor(4)));
+        assert_eq!(drain(&mut w), ["c", "d"]);
+        // At least once: a reconnect may deliver the last events again.
+        w.accept(message(
+            vec![event("d", cursor(4)), event("e", cursor(5))],
+            cursor(5),
+        ));
+        assert_eq!(drain(&mut w), ["e"]);
+        assert_eq!(w.resume_cursor(), Some(cursor(5)));
     }
 
     #[tokio::test]
-    async fn a_shutdown_cursor_only_ever_moves_forward() {
+    async fn the_resume_cursor_waits_for_pending_events() {
         let mut w = watcher("");
         w.accept(message(vec![event("a", cursor(5))], cursor(5)));
-        let _ = drain(&mut w);
-        w.advance(&cursor(3));
-        assert_eq!(w.resume_cursor(), Some(cursor(5)));
+        // A shutdown's cursor, while "a" is not yet yielded: resuming from it is right (the
+        // stream received "a"), and the progress shown moves once "a" is yielded.
         w.advance(&cursor(7));
         assert_eq!(w.resume_cursor(), Some(cursor(7)));
-        w.accept(message(vec![event("b", cursor(6))], cursor(7)));
-        assert!(
-            w.pending.is_empty(),
-            "6 is behind the cursor 7 resumed from"
-        );
+        assert_eq!(*w.progress.cursor.lock().unwrap(), None);
+        assert_eq!(drain(&mut w), ["a"]);
     }
 
     #[tokio::test]
-    async fn events_with_unreadable_cursors_are_deduplicated_by_id() {
+    async fn events_are_deduplicated_by_id() {
         let mut w = watcher("");
         w.accept(message(
             vec![event("a", "opaque-1".into()), event("b", "opaque-2".into())],

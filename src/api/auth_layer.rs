@@ -89,6 +89,9 @@ pub fn audited_action(path: &str) -> Option<AuditAction> {
         ("InstalledAppService", "ResumeInstalledApp") => AuditAction::InstalledAppResume,
         ("InstalledAppService", "TransferInstalledApp") => AuditAction::InstalledAppTransfer,
         ("IntegrationService", "TransferIntegration") => AuditAction::IntegrationTransfer,
+        ("IntegrationService", "PromoteIntegrationCredentials") => {
+            AuditAction::IntegrationPromoteCredentials
+        }
         ("IntegrationService", "CreateIntegration") => AuditAction::IntegrationCreate,
         ("IntegrationService", "UpdateIntegration") => AuditAction::IntegrationUpdate,
         ("IntegrationService", "DeleteIntegration") => AuditAction::IntegrationDelete,

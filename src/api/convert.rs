@@ -5,7 +5,7 @@ use crate::domain::model::{
     AppState, AuditEvent, AuditOutcome, BrokenReason, Event, EventKind, InstalledApp, Integration,
     IntegrationState,
 };
-use crate::domain::types::Cursor;
+use crate::domain::tokens::TeamCursors;
 use crate::pb;
 
 pub fn timestamp(micros: i64) -> prost_types::Timestamp {
@@ -63,7 +63,9 @@ pub fn installed_app(app: &InstalledApp) -> pb::InstalledApp {
         connected_to: app.connected_to.clone(),
         creator: app.creator.clone(),
         state: state as i32,
-        integration_count: i32::try_from(app.integration_count).unwrap_or(i32::MAX),
+        integration_count: count(app.integration_count),
+        active_integration_count: count(app.active_integration_count),
+        broken_integration_count: count(app.integration_count - app.active_integration_count),
         create_time: Some(timestamp(app.create_time)),
         update_time: Some(timestamp(app.update_time)),
         etag: app.etag(),
@@ -127,10 +129,15 @@ pub fn event_kind(kind: EventKind) -> pb::IntegrationEventType {
     }
 }
 
-pub fn event(e: &Event) -> pb::IntegrationEvent {
+/// A count as the proto's int32 (saturating; no team has two billion integrations).
+fn count(n: i64) -> i32 {
+    i32::try_from(n.max(0)).unwrap_or(i32::MAX)
+}
+
+pub fn event(e: &Event, cursors: &TeamCursors) -> pb::IntegrationEvent {
     pb::IntegrationEvent {
         event_id: e.event_id.clone(),
-        cursor: Cursor(e.seq).encode(),
+        cursor: cursors.encode(e.seq),
         r#type: event_kind(e.kind) as i32,
         time: Some(timestamp(e.time)),
         integration_name: e.integration_name(),

@@ -15,8 +15,9 @@ use super::parse::{
 };
 use super::{accept, convert, status, status_with_reason};
 use crate::domain::model::Event;
-use crate::domain::types::{Cursor, IntegrationName};
-use crate::domain::{Error, Hub, Precondition};
+use crate::domain::tokens::TeamCursors;
+use crate::domain::types::IntegrationName;
+use crate::domain::{Error, Hub, Precondition, Promote};
 use crate::events::{
     EndReason, EventBus, StreamLimits, WatchError, WatchItem, WatchMemory, WatchStream as Items,
     Watches,
@@ -60,8 +61,8 @@ fn watch_refused(err: WatchError) -> Error {
 /// The status ending a watch stream, with the cursor to resume from: UNAVAILABLE, or
 /// RESOURCE_EXHAUSTED when the replica's watch memory ran out and this stream was furthest
 /// behind.
-fn stream_ended(pos: i64, reason: EndReason) -> Status {
-    let cursor = Cursor(pos).encode();
+fn stream_ended(cursors: &TeamCursors, pos: i64, reason: EndReason) -> Status {
+    let cursor = cursors.encode(pos);
     let (code, reason, message) = match reason {
         EndReason::Shutdown => (
             Code::Unavailable,
@@ -88,7 +89,10 @@ fn stream_ended(pos: i64, reason: EndReason) -> Status {
 }
 
 /// One message of a watch stream, as the client sees it.
-fn watch_message(item: WatchItem) -> Result<pb::WatchIntegrationEventsResponse, Status> {
+fn watch_message(
+    cursors: &TeamCursors,
+    item: WatchItem,
+) -> Result<pb::WatchIntegrationEventsResponse, Status> {
     match item {
         WatchItem::Message {
             events,
@@ -97,20 +101,23 @@ fn watch_message(item: WatchItem) -> Result<pb::WatchIntegrationEventsResponse, 
         } => {
             let events = events
                 .iter()
-                .map(|row| Event::from_row(row).map(|e| convert::event(&e)))
+                .map(|row| Event::from_row(row).map(|e| convert::event(&e, cursors)))
                 .collect::<Result<Vec<_>, Error>>()
                 .map_err(status)?;
             Ok(pb::WatchIntegrationEventsResponse {
                 events,
-                cursor: Cursor(cursor).encode(),
+                cursor: cursors.encode(cursor),
                 checkpoint,
             })
         }
-        WatchItem::End { cursor, reason } => Err(stream_ended(cursor, reason)),
+        WatchItem::End { cursor, reason } => Err(stream_ended(cursors, cursor, reason)),
     }
 }
 
-type WatchStream = Map<Items, fn(WatchItem) -> Result<pb::WatchIntegrationEventsResponse, Status>>;
+type WatchStream = Map<
+    Items,
+    Box<dyn FnMut(WatchItem) -> Result<pb::WatchIntegrationEventsResponse, Status> + Send>,
+>;
 
 #[tonic::async_trait]
 impl IntegrationService for Integrations {
@@ -161,7 +168,7 @@ impl IntegrationService for Integrations {
         Ok(Response::new(pb::ListIntegrationsResponse {
             integrations: page.items.iter().map(convert::integration).collect(),
             next_page_token: page.next_page_token,
-            event_cursor: cursor.encode(),
+            event_cursor: self.hub.cursors(Some(&team)).encode(cursor.0),
         }))
     }
 
@@ -252,6 +259,22 @@ impl IntegrationService for Integrations {
         Ok(Response::new(convert::integration(&integration)))
     }
 
+    async fn promote_integration_credentials(
+        &self,
+        request: Request<pb::PromoteIntegrationCredentialsRequest>,
+    ) -> Result<Response<pb::PromoteIntegrationCredentialsResponse>, Status> {
+        let (actor, req): (_, Promote) = accept(request)?;
+        let (app, integrations) = self
+            .hub
+            .promote_integration_credentials(&actor, req)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::PromoteIntegrationCredentialsResponse {
+            installed_app: Some(convert::installed_app(&app)),
+            integrations: integrations.iter().map(convert::integration).collect(),
+        }))
+    }
+
     type WatchIntegrationEventsStream = WatchStream;
 
     async fn watch_integration_events(
@@ -260,12 +283,18 @@ impl IntegrationService for Integrations {
     ) -> Result<Response<Self::WatchIntegrationEventsStream>, Status> {
         let (actor, req): (_, WatchEvents) = accept(request)?;
         let scope = self.hub.watch_scope(&actor, &req.parent).map_err(status)?;
+        let cursors = self.hub.cursors(scope.as_ref());
+        let start = cursors
+            .open("start_cursor", &req.start_cursor)
+            .map_err(status)?;
         let team = scope.map(|t| t.as_str().to_owned());
         let stream = self
             .watches
-            .open(&actor.principal(), team, req.start.map(|c| c.0), req.kinds)
+            .open(&actor.principal(), team, start.map(|c| c.0), req.kinds)
             .await
             .map_err(|err| status(watch_refused(err)))?;
-        Ok(Response::new(stream.map(watch_message as fn(_) -> _)))
+        let message: Box<dyn FnMut(WatchItem) -> _ + Send> =
+            Box::new(move |item| watch_message(&cursors, item));
+        Ok(Response::new(stream.map(message)))
     }
 }

@@ -52,9 +52,27 @@ pub fn status_with_reason(
 ) -> Status {
     Status::with_error_details(
         code,
-        bounded(message.into()),
+        bounded(naming_reason(message.into(), reason)),
         ErrorDetails::with_error_info(reason.as_str_name(), ERROR_DOMAIN, metadata),
     )
+}
+
+/// `message`, ending with `(reason X)` when the reason says more than the code does
+/// (CURSOR_EXPIRED is more than FAILED_PRECONDITION). The `ErrorInfo` carries it for
+/// programs; the message carries it for people whose tool shows details undecoded (`buf
+/// curl` prints them as base64: it does not look their types up by reflection).
+fn naming_reason(message: String, reason: ErrorReason) -> String {
+    match reason {
+        ErrorReason::EtagMismatch
+        | ErrorReason::CursorExpired
+        | ErrorReason::ServiceMismatch
+        | ErrorReason::RequestIdReused
+        | ErrorReason::StorageFull
+        | ErrorReason::InstalledAppSuspended => {
+            format!("{message} (reason {})", reason.as_str_name())
+        }
+        _ => message,
+    }
 }
 
 /// How long a client should wait before retrying a call the database could not serve.
@@ -72,7 +90,7 @@ fn retry_after(
     let mut details =
         ErrorDetails::with_error_info(reason.as_str_name(), ERROR_DOMAIN, HashMap::new());
     details.set_retry_info(Some(delay));
-    Status::with_error_details(code, bounded(message), details)
+    Status::with_error_details(code, bounded(naming_reason(message, reason)), details)
 }
 
 /// The one map from domain errors to gRPC statuses.

@@ -122,6 +122,10 @@ pub const POLICY: &[(&str, Access)] = &[
         "/integrationhub.v1.IntegrationService/TransferIntegration",
         Access::Admin,
     ),
+    (
+        "/integrationhub.v1.IntegrationService/PromoteIntegrationCredentials",
+        Access::Developer,
+    ),
     // AuditService
     (
         "/integrationhub.v1.AuditService/ListAuditEvents",
@@ -240,6 +244,11 @@ mod tests {
                 Access::AnyRole,
             ),
             ("IntegrationService", "TransferIntegration", Access::Admin),
+            (
+                "IntegrationService",
+                "PromoteIntegrationCredentials",
+                Access::Developer,
+            ),
             ("AuditService", "ListAuditEvents", Access::Admin),
         ];
         assert_eq!(POLICY.len(), expected.len());

@@ -13,6 +13,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 use zeroize::Zeroizing;
 
 use super::format::{FORMAT_VERSION, HEADER_LEN, SealedView, TAG_LEN};
+use super::tokens::TokenKey;
 use super::{Aad, Credentials, CryptoError, SecretBytes};
 
 /// AES-256 key length in bytes.
@@ -29,6 +30,8 @@ const URL_SAFE_LENIENT: GeneralPurpose = GeneralPurpose::new(&alphabet::URL_SAFE
 struct VersionedKey {
     version: u32,
     key: LessSafeKey,
+    /// The keys of opaque tokens sealed under this version.
+    token: TokenKey,
 }
 
 /// Versioned AES-256-GCM keys. The newest key seals; every key at or above the
@@ -45,6 +48,8 @@ pub struct KeyRing {
     /// Per version, the HMAC-SHA256 key derived from the encryption key for keyed
     /// fingerprints ([`KeyRing::fingerprint_contexts`]).
     macs: BTreeMap<u32, hmac::Key>,
+    /// Per version, the keys of opaque tokens (cursors, page tokens; see `tokens.rs`).
+    tokens: BTreeMap<u32, TokenKey>,
     rng: SystemRandom,
 }
 
@@ -53,8 +58,12 @@ pub struct KeyRing {
 const FINGERPRINT_LABEL: &[u8] = b"integrationhub/v1 idempotency fingerprint key";
 
 fn fingerprint_key(raw: &[u8]) -> hmac::Key {
-    let derived = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, raw), FINGERPRINT_LABEL);
-    hmac::Key::new(hmac::HMAC_SHA256, derived.as_ref())
+    hmac::Key::new(hmac::HMAC_SHA256, derive(raw, FINGERPRINT_LABEL).as_ref())
+}
+
+/// A key derived from an encryption key for one purpose: HMAC-SHA256(encryption key, label).
+pub(super) fn derive(raw: &[u8], label: &[u8]) -> hmac::Tag {
+    hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, raw), label)
 }
 
 impl KeyRing {
@@ -106,18 +115,26 @@ impl KeyRing {
         }
         let mut keys = BTreeMap::new();
         let mut macs = BTreeMap::new();
+        let mut tokens = BTreeMap::new();
         for (version, bytes) in &raw {
             keys.insert(*version, aes_key(bytes)?);
             macs.insert(*version, fingerprint_key(bytes));
+            tokens.insert(*version, TokenKey::derive(bytes)?);
         }
         let Some((version, key)) = keys.pop_last() else {
             return Err(invalid("the key spec holds no key"));
         };
+        let token = TokenKey::derive(&raw[&version])?;
         Ok(KeyRing {
-            newest: VersionedKey { version, key },
+            newest: VersionedKey {
+                version,
+                key,
+                token,
+            },
             older: keys,
             min_version: 1,
             macs,
+            tokens,
             rng: SystemRandom::new(),
         })
     }
@@ -140,10 +157,15 @@ impl KeyRing {
         spec.push(':');
         STANDARD.encode_string(raw.as_ref(), &mut spec);
         let ring = KeyRing {
-            newest: VersionedKey { version, key },
+            newest: VersionedKey {
+                version,
+                key,
+                token: TokenKey::derive(raw.as_ref())?,
+            },
             older: BTreeMap::new(),
             min_version: 1,
             macs: BTreeMap::from([(version, fingerprint_key(raw.as_ref()))]),
+            tokens: BTreeMap::from([(version, TokenKey::derive(raw.as_ref())?)]),
             rng,
         };
         Ok((ring, spec))
@@ -179,6 +201,7 @@ impl KeyRing {
         }
         self.older = self.older.split_off(&min);
         self.macs = self.macs.split_off(&min);
+        self.tokens = self.tokens.split_off(&min);
         self.min_version = self.min_version.max(min);
         Ok(self)
     }
@@ -193,6 +216,16 @@ impl KeyRing {
             .rev()
             .map(|(version, key)| (*version, hmac::Context::with_key(key)))
             .collect()
+    }
+
+    /// The newest version's token keys (the ring never lacks them: each version has its own).
+    pub(super) fn newest_token_key(&self) -> (u32, &TokenKey) {
+        (self.newest.version, &self.newest.token)
+    }
+
+    /// The token keys of `version`, if it is in the ring and not retired.
+    pub(super) fn token_key(&self, version: u32) -> Option<&TokenKey> {
+        self.tokens.get(&version)
     }
 
     /// Seals `plaintext` with the newest key, bound to `aad`. The layout is in
@@ -369,7 +402,7 @@ fn decode_key(text: &str) -> Result<Zeroizing<Vec<u8>>, String> {
     Ok(bytes)
 }
 
-fn aes_key(bytes: &[u8]) -> Result<LessSafeKey, CryptoError> {
+pub(super) fn aes_key(bytes: &[u8]) -> Result<LessSafeKey, CryptoError> {
     UnboundKey::new(&AES_256_GCM, bytes)
         .map(LessSafeKey::new)
         .map_err(|_| invalid("a key was rejected by AES-256-GCM"))

@@ -52,6 +52,7 @@
 mod format;
 mod keyring;
 mod secret;
+mod tokens;
 
 pub use format::Aad;
 pub use keyring::KeyRing;

@@ -15,7 +15,7 @@
 use super::error::{Error, Result};
 use super::hub::Hub;
 use super::model::{Actor, AuditAction, AuditEvent, AuditOutcome};
-use super::types::{Page, PageRequest, SeqPageToken, TeamId, new_id};
+use super::types::{Page, PageRequest, TeamId, new_id};
 use crate::store::{AuditFilter, NewAudit};
 
 /// Filters of an audit listing.
@@ -162,8 +162,8 @@ impl Hub {
         {
             return Err(Error::invalid("end_time", "must be after start_time"));
         }
-        let listing = query.listing(team);
-        let token = page.after_seq(&listing)?;
+        let pages = self.pages(team, &query.listing(team));
+        let token = pages.after_seq(&page)?;
         let filter = AuditFilter {
             action: query.action.map(|a| a.as_str().to_owned()),
             actor: query.actor.clone(),
@@ -181,7 +181,7 @@ impl Hub {
             .await?;
         let next_page_token = page
             .size
-            .cut(&mut rows, |last| SeqPageToken(last.seq).encode(&listing));
+            .cut(&mut rows, |last| pages.token_after_seq(last.seq));
         let items = rows
             .iter()
             .map(AuditEvent::from_row)
@@ -221,12 +221,11 @@ mod tests {
             deletes.listing(&acme),
             since.listing(&acme),
         ];
+        // A page token is sealed for its exact listing text (`tokens.rs`), so distinct
+        // filters must give distinct texts.
         for (i, a) in listings.iter().enumerate() {
-            let token = SeqPageToken(3).encode(a);
-            // The filter values themselves never travel in the token.
-            assert!(!token.contains("dana"));
             for (j, b) in listings.iter().enumerate() {
-                assert_eq!(SeqPageToken::parse(&token, b).is_ok(), i == j, "{a} vs {b}");
+                assert_eq!(a == b, i == j, "{a} vs {b}");
             }
         }
     }

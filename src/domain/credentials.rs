@@ -107,7 +107,7 @@ fn keyed_fingerprints(
 }
 
 /// The keyed fingerprint of credentials alone under the newest key.
-fn credentials_fingerprint(keys: &KeyRing, credentials: &Credentials) -> Option<String> {
+pub(super) fn credentials_fingerprint(keys: &KeyRing, credentials: &Credentials) -> Option<String> {
     keyed_fingerprints(keys, &["credentials"], Some(credentials))
         .into_iter()
         .next()

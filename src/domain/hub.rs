@@ -150,6 +150,7 @@ impl Hub {
             tx: None,
             events: Vec::new(),
             resource: None,
+            also_audited: Vec::new(),
         }
     }
 
@@ -178,9 +179,14 @@ impl Hub {
             let named = write.resource.take().unwrap_or_else(|| resource.clone());
             let record = self.audit_success(actor, &team, action, named);
             let events = std::mem::take(&mut write.events);
+            let also = std::mem::take(&mut write.also_audited);
             let tx = write.tx().await?;
             tx.append_events(events).await?;
             tx.append_audit(record).await?;
+            for (action, resource) in also {
+                tx.append_audit(self.audit_success(actor, &team, action, resource))
+                    .await?;
+            }
             if let Some(tx) = write.tx.take() {
                 tx.commit().await?;
             }
@@ -238,6 +244,9 @@ pub(super) struct Write<'a> {
     tx: Option<Tx>,
     events: Vec<NewEvent>,
     resource: Option<String>,
+    /// Further success records, of what the change did besides its own action (the app a
+    /// create saved its credentials as).
+    also_audited: Vec<(AuditAction, String)>,
 }
 
 impl Write<'_> {
@@ -282,11 +291,18 @@ impl Write<'_> {
     pub fn roll_back(&mut self) {
         self.tx = None;
         self.events.clear();
+        self.also_audited.clear();
     }
 
     /// The resource the success record names, once it is known (a create).
     pub fn names(&mut self, resource: String) {
         self.resource = Some(resource);
+    }
+
+    /// Records, on commit, that the change also did `action` on `resource` (same actor,
+    /// team and request).
+    pub fn also_audit(&mut self, action: AuditAction, resource: String) {
+        self.also_audited.push((action, resource));
     }
 
     /// Appends, on commit, one event about `integration` as it is after the change.

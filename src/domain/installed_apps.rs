@@ -2,7 +2,7 @@
 //! 5) and delete (rule 3: the app goes and its integrations break, in one transaction).
 
 use crate::crypto::{Aad, Credentials};
-use crate::store::{After, AppFilter, AppRow, IntegrationFilter};
+use crate::store::{After, AppFilter, AppRow, IntegrationCounts, IntegrationFilter};
 
 use super::credentials::app_owner;
 use super::credentials::{Idempotency, check_credentials, settle_insert};
@@ -13,7 +13,7 @@ use super::model::{
 };
 use super::reauth::Transition;
 use super::types::{
-    AppName, ConnectedTo, DisplayName, IdempotencyKey, Page, PageRequest, PageToken, TeamId, new_id,
+    AppName, ConnectedTo, DisplayName, IdempotencyKey, Page, PageRequest, TeamId, new_id,
 };
 
 /// What the page tokens of ListInstalledApps are bound to.
@@ -77,7 +77,43 @@ impl Hub {
             .store
             .count_integrations(team.as_str(), std::slice::from_ref(&row.id))
             .await?;
-        InstalledApp::from_row(row, counts.get(&row.id).copied().unwrap_or(0))
+        InstalledApp::from_row(row, counts.get(&row.id).copied().unwrap_or_default())
+    }
+
+    /// A new app's row: ACTIVE, set up and owned by `actor`, holding `credentials` sealed for
+    /// it, with the idempotency key and fingerprint of the create that makes it, if any.
+    pub(super) fn new_app_row(
+        &self,
+        actor: &Actor,
+        team: &TeamId,
+        service: &str,
+        (display_name, connected_to): (DisplayName, ConnectedTo),
+        credentials: &Credentials,
+        create: Option<&Idempotency>,
+    ) -> Result<AppRow> {
+        let id = new_id();
+        let now = self.now();
+        let (sealed, key_version) = self.seal(team, &app_owner(&id), credentials)?;
+        Ok(AppRow {
+            id,
+            team: team.as_str().to_owned(),
+            service: service.to_owned(),
+            display_name: display_name.into_inner(),
+            connected_to: connected_to.into_inner(),
+            creator: actor.subject.clone(),
+            owner: actor.subject.clone(),
+            last_used_time: None,
+            state: AppState::Active.as_str().to_owned(),
+            suspension_reason: None,
+            resume_state: None,
+            key_version,
+            credentials: sealed,
+            request_id: create.map(|c| c.key.as_str().to_owned()),
+            request_fingerprint: create.map(|c| c.fingerprint.clone()),
+            version: 1,
+            create_time: now,
+            update_time: now,
+        })
     }
 
     /// The app an earlier create with the same idempotency key made, if any.
@@ -136,37 +172,24 @@ impl Hub {
                 if let Some(earlier) = self.app_created_before(&team, create.as_ref()).await? {
                     return Ok(Done::Nothing((earlier, false)));
                 }
-                let id = new_id();
-                let now = self.now();
-                let (sealed, key_version) =
-                    self.seal(&team, &app_owner(&id), &input.credentials)?;
-                let row = AppRow {
-                    id,
-                    team: team.as_str().to_owned(),
-                    service: service.id.clone(),
-                    display_name: input.display_name.into_inner(),
-                    connected_to: input.connected_to.into_inner(),
-                    creator: actor.subject.clone(),
-                    owner: actor.subject.clone(),
-                    last_used_time: None,
-                    state: AppState::Active.as_str().to_owned(),
-                    suspension_reason: None,
-                    resume_state: None,
-                    key_version,
-                    credentials: sealed,
-                    request_id: create.as_ref().map(|c| c.key.as_str().to_owned()),
-                    request_fingerprint: create.as_ref().map(|c| c.fingerprint.clone()),
-                    version: 1,
-                    create_time: now,
-                    update_time: now,
-                };
+                let row = self.new_app_row(
+                    actor,
+                    &team,
+                    &service.id,
+                    (input.display_name, input.connected_to),
+                    &input.credentials,
+                    create.as_ref(),
+                )?;
                 let inserted = w.tx().await?.insert_app(row.clone()).await;
                 let earlier = async |c: &Idempotency| self.app_created_before(&team, Some(c)).await;
                 if let Some(earlier) = settle_insert(w, inserted, create.as_ref(), earlier).await? {
                     return Ok(Done::Nothing((earlier, false)));
                 }
                 w.names(AppName::new(team.clone(), row.id.clone()).to_string());
-                Ok(Done::Commit((InstalledApp::from_row(&row, 0)?, true)))
+                Ok(Done::Commit((
+                    InstalledApp::from_row(&row, IntegrationCounts::default())?,
+                    true,
+                )))
             })
             .await?;
         if created {
@@ -196,8 +219,8 @@ impl Hub {
         if let Some(service) = &query.service {
             self.service(service, "service")?;
         }
-        let listing = query.listing();
-        let after = page.after(&listing)?.map(After::from);
+        let pages = self.pages(team, &query.listing());
+        let after = pages.after(&page)?.map(After::from);
         let filter = AppFilter {
             service: query.service,
             state: query.state.map(|s| s.as_str().to_owned()),
@@ -213,13 +236,13 @@ impl Hub {
             )
             .await?;
         let next_page_token = page.size.cut(&mut rows, |last| {
-            PageToken::after(last.create_time, &last.id).encode(&listing)
+            pages.token_after(last.create_time, &last.id)
         });
         let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
         let counts = self.store.count_integrations(team.as_str(), &ids).await?;
         let items = rows
             .iter()
-            .map(|r| InstalledApp::from_row(r, counts.get(&r.id).copied().unwrap_or(0)))
+            .map(|r| InstalledApp::from_row(r, counts.get(&r.id).copied().unwrap_or_default()))
             .collect::<Result<Vec<_>>>()?;
         Ok(Page {
             items,
@@ -274,6 +297,7 @@ impl Hub {
                         state: Some(IntegrationState::Broken.as_str().to_owned()),
                         broken_reason: Some(BrokenReason::CredentialsRejected.as_str().to_owned()),
                         app_bound_only: true,
+                        own_credentials_of: None,
                     };
                     let restore = Transition::Restore { rebind_to: None };
                     restored = self

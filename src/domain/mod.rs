@@ -21,9 +21,11 @@ pub mod hub;
 pub mod installed_apps;
 pub mod integrations;
 pub mod model;
+pub mod promote;
 pub mod reauth;
 pub mod rotation;
 pub mod suspension;
+pub mod tokens;
 pub mod transfer;
 pub mod types;
 
@@ -38,4 +40,5 @@ pub use error::{Error, FieldViolation, Precondition, Result, Violations};
 pub use hub::Hub;
 pub use installed_apps::{AppChanges, AppQuery, NewApp};
 pub use integrations::{Binding, IntegrationChanges, IntegrationQuery, NewIntegration};
+pub use promote::{Promote, SaveAs};
 pub use reauth::Reauth;

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::{Error, Result};
 use super::types::{AppName, TeamId};
-use crate::store::{AppRow, AuditRow, EventRow, IntegrationRow};
+use crate::store::{AppRow, AuditRow, EventRow, IntegrationCounts, IntegrationRow};
 
 /// A caller's role, as the verified token maps it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -125,6 +125,7 @@ string_enum!(
         IntegrationReauthenticateBulk = "integration.reauthenticate_bulk",
         IntegrationResolveCredentials = "integration.resolve_credentials",
         IntegrationTransfer = "integration.transfer",
+        IntegrationPromoteCredentials = "integration.promote_credentials",
     }
 );
 string_enum!(
@@ -196,14 +197,17 @@ pub struct InstalledApp {
     pub state: AppState,
     /// Why an admin suspended it; `Some` exactly while it is suspended.
     pub suspension_reason: Option<String>,
+    /// Integrations using its credentials.
     pub integration_count: i64,
+    /// Of those, the ACTIVE ones (the others are BROKEN).
+    pub active_integration_count: i64,
     pub create_time: i64,
     pub update_time: i64,
     pub version: i64,
 }
 
 impl InstalledApp {
-    pub fn from_row(row: &AppRow, integration_count: i64) -> Result<InstalledApp> {
+    pub fn from_row(row: &AppRow, counts: IntegrationCounts) -> Result<InstalledApp> {
         Ok(InstalledApp {
             name: AppName::new(team_of(&row.team)?, row.id.clone()),
             service: row.service.clone(),
@@ -214,7 +218,8 @@ impl InstalledApp {
             last_used_time: row.last_used_time,
             state: AppState::parse(&row.state)?,
             suspension_reason: row.suspension_reason.clone(),
-            integration_count,
+            integration_count: counts.total,
+            active_integration_count: counts.active,
             create_time: row.create_time,
             update_time: row.update_time,
             version: row.version,
@@ -380,7 +385,7 @@ mod tests {
             assert_eq!(AuditAction::parse(action.as_str()).unwrap(), *action);
             assert_eq!(AuditAction::find(action.as_str()), Some(*action));
         }
-        assert_eq!(AuditAction::ALL.len(), 14);
+        assert_eq!(AuditAction::ALL.len(), 15);
         assert_eq!(AuditAction::find("installed_app.nope"), None);
         for kind in EventKind::ALL {
             assert_eq!(EventKind::parse(kind.as_str()).unwrap(), *kind);

@@ -44,6 +44,7 @@ fn bound(id: &str, state: IntegrationState, reason: Option<BrokenReason>) -> Int
         state: Some(state.as_str().to_owned()),
         broken_reason: reason.map(|r| r.as_str().to_owned()),
         app_bound_only: true,
+        own_credentials_of: None,
     }
 }
 

@@ -88,6 +88,7 @@ pub fn new_integration(display_name: &str, binding: Binding) -> NewIntegration {
             ("monitor_id".to_owned(), "m1".to_owned()),
         ]),
         binding,
+        save_as: None,
         idempotency_key: None,
     }
 }

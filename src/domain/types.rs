@@ -3,9 +3,6 @@
 
 use std::fmt;
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-
 /// Longest display name, `connected_to` or similar human text, in characters.
 pub const MAX_TEXT_CHARS: usize = 200;
 /// Longest detail of a reported rejection, in characters.
@@ -285,24 +282,8 @@ pub struct PageRequest {
     pub token: String,
 }
 
-impl PageRequest {
-    /// Where the page starts: after the row the token names, if it is a token of `listing`.
-    pub fn after(&self, listing: &str) -> super::error::Result<Option<PageToken>> {
-        PageToken::parse(&self.token, listing).map_err(page_token_violation)
-    }
-
-    /// As [`PageRequest::after`], for a listing ordered by sequence number.
-    pub fn after_seq(&self, listing: &str) -> super::error::Result<Option<SeqPageToken>> {
-        SeqPageToken::parse(&self.token, listing).map_err(page_token_violation)
-    }
-}
-
-fn page_token_violation(problem: String) -> super::error::Error {
-    super::error::Error::invalid("page_token", problem)
-}
-
-/// An opaque page token: where the previous page ended, bound to the listing it came from (a
-/// token used with other filters is refused).
+/// Where the previous page of a listing ordered by creation ended. Clients see it sealed
+/// (`tokens.rs`), bound to its team and listing.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PageToken {
     pub create_time: i64,
@@ -317,32 +298,6 @@ impl PageToken {
             id: id.to_owned(),
         }
     }
-
-    pub fn encode(&self, listing: &str) -> String {
-        URL_SAFE_NO_PAD.encode(format!("p1|{listing}|{}|{}", self.create_time, self.id))
-    }
-
-    pub fn parse(value: &str, listing: &str) -> Result<Option<PageToken>, String> {
-        if value.is_empty() {
-            return Ok(None);
-        }
-        let invalid = || "is not a page token of this listing".to_owned();
-        if value.len() > 1024 {
-            return Err(invalid());
-        }
-        let bytes = URL_SAFE_NO_PAD.decode(value).map_err(|_| invalid())?;
-        let text = String::from_utf8(bytes).map_err(|_| invalid())?;
-        let rest = text
-            .strip_prefix("p1|")
-            .and_then(|r| r.strip_prefix(listing))
-            .and_then(|r| r.strip_prefix('|'))
-            .ok_or_else(invalid)?;
-        let (time, id) = rest.split_once('|').ok_or_else(invalid)?;
-        Ok(Some(PageToken {
-            create_time: time.parse().map_err(|_| invalid())?,
-            id: parse_id(id, "id").map_err(|_| invalid())?,
-        }))
-    }
 }
 
 impl From<PageToken> for crate::store::After {
@@ -354,73 +309,15 @@ impl From<PageToken> for crate::store::After {
     }
 }
 
-/// An opaque page token of a listing ordered by a sequence number, newest first: where the
-/// previous page ended, bound to the listing's filters through a digest (a token used with
-/// other filters is refused, and the filter values, such as an actor, never travel in it).
+/// Where the previous page of a listing ordered by sequence number (newest first) ended.
+/// Clients see it sealed (`tokens.rs`), bound to its team and listing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SeqPageToken(pub i64);
 
-impl SeqPageToken {
-    pub fn encode(self, listing: &str) -> String {
-        URL_SAFE_NO_PAD.encode(format!("s1|{}|{}", listing_digest(listing), self.0))
-    }
-
-    pub fn parse(value: &str, listing: &str) -> Result<Option<SeqPageToken>, String> {
-        if value.is_empty() {
-            return Ok(None);
-        }
-        let invalid = || "is not a page token of this listing".to_owned();
-        if value.len() > 256 {
-            return Err(invalid());
-        }
-        let bytes = URL_SAFE_NO_PAD.decode(value).map_err(|_| invalid())?;
-        let text = String::from_utf8(bytes).map_err(|_| invalid())?;
-        let seq = text
-            .strip_prefix("s1|")
-            .and_then(|r| r.strip_prefix(listing_digest(listing).as_str()))
-            .and_then(|r| r.strip_prefix('|'))
-            .and_then(|r| r.parse::<i64>().ok())
-            .filter(|seq| *seq > 0)
-            .ok_or_else(invalid)?;
-        Ok(Some(SeqPageToken(seq)))
-    }
-}
-
-/// The first 96 bits of SHA-256 of a listing's description, in hex.
-fn listing_digest(listing: &str) -> String {
-    let digest = ring::digest::digest(&ring::digest::SHA256, listing.as_bytes());
-    digest.as_ref()[..12]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// A position in the event log: opaque to clients, it wraps the event's sequence number.
+/// A position in the event log: the sequence number of the last event before it. Clients see
+/// it sealed and bound to their team (`tokens.rs`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Cursor(pub i64);
-
-impl Cursor {
-    pub fn encode(self) -> String {
-        let mut bytes = b"ihc1".to_vec();
-        bytes.extend_from_slice(&self.0.to_be_bytes());
-        URL_SAFE_NO_PAD.encode(bytes)
-    }
-
-    pub fn parse_optional(value: &str) -> Result<Option<Cursor>, String> {
-        if value.is_empty() {
-            return Ok(None);
-        }
-        let invalid = || "is not a cursor of this service".to_owned();
-        let bytes = URL_SAFE_NO_PAD.decode(value).map_err(|_| invalid())?;
-        let seq = bytes
-            .strip_prefix(b"ihc1")
-            .and_then(|rest| <[u8; 8]>::try_from(rest).ok())
-            .map(i64::from_be_bytes)
-            .filter(|seq| *seq >= 0)
-            .ok_or_else(invalid)?;
-        Ok(Some(Cursor(seq)))
-    }
-}
 
 #[cfg(test)]
 mod tests {
@@ -484,46 +381,6 @@ mod tests {
     }
 
     #[test]
-    fn page_tokens_are_bound_to_their_listing() {
-        let token = PageToken {
-            create_time: 42,
-            id: "abc".into(),
-        };
-        let text = token.encode("apps");
-        assert_eq!(PageToken::parse(&text, "apps"), Ok(Some(token)));
-        assert!(PageToken::parse(&text, "integrations").is_err());
-        assert!(PageToken::parse("garbage!", "apps").is_err());
-        assert_eq!(PageToken::parse("", "apps"), Ok(None));
-    }
-
-    #[test]
-    fn seq_page_tokens_are_bound_to_their_listing() {
-        let text = SeqPageToken(42).encode("audit|acme||dana");
-        assert_eq!(
-            SeqPageToken::parse(&text, "audit|acme||dana"),
-            Ok(Some(SeqPageToken(42)))
-        );
-        assert!(!text.contains("dana"));
-        assert!(SeqPageToken::parse(&text, "audit|acme||omar").is_err());
-        assert!(SeqPageToken::parse("garbage!", "x").is_err());
-        assert!(SeqPageToken::parse(&SeqPageToken(0).encode("x"), "x").is_err());
-        assert_eq!(SeqPageToken::parse("", "x"), Ok(None));
-    }
-
-    #[test]
-    fn cursors_round_trip_and_refuse_garbage() {
-        for seq in [0, 1, i64::MAX] {
-            assert_eq!(
-                Cursor::parse_optional(&Cursor(seq).encode()),
-                Ok(Some(Cursor(seq)))
-            );
-        }
-        for bad in ["x", "aWhjMQ", "AAAAAAAAAAAAAAAA", &Cursor(-1).encode()] {
-            assert!(Cursor::parse_optional(bad).is_err(), "{bad:?}");
-        }
-    }
-
-    #[test]
     fn idempotency_keys_are_optional_and_bounded() {
         assert_eq!(IdempotencyKey::parse_optional(""), Ok(None));
         assert!(
@@ -550,66 +407,5 @@ mod tests {
         assert_eq!(rows, ["a", "b"]);
         let mut rows: Vec<&str> = Vec::new();
         assert_eq!(size.cut(&mut rows, |last| format!("after {last}")), "");
-    }
-
-    #[test]
-    fn a_page_token_of_another_listing_is_a_violation_of_page_token() {
-        let token = PageToken::after(7, "abc").encode("installedApps");
-        let page = PageRequest {
-            size: PageSize::parse(0).unwrap(),
-            token,
-        };
-        assert_eq!(
-            page.after("installedApps").unwrap(),
-            Some(PageToken::after(7, "abc"))
-        );
-        match page.after("integrations::") {
-            Err(super::super::error::Error::Invalid(violations)) => {
-                assert_eq!(violations.len(), 1);
-                assert_eq!(violations[0].field, "page_token");
-                assert_eq!(
-                    violations[0].description,
-                    "is not a page token of this listing"
-                );
-            }
-            other => panic!("expected a page_token violation, got {other:?}"),
-        }
-        assert!(page.after_seq("installedApps").is_err());
-        let empty = PageRequest {
-            size: PageSize::parse(0).unwrap(),
-            token: String::new(),
-        };
-        assert_eq!(empty.after("x").unwrap(), None);
-        assert_eq!(empty.after_seq("x").unwrap(), None);
-    }
-
-    #[test]
-    fn page_tokens_and_cursors_keep_their_wire_format() {
-        // Clients hold these across deployments: their encoding must not change.
-        assert_eq!(
-            PageToken::after(42, "abc").encode("installedApps"),
-            "cDF8aW5zdGFsbGVkQXBwc3w0MnxhYmM"
-        );
-        assert_eq!(Cursor(1).encode(), "aWhjMQAAAAAAAAAB");
-        assert_eq!(
-            Cursor::parse_optional("aWhjMQAAAAAAAAAB"),
-            Ok(Some(Cursor(1)))
-        );
-        let seq = SeqPageToken(9).encode("audit|acme||||None|None");
-        assert!(seq.len() < 64 && !seq.contains("acme"));
-        assert_eq!(
-            SeqPageToken::parse(&seq, "audit|acme||||None|None"),
-            Ok(Some(SeqPageToken(9)))
-        );
-    }
-
-    #[test]
-    fn page_tokens_refuse_ids_outside_the_alphabet_and_oversized_text() {
-        let forged = URL_SAFE_NO_PAD.encode("p1|installedApps|1|a/b");
-        assert!(PageToken::parse(&forged, "installedApps").is_err());
-        let huge = URL_SAFE_NO_PAD.encode(format!("p1|installedApps|1|{}", "a".repeat(800)));
-        assert!(PageToken::parse(&huge, "installedApps").is_err());
-        let not_a_number = URL_SAFE_NO_PAD.encode("p1|installedApps|x|abc");
-        assert!(PageToken::parse(&not_a_number, "installedApps").is_err());
     }
 }

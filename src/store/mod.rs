@@ -35,7 +35,7 @@ pub use entities::installed_app::Model as AppRow;
 pub use entities::integration::Model as IntegrationRow;
 pub use error::{StoreError, condition};
 pub use outbox::{EVENTS_CHANNEL, NewEvent};
-pub use records::{After, AppFilter, IntegrationFilter, StateChange};
+pub use records::{After, AppFilter, IntegrationCounts, IntegrationFilter, StateChange};
 pub use rotation::{SealedKind, SealedRow};
 
 /// Advisory lock key held while migrations run on PostgreSQL ("ihub-mig").

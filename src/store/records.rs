@@ -31,6 +31,8 @@ pub struct IntegrationFilter {
     pub broken_reason: Option<String>,
     /// Only those using an app's credentials (not credentials of their own).
     pub app_bound_only: bool,
+    /// Only those of this service with credentials of their own.
+    pub own_credentials_of: Option<String>,
 }
 
 /// Which installed apps of a team a listing selects.
@@ -58,16 +60,24 @@ pub struct StateChange {
 
 impl Store {
     /// An app and how many integrations use it (with its credentials), in one query.
-    pub async fn get_app_with_count(&self, team: &str, id: &str) -> Result<Option<(AppRow, i64)>> {
+    pub async fn get_app_with_count(
+        &self,
+        team: &str,
+        id: &str,
+    ) -> Result<Option<(AppRow, IntegrationCounts)>> {
         let query = installed_app::Entity::find_by_id(id.to_owned())
             .filter(installed_app::Column::Team.eq(team))
-            .column_as(Expr::cust(APP_INTEGRATION_COUNT), "integration_count");
+            .column_as(Expr::cust(APP_INTEGRATION_COUNT), "integration_count")
+            .column_as(Expr::cust(APP_ACTIVE_INTEGRATION_COUNT), "active_count");
         let Some(row) = self.db.query_one_raw(query.build(self.backend())).await? else {
             return Ok(None);
         };
         let app = AppRow::from_query_result(&row, "")?;
-        let count = row.try_get::<i64>("", "integration_count")?;
-        Ok(Some((app, count)))
+        let counts = IntegrationCounts {
+            total: row.try_get::<i64>("", "integration_count")?,
+            active: row.try_get::<i64>("", "active_count")?,
+        };
+        Ok(Some((app, counts)))
     }
 
     /// A page of a team's integrations (as [`Tx::list_integrations`]) and an event sequence
@@ -369,6 +379,11 @@ fn integration_condition(team: &str, filter: &IntegrationFilter) -> sea_orm::Con
     if filter.app_bound_only {
         cond = cond.add(integration::Column::OwnCredentials.is_null());
     }
+    if let Some(service) = &filter.own_credentials_of {
+        cond = cond
+            .add(integration::Column::Service.eq(service.as_str()))
+            .add(integration::Column::OwnCredentials.is_not_null());
+    }
     cond
 }
 
@@ -388,9 +403,25 @@ const APP_INTEGRATION_COUNT: &str = "(SELECT COUNT(*) FROM integrations \
      AND integrations.installed_app_id = installed_apps.id \
      AND integrations.own_credentials IS NULL)";
 
+/// How many of them are ACTIVE (a column of an app query).
+const APP_ACTIVE_INTEGRATION_COUNT: &str = "(SELECT COUNT(*) FROM integrations \
+     WHERE integrations.team = installed_apps.team \
+     AND integrations.installed_app_id = installed_apps.id \
+     AND integrations.own_credentials IS NULL \
+     AND integrations.state = 'ACTIVE')";
+
+/// How many integrations use an app with its credentials, and how many of those are ACTIVE
+/// (the others are BROKEN).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IntegrationCounts {
+    pub total: i64,
+    pub active: i64,
+}
+
 #[derive(FromQueryResult)]
 struct AppCount {
     installed_app_id: Option<String>,
+    state: String,
     count: i64,
 }
 
@@ -456,25 +487,35 @@ macro_rules! reads {
                 &self,
                 team: &str,
                 app_ids: &[String],
-            ) -> Result<HashMap<String, i64>> {
+            ) -> Result<HashMap<String, IntegrationCounts>> {
                 if app_ids.is_empty() {
                     return Ok(HashMap::new());
                 }
                 let rows = integration::Entity::find()
                     .select_only()
                     .column(integration::Column::InstalledAppId)
+                    .column(integration::Column::State)
                     .column_as(integration::Column::Id.count(), "count")
                     .filter(integration::Column::Team.eq(team))
                     .filter(integration::Column::InstalledAppId.is_in(app_ids.iter().cloned()))
                     .filter(integration::Column::OwnCredentials.is_null())
                     .group_by(integration::Column::InstalledAppId)
+                    .group_by(integration::Column::State)
                     .into_model::<AppCount>()
                     .all(self.conn())
                     .await?;
-                Ok(rows
-                    .into_iter()
-                    .filter_map(|r| r.installed_app_id.map(|id| (id, r.count)))
-                    .collect())
+                let mut counts: HashMap<String, IntegrationCounts> = HashMap::new();
+                for row in rows {
+                    let Some(id) = row.installed_app_id else {
+                        continue;
+                    };
+                    let entry = counts.entry(id).or_default();
+                    entry.total += row.count;
+                    if row.state == "ACTIVE" {
+                        entry.active += row.count;
+                    }
+                }
+                Ok(counts)
             }
 
             pub async fn get_integration(

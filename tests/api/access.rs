@@ -85,6 +85,11 @@ const ROLES_TABLE: &[(&str, &str, [May; 4])] = &[
     ),
     (
         "IntegrationService",
+        "PromoteIntegrationCredentials",
+        [No, Yes, Yes, No],
+    ),
+    (
+        "IntegrationService",
         "CreateIntegration",
         [No, Yes, Yes, No],
     ),
@@ -339,6 +344,21 @@ async fn dispatch(
                 pb::TransferIntegrationRequest {
                     name: missing_integration.clone(),
                     new_owner: "erik".into(),
+                },
+            ))
+            .await
+            .map(drop),
+        ("IntegrationService", "PromoteIntegrationCredentials") => integrations
+            .promote_integration_credentials(request(
+                auth,
+                pb::PromoteIntegrationCredentialsRequest {
+                    name: missing_integration.clone(),
+                    installed_app: Some(pb::SaveAsInstalledApp {
+                        display_name: "Promoted".into(),
+                        connected_to: String::new(),
+                    }),
+                    include_matching: false,
+                    etag: String::new(),
                 },
             ))
             .await

@@ -9,8 +9,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use integration_hub::crypto::KeyRing;
-use integration_hub::domain::types::Cursor;
 // The server's generated types, for the scripted server.
 use integration_hub::pb as spb;
 use integration_hub::store::Store;
@@ -21,7 +19,7 @@ use tonic::Code;
 use tonic::transport::channel::Change;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::fixtures::{TEAM, WAIT, people, token_of_another_secret};
+use crate::fixtures::{TEAM, WAIT, people, seq, token_of_another_secret};
 use crate::helpers::{Backend, TestApp, TestDb, token};
 use crate::process::ServerProcess;
 use crate::storage_test;
@@ -123,10 +121,6 @@ async fn add_app(client: &Client, display_name: &str, secret: &str) -> hub::pb::
         .create_installed_app(app_request(display_name, secret))
         .await
         .unwrap_or_else(|status| panic!("create installed app: {status:?}"))
-}
-
-fn seq(cursor: &str) -> i64 {
-    hub::watch::cursor_position(cursor).unwrap_or_else(|| panic!("not a cursor: {cursor:?}"))
 }
 
 async fn next_item(

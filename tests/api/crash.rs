@@ -10,7 +10,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use integration_hub::crypto::KeyRing;
 use integration_hub::pb;
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement};
 
@@ -213,13 +212,7 @@ async fn check_invariants(url: &str, backend: Backend) -> usize {
 /// order: the same ids as the database holds after that cursor.
 async fn check_resume(server: &ServerProcess, url: &str, cursor: &str) {
     let db = Database::connect(url).await.expect("connect");
-    let seq = {
-        use base64::Engine;
-        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(cursor)
-            .expect("cursor");
-        i64::from_be_bytes(bytes[4..12].try_into().expect("8 bytes"))
-    };
+    let seq = crate::fixtures::seq(cursor);
     let expected: Vec<String> = db
         .query_all_raw(Statement::from_string(
             db.get_database_backend(),
@@ -260,7 +253,7 @@ async fn check_resume(server: &ServerProcess, url: &str, cursor: &str) {
 
 async fn crash_harness(backend: Backend) {
     let db = TestDb::new(backend).await;
-    let keys = KeyRing::generate(1).expect("key").1;
+    let keys = crate::helpers::test_key_spec().to_owned();
     let mut random = Random::seeded();
     let mut server = ServerProcess::start(&db.url, &keys, &[]);
     let cursor = Arc::new(Mutex::new(String::new()));

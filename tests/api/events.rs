@@ -6,8 +6,8 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use integration_hub::crypto::KeyRing;
-use integration_hub::domain::types::Cursor;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use integration_hub::pb;
 use integration_hub::pb::integration_service_client::IntegrationServiceClient;
 use pb::IntegrationEventType as Kind;
@@ -332,7 +332,7 @@ async fn an_idle_watch_receives_checkpoints_carrying_the_current_cursor(app: Tes
             "another team's event leaked: {message:?}"
         );
         assert!(seq(&message.cursor) <= seq(&elsewhere.cursor));
-        if message.cursor == elsewhere.cursor {
+        if seq(&message.cursor) == seq(&elsewhere.cursor) {
             break;
         }
     }
@@ -357,17 +357,47 @@ async fn a_malformed_or_future_start_cursor_is_an_invalid_argument(app: TestApp)
     assert!(head > 0);
     // The head itself is a fine place to start; one past it is not.
     let mut at_head = watch(&app, &p.viewer, &listed.event_cursor, &[]).await;
-    let ahead = Cursor(head + 1).encode();
+    let ahead = cursors(Some(TEAM)).encode(head + 1);
     let status = expect_code(
         try_watch(&app, &p.viewer, &ahead, &[]).await,
         Code::InvalidArgument,
     );
     assert_eq!(violated_fields(&status), vec!["start_cursor".to_owned()]);
-    let far_ahead = Cursor(head + 1_000_000).encode();
+    let far_ahead = cursors(Some(TEAM)).encode(head + 1_000_000);
     expect_code(
         try_watch(&app, &p.viewer, &far_ahead, &[]).await,
         Code::InvalidArgument,
     );
+    // Cursors are sealed: one byte changed, or a cursor of the same position sealed for
+    // another team, is not a cursor of this team.
+    let mut edited = URL_SAFE_NO_PAD
+        .decode(&listed.event_cursor)
+        .expect("base64");
+    let last = edited.len() - 1;
+    edited[last] ^= 1;
+    let other_team = cursors(Some("globex")).encode(head);
+    assert_ne!(other_team, listed.event_cursor);
+    for foreign in [URL_SAFE_NO_PAD.encode(&edited), other_team] {
+        let status = expect_code(
+            try_watch(&app, &p.viewer, &foreign, &[]).await,
+            Code::InvalidArgument,
+        );
+        assert_eq!(violated_fields(&status), vec!["start_cursor".to_owned()]);
+    }
+    // The clear cursors of earlier versions (`ihc1` and the sequence number) expire cleanly.
+    let mut retired = b"ihc1".to_vec();
+    retired.extend_from_slice(&head.to_be_bytes());
+    let status = expect_code(
+        try_watch(&app, &p.viewer, &URL_SAFE_NO_PAD.encode(retired), &[]).await,
+        Code::FailedPrecondition,
+    );
+    assert_eq!(error_reason(&status), "CURSOR_EXPIRED");
+    // Nothing of the position shows in the cursor.
+    let clear = URL_SAFE_NO_PAD
+        .decode(&listed.event_cursor)
+        .expect("base64");
+    assert!(!clear.windows(8).any(|w| w == head.to_be_bytes()));
+
     let b = create_integration(&app, &p.dana, &slack, "B").await;
     assert_eq!(
         summary(&next_events(&mut at_head, 1, WAIT).await),
@@ -508,7 +538,7 @@ impl Drop for ServerProcess {
 async fn the_binary_ends_watch_streams_and_exits_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("hub.db").display());
-    let keys = KeyRing::generate(1).expect("key").1;
+    let keys = crate::helpers::test_key_spec().to_owned();
     let mut child = Command::new(env!("CARGO_BIN_EXE_integration-hub"))
         .args(["serve", "--listen", "127.0.0.1:0"])
         .env("INTEGRATION_HUB_JWT_HS256_SECRET", TEST_SECRET)

@@ -6,10 +6,13 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use integration_hub::auth::{MintClaims, mint_hs256};
-use integration_hub::domain::types::Cursor;
+use integration_hub::crypto::KeyRing;
+use integration_hub::domain::tokens::TeamCursors;
+use integration_hub::domain::types::TeamId;
 use integration_hub::pb;
 use integration_hub::pb::installed_app_service_client::InstalledAppServiceClient;
 use integration_hub::pb::integration_service_client::IntegrationServiceClient;
@@ -17,7 +20,7 @@ use tonic::transport::Channel;
 use tonic::{Code, Request, Status, Streaming};
 use tonic_types::StatusExt;
 
-use crate::helpers::{TestApp, authed};
+use crate::helpers::{TestApp, authed, test_key_spec};
 
 /// The team every test works in.
 pub const TEAM: &str = "acme";
@@ -579,13 +582,31 @@ pub fn event_type(event: &pb::IntegrationEvent) -> pb::IntegrationEventType {
     pb::IntegrationEventType::try_from(event.r#type).expect("a known event type")
 }
 
-/// The position a cursor stands for. Cursors are opaque to clients; the tests look inside
-/// only to check ordering.
+/// The teams whose cursors [`seq`] can open.
+const CURSOR_TEAMS: [Option<&str>; 6] = [
+    Some(TEAM),
+    Some("globex"),
+    Some("other"),
+    Some("team-a"),
+    Some("team-b"),
+    None,
+];
+
+/// The cursors of `team` (`None`: of every team) as a server started with the tests' key ring
+/// seals them.
+pub fn cursors(team: Option<&str>) -> TeamCursors {
+    let keys = Arc::new(KeyRing::parse(test_key_spec()).expect("the tests' key ring"));
+    let team = team.map(|t| TeamId::parse(t).expect("a team id"));
+    TeamCursors::new(keys, team.as_ref())
+}
+
+/// The position a cursor stands for. Cursors are sealed and opaque to clients; the tests,
+/// which hold the servers' key ring, look inside only to check ordering.
 pub fn seq(cursor: &str) -> i64 {
-    Cursor::parse_optional(cursor)
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| panic!("not a cursor: {cursor:?}"))
+    CURSOR_TEAMS
+        .iter()
+        .find_map(|team| cursors(*team).open("cursor", cursor).ok().flatten())
+        .unwrap_or_else(|| panic!("not a cursor of the test servers: {cursor:?}"))
         .0
 }
 

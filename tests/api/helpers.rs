@@ -113,6 +113,13 @@ pub struct TestApp {
     encryption_keys: Option<String>,
 }
 
+/// The key ring spec test servers start with unless a test sets its own: one fresh key per
+/// test run, so that tests can open the cursors the servers seal (`fixtures::seq`).
+pub fn test_key_spec() -> &'static str {
+    static SPEC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SPEC.get_or_init(|| KeyRing::generate(1).expect("key").1)
+}
+
 /// Server settings for tests: fixed secret, issuer and audience, a fresh key, port 0, short
 /// checkpoints.
 pub fn test_args(database_url: &str) -> ServeArgs {
@@ -123,7 +130,7 @@ pub fn test_args(database_url: &str) -> ServeArgs {
     args.auth.jwt_hs256_secret = Some(TEST_SECRET.to_owned());
     args.auth.jwt_issuer = Some(TEST_ISSUER.to_owned());
     args.auth.jwt_audience = Some(TEST_AUDIENCE.to_owned());
-    args.encryption_keys = Some(KeyRing::generate(1).expect("key").1);
+    args.encryption_keys = Some(test_key_spec().to_owned());
     args.checkpoint_interval_secs = 1;
     args.database.db_max_connections = 8;
     // Tests make calls as fast as they can; the rate limits have tests of their own.

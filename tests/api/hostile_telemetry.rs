@@ -5,7 +5,6 @@
 
 use std::collections::HashSet;
 
-use integration_hub::crypto::KeyRing;
 use integration_hub::metrics::{UNKNOWN_METHOD, method_label};
 use integration_hub::pb;
 use integration_hub::pb::installed_app_service_client::InstalledAppServiceClient;
@@ -292,7 +291,7 @@ fn outcome(lines: &[String]) -> &str {
 
 async fn client_errors_are_not_errors_and_hostile_values_are_bounded_in(format: &str) {
     let db = TestDb::new(Backend::Sqlite).await;
-    let keys = KeyRing::generate(1).expect("key").1;
+    let keys = crate::helpers::test_key_spec().to_owned();
     let server = ServerProcess::start(
         &db.url,
         &keys,

@@ -10,7 +10,7 @@ use tonic::{Code, Status};
 use crate::fixtures::{
     CALL_TIMEOUT, app_request, create_app, create_app_with, create_integration, credentials,
     delete_app, error_reason, get_app, get_integration, integration_request_on, rename_app_request,
-    rename_integration, rename_integration_request, violated_fields,
+    rename_integration, rename_integration_request, seq, violated_fields,
 };
 use crate::helpers::{TestApp, authed, token};
 use crate::storage_test;
@@ -737,14 +737,46 @@ async fn a_watcher_sees_none_of_another_teams_events(app: TestApp) {
     let dev_b = token(B, "developer", "bob");
     let all_teams = token("*", "service", "worker");
 
-    let mut live_b = watch(&app, &viewer_b, "", "").await;
-    let first = tokio::time::timeout(CALL_TIMEOUT, live_b.message())
-        .await
-        .expect("a first message in time")
-        .expect("the first message")
-        .expect("a checkpoint");
-    assert!(first.checkpoint && first.events.is_empty(), "{first:?}");
-    let start = first.cursor;
+    // Where each view of the log starts: cursors are bound to the team (or to every team).
+    let mut starts = Vec::new();
+    let mut live = Vec::new();
+    for (who, parent) in [(&viewer_b, ""), (&viewer_a, ""), (&all_teams, "teams/-")] {
+        let mut stream = watch(&app, who, parent, "").await;
+        let first = tokio::time::timeout(CALL_TIMEOUT, stream.message())
+            .await
+            .expect("a first message in time")
+            .expect("the first message")
+            .expect("a checkpoint");
+        assert!(first.checkpoint && first.events.is_empty(), "{first:?}");
+        starts.push(first.cursor);
+        live.push(stream);
+    }
+    let [start, start_a, start_all] = <[String; 3]>::try_from(starts).expect("three starts");
+    let mut live_b = live.swap_remove(0);
+    // The same position, three different cursors; another team's is refused.
+    assert_eq!(seq(&start), seq(&start_a));
+    assert_ne!(start, start_a);
+    assert_ne!(start, start_all);
+    for (who, parent, foreign) in [
+        (&viewer_a, "", &start),
+        (&viewer_b, "", &start_all),
+        (&all_teams, "teams/-", &start),
+    ] {
+        let refused = app
+            .integrations
+            .clone()
+            .watch_integration_events(authed(
+                who,
+                pb::WatchIntegrationEventsRequest {
+                    parent: parent.into(),
+                    start_cursor: foreign.clone(),
+                    types: Vec::new(),
+                },
+            ))
+            .await
+            .expect_err("another view's cursor");
+        assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    }
 
     let a_app = create_app(&app, &dev_a, "slack", "A Slack").await;
     let b_app = create_app(&app, &dev_b, "slack", "B Slack").await;
@@ -774,12 +806,12 @@ async fn a_watcher_sees_none_of_another_teams_events(app: TestApp) {
     let explicit = events_until(&mut explicit_b, &b_integration.name, Updated).await;
     assert_eq!(summary(&explicit), only_b, "watch of parent teams/{B}");
 
-    let mut replay_a = watch(&app, &viewer_a, "", &start).await;
+    let mut replay_a = watch(&app, &viewer_a, "", &start_a).await;
     let of_a = events_until(&mut replay_a, &a_integration.name, Updated).await;
     assert_eq!(summary(&of_a), only_a, "replayed watch of team A");
 
     // The events exist for a watcher allowed to see both teams.
-    let mut everything = watch(&app, &all_teams, "teams/-", &start).await;
+    let mut everything = watch(&app, &all_teams, "teams/-", &start_all).await;
     let all = events_until(&mut everything, &b_integration.name, Updated).await;
     assert_eq!(
         summary(&all),

@@ -18,6 +18,7 @@ mod jwks;
 mod keys;
 mod observability;
 mod process;
+mod promote;
 mod rate_limit;
 mod replicas;
 mod rules;

@@ -4,7 +4,6 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
-use integration_hub::crypto::KeyRing;
 use integration_hub::pb;
 use integration_hub::store::Store;
 use sea_orm::{ConnectionTrait, Database, Statement};
@@ -88,7 +87,7 @@ fn tail_outbox(
 }
 
 fn keys() -> String {
-    KeyRing::generate(1).expect("key").1
+    crate::helpers::test_key_spec().to_owned()
 }
 
 /// Replica B's subscriber receives every event appended through replica A, in order.

@@ -4,6 +4,8 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use integration_hub::pb;
 use pb::reauthenticate_integration_request::Auth;
 use tonic::Code;
@@ -460,6 +462,7 @@ async fn bad_display_names_and_texts_are_refused_naming_the_field(app: TestApp) 
     assert_eq!(after, {
         let mut expected = installed.clone();
         expected.integration_count = 1;
+        expected.active_integration_count = 1;
         expected
     });
 }
@@ -962,6 +965,45 @@ async fn page_arguments_are_checked(app: TestApp) {
             .await,
         "page_token",
     );
+    // Sealed: an edited token, or this team's token in another team's identical listing, is
+    // refused; nothing of the row it names (its id) can be read from it.
+    let mut edited = URL_SAFE_NO_PAD.decode(&integrations_token).expect("base64");
+    let last = edited.len() - 1;
+    edited[last] ^= 1;
+    assert_invalid(
+        integrations
+            .list_integrations(authed(
+                &viewer,
+                list_integrations(1, &URL_SAFE_NO_PAD.encode(&edited)),
+            ))
+            .await,
+        "page_token",
+    );
+    let other_team = token("globex", "viewer", "gus");
+    assert_invalid(
+        integrations
+            .list_integrations(authed(
+                &other_team,
+                list_integrations(1, &integrations_token),
+            ))
+            .await,
+        "page_token",
+    );
+    assert_invalid(
+        apps.list_installed_apps(authed(&other_team, list_apps(1, &apps_token)))
+            .await,
+        "page_token",
+    );
+    let first_row = integrations
+        .list_integrations(authed(&viewer, list_integrations(1, "")))
+        .await
+        .expect("list")
+        .into_inner()
+        .integrations
+        .remove(0);
+    let id = first_row.name.rsplit('/').next().expect("an id").to_owned();
+    let clear = URL_SAFE_NO_PAD.decode(&integrations_token).expect("base64");
+    assert!(!clear.windows(id.len()).any(|w| w == id.as_bytes()));
     // The same token with the same filter goes on.
     let second = integrations
         .list_integrations(authed(&viewer, list_integrations(1, &integrations_token)))
@@ -992,7 +1034,7 @@ async fn watch_arguments_are_checked(app: TestApp) {
         start_cursor: start_cursor.into(),
         types,
     };
-    let ahead = integration_hub::domain::types::Cursor(1 << 40).encode();
+    let ahead = crate::fixtures::cursors(Some(TEAM)).encode(1 << 40);
     for cursor in ["garbage!", "AAAAAAAAAAAAAAAA", "aWhjMQ", ahead.as_str()] {
         assert_invalid(
             integrations

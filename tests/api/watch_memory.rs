@@ -6,7 +6,6 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use integration_hub::crypto::KeyRing;
 use integration_hub::pb;
 use tonic::Code;
 
@@ -67,7 +66,7 @@ async fn drain(
 
 async fn stalled_streams_hold_bounded_memory(backend: Backend) {
     let db = TestDb::new(backend).await;
-    let keys = KeyRing::generate(1).expect("key").1;
+    let keys = crate::helpers::test_key_spec().to_owned();
     let server = ServerProcess::start(
         &db.url,
         &keys,

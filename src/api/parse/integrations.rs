@@ -4,11 +4,14 @@ use std::collections::{BTreeMap, HashSet};
 
 use super::{checked, field, optional_etag, page, take_credentials};
 use crate::domain::model::{EventKind, IntegrationState};
+use crate::domain::tokens::MAX_TOKEN_CHARS;
 use crate::domain::types::{
-    AppName, Cursor, DisplayName, IdempotencyKey, IntegrationName, Owner, PageRequest, ParentRef,
+    AppName, ConnectedTo, DisplayName, IdempotencyKey, IntegrationName, Owner, PageRequest,
+    ParentRef,
 };
 use crate::domain::{
-    Binding, Error, IntegrationChanges, IntegrationQuery, NewIntegration, Reauth, Violations,
+    Binding, Error, IntegrationChanges, IntegrationQuery, NewIntegration, Promote, Reauth, SaveAs,
+    Violations,
 };
 use crate::pb;
 use crate::pb::reauthenticate_integration_request::Auth;
@@ -65,6 +68,16 @@ impl TryFrom<pb::CreateIntegrationRequest> for CreateIntegration {
                 Err("must be empty when integration.installed_app is set".into()),
             ),
         };
+        let save_as = match (req.save_as_installed_app, &binding) {
+            (None, _) => Some(None),
+            (Some(save_as), Some(Binding::Own { .. })) => {
+                save_as_parts(&mut v, "save_as_installed_app", &save_as).map(Some)
+            }
+            (Some(_), _) => v.check(
+                "save_as_installed_app",
+                Err("needs credentials of its own to save".into()),
+            ),
+        };
         v.finish()?;
         Ok(CreateIntegration {
             parent: checked(parent)?,
@@ -73,6 +86,7 @@ impl TryFrom<pb::CreateIntegrationRequest> for CreateIntegration {
                 display_name: checked(display_name)?,
                 config: integration.config.into_iter().collect(),
                 binding: checked(binding)?,
+                save_as: checked(save_as)?,
                 idempotency_key: checked(key)?,
             },
         })
@@ -270,7 +284,9 @@ impl TryFrom<pb::ResolveIntegrationCredentialsRequest> for IntegrationName {
 /// WatchIntegrationEvents.
 pub struct WatchEvents {
     pub parent: ParentRef,
-    pub start: Option<Cursor>,
+    /// The start cursor as sent (bounded in length); opened for the team the watch covers
+    /// once that is known (`Hub::cursors`).
+    pub start_cursor: String,
     /// The event kinds to deliver (their stored names); empty means every kind.
     pub kinds: HashSet<&'static str>,
 }
@@ -292,7 +308,14 @@ impl TryFrom<pb::WatchIntegrationEventsRequest> for WatchEvents {
     fn try_from(req: pb::WatchIntegrationEventsRequest) -> Result<Self, Error> {
         let mut v = Violations::default();
         let parent = v.check("parent", ParentRef::parse(&req.parent));
-        let start = v.check("start_cursor", Cursor::parse_optional(&req.start_cursor));
+        let start = v.check(
+            "start_cursor",
+            if req.start_cursor.len() > MAX_TOKEN_CHARS {
+                Err("is not a cursor this service gave this team".to_owned())
+            } else {
+                Ok(req.start_cursor)
+            },
+        );
         let kinds = v.check(
             "types",
             req.types
@@ -303,7 +326,7 @@ impl TryFrom<pb::WatchIntegrationEventsRequest> for WatchEvents {
         v.finish()?;
         Ok(WatchEvents {
             parent: checked(parent)?,
-            start: checked(start)?,
+            start_cursor: checked(start)?,
             kinds: checked(kinds)?,
         })
     }
@@ -326,6 +349,46 @@ impl TryFrom<pb::TransferIntegrationRequest> for TransferIntegration {
         Ok(TransferIntegration {
             name: checked(name)?,
             new_owner: checked(new_owner)?,
+        })
+    }
+}
+
+/// The app to save credentials as, its fields named under `field`.
+fn save_as_parts(
+    v: &mut Violations,
+    field: &str,
+    save_as: &pb::SaveAsInstalledApp,
+) -> Option<SaveAs> {
+    let display_name = v.check(
+        &format!("{field}.display_name"),
+        DisplayName::parse(&save_as.display_name),
+    );
+    let connected_to = v.check(
+        &format!("{field}.connected_to"),
+        ConnectedTo::parse(&save_as.connected_to),
+    );
+    Some(SaveAs {
+        display_name: display_name?,
+        connected_to: connected_to?,
+    })
+}
+
+impl TryFrom<pb::PromoteIntegrationCredentialsRequest> for Promote {
+    type Error = Error;
+
+    fn try_from(req: pb::PromoteIntegrationCredentialsRequest) -> Result<Self, Error> {
+        let mut v = Violations::default();
+        let name = v.check("name", IntegrationName::parse(&req.name));
+        let save_as = match &req.installed_app {
+            Some(save_as) => save_as_parts(&mut v, "installed_app", save_as),
+            None => v.check("installed_app", Err("is required".into())),
+        };
+        v.finish()?;
+        Ok(Promote {
+            name: checked(name)?,
+            save_as: checked(save_as)?,
+            include_matching: req.include_matching,
+            etag: optional_etag(&req.etag),
         })
     }
 }

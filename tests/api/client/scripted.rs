@@ -13,10 +13,24 @@ struct Scripted {
 
 const SCRIPTED_RETRY_DELAY: Duration = Duration::from_millis(300);
 
+/// A scripted server's cursor: opaque to the client, like the real server's.
+fn scripted_cursor(seq: i64) -> String {
+    format!("scripted-{seq}")
+}
+
+/// The position of a scripted event, from its id.
+fn scripted_seq(event: &hub::pb::IntegrationEvent) -> i64 {
+    event
+        .event_id
+        .strip_prefix("event-")
+        .and_then(|n| n.parse().ok())
+        .expect("a scripted event")
+}
+
 fn scripted_event(seq: i64) -> spb::IntegrationEvent {
     spb::IntegrationEvent {
         event_id: format!("event-{seq}"),
-        cursor: Cursor(seq).encode(),
+        cursor: scripted_cursor(seq),
         r#type: spb::IntegrationEventType::IntegrationCreated as i32,
         integration_name: format!("teams/acme/integrations/{seq}"),
         ..Default::default()
@@ -26,7 +40,7 @@ fn scripted_event(seq: i64) -> spb::IntegrationEvent {
 fn scripted_message(seqs: &[i64]) -> spb::WatchIntegrationEventsResponse {
     spb::WatchIntegrationEventsResponse {
         events: seqs.iter().copied().map(scripted_event).collect(),
-        cursor: Cursor(*seqs.last().expect("events")).encode(),
+        cursor: scripted_cursor(*seqs.last().expect("events")),
         checkpoint: false,
     }
 }
@@ -114,7 +128,7 @@ impl spb::integration_service_server::IntegrationService for ScriptedService {
                 Ok(scripted_message(&[1, 2])),
                 Err(unavailable_with(
                     None,
-                    HashMap::from([("cursor".to_owned(), Cursor(3).encode())]),
+                    HashMap::from([("cursor".to_owned(), scripted_cursor(3))]),
                 )),
             ],
             // At least once: 2 again with 4, then 5, then a broken connection (no ErrorInfo,
@@ -179,6 +193,13 @@ impl spb::integration_service_server::IntegrationService for ScriptedService {
         &self,
         _: tonic::Request<spb::TransferIntegrationRequest>,
     ) -> Result<tonic::Response<spb::Integration>, tonic::Status> {
+        Err(tonic::Status::unimplemented("scripted"))
+    }
+
+    async fn promote_integration_credentials(
+        &self,
+        _: tonic::Request<spb::PromoteIntegrationCredentialsRequest>,
+    ) -> Result<tonic::Response<spb::PromoteIntegrationCredentialsResponse>, tonic::Status> {
         Err(tonic::Status::unimplemented("scripted"))
     }
 }
@@ -246,7 +267,7 @@ async fn repeated_events_after_a_reconnect_are_yielded_once() {
             .await
             .expect("an item")
             .expect("an event");
-        seqs.push(seq(&event.cursor));
+        seqs.push(scripted_seq(&event));
     }
     assert_eq!(seqs, [1, 2, 4, 5, 6], "each once, in order");
     // Each reconnect resumed from the newest cursor received: the shutdown's (ahead of the
@@ -258,9 +279,9 @@ async fn repeated_events_after_a_reconnect_are_yielded_once() {
         .collect();
     assert_eq!(
         starts,
-        ["".to_owned(), Cursor(3).encode(), Cursor(5).encode()]
+        ["".to_owned(), scripted_cursor(3), scripted_cursor(5)]
     );
-    assert_eq!(stream.cursor(), Some(Cursor(6).encode()));
+    assert_eq!(stream.cursor(), Some(scripted_cursor(6)));
     assert_eq!(stream.reconnects(), 2);
     // Nothing more: the stream waits for the next event.
     assert!(

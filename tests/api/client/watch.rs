@@ -175,17 +175,6 @@ impl Traffic {
     }
 }
 
-/// The server's cursors and the client's reading of them agree.
-#[test]
-fn the_client_reads_the_position_of_the_servers_cursors() {
-    for position in [0, 1, 255, 256, 1 << 40, i64::MAX] {
-        assert_eq!(
-            hub::watch::cursor_position(&Cursor(position).encode()),
-            Some(position)
-        );
-    }
-}
-
 /// Stops `app` and starts it again on the same database and keys: on the same port, or on a
 /// new one that replaces the old in `replicas`.
 async fn restart(app: TestApp, replicas: &Replicas, same_port: bool) -> TestApp {
@@ -261,7 +250,7 @@ async fn a_watch_survives_killed_servers_and_follows_the_replica_that_replaces_t
     backend: Backend,
 ) {
     let db = TestDb::new(backend).await;
-    let keys = KeyRing::generate(1).expect("key").1;
+    let keys = crate::helpers::test_key_spec().to_owned();
     let mut server = ServerProcess::start(&db.url, &keys, &[]);
     let replicas = Replicas::at(server.port).await;
     let dev = replicas.client(&token(TEAM, "developer", "dana"));
