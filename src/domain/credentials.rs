@@ -250,21 +250,28 @@ impl Hub {
 
     /// The credentials an active integration uses, for a service principal (rule 2).
     /// Every resolution is audited; the credentials are handed out only once the success
-    /// record is committed.
+    /// record is committed. The common case (nothing to record of the last use) commits its
+    /// record together with concurrent resolutions' (`audit_batch.rs`); a failure, or a last
+    /// use to record, goes through [`Hub::write`] as every change does.
     #[tracing::instrument(skip_all, fields(integration = %name))]
     pub async fn resolve_credentials(
         &self,
         actor: &Actor,
         name: &IntegrationName,
     ) -> Result<Resolved> {
-        let audited = Audited::integration(AuditAction::IntegrationResolveCredentials, name);
-        let resolved = self
-            .write(actor, audited, async |w| {
-                let (resolved, used) = self.open_credentials(actor, name).await?;
-                self.record_use(w, name, used).await?;
-                Ok(Done::Commit(resolved))
-            })
-            .await?;
+        let resolved = match self.open_credentials(actor, name).await {
+            Ok((resolved, used)) if !self.use_to_record(&used) => {
+                let record = self.audit_success(
+                    actor,
+                    &name.team,
+                    AuditAction::IntegrationResolveCredentials,
+                    name.to_string(),
+                );
+                self.resolutions.append(record).await?;
+                resolved
+            }
+            _ => self.resolve_recording_use(actor, name).await?,
+        };
         tracing::info!(
             actor = %actor.subject,
             integration = %name,
@@ -272,6 +279,28 @@ impl Hub {
             "credentials resolved"
         );
         Ok(resolved)
+    }
+
+    /// A resolution in a write of its own: it records the last use, or its failure.
+    async fn resolve_recording_use(
+        &self,
+        actor: &Actor,
+        name: &IntegrationName,
+    ) -> Result<Resolved> {
+        let audited = Audited::integration(AuditAction::IntegrationResolveCredentials, name);
+        self.write(actor, audited, async |w| {
+            let (resolved, used) = self.open_credentials(actor, name).await?;
+            self.record_use(w, name, used).await?;
+            Ok(Done::Commit(resolved))
+        })
+        .await
+    }
+
+    /// Whether a resolution that used these records must write when they were last used.
+    fn use_to_record(&self, used: &Used) -> bool {
+        let stale_before = self.now().saturating_sub(USE_RECORD_INTERVAL_MICROS);
+        let stale = |last: Option<i64>| last.is_none_or(|t| t < stale_before);
+        stale(used.integration) || used.app.as_ref().is_some_and(|(_, last)| stale(*last))
     }
 
     /// Records when the integration and its app were last used, only where the stored time

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use crate::crypto::KeyRing;
 use crate::store::{AppRow, IntegrationRow, NewEvent, Store, Tx};
 
+use super::audit_batch::AuditBatch;
 use super::catalog::{Catalog, FieldDef, ServiceDef, check_fields};
 use super::error::{Error, FieldViolation, Result};
 use super::model::{Actor, AuditAction, BrokenReason, EventKind, Integration, etag};
@@ -42,6 +43,8 @@ pub struct Hub {
     pub(super) keys: Arc<KeyRing>,
     pub(super) catalog: Arc<Catalog>,
     clock: Arc<dyn Clock>,
+    /// Group commit of the audit records of credential resolutions.
+    pub(super) resolutions: AuditBatch,
 }
 
 pub(super) fn not_found_app(name: &AppName) -> Error {
@@ -93,6 +96,7 @@ impl Hub {
         clock: Arc<dyn Clock>,
     ) -> Hub {
         Hub {
+            resolutions: AuditBatch::new(store.clone()),
             store,
             keys,
             catalog,

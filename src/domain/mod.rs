@@ -14,6 +14,7 @@
 //!   the error enum.
 
 pub mod audit;
+mod audit_batch;
 pub mod catalog;
 pub mod credentials;
 pub mod error;

@@ -35,25 +35,39 @@ pub struct AuditFilter {
     pub end_time: Option<i64>,
 }
 
+fn active(record: NewAudit) -> audit_event::ActiveModel {
+    use sea_orm::ActiveValue::{NotSet, Set};
+    audit_event::ActiveModel {
+        seq: NotSet,
+        id: Set(record.id),
+        team: Set(record.team),
+        actor: Set(record.actor),
+        actor_team: Set(record.actor_team),
+        role: Set(record.role),
+        action: Set(record.action),
+        resource: Set(record.resource),
+        outcome: Set(record.outcome),
+        reason: Set(record.reason),
+        request_id: Set(record.request_id),
+        time: Set(record.time),
+    }
+}
+
 impl Tx {
     /// Appends one audit record; it commits or rolls back with the change it records.
     pub async fn append_audit(&self, record: NewAudit) -> Result<()> {
-        use sea_orm::ActiveValue::{NotSet, Set};
-        let row = audit_event::ActiveModel {
-            seq: NotSet,
-            id: Set(record.id),
-            team: Set(record.team),
-            actor: Set(record.actor),
-            actor_team: Set(record.actor_team),
-            role: Set(record.role),
-            action: Set(record.action),
-            resource: Set(record.resource),
-            outcome: Set(record.outcome),
-            reason: Set(record.reason),
-            request_id: Set(record.request_id),
-            time: Set(record.time),
-        };
-        audit_event::Entity::insert(row)
+        audit_event::Entity::insert(active(record))
+            .exec_without_returning(self.conn())
+            .await?;
+        Ok(())
+    }
+
+    /// Appends several audit records in one statement, in order (a group commit).
+    pub async fn append_audits(&self, records: Vec<NewAudit>) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        audit_event::Entity::insert_many(records.into_iter().map(active))
             .exec_without_returning(self.conn())
             .await?;
         Ok(())

@@ -1,0 +1,159 @@
+//! Group commit of the audit records of credential resolutions. A resolution hands out
+//! credentials only once its record is durable; committing each record in a transaction of
+//! its own made every resolution wait for a disk flush (SQLite `synchronous=FULL`) or a
+//! PostgreSQL commit by itself. Here concurrent resolutions share one: a single writer task
+//! takes every record queued while the previous commit was running, appends them in one
+//! transaction and one statement, commits, and only then answers each waiting resolution.
+//! Nothing is lost (no answer before its commit), and a failed commit fails every resolution
+//! of its batch, none of which hands out credentials.
+
+use std::sync::OnceLock;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::store::{NewAudit, Store, StoreError};
+
+use super::error::{Error, Result};
+
+/// Most records committed together.
+const MAX_BATCH: usize = 512;
+/// Records waiting for the writer before callers wait to queue (backpressure).
+const QUEUE: usize = 4096;
+
+/// How a batch's commit ended, for every resolution in it.
+#[derive(Clone, Copy, Debug)]
+enum Outcome {
+    Committed,
+    StorageFull,
+    Unavailable,
+    Failed,
+}
+
+impl From<&StoreError> for Outcome {
+    fn from(err: &StoreError) -> Self {
+        match err {
+            StoreError::StorageFull(_) => Outcome::StorageFull,
+            StoreError::Unavailable(_) => Outcome::Unavailable,
+            StoreError::Conflict | StoreError::Db(_) => Outcome::Failed,
+        }
+    }
+}
+
+struct Queued {
+    record: NewAudit,
+    done: oneshot::Sender<Outcome>,
+}
+
+/// The queue of records to group-commit; the writer task starts on first use.
+pub(super) struct AuditBatch {
+    store: Store,
+    queue: OnceLock<mpsc::Sender<Queued>>,
+}
+
+impl AuditBatch {
+    pub(super) fn new(store: Store) -> AuditBatch {
+        AuditBatch {
+            store,
+            queue: OnceLock::new(),
+        }
+    }
+
+    /// Appends `record` and returns once it is committed (with the records of concurrent
+    /// callers), or the error that stopped its commit.
+    pub(super) async fn append(&self, record: NewAudit) -> Result<()> {
+        let queue = self.queue.get_or_init(|| {
+            let (sender, receiver) = mpsc::channel(QUEUE);
+            tokio::spawn(write_batches(self.store.clone(), receiver));
+            sender
+        });
+        let (done, committed) = oneshot::channel();
+        queue
+            .send(Queued { record, done })
+            .await
+            .map_err(|_| Error::Unavailable("the audit writer stopped; retry later".into()))?;
+        let outcome = committed
+            .await
+            .map_err(|_| Error::Unavailable("the audit writer stopped; retry later".into()))?;
+        match outcome {
+            Outcome::Committed => Ok(()),
+            Outcome::StorageFull => Err(Error::StorageFull),
+            Outcome::Unavailable => Err(Error::Unavailable(
+                "the database is unavailable; retry later".into(),
+            )),
+            Outcome::Failed => Err(Error::internal("the audit record was not written")),
+        }
+    }
+}
+
+/// The writer: one transaction per batch of whatever is queued, until every sender is gone.
+async fn write_batches(store: Store, mut receiver: mpsc::Receiver<Queued>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while receiver.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let records = batch.iter().map(|q| q.record.clone()).collect();
+        let outcome = match commit(&store, records).await {
+            Ok(()) => Outcome::Committed,
+            Err(err) => Outcome::from(&err),
+        };
+        for queued in batch.drain(..) {
+            // A caller that went away (its deadline passed) no longer waits: fine.
+            let _ = queued.done.send(outcome);
+        }
+    }
+}
+
+async fn commit(store: &Store, records: Vec<NewAudit>) -> Result<(), StoreError> {
+    let tx = store.begin_write().await?;
+    tx.append_audits(records).await?;
+    tx.commit().await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use crate::domain::model::{AuditAction, Role};
+    use crate::domain::test_support::{self, actor, team};
+    use crate::store::AuditFilter;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_records_are_all_committed_before_their_callers_return() {
+        let t = Arc::new(test_support::hub().await);
+        let mut tasks = Vec::new();
+        for i in 0..200 {
+            let t = t.clone();
+            tasks.push(tokio::spawn(async move {
+                let record = t.hub.audit_success(
+                    &actor(Role::Service, &format!("svc-{i}")),
+                    &team(),
+                    AuditAction::IntegrationResolveCredentials,
+                    format!("teams/acme/integrations/i{i}"),
+                );
+                t.hub.resolutions.append(record).await.expect("committed");
+                // Returned: the record is there for any reader.
+                let rows = t
+                    .store
+                    .list_audit(
+                        "acme",
+                        &AuditFilter {
+                            actor: Some(format!("svc-{i}")),
+                            ..AuditFilter::default()
+                        },
+                        None,
+                        10,
+                    )
+                    .await
+                    .expect("list");
+                assert_eq!(rows.len(), 1, "svc-{i}");
+            }));
+        }
+        for task in tasks {
+            task.await.expect("task");
+        }
+        let all = t
+            .store
+            .list_audit("acme", &AuditFilter::default(), None, 1000)
+            .await
+            .expect("list");
+        assert_eq!(all.len(), 200);
+    }
+}
