@@ -42,6 +42,8 @@ pub struct Hub {
     pub(super) keys: Arc<KeyRing>,
     pub(super) catalog: Arc<Catalog>,
     clock: Arc<dyn Clock>,
+    /// OAuth 2.0, when the deployment configured clients.
+    pub(super) oauth: Option<Arc<super::oauth::OAuth>>,
 }
 
 pub(super) fn not_found_app(name: &AppName) -> Error {
@@ -97,7 +99,14 @@ impl Hub {
             keys,
             catalog,
             clock,
+            oauth: None,
         }
+    }
+
+    /// This hub with OAuth 2.0 authorization and refresh.
+    pub fn with_oauth(mut self, oauth: super::oauth::OAuth) -> Hub {
+        self.oauth = Some(Arc::new(oauth));
+        self
     }
 
     pub fn catalog(&self) -> &Catalog {

@@ -51,6 +51,9 @@ described!(
     ResumeInstalledAppRequest,
     TransferInstalledAppRequest,
     TransferIntegrationRequest,
+    StartInstalledAppAuthorizationRequest,
+    CompleteInstalledAppAuthorizationRequest,
+    GetInstalledAppAuthorizationRequest,
 );
 
 /// Every message of the served descriptor set (imports included), by full name.
