@@ -6,7 +6,8 @@
 // `/userinfo`, ...) plus a control API for tests:
 //   POST /_control  {"rotate": bool, "expires_in": n, "fail": "invalid_grant"|"500"|"slow"|null,
 //                    "fail_times": n, "deny": bool, "revoke": bool}
-//   GET  /_stats    {"authorization_code": n, "refresh_token": n, "refresh_rejected": n}
+//   GET  /_stats    {"authorization_code": n, "refresh_token": n, "refresh_rejected": n,
+//                    "issued": {"codes": [...], "access_tokens": [...], "refresh_tokens": [...]}}
 // With `rotate`, every refresh answers a new refresh token and the one used is no longer
 // valid (a second use answers invalid_grant, as real providers with rotation do). Refresh
 // tokens are tracked here, since the mock server accepts any.
@@ -21,6 +22,13 @@ const settings = {
   deny: false,
 };
 const stats = { authorization_code: 0, refresh_token: 0, refresh_rejected: 0 };
+// What was issued (the latest 100 of each), so tests can look for them where they must not be.
+const issued = { codes: [], access_tokens: [], refresh_tokens: [] };
+function remember(list, value) {
+  if (typeof value !== 'string') return;
+  list.push(value);
+  if (list.length > 100) list.shift();
+}
 const valid = new Set();
 
 const mock = new OAuth2Server();
@@ -31,6 +39,7 @@ function refreshTokenOf(req) {
 }
 
 mock.service.on('beforeAuthorizeRedirect', (redirect) => {
+  remember(issued.codes, redirect.url.searchParams.get('code'));
   if (settings.deny) {
     redirect.url.searchParams.delete('code');
     redirect.url.searchParams.set('error', 'access_denied');
@@ -74,6 +83,8 @@ mock.service.on('beforeResponse', (response, req) => {
     }
   }
   if (response.body.refresh_token) valid.add(response.body.refresh_token);
+  remember(issued.refresh_tokens, response.body.refresh_token);
+  remember(issued.access_tokens, response.body.access_token);
   response.body.expires_in = settings.expires_in;
   response.body.team = { id: 'T0001', name: 'Acme Workspace' };
 });
@@ -85,7 +96,7 @@ function send(res, status, body) {
 
 const server = http.createServer((req, res) => {
   const path = new URL(req.url, 'http://localhost').pathname;
-  if (req.method === 'GET' && path === '/_stats') return send(res, 200, stats);
+  if (req.method === 'GET' && path === '/_stats') return send(res, 200, { ...stats, issued });
   if (req.method === 'POST' && path === '/_control') {
     let text = '';
     req.on('data', (chunk) => { text += chunk; });
