@@ -30,6 +30,9 @@ const LEASE_MICROS: i64 = 120_000_000;
 const MAX_BACKOFF_MICROS: i64 = 15 * 60 * 1_000_000;
 /// Longest a resolution waits for another replica's refresh of the same app.
 const WAIT_FOR_OTHER: Duration = Duration::from_secs(5);
+/// A token younger than this (or than a tenth of its lifetime) that is reported rejected is
+/// not refreshed first: the report breaks at once.
+const FRESH_TOKEN_MICROS: i64 = 10_000_000;
 /// Who the audit log names for refreshes.
 pub const REFRESHER: &str = "system:oauth-refresher";
 /// Authorizations are kept this long after they expire (to show their outcome).
@@ -315,6 +318,12 @@ impl Hub {
             || !grant.refreshable
             || grant.next_refresh_time.is_none()
         {
+            return Ok(false);
+        }
+        // A token this fresh was rejected: another one would be too, and refreshing on every
+        // report would only spin. The rejection stands.
+        let lifetime = grant.expire_time.map_or(0, |e| e - grant.issue_time);
+        if self.now() - grant.issue_time < (lifetime / 10).min(FRESH_TOKEN_MICROS) {
             return Ok(false);
         }
         match self.refresh_once(&grant).await? {

@@ -237,33 +237,24 @@ oauth_test!(a_refusal_or_a_bad_code_leaves_nothing_and_says_why);
 
 async fn revocation_breaks_the_integrations_and_reauthorization_restores_them(t: OAuthApp) {
     let app = &t.app;
+    t.provider
+        .control(serde_json::json!({"expires_in": 3}))
+        .await;
     let installed = oauth_app(app, "Revoked Slack").await;
     let job = create_integration(app, &dana(), &installed, "Alerts").await;
     let (mut events, _) = watch_live(app, &dana()).await;
-    // The provider revoked the grant: a reported rejection tries one refresh, which answers
-    // invalid_grant, so the app needs reauthorization and its integration breaks.
+    // The provider revoked the grant: the next refresh answers invalid_grant, so the app
+    // needs reauthorization and its integration breaks.
     t.provider
         .control(serde_json::json!({"revoke": true}))
         .await;
-    let reported = app
-        .apps
-        .clone()
-        .report_credentials_rejected(authed(
-            &service_token(),
-            pb::ReportCredentialsRejectedRequest {
-                name: installed.name.clone(),
-                detail: "401 from chat.postMessage".into(),
-            },
-        ))
-        .await
-        .expect("report")
-        .into_inner();
-    assert_eq!(reported.state(), pb::installed_app::State::NeedsReauth);
-    assert!(
-        reported.last_refresh_error.contains("invalid_grant"),
-        "{reported:?}"
-    );
     let broken = next_events(&mut events, 1, WAIT).await;
+    let revoked = get_app(app, &dana(), &installed.name).await.expect("app");
+    assert_eq!(revoked.state(), pb::installed_app::State::NeedsReauth);
+    assert!(
+        revoked.last_refresh_error.contains("invalid_grant"),
+        "{revoked:?}"
+    );
     assert_eq!(
         broken[0].r#type(),
         pb::IntegrationEventType::IntegrationBroken

@@ -73,7 +73,14 @@ async fn tokens_are_refreshed_ahead_of_expiry_and_resolve_never_answers_an_expir
     assert!(after.last_refresh_error.is_empty());
     assert!(millis(after.credentials_expire_time.as_ref().expect("expiry")) > now_millis());
 
-    // A reported rejection of a working grant is answered by a refresh: nothing breaks.
+    // A reported rejection of a working grant is answered by a refresh: nothing breaks
+    // (unless the token rejected is brand new: a tenth of its lifetime).
+    eventually(WAIT, "a token half a second old", || async {
+        let shown = app_now(app, &installed.name).await;
+        let age = now_millis() - millis(shown.last_refresh_time.as_ref().expect("refreshed"));
+        (500..1500).contains(&age)
+    })
+    .await;
     let before = t.provider.count("refresh_token").await;
     let reported = app
         .apps()
@@ -241,7 +248,9 @@ fn start_process(
 
 /// Two replicas on one PostgreSQL database, refresh tokens rotating: each token is
 /// refreshed exactly once (a second refresh would use a retired refresh token and be
-/// refused), while both replicas resolve it as fast as they can.
+/// refused), while both replicas resolve it as fast as they can. The background refreshers
+/// are slowed down so that both replicas meet the nearly expired token in Resolve at once:
+/// only the lease keeps them from both refreshing it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_on_postgres_refresh_one_app_exactly_once_per_token() {
     let provider = Provider::start();
@@ -251,18 +260,12 @@ async fn two_replicas_on_postgres_refresh_one_app_exactly_once_per_token() {
     let db = TestDb::new(Backend::Postgres).await;
     let keys = KeyRing::generate(1).expect("key").1;
     let dir = tempfile::tempdir().expect("dir");
-    let a = start_process(
-        &db,
-        &keys,
-        &oauth_env(&provider, dir.path(), free_port()),
-        &[],
-    );
-    let b = start_process(
-        &db,
-        &keys,
-        &oauth_env(&provider, dir.path(), free_port()),
-        &[],
-    );
+    // One catalog and clients file; each replica its own callback port.
+    let on_demand_only = [("INTEGRATION_HUB_OAUTH_REFRESH_INTERVAL_SECS", "3600")];
+    let env_a = oauth_env(&provider, dir.path(), free_port());
+    let env_b = oauth_env(&provider, dir.path(), free_port());
+    let a = start_process(&db, &keys, &env_a, &on_demand_only);
+    let b = start_process(&db, &keys, &env_b, &on_demand_only);
     let replica_a = a.clients().await;
     let replica_b = b.clients().await;
     let installed = oauth_app(&replica_a, "Shared").await;
@@ -290,7 +293,7 @@ async fn two_replicas_on_postgres_refresh_one_app_exactly_once_per_token() {
     };
     let from_a = tokio::spawn(resolving(replica_a.clone(), job.name.clone()));
     let from_b = tokio::spawn(resolving(replica_b.clone(), job.name.clone()));
-    // The first refresh is due 3 s after issue; the next 3 s after it.
+    // Resolve refreshes a token in its last quarter: 4.5 s after issue, then every 4.5 s.
     eventually(Duration::from_secs(10), "the first refresh", || async {
         provider.count("refresh_token").await >= 1
     })
@@ -327,7 +330,17 @@ async fn secrets_stay_out_of_logs_errors_and_the_database_file() {
     let db = TestDb::new(Backend::Sqlite).await;
     let keys = KeyRing::generate(1).expect("key").1;
     let env = oauth_env(&provider, db.dir.path(), free_port());
-    let server = start_process(&db, &keys, &env, &[("RUST_LOG", "debug")]);
+    let metrics_port = free_port().to_string();
+    let metrics_listen = format!("127.0.0.1:{metrics_port}");
+    let server = start_process(
+        &db,
+        &keys,
+        &env,
+        &[
+            ("RUST_LOG", "debug"),
+            ("INTEGRATION_HUB_METRICS_LISTEN", &metrics_listen),
+        ],
+    );
     let hub = server.clients().await;
     let installed = oauth_app(&hub, "Secretive").await;
     let job = create_integration(&hub, &dana(), &installed, "Job").await;
@@ -415,4 +428,81 @@ async fn secrets_stay_out_of_logs_errors_and_the_database_file() {
         secrets.len(),
         server.logs().len()
     );
+
+    // The refresh outcomes are exported, with a bounded label.
+    let page = reqwest::get(format!("http://{metrics_listen}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics page");
+    let count = |outcome: &str| -> f64 {
+        let prefix = format!("integration_hub_oauth_refreshes_total{{outcome=\"{outcome}\"}} ");
+        page.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {outcome} series:\n{page}"))
+    };
+    assert!(count("refreshed") >= 1.0);
+    assert!(count("invalid_grant") >= 1.0);
+    assert!(count("failed") >= 0.0 && count("busy") >= 0.0);
+    for secret in &secrets {
+        assert!(!page.contains(&secret[secret.len().saturating_sub(24)..]));
+    }
 }
+
+async fn a_rejected_brand_new_token_breaks_at_once_and_manual_credentials_end_the_grant(
+    t: OAuthApp,
+) {
+    let app = &t.app;
+    let installed = oauth_app(app, "Fresh").await;
+    let job = create_integration(app, &dana(), &installed, "Job").await;
+    let reported = app
+        .apps()
+        .report_credentials_rejected(authed(
+            &service_token(),
+            pb::ReportCredentialsRejectedRequest {
+                name: installed.name.clone(),
+                detail: "403 missing scope".into(),
+            },
+        ))
+        .await
+        .expect("report")
+        .into_inner();
+    assert_eq!(reported.state(), pb::installed_app::State::NeedsReauth);
+    assert_eq!(
+        t.provider.count("refresh_token").await,
+        0,
+        "a token this new is not refreshed: another would be rejected too"
+    );
+    let broken = crate::fixtures::get_integration(app, &dana(), &job.name)
+        .await
+        .expect("job");
+    assert_eq!(broken.state(), pb::integration::State::Broken);
+
+    // Credentials replaced by hand: the app is MANUAL, nothing is refreshed any more.
+    let updated = app
+        .apps()
+        .update_installed_app(authed(
+            &dana(),
+            crate::fixtures::update_credentials(
+                &installed.name,
+                crate::fixtures::credentials("xoxb-by-hand"),
+            ),
+        ))
+        .await
+        .expect("update")
+        .into_inner();
+    assert_eq!(
+        updated.authorization_kind(),
+        pb::installed_app::AuthorizationKind::Manual
+    );
+    assert!(updated.credentials_expire_time.is_none());
+    assert_eq!(updated.state(), pb::installed_app::State::Active);
+    let resolved = resolve(app, &service_token(), &job.name)
+        .await
+        .expect("resolve");
+    assert_eq!(resolved.credentials["access_token"], "xoxb-by-hand");
+    assert!(resolved.expire_time.is_none());
+}
+oauth_test!(a_rejected_brand_new_token_breaks_at_once_and_manual_credentials_end_the_grant);
