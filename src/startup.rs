@@ -393,10 +393,12 @@ impl Application {
             Arc::new(catalog),
             Arc::new(SystemClock),
         );
+        // Every outcome's series exists from the start (zero without OAuth), so dashboards
+        // and alerts find it.
+        for outcome in RefreshOutcome::ALL {
+            metrics.record_refresh(outcome.as_str(), 0);
+        }
         if let Some(oauth) = oauth_settings(&args.oauth, args.dev)? {
-            for outcome in RefreshOutcome::ALL {
-                metrics.record_refresh(outcome.as_str(), 0);
-            }
             let observed = metrics.clone();
             hub = hub.with_oauth(
                 OAuth::new(oauth)?

@@ -202,13 +202,12 @@ impl Hub {
                                 "the refresh lease was lost; the refresh will be retried".into(),
                             ));
                         }
-                        let before = app.state.clone();
                         let restored = self.replace_credentials(w, &mut app, &new, now).await?;
+                        // New credentials are a change of the row: every such change bumps
+                        // the version (a concurrent `rotate-keys` re-seal then stands back).
                         let expected = app.version;
-                        if app.state != before || app.resume_state.is_some() {
-                            app.version += 1;
-                            app.update_time = now;
-                        }
+                        app.version += 1;
+                        app.update_time = now;
                         if !w.tx().await?.update_app(app.clone(), expected).await? {
                             return Err(Error::internal("locked installed app changed"));
                         }
