@@ -146,11 +146,25 @@ async fn an_app_is_added_through_the_rpc_by_its_starter_only_and_a_state_is_used
         .into_inner()
         .installed_apps;
     assert_eq!(apps.len(), 1, "exactly one app");
-    // An unknown state at the callback: a page, no redirect.
-    let mut forged = redirect.clone();
-    forged.set_query(Some("state=forged&code=whatever"));
-    let (status, location, _) = visit(&forged).await;
-    assert_eq!((status, location), (400, None));
+    // An unknown state at the callback: a page, no redirect. Hostile values (a huge state, a
+    // NUL, markup) get the same plain answer, escaped, and nothing else is served.
+    let long = "s".repeat(50_000);
+    for hostile in [
+        "state=forged&code=whatever".to_owned(),
+        format!("state={long}&code=c"),
+        "state=a%00b&code=c".to_owned(),
+        "state=x&error=%3Cscript%3Ealert(1)%3C%2Fscript%3E".to_owned(),
+        String::new(),
+    ] {
+        let mut forged = redirect.clone();
+        forged.set_query(Some(&hostile));
+        let (status, location, page) = visit(&forged).await;
+        assert_eq!((status, location), (400, None), "{hostile:.60}");
+        assert!(!page.contains("<script>"), "{page}");
+    }
+    let mut elsewhere = redirect.clone();
+    elsewhere.set_path("/metrics");
+    assert_eq!(visit(&elsewhere).await.0, 404);
 }
 oauth_test!(an_app_is_added_through_the_rpc_by_its_starter_only_and_a_state_is_used_once);
 
