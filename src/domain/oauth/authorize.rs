@@ -487,6 +487,192 @@ fn stored_role(text: &str) -> Role {
 mod tests {
     use super::*;
 
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicI64, Ordering};
+    use std::time::Duration;
+
+    use crate::crypto::KeyRing;
+    use crate::domain::catalog::Catalog;
+    use crate::domain::hub::Clock;
+    use crate::domain::oauth::clients::Clients;
+    use crate::domain::oauth::http::HttpSettings;
+    use crate::domain::oauth::{OAuth, OAuthSettings};
+    use crate::domain::test_support::{NOW, actor, team};
+    use crate::store::Store;
+
+    struct MovableClock(AtomicI64);
+
+    impl Clock for MovableClock {
+        fn now_micros(&self) -> i64 {
+            self.0.load(Ordering::SeqCst)
+        }
+    }
+
+    async fn oauth_hub(dir: &std::path::Path) -> (Hub, Arc<MovableClock>) {
+        let url = format!("sqlite://{}?mode=rwc", dir.join("hub.db").display());
+        let store = Store::connect(&url, 4).await.unwrap();
+        store.migrate().await.unwrap();
+        let clock = Arc::new(MovableClock(AtomicI64::new(NOW)));
+        let clients = Clients::from_json(
+            r#"{"slack": {"client_id": "id", "client_secret": "s3cret"}}"#,
+            dir,
+        )
+        .unwrap();
+        let oauth = OAuth::new(OAuthSettings {
+            public_url: Some(reqwest::Url::parse("https://hub.example.test").unwrap()),
+            clients,
+            http: HttpSettings {
+                timeout: Duration::from_secs(1),
+                allow_loopback_http: false,
+                allowed_hosts: None,
+            },
+            return_origins: vec![],
+            refresh_concurrency: 1,
+            refresh_interval: Duration::from_secs(60),
+        })
+        .unwrap();
+        let hub = Hub::new(
+            store,
+            Arc::new(KeyRing::generate(1).unwrap().0),
+            Arc::new(Catalog::builtin()),
+            clock.clone(),
+        )
+        .with_oauth(oauth);
+        (hub, clock)
+    }
+
+    fn slack(display_name: &str) -> StartAuthorization {
+        StartAuthorization {
+            service: "slack".into(),
+            display_name: Some(DisplayName::parse(display_name).unwrap()),
+            scopes: vec![],
+            installed_app: None,
+            return_url: None,
+        }
+    }
+
+    fn state_of(url: &str) -> String {
+        let url = reqwest::Url::parse(url).unwrap();
+        url.query_pairs()
+            .find(|(k, _)| k == "state")
+            .map(|(_, v)| v.into_owned())
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_authorization_expires_after_ten_minutes_and_then_completes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (hub, clock) = oauth_hub(dir.path()).await;
+        let dana = actor(Role::Developer, "dana");
+        let (started, url) = hub
+            .start_authorization(&dana, team(), slack("Slack"))
+            .await
+            .unwrap();
+        assert_eq!(started.state, AuthorizationState::Pending);
+        assert_eq!(
+            started.expire_time - started.create_time,
+            AUTHORIZATION_TTL_MICROS
+        );
+        assert!(url.starts_with("https://slack.com/oauth/v2/authorize?"));
+        assert!(url.contains("redirect_uri=https%3A%2F%2Fhub.example.test%2Foauth%2Fcallback"));
+        let state = state_of(&url);
+
+        clock
+            .0
+            .store(NOW + AUTHORIZATION_TTL_MICROS + 1, Ordering::SeqCst);
+        let shown = hub.get_authorization(&dana, &started.name).await.unwrap();
+        assert_eq!(shown.state, AuthorizationState::Expired);
+        let refused = hub
+            .complete_authorization(Some(&dana), &state, Completion::Code("c".into()))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(refused, Error::FailedPrecondition { .. }),
+            "{refused:?}"
+        );
+        assert!(refused.to_string().contains("expired"));
+        let failed = hub.get_authorization(&dana, &started.name).await.unwrap();
+        assert_eq!(failed.state, AuthorizationState::Failed);
+        assert!(failed.error.unwrap().contains("expired"));
+        // The stored row never holds the state, and the verifier is gone once it ended.
+        let row = hub
+            .store
+            .get_authorization("acme", &started.name.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_ne!(row.state_hash, state);
+        assert!(row.verifier.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_foreign_caller_neither_sees_nor_consumes_an_authorization() {
+        let dir = tempfile::tempdir().unwrap();
+        let (hub, _) = oauth_hub(dir.path()).await;
+        let dana = actor(Role::Developer, "dana");
+        let (started, url) = hub
+            .start_authorization(&dana, team(), slack("Slack"))
+            .await
+            .unwrap();
+        let state = state_of(&url);
+        let erik = actor(Role::Developer, "erik");
+        for caller in [&erik, &actor(Role::Admin, "ada")] {
+            let refused = hub
+                .complete_authorization(Some(caller), &state, Completion::Code("c".into()))
+                .await
+                .unwrap_err();
+            assert!(matches!(refused, Error::NotFound { .. }), "{refused:?}");
+        }
+        assert!(matches!(
+            hub.get_authorization(&erik, &started.name).await,
+            Err(Error::NotFound { .. })
+        ));
+        // An admin of the team may look; it is still pending (nothing consumed it).
+        let shown = hub
+            .get_authorization(&actor(Role::Admin, "ada"), &started.name)
+            .await
+            .unwrap();
+        assert_eq!(shown.state, AuthorizationState::Pending);
+        // The provider's refusal ends it, and it cannot be completed again.
+        let refused = hub
+            .complete_authorization(
+                Some(&dana),
+                &state,
+                Completion::Error("access_denied".into(), None),
+            )
+            .await
+            .unwrap();
+        assert_eq!(refused.state, AuthorizationState::Failed);
+        assert!(refused.error.unwrap().contains("access_denied"));
+        assert!(matches!(
+            hub.complete_authorization(Some(&dana), &state, Completion::Code("c".into()))
+                .await,
+            Err(Error::FailedPrecondition { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn return_urls_must_be_https_on_an_allowed_origin() {
+        let dir = tempfile::tempdir().unwrap();
+        let (hub, _) = oauth_hub(dir.path()).await;
+        let oauth = hub.oauth().unwrap();
+        assert!(
+            oauth
+                .check_return_url("https://hub.example.test/done?x=1")
+                .is_ok()
+        );
+        for url in [
+            "https://evil.example.test/",
+            "http://hub.example.test/",
+            "https://user@hub.example.test/",
+            "//hub.example.test/",
+            "javascript:alert(1)",
+            "https://hub.example.test.evil.test/",
+        ] {
+            assert!(oauth.check_return_url(url).is_err(), "{url}");
+        }
+    }
+
     #[test]
     fn the_challenge_is_rfc_7636_s256() {
         // RFC 7636, appendix B.
