@@ -8,7 +8,9 @@ use super::{
     OAuthApp, authorize_through_callback, dana, get_authorization, new_slack, oauth_app,
     oauth_test, query, service_token, sign_in, start, visit,
 };
-use crate::fixtures::{TEAM, WAIT, create_integration, get_app, next_events, resolve, watch_live};
+use crate::fixtures::{
+    TEAM, WAIT, all_events, create_integration, get_app, next_events, resolve, watch_live,
+};
 use crate::helpers::{authed, token};
 
 async fn an_app_is_added_through_the_callback_and_its_access_token_resolved(t: OAuthApp) {
@@ -76,6 +78,33 @@ async fn an_app_is_added_through_the_callback_and_its_access_token_resolved(t: O
     assert!(!resolved.credentials.contains_key("refresh_token"));
     assert!(resolved.expire_time.is_some());
     assert_eq!(t.provider.count("authorization_code").await, 1);
+
+    // Audited: the start and the completion, by dana (the callback carried no token).
+    let admin = token(TEAM, "admin", "ada");
+    for (action, resource) in [
+        (
+            "installed_app.start_authorization",
+            authorization.name.as_str(),
+        ),
+        (
+            "installed_app.complete_authorization",
+            installed.name.as_str(),
+        ),
+    ] {
+        let records = all_events(
+            app,
+            &admin,
+            pb::ListAuditEventsRequest {
+                action: action.into(),
+                ..Default::default()
+            },
+        )
+        .await;
+        assert_eq!(records.len(), 1, "{action}: {records:?}");
+        assert_eq!(records[0].actor, "dana");
+        assert_eq!(records[0].resource, resource);
+        assert_eq!(records[0].outcome(), pb::audit_event::Outcome::Success);
+    }
 
     // A manual app shows as such.
     let manual = crate::fixtures::create_app(app, &dana(), "slack", "Manual").await;
@@ -218,6 +247,25 @@ async fn a_refusal_or_a_bad_code_leaves_nothing_and_says_why(t: OAuthApp) {
         .into_inner()
         .installed_apps;
     assert!(apps.is_empty(), "nothing half-made: {apps:?}");
+    let failures = all_events(
+        app,
+        &token(TEAM, "admin", "ada"),
+        pb::ListAuditEventsRequest {
+            action: "installed_app.complete_authorization".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(
+        failures.len(),
+        2,
+        "the denial and the bad code: {failures:?}"
+    );
+    assert!(
+        failures
+            .iter()
+            .all(|r| r.outcome() == pb::audit_event::Outcome::Failed && r.actor == "dana")
+    );
 
     // Return URLs outside the allowed origins, or not https, are refused at start.
     for url in [
