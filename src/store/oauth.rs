@@ -260,6 +260,19 @@ impl Store {
 }
 
 impl Tx {
+    /// How many authorizations `creator` of `team` has pending (not ended, not expired).
+    pub async fn pending_authorizations(&self, team: &str, creator: &str, now: i64) -> Result<u64> {
+        use authorization::Column as C;
+        use sea_orm::PaginatorTrait;
+        Ok(authorization::Entity::find()
+            .filter(C::Team.eq(team))
+            .filter(C::Creator.eq(creator))
+            .filter(C::State.is_in(["PENDING", "EXCHANGING"]))
+            .filter(C::ExpireTime.gt(now))
+            .count(self.conn())
+            .await?)
+    }
+
     pub async fn insert_authorization(&self, row: AuthorizationRow) -> Result<()> {
         authorization::Entity::insert(authorization::ActiveModel::from(row))
             .exec_without_returning(self.conn())

@@ -23,6 +23,8 @@ use crate::domain::types::{AppName, AuthorizationName, ConnectedTo, DisplayName,
 
 /// Most scopes a caller may ask for.
 pub const MAX_SCOPES: usize = 50;
+/// Most authorizations one person may have pending at once.
+pub const MAX_PENDING_PER_PERSON: u64 = 20;
 
 /// A parsed StartInstalledAppAuthorization.
 pub struct StartAuthorization {
@@ -262,6 +264,16 @@ impl Hub {
                 } else {
                     input.scopes.clone()
                 };
+                let pending = w
+                    .tx()
+                    .await?
+                    .pending_authorizations(team.as_str(), &actor.subject, now)
+                    .await?;
+                if pending >= MAX_PENDING_PER_PERSON {
+                    return Err(Error::ResourceExhausted(format!(
+                        "at most {MAX_PENDING_PER_PERSON} authorizations may be pending at once; complete one or wait for it to expire (10 minutes)"
+                    )));
+                }
                 let id = new_id();
                 let state = random_token()?;
                 let verifier = random_token()?;
@@ -649,6 +661,36 @@ mod tests {
                 .await,
             Err(Error::FailedPrecondition { .. })
         ));
+    }
+
+    #[tokio::test]
+    async fn one_person_has_at_most_twenty_authorizations_pending() {
+        let dir = tempfile::tempdir().unwrap();
+        let (hub, clock) = oauth_hub(dir.path()).await;
+        let dana = actor(Role::Developer, "dana");
+        for _ in 0..MAX_PENDING_PER_PERSON {
+            hub.start_authorization(&dana, team(), slack("Slack"))
+                .await
+                .unwrap();
+        }
+        let refused = hub
+            .start_authorization(&dana, team(), slack("Slack"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(refused, Error::ResourceExhausted(_)),
+            "{refused:?}"
+        );
+        // Someone else is not held back, and once they expired dana may start again.
+        hub.start_authorization(&actor(Role::Developer, "erik"), team(), slack("Slack"))
+            .await
+            .unwrap();
+        clock
+            .0
+            .store(NOW + AUTHORIZATION_TTL_MICROS, Ordering::SeqCst);
+        hub.start_authorization(&dana, team(), slack("Slack"))
+            .await
+            .unwrap();
     }
 
     #[tokio::test]
