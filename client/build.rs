@@ -11,7 +11,10 @@ const PROTOS: &[&str] = &[
 ];
 
 /// Messages that carry credentials.
-const REDACTED_DEBUG: [&str; 5] = [
+const REDACTED_DEBUG: [&str; 7] = [
+    // The state and code of an authorization, and the URL that carries the state.
+    ".integrationhub.v1.CompleteInstalledAppAuthorizationRequest",
+    ".integrationhub.v1.StartInstalledAppAuthorizationResponse",
     ".integrationhub.v1.CreateInstalledAppRequest",
     ".integrationhub.v1.UpdateInstalledAppRequest",
     ".integrationhub.v1.CreateIntegrationRequest",

@@ -313,6 +313,65 @@ pub struct ServeArgs {
     /// Log format: `json` or `pretty` (default: pretty with --dev, json otherwise).
     #[arg(long, env = "INTEGRATION_HUB_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
+
+    #[command(flatten)]
+    pub oauth: OAuthArgs,
+}
+
+/// OAuth 2.0: the callback listener, the clients, and outbound calls to providers.
+#[derive(Clone, Debug, Args)]
+pub struct OAuthArgs {
+    /// Address of the HTTP listener that serves the OAuth callback (`GET /oauth/callback`);
+    /// off when unset.
+    #[arg(long, env = "INTEGRATION_HUB_HTTP_LISTEN")]
+    pub http_listen: Option<SocketAddr>,
+
+    /// Base URL browsers reach the HTTP listener at, such as `https://hub.example.com`: the
+    /// OAuth redirect URI registered with providers is this plus `/oauth/callback`.
+    #[arg(long, env = "INTEGRATION_HUB_PUBLIC_URL")]
+    pub public_url: Option<String>,
+
+    /// JSON file of OAuth clients: `{"<service>": {"client_id": "...", "client_secret":
+    /// "..."}}` (or `"client_secret_file": "<path>"`). OAuth is off without it.
+    #[arg(long, env = "INTEGRATION_HUB_OAUTH_CLIENTS_FILE")]
+    pub oauth_clients_file: Option<PathBuf>,
+
+    /// Origins (`https://app.example.com`, comma-separated) an authorization's return URL may
+    /// point at, besides the public URL's own.
+    #[arg(
+        long,
+        env = "INTEGRATION_HUB_OAUTH_RETURN_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub oauth_return_origins: Vec<String>,
+
+    /// Provider hosts outbound OAuth calls may reach (comma-separated); any when unset.
+    #[arg(
+        long,
+        env = "INTEGRATION_HUB_OAUTH_PROVIDER_HOSTS",
+        value_delimiter = ','
+    )]
+    pub oauth_provider_hosts: Vec<String>,
+
+    /// Allow plain http to loopback providers and return URLs (development and tests;
+    /// implied by `--dev`). Anything else always needs https.
+    #[arg(long, env = "INTEGRATION_HUB_OAUTH_ALLOW_LOOPBACK_HTTP")]
+    pub oauth_allow_loopback_http: bool,
+
+    /// Timeout of one outbound call to a provider, in seconds.
+    #[arg(long, env = "INTEGRATION_HUB_OAUTH_HTTP_TIMEOUT_SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=60))]
+    pub oauth_http_timeout_secs: u64,
+
+    /// Token refreshes one replica runs at once.
+    #[arg(long, env = "INTEGRATION_HUB_OAUTH_REFRESH_CONCURRENCY", default_value_t = 4,
+          value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub oauth_refresh_concurrency: u64,
+
+    /// How often the refresher looks for tokens due for a refresh, in seconds.
+    #[arg(long, env = "INTEGRATION_HUB_OAUTH_REFRESH_INTERVAL_SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub oauth_refresh_interval_secs: u64,
 }
 
 fn non_negative_rate(text: &str) -> Result<f64, String> {

@@ -100,6 +100,9 @@ fn every_request(bytes: &[u8]) -> Result<(), TestCaseError> {
         pb::ResumeInstalledAppRequest => AppName,
         pb::TransferInstalledAppRequest => TransferApp,
         pb::TransferIntegrationRequest => TransferIntegration,
+        pb::StartInstalledAppAuthorizationRequest => crate::api::parse::StartAuthorizationRequest,
+        pb::CompleteInstalledAppAuthorizationRequest => crate::api::parse::CompleteAuthorization,
+        pb::GetInstalledAppAuthorizationRequest => crate::domain::types::AuthorizationName,
     );
     Ok(())
 }

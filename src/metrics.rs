@@ -106,6 +106,11 @@ struct MethodLabels {
     method: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
 fn latency_histogram() -> Histogram {
     Histogram::new(BUCKETS)
 }
@@ -115,6 +120,8 @@ fn latency_histogram() -> Histogram {
 pub struct Metrics {
     requests: Family<CallLabels, Counter>,
     latency: Family<MethodLabels, Histogram>,
+    /// OAuth token refresh attempts by outcome (a fixed set the domain names).
+    oauth_refreshes: Family<OutcomeLabels, Counter>,
     /// Watch streams open now.
     pub watch_streams: AtomicI64,
     /// Events read from the outbox by this replica's tailer (appended by any replica).
@@ -135,6 +142,7 @@ impl Default for Metrics {
         Metrics {
             requests: Family::default(),
             latency: Family::new_with_constructor(latency_histogram),
+            oauth_refreshes: Family::default(),
             watch_streams: AtomicI64::new(0),
             events_appended: AtomicU64::new(0),
             events_delivered: AtomicU64::new(0),
@@ -161,6 +169,14 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
+    /// Counts `count` OAuth refresh attempts that ended with `outcome` (one of the few the
+    /// domain defines; 0 makes the series appear before the first attempt).
+    pub fn record_refresh(&self, outcome: &'static str, count: u64) {
+        self.oauth_refreshes
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc_by(count);
+    }
+
     /// The page in the Prometheus text format (0.0.4).
     pub fn render(&self) -> Result<String, std::fmt::Error> {
         // A registry per scrape: the families are shared handles, the atomics are read now.
@@ -175,6 +191,11 @@ impl Metrics {
             "gRPC call latency (until response headers)",
             Unit::Seconds,
             self.latency.clone(),
+        );
+        registry.register(
+            "oauth_refreshes",
+            "OAuth access token refresh attempts by outcome",
+            self.oauth_refreshes.clone(),
         );
         let gauge = |value: &AtomicI64| ConstGauge::new(value.load(Ordering::Relaxed));
         let counter = |value: &AtomicU64| ConstCounter::new(value.load(Ordering::Relaxed));

@@ -23,6 +23,7 @@ use crate::domain::Hub;
 use crate::domain::catalog::Catalog;
 use crate::domain::hub::Clock;
 use crate::domain::hub::SystemClock;
+use crate::domain::oauth::{OAuth, RefreshOutcome};
 use crate::domain::rotation::check_stored_keys;
 use crate::events::{EventBus, StreamLimits, start_pruner};
 use crate::pb::audit_service_server::AuditServiceServer;
@@ -30,10 +31,15 @@ use crate::pb::installed_app_service_server::InstalledAppServiceServer;
 use crate::pb::integration_service_server::IntegrationServiceServer;
 use crate::store::{Store, StoreError};
 
+mod oauth;
+pub use oauth::oauth_settings;
+
 /// A built server, listening, not yet serving.
 pub struct Application {
     listener: TcpListener,
     metrics_listener: Option<TcpListener>,
+    http_listener: Option<TcpListener>,
+    metrics: Arc<crate::metrics::Metrics>,
     local_addr: SocketAddr,
     args: ServeArgs,
     verifier: Arc<Verifier>,
@@ -372,15 +378,39 @@ impl Application {
                 "DEVELOPMENT MODE: generated secrets are kept in the data directory; never use this in production"
             );
         }
-        let hub = Arc::new(Hub::new(
+        let http_listener = match args.oauth.http_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen for the OAuth callback on {addr}"))?,
+            ),
+            None => None,
+        };
+        let metrics = Arc::new(crate::metrics::Metrics::default());
+        let mut hub = Hub::new(
             store.clone(),
             Arc::new(keys),
             Arc::new(catalog),
             Arc::new(SystemClock),
-        ));
+        );
+        // Every outcome's series exists from the start (zero without OAuth), so dashboards
+        // and alerts find it.
+        for outcome in RefreshOutcome::ALL {
+            metrics.record_refresh(outcome.as_str(), 0);
+        }
+        if let Some(oauth) = oauth_settings(&args.oauth, args.dev)? {
+            let observed = metrics.clone();
+            hub = hub.with_oauth(
+                OAuth::new(oauth)?
+                    .observe(move |outcome| observed.record_refresh(outcome.as_str(), 1)),
+            );
+        }
+        let hub = Arc::new(hub);
         Ok(Application {
             listener,
             metrics_listener,
+            http_listener,
+            metrics,
             local_addr,
             args,
             verifier: Arc::new(verifier),
@@ -397,6 +427,13 @@ impl Application {
         self.local_addr
     }
 
+    /// Where the OAuth callback is served, when it is.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+    }
+
     /// Where metrics are served, when they are.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics_listener
@@ -411,7 +448,15 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let (stop_tx, stop_rx) = watch::channel(false);
-        let metrics = Arc::new(crate::metrics::Metrics::default());
+        let metrics = self.metrics.clone();
+        if let Some(listener) = self.http_listener {
+            tokio::spawn(crate::api::callback::serve(
+                listener,
+                self.hub.clone(),
+                stop_rx.clone(),
+            ));
+        }
+        self.hub.spawn_refresher(stop_rx.clone());
         let bus = EventBus::start(self.store.clone(), metrics.clone(), stop_rx.clone())
             .await
             .context("cannot read the event log")?;

@@ -189,6 +189,20 @@ impl Client {
         promote_integration_credentials(integrations, pb::PromoteIntegrationCredentialsRequest)
             -> pb::PromoteIntegrationCredentialsResponse,
             retry if |_| false;
+        /// `StartInstalledAppAuthorization`: an OAuth authorization URL. Sent once (each
+        /// call starts another authorization).
+        start_installed_app_authorization(installed_apps,
+            pb::StartInstalledAppAuthorizationRequest)
+            -> pb::StartInstalledAppAuthorizationResponse,
+            retry if |_| false;
+        /// `CompleteInstalledAppAuthorization`. Sent once (a state is used once).
+        complete_installed_app_authorization(installed_apps,
+            pb::CompleteInstalledAppAuthorizationRequest) -> pb::InstalledAppAuthorization,
+            retry if |_| false;
+        /// `GetInstalledAppAuthorization`. Retried.
+        get_installed_app_authorization(installed_apps, pb::GetInstalledAppAuthorizationRequest)
+            -> pb::InstalledAppAuthorization,
+            retry if |_| true;
         /// `CreateIntegration`. Retried only with a `request_id`.
         create_integration(integrations, pb::CreateIntegrationRequest) -> pb::Integration,
             retry if |r| !r.request_id.is_empty();

@@ -40,6 +40,25 @@ impl fmt::Debug for pb::UpdateInstalledAppRequest {
     }
 }
 
+impl fmt::Debug for pb::CompleteInstalledAppAuthorizationRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CompleteInstalledAppAuthorizationRequest")
+            .field("state", &"[REDACTED]")
+            .field("code", &"[REDACTED]")
+            .field("error", &self.error)
+            .finish()
+    }
+}
+
+impl fmt::Debug for pb::StartInstalledAppAuthorizationResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StartInstalledAppAuthorizationResponse")
+            .field("authorization_uri", &"[REDACTED]")
+            .field("authorization", &self.authorization)
+            .finish()
+    }
+}
+
 impl fmt::Debug for pb::CreateIntegrationRequest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CreateIntegrationRequest")
@@ -65,6 +84,7 @@ impl fmt::Debug for pb::ResolveIntegrationCredentialsResponse {
             .field("integration", &self.integration)
             .field("service", &self.service)
             .field("credentials", &Redacted(&self.credentials))
+            .field("expire_time", &self.expire_time)
             .finish()
     }
 }

@@ -88,6 +88,12 @@ pub fn audited_action(path: &str) -> Option<AuditAction> {
         ("InstalledAppService", "SuspendInstalledApp") => AuditAction::InstalledAppSuspend,
         ("InstalledAppService", "ResumeInstalledApp") => AuditAction::InstalledAppResume,
         ("InstalledAppService", "TransferInstalledApp") => AuditAction::InstalledAppTransfer,
+        ("InstalledAppService", "StartInstalledAppAuthorization") => {
+            AuditAction::InstalledAppStartAuthorization
+        }
+        ("InstalledAppService", "CompleteInstalledAppAuthorization") => {
+            AuditAction::InstalledAppCompleteAuthorization
+        }
         ("IntegrationService", "TransferIntegration") => AuditAction::IntegrationTransfer,
         ("IntegrationService", "PromoteIntegrationCredentials") => {
             AuditAction::IntegrationPromoteCredentials

@@ -5,6 +5,7 @@ use crate::domain::model::{
     AppState, AuditEvent, AuditOutcome, BrokenReason, Event, EventKind, InstalledApp, Integration,
     IntegrationState,
 };
+use crate::domain::oauth::{Authorization, AuthorizationState};
 use crate::domain::tokens::TeamCursors;
 use crate::pb;
 
@@ -72,6 +73,26 @@ pub fn installed_app(app: &InstalledApp) -> pb::InstalledApp {
         suspension_reason: app.suspension_reason.clone().unwrap_or_default(),
         owner: app.owner.clone(),
         last_used_time: app.last_used_time.map(timestamp),
+        authorization_kind: if app.oauth.is_some() {
+            pb::installed_app::AuthorizationKind::Oauth
+        } else {
+            pb::installed_app::AuthorizationKind::Manual
+        } as i32,
+        credentials_expire_time: app
+            .oauth
+            .as_ref()
+            .and_then(|o| o.expire_time)
+            .map(timestamp),
+        last_refresh_time: app
+            .oauth
+            .as_ref()
+            .and_then(|o| o.last_refresh_time)
+            .map(timestamp),
+        last_refresh_error: app
+            .oauth
+            .as_ref()
+            .and_then(|o| o.last_refresh_error.clone())
+            .unwrap_or_default(),
     }
 }
 
@@ -176,6 +197,34 @@ pub fn audit_event(e: &AuditEvent) -> pb::AuditEvent {
         outcome: outcome as i32,
         reason: e.reason.clone().unwrap_or_default(),
         request_id: e.request_id.clone(),
+    }
+}
+
+/// An OAuth authorization: never its state, verifier or a token.
+pub fn authorization(a: &Authorization) -> pb::InstalledAppAuthorization {
+    use pb::installed_app_authorization::State;
+    let state = match a.state {
+        AuthorizationState::Pending => State::Pending,
+        AuthorizationState::Succeeded => State::Succeeded,
+        AuthorizationState::Failed => State::Failed,
+        AuthorizationState::Expired => State::Expired,
+    };
+    pb::InstalledAppAuthorization {
+        name: a.name.to_string(),
+        service: a.service.clone(),
+        display_name: a.display_name.clone(),
+        scopes: a.scopes.clone(),
+        installed_app: a
+            .installed_app
+            .as_ref()
+            .map(|n| n.to_string())
+            .unwrap_or_default(),
+        state: state as i32,
+        error: a.error.clone().unwrap_or_default(),
+        creator: a.creator.clone(),
+        create_time: Some(timestamp(a.create_time)),
+        expire_time: Some(timestamp(a.expire_time)),
+        complete_time: a.complete_time.map(timestamp),
     }
 }
 

@@ -5,11 +5,12 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::parse::{
-    CreateApp, DeleteApp, ListApps, ReportRejected, SuspendApp, TransferApp, UpdateApp,
+    CompleteAuthorization, CreateApp, DeleteApp, ListApps, ReportRejected,
+    StartAuthorizationRequest, SuspendApp, TransferApp, UpdateApp,
 };
 use super::{accept, convert, status};
 use crate::domain::Hub;
-use crate::domain::types::AppName;
+use crate::domain::types::{AppName, AuthorizationName};
 use crate::pb;
 use crate::pb::installed_app_service_server::InstalledAppService;
 
@@ -164,5 +165,51 @@ impl InstalledAppService for InstalledApps {
             .await
             .map_err(status)?;
         Ok(Response::new(convert::installed_app(&app)))
+    }
+
+    async fn start_installed_app_authorization(
+        &self,
+        request: Request<pb::StartInstalledAppAuthorizationRequest>,
+    ) -> Result<Response<pb::StartInstalledAppAuthorizationResponse>, Status> {
+        let (actor, req): (_, StartAuthorizationRequest) = accept(request)?;
+        let team = self
+            .hub
+            .team_of_parent(&actor, &req.parent)
+            .map_err(status)?;
+        let (authorization, uri) = self
+            .hub
+            .start_authorization(&actor, team, req.start)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::StartInstalledAppAuthorizationResponse {
+            authorization_uri: uri,
+            authorization: Some(convert::authorization(&authorization)),
+        }))
+    }
+
+    async fn complete_installed_app_authorization(
+        &self,
+        request: Request<pb::CompleteInstalledAppAuthorizationRequest>,
+    ) -> Result<Response<pb::InstalledAppAuthorization>, Status> {
+        let (actor, req): (_, CompleteAuthorization) = accept(request)?;
+        let authorization = self
+            .hub
+            .complete_authorization(Some(&actor), &req.state, req.completion)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(convert::authorization(&authorization)))
+    }
+
+    async fn get_installed_app_authorization(
+        &self,
+        request: Request<pb::GetInstalledAppAuthorizationRequest>,
+    ) -> Result<Response<pb::InstalledAppAuthorization>, Status> {
+        let (actor, name): (_, AuthorizationName) = accept(request)?;
+        let authorization = self
+            .hub
+            .get_authorization(&actor, &name)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(convert::authorization(&authorization)))
     }
 }

@@ -242,6 +242,7 @@ impl IntegrationService for Integrations {
         Ok(Response::new(pb::ResolveIntegrationCredentialsResponse {
             service: resolved.integration.service.clone(),
             integration: Some(convert::integration(&resolved.integration)),
+            expire_time: resolved.expire_time.map(convert::timestamp),
             credentials: resolved.credentials.into_map().into_iter().collect(),
         }))
     }

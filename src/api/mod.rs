@@ -5,6 +5,7 @@
 
 mod audit;
 mod auth_layer;
+pub mod callback;
 mod convert;
 mod installed_apps;
 mod integrations;

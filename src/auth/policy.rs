@@ -81,6 +81,18 @@ pub const POLICY: &[(&str, Access)] = &[
         "/integrationhub.v1.InstalledAppService/TransferInstalledApp",
         Access::Admin,
     ),
+    (
+        "/integrationhub.v1.InstalledAppService/StartInstalledAppAuthorization",
+        Access::Developer,
+    ),
+    (
+        "/integrationhub.v1.InstalledAppService/CompleteInstalledAppAuthorization",
+        Access::Developer,
+    ),
+    (
+        "/integrationhub.v1.InstalledAppService/GetInstalledAppAuthorization",
+        Access::Developer,
+    ),
     // IntegrationService
     (
         "/integrationhub.v1.IntegrationService/CreateIntegration",
@@ -218,6 +230,21 @@ mod tests {
             ("InstalledAppService", "SuspendInstalledApp", Access::Admin),
             ("InstalledAppService", "ResumeInstalledApp", Access::Admin),
             ("InstalledAppService", "TransferInstalledApp", Access::Admin),
+            (
+                "InstalledAppService",
+                "StartInstalledAppAuthorization",
+                Access::Developer,
+            ),
+            (
+                "InstalledAppService",
+                "CompleteInstalledAppAuthorization",
+                Access::Developer,
+            ),
+            (
+                "InstalledAppService",
+                "GetInstalledAppAuthorization",
+                Access::Developer,
+            ),
             ("IntegrationService", "CreateIntegration", Access::Developer),
             ("IntegrationService", "GetIntegration", Access::AnyRole),
             ("IntegrationService", "ListIntegrations", Access::AnyRole),

@@ -84,6 +84,9 @@ pub struct ServiceDef {
     pub credential_fields: Vec<FieldDef>,
     /// Integration types built on an installed app of this service (at least one).
     pub integration_types: Vec<IntegrationTypeDef>,
+    /// How to authorize through OAuth 2.0, for a service that offers it.
+    #[serde(default)]
+    pub oauth: Option<super::oauth::catalog::OAuthDef>,
 }
 
 /// The JSON document: `{"services": [...]}`.
@@ -176,6 +179,14 @@ pub enum CatalogError {
         list: String,
         /// The repeated name (quoted).
         name: String,
+    },
+    /// A service's OAuth 2.0 definition is invalid.
+    #[error("service {service}: {problem}")]
+    InvalidOAuth {
+        /// The service id (quoted).
+        service: String,
+        /// What is wrong.
+        problem: String,
     },
     /// A config field is marked secret; secrets belong in credentials.
     #[error(
@@ -313,6 +324,19 @@ fn validate_service(service: &ServiceDef) -> Result<(), CatalogError> {
         &service.credential_fields,
         &format!("credential fields of service {}", quoted(&service.id)),
     )?;
+    if let Some(oauth) = &service.oauth {
+        let fields: Vec<String> = service
+            .credential_fields
+            .iter()
+            .map(|f| f.name.clone())
+            .collect();
+        if let Some(problem) = oauth.problem(&fields) {
+            return Err(CatalogError::InvalidOAuth {
+                service: quoted(&service.id),
+                problem,
+            });
+        }
+    }
     if service.integration_types.is_empty() {
         return Err(CatalogError::NoIntegrationTypes {
             service: quoted(&service.id),

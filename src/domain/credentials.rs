@@ -53,6 +53,8 @@ pub(super) fn integration_owner(id: &str) -> String {
 pub struct Resolved {
     pub integration: Integration,
     pub credentials: Credentials,
+    /// When the access token expires, for an app authorized through OAuth 2.0.
+    pub expire_time: Option<i64>,
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -259,6 +261,15 @@ impl Hub {
         actor: &Actor,
         name: &IntegrationName,
     ) -> Result<Resolved> {
+        if self.oauth.is_some()
+            && let Ok(row) = self.integration_row(actor, name).await
+            && row.own_credentials.is_none()
+            && row.state == IntegrationState::Active.as_str()
+            && let Some(app_id) = &row.installed_app_id
+        {
+            // A nearly expired access token is refreshed before it is handed out.
+            self.ensure_fresh(app_id).await?;
+        }
         let resolved = match self.open_credentials(actor, name).await {
             Ok((resolved, used)) if !self.use_to_record(&used) => {
                 let record = self.audit_success(
@@ -353,6 +364,7 @@ impl Hub {
             integration: row.last_used_time,
             app: None,
         };
+        let mut grant = None;
         let (owner, sealed) = match (row.own_credentials, &integration.installed_app_id) {
             (Some(sealed), _) => (integration_owner(&integration.id), sealed),
             (None, Some(app_id)) => {
@@ -365,6 +377,14 @@ impl Hub {
                     return Err(suspended_error());
                 }
                 used.app = Some((app.id.clone(), app.last_used_time));
+                grant = self.store.get_grant(&app.id).await?;
+                if let Some(expire) = grant.as_ref().and_then(|g| g.expire_time)
+                    && expire <= self.now()
+                {
+                    return Err(Error::Unavailable(
+                        "the installed app's access token expired and could not be refreshed yet; retry later".into(),
+                    ));
+                }
                 (app_owner(&app.id), app.credentials)
             }
             (None, None) => return Err(Error::internal("integration without credentials")),
@@ -373,10 +393,19 @@ impl Hub {
             team: name.team.as_str(),
             owner: &owner,
         };
-        let credentials = self.keys.open_credentials(&aad, &sealed)?;
+        let mut credentials = self.keys.open_credentials(&aad, &sealed)?;
+        if grant.is_some() {
+            // The refresh token stays in the hub: a resolution hands out the access token.
+            let mut map = credentials.into_map();
+            if let Some(mut token) = map.remove("refresh_token") {
+                zeroize::Zeroize::zeroize(&mut token);
+            }
+            credentials = Credentials::new(map);
+        }
         let resolved = Resolved {
             integration,
             credentials,
+            expire_time: grant.and_then(|g| g.expire_time),
         };
         Ok((resolved, used))
     }

@@ -45,6 +45,8 @@ pub struct Hub {
     clock: Arc<dyn Clock>,
     /// Group commit of the audit records of credential resolutions.
     pub(super) resolutions: AuditBatch,
+    /// OAuth 2.0, when the deployment configured clients.
+    pub(super) oauth: Option<Arc<super::oauth::OAuth>>,
 }
 
 pub(super) fn not_found_app(name: &AppName) -> Error {
@@ -101,7 +103,14 @@ impl Hub {
             keys,
             catalog,
             clock,
+            oauth: None,
         }
+    }
+
+    /// This hub with OAuth 2.0 authorization and refresh.
+    pub fn with_oauth(mut self, oauth: super::oauth::OAuth) -> Hub {
+        self.oauth = Some(Arc::new(oauth));
+        self
     }
 
     pub fn catalog(&self) -> &Catalog {

@@ -77,7 +77,11 @@ impl Hub {
             .store
             .count_integrations(team.as_str(), std::slice::from_ref(&row.id))
             .await?;
-        InstalledApp::from_row(row, counts.get(&row.id).copied().unwrap_or_default())
+        let mut app =
+            InstalledApp::from_row(row, counts.get(&row.id).copied().unwrap_or_default())?;
+        self.attach_grants(&team, std::slice::from_mut(&mut app))
+            .await?;
+        Ok(app)
     }
 
     /// A new app's row: ACTIVE, set up and owned by `actor`, holding `credentials` sealed for
@@ -207,7 +211,10 @@ impl Hub {
             .get_app_with_count(name.team.as_str(), &name.id)
             .await?
             .ok_or_else(|| not_found_app(name))?;
-        InstalledApp::from_row(&row, count)
+        let mut app = InstalledApp::from_row(&row, count)?;
+        self.attach_grants(&name.team, std::slice::from_mut(&mut app))
+            .await?;
+        Ok(app)
     }
 
     pub async fn list_installed_apps(
@@ -240,10 +247,11 @@ impl Hub {
         });
         let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
         let counts = self.store.count_integrations(team.as_str(), &ids).await?;
-        let items = rows
+        let mut items = rows
             .iter()
             .map(|r| InstalledApp::from_row(r, counts.get(&r.id).copied().unwrap_or_default()))
             .collect::<Result<Vec<_>>>()?;
+        self.attach_grants(team, &mut items).await?;
         Ok(Page {
             items,
             next_page_token,
@@ -281,6 +289,8 @@ impl Hub {
                     check_credentials(service, "credentials", credentials)?;
                     (row.credentials, row.key_version) =
                         self.seal(&name.team, &app_owner(&row.id), credentials)?;
+                    // Credentials entered by hand: no OAuth grant to refresh any more.
+                    w.tx().await?.delete_grant(&row.id).await?;
                     if row.state == AppState::Suspended.as_str() {
                         // Editing a suspended app's credentials does not resume it: it will
                         // resume as ACTIVE, and what their rejection broke is restored then.
@@ -357,6 +367,7 @@ impl Hub {
                 if !w.tx().await?.delete_app(team, &name.id).await? {
                     return Err(Error::internal("locked installed app vanished"));
                 }
+                w.tx().await?.delete_grant(&name.id).await?;
                 Ok(Done::Commit(broken))
             })
             .await?;

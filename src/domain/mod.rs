@@ -9,6 +9,7 @@
 //! - [`credentials`]: the credential check, resolution, idempotent creates.
 //! - [`suspension`]: suspending an installed app and resuming it; [`transfer`]: handing an
 //!   app or an integration over to a new owner.
+//! - [`oauth`]: OAuth 2.0 authorization, token refresh ahead of expiry, grant health.
 //! - [`audit`]: the audit log. [`rotation`]: re-sealing under a new key.
 //! - [`types`], [`model`], [`catalog`], [`error`]: values, entities, the service catalog and
 //!   the error enum.
@@ -22,6 +23,7 @@ pub mod hub;
 pub mod installed_apps;
 pub mod integrations;
 pub mod model;
+pub mod oauth;
 pub mod promote;
 pub mod reauth;
 pub mod rotation;

@@ -118,6 +118,8 @@ string_enum!(
         InstalledAppSuspend = "installed_app.suspend",
         InstalledAppResume = "installed_app.resume",
         InstalledAppTransfer = "installed_app.transfer",
+        InstalledAppStartAuthorization = "installed_app.start_authorization",
+        InstalledAppCompleteAuthorization = "installed_app.complete_authorization",
         IntegrationCreate = "integration.create",
         IntegrationUpdate = "integration.update",
         IntegrationDelete = "integration.delete",
@@ -204,6 +206,9 @@ pub struct InstalledApp {
     pub create_time: i64,
     pub update_time: i64,
     pub version: i64,
+    /// The OAuth grant's health, for an app authorized through OAuth 2.0 (filled by the
+    /// reads that answer apps; `None` for credentials entered by hand).
+    pub oauth: Option<super::oauth::GrantHealth>,
 }
 
 impl InstalledApp {
@@ -223,6 +228,7 @@ impl InstalledApp {
             create_time: row.create_time,
             update_time: row.update_time,
             version: row.version,
+            oauth: None,
         })
     }
 
@@ -385,7 +391,7 @@ mod tests {
             assert_eq!(AuditAction::parse(action.as_str()).unwrap(), *action);
             assert_eq!(AuditAction::find(action.as_str()), Some(*action));
         }
-        assert_eq!(AuditAction::ALL.len(), 15);
+        assert_eq!(AuditAction::ALL.len(), 17);
         assert_eq!(AuditAction::find("installed_app.nope"), None);
         for kind in EventKind::ALL {
             assert_eq!(EventKind::parse(kind.as_str()).unwrap(), *kind);

@@ -143,6 +143,12 @@ impl Hub {
         name: &AppName,
         detail: RejectionDetail,
     ) -> Result<InstalledApp> {
+        // An app authorized through OAuth first gets one refresh: a working new token
+        // means there is nothing to break.
+        if self.refreshed_instead_of_rejected(actor, name).await? {
+            tracing::info!("credentials rejected, but a refresh brought new ones");
+            return self.get_installed_app(actor, name).await;
+        }
         let audited = Audited::app(AuditAction::InstalledAppReportRejected, name);
         let (row, broken) = self
             .write(actor, audited, async move |w| {
@@ -153,31 +159,48 @@ impl Hub {
                     return Err(suspended_error());
                 }
                 let now = self.now();
-                let rejected = Transition::Break {
-                    reason: BrokenReason::CredentialsRejected,
-                    detail: rejected_detail(&row.display_name, detail.as_str()),
-                };
-                let filter = IntegrationFilter {
-                    installed_app_id: Some(name.id.clone()),
-                    state: Some(IntegrationState::Active.as_str().to_owned()),
-                    app_bound_only: true,
-                    ..Default::default()
-                };
                 let broken = self
-                    .change_state(w, name.team.as_str(), &filter, &rejected, now)
+                    .reject_credentials(w, name, &mut row, detail.as_str(), now)
                     .await?;
-                let expected = row.version;
-                row.state = AppState::NeedsReauth.as_str().to_owned();
-                row.version += 1;
-                row.update_time = now;
-                if !w.tx().await?.update_app(row.clone(), expected).await? {
-                    return Err(Error::internal("locked installed app changed"));
-                }
-                Ok(Done::Commit((row, broken.len())))
+                Ok(Done::Commit((row, broken)))
             })
             .await?;
         tracing::info!(broken, "credentials rejected");
         self.app_with_count(&row).await
+    }
+
+    /// Rule 6 inside a write: the locked app `row` becomes NEEDS_REAUTH (written) and its
+    /// active integrations BROKEN(CREDENTIALS_REJECTED) with events; returns how many broke.
+    /// Also what a refresh refused with `invalid_grant` does.
+    pub(super) async fn reject_credentials(
+        &self,
+        w: &mut Write<'_>,
+        name: &AppName,
+        row: &mut crate::store::AppRow,
+        said: &str,
+        now: i64,
+    ) -> Result<usize> {
+        let rejected = Transition::Break {
+            reason: BrokenReason::CredentialsRejected,
+            detail: rejected_detail(&row.display_name, said),
+        };
+        let filter = IntegrationFilter {
+            installed_app_id: Some(name.id.clone()),
+            state: Some(IntegrationState::Active.as_str().to_owned()),
+            app_bound_only: true,
+            ..Default::default()
+        };
+        let broken = self
+            .change_state(w, name.team.as_str(), &filter, &rejected, now)
+            .await?;
+        let expected = row.version;
+        row.state = AppState::NeedsReauth.as_str().to_owned();
+        row.version += 1;
+        row.update_time = now;
+        if !w.tx().await?.update_app(row.clone(), expected).await? {
+            return Err(Error::internal("locked installed app changed"));
+        }
+        Ok(broken.len())
     }
 
     /// Brings one broken integration back (rule 4), bound to an app or to credentials of

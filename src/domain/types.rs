@@ -123,6 +123,11 @@ macro_rules! resource_name {
 
 resource_name!(AppName, "installedApps", "installed app");
 resource_name!(IntegrationName, "integrations", "integration");
+resource_name!(
+    AuthorizationName,
+    "installedAppAuthorizations",
+    "installed app authorization"
+);
 
 /// A fresh random resource id (32 lowercase hex digits).
 pub fn new_id() -> String {

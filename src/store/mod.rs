@@ -15,6 +15,7 @@
 mod audit;
 mod entities;
 mod error;
+mod oauth;
 mod outbox;
 mod records;
 mod rotation;
@@ -34,6 +35,7 @@ pub use entities::event::Model as EventRow;
 pub use entities::installed_app::Model as AppRow;
 pub use entities::integration::Model as IntegrationRow;
 pub use error::{StoreError, condition};
+pub use oauth::{AuthorizationRow, GrantRow, RefreshFailure};
 pub use outbox::{EVENTS_CHANNEL, NewEvent};
 pub use records::{After, AppFilter, IntegrationCounts, IntegrationFilter, StateChange};
 pub use rotation::{SealedKind, SealedRow};

@@ -79,6 +79,21 @@ const ROLES_TABLE: &[(&str, &str, [May; 4])] = &[
         [No, No, Yes, No],
     ),
     (
+        "InstalledAppService",
+        "StartInstalledAppAuthorization",
+        [No, Yes, Yes, No],
+    ),
+    (
+        "InstalledAppService",
+        "CompleteInstalledAppAuthorization",
+        [No, Yes, Yes, No],
+    ),
+    (
+        "InstalledAppService",
+        "GetInstalledAppAuthorization",
+        [No, Yes, Yes, No],
+    ),
+    (
         "IntegrationService",
         "TransferIntegration",
         [No, No, Yes, No],
@@ -334,6 +349,37 @@ async fn dispatch(
                 pb::TransferInstalledAppRequest {
                     name: missing_app.clone(),
                     new_owner: "erik".into(),
+                },
+            ))
+            .await
+            .map(drop),
+        ("InstalledAppService", "StartInstalledAppAuthorization") => apps
+            .start_installed_app_authorization(request(
+                auth,
+                pb::StartInstalledAppAuthorizationRequest {
+                    service: "slack".into(),
+                    display_name: "Matrix".into(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .map(drop),
+        ("InstalledAppService", "CompleteInstalledAppAuthorization") => apps
+            .complete_installed_app_authorization(request(
+                auth,
+                pb::CompleteInstalledAppAuthorizationRequest {
+                    state: "unknown-state".into(),
+                    code: "unknown-code".into(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .map(drop),
+        ("InstalledAppService", "GetInstalledAppAuthorization") => apps
+            .get_installed_app_authorization(request(
+                auth,
+                pb::GetInstalledAppAuthorizationRequest {
+                    name: format!("teams/{TEAM}/installedAppAuthorizations/nonexistent"),
                 },
             ))
             .await

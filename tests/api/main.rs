@@ -16,6 +16,7 @@ mod hostile_telemetry;
 mod isolation;
 mod jwks;
 mod keys;
+mod oauth;
 mod observability;
 mod process;
 mod promote;

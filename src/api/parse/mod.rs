@@ -9,6 +9,7 @@
 mod audit;
 mod installed_apps;
 mod integrations;
+mod oauth;
 mod text;
 
 use std::collections::HashMap;
@@ -24,6 +25,7 @@ pub use integrations::{
     CreateIntegration, DeleteIntegration, ListIntegrations, ReauthenticateAll, ReauthenticateOne,
     TransferIntegration, UpdateIntegration, WatchEvents,
 };
+pub use oauth::{CompleteAuthorization, StartAuthorizationRequest, completion as oauth_completion};
 pub use text::{Described, check as check_text};
 
 /// Takes the credentials out of a request map, so the plaintext lives in one place that

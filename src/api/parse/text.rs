@@ -52,6 +52,9 @@ described!(
     TransferInstalledAppRequest,
     TransferIntegrationRequest,
     PromoteIntegrationCredentialsRequest,
+    StartInstalledAppAuthorizationRequest,
+    CompleteInstalledAppAuthorizationRequest,
+    GetInstalledAppAuthorizationRequest,
 );
 
 /// Every message of the served descriptor set (imports included), by full name.

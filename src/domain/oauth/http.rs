@@ -1,0 +1,435 @@
+//! Outbound HTTP to OAuth providers: one client with timeouts, no redirects followed, a cap
+//! on response bodies, https required (http only to a loopback address when allowed), and an
+//! optional allow-list of provider hosts. Nothing here logs or returns a token, a code or a
+//! client secret: errors carry the provider's error code and description only.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use reqwest::Url;
+use serde_json::Value;
+
+use crate::crypto::SecretString;
+
+use super::catalog::{OAuthDef, TokenAuth};
+use super::clients::Client;
+
+/// Largest response body read from a provider; a larger one is refused.
+pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+/// Longest provider error text kept (in an error, the audit log or `last_refresh_error`).
+const MAX_ERROR_TEXT: usize = 300;
+
+/// How outbound calls are made.
+#[derive(Clone, Debug)]
+pub struct HttpSettings {
+    /// Whole-call timeout.
+    pub timeout: Duration,
+    /// Allow plain http to loopback addresses (development and tests).
+    pub allow_loopback_http: bool,
+    /// When set, only these hosts (exact, case-insensitive) are called.
+    pub allowed_hosts: Option<Vec<String>>,
+}
+
+/// Why a call to a provider did not give tokens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProviderError {
+    /// `invalid_grant`: the code or refresh token is revoked, expired or used.
+    InvalidGrant(String),
+    /// The provider answered with another error (a 4xx, or an OAuth error body).
+    Rejected(String),
+    /// The provider could not be reached, timed out or failed (5xx): try again later.
+    Transient(String),
+    /// The call was not made: the URL is not allowed by the settings.
+    Refused(String),
+}
+
+impl ProviderError {
+    /// For people: never a token.
+    pub fn describe(&self) -> String {
+        match self {
+            ProviderError::InvalidGrant(text) => format!("invalid_grant: {text}"),
+            ProviderError::Rejected(text) => format!("the provider refused: {text}"),
+            ProviderError::Transient(text) => format!("temporary failure: {text}"),
+            ProviderError::Refused(text) => format!("not called: {text}"),
+        }
+    }
+}
+
+/// A token endpoint's answer. The tokens are secrets; `body` is kept only to read fields by
+/// pointer (the account name) and dropped with this value.
+pub struct TokenAnswer {
+    pub access_token: SecretString,
+    pub refresh_token: Option<SecretString>,
+    /// Seconds, as the provider said.
+    pub expires_in: Option<i64>,
+    pub scope: Option<String>,
+    body: Value,
+}
+
+impl std::fmt::Debug for TokenAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenAnswer")
+            .field("expires_in", &self.expires_in)
+            .field("scope", &self.scope)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenAnswer {
+    /// The string at `pointer` in the token response, if there is one.
+    pub fn text_at(&self, pointer: &str) -> Option<String> {
+        text_at(&self.body, pointer)
+    }
+}
+
+fn text_at(body: &Value, pointer: &str) -> Option<String> {
+    match body.pointer(pointer)? {
+        Value::String(text) => Some(text.clone()),
+        Value::Number(number) => Some(number.to_string()),
+        _ => None,
+    }
+}
+
+/// Provider text made safe to keep: printable, bounded.
+fn clean(text: &str) -> String {
+    let cleaned: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    crate::domain::error::truncated(cleaned.trim(), MAX_ERROR_TEXT)
+}
+
+/// The one outbound HTTP client.
+pub struct Provider {
+    client: reqwest::Client,
+    settings: HttpSettings,
+}
+
+impl Provider {
+    pub fn new(settings: HttpSettings) -> anyhow::Result<Provider> {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(settings.timeout)
+            .connect_timeout(settings.timeout.min(Duration::from_secs(5)))
+            .user_agent("integration-hub")
+            .build()?;
+        Ok(Provider { client, settings })
+    }
+
+    /// Whether `url` may be called: https (or http to loopback when allowed), and on the
+    /// allow-list when there is one.
+    pub fn check_url(&self, url: &str) -> Result<Url, ProviderError> {
+        let parsed =
+            Url::parse(url).map_err(|_| ProviderError::Refused("not a valid URL".to_owned()))?;
+        let host = parsed
+            .host_str()
+            .ok_or_else(|| ProviderError::Refused("the URL has no host".to_owned()))?
+            .to_ascii_lowercase();
+        match parsed.scheme() {
+            "https" => {}
+            "http" if self.settings.allow_loopback_http && is_loopback(&parsed) => {}
+            _ => {
+                return Err(ProviderError::Refused(format!(
+                    "{host}: https is required (http only to loopback in development)"
+                )));
+            }
+        }
+        if let Some(allowed) = &self.settings.allowed_hosts
+            && !allowed.iter().any(|a| a.eq_ignore_ascii_case(&host))
+        {
+            return Err(ProviderError::Refused(format!(
+                "{host} is not in INTEGRATION_HUB_OAUTH_PROVIDER_HOSTS"
+            )));
+        }
+        Ok(parsed)
+    }
+
+    /// Exchanges an authorization code (with its PKCE verifier) for tokens.
+    pub async fn exchange_code(
+        &self,
+        def: &OAuthDef,
+        client: &Client,
+        code: &str,
+        redirect_uri: &str,
+        verifier: Option<&str>,
+    ) -> Result<TokenAnswer, ProviderError> {
+        let mut form = vec![
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", redirect_uri),
+        ];
+        if let Some(verifier) = verifier {
+            form.push(("code_verifier", verifier));
+        }
+        self.token_request(def, client, &form).await
+    }
+
+    /// Trades a refresh token for a new access token (and, with rotation, a new refresh
+    /// token).
+    pub async fn refresh(
+        &self,
+        def: &OAuthDef,
+        client: &Client,
+        refresh_token: &str,
+    ) -> Result<TokenAnswer, ProviderError> {
+        let form = [
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token),
+        ];
+        self.token_request(def, client, &form).await
+    }
+
+    async fn token_request(
+        &self,
+        def: &OAuthDef,
+        client: &Client,
+        form: &[(&str, &str)],
+    ) -> Result<TokenAnswer, ProviderError> {
+        let url = self.check_url(&def.token_url)?;
+        // Built whole before the call: the serializer must not live across an await.
+        let body = {
+            let mut body = url::form_urlencoded::Serializer::new(String::new());
+            for (name, value) in form {
+                body.append_pair(name, value);
+            }
+            if def.token_auth == TokenAuth::Post {
+                body.append_pair("client_id", &client.id);
+                body.append_pair("client_secret", client.secret.expose());
+            }
+            body.finish()
+        };
+        let mut request = self
+            .client
+            .post(url)
+            .header(reqwest::header::ACCEPT, "application/json")
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            );
+        if def.token_auth == TokenAuth::Basic {
+            {
+                let encode = |s: &str| {
+                    url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>()
+                };
+                let pair = format!("{}:{}", encode(&client.id), encode(client.secret.expose()));
+                request = request.header(
+                    reqwest::header::AUTHORIZATION,
+                    format!("Basic {}", STANDARD.encode(pair)),
+                );
+            }
+        }
+        let response = request.body(body).send().await.map_err(transport_error)?;
+        let status = response.status();
+        let body = read_capped(response).await?;
+        let json: Option<Value> = serde_json::from_slice(&body).ok();
+        if let Some(error) = json.as_ref().and_then(oauth_error) {
+            return Err(error);
+        }
+        if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            return Err(ProviderError::Transient(format!(
+                "the token endpoint answered HTTP {}",
+                status.as_u16()
+            )));
+        }
+        if !status.is_success() {
+            let detail = json
+                .as_ref()
+                .and_then(|j| j.get("detail").or_else(|| j.get("title")))
+                .and_then(Value::as_str)
+                .map(clean)
+                .unwrap_or_default();
+            return Err(ProviderError::Rejected(format!(
+                "the token endpoint answered HTTP {} {detail}",
+                status.as_u16()
+            )));
+        }
+        let json = json.ok_or_else(|| {
+            ProviderError::Rejected("the token endpoint answered no JSON object".to_owned())
+        })?;
+        let access_token = json
+            .get("access_token")
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| ProviderError::Rejected("the answer has no access_token".to_owned()))?;
+        Ok(TokenAnswer {
+            access_token: SecretString::new(access_token.to_owned()),
+            refresh_token: json
+                .get("refresh_token")
+                .and_then(Value::as_str)
+                .filter(|t| !t.is_empty())
+                .map(|t| SecretString::new(t.to_owned())),
+            expires_in: json.get("expires_in").and_then(|v| {
+                v.as_i64()
+                    .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+            }),
+            scope: json.get("scope").and_then(Value::as_str).map(str::to_owned),
+            body: json,
+        })
+    }
+
+    /// GETs a userinfo-style endpoint with the access token and reads `pointer`.
+    pub async fn account_name(
+        &self,
+        userinfo_url: &str,
+        access_token: &SecretString,
+        pointer: &str,
+    ) -> Result<Option<String>, ProviderError> {
+        let url = self.check_url(userinfo_url)?;
+        let response = self
+            .client
+            .get(url)
+            .header(reqwest::header::ACCEPT, "application/json")
+            .bearer_auth(access_token.expose())
+            .send()
+            .await
+            .map_err(transport_error)?;
+        let status = response.status();
+        let body = read_capped(response).await?;
+        if !status.is_success() {
+            return Err(ProviderError::Rejected(format!(
+                "the userinfo endpoint answered HTTP {}",
+                status.as_u16()
+            )));
+        }
+        let json: Value = serde_json::from_slice(&body).map_err(|_| {
+            ProviderError::Rejected("the userinfo endpoint answered no JSON".to_owned())
+        })?;
+        Ok(text_at(&json, pointer))
+    }
+}
+
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
+}
+
+/// A transport failure, described without the URL (whose query could carry a secret).
+fn transport_error(err: reqwest::Error) -> ProviderError {
+    let what = if err.is_timeout() {
+        "the provider did not answer in time"
+    } else if err.is_connect() {
+        "cannot connect to the provider"
+    } else {
+        "the call to the provider failed"
+    };
+    ProviderError::Transient(what.to_owned())
+}
+
+/// Reads at most [`MAX_RESPONSE_BYTES`] of a body; a longer one is refused.
+async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, ProviderError> {
+    if response
+        .content_length()
+        .is_some_and(|n| n > MAX_RESPONSE_BYTES as u64)
+    {
+        return Err(ProviderError::Rejected(
+            "the provider's answer is too large".to_owned(),
+        ));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
+        if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+            return Err(ProviderError::Rejected(
+                "the provider's answer is too large".to_owned(),
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// An OAuth error body (`{"error": "..."}`, or Slack's `{"ok": false, "error": "..."}`).
+fn oauth_error(json: &Value) -> Option<ProviderError> {
+    let code = json.get("error").and_then(Value::as_str)?;
+    if json.get("access_token").is_some() && json.get("ok") != Some(&Value::Bool(false)) {
+        return None;
+    }
+    let description = json
+        .get("error_description")
+        .and_then(Value::as_str)
+        .map(clean)
+        .unwrap_or_default();
+    let text = if description.is_empty() {
+        clean(code)
+    } else {
+        format!("{} ({description})", clean(code))
+    };
+    Some(match code {
+        // Slack's names for a dead grant.
+        "invalid_grant"
+        | "invalid_refresh_token"
+        | "token_revoked"
+        | "invalid_code"
+        | "code_already_used" => ProviderError::InvalidGrant(text),
+        "temporarily_unavailable" | "server_error" | "ratelimited" => {
+            ProviderError::Transient(text)
+        }
+        _ => ProviderError::Rejected(text),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn provider(allow_loopback_http: bool, hosts: Option<&[&str]>) -> Provider {
+        Provider::new(HttpSettings {
+            timeout: Duration::from_secs(1),
+            allow_loopback_http,
+            allowed_hosts: hosts.map(|h| h.iter().map(|s| s.to_string()).collect()),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn https_is_required_except_to_loopback_when_allowed_and_the_allow_list_holds() {
+        let strict = provider(false, None);
+        assert!(strict.check_url("https://slack.com/api/x").is_ok());
+        assert!(strict.check_url("http://127.0.0.1:9/token").is_err());
+        assert!(strict.check_url("file:///etc/passwd").is_err());
+        let dev = provider(true, None);
+        assert!(dev.check_url("http://127.0.0.1:9/token").is_ok());
+        assert!(dev.check_url("http://[::1]:9/token").is_ok());
+        assert!(dev.check_url("http://example.com/token").is_err());
+        let listed = provider(false, Some(&["slack.com"]));
+        assert!(listed.check_url("https://SLACK.com/api").is_ok());
+        assert!(listed.check_url("https://evil.test/api").is_err());
+    }
+
+    #[test]
+    fn oauth_errors_are_told_apart_and_bounded() {
+        let grant = oauth_error(&json!({"error": "invalid_grant", "error_description": "revoked"}));
+        assert_eq!(
+            grant,
+            Some(ProviderError::InvalidGrant(
+                "invalid_grant (revoked)".into()
+            ))
+        );
+        assert!(matches!(
+            oauth_error(&json!({"ok": false, "error": "token_revoked"})),
+            Some(ProviderError::InvalidGrant(_))
+        ));
+        assert!(matches!(
+            oauth_error(&json!({"error": "temporarily_unavailable"})),
+            Some(ProviderError::Transient(_))
+        ));
+        assert!(matches!(
+            oauth_error(&json!({"error": "invalid_client"})),
+            Some(ProviderError::Rejected(_))
+        ));
+        assert_eq!(oauth_error(&json!({"access_token": "t"})), None);
+        let long = "x\u{0007}".repeat(1000);
+        match oauth_error(&json!({"error": "invalid_request", "error_description": long})) {
+            Some(ProviderError::Rejected(text)) => {
+                assert!(text.len() <= MAX_ERROR_TEXT + 30);
+                assert!(!text.contains('\u{0007}'));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
