@@ -99,6 +99,7 @@ fn every_request(bytes: &[u8]) -> Result<(), TestCaseError> {
         pb::ResumeInstalledAppRequest => AppName,
         pb::TransferInstalledAppRequest => TransferApp,
         pb::TransferIntegrationRequest => TransferIntegration,
+        pb::WatchInstalledAppEventsRequest => WatchEvents,
     );
     Ok(())
 }

@@ -459,16 +459,26 @@ impl Application {
         let reflection_v1 = crate::api::reflection::builder().build_v1()?;
         let reflection_v1alpha = crate::api::reflection::builder().build_v1alpha()?;
         let max_message = self.args.max_message_bytes;
-        let installed_apps = InstalledAppServiceServer::new(InstalledApps::new(self.hub.clone()))
-            .max_decoding_message_size(max_message);
+        let memory = crate::events::WatchMemory::new(
+            usize::try_from(self.args.watch_memory_bytes).unwrap_or(usize::MAX),
+            usize::try_from(self.args.watch_stream_buffer_bytes).unwrap_or(usize::MAX),
+        );
+        // Both services' streams share one tailer, one set of limits and one memory budget.
+        let app_watches = crate::events::Watches::new(
+            bus.clone(),
+            limits.clone(),
+            memory.clone(),
+            self.args.checkpoint_interval(),
+            stop_rx.clone(),
+        );
+        let installed_apps =
+            InstalledAppServiceServer::new(InstalledApps::new(self.hub.clone(), app_watches))
+                .max_decoding_message_size(max_message);
         let integrations = IntegrationServiceServer::new(Integrations::new(
             self.hub.clone(),
             bus,
             limits,
-            crate::events::WatchMemory::new(
-                usize::try_from(self.args.watch_memory_bytes).unwrap_or(usize::MAX),
-                usize::try_from(self.args.watch_stream_buffer_bytes).unwrap_or(usize::MAX),
-            ),
+            memory,
             self.args.checkpoint_interval(),
             stop_rx.clone(),
         ))

@@ -228,4 +228,27 @@ impl Client {
     ) -> EventStream {
         watch(self.clone(), request)
     }
+
+    /// `WatchInstalledAppEvents`: the raw stream (no resuming; resume from the last
+    /// message's `cursor` yourself).
+    pub fn watch_installed_app_events(
+        &self,
+        request: pb::WatchInstalledAppEventsRequest,
+    ) -> impl Future<Output = Result<tonic::Streaming<pb::WatchInstalledAppEventsResponse>, Status>>
+    + Send
+    + 'static {
+        let client = self.clone();
+        async move {
+            client
+                .auth
+                .ready()
+                .await
+                .map_err(|err| Status::unauthenticated(err.to_string()))?;
+            Ok(client
+                .installed_apps()
+                .watch_installed_app_events(request)
+                .await?
+                .into_inner())
+        }
+    }
 }

@@ -81,6 +81,10 @@ pub const POLICY: &[(&str, Access)] = &[
         "/integrationhub.v1.InstalledAppService/TransferInstalledApp",
         Access::Admin,
     ),
+    (
+        "/integrationhub.v1.InstalledAppService/WatchInstalledAppEvents",
+        Access::AnyRole,
+    ),
     // IntegrationService
     (
         "/integrationhub.v1.IntegrationService/CreateIntegration",
@@ -214,6 +218,11 @@ mod tests {
             ("InstalledAppService", "SuspendInstalledApp", Access::Admin),
             ("InstalledAppService", "ResumeInstalledApp", Access::Admin),
             ("InstalledAppService", "TransferInstalledApp", Access::Admin),
+            (
+                "InstalledAppService",
+                "WatchInstalledAppEvents",
+                Access::AnyRole,
+            ),
             ("IntegrationService", "CreateIntegration", Access::Developer),
             ("IntegrationService", "GetIntegration", Access::AnyRole),
             ("IntegrationService", "ListIntegrations", Access::AnyRole),

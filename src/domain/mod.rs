@@ -13,6 +13,7 @@
 //! - [`types`], [`model`], [`catalog`], [`error`]: values, entities, the service catalog and
 //!   the error enum.
 
+pub mod app_events;
 pub mod audit;
 pub mod catalog;
 pub mod credentials;

@@ -107,6 +107,16 @@ string_enum!(
         Restored = "INTEGRATION_RESTORED",
     }
 );
+string_enum!(
+    /// What an installed-app event records (`REFRESH_FAILED` comes with OAuth refresh).
+    AppEventKind {
+        Created = "INSTALLED_APP_CREATED",
+        CredentialsReplaced = "INSTALLED_APP_CREDENTIALS_REPLACED",
+        NeedsReauth = "INSTALLED_APP_NEEDS_REAUTH",
+        Restored = "INSTALLED_APP_RESTORED",
+        Deleted = "INSTALLED_APP_DELETED",
+    }
+);
 
 string_enum!(
     /// What an audit record records: a mutation or a credential resolution.

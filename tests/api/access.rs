@@ -79,6 +79,11 @@ const ROLES_TABLE: &[(&str, &str, [May; 4])] = &[
         [No, No, Yes, No],
     ),
     (
+        "InstalledAppService",
+        "WatchInstalledAppEvents",
+        [Yes, Yes, Yes, Yes],
+    ),
+    (
         "IntegrationService",
         "TransferIntegration",
         [No, No, Yes, No],
@@ -421,6 +426,16 @@ async fn dispatch(
                 .await?
                 .into_inner();
             // The first message (a checkpoint) or the stream's error.
+            stream.message().await.map(drop)
+        }
+        ("InstalledAppService", "WatchInstalledAppEvents") => {
+            let mut stream = apps
+                .watch_installed_app_events(request(
+                    auth,
+                    pb::WatchInstalledAppEventsRequest::default(),
+                ))
+                .await?
+                .into_inner();
             stream.message().await.map(drop)
         }
         ("AuditService", "ListAuditEvents") => {

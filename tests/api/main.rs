@@ -3,6 +3,7 @@
 
 mod access;
 mod admin;
+mod app_events;
 mod audit;
 mod client;
 mod crash;

@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use super::{checked, field, optional_etag, page, take_credentials};
+use crate::domain::app_events::integration_kinds;
 use crate::domain::model::{EventKind, IntegrationState};
 use crate::domain::types::{
     AppName, Cursor, DisplayName, IdempotencyKey, IntegrationName, Owner, PageRequest, ParentRef,
@@ -271,7 +272,9 @@ impl TryFrom<pb::ResolveIntegrationCredentialsRequest> for IntegrationName {
 pub struct WatchEvents {
     pub parent: ParentRef,
     pub start: Option<Cursor>,
-    /// The event kinds to deliver (their stored names); empty means every kind.
+    /// The event kinds to deliver (their stored names): those asked for, or every kind of
+    /// the stream's family (integration or installed-app events) when none is named. Never
+    /// empty, so a stream never sees the other family's events.
     pub kinds: HashSet<&'static str>,
 }
 
@@ -301,10 +304,14 @@ impl TryFrom<pb::WatchIntegrationEventsRequest> for WatchEvents {
                 .collect::<Result<HashSet<&'static str>, String>>(),
         );
         v.finish()?;
+        let mut kinds = checked(kinds)?;
+        if kinds.is_empty() {
+            kinds.extend(integration_kinds());
+        }
         Ok(WatchEvents {
             parent: checked(parent)?,
             start: checked(start)?,
-            kinds: checked(kinds)?,
+            kinds,
         })
     }
 }

@@ -51,6 +51,7 @@ described!(
     ResumeInstalledAppRequest,
     TransferInstalledAppRequest,
     TransferIntegrationRequest,
+    WatchInstalledAppEventsRequest,
 );
 
 /// Every message of the served descriptor set (imports included), by full name.
