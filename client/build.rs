@@ -8,15 +8,18 @@ const PROTOS: &[&str] = &[
     "integrationhub/v1/installed_apps.proto",
     "integrationhub/v1/integrations.proto",
     "integrationhub/v1/audit.proto",
+    "integrationhub/v1/webhooks.proto",
 ];
 
 /// Messages that carry credentials.
-const REDACTED_DEBUG: [&str; 5] = [
+const REDACTED_DEBUG: [&str; 7] = [
     ".integrationhub.v1.CreateInstalledAppRequest",
     ".integrationhub.v1.UpdateInstalledAppRequest",
     ".integrationhub.v1.CreateIntegrationRequest",
     ".integrationhub.v1.Credentials",
     ".integrationhub.v1.ResolveIntegrationCredentialsResponse",
+    ".integrationhub.v1.CreateWebhookSubscriptionResponse",
+    ".integrationhub.v1.RotateWebhookSecretResponse",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

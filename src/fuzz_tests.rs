@@ -16,12 +16,15 @@ use proptest::prelude::*;
 use prost::Message;
 
 use crate::api::parse::{
-    CreateApp, CreateIntegration, DeleteApp, DeleteIntegration, ListApps, ListAudit,
-    ListIntegrations, ReauthenticateAll, ReauthenticateOne, ReportRejected, SuspendApp,
-    TransferApp, TransferIntegration, UpdateApp, UpdateIntegration, WatchEvents,
+    CreateApp, CreateIntegration, CreateWebhook, DeleteApp, DeleteIntegration, DeleteWebhook,
+    ListApps, ListAudit, ListDeliveries, ListIntegrations, ListWebhooks, ReauthenticateAll,
+    ReauthenticateOne, Redeliver, ReportRejected, RotateWebhook, SuspendApp, TransferApp,
+    TransferIntegration, UpdateApp, UpdateIntegration, UpdateWebhook, WatchEvents,
 };
 use crate::domain::Error;
-use crate::domain::types::{AppName, Cursor, IntegrationName, PageToken, SeqPageToken};
+use crate::domain::types::{
+    AppName, Cursor, IntegrationName, PageToken, SeqPageToken, WebhookName,
+};
 use crate::pb;
 
 /// No conversion may take this long, whatever the input.
@@ -100,6 +103,15 @@ fn every_request(bytes: &[u8]) -> Result<(), TestCaseError> {
         pb::TransferInstalledAppRequest => TransferApp,
         pb::TransferIntegrationRequest => TransferIntegration,
         pb::WatchInstalledAppEventsRequest => WatchEvents,
+        pb::CreateWebhookSubscriptionRequest => CreateWebhook,
+        pb::GetWebhookSubscriptionRequest => WebhookName,
+        pb::ListWebhookSubscriptionsRequest => ListWebhooks,
+        pb::UpdateWebhookSubscriptionRequest => UpdateWebhook,
+        pb::DeleteWebhookSubscriptionRequest => DeleteWebhook,
+        pb::RotateWebhookSecretRequest => RotateWebhook,
+        pb::ListWebhookDeliveriesRequest => ListDeliveries,
+        pb::RedeliverWebhookEventsRequest => Redeliver,
+        pb::SendTestWebhookRequest => WebhookName,
     );
     Ok(())
 }

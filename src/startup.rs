@@ -28,6 +28,7 @@ use crate::events::{EventBus, StreamLimits, start_pruner};
 use crate::pb::audit_service_server::AuditServiceServer;
 use crate::pb::installed_app_service_server::InstalledAppServiceServer;
 use crate::pb::integration_service_server::IntegrationServiceServer;
+use crate::pb::webhook_service_server::WebhookServiceServer;
 use crate::store::{Store, StoreError};
 
 /// A built server, listening, not yet serving.
@@ -455,6 +456,8 @@ impl Application {
         health_reporter
             .set_serving::<AuditServiceServer<AuditLog>>()
             .await;
+        type WebhookServer = WebhookServiceServer<crate::api::Webhooks>;
+        health_reporter.set_serving::<WebhookServer>().await;
         spawn_database_probe(self.store.clone(), health_reporter.clone(), stop_rx.clone());
         let reflection_v1 = crate::api::reflection::builder().build_v1()?;
         let reflection_v1alpha = crate::api::reflection::builder().build_v1alpha()?;
@@ -464,6 +467,7 @@ impl Application {
             usize::try_from(self.args.watch_stream_buffer_bytes).unwrap_or(usize::MAX),
         );
         // Both services' streams share one tailer, one set of limits and one memory budget.
+        let bus_for_webhooks = bus.clone();
         let app_watches = crate::events::Watches::new(
             bus.clone(),
             limits.clone(),
@@ -485,6 +489,14 @@ impl Application {
         .max_decoding_message_size(max_message);
         let audit = AuditServiceServer::new(AuditLog::new(self.hub.clone()))
             .max_decoding_message_size(max_message);
+        let webhooks = start_webhooks(
+            &self.hub,
+            &self.store,
+            &self.args,
+            &bus_for_webhooks,
+            &metrics,
+            stop_rx.clone(),
+        )?;
         let limits = RoleRateLimits::new(|role| {
             let limit = self.args.rate_limit(role);
             (limit.per_sec, limit.burst)
@@ -511,6 +523,7 @@ impl Application {
             reporter
                 .set_not_serving::<AuditServiceServer<AuditLog>>()
                 .await;
+            reporter.set_not_serving::<WebhookServer>().await;
             let _ = stop_tx.send(true);
             let _ = drain_tx.send(());
             // Keep the stop signal alive until the process is done with it.
@@ -533,6 +546,7 @@ impl Application {
             .add_service(installed_apps)
             .add_service(integrations)
             .add_service(audit)
+            .add_service(webhooks)
             .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), async move {
                 let _ = drain_rx.await;
             });
@@ -552,4 +566,29 @@ impl Application {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// Starts this replica's webhook delivery worker and builds `WebhookService`.
+fn start_webhooks(
+    hub: &Arc<Hub>,
+    store: &Store,
+    args: &ServeArgs,
+    bus: &EventBus,
+    metrics: &Arc<crate::metrics::Metrics>,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<WebhookServiceServer<crate::api::Webhooks>> {
+    let w = args.webhooks.clone();
+    let (max, grace) = (w.webhook_max_subscriptions, w.webhook_secret_grace_secs);
+    let (sender, now) = crate::webhooks::start(
+        hub.clone(),
+        store.clone(),
+        bus.clone(),
+        metrics.clone(),
+        w,
+        stop,
+    )
+    .context("cannot start webhook delivery")?;
+    let service =
+        crate::api::Webhooks::new(hub.clone(), sender, max, Duration::from_secs(grace), now);
+    Ok(WebhookServiceServer::new(service).max_decoding_message_size(args.max_message_bytes))
 }

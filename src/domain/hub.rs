@@ -311,6 +311,11 @@ impl Write<'_> {
         Ok(())
     }
 
+    /// Appends, on commit, an event built elsewhere (a webhook subscription's).
+    pub fn raw_event(&mut self, event: NewEvent) {
+        self.events.push(event);
+    }
+
     /// Appends, on commit, one event about the installed app `row` as it is after the
     /// change (as it was, for a delete): its snapshot holds no credentials.
     pub fn app_event(&mut self, kind: AppEventKind, row: &AppRow, reason: &str) -> Result<()> {

@@ -27,6 +27,8 @@ pub mod rotation;
 pub mod suspension;
 pub mod transfer;
 pub mod types;
+pub mod webhook_delivery;
+pub mod webhooks;
 
 #[cfg(test)]
 pub(crate) mod test_support;

@@ -135,6 +135,11 @@ string_enum!(
         IntegrationReauthenticateBulk = "integration.reauthenticate_bulk",
         IntegrationResolveCredentials = "integration.resolve_credentials",
         IntegrationTransfer = "integration.transfer",
+        WebhookCreate = "webhook.create",
+        WebhookUpdate = "webhook.update",
+        WebhookDelete = "webhook.delete",
+        WebhookRotateSecret = "webhook.rotate_secret",
+        WebhookRedeliver = "webhook.redeliver",
     }
 );
 string_enum!(
@@ -390,7 +395,7 @@ mod tests {
             assert_eq!(AuditAction::parse(action.as_str()).unwrap(), *action);
             assert_eq!(AuditAction::find(action.as_str()), Some(*action));
         }
-        assert_eq!(AuditAction::ALL.len(), 14);
+        assert_eq!(AuditAction::ALL.len(), 19);
         assert_eq!(AuditAction::find("installed_app.nope"), None);
         for kind in EventKind::ALL {
             assert_eq!(EventKind::parse(kind.as_str()).unwrap(), *kind);

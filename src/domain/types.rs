@@ -126,6 +126,7 @@ macro_rules! resource_name {
 
 resource_name!(AppName, "installedApps", "installed app");
 resource_name!(IntegrationName, "integrations", "integration");
+resource_name!(WebhookName, "webhookSubscriptions", "webhook subscription");
 
 /// A fresh random resource id (32 lowercase hex digits).
 pub fn new_id() -> String {

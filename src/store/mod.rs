@@ -18,6 +18,7 @@ mod error;
 mod outbox;
 mod records;
 mod rotation;
+mod webhooks;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,6 +38,7 @@ pub use error::{StoreError, condition};
 pub use outbox::{EVENTS_CHANNEL, NewEvent};
 pub use records::{After, AppFilter, IntegrationFilter, StateChange};
 pub use rotation::{SealedKind, SealedRow};
+pub use webhooks::{DeliveryRow, Failure, NewDelivery, SubscriptionRow};
 
 /// Advisory lock key held while migrations run on PostgreSQL ("ihub-mig").
 const MIGRATION_LOCK_KEY: i64 = 0x6968_7562_2d6d_6967;

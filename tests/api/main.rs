@@ -31,3 +31,5 @@ mod startup;
 mod test_support;
 mod validation;
 mod watch_memory;
+mod webhook_receiver;
+mod webhooks;

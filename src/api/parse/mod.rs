@@ -10,6 +10,7 @@ mod audit;
 mod installed_apps;
 mod integrations;
 mod text;
+mod webhooks;
 
 use std::collections::HashMap;
 
@@ -25,6 +26,10 @@ pub use integrations::{
     TransferIntegration, UpdateIntegration, WatchEvents,
 };
 pub use text::{Described, check as check_text};
+pub use webhooks::{
+    CreateWebhook, DeleteWebhook, ListDeliveries, ListWebhooks, Redeliver, RotateWebhook,
+    UpdateWebhook,
+};
 
 /// Takes the credentials out of a request map, so the plaintext lives in one place that
 /// wipes itself.

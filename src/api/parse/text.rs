@@ -52,6 +52,15 @@ described!(
     TransferInstalledAppRequest,
     TransferIntegrationRequest,
     WatchInstalledAppEventsRequest,
+    CreateWebhookSubscriptionRequest,
+    GetWebhookSubscriptionRequest,
+    ListWebhookSubscriptionsRequest,
+    UpdateWebhookSubscriptionRequest,
+    DeleteWebhookSubscriptionRequest,
+    RotateWebhookSecretRequest,
+    ListWebhookDeliveriesRequest,
+    RedeliverWebhookEventsRequest,
+    SendTestWebhookRequest,
 );
 
 /// Every message of the served descriptor set (imports included), by full name.
