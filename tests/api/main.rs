@@ -32,4 +32,5 @@ mod test_support;
 mod validation;
 mod watch_memory;
 mod webhook_receiver;
+mod webhook_replicas;
 mod webhooks;
