@@ -615,3 +615,48 @@ async fn a_redirect_is_not_followed(app: TestApp) {
     ));
 }
 webhook_test!(a_redirect_is_not_followed);
+
+async fn redelivery_replays_from_a_cursor_with_the_same_webhook_ids(app: TestApp) {
+    let p = people(&app);
+    let mut receiver = Receiver::start(&[]);
+    let (sub, secret) = subscribe(&app.channel, &p.admin, &receiver.url(), &[]).await;
+    receiver.verify_with(&[&secret]);
+    create_app(&app, &p.dana, "slack", "First").await;
+    create_app(&app, &p.dana, "slack", "Second").await;
+    let first = [
+        next_acknowledged(&mut receiver).await,
+        next_acknowledged(&mut receiver).await,
+    ];
+    let mut client = webhooks(&app.channel);
+    let missing = client
+        .redeliver_webhook_events(authed(
+            &p.admin,
+            pb::RedeliverWebhookEventsRequest {
+                name: sub.name.clone(),
+                start_cursor: String::new(),
+            },
+        ))
+        .await;
+    assert_invalid(missing, "start_cursor");
+    // From the position the subscription had when it was created: both again.
+    client
+        .redeliver_webhook_events(authed(
+            &p.admin,
+            pb::RedeliverWebhookEventsRequest {
+                name: sub.name.clone(),
+                start_cursor: sub.delivered_cursor.clone(),
+            },
+        ))
+        .await
+        .expect("redeliver");
+    for earlier in &first {
+        let again = next_acknowledged(&mut receiver).await;
+        assert_verified(&again, 1);
+        assert_eq!(
+            again["id"], earlier["id"],
+            "the same webhook-id: receivers deduplicate"
+        );
+        assert_eq!(again["body"]["data"], earlier["body"]["data"]);
+    }
+}
+webhook_test!(redelivery_replays_from_a_cursor_with_the_same_webhook_ids);
