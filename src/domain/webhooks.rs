@@ -407,9 +407,15 @@ impl Hub {
                 if enabled && !row.enabled {
                     // Enabled again: resume from the last acknowledged event, afresh.
                     row.disabled_reason = None;
-                    row.failing_since = None;
-                    row.failed_attempts = 0;
-                    row.next_attempt_time = None;
+                    (
+                        row.failing_since,
+                        row.failed_attempts,
+                        row.next_attempt_time,
+                    ) = (None, 0, None);
+                    w.tx()
+                        .await?
+                        .reset_delivery(name.team.as_str(), &name.id, None)
+                        .await?;
                 }
                 row.enabled = enabled;
             }
@@ -502,12 +508,18 @@ impl Hub {
                     "the cursor is older than the event retention",
                 ));
             }
-            let mut row = self.lock_webhook(w, actor, name).await?;
+            let row = self.lock_webhook(w, actor, name).await?;
+            w.tx()
+                .await?
+                .reset_delivery(name.team.as_str(), &name.id, Some(start.0))
+                .await?;
+            let mut row = Self::save_webhook(w, row, self.now()).await?;
             row.position = start.0;
-            row.failing_since = None;
-            row.failed_attempts = 0;
-            row.next_attempt_time = None;
-            let row = Self::save_webhook(w, row, self.now()).await?;
+            (
+                row.failing_since,
+                row.failed_attempts,
+                row.next_attempt_time,
+            ) = (None, 0, None);
             Ok(Done::Commit(Subscription::from_row(&row)?))
         })
         .await

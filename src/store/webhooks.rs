@@ -134,8 +134,9 @@ impl Tx {
         Ok(query.one(&self.inner).await?)
     }
 
-    /// Replaces a subscription's settings (not its delivery state: position, lease,
-    /// failures) if its version is still `expected_version`.
+    /// Replaces a subscription's settings if its version is still `expected_version`. Its
+    /// delivery state (position, lease, failures) is not written: the deliverer moves it
+    /// concurrently, and only [`Tx::reset_delivery`] sets it.
     pub async fn update_subscription(
         &self,
         row: SubscriptionRow,
@@ -157,16 +158,33 @@ impl Tx {
             )
             .col_expr(S::Version, Expr::value(row.version))
             .col_expr(S::UpdateTime, Expr::value(row.update_time))
-            .col_expr(S::Position, Expr::value(row.position))
-            .col_expr(S::FailingSince, Expr::value(row.failing_since))
-            .col_expr(S::FailedAttempts, Expr::value(row.failed_attempts))
-            .col_expr(S::NextAttemptTime, Expr::value(row.next_attempt_time))
             .filter(S::Id.eq(row.id))
             .filter(S::Team.eq(row.team))
             .filter(S::Version.eq(expected_version))
             .exec(&self.inner)
             .await?;
         Ok(result.rows_affected == 1)
+    }
+
+    /// Starts delivery afresh: failures cleared, the position moved to `position` when
+    /// given, and the lease taken away, so a delivery in flight cannot acknowledge over it
+    /// (its conditional writes need the lease).
+    pub async fn reset_delivery(&self, team: &str, id: &str, position: Option<i64>) -> Result<()> {
+        let mut update = subscription::Entity::update_many()
+            .col_expr(S::FailingSince, Expr::value(Option::<i64>::None))
+            .col_expr(S::FailedAttempts, Expr::value(0))
+            .col_expr(S::NextAttemptTime, Expr::value(Option::<i64>::None))
+            .col_expr(S::LeaseOwner, Expr::value(Option::<String>::None))
+            .col_expr(S::LeaseExpireTime, Expr::value(Option::<i64>::None));
+        if let Some(position) = position {
+            update = update.col_expr(S::Position, Expr::value(position));
+        }
+        update
+            .filter(S::Id.eq(id))
+            .filter(S::Team.eq(team))
+            .exec(&self.inner)
+            .await?;
+        Ok(())
     }
 
     pub async fn delete_subscription(&self, team: &str, id: &str) -> Result<bool> {
