@@ -8,6 +8,7 @@ const PROTOS: &[&str] = &[
     "integrationhub/v1/installed_apps.proto",
     "integrationhub/v1/integrations.proto",
     "integrationhub/v1/audit.proto",
+    "integrationhub/v1/webhooks.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

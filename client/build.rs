@@ -8,10 +8,11 @@ const PROTOS: &[&str] = &[
     "integrationhub/v1/installed_apps.proto",
     "integrationhub/v1/integrations.proto",
     "integrationhub/v1/audit.proto",
+    "integrationhub/v1/webhooks.proto",
 ];
 
 /// Messages that carry credentials.
-const REDACTED_DEBUG: [&str; 7] = [
+const REDACTED_DEBUG: [&str; 9] = [
     // The state and code of an authorization, and the URL that carries the state.
     ".integrationhub.v1.CompleteInstalledAppAuthorizationRequest",
     ".integrationhub.v1.StartInstalledAppAuthorizationResponse",
@@ -20,6 +21,8 @@ const REDACTED_DEBUG: [&str; 7] = [
     ".integrationhub.v1.CreateIntegrationRequest",
     ".integrationhub.v1.Credentials",
     ".integrationhub.v1.ResolveIntegrationCredentialsResponse",
+    ".integrationhub.v1.CreateWebhookSubscriptionResponse",
+    ".integrationhub.v1.RotateWebhookSecretResponse",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -16,13 +16,16 @@ use proptest::prelude::*;
 use prost::Message;
 
 use crate::api::parse::{
-    CreateApp, CreateIntegration, DeleteApp, DeleteIntegration, ListApps, ListAudit,
-    ListIntegrations, ReauthenticateAll, ReauthenticateOne, ReportRejected, SuspendApp,
-    TransferApp, TransferIntegration, UpdateApp, UpdateIntegration, WatchEvents,
+    CreateApp, CreateIntegration, CreateWebhook, DeleteApp, DeleteIntegration, DeleteWebhook,
+    ListApps, ListAudit, ListDeliveries, ListIntegrations, ListWebhooks, ReauthenticateAll,
+    ReauthenticateOne, Redeliver, ReportRejected, RotateWebhook, SuspendApp, TransferApp,
+    TransferIntegration, UpdateApp, UpdateIntegration, UpdateWebhook, WatchEvents,
 };
 use crate::domain::Error;
 use crate::domain::tokens::{ListingPages, TeamCursors};
-use crate::domain::types::{AppName, IntegrationName, PageRequest, PageSize, PageToken, TeamId};
+use crate::domain::types::{
+    AppName, IntegrationName, PageRequest, PageSize, PageToken, TeamId, WebhookName,
+};
 use crate::pb;
 
 /// No conversion may take this long, whatever the input.
@@ -103,6 +106,16 @@ fn every_request(bytes: &[u8]) -> Result<(), TestCaseError> {
         pb::StartInstalledAppAuthorizationRequest => crate::api::parse::StartAuthorizationRequest,
         pb::CompleteInstalledAppAuthorizationRequest => crate::api::parse::CompleteAuthorization,
         pb::GetInstalledAppAuthorizationRequest => crate::domain::types::AuthorizationName,
+        pb::WatchInstalledAppEventsRequest => WatchEvents,
+        pb::CreateWebhookSubscriptionRequest => CreateWebhook,
+        pb::GetWebhookSubscriptionRequest => WebhookName,
+        pb::ListWebhookSubscriptionsRequest => ListWebhooks,
+        pb::UpdateWebhookSubscriptionRequest => UpdateWebhook,
+        pb::DeleteWebhookSubscriptionRequest => DeleteWebhook,
+        pb::RotateWebhookSecretRequest => RotateWebhook,
+        pb::ListWebhookDeliveriesRequest => ListDeliveries,
+        pb::RedeliverWebhookEventsRequest => Redeliver,
+        pb::SendTestWebhookRequest => WebhookName,
     );
     Ok(())
 }

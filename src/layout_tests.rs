@@ -8,7 +8,11 @@ use std::path::{Path, PathBuf};
 /// (the generated types) is a leaf and `metrics` (counters) imports only `pb`; `config`,
 /// `telemetry`, `startup` and `main` assemble everything and are not listed.
 const RULES: &[(&str, &[&str])] = &[
-    ("api", &["auth", "domain", "events", "metrics", "pb"]),
+    (
+        "api",
+        &["auth", "domain", "events", "metrics", "pb", "webhooks"],
+    ),
+    ("webhooks", &["domain", "store", "events", "metrics"]),
     ("domain", &["store", "crypto"]),
     ("events", &["store", "metrics"]),
     ("store", &[]),

@@ -9,6 +9,7 @@
 //! - [`domain`]: newtypes, entities and the rules of the seed; one error enum.
 //! - [`store`]: SeaORM entities and queries, the only place that knows SQL.
 //! - [`events`]: tails the outbox and fans events out to watch streams.
+//! - [`webhooks`]: delivers the outbox's events to HTTPS receivers, signed (Standard Webhooks).
 //! - [`api`]: thin gRPC adapters: principal + parse + call the domain + map the result.
 //! - [`pb`]: the generated protobuf types and services.
 //!
@@ -26,6 +27,7 @@ pub mod metrics;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod webhooks;
 
 #[cfg(test)]
 mod fuzz_tests;

@@ -102,13 +102,22 @@ struct CallLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct MethodLabels {
-    method: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
     outcome: &'static str,
+}
+
+/// The `outcome` label of a webhook attempt: one of these, or `other`.
+pub const WEBHOOK_OUTCOMES: [&str; 5] = [
+    "DELIVERED",
+    "HTTP_ERROR",
+    "TIMEOUT",
+    "CONNECTION_ERROR",
+    "DESTINATION_REFUSED",
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MethodLabels {
+    method: &'static str,
 }
 
 fn latency_histogram() -> Histogram {
@@ -135,6 +144,11 @@ pub struct Metrics {
     /// Database pool: connections open and idle.
     pub db_connections: AtomicI64,
     pub db_connections_idle: AtomicI64,
+    /// Webhook delivery attempts by outcome, and their latency.
+    webhook_attempts: Family<OutcomeLabels, Counter>,
+    webhook_latency: Histogram,
+    /// Subscriptions disabled after their receiver failed past the retry window.
+    pub webhooks_disabled: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -150,6 +164,9 @@ impl Default for Metrics {
             event_log_position: AtomicI64::new(0),
             db_connections: AtomicI64::new(0),
             db_connections_idle: AtomicI64::new(0),
+            webhook_attempts: Family::default(),
+            webhook_latency: latency_histogram(),
+            webhooks_disabled: AtomicU64::new(0),
         }
     }
 }
@@ -175,6 +192,19 @@ impl Metrics {
         self.oauth_refreshes
             .get_or_create(&OutcomeLabels { outcome })
             .inc_by(count);
+    }
+
+    /// Records one webhook delivery attempt. `outcome` outside [`WEBHOOK_OUTCOMES`] counts
+    /// as `other`, so the label stays bounded.
+    pub fn record_webhook(&self, outcome: &'static str, elapsed: Duration) {
+        let outcome = WEBHOOK_OUTCOMES
+            .into_iter()
+            .find(|o| *o == outcome)
+            .unwrap_or("other");
+        self.webhook_attempts
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+        self.webhook_latency.observe(elapsed.as_secs_f64());
     }
 
     /// The page in the Prometheus text format (0.0.4).
@@ -233,6 +263,22 @@ impl Metrics {
             "subscriber_lag",
             "Times a subscriber fell behind and read from the database",
             counter(&self.subscriber_lag),
+        );
+        registry.register(
+            "webhook_attempts",
+            "Webhook delivery attempts by outcome",
+            self.webhook_attempts.clone(),
+        );
+        registry.register_with_unit(
+            "webhook_attempt_duration",
+            "Webhook delivery attempt latency",
+            Unit::Seconds,
+            self.webhook_latency.clone(),
+        );
+        registry.register(
+            "webhooks_disabled",
+            "Webhook subscriptions disabled after failing past the retry window",
+            counter(&self.webhooks_disabled),
         );
         let mut page = String::new();
         prometheus_client::encoding::prometheus_text::encode(&mut page, &registry)?;

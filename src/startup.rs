@@ -6,7 +6,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use tokio::net::TcpListener;
@@ -17,7 +17,7 @@ use tonic::transport::Server;
 use crate::api::rate_limit::RoleRateLimits;
 use crate::api::{AuditLog, AuthLayer, InstalledApps, Integrations, ObserveLayer};
 use crate::auth::{Role, RoleMap, Verifier, VerifierConfig};
-use crate::config::{AuthArgs, DatabaseArgs, ServeArgs};
+use crate::config::{AuthArgs, ServeArgs};
 use crate::crypto::KeyRing;
 use crate::domain::Hub;
 use crate::domain::catalog::Catalog;
@@ -29,9 +29,13 @@ use crate::events::{EventBus, StreamLimits, start_pruner};
 use crate::pb::audit_service_server::AuditServiceServer;
 use crate::pb::installed_app_service_server::InstalledAppServiceServer;
 use crate::pb::integration_service_server::IntegrationServiceServer;
-use crate::store::{Store, StoreError};
+use crate::pb::webhook_service_server::WebhookServiceServer;
+use crate::store::Store;
 
+mod database;
 mod oauth;
+use database::spawn_database_probe;
+pub use database::{DATABASE_HEALTH, open_database};
 pub use oauth::oauth_settings;
 
 /// A built server, listening, not yet serving.
@@ -193,126 +197,6 @@ pub fn verifier_config(auth: &AuthArgs, secret: Option<String>) -> anyhow::Resul
             .map_err(|e| anyhow::anyhow!("INTEGRATION_HUB_ROLE_MAP is invalid: {e}"))?;
     }
     Ok(config)
-}
-
-/// The health entry that follows the database: SERVING while it answers, NOT_SERVING while it
-/// does not. The services' own entries (and so readiness) do not follow it: every replica shares
-/// the database, and a replica that is up answers UNAVAILABLE with a retry hint and keeps its
-/// watch streams, where taking all replicas out of rotation would only refuse connections.
-pub const DATABASE_HEALTH: &str = "database";
-/// How often the database entry is checked.
-const DATABASE_PROBE_INTERVAL: Duration = Duration::from_secs(2);
-
-fn spawn_database_probe(
-    store: Store,
-    reporter: tonic_health::server::HealthReporter,
-    mut stop: watch::Receiver<bool>,
-) {
-    use tonic_health::ServingStatus;
-    tokio::spawn(async move {
-        let mut reported = None;
-        loop {
-            let up = matches!(
-                tokio::time::timeout(DATABASE_PROBE_INTERVAL * 2, store.ping()).await,
-                Ok(Ok(()))
-            );
-            if reported != Some(up) {
-                let status = if up {
-                    ServingStatus::Serving
-                } else {
-                    ServingStatus::NotServing
-                };
-                reporter.set_service_status(DATABASE_HEALTH, status).await;
-                reported = Some(up);
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(DATABASE_PROBE_INTERVAL) => {}
-                _ = stop.changed() => return,
-            }
-        }
-    });
-}
-
-/// Opens the database `args` names. A SQLite data directory that cannot be written is refused
-/// at once, naming the path; an unreachable database is waited for, saying what is waited for
-/// and until when, at most `database_wait_secs`.
-pub async fn open_database(args: &DatabaseArgs, max_connections: u32) -> anyhow::Result<Store> {
-    if args.database_url.is_none() {
-        std::fs::create_dir_all(&args.data_dir)
-            .with_context(|| format!("cannot create data directory {}", args.data_dir.display()))?;
-    }
-    if let Some(dir) = args.sqlite_dir() {
-        check_writable(&dir)?;
-    }
-    let url = args.url();
-    let database = crate::store::describe_url(&url);
-    let wait = Duration::from_secs(args.database_wait_secs);
-    let started = Instant::now();
-    tracing::info!(%database, wait_secs = wait.as_secs(), "connecting to the database");
-    loop {
-        // One attempt at most 2 s (the pool's own acquire timeout is longer), so the wait is
-        // reported as it goes and ends near its deadline.
-        let attempt = wait
-            .saturating_sub(started.elapsed())
-            .clamp(Duration::from_millis(100), Duration::from_secs(2));
-        let connected =
-            match tokio::time::timeout(attempt, Store::connect(&url, max_connections)).await {
-                Ok(connected) => connected,
-                Err(_) => Err(StoreError::Unavailable(sea_orm::DbErr::Conn(
-                    sea_orm::RuntimeErr::Internal(format!(
-                        "no connection within {} ms",
-                        attempt.as_millis()
-                    )),
-                ))),
-            };
-        match connected {
-            Ok(store) => {
-                if started.elapsed() > Duration::from_secs(1) {
-                    tracing::info!(%database, waited_secs = started.elapsed().as_secs(), "the database accepts connections");
-                }
-                return Ok(store);
-            }
-            Err(StoreError::Unavailable(err)) if started.elapsed() < wait => {
-                let left = wait.saturating_sub(started.elapsed());
-                tracing::warn!(
-                    %database,
-                    error = %err,
-                    waited_secs = started.elapsed().as_secs(),
-                    gives_up_in_secs = left.as_secs(),
-                    "waiting for the database to accept connections (INTEGRATION_HUB_DATABASE_WAIT_SECS)"
-                );
-                tokio::time::sleep(left.min(Duration::from_millis(500))).await;
-            }
-            Err(err) => {
-                return Err(anyhow::Error::new(err).context(format!(
-                    "cannot connect to the database {database} (waited {} s of at most {} s: INTEGRATION_HUB_DATABASE_WAIT_SECS)",
-                    started.elapsed().as_secs(),
-                    wait.as_secs()
-                )));
-            }
-        }
-    }
-}
-
-/// Refuses a directory the database could not write to, naming it, before SQLite fails on
-/// the first write with an error that names nothing.
-fn check_writable(dir: &Path) -> anyhow::Result<()> {
-    use std::io::Write;
-    let probe = dir.join(format!(
-        ".integration-hub-write-check-{}",
-        std::process::id()
-    ));
-    let written = std::fs::File::create(&probe).and_then(|mut file| {
-        file.write_all(b"ok")?;
-        file.sync_all()
-    });
-    let _ = std::fs::remove_file(&probe);
-    written.with_context(|| {
-        format!(
-            "the data directory {} is not writable: the database cannot be stored there",
-            dir.display()
-        )
-    })
 }
 
 impl Application {
@@ -500,26 +384,47 @@ impl Application {
         health_reporter
             .set_serving::<AuditServiceServer<AuditLog>>()
             .await;
+        type WebhookServer = WebhookServiceServer<crate::api::Webhooks>;
+        health_reporter.set_serving::<WebhookServer>().await;
         spawn_database_probe(self.store.clone(), health_reporter.clone(), stop_rx.clone());
         let reflection_v1 = crate::api::reflection::builder().build_v1()?;
         let reflection_v1alpha = crate::api::reflection::builder().build_v1alpha()?;
         let max_message = self.args.max_message_bytes;
-        let installed_apps = InstalledAppServiceServer::new(InstalledApps::new(self.hub.clone()))
-            .max_decoding_message_size(max_message);
+        let memory = crate::events::WatchMemory::new(
+            usize::try_from(self.args.watch_memory_bytes).unwrap_or(usize::MAX),
+            usize::try_from(self.args.watch_stream_buffer_bytes).unwrap_or(usize::MAX),
+        );
+        // Both services' streams share one tailer, one set of limits and one memory budget.
+        let bus_for_webhooks = bus.clone();
+        let app_watches = crate::events::Watches::new(
+            bus.clone(),
+            limits.clone(),
+            memory.clone(),
+            self.args.checkpoint_interval(),
+            stop_rx.clone(),
+        );
+        let installed_apps =
+            InstalledAppServiceServer::new(InstalledApps::new(self.hub.clone(), app_watches))
+                .max_decoding_message_size(max_message);
         let integrations = IntegrationServiceServer::new(Integrations::new(
             self.hub.clone(),
             bus,
             limits,
-            crate::events::WatchMemory::new(
-                usize::try_from(self.args.watch_memory_bytes).unwrap_or(usize::MAX),
-                usize::try_from(self.args.watch_stream_buffer_bytes).unwrap_or(usize::MAX),
-            ),
+            memory,
             self.args.checkpoint_interval(),
             stop_rx.clone(),
         ))
         .max_decoding_message_size(max_message);
         let audit = AuditServiceServer::new(AuditLog::new(self.hub.clone()))
             .max_decoding_message_size(max_message);
+        let webhooks = start_webhooks(
+            &self.hub,
+            &self.store,
+            &self.args,
+            &bus_for_webhooks,
+            &metrics,
+            stop_rx.clone(),
+        )?;
         let limits = RoleRateLimits::new(|role| {
             let limit = self.args.rate_limit(role);
             (limit.per_sec, limit.burst)
@@ -546,6 +451,7 @@ impl Application {
             reporter
                 .set_not_serving::<AuditServiceServer<AuditLog>>()
                 .await;
+            reporter.set_not_serving::<WebhookServer>().await;
             let _ = stop_tx.send(true);
             let _ = drain_tx.send(());
             // Keep the stop signal alive until the process is done with it.
@@ -568,6 +474,7 @@ impl Application {
             .add_service(installed_apps)
             .add_service(integrations)
             .add_service(audit)
+            .add_service(webhooks)
             .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), async move {
                 let _ = drain_rx.await;
             });
@@ -587,4 +494,29 @@ impl Application {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// Starts this replica's webhook delivery worker and builds `WebhookService`.
+fn start_webhooks(
+    hub: &Arc<Hub>,
+    store: &Store,
+    args: &ServeArgs,
+    bus: &EventBus,
+    metrics: &Arc<crate::metrics::Metrics>,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<WebhookServiceServer<crate::api::Webhooks>> {
+    let w = args.webhooks.clone();
+    let (max, grace) = (w.webhook_max_subscriptions, w.webhook_secret_grace_secs);
+    let (sender, now) = crate::webhooks::start(
+        hub.clone(),
+        store.clone(),
+        bus.clone(),
+        metrics.clone(),
+        w,
+        stop,
+    )
+    .context("cannot start webhook delivery")?;
+    let service =
+        crate::api::Webhooks::new(hub.clone(), sender, max, Duration::from_secs(grace), now);
+    Ok(WebhookServiceServer::new(service).max_decoding_message_size(args.max_message_bytes))
 }

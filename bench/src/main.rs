@@ -15,6 +15,7 @@ mod seed;
 mod server;
 mod unary;
 mod watch;
+mod webhooks;
 
 use std::time::Duration;
 
@@ -63,7 +64,8 @@ struct Opts {
     /// Worker threads of the load generator (the server takes one per core, as in production).
     #[arg(long, default_value_t = 2)]
     client_threads: usize,
-    /// Scenarios to run (default all): health, get, list, resolve, create, create-pg, fanout, idle.
+    /// Scenarios to run (default all): health, get, list, resolve, create, create-pg, fanout,
+    /// idle, webhooks.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// PostgreSQL host (trust auth), for create-pg and pgbench.
@@ -82,6 +84,9 @@ struct Opts {
     /// Subscribers watching the fan-out.
     #[arg(long, default_value_t = 100)]
     fanout_subscribers: usize,
+    /// Events one webhook subscription delivers in the webhooks scenario.
+    #[arg(long, default_value_t = 2_000)]
+    webhook_events: usize,
     /// Idle watch streams whose server memory is measured.
     #[arg(long, default_value_t = 10_000)]
     idle_streams: usize,
@@ -369,6 +374,42 @@ async fn run_in(opts: &Opts, dir: &std::path::Path) -> anyhow::Result<()> {
             idle.rss_before_kib,
             idle.rss_after_kib,
             if per <= 20.0 { "met" } else { "NOT met" }
+        ));
+    }
+
+    // ---- a fresh server: webhook sender throughput ----
+    if opts.wants("webhooks") {
+        let url = format!("sqlite://{}?mode=rwc", dir.join("webhooks.db").display());
+        let mut extra = opts.server_arg.clone();
+        extra.push("--webhook-allow-loopback".into());
+        eprintln!("starting a fresh server for webhooks");
+        let server = ServerProcess::start(
+            ServerSpec {
+                name: "webhooks",
+                database_url: &url,
+                secret: &secret,
+                encryption_keys: &keys,
+                extra_args: extra,
+            },
+            dir,
+        )
+        .await?;
+        let result = webhooks::webhooks(server.addr, &url, &tokens, opts.webhook_events).await;
+        server.stop().await?;
+        let run = result?;
+        eprintln!(
+            "  webhooks: {} events delivered in {:.2} s: {:.0} events/s",
+            run.received,
+            run.elapsed.as_secs_f64(),
+            run.events_per_sec()
+        );
+        notes.push(format!(
+            "Webhooks: one subscription, {} INTEGRATION_BROKEN events from one delete, each \
+             signed and POSTed in order to a receiver on loopback answering 204: all delivered \
+             {:.2} s after the delete call, **{:.0} events/s** (SQLite).",
+            run.events,
+            run.elapsed.as_secs_f64(),
+            run.events_per_sec()
         ));
     }
 

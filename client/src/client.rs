@@ -12,6 +12,7 @@ use crate::pb;
 use crate::pb::audit_service_client::AuditServiceClient;
 use crate::pb::installed_app_service_client::InstalledAppServiceClient;
 use crate::pb::integration_service_client::IntegrationServiceClient;
+use crate::pb::webhook_service_client::WebhookServiceClient;
 use crate::retry::{RetryPolicy, is_transient};
 use crate::watch::{EventStream, watch};
 
@@ -103,6 +104,11 @@ impl Client {
     /// The generated client of `IntegrationService` on this channel and token (no retries).
     pub fn integrations(&self) -> IntegrationServiceClient<AuthedChannel> {
         IntegrationServiceClient::new(self.authed())
+    }
+
+    /// The generated client of `WebhookService` on this channel and token (no retries).
+    pub fn webhooks(&self) -> WebhookServiceClient<AuthedChannel> {
+        WebhookServiceClient::new(self.authed())
     }
 
     /// The generated client of `AuditService` on this channel and token (no retries).
@@ -235,6 +241,41 @@ impl Client {
         /// `ListAuditEvents` (admins). Retried.
         list_audit_events(audit, pb::ListAuditEventsRequest) -> pb::ListAuditEventsResponse,
             retry if |_| true;
+        /// `CreateWebhookSubscription` (admins). Sent once: the secret is shown once.
+        create_webhook_subscription(webhooks, pb::CreateWebhookSubscriptionRequest)
+            -> pb::CreateWebhookSubscriptionResponse,
+            retry if |_| false;
+        /// `GetWebhookSubscription`. Retried.
+        get_webhook_subscription(webhooks, pb::GetWebhookSubscriptionRequest)
+            -> pb::WebhookSubscription,
+            retry if |_| true;
+        /// `ListWebhookSubscriptions`. Retried.
+        list_webhook_subscriptions(webhooks, pb::ListWebhookSubscriptionsRequest)
+            -> pb::ListWebhookSubscriptionsResponse,
+            retry if |_| true;
+        /// `UpdateWebhookSubscription` (admins). Sent once.
+        update_webhook_subscription(webhooks, pb::UpdateWebhookSubscriptionRequest)
+            -> pb::WebhookSubscription,
+            retry if |_| false;
+        /// `DeleteWebhookSubscription` (admins). Sent once.
+        delete_webhook_subscription(webhooks, pb::DeleteWebhookSubscriptionRequest) -> (),
+            retry if |_| false;
+        /// `RotateWebhookSecret` (admins). Sent once: a repeat would rotate again.
+        rotate_webhook_secret(webhooks, pb::RotateWebhookSecretRequest)
+            -> pb::RotateWebhookSecretResponse,
+            retry if |_| false;
+        /// `ListWebhookDeliveries`. Retried.
+        list_webhook_deliveries(webhooks, pb::ListWebhookDeliveriesRequest)
+            -> pb::ListWebhookDeliveriesResponse,
+            retry if |_| true;
+        /// `RedeliverWebhookEvents` (admins). Retried: moving to the same cursor twice is
+        /// the same as once.
+        redeliver_webhook_events(webhooks, pb::RedeliverWebhookEventsRequest)
+            -> pb::WebhookSubscription,
+            retry if |_| true;
+        /// `SendTestWebhook` (admins). Sent once.
+        send_test_webhook(webhooks, pb::SendTestWebhookRequest) -> pb::WebhookDelivery,
+            retry if |_| false;
     }
 
     /// `WatchIntegrationEvents` as a stream of events that resumes from its cursor across
@@ -245,5 +286,28 @@ impl Client {
         request: pb::WatchIntegrationEventsRequest,
     ) -> EventStream {
         watch(self.clone(), request)
+    }
+
+    /// `WatchInstalledAppEvents`: the raw stream (no resuming; resume from the last
+    /// message's `cursor` yourself).
+    pub fn watch_installed_app_events(
+        &self,
+        request: pb::WatchInstalledAppEventsRequest,
+    ) -> impl Future<Output = Result<tonic::Streaming<pb::WatchInstalledAppEventsResponse>, Status>>
+    + Send
+    + 'static {
+        let client = self.clone();
+        async move {
+            client
+                .auth
+                .ready()
+                .await
+                .map_err(|err| Status::unauthenticated(err.to_string()))?;
+            Ok(client
+                .installed_apps()
+                .watch_installed_app_events(request)
+                .await?
+                .into_inner())
+        }
     }
 }

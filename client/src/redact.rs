@@ -70,6 +70,24 @@ impl fmt::Debug for pb::CreateIntegrationRequest {
     }
 }
 
+impl fmt::Debug for pb::CreateWebhookSubscriptionResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CreateWebhookSubscriptionResponse")
+            .field("webhook_subscription", &self.webhook_subscription)
+            .field("secret", &"[REDACTED]")
+            .finish()
+    }
+}
+
+impl fmt::Debug for pb::RotateWebhookSecretResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RotateWebhookSecretResponse")
+            .field("webhook_subscription", &self.webhook_subscription)
+            .field("secret", &"[REDACTED]")
+            .finish()
+    }
+}
+
 impl fmt::Debug for pb::Credentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Credentials")

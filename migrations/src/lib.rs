@@ -13,6 +13,7 @@ mod m20261129_000005_suspension;
 mod m20261129_000006_owners;
 mod m20261129_000007_last_used;
 mod m20261129_000009_oauth;
+mod m20261129_000010_webhooks;
 
 /// Every migration, in order.
 pub struct Migrator;
@@ -29,6 +30,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000006_owners::Migration),
             Box::new(m20261129_000007_last_used::Migration),
             Box::new(m20261129_000009_oauth::Migration),
+            Box::new(m20261129_000010_webhooks::Migration),
         ]
     }
 }

@@ -98,6 +98,11 @@ pub fn audited_action(path: &str) -> Option<AuditAction> {
         ("IntegrationService", "PromoteIntegrationCredentials") => {
             AuditAction::IntegrationPromoteCredentials
         }
+        ("WebhookService", "CreateWebhookSubscription") => AuditAction::WebhookCreate,
+        ("WebhookService", "UpdateWebhookSubscription") => AuditAction::WebhookUpdate,
+        ("WebhookService", "DeleteWebhookSubscription") => AuditAction::WebhookDelete,
+        ("WebhookService", "RotateWebhookSecret") => AuditAction::WebhookRotateSecret,
+        ("WebhookService", "RedeliverWebhookEvents") => AuditAction::WebhookRedeliver,
         ("IntegrationService", "CreateIntegration") => AuditAction::IntegrationCreate,
         ("IntegrationService", "UpdateIntegration") => AuditAction::IntegrationUpdate,
         ("IntegrationService", "DeleteIntegration") => AuditAction::IntegrationDelete,

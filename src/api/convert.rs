@@ -1,9 +1,10 @@
 //! Domain -> proto conversions, done once here.
 
+use crate::domain::app_events::AppEvent;
 use crate::domain::catalog::{AuthKind, FieldDef, IntegrationTypeDef, ServiceDef};
 use crate::domain::model::{
-    AppState, AuditEvent, AuditOutcome, BrokenReason, Event, EventKind, InstalledApp, Integration,
-    IntegrationState,
+    AppEventKind, AppState, AuditEvent, AuditOutcome, BrokenReason, Event, EventKind, InstalledApp,
+    Integration, IntegrationState,
 };
 use crate::domain::oauth::{Authorization, AuthorizationState};
 use crate::domain::tokens::TeamCursors;
@@ -166,6 +167,31 @@ pub fn event(e: &Event, cursors: &TeamCursors) -> pb::IntegrationEvent {
         reason: broken_reason(e.reason) as i32,
         actor: e.actor.clone(),
         integration: Some(integration(&e.integration)),
+    }
+}
+
+pub fn app_event_kind(kind: AppEventKind) -> pb::InstalledAppEventType {
+    use pb::InstalledAppEventType as T;
+    match kind {
+        AppEventKind::Created => T::InstalledAppCreated,
+        AppEventKind::CredentialsReplaced => T::InstalledAppCredentialsReplaced,
+        AppEventKind::NeedsReauth => T::InstalledAppNeedsReauth,
+        AppEventKind::RefreshFailed => T::InstalledAppRefreshFailed,
+        AppEventKind::Restored => T::InstalledAppRestored,
+        AppEventKind::Deleted => T::InstalledAppDeleted,
+    }
+}
+
+pub fn app_event(e: &AppEvent, cursors: &TeamCursors) -> pb::InstalledAppEvent {
+    pb::InstalledAppEvent {
+        event_id: e.event_id.clone(),
+        cursor: cursors.encode(e.seq),
+        r#type: app_event_kind(e.kind) as i32,
+        time: Some(timestamp(e.time)),
+        installed_app_name: e.installed_app_name(),
+        reason: e.reason.clone(),
+        actor: e.actor.clone(),
+        installed_app: Some(installed_app(&e.app)),
     }
 }
 

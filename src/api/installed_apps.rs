@@ -2,27 +2,65 @@
 
 use std::sync::Arc;
 
+use tokio_stream::StreamExt;
+use tokio_stream::adapters::Map;
 use tonic::{Request, Response, Status};
 
+use super::integrations::{stream_ended, watch_refused};
 use super::parse::{
     CompleteAuthorization, CreateApp, DeleteApp, ListApps, ReportRejected,
-    StartAuthorizationRequest, SuspendApp, TransferApp, UpdateApp,
+    StartAuthorizationRequest, SuspendApp, TransferApp, UpdateApp, WatchEvents,
 };
 use super::{accept, convert, status};
-use crate::domain::Hub;
+use crate::domain::app_events::AppEvent;
+use crate::domain::tokens::TeamCursors;
 use crate::domain::types::{AppName, AuthorizationName};
+use crate::domain::{Error, Hub};
+use crate::events::{WatchItem, WatchStream as Items, Watches};
 use crate::pb;
 use crate::pb::installed_app_service_server::InstalledAppService;
 
 pub struct InstalledApps {
     hub: Arc<Hub>,
+    watches: Watches,
 }
 
 impl InstalledApps {
-    pub fn new(hub: Arc<Hub>) -> Self {
-        InstalledApps { hub }
+    pub fn new(hub: Arc<Hub>, watches: Watches) -> Self {
+        InstalledApps { hub, watches }
     }
 }
+
+/// One message of an installed-app watch stream, as the client sees it.
+fn watch_message(
+    cursors: &TeamCursors,
+    item: WatchItem,
+) -> Result<pb::WatchInstalledAppEventsResponse, Status> {
+    match item {
+        WatchItem::Message {
+            events,
+            cursor,
+            checkpoint,
+        } => {
+            let events = events
+                .iter()
+                .map(|row| AppEvent::from_row(row).map(|e| convert::app_event(&e, cursors)))
+                .collect::<Result<Vec<_>, Error>>()
+                .map_err(status)?;
+            Ok(pb::WatchInstalledAppEventsResponse {
+                events,
+                cursor: cursors.encode(cursor),
+                checkpoint,
+            })
+        }
+        WatchItem::End { cursor, reason } => Err(stream_ended(cursors, cursor, reason)),
+    }
+}
+
+type WatchStream = Map<
+    Items,
+    Box<dyn FnMut(WatchItem) -> Result<pb::WatchInstalledAppEventsResponse, Status> + Send>,
+>;
 
 #[tonic::async_trait]
 impl InstalledAppService for InstalledApps {
@@ -211,5 +249,28 @@ impl InstalledAppService for InstalledApps {
             .await
             .map_err(status)?;
         Ok(Response::new(convert::authorization(&authorization)))
+    }
+
+    type WatchInstalledAppEventsStream = WatchStream;
+
+    async fn watch_installed_app_events(
+        &self,
+        request: Request<pb::WatchInstalledAppEventsRequest>,
+    ) -> Result<Response<Self::WatchInstalledAppEventsStream>, Status> {
+        let (actor, req): (_, WatchEvents) = accept(request)?;
+        let scope = self.hub.watch_scope(&actor, &req.parent).map_err(status)?;
+        let cursors = self.hub.cursors(scope.as_ref());
+        let start = cursors
+            .open("start_cursor", &req.start_cursor)
+            .map_err(status)?;
+        let team = scope.map(|t| t.as_str().to_owned());
+        let stream = self
+            .watches
+            .open(&actor.principal(), team, start.map(|c| c.0), req.kinds)
+            .await
+            .map_err(|err| status(watch_refused(err)))?;
+        let message: Box<dyn FnMut(WatchItem) -> _ + Send> =
+            Box::new(move |item| watch_message(&cursors, item));
+        Ok(Response::new(stream.map(message)))
     }
 }

@@ -47,7 +47,7 @@ impl Integrations {
 }
 
 /// Why a watch could not start, as the client sees it.
-fn watch_refused(err: WatchError) -> Error {
+pub(super) fn watch_refused(err: WatchError) -> Error {
     match err {
         WatchError::CursorAhead => Error::invalid("start_cursor", err.to_string()),
         WatchError::CursorExpired => {
@@ -61,7 +61,7 @@ fn watch_refused(err: WatchError) -> Error {
 /// The status ending a watch stream, with the cursor to resume from: UNAVAILABLE, or
 /// RESOURCE_EXHAUSTED when the replica's watch memory ran out and this stream was furthest
 /// behind.
-fn stream_ended(cursors: &TeamCursors, pos: i64, reason: EndReason) -> Status {
+pub(super) fn stream_ended(cursors: &TeamCursors, pos: i64, reason: EndReason) -> Status {
     let cursor = cursors.encode(pos);
     let (code, reason, message) = match reason {
         EndReason::Shutdown => (

@@ -13,6 +13,7 @@ mod observe;
 pub(crate) mod parse;
 pub mod rate_limit;
 pub mod reflection;
+mod webhooks;
 
 use std::collections::HashMap;
 
@@ -30,6 +31,7 @@ pub use auth_layer::{AuthLayer, REQUEST_ID_HEADER};
 pub use installed_apps::InstalledApps;
 pub use integrations::Integrations;
 pub use observe::ObserveLayer;
+pub use webhooks::Webhooks;
 
 /// `ErrorInfo.domain` of every error.
 pub const ERROR_DOMAIN: &str = "integrationhub";

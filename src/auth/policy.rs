@@ -19,6 +19,8 @@ pub enum Access {
     AppCreatorOrAdmin,
     /// An admin only.
     Admin,
+    /// An admin, or a service account (which reads what admins manage).
+    AdminOrService,
     /// A service only: these methods hand out or report on credentials for
     /// machines, and a person has no business calling them.
     Service,
@@ -33,6 +35,7 @@ impl Access {
                 matches!(role, Role::Developer | Role::Admin)
             }
             Access::Admin => role == Role::Admin,
+            Access::AdminOrService => matches!(role, Role::Admin | Role::Service),
             Access::Service => role == Role::Service,
         }
     }
@@ -93,6 +96,10 @@ pub const POLICY: &[(&str, Access)] = &[
         "/integrationhub.v1.InstalledAppService/GetInstalledAppAuthorization",
         Access::Developer,
     ),
+    (
+        "/integrationhub.v1.InstalledAppService/WatchInstalledAppEvents",
+        Access::AnyRole,
+    ),
     // IntegrationService
     (
         "/integrationhub.v1.IntegrationService/CreateIntegration",
@@ -137,6 +144,43 @@ pub const POLICY: &[(&str, Access)] = &[
     (
         "/integrationhub.v1.IntegrationService/PromoteIntegrationCredentials",
         Access::Developer,
+    ),
+    // WebhookService
+    (
+        "/integrationhub.v1.WebhookService/CreateWebhookSubscription",
+        Access::Admin,
+    ),
+    (
+        "/integrationhub.v1.WebhookService/GetWebhookSubscription",
+        Access::AdminOrService,
+    ),
+    (
+        "/integrationhub.v1.WebhookService/ListWebhookSubscriptions",
+        Access::AdminOrService,
+    ),
+    (
+        "/integrationhub.v1.WebhookService/UpdateWebhookSubscription",
+        Access::Admin,
+    ),
+    (
+        "/integrationhub.v1.WebhookService/DeleteWebhookSubscription",
+        Access::Admin,
+    ),
+    (
+        "/integrationhub.v1.WebhookService/RotateWebhookSecret",
+        Access::Admin,
+    ),
+    (
+        "/integrationhub.v1.WebhookService/ListWebhookDeliveries",
+        Access::AdminOrService,
+    ),
+    (
+        "/integrationhub.v1.WebhookService/RedeliverWebhookEvents",
+        Access::Admin,
+    ),
+    (
+        "/integrationhub.v1.WebhookService/SendTestWebhook",
+        Access::Admin,
     ),
     // AuditService
     (
@@ -245,6 +289,11 @@ mod tests {
                 "GetInstalledAppAuthorization",
                 Access::Developer,
             ),
+            (
+                "InstalledAppService",
+                "WatchInstalledAppEvents",
+                Access::AnyRole,
+            ),
             ("IntegrationService", "CreateIntegration", Access::Developer),
             ("IntegrationService", "GetIntegration", Access::AnyRole),
             ("IntegrationService", "ListIntegrations", Access::AnyRole),
@@ -277,6 +326,27 @@ mod tests {
                 Access::Developer,
             ),
             ("AuditService", "ListAuditEvents", Access::Admin),
+            ("WebhookService", "CreateWebhookSubscription", Access::Admin),
+            (
+                "WebhookService",
+                "GetWebhookSubscription",
+                Access::AdminOrService,
+            ),
+            (
+                "WebhookService",
+                "ListWebhookSubscriptions",
+                Access::AdminOrService,
+            ),
+            ("WebhookService", "UpdateWebhookSubscription", Access::Admin),
+            ("WebhookService", "DeleteWebhookSubscription", Access::Admin),
+            ("WebhookService", "RotateWebhookSecret", Access::Admin),
+            (
+                "WebhookService",
+                "ListWebhookDeliveries",
+                Access::AdminOrService,
+            ),
+            ("WebhookService", "RedeliverWebhookEvents", Access::Admin),
+            ("WebhookService", "SendTestWebhook", Access::Admin),
         ];
         assert_eq!(POLICY.len(), expected.len());
         for (service, method, access) in expected {

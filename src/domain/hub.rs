@@ -13,10 +13,11 @@ use std::sync::Arc;
 use crate::crypto::KeyRing;
 use crate::store::{AppRow, IntegrationRow, NewEvent, Store, Tx};
 
+use super::app_events::AppSnapshot;
 use super::audit_batch::AuditBatch;
 use super::catalog::{Catalog, FieldDef, ServiceDef, check_fields};
 use super::error::{Error, FieldViolation, Result};
-use super::model::{Actor, AuditAction, BrokenReason, EventKind, Integration, etag};
+use super::model::{Actor, AppEventKind, AuditAction, BrokenReason, EventKind, Integration, etag};
 use super::types::{AppName, IntegrationName, ParentRef, TeamId, new_id};
 
 /// Where time comes from: injected, so tests can control it.
@@ -335,6 +336,29 @@ impl Write<'_> {
             actor: self.actor.subject.clone(),
             time: integration.update_time,
             snapshot: serde_json::to_string(integration).map_err(|e| Error::Internal(e.into()))?,
+        });
+        Ok(())
+    }
+
+    /// Appends, on commit, an event built elsewhere (a webhook subscription's).
+    pub fn raw_event(&mut self, event: NewEvent) {
+        self.events.push(event);
+    }
+
+    /// Appends, on commit, one event about the installed app `row` as it is after the
+    /// change (as it was, for a delete): its snapshot holds no credentials.
+    pub fn app_event(&mut self, kind: AppEventKind, row: &AppRow, reason: &str) -> Result<()> {
+        let snapshot = AppSnapshot::of(row)?;
+        self.events.push(NewEvent {
+            event_id: new_id(),
+            team: row.team.clone(),
+            kind: kind.as_str().to_owned(),
+            integration_id: String::new(),
+            installed_app_id: Some(row.id.clone()),
+            reason: (!reason.is_empty()).then(|| reason.to_owned()),
+            actor: self.actor.subject.clone(),
+            time: row.update_time,
+            snapshot: serde_json::to_string(&snapshot).map_err(|e| Error::Internal(e.into()))?,
         });
         Ok(())
     }

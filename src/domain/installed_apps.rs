@@ -9,7 +9,8 @@ use super::credentials::{Idempotency, check_credentials, settle_insert};
 use super::error::{Error, Result};
 use super::hub::{Audited, Done, Hub, check_etag, not_found_app};
 use super::model::{
-    Actor, AppState, AuditAction, BrokenReason, InstalledApp, Integration, IntegrationState, Role,
+    Actor, AppEventKind, AppState, AuditAction, BrokenReason, InstalledApp, Integration,
+    IntegrationState, Role,
 };
 use super::reauth::Transition;
 use super::types::{
@@ -190,6 +191,7 @@ impl Hub {
                     return Ok(Done::Nothing((earlier, false)));
                 }
                 w.names(AppName::new(team.clone(), row.id.clone()).to_string());
+                w.app_event(AppEventKind::Created, &row, "")?;
                 Ok(Done::Commit((
                     InstalledApp::from_row(&row, IntegrationCounts::default())?,
                     true,
@@ -276,6 +278,7 @@ impl Hub {
                 }
                 check_etag(&changes.etag, row.version)?;
                 let expected = row.version;
+                let was_rejected = row.state == AppState::NeedsReauth.as_str();
                 let now = self.now();
                 if let Some(display_name) = changes.display_name {
                     row.display_name = display_name.into_inner();
@@ -320,6 +323,12 @@ impl Hub {
                     return Err(Error::EtagMismatch(
                         "the installed app changed concurrently; read it again".into(),
                     ));
+                }
+                if changes.credentials.is_some() {
+                    w.app_event(AppEventKind::CredentialsReplaced, &row, "")?;
+                    if was_rejected && row.state == AppState::Active.as_str() {
+                        w.app_event(AppEventKind::Restored, &row, "new credentials")?;
+                    }
                 }
                 Ok(Done::Commit((row, restored.len())))
             })
@@ -368,6 +377,11 @@ impl Hub {
                     return Err(Error::internal("locked installed app vanished"));
                 }
                 w.tx().await?.delete_grant(&name.id).await?;
+                let gone = AppRow {
+                    update_time: now,
+                    ..app
+                };
+                w.app_event(AppEventKind::Deleted, &gone, "")?;
                 Ok(Done::Commit(broken))
             })
             .await?;

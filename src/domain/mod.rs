@@ -14,6 +14,7 @@
 //! - [`types`], [`model`], [`catalog`], [`error`]: values, entities, the service catalog and
 //!   the error enum.
 
+pub mod app_events;
 pub mod audit;
 mod audit_batch;
 pub mod catalog;
@@ -31,6 +32,8 @@ pub mod suspension;
 pub mod tokens;
 pub mod transfer;
 pub mod types;
+pub mod webhook_delivery;
+pub mod webhooks;
 
 #[cfg(test)]
 pub(crate) mod test_support;

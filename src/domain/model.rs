@@ -107,6 +107,17 @@ string_enum!(
         Restored = "INTEGRATION_RESTORED",
     }
 );
+string_enum!(
+    /// What an installed-app event records.
+    AppEventKind {
+        Created = "INSTALLED_APP_CREATED",
+        CredentialsReplaced = "INSTALLED_APP_CREDENTIALS_REPLACED",
+        NeedsReauth = "INSTALLED_APP_NEEDS_REAUTH",
+        Restored = "INSTALLED_APP_RESTORED",
+        Deleted = "INSTALLED_APP_DELETED",
+        RefreshFailed = "INSTALLED_APP_REFRESH_FAILED",
+    }
+);
 
 string_enum!(
     /// What an audit record records: a mutation or a credential resolution.
@@ -128,6 +139,11 @@ string_enum!(
         IntegrationResolveCredentials = "integration.resolve_credentials",
         IntegrationTransfer = "integration.transfer",
         IntegrationPromoteCredentials = "integration.promote_credentials",
+        WebhookCreate = "webhook.create",
+        WebhookUpdate = "webhook.update",
+        WebhookDelete = "webhook.delete",
+        WebhookRotateSecret = "webhook.rotate_secret",
+        WebhookRedeliver = "webhook.redeliver",
     }
 );
 string_enum!(
@@ -391,7 +407,7 @@ mod tests {
             assert_eq!(AuditAction::parse(action.as_str()).unwrap(), *action);
             assert_eq!(AuditAction::find(action.as_str()), Some(*action));
         }
-        assert_eq!(AuditAction::ALL.len(), 17);
+        assert_eq!(AuditAction::ALL.len(), 22);
         assert_eq!(AuditAction::find("installed_app.nope"), None);
         for kind in EventKind::ALL {
             assert_eq!(EventKind::parse(kind.as_str()).unwrap(), *kind);

@@ -11,7 +11,7 @@ use super::credentials::integration_owner;
 use super::error::{Error, Precondition, Result};
 use super::hub::{Audited, Done, Hub, Write, not_found_app};
 use super::model::{
-    Actor, AppState, AuditAction, BrokenReason, EventKind, InstalledApp, Integration,
+    Actor, AppEventKind, AppState, AuditAction, BrokenReason, EventKind, InstalledApp, Integration,
     IntegrationState,
 };
 use super::suspension::suspended_error;
@@ -200,6 +200,7 @@ impl Hub {
         if !w.tx().await?.update_app(row.clone(), expected).await? {
             return Err(Error::internal("locked installed app changed"));
         }
+        w.app_event(AppEventKind::NeedsReauth, row, said)?;
         Ok(broken.len())
     }
 
@@ -511,11 +512,15 @@ mod tests {
         assert_eq!(
             kinds(&t.events().await),
             [
+                ("INSTALLED_APP_CREATED", None),
                 ("INTEGRATION_CREATED", None),
                 ("INTEGRATION_CREATED", None),
                 ("INTEGRATION_CREATED", None),
                 ("INTEGRATION_BROKEN", Some("INSTALLED_APP_DELETED")),
                 ("INTEGRATION_BROKEN", Some("INSTALLED_APP_DELETED")),
+                // The app's own event follows its integrations', in the same transaction.
+                ("INSTALLED_APP_DELETED", None),
+                ("INSTALLED_APP_CREATED", None),
                 ("INTEGRATION_RESTORED", None),
                 ("INTEGRATION_RESTORED", None),
             ]
@@ -575,9 +580,13 @@ mod tests {
         assert_eq!(
             kinds(&t.events().await),
             [
+                ("INSTALLED_APP_CREATED", None),
                 ("INTEGRATION_CREATED", None),
                 ("INTEGRATION_BROKEN", Some("CREDENTIALS_REJECTED")),
+                ("INSTALLED_APP_NEEDS_REAUTH", Some("invalid_auth")),
                 ("INTEGRATION_RESTORED", None),
+                ("INSTALLED_APP_CREDENTIALS_REPLACED", None),
+                ("INSTALLED_APP_RESTORED", Some("new credentials")),
             ]
         );
     }

@@ -39,6 +39,21 @@ fn decode(text: &str) -> Option<Vec<u8>> {
     URL_SAFE_NO_PAD.decode(text).ok()
 }
 
+/// Whether `text` has the shape of a cursor (sealed, or of the retired clear format), checked
+/// where a request is parsed so that its violations are listed together; only
+/// [`TeamCursors::open`] says whether it is one of the team's.
+pub fn check_cursor_text(text: String) -> std::result::Result<String, String> {
+    if text.is_empty() {
+        return Ok(text);
+    }
+    match decode(&text) {
+        Some(bytes) if bytes.len() == RETIRED_CURSOR_PREFIX.len() + 8 || bytes.len() >= 32 => {
+            Ok(text)
+        }
+        _ => Err("is not a cursor this service gave this team".to_owned()),
+    }
+}
+
 /// The cursors of one team's view of the event log.
 #[derive(Clone)]
 pub struct TeamCursors {

@@ -128,6 +128,7 @@ resource_name!(
     "installedAppAuthorizations",
     "installed app authorization"
 );
+resource_name!(WebhookName, "webhookSubscriptions", "webhook subscription");
 
 /// A fresh random resource id (32 lowercase hex digits).
 pub fn new_id() -> String {

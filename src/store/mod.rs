@@ -19,6 +19,7 @@ mod oauth;
 mod outbox;
 mod records;
 mod rotation;
+mod webhooks;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,6 +40,7 @@ pub use oauth::{AuthorizationRow, GrantRow, RefreshFailure};
 pub use outbox::{EVENTS_CHANNEL, NewEvent};
 pub use records::{After, AppFilter, IntegrationCounts, IntegrationFilter, StateChange};
 pub use rotation::{SealedKind, SealedRow};
+pub use webhooks::{DeliveryRow, Failure, NewDelivery, SubscriptionRow};
 
 /// Advisory lock key held while migrations run on PostgreSQL ("ihub-mig").
 const MIGRATION_LOCK_KEY: i64 = 0x6968_7562_2d6d_6967;

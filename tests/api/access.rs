@@ -94,6 +94,11 @@ const ROLES_TABLE: &[(&str, &str, [May; 4])] = &[
         [No, Yes, Yes, No],
     ),
     (
+        "InstalledAppService",
+        "WatchInstalledAppEvents",
+        [Yes, Yes, Yes, Yes],
+    ),
+    (
         "IntegrationService",
         "TransferIntegration",
         [No, No, Yes, No],
@@ -145,6 +150,43 @@ const ROLES_TABLE: &[(&str, &str, [May; 4])] = &[
         [Yes, Yes, Yes, Yes],
     ),
     ("AuditService", "ListAuditEvents", [No, No, Yes, No]),
+    (
+        "WebhookService",
+        "CreateWebhookSubscription",
+        [No, No, Yes, No],
+    ),
+    (
+        "WebhookService",
+        "GetWebhookSubscription",
+        [No, No, Yes, Yes],
+    ),
+    (
+        "WebhookService",
+        "ListWebhookSubscriptions",
+        [No, No, Yes, Yes],
+    ),
+    (
+        "WebhookService",
+        "UpdateWebhookSubscription",
+        [No, No, Yes, No],
+    ),
+    (
+        "WebhookService",
+        "DeleteWebhookSubscription",
+        [No, No, Yes, No],
+    ),
+    ("WebhookService", "RotateWebhookSecret", [No, No, Yes, No]),
+    (
+        "WebhookService",
+        "ListWebhookDeliveries",
+        [No, No, Yes, Yes],
+    ),
+    (
+        "WebhookService",
+        "RedeliverWebhookEvents",
+        [No, No, Yes, No],
+    ),
+    ("WebhookService", "SendTestWebhook", [No, No, Yes, No]),
 ];
 
 const PACKAGE: &str = "integrationhub.v1";
@@ -489,11 +531,116 @@ async fn dispatch(
             // The first message (a checkpoint) or the stream's error.
             stream.message().await.map(drop)
         }
+        ("InstalledAppService", "WatchInstalledAppEvents") => {
+            let mut stream = apps
+                .watch_installed_app_events(request(
+                    auth,
+                    pb::WatchInstalledAppEventsRequest::default(),
+                ))
+                .await?
+                .into_inner();
+            stream.message().await.map(drop)
+        }
         ("AuditService", "ListAuditEvents") => {
             integration_hub::pb::audit_service_client::AuditServiceClient::new(app.channel.clone())
                 .list_audit_events(request(auth, pb::ListAuditEventsRequest::default()))
                 .await
                 .map(drop)
+        }
+        ("WebhookService", method) => {
+            let mut hooks = integration_hub::pb::webhook_service_client::WebhookServiceClient::new(
+                app.channel.clone(),
+            );
+            let missing = format!("teams/{TEAM}/webhookSubscriptions/nonexistent");
+            match method {
+                "CreateWebhookSubscription" => hooks
+                    .create_webhook_subscription(request(
+                        auth,
+                        pb::CreateWebhookSubscriptionRequest {
+                            webhook_subscription: Some(pb::WebhookSubscription {
+                                url: "https://hooks.example.com/in".into(),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        },
+                    ))
+                    .await
+                    .map(drop),
+                "GetWebhookSubscription" => hooks
+                    .get_webhook_subscription(request(
+                        auth,
+                        pb::GetWebhookSubscriptionRequest { name: missing },
+                    ))
+                    .await
+                    .map(drop),
+                "ListWebhookSubscriptions" => hooks
+                    .list_webhook_subscriptions(request(
+                        auth,
+                        pb::ListWebhookSubscriptionsRequest::default(),
+                    ))
+                    .await
+                    .map(drop),
+                "UpdateWebhookSubscription" => hooks
+                    .update_webhook_subscription(request(
+                        auth,
+                        pb::UpdateWebhookSubscriptionRequest {
+                            webhook_subscription: Some(pb::WebhookSubscription {
+                                name: missing,
+                                ..Default::default()
+                            }),
+                            update_mask: Some(prost_types::FieldMask {
+                                paths: vec!["description".into()],
+                            }),
+                        },
+                    ))
+                    .await
+                    .map(drop),
+                "DeleteWebhookSubscription" => hooks
+                    .delete_webhook_subscription(request(
+                        auth,
+                        pb::DeleteWebhookSubscriptionRequest {
+                            name: missing,
+                            ..Default::default()
+                        },
+                    ))
+                    .await
+                    .map(drop),
+                "RotateWebhookSecret" => hooks
+                    .rotate_webhook_secret(request(
+                        auth,
+                        pb::RotateWebhookSecretRequest {
+                            name: missing,
+                            ..Default::default()
+                        },
+                    ))
+                    .await
+                    .map(drop),
+                "ListWebhookDeliveries" => hooks
+                    .list_webhook_deliveries(request(
+                        auth,
+                        pb::ListWebhookDeliveriesRequest {
+                            parent: missing,
+                            ..Default::default()
+                        },
+                    ))
+                    .await
+                    .map(drop),
+                "RedeliverWebhookEvents" => hooks
+                    .redeliver_webhook_events(request(
+                        auth,
+                        pb::RedeliverWebhookEventsRequest {
+                            name: missing,
+                            start_cursor: crate::fixtures::cursors(Some(TEAM)).encode(0),
+                        },
+                    ))
+                    .await
+                    .map(drop),
+                "SendTestWebhook" => hooks
+                    .send_test_webhook(request(auth, pb::SendTestWebhookRequest { name: missing }))
+                    .await
+                    .map(drop),
+                other => panic!("WebhookService/{other} has no call in `dispatch`"),
+            }
         }
         (service, method) => panic!(
             "{service}/{method} is described but access.rs has no call for it: add one to `dispatch`"

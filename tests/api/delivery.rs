@@ -30,7 +30,10 @@ async fn a_cursor_older_than_the_retention_answers_cursor_expired(mut app: TestA
     // Time is injected through the cutoff: prune as if every event were past the retention.
     let store = Store::connect(&app.db.url, 1).await.expect("store");
     let deleted = store.prune_events(i64::MAX).await.expect("prune");
-    assert_eq!(deleted, 2, "both CREATED events are pruned");
+    assert_eq!(
+        deleted, 4,
+        "both integrations' and both apps' CREATED events are pruned"
+    );
 
     let err = expect_code(
         try_watch(&app, &dev, &old_cursor, &[]).await,

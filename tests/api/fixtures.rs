@@ -83,6 +83,15 @@ pub fn people(app: &TestApp) -> People {
     }
 }
 
+/// Tokens of dana (a developer) and ada (an admin) of the team, for servers started as
+/// processes.
+pub fn people_tokens() -> (String, String) {
+    (
+        crate::helpers::token(TEAM, "developer", "dana"),
+        crate::helpers::token(TEAM, "admin", "ada"),
+    )
+}
+
 /// A token that is well formed and current but signed with another secret.
 pub fn token_of_another_secret() -> String {
     mint_hs256(

@@ -3,6 +3,7 @@
 
 mod access;
 mod admin;
+mod app_events;
 mod audit;
 mod client;
 mod crash;
@@ -32,3 +33,6 @@ mod startup;
 mod test_support;
 mod validation;
 mod watch_memory;
+mod webhook_receiver;
+mod webhook_replicas;
+mod webhooks;

@@ -2,7 +2,12 @@
 
 use super::{checked, field, optional_etag, page, take_credentials};
 use crate::api::convert::micros;
-use crate::domain::model::AppState;
+use std::collections::HashSet;
+
+use super::WatchEvents;
+use crate::domain::app_events::app_kinds;
+use crate::domain::model::{AppEventKind, AppState};
+use crate::domain::tokens::check_cursor_text;
 use crate::domain::types::{
     AppName, ConnectedTo, DisplayName, IdempotencyKey, Owner, PageRequest, ParentRef,
     RejectionDetail,
@@ -248,6 +253,47 @@ impl TryFrom<pb::TransferInstalledAppRequest> for TransferApp {
         Ok(TransferApp {
             name: checked(name)?,
             new_owner: checked(new_owner)?,
+        })
+    }
+}
+
+fn app_event_kind(value: i32) -> Result<AppEventKind, String> {
+    use pb::InstalledAppEventType as T;
+    match T::try_from(value) {
+        Ok(T::InstalledAppCreated) => Ok(AppEventKind::Created),
+        Ok(T::InstalledAppCredentialsReplaced) => Ok(AppEventKind::CredentialsReplaced),
+        Ok(T::InstalledAppNeedsReauth) => Ok(AppEventKind::NeedsReauth),
+        Ok(T::InstalledAppRefreshFailed) => Ok(AppEventKind::RefreshFailed),
+        Ok(T::InstalledAppRestored) => Ok(AppEventKind::Restored),
+        Ok(T::InstalledAppDeleted) => Ok(AppEventKind::Deleted),
+        _ => Err("contains an unknown or unspecified event type".into()),
+    }
+}
+
+/// WatchInstalledAppEvents: the same shape as WatchIntegrationEvents, over the app kinds.
+impl TryFrom<pb::WatchInstalledAppEventsRequest> for WatchEvents {
+    type Error = Error;
+
+    fn try_from(req: pb::WatchInstalledAppEventsRequest) -> Result<Self, Error> {
+        let mut v = Violations::default();
+        let parent = v.check("parent", ParentRef::parse(&req.parent));
+        let start = v.check("start_cursor", check_cursor_text(req.start_cursor));
+        let kinds = v.check(
+            "types",
+            req.types
+                .iter()
+                .map(|t| app_event_kind(*t).map(|k| k.as_str()))
+                .collect::<Result<HashSet<&'static str>, String>>(),
+        );
+        v.finish()?;
+        let mut kinds = checked(kinds)?;
+        if kinds.is_empty() {
+            kinds.extend(app_kinds());
+        }
+        Ok(WatchEvents {
+            parent: checked(parent)?,
+            start_cursor: checked(start)?,
+            kinds,
         })
     }
 }

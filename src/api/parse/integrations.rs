@@ -3,8 +3,9 @@
 use std::collections::{BTreeMap, HashSet};
 
 use super::{checked, field, optional_etag, page, take_credentials};
+use crate::domain::app_events::integration_kinds;
 use crate::domain::model::{EventKind, IntegrationState};
-use crate::domain::tokens::MAX_TOKEN_CHARS;
+use crate::domain::tokens::check_cursor_text;
 use crate::domain::types::{
     AppName, ConnectedTo, DisplayName, IdempotencyKey, IntegrationName, Owner, PageRequest,
     ParentRef,
@@ -287,7 +288,9 @@ pub struct WatchEvents {
     /// The start cursor as sent (bounded in length); opened for the team the watch covers
     /// once that is known (`Hub::cursors`).
     pub start_cursor: String,
-    /// The event kinds to deliver (their stored names); empty means every kind.
+    /// The event kinds to deliver (their stored names): those asked for, or every kind of
+    /// the stream's family (integration or installed-app events) when none is named. Never
+    /// empty, so a stream never sees the other family's events.
     pub kinds: HashSet<&'static str>,
 }
 
@@ -308,14 +311,7 @@ impl TryFrom<pb::WatchIntegrationEventsRequest> for WatchEvents {
     fn try_from(req: pb::WatchIntegrationEventsRequest) -> Result<Self, Error> {
         let mut v = Violations::default();
         let parent = v.check("parent", ParentRef::parse(&req.parent));
-        let start = v.check(
-            "start_cursor",
-            if req.start_cursor.len() > MAX_TOKEN_CHARS {
-                Err("is not a cursor this service gave this team".to_owned())
-            } else {
-                Ok(req.start_cursor)
-            },
-        );
+        let start = v.check("start_cursor", check_cursor_text(req.start_cursor));
         let kinds = v.check(
             "types",
             req.types
@@ -324,10 +320,14 @@ impl TryFrom<pb::WatchIntegrationEventsRequest> for WatchEvents {
                 .collect::<Result<HashSet<&'static str>, String>>(),
         );
         v.finish()?;
+        let mut kinds = checked(kinds)?;
+        if kinds.is_empty() {
+            kinds.extend(integration_kinds());
+        }
         Ok(WatchEvents {
             parent: checked(parent)?,
             start_cursor: checked(start)?,
-            kinds: checked(kinds)?,
+            kinds,
         })
     }
 }

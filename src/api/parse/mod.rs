@@ -11,6 +11,7 @@ mod installed_apps;
 mod integrations;
 mod oauth;
 mod text;
+mod webhooks;
 
 use std::collections::HashMap;
 
@@ -27,6 +28,10 @@ pub use integrations::{
 };
 pub use oauth::{CompleteAuthorization, StartAuthorizationRequest, completion as oauth_completion};
 pub use text::{Described, check as check_text};
+pub use webhooks::{
+    CreateWebhook, DeleteWebhook, ListDeliveries, ListWebhooks, Redeliver, RotateWebhook,
+    UpdateWebhook,
+};
 
 /// Takes the credentials out of a request map, so the plaintext lives in one place that
 /// wipes itself.

@@ -55,6 +55,16 @@ described!(
     StartInstalledAppAuthorizationRequest,
     CompleteInstalledAppAuthorizationRequest,
     GetInstalledAppAuthorizationRequest,
+    WatchInstalledAppEventsRequest,
+    CreateWebhookSubscriptionRequest,
+    GetWebhookSubscriptionRequest,
+    ListWebhookSubscriptionsRequest,
+    UpdateWebhookSubscriptionRequest,
+    DeleteWebhookSubscriptionRequest,
+    RotateWebhookSecretRequest,
+    ListWebhookDeliveriesRequest,
+    RedeliverWebhookEventsRequest,
+    SendTestWebhookRequest,
 );
 
 /// Every message of the served descriptor set (imports included), by full name.

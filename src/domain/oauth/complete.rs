@@ -14,7 +14,9 @@ use crate::domain::catalog::ServiceDef;
 use crate::domain::credentials::{MAX_CREDENTIAL_VALUE, app_owner};
 use crate::domain::error::{Error, Precondition, Result};
 use crate::domain::hub::{Audited, Done, Hub, Write};
-use crate::domain::model::{Actor, AppState, AuditAction, BrokenReason, IntegrationState};
+use crate::domain::model::{
+    Actor, AppEventKind, AppState, AuditAction, BrokenReason, IntegrationState,
+};
 use crate::domain::reauth::Transition;
 use crate::domain::types::{AppName, AuthorizationName, TeamId, new_id};
 
@@ -274,7 +276,11 @@ impl Hub {
             app.resume_state = Some(AppState::Active.as_str().to_owned());
             return Ok(0);
         }
+        let was_rejected = app.state == AppState::NeedsReauth.as_str();
         app.state = AppState::Active.as_str().to_owned();
+        if was_rejected {
+            w.app_event(AppEventKind::Restored, app, "new OAuth credentials")?;
+        }
         let filter = IntegrationFilter {
             installed_app_id: Some(app.id.clone()),
             state: Some(IntegrationState::Broken.as_str().to_owned()),

@@ -20,7 +20,7 @@ use super::{OAuth, nearly_expired};
 use crate::domain::credentials::app_owner;
 use crate::domain::error::{Error, Result};
 use crate::domain::hub::{Audited, Done, Hub};
-use crate::domain::model::{Actor, AppState, AuditAction, Role};
+use crate::domain::model::{Actor, AppEventKind, AppState, AuditAction, Role};
 use crate::domain::types::{AppName, TeamId, new_id};
 
 /// How long a refresh lease holds: well beyond the outbound timeout, so a lease never runs
@@ -231,6 +231,7 @@ impl Hub {
                 let error = crate::domain::error::truncated(&format!("invalid_grant: {text}"), 600);
                 self.write(&refresher(&team), audited, async |w| {
                     let mut app = w.lock_app(&name).await?;
+                    w.app_event(AppEventKind::RefreshFailed, &app, &said)?;
                     if app.state != AppState::Suspended.as_str() {
                         self.reject_credentials(w, &name, &mut app, &said, now)
                             .await?;

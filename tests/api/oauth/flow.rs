@@ -305,6 +305,16 @@ async fn revocation_breaks_the_integrations_and_reauthorization_restores_them(t:
     let installed = oauth_app(app, "Revoked Slack").await;
     let job = create_integration(app, &dana(), &installed, "Alerts").await;
     let (mut events, _) = watch_live(app, &dana()).await;
+    let mut app_events = app
+        .apps
+        .clone()
+        .watch_installed_app_events(authed(
+            &dana(),
+            pb::WatchInstalledAppEventsRequest::default(),
+        ))
+        .await
+        .expect("watch installed-app events")
+        .into_inner();
     // The provider revoked the grant: the next refresh answers invalid_grant, so the app
     // needs reauthorization and its integration breaks.
     t.provider
@@ -346,6 +356,27 @@ async fn revocation_breaks_the_integrations_and_reauthorization_restores_them(t:
     let after = get_app(app, &dana(), &installed.name).await.expect("app");
     assert_eq!(after.state(), pb::installed_app::State::Active);
     assert_eq!(after.name, installed.name, "the same app, reauthorized");
+    // Installed-app events: the refused refresh, the app needing reauthorization, then back.
+    let mut kinds = Vec::new();
+    while !kinds.contains(&pb::InstalledAppEventType::InstalledAppRestored) {
+        let message = tokio::time::timeout(WAIT, app_events.message())
+            .await
+            .expect("installed-app events in time")
+            .expect("stream ok")
+            .expect("stream open");
+        for event in message.events {
+            assert_eq!(event.installed_app_name, installed.name);
+            kinds.push(event.r#type());
+        }
+    }
+    assert_eq!(
+        kinds,
+        [
+            pb::InstalledAppEventType::InstalledAppRefreshFailed,
+            pb::InstalledAppEventType::InstalledAppNeedsReauth,
+            pb::InstalledAppEventType::InstalledAppRestored,
+        ]
+    );
     let resolved = resolve(app, &service_token(), &job.name)
         .await
         .expect("resolve");

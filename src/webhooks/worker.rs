@@ -1,0 +1,307 @@
+//! The delivery worker: finds subscriptions with events to deliver, takes their lease, and
+//! delivers their events one at a time, in order, each until the receiver acknowledges it.
+//!
+//! At least once: the position moves only after a 2xx (or past events the subscription does
+//! not want), so a replica killed between the send and the acknowledgement sends that event
+//! again, with the same `webhook-id`, from wherever the lease goes next. In order: a
+//! subscription has one deliverer at a time (the lease, and at most one task per
+//! subscription in this replica), and it does not pass an event until the event is
+//! acknowledged. A failure waits out the backoff (the lease is released meanwhile); past
+//! the retry window the subscription is disabled.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, watch};
+
+use super::WebhookArgs;
+use super::outbound::{Attempt, Outcome, Sender};
+use super::payload::{event_body, signature, webhook_id};
+use crate::domain::types::TeamId;
+use crate::domain::webhooks::Subscription;
+use crate::domain::{Error, Hub, Result};
+use crate::events::EventBus;
+use crate::metrics::Metrics;
+use crate::store::{EventRow, Failure, NewDelivery, Store, SubscriptionRow};
+
+/// Events read per query while delivering.
+const READ_CHUNK: u64 = 100;
+/// Subscriptions looked at per poll.
+const DUE_CHUNK: u64 = 100;
+
+/// What every delivery task shares.
+#[derive(Clone)]
+pub struct Worker {
+    pub hub: Arc<Hub>,
+    pub store: Store,
+    pub sender: Sender,
+    pub metrics: Arc<Metrics>,
+    pub args: WebhookArgs,
+    /// This replica's lease owner id: new at every start, so a restarted replica does not
+    /// mistake a dead one's lease for its own.
+    pub owner: String,
+    pub now: Arc<dyn Fn() -> i64 + Send + Sync>,
+}
+
+fn micros(d: Duration) -> i64 {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
+}
+
+/// A number in [0, 1) for jitter.
+fn jitter() -> f64 {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 4];
+    let _ = ring::rand::SystemRandom::new().fill(&mut bytes);
+    f64::from(u32::from_le_bytes(bytes)) / (f64::from(u32::MAX) + 1.0)
+}
+
+impl Worker {
+    pub fn new(
+        hub: Arc<Hub>,
+        store: Store,
+        sender: Sender,
+        metrics: Arc<Metrics>,
+        args: WebhookArgs,
+        now: Arc<dyn Fn() -> i64 + Send + Sync>,
+    ) -> Worker {
+        Worker {
+            hub,
+            store,
+            sender,
+            metrics,
+            args,
+            owner: crate::domain::types::new_id(),
+            now,
+        }
+    }
+
+    /// Polls for due subscriptions until `stop` flips; woken early by every published batch.
+    pub async fn run(self, bus: EventBus, mut stop: watch::Receiver<bool>) {
+        let active: Arc<Mutex<HashSet<String>>> = Arc::default();
+        let slots = Arc::new(Semaphore::new(
+            usize::try_from(self.args.webhook_concurrency).unwrap_or(1),
+        ));
+        let mut batches = bus.subscribe();
+        let mut pruned_at = 0;
+        loop {
+            let now = (self.now)();
+            if now - pruned_at > 60_000_000 {
+                pruned_at = now;
+                let retention = micros(Duration::from_secs(
+                    self.args.webhook_delivery_retention_secs,
+                ));
+                if let Err(err) = self.store.prune_deliveries(now - retention).await {
+                    tracing::warn!(error = %anyhow::Error::from(err), "pruning webhook deliveries failed");
+                }
+            }
+            if let Err(err) = self.start_due(bus.position(), &active, &slots, &stop).await {
+                tracing::warn!(error = %anyhow::Error::from(err), "looking for webhook deliveries failed");
+            }
+            tokio::select! {
+                _ = batches.recv() => {}
+                _ = tokio::time::sleep(self.args.poll()) => {}
+                _ = stop.changed() => return,
+            }
+        }
+    }
+
+    /// Starts a task for each due subscription whose lease this replica wins.
+    async fn start_due(
+        &self,
+        newest: i64,
+        active: &Arc<Mutex<HashSet<String>>>,
+        slots: &Arc<Semaphore>,
+        stop: &watch::Receiver<bool>,
+    ) -> Result<()> {
+        let now = (self.now)();
+        let due = self
+            .store
+            .due_subscriptions(&self.owner, newest, now, DUE_CHUNK)
+            .await?;
+        for row in due {
+            if active
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(&row.id)
+            {
+                continue;
+            }
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                return Ok(());
+            };
+            let until = now.saturating_add(micros(self.args.lease()));
+            if !self
+                .store
+                .take_webhook_lease(&row.id, &self.owner, now, until)
+                .await?
+            {
+                continue;
+            }
+            active
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(row.id.clone());
+            let worker = self.clone();
+            let active = active.clone();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let _slot = slot;
+                let id = row.id.clone();
+                if let Err(err) = worker.deliver(row, stop).await {
+                    tracing::warn!(error = %anyhow::Error::from(err), webhook = %id, "webhook delivery stopped");
+                }
+                let _ = worker.store.release_webhook_lease(&id, &worker.owner).await;
+                active.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+            });
+        }
+        Ok(())
+    }
+
+    /// Delivers one subscription's events in order while it holds the lease, until it is
+    /// caught up, a failure must wait, or the replica stops.
+    async fn deliver(&self, first: SubscriptionRow, stop: watch::Receiver<bool>) -> Result<()> {
+        let team = first.team.clone();
+        let id = first.id.clone();
+        loop {
+            if *stop.borrow() {
+                return Ok(());
+            }
+            let now = (self.now)();
+            let until = now.saturating_add(micros(self.args.lease()));
+            // Renewed before each event: a replica that lost it stops here.
+            if !self
+                .store
+                .take_webhook_lease(&id, &self.owner, now, until)
+                .await?
+            {
+                return Ok(());
+            }
+            let Some(row) = self.store.get_subscription(&team, &id).await? else {
+                return Ok(());
+            };
+            if !row.enabled || row.next_attempt_time.is_some_and(|t| t > now) {
+                return Ok(());
+            }
+            let rows = self
+                .store
+                .events_after(row.position, None, Some(&team), READ_CHUNK)
+                .await?;
+            let Some(last) = rows.last().map(|r| r.seq) else {
+                return Ok(());
+            };
+            let types: Vec<String> = serde_json::from_str(&row.event_types).unwrap_or_default();
+            let Some(index) = rows
+                .iter()
+                .position(|e| Subscription::wants(&types, &e.kind))
+            else {
+                // Nothing wanted in this chunk: acknowledge past it.
+                if !self.store.advance_position(&id, &self.owner, last).await? {
+                    return Ok(());
+                }
+                continue;
+            };
+            // Events of the team before this one were not wanted: acknowledged with it (or
+            // before its first failure). Other teams' events leave gaps in the numbers.
+            let skipped = index > 0;
+            let event = &rows[index];
+            let attempt = if skipped { 1 } else { row.failed_attempts + 1 };
+            let result = self.attempt(&row, event, attempt).await?;
+            if result.outcome == Outcome::Delivered {
+                if !self
+                    .store
+                    .advance_position(&id, &self.owner, event.seq)
+                    .await?
+                {
+                    return Ok(());
+                }
+                continue;
+            }
+            if skipped
+                && !self
+                    .store
+                    .advance_position(&id, &self.owner, event.seq - 1)
+                    .await?
+            {
+                return Ok(());
+            }
+            let failing_since = if skipped {
+                now
+            } else {
+                row.failing_since.unwrap_or(now)
+            };
+            let window = micros(self.args.retry_window());
+            let done = (self.now)();
+            if done.saturating_sub(failing_since) >= window {
+                let team_id = TeamId::parse(&team)
+                    .map_err(|_| crate::domain::Error::internal("stored team id"))?;
+                let reason = format!(
+                    "the receiver failed every attempt for {}s (last: {})",
+                    self.args.webhook_retry_window_secs, result.error
+                );
+                let position = if skipped { event.seq - 1 } else { row.position };
+                if self
+                    .hub
+                    .disable_webhook(&team_id, &id, position, &reason)
+                    .await?
+                {
+                    self.metrics
+                        .webhooks_disabled
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::warn!(webhook = %id, "webhook subscription disabled after its retry window");
+                }
+                return Ok(());
+            }
+            let wait = self
+                .args
+                .backoff(u32::try_from(attempt).unwrap_or(u32::MAX), jitter());
+            let failure = Failure {
+                failing_since,
+                failed_attempts: attempt,
+                next_attempt_time: done.saturating_add(micros(wait)),
+            };
+            self.store.record_failure(&id, &self.owner, failure).await?;
+            return Ok(());
+        }
+    }
+
+    /// Sends one event once and records the attempt.
+    async fn attempt(
+        &self,
+        row: &SubscriptionRow,
+        event: &EventRow,
+        attempt: i32,
+    ) -> Result<Attempt> {
+        let id = webhook_id(&event.event_id, &row.id);
+        let now = (self.now)();
+        let timestamp = now.div_euclid(1_000_000);
+        let team = TeamId::parse(&row.team).map_err(|_| Error::internal("stored team id"))?;
+        let body = event_body(event, &self.hub.cursors(Some(&team)))?;
+        let keys = self.hub.webhook_signing_keys(row, now)?;
+        let keys: Vec<&[u8]> = keys.iter().map(|k| k.expose()).collect();
+        let signature = signature(&keys, &id, timestamp, &body);
+        let result = self
+            .sender
+            .send(&row.url, &id, timestamp, &signature, body)
+            .await;
+        self.metrics
+            .record_webhook(result.outcome.as_str(), result.latency);
+        self.store
+            .insert_delivery(NewDelivery {
+                team: row.team.clone(),
+                subscription_id: row.id.clone(),
+                webhook_id: id,
+                event_type: event.kind.clone(),
+                event_seq: event.seq,
+                attempt,
+                time: now,
+                outcome: result.outcome.as_str().to_owned(),
+                response_code: result.response_code.map(i32::from),
+                latency_micros: micros(result.latency),
+                response_body: result.response_body.clone(),
+                error: result.error.clone(),
+            })
+            .await?;
+        Ok(result)
+    }
+}
