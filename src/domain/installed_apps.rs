@@ -305,13 +305,11 @@ impl Hub {
                 if changes.credentials.is_some() && row.state != AppState::Suspended.as_str() {
                     // Re-auth in place: what broke because these credentials were rejected
                     // works again.
-                    let filter = IntegrationFilter {
-                        installed_app_id: Some(row.id.clone()),
-                        state: Some(IntegrationState::Broken.as_str().to_owned()),
-                        broken_reason: Some(BrokenReason::CredentialsRejected.as_str().to_owned()),
-                        app_bound_only: true,
-                        own_credentials_of: None,
-                    };
+                    let filter = super::suspension::bound(
+                        &row.id,
+                        IntegrationState::Broken,
+                        Some(BrokenReason::CredentialsRejected),
+                    );
                     let restore = Transition::Restore { rebind_to: None };
                     restored = self
                         .change_state(w, name.team.as_str(), &filter, &restore, now)

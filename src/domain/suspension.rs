@@ -38,7 +38,11 @@ pub(super) fn suspended_error() -> Error {
 }
 
 /// Integrations bound to app `id` in `state`, broken for `reason` when given.
-fn bound(id: &str, state: IntegrationState, reason: Option<BrokenReason>) -> IntegrationFilter {
+pub(super) fn bound(
+    id: &str,
+    state: IntegrationState,
+    reason: Option<BrokenReason>,
+) -> IntegrationFilter {
     IntegrationFilter {
         installed_app_id: Some(id.to_owned()),
         state: Some(state.as_str().to_owned()),

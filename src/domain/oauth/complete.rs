@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::crypto::{Aad, Credentials};
-use crate::store::{AppRow, AuthorizationRow, GrantRow, IntegrationFilter};
+use crate::store::{AppRow, AuthorizationRow, GrantRow};
 
 use super::authorize::{authorization_owner, connected_to_text};
 use super::catalog::OAuthDef;
@@ -281,13 +281,11 @@ impl Hub {
         if was_rejected {
             w.app_event(AppEventKind::Restored, app, "new OAuth credentials")?;
         }
-        let filter = IntegrationFilter {
-            installed_app_id: Some(app.id.clone()),
-            state: Some(IntegrationState::Broken.as_str().to_owned()),
-            broken_reason: Some(BrokenReason::CredentialsRejected.as_str().to_owned()),
-            app_bound_only: true,
-            own_credentials_of: None,
-        };
+        let filter = crate::domain::suspension::bound(
+            &app.id,
+            IntegrationState::Broken,
+            Some(BrokenReason::CredentialsRejected),
+        );
         let restore = Transition::Restore { rebind_to: None };
         let restored = self
             .change_state(w, team.as_str(), &filter, &restore, now)
