@@ -296,6 +296,18 @@ pub struct ServeArgs {
     )]
     pub watch_stream_buffer_bytes: u64,
 
+    /// Milliseconds a read kept by this replica (Get, List, the read of a credential
+    /// resolution) may be answered again. A change made through this replica is seen at once;
+    /// one made through another replica as soon as its event reaches this one, and never
+    /// later than this. 0 turns the read cache off.
+    #[arg(long, env = "INTEGRATION_HUB_READ_CACHE_TTL_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    pub read_cache_ttl_ms: u64,
+
+    /// Bytes the read cache of this replica may hold.
+    #[arg(long, env = "INTEGRATION_HUB_READ_CACHE_BYTES", default_value_t = 32 * 1024 * 1024)]
+    pub read_cache_bytes: usize,
+
     /// Seconds a request may take before it is cancelled (not watch streams).
     #[arg(long, env = "INTEGRATION_HUB_REQUEST_TIMEOUT_SECS", default_value_t = 30,
           value_parser = clap::value_parser!(u64).range(1..=3600))]

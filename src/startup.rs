@@ -24,6 +24,7 @@ use crate::domain::catalog::Catalog;
 use crate::domain::hub::Clock;
 use crate::domain::hub::SystemClock;
 use crate::domain::oauth::{OAuth, RefreshOutcome};
+use crate::domain::read_cache::{ReadCache, ReadCacheSettings};
 use crate::domain::rotation::check_stored_keys;
 use crate::events::{EventBus, StreamLimits, start_pruner};
 use crate::pb::audit_service_server::AuditServiceServer;
@@ -276,7 +277,11 @@ impl Application {
             Arc::new(keys),
             Arc::new(catalog),
             Arc::new(SystemClock),
-        );
+        )
+        .with_read_cache(ReadCacheSettings {
+            ttl: std::time::Duration::from_millis(args.read_cache_ttl_ms),
+            budget_bytes: args.read_cache_bytes,
+        });
         // Every outcome's series exists from the start (zero without OAuth), so dashboards
         // and alerts find it.
         for outcome in RefreshOutcome::ALL {
@@ -344,6 +349,7 @@ impl Application {
         let bus = EventBus::start(self.store.clone(), metrics.clone(), stop_rx.clone())
             .await
             .context("cannot read the event log")?;
+        forget_what_events_change(&bus, self.hub.read_cache().clone(), stop_rx.clone());
         start_pruner(
             self.store.clone(),
             std::time::Duration::from_secs(self.args.event_retention_secs),
@@ -519,4 +525,31 @@ fn start_webhooks(
     let service =
         crate::api::Webhooks::new(hub.clone(), sender, max, Duration::from_secs(grace), now);
     Ok(WebhookServiceServer::new(service).max_decoding_message_size(args.max_message_bytes))
+}
+
+/// Every event the tailer reads (another replica's change, or this one's) marks its team
+/// changed in the read cache; a tailer that lagged past the ring forgets everything.
+fn forget_what_events_change(
+    bus: &EventBus,
+    cache: Arc<ReadCache>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut batches = bus.subscribe();
+    tokio::spawn(async move {
+        loop {
+            let batch = tokio::select! {
+                batch = batches.recv() => batch,
+                _ = stop.changed() => return,
+            };
+            match batch {
+                Ok(batch) => {
+                    for event in &batch.events {
+                        cache.changed(&event.team);
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => cache.clear(),
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    });
 }

@@ -160,14 +160,15 @@ impl IntegrationService for Integrations {
             .hub
             .team_of_parent(&actor, &req.parent)
             .map_err(status)?;
-        let (page, cursor) = self
+        let listed = self
             .hub
             .list_integrations(&team, req.query, req.page)
             .await
             .map_err(status)?;
+        let (page, cursor) = &*listed;
         Ok(Response::new(pb::ListIntegrationsResponse {
             integrations: page.items.iter().map(convert::integration).collect(),
-            next_page_token: page.next_page_token,
+            next_page_token: page.next_page_token.clone(),
             event_cursor: self.hub.cursors(Some(&team)).encode(cursor.0),
         }))
     }

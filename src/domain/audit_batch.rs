@@ -6,7 +6,13 @@
 //! transaction and one statement, commits, and only then answers each waiting resolution.
 //! Nothing is lost (no answer before its commit), and a failed commit fails every resolution
 //! of its batch, none of which hands out credentials.
+//!
+//! The same transaction checks what each resolution read (possibly from the read cache):
+//! the versions of its integration and app must still be the stored ones. A resolution whose
+//! records changed since (deleted, suspended, rejected, new credentials) gets no success
+//! record and answers nothing from what it read: it reads again.
 
+use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use tokio::sync::{mpsc, oneshot};
@@ -20,10 +26,27 @@ const MAX_BATCH: usize = 512;
 /// Records waiting for the writer before callers wait to queue (backpressure).
 const QUEUE: usize = 4096;
 
+/// The versions a resolution read, which must still be stored when its record commits.
+#[derive(Clone, Debug)]
+pub(super) struct Versions {
+    pub integration: (String, i64),
+    pub app: Option<(String, i64)>,
+}
+
+/// What became of a checked record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Checked {
+    /// Committed: the versions read are the stored ones.
+    Committed,
+    /// Not written: a record read has changed or is gone.
+    Outdated,
+}
+
 /// How a batch's commit ended, for every resolution in it.
 #[derive(Clone, Copy, Debug)]
 enum Outcome {
     Committed,
+    Outdated,
     StorageFull,
     Unavailable,
     Failed,
@@ -41,6 +64,7 @@ impl From<&StoreError> for Outcome {
 
 struct Queued {
     record: NewAudit,
+    check: Option<Versions>,
     done: oneshot::Sender<Outcome>,
 }
 
@@ -60,7 +84,18 @@ impl AuditBatch {
 
     /// Appends `record` and returns once it is committed (with the records of concurrent
     /// callers), or the error that stopped its commit.
+    #[cfg(test)]
     pub(super) async fn append(&self, record: NewAudit) -> Result<()> {
+        self.append_checked(record, None).await.map(|_| ())
+    }
+
+    /// Appends `record` if the records `check` names still have the versions it gives, and
+    /// returns once that is committed; [`Checked::Outdated`] (nothing written) otherwise.
+    pub(super) async fn append_checked(
+        &self,
+        record: NewAudit,
+        check: Option<Versions>,
+    ) -> Result<Checked> {
         let queue = self.queue.get_or_init(|| {
             let (sender, receiver) = mpsc::channel(QUEUE);
             tokio::spawn(write_batches(self.store.clone(), receiver));
@@ -68,14 +103,19 @@ impl AuditBatch {
         });
         let (done, committed) = oneshot::channel();
         queue
-            .send(Queued { record, done })
+            .send(Queued {
+                record,
+                check,
+                done,
+            })
             .await
             .map_err(|_| Error::Unavailable("the audit writer stopped; retry later".into()))?;
         let outcome = committed
             .await
             .map_err(|_| Error::Unavailable("the audit writer stopped; retry later".into()))?;
         match outcome {
-            Outcome::Committed => Ok(()),
+            Outcome::Committed => Ok(Checked::Committed),
+            Outcome::Outdated => Ok(Checked::Outdated),
             Outcome::StorageFull => Err(Error::StorageFull),
             Outcome::Unavailable => Err(Error::Unavailable(
                 "the database is unavailable; retry later".into(),
@@ -89,22 +129,67 @@ impl AuditBatch {
 async fn write_batches(store: Store, mut receiver: mpsc::Receiver<Queued>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while receiver.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let records = batch.iter().map(|q| q.record.clone()).collect();
-        let outcome = match commit(&store, records).await {
-            Ok(()) => Outcome::Committed,
-            Err(err) => Outcome::from(&err),
+        let outcomes = match commit(&store, &batch).await {
+            Ok(current) => current
+                .into_iter()
+                .map(|current| {
+                    if current {
+                        Outcome::Committed
+                    } else {
+                        Outcome::Outdated
+                    }
+                })
+                .collect(),
+            Err(err) => vec![Outcome::from(&err); batch.len()],
         };
-        for queued in batch.drain(..) {
+        for (queued, outcome) in batch.drain(..).zip(outcomes) {
             // A caller that went away (its deadline passed) no longer waits: fine.
             let _ = queued.done.send(outcome);
         }
     }
 }
 
-async fn commit(store: &Store, records: Vec<NewAudit>) -> Result<(), StoreError> {
+/// Checks every queued resolution's versions and appends the records of those still
+/// current, in one transaction; answers which were.
+async fn commit(store: &Store, batch: &[Queued]) -> Result<Vec<bool>, StoreError> {
     let tx = store.begin_write().await?;
+    let checks = || batch.iter().filter_map(|q| q.check.as_ref());
+    let (integrations, apps) = if checks().next().is_some() {
+        let integration_ids = checks().map(|c| c.integration.0.clone()).collect();
+        let app_ids: Vec<String> = checks()
+            .filter_map(|c| c.app.as_ref().map(|(id, _)| id.clone()))
+            .collect();
+        let apps = if app_ids.is_empty() {
+            HashMap::new()
+        } else {
+            tx.app_versions(app_ids).await?
+        };
+        (tx.integration_versions(integration_ids).await?, apps)
+    } else {
+        (HashMap::new(), HashMap::new())
+    };
+    let stored = |(id, version): &(String, i64), versions: &HashMap<String, i64>| {
+        versions.get(id) == Some(version)
+    };
+    let current: Vec<bool> = batch
+        .iter()
+        .map(|q| match &q.check {
+            None => true,
+            Some(check) => {
+                stored(&check.integration, &integrations)
+                    && check.app.as_ref().is_none_or(|app| stored(app, &apps))
+            }
+        })
+        .collect();
+    let records = batch
+        .iter()
+        .zip(&current)
+        .filter(|(_, current)| **current)
+        .map(|(q, _)| q.record.clone())
+        .collect();
     tx.append_audits(records).await?;
-    tx.commit().await
+    tx.commit().await?;
+    Ok(current)
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use crate::crypto::{Aad, Credentials, KeyRing};
 use crate::store::{AppRow, IntegrationRow, StoreError};
 
+use super::audit_batch::{Checked, Versions};
 use super::catalog::ServiceDef;
 use super::error::{Error, Precondition, Result};
 use super::hub::{Audited, Done, Hub, Write, check_values};
@@ -227,6 +228,7 @@ pub(super) async fn settle_insert<T>(
 pub const USE_RECORD_INTERVAL_MICROS: i64 = 60_000_000;
 
 /// When the records a resolution used were last used, as stored.
+#[derive(Clone, Debug)]
 struct Used {
     integration: Option<i64>,
     /// The installed app's id and last use, when the credentials are an app's.
@@ -252,36 +254,31 @@ impl Hub {
 
     /// The credentials an active integration uses, for a service principal (rule 2).
     /// Every resolution is audited; the credentials are handed out only once the success
-    /// record is committed. The common case (nothing to record of the last use) commits its
-    /// record together with concurrent resolutions' (`audit_batch.rs`); a failure, or a last
-    /// use to record, goes through [`Hub::write`] as every change does.
+    /// record is committed. The common case (nothing to record of the last use) reads what
+    /// it needs from the read cache when it can, and commits its record together with
+    /// concurrent resolutions' (`audit_batch.rs`) in a transaction that checks the versions
+    /// it read are still stored: what was deleted, suspended or rejected before the
+    /// resolution began is never handed out. A failure, an outdated read, or a last use to
+    /// record goes through [`Hub::write`] as every change does.
     #[tracing::instrument(skip_all, fields(integration = %name))]
     pub async fn resolve_credentials(
         &self,
         actor: &Actor,
         name: &IntegrationName,
     ) -> Result<Resolved> {
-        if self.oauth.is_some()
-            && let Ok(row) = self.integration_row(actor, name).await
-            && row.own_credentials.is_none()
-            && row.state == IntegrationState::Active.as_str()
-            && let Some(app_id) = &row.installed_app_id
-        {
-            // A nearly expired access token is refreshed before it is handed out.
-            self.ensure_fresh(app_id).await?;
-        }
-        let resolved = match self.open_credentials(actor, name).await {
-            Ok((resolved, used)) if !self.use_to_record(&used) => {
-                let record = self.audit_success(
-                    actor,
-                    &name.team,
-                    AuditAction::IntegrationResolveCredentials,
-                    name.to_string(),
-                );
-                self.resolutions.append(record).await?;
-                resolved
+        let key = format!("resolve|{}|{}", name.team, name.id);
+        let fast = match self.resolution_plan(actor, name, &key).await {
+            Ok(plan) if plan.usable(self.now()) && !self.use_to_record(&plan.used) => {
+                self.resolve_from_plan(actor, name, &plan).await?
             }
-            _ => self.resolve_recording_use(actor, name).await?,
+            _ => None,
+        };
+        let resolved = match fast {
+            Some(resolved) => resolved,
+            None => {
+                self.cache.forget(&key);
+                self.resolve_recording_use(actor, name).await?
+            }
         };
         tracing::info!(
             actor = %actor.subject,
@@ -290,6 +287,68 @@ impl Hub {
             "credentials resolved"
         );
         Ok(resolved)
+    }
+
+    /// What a resolution of `name` needs: from the read cache, or read (and kept). A nearly
+    /// expired OAuth access token is refreshed first.
+    async fn resolution_plan(
+        &self,
+        actor: &Actor,
+        name: &IntegrationName,
+        key: &str,
+    ) -> Result<Arc<ResolutionPlan>> {
+        let team = name.team.as_str();
+        if let Some(plan) = self.cache.get::<ResolutionPlan>(team, key)
+            && !plan.due_for_refresh(self.now())
+        {
+            return Ok(plan);
+        }
+        let ticket = self.cache.ticket();
+        let plan = self.read_plan(actor, name).await?;
+        if self.oauth.is_some()
+            && plan.due_for_refresh(self.now())
+            && let Some(app_id) = plan.app_id()
+        {
+            // A nearly expired access token is refreshed before it is handed out; the
+            // plan is read again, and not kept while the token is still due.
+            self.ensure_fresh(app_id).await?;
+            return self.read_plan(actor, name).await.map(Arc::new);
+        }
+        let plan = Arc::new(plan);
+        self.cache
+            .put(team, key.to_owned(), ticket, plan.clone(), plan.bytes());
+        Ok(plan)
+    }
+
+    /// Opens the plan's credentials and commits the success record if the plan's versions
+    /// are still stored; `None` when they are not (the caller reads again).
+    async fn resolve_from_plan(
+        &self,
+        actor: &Actor,
+        name: &IntegrationName,
+        plan: &ResolutionPlan,
+    ) -> Result<Option<Resolved>> {
+        let Ok(credentials) = self.open_plan(&name.team, plan) else {
+            return Ok(None);
+        };
+        let record = self.audit_success(
+            actor,
+            &name.team,
+            AuditAction::IntegrationResolveCredentials,
+            name.to_string(),
+        );
+        match self
+            .resolutions
+            .append_checked(record, Some(plan.versions()))
+            .await?
+        {
+            Checked::Committed => Ok(Some(Resolved {
+                integration: plan.integration.clone(),
+                credentials,
+                expire_time: plan.grant.as_ref().and_then(|g| g.expire_time),
+            })),
+            Checked::Outdated => Ok(None),
+        }
     }
 
     /// A resolution in a write of its own: it records the last use, or its failure.
@@ -349,6 +408,19 @@ impl Hub {
         actor: &Actor,
         name: &IntegrationName,
     ) -> Result<(Resolved, Used)> {
+        let plan = self.read_plan(actor, name).await?;
+        let credentials = self.open_plan(&name.team, &plan)?;
+        let resolved = Resolved {
+            integration: plan.integration,
+            credentials,
+            expire_time: plan.grant.and_then(|g| g.expire_time),
+        };
+        Ok((resolved, plan.used))
+    }
+
+    /// Reads what resolving `name` needs; an integration that cannot be resolved (broken,
+    /// suspended, its token expired) answers the error the caller gets.
+    async fn read_plan(&self, actor: &Actor, name: &IntegrationName) -> Result<ResolutionPlan> {
         let row = self.integration_row(actor, name).await?;
         let integration = Integration::from_row(&row)?;
         if integration.broken_reason == Some(BrokenReason::InstalledAppSuspended) {
@@ -365,6 +437,7 @@ impl Hub {
             app: None,
         };
         let mut grant = None;
+        let mut app_version = None;
         let (owner, sealed) = match (row.own_credentials, &integration.installed_app_id) {
             (Some(sealed), _) => (integration_owner(&integration.id), sealed),
             (None, Some(app_id)) => {
@@ -377,24 +450,38 @@ impl Hub {
                     return Err(suspended_error());
                 }
                 used.app = Some((app.id.clone(), app.last_used_time));
-                grant = self.store.get_grant(&app.id).await?;
-                if let Some(expire) = grant.as_ref().and_then(|g| g.expire_time)
-                    && expire <= self.now()
-                {
-                    return Err(Error::Unavailable(
-                        "the installed app's access token expired and could not be refreshed yet; retry later".into(),
-                    ));
+                app_version = Some(app.version);
+                grant = self.store.get_grant(&app.id).await?.map(|g| PlanGrant {
+                    issue_time: g.issue_time,
+                    expire_time: g.expire_time,
+                    refreshable: g.refreshable,
+                });
+                if grant.as_ref().is_some_and(|g| g.expired(self.now())) {
+                    return Err(token_expired());
                 }
                 (app_owner(&app.id), app.credentials)
             }
             (None, None) => return Err(Error::internal("integration without credentials")),
         };
+        Ok(ResolutionPlan {
+            version: row.version,
+            integration,
+            used,
+            app_version,
+            owner,
+            sealed,
+            grant,
+        })
+    }
+
+    /// The plan's credentials, opened (without an OAuth refresh token: it stays here).
+    fn open_plan(&self, team: &TeamId, plan: &ResolutionPlan) -> Result<Credentials> {
         let aad = Aad {
-            team: name.team.as_str(),
-            owner: &owner,
+            team: team.as_str(),
+            owner: &plan.owner,
         };
-        let mut credentials = self.keys.open_credentials(&aad, &sealed)?;
-        if grant.is_some() {
+        let mut credentials = self.keys.open_credentials(&aad, &plan.sealed)?;
+        if plan.grant.is_some() {
             // The refresh token stays in the hub: a resolution hands out the access token.
             let mut map = credentials.into_map();
             if let Some(mut token) = map.remove("refresh_token") {
@@ -402,12 +489,81 @@ impl Hub {
             }
             credentials = Credentials::new(map);
         }
-        let resolved = Resolved {
-            integration,
-            credentials,
-            expire_time: grant.and_then(|g| g.expire_time),
-        };
-        Ok((resolved, used))
+        Ok(credentials)
+    }
+}
+
+fn token_expired() -> Error {
+    Error::Unavailable(
+        "the installed app's access token expired and could not be refreshed yet; retry later"
+            .into(),
+    )
+}
+
+/// What resolving an integration reads: the integration, where its sealed credentials are
+/// and the versions of the rows they came from. Kept in the read cache (sealed: the cache
+/// never holds plaintext credentials).
+pub(super) struct ResolutionPlan {
+    integration: Integration,
+    /// The integration's version.
+    version: i64,
+    used: Used,
+    /// The app's version, when the credentials are an app's.
+    app_version: Option<i64>,
+    /// Who the credentials are sealed to.
+    owner: String,
+    sealed: Vec<u8>,
+    grant: Option<PlanGrant>,
+}
+
+/// The OAuth grant of the app, when it has one.
+struct PlanGrant {
+    issue_time: i64,
+    expire_time: Option<i64>,
+    refreshable: bool,
+}
+
+impl PlanGrant {
+    fn expired(&self, now: i64) -> bool {
+        self.expire_time.is_some_and(|expire| expire <= now)
+    }
+}
+
+impl ResolutionPlan {
+    fn app_id(&self) -> Option<&str> {
+        self.used.app.as_ref().map(|(id, _)| id.as_str())
+    }
+
+    /// Whether its access token is close enough to expiry to be refreshed before use.
+    fn due_for_refresh(&self, now: i64) -> bool {
+        self.grant.as_ref().is_some_and(|g| {
+            g.refreshable
+                && g.expire_time
+                    .is_some_and(|expire| super::oauth::nearly_expired(g.issue_time, expire, now))
+        })
+    }
+
+    /// Whether it may be answered now (its access token has not expired).
+    fn usable(&self, now: i64) -> bool {
+        !self.grant.as_ref().is_some_and(|g| g.expired(now))
+    }
+
+    fn versions(&self) -> Versions {
+        Versions {
+            integration: (self.integration.id.clone(), self.version),
+            app: self
+                .app_id()
+                .map(|id| (id.to_owned(), self.app_version.unwrap_or(0))),
+        }
+    }
+
+    /// What it holds, in bytes, for the read cache's budget.
+    fn bytes(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.integration.bytes()
+            + self.sealed.len()
+            + self.owner.len()
+            + self.used.app.as_ref().map_or(0, |(id, _)| id.len())
     }
 }
 

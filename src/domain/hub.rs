@@ -18,6 +18,7 @@ use super::audit_batch::AuditBatch;
 use super::catalog::{Catalog, FieldDef, ServiceDef, check_fields};
 use super::error::{Error, FieldViolation, Result};
 use super::model::{Actor, AppEventKind, AuditAction, BrokenReason, EventKind, Integration, etag};
+use super::read_cache::{ReadCache, ReadCacheSettings};
 use super::types::{AppName, IntegrationName, ParentRef, TeamId, new_id};
 
 /// Where time comes from: injected, so tests can control it.
@@ -48,6 +49,8 @@ pub struct Hub {
     pub(super) resolutions: AuditBatch,
     /// OAuth 2.0, when the deployment configured clients.
     pub(super) oauth: Option<Arc<super::oauth::OAuth>>,
+    /// Recent reads, dropped when their team changes (`read_cache.rs`).
+    pub(super) cache: Arc<ReadCache>,
 }
 
 pub(super) fn not_found_app(name: &AppName) -> Error {
@@ -105,7 +108,19 @@ impl Hub {
             catalog,
             clock,
             oauth: None,
+            cache: Arc::new(ReadCache::new(ReadCacheSettings::default())),
         }
+    }
+
+    /// This hub with a read cache of these settings ([`ReadCacheSettings::OFF`]: none).
+    pub fn with_read_cache(mut self, settings: ReadCacheSettings) -> Hub {
+        self.cache = Arc::new(ReadCache::new(settings));
+        self
+    }
+
+    /// The read cache, for the event tailer to mark the teams whose events it reads.
+    pub fn read_cache(&self) -> &Arc<ReadCache> {
+        &self.cache
     }
 
     /// This hub with OAuth 2.0 authorization and refresh.
@@ -202,7 +217,11 @@ impl Hub {
                     .await?;
             }
             if let Some(tx) = write.tx.take() {
-                tx.commit().await?;
+                let committed = tx.commit().await;
+                // After the commit (whatever it answered, it may have committed): no read
+                // of the team from before it is answered from the cache again.
+                self.cache.changed(team.as_str());
+                committed?;
             }
             Ok(value)
         }

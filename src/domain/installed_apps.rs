@@ -208,15 +208,22 @@ impl Hub {
         if !actor.sees(&name.team) {
             return Err(not_found_app(name));
         }
-        let (row, count) = self
-            .store
-            .get_app_with_count(name.team.as_str(), &name.id)
-            .await?
-            .ok_or_else(|| not_found_app(name))?;
-        let mut app = InstalledApp::from_row(&row, count)?;
-        self.attach_grants(&name.team, std::slice::from_mut(&mut app))
+        let team = name.team.as_str();
+        let key = format!("app|{team}|{}", name.id);
+        let app = self
+            .kept(team, key, InstalledApp::bytes, async || {
+                let (row, count) = self
+                    .store
+                    .get_app_with_count(team, &name.id)
+                    .await?
+                    .ok_or_else(|| not_found_app(name))?;
+                let mut app = InstalledApp::from_row(&row, count)?;
+                self.attach_grants(&name.team, std::slice::from_mut(&mut app))
+                    .await?;
+                Ok(app)
+            })
             .await?;
-        Ok(app)
+        Ok((*app).clone())
     }
 
     pub async fn list_installed_apps(

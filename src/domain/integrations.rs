@@ -3,6 +3,7 @@
 //! delete, each change with its event.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use crate::crypto::Credentials;
 use crate::store::{After, AppRow, IntegrationFilter, IntegrationRow, Tx};
@@ -296,11 +297,47 @@ impl Hub {
         actor: &Actor,
         name: &IntegrationName,
     ) -> Result<Integration> {
-        Integration::from_row(&self.integration_row(actor, name).await?)
+        if !actor.sees(&name.team) {
+            return Err(not_found_integration(name));
+        }
+        let team = name.team.as_str();
+        let key = format!("integration|{team}|{}", name.id);
+        let integration = self
+            .kept(team, key, Integration::bytes, async || {
+                Integration::from_row(&self.integration_row(actor, name).await?)
+            })
+            .await?;
+        Ok((*integration).clone())
     }
 
-    /// A page of integrations and the event cursor as of the same snapshot.
+    /// A page of integrations and the event cursor as of the same snapshot (every change the
+    /// page does not show has an event after the cursor). A page kept in the read cache
+    /// keeps its cursor: both are as of the same read.
     pub async fn list_integrations(
+        &self,
+        team: &TeamId,
+        query: IntegrationQuery,
+        page: PageRequest,
+    ) -> Result<Arc<(Page<Integration>, Cursor)>> {
+        let pages = self.pages(team, &query.listing());
+        // The token is checked before the cache is asked: a bad one is refused either way.
+        pages.after(&page)?;
+        let key = format!(
+            "integrations|{team}|{}|{}|{}",
+            query.listing(),
+            page.size.get(),
+            page.token
+        );
+        let bytes = |(page, _): &(Page<Integration>, Cursor)| {
+            page.items.iter().map(Integration::bytes).sum::<usize>() + page.next_page_token.len()
+        };
+        self.kept(team.as_str(), key, bytes, async || {
+            self.read_integrations(team, query, page).await
+        })
+        .await
+    }
+
+    async fn read_integrations(
         &self,
         team: &TeamId,
         query: IntegrationQuery,

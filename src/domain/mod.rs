@@ -26,6 +26,7 @@ pub mod integrations;
 pub mod model;
 pub mod oauth;
 pub mod promote;
+pub mod read_cache;
 pub mod reauth;
 pub mod rotation;
 pub mod suspension;

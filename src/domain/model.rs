@@ -251,6 +251,24 @@ impl InstalledApp {
     pub fn etag(&self) -> String {
         etag(self.version)
     }
+
+    /// What it holds, in bytes (for the read cache's budget).
+    pub fn bytes(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.name.team.as_str().len()
+            + self.name.id.len()
+            + self.service.len()
+            + self.display_name.len()
+            + self.connected_to.len()
+            + self.creator.len()
+            + self.owner.len()
+            + self.suspension_reason.as_ref().map_or(0, String::len)
+            + self
+                .oauth
+                .as_ref()
+                .and_then(|o| o.last_refresh_error.as_ref())
+                .map_or(0, String::len)
+    }
 }
 
 /// An integration. Also the snapshot stored with each event, hence serializable; fields added
@@ -283,6 +301,26 @@ pub struct Integration {
 }
 
 impl Integration {
+    /// What it holds, in bytes (for the read cache's budget).
+    pub fn bytes(&self) -> usize {
+        let config: usize = self
+            .config
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 3 * std::mem::size_of::<usize>() * 2)
+            .sum();
+        std::mem::size_of::<Self>()
+            + self.team.len()
+            + self.id.len()
+            + self.installed_app_id.as_ref().map_or(0, String::len)
+            + self.service.len()
+            + self.type_id.len()
+            + self.display_name.len()
+            + self.broken_detail.as_ref().map_or(0, String::len)
+            + self.creator.len()
+            + self.owner.len()
+            + config
+    }
+
     pub fn from_row(row: &IntegrationRow) -> Result<Integration> {
         let config = serde_json::from_str(&row.config)
             .map_err(|e| Error::Internal(anyhow::Error::new(e).context("stored config")))?;

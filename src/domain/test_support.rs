@@ -94,6 +94,17 @@ pub fn new_integration(display_name: &str, binding: Binding) -> NewIntegration {
 }
 
 impl TestHub {
+    /// Another replica: a hub on the same database and keys, with a read cache of its own
+    /// and no event tailer (only what it checks itself keeps it current).
+    pub fn replica(&self) -> Hub {
+        Hub::new(
+            self.store.clone(),
+            self.hub.keys.clone(),
+            Arc::new(Catalog::builtin()),
+            Arc::new(FixedClock),
+        )
+    }
+
     /// A Slack app set up by the developer dana.
     pub async fn app(&self, display_name: &str) -> InstalledApp {
         let dana = actor(Role::Developer, "dana");

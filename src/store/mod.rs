@@ -29,7 +29,7 @@ use sea_orm::{
     DatabaseTransaction, IsolationLevel, SqliteTransactionMode, Statement, TransactionOptions,
     TransactionTrait,
 };
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc};
 
 pub use audit::{AuditFilter, AuditRow, NewAudit};
 pub use entities::event::Model as EventRow;
@@ -69,6 +69,8 @@ pub fn describe_url(url: &str) -> String {
 pub struct Store {
     db: DatabaseConnection,
     appended: Arc<Notify>,
+    /// PostgreSQL: asks the notifier task to wake every replica's LISTEN connection.
+    notifier: Option<mpsc::Sender<()>>,
     /// Kept for the LISTEN connection on PostgreSQL. May hold a password: never log it.
     url: Arc<str>,
 }
@@ -109,9 +111,12 @@ impl Store {
                     .foreign_keys(true)
             });
         let db = Database::connect(options).await?;
+        let notifier = (db.get_database_backend() == DatabaseBackend::Postgres)
+            .then(|| notify_replicas(db.clone()));
         Ok(Store {
             db,
             appended: Arc::new(Notify::new()),
+            notifier,
             url: url.into(),
         })
     }
@@ -161,7 +166,7 @@ impl Store {
             postgres: self.is_postgres(),
             appended_events: false,
             appended: self.appended.clone(),
-            notify_pool: self.is_postgres().then(|| self.db.clone()),
+            notifier: self.notifier.clone(),
         })
     }
 
@@ -180,7 +185,7 @@ impl Store {
             postgres: self.is_postgres(),
             appended_events: false,
             appended: self.appended.clone(),
-            notify_pool: None,
+            notifier: None,
         })
     }
 
@@ -221,8 +226,8 @@ pub struct Tx {
     postgres: bool,
     appended_events: bool,
     appended: Arc<Notify>,
-    /// PostgreSQL: where to send the NOTIFY after a commit that appended events.
-    notify_pool: Option<DatabaseConnection>,
+    /// PostgreSQL: where to ask for the NOTIFY after a commit that appended events.
+    notifier: Option<mpsc::Sender<()>>,
 }
 
 impl Tx {
@@ -235,24 +240,38 @@ impl Tx {
         condition::note_write_committed();
         if self.appended_events {
             self.appended.notify_one();
-            if let Some(pool) = &self.notify_pool {
-                // Wakes every replica's LISTEN connection. Outside the transaction: notifying
-                // transactions commit one at a time. A lost notification costs a replica at
-                // most its poll interval.
-                let notified = pool
-                    .execute_raw(Statement::from_sql_and_values(
-                        DatabaseBackend::Postgres,
-                        "SELECT pg_notify($1, '')",
-                        [EVENTS_CHANNEL.into()],
-                    ))
-                    .await;
-                if let Err(err) = notified {
-                    tracing::warn!(error = %err, "cannot notify other replicas of new events");
-                }
+            if let Some(notifier) = &self.notifier {
+                // Full: a NOTIFY is already queued, and it is sent after this commit.
+                let _ = notifier.try_send(());
             }
         }
         Ok(())
     }
+}
+
+/// Starts the task that wakes every replica's LISTEN connection after commits that appended
+/// events, and returns its queue. Outside the transactions (notifying transactions commit one
+/// at a time, under a lock of the whole cluster) and off the callers' path: commits made while
+/// one NOTIFY is on its way share the next one (the queue holds one), so a burst of writes
+/// costs a few NOTIFYs, not one each. A lost notification costs a replica at most its poll
+/// interval. The task ends when the last store clone is gone.
+fn notify_replicas(db: DatabaseConnection) -> mpsc::Sender<()> {
+    let (sender, mut wanted) = mpsc::channel::<()>(1);
+    tokio::spawn(async move {
+        while wanted.recv().await.is_some() {
+            let notified = db
+                .execute_raw(Statement::from_sql_and_values(
+                    DatabaseBackend::Postgres,
+                    "SELECT pg_notify($1, '')",
+                    [EVENTS_CHANNEL.into()],
+                ))
+                .await;
+            if let Err(err) = notified {
+                tracing::warn!(error = %err, "cannot notify other replicas of new events");
+            }
+        }
+    });
+    sender
 }
 
 /// Turns on SQLite's query planner stability guarantee on a new connection. Without it,

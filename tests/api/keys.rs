@@ -205,8 +205,13 @@ async fn a_ciphertext_copied_to_another_row_does_not_open(mut app: TestApp) {
         // An app of another team.
         copy_app(id(&theirs.name), id(&b.name)),
     ];
+    // A copy made behind the service's back changes no version: the replica may answer what
+    // it read before the copy (the genuine credentials) for its read cache's time to live,
+    // never longer; after it, it reads the copy, which must not open.
+    let kept_reads_expire = || tokio::time::sleep(std::time::Duration::from_millis(1100));
     for sql in cases {
         db.execute_unprepared(&sql).await.expect("copy");
+        kept_reads_expire().await;
         let err = access_token(&app, &svc, &i.name)
             .await
             .expect_err("must not open");
@@ -228,6 +233,7 @@ async fn a_ciphertext_copied_to_another_row_does_not_open(mut app: TestApp) {
     ))
     .await
     .expect("copy own");
+    kept_reads_expire().await;
     let err = access_token(&app, &svc, &own_2.name)
         .await
         .expect_err("must not open");

@@ -22,6 +22,7 @@ mod observability;
 mod process;
 mod promote;
 mod rate_limit;
+mod replica_reads;
 mod replicas;
 mod rules;
 mod secrets;

@@ -149,6 +149,8 @@ impl Hub {
             self.store
                 .refresh_failed(&grant.installed_app_id, &oauth.replica, &failure)
                 .await?;
+            // The app's grant health changed: this replica answers it at once.
+            self.cache.changed(&grant.team);
             Ok(RefreshOutcome::Failed)
         };
         let Some(app) = self.store.get_app(team.as_str(), &name.id).await? else {
