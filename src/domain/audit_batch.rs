@@ -155,10 +155,14 @@ async fn commit(store: &Store, batch: &[Queued]) -> Result<Vec<bool>, StoreError
     let tx = store.begin_write().await?;
     let checks = || batch.iter().filter_map(|q| q.check.as_ref());
     let (integrations, apps) = if checks().next().is_some() {
-        let integration_ids = checks().map(|c| c.integration.0.clone()).collect();
-        let app_ids: Vec<String> = checks()
-            .filter_map(|c| c.app.as_ref().map(|(id, _)| id.clone()))
-            .collect();
+        // Each id once: concurrent resolutions often use the same integration.
+        let unique = |ids: std::collections::BTreeSet<String>| ids.into_iter().collect::<Vec<_>>();
+        let integration_ids = unique(checks().map(|c| c.integration.0.clone()).collect());
+        let app_ids = unique(
+            checks()
+                .filter_map(|c| c.app.as_ref().map(|(id, _)| id.clone()))
+                .collect(),
+        );
         let apps = if app_ids.is_empty() {
             HashMap::new()
         } else {

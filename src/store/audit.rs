@@ -1,7 +1,10 @@
 //! The audit log table: appended inside the transaction of the change it records, listed
 //! newest first.
 
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseBackend, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, Statement,
+};
 
 use super::entities::audit_event;
 use super::{Result, Store, Tx};
@@ -62,16 +65,86 @@ impl Tx {
         Ok(())
     }
 
-    /// Appends several audit records in one statement, in order (a group commit).
+    /// Appends several audit records, in order (a group commit): in statements of a few fixed
+    /// sizes, so that each is prepared once per connection and then reused, however many
+    /// records a batch has.
     pub async fn append_audits(&self, records: Vec<NewAudit>) -> Result<()> {
-        if records.is_empty() {
-            return Ok(());
+        let backend = self.conn().get_database_backend();
+        let mut records = records.into_iter().peekable();
+        while records.peek().is_some() {
+            let left = records.len();
+            let rows = AUDIT_CHUNKS
+                .into_iter()
+                .find(|size| *size <= left)
+                .unwrap_or(1);
+            let mut values = Vec::with_capacity(rows * AUDIT_COLUMNS.len());
+            for record in records.by_ref().take(rows) {
+                values.extend([
+                    record.id.into(),
+                    record.team.into(),
+                    record.actor.into(),
+                    record.actor_team.into(),
+                    record.role.into(),
+                    record.action.into(),
+                    record.resource.into(),
+                    record.outcome.into(),
+                    record.reason.into(),
+                    record.request_id.into(),
+                    record.time.into(),
+                ]);
+            }
+            let sql = insert_audits_sql(backend, rows);
+            self.conn()
+                .execute_raw(Statement::from_sql_and_values(backend, sql, values))
+                .await?;
         }
-        audit_event::Entity::insert_many(records.into_iter().map(active))
-            .exec_without_returning(self.conn())
-            .await?;
         Ok(())
     }
+}
+
+/// The columns an appended record fills, in the order [`Tx::append_audits`] gives values.
+const AUDIT_COLUMNS: [&str; 11] = [
+    "id",
+    "team",
+    "actor",
+    "actor_team",
+    "role",
+    "action",
+    "resource",
+    "outcome",
+    "reason",
+    "request_id",
+    "time",
+];
+
+/// The sizes of the statements a group commit appends records with, largest first.
+const AUDIT_CHUNKS: [usize; 4] = [64, 16, 4, 1];
+
+/// `INSERT INTO audit_events (...) VALUES (...), ...` for `rows` records.
+fn insert_audits_sql(backend: DatabaseBackend, rows: usize) -> String {
+    use std::fmt::Write as _;
+    let mut sql = format!(
+        "INSERT INTO audit_events ({}) VALUES ",
+        AUDIT_COLUMNS.join(", ")
+    );
+    let mut n = 0;
+    for row in 0..rows {
+        sql.push_str(if row == 0 { "(" } else { ", (" });
+        for column in 0..AUDIT_COLUMNS.len() {
+            n += 1;
+            if column > 0 {
+                sql.push_str(", ");
+            }
+            match backend {
+                DatabaseBackend::Postgres => {
+                    let _ = write!(sql, "${n}");
+                }
+                _ => sql.push('?'),
+            }
+        }
+        sql.push(')');
+    }
+    sql
 }
 
 impl Store {
