@@ -12,10 +12,10 @@
 //! records changed since (deleted, suspended, rejected, new credentials) gets no success
 //! record and answers nothing from what it read: it reads again.
 
-use std::collections::HashMap;
-use std::sync::OnceLock;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, OnceLock};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Mutex, mpsc, oneshot};
 
 use crate::store::{NewAudit, Store, StoreError};
 
@@ -25,6 +25,8 @@ use super::error::{Error, Result};
 const MAX_BATCH: usize = 512;
 /// Records waiting for the writer before callers wait to queue (backpressure).
 const QUEUE: usize = 4096;
+/// Batches committing at once on PostgreSQL.
+const PG_WRITERS: usize = 3;
 
 /// The versions a resolution read, which must still be stored when its record commits.
 #[derive(Clone, Debug)]
@@ -98,7 +100,17 @@ impl AuditBatch {
     ) -> Result<Checked> {
         let queue = self.queue.get_or_init(|| {
             let (sender, receiver) = mpsc::channel(QUEUE);
-            tokio::spawn(write_batches(self.store.clone(), receiver));
+            let receiver = Arc::new(Mutex::new(receiver));
+            // SQLite has one writer at a time; PostgreSQL commits concurrent transactions
+            // together, so there one batch gathers while others commit.
+            let writers = if self.store.is_postgres() {
+                PG_WRITERS
+            } else {
+                1
+            };
+            for _ in 0..writers {
+                tokio::spawn(write_batches(self.store.clone(), receiver.clone()));
+            }
             sender
         });
         let (done, committed) = oneshot::channel();
@@ -125,10 +137,15 @@ impl AuditBatch {
     }
 }
 
-/// The writer: one transaction per batch of whatever is queued, until every sender is gone.
-async fn write_batches(store: Store, mut receiver: mpsc::Receiver<Queued>) {
+/// A writer: one transaction per batch of whatever is queued, until every sender is gone.
+async fn write_batches(store: Store, receiver: Arc<Mutex<mpsc::Receiver<Queued>>>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while receiver.recv_many(&mut batch, MAX_BATCH).await > 0 {
+    loop {
+        // The queue is held only while taking a batch, not while committing it.
+        let taken = receiver.lock().await.recv_many(&mut batch, MAX_BATCH).await;
+        if taken == 0 {
+            return;
+        }
         let outcomes = match commit(&store, &batch).await {
             Ok(current) => current
                 .into_iter()
@@ -155,20 +172,13 @@ async fn commit(store: &Store, batch: &[Queued]) -> Result<Vec<bool>, StoreError
     let tx = store.begin_write().await?;
     let checks = || batch.iter().filter_map(|q| q.check.as_ref());
     let (integrations, apps) = if checks().next().is_some() {
-        // Each id once: concurrent resolutions often use the same integration.
-        let unique = |ids: std::collections::BTreeSet<String>| ids.into_iter().collect::<Vec<_>>();
-        let integration_ids = unique(checks().map(|c| c.integration.0.clone()).collect());
-        let app_ids = unique(
-            checks()
-                .filter_map(|c| c.app.as_ref().map(|(id, _)| id.clone()))
-                .collect(),
-        );
-        let apps = if app_ids.is_empty() {
-            HashMap::new()
-        } else {
-            tx.app_versions(app_ids).await?
-        };
-        (tx.integration_versions(integration_ids).await?, apps)
+        // Each id once (concurrent resolutions often use the same integration), both tables
+        // in one statement.
+        let integration_ids: BTreeSet<&str> = checks().map(|c| c.integration.0.as_str()).collect();
+        let app_ids: BTreeSet<&str> = checks()
+            .filter_map(|c| c.app.as_ref().map(|(id, _)| id.as_str()))
+            .collect();
+        tx.record_versions(&integration_ids, &app_ids).await?
     } else {
         (HashMap::new(), HashMap::new())
     };

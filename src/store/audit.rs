@@ -118,7 +118,7 @@ const AUDIT_COLUMNS: [&str; 11] = [
 ];
 
 /// The sizes of the statements a group commit appends records with, largest first.
-const AUDIT_CHUNKS: [usize; 4] = [64, 16, 4, 1];
+const AUDIT_CHUNKS: [usize; 5] = [256, 64, 16, 4, 1];
 
 /// `INSERT INTO audit_events (...) VALUES (...), ...` for `rows` records.
 fn insert_audits_sql(backend: DatabaseBackend, rows: usize) -> String {

@@ -13,6 +13,7 @@
 //! Rows and errors are the store's own: the domain converts them.
 
 mod audit;
+mod checks;
 mod entities;
 mod error;
 mod oauth;

@@ -317,32 +317,6 @@ impl Tx {
         Ok(result.rows_affected == 1)
     }
 
-    /// The version of each of these integrations that exists (by id, across teams).
-    pub async fn integration_versions(&self, ids: Vec<String>) -> Result<HashMap<String, i64>> {
-        let rows: Vec<(String, i64)> = integration::Entity::find()
-            .select_only()
-            .column(integration::Column::Id)
-            .column(integration::Column::Version)
-            .filter(integration::Column::Id.is_in(ids))
-            .into_tuple()
-            .all(&self.inner)
-            .await?;
-        Ok(rows.into_iter().collect())
-    }
-
-    /// The version of each of these installed apps that exists (by id, across teams).
-    pub async fn app_versions(&self, ids: Vec<String>) -> Result<HashMap<String, i64>> {
-        let rows: Vec<(String, i64)> = installed_app::Entity::find()
-            .select_only()
-            .column(installed_app::Column::Id)
-            .column(installed_app::Column::Version)
-            .filter(installed_app::Column::Id.is_in(ids))
-            .into_tuple()
-            .all(&self.inner)
-            .await?;
-        Ok(rows.into_iter().collect())
-    }
-
     /// Applies `change` to every integration matching `filter` in one statement; returns how
     /// many changed. Callers read (and on PostgreSQL lock) the same set first with
     /// [`Tx::lock_integrations`], so the rows changed are exactly the rows read.
