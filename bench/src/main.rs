@@ -8,6 +8,12 @@
 //! prints a table. Each unary scenario is paired with a Health/Check run just before it on
 //! the same server, so the machine's drift (other jobs on shared cores) cancels out of the
 //! ratio.
+//!
+//! Two longer scenarios run only when named: `--only scale` (the cost of Get, List and
+//! Resolve as the database grows to a million integrations, `scale.rs`) and `--only
+//! refresher` (thousands of OAuth tokens expiring within one minute, `refresher.rs`).
+//! `--smoke` runs everything at toy sizes and fails on any refused call or unfinished
+//! scenario: CI's guard that the bench still works.
 
 mod fanout;
 mod pg;
@@ -82,6 +88,9 @@ struct Opts {
     /// Scale curve: databases (sqlite, postgres).
     #[arg(long, value_delimiter = ',', default_values_t = ["sqlite".to_owned(), "postgres".to_owned()])]
     scale_db: Vec<String>,
+    /// Scale curve: teams the spread layout spreads integrations over (one app each).
+    #[arg(long, default_value_t = 1_000)]
+    scale_other_teams: usize,
     /// Scale curve: connections and calls in flight on each (moderate load).
     #[arg(long, default_value_t = 8)]
     scale_connections: usize,
@@ -206,6 +215,7 @@ impl Opts {
         self.idle_per_connection = 50;
         self.webhook_events = 20;
         self.sizes = vec![300, 600];
+        self.scale_other_teams = 10;
         self.scale_connections = 2;
         self.scale_streams = 2;
         self.scale_warmup_secs = 0.1;
@@ -541,6 +551,7 @@ async fn run_in(opts: &Opts, dir: &std::path::Path) -> anyhow::Result<()> {
         let run = scale::ScaleRun {
             sizes,
             backends: backends(&opts.scale_db)?,
+            other_teams: opts.scale_other_teams,
             load: opts.scale_load(),
             server_args: opts.server_arg.clone(),
             explain_file: if opts.smoke {
@@ -618,7 +629,7 @@ async fn run_in(opts: &Opts, dir: &std::path::Path) -> anyhow::Result<()> {
 
     print_report(opts, &rows, &notes);
     if !points.is_empty() {
-        scale::print_table(&points, opts.scale_load());
+        scale::print_table(&points, opts.scale_load(), opts.scale_other_teams);
     }
     for result in &refreshed {
         result.print();
@@ -843,6 +854,9 @@ fn machine() -> String {
 }
 
 fn print_report(opts: &Opts, rows: &[Row], notes: &[String]) {
+    if rows.is_empty() && notes.is_empty() {
+        return;
+    }
     println!();
     println!("Machine: {}.", machine());
     println!(

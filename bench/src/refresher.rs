@@ -2,10 +2,10 @@
 //!
 //! The local provider (`tests/oauth/provider.mjs`, the real `oauth2-mock-server` behind a
 //! front that counts token requests in flight) is started with Node; the `slack` entry of the
-//! catalog points at it. Apps are made through the whole OAuth flow (StartInstalledApp-
-//! Authorization, the provider's authorization page, the hub's callback, which trades the
-//! code for tokens), so every app has real sealed credentials and a refresh token the
-//! provider knows. Their tokens (an hour long) are then moved with SQL to expire within the
+//! catalog points at it. Apps are made through the whole OAuth flow
+//! (StartInstalledAppAuthorization, the provider's authorization page, the hub's callback,
+//! which trades the code for tokens), so every app has real sealed credentials and a refresh
+//! token the provider knows. Their tokens (an hour long) are then moved with SQL to expire within the
 //! same minute, a few minutes out, with the refresh time the server itself computes for such
 //! a lifetime ([`refresh_time`]); that is the only change made behind the server's back.
 //! Then the bench watches the grants table and the provider until every app is refreshed

@@ -2,8 +2,8 @@
 //! when the work it does stays the same?
 //!
 //! For each database (SQLite, PostgreSQL) and layout (every integration in the measured team,
-//! or spread over 1,000 other teams), one server is started and the measured team gets an
-//! app with 200 integrations (the first page of its listing is always the same 50). The
+//! or spread over other teams, 1,000 by default), one server is started and the measured team
+//! gets an app with 200 integrations (the first page of its listing is always the same 50). The
 //! database is then grown with SQL, size after size, by copying one integration made through
 //! the API to other apps (one team) or to apps of other teams (spread), every copy created
 //! after the measured ones so it never enters their page. After each step GetInstalledApp,
@@ -29,9 +29,8 @@ use crate::{GET_APP, LIST, RESOLVE, ms};
 /// The team whose calls are measured, and how many integrations its app keeps.
 const TEAM: &str = "bench";
 const MEASURED: u64 = 200;
-/// Other apps in the measured team (one-team layout) and other teams (spread layout).
+/// Other apps in the measured team (one-team layout).
 const OTHER_APPS_ONE_TEAM: usize = 10;
-const OTHER_TEAMS: usize = 1_000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
@@ -52,7 +51,7 @@ impl fmt::Display for Backend {
 pub enum Layout {
     /// Every integration in the measured team (on other apps).
     OneTeam,
-    /// The others spread over [`OTHER_TEAMS`] other teams.
+    /// The others spread over many other teams (one app each).
     Spread,
 }
 
@@ -60,7 +59,7 @@ impl fmt::Display for Layout {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Layout::OneTeam => "one team",
-            Layout::Spread => "1,000 teams",
+            Layout::Spread => "spread",
         })
     }
 }
@@ -70,6 +69,8 @@ pub struct ScaleRun<'a> {
     /// Total integrations in the database at each step, ascending.
     pub sizes: Vec<u64>,
     pub backends: Vec<Backend>,
+    /// Teams the spread layout spreads the copies over (one app each).
+    pub other_teams: usize,
     pub load: Load,
     pub server_args: Vec<String>,
     pub explain_file: PathBuf,
@@ -172,7 +173,6 @@ async fn one_curve(
     result
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn curve_on(
     cfg: &ScaleRun<'_>,
     backend: Backend,
@@ -189,7 +189,7 @@ async fn curve_on(
     let app = seed::create_app(&channel, &developer, "Slack (measured)").await?;
     let app_id = seed::id_of(&app.name).to_owned();
     seed::seed_integrations(url, TEAM, &app_id, "seed", MEASURED as usize).await?;
-    let targets = targets(cfg.tokens, &channel, layout).await?;
+    let targets = targets(cfg.tokens, &channel, layout, cfg.other_teams).await?;
     // One integration made through the API, in neither the measured app nor its page.
     let base = MEASURED + 1;
 
@@ -283,15 +283,18 @@ async fn curve_on(
 }
 
 /// Apps made through the API for the copies: other apps of the measured team, or one app in
-/// each of 1,000 other teams; and the integration they copy.
+/// each of `other_teams` other teams; and the integration they copy.
 async fn targets(
     tokens: &Tokens,
     channel: &tonic::transport::Channel,
     layout: Layout,
+    other_teams: usize,
 ) -> anyhow::Result<Targets> {
     let teams: Vec<String> = match layout {
         Layout::OneTeam => vec![TEAM.to_owned(); OTHER_APPS_ONE_TEAM],
-        Layout::Spread => (0..OTHER_TEAMS).map(|i| format!("other{i:04}")).collect(),
+        Layout::Spread => (0..other_teams.max(1))
+            .map(|i| format!("other{i:04}"))
+            .collect(),
     };
     let mut apps = Vec::with_capacity(teams.len());
     let mut pending = JoinSet::new();
@@ -498,14 +501,70 @@ async fn explain(
         }
         out.push('\n');
     }
+    if backend == Backend::Postgres {
+        out.push_str(&generic_plans(db, app_id).await?);
+    }
+    Ok(out)
+}
+
+/// PostgreSQL: the generic plans of GetInstalledApp's query and ListIntegrations' page, the
+/// plans a prepared statement (sqlx prepares every statement) may switch to after five
+/// executions, planned for any team and app rather than for these values.
+async fn generic_plans(db: &DatabaseConnection, app_id: &str) -> anyhow::Result<String> {
+    let count = "(SELECT COUNT(*) FROM integrations WHERE integrations.team = installed_apps.team \
+        AND integrations.installed_app_id = installed_apps.id AND integrations.own_credentials IS NULL)";
+    let statements = [
+        (
+            "GetInstalledApp (its first count), generic plan",
+            format!(
+                "SELECT installed_apps.*, {count} AS integration_count FROM installed_apps \
+                 WHERE installed_apps.id = $1 AND installed_apps.team = $2"
+            ),
+            "text, text",
+            format!("'{app_id}', '{TEAM}'"),
+        ),
+        (
+            "ListIntegrations page, generic plan",
+            "SELECT integrations.* FROM integrations WHERE integrations.team = $1 \
+             ORDER BY integrations.create_time ASC, integrations.id ASC LIMIT 51"
+                .to_owned(),
+            "text",
+            format!("'{TEAM}'"),
+        ),
+    ];
+    let mut out = String::new();
+    db.execute_unprepared("SET plan_cache_mode = force_generic_plan")
+        .await?;
+    for (label, sql, types, args) in statements {
+        out.push_str(&format!(
+            "-- {label} (plan_cache_mode = force_generic_plan)\n{sql}\n"
+        ));
+        db.execute_unprepared(&format!("PREPARE bench_plan ({types}) AS {sql}"))
+            .await?;
+        let rows = db
+            .query_all_raw(Statement::from_string(
+                db.get_database_backend(),
+                format!("EXPLAIN (ANALYZE, BUFFERS) EXECUTE bench_plan({args})"),
+            ))
+            .await;
+        db.execute_unprepared("DEALLOCATE bench_plan").await?;
+        for row in rows? {
+            let text: String = row.try_get("", "QUERY PLAN")?;
+            out.push_str(&format!("  {text}\n"));
+        }
+        out.push('\n');
+    }
+    db.execute_unprepared("RESET plan_cache_mode").await?;
     Ok(out)
 }
 
 /// The table: size x layout x call -> req/s, p50, p99 and their ratios to the smallest size.
-pub fn print_table(points: &[Point], load: Load) {
+pub fn print_table(points: &[Point], load: Load, other_teams: usize) {
     println!();
     println!(
-        "Scale curve: {} connections x {} streams, {:.1} s measured after {:.1} s warm-up per call.",
+        "Scale curve: {} connections x {} streams, {:.1} s measured after {:.1} s warm-up per call; \
+         layouts: one team ({OTHER_APPS_ONE_TEAM} other apps in the measured team), spread \
+         ({other_teams} other teams, one app each).",
         load.connections,
         load.streams,
         load.duration.as_secs_f64(),
@@ -513,9 +572,9 @@ pub fn print_table(points: &[Point], load: Load) {
     );
     println!();
     println!(
-        "| database | layout | integrations | call | req/s | p50 ms | p99 ms | server CPU us/call | errors | p50 / smallest | p99 / smallest |"
+        "| database | layout | integrations | call | req/s | p50 ms | p99 ms | server CPU us/call | errors | p50 / smallest | p99 / smallest | CPU / smallest |"
     );
-    println!("|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for p in points {
         let first = points
             .iter()
@@ -528,8 +587,15 @@ pub fn print_table(points: &[Point], load: Load) {
             _ => String::new(),
         };
         let s = &p.stats;
+        let cpu_ratio = match (
+            s.server_cpu_per_call(),
+            first.and_then(Stats::server_cpu_per_call),
+        ) {
+            (Some(now), then) => ratio(now, then),
+            _ => String::new(),
+        };
         println!(
-            "| {} | {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {cpu_ratio} |",
             p.backend,
             p.layout,
             p.size,
