@@ -8,9 +8,17 @@
 //! prints a table. Each unary scenario is paired with a Health/Check run just before it on
 //! the same server, so the machine's drift (other jobs on shared cores) cancels out of the
 //! ratio.
+//!
+//! Two longer scenarios run only when named: `--only scale` (the cost of Get, List and
+//! Resolve as the database grows to a million integrations, `scale.rs`) and `--only
+//! refresher` (thousands of OAuth tokens expiring within one minute, `refresher.rs`).
+//! `--smoke` runs everything at toy sizes and fails on any refused call or unfinished
+//! scenario: CI's guard that the bench still works.
 
 mod fanout;
 mod pg;
+mod refresher;
+mod scale;
 mod seed;
 mod server;
 mod unary;
@@ -64,10 +72,53 @@ struct Opts {
     /// Worker threads of the load generator (the server takes one per core, as in production).
     #[arg(long, default_value_t = 2)]
     client_threads: usize,
-    /// Scenarios to run (default all): health, get, list, resolve, create, create-pg, fanout,
-    /// idle, webhooks.
+    /// Scenarios to run (default all but scale and refresher, which run only when named):
+    /// health, get, list, resolve, create, create-pg, fanout, idle, webhooks, scale,
+    /// refresher.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// CI smoke: every scenario at tiny sizes and durations (seconds in all); fails (exit
+    /// status 1) if any call was refused or failed or a scenario did not complete. Never
+    /// judges a figure.
+    #[arg(long)]
+    smoke: bool,
+    /// Scale curve: total integrations in the database at each step.
+    #[arg(long, value_delimiter = ',', default_values_t = [1_000u64, 100_000, 1_000_000])]
+    sizes: Vec<u64>,
+    /// Scale curve: databases (sqlite, postgres).
+    #[arg(long, value_delimiter = ',', default_values_t = ["sqlite".to_owned(), "postgres".to_owned()])]
+    scale_db: Vec<String>,
+    /// Scale curve: teams the spread layout spreads integrations over (one app each).
+    #[arg(long, default_value_t = 1_000)]
+    scale_other_teams: usize,
+    /// Scale curve: connections and calls in flight on each (moderate load).
+    #[arg(long, default_value_t = 8)]
+    scale_connections: usize,
+    #[arg(long, default_value_t = 4)]
+    scale_streams: usize,
+    /// Scale curve: measured and warm-up seconds per call and size.
+    #[arg(long, default_value_t = 3.0)]
+    scale_duration_secs: f64,
+    #[arg(long, default_value_t = 1.0)]
+    scale_warmup_secs: f64,
+    /// Scale curve: where the query plans at the largest size are written.
+    #[arg(long, default_value = "scale-explain.txt")]
+    explain_file: std::path::PathBuf,
+    /// Refresher: apps made through the OAuth flow, their tokens expiring within one minute.
+    #[arg(long, default_value_t = 10_000)]
+    refresher_apps: usize,
+    /// Refresher: databases (sqlite, postgres).
+    #[arg(long, value_delimiter = ',', default_values_t = ["sqlite".to_owned()])]
+    refresher_db: Vec<String>,
+    /// Refresher: the server's --oauth-refresh-concurrency.
+    #[arg(long, default_value_t = 16)]
+    refresh_concurrency: usize,
+    /// Refresher: the server's --oauth-refresh-interval-secs.
+    #[arg(long, default_value_t = 1)]
+    refresh_interval_secs: u64,
+    /// Refresher: the local OAuth provider (Node; `npm ci` in the repository first).
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/oauth/provider.mjs"))]
+    provider_script: std::path::PathBuf,
     /// PostgreSQL host (trust auth), for create-pg and pgbench.
     #[arg(long, default_value = "127.0.0.1")]
     pg_host: String,
@@ -104,12 +155,24 @@ struct Opts {
     keep: bool,
 }
 
+/// Scenarios that run only when named in `--only` (or in the smoke): they take minutes.
+const OPT_IN: [&str; 2] = ["scale", "refresher"];
+
 impl Opts {
     fn wants(&self, scenario: &str) -> bool {
-        self.only.is_empty() || self.only.iter().any(|s| s == scenario)
+        let named = self.only.iter().any(|s| s == scenario);
+        named || (self.only.is_empty() && !OPT_IN.contains(&scenario))
     }
 
     fn load(&self) -> Load {
+        if self.smoke {
+            return Load {
+                connections: self.connections,
+                streams: self.streams,
+                warmup: Duration::from_millis(100),
+                duration: Duration::from_millis(300),
+            };
+        }
         Load {
             connections: self.connections,
             streams: self.streams,
@@ -117,6 +180,62 @@ impl Opts {
             duration: Duration::from_secs(self.duration_secs),
         }
     }
+
+    fn scale_load(&self) -> Load {
+        Load {
+            connections: self.scale_connections,
+            streams: self.scale_streams,
+            warmup: Duration::from_secs_f64(self.scale_warmup_secs),
+            duration: Duration::from_secs_f64(self.scale_duration_secs),
+        }
+    }
+
+    /// The smoke's sizes: every scenario, tiny. Extra `--server-arg`s are kept.
+    fn into_smoke(mut self) -> Opts {
+        self.only = [
+            "health",
+            "get",
+            "list",
+            "resolve",
+            "create",
+            "create-pg",
+            "fanout",
+            "idle",
+            "webhooks",
+            "scale",
+            "refresher",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        self.connections = 2;
+        self.streams = 2;
+        self.fanout_integrations = 200;
+        self.fanout_subscribers = 4;
+        self.idle_streams = 200;
+        self.idle_per_connection = 50;
+        self.webhook_events = 20;
+        self.sizes = vec![300, 600];
+        self.scale_other_teams = 10;
+        self.scale_connections = 2;
+        self.scale_streams = 2;
+        self.scale_warmup_secs = 0.1;
+        self.scale_duration_secs = 0.3;
+        self.refresher_apps = 20;
+        self.refresh_concurrency = 4;
+        self.refresh_interval_secs = 1;
+        self
+    }
+}
+
+fn backends(names: &[String]) -> anyhow::Result<Vec<scale::Backend>> {
+    names
+        .iter()
+        .map(|n| match n.as_str() {
+            "sqlite" => Ok(scale::Backend::Sqlite),
+            "postgres" | "pg" => Ok(scale::Backend::Postgres),
+            other => anyhow::bail!("unknown database {other:?} (sqlite, postgres)"),
+        })
+        .collect()
 }
 
 fn main() -> anyhow::Result<()> {
@@ -124,7 +243,10 @@ fn main() -> anyhow::Result<()> {
     if let Some(Cmd::Server(args)) = cli.command {
         return server::serve(*args);
     }
-    let opts = cli.opts;
+    let mut opts = cli.opts;
+    if opts.smoke {
+        opts = opts.into_smoke();
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(opts.client_threads.max(1))
         .enable_all()
@@ -413,7 +535,111 @@ async fn run_in(opts: &Opts, dir: &std::path::Path) -> anyhow::Result<()> {
         ));
     }
 
+    // Failures the smoke reports (never a figure: only refused calls and incomplete work).
+    let mut failures: Vec<String> = rows
+        .iter()
+        .filter(|r| r.errors > 0 || r.rate <= 0.0)
+        .map(|r| format!("{}: {} errors, {:.0}/s", r.scenario, r.errors, r.rate))
+        .collect();
+
+    // ---- the scale curve: one server per database and layout ----
+    let mut points = Vec::new();
+    if opts.wants("scale") {
+        let mut sizes = opts.sizes.clone();
+        sizes.sort_unstable();
+        sizes.dedup();
+        let run = scale::ScaleRun {
+            sizes,
+            backends: backends(&opts.scale_db)?,
+            other_teams: opts.scale_other_teams,
+            load: opts.scale_load(),
+            server_args: opts.server_arg.clone(),
+            explain_file: if opts.smoke {
+                dir.join("scale-explain.txt")
+            } else {
+                opts.explain_file.clone()
+            },
+            secret: &secret,
+            keys: &keys,
+            tokens: &tokens,
+            pg: &pg,
+            dir,
+        };
+        points = scale::run(&run).await?;
+        for p in &points {
+            if p.stats.errors > 0 || p.stats.calls == 0 {
+                failures.push(format!(
+                    "scale {} {} {} {}: {} errors, {} calls (first error: {})",
+                    p.backend,
+                    p.layout,
+                    p.size,
+                    p.call,
+                    p.stats.errors,
+                    p.stats.calls,
+                    p.stats.first_error.as_deref().unwrap_or("none")
+                ));
+            }
+        }
+    }
+
+    // ---- the OAuth refresher: many apps expiring within one minute ----
+    let mut refreshed = Vec::new();
+    if opts.wants("refresher") {
+        for backend in backends(&opts.refresher_db)? {
+            eprintln!(
+                "refresher: {backend}, {} apps, concurrency {}",
+                opts.refresher_apps, opts.refresh_concurrency
+            );
+            // Real runs: a minute of expiries, four-minute tokens (due two minutes before
+            // expiry, as the server computes it), the first due 30 s after they are moved.
+            // The smoke: the same in seconds.
+            let (window, lifetime, lead) = if opts.smoke { (2, 4, 2) } else { (60, 240, 30) };
+            let run = refresher::RefresherRun {
+                apps: opts.refresher_apps,
+                backend,
+                concurrency: opts.refresh_concurrency,
+                interval_secs: opts.refresh_interval_secs,
+                window: Duration::from_secs(window),
+                lifetime: Duration::from_secs(lifetime),
+                lead: Duration::from_secs(lead),
+                setup_parallelism: 16,
+                provider_script: opts.provider_script.clone(),
+                server_args: opts.server_arg.clone(),
+                secret: &secret,
+                keys: &keys,
+                tokens: &tokens,
+                pg: &pg,
+                dir,
+            };
+            let result = refresher::run(&run).await?;
+            if !result.ok() {
+                failures.push(format!(
+                    "refresher {backend}: {} late, {} never refreshed, {} rejected by the provider, \
+                     at most {} token requests in flight (limit {})",
+                    result.late,
+                    result.never,
+                    result.provider_rejected,
+                    result.max_in_flight,
+                    result.concurrency
+                ));
+            }
+            refreshed.push(result);
+        }
+    }
+
     print_report(opts, &rows, &notes);
+    if !points.is_empty() {
+        scale::print_table(&points, opts.scale_load(), opts.scale_other_teams);
+    }
+    for result in &refreshed {
+        result.print();
+    }
+    if opts.smoke {
+        if !failures.is_empty() {
+            anyhow::bail!("smoke failed:\n  {}", failures.join("\n  "));
+        }
+        println!("smoke passed: every call answered OK and every scenario completed");
+    }
     Ok(())
 }
 
@@ -577,6 +803,11 @@ async fn postgres_scenario(
     let app = seed::create_app(&channel, &developer, "Slack (bench)").await?;
     let call = Call::new(CREATE, &seed::integration_request(&app), Some(&developer));
     let mut r = paired(server, "CreateIntegration (PostgreSQL)", &call, load, rows).await?;
+    if opts.smoke {
+        // The smoke checks the call, not the comparison: pgbench need not be installed.
+        rows.push(r);
+        return Ok(());
+    }
     let clients = opts.pgbench_clients.unwrap_or(opts.connections);
     let bench = pg.insert_rate(clients, opts.duration_secs, dir).await?;
     eprintln!(
@@ -623,6 +854,9 @@ fn machine() -> String {
 }
 
 fn print_report(opts: &Opts, rows: &[Row], notes: &[String]) {
+    if rows.is_empty() && notes.is_empty() {
+        return;
+    }
     println!();
     println!("Machine: {}.", machine());
     println!(

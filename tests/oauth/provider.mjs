@@ -7,7 +7,11 @@
 //   POST /_control  {"rotate": bool, "expires_in": n, "fail": "invalid_grant"|"500"|"slow"|null,
 //                    "fail_times": n, "deny": bool, "revoke": bool}
 //   GET  /_stats    {"authorization_code": n, "refresh_token": n, "refresh_rejected": n,
+//                    "in_flight": n, "max_in_flight": n,
 //                    "issued": {"codes": [...], "access_tokens": [...], "refresh_tokens": [...]}}
+// `in_flight` counts token requests (`/token`) being answered now, `max_in_flight` the most
+// at once since the start or since `POST /_control {"reset_max_in_flight": true}` (the
+// bench checks that the hub's refresher never exceeds its configured concurrency).
 // With `rotate`, every refresh answers a new refresh token and the one used is no longer
 // valid (a second use answers invalid_grant, as real providers with rotation do). Refresh
 // tokens are tracked here, since the mock server accepts any.
@@ -21,7 +25,13 @@ const settings = {
   fail_times: 0,
   deny: false,
 };
-const stats = { authorization_code: 0, refresh_token: 0, refresh_rejected: 0 };
+const stats = {
+  authorization_code: 0,
+  refresh_token: 0,
+  refresh_rejected: 0,
+  in_flight: 0,
+  max_in_flight: 0,
+};
 // What was issued (the latest 100 of each), so tests can look for them where they must not be.
 const issued = { codes: [], access_tokens: [], refresh_tokens: [] };
 function remember(list, value) {
@@ -104,10 +114,18 @@ const server = http.createServer((req, res) => {
       const change = JSON.parse(text || '{}');
       if (change.revoke) valid.clear();
       delete change.revoke;
+      if (change.reset_max_in_flight) stats.max_in_flight = stats.in_flight;
+      delete change.reset_max_in_flight;
       Object.assign(settings, change);
       send(res, 200, settings);
     });
     return;
+  }
+  if (path === '/token') {
+    stats.in_flight += 1;
+    stats.max_in_flight = Math.max(stats.max_in_flight, stats.in_flight);
+    // 'close' comes once per response, answered or abandoned.
+    res.on('close', () => { stats.in_flight -= 1; });
   }
   if (path === '/token' && settings.fail === 'slow') {
     // Never answers in time: the hub's timeout must end the call.
