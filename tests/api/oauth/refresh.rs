@@ -506,3 +506,58 @@ async fn a_rejected_brand_new_token_breaks_at_once_and_manual_credentials_end_th
     assert!(resolved.expire_time.is_none());
 }
 oauth_test!(a_rejected_brand_new_token_breaks_at_once_and_manual_credentials_end_the_grant);
+
+/// More tokens due at once than one read of the refresher returns (four per permit): each
+/// is still refreshed before it expires, well within one refresh interval (the next page is
+/// read as soon as the previous one is done, not an interval later).
+async fn more_tokens_due_than_one_read_returns_are_all_refreshed_before_expiry(backend: Backend) {
+    let provider = Provider::start();
+    let db = TestDb::new(backend).await;
+    let mut args = crate::helpers::test_args(&db.url);
+    super::oauth_args(&mut args, &provider, db.dir.path());
+    args.oauth.oauth_refresh_concurrency = 1;
+    args.oauth.oauth_refresh_interval_secs = 3;
+    let app = crate::helpers::spawn_with(backend, db, args).await;
+    // Twelve-second tokens are due six seconds after they were issued: the 24 apps are all
+    // made before the first is due, and one interval after a token is due leaves three
+    // seconds to spare. One read returns four: read an interval apart, the last would wait
+    // eighteen seconds.
+    provider.control(json!({"expires_in": 12})).await;
+    let mut apps = Vec::new();
+    for n in 0..24 {
+        let installed = oauth_app(&app, &format!("Due {n}")).await;
+        let expire = millis(installed.credentials_expire_time.as_ref().expect("expiry"));
+        apps.push((installed.name, expire));
+    }
+    let last_expiry = apps.iter().map(|(_, e)| *e).max().expect("apps");
+    let wait = u64::try_from(last_expiry - now_millis()).unwrap_or(0) + 500;
+    tokio::time::sleep(Duration::from_millis(wait)).await;
+    for (name, expire) in &apps {
+        let shown = app_now(&app, name).await;
+        let refreshed = shown
+            .last_refresh_time
+            .as_ref()
+            .map(millis)
+            .unwrap_or_else(|| panic!("{name} was never refreshed"));
+        assert!(
+            refreshed < *expire,
+            "{name} was refreshed {} ms after its token expired",
+            refreshed - expire
+        );
+    }
+    let stats = provider.stats().await;
+    assert!(
+        stats["max_in_flight"].as_u64().unwrap_or(0) <= 1,
+        "more refreshes at once than the configured concurrency: {stats}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_tokens_due_than_one_read_returns_are_all_refreshed_before_expiry_sqlite() {
+    more_tokens_due_than_one_read_returns_are_all_refreshed_before_expiry(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_tokens_due_than_one_read_returns_are_all_refreshed_before_expiry_postgres() {
+    more_tokens_due_than_one_read_returns_are_all_refreshed_before_expiry(Backend::Postgres).await;
+}
