@@ -73,8 +73,8 @@ struct Opts {
     #[arg(long, default_value_t = 2)]
     client_threads: usize,
     /// Scenarios to run (default all but scale and refresher, which run only when named):
-    /// health, get, list, resolve, create, create-pg, fanout, idle, webhooks, scale,
-    /// refresher.
+    /// health, get, list, resolve, create (SQLite), get-pg, list-pg, resolve-pg, create-pg
+    /// (PostgreSQL), fanout, idle, webhooks, scale, refresher.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// CI smoke: every scenario at tiny sizes and durations (seconds in all); fails (exit
@@ -198,6 +198,9 @@ impl Opts {
             "list",
             "resolve",
             "create",
+            "get-pg",
+            "list-pg",
+            "resolve-pg",
             "create-pg",
             "fanout",
             "idle",
@@ -415,13 +418,16 @@ async fn run_in(opts: &Opts, dir: &std::path::Path) -> anyhow::Result<()> {
             dir,
         )
         .await?;
-        let result = sqlite_scenarios(opts, &server, &url, &tokens, &mut rows, &mut notes).await;
+        let result = unary_scenarios(opts, &server, &url, "", &tokens, &mut rows, &mut notes).await;
         server.stop().await?;
         result?;
     }
 
-    // ---- PostgreSQL server: writes beside pgbench ----
-    if opts.wants("create-pg") {
+    // ---- PostgreSQL server: reads and credentials; writes beside pgbench ----
+    let pg_wanted = ["get-pg", "list-pg", "resolve-pg", "create-pg"]
+        .iter()
+        .any(|s| opts.wants(s));
+    if pg_wanted {
         let name = format!("ih_bench_{}", uuid::Uuid::new_v4().simple());
         pg.create_database(&name).await?;
         let url = pg.url(&name);
@@ -439,7 +445,12 @@ async fn run_in(opts: &Opts, dir: &std::path::Path) -> anyhow::Result<()> {
         .await;
         let result = match started {
             Ok(server) => {
-                let result = postgres_scenario(opts, &server, &pg, &tokens, dir, &mut rows).await;
+                let mut result =
+                    unary_scenarios(opts, &server, &url, "-pg", &tokens, &mut rows, &mut notes)
+                        .await;
+                if result.is_ok() && opts.wants("create-pg") {
+                    result = postgres_scenario(opts, &server, &pg, &tokens, dir, &mut rows).await;
+                }
                 server.stop().await?;
                 result
             }
@@ -643,14 +654,29 @@ async fn run_in(opts: &Opts, dir: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn sqlite_scenarios(
+/// The unary scenarios on one server: SQLite (`suffix` empty: get, list, resolve, create,
+/// fanout) or PostgreSQL (`suffix` `-pg`: get-pg, list-pg, resolve-pg).
+async fn unary_scenarios(
     opts: &Opts,
     server: &ServerProcess,
     url: &str,
+    suffix: &str,
     tokens: &Tokens,
     rows: &mut Vec<Row>,
     notes: &mut Vec<String>,
 ) -> anyhow::Result<()> {
+    let wants = |scenario: &str| opts.wants(&format!("{scenario}{suffix}"));
+    if !["get", "list", "resolve", "create", "fanout", "health"]
+        .iter()
+        .any(|s| wants(s))
+    {
+        return Ok(());
+    }
+    let on = if suffix.is_empty() {
+        ""
+    } else {
+        ", PostgreSQL"
+    };
     let load = opts.load();
     let team = "bench";
     let developer = tokens.mint(team, "developer", "bench-developer")?;
@@ -667,10 +693,10 @@ async fn sqlite_scenarios(
     )
     .await?;
 
-    if opts.only.len() == 1 && opts.wants("health") {
+    if suffix.is_empty() && opts.only.len() == 1 && opts.wants("health") {
         rows.push(health(server, load).await?);
     }
-    if opts.wants("get") {
+    if wants("get") {
         let call = Call::new(
             GET_APP,
             &pb::GetInstalledAppRequest {
@@ -678,14 +704,15 @@ async fn sqlite_scenarios(
             },
             Some(&viewer),
         );
-        let mut r = paired(server, "GetInstalledApp (authenticated)", &call, load, rows).await?;
+        let name = format!("GetInstalledApp (authenticated{on})");
+        let mut r = paired(server, &name, &call, load, rows).await?;
         r.target = Some(Target {
-            min_ratio: 0.6,
+            min_ratio: 0.5,
             max_p99_ratio: Some(2.0),
         });
         rows.push(r);
     }
-    if opts.wants("list") {
+    if wants("list") {
         let call = Call::new(
             LIST,
             &pb::ListIntegrationsRequest {
@@ -694,29 +721,31 @@ async fn sqlite_scenarios(
             },
             Some(&viewer),
         );
-        let mut r = paired(server, "ListIntegrations (page of 50)", &call, load, rows).await?;
+        let name = format!("ListIntegrations (page of 50{on})");
+        let mut r = paired(server, &name, &call, load, rows).await?;
         r.target = Some(Target {
-            min_ratio: 0.25,
+            min_ratio: 0.15,
             max_p99_ratio: None,
         });
         rows.push(r);
     }
-    if opts.wants("resolve") {
+    if wants("resolve") {
         let name = format!("teams/{team}/integrations/seed1");
         let call = Call::new(
             RESOLVE,
             &pb::ResolveIntegrationCredentialsRequest { name },
             Some(&service),
         );
-        let r = paired(
-            server,
-            "ResolveIntegrationCredentials (decrypt)",
-            &call,
-            load,
-            rows,
-        )
-        .await?;
+        let name = format!("ResolveIntegrationCredentials (decrypt{on})");
+        let mut r = paired(server, &name, &call, load, rows).await?;
+        r.target = Some(Target {
+            min_ratio: 0.3,
+            max_p99_ratio: Some(3.0),
+        });
         rows.push(r);
+    }
+    if !suffix.is_empty() {
+        return Ok(());
     }
     if opts.wants("create") {
         let call = Call::new(CREATE, &seed::integration_request(&app), Some(&developer));
@@ -821,7 +850,7 @@ async fn postgres_scenario(
         None,
     ));
     r.target = Some(Target {
-        min_ratio: 0.5,
+        min_ratio: 0.3,
         max_p99_ratio: None,
     });
     rows.push(r);
