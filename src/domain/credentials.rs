@@ -269,8 +269,15 @@ impl Hub {
         name: &IntegrationName,
     ) -> Result<Resolved> {
         let key = format!("resolve|{}|{}", name.team, name.id);
-        let fast = match self.resolution_plan(actor, name, &key).await {
-            Ok(plan) if plan.usable(self.now()) && !self.use_to_record(&plan.used) => {
+        // Another team's integration is never looked up in the cache: the way below answers
+        // it exactly as a missing one (rule 7), and audits the attempt.
+        let plan = if actor.sees(&name.team) {
+            self.resolution_plan(actor, name, &key).await.ok()
+        } else {
+            None
+        };
+        let fast = match plan {
+            Some(plan) if plan.usable(self.now()) && !self.use_to_record(&plan.used) => {
                 self.resolve_from_plan(actor, name, &plan).await?
             }
             _ => None,
@@ -300,6 +307,9 @@ impl Hub {
         key: &str,
     ) -> Result<Arc<ResolutionPlan>> {
         let team = name.team.as_str();
+        if !actor.sees(&name.team) {
+            return Err(super::hub::not_found_integration(name));
+        }
         if let Some(plan) = self.cache.get::<ResolutionPlan>(team, key)
             && !plan.due_for_refresh(self.now())
         {

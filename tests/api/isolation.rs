@@ -623,7 +623,9 @@ async fn only_an_all_teams_service_token_resolves_credentials_of_any_team(app: T
     let service_b = token(B, "service", "worker-b");
     let mut integrations = app.integrations.clone();
 
-    for name in [&a.integration, &b_integration.name] {
+    // Twice each: the second answer comes from what the replica kept of the first, and
+    // another team's service must be refused it all the same (below).
+    for name in [&a.integration, &b_integration.name, &a.integration] {
         let resolved = integrations
             .resolve_integration_credentials(authed(
                 &all_teams,
