@@ -352,6 +352,10 @@ impl Hub {
         let hub = Arc::clone(self);
         tokio::spawn(async move {
             let permits = Arc::new(Semaphore::new(concurrency));
+            // Whether a refresh of the current page ended in an error (the database refused
+            // its write, say): then the next page waits for the interval, so a failing
+            // store never turns the refresher into a loop that calls providers back to back.
+            let erred = Arc::new(std::sync::atomic::AtomicBool::new(false));
             loop {
                 let now = hub.now();
                 let limit = u64::try_from(concurrency * 4).unwrap_or(64);
@@ -364,8 +368,10 @@ impl Hub {
                                 return;
                             };
                             let hub = Arc::clone(&hub);
+                            let erred = Arc::clone(&erred);
                             tokio::spawn(async move {
                                 if let Err(err) = hub.refresh_once(&grant).await {
+                                    erred.store(true, std::sync::atomic::Ordering::Relaxed);
                                     tracing::warn!(installed_app = %grant.installed_app_id, error = %err, "token refresh failed");
                                 }
                                 drop(permit);
@@ -385,8 +391,11 @@ impl Hub {
                     if *stop.borrow() {
                         return;
                     }
-                    continue;
+                    if !erred.swap(false, std::sync::atomic::Ordering::Relaxed) {
+                        continue;
+                    }
                 }
+                erred.store(false, std::sync::atomic::Ordering::Relaxed);
                 if let Err(err) = hub
                     .store
                     .prune_authorizations(now - KEEP_AUTHORIZATIONS_MICROS)
