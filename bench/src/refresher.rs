@@ -397,7 +397,7 @@ async fn measure(
     );
 
     let db = Database::connect(url).await?;
-    let grants = count(&db, "SELECT COUNT(*) AS n FROM oauth_grants").await?;
+    let grants = crate::seed::count(&db, "SELECT COUNT(*) AS n FROM oauth_grants").await?;
     if grants != cfg.apps as u64 {
         bail!("{grants} OAuth grants, not {}", cfg.apps);
     }
@@ -595,17 +595,6 @@ async fn exec(db: &DatabaseConnection, sql: &str) -> anyhow::Result<()> {
     ))
     .await?;
     Ok(())
-}
-
-async fn count(db: &DatabaseConnection, sql: &str) -> anyhow::Result<u64> {
-    let row = db
-        .query_one_raw(Statement::from_string(
-            db.get_database_backend(),
-            sql.to_owned(),
-        ))
-        .await?
-        .context("no count")?;
-    Ok(u64::try_from(row.try_get::<i64>("", "n")?).unwrap_or(0))
 }
 
 /// (installed_app_id, expire_time, last_refresh_time, refresh_count, failures) of each row;

@@ -252,7 +252,7 @@ async fn curve_on(
             // What autovacuum would do after a bulk load; without it the planner guesses.
             db.execute_unprepared("ANALYZE").await?;
         }
-        let total = count(&db, "SELECT COUNT(*) AS n FROM integrations").await?;
+        let total = crate::seed::count(&db, "SELECT COUNT(*) AS n FROM integrations").await?;
         for (label, call) in &calls {
             let stats = unary::run(server.addr, Some(server.pid()), call, cfg.load).await?;
             eprintln!(
@@ -393,17 +393,6 @@ async fn grow(
         );
     }
     Ok(())
-}
-
-async fn count(db: &DatabaseConnection, sql: &str) -> anyhow::Result<u64> {
-    let row = db
-        .query_one_raw(Statement::from_string(
-            db.get_database_backend(),
-            sql.to_owned(),
-        ))
-        .await?
-        .context("no count")?;
-    Ok(u64::try_from(row.try_get::<i64>("", "n")?).unwrap_or(0))
 }
 
 /// The plans of the queries the three calls run, written by hand to match what

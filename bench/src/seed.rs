@@ -9,7 +9,7 @@ use anyhow::Context;
 use integration_hub::auth::{MintClaims, mint_hs256};
 use integration_hub::pb;
 use integration_hub::pb::installed_app_service_client::InstalledAppServiceClient;
-use sea_orm::{ConnectionTrait, Database, Statement};
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement};
 use tonic::Request;
 use tonic::transport::Channel;
 
@@ -135,4 +135,16 @@ pub async fn seed_integrations(
 /// The id part of a resource name.
 pub fn id_of(name: &str) -> &str {
     name.rsplit('/').next().unwrap_or(name)
+}
+
+/// The `n` column of a one-row query (`SELECT COUNT(*) AS n ...`).
+pub async fn count(db: &DatabaseConnection, sql: &str) -> anyhow::Result<u64> {
+    let row = db
+        .query_one_raw(Statement::from_string(
+            db.get_database_backend(),
+            sql.to_owned(),
+        ))
+        .await?
+        .context("no count")?;
+    Ok(u64::try_from(row.try_get::<i64>("", "n")?).unwrap_or(0))
 }
