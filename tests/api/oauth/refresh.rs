@@ -32,6 +32,21 @@ async fn app_now(app: &impl Clients, name: &str) -> pb::InstalledApp {
     get_app(app, &dana(), name).await.expect("get app")
 }
 
+/// ReportCredentialsRejected on the app `name`, by the team's service, with `detail`.
+async fn report_rejected(app: &impl Clients, name: &str, detail: &str) -> pb::InstalledApp {
+    app.apps()
+        .report_credentials_rejected(authed(
+            &service_token(),
+            pb::ReportCredentialsRejectedRequest {
+                name: name.to_owned(),
+                detail: detail.to_owned(),
+            },
+        ))
+        .await
+        .expect("report")
+        .into_inner()
+}
+
 async fn tokens_are_refreshed_ahead_of_expiry_and_resolve_never_answers_an_expired_one(
     t: OAuthApp,
 ) {
@@ -82,18 +97,7 @@ async fn tokens_are_refreshed_ahead_of_expiry_and_resolve_never_answers_an_expir
     })
     .await;
     let before = t.provider.count("refresh_token").await;
-    let reported = app
-        .apps()
-        .report_credentials_rejected(authed(
-            &service_token(),
-            pb::ReportCredentialsRejectedRequest {
-                name: installed.name.clone(),
-                detail: "401".into(),
-            },
-        ))
-        .await
-        .expect("report")
-        .into_inner();
+    let reported = report_rejected(app, &installed.name, "401").await;
     assert_eq!(reported.state(), pb::installed_app::State::Active);
     assert!(t.provider.count("refresh_token").await > before);
     let job = crate::fixtures::get_integration(app, &dana(), &job.name)
@@ -143,18 +147,7 @@ async fn transient_failures_break_nothing_and_a_later_success_restores(t: OAuthA
     );
 
     // A reported rejection tries one refresh; it fails, so the integration breaks.
-    let reported = app
-        .apps()
-        .report_credentials_rejected(authed(
-            &service_token(),
-            pb::ReportCredentialsRejectedRequest {
-                name: installed.name.clone(),
-                detail: String::new(),
-            },
-        ))
-        .await
-        .expect("report")
-        .into_inner();
+    let reported = report_rejected(app, &installed.name, "").await;
     assert_eq!(reported.state(), pb::installed_app::State::NeedsReauth);
     let broken = next_events(&mut events, 1, WAIT).await;
     assert_eq!(
@@ -457,18 +450,7 @@ async fn a_rejected_brand_new_token_breaks_at_once_and_manual_credentials_end_th
     let app = &t.app;
     let installed = oauth_app(app, "Fresh").await;
     let job = create_integration(app, &dana(), &installed, "Job").await;
-    let reported = app
-        .apps()
-        .report_credentials_rejected(authed(
-            &service_token(),
-            pb::ReportCredentialsRejectedRequest {
-                name: installed.name.clone(),
-                detail: "403 missing scope".into(),
-            },
-        ))
-        .await
-        .expect("report")
-        .into_inner();
+    let reported = report_rejected(app, &installed.name, "403 missing scope").await;
     assert_eq!(reported.state(), pb::installed_app::State::NeedsReauth);
     assert_eq!(
         t.provider.count("refresh_token").await,
