@@ -476,7 +476,6 @@ impl Hub {
             (None, None) => return Err(Error::internal("integration without credentials")),
         };
         Ok(ResolutionPlan {
-            version: row.version,
             integration,
             used,
             app_version,
@@ -517,8 +516,6 @@ fn token_expired() -> Error {
 /// never holds plaintext credentials).
 pub(super) struct ResolutionPlan {
     integration: Integration,
-    /// The integration's version.
-    version: i64,
     used: Used,
     /// The app's version, when the credentials are an app's.
     app_version: Option<i64>,
@@ -562,7 +559,7 @@ impl ResolutionPlan {
 
     fn versions(&self) -> Versions {
         Versions {
-            integration: (self.integration.id.clone(), self.version),
+            integration: (self.integration.id.clone(), self.integration.version),
             app: self
                 .app_id()
                 .map(|id| (id.to_owned(), self.app_version.unwrap_or(0))),
