@@ -13,18 +13,14 @@
 //! record and answers nothing from what it read: it reads again.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, OnceLock};
-
-use tokio::sync::{Mutex, mpsc, oneshot};
 
 use crate::store::{NewAudit, Store, StoreError};
 
 use super::error::{Error, Result};
+use super::group_commit::{GroupCommit, WriteBatch};
 
 /// Most records committed together.
 const MAX_BATCH: usize = 512;
-/// Records waiting for the writer before callers wait to queue (backpressure).
-const QUEUE: usize = 4096;
 /// Batches committing at once on PostgreSQL.
 const PG_WRITERS: usize = 3;
 
@@ -67,20 +63,43 @@ impl From<&StoreError> for Outcome {
 struct Queued {
     record: NewAudit,
     check: Option<Versions>,
-    done: oneshot::Sender<Outcome>,
 }
 
-/// The queue of records to group-commit; the writer task starts on first use.
+/// The group commit of resolution records.
 pub(super) struct AuditBatch {
+    batch: GroupCommit<Queued, Outcome, Records>,
+}
+
+/// Writes a batch of records: [`commit`].
+struct Records {
     store: Store,
-    queue: OnceLock<mpsc::Sender<Queued>>,
+}
+
+impl WriteBatch<Queued, Outcome> for Records {
+    async fn write(&self, batch: Vec<Queued>) -> Vec<Outcome> {
+        match commit(&self.store, &batch).await {
+            Ok(current) => current
+                .into_iter()
+                .map(|current| {
+                    if current {
+                        Outcome::Committed
+                    } else {
+                        Outcome::Outdated
+                    }
+                })
+                .collect(),
+            Err(err) => vec![Outcome::from(&err); batch.len()],
+        }
+    }
 }
 
 impl AuditBatch {
     pub(super) fn new(store: Store) -> AuditBatch {
+        // SQLite has one writer at a time; PostgreSQL commits concurrent transactions
+        // together, so there one batch gathers while others commit.
+        let writers = if store.is_postgres() { PG_WRITERS } else { 1 };
         AuditBatch {
-            store,
-            queue: OnceLock::new(),
+            batch: GroupCommit::new(Records { store }, writers, MAX_BATCH),
         }
     }
 
@@ -98,33 +117,11 @@ impl AuditBatch {
         record: NewAudit,
         check: Option<Versions>,
     ) -> Result<Checked> {
-        let queue = self.queue.get_or_init(|| {
-            let (sender, receiver) = mpsc::channel(QUEUE);
-            let receiver = Arc::new(Mutex::new(receiver));
-            // SQLite has one writer at a time; PostgreSQL commits concurrent transactions
-            // together, so there one batch gathers while others commit.
-            let writers = if self.store.is_postgres() {
-                PG_WRITERS
-            } else {
-                1
-            };
-            for _ in 0..writers {
-                tokio::spawn(write_batches(self.store.clone(), receiver.clone()));
-            }
-            sender
-        });
-        let (done, committed) = oneshot::channel();
-        queue
-            .send(Queued {
-                record,
-                check,
-                done,
-            })
+        let outcome = self
+            .batch
+            .submit(Queued { record, check })
             .await
-            .map_err(|_| Error::Unavailable("the audit writer stopped; retry later".into()))?;
-        let outcome = committed
-            .await
-            .map_err(|_| Error::Unavailable("the audit writer stopped; retry later".into()))?;
+            .ok_or_else(|| Error::Unavailable("the audit writer stopped; retry later".into()))?;
         match outcome {
             Outcome::Committed => Ok(Checked::Committed),
             Outcome::Outdated => Ok(Checked::Outdated),
@@ -133,35 +130,6 @@ impl AuditBatch {
                 "the database is unavailable; retry later".into(),
             )),
             Outcome::Failed => Err(Error::internal("the audit record was not written")),
-        }
-    }
-}
-
-/// A writer: one transaction per batch of whatever is queued, until every sender is gone.
-async fn write_batches(store: Store, receiver: Arc<Mutex<mpsc::Receiver<Queued>>>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    loop {
-        // The queue is held only while taking a batch, not while committing it.
-        let taken = receiver.lock().await.recv_many(&mut batch, MAX_BATCH).await;
-        if taken == 0 {
-            return;
-        }
-        let outcomes = match commit(&store, &batch).await {
-            Ok(current) => current
-                .into_iter()
-                .map(|current| {
-                    if current {
-                        Outcome::Committed
-                    } else {
-                        Outcome::Outdated
-                    }
-                })
-                .collect(),
-            Err(err) => vec![Outcome::from(&err); batch.len()],
-        };
-        for (queued, outcome) in batch.drain(..).zip(outcomes) {
-            // A caller that went away (its deadline passed) no longer waits: fine.
-            let _ = queued.done.send(outcome);
         }
     }
 }

@@ -16,6 +16,7 @@ use crate::store::{AppRow, IntegrationRow, NewEvent, Store, Tx};
 use super::app_events::AppSnapshot;
 use super::audit_batch::AuditBatch;
 use super::catalog::{Catalog, FieldDef, ServiceDef, check_fields};
+use super::create_batch::CreateBatch;
 use super::error::{Error, FieldViolation, Result};
 use super::model::{Actor, AppEventKind, AuditAction, BrokenReason, EventKind, Integration, etag};
 use super::read_cache::{ReadCache, ReadCacheSettings};
@@ -47,6 +48,8 @@ pub struct Hub {
     clock: Arc<dyn Clock>,
     /// Group commit of the audit records of credential resolutions.
     pub(super) resolutions: AuditBatch,
+    /// Group commit of creates on PostgreSQL (`create_batch.rs`).
+    pub(super) creates: CreateBatch,
     /// OAuth 2.0, when the deployment configured clients.
     pub(super) oauth: Option<Arc<super::oauth::OAuth>>,
     /// Recent reads, dropped when their team changes (`read_cache.rs`).
@@ -103,6 +106,7 @@ impl Hub {
     ) -> Hub {
         Hub {
             resolutions: AuditBatch::new(store.clone()),
+            creates: CreateBatch::new(store.clone()),
             store,
             keys,
             catalog,
@@ -204,6 +208,10 @@ impl Hub {
             let value = match op(&mut write).await? {
                 Done::Commit(value) => value,
                 Done::Nothing(value) => return Ok(value),
+                Done::Written(value) => {
+                    self.cache.changed(team.as_str());
+                    return Ok(value);
+                }
             };
             let named = write.resource.take().unwrap_or_else(|| resource.clone());
             let record = self.audit_success(actor, &team, action, named);
@@ -267,6 +275,9 @@ pub(super) enum Done<T> {
     /// It changed nothing (a create retried with its idempotency key answers with the first
     /// one's result): roll back and record nothing.
     Nothing(T),
+    /// It committed its change, with its events and its success record, itself (a create
+    /// written in one statement on PostgreSQL): nothing is left to do.
+    Written(T),
 }
 
 /// One change being written: its transaction (begun on first use, so an operation may read
@@ -345,7 +356,19 @@ impl Write<'_> {
         integration: &Integration,
         reason: Option<BrokenReason>,
     ) -> Result<()> {
-        self.events.push(NewEvent {
+        let event = self.new_event(kind, integration, reason)?;
+        self.events.push(event);
+        Ok(())
+    }
+
+    /// An event about `integration` as it is after the change, by this change's actor.
+    pub fn new_event(
+        &self,
+        kind: EventKind,
+        integration: &Integration,
+        reason: Option<BrokenReason>,
+    ) -> Result<NewEvent> {
+        Ok(NewEvent {
             event_id: new_id(),
             team: integration.team.clone(),
             kind: kind.as_str().to_owned(),
@@ -355,8 +378,7 @@ impl Write<'_> {
             actor: self.actor.subject.clone(),
             time: integration.update_time,
             snapshot: serde_json::to_string(integration).map_err(|e| Error::Internal(e.into()))?,
-        });
-        Ok(())
+        })
     }
 
     /// Appends, on commit, an event built elsewhere (a webhook subscription's).

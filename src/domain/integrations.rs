@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::crypto::Credentials;
-use crate::store::{After, AppRow, IntegrationFilter, IntegrationRow, Tx};
+use crate::store::{After, AppRow, IntegrationFilter, IntegrationRow, NewCreate, Tx};
 
 use super::catalog::IntegrationTypeDef;
 use super::credentials::integration_owner;
@@ -119,6 +119,39 @@ impl Hub {
             ));
         }
         Ok(app)
+    }
+
+    /// PostgreSQL: a new integration bound to `app`, with its event and its success record,
+    /// in one statement shared with concurrent creates (`create_batch.rs`), if the app is
+    /// still bindable (`ACTIVE`, of the row's service) and the idempotency key unused.
+    /// `None` when that was not so, or on SQLite: nothing was written, and the caller goes the
+    /// long way, in a transaction, which answers why.
+    async fn create_at_once(
+        &self,
+        w: &Write<'_>,
+        actor: &Actor,
+        team: &TeamId,
+        app: &AppName,
+        row: &IntegrationRow,
+    ) -> Result<Option<Integration>> {
+        if !self.store.is_postgres() || app.team != *team {
+            return Ok(None);
+        }
+        let mut row = row.clone();
+        row.installed_app_id = Some(app.id.clone());
+        let integration = Integration::from_row(&row)?;
+        let event = w.new_event(EventKind::Created, &integration, None)?;
+        let record = self.audit_success(
+            actor,
+            team,
+            AuditAction::IntegrationCreate,
+            integration.name(),
+        );
+        let written = self
+            .creates
+            .create(NewCreate { row, event, record })
+            .await?;
+        Ok(written.then_some(integration))
     }
 
     /// The integration an earlier create with the same idempotency key made, if any.
@@ -248,6 +281,11 @@ impl Hub {
                         }
                     },
                     Binding::App(app_name) => {
+                        if let Some(created) =
+                            self.create_at_once(w, actor, &team, app_name, &row).await?
+                        {
+                            return Ok(Done::Written((created, true)));
+                        }
                         let app = self.bindable_app(w.tx().await?, &team, app_name).await?;
                         if app.service != service.id {
                             return Err(Error::invalid(

@@ -3,7 +3,7 @@
 
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseBackend, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Statement,
+    QuerySelect, Statement, Value,
 };
 
 use super::entities::audit_event;
@@ -79,19 +79,7 @@ impl Tx {
                 .unwrap_or(1);
             let mut values = Vec::with_capacity(rows * AUDIT_COLUMNS.len());
             for record in records.by_ref().take(rows) {
-                values.extend([
-                    record.id.into(),
-                    record.team.into(),
-                    record.actor.into(),
-                    record.actor_team.into(),
-                    record.role.into(),
-                    record.action.into(),
-                    record.resource.into(),
-                    record.outcome.into(),
-                    record.reason.into(),
-                    record.request_id.into(),
-                    record.time.into(),
-                ]);
+                values.extend(audit_values(record));
             }
             let sql = insert_audits_sql(backend, rows);
             self.conn()
@@ -103,7 +91,7 @@ impl Tx {
 }
 
 /// The columns an appended record fills, in the order [`Tx::append_audits`] gives values.
-const AUDIT_COLUMNS: [&str; 11] = [
+pub(super) const AUDIT_COLUMNS: [&str; 11] = [
     "id",
     "team",
     "actor",
@@ -116,6 +104,23 @@ const AUDIT_COLUMNS: [&str; 11] = [
     "request_id",
     "time",
 ];
+
+/// A record's values, in the order of [`AUDIT_COLUMNS`].
+pub(super) fn audit_values(record: NewAudit) -> [Value; 11] {
+    [
+        record.id.into(),
+        record.team.into(),
+        record.actor.into(),
+        record.actor_team.into(),
+        record.role.into(),
+        record.action.into(),
+        record.resource.into(),
+        record.outcome.into(),
+        record.reason.into(),
+        record.request_id.into(),
+        record.time.into(),
+    ]
+}
 
 /// The sizes of the statements a group commit appends records with, largest first.
 const AUDIT_CHUNKS: [usize; 5] = [256, 64, 16, 4, 1];

@@ -12,6 +12,7 @@
 //!
 //! Rows and errors are the store's own: the domain converts them.
 
+mod at_once;
 mod audit;
 mod checks;
 mod entities;
@@ -32,6 +33,7 @@ use sea_orm::{
 };
 use tokio::sync::{Notify, mpsc};
 
+pub use at_once::NewCreate;
 pub use audit::{AuditFilter, AuditRow, NewAudit};
 pub use entities::event::Model as EventRow;
 pub use entities::installed_app::Model as AppRow;

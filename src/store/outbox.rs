@@ -28,7 +28,7 @@ use super::entities::event;
 use super::{EventRow, Result, Store, Tx};
 
 /// Advisory lock key serializing outbox appends on PostgreSQL ("ihub-evt").
-const OUTBOX_LOCK_KEY: i64 = 0x6968_7562_2d65_7674;
+pub(super) const OUTBOX_LOCK_KEY: i64 = 0x6968_7562_2d65_7674;
 /// Advisory lock key: one replica prunes the event log at a time ("ihub-prn").
 const PRUNE_LOCK_KEY: i64 = 0x6968_7562_2d70_726e;
 /// The channel that tells other replicas an append committed.
@@ -52,6 +52,35 @@ pub struct NewEvent {
     pub actor: String,
     pub time: i64,
     pub snapshot: String,
+}
+
+/// The event columns an append writes (the sequence number is the database's), in the order
+/// of [`event_values`].
+pub(super) const EVENT_COLUMNS: [&str; 9] = [
+    "event_id",
+    "team",
+    "kind",
+    "integration_id",
+    "installed_app_id",
+    "reason",
+    "actor",
+    "time",
+    "snapshot",
+];
+
+/// An event's values, in the order of [`EVENT_COLUMNS`].
+pub(super) fn event_values(e: NewEvent) -> [sea_orm::Value; 9] {
+    [
+        e.event_id.into(),
+        e.team.into(),
+        e.kind.into(),
+        e.integration_id.into(),
+        e.installed_app_id.into(),
+        e.reason.into(),
+        e.actor.into(),
+        e.time.into(),
+        e.snapshot.into(),
+    ]
 }
 
 fn max_seq(row: Option<sea_orm::QueryResult>) -> Result<i64> {

@@ -195,6 +195,50 @@ async fn every_change_and_resolution_is_audited(mut app: TestApp) {
 }
 storage_test!(every_change_and_resolution_is_audited);
 
+/// Creates made at once (on PostgreSQL they share statements: `create_batch.rs`): each one
+/// answered has exactly one success record, by its own request, and none other is recorded.
+async fn concurrent_creates_each_have_one_record_of_their_own(app: TestApp) {
+    let dev = app.token("acme", "developer", "dana");
+    let admin = app.token("acme", "admin", "alice");
+    let slack = create_app_with(&app, &dev, "slack", "Slack", SECRET_A).await;
+    let mut creates = tokio::task::JoinSet::new();
+    for i in 0..40 {
+        let mut client = app.integrations.clone();
+        let request = traced(
+            &dev,
+            &format!("req-concurrent-{i}"),
+            crate::fixtures::integration_request(&slack, &format!("Job {i}")),
+        );
+        creates.spawn(async move {
+            let created = client.create_integration(request).await.expect("create");
+            (i, created.into_inner().name)
+        });
+    }
+    let mut created = Vec::new();
+    while let Some(answer) = creates.join_next().await {
+        created.push(answer.expect("task"));
+    }
+    let records = all_events(
+        &app,
+        &admin,
+        pb::ListAuditEventsRequest {
+            parent: "teams/acme".into(),
+            action: "integration.create".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(records.len(), 40, "one record per create, no more");
+    for (i, name) in &created {
+        let of_it = find(&records, "integration.create", name);
+        assert_eq!(of_it.len(), 1, "{name}");
+        assert_eq!(of_it[0].request_id, format!("req-concurrent-{i}"));
+        assert_eq!(of_it[0].outcome, Outcome::Success as i32);
+        assert_eq!(of_it[0].actor, "dana");
+    }
+}
+storage_test!(concurrent_creates_each_have_one_record_of_their_own);
+
 async fn refused_and_failed_attempts_are_audited(mut app: TestApp) {
     let dev = app.token("acme", "developer", "dana");
     let omar = app.token("acme", "developer", "omar");

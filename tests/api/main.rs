@@ -19,6 +19,7 @@ mod jwks;
 mod keys;
 mod oauth;
 mod observability;
+mod one_statement;
 mod process;
 mod promote;
 mod rate_limit;
