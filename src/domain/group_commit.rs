@@ -82,7 +82,13 @@ async fn write_batches<T, R, W: WriteBatch<T, R>>(
             return;
         }
         let (items, callers): (Vec<T>, Vec<oneshot::Sender<R>>) = queued.drain(..).unzip();
+        let started = std::time::Instant::now();
         let answers = writer.write(items).await;
+        tracing::debug!(
+            items = taken,
+            micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            "batch written"
+        );
         for (caller, answer) in callers.into_iter().zip(answers) {
             // A caller that went away (its deadline passed) no longer waits: fine.
             let _ = caller.send(answer);
