@@ -16,7 +16,9 @@ use sea_orm::{ConnectionTrait, DatabaseBackend, Statement, Value};
 
 use super::audit::{AUDIT_COLUMNS, audit_values};
 use super::outbox::{EVENT_COLUMNS, OUTBOX_LOCK_KEY, event_values};
-use super::{IntegrationRow, NewAudit, NewEvent, Result, Store, condition};
+use super::{
+    IntegrationRow, NewAudit, NewEvent, Result, Store, announce_appended, condition, statement_size,
+};
 
 /// The integration columns, in the order of [`integration_values`].
 const INTEGRATION_COLUMNS: [&str; 21] = [
@@ -85,10 +87,7 @@ impl Store {
     /// How many of `left` creates the next statement of a batch writes (a size of
     /// [`CREATE_CHUNKS`]).
     pub fn create_statement_size(left: usize) -> usize {
-        CREATE_CHUNKS
-            .into_iter()
-            .find(|size| *size <= left)
-            .unwrap_or(1)
+        statement_size(&CREATE_CHUNKS, left)
     }
 
     /// PostgreSQL: writes each create (its integration, event and success record) in one
@@ -112,11 +111,7 @@ impl Store {
             .map(|row| row.try_get::<String>("", "id"))
             .collect::<std::result::Result<HashSet<String>, _>>()?;
         if !created.is_empty() {
-            self.appended.notify_one();
-            if let Some(notifier) = &self.notifier {
-                // Full: a NOTIFY is already queued, and it is sent after this commit.
-                let _ = notifier.try_send(());
-            }
+            announce_appended(&self.appended, self.notifier.as_ref());
         }
         Ok(ids.iter().map(|id| created.contains(id)).collect())
     }

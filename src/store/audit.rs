@@ -73,10 +73,7 @@ impl Tx {
         let mut records = records.into_iter().peekable();
         while records.peek().is_some() {
             let left = records.len();
-            let rows = AUDIT_CHUNKS
-                .into_iter()
-                .find(|size| *size <= left)
-                .unwrap_or(1);
+            let rows = super::statement_size(&AUDIT_CHUNKS, left);
             let mut values = Vec::with_capacity(rows * AUDIT_COLUMNS.len());
             for record in records.by_ref().take(rows) {
                 values.extend(audit_values(record));

@@ -242,14 +242,31 @@ impl Tx {
         self.inner.commit().await?;
         condition::note_write_committed();
         if self.appended_events {
-            self.appended.notify_one();
-            if let Some(notifier) = &self.notifier {
-                // Full: a NOTIFY is already queued, and it is sent after this commit.
-                let _ = notifier.try_send(());
-            }
+            announce_appended(&self.appended, self.notifier.as_ref());
         }
         Ok(())
     }
+}
+
+/// After a commit that appended events: wakes this replica's tailer, and asks for the
+/// NOTIFY that wakes the others (PostgreSQL).
+fn announce_appended(appended: &Notify, notifier: Option<&mpsc::Sender<()>>) {
+    appended.notify_one();
+    if let Some(notifier) = notifier {
+        // Full: a NOTIFY is already queued, and it is sent after this commit.
+        let _ = notifier.try_send(());
+    }
+}
+
+/// The size of the next statement of a write in fixed-size statements (`sizes`, largest
+/// first, ending in 1), with `left` rows to write: the largest that fits. Each size is
+/// prepared once per connection and reused, however many rows a batch has.
+fn statement_size(sizes: &[usize], left: usize) -> usize {
+    sizes
+        .iter()
+        .copied()
+        .find(|size| *size <= left)
+        .unwrap_or(1)
 }
 
 /// Starts the task that wakes every replica's LISTEN connection after commits that appended
