@@ -216,6 +216,22 @@ impl Store {
             .await?)
     }
 
+    /// Subscription `id` while `owner` holds its lease, else None: the deliverer reads its
+    /// position under the lease, so a reset (redelivery, update) that took the lease away
+    /// between the renewal and this read is not undone by a send from the old position.
+    pub async fn get_leased_subscription(
+        &self,
+        team: &str,
+        id: &str,
+        owner: &str,
+    ) -> Result<Option<SubscriptionRow>> {
+        Ok(subscription::Entity::find_by_id(id.to_owned())
+            .filter(S::Team.eq(team))
+            .filter(S::LeaseOwner.eq(owner))
+            .one(&self.db)
+            .await?)
+    }
+
     /// A team's subscriptions, oldest first, after `(create_time, id)` when given.
     pub async fn list_subscriptions(
         &self,

@@ -177,7 +177,11 @@ impl Worker {
             {
                 return Ok(());
             }
-            let Some(row) = self.store.get_subscription(&team, &id).await? else {
+            let Some(row) = self
+                .store
+                .get_leased_subscription(&team, &id, &self.owner)
+                .await?
+            else {
                 return Ok(());
             };
             if !row.enabled || row.next_attempt_time.is_some_and(|t| t > now) {
