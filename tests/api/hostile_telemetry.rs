@@ -439,3 +439,38 @@ async fn client_errors_are_not_errors_and_hostile_values_are_bounded_in_json_log
 async fn client_errors_are_not_errors_and_hostile_values_are_bounded_in_pretty_logs() {
     client_errors_are_not_errors_and_hostile_values_are_bounded_in("pretty").await;
 }
+
+/// A call's JSON log line carries its span: the fields known when the call started and those
+/// recorded on it later (the caller's team and role, the status code), each once, as JSON.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_json_log_line_carries_the_fields_recorded_on_its_call_s_span() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let keys = crate::helpers::test_key_spec().to_owned();
+    let server = ServerProcess::start(
+        &db.url,
+        &keys,
+        &[("INTEGRATION_HUB_LOG_FORMAT", "json"), ("RUST_LOG", "info")],
+    );
+    let mut marks = Marks {
+        server: &server,
+        apps: InstalledAppServiceClient::new(server.channel().await),
+        admin: token("acme", "admin", "ada"),
+        count: 0,
+    };
+    let index = marks.mark().await;
+    let line = &server.logs()[index];
+    let value: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+    let span = value["span"].as_object().expect("the call's span");
+    assert_eq!(span["request_id"], "mark-1", "{line}");
+    assert_eq!(span["team"], "acme", "{line}");
+    assert_eq!(span["role"], "admin", "{line}");
+    assert_eq!(span["rpc.grpc.status_code"], "NotFound", "{line}");
+    assert_eq!(span["rpc.method"], "GetInstalledApp", "{line}");
+    for field in ["team", "role", "rpc.grpc.status_code"] {
+        assert_eq!(
+            line.matches(&format!("\"{field}\":")).count(),
+            1,
+            "{field} once: {line}"
+        );
+    }
+}
