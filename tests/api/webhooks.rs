@@ -660,3 +660,61 @@ async fn redelivery_replays_from_a_cursor_with_the_same_webhook_ids(app: TestApp
     }
 }
 webhook_test!(redelivery_replays_from_a_cursor_with_the_same_webhook_ids);
+
+/// A redelivery takes the subscription's lease away, and a deliverer that held it can no
+/// longer read the position it would send from: it stops and the next lease holder starts
+/// from the redelivery's position (without this, a deliverer between its lease renewal and
+/// its read sent the first event twice).
+async fn a_redelivery_takes_the_lease_from_a_deliverer_in_flight(app: TestApp) {
+    let p = people(&app);
+    let receiver = Receiver::start(&[]);
+    let (sub, _) = subscribe(&app.channel, &p.admin, &receiver.url(), &[]).await;
+    let id = sub.name.rsplit('/').next().expect("id").to_owned();
+    let store = integration_hub::store::Store::connect(&app.db.url, 1)
+        .await
+        .expect("store");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_micros() as i64;
+    let until = now + 60_000_000;
+    assert!(
+        store
+            .take_webhook_lease(&id, "a-deliverer", now, until)
+            .await
+            .expect("lease"),
+        "nothing to deliver: the lease is free"
+    );
+    let held = store
+        .get_leased_subscription("acme", &id, "a-deliverer")
+        .await
+        .expect("read");
+    assert!(held.is_some(), "read under its lease");
+    webhooks(&app.channel)
+        .redeliver_webhook_events(authed(
+            &p.admin,
+            pb::RedeliverWebhookEventsRequest {
+                name: sub.name.clone(),
+                start_cursor: sub.delivered_cursor.clone(),
+            },
+        ))
+        .await
+        .expect("redeliver");
+    let after = store
+        .get_leased_subscription("acme", &id, "a-deliverer")
+        .await
+        .expect("read");
+    assert!(
+        after.is_none(),
+        "the lease was taken away: held by {:?}",
+        after.map(|row| row.lease_owner)
+    );
+    assert!(
+        !store
+            .advance_position(&id, "a-deliverer", i64::MAX / 2)
+            .await
+            .expect("advance"),
+        "nor can it acknowledge over the redelivery"
+    );
+}
+webhook_test!(a_redelivery_takes_the_lease_from_a_deliverer_in_flight);
