@@ -616,6 +616,20 @@ async fn a_redirect_is_not_followed(app: TestApp) {
 }
 webhook_test!(a_redirect_is_not_followed);
 
+/// Redelivers `sub`'s events from the position it had when it was created.
+async fn redeliver_from_creation(app: &TestApp, admin: &str, sub: &pb::WebhookSubscription) {
+    webhooks(&app.channel)
+        .redeliver_webhook_events(authed(
+            admin,
+            pb::RedeliverWebhookEventsRequest {
+                name: sub.name.clone(),
+                start_cursor: sub.delivered_cursor.clone(),
+            },
+        ))
+        .await
+        .expect("redeliver");
+}
+
 async fn redelivery_replays_from_a_cursor_with_the_same_webhook_ids(app: TestApp) {
     let p = people(&app);
     let mut receiver = Receiver::start(&[]);
@@ -639,16 +653,7 @@ async fn redelivery_replays_from_a_cursor_with_the_same_webhook_ids(app: TestApp
         .await;
     assert_invalid(missing, "start_cursor");
     // From the position the subscription had when it was created: both again.
-    client
-        .redeliver_webhook_events(authed(
-            &p.admin,
-            pb::RedeliverWebhookEventsRequest {
-                name: sub.name.clone(),
-                start_cursor: sub.delivered_cursor.clone(),
-            },
-        ))
-        .await
-        .expect("redeliver");
+    redeliver_from_creation(&app, &p.admin, &sub).await;
     for earlier in &first {
         let again = next_acknowledged(&mut receiver).await;
         assert_verified(&again, 1);
@@ -690,16 +695,7 @@ async fn a_redelivery_takes_the_lease_from_a_deliverer_in_flight(app: TestApp) {
         .await
         .expect("read");
     assert!(held.is_some(), "read under its lease");
-    webhooks(&app.channel)
-        .redeliver_webhook_events(authed(
-            &p.admin,
-            pb::RedeliverWebhookEventsRequest {
-                name: sub.name.clone(),
-                start_cursor: sub.delivered_cursor.clone(),
-            },
-        ))
-        .await
-        .expect("redeliver");
+    redeliver_from_creation(&app, &p.admin, &sub).await;
     let after = store
         .get_leased_subscription("acme", &id, "a-deliverer")
         .await
