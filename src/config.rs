@@ -160,6 +160,9 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub webhooks: crate::webhooks::WebhookArgs,
 
+    #[command(flatten)]
+    pub bounds: crate::api::BoundsArgs,
+
     /// Encryption key ring, `1:<base64 32 bytes>,2:<base64>`; the newest seals, all open.
     #[arg(long, env = "INTEGRATION_HUB_ENCRYPTION_KEYS", hide_env_values = true)]
     pub encryption_keys: Option<String>,

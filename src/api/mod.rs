@@ -5,6 +5,7 @@
 
 mod audit;
 mod auth_layer;
+pub mod bounds;
 pub mod callback;
 mod convert;
 mod installed_apps;
@@ -28,6 +29,7 @@ use crate::pb::ErrorReason;
 
 pub use audit::AuditLog;
 pub use auth_layer::{AuthLayer, REQUEST_ID_HEADER};
+pub use bounds::{AnswerLayer, Answers, BoundsArgs, CallLimitLayer};
 pub use installed_apps::InstalledApps;
 pub use integrations::Integrations;
 pub use observe::ObserveLayer;

@@ -21,6 +21,7 @@ mod oauth;
 mod outbox;
 mod records;
 mod rotation;
+mod sizes;
 mod webhooks;
 
 use std::sync::Arc;
@@ -43,6 +44,7 @@ pub use oauth::{AuthorizationRow, GrantRow, RefreshFailure};
 pub use outbox::{EVENTS_CHANNEL, NewEvent};
 pub use records::{After, AppFilter, IntegrationCounts, IntegrationFilter, StateChange};
 pub use rotation::{SealedKind, SealedRow};
+pub use sizes::RowBytes;
 pub use webhooks::{DeliveryRow, Failure, NewDelivery, SubscriptionRow};
 
 /// Advisory lock key held while migrations run on PostgreSQL ("ihub-mig").

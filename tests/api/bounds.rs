@@ -1,0 +1,235 @@
+//! What a caller can make the server hold: answers its client never reads (HTTP/2 window at
+//! 0), calls in flight, and the bytes of one page.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use integration_hub::pb;
+use integration_hub::pb::installed_app_service_client::InstalledAppServiceClient;
+use integration_hub::pb::integration_service_client::IntegrationServiceClient;
+use prost::Message;
+use tonic::Code;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::fixtures::{TEAM, create_app, error_reason};
+use crate::helpers::{Backend, TestApp, TestDb, authed, spawn_with, test_args, token};
+use crate::storage_test;
+use sea_orm::{ConnectionTrait, TransactionTrait};
+
+/// Integrations whose config fills its two free-text fields: about 4 KiB each.
+async fn large_integrations(app: &TestApp, admin: &str, n: usize) -> pb::InstalledApp {
+    let installed = create_app(app, admin, "slack", "Large").await;
+    for i in 0..n {
+        let config = HashMap::from([
+            ("channel".to_owned(), format!("#{i:0>2047}")),
+            ("monitor_id".to_owned(), "m".repeat(2048)),
+        ]);
+        app.integrations
+            .clone()
+            .create_integration(authed(
+                admin,
+                pb::CreateIntegrationRequest {
+                    integration: Some(pb::Integration {
+                        installed_app: installed.name.clone(),
+                        r#type: "slack.post_monitor_results".into(),
+                        display_name: format!("Large {i}"),
+                        config,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .unwrap_or_else(|status| panic!("create integration {i}: {status:?}"));
+    }
+    installed
+}
+
+fn list_all(page_token: String) -> pb::ListIntegrationsRequest {
+    pb::ListIntegrationsRequest {
+        page_size: 1000,
+        page_token,
+        ..Default::default()
+    }
+}
+
+/// A connection whose client never reads an answer: its HTTP/2 stream window is 0, so the
+/// server may send headers and trailers-only errors but no data.
+async fn stalled_channel(app: &TestApp) -> Channel {
+    Endpoint::from_shared(app.address.clone())
+        .expect("uri")
+        .initial_stream_window_size(0)
+        .connect()
+        .await
+        .expect("connect")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_a_client_leaves_unread_are_bounded_per_principal_and_their_connection_is_closed_after_the_send_timeout()
+ {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let mut args = test_args(&db.url);
+    args.bounds.answer_memory_per_principal_bytes = 200_000;
+    args.bounds.answer_send_timeout_ms = 1_500;
+    let app = spawn_with(Backend::Sqlite, db, args).await;
+    let admin = token(TEAM, "admin", "ada");
+    let viewer = token(TEAM, "viewer", "vic");
+    large_integrations(&app, &admin, 20).await;
+
+    // Each answer is about 80 KiB: two fit in the viewer's 200,000 bytes, the rest do not.
+    let stalled = IntegrationServiceClient::new(stalled_channel(&app).await);
+    let calls: Vec<_> = (0..10)
+        .map(|_| {
+            let mut client = stalled.clone();
+            let viewer = viewer.clone();
+            tokio::spawn(async move {
+                client
+                    .list_integrations(authed(&viewer, list_all(String::new())))
+                    .await
+            })
+        })
+        .collect();
+    let mut refused = 0;
+    let mut cut_off = 0;
+    for call in calls {
+        // Refused at once, or (for the two held) ended when the connection is closed after
+        // the send timeout: no call waits for ever.
+        let result = tokio::time::timeout(Duration::from_secs(20), call)
+            .await
+            .expect("every call ends: refused, or cut off with its connection")
+            .expect("task");
+        match result {
+            Ok(_) => panic!("a client with a window of 0 cannot have read an answer"),
+            Err(status) if status.code() == Code::ResourceExhausted => {
+                assert_eq!(error_reason(&status), "RESOURCE_EXHAUSTED");
+                assert!(status.message().contains("principal"), "{status:?}");
+                refused += 1;
+            }
+            Err(_) => cut_off += 1,
+        }
+    }
+    assert_eq!(
+        (refused, cut_off),
+        (8, 2),
+        "two answers held, eight refused"
+    );
+
+    // The held answers were dropped with their connection: the same viewer is served again.
+    let page = app
+        .integrations
+        .clone()
+        .list_integrations(authed(&viewer, list_all(String::new())))
+        .await
+        .expect("served after the stalled connection is gone")
+        .into_inner();
+    assert_eq!(page.integrations.len(), 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_past_the_servers_limit_in_flight_are_refused_at_once_and_served_again_after() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let sqlite = db.sqlite_path();
+    let mut args = test_args(&db.url);
+    args.bounds.max_calls_in_flight = 2;
+    let app = spawn_with(Backend::Sqlite, db, args).await;
+    let admin = token(TEAM, "admin", "ada");
+    let installed = create_app(&app, &admin, "slack", "Busy").await;
+
+    // Another writer holds SQLite's write lock: two creates wait for it, in flight.
+    let blocker = sea_orm::Database::connect(format!("sqlite://{}", sqlite.display()))
+        .await
+        .expect("open the database file");
+    let lock = blocker.begin().await.expect("begin");
+    lock.execute_unprepared("CREATE TABLE held_lock (x INTEGER)")
+        .await
+        .expect("take the write lock");
+    let creates: Vec<_> = (0..2)
+        .map(|i| {
+            let mut client = app.integrations.clone();
+            let request = authed(
+                &admin,
+                crate::fixtures::integration_request(&installed, &format!("Waiting {i}")),
+            );
+            tokio::spawn(async move { client.create_integration(request).await })
+        })
+        .collect();
+
+    // While they wait, a third call is refused at once rather than queued.
+    let mut apps = InstalledAppServiceClient::new(app.channel.clone());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
+    let refusal = loop {
+        let result = apps
+            .get_installed_app(authed(
+                &admin,
+                pb::GetInstalledAppRequest {
+                    name: installed.name.clone(),
+                },
+            ))
+            .await;
+        if let Err(status) = result {
+            break status;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no call was refused while two were in flight"
+        );
+        tokio::task::yield_now().await;
+    };
+    assert_eq!(refusal.code(), Code::ResourceExhausted, "{refusal:?}");
+    assert_eq!(error_reason(&refusal), "RESOURCE_EXHAUSTED");
+    assert!(refusal.message().contains("2 calls at once"), "{refusal:?}");
+
+    lock.rollback().await.expect("release the lock");
+    for create in creates {
+        create
+            .await
+            .expect("task")
+            .expect("the creates in flight complete once the lock is released");
+    }
+    apps.get_installed_app(authed(
+        &admin,
+        pb::GetInstalledAppRequest {
+            name: installed.name.clone(),
+        },
+    ))
+    .await
+    .expect("served again");
+}
+
+storage_test!(a_page_of_large_integrations_ends_at_its_byte_bound_and_the_next_pages_hold_the_rest);
+async fn a_page_of_large_integrations_ends_at_its_byte_bound_and_the_next_pages_hold_the_rest(
+    app: TestApp,
+) {
+    let admin = token(TEAM, "admin", "ada");
+    large_integrations(&app, &admin, 300).await;
+    let mut names = std::collections::BTreeSet::new();
+    let mut pages = 0;
+    let mut page_token = String::new();
+    loop {
+        let page = app
+            .integrations
+            .clone()
+            .list_integrations(authed(&admin, list_all(page_token)))
+            .await
+            .expect("list")
+            .into_inner();
+        assert!(
+            page.encoded_len() < 1_200_000,
+            "a page of {} bytes",
+            page.encoded_len()
+        );
+        pages += 1;
+        for integration in &page.integrations {
+            assert!(names.insert(integration.name.clone()), "listed twice");
+        }
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    assert_eq!(names.len(), 300, "every integration, once");
+    assert!(
+        pages >= 2,
+        "300 integrations of 4 KiB take more than one page"
+    );
+}
