@@ -183,6 +183,9 @@ impl From<StoreError> for Error {
                 Error::Unavailable("the database is unavailable; retry later".into())
             }
             StoreError::StorageFull(_) => Error::StorageFull,
+            StoreError::Busy(why) => Error::ResourceExhausted(format!(
+                "{why}; retry later, or narrow the read with filters"
+            )),
             StoreError::Db(_) => Error::Internal(err.into()),
         }
     }

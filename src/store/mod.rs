@@ -35,7 +35,9 @@ use sea_orm::{
 use tokio::sync::{Notify, mpsc};
 
 pub use at_once::NewCreate;
-pub use audit::{AuditFilter, AuditRow, NewAudit};
+pub use audit::{
+    AUDIT_LISTINGS_PER_TEAM, AUDIT_STATEMENT_TIMEOUT, AuditFilter, AuditRow, NewAudit,
+};
 pub use entities::event::Model as EventRow;
 pub use entities::installed_app::Model as AppRow;
 pub use entities::integration::Model as IntegrationRow;
@@ -78,6 +80,8 @@ pub struct Store {
     notifier: Option<mpsc::Sender<()>>,
     /// Kept for the LISTEN connection on PostgreSQL. May hold a password: never log it.
     url: Arc<str>,
+    /// Audit listings in progress, bounded (`audit.rs`).
+    audit_reads: Arc<audit::AuditReads>,
 }
 
 impl std::fmt::Debug for Store {
@@ -102,8 +106,12 @@ impl Store {
             // every query (and on SQLite each round trip is a wake-up of its worker thread).
             .test_before_acquire_if_idle_for(Duration::from_secs(30))
             .sqlx_logging(false)
+            // A saturated pool is logged once per episode (`error::condition`), not once
+            // per slow acquire as sqlx does by default.
+            .map_sqlx_postgres_pool_opts(|pool| pool.acquire_slow_level(log::LevelFilter::Debug))
             .map_sqlx_sqlite_pool_opts(|pool| {
-                pool.after_connect(|conn, _| Box::pin(stable_plans(conn)))
+                pool.acquire_slow_level(log::LevelFilter::Debug)
+                    .after_connect(|conn, _| Box::pin(stable_plans(conn)))
                     .after_release(|conn, _| Box::pin(outside_transaction(conn)))
             })
             .map_sqlx_sqlite_opts(|opts| {
@@ -123,6 +131,7 @@ impl Store {
             appended: Arc::new(Notify::new()),
             notifier,
             url: url.into(),
+            audit_reads: Arc::new(audit::AuditReads::new(max_connections)),
         })
     }
 

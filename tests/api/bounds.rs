@@ -233,3 +233,111 @@ async fn a_page_of_large_integrations_ends_at_its_byte_bound_and_the_next_pages_
         "300 integrations of 4 KiB take more than one page"
     );
 }
+
+fn audit_since_epoch() -> pb::ListAuditEventsRequest {
+    pb::ListAuditEventsRequest {
+        page_size: 50,
+        start_time: Some(prost_types::Timestamp {
+            seconds: 1,
+            nanos: 0,
+        }),
+        ..Default::default()
+    }
+}
+
+/// Audit listings held up in the database (here by a lock on their table; in production by
+/// a long log) run at most two per team and a quarter of the pool together, end at their
+/// statement timeout, and leave the pool to other teams' calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_listings_held_up_in_the_database_are_bounded_per_team_and_in_the_pool_and_end_at_their_timeout()
+ {
+    let app = crate::helpers::spawn_app(Backend::Postgres).await;
+    let acme = token(TEAM, "admin", "ada");
+    let other = token("other", "admin", "oli");
+    let other_app = create_app(&app, &other, "slack", "Other's").await;
+
+    let blocker = sea_orm::Database::connect(app.db.url.as_str())
+        .await
+        .expect("connect");
+    let lock = blocker.begin().await.expect("begin");
+    lock.execute_unprepared("LOCK TABLE audit_events IN ACCESS EXCLUSIVE MODE")
+        .await
+        .expect("lock the audit log");
+
+    // Two of acme's listings wait for the lock (the test pool of 8 gives audit listings 2).
+    let started = std::time::Instant::now();
+    let held: Vec<_> = (0..2)
+        .map(|_| {
+            let mut audit = app.audit.clone();
+            let request = authed(&acme, audit_since_epoch());
+            tokio::spawn(async move { audit.list_audit_events(request).await })
+        })
+        .collect();
+    // Both wait for the lock in the database before anything else is asked.
+    let waiting = "SELECT count(*) AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%audit_events%'";
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let row = blocker
+            .query_one_raw(sea_orm::Statement::from_string(
+                sea_orm::DatabaseBackend::Postgres,
+                waiting,
+            ))
+            .await
+            .expect("pg_stat_activity")
+            .expect("a row");
+        if row.try_get::<i64>("", "n").expect("count") >= 2 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the two listings never reached the lock"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A third of acme's, and one of another team's, are refused at once rather than queued.
+    let refused_at_once = |token: String, why: &'static str| {
+        let mut audit = app.audit.clone();
+        async move {
+            let status = tokio::time::timeout(
+                Duration::from_secs(3),
+                audit.list_audit_events(authed(&token, audit_since_epoch())),
+            )
+            .await
+            .expect("refused at once, not queued behind the held listings")
+            .expect_err("refused");
+            assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+            assert!(status.message().contains(why), "{status:?}");
+        }
+    };
+    refused_at_once(acme.clone(), "this team").await;
+    refused_at_once(other.clone(), "on this server").await;
+
+    // Other calls still find connections: the listings hold two of eight.
+    app.apps
+        .clone()
+        .get_installed_app(authed(
+            &other,
+            pb::GetInstalledAppRequest {
+                name: other_app.name.clone(),
+            },
+        ))
+        .await
+        .expect("another team's call is served while the listings wait");
+
+    // The held listings end at their statement timeout (5 s), well before the request's.
+    for call in held {
+        let status = call
+            .await
+            .expect("task")
+            .expect_err("the lock is still held");
+        assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+        assert!(status.message().contains("statement timeout"), "{status:?}");
+    }
+    assert!(started.elapsed() < Duration::from_secs(20));
+    lock.rollback().await.expect("unlock");
+    app.audit
+        .clone()
+        .list_audit_events(authed(&acme, audit_since_epoch()))
+        .await
+        .expect("served once the lock is gone");
+}
