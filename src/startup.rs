@@ -565,7 +565,8 @@ fn forget_what_events_change(
 /// The accepted connections, each with a handle that can close it (`api::bounds`).
 fn accepted(
     listener: TcpListener,
-) -> impl tokio_stream::Stream<Item = std::io::Result<crate::api::bounds::Accepted>> {
+) -> impl tokio_stream::Stream<Item = std::io::Result<crate::api::connections::Accepted>> {
     use tokio_stream::StreamExt as _;
-    TcpListenerStream::new(listener).map(|accepted| accepted.map(crate::api::bounds::Accepted::new))
+    TcpListenerStream::new(listener)
+        .map(|accepted| accepted.map(crate::api::connections::Accepted::new))
 }

@@ -7,6 +7,7 @@ mod audit;
 mod auth_layer;
 pub mod bounds;
 pub mod callback;
+pub mod connections;
 mod convert;
 mod installed_apps;
 mod integrations;

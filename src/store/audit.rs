@@ -166,9 +166,9 @@ pub(super) struct AuditReads {
     teams: Mutex<HashMap<String, usize>>,
 }
 
-/// One listing's place, given back when dropped.
-struct AuditRead<'a> {
-    reads: &'a AuditReads,
+/// One listing's place among [`AuditReads`], given back when dropped.
+pub struct AuditListing {
+    reads: Arc<AuditReads>,
     team: String,
     _share: tokio::sync::OwnedSemaphorePermit,
 }
@@ -186,7 +186,7 @@ impl AuditReads {
         self.teams.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn start(&self, team: &str) -> Result<AuditRead<'_>> {
+    fn start(self: &Arc<Self>, team: &str) -> Result<AuditListing> {
         let mut teams = self.teams();
         if teams.get(team).copied().unwrap_or(0) >= AUDIT_LISTINGS_PER_TEAM {
             return Err(StoreError::Busy(
@@ -198,15 +198,15 @@ impl AuditReads {
                 StoreError::Busy("too many audit listings run on this server at once")
             })?;
         *teams.entry(team.to_owned()).or_default() += 1;
-        Ok(AuditRead {
-            reads: self,
+        Ok(AuditListing {
+            reads: self.clone(),
             team: team.to_owned(),
             _share: share,
         })
     }
 }
 
-impl Drop for AuditRead<'_> {
+impl Drop for AuditListing {
     fn drop(&mut self) {
         let mut teams = self.reads.teams();
         if let Some(running) = teams.get_mut(&self.team) {
@@ -219,9 +219,15 @@ impl Drop for AuditRead<'_> {
 }
 
 impl Store {
+    /// A place for one caller's audit listing of `team`, or [`StoreError::Busy`] when the
+    /// team or this replica already runs as many as they may ([`AuditReads`]).
+    pub fn start_audit_listing(&self, team: &str) -> Result<AuditListing> {
+        self.audit_reads.start(team)
+    }
+
     /// A page of a team's audit records matching `filter`, newest first, strictly before
-    /// sequence number `before` when given. Bounded in cost: see [`AuditReads`], and on
-    /// PostgreSQL [`AUDIT_STATEMENT_TIMEOUT`].
+    /// sequence number `before` when given. On PostgreSQL it ends after
+    /// [`AUDIT_STATEMENT_TIMEOUT`].
     pub async fn list_audit(
         &self,
         team: &str,
@@ -229,7 +235,6 @@ impl Store {
         before: Option<i64>,
         limit: u64,
     ) -> Result<Vec<AuditRow>> {
-        let _running = self.audit_reads.start(team)?;
         let mut query = audit_event::Entity::find().filter(audit_event::Column::Team.eq(team));
         if let Some(action) = &filter.action {
             query = query.filter(audit_event::Column::Action.eq(action.as_str()));

@@ -36,7 +36,7 @@ use tokio::sync::{Notify, mpsc};
 
 pub use at_once::NewCreate;
 pub use audit::{
-    AUDIT_LISTINGS_PER_TEAM, AUDIT_STATEMENT_TIMEOUT, AuditFilter, AuditRow, NewAudit,
+    AUDIT_LISTINGS_PER_TEAM, AUDIT_STATEMENT_TIMEOUT, AuditFilter, AuditListing, AuditRow, NewAudit,
 };
 pub use entities::event::Model as EventRow;
 pub use entities::installed_app::Model as AppRow;
