@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
+use tonic_health::ServingStatus;
 
 use crate::api::rate_limit::RoleRateLimits;
 use crate::api::{
@@ -384,17 +385,11 @@ impl Application {
             metrics.clone(),
         );
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
-        health_reporter
-            .set_serving::<InstalledAppServiceServer<InstalledApps>>()
-            .await;
-        health_reporter
-            .set_serving::<IntegrationServiceServer<Integrations>>()
-            .await;
-        health_reporter
-            .set_serving::<AuditServiceServer<AuditLog>>()
-            .await;
-        type WebhookServer = WebhookServiceServer<crate::api::Webhooks>;
-        health_reporter.set_serving::<WebhookServer>().await;
+        for service in crate::api::methods::services() {
+            health_reporter
+                .set_service_status(service, ServingStatus::Serving)
+                .await;
+        }
         spawn_database_probe(self.store.clone(), health_reporter.clone(), stop_rx.clone());
         let reflection_v1 = crate::api::reflection::builder().build_v1()?;
         let reflection_v1alpha = crate::api::reflection::builder().build_v1alpha()?;
@@ -451,16 +446,11 @@ impl Application {
         tokio::spawn(async move {
             shutdown.await;
             tracing::info!("shutting down: NOT_SERVING, ending watch streams");
-            reporter
-                .set_not_serving::<InstalledAppServiceServer<InstalledApps>>()
-                .await;
-            reporter
-                .set_not_serving::<IntegrationServiceServer<Integrations>>()
-                .await;
-            reporter
-                .set_not_serving::<AuditServiceServer<AuditLog>>()
-                .await;
-            reporter.set_not_serving::<WebhookServer>().await;
+            for service in crate::api::methods::services() {
+                reporter
+                    .set_service_status(service, ServingStatus::NotServing)
+                    .await;
+            }
             let _ = stop_tx.send(true);
             let _ = drain_tx.send(());
             // Keep the stop signal alive until the process is done with it.

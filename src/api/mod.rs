@@ -11,6 +11,7 @@ pub mod connections;
 mod convert;
 mod installed_apps;
 mod integrations;
+pub mod methods;
 mod observe;
 pub(crate) mod parse;
 pub mod rate_limit;

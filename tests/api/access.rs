@@ -1,8 +1,8 @@
 //! Who may call what: DESIGN.md's roles table, transcribed here as data (independently of
-//! `src/auth/policy.rs`), checked against every method of the service descriptors, and the
+//! the server's method table (`src/api/methods.rs`)), checked against every method of the service descriptors, and the
 //! refusals of callers without a valid token.
 
-use integration_hub::auth::policy_for;
+use integration_hub::api::methods;
 use integration_hub::pb;
 use prost::Message;
 use tonic::{Code, Request, Status};
@@ -225,7 +225,7 @@ fn every_described_method_has_an_expectation_here_and_a_policy_in_the_server() {
         if expectation(&service, &method).is_none() {
             missing.push(format!("{path}: no row in the test's roles table"));
         }
-        if policy_for(&path).is_none() {
+        if methods::method(&path).is_none() {
             missing.push(format!("{path}: no server policy"));
         }
     }
