@@ -26,7 +26,7 @@ use super::types::{
 pub const SECRET_PREFIX: &str = "whsec_";
 /// Random bytes in a signing secret (the specification asks for 24 to 64).
 const SECRET_BYTES: usize = 32;
-/// Longest URL accepted, in bytes.
+/// Longest URL accepted, in bytes, as stored (after percent-encoding and normalisation).
 pub const MAX_URL_BYTES: usize = 2048;
 /// Most event types one subscription may name.
 pub const MAX_EVENT_TYPES: usize = 32;
@@ -77,7 +77,14 @@ impl WebhookUrl {
         if url.fragment().is_some() {
             return Err("must not have a fragment".into());
         }
-        Ok(WebhookUrl(url.to_string()))
+        // What is stored is the normalised URL: percent-encoding can triple its length.
+        let stored = url.to_string();
+        if stored.len() > MAX_URL_BYTES {
+            return Err(format!(
+                "must be at most {MAX_URL_BYTES} bytes once percent-encoded"
+            ));
+        }
+        Ok(WebhookUrl(stored))
     }
 
     pub fn as_str(&self) -> &str {
@@ -545,6 +552,30 @@ mod tests {
         }
         let long = format!("https://example.com/{}", "a".repeat(MAX_URL_BYTES));
         assert!(WebhookUrl::parse(&long).is_err());
+    }
+
+    /// The limit holds for what is stored: characters that are percent-encoded (up to three
+    /// times their bytes) count as encoded.
+    #[test]
+    fn the_url_limit_holds_for_the_stored_percent_encoded_url() {
+        let base = "https://example.com/";
+        for filler in ["é", " x", "\"", "<"] {
+            let count = (MAX_URL_BYTES - base.len()) / filler.len();
+            let url = format!("{base}{}", filler.repeat(count));
+            assert!(
+                url.len() <= MAX_URL_BYTES,
+                "{filler:?}: the input is within the limit"
+            );
+            let err = WebhookUrl::parse(&url).expect_err(filler);
+            assert!(err.contains("percent-encoded"), "{err}");
+        }
+        // At the limit once encoded: accepted, and stored as encoded.
+        let count = (MAX_URL_BYTES - base.len()) / "%C3%A9".len();
+        let url = WebhookUrl::parse(&format!("{base}{}", "é".repeat(count))).expect("fits");
+        assert!(url.as_str().len() <= MAX_URL_BYTES);
+        assert!(url.as_str().contains("%C3%A9"));
+        let query = format!("{base}?q={}", "é".repeat(MAX_URL_BYTES / 2 - 20));
+        assert!(WebhookUrl::parse(&query).is_err(), "the query counts too");
     }
 
     #[test]
