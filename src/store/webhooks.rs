@@ -200,7 +200,12 @@ impl Tx {
         Ok(result.rows_affected == 1)
     }
 
+    /// How many subscriptions `team` has, counted under the team's cap lock
+    /// ([`Tx::lock_cap`]): held until commit, so a create that counts here and inserts is not
+    /// passed by another.
     pub async fn count_subscriptions(&self, team: &str) -> Result<u64> {
+        self.lock_cap(super::Cap::WebhookSubscriptions, team, "")
+            .await?;
         Ok(subscription::Entity::find()
             .filter(S::Team.eq(team))
             .count(&self.inner)

@@ -5,6 +5,7 @@ mod access;
 mod admin;
 mod app_events;
 mod audit;
+mod caps;
 mod client;
 mod crash;
 mod delivery;
