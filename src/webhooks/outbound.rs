@@ -231,6 +231,8 @@ pub enum Outcome {
     Timeout,
     ConnectionError,
     DestinationRefused,
+    /// Nothing was sent: the event could not be signed (a secret that does not open).
+    NotSent,
 }
 
 impl Outcome {
@@ -241,15 +243,17 @@ impl Outcome {
             Outcome::Timeout => "TIMEOUT",
             Outcome::ConnectionError => "CONNECTION_ERROR",
             Outcome::DestinationRefused => "DESTINATION_REFUSED",
+            Outcome::NotSent => "NOT_SENT",
         }
     }
 
-    pub const ALL: [Outcome; 5] = [
+    pub const ALL: [Outcome; 6] = [
         Outcome::Delivered,
         Outcome::HttpError,
         Outcome::Timeout,
         Outcome::ConnectionError,
         Outcome::DestinationRefused,
+        Outcome::NotSent,
     ];
 }
 
@@ -259,10 +263,32 @@ pub struct Attempt {
     pub outcome: Outcome,
     pub response_code: Option<u16>,
     pub latency: Duration,
-    /// The start of the response body, lossy UTF-8.
+    /// The start of the response body as stored ([`stored_text`]).
     pub response_body: String,
     /// Why it failed, for people; empty on success.
     pub error: String,
+}
+
+impl Attempt {
+    /// An attempt that sent nothing, and why.
+    pub fn not_sent(error: String) -> Attempt {
+        Attempt {
+            outcome: Outcome::NotSent,
+            response_code: None,
+            latency: Duration::ZERO,
+            response_body: String::new(),
+            error: stored_text(error.as_bytes()),
+        }
+    }
+}
+
+/// A receiver's bytes as any database stores them: UTF-8 (invalid sequences replaced), NUL
+/// replaced (PostgreSQL's text refuses it), cut to [`KEPT_RESPONSE_BYTES`] on a character
+/// boundary.
+pub fn stored_text(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(KEPT_RESPONSE_BYTES)]);
+    let text = text.replace('\0', "\u{FFFD}");
+    crate::domain::error::truncated(&text, KEPT_RESPONSE_BYTES)
 }
 
 /// Sends signed webhooks.
@@ -357,7 +383,7 @@ impl Sender {
             },
             response_code: Some(status.as_u16()),
             latency: started.elapsed(),
-            response_body: String::from_utf8_lossy(&kept).into_owned(),
+            response_body: stored_text(&kept),
             error: if ok {
                 String::new()
             } else {
@@ -378,6 +404,7 @@ fn failed(err: reqwest::Error, started: Instant) -> Attempt {
         }
         source = e.source();
     }
+    let refused = refused.map(|r| stored_text(r.as_bytes()));
     let (outcome, error) = if let Some(reason) = refused {
         (Outcome::DestinationRefused, reason)
     } else if err.is_timeout() {
@@ -387,7 +414,7 @@ fn failed(err: reqwest::Error, started: Instant) -> Attempt {
     } else {
         (
             Outcome::ConnectionError,
-            format!("the request failed: {}", err.without_url()),
+            stored_text(format!("the request failed: {}", err.without_url()).as_bytes()),
         )
     };
     Attempt {
@@ -482,6 +509,19 @@ mod tests {
             "2a00:1450:4001::1",
         ] {
             assert!(!refused(ip, false), "{ip} is public");
+        }
+    }
+
+    #[test]
+    fn a_receivers_bytes_are_stored_as_bounded_text_without_nul() {
+        let stored = stored_text(b"a\0b\xff\xfec\0");
+        assert_eq!(stored, "a\u{FFFD}b\u{FFFD}\u{FFFD}c\u{FFFD}");
+        // Invalid bytes triple in size when replaced: still cut to the bound.
+        let stored = stored_text(&[0xff; 4 * KEPT_RESPONSE_BYTES]);
+        assert!(stored.len() <= KEPT_RESPONSE_BYTES, "{}", stored.len());
+        assert!(stored.ends_with('…'));
+        for text in ["é".repeat(600), format!("a{}", "é".repeat(600))] {
+            assert!(stored_text(text.as_bytes()).len() <= KEPT_RESPONSE_BYTES);
         }
     }
 

@@ -36,6 +36,7 @@ mod startup;
 mod test_support;
 mod validation;
 mod watch_memory;
+mod webhook_hostile;
 mod webhook_receiver;
 mod webhook_replicas;
 mod webhooks;
