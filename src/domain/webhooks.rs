@@ -253,6 +253,20 @@ impl Hub {
         Ok((sealed, version))
     }
 
+    /// Whether a sealed signing secret opens with this server's keys.
+    fn secret_opens(&self, team: &str, id: &str, sealed: &[u8]) -> bool {
+        let owner = secret_owner(id);
+        self.keys
+            .open(
+                &Aad {
+                    team,
+                    owner: &owner,
+                },
+                sealed,
+            )
+            .is_ok()
+    }
+
     /// Adds a subscription; returns it and its signing secret (shown this once). Its
     /// delivery starts after the newest event: it receives what happens from now on.
     #[tracing::instrument(skip_all, fields(team = %team))]
@@ -456,7 +470,8 @@ impl Hub {
     }
 
     /// Replaces the signing secret; the old one keeps signing alongside for `grace`
-    /// microseconds (0: not at all). Returns the new secret, shown this once.
+    /// microseconds (0: not at all, nor when it no longer opens: sealed with a key this
+    /// server does not hold). Returns the new secret, shown this once.
     #[tracing::instrument(skip_all, fields(webhook = %name))]
     pub async fn rotate_webhook_secret(
         &self,
@@ -474,7 +489,7 @@ impl Hub {
             let now = self.now();
             let (secret, shown) = new_secret()?;
             let (sealed, key_version) = self.seal_secret(&row.team, &row.id, &secret)?;
-            if grace_micros > 0 {
+            if grace_micros > 0 && self.secret_opens(&row.team, &row.id, &row.secret) {
                 row.old_secret = Some(std::mem::replace(&mut row.secret, sealed));
                 row.old_key_version = Some(std::mem::replace(&mut row.key_version, key_version));
                 row.old_secret_expire_time = Some(now.saturating_add(grace_micros));

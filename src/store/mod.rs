@@ -42,7 +42,7 @@ pub use error::{StoreError, condition};
 pub use oauth::{AuthorizationRow, GrantRow, RefreshFailure};
 pub use outbox::{EVENTS_CHANNEL, NewEvent};
 pub use records::{After, AppFilter, IntegrationCounts, IntegrationFilter, StateChange};
-pub use rotation::{SealedKind, SealedRow};
+pub use rotation::{SealedCount, SealedKind, SealedRow};
 pub use webhooks::{DeliveryRow, Failure, NewDelivery, SubscriptionRow};
 
 /// Advisory lock key held while migrations run on PostgreSQL ("ihub-mig").

@@ -37,6 +37,7 @@ mod test_support;
 mod validation;
 mod watch_memory;
 mod webhook_hostile;
+mod webhook_keys;
 mod webhook_receiver;
 mod webhook_replicas;
 mod webhooks;
