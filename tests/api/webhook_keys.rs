@@ -7,7 +7,7 @@ use integration_hub::crypto::Aad;
 use integration_hub::domain::rotation::rotate_keys;
 use integration_hub::pb;
 use integration_hub::startup::{Application, key_ring};
-use integration_hub::store::{SealedKind, Store};
+use integration_hub::store::{AuthorizationRow, SealedKind, Store};
 use sea_orm::{ConnectionTrait, Database, DatabaseBackend, Statement};
 use tonic::Code;
 
@@ -239,4 +239,95 @@ async fn a_secret_on_a_retired_key_is_a_clear_failure_not_internal_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_secret_on_a_retired_key_is_a_clear_failure_not_internal_postgres() {
     a_secret_on_a_retired_key_is_a_clear_failure_not_internal(Backend::Postgres).await;
+}
+
+/// The verifier of an authorization in progress is re-sealed with the rest; an ended one
+/// (its verifier emptied) is neither re-sealed nor counted.
+async fn pending_verifiers_are_resealed(backend: Backend) {
+    let mut app = start(backend, &ring_1(), None).await;
+    let store = Store::connect(&app.db.url, 2).await.expect("store");
+    let old_ring = key_ring(&ring_1(), None).expect("ring");
+    let tx = store.begin_write().await.expect("tx");
+    for (id, state) in [("pending1", "PENDING"), ("ended1", "SUCCEEDED")] {
+        let owner = format!("oauthAuthorizations/{id}");
+        let verifier = match state {
+            "PENDING" => old_ring
+                .seal(
+                    &Aad {
+                        team: crate::fixtures::TEAM,
+                        owner: &owner,
+                    },
+                    br#"{"code_verifier":"v"}"#,
+                )
+                .expect("seal"),
+            _ => Vec::new(),
+        };
+        tx.insert_authorization(AuthorizationRow {
+            id: id.into(),
+            state_hash: format!("hash-{id}"),
+            team: crate::fixtures::TEAM.into(),
+            creator: "dana".into(),
+            creator_role: "developer".into(),
+            service: "slack".into(),
+            display_name: "Slack".into(),
+            scopes: String::new(),
+            installed_app_id: None,
+            return_url: None,
+            verifier,
+            key_version: 1,
+            state: state.into(),
+            error: None,
+            create_time: 0,
+            expire_time: i64::MAX,
+            complete_time: None,
+        })
+        .await
+        .expect("insert");
+    }
+    tx.commit().await.expect("commit");
+    let counts = store.sealed_counts().await.expect("counts");
+    let verifiers: Vec<_> = counts
+        .iter()
+        .filter(|c| c.kind == SealedKind::AuthorizationVerifier)
+        .map(|c| (c.key_version, c.count))
+        .collect();
+    assert_eq!(verifiers, [(1, 1)], "the ended one holds nothing");
+
+    let summary = rotate_keys(&store, &key_ring(&ring_1_2(), None).expect("ring"), 10)
+        .await
+        .expect("rotate");
+    assert_eq!(summary.authorization_verifiers, 1, "{summary}");
+    assert!(summary.remaining.is_empty(), "{summary}");
+    let (kind, row) = store
+        .sealed_sample(2)
+        .await
+        .expect("sample")
+        .expect("a value on key 2");
+    assert_eq!(
+        (kind, row.id.as_str()),
+        (SealedKind::AuthorizationVerifier, "pending1")
+    );
+    let new_ring = key_ring(&ring_1_2(), Some(2)).expect("ring");
+    let opened = new_ring
+        .open(
+            &Aad {
+                team: crate::fixtures::TEAM,
+                owner: "oauthAuthorizations/pending1",
+            },
+            &row.sealed,
+        )
+        .expect("opens with key 2 alone");
+    assert_eq!(opened.expose(), br#"{"code_verifier":"v"}"#);
+    store.close().await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_verifiers_are_resealed_sqlite() {
+    pending_verifiers_are_resealed(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_verifiers_are_resealed_postgres() {
+    pending_verifiers_are_resealed(Backend::Postgres).await;
 }
