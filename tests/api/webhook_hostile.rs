@@ -151,3 +151,21 @@ webhook_test!(
     a_teams_trickling_receivers_hold_only_its_share_and_another_team_is_delivered_meanwhile,
     two_slots_per_team
 );
+
+/// The timeout covers reading the answer: a receiver that trickles its body is cut off (the
+/// test schedule's 1 s timeout), and the attempt is recorded.
+async fn a_trickled_answer_is_cut_off_at_the_timeout(app: TestApp) {
+    let p = people(&app);
+    let mut trickling = Receiver::start(&["--trickle-first", "1"]);
+    let (sub, _) = subscribe(&app.channel, &p.admin, &trickling.url(), &[]).await;
+    create_app(&app, &p.dana, "slack", "Trickled").await;
+    let request = trickling.next(WAIT).await;
+    assert_eq!(request["status"], 200, "{request}");
+    // The receiver would trickle for 10 minutes; the deliverer hangs up first.
+    let done = trickling.next(WAIT).await;
+    assert!(trickle_done(&done), "{done}");
+    let list = at_least(&app, &p.admin, &sub.name, 1).await;
+    assert_eq!(list[0].response_code, 200);
+    assert!(list[0].response_body.starts_with('x'), "{:?}", list[0]);
+}
+webhook_test!(a_trickled_answer_is_cut_off_at_the_timeout);
