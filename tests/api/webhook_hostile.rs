@@ -169,3 +169,63 @@ async fn a_trickled_answer_is_cut_off_at_the_timeout(app: TestApp) {
     assert!(list[0].response_body.starts_with('x'), "{:?}", list[0]);
 }
 webhook_test!(a_trickled_answer_is_cut_off_at_the_timeout);
+
+/// Measurement (ignored by default; prints its figures): 32 subscriptions of two teams whose
+/// receivers trickle their answers for the whole 10 s timeout, then one event of a third
+/// team: how long its delivery takes, without a per-team share (32 of 32 slots, as before
+/// the share existed) and with the default share (4).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn another_teams_delivery_latency_behind_trickling_receivers() {
+    for share in [32, 4] {
+        let mut app = crate::webhooks::spawn_webhook_app(crate::helpers::Backend::Sqlite, |w| {
+            w.webhook_timeout_ms = 10_000;
+            w.webhook_lease_secs = 60;
+            w.webhook_team_concurrency = share;
+        })
+        .await;
+        let mut trickling = Receiver::start(&["--trickle-first", "1000"]);
+        for team in ["slow-a", "slow-b"] {
+            let admin = app.token(team, "admin", "mallory");
+            for _ in 0..16 {
+                subscribe(&app.channel, &admin, &trickling.url(), &[]).await;
+            }
+        }
+        let mut prompt = Receiver::start(&[]);
+        subscribe(
+            &app.channel,
+            &app.token("victim", "admin", "vera"),
+            &prompt.url(),
+            &[],
+        )
+        .await;
+        for team in ["slow-a", "slow-b"] {
+            create_app(
+                &app,
+                &app.token(team, "developer", "mallory"),
+                "slack",
+                "Slow",
+            )
+            .await;
+        }
+        // Every slot the two teams may take is taken.
+        for _ in 0..share.min(16) * 2 {
+            trickling.next(WAIT).await;
+        }
+        let started = std::time::Instant::now();
+        create_app(
+            &app,
+            &app.token("victim", "developer", "vic"),
+            "slack",
+            "Victim",
+        )
+        .await;
+        next_acknowledged(&mut prompt).await;
+        println!(
+            "per-team share {share} of 32 slots: another team's delivery took {:.2} s",
+            started.elapsed().as_secs_f64()
+        );
+        drop(trickling);
+        app.stop().await;
+    }
+}
