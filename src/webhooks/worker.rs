@@ -406,3 +406,27 @@ impl Worker {
         Ok((body, signature))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_team_takes_at_most_its_share_and_the_others_find_the_rest() {
+        let slots = Arc::new(Slots::new(4, 2));
+        let a1 = slots.take("a1", "a").expect("a's first");
+        let a2 = slots.take("a2", "a").expect("a's second");
+        assert!(slots.take("a3", "a").is_none(), "a's share is taken");
+        assert!(slots.take("a1", "a").is_none(), "a1 is being delivered");
+        assert_eq!(slots.full_teams(), ["a"]);
+        let b1 = slots.take("b1", "b").expect("b finds a slot");
+        let c1 = slots.take("c1", "c").expect("c finds a slot");
+        assert!(slots.is_full());
+        assert!(slots.take("d1", "d").is_none(), "no slot left");
+        drop(a1);
+        assert!(slots.full_teams().is_empty());
+        let a3 = slots.take("a3", "a").expect("a slot came back");
+        drop((a2, a3, b1, c1));
+        assert!(slots.active().is_empty());
+    }
+}
