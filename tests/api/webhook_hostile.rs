@@ -16,7 +16,7 @@ const WAIT: Duration = Duration::from_secs(20);
 
 /// The deliveries of `name` once there are at least `count` (polled through the API: a
 /// record is written just after the receiver answered).
-async fn at_least(
+pub async fn at_least(
     app: &TestApp,
     token: &str,
     name: &str,

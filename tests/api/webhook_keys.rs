@@ -14,8 +14,9 @@ use tonic::Code;
 use crate::fixtures::{create_app, people};
 use crate::helpers::{Backend, TestApp, authed, spawn_with, test_args};
 use crate::keys::{ring_1, ring_1_2};
+use crate::webhook_hostile::at_least;
 use crate::webhook_receiver::Receiver;
-use crate::webhooks::{deliveries, next_acknowledged, shrink, subscribe, webhooks};
+use crate::webhooks::{next_acknowledged, shrink, subscribe, webhooks};
 
 fn args(app: &TestApp, keys: &str, min: Option<u32>) -> integration_hub::config::ServeArgs {
     let mut args = test_args(&app.db.url);
@@ -189,18 +190,7 @@ async fn a_secret_on_a_retired_key_is_a_clear_failure_not_internal(backend: Back
     assert!(err.message().contains("key version 1"), "{err:?}");
 
     create_app(&app, &p.dana, "slack", "Unsigned").await;
-    let deadline = tokio::time::Instant::now() + crate::fixtures::WAIT;
-    let list = loop {
-        let list = deliveries(&app, &p.admin, &sub.name).await;
-        if list.len() >= 2 {
-            break list;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no NOT_SENT records: {list:?}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    };
+    let list = at_least(&app, &p.admin, &sub.name, 2).await;
     for d in &list {
         assert_eq!(
             d.outcome,
