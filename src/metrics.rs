@@ -107,12 +107,13 @@ struct OutcomeLabels {
 }
 
 /// The `outcome` label of a webhook attempt: one of these, or `other`.
-pub const WEBHOOK_OUTCOMES: [&str; 5] = [
+pub const WEBHOOK_OUTCOMES: [&str; 6] = [
     "DELIVERED",
     "HTTP_ERROR",
     "TIMEOUT",
     "CONNECTION_ERROR",
     "DESTINATION_REFUSED",
+    "NOT_SENT",
 ];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -83,6 +83,7 @@ fn outcome(text: &str) -> pb::WebhookDeliveryOutcome {
         "TIMEOUT" => O::Timeout,
         "CONNECTION_ERROR" => O::ConnectionError,
         "DESTINATION_REFUSED" => O::DestinationRefused,
+        "NOT_SENT" => O::NotSent,
         _ => O::Unspecified,
     }
 }

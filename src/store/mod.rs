@@ -45,7 +45,7 @@ pub use error::{StoreError, condition};
 pub use oauth::{AuthorizationRow, GrantRow, RefreshFailure};
 pub use outbox::{EVENTS_CHANNEL, NewEvent};
 pub use records::{After, AppFilter, IntegrationCounts, IntegrationFilter, StateChange};
-pub use rotation::{SealedKind, SealedRow};
+pub use rotation::{SealedCount, SealedKind, SealedRow};
 pub use sizes::RowBytes;
 pub use webhooks::{DeliveryRow, Failure, NewDelivery, SubscriptionRow};
 
@@ -244,9 +244,46 @@ pub struct Tx {
     notifier: Option<mpsc::Sender<()>>,
 }
 
+/// A limit checked by counting rows: the count and the insert it allows must not be passed
+/// by a concurrent writer of the same limit.
+#[derive(Clone, Copy, Debug)]
+pub enum Cap {
+    /// A team's webhook subscriptions.
+    WebhookSubscriptions,
+    /// One person's pending OAuth authorizations.
+    PendingAuthorizations,
+}
+
+/// The first key of the two-key advisory locks of caps ("ihcp"): locks with two `int4`
+/// keys never conflict with the one-`bigint` locks of the outbox and the migrations.
+const CAP_LOCK_CLASS: i32 = 0x6968_6370;
+
 impl Tx {
     fn conn(&self) -> &DatabaseTransaction {
         &self.inner
+    }
+
+    /// Serializes, until this transaction ends, the writers that count toward one cap of
+    /// `team` (and `subject`, for a per-person cap): called before the count, so that the
+    /// count and the insert it allows are one step. PostgreSQL (READ COMMITTED) would
+    /// otherwise let two writers count the same rows and both insert: a transaction-scoped
+    /// advisory lock on the cap's key. SQLite's write transactions already run one at a
+    /// time ([`Store::begin_write`] takes the write lock first).
+    pub async fn lock_cap(&self, cap: Cap, team: &str, subject: &str) -> Result<()> {
+        if !self.postgres {
+            return Ok(());
+        }
+        // Length-prefixed, so no two (team, subject) pairs share a key text; a hash
+        // collision only makes two caps wait for each other.
+        let key = format!("{cap:?}:{}:{team}:{subject}", team.len());
+        self.inner
+            .execute_raw(Statement::from_sql_and_values(
+                DatabaseBackend::Postgres,
+                "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+                [CAP_LOCK_CLASS.into(), key.into()],
+            ))
+            .await?;
+        Ok(())
     }
 
     pub async fn commit(self) -> Result<()> {

@@ -260,10 +260,14 @@ impl Store {
 }
 
 impl Tx {
-    /// How many authorizations `creator` of `team` has pending (not ended, not expired).
+    /// How many authorizations `creator` of `team` has pending (not ended, not expired),
+    /// counted under the person's cap lock ([`Tx::lock_cap`]): held until commit, so a start
+    /// that counts here and inserts is not passed by another.
     pub async fn pending_authorizations(&self, team: &str, creator: &str, now: i64) -> Result<u64> {
         use authorization::Column as C;
         use sea_orm::PaginatorTrait;
+        self.lock_cap(super::Cap::PendingAuthorizations, team, creator)
+            .await?;
         Ok(authorization::Entity::find()
             .filter(C::Team.eq(team))
             .filter(C::Creator.eq(creator))

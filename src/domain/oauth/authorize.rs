@@ -130,7 +130,7 @@ pub fn challenge(verifier: &str) -> String {
 }
 
 /// The owner a pending authorization's verifier is sealed to.
-pub(super) fn authorization_owner(id: &str) -> String {
+pub(crate) fn authorization_owner(id: &str) -> String {
     format!("oauthAuthorizations/{id}")
 }
 
