@@ -143,21 +143,31 @@ async fn calls_past_the_servers_limit_in_flight_are_refused_at_once_and_served_a
     lock.execute_unprepared("CREATE TABLE held_lock (x INTEGER)")
         .await
         .expect("take the write lock");
-    let creates: Vec<_> = (0..2)
-        .map(|i| {
-            let mut client = app.integrations.clone();
-            let request = authed(
-                &admin,
-                crate::fixtures::integration_request(&installed, &format!("Waiting {i}")),
-            );
-            tokio::spawn(async move { client.create_integration(request).await })
-        })
-        .collect();
+    let create = |i: usize| {
+        let mut client = app.integrations.clone();
+        let request = authed(
+            &admin,
+            crate::fixtures::integration_request(&installed, &format!("Waiting {i}")),
+        );
+        tokio::spawn(async move { client.create_integration(request).await })
+    };
+    let mut creates: Vec<_> = (0..2).map(create).collect();
 
-    // While they wait, a third call is refused at once rather than queued.
+    // While they wait, a third call is refused at once rather than queued. (A probe that
+    // runs before both creates are in flight may itself push one out: that one is sent
+    // again.)
     let mut apps = InstalledAppServiceClient::new(app.channel.clone());
     let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
     let refusal = loop {
+        for (i, slot) in creates.iter_mut().enumerate() {
+            if slot.is_finished() {
+                let pushed_out = std::mem::replace(slot, create(i))
+                    .await
+                    .expect("task")
+                    .expect_err("a create cannot succeed while the lock is held");
+                assert_eq!(pushed_out.code(), Code::ResourceExhausted, "{pushed_out:?}");
+            }
+        }
         let result = apps
             .get_installed_app(authed(
                 &admin,
