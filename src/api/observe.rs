@@ -74,7 +74,7 @@ impl Extractor for Headers<'_> {
     }
 }
 
-/// Every error carries one `ErrorInfo` (DESIGN.md). Our handlers and layers always attach it;
+/// Every error carries one `ErrorInfo` (README, "Errors"). Our handlers and layers always attach it;
 /// errors tonic makes by itself (a request over the size limit, from its codec) do not: give
 /// them one here. A request over the size limit is RESOURCE_EXHAUSTED, as in other gRPC
 /// implementations, rather than tonic's OUT_OF_RANGE.

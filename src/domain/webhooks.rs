@@ -363,7 +363,7 @@ impl Hub {
     }
 
     /// Reads a subscription the caller may see and locks it until commit; another team's
-    /// answers exactly as a missing one (rule 7).
+    /// answers exactly as a missing one (rule 7 of docs/rules.md).
     async fn lock_webhook(
         &self,
         w: &mut super::hub::Write<'_>,
