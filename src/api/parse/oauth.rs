@@ -103,8 +103,8 @@ pub fn completion(
         if value.len() > max {
             return Err(format!("must be at most {max} characters"));
         }
-        if value.chars().any(char::is_control) {
-            return Err("must not contain control characters".to_owned());
+        if crate::text::has_unsafe_char(value) {
+            return Err(crate::text::UNSAFE_DESCRIPTION.to_owned());
         }
         Ok(())
     };
