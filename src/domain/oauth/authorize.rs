@@ -14,6 +14,7 @@ use crate::crypto::Credentials;
 use crate::store::{AppRow, AuthorizationRow};
 
 use super::catalog::OAuthDef;
+use super::provider_text::{Sent, error_code, log_description};
 use super::{AUTHORIZATION_TTL_MICROS, MAX_RETURN_URL, OAuth};
 use crate::domain::catalog::ServiceDef;
 use crate::domain::error::{Error, Precondition, Result};
@@ -176,12 +177,13 @@ impl OAuth {
     }
 }
 
-/// The account name from the provider, cleaned to what `connected_to` holds.
-pub(super) fn connected_to_text(text: Option<String>) -> ConnectedTo {
-    let text: String = text
-        .unwrap_or_default()
+/// The account name from the provider, cleaned to what `connected_to` holds: scrubbed of
+/// the secrets of the exchange, without unsafe characters, at most 200 characters.
+pub(super) fn connected_to_text(text: Option<String>, sent: &Sent) -> ConnectedTo {
+    let scrubbed = sent.scrub(&text.unwrap_or_default());
+    let text: String = crate::text::neutralised(&scrubbed)
+        .trim()
         .chars()
-        .filter(|c| !c.is_control())
         .take(200)
         .collect();
     ConnectedTo::parse(&text).unwrap_or_else(|_| ConnectedTo::parse("").expect("empty text"))
@@ -337,8 +339,10 @@ impl Hub {
     }
 
     /// The app a reauthorization replaces the credentials of: the caller's team's, and the
-    /// caller is an admin or its owner.
-    async fn reauthorizable(
+    /// caller is an admin or its owner (UpdateInstalledApp's rule). Checked at start and
+    /// again at completion, whose write holds the app's lock: a transfer or a deletion in
+    /// between wins.
+    pub(super) async fn reauthorizable(
         &self,
         w: &mut Write<'_>,
         actor: &Actor,
@@ -440,13 +444,20 @@ impl Hub {
             },
         };
         let outcome = match completion {
-            Completion::Error(code, description) => Err(Error::precondition(
-                Precondition::WrongState,
-                match description {
-                    Some(d) => format!("the provider answered {code}: {d}"),
-                    None => format!("the provider answered {code}"),
-                },
-            )),
+            Completion::Error(code, description) => {
+                // The redirect's own words: its code, checked; its description to the debug
+                // log only, without the state it came back with.
+                let sent = Sent::default().with(state);
+                log_description(
+                    "the redirect's error_description",
+                    description.as_deref().unwrap_or_default(),
+                    &sent,
+                );
+                Err(Error::precondition(
+                    Precondition::WrongState,
+                    format!("the provider answered {}", error_code(&code, &sent)),
+                ))
+            }
             Completion::Code(code) => self.finish(oauth, &actor, &team, &row, &code).await,
         };
         let authorization_name = AuthorizationName::new(team.clone(), row.id.clone());

@@ -9,6 +9,7 @@ use crate::store::{AppRow, AuthorizationRow, GrantRow};
 use super::authorize::{authorization_owner, connected_to_text};
 use super::catalog::OAuthDef;
 use super::http::{ProviderError, TokenAnswer};
+use super::provider_text::Sent;
 use super::{OAuth, refresh_time};
 use crate::domain::catalog::ServiceDef;
 use crate::domain::credentials::{MAX_CREDENTIAL_VALUE, app_owner};
@@ -153,7 +154,13 @@ impl Hub {
                 },
             },
         };
-        let connected_to = connected_to_text(account);
+        let secrets = Sent::default()
+            .with(code)
+            .with(verifier)
+            .with(client.secret.expose())
+            .with(answer.access_token.expose())
+            .with(answer.refresh_token.as_ref().map_or("", |t| t.expose()));
+        let connected_to = connected_to_text(account, &secrets);
         let now = self.now();
         let target = row.installed_app_id.clone();
         let resource = match &target {
@@ -199,8 +206,16 @@ impl Hub {
                         app
                     }
                     Some(id) => {
+                        // The starter may still change this app (an admin may have handed
+                        // it to someone else since the start), and it is still of this service.
                         let name = AppName::new(team.clone(), id.clone());
-                        let mut app = w.lock_app(&name).await?;
+                        let mut app = self.reauthorizable(w, actor, team, &name).await?;
+                        if app.service != row.service {
+                            return Err(Error::precondition(
+                                Precondition::WrongState,
+                                "the installed app is no longer of the service this authorization was for",
+                            ));
+                        }
                         let owner = app_owner(&app.id);
                         let previous = self.keys.open_credentials(
                             &Aad {

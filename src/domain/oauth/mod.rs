@@ -3,7 +3,8 @@
 //! health of that grant.
 //!
 //! - [`catalog`]: the OAuth part of a catalog entry; [`clients`]: the deployment's client ids
-//!   and secrets; [`http`]: the one outbound HTTP client.
+//!   and secrets; [`http`]: the one outbound HTTP client; `provider_text`: what of a
+//!   provider's words may be shown (its checked error code) and logged (scrubbed).
 //! - [`authorize`]: Start, Complete (RPC or callback) and Get of an authorization.
 //! - [`refresh`]: the refresh of one grant (lease, exchange, commit), on demand and in the
 //!   background, and what a failure does to the app.
@@ -13,6 +14,7 @@ pub mod catalog;
 pub mod clients;
 mod complete;
 pub mod http;
+mod provider_text;
 pub mod refresh;
 
 use std::collections::HashMap;

@@ -5,8 +5,8 @@ use integration_hub::pb;
 use tonic::Code;
 
 use super::{
-    OAuthApp, authorize_through_callback, dana, get_authorization, new_slack, oauth_app,
-    oauth_test, query, service_token, sign_in, start, visit,
+    OAuthApp, authorize_through_callback, dana, failed_authorization, get_authorization, new_slack,
+    oauth_app, oauth_test, query, service_token, sign_in, start, visit,
 };
 use crate::fixtures::{
     TEAM, WAIT, all_events, create_integration, get_app, next_events, resolve, watch_live,
@@ -228,16 +228,7 @@ async fn a_refusal_or_a_bad_code_leaves_nothing_and_says_why(t: OAuthApp) {
     let (status, _, page) = visit(&redirect).await;
     assert_eq!(status, 400, "{page}");
     assert!(!page.contains("not-the-code"));
-    let failed = get_authorization(
-        app,
-        &dana(),
-        &started.authorization.expect("authorization").name,
-    )
-    .await;
-    assert_eq!(
-        failed.state(),
-        pb::installed_app_authorization::State::Failed
-    );
+    failed_authorization(app, &dana(), &started).await;
     let apps = app
         .apps
         .clone()

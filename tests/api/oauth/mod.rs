@@ -4,6 +4,7 @@
 //! browser is a reqwest client that follows the authorization URL's redirect to our callback.
 
 mod flow;
+mod hostile;
 mod refresh;
 
 use std::io::{BufRead, BufReader};
@@ -291,6 +292,22 @@ pub async fn get_authorization(
         .await
         .unwrap_or_else(|status| panic!("get authorization: {status:?}"))
         .into_inner()
+}
+
+/// The authorization `started` began, which must have ended FAILED.
+pub async fn failed_authorization(
+    app: &impl Clients,
+    who: &str,
+    started: &pb::StartInstalledAppAuthorizationResponse,
+) -> pb::InstalledAppAuthorization {
+    let name = &started.authorization.as_ref().expect("authorization").name;
+    let failed = get_authorization(app, who, name).await;
+    assert_eq!(
+        failed.state(),
+        pb::installed_app_authorization::State::Failed,
+        "{failed:?}"
+    );
+    failed
 }
 
 /// Adds a Slack app through the whole flow (callback) as dana; answers the app.

@@ -192,7 +192,11 @@ async fn a_slow_token_endpoint_times_out_and_breaks_nothing(t: OAuthApp) {
 oauth_test!(a_slow_token_endpoint_times_out_and_breaks_nothing);
 
 /// The environment of a server process with OAuth on against `provider`.
-fn oauth_env(provider: &Provider, dir: &std::path::Path, port: u16) -> Vec<(String, String)> {
+pub(super) fn oauth_env(
+    provider: &Provider,
+    dir: &std::path::Path,
+    port: u16,
+) -> Vec<(String, String)> {
     std::fs::write(dir.join("catalog.json"), provider.catalog()).expect("catalog");
     std::fs::write(dir.join("slack-secret"), CLIENT_SECRET).expect("secret");
     std::fs::write(
@@ -228,7 +232,7 @@ fn oauth_env(provider: &Provider, dir: &std::path::Path, port: u16) -> Vec<(Stri
     ]
 }
 
-fn start_process(
+pub(super) fn start_process(
     db: &TestDb,
     keys: &str,
     env: &[(String, String)],
