@@ -13,6 +13,7 @@ use super::parse::{
 };
 use super::{accept, convert, status};
 use crate::domain::app_events::AppEvent;
+use crate::domain::oauth::Completer;
 use crate::domain::tokens::TeamCursors;
 use crate::domain::types::{AppName, AuthorizationName};
 use crate::domain::{Error, Hub};
@@ -214,14 +215,15 @@ impl InstalledAppService for InstalledApps {
             .hub
             .team_of_parent(&actor, &req.parent)
             .map_err(status)?;
-        let (authorization, uri) = self
+        let (authorization, uris) = self
             .hub
             .start_authorization(&actor, team, req.start)
             .await
             .map_err(status)?;
         Ok(Response::new(pb::StartInstalledAppAuthorizationResponse {
-            authorization_uri: uri,
+            authorization_uri: uris.provider,
             authorization: Some(convert::authorization(&authorization)),
+            sign_in_uri: uris.sign_in,
         }))
     }
 
@@ -232,7 +234,7 @@ impl InstalledAppService for InstalledApps {
         let (actor, req): (_, CompleteAuthorization) = accept(request)?;
         let authorization = self
             .hub
-            .complete_authorization(Some(&actor), &req.state, req.completion)
+            .complete_authorization(Completer::Caller(&actor), &req.state, req.completion)
             .await
             .map_err(status)?;
         Ok(Response::new(convert::authorization(&authorization)))

@@ -13,8 +13,8 @@ use tonic::Code;
 use super::refresh::{oauth_env, start_process};
 use super::{
     CLIENT_SECRET, OAuthApp, Provider, authorize_through_callback, dana, eventually,
-    failed_authorization, free_port, new_slack, oauth_app, oauth_test, service_token, sign_in,
-    start, visit,
+    failed_authorization, free_port, new_slack, oauth_app, oauth_test, open_sign_in, service_token,
+    sign_in, start, visit, visit_with,
 };
 use crate::fixtures::{Clients, TEAM, app_request, assert_invalid, create_integration, resolve};
 use crate::helpers::{Backend, TestDb, authed, token};
@@ -75,7 +75,7 @@ async fn echoed_inputs_reach_no_error_field_or_log(backend: Backend) {
             .control(json!({"fail": fail, "fail_times": 1}))
             .await;
         let started = start(&hub, &dana(), new_slack("Echoed")).await;
-        let (status, _, page) = authorize_through_callback(&started.authorization_uri).await;
+        let (status, _, page) = authorize_through_callback(&started.sign_in_uri).await;
         assert_eq!(status, 400, "{page}");
         let failed = failed_authorization(&hub, &dana(), &started).await;
         assert!(failed.error.contains(shown), "{fail}: {}", failed.error);
@@ -85,7 +85,7 @@ async fn echoed_inputs_reach_no_error_field_or_log(backend: Backend) {
     // The browser's redirect: a refusal whose description repeats the state.
     provider.control(json!({"deny": true})).await;
     let started = start(&hub, &dana(), new_slack("Denied")).await;
-    let (_, _, page) = authorize_through_callback(&started.authorization_uri).await;
+    let (_, _, page) = authorize_through_callback(&started.sign_in_uri).await;
     let denied = failed_authorization(&hub, &dana(), &started).await;
     assert_eq!(denied.error, "the provider answered access_denied");
     texts.push(page);
@@ -240,7 +240,7 @@ async fn a_reauthorization_completed_after_a_transfer_replaces_nothing(t: OAuthA
     request.service = String::new();
     request.installed_app = installed.name.clone();
     let started = start(app, &dana(), request).await;
-    let redirect = sign_in(&started.authorization_uri).await;
+    let (redirect, cookie) = open_sign_in(&started.sign_in_uri).await;
     app.apps()
         .transfer_installed_app(authed(
             &token(TEAM, "admin", "ada"),
@@ -251,7 +251,7 @@ async fn a_reauthorization_completed_after_a_transfer_replaces_nothing(t: OAuthA
         ))
         .await
         .expect("the admin transfers the app");
-    let (status, _, page) = visit(&redirect).await;
+    let (status, _, page) = visit_with(&redirect, Some(&cookie)).await;
     assert_eq!(status, 400, "{page}");
     let failed = failed_authorization(app, &dana(), &started).await;
     assert!(failed.error.contains("owner"), "{}", failed.error);
@@ -270,11 +270,11 @@ async fn a_reauthorization_completed_after_a_transfer_replaces_nothing(t: OAuthA
     request.installed_app = installed.name.clone();
     let admin = token(TEAM, "admin", "ada");
     let started = start(app, &admin, request).await;
-    let redirect = sign_in(&started.authorization_uri).await;
+    let (redirect, cookie) = open_sign_in(&started.sign_in_uri).await;
     crate::fixtures::delete_app(app, &admin, &installed.name, "", false)
         .await
         .expect("the admin deletes the app");
-    let (status, _, _) = visit(&redirect).await;
+    let (status, _, _) = visit_with(&redirect, Some(&cookie)).await;
     assert_eq!(status, 400);
     let refused = app
         .apps()
@@ -289,3 +289,113 @@ async fn a_reauthorization_completed_after_a_transfer_replaces_nothing(t: OAuthA
     assert_eq!(refused.code(), Code::NotFound);
 }
 oauth_test!(a_reauthorization_completed_after_a_transfer_replaces_nothing);
+
+/// Login CSRF: someone of team evil starts an authorization and sends it to a victim, whose
+/// browser would connect the victim's account to team evil. The hub's sign-in URL cannot be
+/// opened by a link (a GET) or by another site's form (its `Origin` or `Referer`); the
+/// provider's URL completes nothing at the callback in a browser that did not open the
+/// sign-in, nor with another sign-in's cookie or a forged one; nothing is consumed, and the
+/// starter's own browser then completes it.
+async fn a_sign_in_completes_only_in_the_browser_that_opened_it(t: OAuthApp) {
+    let app = &t.app;
+    let mallory = token("evil", "developer", "mallory");
+    let started = start(app, &mallory, new_slack("Evil's Slack")).await;
+    let authorization = started.authorization.clone().expect("authorization");
+    let browser = super::browser();
+    let link = browser
+        .get(&started.sign_in_uri)
+        .send()
+        .await
+        .expect("the sign-in URL answers");
+    assert_eq!(link.status(), 405, "a link is refused");
+    assert!(link.headers().get("set-cookie").is_none());
+    for (header, value) in [
+        ("origin", "https://evil.example.test"),
+        ("origin", "null"),
+        ("referer", "https://evil.example.test/phish.html"),
+    ] {
+        let forged = browser
+            .post(&started.sign_in_uri)
+            .header(header, value)
+            .send()
+            .await
+            .expect("the sign-in URL answers");
+        assert_eq!(forged.status(), 403, "{header}: {value}");
+        assert!(forged.headers().get("set-cookie").is_none());
+    }
+
+    // The provider's URL sent instead: the victim signs in, but the callback refuses a
+    // browser without the sign-in's cookie, with another sign-in's, or with a forged value.
+    let redirect = sign_in(&started.authorization_uri).await;
+    let (_, victims_cookie) = open_sign_in(
+        &start(app, &dana(), new_slack("Dana's Slack"))
+            .await
+            .sign_in_uri,
+    )
+    .await;
+    let forged = format!(
+        "ih_oauth_{}=not-the-value",
+        authorization.name.rsplit('/').next().expect("id")
+    );
+    for cookie in [None, Some(victims_cookie.as_str()), Some(forged.as_str())] {
+        let (status, location, page) = visit_with(&redirect, cookie).await;
+        assert_eq!((status, location), (403, None), "{cookie:?}: {page}");
+        assert!(page.contains("not opened in this browser"), "{page}");
+    }
+    let evil_apps = app
+        .apps()
+        .list_installed_apps(authed(&mallory, pb::ListInstalledAppsRequest::default()))
+        .await
+        .expect("list")
+        .into_inner()
+        .installed_apps;
+    assert!(evil_apps.is_empty(), "nothing connected: {evil_apps:?}");
+    assert_eq!(
+        t.provider.count("authorization_code").await,
+        0,
+        "no code exchanged"
+    );
+    let pending = super::get_authorization(app, &mallory, &authorization.name).await;
+    assert_eq!(
+        pending.state(),
+        pb::installed_app_authorization::State::Pending,
+        "nothing consumed"
+    );
+
+    // The starter's browser, from the application's page (the public URL's origin).
+    let opened = browser
+        .post(&started.sign_in_uri)
+        .header("origin", format!("http://127.0.0.1:{}", t.callback_port))
+        .send()
+        .await
+        .expect("the sign-in URL answers");
+    assert_eq!(opened.status(), 303);
+    let cookie = opened.headers()["set-cookie"]
+        .to_str()
+        .expect("cookie")
+        .split(';')
+        .next()
+        .expect("name=value")
+        .to_owned();
+    let provider = opened.headers()["location"]
+        .to_str()
+        .expect("location")
+        .to_owned();
+    let again = browser
+        .post(&started.sign_in_uri)
+        .send()
+        .await
+        .expect("the sign-in URL answers");
+    assert_eq!(again.status(), 400, "opened once");
+    let (status, _, page) = visit_with(&sign_in(&provider).await, Some(&cookie)).await;
+    assert_eq!(status, 200, "{page}");
+    let done = super::get_authorization(app, &mallory, &authorization.name).await;
+    assert_eq!(
+        done.state(),
+        pb::installed_app_authorization::State::Succeeded
+    );
+    assert!(done.installed_app.starts_with("teams/evil/installedApps/"));
+    // The visit without a cookie left nothing behind (the replay below is refused as used).
+    assert_eq!(visit(&redirect).await.0, 400);
+}
+oauth_test!(a_sign_in_completes_only_in_the_browser_that_opened_it);

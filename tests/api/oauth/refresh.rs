@@ -347,10 +347,10 @@ async fn secrets_stay_out_of_logs_errors_and_the_database_file() {
     let started = start(&hub, &dana(), new_slack("Refused")).await;
     let uri = reqwest::Url::parse(&started.authorization_uri).expect("URL");
     states.push(super::query(&uri, "state"));
-    let mut redirect = super::sign_in(&started.authorization_uri).await;
+    let (mut redirect, cookie) = super::open_sign_in(&started.sign_in_uri).await;
     let state = super::query(&redirect, "state");
     redirect.set_query(Some(&format!("state={state}&code=tampered-code")));
-    let (_, _, page) = super::visit(&redirect).await;
+    let (_, _, page) = super::visit_with(&redirect, Some(&cookie)).await;
     texts.push(page);
     let refused = hub
         .apps()
@@ -386,7 +386,7 @@ async fn secrets_stay_out_of_logs_errors_and_the_database_file() {
     texts.push(format!("{shown:?}"));
     let other = start(&hub, &dana(), new_slack("Done")).await;
     provider.control(json!({"fail": null})).await;
-    let (_, _, page) = authorize_through_callback(&other.authorization_uri).await;
+    let (_, _, page) = authorize_through_callback(&other.sign_in_uri).await;
     texts.push(page);
 
     let stats = provider.stats().await;
