@@ -332,10 +332,10 @@ impl Hub {
     }
 
     /// The app a reauthorization replaces the credentials of: the caller's team's, and the
-    /// caller is an admin or its owner (UpdateInstalledApp's rule). Checked at start and
-    /// again at completion, whose write holds the app's lock: a transfer or a deletion in
-    /// between wins.
-    pub(super) async fn reauthorizable(
+    /// caller is an admin or its owner (UpdateInstalledApp's rule, [`may_reauthorize`]).
+    /// Checked at start, and again at completion (before the code is exchanged, and under
+    /// the app's lock when the credentials are written).
+    async fn reauthorizable(
         &self,
         w: &mut Write<'_>,
         actor: &Actor,
@@ -346,11 +346,7 @@ impl Hub {
             return Err(not_found_app(name));
         }
         let app = w.lock_app(name).await?;
-        if actor.role != Role::Admin && app.owner != actor.subject {
-            return Err(Error::PermissionDenied(
-                "only an admin or the owner of the installed app may reauthorize it".into(),
-            ));
-        }
+        may_reauthorize(actor, &app)?;
         Ok(app)
     }
 
@@ -489,6 +485,16 @@ impl Hub {
             .ok_or_else(|| Error::internal("claimed authorization vanished"))?;
         Authorization::from_row(&row, self.now())
     }
+}
+
+/// Whether `actor` may replace `app`'s credentials: an admin, or its owner.
+pub(super) fn may_reauthorize(actor: &Actor, app: &AppRow) -> Result<()> {
+    if actor.role != Role::Admin && app.owner != actor.subject {
+        return Err(Error::PermissionDenied(
+            "only an admin or the owner of the installed app may reauthorize it".into(),
+        ));
+    }
+    Ok(())
 }
 
 fn stored_role(text: &str) -> Role {

@@ -251,10 +251,16 @@ async fn a_reauthorization_completed_after_a_transfer_replaces_nothing(t: OAuthA
         ))
         .await
         .expect("the admin transfers the app");
+    let exchanged = t.provider.count("authorization_code").await;
     let (status, _, page) = visit_with(&redirect, Some(&cookie)).await;
     assert_eq!(status, 400, "{page}");
     let failed = failed_authorization(app, &dana(), &started).await;
     assert!(failed.error.contains("owner"), "{}", failed.error);
+    assert_eq!(
+        t.provider.count("authorization_code").await,
+        exchanged,
+        "the code was not spent"
+    );
     let after = resolve(app, &service_token(), &job.name)
         .await
         .expect("resolve");
