@@ -13,6 +13,7 @@ use super::parse::{
 };
 use super::{accept, convert};
 use crate::domain::app_events::AppEvent;
+use crate::domain::oauth::Completer;
 use crate::domain::tokens::TeamCursors;
 use crate::domain::types::{AppName, AuthorizationName};
 use crate::domain::{Error, Hub};
@@ -186,13 +187,14 @@ impl InstalledAppService for InstalledApps {
     ) -> Result<Response<pb::StartInstalledAppAuthorizationResponse>, Status> {
         let (actor, req): (_, StartAuthorizationRequest) = accept(request)?;
         let team = self.hub.team_of_parent(&actor, &req.parent)?;
-        let (authorization, uri) = self
+        let (authorization, uris) = self
             .hub
             .start_authorization(&actor, team, req.start)
             .await?;
         Ok(Response::new(pb::StartInstalledAppAuthorizationResponse {
-            authorization_uri: uri,
+            authorization_uri: uris.provider,
             authorization: Some(convert::authorization(&authorization)),
+            sign_in_uri: uris.sign_in,
         }))
     }
 
@@ -203,7 +205,7 @@ impl InstalledAppService for InstalledApps {
         let (actor, req): (_, CompleteAuthorization) = accept(request)?;
         let authorization = self
             .hub
-            .complete_authorization(Some(&actor), &req.state, req.completion)
+            .complete_authorization(Completer::Caller(&actor), &req.state, req.completion)
             .await?;
         Ok(Response::new(convert::authorization(&authorization)))
     }

@@ -158,13 +158,13 @@ fn check_text(value: &str, max: usize) -> Result<(), String> {
     if value.chars().count() > max {
         return Err(format!("must be at most {max} characters"));
     }
-    if value.chars().any(char::is_control) {
-        return Err("must not contain control characters".to_owned());
+    if crate::text::has_unsafe_char(value) {
+        return Err(crate::text::UNSAFE_DESCRIPTION.to_owned());
     }
     Ok(())
 }
 
-/// A human-readable name: 1 to 200 characters, not blank, no control characters.
+/// A human-readable name: 1 to 200 characters, not blank, none of `crate::text::is_unsafe_char`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DisplayName(String);
 
@@ -186,7 +186,7 @@ impl DisplayName {
     }
 }
 
-/// Free text of at most `MAX` characters without control characters (may be empty).
+/// Free text of at most `MAX` characters without `crate::text::is_unsafe_char` (may be empty).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Text<const MAX: usize>(String);
 
@@ -207,7 +207,7 @@ impl<const MAX: usize> Text<MAX> {
 
 /// The account on the other side of an installed app.
 pub type ConnectedTo = Text<MAX_TEXT_CHARS>;
-/// Subject of the person who owns a record: 1 to 200 characters without control characters.
+/// Subject of the person who owns a record: 1 to 200 characters, none unsafe (as above).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Owner(String);
 
@@ -431,7 +431,14 @@ mod tests {
     fn display_names_must_be_short_printable_and_not_blank() {
         assert!(DisplayName::parse("Slack (ops)").is_ok());
         assert!(DisplayName::parse(&"é".repeat(200)).is_ok());
-        for bad in ["", "   ", "a\nb", &"x".repeat(201)] {
+        for bad in [
+            "",
+            "   ",
+            "a\nb",
+            "a\u{202e}b",
+            "a\u{2029}b",
+            &"x".repeat(201),
+        ] {
             assert!(DisplayName::parse(bad).is_err(), "{bad:?}");
         }
         assert!(ConnectedTo::parse("").is_ok());

@@ -263,6 +263,7 @@ async fn pending_verifiers_are_resealed(backend: Backend) {
             scopes: String::new(),
             installed_app_id: None,
             return_url: None,
+            browser_hash: None,
             verifier,
             key_version: 1,
             state: state.into(),
