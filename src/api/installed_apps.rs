@@ -17,7 +17,7 @@ use crate::domain::oauth::Completer;
 use crate::domain::tokens::TeamCursors;
 use crate::domain::types::{AppName, AuthorizationName};
 use crate::domain::{Error, Hub};
-use crate::events::{WatchItem, WatchStream as Items, Watches};
+use crate::events::{WatchItem, Watches};
 use crate::pb;
 use crate::pb::installed_app_service_server::InstalledAppService;
 
@@ -57,8 +57,8 @@ fn watch_message(
     }
 }
 
-type WatchStream = Map<
-    Items,
+type ResponseStream = Map<
+    crate::events::WatchStream,
     Box<dyn FnMut(WatchItem) -> Result<pb::WatchInstalledAppEventsResponse, Status> + Send>,
 >;
 
@@ -219,7 +219,7 @@ impl InstalledAppService for InstalledApps {
         Ok(Response::new(convert::authorization(&authorization)))
     }
 
-    type WatchInstalledAppEventsStream = WatchStream;
+    type WatchInstalledAppEventsStream = ResponseStream;
 
     async fn watch_installed_app_events(
         &self,

@@ -19,8 +19,7 @@ use crate::domain::tokens::TeamCursors;
 use crate::domain::types::IntegrationName;
 use crate::domain::{Error, Hub, Precondition, Promote};
 use crate::events::{
-    EndReason, EventBus, StreamLimits, WatchError, WatchItem, WatchMemory, WatchStream as Items,
-    Watches,
+    EndReason, EventBus, StreamLimits, WatchError, WatchItem, WatchMemory, Watches,
 };
 use crate::pb;
 use crate::pb::integration_service_server::IntegrationService;
@@ -113,8 +112,8 @@ fn watch_message(
     }
 }
 
-type WatchStream = Map<
-    Items,
+type ResponseStream = Map<
+    crate::events::WatchStream,
     Box<dyn FnMut(WatchItem) -> Result<pb::WatchIntegrationEventsResponse, Status> + Send>,
 >;
 
@@ -251,7 +250,7 @@ impl IntegrationService for Integrations {
         }))
     }
 
-    type WatchIntegrationEventsStream = WatchStream;
+    type WatchIntegrationEventsStream = ResponseStream;
 
     async fn watch_integration_events(
         &self,

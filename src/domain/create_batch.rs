@@ -1,5 +1,5 @@
 //! Group commit of creates on PostgreSQL. A create bound to an installed app is written in
-//! one statement with its event and its success record (`store::at_once`); concurrent
+//! one statement with its event and its success record (`store::create_statement`); concurrent
 //! creates share that statement (and its commit), so under load a round trip to the
 //! database serves many of them. Each answer waits for the commit that holds its create.
 //!
@@ -25,8 +25,10 @@ const WRITERS: usize = 8;
 /// What became of one queued create.
 #[derive(Clone, Copy, Debug)]
 enum Written {
-    Yes,
-    No,
+    /// The statement wrote it.
+    Created,
+    /// The statement did not write it: it goes the long way, which says why.
+    NotCreated,
     StorageFull,
     Unavailable,
 }
@@ -48,12 +50,14 @@ impl WriteBatch<NewCreate, Written> for Creates {
         while batch.len() > 0 {
             let size = Store::create_statement_size(batch.len());
             let chunk: Vec<NewCreate> = batch.by_ref().take(size).collect();
-            match self.store.create_integrations_at_once(chunk).await {
-                Ok(written) => answers.extend(
-                    written
-                        .into_iter()
-                        .map(|yes| if yes { Written::Yes } else { Written::No }),
-                ),
+            match self.store.create_integrations_in_one_statement(chunk).await {
+                Ok(written) => answers.extend(written.into_iter().map(|yes| {
+                    if yes {
+                        Written::Created
+                    } else {
+                        Written::NotCreated
+                    }
+                })),
                 Err(err) => {
                     let answer = match err {
                         StoreError::StorageFull(_) => Written::StorageFull,
@@ -64,7 +68,7 @@ impl WriteBatch<NewCreate, Written> for Creates {
                                 creates = size,
                                 "creates written together failed; each goes the long way"
                             );
-                            Written::No
+                            Written::NotCreated
                         }
                     };
                     answers.extend(std::iter::repeat_n(answer, size));
@@ -86,8 +90,8 @@ impl CreateBatch {
     /// written (nothing of it was: the caller goes the long way).
     pub(super) async fn create(&self, create: NewCreate) -> Result<bool> {
         match self.batch.submit(create).await {
-            Some(Written::Yes) => Ok(true),
-            Some(Written::No) => Ok(false),
+            Some(Written::Created) => Ok(true),
+            Some(Written::NotCreated) => Ok(false),
             Some(Written::StorageFull) => Err(Error::StorageFull),
             Some(Written::Unavailable) | None => Err(Error::Unavailable(
                 "the database is unavailable; retry later".into(),

@@ -272,7 +272,16 @@ impl Hub {
         // Another team's integration is never looked up in the cache: the way below answers
         // it exactly as a missing one (rule 7 of docs/rules.md), and audits the attempt.
         let plan = if actor.sees(&name.team) {
-            self.resolution_plan(actor, name, &key).await.ok()
+            match self.resolution_plan(actor, name, &key).await {
+                Ok(plan) => Some(plan),
+                // Whatever stopped the short way (a missing integration, a broken one, the
+                // database) is met again by the long way, which answers it and audits the
+                // attempt: the caller is told by that, never by this.
+                Err(err) => {
+                    tracing::debug!(error = %err, "no resolution plan; resolving the long way");
+                    None
+                }
+            }
         } else {
             None
         };

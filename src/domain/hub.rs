@@ -207,8 +207,8 @@ impl Hub {
             let mut write = self.draft(actor);
             let value = match op(&mut write).await? {
                 Done::Commit(value) => value,
-                Done::Nothing(value) => return Ok(value),
-                Done::Written(value) => {
+                Done::Unchanged(value) => return Ok(value),
+                Done::AlreadyCommitted(value) => {
                     self.cache.changed(team.as_str());
                     return Ok(value);
                 }
@@ -274,10 +274,10 @@ pub(super) enum Done<T> {
     Commit(T),
     /// It changed nothing (a create retried with its idempotency key answers with the first
     /// one's result): roll back and record nothing.
-    Nothing(T),
+    Unchanged(T),
     /// It committed its change, with its events and its success record, itself (a create
     /// written in one statement on PostgreSQL): nothing is left to do.
-    Written(T),
+    AlreadyCommitted(T),
 }
 
 /// One change being written: its transaction (begun on first use, so an operation may read
@@ -339,7 +339,7 @@ impl Write<'_> {
     }
 
     /// The resource the success record names, once it is known (a create).
-    pub fn names(&mut self, resource: String) {
+    pub fn set_resource(&mut self, resource: String) {
         self.resource = Some(resource);
     }
 
@@ -470,7 +470,7 @@ mod tests {
     async fn change(w: &mut Write<'_>) -> Result<()> {
         w.tx().await?.insert_app(app_row("a1")).await?;
         w.event(EventKind::Created, &integration(), None)?;
-        w.names("teams/acme/installedApps/a1".into());
+        w.set_resource("teams/acme/installedApps/a1".into());
         Ok(())
     }
 
@@ -552,7 +552,7 @@ mod tests {
             .hub
             .write(&dana, audited(), async |w| {
                 change(w).await?;
-                Ok(Done::Nothing("earlier"))
+                Ok(Done::Unchanged("earlier"))
             })
             .await
             .unwrap();

@@ -175,7 +175,7 @@ impl Hub {
                     Some(&input.credentials),
                 );
                 if let Some(earlier) = self.app_created_before(&team, create.as_ref()).await? {
-                    return Ok(Done::Nothing((earlier, false)));
+                    return Ok(Done::Unchanged((earlier, false)));
                 }
                 let row = self.new_app_row(
                     actor,
@@ -188,9 +188,9 @@ impl Hub {
                 let inserted = w.tx().await?.insert_app(row.clone()).await;
                 let earlier = async |c: &Idempotency| self.app_created_before(&team, Some(c)).await;
                 if let Some(earlier) = settle_insert(w, inserted, create.as_ref(), earlier).await? {
-                    return Ok(Done::Nothing((earlier, false)));
+                    return Ok(Done::Unchanged((earlier, false)));
                 }
-                w.names(AppName::new(team.clone(), row.id.clone()).to_string());
+                w.set_resource(AppName::new(team.clone(), row.id.clone()).to_string());
                 w.app_event(AppEventKind::Created, &row, "")?;
                 Ok(Done::Commit((
                     InstalledApp::from_row(&row, IntegrationCounts::default())?,
@@ -211,7 +211,7 @@ impl Hub {
         let team = name.team.as_str();
         let key = format!("app|{team}|{}", name.id);
         let app = self
-            .kept(team, key, InstalledApp::bytes, async || {
+            .read_through_cache(team, key, InstalledApp::bytes, async || {
                 let (row, count) = self
                     .store
                     .get_app_with_count(team, &name.id)

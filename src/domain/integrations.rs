@@ -126,7 +126,7 @@ impl Hub {
     /// still bindable (`ACTIVE`, of the row's service) and the idempotency key unused.
     /// `None` when that was not so, or on SQLite: nothing was written, and the caller goes the
     /// long way, in a transaction, which answers why.
-    async fn create_at_once(
+    async fn create_in_one_statement(
         &self,
         w: &Write<'_>,
         actor: &Actor,
@@ -245,7 +245,7 @@ impl Hub {
                     .integration_created_before(&team, create.as_ref())
                     .await?
                 {
-                    return Ok(Done::Nothing((earlier, false)));
+                    return Ok(Done::Unchanged((earlier, false)));
                 }
                 let id = new_id();
                 let now = self.now();
@@ -288,10 +288,11 @@ impl Hub {
                         }
                     },
                     Binding::App(app_name) => {
-                        if let Some(created) =
-                            self.create_at_once(w, actor, &team, app_name, &row).await?
+                        if let Some(created) = self
+                            .create_in_one_statement(w, actor, &team, app_name, &row)
+                            .await?
                         {
-                            return Ok(Done::Written((created, true)));
+                            return Ok(Done::AlreadyCommitted((created, true)));
                         }
                         let app = self.bindable_app(w.tx().await?, &team, app_name).await?;
                         if app.service != service.id {
@@ -308,10 +309,10 @@ impl Hub {
                 let earlier =
                     async |c: &Idempotency| self.integration_created_before(&team, Some(c)).await;
                 if let Some(earlier) = settle_insert(w, inserted, create.as_ref(), earlier).await? {
-                    return Ok(Done::Nothing((earlier, false)));
+                    return Ok(Done::Unchanged((earlier, false)));
                 }
                 w.event(EventKind::Created, &integration, None)?;
-                w.names(integration.name());
+                w.set_resource(integration.name());
                 Ok(Done::Commit((integration, true)))
             })
             .await?;
@@ -348,7 +349,7 @@ impl Hub {
         let team = name.team.as_str();
         let key = format!("integration|{team}|{}", name.id);
         let integration = self
-            .kept(team, key, Integration::bytes, async || {
+            .read_through_cache(team, key, Integration::bytes, async || {
                 Integration::from_row(&self.integration_row(actor, name).await?)
             })
             .await?;
@@ -376,7 +377,7 @@ impl Hub {
         let bytes = |(page, _): &(Page<Integration>, Cursor)| {
             page.items.iter().map(Integration::bytes).sum::<usize>() + page.next_page_token.len()
         };
-        self.kept(team.as_str(), key, bytes, async || {
+        self.read_through_cache(team.as_str(), key, bytes, async || {
             self.read_integrations(team, query, page).await
         })
         .await

@@ -235,7 +235,7 @@ impl ReadCache {
 
 impl super::hub::Hub {
     /// The answer kept for `key` of `team`, or `read`'s, then kept (with its size by `bytes`).
-    pub(super) async fn kept<T: Send + Sync + 'static>(
+    pub(super) async fn read_through_cache<T: Send + Sync + 'static>(
         &self,
         team: &str,
         key: String,

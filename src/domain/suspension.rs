@@ -12,7 +12,7 @@ use super::error::{Error, Precondition, Result};
 use super::hub::{Audited, Done, Hub};
 use super::model::{Actor, AppState, AuditAction, BrokenReason, InstalledApp, IntegrationState};
 use super::reauth::Transition;
-use super::types::{AppName, RejectionDetail};
+use super::types::{AppName, SuspensionReason};
 
 /// The detail of integrations broken by a suspension.
 fn suspended_detail(app_display_name: &str, actor: &Actor, reason: &str) -> String {
@@ -60,7 +60,7 @@ impl Hub {
         &self,
         actor: &Actor,
         name: &AppName,
-        reason: RejectionDetail,
+        reason: SuspensionReason,
     ) -> Result<InstalledApp> {
         let audited = Audited::app(AuditAction::InstalledAppSuspend, name);
         let (row, broken) = self

@@ -227,6 +227,8 @@ impl Owner {
 
 /// What a third party said when it rejected credentials.
 pub type RejectionDetail = Text<MAX_DETAIL_CHARS>;
+/// Why an admin suspended an installed app: free text of the same bounds.
+pub type SuspensionReason = Text<MAX_DETAIL_CHARS>;
 
 /// An idempotency key, from a create request's `request_id`: 1 to 100 characters of
 /// `[A-Za-z0-9._:-]`; empty means none. (Not the call's request id, which ties logs and audit

@@ -103,10 +103,10 @@ impl Hub {
         let actor_ref = &actor;
         self.write(&actor, audited, async move |w| {
             let Some(mut row) = w.tx().await?.lock_subscription(team.as_str(), id).await? else {
-                return Ok(Done::Nothing(false));
+                return Ok(Done::Unchanged(false));
             };
             if !row.enabled || row.position != position {
-                return Ok(Done::Nothing(false));
+                return Ok(Done::Unchanged(false));
             }
             let now = self.now();
             row.enabled = false;

@@ -317,7 +317,7 @@ impl Hub {
                 next_attempt_time: None,
             };
             w.tx().await?.insert_subscription(row.clone()).await?;
-            w.names(WebhookName::new(team.clone(), id).to_string());
+            w.set_resource(WebhookName::new(team.clone(), id).to_string());
             Ok(Done::Commit((Subscription::from_row(&row)?, shown)))
         })
         .await

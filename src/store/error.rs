@@ -40,15 +40,15 @@ impl From<DbErr> for StoreError {
         }
         match fault_of(&err) {
             Fault::Unavailable if pool_timed_out(&err) => {
-                condition::note_pool_exhausted();
+                database_state::note_pool_exhausted();
                 StoreError::Unavailable(err)
             }
             Fault::Unavailable => {
-                condition::note_unavailable(&err);
+                database_state::note_unavailable(&err);
                 StoreError::Unavailable(err)
             }
             Fault::StorageFull => {
-                condition::note_storage_full(&err);
+                database_state::note_storage_full(&err);
                 StoreError::StorageFull(err)
             }
             Fault::Other => StoreError::Db(err),
@@ -163,7 +163,7 @@ fn postgres_fault(code: &str) -> Fault {
 /// What the process knows of its database's condition, so that an outage or a full disk is
 /// logged once when it starts and once when it ends, not once per call. Process-wide: one
 /// process serves one database.
-pub mod condition {
+pub mod database_state {
     use std::sync::atomic::{AtomicBool, Ordering};
 
     static STORAGE_FULL: AtomicBool = AtomicBool::new(false);

@@ -12,9 +12,9 @@
 //!
 //! Rows and errors are the store's own: the domain converts them.
 
-mod at_once;
 mod audit;
 mod checks;
+mod create_statement;
 mod entities;
 mod error;
 mod oauth;
@@ -34,14 +34,14 @@ use sea_orm::{
 };
 use tokio::sync::{Notify, mpsc};
 
-pub use at_once::NewCreate;
 pub use audit::{
     AUDIT_LISTINGS_PER_TEAM, AUDIT_STATEMENT_TIMEOUT, AuditFilter, AuditListing, AuditRow, NewAudit,
 };
+pub use create_statement::NewCreate;
 pub use entities::event::Model as EventRow;
 pub use entities::installed_app::Model as AppRow;
 pub use entities::integration::Model as IntegrationRow;
-pub use error::{StoreError, condition};
+pub use error::{StoreError, database_state};
 pub use oauth::{AuthorizationRow, GrantRow, RefreshFailure};
 pub use outbox::{EVENTS_CHANNEL, NewEvent};
 pub use records::{After, AppFilter, IntegrationCounts, IntegrationFilter, StateChange};
@@ -106,7 +106,7 @@ impl Store {
             // every query (and on SQLite each round trip is a wake-up of its worker thread).
             .test_before_acquire_if_idle_for(Duration::from_secs(30))
             .sqlx_logging(false)
-            // A saturated pool is logged once per episode (`error::condition`), not once
+            // A saturated pool is logged once per episode (`error::database_state`), not once
             // per slow acquire as sqlx does by default.
             .map_sqlx_postgres_pool_opts(|pool| pool.acquire_slow_level(log::LevelFilter::Debug))
             .map_sqlx_sqlite_pool_opts(|pool| {
@@ -213,7 +213,7 @@ impl Store {
             .execute_unprepared("SELECT 1")
             .await
             .map_err(StoreError::from)?;
-        condition::note_reachable();
+        database_state::note_reachable();
         Ok(())
     }
 
@@ -288,7 +288,7 @@ impl Tx {
 
     pub async fn commit(self) -> Result<()> {
         self.inner.commit().await?;
-        condition::note_write_committed();
+        database_state::note_write_committed();
         if self.appended_events {
             announce_appended(&self.appended, self.notifier.as_ref());
         }
@@ -398,7 +398,7 @@ async fn outside_transaction(
         unsafe { libsqlite3_sys::sqlite3_get_autocommit(handle.as_raw_handle().as_ptr()) };
     drop(handle);
     let clean = autocommit != 0 && !conn.is_in_transaction();
-    if !clean && condition::storage_full() {
+    if !clean && database_state::storage_full() {
         // Expected on every refused write while the disk is full: logged once as that.
         tracing::debug!(
             autocommit,

@@ -1,4 +1,4 @@
-//! Creates written in one statement on PostgreSQL (`Store::create_integrations_at_once`):
+//! Creates written in one statement on PostgreSQL (`Store::create_integrations_in_one_statement`):
 //! each writes its integration, its event and its audit record together, or, when its app
 //! is not bindable or its idempotency key is taken, nothing at all, whatever the other
 //! creates of the statement do.
@@ -121,7 +121,7 @@ fn new_create(id: &str, app: &str, request_id: Option<&str>) -> NewCreate {
 
 async fn create(store: &Store, creates: Vec<NewCreate>) -> Vec<bool> {
     store
-        .create_integrations_at_once(creates)
+        .create_integrations_in_one_statement(creates)
         .await
         .expect("the statement runs")
 }

@@ -10,7 +10,7 @@ use crate::domain::model::{AppEventKind, AppState};
 use crate::domain::tokens::check_cursor_text;
 use crate::domain::types::{
     AppName, ConnectedTo, DisplayName, IdempotencyKey, Owner, PageRequest, ParentRef,
-    RejectionDetail,
+    RejectionDetail, SuspensionReason,
 };
 use crate::domain::{AppChanges, AppQuery, Error, NewApp, Violations};
 use crate::pb;
@@ -210,7 +210,7 @@ impl TryFrom<pb::ReportCredentialsRejectedRequest> for ReportRejected {
 /// SuspendInstalledApp.
 pub struct SuspendApp {
     pub name: AppName,
-    pub reason: RejectionDetail,
+    pub reason: SuspensionReason,
 }
 
 impl TryFrom<pb::SuspendInstalledAppRequest> for SuspendApp {
@@ -219,7 +219,7 @@ impl TryFrom<pb::SuspendInstalledAppRequest> for SuspendApp {
     fn try_from(req: pb::SuspendInstalledAppRequest) -> Result<Self, Error> {
         let mut v = Violations::default();
         let name = v.check("name", AppName::parse(&req.name));
-        let reason = v.check("reason", RejectionDetail::parse(&req.reason));
+        let reason = v.check("reason", SuspensionReason::parse(&req.reason));
         v.finish()?;
         Ok(SuspendApp {
             name: checked(name)?,

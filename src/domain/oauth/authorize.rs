@@ -322,7 +322,7 @@ impl Hub {
                 };
                 w.tx().await?.insert_authorization(row.clone()).await?;
                 if input.installed_app.is_none() {
-                    w.names(AuthorizationName::new(team.clone(), id).to_string());
+                    w.set_resource(AuthorizationName::new(team.clone(), id).to_string());
                 }
                 Ok(Done::Commit((row, uris)))
             })

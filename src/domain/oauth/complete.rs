@@ -227,7 +227,7 @@ impl Hub {
                             update_time: now,
                         };
                         w.tx().await?.insert_app(app.clone()).await?;
-                        w.names(AppName::new(team.clone(), app.id.clone()).to_string());
+                        w.set_resource(AppName::new(team.clone(), app.id.clone()).to_string());
                         app
                     }
                     Some(id) => {

@@ -17,7 +17,8 @@ use sea_orm::{ConnectionTrait, DatabaseBackend, Statement, Value};
 use super::audit::{AUDIT_COLUMNS, audit_values};
 use super::outbox::{EVENT_COLUMNS, OUTBOX_LOCK_KEY, event_values};
 use super::{
-    IntegrationRow, NewAudit, NewEvent, Result, Store, announce_appended, condition, statement_size,
+    IntegrationRow, NewAudit, NewEvent, Result, Store, announce_appended, database_state,
+    statement_size,
 };
 
 /// The integration columns, in the order of [`integration_values`].
@@ -71,7 +72,7 @@ fn integration_values(row: IntegrationRow) -> [Value; 21] {
     ]
 }
 
-/// One create for [`Store::create_integrations_at_once`]: the new integration (bound to an
+/// One create for [`Store::create_integrations_in_one_statement`]: the new integration (bound to an
 /// installed app), its event, and its success record.
 pub struct NewCreate {
     pub row: IntegrationRow,
@@ -96,7 +97,10 @@ impl Store {
     /// which were written. A create not written left nothing behind, and the general way (a
     /// transaction of its own) finds out why. On SQLite nothing is done (all `false`): there
     /// a transaction is on one connection in one process, and round trips cost little.
-    pub async fn create_integrations_at_once(&self, creates: Vec<NewCreate>) -> Result<Vec<bool>> {
+    pub async fn create_integrations_in_one_statement(
+        &self,
+        creates: Vec<NewCreate>,
+    ) -> Result<Vec<bool>> {
         if !self.is_postgres() || creates.is_empty() {
             return Ok(vec![false; creates.len()]);
         }
@@ -105,7 +109,7 @@ impl Store {
             .conn()
             .query_all_raw(creates_statement(creates))
             .await?;
-        condition::note_write_committed();
+        database_state::note_write_committed();
         let created = rows
             .iter()
             .map(|row| row.try_get::<String>("", "id"))
