@@ -120,9 +120,7 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
-        // The clone that was driven to readiness serves this call (tower's usual swap).
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let mut inner = super::take_ready(&mut self.inner);
         let path = request.uri().path().to_owned();
         if is_public(&path) {
             return Box::pin(inner.call(request));

@@ -466,9 +466,7 @@ where
     }
 
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
-        // The clone that was driven to readiness serves this call (tower's usual swap).
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let mut inner = super::take_ready(&mut self.inner);
         let Ok(permit) = self.layer.permits.clone().try_acquire_owned() else {
             let max = self.layer.max;
             return Box::pin(async move {
@@ -535,8 +533,7 @@ where
     }
 
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let mut inner = super::take_ready(&mut self.inner);
         let principal = request
             .extensions()
             .get::<Principal>()

@@ -50,6 +50,13 @@ fn bounded(message: String) -> String {
     crate::domain::error::truncated(&message, MAX_MESSAGE_BYTES)
 }
 
+/// The service a layer drove to readiness, leaving a clone in its place: the ready one
+/// serves the call (tower's usual swap).
+fn take_ready<S: Clone>(inner: &mut S) -> S {
+    let clone = inner.clone();
+    std::mem::replace(inner, clone)
+}
+
 /// A status with one `ErrorInfo`.
 pub fn status_with_reason(
     code: Code,
