@@ -41,24 +41,6 @@ async fn resume(app: &TestApp, token: &str, name: &str) -> Result<pb::InstalledA
         .map(|r| r.into_inner())
 }
 
-async fn report_rejected(
-    app: &TestApp,
-    token: &str,
-    name: &str,
-) -> Result<pb::InstalledApp, tonic::Status> {
-    app.apps
-        .clone()
-        .report_credentials_rejected(authed(
-            token,
-            pb::ReportCredentialsRejectedRequest {
-                name: name.into(),
-                detail: "401".into(),
-            },
-        ))
-        .await
-        .map(|r| r.into_inner())
-}
-
 async fn replace_credentials(app: &TestApp, token: &str, name: &str, secret: &str) {
     app.apps
         .clone()
@@ -226,7 +208,7 @@ async fn resume_restores_only_what_the_suspension_broke(app: TestApp) {
     let jobs = create_integrations(&app, &p.dana, &slack, "Job", 2).await;
     let other = create_app(&app, &p.dana, "slack", "Other Slack").await;
     let sentinel = create_integration(&app, &p.dana, &other, "Sentinel").await;
-    report_rejected(&app, &p.service, &slack.name)
+    report_rejected(&app, &p.service, &slack.name, "401")
         .await
         .expect("report");
     let (mut stream, _) = watch_live(&app, &p.viewer).await;
@@ -235,7 +217,7 @@ async fn resume_restores_only_what_the_suspension_broke(app: TestApp) {
     // more, and the resume brings nothing back: the app needs reauthentication still.
     suspend(&app, &p.admin, &slack.name, "").await.unwrap();
     let refused = expect_code(
-        report_rejected(&app, &p.service, &slack.name).await,
+        report_rejected(&app, &p.service, &slack.name, "401").await,
         Code::FailedPrecondition,
     );
     assert_eq!(error_reason(&refused), "INSTALLED_APP_SUSPENDED");

@@ -422,6 +422,25 @@ pub async fn list_integrations(
         .into_inner()
 }
 
+/// ReportCredentialsRejected on the app `name`, as `token`, with `detail`.
+pub async fn report_rejected(
+    app: &impl Clients,
+    token: &str,
+    name: &str,
+    detail: &str,
+) -> Result<pb::InstalledApp, Status> {
+    app.apps()
+        .report_credentials_rejected(authed(
+            token,
+            pb::ReportCredentialsRejectedRequest {
+                name: name.into(),
+                detail: detail.into(),
+            },
+        ))
+        .await
+        .map(|r| r.into_inner())
+}
+
 /// `authed` with an `x-request-id`.
 pub fn traced<T>(token: &str, request_id: &str, message: T) -> Request<T> {
     let mut request = authed(token, message);

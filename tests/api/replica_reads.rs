@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use integration_hub::pb;
 use tonic::Code;
 
+use crate::fixtures::report_rejected;
 use crate::fixtures::{
     Clients, TEAM, create_app, create_integration, credentials, delete_app, get_app,
     get_integration, rename_app_request, resolve, update_credentials,
@@ -58,20 +59,6 @@ async fn suspend(replica: &Replica, name: &str) -> Result<(), tonic::Status> {
         .map(|_| ())
 }
 
-async fn report_rejected(replica: &Replica, name: &str) -> Result<(), tonic::Status> {
-    replica
-        .apps()
-        .report_credentials_rejected(authed(
-            &service(),
-            pb::ReportCredentialsRejectedRequest {
-                name: name.into(),
-                detail: "401".into(),
-            },
-        ))
-        .await
-        .map(|_| ())
-}
-
 async fn secrets_changed_on_a_are_never_resolved_by_b(backend: Backend) {
     let (_db, a, b) = two_replicas(backend).await;
     let (a, b) = (a.clients().await, b.clients().await);
@@ -93,7 +80,10 @@ async fn secrets_changed_on_a_are_never_resolved_by_b(backend: Backend) {
                     .expect("delete");
             }
             "suspend" => suspend(&a, &app.name).await.expect("suspend"),
-            "reject" => report_rejected(&a, &app.name).await.expect("reject"),
+            "reject" => report_rejected(&a, &service(), &app.name, "401")
+                .await
+                .map(drop)
+                .expect("reject"),
             _ => {
                 a.apps()
                     .update_installed_app(authed(

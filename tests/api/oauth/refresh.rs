@@ -11,6 +11,7 @@ use super::{
     CLIENT_SECRET, OAuthApp, Provider, authorize_through_callback, dana, eventually, free_port,
     new_slack, oauth_app, oauth_test, service_token, start,
 };
+use crate::fixtures::report_rejected;
 use crate::fixtures::{
     Clients, WAIT, create_integration, get_app, next_events, resolve, watch_live,
 };
@@ -30,21 +31,6 @@ fn millis(ts: &prost_types::Timestamp) -> i64 {
 
 async fn app_now(app: &impl Clients, name: &str) -> pb::InstalledApp {
     get_app(app, &dana(), name).await.expect("get app")
-}
-
-/// ReportCredentialsRejected on the app `name`, by the team's service, with `detail`.
-async fn report_rejected(app: &impl Clients, name: &str, detail: &str) -> pb::InstalledApp {
-    app.apps()
-        .report_credentials_rejected(authed(
-            &service_token(),
-            pb::ReportCredentialsRejectedRequest {
-                name: name.to_owned(),
-                detail: detail.to_owned(),
-            },
-        ))
-        .await
-        .expect("report")
-        .into_inner()
 }
 
 async fn tokens_are_refreshed_ahead_of_expiry_and_resolve_never_answers_an_expired_one(
@@ -97,7 +83,9 @@ async fn tokens_are_refreshed_ahead_of_expiry_and_resolve_never_answers_an_expir
     })
     .await;
     let before = t.provider.count("refresh_token").await;
-    let reported = report_rejected(app, &installed.name, "401").await;
+    let reported = report_rejected(app, &service_token(), &installed.name, "401")
+        .await
+        .expect("report");
     assert_eq!(reported.state(), pb::installed_app::State::Active);
     assert!(t.provider.count("refresh_token").await > before);
     let job = crate::fixtures::get_integration(app, &dana(), &job.name)
@@ -147,7 +135,9 @@ async fn transient_failures_break_nothing_and_a_later_success_restores(t: OAuthA
     );
 
     // A reported rejection tries one refresh; it fails, so the integration breaks.
-    let reported = report_rejected(app, &installed.name, "").await;
+    let reported = report_rejected(app, &service_token(), &installed.name, "")
+        .await
+        .expect("report");
     assert_eq!(reported.state(), pb::installed_app::State::NeedsReauth);
     let broken = next_events(&mut events, 1, WAIT).await;
     assert_eq!(
@@ -454,7 +444,9 @@ async fn a_rejected_brand_new_token_breaks_at_once_and_manual_credentials_end_th
     let app = &t.app;
     let installed = oauth_app(app, "Fresh").await;
     let job = create_integration(app, &dana(), &installed, "Job").await;
-    let reported = report_rejected(app, &installed.name, "403 missing scope").await;
+    let reported = report_rejected(app, &service_token(), &installed.name, "403 missing scope")
+        .await
+        .expect("report");
     assert_eq!(reported.state(), pb::installed_app::State::NeedsReauth);
     assert_eq!(
         t.provider.count("refresh_token").await,
