@@ -157,6 +157,7 @@ mod a_watch_stream_outlives_the_request_timeout {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn postgres() {
+        crate::needs!(Postgres);
         super::a_watch_stream_outlives_the_request_timeout(Backend::Postgres).await;
     }
 }

@@ -23,12 +23,14 @@ macro_rules! webhook_test {
         mod $name {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn sqlite() {
+                $crate::needs!(Python);
                 let app = super::spawn_webhook_app($crate::helpers::Backend::Sqlite, |_| {}).await;
                 super::$name(app).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() {
+                $crate::needs!(Python, Postgres);
                 let app =
                     super::spawn_webhook_app($crate::helpers::Backend::Postgres, |_| {}).await;
                 super::$name(app).await;
@@ -370,12 +372,14 @@ async fn a_receiver_down_past_the_retry_window_disables_the_subscription_with_an
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receiver_down_past_the_retry_window_disables_the_subscription_sqlite() {
+    crate::needs!(Python);
     a_receiver_down_past_the_retry_window_disables_the_subscription_with_an_event(Backend::Sqlite)
         .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receiver_down_past_the_retry_window_disables_the_subscription_postgres() {
+    crate::needs!(Python, Postgres);
     a_receiver_down_past_the_retry_window_disables_the_subscription_with_an_event(
         Backend::Postgres,
     )
