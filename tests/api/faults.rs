@@ -284,7 +284,7 @@ async fn a_full_disk_never_acknowledges_a_lost_write_and_recovers_when_space_is_
     let disk = match Tmpfs::mount("size=4m") {
         Ok(disk) => disk,
         Err(why) => {
-            crate::needs::skip(crate::needs::Part::Root, &format!("mount a tmpfs: {why}"));
+            crate::needs::skip(crate::needs::Part::Tmpfs, &format!("mount a tmpfs: {why}"));
             return;
         }
     };
@@ -775,7 +775,7 @@ fn a_read_only_data_directory_is_refused_at_start_naming_it() {
     let disk = match Tmpfs::mount("ro,size=1m") {
         Ok(disk) => disk,
         Err(why) => {
-            crate::needs::skip(crate::needs::Part::Root, &format!("mount a tmpfs: {why}"));
+            crate::needs::skip(crate::needs::Part::Tmpfs, &format!("mount a tmpfs: {why}"));
             return;
         }
     };

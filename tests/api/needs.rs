@@ -17,7 +17,7 @@
 //! missing it returns at once, after a `SKIPPED` line on stderr (written past the test
 //! harness's capture, so it shows). When the test binary exits, an `atexit` handler prints one
 //! summary: each missing part, why, the tests it skipped and how to enable them. With
-//! `INTEGRATION_HUB_TEST_REQUIRE=all` (or a list: `postgres,node,python`) a missing part fails
+//! `INTEGRATION_HUB_TEST_REQUIRE=all` (or a list: `postgres,node,python,tmpfs`) a missing part fails
 //! the test instead.
 
 use std::io::Write;
@@ -33,12 +33,12 @@ pub enum Part {
     Postgres,
     Node,
     Python,
-    /// For the full-disk fault test's tmpfs.
-    Root,
+    /// For the disk fault tests: root and `mount`, for a size-limited tmpfs.
+    Tmpfs,
 }
 
 impl Part {
-    const ALL: [Part; 4] = [Part::Postgres, Part::Node, Part::Python, Part::Root];
+    const ALL: [Part; 4] = [Part::Postgres, Part::Node, Part::Python, Part::Tmpfs];
 
     /// Its name in `INTEGRATION_HUB_TEST_REQUIRE`.
     fn key(self) -> &'static str {
@@ -46,7 +46,7 @@ impl Part {
             Part::Postgres => "postgres",
             Part::Node => "node",
             Part::Python => "python",
-            Part::Root => "root",
+            Part::Tmpfs => "tmpfs",
         }
     }
 
@@ -55,7 +55,7 @@ impl Part {
             Part::Postgres => "PostgreSQL (server binaries, or INTEGRATION_HUB_TEST_POSTGRES_URL)",
             Part::Node => "Node.js and npm (the OAuth tests' provider, oauth2-mock-server)",
             Part::Python => "python3 with venv (the webhook tests' verifier, standardwebhooks)",
-            Part::Root => "root (to mount a size-limited tmpfs)",
+            Part::Tmpfs => "a size-limited tmpfs (root and the `mount` program)",
         }
     }
 
@@ -77,7 +77,7 @@ impl Part {
                  python3-venv`; macOS: `brew install python`); the next run installs \
                  standardwebhooks once from PyPI into {tools}"
             ),
-            Part::Root => "run the tests as root (CI does)".to_owned(),
+            Part::Tmpfs => "run the tests as root where `mount` is installed (CI does)".to_owned(),
         }
     }
 
@@ -87,7 +87,7 @@ impl Part {
             Part::Postgres => postgres().as_ref().err(),
             Part::Node => oauth_provider().as_ref().err(),
             Part::Python => webhook_python().as_ref().err(),
-            Part::Root => return Ok(()),
+            Part::Tmpfs => return Ok(()),
         };
         reason.map_or(Ok(()), |r| Err(r.as_str()))
     }
@@ -144,7 +144,7 @@ fn required(part: Part) -> bool {
     list.split(',').map(str::trim).any(|name| {
         assert!(
             name == "all" || Part::ALL.iter().any(|p| p.key() == name),
-            "INTEGRATION_HUB_TEST_REQUIRE: unknown part {name:?} (all, postgres, node, python)"
+            "INTEGRATION_HUB_TEST_REQUIRE: unknown part {name:?} (all, postgres, node, python, tmpfs)"
         );
         name == "all" || name == part.key()
     })

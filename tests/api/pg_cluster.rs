@@ -219,8 +219,17 @@ impl Cluster {
     pub fn kill_and_start(&self) {
         let pid = std::fs::read_to_string(self.dir.path().join("data/postmaster.pid"))
             .expect("postmaster.pid");
-        let pid = pid.lines().next().expect("pid line").trim().to_owned();
-        run("kill", &["-KILL", &pid]).expect("kill -9 the postmaster");
+        let pid = pid
+            .lines()
+            .next()
+            .expect("pid line")
+            .trim()
+            .parse()
+            .expect("a pid");
+        assert!(
+            crate::process::send_signal(pid, libc::SIGKILL),
+            "kill -9 the postmaster"
+        );
         // Its backends notice and exit; until they have, the start refuses.
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
