@@ -160,6 +160,9 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub webhooks: crate::webhooks::WebhookArgs,
 
+    #[command(flatten)]
+    pub bounds: crate::api::BoundsArgs,
+
     /// Encryption key ring, `1:<base64 32 bytes>,2:<base64>`; the newest seals, all open.
     #[arg(long, env = "INTEGRATION_HUB_ENCRYPTION_KEYS", hide_env_values = true)]
     pub encryption_keys: Option<String>,
@@ -336,7 +339,8 @@ pub struct ServeArgs {
 /// OAuth 2.0: the callback listener, the clients, and outbound calls to providers.
 #[derive(Clone, Debug, Args)]
 pub struct OAuthArgs {
-    /// Address of the HTTP listener that serves the OAuth callback (`GET /oauth/callback`);
+    /// Address of the HTTP listener that serves the OAuth sign-in and callback
+    /// (`POST /oauth/start`, `GET /oauth/callback`);
     /// off when unset.
     #[arg(long, env = "INTEGRATION_HUB_HTTP_LISTEN")]
     pub http_listen: Option<SocketAddr>,
@@ -352,7 +356,7 @@ pub struct OAuthArgs {
     pub oauth_clients_file: Option<PathBuf>,
 
     /// Origins (`https://app.example.com`, comma-separated) an authorization's return URL may
-    /// point at, besides the public URL's own.
+    /// point at, and whose pages may open a sign-in, besides the public URL's own.
     #[arg(
         long,
         env = "INTEGRATION_HUB_OAUTH_RETURN_ORIGINS",

@@ -66,7 +66,7 @@ where
             "a request's validation answered INTERNAL"
         );
         // The status a client would get is built without a panic, too.
-        let _ = crate::api::status(err);
+        let _ = tonic::Status::from(err);
     }
     Ok(())
 }

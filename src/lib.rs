@@ -6,15 +6,16 @@
 //! - [`telemetry`]: the tracing subscriber and OTLP export; [`metrics`]: Prometheus metrics.
 //! - [`auth`]: bearer tokens -> `Principal`, the role map and the method policy table.
 //! - [`crypto`]: the key ring; seals and opens credentials (AES-256-GCM).
-//! - [`domain`]: newtypes, entities and the rules of the seed; one error enum.
+//! - [`domain`]: newtypes, entities and the rules of docs/rules.md; one error enum.
 //! - [`store`]: SeaORM entities and queries, the only place that knows SQL.
 //! - [`events`]: tails the outbox and fans events out to watch streams.
 //! - [`webhooks`]: delivers the outbox's events to HTTPS receivers, signed (Standard Webhooks).
 //! - [`api`]: thin gRPC adapters: principal + parse + call the domain + map the result.
 //! - [`pb`]: the generated protobuf types and services.
+//! - [`text`]: which characters text people read may hold; how log lines escape the rest.
 //!
 //! Imports point one way: `api` -> `auth`, `domain`, `events`; `domain` -> `store`, `crypto`;
-//! `events` -> `store`; `store`, `crypto` and `auth` import nothing else of ours (a unit test
+//! `events` -> `store`; `store` and `crypto` import nothing else of ours, `auth` only [`text`] (a unit test
 //! checks it). `CONTRIBUTING.md` says more, and where a new RPC goes.
 
 pub mod api;
@@ -27,6 +28,7 @@ pub mod metrics;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod text;
 pub mod webhooks;
 
 #[cfg(test)]

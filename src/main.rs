@@ -5,7 +5,7 @@ use clap::Parser;
 
 use integration_hub::auth::{MintClaims, mint_hs256};
 use integration_hub::config::{Cli, Command, LogFormat};
-use integration_hub::domain::rotation::rotate_keys;
+use integration_hub::domain::rotation::{describe_counts, rotate_keys};
 use integration_hub::startup::{Application, jwt_secret, key_ring, open_database, verifier_config};
 use integration_hub::telemetry;
 
@@ -79,6 +79,12 @@ async fn main() -> anyhow::Result<()> {
                 anyhow::bail!(
                     "{} values kept changing during the run; run rotate-keys again",
                     summary.changed_concurrently
+                );
+            }
+            if !summary.remaining.is_empty() {
+                anyhow::bail!(
+                    "values remain on an older key ({}); run rotate-keys again once every replica has the newest key",
+                    describe_counts(&summary.remaining)
                 );
             }
             Ok(())

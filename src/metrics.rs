@@ -107,12 +107,13 @@ struct OutcomeLabels {
 }
 
 /// The `outcome` label of a webhook attempt: one of these, or `other`.
-pub const WEBHOOK_OUTCOMES: [&str; 5] = [
+pub const WEBHOOK_OUTCOMES: [&str; 6] = [
     "DELIVERED",
     "HTTP_ERROR",
     "TIMEOUT",
     "CONNECTION_ERROR",
     "DESTINATION_REFUSED",
+    "NOT_SENT",
 ];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -359,8 +360,8 @@ mod tests {
     #[test]
     fn every_served_method_is_its_own_label_and_anything_else_is_unknown() {
         // The app's methods (each has a policy entry), health and both reflection versions.
-        for (path, _) in crate::auth::POLICY {
-            assert_eq!(method_label(path), *path);
+        for method in crate::api::methods::METHODS {
+            assert_eq!(method_label(method.path), method.path);
         }
         for path in [
             "/grpc.health.v1.Health/Check",
@@ -372,7 +373,7 @@ mod tests {
         }
         assert_eq!(
             served_methods().len(),
-            crate::auth::POLICY.len() + 4,
+            crate::api::methods::METHODS.len() + 4,
             "every descriptor set decodes, and nothing else is served"
         );
         for hostile in [

@@ -13,9 +13,13 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
+use tonic_health::ServingStatus;
 
 use crate::api::rate_limit::RoleRateLimits;
-use crate::api::{AuditLog, AuthLayer, InstalledApps, Integrations, ObserveLayer};
+use crate::api::{
+    AnswerLayer, Answers, AuditLog, AuthLayer, CallLimitLayer, InstalledApps, Integrations,
+    ObserveLayer,
+};
 use crate::auth::{Role, RoleMap, Verifier, VerifierConfig};
 use crate::config::{AuthArgs, ServeArgs};
 use crate::crypto::KeyRing;
@@ -381,17 +385,11 @@ impl Application {
             metrics.clone(),
         );
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
-        health_reporter
-            .set_serving::<InstalledAppServiceServer<InstalledApps>>()
-            .await;
-        health_reporter
-            .set_serving::<IntegrationServiceServer<Integrations>>()
-            .await;
-        health_reporter
-            .set_serving::<AuditServiceServer<AuditLog>>()
-            .await;
-        type WebhookServer = WebhookServiceServer<crate::api::Webhooks>;
-        health_reporter.set_serving::<WebhookServer>().await;
+        for service in crate::api::methods::services() {
+            health_reporter
+                .set_service_status(service, ServingStatus::Serving)
+                .await;
+        }
         spawn_database_probe(self.store.clone(), health_reporter.clone(), stop_rx.clone());
         let reflection_v1 = crate::api::reflection::builder().build_v1()?;
         let reflection_v1alpha = crate::api::reflection::builder().build_v1alpha()?;
@@ -448,31 +446,31 @@ impl Application {
         tokio::spawn(async move {
             shutdown.await;
             tracing::info!("shutting down: NOT_SERVING, ending watch streams");
-            reporter
-                .set_not_serving::<InstalledAppServiceServer<InstalledApps>>()
-                .await;
-            reporter
-                .set_not_serving::<IntegrationServiceServer<Integrations>>()
-                .await;
-            reporter
-                .set_not_serving::<AuditServiceServer<AuditLog>>()
-                .await;
-            reporter.set_not_serving::<WebhookServer>().await;
+            for service in crate::api::methods::services() {
+                reporter
+                    .set_service_status(service, ServingStatus::NotServing)
+                    .await;
+            }
             let _ = stop_tx.send(true);
             let _ = drain_tx.send(());
             // Keep the stop signal alive until the process is done with it.
             std::future::pending::<()>().await;
         });
+        let answers = Answers::new(&self.args.bounds);
+        answers.start(stop_rx.clone());
         let server = Server::builder()
             .timeout(self.args.request_timeout())
+            .max_concurrent_streams(self.args.bounds.max_streams_per_connection)
             .layer(
                 tower::ServiceBuilder::new()
                     .layer(ObserveLayer::new(metrics))
+                    .layer(CallLimitLayer::new(&self.args.bounds))
                     .layer(
                         AuthLayer::new(self.verifier.clone())
                             .with_rate_limits(Arc::new(limits))
                             .with_audit(self.hub.clone()),
-                    ),
+                    )
+                    .layer(AnswerLayer::new(answers)),
             )
             .add_service(health_service)
             .add_service(reflection_v1)
@@ -481,7 +479,7 @@ impl Application {
             .add_service(integrations)
             .add_service(audit)
             .add_service(webhooks)
-            .serve_with_incoming_shutdown(without_nagle(self.listener), async move {
+            .serve_with_incoming_shutdown(accepted(self.listener), async move {
                 let _ = drain_rx.await;
             });
         tracing::info!(listen = %self.local_addr, "serving");
@@ -554,19 +552,11 @@ fn forget_what_events_change(
     });
 }
 
-/// The accepted connections, with Nagle's algorithm off: a response's trailers go out in a
-/// write of their own, and with it on they waited for the client's delayed ACK (about 40 ms
-/// per call that is not answered in one write).
-fn without_nagle(
+/// The accepted connections, each with a handle that can close it (`api::bounds`).
+fn accepted(
     listener: TcpListener,
-) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+) -> impl tokio_stream::Stream<Item = std::io::Result<crate::api::connections::Accepted>> {
     use tokio_stream::StreamExt as _;
-    TcpListenerStream::new(listener).map(|accepted| {
-        let stream = accepted?;
-        if let Err(err) = stream.set_nodelay(true) {
-            // Slower, not wrong: serve the connection anyway.
-            tracing::debug!(error = %err, "cannot turn Nagle's algorithm off on a connection");
-        }
-        Ok(stream)
-    })
+    TcpListenerStream::new(listener)
+        .map(|accepted| accepted.map(crate::api::connections::Accepted::new))
 }

@@ -201,7 +201,7 @@ impl Provider {
     }
 
     async fn control(&self, json: &str) -> anyhow::Result<()> {
-        let (status, _, _) = http(&format!("{}/_control", self.url()), Some(json)).await?;
+        let (status, _, _, _) = http(&format!("{}/_control", self.url()), Send::Json(json)).await?;
         if status != 200 {
             bail!("the provider's control API answered {status}");
         }
@@ -210,7 +210,7 @@ impl Provider {
 
     /// `/_stats` as text (it lists issued tokens: never print it).
     async fn stats(&self) -> anyhow::Result<String> {
-        let (status, _, body) = http(&format!("{}/_stats", self.url()), None).await?;
+        let (status, _, _, body) = http(&format!("{}/_stats", self.url()), Send::Get(None)).await?;
         if status != 200 {
             bail!("the provider's stats answered {status}");
         }
@@ -231,10 +231,24 @@ fn number_after(text: &str, key: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
-/// One HTTP/1.1 request (GET, or POST of a JSON body) to a loopback `http://` URL; answers
-/// the status, the `Location` header and the body. Enough for the provider's pages and the
-/// hub's callback, without another HTTP client in the bench.
-async fn http(url: &str, body: Option<&str>) -> anyhow::Result<(u16, Option<String>, String)> {
+/// What one request sends besides its URL.
+#[derive(Clone, Copy)]
+enum Send<'a> {
+    /// A GET, with the `Cookie` header when given.
+    Get(Option<&'a str>),
+    /// A POST of a JSON body.
+    Json(&'a str),
+    /// A POST without a body (the hub's sign-in URL, as a form would open it).
+    Post,
+}
+
+/// One HTTP/1.1 request to a loopback `http://` URL; answers the status, the `Location`
+/// header, the first cookie set (`name=value`) and the body. Enough for the provider's pages
+/// and the hub's sign-in and callback, without another HTTP client in the bench.
+async fn http(
+    url: &str,
+    send: Send<'_>,
+) -> anyhow::Result<(u16, Option<String>, Option<String>, String)> {
     let rest = url
         .strip_prefix("http://")
         .with_context(|| format!("not a plain http URL: {}", redact(url)))?;
@@ -245,13 +259,19 @@ async fn http(url: &str, body: Option<&str>) -> anyhow::Result<(u16, Option<Stri
     let mut tcp = TcpStream::connect(host)
         .await
         .with_context(|| format!("connect to {host}"))?;
-    let request = match body {
-        Some(body) => format!(
+    let request = match send {
+        Send::Json(body) => format!(
             "POST {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\
              Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         ),
-        None => format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
+        Send::Post => format!(
+            "POST {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+        ),
+        Send::Get(cookie) => format!(
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n{}\r\n",
+            cookie.map_or(String::new(), |c| format!("Cookie: {c}\r\n"))
+        ),
     };
     tcp.write_all(request.as_bytes()).await?;
     let mut answer = Vec::new();
@@ -266,12 +286,21 @@ async fn http(url: &str, body: Option<&str>) -> anyhow::Result<(u16, Option<Stri
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|s| s.parse().ok())
         .context("no HTTP status line")?;
-    let location = lines.find_map(|l| {
-        let (name, value) = l.split_once(':')?;
-        name.eq_ignore_ascii_case("location")
-            .then(|| value.trim().to_owned())
-    });
-    Ok((status, location, body.to_owned()))
+    let headers: Vec<(&str, &str)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(name, value)| (name, value.trim()))
+        .collect();
+    let header = |wanted: &str| {
+        headers
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(wanted))
+            .map(|(_, value)| *value)
+    };
+    let location = header("location").map(str::to_owned);
+    let cookie = header("set-cookie")
+        .and_then(|c| c.split(';').next())
+        .map(str::to_owned);
+    Ok((status, location, cookie, body.to_owned()))
 }
 
 /// A URL without its query (which carries codes and state).
@@ -567,11 +596,18 @@ async fn make_apps(cfg: &RefresherRun<'_>, server: &ServerProcess) -> anyhow::Re
                     .await
                     .context("start an authorization")?
                     .into_inner();
-                let (status, location, _) = http(&started.authorization_uri, None).await?;
+                // The hub's sign-in URL binds the sign-in to this "browser" (a cookie), then
+                // the provider signs in at once and redirects to the callback.
+                let (status, provider, cookie, _) = http(&started.sign_in_uri, Send::Post).await?;
+                let (Some(provider), Some(cookie)) = (provider.filter(|_| status == 303), cookie)
+                else {
+                    bail!("the hub's sign-in URL answered {status}, not a redirect with a cookie");
+                };
+                let (status, location, _, _) = http(&provider, Send::Get(None)).await?;
                 let Some(callback) = location.filter(|_| status == 302) else {
                     bail!("the provider's authorization page answered {status}, not a redirect");
                 };
-                let (status, _, _) = http(&callback, None).await?;
+                let (status, _, _, _) = http(&callback, Send::Get(Some(&cookie))).await?;
                 if status != 200 {
                     bail!(
                         "the hub's callback ({}) answered {status}",

@@ -55,6 +55,7 @@ impl fmt::Debug for pb::StartInstalledAppAuthorizationResponse {
         f.debug_struct("StartInstalledAppAuthorizationResponse")
             .field("authorization_uri", &"[REDACTED]")
             .field("authorization", &self.authorization)
+            .field("sign_in_uri", &"[REDACTED]")
             .finish()
     }
 }

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The seed's story, told by a client from another stack.
+"""The story of an installed app, told by a client from another stack.
 
 A plain script (exit code 0 when every check passes, 1 otherwise) that starts a real
 `integration-hub serve --dev` on a free loopback port with a fresh data directory, discovers
@@ -360,7 +360,7 @@ def story(server: Server, api: Reflected) -> None:
     # --- Discovery: reflection lists the services; their methods are all there.
     services = api.services()
     log(f"services by reflection: {services}")
-    # (DESIGN.md's AuditService is not in this proto yet; the two services of the story are.)
+    # (the AuditService is not in this proto yet; the two services of the story are.)
     for name in (IAS, IS, HEALTH):
         assert name in services, f"{name} not listed by reflection: {services}"
     for name, methods in {

@@ -14,6 +14,8 @@ mod m20261129_000006_owners;
 mod m20261129_000007_last_used;
 mod m20261129_000009_oauth;
 mod m20261129_000010_webhooks;
+mod m20261204_000011_audit_time;
+mod m20261204_000013_oauth_browser_binding;
 
 /// Every migration, in order.
 pub struct Migrator;
@@ -31,6 +33,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000007_last_used::Migration),
             Box::new(m20261129_000009_oauth::Migration),
             Box::new(m20261129_000010_webhooks::Migration),
+            Box::new(m20261204_000011_audit_time::Migration),
+            Box::new(m20261204_000013_oauth_browser_binding::Migration),
         ]
     }
 }

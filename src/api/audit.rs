@@ -5,7 +5,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::parse::ListAudit;
-use super::{accept, convert, status};
+use super::{accept, convert};
 use crate::domain::Hub;
 use crate::pb;
 use crate::pb::audit_service_server::AuditService;
@@ -27,15 +27,11 @@ impl AuditService for AuditLog {
         request: Request<pb::ListAuditEventsRequest>,
     ) -> Result<Response<pb::ListAuditEventsResponse>, Status> {
         let (actor, req): (_, ListAudit) = accept(request)?;
-        let team = self
-            .hub
-            .team_of_parent(&actor, &req.parent)
-            .map_err(status)?;
+        let team = self.hub.team_of_parent(&actor, &req.parent)?;
         let page = self
             .hub
             .list_audit_events(&team, req.query, req.page)
-            .await
-            .map_err(status)?;
+            .await?;
         Ok(Response::new(pb::ListAuditEventsResponse {
             audit_events: page.items.iter().map(convert::audit_event).collect(),
             next_page_token: page.next_page_token,

@@ -15,9 +15,8 @@ use tonic_types::{ErrorDetails, StatusExt};
 
 use super::rate_limit::RoleRateLimits;
 use super::{ERROR_DOMAIN, RequestId, actor_of, status_with_reason};
-use crate::auth::{TokenCache, Verifier, is_public, now_secs, policy_for};
+use crate::auth::{TokenCache, Verifier, is_public, now_secs};
 use crate::domain::Hub;
-use crate::domain::model::AuditAction;
 use crate::pb::ErrorReason;
 
 /// The metadata key of a call's request id, read from requests and echoed in responses.
@@ -71,52 +70,6 @@ impl<S> tower::Layer<S> for AuthLayer {
 pub struct AuthService<S> {
     inner: S,
     layer: AuthLayer,
-}
-
-/// The audit action of a method whose refusal is worth recording.
-pub fn audited_action(path: &str) -> Option<AuditAction> {
-    let method = path
-        .strip_prefix("/integrationhub.v1.")
-        .and_then(|rest| rest.split_once('/'))?;
-    Some(match method {
-        ("InstalledAppService", "CreateInstalledApp") => AuditAction::InstalledAppCreate,
-        ("InstalledAppService", "UpdateInstalledApp") => AuditAction::InstalledAppUpdate,
-        ("InstalledAppService", "DeleteInstalledApp") => AuditAction::InstalledAppDelete,
-        ("InstalledAppService", "ReportCredentialsRejected") => {
-            AuditAction::InstalledAppReportRejected
-        }
-        ("InstalledAppService", "SuspendInstalledApp") => AuditAction::InstalledAppSuspend,
-        ("InstalledAppService", "ResumeInstalledApp") => AuditAction::InstalledAppResume,
-        ("InstalledAppService", "TransferInstalledApp") => AuditAction::InstalledAppTransfer,
-        ("InstalledAppService", "StartInstalledAppAuthorization") => {
-            AuditAction::InstalledAppStartAuthorization
-        }
-        ("InstalledAppService", "CompleteInstalledAppAuthorization") => {
-            AuditAction::InstalledAppCompleteAuthorization
-        }
-        ("IntegrationService", "TransferIntegration") => AuditAction::IntegrationTransfer,
-        ("IntegrationService", "PromoteIntegrationCredentials") => {
-            AuditAction::IntegrationPromoteCredentials
-        }
-        ("WebhookService", "CreateWebhookSubscription") => AuditAction::WebhookCreate,
-        ("WebhookService", "UpdateWebhookSubscription") => AuditAction::WebhookUpdate,
-        ("WebhookService", "DeleteWebhookSubscription") => AuditAction::WebhookDelete,
-        ("WebhookService", "RotateWebhookSecret") => AuditAction::WebhookRotateSecret,
-        ("WebhookService", "RedeliverWebhookEvents") => AuditAction::WebhookRedeliver,
-        ("IntegrationService", "CreateIntegration") => AuditAction::IntegrationCreate,
-        ("IntegrationService", "UpdateIntegration") => AuditAction::IntegrationUpdate,
-        ("IntegrationService", "DeleteIntegration") => AuditAction::IntegrationDelete,
-        ("IntegrationService", "ReauthenticateIntegration") => {
-            AuditAction::IntegrationReauthenticate
-        }
-        ("IntegrationService", "ReauthenticateIntegrations") => {
-            AuditAction::IntegrationReauthenticateBulk
-        }
-        ("IntegrationService", "ResolveIntegrationCredentials") => {
-            AuditAction::IntegrationResolveCredentials
-        }
-        _ => return None,
-    })
 }
 
 /// The caller's `x-request-id` if it is 1 to 128 visible ASCII characters, else a fresh id.
@@ -214,10 +167,11 @@ where
                 tracing::debug!("rate limit reached");
                 return Ok(rate_limited(retry_after).into_http());
             }
-            let allowed = policy_for(&path).is_some_and(|access| access.allows(principal.role));
+            let method = super::methods::method(&path);
+            let allowed = method.is_some_and(|m| m.access.allows(principal.role));
             if !allowed {
                 tracing::debug!(role = principal.role.as_str(), "method refused to role");
-                if let (Some(hub), Some(action)) = (&layer.audit, audited_action(&path))
+                if let (Some(hub), Some(action)) = (&layer.audit, method.and_then(|m| m.audit))
                     && let Ok(actor) = actor_of(&principal, &request_id)
                 {
                     hub.audit_refused(&actor, action).await;
@@ -241,49 +195,6 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::POLICY;
-
-    #[test]
-    fn every_audited_method_has_a_policy_entry_and_every_action_a_method() {
-        let mut actions = Vec::new();
-        for (path, _) in POLICY {
-            if let Some(action) = audited_action(path) {
-                actions.push(action);
-            }
-        }
-        assert_eq!(actions.len(), AuditAction::ALL.len());
-        for action in AuditAction::ALL {
-            assert!(actions.contains(action), "{action:?}");
-        }
-        assert_eq!(
-            audited_action("/integrationhub.v1.AuditService/ListAuditEvents"),
-            None
-        );
-    }
-
-    /// Deny by default is only safe if nothing is denied by mistake: every method the server
-    /// serves (from the same descriptors reflection serves) has a policy entry.
-    #[test]
-    fn every_served_method_has_a_policy_entry() {
-        use prost::Message;
-        let set = prost_types::FileDescriptorSet::decode(crate::pb::FILE_DESCRIPTOR_SET)
-            .expect("descriptor set");
-        let mut methods = 0;
-        for file in set
-            .file
-            .iter()
-            .filter(|f| f.package() == "integrationhub.v1")
-        {
-            for service in &file.service {
-                for method in &service.method {
-                    let path = format!("/integrationhub.v1.{}/{}", service.name(), method.name());
-                    assert!(policy_for(&path).is_some(), "{path} has no policy entry");
-                    methods += 1;
-                }
-            }
-        }
-        assert_eq!(methods, POLICY.len());
-    }
 
     #[test]
     fn request_ids_are_taken_when_sane_and_made_otherwise() {

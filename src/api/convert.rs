@@ -10,7 +10,16 @@ use crate::domain::oauth::{Authorization, AuthorizationState};
 use crate::domain::tokens::TeamCursors;
 use crate::pb;
 
+/// Earliest and latest microseconds a Timestamp may carry: 0001-01-01T00:00:00Z and
+/// 9999-12-31T23:59:59.999999Z (outside that range its JSON mapping fails, and with it every
+/// answer that holds one).
+const MIN_TIMESTAMP_MICROS: i64 = -62_135_596_800_000_000;
+const MAX_TIMESTAMP_MICROS: i64 = 253_402_300_799_999_999;
+
+/// A time as a Timestamp, clamped to 0001..9999 (stored times are checked where they are
+/// made; this keeps one that is not from breaking a whole listing).
 pub fn timestamp(micros: i64) -> prost_types::Timestamp {
+    let micros = micros.clamp(MIN_TIMESTAMP_MICROS, MAX_TIMESTAMP_MICROS);
     prost_types::Timestamp {
         seconds: micros.div_euclid(1_000_000),
         nanos: (micros.rem_euclid(1_000_000) * 1000) as i32,
@@ -273,5 +282,22 @@ mod tests {
             nanos: 0,
         };
         assert!(micros(&huge).is_err());
+    }
+
+    #[test]
+    fn a_timestamp_never_leaves_the_years_1_to_9999() {
+        let latest = timestamp(i64::MAX);
+        assert_eq!(
+            (latest.seconds, latest.nanos),
+            (253_402_300_799, 999_999_000)
+        );
+        let earliest = timestamp(i64::MIN);
+        assert_eq!((earliest.seconds, earliest.nanos), (-62_135_596_800, 0));
+        // The year 294247 (an `expires_in` of 10^13 seconds, saturated) is cut to 9999.
+        let far = timestamp(
+            1_764_000_000_000_000_i64
+                .saturating_add(10_000_000_000_000_i64.saturating_mul(1_000_000)),
+        );
+        assert_eq!(far.seconds, 253_402_300_799);
     }
 }

@@ -11,8 +11,9 @@ use super::parse::{
     CompleteAuthorization, CreateApp, DeleteApp, ListApps, ReportRejected,
     StartAuthorizationRequest, SuspendApp, TransferApp, UpdateApp, WatchEvents,
 };
-use super::{accept, convert, status};
+use super::{accept, convert};
 use crate::domain::app_events::AppEvent;
+use crate::domain::oauth::Completer;
 use crate::domain::tokens::TeamCursors;
 use crate::domain::types::{AppName, AuthorizationName};
 use crate::domain::{Error, Hub};
@@ -45,8 +46,7 @@ fn watch_message(
             let events = events
                 .iter()
                 .map(|row| AppEvent::from_row(row).map(|e| convert::app_event(&e, cursors)))
-                .collect::<Result<Vec<_>, Error>>()
-                .map_err(status)?;
+                .collect::<Result<Vec<_>, Error>>()?;
             Ok(pb::WatchInstalledAppEventsResponse {
                 events,
                 cursor: cursors.encode(cursor),
@@ -79,15 +79,8 @@ impl InstalledAppService for InstalledApps {
         request: Request<pb::CreateInstalledAppRequest>,
     ) -> Result<Response<pb::InstalledApp>, Status> {
         let (actor, req): (_, CreateApp) = accept(request)?;
-        let team = self
-            .hub
-            .team_of_parent(&actor, &req.parent)
-            .map_err(status)?;
-        let app = self
-            .hub
-            .create_installed_app(&actor, team, req.app)
-            .await
-            .map_err(status)?;
+        let team = self.hub.team_of_parent(&actor, &req.parent)?;
+        let app = self.hub.create_installed_app(&actor, team, req.app).await?;
         Ok(Response::new(convert::installed_app(&app)))
     }
 
@@ -96,11 +89,7 @@ impl InstalledAppService for InstalledApps {
         request: Request<pb::GetInstalledAppRequest>,
     ) -> Result<Response<pb::InstalledApp>, Status> {
         let (actor, name): (_, AppName) = accept(request)?;
-        let app = self
-            .hub
-            .get_installed_app(&actor, &name)
-            .await
-            .map_err(status)?;
+        let app = self.hub.get_installed_app(&actor, &name).await?;
         Ok(Response::new(convert::installed_app(&app)))
     }
 
@@ -109,15 +98,11 @@ impl InstalledAppService for InstalledApps {
         request: Request<pb::ListInstalledAppsRequest>,
     ) -> Result<Response<pb::ListInstalledAppsResponse>, Status> {
         let (actor, req): (_, ListApps) = accept(request)?;
-        let team = self
-            .hub
-            .team_of_parent(&actor, &req.parent)
-            .map_err(status)?;
+        let team = self.hub.team_of_parent(&actor, &req.parent)?;
         let page = self
             .hub
             .list_installed_apps(&team, req.query, req.page)
-            .await
-            .map_err(status)?;
+            .await?;
         Ok(Response::new(pb::ListInstalledAppsResponse {
             installed_apps: page.items.iter().map(convert::installed_app).collect(),
             next_page_token: page.next_page_token,
@@ -132,8 +117,7 @@ impl InstalledAppService for InstalledApps {
         let app = self
             .hub
             .update_installed_app(&actor, &req.name, req.changes)
-            .await
-            .map_err(status)?;
+            .await?;
         Ok(Response::new(convert::installed_app(&app)))
     }
 
@@ -145,8 +129,7 @@ impl InstalledAppService for InstalledApps {
         let broken = self
             .hub
             .delete_installed_app(&actor, &req.name, req.etag, req.validate_only)
-            .await
-            .map_err(status)?;
+            .await?;
         Ok(Response::new(pb::DeleteInstalledAppResponse {
             broken_integrations: broken.iter().map(|i| i.name()).collect(),
             integrations: broken.iter().map(convert::integration).collect(),
@@ -161,8 +144,7 @@ impl InstalledAppService for InstalledApps {
         let app = self
             .hub
             .report_credentials_rejected(&actor, &req.name, req.detail)
-            .await
-            .map_err(status)?;
+            .await?;
         Ok(Response::new(convert::installed_app(&app)))
     }
 
@@ -174,8 +156,7 @@ impl InstalledAppService for InstalledApps {
         let app = self
             .hub
             .suspend_installed_app(&actor, &req.name, req.reason)
-            .await
-            .map_err(status)?;
+            .await?;
         Ok(Response::new(convert::installed_app(&app)))
     }
 
@@ -184,11 +165,7 @@ impl InstalledAppService for InstalledApps {
         request: Request<pb::ResumeInstalledAppRequest>,
     ) -> Result<Response<pb::InstalledApp>, Status> {
         let (actor, name): (_, AppName) = accept(request)?;
-        let app = self
-            .hub
-            .resume_installed_app(&actor, &name)
-            .await
-            .map_err(status)?;
+        let app = self.hub.resume_installed_app(&actor, &name).await?;
         Ok(Response::new(convert::installed_app(&app)))
     }
 
@@ -200,8 +177,7 @@ impl InstalledAppService for InstalledApps {
         let app = self
             .hub
             .transfer_installed_app(&actor, &req.name, req.new_owner)
-            .await
-            .map_err(status)?;
+            .await?;
         Ok(Response::new(convert::installed_app(&app)))
     }
 
@@ -210,18 +186,15 @@ impl InstalledAppService for InstalledApps {
         request: Request<pb::StartInstalledAppAuthorizationRequest>,
     ) -> Result<Response<pb::StartInstalledAppAuthorizationResponse>, Status> {
         let (actor, req): (_, StartAuthorizationRequest) = accept(request)?;
-        let team = self
-            .hub
-            .team_of_parent(&actor, &req.parent)
-            .map_err(status)?;
-        let (authorization, uri) = self
+        let team = self.hub.team_of_parent(&actor, &req.parent)?;
+        let (authorization, uris) = self
             .hub
             .start_authorization(&actor, team, req.start)
-            .await
-            .map_err(status)?;
+            .await?;
         Ok(Response::new(pb::StartInstalledAppAuthorizationResponse {
-            authorization_uri: uri,
+            authorization_uri: uris.provider,
             authorization: Some(convert::authorization(&authorization)),
+            sign_in_uri: uris.sign_in,
         }))
     }
 
@@ -232,9 +205,8 @@ impl InstalledAppService for InstalledApps {
         let (actor, req): (_, CompleteAuthorization) = accept(request)?;
         let authorization = self
             .hub
-            .complete_authorization(Some(&actor), &req.state, req.completion)
-            .await
-            .map_err(status)?;
+            .complete_authorization(Completer::Caller(&actor), &req.state, req.completion)
+            .await?;
         Ok(Response::new(convert::authorization(&authorization)))
     }
 
@@ -243,11 +215,7 @@ impl InstalledAppService for InstalledApps {
         request: Request<pb::GetInstalledAppAuthorizationRequest>,
     ) -> Result<Response<pb::InstalledAppAuthorization>, Status> {
         let (actor, name): (_, AuthorizationName) = accept(request)?;
-        let authorization = self
-            .hub
-            .get_authorization(&actor, &name)
-            .await
-            .map_err(status)?;
+        let authorization = self.hub.get_authorization(&actor, &name).await?;
         Ok(Response::new(convert::authorization(&authorization)))
     }
 
@@ -258,17 +226,15 @@ impl InstalledAppService for InstalledApps {
         request: Request<pb::WatchInstalledAppEventsRequest>,
     ) -> Result<Response<Self::WatchInstalledAppEventsStream>, Status> {
         let (actor, req): (_, WatchEvents) = accept(request)?;
-        let scope = self.hub.watch_scope(&actor, &req.parent).map_err(status)?;
+        let scope = self.hub.watch_scope(&actor, &req.parent)?;
         let cursors = self.hub.cursors(scope.as_ref());
-        let start = cursors
-            .open("start_cursor", &req.start_cursor)
-            .map_err(status)?;
+        let start = cursors.open("start_cursor", &req.start_cursor)?;
         let team = scope.map(|t| t.as_str().to_owned());
         let stream = self
             .watches
             .open(&actor.principal(), team, start.map(|c| c.0), req.kinds)
             .await
-            .map_err(|err| status(watch_refused(err)))?;
+            .map_err(watch_refused)?;
         let message: Box<dyn FnMut(WatchItem) -> _ + Send> =
             Box::new(move |item| watch_message(&cursors, item));
         Ok(Response::new(stream.map(message)))

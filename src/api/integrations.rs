@@ -13,7 +13,7 @@ use super::parse::{
     CreateIntegration, DeleteIntegration, ListIntegrations, ReauthenticateAll, ReauthenticateOne,
     TransferIntegration, UpdateIntegration, WatchEvents,
 };
-use super::{accept, convert, status, status_with_reason};
+use super::{accept, convert, status_with_reason};
 use crate::domain::model::Event;
 use crate::domain::tokens::TeamCursors;
 use crate::domain::types::IntegrationName;
@@ -102,8 +102,7 @@ fn watch_message(
             let events = events
                 .iter()
                 .map(|row| Event::from_row(row).map(|e| convert::event(&e, cursors)))
-                .collect::<Result<Vec<_>, Error>>()
-                .map_err(status)?;
+                .collect::<Result<Vec<_>, Error>>()?;
             Ok(pb::WatchIntegrationEventsResponse {
                 events,
                 cursor: cursors.encode(cursor),
@@ -126,15 +125,11 @@ impl IntegrationService for Integrations {
         request: Request<pb::CreateIntegrationRequest>,
     ) -> Result<Response<pb::Integration>, Status> {
         let (actor, req): (_, CreateIntegration) = accept(request)?;
-        let team = self
-            .hub
-            .team_of_parent(&actor, &req.parent)
-            .map_err(status)?;
+        let team = self.hub.team_of_parent(&actor, &req.parent)?;
         let created = self
             .hub
             .create_integration(&actor, team, req.integration)
-            .await
-            .map_err(status)?;
+            .await?;
         Ok(Response::new(convert::integration(&created)))
     }
 
@@ -143,11 +138,7 @@ impl IntegrationService for Integrations {
         request: Request<pb::GetIntegrationRequest>,
     ) -> Result<Response<pb::Integration>, Status> {
         let (actor, name): (_, IntegrationName) = accept(request)?;
-        let integration = self
-            .hub
-            .get_integration(&actor, &name)
-            .await
-            .map_err(status)?;
+        let integration = self.hub.get_integration(&actor, &name).await?;
         Ok(Response::new(convert::integration(&integration)))
     }
 
@@ -156,15 +147,11 @@ impl IntegrationService for Integrations {
         request: Request<pb::ListIntegrationsRequest>,
     ) -> Result<Response<pb::ListIntegrationsResponse>, Status> {
         let (actor, req): (_, ListIntegrations) = accept(request)?;
-        let team = self
-            .hub
-            .team_of_parent(&actor, &req.parent)
-            .map_err(status)?;
+        let team = self.hub.team_of_parent(&actor, &req.parent)?;
         let listed = self
             .hub
             .list_integrations(&team, req.query, req.page)
-            .await
-            .map_err(status)?;
+            .await?;
         let (page, cursor) = &*listed;
         Ok(Response::new(pb::ListIntegrationsResponse {
             integrations: page.items.iter().map(convert::integration).collect(),
@@ -181,8 +168,7 @@ impl IntegrationService for Integrations {
         let updated = self
             .hub
             .update_integration(&actor, &req.name, req.changes)
-            .await
-            .map_err(status)?;
+            .await?;
         Ok(Response::new(convert::integration(&updated)))
     }
 
@@ -193,8 +179,7 @@ impl IntegrationService for Integrations {
         let (actor, req): (_, DeleteIntegration) = accept(request)?;
         self.hub
             .delete_integration(&actor, &req.name, req.etag)
-            .await
-            .map_err(status)?;
+            .await?;
         Ok(Response::new(()))
     }
 
@@ -206,8 +191,7 @@ impl IntegrationService for Integrations {
         let integration = self
             .hub
             .reauthenticate_integration(&actor, &req.name, req.reauth)
-            .await
-            .map_err(status)?;
+            .await?;
         Ok(Response::new(convert::integration(&integration)))
     }
 
@@ -216,15 +200,11 @@ impl IntegrationService for Integrations {
         request: Request<pb::ReauthenticateIntegrationsRequest>,
     ) -> Result<Response<pb::ReauthenticateIntegrationsResponse>, Status> {
         let (actor, req): (_, ReauthenticateAll) = accept(request)?;
-        let team = self
-            .hub
-            .team_of_parent(&actor, &req.parent)
-            .map_err(status)?;
+        let team = self.hub.team_of_parent(&actor, &req.parent)?;
         let restored = self
             .hub
             .reauthenticate_integrations(&actor, team, req.from, req.to)
-            .await
-            .map_err(status)?;
+            .await?;
         Ok(Response::new(pb::ReauthenticateIntegrationsResponse {
             integrations: restored.iter().map(convert::integration).collect(),
         }))
@@ -235,11 +215,7 @@ impl IntegrationService for Integrations {
         request: Request<pb::ResolveIntegrationCredentialsRequest>,
     ) -> Result<Response<pb::ResolveIntegrationCredentialsResponse>, Status> {
         let (actor, name): (_, IntegrationName) = accept(request)?;
-        let resolved = self
-            .hub
-            .resolve_credentials(&actor, &name)
-            .await
-            .map_err(status)?;
+        let resolved = self.hub.resolve_credentials(&actor, &name).await?;
         Ok(Response::new(pb::ResolveIntegrationCredentialsResponse {
             service: resolved.integration.service.clone(),
             integration: Some(convert::integration(&resolved.integration)),
@@ -256,8 +232,7 @@ impl IntegrationService for Integrations {
         let integration = self
             .hub
             .transfer_integration(&actor, &req.name, req.new_owner)
-            .await
-            .map_err(status)?;
+            .await?;
         Ok(Response::new(convert::integration(&integration)))
     }
 
@@ -269,8 +244,7 @@ impl IntegrationService for Integrations {
         let (app, integrations) = self
             .hub
             .promote_integration_credentials(&actor, req)
-            .await
-            .map_err(status)?;
+            .await?;
         Ok(Response::new(pb::PromoteIntegrationCredentialsResponse {
             installed_app: Some(convert::installed_app(&app)),
             integrations: integrations.iter().map(convert::integration).collect(),
@@ -284,17 +258,15 @@ impl IntegrationService for Integrations {
         request: Request<pb::WatchIntegrationEventsRequest>,
     ) -> Result<Response<Self::WatchIntegrationEventsStream>, Status> {
         let (actor, req): (_, WatchEvents) = accept(request)?;
-        let scope = self.hub.watch_scope(&actor, &req.parent).map_err(status)?;
+        let scope = self.hub.watch_scope(&actor, &req.parent)?;
         let cursors = self.hub.cursors(scope.as_ref());
-        let start = cursors
-            .open("start_cursor", &req.start_cursor)
-            .map_err(status)?;
+        let start = cursors.open("start_cursor", &req.start_cursor)?;
         let team = scope.map(|t| t.as_str().to_owned());
         let stream = self
             .watches
             .open(&actor.principal(), team, start.map(|c| c.0), req.kinds)
             .await
-            .map_err(|err| status(watch_refused(err)))?;
+            .map_err(watch_refused)?;
         let message: Box<dyn FnMut(WatchItem) -> _ + Send> =
             Box::new(move |item| watch_message(&cursors, item));
         Ok(Response::new(stream.map(message)))

@@ -1,14 +1,17 @@
 //! Thin gRPC adapters: take the principal, parse the request into domain types, call the
 //! domain, map the result. A unary handler is [`accept`] (the caller and the request parsed
 //! by its `TryFrom` in `parse`), the domain call, and a conversion from `convert`. Errors
-//! become `tonic::Status` in one place ([`status`]).
+//! become `tonic::Status` in one place (`From<Error> for Status`).
 
 mod audit;
 mod auth_layer;
+pub mod bounds;
 pub mod callback;
+pub mod connections;
 mod convert;
 mod installed_apps;
 mod integrations;
+pub mod methods;
 mod observe;
 pub(crate) mod parse;
 pub mod rate_limit;
@@ -21,13 +24,14 @@ use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::auth::{Principal, Role as AuthRole};
+use crate::domain::Error;
 use crate::domain::model::{Actor, Role};
 use crate::domain::types::TeamId;
-use crate::domain::{Error, Precondition};
 use crate::pb::ErrorReason;
 
 pub use audit::AuditLog;
 pub use auth_layer::{AuthLayer, REQUEST_ID_HEADER};
+pub use bounds::{AnswerLayer, Answers, BoundsArgs, CallLimitLayer};
 pub use installed_apps::InstalledApps;
 pub use integrations::Integrations;
 pub use observe::ObserveLayer;
@@ -96,76 +100,45 @@ fn retry_after(
     Status::with_error_details(code, bounded(naming_reason(message, reason)), details)
 }
 
-/// The one map from domain errors to gRPC statuses.
-pub fn status(err: Error) -> Status {
-    let plain =
-        |code, message: String, reason| status_with_reason(code, message, reason, HashMap::new());
-    match err {
-        Error::Invalid(violations) => {
-            // The first violations, each bounded; the message counts the rest.
-            let (shown, _) = crate::domain::error::listed(&violations);
-            let message = bounded(Error::Invalid(violations).to_string());
-            let mut details = ErrorDetails::with_error_info(
-                ErrorReason::InvalidArgument.as_str_name(),
-                ERROR_DOMAIN,
-                HashMap::new(),
-            );
-            for v in shown {
-                details.add_bad_request_violation(v.field, v.description);
+/// The one map from domain errors to gRPC statuses: the code is decided here, the
+/// `ErrorInfo` reason by the error itself ([`Error::reason`], which the audit log records too).
+impl From<Error> for Status {
+    fn from(err: Error) -> Status {
+        let reason = ErrorReason::from_str_name(err.reason()).unwrap_or(ErrorReason::Internal);
+        let code = match &err {
+            Error::Invalid(_) => Code::InvalidArgument,
+            Error::NotFound { .. } => Code::NotFound,
+            Error::AlreadyExists { .. } | Error::IdempotencyKeyReused => Code::AlreadyExists,
+            Error::PermissionDenied(_) => Code::PermissionDenied,
+            Error::EtagMismatch(_) => Code::Aborted,
+            Error::FailedPrecondition { .. } => Code::FailedPrecondition,
+            Error::ResourceExhausted(_) | Error::StorageFull => Code::ResourceExhausted,
+            Error::Unavailable(_) => Code::Unavailable,
+            Error::Internal(_) => Code::Internal,
+        };
+        match err {
+            Error::Invalid(violations) => {
+                // The first violations, each bounded; the message counts the rest.
+                let (shown, _) = crate::domain::error::listed(&violations);
+                let message = bounded(Error::Invalid(violations).to_string());
+                let mut details = ErrorDetails::with_error_info(
+                    reason.as_str_name(),
+                    ERROR_DOMAIN,
+                    HashMap::new(),
+                );
+                for v in shown {
+                    details.add_bad_request_violation(v.field, v.description);
+                }
+                Status::with_error_details(code, message, details)
             }
-            Status::with_error_details(Code::InvalidArgument, message, details)
-        }
-        e @ Error::NotFound { .. } => plain(Code::NotFound, e.to_string(), ErrorReason::NotFound),
-        e @ Error::IdempotencyKeyReused => plain(
-            Code::AlreadyExists,
-            e.to_string(),
-            ErrorReason::RequestIdReused,
-        ),
-        e @ Error::AlreadyExists { .. } => plain(
-            Code::AlreadyExists,
-            e.to_string(),
-            ErrorReason::AlreadyExists,
-        ),
-        Error::PermissionDenied(message) => plain(
-            Code::PermissionDenied,
-            message,
-            ErrorReason::PermissionDenied,
-        ),
-        Error::EtagMismatch(message) => plain(Code::Aborted, message, ErrorReason::EtagMismatch),
-        Error::FailedPrecondition { reason, message } => {
-            let reason = match reason {
-                Precondition::WrongState => ErrorReason::FailedPrecondition,
-                Precondition::ServiceMismatch => ErrorReason::ServiceMismatch,
-                Precondition::CursorExpired => ErrorReason::CursorExpired,
-                Precondition::AppSuspended => ErrorReason::InstalledAppSuspended,
-            };
-            plain(Code::FailedPrecondition, message, reason)
-        }
-        Error::ResourceExhausted(message) => plain(
-            Code::ResourceExhausted,
-            message,
-            ErrorReason::ResourceExhausted,
-        ),
-        Error::Unavailable(message) => retry_after(
-            Code::Unavailable,
-            message,
-            ErrorReason::Unavailable,
-            UNAVAILABLE_RETRY,
-        ),
-        e @ Error::StorageFull => retry_after(
-            Code::ResourceExhausted,
-            e.to_string(),
-            ErrorReason::StorageFull,
-            STORAGE_FULL_RETRY,
-        ),
-        Error::Internal(cause) => {
-            // The cause chain goes to the log; the client sees an opaque message.
-            tracing::error!(error = ?cause, "internal error");
-            plain(
-                Code::Internal,
-                "internal error".to_owned(),
-                ErrorReason::Internal,
-            )
+            Error::Unavailable(message) => retry_after(code, message, reason, UNAVAILABLE_RETRY),
+            e @ Error::StorageFull => retry_after(code, e.to_string(), reason, STORAGE_FULL_RETRY),
+            Error::Internal(cause) => {
+                // The cause chain goes to the log; the client sees an opaque message.
+                tracing::error!(error = ?cause, "internal error");
+                status_with_reason(code, "internal error", reason, HashMap::new())
+            }
+            e => status_with_reason(code, e.to_string(), reason, HashMap::new()),
         }
     }
 }
@@ -178,7 +151,7 @@ pub struct RequestId(pub String);
 pub fn actor<T>(request: &tonic::Request<T>) -> Result<Actor, Status> {
     let principal = request.extensions().get::<Principal>().ok_or_else(|| {
         // The layer runs before every method: reaching here without a principal is a bug.
-        status(Error::internal("request without a verified principal"))
+        Status::from(Error::internal("request without a verified principal"))
     })?;
     let request_id = match request.extensions().get::<RequestId>() {
         Some(id) => id.0.clone(),
@@ -224,15 +197,15 @@ where
 {
     let actor = actor(&request)?;
     let message = request.into_inner();
-    parse::check_text(&message).map_err(status)?;
-    let input = T::try_from(message).map_err(status)?;
+    parse::check_text(&message)?;
+    let input = T::try_from(message)?;
     Ok((actor, input))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::FieldViolation;
+    use crate::domain::{FieldViolation, Precondition};
 
     #[test]
     fn the_audited_reason_is_the_reason_the_client_sees() {
@@ -255,7 +228,7 @@ mod tests {
         ];
         for err in errors {
             let reason = err.reason();
-            let sent = status(err)
+            let sent = Status::from(err)
                 .get_details_error_info()
                 .map(|info| info.reason)
                 .unwrap_or_default();

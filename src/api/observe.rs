@@ -10,7 +10,6 @@
 //! only when it is short and printable.
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::panic::AssertUnwindSafe;
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -28,6 +27,7 @@ use std::sync::Arc;
 
 use crate::metrics::{Metrics, UNKNOWN_METHOD, code_label, method_label};
 use crate::pb::ErrorReason;
+use crate::text::loggable;
 
 /// The most bytes of a caller's path (when it names no served method) on a log line.
 const MAX_LOGGED_PATH: usize = 160;
@@ -74,7 +74,7 @@ impl Extractor for Headers<'_> {
     }
 }
 
-/// Every error carries one `ErrorInfo` (DESIGN.md). Our handlers and layers always attach it;
+/// Every error carries one `ErrorInfo` (README, "Errors"). Our handlers and layers always attach it;
 /// errors tonic makes by itself (a request over the size limit, from its codec) do not: give
 /// them one here. A request over the size limit is RESOURCE_EXHAUSTED, as in other gRPC
 /// implementations, rather than tonic's OUT_OF_RANGE.
@@ -149,27 +149,6 @@ fn level_of(code: tonic::Code) -> tracing::Level {
         Code::PermissionDenied | Code::DeadlineExceeded => tracing::Level::WARN,
         Code::Internal | Code::Unknown | Code::DataLoss => tracing::Level::ERROR,
     }
-}
-
-/// At most `max` bytes of `text` (and a note), fit for a log line in either format: printable
-/// ASCII as it is; control characters, escape sequences, backslashes and non-ASCII escaped as
-/// Rust writes them (`\n`, `\u{1b}`); a longer text is cut and says how long it was.
-fn loggable(text: &str, max: usize) -> String {
-    let mut out = String::new();
-    for c in text.chars() {
-        let before = out.len();
-        if (c.is_ascii_graphic() && c != '\\') || c == ' ' {
-            out.push(c);
-        } else {
-            out.extend(c.escape_default());
-        }
-        if out.len() > max {
-            out.truncate(before);
-            let _ = write!(out, "...({} bytes)", text.len());
-            break;
-        }
-    }
-    out
 }
 
 /// The log target of the outcome lines, so they can be filtered on their own (the call's span

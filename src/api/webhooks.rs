@@ -5,12 +5,12 @@ use std::time::Duration;
 
 use tonic::{Request, Response, Status};
 
+use super::accept;
 use super::convert::timestamp;
 use super::parse::{
     CreateWebhook, DeleteWebhook, ListDeliveries, ListWebhooks, Redeliver, RotateWebhook,
     UpdateWebhook,
 };
-use super::{accept, status};
 use crate::domain::tokens::TeamCursors;
 use crate::domain::types::WebhookName;
 use crate::domain::webhooks::{Delivery, Subscription};
@@ -52,7 +52,7 @@ impl Webhooks {
             .policy()
             .check(url)
             .await
-            .map_err(|refused| status(Error::invalid("webhook_subscription.url", refused.0)))
+            .map_err(|refused| Error::invalid("webhook_subscription.url", refused.0).into())
     }
 }
 
@@ -83,6 +83,7 @@ fn outcome(text: &str) -> pb::WebhookDeliveryOutcome {
         "TIMEOUT" => O::Timeout,
         "CONNECTION_ERROR" => O::ConnectionError,
         "DESTINATION_REFUSED" => O::DestinationRefused,
+        "NOT_SENT" => O::NotSent,
         _ => O::Unspecified,
     }
 }
@@ -133,16 +134,12 @@ impl WebhookService for Webhooks {
         request: Request<pb::CreateWebhookSubscriptionRequest>,
     ) -> Result<Response<pb::CreateWebhookSubscriptionResponse>, Status> {
         let (actor, req): (_, CreateWebhook) = accept(request)?;
-        let team = self
-            .hub
-            .team_of_parent(&actor, &req.parent)
-            .map_err(status)?;
+        let team = self.hub.team_of_parent(&actor, &req.parent)?;
         self.check_destination(req.input.url.as_str()).await?;
         let (sub, secret) = self
             .hub
             .create_webhook_subscription(&actor, team, req.input, self.max_per_team)
-            .await
-            .map_err(status)?;
+            .await?;
         Ok(Response::new(pb::CreateWebhookSubscriptionResponse {
             webhook_subscription: Some(subscription(&self.hub, &sub)),
             secret: secret.expose().to_owned(),
@@ -154,11 +151,7 @@ impl WebhookService for Webhooks {
         request: Request<pb::GetWebhookSubscriptionRequest>,
     ) -> Result<Response<pb::WebhookSubscription>, Status> {
         let (actor, name): (_, WebhookName) = accept(request)?;
-        let sub = self
-            .hub
-            .get_webhook_subscription(&actor, &name)
-            .await
-            .map_err(status)?;
+        let sub = self.hub.get_webhook_subscription(&actor, &name).await?;
         Ok(Response::new(subscription(&self.hub, &sub)))
     }
 
@@ -167,15 +160,8 @@ impl WebhookService for Webhooks {
         request: Request<pb::ListWebhookSubscriptionsRequest>,
     ) -> Result<Response<pb::ListWebhookSubscriptionsResponse>, Status> {
         let (actor, req): (_, ListWebhooks) = accept(request)?;
-        let team = self
-            .hub
-            .team_of_parent(&actor, &req.parent)
-            .map_err(status)?;
-        let page = self
-            .hub
-            .list_webhook_subscriptions(&team, req.page)
-            .await
-            .map_err(status)?;
+        let team = self.hub.team_of_parent(&actor, &req.parent)?;
+        let page = self.hub.list_webhook_subscriptions(&team, req.page).await?;
         Ok(Response::new(pb::ListWebhookSubscriptionsResponse {
             webhook_subscriptions: page
                 .items
@@ -193,17 +179,13 @@ impl WebhookService for Webhooks {
         let (actor, req): (_, UpdateWebhook) = accept(request)?;
         if let Some(url) = &req.changes.url {
             // Another team's name answers NOT_FOUND before its URL is looked at.
-            self.hub
-                .get_webhook_subscription(&actor, &req.name)
-                .await
-                .map_err(status)?;
+            self.hub.get_webhook_subscription(&actor, &req.name).await?;
             self.check_destination(url.as_str()).await?;
         }
         let sub = self
             .hub
             .update_webhook_subscription(&actor, &req.name, req.changes)
-            .await
-            .map_err(status)?;
+            .await?;
         Ok(Response::new(subscription(&self.hub, &sub)))
     }
 
@@ -214,8 +196,7 @@ impl WebhookService for Webhooks {
         let (actor, req): (_, DeleteWebhook) = accept(request)?;
         self.hub
             .delete_webhook_subscription(&actor, &req.name, req.etag)
-            .await
-            .map_err(status)?;
+            .await?;
         Ok(Response::new(()))
     }
 
@@ -229,8 +210,7 @@ impl WebhookService for Webhooks {
         let (sub, secret) = self
             .hub
             .rotate_webhook_secret(&actor, &req.name, grace)
-            .await
-            .map_err(status)?;
+            .await?;
         Ok(Response::new(pb::RotateWebhookSecretResponse {
             webhook_subscription: Some(subscription(&self.hub, &sub)),
             secret: secret.expose().to_owned(),
@@ -245,8 +225,7 @@ impl WebhookService for Webhooks {
         let page = self
             .hub
             .list_webhook_deliveries(&actor, &req.name, req.page)
-            .await
-            .map_err(status)?;
+            .await?;
         let cursors = self.hub.cursors(Some(&req.name.team));
         Ok(Response::new(pb::ListWebhookDeliveriesResponse {
             deliveries: page.items.iter().map(|d| delivery(&cursors, d)).collect(),
@@ -262,14 +241,12 @@ impl WebhookService for Webhooks {
         let start = self
             .hub
             .cursors(Some(&req.name.team))
-            .open("start_cursor", &req.start_cursor)
-            .map_err(status)?
-            .ok_or_else(|| status(Error::invalid("start_cursor", "is required")))?;
+            .open("start_cursor", &req.start_cursor)?
+            .ok_or_else(|| Error::invalid("start_cursor", "is required"))?;
         let sub = self
             .hub
             .redeliver_webhook_events(&actor, &req.name, start)
-            .await
-            .map_err(status)?;
+            .await?;
         Ok(Response::new(subscription(&self.hub, &sub)))
     }
 
@@ -279,11 +256,7 @@ impl WebhookService for Webhooks {
     ) -> Result<Response<pb::WebhookDelivery>, Status> {
         let (actor, name): (_, WebhookName) = accept(request)?;
         let now = (self.now)();
-        let (url, keys) = self
-            .hub
-            .webhook_test_material(&actor, &name, now)
-            .await
-            .map_err(status)?;
+        let (url, keys) = self.hub.webhook_test_material(&actor, &name, now).await?;
         let id = format!("msg_test_{}", crate::domain::types::new_id());
         let timestamp = now.div_euclid(1_000_000);
         let body = test_body(&name.to_string(), now);

@@ -38,7 +38,7 @@ pub use keystore::{
     DEFAULT_JWKS_FETCH_TIMEOUT, DEFAULT_JWKS_MIN_REFRESH_INTERVAL, DEFAULT_JWKS_REFRESH_INTERVAL,
     DEFAULT_JWKS_REQUEST_WAIT, JwksConfig,
 };
-pub use policy::{Access, POLICY, is_public, policy_for};
+pub use policy::{Access, is_public};
 pub use principal::{ALL_TEAMS, Principal};
 pub use roles::{Role, RoleMap, RoleMapError};
 pub use token::{

@@ -13,7 +13,8 @@ const MAX_TEAM_CHARS: usize = 64;
 /// the fields; the verifier never hands out one that did not pass it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Principal {
-    /// The token's `sub`: 1-256 characters, none of them control characters.
+    /// The token's `sub`: 1-256 characters, none of them control, bidirectional or line
+    /// separator characters (`crate::text::is_unsafe_char`).
     pub subject: String,
     /// A team id (1-64 of `[A-Za-z0-9_-]`) or `*` (all teams, services only).
     pub team: String,
@@ -50,7 +51,8 @@ impl Principal {
     }
 }
 
-/// 1-256 characters, no control characters (they would forge log lines).
+/// 1-256 characters, no control, bidirectional or line separator characters (they would
+/// forge or disguise log lines).
 pub(crate) fn check_subject(subject: &str) -> Result<(), AuthError> {
     let len = subject.chars().count();
     if len == 0 || len > MAX_SUBJECT_CHARS {
@@ -58,9 +60,9 @@ pub(crate) fn check_subject(subject: &str) -> Result<(), AuthError> {
             "subject must be 1-256 characters".to_owned(),
         ));
     }
-    if subject.chars().any(char::is_control) {
+    if crate::text::has_unsafe_char(subject) {
         return Err(AuthError::BadClaims(
-            "subject contains a control character".to_owned(),
+            "subject contains a control, bidirectional or line separator character".to_owned(),
         ));
     }
     Ok(())
@@ -137,7 +139,14 @@ mod tests {
     #[test]
     fn bad_subjects_are_refused() {
         let long = "é".repeat(257);
-        for subject in ["", "bob\n", "a\u{7f}b", long.as_str()] {
+        for subject in [
+            "",
+            "bob\n",
+            "a\u{7f}b",
+            "ad\u{202e}nimda",
+            "a\u{2028}b",
+            long.as_str(),
+        ] {
             assert!(
                 principal(subject, "t", Role::Viewer).is_err(),
                 "{subject:?}"

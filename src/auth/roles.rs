@@ -137,8 +137,10 @@ impl RoleMap {
             if value.is_empty() {
                 return Err(bad("the claim value is empty"));
             }
-            if value.chars().any(char::is_control) {
-                return Err(bad("the claim value contains a control character"));
+            if crate::text::has_unsafe_char(value) {
+                return Err(bad(
+                    "the claim value contains a control, bidirectional or line separator character",
+                ));
             }
             let role: Role = role
                 .parse()
@@ -269,6 +271,8 @@ mod tests {
             ("a=b=admin", "a=b=admin"),
             ("", ""),
             ("   ", ""),
+            ("ad\u{202e}nimda=admin", "ad\u{202e}nimda=admin"),
+            ("a\u{2028}b=viewer", "a\u{2028}b=viewer"),
         ];
         for (spec, entry) in cases {
             let err = RoleMap::parse(spec).unwrap_err();

@@ -170,6 +170,8 @@ impl Hub {
             start_time: query.start_time,
             end_time: query.end_time,
         };
+        // A caller's listing can cost the database much: it takes a bounded place first.
+        let _listing = self.store.start_audit_listing(team.as_str())?;
         let mut rows = self
             .store
             .list_audit(

@@ -55,7 +55,7 @@ impl From<&StoreError> for Outcome {
         match err {
             StoreError::StorageFull(_) => Outcome::StorageFull,
             StoreError::Unavailable(_) => Outcome::Unavailable,
-            StoreError::Conflict | StoreError::Db(_) => Outcome::Failed,
+            StoreError::Conflict | StoreError::Busy(_) | StoreError::Db(_) => Outcome::Failed,
         }
     }
 }

@@ -58,7 +58,7 @@ impl WriteBatch<NewCreate, Written> for Creates {
                     let answer = match err {
                         StoreError::StorageFull(_) => Written::StorageFull,
                         StoreError::Unavailable(_) => Written::Unavailable,
-                        StoreError::Conflict | StoreError::Db(_) => {
+                        StoreError::Conflict | StoreError::Busy(_) | StoreError::Db(_) => {
                             tracing::warn!(
                                 error = %err,
                                 creates = size,

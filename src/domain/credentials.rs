@@ -1,5 +1,5 @@
 //! Credentials: sealing them to their team and owner, the one check of submitted credentials
-//! against the catalog, their resolution for a service principal (rule 2), and the
+//! against the catalog, their resolution for a service principal (rule 2 of docs/rules.md), and the
 //! fingerprints that make a create with an idempotency key safe to retry.
 
 use std::sync::Arc;
@@ -252,7 +252,7 @@ impl Hub {
         Ok((sealed, key_version))
     }
 
-    /// The credentials an active integration uses, for a service principal (rule 2).
+    /// The credentials an active integration uses, for a service principal (rule 2 of docs/rules.md).
     /// Every resolution is audited; the credentials are handed out only once the success
     /// record is committed. The common case (nothing to record of the last use) reads what
     /// it needs from the read cache when it can, and commits its record together with
@@ -270,7 +270,7 @@ impl Hub {
     ) -> Result<Resolved> {
         let key = format!("resolve|{}|{}", name.team, name.id);
         // Another team's integration is never looked up in the cache: the way below answers
-        // it exactly as a missing one (rule 7), and audits the attempt.
+        // it exactly as a missing one (rule 7 of docs/rules.md), and audits the attempt.
         let plan = if actor.sees(&name.team) {
             self.resolution_plan(actor, name, &key).await.ok()
         } else {

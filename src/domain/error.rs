@@ -183,14 +183,35 @@ impl From<StoreError> for Error {
                 Error::Unavailable("the database is unavailable; retry later".into())
             }
             StoreError::StorageFull(_) => Error::StorageFull,
+            StoreError::Busy(why) => Error::ResourceExhausted(format!(
+                "{why}; retry later, or narrow the read with filters"
+            )),
             StoreError::Db(_) => Error::Internal(err.into()),
         }
     }
 }
 
 impl From<crate::crypto::CryptoError> for Error {
+    /// A value sealed with a key this server does not hold or has retired is the operator's
+    /// to fix (re-seal, or restore the key): FAILED_PRECONDITION saying so, never INTERNAL. A
+    /// value that does not open with the right key (moved, edited, corrupted) stays INTERNAL.
     fn from(err: crate::crypto::CryptoError) -> Self {
-        Error::Internal(err.into())
+        use crate::crypto::CryptoError as C;
+        match err {
+            C::KeyRetired(version) => Error::precondition(
+                Precondition::WrongState,
+                format!(
+                    "a stored secret is sealed with key version {version}, which is retired on this server; an operator must run `integration-hub rotate-keys` with that key in the ring"
+                ),
+            ),
+            C::UnknownKeyVersion(version) => Error::precondition(
+                Precondition::WrongState,
+                format!(
+                    "a stored secret is sealed with key version {version}, which this server does not hold; an operator must add it to the key ring"
+                ),
+            ),
+            err => Error::Internal(err.into()),
+        }
     }
 }
 

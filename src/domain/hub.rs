@@ -1,4 +1,4 @@
-//! The rules of the seed, as operations on [`Hub`]: each checks the caller, reads, decides,
+//! The rules (docs/rules.md), as operations on [`Hub`]: each checks the caller, reads, decides,
 //! and writes the change, its events and its audit record in one transaction.
 //!
 //! The operations live beside the things they change: [`super::installed_apps`],
@@ -305,7 +305,7 @@ impl Write<'_> {
     }
 
     /// Reads an installed app the caller may see and locks it until commit. Another team's
-    /// app answers exactly as a missing one (rule 7), before any lock is taken.
+    /// app answers exactly as a missing one (rule 7 of docs/rules.md), before any lock is taken.
     pub async fn lock_app(&mut self, name: &AppName) -> Result<AppRow> {
         if !self.actor.sees(&name.team) {
             return Err(not_found_app(name));

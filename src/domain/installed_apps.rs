@@ -1,5 +1,5 @@
 //! Installed apps: create (idempotent with a key), read, list, edit (re-auth in place, rule
-//! 5) and delete (rule 3: the app goes and its integrations break, in one transaction).
+//! 5) and delete (rule 3 of docs/rules.md: the app goes and its integrations break, in one transaction).
 
 use crate::crypto::{Aad, Credentials};
 use crate::store::{After, AppFilter, AppRow, IntegrationCounts, IntegrationFilter};
@@ -342,7 +342,7 @@ impl Hub {
         self.app_with_count(&row).await
     }
 
-    /// Deletes an app and breaks its integrations, all in one transaction (rule 3). With
+    /// Deletes an app and breaks its integrations, all in one transaction (rule 3 of docs/rules.md). With
     /// `validate_only`, answers what would break and changes nothing.
     #[tracing::instrument(skip_all, fields(installed_app = %name, validate_only))]
     pub async fn delete_installed_app(

@@ -101,7 +101,7 @@ impl Hub {
         team: &TeamId,
         name: &AppName,
     ) -> Result<AppRow> {
-        // Another team's app answers exactly as a missing one (rule 7).
+        // Another team's app answers exactly as a missing one (rule 7 of docs/rules.md).
         if name.team != *team {
             return Err(not_found_app(name));
         }
@@ -322,7 +322,7 @@ impl Hub {
     }
 
     /// An integration's stored row, if the caller may see it (another team's answers exactly
-    /// as a missing one, rule 7).
+    /// as a missing one, rule 7 of docs/rules.md).
     pub(super) async fn integration_row(
         &self,
         actor: &Actor,

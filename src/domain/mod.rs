@@ -1,4 +1,4 @@
-//! The domain: newtypes parsed at the edge, entities, the rules of the seed, and one error
+//! The domain: newtypes parsed at the edge, entities, the rules of docs/rules.md, and one error
 //! enum. It never imports tonic; storage is reached through `crate::store` and sealing
 //! through `crate::crypto` only, and what `api` needs of them is re-exported from here.
 //!

@@ -1,5 +1,5 @@
 //! Credentials kept as an installed app: saved while an integration is created
-//! (`save_as_installed_app`, the seed's "securely store the authorization details as an
+//! (`save_as_installed_app`, Postman's "securely store the authorization details as an
 //! installed app") or promoted later from an integration's own credentials
 //! (`PromoteIntegrationCredentials`), the integrations rebound to the new app and their own
 //! copies erased, in one transaction.

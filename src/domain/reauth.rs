@@ -1,6 +1,6 @@
-//! Integration state changes: breaking (an app deleted, rule 3, or its credentials rejected,
+//! Integration state changes (docs/rules.md): breaking (an app deleted, rule 3, or its credentials rejected,
 //! rule 6) and restoring (reauthentication of one integration, or of every integration a
-//! deleted app broke onto a replacement, rule 4). Every change of state appends one event
+//! deleted app broke onto a replacement, rule 4 of docs/rules.md). Every change of state appends one event
 //! per integration.
 
 use crate::crypto::Credentials;
@@ -134,7 +134,7 @@ impl Hub {
         Ok(after)
     }
 
-    /// A service reports that the third party rejected an app's credentials (rule 6): the
+    /// A service reports that the third party rejected an app's credentials (rule 6 of docs/rules.md): the
     /// app needs reauthentication and its active integrations break.
     #[tracing::instrument(skip_all, fields(installed_app = %name))]
     pub async fn report_credentials_rejected(
@@ -204,7 +204,7 @@ impl Hub {
         Ok(broken.len())
     }
 
-    /// Brings one broken integration back (rule 4), bound to an app or to credentials of
+    /// Brings one broken integration back (rule 4 of docs/rules.md), bound to an app or to credentials of
     /// its own.
     #[tracing::instrument(skip_all, fields(integration = %name))]
     pub async fn reauthenticate_integration(
@@ -280,7 +280,7 @@ impl Hub {
         );
         let restored = self
             .write(actor, audited, async |w| {
-                // Another team's app answers exactly as a missing one (rule 7).
+                // Another team's app answers exactly as a missing one (rule 7 of docs/rules.md).
                 if from.team != team {
                     return Err(not_found_app(&from));
                 }

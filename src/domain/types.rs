@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use crate::store::RowBytes;
+
 /// Longest display name, `connected_to` or similar human text, in characters.
 pub const MAX_TEXT_CHARS: usize = 200;
 /// Longest detail of a reported rejection, in characters.
@@ -156,13 +158,13 @@ fn check_text(value: &str, max: usize) -> Result<(), String> {
     if value.chars().count() > max {
         return Err(format!("must be at most {max} characters"));
     }
-    if value.chars().any(char::is_control) {
-        return Err("must not contain control characters".to_owned());
+    if crate::text::has_unsafe_char(value) {
+        return Err(crate::text::UNSAFE_DESCRIPTION.to_owned());
     }
     Ok(())
 }
 
-/// A human-readable name: 1 to 200 characters, not blank, no control characters.
+/// A human-readable name: 1 to 200 characters, not blank, none of `crate::text::is_unsafe_char`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DisplayName(String);
 
@@ -184,7 +186,7 @@ impl DisplayName {
     }
 }
 
-/// Free text of at most `MAX` characters without control characters (may be empty).
+/// Free text of at most `MAX` characters without `crate::text::is_unsafe_char` (may be empty).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Text<const MAX: usize>(String);
 
@@ -205,7 +207,7 @@ impl<const MAX: usize> Text<MAX> {
 
 /// The account on the other side of an installed app.
 pub type ConnectedTo = Text<MAX_TEXT_CHARS>;
-/// Subject of the person who owns a record: 1 to 200 characters without control characters.
+/// Subject of the person who owns a record: 1 to 200 characters, none unsafe (as above).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Owner(String);
 
@@ -279,17 +281,35 @@ impl PageSize {
         self.0 + 1
     }
 
-    /// Cuts `rows` (read with [`PageSize::read_limit`]) to this page; returns the token of the
-    /// next page, made by `token_after` from the last row kept, or empty when none follows.
-    pub fn cut<R>(self, rows: &mut Vec<R>, token_after: impl FnOnce(&R) -> String) -> String {
-        let more = rows.len() as u64 > self.0;
-        rows.truncate(self.0 as usize);
+    /// Cuts `rows` (read with [`PageSize::read_limit`]) to this page, and to
+    /// [`MAX_PAGE_BYTES`] (at least one row); returns the token of the next page, made by
+    /// `token_after` from the last row kept, or empty when none follows.
+    pub fn cut<R: RowBytes>(
+        self,
+        rows: &mut Vec<R>,
+        token_after: impl FnOnce(&R) -> String,
+    ) -> String {
+        let mut bytes = 0;
+        let fits = rows
+            .iter()
+            .take(self.0 as usize)
+            .position(|row| {
+                bytes += row.row_bytes();
+                bytes > MAX_PAGE_BYTES
+            })
+            .map_or(self.0 as usize, |past| past.max(1));
+        let more = rows.len() > fits;
+        rows.truncate(fits);
         match (more, rows.last()) {
             (true, Some(last)) => token_after(last),
             _ => String::new(),
         }
     }
 }
+
+/// Most bytes of rows one page holds (as [`RowBytes`] estimates them): a page of large
+/// rows ends early, with a token for the rest, so no answer grows with what a team stored.
+pub const MAX_PAGE_BYTES: usize = 1024 * 1024;
 
 /// A page of results.
 pub struct Page<T> {
@@ -411,7 +431,14 @@ mod tests {
     fn display_names_must_be_short_printable_and_not_blank() {
         assert!(DisplayName::parse("Slack (ops)").is_ok());
         assert!(DisplayName::parse(&"é".repeat(200)).is_ok());
-        for bad in ["", "   ", "a\nb", &"x".repeat(201)] {
+        for bad in [
+            "",
+            "   ",
+            "a\nb",
+            "a\u{202e}b",
+            "a\u{2029}b",
+            &"x".repeat(201),
+        ] {
             assert!(DisplayName::parse(bad).is_err(), "{bad:?}");
         }
         assert!(ConnectedTo::parse("").is_ok());
@@ -452,5 +479,36 @@ mod tests {
         assert_eq!(rows, ["a", "b"]);
         let mut rows: Vec<&str> = Vec::new();
         assert_eq!(size.cut(&mut rows, |last| format!("after {last}")), "");
+    }
+
+    impl RowBytes for &str {
+        fn row_bytes(&self) -> usize {
+            self.len()
+        }
+    }
+
+    impl RowBytes for String {
+        fn row_bytes(&self) -> usize {
+            self.len()
+        }
+    }
+
+    #[test]
+    fn a_page_of_large_rows_ends_at_its_byte_bound_with_a_token_and_a_huge_row_comes_alone() {
+        let size = PageSize::parse(1000).unwrap();
+        let row = |n: usize| format!("{}{n}", "0".repeat(300_000));
+        let mut rows: Vec<String> = (0..10).map(row).collect();
+        let token = size.cut(&mut rows, |last| {
+            format!("after {}", last.trim_start_matches('0'))
+        });
+        assert_eq!(
+            rows.len(),
+            3,
+            "3 rows of 300,000 bytes fit in 1 MiB, 4 do not"
+        );
+        assert_eq!(token, "after 2");
+        let mut rows = vec!["x".repeat(MAX_PAGE_BYTES * 2), "y".to_owned()];
+        assert!(!size.cut(&mut rows, |_| "more".to_owned()).is_empty());
+        assert_eq!(rows.len(), 1);
     }
 }

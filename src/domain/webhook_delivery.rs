@@ -14,7 +14,8 @@ use super::webhooks::{DELIVERY_ACTOR, DISABLED_KIND, Delivery, not_found, secret
 
 impl Hub {
     /// The keys a delivery is signed with now: the current secret, and the one a rotation
-    /// replaced while its grace period lasts.
+    /// replaced while its grace period lasts (left out, with a warning, when it no longer
+    /// opens: the current one still signs).
     pub fn webhook_signing_keys(
         &self,
         row: &SubscriptionRow,
@@ -29,7 +30,12 @@ impl Hub {
         if let (Some(old), Some(until)) = (&row.old_secret, row.old_secret_expire_time)
             && until > now
         {
-            keys.push(self.keys.open(&aad, old)?);
+            match self.keys.open(&aad, old) {
+                Ok(key) => keys.push(key),
+                Err(err) => {
+                    tracing::warn!(webhook = %row.id, error = %err, "the previous signing secret does not open: signing with the current one only");
+                }
+            }
         }
         Ok(keys)
     }

@@ -26,7 +26,7 @@ use super::types::{
 pub const SECRET_PREFIX: &str = "whsec_";
 /// Random bytes in a signing secret (the specification asks for 24 to 64).
 const SECRET_BYTES: usize = 32;
-/// Longest URL accepted, in bytes.
+/// Longest URL accepted, in bytes, as stored (after percent-encoding and normalisation).
 pub const MAX_URL_BYTES: usize = 2048;
 /// Most event types one subscription may name.
 pub const MAX_EVENT_TYPES: usize = 32;
@@ -77,7 +77,14 @@ impl WebhookUrl {
         if url.fragment().is_some() {
             return Err("must not have a fragment".into());
         }
-        Ok(WebhookUrl(url.to_string()))
+        // What is stored is the normalised URL: percent-encoding can triple its length.
+        let stored = url.to_string();
+        if stored.len() > MAX_URL_BYTES {
+            return Err(format!(
+                "must be at most {MAX_URL_BYTES} bytes once percent-encoded"
+            ));
+        }
+        Ok(WebhookUrl(stored))
     }
 
     pub fn as_str(&self) -> &str {
@@ -246,6 +253,20 @@ impl Hub {
         Ok((sealed, version))
     }
 
+    /// Whether a sealed signing secret opens with this server's keys.
+    fn secret_opens(&self, team: &str, id: &str, sealed: &[u8]) -> bool {
+        let owner = secret_owner(id);
+        self.keys
+            .open(
+                &Aad {
+                    team,
+                    owner: &owner,
+                },
+                sealed,
+            )
+            .is_ok()
+    }
+
     /// Adds a subscription; returns it and its signing secret (shown this once). Its
     /// delivery starts after the newest event: it receives what happens from now on.
     #[tracing::instrument(skip_all, fields(team = %team))]
@@ -342,7 +363,7 @@ impl Hub {
     }
 
     /// Reads a subscription the caller may see and locks it until commit; another team's
-    /// answers exactly as a missing one (rule 7).
+    /// answers exactly as a missing one (rule 7 of docs/rules.md).
     async fn lock_webhook(
         &self,
         w: &mut super::hub::Write<'_>,
@@ -449,7 +470,8 @@ impl Hub {
     }
 
     /// Replaces the signing secret; the old one keeps signing alongside for `grace`
-    /// microseconds (0: not at all). Returns the new secret, shown this once.
+    /// microseconds (0: not at all, nor when it no longer opens: sealed with a key this
+    /// server does not hold). Returns the new secret, shown this once.
     #[tracing::instrument(skip_all, fields(webhook = %name))]
     pub async fn rotate_webhook_secret(
         &self,
@@ -467,7 +489,7 @@ impl Hub {
             let now = self.now();
             let (secret, shown) = new_secret()?;
             let (sealed, key_version) = self.seal_secret(&row.team, &row.id, &secret)?;
-            if grace_micros > 0 {
+            if grace_micros > 0 && self.secret_opens(&row.team, &row.id, &row.secret) {
                 row.old_secret = Some(std::mem::replace(&mut row.secret, sealed));
                 row.old_key_version = Some(std::mem::replace(&mut row.key_version, key_version));
                 row.old_secret_expire_time = Some(now.saturating_add(grace_micros));
@@ -545,6 +567,30 @@ mod tests {
         }
         let long = format!("https://example.com/{}", "a".repeat(MAX_URL_BYTES));
         assert!(WebhookUrl::parse(&long).is_err());
+    }
+
+    /// The limit holds for what is stored: characters that are percent-encoded (up to three
+    /// times their bytes) count as encoded.
+    #[test]
+    fn the_url_limit_holds_for_the_stored_percent_encoded_url() {
+        let base = "https://example.com/";
+        for filler in ["é", " x", "\"", "<"] {
+            let count = (MAX_URL_BYTES - base.len()) / filler.len();
+            let url = format!("{base}{}", filler.repeat(count));
+            assert!(
+                url.len() <= MAX_URL_BYTES,
+                "{filler:?}: the input is within the limit"
+            );
+            let err = WebhookUrl::parse(&url).expect_err(filler);
+            assert!(err.contains("percent-encoded"), "{err}");
+        }
+        // At the limit once encoded: accepted, and stored as encoded.
+        let count = (MAX_URL_BYTES - base.len()) / "%C3%A9".len();
+        let url = WebhookUrl::parse(&format!("{base}{}", "é".repeat(count))).expect("fits");
+        assert!(url.as_str().len() <= MAX_URL_BYTES);
+        assert!(url.as_str().contains("%C3%A9"));
+        let query = format!("{base}?q={}", "é".repeat(MAX_URL_BYTES / 2 - 20));
+        assert!(WebhookUrl::parse(&query).is_err(), "the query counts too");
     }
 
     #[test]

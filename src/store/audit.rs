@@ -1,13 +1,17 @@
 //! The audit log table: appended inside the transaction of the change it records, listed
 //! newest first.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseBackend, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Statement, Value,
+    QuerySelect, Statement, TransactionTrait, Value,
 };
+use tokio::sync::Semaphore;
 
 use super::entities::audit_event;
-use super::{Result, Store, Tx};
+use super::{Result, Store, StoreError, Tx};
 
 pub use audit_event::Model as AuditRow;
 
@@ -149,9 +153,81 @@ fn insert_audits_sql(backend: DatabaseBackend, rows: usize) -> String {
     sql
 }
 
+/// Audit listings one team may run at once on a replica.
+pub const AUDIT_LISTINGS_PER_TEAM: usize = 2;
+/// The longest one audit listing may run on PostgreSQL.
+pub const AUDIT_STATEMENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Audit listings in progress on this replica: at most [`AUDIT_LISTINGS_PER_TEAM`] per team,
+/// and at most a quarter of the connection pool together, so that a burst of listings over
+/// a long log never takes the connections other teams' calls need.
+pub(super) struct AuditReads {
+    pool_share: Arc<Semaphore>,
+    teams: Mutex<HashMap<String, usize>>,
+}
+
+/// One listing's place among [`AuditReads`], given back when dropped.
+pub struct AuditListing {
+    reads: Arc<AuditReads>,
+    team: String,
+    _share: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl AuditReads {
+    pub(super) fn new(max_connections: u32) -> AuditReads {
+        AuditReads {
+            pool_share: Arc::new(Semaphore::new((max_connections as usize / 4).max(1))),
+            teams: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn teams(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+        // Counts change in single steps: a panic elsewhere leaves them whole.
+        self.teams.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn start(self: &Arc<Self>, team: &str) -> Result<AuditListing> {
+        let mut teams = self.teams();
+        if teams.get(team).copied().unwrap_or(0) >= AUDIT_LISTINGS_PER_TEAM {
+            return Err(StoreError::Busy(
+                "too many audit listings of this team run at once",
+            ));
+        }
+        let share =
+            self.pool_share.clone().try_acquire_owned().map_err(|_| {
+                StoreError::Busy("too many audit listings run on this server at once")
+            })?;
+        *teams.entry(team.to_owned()).or_default() += 1;
+        Ok(AuditListing {
+            reads: self.clone(),
+            team: team.to_owned(),
+            _share: share,
+        })
+    }
+}
+
+impl Drop for AuditListing {
+    fn drop(&mut self) {
+        let mut teams = self.reads.teams();
+        if let Some(running) = teams.get_mut(&self.team) {
+            *running -= 1;
+            if *running == 0 {
+                teams.remove(&self.team);
+            }
+        }
+    }
+}
+
 impl Store {
+    /// A place for one caller's audit listing of `team`, or [`StoreError::Busy`] when the
+    /// team or this replica already runs as many as they may ([`AuditReads`]).
+    pub fn start_audit_listing(&self, team: &str) -> Result<AuditListing> {
+        self.audit_reads.start(team)
+    }
+
     /// A page of a team's audit records matching `filter`, newest first, strictly before
-    /// sequence number `before` when given.
+    /// sequence number `before` when given. On PostgreSQL it ends after
+    /// [`AUDIT_STATEMENT_TIMEOUT`].
     pub async fn list_audit(
         &self,
         team: &str,
@@ -175,10 +251,18 @@ impl Store {
         if let Some(before) = before {
             query = query.filter(audit_event::Column::Seq.lt(before));
         }
-        Ok(query
-            .order_by_desc(audit_event::Column::Seq)
-            .limit(limit)
-            .all(self.conn())
-            .await?)
+        let query = query.order_by_desc(audit_event::Column::Seq).limit(limit);
+        if !self.is_postgres() {
+            return Ok(query.all(self.conn()).await?);
+        }
+        let tx = self.conn().begin().await?;
+        tx.execute_unprepared(&format!(
+            "SET LOCAL statement_timeout = {}",
+            AUDIT_STATEMENT_TIMEOUT.as_millis()
+        ))
+        .await?;
+        let rows = query.all(&tx).await?;
+        tx.commit().await?;
+        Ok(rows)
     }
 }

@@ -18,6 +18,11 @@ pub enum StoreError {
     /// rolled back; reads still work.
     #[error("the database's storage is full")]
     StorageFull(#[source] DbErr),
+    /// A read that costs the database much (listing the audit log) was refused: too many
+    /// run at once for its team or for this replica's share of the pool, or it ran past its
+    /// statement timeout. Nothing was changed; the caller may retry or narrow the read.
+    #[error("{0}")]
+    Busy(&'static str),
     /// Anything else: a broken invariant or a bug.
     #[error("database error")]
     Db(#[source] DbErr),
@@ -30,7 +35,14 @@ impl From<DbErr> for StoreError {
         if let Some(SqlErr::UniqueConstraintViolation(_)) = err.sql_err() {
             return StoreError::Conflict;
         }
+        if postgres_code(&err).as_deref() == Some(QUERY_CANCELED) {
+            return StoreError::Busy("the read ran past its statement timeout");
+        }
         match fault_of(&err) {
+            Fault::Unavailable if pool_timed_out(&err) => {
+                condition::note_pool_exhausted();
+                StoreError::Unavailable(err)
+            }
             Fault::Unavailable => {
                 condition::note_unavailable(&err);
                 StoreError::Unavailable(err)
@@ -41,6 +53,20 @@ impl From<DbErr> for StoreError {
             }
             Fault::Other => StoreError::Db(err),
         }
+    }
+}
+
+/// Whether no pooled connection came free in time (the pool is saturated, the database
+/// itself may be fine).
+fn pool_timed_out(err: &DbErr) -> bool {
+    use sea_orm::RuntimeErr;
+    use sea_orm::sqlx::Error as Sqlx;
+    match err {
+        DbErr::ConnectionAcquire(sea_orm::ConnAcquireErr::Timeout) => true,
+        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => {
+            matches!(e.as_ref(), Sqlx::PoolTimedOut)
+        }
+        _ => false,
     }
 }
 
@@ -86,6 +112,20 @@ fn fault_of(err: &DbErr) -> Fault {
     }
 }
 
+/// PostgreSQL's query_canceled: a statement timeout (or an operator's cancel).
+const QUERY_CANCELED: &str = "57014";
+
+/// The SQLSTATE of a PostgreSQL error, if it is one.
+fn postgres_code(err: &DbErr) -> Option<String> {
+    use sea_orm::RuntimeErr;
+    let (DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e))) = err
+    else {
+        return None;
+    };
+    // SQLite's codes are numbers of at most four digits: no SQLSTATE is one.
+    e.as_database_error()?.code().map(|code| code.into_owned())
+}
+
 /// SQLite result codes (<https://www.sqlite.org/rescode.html>); `code` is the extended code,
 /// whose low byte is the primary one.
 fn sqlite_fault(code: &str) -> Fault {
@@ -128,6 +168,17 @@ pub mod condition {
 
     static STORAGE_FULL: AtomicBool = AtomicBool::new(false);
     static UNAVAILABLE: AtomicBool = AtomicBool::new(false);
+    static POOL_EXHAUSTED: AtomicBool = AtomicBool::new(false);
+
+    pub(in crate::store) fn note_pool_exhausted() {
+        if POOL_EXHAUSTED.swap(true, Ordering::AcqRel) {
+            tracing::debug!("the connection pool is still saturated");
+        } else {
+            tracing::warn!(
+                "the connection pool is saturated: calls that wait longer than 5 s for a connection answer UNAVAILABLE (INTEGRATION_HUB_DB_MAX_CONNECTIONS)"
+            );
+        }
+    }
 
     pub(in crate::store) fn note_storage_full(err: &sea_orm::DbErr) {
         if !STORAGE_FULL.swap(true, Ordering::AcqRel) {
@@ -159,6 +210,9 @@ pub mod condition {
 
     /// A statement reached the database.
     pub(in crate::store) fn note_reachable() {
+        if POOL_EXHAUSTED.swap(false, Ordering::AcqRel) {
+            tracing::info!("the connection pool hands out connections in time again");
+        }
         if UNAVAILABLE.swap(false, Ordering::AcqRel) {
             tracing::info!("database reachable again");
         }

@@ -21,6 +21,7 @@ mod oauth;
 mod outbox;
 mod records;
 mod rotation;
+mod sizes;
 mod webhooks;
 
 use std::sync::Arc;
@@ -34,7 +35,9 @@ use sea_orm::{
 use tokio::sync::{Notify, mpsc};
 
 pub use at_once::NewCreate;
-pub use audit::{AuditFilter, AuditRow, NewAudit};
+pub use audit::{
+    AUDIT_LISTINGS_PER_TEAM, AUDIT_STATEMENT_TIMEOUT, AuditFilter, AuditListing, AuditRow, NewAudit,
+};
 pub use entities::event::Model as EventRow;
 pub use entities::installed_app::Model as AppRow;
 pub use entities::integration::Model as IntegrationRow;
@@ -42,7 +45,8 @@ pub use error::{StoreError, condition};
 pub use oauth::{AuthorizationRow, GrantRow, RefreshFailure};
 pub use outbox::{EVENTS_CHANNEL, NewEvent};
 pub use records::{After, AppFilter, IntegrationCounts, IntegrationFilter, StateChange};
-pub use rotation::{SealedKind, SealedRow};
+pub use rotation::{SealedCount, SealedKind, SealedRow};
+pub use sizes::RowBytes;
 pub use webhooks::{DeliveryRow, Failure, NewDelivery, SubscriptionRow};
 
 /// Advisory lock key held while migrations run on PostgreSQL ("ihub-mig").
@@ -76,6 +80,8 @@ pub struct Store {
     notifier: Option<mpsc::Sender<()>>,
     /// Kept for the LISTEN connection on PostgreSQL. May hold a password: never log it.
     url: Arc<str>,
+    /// Audit listings in progress, bounded (`audit.rs`).
+    audit_reads: Arc<audit::AuditReads>,
 }
 
 impl std::fmt::Debug for Store {
@@ -100,8 +106,12 @@ impl Store {
             // every query (and on SQLite each round trip is a wake-up of its worker thread).
             .test_before_acquire_if_idle_for(Duration::from_secs(30))
             .sqlx_logging(false)
+            // A saturated pool is logged once per episode (`error::condition`), not once
+            // per slow acquire as sqlx does by default.
+            .map_sqlx_postgres_pool_opts(|pool| pool.acquire_slow_level(log::LevelFilter::Debug))
             .map_sqlx_sqlite_pool_opts(|pool| {
-                pool.after_connect(|conn, _| Box::pin(stable_plans(conn)))
+                pool.acquire_slow_level(log::LevelFilter::Debug)
+                    .after_connect(|conn, _| Box::pin(stable_plans(conn)))
                     .after_release(|conn, _| Box::pin(outside_transaction(conn)))
             })
             .map_sqlx_sqlite_opts(|opts| {
@@ -121,6 +131,7 @@ impl Store {
             appended: Arc::new(Notify::new()),
             notifier,
             url: url.into(),
+            audit_reads: Arc::new(audit::AuditReads::new(max_connections)),
         })
     }
 
@@ -233,9 +244,46 @@ pub struct Tx {
     notifier: Option<mpsc::Sender<()>>,
 }
 
+/// A limit checked by counting rows: the count and the insert it allows must not be passed
+/// by a concurrent writer of the same limit.
+#[derive(Clone, Copy, Debug)]
+pub enum Cap {
+    /// A team's webhook subscriptions.
+    WebhookSubscriptions,
+    /// One person's pending OAuth authorizations.
+    PendingAuthorizations,
+}
+
+/// The first key of the two-key advisory locks of caps ("ihcp"): locks with two `int4`
+/// keys never conflict with the one-`bigint` locks of the outbox and the migrations.
+const CAP_LOCK_CLASS: i32 = 0x6968_6370;
+
 impl Tx {
     fn conn(&self) -> &DatabaseTransaction {
         &self.inner
+    }
+
+    /// Serializes, until this transaction ends, the writers that count toward one cap of
+    /// `team` (and `subject`, for a per-person cap): called before the count, so that the
+    /// count and the insert it allows are one step. PostgreSQL (READ COMMITTED) would
+    /// otherwise let two writers count the same rows and both insert: a transaction-scoped
+    /// advisory lock on the cap's key. SQLite's write transactions already run one at a
+    /// time ([`Store::begin_write`] takes the write lock first).
+    pub async fn lock_cap(&self, cap: Cap, team: &str, subject: &str) -> Result<()> {
+        if !self.postgres {
+            return Ok(());
+        }
+        // Length-prefixed, so no two (team, subject) pairs share a key text; a hash
+        // collision only makes two caps wait for each other.
+        let key = format!("{cap:?}:{}:{team}:{subject}", team.len());
+        self.inner
+            .execute_raw(Statement::from_sql_and_values(
+                DatabaseBackend::Postgres,
+                "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+                [CAP_LOCK_CLASS.into(), key.into()],
+            ))
+            .await?;
+        Ok(())
     }
 
     pub async fn commit(self) -> Result<()> {

@@ -39,6 +39,9 @@ pub mod authorization {
         pub create_time: i64,
         pub expire_time: i64,
         pub complete_time: Option<i64>,
+        /// SHA-256 (hex) of the random value the cookie of the browser the sign-in was
+        /// opened in holds; `None` until it is opened (once).
+        pub browser_hash: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -140,6 +143,22 @@ impl Store {
             .filter(C::StateHash.eq(state_hash))
             .one(self.conn())
             .await?)
+    }
+
+    /// Binds a pending authorization to the browser whose cookie hashes to `browser_hash`:
+    /// once (a second opening finds it bound), and only while it is pending and unexpired.
+    /// Whether it was bound now.
+    pub async fn bind_authorization(&self, id: &str, browser_hash: &str, now: i64) -> Result<bool> {
+        use authorization::Column as C;
+        let bound = authorization::Entity::update_many()
+            .col_expr(C::BrowserHash, Expr::value(browser_hash.to_owned()))
+            .filter(C::Id.eq(id))
+            .filter(C::State.eq("PENDING"))
+            .filter(C::BrowserHash.is_null())
+            .filter(C::ExpireTime.gt(now))
+            .exec(self.conn())
+            .await?;
+        Ok(bound.rows_affected == 1)
     }
 
     /// Ends a claimed authorization without an app: FAILED with `error`. Bookkeeping of the
@@ -260,10 +279,14 @@ impl Store {
 }
 
 impl Tx {
-    /// How many authorizations `creator` of `team` has pending (not ended, not expired).
+    /// How many authorizations `creator` of `team` has pending (not ended, not expired),
+    /// counted under the person's cap lock ([`Tx::lock_cap`]): held until commit, so a start
+    /// that counts here and inserts is not passed by another.
     pub async fn pending_authorizations(&self, team: &str, creator: &str, now: i64) -> Result<u64> {
         use authorization::Column as C;
         use sea_orm::PaginatorTrait;
+        self.lock_cap(super::Cap::PendingAuthorizations, team, creator)
+            .await?;
         Ok(authorization::Entity::find()
             .filter(C::Team.eq(team))
             .filter(C::Creator.eq(creator))

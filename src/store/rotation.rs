@@ -1,20 +1,93 @@
 //! Sealed values by key version: what `rotate-keys` re-seals and what `serve` probes at start.
+//!
+//! Every column that holds a sealed value is a [`SealedKind`]: a new sealed column gets a
+//! variant here, and with it rotation and the start-up check.
 
 use std::collections::BTreeMap;
 
-use sea_orm::sea_query::Expr;
-use sea_orm::{ColumnTrait, EntityTrait, FromQueryResult, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::sea_query::{Alias, Expr, ExprTrait, Order, Query, SelectStatement};
+use sea_orm::{ConnectionTrait, FromQueryResult};
 
-use super::entities::{installed_app, integration};
 use super::{Result, Store, Tx};
 
 /// Where a sealed value is stored.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum SealedKind {
     /// `installed_apps.credentials`.
     App,
     /// `integrations.own_credentials`.
     Integration,
+    /// `webhook_subscriptions.secret`.
+    WebhookSecret,
+    /// `webhook_subscriptions.old_secret`: the secret a rotation replaced.
+    WebhookOldSecret,
+    /// `oauth_authorizations.verifier`: the PKCE verifier of an authorization in progress
+    /// (emptied once it ends).
+    AuthorizationVerifier,
+}
+
+impl SealedKind {
+    /// Every sealed column of the store.
+    pub const ALL: [SealedKind; 5] = [
+        SealedKind::App,
+        SealedKind::Integration,
+        SealedKind::WebhookSecret,
+        SealedKind::WebhookOldSecret,
+        SealedKind::AuthorizationVerifier,
+    ];
+
+    /// The table, the sealed column and its key-version column.
+    fn columns(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            SealedKind::App => ("installed_apps", "credentials", "key_version"),
+            SealedKind::Integration => ("integrations", "own_credentials", "key_version"),
+            SealedKind::WebhookSecret => ("webhook_subscriptions", "secret", "key_version"),
+            SealedKind::WebhookOldSecret => {
+                ("webhook_subscriptions", "old_secret", "old_key_version")
+            }
+            SealedKind::AuthorizationVerifier => {
+                ("oauth_authorizations", "verifier", "key_version")
+            }
+        }
+    }
+
+    /// `table.column`, as the log and the start-up check name it.
+    pub fn column(self) -> String {
+        let (table, column, _) = self.columns();
+        format!("{table}.{column}")
+    }
+
+    /// The rows of this kind that hold a sealed value (an ended authorization's verifier is
+    /// emptied, an integration without credentials of its own has none).
+    fn stored(self) -> SelectStatement {
+        let (table, column, _) = self.columns();
+        let mut query = Query::select();
+        query
+            .from(Alias::new(table))
+            .and_where(Expr::col(Alias::new(column)).is_not_null())
+            .and_where(Expr::col(Alias::new(column)).ne(Vec::<u8>::new()));
+        query
+    }
+
+    /// [`SealedKind::stored`] with the columns of a [`SealedRow`].
+    fn rows(self) -> SelectStatement {
+        let (_, column, key_version) = self.columns();
+        let mut query = self.stored();
+        query
+            .column(Alias::new("id"))
+            .column(Alias::new("team"))
+            .expr_as(Expr::col(Alias::new(column)), Alias::new("sealed"))
+            .expr_as(
+                Expr::col(Alias::new(key_version)),
+                Alias::new("key_version"),
+            )
+            .order_by(Alias::new("id"), Order::Asc);
+        query
+    }
+
+    fn key_version(self) -> Alias {
+        Alias::new(self.columns().2)
+    }
 }
 
 /// One stored sealed value and what identifies its row.
@@ -24,8 +97,14 @@ pub struct SealedRow {
     pub team: String,
     pub sealed: Vec<u8>,
     pub key_version: i32,
-    /// The row's version when it was read; a re-seal applies only if it is unchanged.
-    pub version: i64,
+}
+
+/// How many values of one kind one key version seals.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SealedCount {
+    pub kind: SealedKind,
+    pub key_version: i32,
+    pub count: u64,
 }
 
 #[derive(FromQueryResult)]
@@ -34,23 +113,10 @@ struct VersionCount {
     count: i64,
 }
 
-macro_rules! sealed_query {
-    ($entity:ident, $credentials:ident) => {
-        $entity::Entity::find()
-            .select_only()
-            .column($entity::Column::Id)
-            .column($entity::Column::Team)
-            .column_as($entity::Column::$credentials, "sealed")
-            .column($entity::Column::KeyVersion)
-            .column($entity::Column::Version)
-            .filter($entity::Column::$credentials.is_not_null())
-    };
-}
-
 impl Tx {
-    /// Up to `limit` values sealed with a key version below `below`, with an id after
-    /// `after`, in id order: a run that walks them resumes where a killed one stopped, and
-    /// finds nothing once every value is sealed with the newest key.
+    /// Up to `limit` values of `kind` sealed with a key version below `below`, with an id
+    /// after `after`, in id order: a run that walks them resumes where a killed one stopped,
+    /// and finds nothing once every value is sealed with the newest key.
     pub async fn sealed_below(
         &self,
         kind: SealedKind,
@@ -58,35 +124,21 @@ impl Tx {
         after: &str,
         limit: u64,
     ) -> Result<Vec<SealedRow>> {
-        let rows = match kind {
-            SealedKind::App => {
-                sealed_query!(installed_app, Credentials)
-                    .filter(installed_app::Column::KeyVersion.lt(below))
-                    .filter(installed_app::Column::Id.gt(after))
-                    .order_by_asc(installed_app::Column::Id)
-                    .limit(limit)
-                    .into_model::<SealedRow>()
-                    .all(self.conn())
-                    .await?
-            }
-            SealedKind::Integration => {
-                sealed_query!(integration, OwnCredentials)
-                    .filter(integration::Column::KeyVersion.lt(below))
-                    .filter(integration::Column::Id.gt(after))
-                    .order_by_asc(integration::Column::Id)
-                    .limit(limit)
-                    .into_model::<SealedRow>()
-                    .all(self.conn())
-                    .await?
-            }
-        };
-        Ok(rows)
+        let mut query = kind.rows();
+        query
+            .and_where(Expr::col(kind.key_version()).lt(below))
+            .and_where(Expr::col(Alias::new("id")).gt(after))
+            .limit(limit);
+        let statement = self.conn().get_database_backend().build(&query);
+        Ok(SealedRow::find_by_statement(statement)
+            .all(self.conn())
+            .await?)
     }
 
-    /// Replaces a value's ciphertext if its row is as it was read (same version, same key
-    /// version); false when a concurrent change came first. Every other change of these
-    /// rows bumps the version, so none is ever overwritten. The version itself is left
-    /// alone: re-sealing changes nothing a client can see, so etags stay valid.
+    /// Replaces a value's ciphertext if it is still the one read (the same bytes under the
+    /// same key version); false when a concurrent change came first. Every seal draws a new
+    /// nonce, so a value written since differs, and is never overwritten. Nothing else of
+    /// the row changes: re-sealing changes nothing a client can see, so etags stay valid.
     pub async fn reseal(
         &self,
         kind: SealedKind,
@@ -94,82 +146,71 @@ impl Tx {
         sealed: Vec<u8>,
         key_version: i32,
     ) -> Result<bool> {
-        let affected = match kind {
-            SealedKind::App => {
-                installed_app::Entity::update_many()
-                    .col_expr(installed_app::Column::Credentials, Expr::value(sealed))
-                    .col_expr(installed_app::Column::KeyVersion, Expr::value(key_version))
-                    .filter(installed_app::Column::Id.eq(row.id.as_str()))
-                    .filter(installed_app::Column::Team.eq(row.team.as_str()))
-                    .filter(installed_app::Column::Version.eq(row.version))
-                    .filter(installed_app::Column::KeyVersion.eq(row.key_version))
-                    .exec(self.conn())
-                    .await?
-                    .rows_affected
-            }
-            SealedKind::Integration => {
-                integration::Entity::update_many()
-                    .col_expr(integration::Column::OwnCredentials, Expr::value(sealed))
-                    .col_expr(integration::Column::KeyVersion, Expr::value(key_version))
-                    .filter(integration::Column::Id.eq(row.id.as_str()))
-                    .filter(integration::Column::Team.eq(row.team.as_str()))
-                    .filter(integration::Column::Version.eq(row.version))
-                    .filter(integration::Column::KeyVersion.eq(row.key_version))
-                    .filter(integration::Column::OwnCredentials.is_not_null())
-                    .exec(self.conn())
-                    .await?
-                    .rows_affected
-            }
-        };
-        Ok(affected == 1)
+        let (table, column, _) = kind.columns();
+        let mut update = Query::update();
+        update
+            .table(Alias::new(table))
+            .value(Alias::new(column), sealed)
+            .value(kind.key_version(), key_version)
+            .and_where(Expr::col(Alias::new("id")).eq(row.id.as_str()))
+            .and_where(Expr::col(Alias::new("team")).eq(row.team.as_str()))
+            .and_where(Expr::col(kind.key_version()).eq(row.key_version))
+            .and_where(Expr::col(Alias::new(column)).eq(row.sealed.clone()));
+        let statement = self.conn().get_database_backend().build(&update);
+        Ok(self.conn().execute_raw(statement).await?.rows_affected() == 1)
     }
 }
 
 impl Store {
-    /// How many stored sealed values each key version seals (both tables together).
-    pub async fn key_version_counts(&self) -> Result<BTreeMap<i32, u64>> {
-        let mut counts = BTreeMap::new();
-        let apps = installed_app::Entity::find()
-            .select_only()
-            .column(installed_app::Column::KeyVersion)
-            .column_as(installed_app::Column::Id.count(), "count")
-            .group_by(installed_app::Column::KeyVersion)
-            .into_model::<VersionCount>()
-            .all(self.conn())
-            .await?;
-        let integrations = integration::Entity::find()
-            .select_only()
-            .column(integration::Column::KeyVersion)
-            .column_as(integration::Column::Id.count(), "count")
-            .filter(integration::Column::OwnCredentials.is_not_null())
-            .group_by(integration::Column::KeyVersion)
-            .into_model::<VersionCount>()
-            .all(self.conn())
-            .await?;
-        for row in apps.into_iter().chain(integrations) {
-            *counts.entry(row.key_version).or_insert(0) += u64::try_from(row.count).unwrap_or(0);
+    /// How many stored values each key version seals, per sealed column.
+    pub async fn sealed_counts(&self) -> Result<Vec<SealedCount>> {
+        let mut counts = Vec::new();
+        for kind in SealedKind::ALL {
+            let mut query = kind.stored();
+            query
+                .expr_as(Expr::col(kind.key_version()), Alias::new("key_version"))
+                .expr_as(Expr::cust("COUNT(*)"), Alias::new("count"))
+                .group_by_col(kind.key_version());
+            let statement = self.conn().get_database_backend().build(&query);
+            for row in VersionCount::find_by_statement(statement)
+                .all(self.conn())
+                .await?
+            {
+                counts.push(SealedCount {
+                    kind,
+                    key_version: row.key_version,
+                    count: u64::try_from(row.count).unwrap_or(0),
+                });
+            }
         }
         Ok(counts)
     }
 
-    /// One stored sealed value of the given key version (the one with the smallest id,
-    /// installed apps first), if any.
-    pub async fn sealed_sample(&self, key_version: i32) -> Result<Option<(SealedKind, SealedRow)>> {
-        let app = sealed_query!(installed_app, Credentials)
-            .filter(installed_app::Column::KeyVersion.eq(key_version))
-            .order_by_asc(installed_app::Column::Id)
-            .into_model::<SealedRow>()
-            .one(self.conn())
-            .await?;
-        if let Some(row) = app {
-            return Ok(Some((SealedKind::App, row)));
+    /// How many stored sealed values each key version seals (every column together).
+    pub async fn key_version_counts(&self) -> Result<BTreeMap<i32, u64>> {
+        let mut counts = BTreeMap::new();
+        for row in self.sealed_counts().await? {
+            *counts.entry(row.key_version).or_insert(0) += row.count;
         }
-        let integration = sealed_query!(integration, OwnCredentials)
-            .filter(integration::Column::KeyVersion.eq(key_version))
-            .order_by_asc(integration::Column::Id)
-            .into_model::<SealedRow>()
-            .one(self.conn())
-            .await?;
-        Ok(integration.map(|row| (SealedKind::Integration, row)))
+        Ok(counts)
+    }
+
+    /// One stored sealed value of the given key version (the one with the smallest id, of
+    /// the first kind in [`SealedKind::ALL`] that has one), if any.
+    pub async fn sealed_sample(&self, key_version: i32) -> Result<Option<(SealedKind, SealedRow)>> {
+        for kind in SealedKind::ALL {
+            let mut query = kind.rows();
+            query
+                .and_where(Expr::col(kind.key_version()).eq(key_version))
+                .limit(1);
+            let statement = self.conn().get_database_backend().build(&query);
+            if let Some(row) = SealedRow::find_by_statement(statement)
+                .one(self.conn())
+                .await?
+            {
+                return Ok(Some((kind, row)));
+            }
+        }
+        Ok(None)
     }
 }

@@ -200,7 +200,12 @@ impl Tx {
         Ok(result.rows_affected == 1)
     }
 
+    /// How many subscriptions `team` has, counted under the team's cap lock
+    /// ([`Tx::lock_cap`]): held until commit, so a create that counts here and inserts is not
+    /// passed by another.
     pub async fn count_subscriptions(&self, team: &str) -> Result<u64> {
+        self.lock_cap(super::Cap::WebhookSubscriptions, team, "")
+            .await?;
         Ok(subscription::Entity::find()
             .filter(S::Team.eq(team))
             .count(&self.inner)
@@ -258,16 +263,19 @@ impl Store {
     }
 
     /// Enabled subscriptions with something to deliver (behind `newest`), due now, whose
-    /// lease is free, expired or `owner`'s: candidates for [`Store::take_lease`].
+    /// lease is free, expired or `owner`'s, of teams other than `skip_teams` (those whose
+    /// share of the deliverer is in use): candidates for [`Store::take_lease`].
     pub async fn due_subscriptions(
         &self,
         owner: &str,
         newest: i64,
         now: i64,
+        skip_teams: &[String],
         limit: u64,
     ) -> Result<Vec<SubscriptionRow>> {
         Ok(subscription::Entity::find()
             .filter(S::Enabled.eq(true))
+            .filter(S::Team.is_not_in(skip_teams.iter().cloned()))
             .filter(S::Position.lt(newest))
             .filter(
                 Condition::any()

@@ -5,7 +5,8 @@
 //! - [`outbound`]: where webhooks may go (no internal addresses, checked at connect), and
 //!   the HTTP sender (no redirects, timeouts, response caps).
 //! - [`payload`]: the JSON body and the `webhook-signature`.
-//! - [`worker`]: the delivery loop (leases, order, retries, disable).
+//! - [`worker`]: the delivery loop (leases, order, retries, disable, each team's share of the
+//!   slots).
 //!
 //! May import `domain`, `store`, `events` and `metrics`.
 

@@ -3,8 +3,10 @@
 //! A receiver's URL is `https://` (`http://` only to loopback, and loopback at all only
 //! with the dev setting). Its host must not be, or resolve to, an address inside the
 //! deployment's network: private, loopback, link-local (the cloud metadata service at
-//! 169.254.169.254), unspecified, multicast, reserved, IPv6 unique-local, and IPv6 forms
-//! that embed an IPv4 address (mapped, compatible, NAT64, 6to4, Teredo). The check runs at
+//! 169.254.169.254), unspecified, multicast, reserved, IPv6 unique-local, IPv6 forms that
+//! embed an IPv4 address (mapped, translated, compatible, NAT64, 6to4, Teredo), and every
+//! other IPv6 special-purpose range that is not globally reachable (discard-only,
+//! documentation, benchmarking, SRv6, anything outside 2000::/3). The check runs at
 //! create and update, and at every connection: the client's DNS resolver is
 //! [`GuardedResolver`], which resolves the name itself and hands the connector only
 //! addresses it checked, so a name that rebinds between check and connect cannot slip
@@ -57,6 +59,31 @@ fn refused_v4(ip: Ipv4Addr, allow_loopback: bool) -> Option<&'static str> {
     None
 }
 
+/// IPv6 ranges inside the global unicast range (2000::/3) that may not receive webhooks,
+/// from IANA's special-purpose address registry, as (prefix, length, why).
+const REFUSED_GLOBAL_V6: [(u128, u8, &str); 4] = [
+    // 2001::/32 Teredo (embeds an IPv4 address), 2001:2::/48 benchmarking, ORCHID, and the
+    // rest of the IETF protocol assignments: refused whole.
+    (
+        0x2001_0000 << 96,
+        23,
+        "an IETF protocol address (Teredo, benchmarking, ORCHID)",
+    ),
+    (0x2001_0db8 << 96, 32, "a documentation address"),
+    // 6to4 embeds an IPv4 address.
+    (
+        0x2002 << 112,
+        16,
+        "an IPv6 address embedding an IPv4 address",
+    ),
+    (0x3fff << 112, 20, "a documentation address"),
+];
+
+fn in_prefix(ip: Ipv6Addr, prefix: u128, len: u8) -> bool {
+    let mask = u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
+    u128::from(ip) & mask == prefix & mask
+}
+
 fn refused_v6(ip: Ipv6Addr, allow_loopback: bool) -> Option<&'static str> {
     if ip.is_loopback() {
         return (!allow_loopback).then_some("a loopback address");
@@ -71,15 +98,21 @@ fn refused_v6(ip: Ipv6Addr, allow_loopback: bool) -> Option<&'static str> {
     if (s[0] & 0xffc0) == 0xfe80 || (s[0] & 0xffc0) == 0xfec0 {
         return Some("a link-local address");
     }
-    // ::ffff:a.b.c.d, ::a.b.c.d, 64:ff9b::/96 (NAT64), 2002::/16 (6to4), 2001::/32 (Teredo):
-    // each can reach an IPv4 address the checks above would refuse.
-    if s[..5] == [0; 5] || (s[0] == 0x64 && s[1] == 0xff9b) || s[0] == 0x2002 {
+    // ::/96 (compatible), ::ffff:0:0/96 (mapped), ::ffff:0:0:0/96 (translated),
+    // 64:ff9b::/96 and 64:ff9b:1::/48 (NAT64): each can reach an IPv4 address the checks
+    // above would refuse.
+    if s[..4] == [0; 4] || (s[0] == 0x64 && s[1] == 0xff9b) {
         return Some("an IPv6 address embedding an IPv4 address");
     }
-    if s[0] == 0x2001 && (s[1] == 0 || s[1] == 0x0db8) {
-        return Some("a Teredo or documentation address");
+    // Everything reachable is in 2000::/3 (global unicast); outside it are the discard-only
+    // 100::/64, the SRv6 5f00::/16 and ranges not allocated at all.
+    if (s[0] & 0xe000) != 0x2000 {
+        return Some("a special-purpose or unallocated address");
     }
-    None
+    REFUSED_GLOBAL_V6
+        .iter()
+        .find(|(prefix, len, _)| in_prefix(ip, *prefix, *len))
+        .map(|(_, _, why)| *why)
 }
 
 /// Why a destination is refused, for the client (never a secret: the URL's host at most).
@@ -198,6 +231,8 @@ pub enum Outcome {
     Timeout,
     ConnectionError,
     DestinationRefused,
+    /// Nothing was sent: the event could not be signed (a secret that does not open).
+    NotSent,
 }
 
 impl Outcome {
@@ -208,15 +243,17 @@ impl Outcome {
             Outcome::Timeout => "TIMEOUT",
             Outcome::ConnectionError => "CONNECTION_ERROR",
             Outcome::DestinationRefused => "DESTINATION_REFUSED",
+            Outcome::NotSent => "NOT_SENT",
         }
     }
 
-    pub const ALL: [Outcome; 5] = [
+    pub const ALL: [Outcome; 6] = [
         Outcome::Delivered,
         Outcome::HttpError,
         Outcome::Timeout,
         Outcome::ConnectionError,
         Outcome::DestinationRefused,
+        Outcome::NotSent,
     ];
 }
 
@@ -226,10 +263,32 @@ pub struct Attempt {
     pub outcome: Outcome,
     pub response_code: Option<u16>,
     pub latency: Duration,
-    /// The start of the response body, lossy UTF-8.
+    /// The start of the response body as stored ([`stored_text`]).
     pub response_body: String,
     /// Why it failed, for people; empty on success.
     pub error: String,
+}
+
+impl Attempt {
+    /// An attempt that sent nothing, and why.
+    pub fn not_sent(error: String) -> Attempt {
+        Attempt {
+            outcome: Outcome::NotSent,
+            response_code: None,
+            latency: Duration::ZERO,
+            response_body: String::new(),
+            error: stored_text(error.as_bytes()),
+        }
+    }
+}
+
+/// A receiver's bytes as any database stores them: UTF-8 (invalid sequences replaced), NUL
+/// replaced (PostgreSQL's text refuses it), cut to [`KEPT_RESPONSE_BYTES`] on a character
+/// boundary.
+pub fn stored_text(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(KEPT_RESPONSE_BYTES)]);
+    let text = text.replace('\0', "\u{FFFD}");
+    crate::domain::error::truncated(&text, KEPT_RESPONSE_BYTES)
 }
 
 /// Sends signed webhooks.
@@ -324,7 +383,7 @@ impl Sender {
             },
             response_code: Some(status.as_u16()),
             latency: started.elapsed(),
-            response_body: String::from_utf8_lossy(&kept).into_owned(),
+            response_body: stored_text(&kept),
             error: if ok {
                 String::new()
             } else {
@@ -345,6 +404,7 @@ fn failed(err: reqwest::Error, started: Instant) -> Attempt {
         }
         source = e.source();
     }
+    let refused = refused.map(|r| stored_text(r.as_bytes()));
     let (outcome, error) = if let Some(reason) = refused {
         (Outcome::DestinationRefused, reason)
     } else if err.is_timeout() {
@@ -354,7 +414,7 @@ fn failed(err: reqwest::Error, started: Instant) -> Attempt {
     } else {
         (
             Outcome::ConnectionError,
-            format!("the request failed: {}", err.without_url()),
+            stored_text(format!("the request failed: {}", err.without_url()).as_bytes()),
         )
     };
     Attempt {
@@ -397,6 +457,33 @@ mod tests {
             "::ffff:8.8.8.8",
             "64:ff9b::a00:1",
             "2002:a00:1::1",
+            // Translated (RFC 6145), and 127.0.0.1 in it.
+            "::ffff:0:7f00:1",
+            "::ffff:0:808:808",
+            // IPv4-compatible, local-use NAT64.
+            "::7f00:1",
+            "::808:808",
+            "64:ff9b:1::a00:1",
+            "64:ff9b::808:808",
+            // Discard-only, SRv6, unallocated.
+            "100::1",
+            "100::ffff:1",
+            "5f00::1",
+            "4000::1",
+            "1::1",
+            // IETF protocol assignments: Teredo, benchmarking, ORCHIDv2.
+            "2001::1",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+            "2001:2::1",
+            "2001:20::1",
+            "2001:1ff:ffff::1",
+            // Documentation, 6to4 of a public address, site-local.
+            "2001:db8::1",
+            "3fff::1",
+            "3fff:fff:ffff::1",
+            "2002:808:808::1",
+            "fec0::1",
+            "ff0e::1",
         ] {
             assert!(refused(ip, false), "{ip} should be refused");
             assert!(
@@ -413,8 +500,28 @@ mod tests {
             "1.1.1.1",
             "2606:4700:4700::1111",
             "93.184.216.34",
+            // Just past the refused blocks of 2000::/3.
+            "2001:200::1",
+            "2001:db9::1",
+            "2003::1",
+            "3ffe::1",
+            "3fff:1000::1",
+            "2a00:1450:4001::1",
         ] {
             assert!(!refused(ip, false), "{ip} is public");
+        }
+    }
+
+    #[test]
+    fn a_receivers_bytes_are_stored_as_bounded_text_without_nul() {
+        let stored = stored_text(b"a\0b\xff\xfec\0");
+        assert_eq!(stored, "a\u{FFFD}b\u{FFFD}\u{FFFD}c\u{FFFD}");
+        // Invalid bytes triple in size when replaced: still cut to the bound.
+        let stored = stored_text(&[0xff; 4 * KEPT_RESPONSE_BYTES]);
+        assert!(stored.len() <= KEPT_RESPONSE_BYTES, "{}", stored.len());
+        assert!(stored.ends_with('…'));
+        for text in ["é".repeat(600), format!("a{}", "é".repeat(600))] {
+            assert!(stored_text(text.as_bytes()).len() <= KEPT_RESPONSE_BYTES);
         }
     }
 
@@ -465,6 +572,8 @@ mod tests {
             "https://10.0.0.1/",
             "https://169.254.169.254/",
             "https://[::ffff:169.254.169.254]/",
+            "https://[::ffff:0:7f00:1]/",
+            "https://[100::1]/",
             "https://unknown.example/",
             "http://hooks.example/",
         ] {

@@ -56,6 +56,13 @@ pub struct WebhookArgs {
           value_parser = clap::value_parser!(u64).range(1..=1024))]
     pub webhook_concurrency: u64,
 
+    /// Most subscriptions of one team one replica delivers to at once: a team whose
+    /// receivers are slow holds at most this many of the replica's slots, and the other
+    /// teams find the rest free. Capped at `INTEGRATION_HUB_WEBHOOK_CONCURRENCY`.
+    #[arg(long, env = "INTEGRATION_HUB_WEBHOOK_TEAM_CONCURRENCY", default_value_t = 4,
+          value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub webhook_team_concurrency: u64,
+
     /// How long the old secret keeps signing after RotateWebhookSecret when the request
     /// names no grace period, in seconds.
     #[arg(long, env = "INTEGRATION_HUB_WEBHOOK_SECRET_GRACE_SECS", default_value_t = 24 * 3600)]
@@ -112,6 +119,7 @@ mod tests {
             webhook_poll_ms: 1_000,
             webhook_max_subscriptions: 25,
             webhook_concurrency: 32,
+            webhook_team_concurrency: 4,
             webhook_secret_grace_secs: 24 * 3600,
             webhook_delivery_retention_secs: 7 * 24 * 3600,
         }

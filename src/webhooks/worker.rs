@@ -8,12 +8,22 @@
 //! subscription in this replica), and it does not pass an event until the event is
 //! acknowledged. A failure waits out the backoff (the lease is released meanwhile); past
 //! the retry window the subscription is disabled.
+//!
+//! Fair between teams: a replica delivers to at most `INTEGRATION_HUB_WEBHOOK_CONCURRENCY`
+//! subscriptions at once, and to at most `INTEGRATION_HUB_WEBHOOK_TEAM_CONCURRENCY` of one
+//! team ([`Slots`]); a team at its share is not even read among the due subscriptions, so
+//! the slow receivers of one team (each held at most the timeout, the answer's body
+//! included) never keep another team's deliveries waiting.
+//!
+//! Every attempt ends in a record, a backoff or a disable: an event that cannot be signed
+//! (a secret that does not open) is a NOT_SENT attempt, and a record that cannot be stored
+//! is logged while the attempt's outcome still moves the subscription on.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 
 use super::WebhookArgs;
 use super::outbound::{Attempt, Outcome, Sender};
@@ -29,6 +39,76 @@ use crate::store::{EventRow, Failure, NewDelivery, Store, SubscriptionRow};
 const READ_CHUNK: u64 = 100;
 /// Subscriptions looked at per poll.
 const DUE_CHUNK: u64 = 100;
+
+/// The subscriptions this replica delivers to now, and their teams: at most `total`, and at
+/// most `per_team` of one team.
+struct Slots {
+    total: usize,
+    per_team: usize,
+    /// Subscription id -> team.
+    active: Mutex<HashMap<String, String>>,
+}
+
+impl Slots {
+    fn new(total: u64, per_team: u64) -> Slots {
+        let total = usize::try_from(total).unwrap_or(1).max(1);
+        Slots {
+            total,
+            per_team: usize::try_from(per_team).unwrap_or(1).clamp(1, total),
+            active: Mutex::default(),
+        }
+    }
+
+    fn active(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.active.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The teams holding their whole share.
+    fn full_teams(&self) -> Vec<String> {
+        let mut held: HashMap<&str, usize> = HashMap::new();
+        let active = self.active();
+        for team in active.values() {
+            *held.entry(team).or_default() += 1;
+        }
+        held.into_iter()
+            .filter(|(_, n)| *n >= self.per_team)
+            .map(|(team, _)| team.to_owned())
+            .collect()
+    }
+
+    /// Takes a slot for subscription `id` of `team`: `None` when it is being delivered
+    /// already, or when the replica or the team has no slot free.
+    fn take(self: &Arc<Self>, id: &str, team: &str) -> Option<Slot> {
+        let mut active = self.active();
+        if active.len() >= self.total
+            || active.contains_key(id)
+            || active.values().filter(|t| *t == team).count() >= self.per_team
+        {
+            return None;
+        }
+        active.insert(id.to_owned(), team.to_owned());
+        Some(Slot {
+            slots: Arc::clone(self),
+            id: id.to_owned(),
+        })
+    }
+
+    fn is_full(&self) -> bool {
+        self.active().len() >= self.total
+    }
+}
+
+/// A slot held; given back when dropped.
+struct Slot {
+    slots: Arc<Slots>,
+    id: String,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.slots.active().remove(&self.id);
+    }
+}
 
 /// What every delivery task shares.
 #[derive(Clone)]
@@ -78,9 +158,9 @@ impl Worker {
 
     /// Polls for due subscriptions until `stop` flips; woken early by every published batch.
     pub async fn run(self, bus: EventBus, mut stop: watch::Receiver<bool>) {
-        let active: Arc<Mutex<HashSet<String>>> = Arc::default();
-        let slots = Arc::new(Semaphore::new(
-            usize::try_from(self.args.webhook_concurrency).unwrap_or(1),
+        let slots = Arc::new(Slots::new(
+            self.args.webhook_concurrency,
+            self.args.webhook_team_concurrency,
         ));
         let mut batches = bus.subscribe();
         let mut pruned_at = 0;
@@ -95,7 +175,7 @@ impl Worker {
                     tracing::warn!(error = %anyhow::Error::from(err), "pruning webhook deliveries failed");
                 }
             }
-            if let Err(err) = self.start_due(bus.position(), &active, &slots, &stop).await {
+            if let Err(err) = self.start_due(bus.position(), &slots, &stop).await {
                 tracing::warn!(error = %anyhow::Error::from(err), "looking for webhook deliveries failed");
             }
             tokio::select! {
@@ -106,29 +186,28 @@ impl Worker {
         }
     }
 
-    /// Starts a task for each due subscription whose lease this replica wins.
+    /// Starts a task for each due subscription that has a slot (see [`Slots`]) and whose
+    /// lease this replica wins.
     async fn start_due(
         &self,
         newest: i64,
-        active: &Arc<Mutex<HashSet<String>>>,
-        slots: &Arc<Semaphore>,
+        slots: &Arc<Slots>,
         stop: &watch::Receiver<bool>,
     ) -> Result<()> {
+        if slots.is_full() {
+            return Ok(());
+        }
         let now = (self.now)();
         let due = self
             .store
-            .due_subscriptions(&self.owner, newest, now, DUE_CHUNK)
+            .due_subscriptions(&self.owner, newest, now, &slots.full_teams(), DUE_CHUNK)
             .await?;
         for row in due {
-            if active
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .contains(&row.id)
-            {
-                continue;
-            }
-            let Ok(slot) = slots.clone().try_acquire_owned() else {
+            if slots.is_full() {
                 return Ok(());
+            }
+            let Some(slot) = slots.take(&row.id, &row.team) else {
+                continue;
             };
             let until = now.saturating_add(micros(self.args.lease()));
             if !self
@@ -138,21 +217,15 @@ impl Worker {
             {
                 continue;
             }
-            active
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(row.id.clone());
             let worker = self.clone();
-            let active = active.clone();
             let stop = stop.clone();
             tokio::spawn(async move {
-                let _slot = slot;
                 let id = row.id.clone();
                 if let Err(err) = worker.deliver(row, stop).await {
                     tracing::warn!(error = %anyhow::Error::from(err), webhook = %id, "webhook delivery stopped");
                 }
                 let _ = worker.store.release_webhook_lease(&id, &worker.owner).await;
-                active.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+                drop(slot);
             });
         }
         Ok(())
@@ -210,7 +283,7 @@ impl Worker {
             let skipped = index > 0;
             let event = &rows[index];
             let attempt = if skipped { 1 } else { row.failed_attempts + 1 };
-            let result = self.attempt(&row, event, attempt).await?;
+            let result = self.attempt(&row, event, attempt).await;
             if result.outcome == Outcome::Delivered {
                 if !self
                     .store
@@ -269,28 +342,32 @@ impl Worker {
         }
     }
 
-    /// Sends one event once and records the attempt.
-    async fn attempt(
-        &self,
-        row: &SubscriptionRow,
-        event: &EventRow,
-        attempt: i32,
-    ) -> Result<Attempt> {
+    /// Sends one event once and records the attempt. Never fails: an event that cannot be
+    /// signed is a NOT_SENT attempt, and a record that cannot be stored is logged, so the
+    /// caller still acknowledges, backs off or disables.
+    async fn attempt(&self, row: &SubscriptionRow, event: &EventRow, attempt: i32) -> Attempt {
         let id = webhook_id(&event.event_id, &row.id);
         let now = (self.now)();
         let timestamp = now.div_euclid(1_000_000);
-        let team = TeamId::parse(&row.team).map_err(|_| Error::internal("stored team id"))?;
-        let body = event_body(event, &self.hub.cursors(Some(&team)))?;
-        let keys = self.hub.webhook_signing_keys(row, now)?;
-        let keys: Vec<&[u8]> = keys.iter().map(|k| k.expose()).collect();
-        let signature = signature(&keys, &id, timestamp, &body);
-        let result = self
-            .sender
-            .send(&row.url, &id, timestamp, &signature, body)
-            .await;
+        let result = match self.signed(row, event, &id, now) {
+            Ok((body, signature)) => {
+                self.sender
+                    .send(&row.url, &id, timestamp, &signature, body)
+                    .await
+            }
+            Err(err) => {
+                let reason = match &err {
+                    Error::FailedPrecondition { message, .. } => message.clone(),
+                    _ => "the delivery could not be signed (see the server log)".to_owned(),
+                };
+                tracing::warn!(error = %anyhow::Error::from(err), webhook = %row.id, "webhook not sent");
+                Attempt::not_sent(reason)
+            }
+        };
         self.metrics
             .record_webhook(result.outcome.as_str(), result.latency);
-        self.store
+        let record = self
+            .store
             .insert_delivery(NewDelivery {
                 team: row.team.clone(),
                 subscription_id: row.id.clone(),
@@ -305,7 +382,51 @@ impl Worker {
                 response_body: result.response_body.clone(),
                 error: result.error.clone(),
             })
-            .await?;
-        Ok(result)
+            .await;
+        if let Err(err) = record {
+            tracing::warn!(error = %anyhow::Error::from(err), webhook = %row.id, "recording a webhook delivery attempt failed");
+        }
+        result
+    }
+
+    /// The body of `event` for subscription `row` and its signature by the keys that sign
+    /// now.
+    fn signed(
+        &self,
+        row: &SubscriptionRow,
+        event: &EventRow,
+        id: &str,
+        now: i64,
+    ) -> Result<(Vec<u8>, String)> {
+        let team = TeamId::parse(&row.team).map_err(|_| Error::internal("stored team id"))?;
+        let body = event_body(event, &self.hub.cursors(Some(&team)))?;
+        let keys = self.hub.webhook_signing_keys(row, now)?;
+        let keys: Vec<&[u8]> = keys.iter().map(|k| k.expose()).collect();
+        let signature = signature(&keys, id, now.div_euclid(1_000_000), &body);
+        Ok((body, signature))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_team_takes_at_most_its_share_and_the_others_find_the_rest() {
+        let slots = Arc::new(Slots::new(4, 2));
+        let a1 = slots.take("a1", "a").expect("a's first");
+        let a2 = slots.take("a2", "a").expect("a's second");
+        assert!(slots.take("a3", "a").is_none(), "a's share is taken");
+        assert!(slots.take("a1", "a").is_none(), "a1 is being delivered");
+        assert_eq!(slots.full_teams(), ["a"]);
+        let b1 = slots.take("b1", "b").expect("b finds a slot");
+        let c1 = slots.take("c1", "c").expect("c finds a slot");
+        assert!(slots.is_full());
+        assert!(slots.take("d1", "d").is_none(), "no slot left");
+        drop(a1);
+        assert!(slots.full_teams().is_empty());
+        let a3 = slots.take("a3", "a").expect("a slot came back");
+        drop((a2, a3, b1, c1));
+        assert!(slots.active().is_empty());
     }
 }

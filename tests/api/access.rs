@@ -1,8 +1,8 @@
-//! Who may call what: DESIGN.md's roles table, transcribed here as data (independently of
-//! `src/auth/policy.rs`), checked against every method of the service descriptors, and the
+//! Who may call what: the roles table (README, "Roles"), transcribed here as data (independently of
+//! the server's method table (`src/api/methods.rs`)), checked against every method of the service descriptors, and the
 //! refusals of callers without a valid token.
 
-use integration_hub::auth::policy_for;
+use integration_hub::api::methods;
 use integration_hub::pb;
 use prost::Message;
 use tonic::{Code, Request, Status};
@@ -15,7 +15,7 @@ use crate::fixtures::{
 use crate::helpers::{TestApp, authed, token};
 use crate::storage_test;
 
-/// What one role may do with one method, per DESIGN.md's roles table.
+/// What one role may do with one method, per the roles table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum May {
     Yes,
@@ -29,7 +29,7 @@ use May::{IfCreator, No, Yes};
 /// The roles, in the order of the table's columns, with the claim value that maps to each.
 const ROLES: [&str; 4] = ["viewer", "developer", "admin", "service"];
 
-/// DESIGN.md "Roles": (service, method, [viewer, developer, admin, service]). Watch is "own
+/// The roles table: (service, method, [viewer, developer, admin, service]). Watch is "own
 /// team" for every role: allowed at the method level.
 const ROLES_TABLE: &[(&str, &str, [May; 4])] = &[
     ("InstalledAppService", "ListServices", [Yes, Yes, Yes, Yes]),
@@ -225,7 +225,7 @@ fn every_described_method_has_an_expectation_here_and_a_policy_in_the_server() {
         if expectation(&service, &method).is_none() {
             missing.push(format!("{path}: no row in the test's roles table"));
         }
-        if policy_for(&path).is_none() {
+        if methods::method(&path).is_none() {
             missing.push(format!("{path}: no server policy"));
         }
     }

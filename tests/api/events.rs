@@ -1,4 +1,4 @@
-//! The event delivery contract of DESIGN.md: live watches, resuming from a cursor (also
+//! The event delivery contract (README, "Events: what subscribers can rely on"): live watches, resuming from a cursor (also
 //! across a restart), type filters, list-then-watch, checkpoints, shutdown and fan-out.
 
 use std::collections::HashSet;

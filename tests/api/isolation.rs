@@ -1,4 +1,4 @@
-//! Team isolation (DESIGN.md rule 7): another team's record answers exactly as a missing one
+//! Team isolation (rule 7 of docs/rules.md): another team's record answers exactly as a missing one
 //! does, a `parent` of another team is refused, and a watcher sees only its own team's events.
 
 use std::future::Future;

@@ -17,15 +17,15 @@ use crate::fixtures::{
 use crate::helpers::{TestApp, authed, test_args};
 use crate::storage_test;
 
-fn key(byte: u8) -> String {
+pub fn key(byte: u8) -> String {
     base64::engine::general_purpose::STANDARD.encode([byte; 32])
 }
 
-fn ring_1() -> String {
+pub fn ring_1() -> String {
     format!("1:{}", key(1))
 }
 
-fn ring_1_2() -> String {
+pub fn ring_1_2() -> String {
     format!("1:{},2:{}", key(1), key(2))
 }
 

@@ -1,4 +1,4 @@
-//! The rules of DESIGN.md, one group of tests per rule, on both databases.
+//! The rules of docs/rules.md, one group of tests per rule, on both databases.
 //!
 //! "Nothing else happened" is checked without waiting: after the change under test, a test
 //! makes a sentinel change (a rename) and asserts that the sentinel is the next event.

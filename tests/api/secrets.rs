@@ -1,4 +1,4 @@
-//! DESIGN.md rule 2: credentials never leave the service except through
+//! Rule 2 of docs/rules.md: credentials never leave the service except through
 //! ResolveIntegrationCredentials. Canary values go in through every write path; they must not
 //! come back in any response, error or event, nor sit in the database, nor reach the logs.
 

@@ -17,27 +17,39 @@ use crate::webhook_receiver::Receiver;
 const WAIT: Duration = Duration::from_secs(20);
 
 /// Runs a webhook test on SQLite and on PostgreSQL, against a server whose webhook
-/// settings are shrunk for tests (loopback allowed, 100 ms first retry, 1 s timeout).
+/// settings are shrunk for tests (loopback allowed, 100 ms first retry, 1 s timeout), then
+/// changed by the function `$tweak` of the test's module when one is named.
 macro_rules! webhook_test {
-    ($name:ident) => {
+    ($name:ident $(, $tweak:ident)?) => {
         mod $name {
+            fn tweak(args: &mut integration_hub::webhooks::WebhookArgs) {
+                $(super::$tweak(args);)?
+                let _ = args;
+            }
+
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn sqlite() {
                 $crate::needs!(Python);
-                let app = super::spawn_webhook_app($crate::helpers::Backend::Sqlite, |_| {}).await;
+                let app =
+                    $crate::webhooks::spawn_webhook_app($crate::helpers::Backend::Sqlite, tweak)
+                        .await;
                 super::$name(app).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() {
                 $crate::needs!(Python, Postgres);
-                let app =
-                    super::spawn_webhook_app($crate::helpers::Backend::Postgres, |_| {}).await;
+                let app = $crate::webhooks::spawn_webhook_app(
+                    $crate::helpers::Backend::Postgres,
+                    tweak,
+                )
+                .await;
                 super::$name(app).await;
             }
         }
     };
 }
+pub(crate) use webhook_test;
 
 pub async fn spawn_webhook_app(
     backend: Backend,
@@ -95,7 +107,7 @@ pub async fn subscribe(
     )
 }
 
-async fn deliveries(app: &TestApp, token: &str, name: &str) -> Vec<pb::WebhookDelivery> {
+pub async fn deliveries(app: &TestApp, token: &str, name: &str) -> Vec<pb::WebhookDelivery> {
     webhooks(&app.channel)
         .list_webhook_deliveries(authed(
             token,
@@ -111,7 +123,7 @@ async fn deliveries(app: &TestApp, token: &str, name: &str) -> Vec<pb::WebhookDe
 }
 
 /// The next request that the receiver answered 2xx.
-async fn next_acknowledged(receiver: &mut Receiver) -> Value {
+pub async fn next_acknowledged(receiver: &mut Receiver) -> Value {
     loop {
         let request = receiver.next(WAIT).await;
         if request["status"]

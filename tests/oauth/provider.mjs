@@ -4,8 +4,9 @@
 // It listens on 127.0.0.1 (port from argv[2], default 0), prints one JSON line
 // `{"port": N}` when ready, and serves the mock server's endpoints (`/authorize`, `/token`,
 // `/userinfo`, ...) plus a control API for tests:
-//   POST /_control  {"rotate": bool, "expires_in": n, "fail": "invalid_grant"|"500"|"slow"|null,
-//                    "fail_times": n, "deny": bool, "revoke": bool}
+//   POST /_control  {"rotate": bool, "expires_in": n, "fail": "invalid_grant"|"500"|"slow"|
+//                    "echo"|"echo_code"|null, "fail_times": n, "deny": bool, "revoke": bool,
+//                    "team_name": "..."}
 //   GET  /_stats    {"authorization_code": n, "refresh_token": n, "refresh_rejected": n,
 //                    "in_flight": n, "max_in_flight": n,
 //                    "issued": {"codes": [...], "access_tokens": [...], "refresh_tokens": [...]}}
@@ -15,6 +16,11 @@
 // With `rotate`, every refresh answers a new refresh token and the one used is no longer
 // valid (a second use answers invalid_grant, as real providers with rotation do). Refresh
 // tokens are tracked here, since the mock server accepts any.
+// A provider that repeats what it was sent: `echo` answers 400 `invalid_request` with the
+// whole request (form and Authorization header) in `error_description` and `detail`, and
+// `echo_code` puts the client secret into the `error` code itself; with `echo_all`, the
+// invalid_grant and 500 answers carry the same description. `/_stats` lists what was echoed
+// (`echoed`, as `name=value`). `team_name` is the account name the token response gives.
 import http from 'node:http';
 import { OAuth2Server } from 'oauth2-mock-server';
 
@@ -24,6 +30,8 @@ const settings = {
   fail: null,
   fail_times: 0,
   deny: false,
+  echo_all: false,
+  team_name: 'Acme Workspace',
 };
 const stats = {
   authorization_code: 0,
@@ -34,6 +42,8 @@ const stats = {
 };
 // What was issued (the latest 100 of each), so tests can look for them where they must not be.
 const issued = { codes: [], access_tokens: [], refresh_tokens: [] };
+// Every value a request carried that an echoing answer repeated (the latest 100).
+const echoed = [];
 function remember(list, value) {
   if (typeof value !== 'string') return;
   list.push(value);
@@ -53,9 +63,18 @@ mock.service.on('beforeAuthorizeRedirect', (redirect) => {
   if (settings.deny) {
     redirect.url.searchParams.delete('code');
     redirect.url.searchParams.set('error', 'access_denied');
-    redirect.url.searchParams.set('error_description', 'The user denied the request');
+    const state = redirect.url.searchParams.get('state');
+    if (settings.echo_all) remember(echoed, `state=${state}`);
+    redirect.url.searchParams.set('error_description', settings.echo_all ? `The user denied the request with state ${state}` : 'The user denied the request');
   }
 });
+
+// The request as an echoing provider repeats it, remembering each value it repeats.
+function echo(req) {
+  for (const [name, value] of Object.entries(req.body || {})) remember(echoed, `${name}=${value}`);
+  if (req.headers.authorization) remember(echoed, `authorization=${req.headers.authorization}`);
+  return `you sent ${JSON.stringify({ form: req.body, authorization: req.headers.authorization || null })}`;
+}
 
 mock.service.on('beforeResponse', (response, req) => {
   const grant = req.body.grant_type;
@@ -69,12 +88,24 @@ mock.service.on('beforeResponse', (response, req) => {
     }
     if (fail === 'invalid_grant') {
       response.statusCode = 400;
-      response.body = { error: 'invalid_grant', error_description: 'The refresh token was revoked' };
+      response.body = { error: 'invalid_grant', error_description: settings.echo_all ? echo(req) : 'The refresh token was revoked' };
       return;
     }
     if (fail === '500') {
       response.statusCode = 500;
-      response.body = { error: 'server_error' };
+      response.body = settings.echo_all ? { error: 'server_error', error_description: echo(req) } : { error: 'server_error' };
+      return;
+    }
+    if (fail === 'echo') {
+      const said = echo(req);
+      response.statusCode = 400;
+      response.body = { error: 'invalid_request', error_description: said, detail: said };
+      return;
+    }
+    if (fail === 'echo_code') {
+      const said = echo(req);
+      response.statusCode = 400;
+      response.body = { error: String(req.body.client_secret), error_description: said };
       return;
     }
   }
@@ -96,7 +127,7 @@ mock.service.on('beforeResponse', (response, req) => {
   remember(issued.refresh_tokens, response.body.refresh_token);
   remember(issued.access_tokens, response.body.access_token);
   response.body.expires_in = settings.expires_in;
-  response.body.team = { id: 'T0001', name: 'Acme Workspace' };
+  response.body.team = { id: 'T0001', name: settings.team_name };
 });
 
 function send(res, status, body) {
@@ -106,7 +137,7 @@ function send(res, status, body) {
 
 const server = http.createServer((req, res) => {
   const path = new URL(req.url, 'http://localhost').pathname;
-  if (req.method === 'GET' && path === '/_stats') return send(res, 200, { ...stats, issued });
+  if (req.method === 'GET' && path === '/_stats') return send(res, 200, { ...stats, issued, echoed });
   if (req.method === 'POST' && path === '/_control') {
     let text = '';
     req.on('data', (chunk) => { text += chunk; });

@@ -26,7 +26,9 @@ pub use integrations::{
     CreateIntegration, DeleteIntegration, ListIntegrations, ReauthenticateAll, ReauthenticateOne,
     TransferIntegration, UpdateIntegration, WatchEvents,
 };
-pub use oauth::{CompleteAuthorization, StartAuthorizationRequest, completion as oauth_completion};
+pub use oauth::{
+    CompleteAuthorization, StartAuthorizationRequest, completion as oauth_completion, sign_in_state,
+};
 pub use text::{Described, check as check_text};
 pub use webhooks::{
     CreateWebhook, DeleteWebhook, ListDeliveries, ListWebhooks, Redeliver, RotateWebhook,

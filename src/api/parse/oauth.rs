@@ -88,6 +88,28 @@ pub struct CompleteAuthorization {
     pub completion: Completion,
 }
 
+/// A value of a redirect: at most `max` bytes, none of `crate::text::is_unsafe_char`.
+fn bounded(value: &str, max: usize, required: bool) -> Result<(), String> {
+    if required && value.is_empty() {
+        return Err("is required".to_owned());
+    }
+    if value.len() > max {
+        return Err(format!("must be at most {max} characters"));
+    }
+    if crate::text::has_unsafe_char(value) {
+        return Err(crate::text::UNSAFE_DESCRIPTION.to_owned());
+    }
+    Ok(())
+}
+
+/// The `state` of the hub's sign-in URL (`POST /oauth/start`), checked as a redirect's.
+pub fn sign_in_state(state: &str) -> Result<String, Error> {
+    let mut v = Violations::default();
+    v.check("state", bounded(state, MAX_STATE, true));
+    v.finish()?;
+    Ok(state.to_owned())
+}
+
 /// Checks what a provider's redirect carries (also what the HTTP callback receives).
 pub fn completion(
     state: &str,
@@ -96,18 +118,6 @@ pub fn completion(
     error_description: &str,
 ) -> Result<CompleteAuthorization, Error> {
     let mut v = Violations::default();
-    let bounded = |value: &str, max: usize, required: bool| -> Result<(), String> {
-        if required && value.is_empty() {
-            return Err("is required".to_owned());
-        }
-        if value.len() > max {
-            return Err(format!("must be at most {max} characters"));
-        }
-        if value.chars().any(char::is_control) {
-            return Err("must not contain control characters".to_owned());
-        }
-        Ok(())
-    };
     v.check("state", bounded(state, MAX_STATE, true));
     v.check("error", bounded(error, MAX_ERROR, false));
     v.check("code", bounded(code, MAX_CODE, error.is_empty()));

@@ -13,7 +13,9 @@ use ring::rand::SecureRandom;
 use crate::crypto::Credentials;
 use crate::store::{AppRow, AuthorizationRow};
 
+use super::browser::{Completer, opened_in};
 use super::catalog::OAuthDef;
+use super::provider_text::{Sent, error_code, log_description};
 use super::{AUTHORIZATION_TTL_MICROS, MAX_RETURN_URL, OAuth};
 use crate::domain::catalog::ServiceDef;
 use crate::domain::error::{Error, Precondition, Result};
@@ -34,6 +36,20 @@ pub struct StartAuthorization {
     pub scopes: Vec<String>,
     pub installed_app: Option<AppName>,
     pub return_url: Option<String>,
+}
+
+/// Where to send the person's browser to sign in. Both carry the state: never printed.
+pub struct SignInUris {
+    /// The provider's authorization URL (for a frontend that completes through the RPC).
+    pub provider: String,
+    /// The hub's `POST /oauth/start` URL, which binds the sign-in to the browser first.
+    pub sign_in: String,
+}
+
+impl std::fmt::Debug for SignInUris {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SignInUris([REDACTED])")
+    }
 }
 
 /// How the provider's redirect came back.
@@ -104,7 +120,7 @@ impl Authorization {
     }
 }
 
-fn random_token() -> Result<String> {
+pub(super) fn random_token() -> Result<String> {
     let mut bytes = [0u8; 32];
     ring::rand::SystemRandom::new()
         .fill(&mut bytes)
@@ -113,7 +129,7 @@ fn random_token() -> Result<String> {
 }
 
 /// SHA-256 (hex) of a state: what is stored and looked up.
-fn state_hash(state: &str) -> String {
+pub(super) fn state_hash(state: &str) -> String {
     ring::digest::digest(&ring::digest::SHA256, state.as_bytes())
         .as_ref()
         .iter()
@@ -130,7 +146,7 @@ pub fn challenge(verifier: &str) -> String {
 }
 
 /// The owner a pending authorization's verifier is sealed to.
-pub(super) fn authorization_owner(id: &str) -> String {
+pub(crate) fn authorization_owner(id: &str) -> String {
     format!("oauthAuthorizations/{id}")
 }
 
@@ -160,14 +176,7 @@ impl OAuth {
         if !parsed.username().is_empty() || parsed.password().is_some() {
             return Err(invalid("must not carry a user name or password"));
         }
-        let allowed = self
-            .settings
-            .public_url
-            .iter()
-            .map(origin)
-            .chain(self.settings.return_origins.iter().cloned())
-            .any(|o| o.eq_ignore_ascii_case(&origin(&parsed)));
-        if !allowed {
+        if !self.allows_origin(&origin(&parsed)) {
             return Err(invalid(
                 "its origin is not allowed (INTEGRATION_HUB_OAUTH_RETURN_ORIGINS)",
             ));
@@ -176,12 +185,13 @@ impl OAuth {
     }
 }
 
-/// The account name from the provider, cleaned to what `connected_to` holds.
-pub(super) fn connected_to_text(text: Option<String>) -> ConnectedTo {
-    let text: String = text
-        .unwrap_or_default()
+/// The account name from the provider, cleaned to what `connected_to` holds: scrubbed of
+/// the secrets of the exchange, without unsafe characters, at most 200 characters.
+pub(super) fn connected_to_text(text: Option<String>, sent: &Sent) -> ConnectedTo {
+    let scrubbed = sent.scrub(&text.unwrap_or_default());
+    let text: String = crate::text::neutralised(&scrubbed)
+        .trim()
         .chars()
-        .filter(|c| !c.is_control())
         .take(200)
         .collect();
     ConnectedTo::parse(&text).unwrap_or_else(|_| ConnectedTo::parse("").expect("empty text"))
@@ -214,28 +224,29 @@ impl Hub {
         Ok((service, def))
     }
 
-    /// Starts an authorization: answers it and the provider's URL to send the person to.
+    /// Starts an authorization: answers it, the provider's URL and the hub's sign-in URL
+    /// (which binds the sign-in to the browser that opens it, see [`super::browser`]).
     #[tracing::instrument(skip_all, fields(team = %team))]
     pub async fn start_authorization(
         &self,
         actor: &Actor,
         team: TeamId,
         input: StartAuthorization,
-    ) -> Result<(Authorization, String)> {
+    ) -> Result<(Authorization, SignInUris)> {
         let oauth = self.oauth()?;
-        let redirect_uri = oauth.redirect_uri().ok_or_else(|| {
-            Error::precondition(
+        if oauth.redirect_uri().is_none() {
+            return Err(Error::precondition(
                 Precondition::WrongState,
                 "the hub's public URL is not configured (INTEGRATION_HUB_PUBLIC_URL)",
-            )
-        })?;
+            ));
+        }
         let resource = match &input.installed_app {
             Some(app) => app.to_string(),
             None => team.resource_name(),
         };
         let audited = Audited::new(AuditAction::InstalledAppStartAuthorization, &team, resource);
         let now = self.now();
-        let (row, url) = self
+        let (row, uris) = self
             .write(actor, audited, async |w| {
                 let (service_id, display_name) = match &input.installed_app {
                     Some(name) => {
@@ -301,43 +312,29 @@ impl Hub {
                     create_time: now,
                     expire_time: now + AUTHORIZATION_TTL_MICROS,
                     complete_time: None,
+                    browser_hash: None,
                 };
-                let mut url = oauth
-                    .provider
-                    .check_url(&def.authorization_url)
-                    .map_err(|e| Error::invalid("service", e.describe()))?;
-                {
-                    let mut query = url.query_pairs_mut();
-                    query
-                        .append_pair("response_type", "code")
-                        .append_pair("client_id", &client_id(oauth, &service.id)?)
-                        .append_pair("redirect_uri", &redirect_uri)
-                        .append_pair("state", &state);
-                    if !scopes.is_empty() {
-                        query.append_pair("scope", &scopes.join(&def.scope_separator));
-                    }
-                    if def.pkce {
-                        query
-                            .append_pair("code_challenge", &challenge(&verifier))
-                            .append_pair("code_challenge_method", "S256");
-                    }
-                    for (name, value) in &def.authorization_params {
-                        query.append_pair(name, value);
-                    }
-                }
+                let uris = SignInUris {
+                    provider: oauth
+                        .provider_url(&service.id, def, &scopes, &state, &verifier)?
+                        .to_string(),
+                    sign_in: oauth.sign_in_url(&state)?,
+                };
                 w.tx().await?.insert_authorization(row.clone()).await?;
                 if input.installed_app.is_none() {
                     w.names(AuthorizationName::new(team.clone(), id).to_string());
                 }
-                Ok(Done::Commit((row, url.to_string())))
+                Ok(Done::Commit((row, uris)))
             })
             .await?;
         tracing::info!(authorization = %row.id, service = %row.service, "authorization started");
-        Ok((Authorization::from_row(&row, now)?, url))
+        Ok((Authorization::from_row(&row, now)?, uris))
     }
 
     /// The app a reauthorization replaces the credentials of: the caller's team's, and the
-    /// caller is an admin or its owner.
+    /// caller is an admin or its owner (UpdateInstalledApp's rule, [`may_reauthorize`]).
+    /// Checked at start, and again at completion (before the code is exchanged, and under
+    /// the app's lock when the credentials are written).
     async fn reauthorizable(
         &self,
         w: &mut Write<'_>,
@@ -349,11 +346,7 @@ impl Hub {
             return Err(not_found_app(name));
         }
         let app = w.lock_app(name).await?;
-        if actor.role != Role::Admin && app.owner != actor.subject {
-            return Err(Error::PermissionDenied(
-                "only an admin or the owner of the installed app may reauthorize it".into(),
-            ));
-        }
+        may_reauthorize(actor, &app)?;
         Ok(app)
     }
 
@@ -380,14 +373,16 @@ impl Hub {
         Authorization::from_row(&row, self.now())
     }
 
-    /// Completes an authorization from the provider's redirect. `caller` is the RPC's
-    /// caller, who must be the person who started it; the callback has none (the state
-    /// alone, random and single-use, carries it). Unknown, foreign, used and expired states
-    /// are refused; anything that fails after the claim answers the authorization FAILED.
+    /// Completes an authorization from the provider's redirect. Through the RPC, the caller
+    /// must be the person who started it; through the callback, the browser must be the one
+    /// the sign-in was opened in (its cookie, see [`super::browser`]): a browser it was not
+    /// opened in is refused (PERMISSION_DENIED) and consumes nothing. Unknown, foreign, used
+    /// and expired states are refused; anything that fails after the claim answers the
+    /// authorization FAILED.
     #[tracing::instrument(skip_all)]
     pub async fn complete_authorization(
         &self,
-        caller: Option<&Actor>,
+        completer: Completer<'_>,
         state: &str,
         completion: Completion,
     ) -> Result<Authorization> {
@@ -403,7 +398,7 @@ impl Hub {
             .await?
             .ok_or_else(not_found)?;
         let team = TeamId::parse(&row.team).map_err(|_| Error::internal("stored team id"))?;
-        if let Some(caller) = caller
+        if let Completer::Caller(caller) = completer
             && (!caller.sees(&team) || caller.subject != row.creator)
         {
             return Err(not_found());
@@ -424,15 +419,23 @@ impl Hub {
                 "this authorization expired; start a new one",
             ));
         }
+        if let Completer::Browser(cookies) = completer
+            && !opened_in(&row, cookies)
+        {
+            tracing::info!(authorization = %row.id, "a sign-in reached the callback in a browser it was not opened in");
+            return Err(Error::PermissionDenied(
+                "this sign-in was not opened in this browser: start it again from the application, in this browser".into(),
+            ));
+        }
         let Some(row) = self.store.claim_authorization(&hash, now).await? else {
             return Err(Error::precondition(
                 Precondition::WrongState,
                 "this authorization was already completed; start a new one",
             ));
         };
-        let actor = match caller {
-            Some(caller) => caller.clone(),
-            None => Actor {
+        let actor = match completer {
+            Completer::Caller(caller) => caller.clone(),
+            Completer::Browser(_) => Actor {
                 subject: row.creator.clone(),
                 team: Some(team.clone()),
                 role: stored_role(&row.creator_role),
@@ -440,13 +443,20 @@ impl Hub {
             },
         };
         let outcome = match completion {
-            Completion::Error(code, description) => Err(Error::precondition(
-                Precondition::WrongState,
-                match description {
-                    Some(d) => format!("the provider answered {code}: {d}"),
-                    None => format!("the provider answered {code}"),
-                },
-            )),
+            Completion::Error(code, description) => {
+                // The redirect's own words: its code, checked; its description to the debug
+                // log only, without the state it came back with.
+                let sent = Sent::default().with(state);
+                log_description(
+                    "the redirect's error_description",
+                    description.as_deref().unwrap_or_default(),
+                    &sent,
+                );
+                Err(Error::precondition(
+                    Precondition::WrongState,
+                    format!("the provider answered {}", error_code(&code, &sent)),
+                ))
+            }
             Completion::Code(code) => self.finish(oauth, &actor, &team, &row, &code).await,
         };
         let authorization_name = AuthorizationName::new(team.clone(), row.id.clone());
@@ -477,13 +487,14 @@ impl Hub {
     }
 }
 
-fn client_id(oauth: &OAuth, service: &str) -> Result<String> {
-    oauth
-        .settings
-        .clients
-        .get(service)
-        .map(|c| c.id.clone())
-        .ok_or_else(|| Error::internal("client vanished"))
+/// Whether `actor` may replace `app`'s credentials: an admin, or its owner.
+pub(super) fn may_reauthorize(actor: &Actor, app: &AppRow) -> Result<()> {
+    if actor.role != Role::Admin && app.owner != actor.subject {
+        return Err(Error::PermissionDenied(
+            "only an admin or the owner of the installed app may reauthorize it".into(),
+        ));
+    }
+    Ok(())
 }
 
 fn stored_role(text: &str) -> Role {
@@ -506,6 +517,7 @@ mod tests {
     use crate::crypto::KeyRing;
     use crate::domain::catalog::Catalog;
     use crate::domain::hub::Clock;
+    use crate::domain::oauth::browser::BrowserCookies;
     use crate::domain::oauth::clients::Clients;
     use crate::domain::oauth::http::HttpSettings;
     use crate::domain::oauth::{OAuth, OAuthSettings};
@@ -571,15 +583,26 @@ mod tests {
             .unwrap()
     }
 
+    /// Starts a Slack authorization as `who`: it, its URLs and its state.
+    async fn start_slack(hub: &Hub, who: &Actor) -> (Authorization, SignInUris, String) {
+        let (started, uris) = hub
+            .start_authorization(who, team(), slack("Slack"))
+            .await
+            .unwrap();
+        let state = state_of(&uris.provider);
+        (started, uris, state)
+    }
+
     #[tokio::test]
     async fn an_authorization_expires_after_ten_minutes_and_then_completes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let (hub, clock) = oauth_hub(dir.path()).await;
         let dana = actor(Role::Developer, "dana");
-        let (started, url) = hub
+        let (started, uris) = hub
             .start_authorization(&dana, team(), slack("Slack"))
             .await
             .unwrap();
+        let url = uris.provider;
         assert_eq!(started.state, AuthorizationState::Pending);
         assert_eq!(
             started.expire_time - started.create_time,
@@ -588,6 +611,10 @@ mod tests {
         assert!(url.starts_with("https://slack.com/oauth/v2/authorize?"));
         assert!(url.contains("redirect_uri=https%3A%2F%2Fhub.example.test%2Foauth%2Fcallback"));
         let state = state_of(&url);
+        assert_eq!(
+            uris.sign_in,
+            format!("https://hub.example.test/oauth/start?state={state}")
+        );
 
         clock
             .0
@@ -595,7 +622,11 @@ mod tests {
         let shown = hub.get_authorization(&dana, &started.name).await.unwrap();
         assert_eq!(shown.state, AuthorizationState::Expired);
         let refused = hub
-            .complete_authorization(Some(&dana), &state, Completion::Code("c".into()))
+            .complete_authorization(
+                Completer::Caller(&dana),
+                &state,
+                Completion::Code("c".into()),
+            )
             .await
             .unwrap_err();
         assert!(
@@ -622,15 +653,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (hub, _) = oauth_hub(dir.path()).await;
         let dana = actor(Role::Developer, "dana");
-        let (started, url) = hub
-            .start_authorization(&dana, team(), slack("Slack"))
-            .await
-            .unwrap();
-        let state = state_of(&url);
+        let (started, _, state) = start_slack(&hub, &dana).await;
         let erik = actor(Role::Developer, "erik");
         for caller in [&erik, &actor(Role::Admin, "ada")] {
             let refused = hub
-                .complete_authorization(Some(caller), &state, Completion::Code("c".into()))
+                .complete_authorization(
+                    Completer::Caller(caller),
+                    &state,
+                    Completion::Code("c".into()),
+                )
                 .await
                 .unwrap_err();
             assert!(matches!(refused, Error::NotFound { .. }), "{refused:?}");
@@ -648,7 +679,7 @@ mod tests {
         // The provider's refusal ends it, and it cannot be completed again.
         let refused = hub
             .complete_authorization(
-                Some(&dana),
+                Completer::Caller(&dana),
                 &state,
                 Completion::Error("access_denied".into(), None),
             )
@@ -657,10 +688,74 @@ mod tests {
         assert_eq!(refused.state, AuthorizationState::Failed);
         assert!(refused.error.unwrap().contains("access_denied"));
         assert!(matches!(
-            hub.complete_authorization(Some(&dana), &state, Completion::Code("c".into()))
-                .await,
+            hub.complete_authorization(
+                Completer::Caller(&dana),
+                &state,
+                Completion::Code("c".into())
+            )
+            .await,
             Err(Error::FailedPrecondition { .. })
         ));
+    }
+
+    #[tokio::test]
+    async fn only_the_browser_a_sign_in_was_opened_in_completes_it_at_the_callback() {
+        let dir = tempfile::tempdir().unwrap();
+        let (hub, _) = oauth_hub(dir.path()).await;
+        let dana = actor(Role::Developer, "dana");
+        let (started, uris, state) = start_slack(&hub, &dana).await;
+        // From another site's page: refused, and nothing is bound.
+        let refused = hub
+            .open_sign_in(&state, Some("https://evil.example.test"))
+            .await
+            .err()
+            .unwrap();
+        assert!(matches!(refused, Error::PermissionDenied(_)), "{refused:?}");
+        let opened = hub
+            .open_sign_in(&state, Some("https://hub.example.test"))
+            .await
+            .unwrap();
+        assert_eq!(opened.cookie_name, format!("ih_oauth_{}", started.name.id));
+        assert_eq!(opened.cookie_path, "/oauth/callback");
+        assert!(opened.secure && (1..=600).contains(&opened.max_age_secs));
+        assert_eq!(opened.provider_uri, uris.provider, "the same provider URL");
+        // Once: a second browser cannot take it over.
+        assert!(matches!(
+            hub.open_sign_in(&state, None).await,
+            Err(Error::FailedPrecondition { .. })
+        ));
+        let id = started.name.id.clone();
+        for cookies in [
+            BrowserCookies::new(),
+            BrowserCookies::from([(id.clone(), "another value".to_owned())]),
+            BrowserCookies::from([("other-id".to_owned(), opened.cookie_value.clone())]),
+        ] {
+            let refused = hub
+                .complete_authorization(
+                    Completer::Browser(&cookies),
+                    &state,
+                    Completion::Error("access_denied".into(), None),
+                )
+                .await
+                .unwrap_err();
+            assert!(matches!(refused, Error::PermissionDenied(_)), "{refused:?}");
+        }
+        let shown = hub.get_authorization(&dana, &started.name).await.unwrap();
+        assert_eq!(shown.state, AuthorizationState::Pending, "nothing consumed");
+        let cookies = BrowserCookies::from([(id, opened.cookie_value)]);
+        let done = hub
+            .complete_authorization(
+                Completer::Browser(&cookies),
+                &state,
+                Completion::Error("access_denied".into(), None),
+            )
+            .await
+            .unwrap();
+        assert_eq!(done.state, AuthorizationState::Failed);
+        assert_eq!(
+            done.error.as_deref(),
+            Some("the provider answered access_denied")
+        );
     }
 
     #[tokio::test]

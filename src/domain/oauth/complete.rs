@@ -6,14 +6,15 @@ use std::collections::BTreeMap;
 use crate::crypto::{Aad, Credentials};
 use crate::store::{AppRow, AuthorizationRow, GrantRow};
 
-use super::authorize::{authorization_owner, connected_to_text};
+use super::authorize::{authorization_owner, connected_to_text, may_reauthorize};
 use super::catalog::OAuthDef;
 use super::http::{ProviderError, TokenAnswer};
+use super::provider_text::Sent;
 use super::{OAuth, refresh_time};
 use crate::domain::catalog::ServiceDef;
 use crate::domain::credentials::{MAX_CREDENTIAL_VALUE, app_owner};
 use crate::domain::error::{Error, Precondition, Result};
-use crate::domain::hub::{Audited, Done, Hub, Write};
+use crate::domain::hub::{Audited, Done, Hub, Write, not_found_app};
 use crate::domain::model::{
     Actor, AppEventKind, AppState, AuditAction, BrokenReason, IntegrationState,
 };
@@ -62,6 +63,20 @@ pub(super) fn oauth_credentials(
         }
     }
     Ok(Credentials::new(map))
+}
+
+/// Whether the app a reauthorization replaces the credentials of may still be changed by its
+/// starter (an admin may have handed it to someone else since the start), and is still of
+/// the authorization's service.
+fn still_reauthorizable(actor: &Actor, app: &AppRow, row: &AuthorizationRow) -> Result<()> {
+    may_reauthorize(actor, app)?;
+    if app.service != row.service {
+        return Err(Error::precondition(
+            Precondition::WrongState,
+            "the installed app is no longer of the service this authorization was for",
+        ));
+    }
+    Ok(())
 }
 
 /// The grant row of a token just obtained at `now`.
@@ -119,6 +134,17 @@ impl Hub {
             team: team.as_str(),
             owner: &authorization_owner(&row.id),
         };
+        if let Some(id) = &row.installed_app_id {
+            // Checked before the code is spent (no tokens minted for nothing), and again
+            // under the app's lock when the credentials are written.
+            let name = AppName::new(team.clone(), id.clone());
+            let app = self
+                .store
+                .get_app(team.as_str(), id)
+                .await?
+                .ok_or_else(|| not_found_app(&name))?;
+            still_reauthorizable(actor, &app, row)?;
+        }
         let sealed = self.keys.open_credentials(&aad, &row.verifier)?;
         let verifier = sealed
             .get("code_verifier")
@@ -153,7 +179,13 @@ impl Hub {
                 },
             },
         };
-        let connected_to = connected_to_text(account);
+        let secrets = Sent::default()
+            .with(code)
+            .with(verifier)
+            .with(client.secret.expose())
+            .with(answer.access_token.expose())
+            .with(answer.refresh_token.as_ref().map_or("", |t| t.expose()));
+        let connected_to = connected_to_text(account, &secrets);
         let now = self.now();
         let target = row.installed_app_id.clone();
         let resource = match &target {
@@ -199,8 +231,11 @@ impl Hub {
                         app
                     }
                     Some(id) => {
+                        // Checked again under the lock: a transfer or a deletion since the
+                        // check above wins.
                         let name = AppName::new(team.clone(), id.clone());
                         let mut app = w.lock_app(&name).await?;
+                        still_reauthorizable(actor, &app, row)?;
                         let owner = app_owner(&app.id);
                         let previous = self.keys.open_credentials(
                             &Aad {

@@ -1,7 +1,9 @@
 //! Outbound HTTP to OAuth providers: one client with timeouts, no redirects followed, a cap
 //! on response bodies, https required (http only to a loopback address when allowed), and an
 //! optional allow-list of provider hosts. Nothing here logs or returns a token, a code or a
-//! client secret: errors carry the provider's error code and description only.
+//! client secret: errors carry the service's own words and the provider's error code,
+//! checked by [`provider_text`](super::provider_text), which also scrubs the provider's free
+//! text of every secret sent before the debug log sees it.
 
 use std::time::Duration;
 
@@ -14,11 +16,13 @@ use crate::crypto::SecretString;
 
 use super::catalog::{OAuthDef, TokenAuth};
 use super::clients::Client;
+use super::provider_text::{Sent, error_code, log_description};
 
 /// Largest response body read from a provider; a larger one is refused.
 pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
-/// Longest provider error text kept (in an error, the audit log or `last_refresh_error`).
-const MAX_ERROR_TEXT: usize = 300;
+/// Longest token lifetime believed, in seconds (ten years): a longer `expires_in` is cut to
+/// it, so no expiry leaves the range a timestamp can show.
+pub const MAX_EXPIRES_IN_SECS: i64 = 10 * 365 * 24 * 3600;
 
 /// How outbound calls are made.
 #[derive(Clone, Debug)]
@@ -61,7 +65,8 @@ impl ProviderError {
 pub struct TokenAnswer {
     pub access_token: SecretString,
     pub refresh_token: Option<SecretString>,
-    /// Seconds, as the provider said.
+    /// Seconds, as the provider said, within 1 to [`MAX_EXPIRES_IN_SECS`] (none when it said
+    /// nothing usable: absent, not a number, zero or negative).
     pub expires_in: Option<i64>,
     pub scope: Option<String>,
     body: Value,
@@ -91,13 +96,21 @@ fn text_at(body: &Value, pointer: &str) -> Option<String> {
     }
 }
 
-/// Provider text made safe to keep: printable, bounded.
-fn clean(text: &str) -> String {
-    let cleaned: String = text
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    crate::domain::error::truncated(cleaned.trim(), MAX_ERROR_TEXT)
+/// A token response's `expires_in` (a number, or a number in a string), within 1 to
+/// [`MAX_EXPIRES_IN_SECS`]: zero, negative or unreadable is none, a longer one is cut.
+fn expires_in(value: Option<&Value>) -> Option<i64> {
+    let value = value?;
+    let seconds = value
+        .as_i64()
+        .or_else(|| value.as_u64().map(|_| i64::MAX))
+        .or_else(|| value.as_f64().map(|f| f as i64))
+        .or_else(|| {
+            value
+                .as_str()
+                .and_then(|s| s.trim().parse::<f64>().ok())
+                .map(|f| f as i64)
+        })?;
+    (seconds > 0).then(|| seconds.min(MAX_EXPIRES_IN_SECS))
 }
 
 /// The one outbound HTTP client.
@@ -187,6 +200,12 @@ impl Provider {
         form: &[(&str, &str)],
     ) -> Result<TokenAnswer, ProviderError> {
         let url = self.check_url(&def.token_url)?;
+        // The secrets this call sends, looked for in whatever the provider answers.
+        let mut sent = form
+            .iter()
+            .filter(|(name, _)| !matches!(*name, "grant_type" | "redirect_uri"))
+            .fold(Sent::default(), |sent, (_, value)| sent.with(value))
+            .with(client.secret.expose());
         // Built whole before the call: the serializer must not live across an await.
         let body = {
             let mut body = url::form_urlencoded::Serializer::new(String::new());
@@ -212,18 +231,20 @@ impl Provider {
                 let encode = |s: &str| {
                     url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>()
                 };
-                let pair = format!("{}:{}", encode(&client.id), encode(client.secret.expose()));
-                request = request.header(
-                    reqwest::header::AUTHORIZATION,
-                    format!("Basic {}", STANDARD.encode(pair)),
-                );
+                let pair = STANDARD.encode(format!(
+                    "{}:{}",
+                    encode(&client.id),
+                    encode(client.secret.expose())
+                ));
+                sent = sent.with(&pair);
+                request = request.header(reqwest::header::AUTHORIZATION, format!("Basic {pair}"));
             }
         }
         let response = request.body(body).send().await.map_err(transport_error)?;
         let status = response.status();
         let body = read_capped(response).await?;
         let json: Option<Value> = serde_json::from_slice(&body).ok();
-        if let Some(error) = json.as_ref().and_then(oauth_error) {
+        if let Some(error) = json.as_ref().and_then(|j| oauth_error(j, &sent)) {
             return Err(error);
         }
         if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
@@ -237,10 +258,10 @@ impl Provider {
                 .as_ref()
                 .and_then(|j| j.get("detail").or_else(|| j.get("title")))
                 .and_then(Value::as_str)
-                .map(clean)
                 .unwrap_or_default();
+            log_description("the token endpoint's detail", detail, &sent);
             return Err(ProviderError::Rejected(format!(
-                "the token endpoint answered HTTP {} {detail}",
+                "the token endpoint answered HTTP {}",
                 status.as_u16()
             )));
         }
@@ -259,10 +280,7 @@ impl Provider {
                 .and_then(Value::as_str)
                 .filter(|t| !t.is_empty())
                 .map(|t| SecretString::new(t.to_owned())),
-            expires_in: json.get("expires_in").and_then(|v| {
-                v.as_i64()
-                    .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
-            }),
+            expires_in: expires_in(json.get("expires_in")),
             scope: json.get("scope").and_then(Value::as_str).map(str::to_owned),
             body: json,
         })
@@ -342,22 +360,17 @@ async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, Provide
     Ok(body)
 }
 
-/// An OAuth error body (`{"error": "..."}`, or Slack's `{"ok": false, "error": "..."}`).
-fn oauth_error(json: &Value) -> Option<ProviderError> {
+/// An OAuth error body (`{"error": "..."}`, or Slack's `{"ok": false, "error": "..."}`):
+/// its code, checked, in the service's words; its description to the debug log only.
+fn oauth_error(json: &Value, sent: &Sent) -> Option<ProviderError> {
     let code = json.get("error").and_then(Value::as_str)?;
     if json.get("access_token").is_some() && json.get("ok") != Some(&Value::Bool(false)) {
         return None;
     }
-    let description = json
-        .get("error_description")
-        .and_then(Value::as_str)
-        .map(clean)
-        .unwrap_or_default();
-    let text = if description.is_empty() {
-        clean(code)
-    } else {
-        format!("{} ({description})", clean(code))
-    };
+    if let Some(description) = json.get("error_description").and_then(Value::as_str) {
+        log_description("the token endpoint's error_description", description, sent);
+    }
+    let text = format!("the provider answered {}", error_code(code, sent));
     Some(match code {
         // Slack's names for a dead grant.
         "invalid_grant"
@@ -402,34 +415,71 @@ mod tests {
     }
 
     #[test]
-    fn oauth_errors_are_told_apart_and_bounded() {
-        let grant = oauth_error(&json!({"error": "invalid_grant", "error_description": "revoked"}));
+    fn oauth_errors_are_told_apart_and_say_only_their_checked_code() {
+        let none = Sent::default();
+        let grant = oauth_error(
+            &json!({"error": "invalid_grant", "error_description": "revoked"}),
+            &none,
+        );
         assert_eq!(
             grant,
             Some(ProviderError::InvalidGrant(
-                "invalid_grant (revoked)".into()
+                "the provider answered invalid_grant".into()
             ))
         );
         assert!(matches!(
-            oauth_error(&json!({"ok": false, "error": "token_revoked"})),
+            oauth_error(&json!({"ok": false, "error": "token_revoked"}), &none),
             Some(ProviderError::InvalidGrant(_))
         ));
         assert!(matches!(
-            oauth_error(&json!({"error": "temporarily_unavailable"})),
+            oauth_error(&json!({"error": "temporarily_unavailable"}), &none),
             Some(ProviderError::Transient(_))
         ));
         assert!(matches!(
-            oauth_error(&json!({"error": "invalid_client"})),
+            oauth_error(&json!({"error": "invalid_client"}), &none),
             Some(ProviderError::Rejected(_))
         ));
-        assert_eq!(oauth_error(&json!({"access_token": "t"})), None);
-        let long = "x\u{0007}".repeat(1000);
-        match oauth_error(&json!({"error": "invalid_request", "error_description": long})) {
-            Some(ProviderError::Rejected(text)) => {
-                assert!(text.len() <= MAX_ERROR_TEXT + 30);
-                assert!(!text.contains('\u{0007}'));
-            }
+        assert_eq!(oauth_error(&json!({"access_token": "t"}), &none), None);
+        // A provider that echoes what it was sent: neither its description nor a code
+        // holding a sent value reaches the error.
+        let sent = Sent::default().with("client-s3cret").with("the-code-value");
+        let long = "x\u{0007}client-s3cret".repeat(1000);
+        match oauth_error(
+            &json!({"error": "invalid_request the-code-value", "error_description": long}),
+            &sent,
+        ) {
+            Some(ProviderError::Rejected(text)) => assert_eq!(
+                text,
+                "the provider answered an error code repeating a value the service sent"
+            ),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn expiries_are_one_second_to_ten_years_or_none() {
+        assert_eq!(expires_in(Some(&json!(3600))), Some(3600));
+        assert_eq!(expires_in(Some(&json!("3600"))), Some(3600));
+        assert_eq!(
+            expires_in(Some(&json!(10_000_000_000_000_i64))),
+            Some(MAX_EXPIRES_IN_SECS)
+        );
+        assert_eq!(
+            expires_in(Some(&json!(u64::MAX))),
+            Some(MAX_EXPIRES_IN_SECS)
+        );
+        assert_eq!(expires_in(Some(&json!(1e300))), Some(MAX_EXPIRES_IN_SECS));
+        assert_eq!(expires_in(Some(&json!("1e13"))), Some(MAX_EXPIRES_IN_SECS));
+        for none in [
+            json!(0),
+            json!(-5),
+            json!("-1"),
+            json!("soon"),
+            json!(null),
+            json!(-1e300),
+        ] {
+            assert_eq!(expires_in(Some(&none)), None, "{none}");
+        }
+        assert_eq!(expires_in(None), None);
     }
 }

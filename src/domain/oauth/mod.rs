@@ -3,16 +3,20 @@
 //! health of that grant.
 //!
 //! - [`catalog`]: the OAuth part of a catalog entry; [`clients`]: the deployment's client ids
-//!   and secrets; [`http`]: the one outbound HTTP client.
-//! - [`authorize`]: Start, Complete (RPC or callback) and Get of an authorization.
+//!   and secrets; [`http`]: the one outbound HTTP client; `provider_text`: what of a
+//!   provider's words may be shown (its checked error code) and logged (scrubbed).
+//! - [`authorize`]: Start, Complete (RPC or callback) and Get of an authorization;
+//!   [`browser`]: the sign-in bound to the browser it was opened in (the callback's check).
 //! - [`refresh`]: the refresh of one grant (lease, exchange, commit), on demand and in the
 //!   background, and what a failure does to the app.
 
 pub mod authorize;
+pub mod browser;
 pub mod catalog;
 pub mod clients;
 mod complete;
 pub mod http;
+mod provider_text;
 pub mod refresh;
 
 use std::collections::HashMap;
@@ -25,7 +29,10 @@ use self::clients::Clients;
 use self::http::{HttpSettings, Provider};
 use crate::store::GrantRow;
 
-pub use authorize::{Authorization, AuthorizationState, Completion, StartAuthorization};
+pub use authorize::{
+    Authorization, AuthorizationState, Completion, SignInUris, StartAuthorization,
+};
+pub use browser::{BrowserCookies, COOKIE_PREFIX, Completer, MAX_COOKIES, OpenedSignIn};
 pub use refresh::RefreshOutcome;
 
 /// How long a started authorization may be completed.

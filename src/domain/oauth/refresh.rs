@@ -227,8 +227,7 @@ impl Hub {
                 Ok(RefreshOutcome::Refreshed)
             }
             Err(ProviderError::InvalidGrant(text)) => {
-                let said =
-                    format!("the provider refused to refresh the token: invalid_grant {text}");
+                let said = format!("the provider refused to refresh the token ({text})");
                 let audited = Audited::app(AuditAction::InstalledAppReportRejected, &name);
                 let error = crate::domain::error::truncated(&format!("invalid_grant: {text}"), 600);
                 self.write(&refresher(&team), audited, async |w| {

@@ -5,8 +5,8 @@ use integration_hub::pb;
 use tonic::Code;
 
 use super::{
-    OAuthApp, authorize_through_callback, dana, get_authorization, new_slack, oauth_app,
-    oauth_test, query, service_token, sign_in, start, visit,
+    OAuthApp, authorize_through_callback, dana, failed_authorization, get_authorization, new_slack,
+    oauth_app, oauth_test, open_sign_in, query, service_token, sign_in, start, visit, visit_with,
 };
 use crate::fixtures::{
     TEAM, WAIT, all_events, create_integration, get_app, next_events, resolve, watch_live,
@@ -42,7 +42,7 @@ async fn an_app_is_added_through_the_callback_and_its_access_token_resolved(t: O
         "at most 10 minutes: {expires}"
     );
 
-    let (status, _, page) = authorize_through_callback(&started.authorization_uri).await;
+    let (status, _, page) = authorize_through_callback(&started.sign_in_uri).await;
     assert_eq!(status, 200, "{page}");
     assert!(page.contains("Acme Slack"), "{page}");
     let done = get_authorization(app, &dana(), &authorization.name).await;
@@ -204,7 +204,7 @@ async fn a_refusal_or_a_bad_code_leaves_nothing_and_says_why(t: OAuthApp) {
     let mut request = new_slack("Denied");
     request.return_url = "https://app.example.test/integrations?tab=apps".into();
     let started = start(app, &dana(), request).await;
-    let (status, location, _) = authorize_through_callback(&started.authorization_uri).await;
+    let (status, location, _) = authorize_through_callback(&started.sign_in_uri).await;
     assert_eq!(status, 303);
     let location = reqwest::Url::parse(&location.expect("a redirect")).expect("URL");
     assert_eq!(location.host_str(), Some("app.example.test"));
@@ -222,22 +222,13 @@ async fn a_refusal_or_a_bad_code_leaves_nothing_and_says_why(t: OAuthApp) {
 
     // A code the provider refuses (tampered): FAILED, nothing made.
     let started = start(app, &dana(), new_slack("Bad code")).await;
-    let mut redirect = sign_in(&started.authorization_uri).await;
+    let (mut redirect, cookie) = open_sign_in(&started.sign_in_uri).await;
     let state = query(&redirect, "state");
     redirect.set_query(Some(&format!("state={state}&code=not-the-code")));
-    let (status, _, page) = visit(&redirect).await;
+    let (status, _, page) = visit_with(&redirect, Some(&cookie)).await;
     assert_eq!(status, 400, "{page}");
     assert!(!page.contains("not-the-code"));
-    let failed = get_authorization(
-        app,
-        &dana(),
-        &started.authorization.expect("authorization").name,
-    )
-    .await;
-    assert_eq!(
-        failed.state(),
-        pb::installed_app_authorization::State::Failed
-    );
+    failed_authorization(app, &dana(), &started).await;
     let apps = app
         .apps
         .clone()
@@ -346,7 +337,7 @@ async fn revocation_breaks_the_integrations_and_reauthorization_restores_them(t:
     request.service = String::new();
     request.installed_app = installed.name.clone();
     let started = start(app, &dana(), request).await;
-    let (status, _, page) = authorize_through_callback(&started.authorization_uri).await;
+    let (status, _, page) = authorize_through_callback(&started.sign_in_uri).await;
     assert_eq!(status, 200, "{page}");
     let restored = next_events(&mut events, 1, WAIT).await;
     assert_eq!(

@@ -4,6 +4,7 @@
 //! browser is a reqwest client that follows the authorization URL's redirect to our callback.
 
 mod flow;
+mod hostile;
 mod refresh;
 
 use std::io::{BufRead, BufReader};
@@ -243,8 +244,9 @@ pub fn browser() -> reqwest::Client {
         .expect("browser")
 }
 
-/// Opens the authorization URL: the provider signs the person in at once and redirects;
-/// answers where to (our callback, with `code` and `state`).
+/// Opens the provider's authorization URL: the provider signs the person in at once and
+/// redirects; answers where to (our callback, with `code` and `state`). Nothing binds this
+/// browser to the sign-in: the hub's callback refuses it (the RPC completion does not need it).
 pub async fn sign_in(authorization_uri: &str) -> reqwest::Url {
     let answer = browser()
         .get(authorization_uri)
@@ -256,13 +258,52 @@ pub async fn sign_in(authorization_uri: &str) -> reqwest::Url {
     reqwest::Url::parse(location).expect("an absolute redirect")
 }
 
-/// Follows the provider's redirect to our callback: its status, `Location` and page.
-pub async fn visit(url: &reqwest::Url) -> (u16, Option<String>, String) {
+/// Opens the hub's sign-in URL as the application's form would (a POST, here without an
+/// `Origin`), then the provider's page it redirects to: answers the callback URL the
+/// provider sends the browser to and the cookie (`name=value`) that binds this browser.
+pub async fn open_sign_in(sign_in_uri: &str) -> (reqwest::Url, String) {
     let answer = browser()
-        .get(url.clone())
+        .post(sign_in_uri)
         .send()
         .await
-        .expect("the callback answers");
+        .expect("open the sign-in URL");
+    let status = answer.status();
+    let cookie = answer
+        .headers()
+        .get("set-cookie")
+        .map(|c| c.to_str().expect("cookie").to_owned());
+    let location = answer
+        .headers()
+        .get("location")
+        .map(|l| l.to_str().expect("location").to_owned());
+    let page = answer.text().await.unwrap_or_default();
+    assert_eq!(status, 303, "the hub's sign-in URL redirects: {page}");
+    let cookie = cookie.expect("a cookie binds the browser");
+    for attribute in [
+        "HttpOnly",
+        "SameSite=Lax",
+        "Path=/oauth/callback",
+        "Max-Age=",
+    ] {
+        assert!(cookie.contains(attribute), "{attribute}: {cookie}");
+    }
+    let pair = cookie.split(';').next().expect("name=value").to_owned();
+    (sign_in(&location.expect("to the provider")).await, pair)
+}
+
+/// Follows the provider's redirect to our callback with no cookie: its status, `Location` and
+/// page.
+pub async fn visit(url: &reqwest::Url) -> (u16, Option<String>, String) {
+    visit_with(url, None).await
+}
+
+/// Follows the provider's redirect to our callback, sending `cookie` (`name=value`).
+pub async fn visit_with(url: &reqwest::Url, cookie: Option<&str>) -> (u16, Option<String>, String) {
+    let mut request = browser().get(url.clone());
+    if let Some(cookie) = cookie {
+        request = request.header("cookie", cookie);
+    }
+    let answer = request.send().await.expect("the callback answers");
     let status = answer.status().as_u16();
     let location = answer
         .headers()
@@ -272,9 +313,11 @@ pub async fn visit(url: &reqwest::Url) -> (u16, Option<String>, String) {
     (status, location, page)
 }
 
-/// Signs in and lands on the callback; answers what it answered.
-pub async fn authorize_through_callback(authorization_uri: &str) -> (u16, Option<String>, String) {
-    visit(&sign_in(authorization_uri).await).await
+/// Opens the hub's sign-in URL, signs in and lands on the callback in the same browser;
+/// answers what the callback answered.
+pub async fn authorize_through_callback(sign_in_uri: &str) -> (u16, Option<String>, String) {
+    let (callback, cookie) = open_sign_in(sign_in_uri).await;
+    visit_with(&callback, Some(&cookie)).await
 }
 
 pub fn query(url: &reqwest::Url, name: &str) -> String {
@@ -299,10 +342,26 @@ pub async fn get_authorization(
         .into_inner()
 }
 
+/// The authorization `started` began, which must have ended FAILED.
+pub async fn failed_authorization(
+    app: &impl Clients,
+    who: &str,
+    started: &pb::StartInstalledAppAuthorizationResponse,
+) -> pb::InstalledAppAuthorization {
+    let name = &started.authorization.as_ref().expect("authorization").name;
+    let failed = get_authorization(app, who, name).await;
+    assert_eq!(
+        failed.state(),
+        pb::installed_app_authorization::State::Failed,
+        "{failed:?}"
+    );
+    failed
+}
+
 /// Adds a Slack app through the whole flow (callback) as dana; answers the app.
 pub async fn oauth_app(app: &impl Clients, display_name: &str) -> pb::InstalledApp {
     let started = start(app, &dana(), new_slack(display_name)).await;
-    let (status, _, page) = authorize_through_callback(&started.authorization_uri).await;
+    let (status, _, page) = authorize_through_callback(&started.sign_in_uri).await;
     assert_eq!(status, 200, "{page}");
     let authorization = get_authorization(
         app,

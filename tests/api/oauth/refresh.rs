@@ -192,7 +192,11 @@ async fn a_slow_token_endpoint_times_out_and_breaks_nothing(t: OAuthApp) {
 oauth_test!(a_slow_token_endpoint_times_out_and_breaks_nothing);
 
 /// The environment of a server process with OAuth on against `provider`.
-fn oauth_env(provider: &Provider, dir: &std::path::Path, port: u16) -> Vec<(String, String)> {
+pub(super) fn oauth_env(
+    provider: &Provider,
+    dir: &std::path::Path,
+    port: u16,
+) -> Vec<(String, String)> {
     std::fs::write(dir.join("catalog.json"), provider.catalog()).expect("catalog");
     std::fs::write(dir.join("slack-secret"), CLIENT_SECRET).expect("secret");
     std::fs::write(
@@ -228,7 +232,7 @@ fn oauth_env(provider: &Provider, dir: &std::path::Path, port: u16) -> Vec<(Stri
     ]
 }
 
-fn start_process(
+pub(super) fn start_process(
     db: &TestDb,
     keys: &str,
     env: &[(String, String)],
@@ -345,10 +349,10 @@ async fn secrets_stay_out_of_logs_errors_and_the_database_file() {
     let started = start(&hub, &dana(), new_slack("Refused")).await;
     let uri = reqwest::Url::parse(&started.authorization_uri).expect("URL");
     states.push(super::query(&uri, "state"));
-    let mut redirect = super::sign_in(&started.authorization_uri).await;
+    let (mut redirect, cookie) = super::open_sign_in(&started.sign_in_uri).await;
     let state = super::query(&redirect, "state");
     redirect.set_query(Some(&format!("state={state}&code=tampered-code")));
-    let (_, _, page) = super::visit(&redirect).await;
+    let (_, _, page) = super::visit_with(&redirect, Some(&cookie)).await;
     texts.push(page);
     let refused = hub
         .apps()
@@ -384,7 +388,7 @@ async fn secrets_stay_out_of_logs_errors_and_the_database_file() {
     texts.push(format!("{shown:?}"));
     let other = start(&hub, &dana(), new_slack("Done")).await;
     provider.control(json!({"fail": null})).await;
-    let (_, _, page) = authorize_through_callback(&other.authorization_uri).await;
+    let (_, _, page) = authorize_through_callback(&other.sign_in_uri).await;
     texts.push(page);
 
     let stats = provider.stats().await;
