@@ -287,3 +287,32 @@ fn free_port() -> Result<u16, String> {
         .map(|a| a.port())
         .map_err(|e| e.to_string())
 }
+
+/// The watchdog stops the cluster and removes its directory once the pipe closes, as it does
+/// when the test process ends.
+#[test]
+fn the_watchdog_stops_and_removes_a_cluster_when_its_pipe_closes() {
+    let cluster = match Cluster::start("") {
+        Ok(cluster) => cluster,
+        Err(why) => {
+            crate::needs::skip(crate::needs::Part::Postgres, &why);
+            return;
+        }
+    };
+    let (dir, address) = (cluster.dir.path().to_owned(), cluster.address());
+    let (_, pipe) = cluster.stop_when_this_process_ends().expect("a watchdog");
+    assert!(
+        std::net::TcpStream::connect(&address).is_ok(),
+        "the cluster runs"
+    );
+    drop(pipe);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while dir.exists() || std::net::TcpStream::connect(&address).is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "the cluster at {address} ({}) still runs 30 s after its pipe closed",
+            dir.display()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
