@@ -261,6 +261,7 @@ fn audit_since_epoch() -> pb::ListAuditEventsRequest {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_listings_held_up_in_the_database_are_bounded_per_team_and_in_the_pool_and_end_at_their_timeout()
  {
+    crate::needs!(Postgres);
     let app = crate::helpers::spawn_app(Backend::Postgres).await;
     let acme = token(TEAM, "admin", "ada");
     let other = token("other", "admin", "oli");

@@ -82,6 +82,7 @@ async fn webhook_subscriptions_stay_within_the_cap_under_concurrent_creates_sqli
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_subscriptions_stay_within_the_cap_under_concurrent_creates_postgres() {
+    crate::needs!(Postgres);
     webhook_subscriptions_stay_within_the_cap_under_concurrent_creates(Backend::Postgres).await;
 }
 
@@ -113,10 +114,12 @@ async fn pending_authorizations_stay_within_the_cap_under_concurrent_starts(back
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pending_authorizations_stay_within_the_cap_under_concurrent_starts_sqlite() {
+    crate::needs!(Node);
     pending_authorizations_stay_within_the_cap_under_concurrent_starts(Backend::Sqlite).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pending_authorizations_stay_within_the_cap_under_concurrent_starts_postgres() {
+    crate::needs!(Node, Postgres);
     pending_authorizations_stay_within_the_cap_under_concurrent_starts(Backend::Postgres).await;
 }

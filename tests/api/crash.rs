@@ -313,5 +313,6 @@ async fn crash_harness_on_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_harness_on_postgres() {
+    crate::needs!(Postgres);
     crash_harness(Backend::Postgres).await;
 }

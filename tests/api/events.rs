@@ -157,6 +157,7 @@ mod a_watch_stream_outlives_the_request_timeout {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn postgres() {
+        crate::needs!(Postgres);
         super::a_watch_stream_outlives_the_request_timeout(Backend::Postgres).await;
     }
 }
@@ -527,9 +528,7 @@ struct ServerProcess {
 impl Drop for ServerProcess {
     fn drop(&mut self) {
         if !self.exited {
-            let _ = Command::new("kill")
-                .args(["-KILL", &self.pid.to_string()])
-                .status();
+            let _ = crate::process::send_signal(self.pid, libc::SIGKILL);
         }
     }
 }
@@ -642,11 +641,7 @@ async fn the_binary_ends_watch_streams_and_exits_cleanly_on_sigterm() {
     let created = next_events(&mut stream, 1, WAIT).await;
     assert_eq!(created[0].integration_name, integration.name);
 
-    let sent = Command::new("kill")
-        .args(["-TERM", &process.pid.to_string()])
-        .status()
-        .expect("run kill");
-    assert!(sent.success());
+    assert!(crate::process::send_signal(process.pid, libc::SIGTERM));
     let sigterm = std::time::Instant::now();
 
     let (_, status) = stream_end(&mut stream, Duration::from_secs(25)).await;

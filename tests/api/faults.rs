@@ -4,12 +4,12 @@
 //! no INTERNAL, every acknowledged write present, no event without its change, and an open
 //! watch stream that delivered every event once.
 //!
-//! The disk and the PostgreSQL faults need root (a tmpfs mount; a private PostgreSQL cluster
-//! run as the `postgres` user, so that restarting it disturbs no other test). Without it they
-//! print `SKIPPED` with the reason and pass.
+//! The disk fault needs root (a tmpfs mount); the PostgreSQL faults a private cluster
+//! (`pg_cluster`), so that restarting it disturbs no other test. Without them they are
+//! skipped (`needs::skip`).
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -22,7 +22,8 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
 use crate::fixtures::{app_request, error_reason, watch_live};
-use crate::helpers::{PG_ADMIN_URL, PG_BASE_URL, authed, token};
+use crate::helpers::{authed, pg_address, pg_admin_url, pg_database_url, token};
+use crate::pg_cluster::{Cluster, run};
 use crate::process::ServerProcess;
 
 /// What happened to the writes of a load.
@@ -227,19 +228,6 @@ fn warnings_and_errors(server: &ServerProcess) -> Vec<String> {
     lines
 }
 
-fn run(program: &str, args: &[&str]) -> Result<(), String> {
-    match Command::new(program).args(args).output() {
-        Ok(out) if out.status.success() => Ok(()),
-        Ok(out) => Err(format!(
-            "{program} {}: {}{}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stdout).trim(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )),
-        Err(err) => Err(format!("{program}: {err}")),
-    }
-}
-
 /// A size-limited tmpfs under a temporary directory, unmounted on drop.
 struct Tmpfs {
     dir: tempfile::TempDir,
@@ -296,7 +284,7 @@ async fn a_full_disk_never_acknowledges_a_lost_write_and_recovers_when_space_is_
     let disk = match Tmpfs::mount("size=4m") {
         Ok(disk) => disk,
         Err(why) => {
-            println!("SKIPPED a_full_disk_...: cannot mount a size-limited tmpfs ({why})");
+            crate::needs::skip(crate::needs::Part::Tmpfs, &format!("mount a tmpfs: {why}"));
             return;
         }
     };
@@ -400,106 +388,6 @@ async fn a_full_disk_never_acknowledges_a_lost_write_and_recovers_when_space_is_
     );
 }
 
-/// A PostgreSQL cluster of this test's own, run as the `postgres` user, so that restarting or
-/// killing it disturbs no other test.
-struct PrivatePostgres {
-    dir: tempfile::TempDir,
-    bin: PathBuf,
-    port: u16,
-}
-
-impl PrivatePostgres {
-    fn start() -> Result<PrivatePostgres, String> {
-        let versions = std::fs::read_dir("/usr/lib/postgresql").map_err(|e| e.to_string())?;
-        let bin = versions
-            .filter_map(|v| v.ok())
-            .map(|v| v.path().join("bin"))
-            .find(|bin| bin.join("initdb").exists())
-            .ok_or("no initdb under /usr/lib/postgresql")?;
-        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let path = dir.path().display().to_string();
-        run("chown", &["postgres:postgres", &path])?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| e.to_string())?
-            .port();
-        let cluster = PrivatePostgres { dir, bin, port };
-        cluster.as_postgres(
-            "initdb",
-            &[
-                "-D",
-                &cluster.data(),
-                "-A",
-                "trust",
-                "-U",
-                "postgres",
-                "--no-sync",
-            ],
-        )?;
-        cluster.pg_ctl(&["start"])?;
-        Ok(cluster)
-    }
-
-    fn data(&self) -> String {
-        self.dir.path().join("data").display().to_string()
-    }
-
-    fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
-    }
-
-    fn as_postgres(&self, tool: &str, args: &[&str]) -> Result<(), String> {
-        let tool = self.bin.join(tool).display().to_string();
-        let mut all = vec!["-u", "postgres", "--", tool.as_str()];
-        all.extend_from_slice(args);
-        run("runuser", &all)
-    }
-
-    fn pg_ctl(&self, action: &[&str]) -> Result<(), String> {
-        let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1",
-            self.port,
-            self.dir.path().display()
-        );
-        let log = self.dir.path().join("log").display().to_string();
-        let data = self.data();
-        let mut args = vec!["-D", &data, "-o", &options, "-l", &log, "-w", "-t", "60"];
-        args.extend_from_slice(action);
-        self.as_postgres("pg_ctl", &args)
-    }
-
-    fn restart(&self) {
-        self.pg_ctl(&["-m", "fast", "restart"])
-            .expect("restart PostgreSQL");
-    }
-
-    /// SIGKILL to the postmaster, then a start (which recovers from the WAL).
-    fn kill_and_start(&self) {
-        let pid = std::fs::read_to_string(self.dir.path().join("data/postmaster.pid"))
-            .expect("postmaster.pid");
-        let pid = pid.lines().next().expect("pid line").trim().to_owned();
-        run("kill", &["-KILL", &pid]).expect("kill -9 the postmaster");
-        // Its backends notice and exit; until they have, the start refuses.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            match self.pg_ctl(&["start"]) {
-                Ok(()) => return,
-                Err(err) if Instant::now() < deadline => {
-                    let _ = err;
-                    std::thread::sleep(Duration::from_millis(500));
-                }
-                Err(err) => panic!("PostgreSQL did not start after kill -9: {err}"),
-            }
-        }
-    }
-}
-
-impl Drop for PrivatePostgres {
-    fn drop(&mut self) {
-        let _ = self.pg_ctl(&["-m", "immediate", "stop"]);
-    }
-}
-
 /// Writes from `writers` concurrent clients until `stop` flips.
 async fn write_load(
     server: &ServerProcess,
@@ -567,15 +455,19 @@ enum DatabaseFault {
 /// A write load and an open stream across a database fault: only OK and UNAVAILABLE, every
 /// acknowledged write present, every event delivered once to the open stream.
 async fn survives(fault: DatabaseFault) {
-    let cluster = match PrivatePostgres::start() {
+    // A cluster of this test's own, so that restarting or killing it disturbs no other test.
+    let cluster = match Cluster::start("") {
         Ok(cluster) => cluster,
         Err(why) => {
-            println!("SKIPPED {fault:?}: cannot run a private PostgreSQL cluster ({why})");
+            crate::needs::skip(
+                crate::needs::Part::Postgres,
+                &format!("a private cluster: {why}"),
+            );
             return;
         }
     };
     let keys = KeyRing::generate(1).expect("key").1;
-    let server = ServerProcess::start(&cluster.url(), &keys, &[]);
+    let server = ServerProcess::start(&cluster.url("postgres"), &keys, &[]);
     let app = create_app(&server).await;
     let follower = Follower::start(&server).await;
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
@@ -696,7 +588,7 @@ async fn database_health_becomes(
 /// How many sessions LISTEN for events in database `name`.
 async fn listeners(name: &str) -> i64 {
     use sea_orm::{ConnectionTrait, Database, Statement};
-    let admin = Database::connect(PG_ADMIN_URL).await.expect("connect");
+    let admin = Database::connect(pg_admin_url()).await.expect("connect");
     let row = admin
         .query_one_raw(Statement::from_string(
             sea_orm::DatabaseBackend::Postgres,
@@ -715,13 +607,11 @@ async fn listeners(name: &str) -> i64 {
 /// invariants, the health entry of the database follows it, and the replica LISTENs again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropped_database_connections_answer_unavailable_and_listen_resumes() {
+    crate::needs!(Postgres);
     let db = crate::helpers::TestDb::new(crate::helpers::Backend::Postgres).await;
     let name = db.url.rsplit('/').next().expect("db name").to_owned();
-    let proxy = Proxy::start("127.0.0.1:5432").await;
-    let url = format!(
-        "{}/{name}",
-        PG_BASE_URL.replace("127.0.0.1:5432", &format!("127.0.0.1:{}", proxy.port))
-    );
+    let proxy = Proxy::start(&pg_address()).await;
+    let url = pg_database_url(&name).replace(&pg_address(), &format!("127.0.0.1:{}", proxy.port));
     let keys = KeyRing::generate(1).expect("key").1;
     let server = ServerProcess::start(&url, &keys, &[]);
     let app = create_app(&server).await;
@@ -885,9 +775,7 @@ fn a_read_only_data_directory_is_refused_at_start_naming_it() {
     let disk = match Tmpfs::mount("ro,size=1m") {
         Ok(disk) => disk,
         Err(why) => {
-            println!(
-                "SKIPPED a_read_only_data_directory...: cannot mount a read-only tmpfs ({why})"
-            );
+            crate::needs::skip(crate::needs::Part::Tmpfs, &format!("mount a tmpfs: {why}"));
             return;
         }
     };

@@ -21,8 +21,35 @@ pub const TEST_SECRET: &str = "test-secret-test-secret-test-secret-0123456789";
 /// `serve` without `--dev` requires both; `token()` mints them.
 pub const TEST_ISSUER: &str = "https://idp.integration-hub.test";
 pub const TEST_AUDIENCE: &str = "integration-hub-tests";
-pub const PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
-pub const PG_BASE_URL: &str = "postgres://postgres@127.0.0.1:5432";
+
+/// The URL of a database on the tests' PostgreSQL to create test databases from: the
+/// throwaway cluster of this run or `INTEGRATION_HUB_TEST_POSTGRES_URL` (see `needs`).
+pub fn pg_admin_url() -> &'static str {
+    match crate::needs::postgres() {
+        Ok(postgres) => &postgres.admin_url,
+        Err(why) => panic!(
+            "PostgreSQL is not available ({why}); a test that needs it starts with \
+             `needs!(Postgres)`, which skips it"
+        ),
+    }
+}
+
+/// The URL of database `name` on the tests' PostgreSQL.
+pub fn pg_database_url(name: &str) -> String {
+    let mut url = url::Url::parse(pg_admin_url()).expect("INTEGRATION_HUB_TEST_POSTGRES_URL");
+    url.set_path(&format!("/{name}"));
+    url.to_string()
+}
+
+/// The tests' PostgreSQL as `host:port`.
+pub fn pg_address() -> String {
+    let url = url::Url::parse(pg_admin_url()).expect("INTEGRATION_HUB_TEST_POSTGRES_URL");
+    format!(
+        "{}:{}",
+        url.host_str().unwrap_or("localhost"),
+        url.port().unwrap_or(5432)
+    )
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
@@ -48,16 +75,16 @@ impl TestDb {
             },
             Backend::Postgres => {
                 let name = format!("ih_test_{}", uuid::Uuid::new_v4().simple());
-                let admin = Database::connect(PG_ADMIN_URL)
+                let admin = Database::connect(pg_admin_url())
                     .await
-                    .expect("PostgreSQL must run at 127.0.0.1:5432 (see README)");
+                    .unwrap_or_else(|e| panic!("connect to the tests' PostgreSQL: {e}"));
                 admin
                     .execute_unprepared(&format!("CREATE DATABASE {name}"))
                     .await
                     .expect("create test database");
                 let _ = admin.close().await;
                 TestDb {
-                    url: format!("{PG_BASE_URL}/{name}"),
+                    url: pg_database_url(&name),
                     dir,
                     pg_name: Some(name),
                 }
@@ -81,7 +108,7 @@ impl Drop for TestDb {
                     .build()
                     .expect("runtime");
                 rt.block_on(async {
-                    if let Ok(admin) = Database::connect(PG_ADMIN_URL).await {
+                    if let Ok(admin) = Database::connect(pg_admin_url()).await {
                         let _ = admin
                             .execute_unprepared(&format!(
                                 "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
@@ -277,7 +304,8 @@ pub fn authed<T>(token: &str, message: T) -> Request<T> {
     request
 }
 
-/// Runs one async test body against SQLite and against PostgreSQL, as two tests.
+/// Runs one async test body against SQLite and against PostgreSQL, as two tests (the second
+/// skipped where there is no PostgreSQL: `needs`).
 #[macro_export]
 macro_rules! storage_test {
     ($name:ident) => {
@@ -290,6 +318,7 @@ macro_rules! storage_test {
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() {
+                $crate::needs!(Postgres);
                 let app = $crate::helpers::spawn_app($crate::helpers::Backend::Postgres).await;
                 super::$name(app).await;
             }

@@ -1,5 +1,6 @@
 //! The one integration-test binary: the real server on 127.0.0.1:0, real tonic clients,
-//! SQLite and PostgreSQL.
+//! SQLite and PostgreSQL. What a test needs beyond Rust (PostgreSQL, Node.js, python3) is
+//! found or set up once per run, and a test is skipped, loudly, where it is missing: `needs`.
 
 mod access;
 mod admin;
@@ -19,10 +20,12 @@ mod hostile_telemetry;
 mod isolation;
 mod jwks;
 mod keys;
+mod needs;
 mod oauth;
 mod observability;
 mod one_statement;
 mod pages;
+mod pg_cluster;
 mod process;
 mod promote;
 mod rate_limit;

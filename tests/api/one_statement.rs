@@ -149,6 +149,7 @@ async fn written(store: &Store) -> (Vec<String>, Vec<String>, Vec<String>) {
 
 #[tokio::test]
 async fn on_postgres_each_create_is_all_written_or_nothing() {
+    crate::needs!(Postgres);
     let (_db, store) = store_with_apps(Backend::Postgres).await;
 
     assert_eq!(

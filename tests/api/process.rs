@@ -11,6 +11,16 @@ use tonic::transport::Channel;
 
 use crate::helpers::{TEST_AUDIENCE, TEST_ISSUER, TEST_SECRET};
 
+/// Sends `signal` (`libc::SIGTERM`, ...) to process `pid`, as `kill` would (without needing
+/// the `kill` program, which a bare machine may lack); false when there is no such process.
+pub fn send_signal(pid: u32, signal: libc::c_int) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: kill(2) takes plain integers and touches no memory of this process.
+    unsafe { libc::kill(pid, signal) == 0 }
+}
+
 pub struct ServerProcess {
     child: Child,
     pub port: u16,
@@ -140,23 +150,19 @@ impl ServerProcess {
         )
     }
 
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([signal, &self.pid().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill {signal} failed");
+    fn signal(&self, signal: libc::c_int) {
+        assert!(send_signal(self.pid(), signal), "kill {signal} failed");
     }
 
     /// SIGTERM, then waits for the exit (at most `within`).
     pub fn terminate(&mut self, within: Duration) -> ExitStatus {
-        self.signal("-TERM");
+        self.signal(libc::SIGTERM);
         self.wait(within)
     }
 
     /// SIGKILL: no cleanup at all, as a crash.
     pub fn kill(&mut self) {
-        self.signal("-KILL");
+        self.signal(libc::SIGKILL);
         let _ = self.child.wait();
     }
 

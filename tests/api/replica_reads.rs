@@ -114,6 +114,7 @@ async fn secrets_changed_on_one_replica_are_never_resolved_by_another_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_changed_on_one_replica_are_never_resolved_by_another_postgres() {
+    crate::needs!(Postgres);
     secrets_changed_on_a_are_never_resolved_by_b(Backend::Postgres).await;
 }
 
@@ -206,6 +207,7 @@ async fn another_replicas_reads_catch_up_with_its_events_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_replicas_reads_catch_up_with_its_events_postgres() {
+    crate::needs!(Postgres);
     reads_catch_up_within_the_bound(Backend::Postgres).await;
 }
 
@@ -213,6 +215,7 @@ async fn another_replicas_reads_catch_up_with_its_events_postgres() {
 /// another replica within it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_change_without_an_event_reaches_another_replica_within_the_time_to_live() {
+    crate::needs!(Postgres);
     let db = TestDb::new(Backend::Postgres).await;
     let a = ServerProcess::start(&db.url, test_key_spec(), &[]);
     let b = ServerProcess::start(&db.url, test_key_spec(), &[]);

@@ -93,6 +93,7 @@ fn keys() -> String {
 /// Replica B's subscriber receives every event appended through replica A, in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_on_one_replica_receives_what_another_replica_appends() {
+    crate::needs!(Postgres);
     let db = TestDb::new(Backend::Postgres).await;
     let keys = keys();
     let a = ServerProcess::start(&db.url, &keys, &[]);
@@ -125,6 +126,7 @@ async fn a_subscriber_on_one_replica_receives_what_another_replica_appends() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "measurement; run with --ignored --nocapture"]
 async fn cross_replica_delivery_latency() {
+    crate::needs!(Postgres);
     let db = TestDb::new(Backend::Postgres).await;
     let keys = keys();
     let a = ServerProcess::start(&db.url, &keys, &[]);
@@ -165,6 +167,7 @@ async fn cross_replica_delivery_latency() {
 /// that cursor loses nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_resuming_on_another_replica_after_sigterm_loses_nothing() {
+    crate::needs!(Postgres);
     let db = TestDb::new(Backend::Postgres).await;
     let keys = keys();
     let mut a = ServerProcess::start(&db.url, &keys, &[]);
@@ -235,6 +238,7 @@ async fn a_client_resuming_on_another_replica_after_sigterm_loses_nothing() {
 /// sequence number that commits later (PostgreSQL hands numbers out before commit).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_writers_never_let_a_reader_pass_an_in_flight_sequence() {
+    crate::needs!(Postgres);
     let db = TestDb::new(Backend::Postgres).await;
     let mut args = test_args(&db.url);
     args.database.db_max_connections = 16;
@@ -282,6 +286,7 @@ async fn concurrent_writers_never_let_a_reader_pass_an_in_flight_sequence() {
 /// commits first and the reader moves past an earlier one that is still in flight.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn appends_that_commit_late_never_open_a_gap_behind_a_reader() {
+    crate::needs!(Postgres);
     let db = TestDb::new(Backend::Postgres).await;
     let store = Store::connect(&db.url, 20).await.expect("store");
     store.migrate().await.expect("migrate");
@@ -402,6 +407,7 @@ async fn stalled_subscriber_on_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_subscriber_on_postgres() {
+    crate::needs!(Postgres);
     stalled_subscriber(Backend::Postgres).await;
 }
 

@@ -606,17 +606,11 @@ storage_test!(no_credential_comes_back_except_through_resolve_nor_rests_in_the_d
 
 /// Every row of the test database as text: `pg_dump`, or without it a cast of every row.
 async fn postgres_text(url: &str) -> String {
-    let db_name = url.rsplit('/').next().expect("a database name").to_owned();
+    // The whole URL: the tests' PostgreSQL may be on any port, with a password.
+    let dbname = url.to_owned();
     let dump = tokio::task::spawn_blocking(move || {
         Command::new("pg_dump")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-U",
-                "postgres",
-                "--no-password",
-                &db_name,
-            ])
+            .args(["--no-password", "--dbname", &dbname])
             .output()
     })
     .await
@@ -749,7 +743,7 @@ async fn neither_a_credential_nor_a_token_reaches_the_logs() {
         .spawn()
         .expect("start the binary");
     let mut stderr = read_stderr(child.stderr.take().expect("stderr"));
-    let pid = child.id().to_string();
+    let pid = child.id();
     let mut child = Reap(child);
     let port = serving_port(&mut stderr.lines).await;
 
@@ -822,11 +816,7 @@ async fn neither_a_credential_nor_a_token_reaches_the_logs() {
         .expect_err("a forged token");
     assert_eq!(unauthenticated.code(), Code::Unauthenticated);
 
-    let killed = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("run kill");
-    assert!(killed.success());
+    assert!(crate::process::send_signal(pid, libc::SIGTERM), "SIGTERM");
     let exit = tokio::task::spawn_blocking(move || {
         let status = child.0.wait();
         (child, status)

@@ -197,5 +197,6 @@ async fn stalled_watch_streams_hold_bounded_memory_on_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_watch_streams_hold_bounded_memory_on_postgres() {
+    crate::needs!(Postgres);
     stalled_streams_hold_bounded_memory(Backend::Postgres).await;
 }

@@ -177,6 +177,7 @@ webhook_test!(a_trickled_answer_is_cut_off_at_the_timeout);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore]
 async fn another_teams_delivery_latency_behind_trickling_receivers() {
+    crate::needs!(Python);
     for share in [32, 4] {
         let mut app = crate::webhooks::spawn_webhook_app(crate::helpers::Backend::Sqlite, |w| {
             w.webhook_timeout_ms = 10_000;

@@ -142,11 +142,13 @@ async fn webhook_secrets_are_resealed_and_the_old_key_can_be_retired(backend: Ba
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_secrets_are_resealed_and_the_old_key_can_be_retired_sqlite() {
+    crate::needs!(Python);
     webhook_secrets_are_resealed_and_the_old_key_can_be_retired(Backend::Sqlite).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_secrets_are_resealed_and_the_old_key_can_be_retired_postgres() {
+    crate::needs!(Python, Postgres);
     webhook_secrets_are_resealed_and_the_old_key_can_be_retired(Backend::Postgres).await;
 }
 
@@ -223,11 +225,13 @@ async fn a_secret_on_a_retired_key_is_a_clear_failure_not_internal(backend: Back
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_secret_on_a_retired_key_is_a_clear_failure_not_internal_sqlite() {
+    crate::needs!(Python);
     a_secret_on_a_retired_key_is_a_clear_failure_not_internal(Backend::Sqlite).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_secret_on_a_retired_key_is_a_clear_failure_not_internal_postgres() {
+    crate::needs!(Python, Postgres);
     a_secret_on_a_retired_key_is_a_clear_failure_not_internal(Backend::Postgres).await;
 }
 
@@ -320,5 +324,6 @@ async fn pending_verifiers_are_resealed_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pending_verifiers_are_resealed_postgres() {
+    crate::needs!(Postgres);
     pending_verifiers_are_resealed(Backend::Postgres).await;
 }

@@ -1,66 +1,19 @@
 //! A webhook receiver that is not ours: `tests/webhooks/receiver.py` verifies every delivery
 //! with the `standardwebhooks` library from PyPI and reports each request as a JSON line.
-//! Its Python comes from `WEBHOOK_RECEIVER_PYTHON`, or a venv made once under
-//! `$HOME/.cache/integration-hub/tools/webhook-receiver-venv` from
-//! `tests/webhooks/requirements.txt`.
+//! Its Python comes from `WEBHOOK_RECEIVER_PYTHON`, or a venv made once from
+//! `tests/webhooks/requirements.txt` (`needs::webhook_python`); a test that starts a receiver
+//! begins with `needs!(Python)`.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-static VENV: Mutex<Option<PathBuf>> = Mutex::new(None);
-
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The Python that runs the receiver, with `standardwebhooks` installed.
-fn python() -> PathBuf {
-    if let Ok(python) = std::env::var("WEBHOOK_RECEIVER_PYTHON") {
-        return python.into();
-    }
-    let mut made = VENV.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(python) = made.as_ref() {
-        return python.clone();
-    }
-    let home = std::env::var("HOME").unwrap_or_else(|_| "/tmp".into());
-    let venv = PathBuf::from(home).join(".cache/integration-hub/tools/webhook-receiver-venv");
-    let python = venv.join("bin/python");
-    let ready = Command::new(&python)
-        .args(["-c", "import standardwebhooks"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ready {
-        let status = Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&venv)
-            .status()
-            .expect("python3 -m venv");
-        assert!(status.success(), "python3 -m venv failed");
-        let status = Command::new(&python)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "-r",
-            ])
-            .arg(root().join("tests/webhooks/requirements.txt"))
-            .status()
-            .expect("pip install");
-        assert!(
-            status.success(),
-            "pip install -r tests/webhooks/requirements.txt failed"
-        );
-    }
-    *made = Some(python.clone());
-    python
 }
 
 /// One request the receiver got, as it reported it.
@@ -77,7 +30,11 @@ impl Receiver {
     /// Starts a receiver with extra arguments (`--fail-first 2`, ...).
     pub fn start(args: &[&str]) -> Receiver {
         let secrets = tempfile::NamedTempFile::new().expect("secrets file");
-        let mut child = Command::new(python())
+        let python = match crate::needs::webhook_python() {
+            Ok(python) => python,
+            Err(why) => panic!("the webhook receiver needs python3 ({why}): needs!(Python)"),
+        };
+        let mut child = Command::new(python)
             .arg(root().join("tests/webhooks/receiver.py"))
             .arg("--secrets-file")
             .arg(secrets.path())

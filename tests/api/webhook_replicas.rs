@@ -125,16 +125,19 @@ async fn until_acknowledged_after(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_deliverer_is_replaced_and_everything_arrives_sqlite() {
+    crate::needs!(Python);
     a_killed_deliverer_is_replaced_and_everything_arrives(Backend::Sqlite).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_deliverer_is_replaced_and_everything_arrives_postgres() {
+    crate::needs!(Python, Postgres);
     a_killed_deliverer_is_replaced_and_everything_arrives(Backend::Postgres).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_deliver_each_event_once_per_subscription() {
+    crate::needs!(Python, Postgres);
     const APPS: usize = 30;
     let db = TestDb::new(Backend::Postgres).await;
     let keys = KeyRing::generate(1).expect("key").1;

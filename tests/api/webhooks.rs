@@ -29,6 +29,7 @@ macro_rules! webhook_test {
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn sqlite() {
+                $crate::needs!(Python);
                 let app =
                     $crate::webhooks::spawn_webhook_app($crate::helpers::Backend::Sqlite, tweak)
                         .await;
@@ -37,6 +38,7 @@ macro_rules! webhook_test {
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() {
+                $crate::needs!(Python, Postgres);
                 let app = $crate::webhooks::spawn_webhook_app(
                     $crate::helpers::Backend::Postgres,
                     tweak,
@@ -382,12 +384,14 @@ async fn a_receiver_down_past_the_retry_window_disables_the_subscription_with_an
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receiver_down_past_the_retry_window_disables_the_subscription_sqlite() {
+    crate::needs!(Python);
     a_receiver_down_past_the_retry_window_disables_the_subscription_with_an_event(Backend::Sqlite)
         .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receiver_down_past_the_retry_window_disables_the_subscription_postgres() {
+    crate::needs!(Python, Postgres);
     a_receiver_down_past_the_retry_window_disables_the_subscription_with_an_event(
         Backend::Postgres,
     )

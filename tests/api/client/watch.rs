@@ -283,6 +283,7 @@ mod a_watch_survives_killed_servers_and_follows_the_replica_that_replaces_them {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn postgres() {
+        crate::needs!(Postgres);
         super::a_watch_survives_killed_servers_and_follows_the_replica_that_replaces_them(
             Backend::Postgres,
         )

@@ -157,11 +157,13 @@ async fn echoed_inputs_reach_no_error_field_or_log(backend: Backend) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn echoed_inputs_reach_no_error_field_or_log_sqlite() {
+    crate::needs!(Node);
     echoed_inputs_reach_no_error_field_or_log(Backend::Sqlite).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn echoed_inputs_reach_no_error_field_or_log_postgres() {
+    crate::needs!(Node, Postgres);
     echoed_inputs_reach_no_error_field_or_log(Backend::Postgres).await;
 }
 

@@ -26,10 +26,14 @@ pub struct Provider {
 }
 
 impl Provider {
-    /// Starts `node tests/oauth/provider.mjs` on a free loopback port (`npm ci` installs
-    /// its package) and waits for its port line.
+    /// Starts `node tests/oauth/provider.mjs` on a free loopback port (beside its package,
+    /// installed once: `needs::oauth_provider`) and waits for its port line. A test that
+    /// starts one begins with `needs!(Node)`.
     pub fn start() -> Provider {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/oauth/provider.mjs");
+        let script = match crate::needs::oauth_provider() {
+            Ok(script) => script,
+            Err(why) => panic!("the OAuth provider needs Node.js ({why}): start with needs!(Node)"),
+        };
         let mut child = Command::new("node")
             .arg(script)
             .current_dir(env!("CARGO_MANIFEST_DIR"))
@@ -37,7 +41,7 @@ impl Provider {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .expect("node must be installed and `npm ci` run (oauth2-mock-server)");
+            .expect("start node");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -186,12 +190,14 @@ macro_rules! oauth_test {
         mod $name {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn sqlite() {
+                $crate::needs!(Node);
                 let app = super::super::spawn_oauth($crate::helpers::Backend::Sqlite).await;
                 super::$name(app).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() {
+                $crate::needs!(Node, Postgres);
                 let app = super::super::spawn_oauth($crate::helpers::Backend::Postgres).await;
                 super::$name(app).await;
             }

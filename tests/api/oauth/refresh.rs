@@ -240,6 +240,7 @@ pub(super) fn start_process(
 /// only the lease keeps them from both refreshing it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_on_postgres_refresh_one_app_exactly_once_per_token() {
+    crate::needs!(Node, Postgres);
     let provider = Provider::start();
     provider
         .control(json!({"expires_in": 6, "rotate": true}))
@@ -310,6 +311,7 @@ async fn two_replicas_on_postgres_refresh_one_app_exactly_once_per_token() {
 /// in errors, or in the SQLite database file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_stay_out_of_logs_errors_and_the_database_file() {
+    crate::needs!(Node);
     let provider = Provider::start();
     provider
         .control(json!({"expires_in": 3, "rotate": true}))
@@ -533,10 +535,12 @@ async fn more_tokens_due_than_one_read_returns_are_all_refreshed_in_one_pass(bac
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn more_tokens_due_than_one_read_returns_are_all_refreshed_in_one_pass_sqlite() {
+    crate::needs!(Node);
     more_tokens_due_than_one_read_returns_are_all_refreshed_in_one_pass(Backend::Sqlite).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn more_tokens_due_than_one_read_returns_are_all_refreshed_in_one_pass_postgres() {
+    crate::needs!(Node, Postgres);
     more_tokens_due_than_one_read_returns_are_all_refreshed_in_one_pass(Backend::Postgres).await;
 }
