@@ -610,4 +610,29 @@ mod tests {
         let large = answers.hold(answer(120_000), Some("t/a".into()), None);
         assert_eq!(status(&large), None);
     }
+
+    #[test]
+    fn a_connection_past_its_budget_is_refused_and_one_left_unread_past_the_timeout_is_closed() {
+        let answers = Answers::new(&args(1 << 20, 1 << 20, 50_000));
+        let connection = Connection::detached();
+        let held = |p: &str| answers.hold(answer(30_000), Some(p.into()), Some(connection.clone()));
+        let first = held("t/a");
+        assert_eq!(status(&first), None);
+        // Another principal on the same connection: past the connection's 50,000 bytes.
+        let second = held("t/b");
+        assert_eq!(status(&second), Some(Code::ResourceExhausted));
+        let message = tonic::Status::from_header_map(second.headers()).unwrap();
+        assert!(message.message().contains("this connection"), "{message:?}");
+
+        // Within the send timeout nothing is closed; past it, the connection is.
+        assert_eq!(answers.close_stalled(Instant::now()), 0);
+        assert!(!connection.closed());
+        let later = Instant::now() + Duration::from_millis(1_001);
+        assert_eq!(answers.close_stalled(later), 1);
+        assert!(connection.closed());
+        // Once the answer is gone, nothing is waiting and nothing more is closed.
+        drop(first);
+        assert_eq!(answers.used(), 0);
+        assert_eq!(answers.close_stalled(later), 0);
+    }
 }

@@ -34,6 +34,17 @@ impl Connection {
         }
     }
 
+    /// A connection with no socket behind it (closing it only marks it closed).
+    #[cfg(test)]
+    pub(super) fn detached() -> Arc<Connection> {
+        Arc::new(Connection {
+            remote: None,
+            held: AtomicUsize::new(0),
+            closer: None,
+            closed: AtomicBool::new(false),
+        })
+    }
+
     /// Whether this replica closed it for leaving an answer unread.
     pub fn closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)

@@ -10,9 +10,6 @@
 use crate::auth::Access;
 use crate::domain::model::AuditAction;
 
-/// The package every service of the API is in.
-pub const PACKAGE: &str = "integrationhub.v1";
-
 /// One RPC.
 #[derive(Clone, Copy, Debug)]
 pub struct Method {
@@ -29,10 +26,13 @@ pub struct Method {
 }
 
 macro_rules! methods {
-    ($($service:ident { $($name:ident: $access:ident $(=> $action:ident)?,)* })*) => {
+    (package $package:literal; $($service:ident { $($name:ident: $access:ident $(=> $action:ident)?,)* })*) => {
+        /// The package every service of the API is in.
+        pub const PACKAGE: &str = $package;
+
         /// Every RPC of the API.
         pub const METHODS: &[Method] = &[$($(Method {
-            path: concat!("/integrationhub.v1.", stringify!($service), "/", stringify!($name)),
+            path: concat!("/", $package, ".", stringify!($service), "/", stringify!($name)),
             service: stringify!($service),
             name: stringify!($name),
             access: Access::$access,
@@ -44,6 +44,7 @@ macro_rules! methods {
 }
 
 methods! {
+    package "integrationhub.v1";
     InstalledAppService {
         ListServices: AnyRole,
         CreateInstalledApp: Developer => InstalledAppCreate,
