@@ -1,96 +1,149 @@
-//! Group commit of creates on PostgreSQL. A create bound to an installed app is written in
-//! one statement with its event and its success record (`store::create_statement`); concurrent
-//! creates share that statement (and its commit), so under load a round trip to the
-//! database serves many of them. Each answer waits for the commit that holds its create.
+//! Group commit of creates bound to an installed app, on both databases. Concurrent creates
+//! share one transaction and one commit: under load a round trip to the database (and, on
+//! SQLite, a flush to disk) serves many of them. Each answer waits for the commit that holds
+//! its create.
 //!
-//! A create the statement did not write (its app changed, its idempotency key is taken, or
-//! the statement failed for a reason of its own) goes the long way, in a transaction of its
-//! own, which answers why. A full disk or an unreachable database answers every create of
-//! the batch as the long way would.
+//! The batch decides with the rules a create written alone runs: each create's app is read
+//! (share-locked on PostgreSQL, as [`Hub::bindable_app`](super::hub::Hub) does) and checked
+//! by [`check_bindable`] and [`check_offers`]; a create they refuse is answered with their
+//! error. The integrations are inserted unless their idempotency key is taken, and
+//! [`commit_change`] appends their events and success records and commits, as it ends every
+//! change. A create whose key is taken goes the long way, in a transaction of its own, which
+//! finds the earlier create; so does every create of a batch that failed for a reason of its
+//! own. A full disk or an unreachable database answers every create of the batch as the long
+//! way would.
 
-use crate::store::{NewCreate, Store, StoreError};
+use std::collections::{HashMap, HashSet};
+
+use crate::store::{AppRow, IntegrationRow, NewAudit, NewEvent, Store};
 
 use super::error::{Error, Result};
 use super::group_commit::{GroupCommit, WriteBatch};
+use super::hub::commit_change;
+use super::integrations::{check_bindable, check_offers};
+use super::types::AppName;
 
-/// Most creates written together (in statements of the store's fixed sizes).
+/// Most creates written together.
 const MAX_BATCH: usize = 128;
-/// Batches written at once: some gather while others commit. Under 256 creates in flight a
-/// batch took ~55 ms of wall time however many creates it held (its statements ran in a few
-/// ms; the rest was waiting for the runtime's busy threads): 3 writers wrote ~2,100 creates
-/// per second in batches of ~50, 8 writers ~2,800 in batches of ~12. Each writes on one
-/// pooled connection at a time (8 of the default 16).
-const WRITERS: usize = 8;
+/// Batches written at once on PostgreSQL: some gather while others commit. Each writes on
+/// one pooled connection at a time (8 of the default 16). SQLite writes one transaction at a
+/// time, so there one writer gathers while it waits.
+const PG_WRITERS: usize = 8;
+
+/// One create for the batch: the new integration (bound to `app`), its event and its success
+/// record.
+pub(super) struct QueuedCreate {
+    pub app: AppName,
+    pub row: IntegrationRow,
+    pub event: NewEvent,
+    pub record: NewAudit,
+}
 
 /// What became of one queued create.
-#[derive(Clone, Copy, Debug)]
 enum Written {
-    /// The statement wrote it.
+    /// Committed, with its event and its success record.
     Created,
-    /// The statement did not write it: it goes the long way, which says why.
+    /// Refused by the rules: nothing of it was written.
+    Refused(Error),
+    /// Not written: it goes the long way, which says why.
     NotCreated,
     StorageFull,
     Unavailable,
 }
 
-/// The group commit of creates (PostgreSQL).
+/// The group commit of creates.
 pub(super) struct CreateBatch {
-    batch: GroupCommit<NewCreate, Written, Creates>,
+    batch: GroupCommit<QueuedCreate, Written, Creates>,
 }
 
-/// Writes a batch of creates, a statement per chunk.
+/// Writes a batch of creates in one transaction.
 struct Creates {
     store: Store,
 }
 
-impl WriteBatch<NewCreate, Written> for Creates {
-    async fn write(&self, batch: Vec<NewCreate>) -> Vec<Written> {
-        let mut answers = Vec::with_capacity(batch.len());
-        let mut batch = batch.into_iter();
-        while batch.len() > 0 {
-            let size = Store::create_statement_size(batch.len());
-            let chunk: Vec<NewCreate> = batch.by_ref().take(size).collect();
-            match self.store.create_integrations_in_one_statement(chunk).await {
-                Ok(written) => answers.extend(written.into_iter().map(|yes| {
-                    if yes {
-                        Written::Created
-                    } else {
-                        Written::NotCreated
-                    }
-                })),
-                Err(err) => {
-                    let answer = match err {
-                        StoreError::StorageFull(_) => Written::StorageFull,
-                        StoreError::Unavailable(_) => Written::Unavailable,
-                        StoreError::Conflict | StoreError::Busy(_) | StoreError::Db(_) => {
-                            tracing::warn!(
-                                error = %err,
-                                creates = size,
-                                "creates written together failed; each goes the long way"
-                            );
-                            Written::NotCreated
-                        }
-                    };
-                    answers.extend(std::iter::repeat_n(answer, size));
+impl WriteBatch<QueuedCreate, Written> for Creates {
+    async fn write(&self, batch: Vec<QueuedCreate>) -> Vec<Written> {
+        let size = batch.len();
+        match write_together(&self.store, batch).await {
+            Ok(answers) => answers,
+            Err(err) => {
+                if !matches!(err, Error::StorageFull | Error::Unavailable(_)) {
+                    tracing::warn!(
+                        error = %err,
+                        creates = size,
+                        "creates written together failed; each goes the long way"
+                    );
                 }
+                (0..size)
+                    .map(|_| match err {
+                        Error::StorageFull => Written::StorageFull,
+                        Error::Unavailable(_) => Written::Unavailable,
+                        _ => Written::NotCreated,
+                    })
+                    .collect()
             }
         }
-        answers
     }
+}
+
+/// Writes `batch` in one transaction: the answer for each create, in order.
+async fn write_together(store: &Store, batch: Vec<QueuedCreate>) -> Result<Vec<Written>> {
+    let tx = store.begin_write().await?;
+    let wanted: Vec<(String, String)> = batch
+        .iter()
+        .map(|c| (c.app.team.as_str().to_owned(), c.app.id.clone()))
+        .collect();
+    let apps: HashMap<(String, String), AppRow> = tx
+        .share_apps(&wanted)
+        .await?
+        .into_iter()
+        .map(|app| ((app.team.clone(), app.id.clone()), app))
+        .collect();
+    let mut answers = Vec::with_capacity(batch.len());
+    let mut allowed = Vec::with_capacity(batch.len());
+    for (create, key) in batch.into_iter().zip(wanted) {
+        let decided = check_bindable(&create.app, apps.get(&key))
+            .and_then(|app| check_offers(app, &create.row.service));
+        match decided {
+            Ok(()) => {
+                answers.push(Written::NotCreated);
+                allowed.push((answers.len() - 1, create));
+            }
+            Err(refused) => answers.push(Written::Refused(refused)),
+        }
+    }
+    let rows = allowed.iter().map(|(_, c)| c.row.clone()).collect();
+    let inserted: HashSet<String> = tx.insert_integrations_unless_taken(rows).await?;
+    let mut events = Vec::with_capacity(inserted.len());
+    let mut records = Vec::with_capacity(inserted.len());
+    for (at, create) in allowed {
+        if inserted.contains(&create.row.id) {
+            answers[at] = Written::Created;
+            events.push(create.event);
+            records.push(create.record);
+        }
+    }
+    if !events.is_empty() {
+        commit_change(tx, events, records).await?;
+    }
+    Ok(answers)
 }
 
 impl CreateBatch {
     pub(super) fn new(store: Store) -> CreateBatch {
+        let writers = if store.is_postgres() { PG_WRITERS } else { 1 };
         CreateBatch {
-            batch: GroupCommit::new(Creates { store }, WRITERS, MAX_BATCH),
+            batch: GroupCommit::new(Creates { store }, writers, MAX_BATCH),
         }
     }
 
-    /// Writes `create` with whatever creates are queued with it; `false` when it was not
-    /// written (nothing of it was: the caller goes the long way).
-    pub(super) async fn create(&self, create: NewCreate) -> Result<bool> {
+    /// Writes `create` with whatever creates are queued with it: `true` once it is
+    /// committed, the rules' error when they refuse it, `false` when it was not written
+    /// (nothing of it was: the caller goes the long way).
+    pub(super) async fn create(&self, create: QueuedCreate) -> Result<bool> {
         match self.batch.submit(create).await {
             Some(Written::Created) => Ok(true),
+            Some(Written::Refused(err)) => Err(err),
             Some(Written::NotCreated) => Ok(false),
             Some(Written::StorageFull) => Err(Error::StorageFull),
             Some(Written::Unavailable) | None => Err(Error::Unavailable(

@@ -261,7 +261,7 @@ impl Hub {
     /// resolution began is never handed out. A failure, an outdated read, or a last use to
     /// record goes through [`Hub::write`] as every change does.
     // At INFO (production) neither the span nor the line below is written: the audit record
-    // is the account of every resolution, and they cost a tenth of a resolution's CPU.
+    // is the account of every resolution (what the span and line cost: BENCHMARKS.md).
     #[tracing::instrument(level = "debug", skip_all, fields(integration = %name))]
     pub async fn resolve_credentials(
         &self,

@@ -1,10 +1,10 @@
 //! Group commit: callers queue what they want written and wait; writer tasks each take
-//! whatever is queued (up to a most) and write it in one go, then answer every caller of
+//! whatever is queued (up to a batch's size) and write it in one go, then answer every caller of
 //! that batch. Concurrent callers share a round trip and a commit instead of each paying
 //! for one; a caller alone is written at once (a writer never waits for more).
 //!
-//! Used for the audit records of resolutions ([`super::audit_batch`]) and for creates on
-//! PostgreSQL ([`super::create_batch`]).
+//! Used for the audit records of resolutions ([`super::audit_batch`]) and for creates bound to
+//! an installed app ([`super::create_batch`]).
 
 use std::sync::{Arc, OnceLock};
 
@@ -26,7 +26,7 @@ pub(super) trait WriteBatch<T, R>: Send + Sync + 'static {
 pub(super) struct GroupCommit<T, R, W> {
     writer: Arc<W>,
     writers: usize,
-    most: usize,
+    max_batch: usize,
     queue: OnceLock<mpsc::Sender<Waiting<T, R>>>,
 }
 
@@ -37,12 +37,12 @@ where
     W: WriteBatch<T, R>,
 {
     /// `writers` batches are written at once (one is gathered while others commit), each
-    /// of at most `most` items.
-    pub(super) fn new(writer: W, writers: usize, most: usize) -> Self {
+    /// of at most `max_batch` items.
+    pub(super) fn new(writer: W, writers: usize, max_batch: usize) -> Self {
         GroupCommit {
             writer: Arc::new(writer),
             writers: writers.max(1),
-            most: most.max(1),
+            max_batch: max_batch.max(1),
             queue: OnceLock::new(),
         }
     }
@@ -57,7 +57,7 @@ where
                 tokio::spawn(write_batches(
                     self.writer.clone(),
                     receiver.clone(),
-                    self.most,
+                    self.max_batch,
                 ));
             }
             sender
@@ -72,12 +72,16 @@ where
 async fn write_batches<T, R, W: WriteBatch<T, R>>(
     writer: Arc<W>,
     receiver: Arc<Mutex<mpsc::Receiver<Waiting<T, R>>>>,
-    most: usize,
+    max_batch: usize,
 ) {
-    let mut queued = Vec::with_capacity(most);
+    let mut queued = Vec::with_capacity(max_batch);
     loop {
         // The queue is held only while taking a batch, not while writing it.
-        let taken = receiver.lock().await.recv_many(&mut queued, most).await;
+        let taken = receiver
+            .lock()
+            .await
+            .recv_many(&mut queued, max_batch)
+            .await;
         if taken == 0 {
             return;
         }

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::crypto::KeyRing;
-use crate::store::{AppRow, IntegrationRow, NewEvent, Store, Tx};
+use crate::store::{AppRow, IntegrationRow, NewAudit, NewEvent, Store, Tx};
 
 use super::app_events::AppSnapshot;
 use super::audit_batch::AuditBatch;
@@ -48,7 +48,7 @@ pub struct Hub {
     clock: Arc<dyn Clock>,
     /// Group commit of the audit records of credential resolutions.
     pub(super) resolutions: AuditBatch,
-    /// Group commit of creates on PostgreSQL (`create_batch.rs`).
+    /// Group commit of creates bound to an installed app (`create_batch.rs`).
     pub(super) creates: CreateBatch,
     /// OAuth 2.0, when the deployment configured clients.
     pub(super) oauth: Option<Arc<super::oauth::OAuth>>,
@@ -214,18 +214,14 @@ impl Hub {
                 }
             };
             let named = write.resource.take().unwrap_or_else(|| resource.clone());
-            let record = self.audit_success(actor, &team, action, named);
+            let records = std::iter::once((action, named))
+                .chain(std::mem::take(&mut write.also_audited))
+                .map(|(action, resource)| self.audit_success(actor, &team, action, resource))
+                .collect();
             let events = std::mem::take(&mut write.events);
-            let also = std::mem::take(&mut write.also_audited);
-            let tx = write.tx().await?;
-            tx.append_events(events).await?;
-            tx.append_audit(record).await?;
-            for (action, resource) in also {
-                tx.append_audit(self.audit_success(actor, &team, action, resource))
-                    .await?;
-            }
+            write.tx().await?;
             if let Some(tx) = write.tx.take() {
-                let committed = tx.commit().await;
+                let committed = commit_change(tx, events, records).await;
                 // After the commit (whatever it answered, it may have committed): no read
                 // of the team from before it is answered from the cache again.
                 self.cache.changed(team.as_str());
@@ -237,6 +233,20 @@ impl Hub {
         self.audit_failure(actor, &team, action, resource, result)
             .await
     }
+}
+
+/// The end of every change: appends its events and its success records to its transaction,
+/// then commits. [`Hub::write`] ends each change with it, and the group commit of creates
+/// (`create_batch.rs`) the changes it writes together.
+pub(super) async fn commit_change(
+    mut tx: Tx,
+    events: Vec<NewEvent>,
+    records: Vec<NewAudit>,
+) -> Result<()> {
+    tx.append_events(events).await?;
+    tx.append_audits(records).await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 /// What an audited change is: its action, the team whose resource it acts on, and the
@@ -276,7 +286,7 @@ pub(super) enum Done<T> {
     /// one's result): roll back and record nothing.
     Unchanged(T),
     /// It committed its change, with its events and its success record, itself (a create
-    /// written in one statement on PostgreSQL): nothing is left to do.
+    /// written with others by the group commit of creates): nothing is left to do.
     AlreadyCommitted(T),
 }
 

@@ -6,9 +6,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::crypto::Credentials;
-use crate::store::{After, AppRow, IntegrationFilter, IntegrationRow, NewCreate, Tx};
+use crate::store::{After, AppRow, IntegrationFilter, IntegrationRow, Tx};
 
 use super::catalog::IntegrationTypeDef;
+use super::create_batch::QueuedCreate;
 use super::credentials::integration_owner;
 use super::credentials::{Idempotency, check_credentials, settle_insert};
 use super::error::{Error, Precondition, Result};
@@ -92,9 +93,39 @@ fn check_config(
     )
 }
 
+/// Whether integrations may be bound to the installed app `name`, stored as `app` (`None`:
+/// there is none): it exists and is ACTIVE. The one statement of this rule: a change written
+/// alone ([`Hub::bindable_app`]) and creates written together (`create_batch.rs`) both
+/// decide with it.
+pub(super) fn check_bindable<'a>(name: &AppName, app: Option<&'a AppRow>) -> Result<&'a AppRow> {
+    let app = app.ok_or_else(|| not_found_app(name))?;
+    if app.state == AppState::Suspended.as_str() {
+        return Err(super::suspension::suspended_error());
+    }
+    if app.state != AppState::Active.as_str() {
+        return Err(Error::precondition(
+            Precondition::WrongState,
+            "the installed app needs reauthentication; update its credentials first",
+        ));
+    }
+    Ok(app)
+}
+
+/// Whether a new integration of `service` may be bound to `app`: the app offers it.
+pub(super) fn check_offers(app: &AppRow, service: &str) -> Result<()> {
+    if app.service != service {
+        return Err(Error::invalid(
+            "integration.type",
+            "is not offered by the installed app's service",
+        ));
+    }
+    Ok(())
+}
+
 impl Hub {
-    /// An app an integration may be bound to: in the same team, existing, and ACTIVE. Share-
-    /// locked until commit, so it cannot be deleted (or its state change) under the new binding.
+    /// An app an integration may be bound to: in the same team and [`check_bindable`].
+    /// Share-locked until commit, so it cannot be deleted (or its state change) under the new
+    /// binding.
     pub(super) async fn bindable_app(
         &self,
         tx: &Tx,
@@ -105,28 +136,17 @@ impl Hub {
         if name.team != *team {
             return Err(not_found_app(name));
         }
-        let app = tx
-            .share_app(team.as_str(), &name.id)
-            .await?
-            .ok_or_else(|| not_found_app(name))?;
-        if app.state == AppState::Suspended.as_str() {
-            return Err(super::suspension::suspended_error());
-        }
-        if app.state != AppState::Active.as_str() {
-            return Err(Error::precondition(
-                Precondition::WrongState,
-                "the installed app needs reauthentication; update its credentials first",
-            ));
-        }
-        Ok(app)
+        let app = tx.share_app(team.as_str(), &name.id).await?;
+        check_bindable(name, app.as_ref())?;
+        app.ok_or_else(|| not_found_app(name))
     }
 
-    /// PostgreSQL: a new integration bound to `app`, with its event and its success record,
-    /// in one statement shared with concurrent creates (`create_batch.rs`), if the app is
-    /// still bindable (`ACTIVE`, of the row's service) and the idempotency key unused.
-    /// `None` when that was not so, or on SQLite: nothing was written, and the caller goes the
-    /// long way, in a transaction, which answers why.
-    async fn create_in_one_statement(
+    /// A new integration bound to the app `app` of its team, written with the creates
+    /// queued with it (`create_batch.rs`): committed with its event and its success record,
+    /// or refused by the same rules as a create written alone. `None` when it was not
+    /// written and the caller goes the long way: its idempotency key is taken (the long way
+    /// finds the earlier create), or the batch failed for a reason of its own.
+    async fn create_with_others(
         &self,
         w: &Write<'_>,
         actor: &Actor,
@@ -134,9 +154,6 @@ impl Hub {
         app: &AppName,
         row: &IntegrationRow,
     ) -> Result<Option<Integration>> {
-        if !self.store.is_postgres() || app.team != *team {
-            return Ok(None);
-        }
         let mut row = row.clone();
         row.installed_app_id = Some(app.id.clone());
         let integration = Integration::from_row(&row)?;
@@ -149,7 +166,12 @@ impl Hub {
         );
         let written = self
             .creates
-            .create(NewCreate { row, event, record })
+            .create(QueuedCreate {
+                app: app.clone(),
+                row,
+                event,
+                record,
+            })
             .await?;
         Ok(written.then_some(integration))
     }
@@ -175,8 +197,8 @@ impl Hub {
     }
 
     // Recorded once it is known to be a catalog id (see `create_installed_app`). A debug
-    // span: at info, creating it and recording the type (which makes the JSON layer format
-    // the span's fields again) was a tenth of a create's server CPU; the request's span and
+    // span: at info, creating it and recording the type makes the JSON layer format the
+    // span's fields again on every create (its cost: BENCHMARKS.md); the request's span and
     // the "integration created" line (with the id) still say what happened.
     #[tracing::instrument(
         level = "debug",
@@ -288,19 +310,15 @@ impl Hub {
                         }
                     },
                     Binding::App(app_name) => {
-                        if let Some(created) = self
-                            .create_in_one_statement(w, actor, &team, app_name, &row)
-                            .await?
+                        if app_name.team == team
+                            && let Some(created) = self
+                                .create_with_others(w, actor, &team, app_name, &row)
+                                .await?
                         {
                             return Ok(Done::AlreadyCommitted((created, true)));
                         }
                         let app = self.bindable_app(w.tx().await?, &team, app_name).await?;
-                        if app.service != service.id {
-                            return Err(Error::invalid(
-                                "integration.type",
-                                "is not offered by the installed app's service",
-                            ));
-                        }
+                        check_offers(&app, &service.id)?;
                         row.installed_app_id = Some(app.id);
                     }
                 }

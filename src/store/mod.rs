@@ -14,7 +14,7 @@
 
 mod audit;
 mod checks;
-mod create_statement;
+mod creates;
 mod entities;
 mod error;
 mod oauth;
@@ -37,7 +37,6 @@ use tokio::sync::{Notify, mpsc};
 pub use audit::{
     AUDIT_LISTINGS_PER_TEAM, AUDIT_STATEMENT_TIMEOUT, AuditFilter, AuditListing, AuditRow, NewAudit,
 };
-pub use create_statement::NewCreate;
 pub use entities::event::Model as EventRow;
 pub use entities::installed_app::Model as AppRow;
 pub use entities::integration::Model as IntegrationRow;

@@ -54,35 +54,6 @@ pub struct NewEvent {
     pub snapshot: String,
 }
 
-/// The event columns an append writes (the sequence number is the database's), in the order
-/// of [`event_values`].
-pub(super) const EVENT_COLUMNS: [&str; 9] = [
-    "event_id",
-    "team",
-    "kind",
-    "integration_id",
-    "installed_app_id",
-    "reason",
-    "actor",
-    "time",
-    "snapshot",
-];
-
-/// An event's values, in the order of [`EVENT_COLUMNS`].
-pub(super) fn event_values(e: NewEvent) -> [sea_orm::Value; 9] {
-    [
-        e.event_id.into(),
-        e.team.into(),
-        e.kind.into(),
-        e.integration_id.into(),
-        e.installed_app_id.into(),
-        e.reason.into(),
-        e.actor.into(),
-        e.time.into(),
-        e.snapshot.into(),
-    ]
-}
-
 fn max_seq(row: Option<sea_orm::QueryResult>) -> Result<i64> {
     Ok(match row {
         Some(row) => row.try_get::<i64>("", "max_seq")?,
