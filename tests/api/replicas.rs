@@ -12,7 +12,8 @@ use tonic_types::StatusExt;
 
 use crate::fixtures::{create_app, create_integration, delete_app, seq, watch, watch_live};
 use crate::helpers::{Backend, TestDb, spawn_with, test_args, token};
-use crate::process::ServerProcess;
+use crate::process::Server;
+use crate::storage_test;
 
 type Watch = tonic::Streaming<pb::WatchIntegrationEventsResponse>;
 
@@ -86,18 +87,12 @@ fn tail_outbox(
     })
 }
 
-fn keys() -> String {
-    crate::helpers::test_key_spec().to_owned()
-}
-
 /// Replica B's subscriber receives every event appended through replica A, in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_on_one_replica_receives_what_another_replica_appends() {
     crate::needs!(Postgres);
-    let db = TestDb::new(Backend::Postgres).await;
-    let keys = keys();
-    let a = ServerProcess::start(&db.url, &keys, &[]);
-    let b = ServerProcess::start(&db.url, &keys, &[]);
+    let server = Server::fresh(Backend::Postgres).await;
+    let (a, b) = (server.start(), server.start());
     let replica_a = a.clients().await;
     let replica_b = b.clients().await;
     let (mut stream, _) = watch_live(&replica_b, &dev()).await;
@@ -127,10 +122,8 @@ async fn a_subscriber_on_one_replica_receives_what_another_replica_appends() {
 #[ignore = "measurement; run with --ignored --nocapture"]
 async fn cross_replica_delivery_latency() {
     crate::needs!(Postgres);
-    let db = TestDb::new(Backend::Postgres).await;
-    let keys = keys();
-    let a = ServerProcess::start(&db.url, &keys, &[]);
-    let b = ServerProcess::start(&db.url, &keys, &[]);
+    let server = Server::fresh(Backend::Postgres).await;
+    let (a, b) = (server.start(), server.start());
     let replica_a = a.clients().await;
     let replica_b = b.clients().await;
     let (mut stream, _) = watch_live(&replica_b, &dev()).await;
@@ -168,10 +161,8 @@ async fn cross_replica_delivery_latency() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_resuming_on_another_replica_after_sigterm_loses_nothing() {
     crate::needs!(Postgres);
-    let db = TestDb::new(Backend::Postgres).await;
-    let keys = keys();
-    let mut a = ServerProcess::start(&db.url, &keys, &[]);
-    let b = ServerProcess::start(&db.url, &keys, &[]);
+    let server = Server::fresh(Backend::Postgres).await;
+    let (mut a, b) = (server.start(), server.start());
     let replica_b = b.clients().await;
     let replica_a = a.clients().await;
     let (mut stream, _) = watch_live(&replica_a, &dev()).await;
@@ -345,7 +336,7 @@ async fn appends_that_commit_late_never_open_a_gap_behind_a_reader() {
 async fn memory_with_a_stalled_subscriber() {
     const COUNT: usize = 10_000;
     let db = TestDb::new(Backend::Sqlite).await;
-    let server = ServerProcess::start(&db.url, &keys(), &[]);
+    let server = Server::on(&db.url).start();
     let clients = server.clients().await;
     let target = create_app(&clients, &dev(), "slack", "Slack to delete").await;
     let app_id = target.name.rsplit('/').next().expect("id").to_owned();
@@ -400,17 +391,6 @@ async fn seed_integrations(url: &str, team: &str, app_id: &str, count: usize) {
 
 /// A subscriber that stops reading blocks nobody, and when it reads again it gets every event
 /// (from the database: it lagged behind the broadcast ring).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stalled_subscriber_on_sqlite() {
-    stalled_subscriber(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stalled_subscriber_on_postgres() {
-    crate::needs!(Postgres);
-    stalled_subscriber(Backend::Postgres).await;
-}
-
 async fn stalled_subscriber(backend: Backend) {
     const COUNT: usize = 10_000;
     let db = TestDb::new(backend).await;
@@ -455,3 +435,4 @@ async fn stalled_subscriber(backend: Backend) {
     );
     app.stop().await;
 }
+storage_test!(backend stalled_subscriber);

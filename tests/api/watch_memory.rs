@@ -10,8 +10,9 @@ use integration_hub::pb;
 use tonic::Code;
 
 use crate::fixtures::{app_request, error_metadata, error_reason, watch_live};
-use crate::helpers::{Backend, TestDb, authed, token};
-use crate::process::ServerProcess;
+use crate::helpers::{authed, token};
+use crate::process::Server;
+use crate::storage_test;
 
 /// Integrations created; each event carries two config values of 2 KB.
 const INTEGRATIONS: usize = 600;
@@ -64,17 +65,12 @@ async fn drain(
     (names, None)
 }
 
-async fn stalled_streams_hold_bounded_memory(backend: Backend) {
-    let db = TestDb::new(backend).await;
-    let keys = crate::helpers::test_key_spec().to_owned();
-    let server = ServerProcess::start(
-        &db.url,
-        &keys,
-        &[
-            ("INTEGRATION_HUB_WATCH_MEMORY_BYTES", &BUDGET.to_string()),
-            ("INTEGRATION_HUB_WATCH_STREAM_BUFFER_BYTES", "1048576"),
-        ],
-    );
+async fn stalled_watch_streams_hold_bounded_memory(server: Server) {
+    let backend = server.backend();
+    let server = server
+        .env("INTEGRATION_HUB_WATCH_MEMORY_BYTES", &BUDGET.to_string())
+        .env("INTEGRATION_HUB_WATCH_STREAM_BUFFER_BYTES", "1048576")
+        .start();
     let clients = server.clients().await;
     let viewer = token("acme", "viewer", "vic");
     let dev = token("acme", "developer", "dana");
@@ -190,13 +186,4 @@ async fn stalled_streams_hold_bounded_memory(backend: Backend) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stalled_watch_streams_hold_bounded_memory_on_sqlite() {
-    stalled_streams_hold_bounded_memory(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stalled_watch_streams_hold_bounded_memory_on_postgres() {
-    crate::needs!(Postgres);
-    stalled_streams_hold_bounded_memory(Backend::Postgres).await;
-}
+storage_test!(process stalled_watch_streams_hold_bounded_memory);

@@ -9,8 +9,9 @@ use integration_hub::crypto::KeyRing;
 use serde_json::Value;
 
 use crate::fixtures::{app_request, people_tokens};
-use crate::helpers::{Backend, TestDb, authed};
-use crate::process::ServerProcess;
+use crate::helpers::{Backend, authed};
+use crate::process::{Server, ServerProcess};
+use crate::storage_test;
 use crate::webhook_receiver::Receiver;
 use crate::webhooks::subscribe;
 
@@ -70,12 +71,12 @@ fn first_arrivals(requests: &[Value]) -> Vec<String> {
     order
 }
 
-async fn a_killed_deliverer_is_replaced_and_everything_arrives(backend: Backend) {
+async fn a_killed_deliverer_is_replaced_and_everything_arrives(server: Server) {
     const APPS: usize = 20;
-    let db = TestDb::new(backend).await;
+    let backend = server.backend();
     let keys = KeyRing::generate(1).expect("key").1;
     let (dana, admin) = people_tokens();
-    let mut server = ServerProcess::start(&db.url, &keys, &ENV);
+    let mut server = server.keys(&keys).envs(&ENV).start();
     // Each answer takes 50 ms, so the kill lands mid-stream.
     let mut receiver = Receiver::start(&["--slow-first", "100000", "--slow-secs", "0.05"]);
     let (_, secret) = subscribe(&server.channel().await, &admin, &receiver.url(), &[]).await;
@@ -89,7 +90,7 @@ async fn a_killed_deliverer_is_replaced_and_everything_arrives(backend: Backend)
         requests.push(receiver.next(Duration::from_secs(30)).await);
     }
     server.kill();
-    let _replacement = ServerProcess::start(&db.url, &keys, &ENV);
+    server.restart();
     let rest = until_acknowledged_after(&mut receiver, &requests, APPS).await;
     requests.extend(rest);
     let order = first_arrivals(&requests);
@@ -123,27 +124,19 @@ async fn until_acknowledged_after(
     all
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_deliverer_is_replaced_and_everything_arrives_sqlite() {
-    crate::needs!(Python);
-    a_killed_deliverer_is_replaced_and_everything_arrives(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_deliverer_is_replaced_and_everything_arrives_postgres() {
-    crate::needs!(Python, Postgres);
-    a_killed_deliverer_is_replaced_and_everything_arrives(Backend::Postgres).await;
-}
+storage_test!(process a_killed_deliverer_is_replaced_and_everything_arrives, needs Python);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_deliver_each_event_once_per_subscription() {
     crate::needs!(Python, Postgres);
     const APPS: usize = 30;
-    let db = TestDb::new(Backend::Postgres).await;
     let keys = KeyRing::generate(1).expect("key").1;
     let (dana, admin) = people_tokens();
-    let a = ServerProcess::start(&db.url, &keys, &ENV);
-    let b = ServerProcess::start(&db.url, &keys, &ENV);
+    let server = Server::fresh(Backend::Postgres)
+        .await
+        .keys(&keys)
+        .envs(&ENV);
+    let (a, b) = (server.start(), server.start());
     let mut receiver = Receiver::start(&[]);
     let (_, secret) = subscribe(&a.channel().await, &admin, &receiver.url(), &[]).await;
     receiver.verify_with(&[&secret]);

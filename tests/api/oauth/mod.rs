@@ -184,24 +184,11 @@ pub async fn spawn_oauth(backend: Backend) -> OAuthApp {
     }
 }
 
-/// Runs an OAuth test on SQLite and on PostgreSQL.
+/// Runs an OAuth test on SQLite and on PostgreSQL (`storage_test!`), its body taking an
+/// `OAuthApp`.
 macro_rules! oauth_test {
     ($name:ident) => {
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                $crate::needs!(Node);
-                let app = super::super::spawn_oauth($crate::helpers::Backend::Sqlite).await;
-                super::$name(app).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                $crate::needs!(Node, Postgres);
-                let app = super::super::spawn_oauth($crate::helpers::Backend::Postgres).await;
-                super::$name(app).await;
-            }
-        }
+        $crate::storage_test!(@with $name, [Node], $crate::oauth::spawn_oauth);
     };
 }
 pub(crate) use oauth_test;

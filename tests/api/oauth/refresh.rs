@@ -16,7 +16,8 @@ use crate::fixtures::{
     Clients, WAIT, create_integration, get_app, next_events, resolve, watch_live,
 };
 use crate::helpers::{Backend, TestDb, authed};
-use crate::process::ServerProcess;
+use crate::process::Server;
+use crate::storage_test;
 
 fn now_millis() -> i64 {
     SystemTime::now()
@@ -222,17 +223,6 @@ pub(super) fn oauth_env(
     ]
 }
 
-pub(super) fn start_process(
-    db: &TestDb,
-    keys: &str,
-    env: &[(String, String)],
-    extra: &[(&str, &str)],
-) -> ServerProcess {
-    let mut all: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    all.extend_from_slice(extra);
-    ServerProcess::start(&db.url, keys, &all)
-}
-
 /// Two replicas on one PostgreSQL database, refresh tokens rotating: each token is
 /// refreshed exactly once (a second refresh would use a retired refresh token and be
 /// refused), while both replicas resolve it as fast as they can. The background refreshers
@@ -245,15 +235,15 @@ async fn two_replicas_on_postgres_refresh_one_app_exactly_once_per_token() {
     provider
         .control(json!({"expires_in": 6, "rotate": true}))
         .await;
-    let db = TestDb::new(Backend::Postgres).await;
     let keys = KeyRing::generate(1).expect("key").1;
+    let server = Server::fresh(Backend::Postgres).await.keys(&keys);
     let dir = tempfile::tempdir().expect("dir");
     // One catalog and clients file; each replica its own callback port.
     let on_demand_only = [("INTEGRATION_HUB_OAUTH_REFRESH_INTERVAL_SECS", "3600")];
     let env_a = oauth_env(&provider, dir.path(), free_port());
     let env_b = oauth_env(&provider, dir.path(), free_port());
-    let a = start_process(&db, &keys, &env_a, &on_demand_only);
-    let b = start_process(&db, &keys, &env_b, &on_demand_only);
+    let a = server.clone().envs(&env_a).envs(&on_demand_only).start();
+    let b = server.envs(&env_b).envs(&on_demand_only).start();
     let replica_a = a.clients().await;
     let replica_b = b.clients().await;
     let installed = oauth_app(&replica_a, "Shared").await;
@@ -321,15 +311,12 @@ async fn secrets_stay_out_of_logs_errors_and_the_database_file() {
     let env = oauth_env(&provider, db.dir.path(), free_port());
     let metrics_port = free_port().to_string();
     let metrics_listen = format!("127.0.0.1:{metrics_port}");
-    let server = start_process(
-        &db,
-        &keys,
-        &env,
-        &[
-            ("RUST_LOG", "debug"),
-            ("INTEGRATION_HUB_METRICS_LISTEN", &metrics_listen),
-        ],
-    );
+    let server = Server::on(&db.url)
+        .keys(&keys)
+        .envs(&env)
+        .env("RUST_LOG", "debug")
+        .env("INTEGRATION_HUB_METRICS_LISTEN", &metrics_listen)
+        .start();
     let hub = server.clients().await;
     let installed = oauth_app(&hub, "Secretive").await;
     let job = create_integration(&hub, &dana(), &installed, "Job").await;
@@ -533,14 +520,7 @@ async fn more_tokens_due_than_one_read_returns_are_all_refreshed_in_one_pass(bac
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn more_tokens_due_than_one_read_returns_are_all_refreshed_in_one_pass_sqlite() {
-    crate::needs!(Node);
-    more_tokens_due_than_one_read_returns_are_all_refreshed_in_one_pass(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn more_tokens_due_than_one_read_returns_are_all_refreshed_in_one_pass_postgres() {
-    crate::needs!(Node, Postgres);
-    more_tokens_due_than_one_read_returns_are_all_refreshed_in_one_pass(Backend::Postgres).await;
-}
+storage_test!(
+    backend more_tokens_due_than_one_read_returns_are_all_refreshed_in_one_pass,
+    needs Node
+);
