@@ -504,19 +504,13 @@ storage_test!(one_delete_breaking_200_integrations_reaches_every_watcher_in_orde
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_ends_watch_streams_and_exits_cleanly_on_sigterm() {
     let mut server = Server::fresh(Backend::Sqlite).await.start();
-    let (mut apps, mut client) = server.clients().await;
+    let hub = server.clients().await;
+    let (mut apps, mut client) = hub.clone();
     let viewer = token(TEAM, "viewer", "vic");
     let dana = token(TEAM, "developer", "dana");
     let service = token(TEAM, "service", "monitor-runner");
 
-    let mut stream = client
-        .watch_integration_events(authed(
-            &viewer,
-            pb::WatchIntegrationEventsRequest::default(),
-        ))
-        .await
-        .expect("watch")
-        .into_inner();
+    let mut stream = watch(&hub, &viewer, "", &[]).await;
     assert!(next_message(&mut stream, WAIT).await.checkpoint);
     let secret = "xoxb-subprocess-secret-4711";
     let slack = apps

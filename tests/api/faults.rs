@@ -20,7 +20,7 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-use crate::fixtures::{app_request, error_reason, watch_live};
+use crate::fixtures::{error_reason, padded_integration, watch_live};
 use crate::helpers::{authed, pg_address, pg_admin_url, pg_database_url, token};
 use crate::pg_cluster::{Cluster, run};
 use crate::process::{Server, ServerProcess};
@@ -86,34 +86,17 @@ impl Outcomes {
     }
 }
 
-/// A create request with config values near the length limit, so the disk fills sooner.
+/// A create request with config values of 200 bytes, so the disk fills sooner.
 fn bulky_integration(app: &str, n: usize) -> pb::CreateIntegrationRequest {
-    let filler = "x".repeat(180);
-    pb::CreateIntegrationRequest {
-        integration: Some(pb::Integration {
-            installed_app: app.into(),
-            r#type: "slack.post_monitor_results".into(),
-            display_name: format!("Job {n}"),
-            config: HashMap::from([
-                ("channel".to_owned(), format!("#{n}-{filler}")),
-                ("monitor_id".to_owned(), format!("{n}-{filler}")),
-            ]),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+    padded_integration(app, n, 200)
 }
 
 async fn create_app(server: &ServerProcess) -> String {
-    let (mut apps, _) = server.clients().await;
-    apps.create_installed_app(authed(
-        &token("acme", "developer", "dana"),
-        app_request("slack", "Ops Slack", "xoxb-fault"),
-    ))
-    .await
-    .expect("create the installed app")
-    .into_inner()
-    .name
+    let dev = token("acme", "developer", "dana");
+    let clients = server.clients().await;
+    crate::fixtures::create_app(&clients, &dev, "slack", "Ops Slack")
+        .await
+        .name
 }
 
 /// Follows a live watch stream in the background, keeping every event it delivers.

@@ -41,6 +41,14 @@ pub fn pg_database_url(name: &str) -> String {
     url.to_string()
 }
 
+/// A free loopback port, for a listener a test must name before the server binds it.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
 /// The tests' PostgreSQL as `host:port`.
 pub fn pg_address() -> String {
     let url = url::Url::parse(pg_admin_url()).expect("INTEGRATION_HUB_TEST_POSTGRES_URL");

@@ -15,7 +15,9 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use crate::fixtures::{WAIT, create_app_with, create_integration, next_events, traced, watch_live};
+use crate::fixtures::{
+    WAIT, create_app_with, create_integration, hex, next_events, traced, watch_live,
+};
 use crate::helpers::{Backend, TestDb, authed, spawn_with, test_args, token};
 use crate::process::Server;
 
@@ -227,8 +229,4 @@ async fn spans_reach_an_otlp_receiver_continuing_the_callers_trace() {
     );
     let text = format!("{span:?}");
     assert!(!text.contains(&dev), "the token never reaches a span");
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

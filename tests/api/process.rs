@@ -26,6 +26,60 @@ pub fn send_signal(pid: u32, signal: libc::c_int) -> bool {
     unsafe { libc::kill(pid, signal) == 0 }
 }
 
+/// A child process of the tests, killed and reaped when dropped: when its test ends, however
+/// it ends. The one guard of every program the tests start (the server, the OAuth provider,
+/// the webhook receiver).
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        // Does nothing to a child already reaped.
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts a program a test runs beside the server (the OAuth provider, the webhook receiver)
+/// that prints `{"port": N}` as its first line on stdout once it listens, and JSON lines
+/// after it: the running program, its port, and the later lines as they come (stdout is
+/// read to its end whether or not they are received, so the program never blocks on it).
+pub fn start_helper(
+    command: &mut Command,
+    what: &str,
+) -> (
+    KillOnDrop,
+    u16,
+    tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>,
+) {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|err| panic!("start {what}: {err}"));
+    let stdout = child.stdout.take().expect("stdout");
+    let child = KillOnDrop(child);
+    let (port_tx, port_rx) = mpsc::channel();
+    let (lines_tx, lines) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines().map_while(Result::ok);
+        if let Some(first) = lines.next() {
+            let _ = port_tx.send(first);
+        }
+        for line in lines {
+            if let Ok(value) = serde_json::from_str(&line) {
+                let _ = lines_tx.send(value);
+            }
+        }
+    });
+    let first = port_rx
+        .recv_timeout(Duration::from_secs(20))
+        .unwrap_or_else(|_| panic!("{what} prints its port within 20 s"));
+    let first: serde_json::Value = serde_json::from_str(&first).expect("a JSON first line");
+    let port = first["port"].as_u64().expect("a port") as u16;
+    (child, port, lines)
+}
+
 /// How to start the server: its database, keys and settings. Cloned by every start, so one
 /// value starts replicas on one database and starts a killed one again on the same data.
 #[derive(Clone)]
@@ -100,8 +154,9 @@ impl Server {
 
     /// `integration-hub serve` with the tests' settings (those of `helpers::test_args`: the
     /// test token secret, issuer and audience, 1 s checkpoints, no rate limits; JSON logs at
-    /// info) and then this server's, its stderr piped and read into a `Log`.
-    fn spawn(&self) -> (Child, Log, mpsc::Receiver<u16>) {
+    /// info) and then this server's, its stderr piped and read into its log; the port of its
+    /// "serving" line comes on the channel.
+    fn spawn(&self) -> (ServerProcess, mpsc::Receiver<u16>) {
         let mut command = Command::new(env!("CARGO_BIN_EXE_integration-hub"));
         command
             .arg("serve")
@@ -130,37 +185,30 @@ impl Server {
         }
         let mut child = command.spawn().expect("start the server binary");
         let (log, port) = Log::read(child.stderr.take().expect("stderr"));
-        (child, log, port)
+        let process = ServerProcess {
+            server: self.clone(),
+            child: KillOnDrop(child),
+            port: 0,
+            log,
+            exited: None,
+        };
+        (process, port)
     }
 
     /// Starts the server and waits (at most 60 s) until it serves.
     pub fn start(&self) -> ServerProcess {
-        let (mut child, log, port) = self.spawn();
-        let Ok(port) = port.recv_timeout(Duration::from_secs(60)) else {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("server did not start:\n{}", log.lines().join("\n"));
-        };
-        ServerProcess {
-            server: self.clone(),
-            child,
-            port,
-            log,
-            exited: None,
+        let (mut process, port) = self.spawn();
+        match port.recv_timeout(Duration::from_secs(60)) {
+            Ok(port) => process.port = port,
+            Err(_) => panic!("server did not start:\n{}", process.logs().join("\n")),
         }
+        process
     }
 
     /// Runs a server that should stop by itself (a refused start) until it exits, at most
     /// `within`: its exit status and everything it logged.
     pub fn run_to_exit(&self, within: Duration) -> (ExitStatus, String) {
-        let (child, log, _) = self.spawn();
-        let mut process = ServerProcess {
-            server: self.clone(),
-            child,
-            port: 0,
-            log,
-            exited: None,
-        };
+        let (mut process, _) = self.spawn();
         let status = process.wait(within);
         (status, process.logs().join("\n"))
     }
@@ -223,10 +271,10 @@ fn serving_port(line: &str) -> Option<u16> {
     listen.rsplit(':').next()?.parse().ok()
 }
 
-/// A running server (or one that has exited), killed on drop.
+/// A running server (or one that has exited), killed on drop (`KillOnDrop`).
 pub struct ServerProcess {
     server: Server,
-    child: Child,
+    child: KillOnDrop,
     pub port: u16,
     log: Log,
     exited: Option<ExitStatus>,
@@ -263,7 +311,7 @@ impl ServerProcess {
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.child.0.id()
     }
 
     pub async fn channel(&self) -> Channel {
@@ -306,7 +354,7 @@ impl ServerProcess {
     pub fn kill(&mut self) {
         if self.exited.is_none() {
             self.signal(libc::SIGKILL);
-            self.exited = Some(self.child.wait().expect("wait for the killed server"));
+            self.exited = Some(self.child.0.wait().expect("wait for the killed server"));
             self.log.finish();
         }
     }
@@ -323,7 +371,7 @@ impl ServerProcess {
     pub fn exit_within(&mut self, within: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + within;
         while self.exited.is_none() {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
+            if let Some(status) = self.child.0.try_wait().expect("try_wait") {
                 self.exited = Some(status);
                 self.log.finish();
             } else if Instant::now() >= deadline {
@@ -354,14 +402,5 @@ impl ServerProcess {
             .find_map(|l| l.strip_prefix("VmRSS:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .expect("VmRSS")
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        if self.exited.is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
     }
 }

@@ -7,10 +7,9 @@ use std::time::{Duration, Instant};
 use integration_hub::pb;
 use tonic::Code;
 
-use crate::fixtures::report_rejected;
 use crate::fixtures::{
     Clients, TEAM, create_app, create_integration, credentials, delete_app, get_app,
-    get_integration, rename_app_request, resolve, update_credentials,
+    get_integration, rename_app_request, report_rejected, resolve, suspend, update_credentials,
 };
 use crate::helpers::{Backend, authed, token};
 use crate::process::{Server, ServerProcess};
@@ -43,20 +42,6 @@ fn service() -> String {
     token(TEAM, "service", "runner")
 }
 
-async fn suspend(replica: &Replica, name: &str) -> Result<(), tonic::Status> {
-    replica
-        .apps()
-        .suspend_installed_app(authed(
-            &admin(),
-            pb::SuspendInstalledAppRequest {
-                name: name.into(),
-                reason: "leaked".into(),
-            },
-        ))
-        .await
-        .map(|_| ())
-}
-
 async fn secrets_changed_on_one_replica_are_never_resolved_by_another(server: Server) {
     let (a, b) = two_replicas(server);
     let (a, b) = (a.clients().await, b.clients().await);
@@ -77,7 +62,10 @@ async fn secrets_changed_on_one_replica_are_never_resolved_by_another(server: Se
                     .await
                     .expect("delete");
             }
-            "suspend" => suspend(&a, &app.name).await.expect("suspend"),
+            "suspend" => suspend(&a, &admin(), &app.name, "leaked")
+                .await
+                .map(drop)
+                .expect("suspend"),
             "reject" => report_rejected(&a, &service(), &app.name, "401")
                 .await
                 .map(drop)

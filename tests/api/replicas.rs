@@ -10,7 +10,9 @@ use sea_orm::{ConnectionTrait, Database, Statement};
 use tonic::Code;
 use tonic_types::StatusExt;
 
-use crate::fixtures::{create_app, create_integration, delete_app, seq, watch, watch_live};
+use crate::fixtures::{
+    create_app, create_integration, create_integrations, delete_app, names, seq, watch, watch_live,
+};
 use crate::helpers::{Backend, TestDb, spawn_with, test_args, token};
 use crate::process::Server;
 use crate::storage_test;
@@ -97,14 +99,7 @@ async fn a_subscriber_on_one_replica_receives_what_another_replica_appends() {
     let replica_b = b.clients().await;
     let (mut stream, _) = watch_live(&replica_b, &dev()).await;
     let app = create_app(&replica_a, &dev(), "slack", "Slack").await;
-    let mut names = Vec::new();
-    for n in 0..50 {
-        names.push(
-            create_integration(&replica_a, &dev(), &app, &format!("Results {n}"))
-                .await
-                .name,
-        );
-    }
+    let names = names(&create_integrations(&replica_a, &dev(), &app, "Results", 50).await);
     let events = collect_events(&mut stream, 50, Duration::from_secs(30)).await;
     assert_strictly_ordered(&events);
     let received: Vec<String> = events
@@ -167,14 +162,7 @@ async fn a_client_resuming_on_another_replica_after_sigterm_loses_nothing() {
     let replica_a = a.clients().await;
     let (mut stream, _) = watch_live(&replica_a, &dev()).await;
     let app = create_app(&replica_b, &dev(), "slack", "Slack").await;
-    let mut names = Vec::new();
-    for n in 0..5 {
-        names.push(
-            create_integration(&replica_b, &dev(), &app, &format!("Results {n}"))
-                .await
-                .name,
-        );
-    }
+    let mut names = names(&create_integrations(&replica_b, &dev(), &app, "Results", 5).await);
     let first = collect_events(&mut stream, 5, Duration::from_secs(30)).await;
     let status = tokio::task::spawn_blocking(move || {
         let status = a.terminate(Duration::from_secs(25));
@@ -205,13 +193,9 @@ async fn a_client_resuming_on_another_replica_after_sigterm_loses_nothing() {
         .expect("the cursor to resume from");
     assert!(seq(&cursor) >= seq(&first[4].0.cursor));
     // Changes made while the client was away, then resume on B.
-    for n in 5..10 {
-        names.push(
-            create_integration(&replica_b, &dev(), &app, &format!("Results {n}"))
-                .await
-                .name,
-        );
-    }
+    names.extend(crate::fixtures::names(
+        &create_integrations(&replica_b, &dev(), &app, "More results", 5).await,
+    ));
     let mut resumed = watch(&replica_b, &dev(), &cursor, &[]).await;
     let rest = collect_events(&mut resumed, 5, Duration::from_secs(30)).await;
     let mut all: Vec<String> = first

@@ -12,8 +12,8 @@ use pb::reauthenticate_integration_request::Auth;
 use tonic::{Code, Status};
 
 use crate::fixtures::{
-    CALL_TIMEOUT, TEAM, app_request, credentials, integration_request_on, own_integration_request,
-    token_of_another_secret, update_credentials,
+    CALL_TIMEOUT, TEAM, app_request, credentials, hex, integration_request_on,
+    own_integration_request, token_of_another_secret, update_credentials, watch,
 };
 use crate::helpers::{Backend, TEST_SECRET, TestApp, authed, token};
 use crate::process::Server;
@@ -21,10 +21,6 @@ use crate::storage_test;
 
 fn canary() -> String {
     format!("CANARY-{}", uuid::Uuid::new_v4())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -128,14 +124,7 @@ async fn no_credential_comes_back_except_through_resolve_nor_rests_in_the_databa
                 .await,
         )
         .event_cursor;
-    let mut live = integrations
-        .watch_integration_events(authed(
-            &viewer,
-            pb::WatchIntegrationEventsRequest::default(),
-        ))
-        .await
-        .expect("watch")
-        .into_inner();
+    let mut live = watch(&app, &viewer, "", &[]).await;
 
     // Writes carrying credentials.
     let mut create = app_request("slack", "Secret Slack", &app_secret);

@@ -8,8 +8,8 @@ use std::time::Duration;
 use integration_hub::crypto::KeyRing;
 use serde_json::Value;
 
-use crate::fixtures::{app_request, people_tokens};
-use crate::helpers::{Backend, authed};
+use crate::fixtures::{create_app, people_tokens};
+use crate::helpers::Backend;
 use crate::process::{Server, ServerProcess};
 use crate::storage_test;
 use crate::webhook_receiver::Receiver;
@@ -25,17 +25,18 @@ const ENV: [(&str, &str); 6] = [
 ];
 
 async fn add_app(server: &ServerProcess, token: &str, name: &str) {
-    let (mut apps, _) = server.clients().await;
-    apps.create_installed_app(authed(token, app_request("slack", name, "xoxb-secret")))
-        .await
-        .expect("create app");
+    create_app(&server.clients().await, token, "slack", name).await;
 }
 
-/// Reads requests until every one of `n` distinct webhook ids was acknowledged; returns
-/// every request, in the order they arrived.
-async fn until_acknowledged(receiver: &mut Receiver, n: usize) -> Vec<Value> {
+/// Reads requests until `n` distinct webhook ids were acknowledged, counting those `before`
+/// already acknowledged; returns the requests read, in the order they arrived.
+async fn until_acknowledged(receiver: &mut Receiver, before: &[Value], n: usize) -> Vec<Value> {
+    let mut acknowledged: std::collections::HashSet<String> = before
+        .iter()
+        .filter(|r| r["status"] == 204)
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect();
     let mut all = Vec::new();
-    let mut acknowledged = std::collections::HashSet::new();
     while acknowledged.len() < n {
         let request = receiver.next(Duration::from_secs(30)).await;
         assert_eq!(request["verified"][0], true, "verifies: {request}");
@@ -91,7 +92,7 @@ async fn a_killed_deliverer_is_replaced_and_everything_arrives(server: Server) {
     }
     server.kill();
     server.restart();
-    let rest = until_acknowledged_after(&mut receiver, &requests, APPS).await;
+    let rest = until_acknowledged(&mut receiver, &requests, APPS).await;
     requests.extend(rest);
     let order = first_arrivals(&requests);
     assert_eq!(order, names, "everything arrived, in order");
@@ -99,29 +100,6 @@ async fn a_killed_deliverer_is_replaced_and_everything_arrives(server: Server) {
         "kill -9 ({backend:?}): {} requests for {APPS} events",
         requests.len()
     );
-}
-
-/// Like [`until_acknowledged`], counting what `before` already acknowledged.
-async fn until_acknowledged_after(
-    receiver: &mut Receiver,
-    before: &[Value],
-    n: usize,
-) -> Vec<Value> {
-    let mut acknowledged: std::collections::HashSet<String> = before
-        .iter()
-        .filter(|r| r["status"] == 204)
-        .map(|r| r["id"].as_str().unwrap().to_owned())
-        .collect();
-    let mut all = Vec::new();
-    while acknowledged.len() < n {
-        let request = receiver.next(Duration::from_secs(30)).await;
-        assert_eq!(request["verified"][0], true, "verifies: {request}");
-        if request["status"] == 204 {
-            acknowledged.insert(request["id"].as_str().unwrap().to_owned());
-        }
-        all.push(request);
-    }
-    all
 }
 
 storage_test!(process a_killed_deliverer_is_replaced_and_everything_arrives, needs Python);
@@ -144,7 +122,7 @@ async fn two_replicas_deliver_each_event_once_per_subscription() {
     for (i, name) in names.iter().enumerate() {
         add_app(if i % 2 == 0 { &a } else { &b }, &dana, name).await;
     }
-    let mut requests = until_acknowledged(&mut receiver, APPS).await;
+    let mut requests = until_acknowledged(&mut receiver, &[], APPS).await;
     // Anything else that was going to come (a duplicate) comes within a lease or two.
     while let Some(extra) = receiver.maybe_next(Duration::from_secs(3)).await {
         requests.push(extra);

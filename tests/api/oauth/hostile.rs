@@ -12,20 +12,16 @@ use tonic::Code;
 
 use super::refresh::oauth_env;
 use super::{
-    CLIENT_SECRET, OAuthApp, Provider, authorize_through_callback, dana, eventually,
-    failed_authorization, free_port, new_slack, oauth_app, oauth_test, open_sign_in, service_token,
-    sign_in, start, visit, visit_with,
+    CLIENT_SECRET, OAuthApp, Provider, app_now, authorize_through_callback, dana, eventually,
+    failed_authorization, new_slack, oauth_app, oauth_test, open_sign_in, service_token, sign_in,
+    start, visit, visit_with,
 };
-use crate::fixtures::{Clients, TEAM, app_request, assert_invalid, create_integration, resolve};
-use crate::helpers::{authed, token};
+use crate::fixtures::{
+    Clients, TEAM, all_apps, app_request, assert_invalid, create_integration, resolve,
+};
+use crate::helpers::{authed, free_port, token};
 use crate::process::Server;
 use crate::storage_test;
-
-async fn app_now(app: &impl Clients, name: &str) -> pb::InstalledApp {
-    crate::fixtures::get_app(app, &dana(), name)
-        .await
-        .expect("the app")
-}
 
 /// Everything an echoing provider was sent and repeated that is a secret: codes, verifiers,
 /// refresh tokens, the client secret, states (what it echoed is listed as `name=value`).
@@ -179,13 +175,7 @@ async fn absurd_expiries_and_text_from_a_provider_are_cut_and_neutralised(t: OAu
         .duration_since(UNIX_EPOCH)
         .expect("clock")
         .as_secs() as i64;
-    let listed = app
-        .apps()
-        .list_installed_apps(authed(&dana(), pb::ListInstalledAppsRequest::default()))
-        .await
-        .expect("the listing answers")
-        .into_inner()
-        .installed_apps;
+    let listed = all_apps(app, &dana()).await;
     let shown = listed
         .iter()
         .find(|a| a.name == installed.name)

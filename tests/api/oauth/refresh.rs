@@ -8,14 +8,12 @@ use serde_json::json;
 use tonic::Code;
 
 use super::{
-    CLIENT_SECRET, OAuthApp, Provider, authorize_through_callback, dana, eventually, free_port,
+    CLIENT_SECRET, OAuthApp, Provider, app_now, authorize_through_callback, dana, eventually,
     new_slack, oauth_app, oauth_test, service_token, start,
 };
 use crate::fixtures::report_rejected;
-use crate::fixtures::{
-    Clients, WAIT, create_integration, get_app, next_events, resolve, watch_live,
-};
-use crate::helpers::{Backend, TestDb, authed};
+use crate::fixtures::{Clients, WAIT, create_integration, next_events, resolve, watch_live};
+use crate::helpers::{Backend, TestDb, authed, free_port};
 use crate::process::Server;
 use crate::storage_test;
 
@@ -28,10 +26,6 @@ fn now_millis() -> i64 {
 
 fn millis(ts: &prost_types::Timestamp) -> i64 {
     ts.seconds * 1000 + i64::from(ts.nanos) / 1_000_000
-}
-
-async fn app_now(app: &impl Clients, name: &str) -> pb::InstalledApp {
-    get_app(app, &dana(), name).await.expect("get app")
 }
 
 async fn tokens_are_refreshed_ahead_of_expiry_and_resolve_never_answers_an_expired_one(
@@ -182,26 +176,22 @@ async fn a_slow_token_endpoint_times_out_and_breaks_nothing(t: OAuthApp) {
 }
 oauth_test!(a_slow_token_endpoint_times_out_and_breaks_nothing);
 
-/// The environment of a server process with OAuth on against `provider`.
+/// The environment of a server process with OAuth on against `provider`, its files in `dir`
+/// (`oauth_files`) and its callback on `port`.
 pub(super) fn oauth_env(
     provider: &Provider,
     dir: &std::path::Path,
     port: u16,
 ) -> Vec<(String, String)> {
-    std::fs::write(dir.join("catalog.json"), provider.catalog()).expect("catalog");
-    std::fs::write(dir.join("slack-secret"), CLIENT_SECRET).expect("secret");
-    std::fs::write(
-        dir.join("oauth-clients.json"),
-        json!({"slack": {"client_id": "hub-test-client", "client_secret_file": "slack-secret"}})
-            .to_string(),
-    )
-    .expect("clients");
-    let path = |name: &str| dir.join(name).display().to_string();
+    let (catalog, clients) = super::oauth_files(provider, dir);
     vec![
-        ("INTEGRATION_HUB_CATALOG_FILE".into(), path("catalog.json")),
+        (
+            "INTEGRATION_HUB_CATALOG_FILE".into(),
+            catalog.display().to_string(),
+        ),
         (
             "INTEGRATION_HUB_OAUTH_CLIENTS_FILE".into(),
-            path("oauth-clients.json"),
+            clients.display().to_string(),
         ),
         (
             "INTEGRATION_HUB_HTTP_LISTEN".into(),
