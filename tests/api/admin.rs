@@ -11,25 +11,6 @@ use crate::fixtures::*;
 use crate::helpers::{TestApp, authed};
 use crate::storage_test;
 
-async fn suspend(
-    app: &TestApp,
-    token: &str,
-    name: &str,
-    reason: &str,
-) -> Result<pb::InstalledApp, tonic::Status> {
-    app.apps
-        .clone()
-        .suspend_installed_app(authed(
-            token,
-            pb::SuspendInstalledAppRequest {
-                name: name.into(),
-                reason: reason.into(),
-            },
-        ))
-        .await
-        .map(|r| r.into_inner())
-}
-
 async fn resume(app: &TestApp, token: &str, name: &str) -> Result<pb::InstalledApp, tonic::Status> {
     app.apps
         .clone()

@@ -64,15 +64,7 @@ async fn every_installed_app_change_is_an_event_with_actor_reason_and_a_snapshot
     assert!(opening.checkpoint && opening.events.is_empty());
 
     let slack = create_app_with(&app, &p.dana, "slack", "Team Slack", "xoxb-first-secret").await;
-    app.apps
-        .clone()
-        .report_credentials_rejected(authed(
-            &p.service,
-            pb::ReportCredentialsRejectedRequest {
-                name: slack.name.clone(),
-                detail: "invalid_auth from slack".into(),
-            },
-        ))
+    report_rejected(&app, &p.service, &slack.name, "invalid_auth from slack")
         .await
         .expect("report");
     app.apps

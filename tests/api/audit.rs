@@ -11,7 +11,8 @@ use tonic_types::StatusExt;
 
 use crate::fixtures::{
     all_events, app_request, create_app_with, create_integration, create_own_integration,
-    credentials, delete_app, rename_app_request, rename_integration, traced, update_credentials,
+    credentials, delete_app, rename_app_request, rename_integration, report_rejected, traced,
+    update_credentials,
 };
 use crate::helpers::{TestApp, authed};
 use crate::storage_test;
@@ -52,14 +53,7 @@ async fn every_change_and_resolution_is_audited(mut app: TestApp) {
     let i = create_integration(&app, &dev, &a, "Monitor results").await;
     let own = create_own_integration(&app, &dev, "slack", "Monitor results", SECRET_OWN).await;
     rename_integration(&app, &dev, &i.name, "Renamed").await;
-    app.apps
-        .report_credentials_rejected(authed(
-            &svc,
-            pb::ReportCredentialsRejectedRequest {
-                name: a.name.clone(),
-                detail: "401".into(),
-            },
-        ))
+    report_rejected(&app, &svc, &a.name, "401")
         .await
         .expect("report rejected");
     app.apps
@@ -321,14 +315,7 @@ async fn refused_and_failed_attempts_are_audited(mut app: TestApp) {
         .await
         .expect_err("a person cannot resolve");
     assert_eq!(err.code(), Code::PermissionDenied);
-    app.apps
-        .report_credentials_rejected(authed(
-            &svc,
-            pb::ReportCredentialsRejectedRequest {
-                name: a.name.clone(),
-                detail: String::new(),
-            },
-        ))
+    report_rejected(&app, &svc, &a.name, "")
         .await
         .expect("report rejected");
     let err = app

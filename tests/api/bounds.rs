@@ -1,7 +1,6 @@
 //! What a caller can make the server hold: answers its client never reads (HTTP/2 window at
 //! 0), calls in flight, and the bytes of one page.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use integration_hub::pb;
@@ -11,7 +10,7 @@ use prost::Message;
 use tonic::Code;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::fixtures::{TEAM, create_app, error_reason};
+use crate::fixtures::{TEAM, create_app, error_reason, padded_integration};
 use crate::helpers::{Backend, TestApp, TestDb, authed, spawn_with, test_args, token};
 use crate::storage_test;
 use sea_orm::{ConnectionTrait, TransactionTrait};
@@ -20,25 +19,9 @@ use sea_orm::{ConnectionTrait, TransactionTrait};
 async fn large_integrations(app: &TestApp, admin: &str, n: usize) -> pb::InstalledApp {
     let installed = create_app(app, admin, "slack", "Large").await;
     for i in 0..n {
-        let config = HashMap::from([
-            ("channel".to_owned(), format!("#{i:0>2047}")),
-            ("monitor_id".to_owned(), "m".repeat(2048)),
-        ]);
         app.integrations
             .clone()
-            .create_integration(authed(
-                admin,
-                pb::CreateIntegrationRequest {
-                    integration: Some(pb::Integration {
-                        installed_app: installed.name.clone(),
-                        r#type: "slack.post_monitor_results".into(),
-                        display_name: format!("Large {i}"),
-                        config,
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                },
-            ))
+            .create_integration(authed(admin, padded_integration(&installed.name, i, 2048)))
             .await
             .unwrap_or_else(|status| panic!("create integration {i}: {status:?}"));
     }

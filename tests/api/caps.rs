@@ -10,6 +10,7 @@ use tonic::Code;
 use crate::fixtures::TEAM;
 use crate::helpers::{Backend, authed};
 use crate::oauth::{dana, new_slack, spawn_oauth};
+use crate::storage_test;
 use crate::webhooks::{spawn_webhook_app, webhooks};
 
 /// Calls made at once.
@@ -75,16 +76,7 @@ async fn webhook_subscriptions_stay_within_the_cap_under_concurrent_creates(back
     app.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn webhook_subscriptions_stay_within_the_cap_under_concurrent_creates_sqlite() {
-    webhook_subscriptions_stay_within_the_cap_under_concurrent_creates(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn webhook_subscriptions_stay_within_the_cap_under_concurrent_creates_postgres() {
-    crate::needs!(Postgres);
-    webhook_subscriptions_stay_within_the_cap_under_concurrent_creates(Backend::Postgres).await;
-}
+storage_test!(backend webhook_subscriptions_stay_within_the_cap_under_concurrent_creates);
 
 async fn pending_authorizations_stay_within_the_cap_under_concurrent_starts(backend: Backend) {
     let mut t = spawn_oauth(backend).await;
@@ -112,14 +104,7 @@ async fn pending_authorizations_stay_within_the_cap_under_concurrent_starts(back
     t.app.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pending_authorizations_stay_within_the_cap_under_concurrent_starts_sqlite() {
-    crate::needs!(Node);
-    pending_authorizations_stay_within_the_cap_under_concurrent_starts(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pending_authorizations_stay_within_the_cap_under_concurrent_starts_postgres() {
-    crate::needs!(Node, Postgres);
-    pending_authorizations_stay_within_the_cap_under_concurrent_starts(Backend::Postgres).await;
-}
+storage_test!(
+    backend pending_authorizations_stay_within_the_cap_under_concurrent_starts,
+    needs Node
+);

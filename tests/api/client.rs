@@ -20,8 +20,8 @@ use tonic::transport::channel::Change;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::fixtures::{TEAM, WAIT, people, seq, token_of_another_secret};
-use crate::helpers::{Backend, TestApp, TestDb, token};
-use crate::process::ServerProcess;
+use crate::helpers::{TestApp, token};
+use crate::process::Server;
 use crate::storage_test;
 
 mod calls;

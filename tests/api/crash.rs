@@ -14,8 +14,9 @@ use integration_hub::pb;
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement};
 
 use crate::fixtures::{app_request, integration_request_on};
-use crate::helpers::{Backend, TestDb, authed, token};
-use crate::process::ServerProcess;
+use crate::helpers::{Backend, authed, token};
+use crate::process::{Server, ServerProcess};
+use crate::storage_test;
 
 fn iterations() -> usize {
     std::env::var("CRASH_ITERATIONS")
@@ -256,11 +257,10 @@ async fn check_resume(server: &ServerProcess, url: &str, cursor: &str) {
     );
 }
 
-async fn crash_harness(backend: Backend) {
-    let db = TestDb::new(backend).await;
-    let keys = crate::helpers::test_key_spec().to_owned();
+async fn crash_harness(server: Server) {
+    let (url, backend) = (server.database_url().to_owned(), server.backend());
     let mut random = Random::seeded();
-    let mut server = ServerProcess::start(&db.url, &keys, &[]);
+    let mut server = server.start();
     let cursor = Arc::new(Mutex::new(String::new()));
     for round in 0..iterations() {
         let start = cursor.lock().expect("cursor lock").clone();
@@ -296,23 +296,14 @@ async fn crash_harness(backend: Backend) {
             _ = tokio::time::sleep(kill_after) => {},
         }
         server.kill();
-        server = ServerProcess::start(&db.url, &keys, &[]);
-        let events = check_invariants(&db.url, backend).await;
+        server.restart();
+        let events = check_invariants(&url, backend).await;
         let last = cursor.lock().expect("cursor lock").clone();
-        check_resume(&server, &db.url, &last).await;
+        check_resume(&server, &url, &last).await;
         println!(
             "crash round {round} ({backend:?}): killed after {kill_after:?}; {events} events in the log; invariants hold"
         );
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn crash_harness_on_sqlite() {
-    crash_harness(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn crash_harness_on_postgres() {
-    crate::needs!(Postgres);
-    crash_harness(Backend::Postgres).await;
-}
+storage_test!(process crash_harness);

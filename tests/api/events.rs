@@ -2,22 +2,17 @@
 //! across a restart), type filters, list-then-watch, checkpoints, shutdown and fan-out.
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use integration_hub::pb;
-use integration_hub::pb::integration_service_client::IntegrationServiceClient;
 use pb::IntegrationEventType as Kind;
 use tonic::Code;
 
 use crate::fixtures::*;
-use crate::helpers::{
-    Backend, TEST_AUDIENCE, TEST_ISSUER, TEST_SECRET, TestApp, TestDb, authed, spawn_with,
-    test_args, token,
-};
+use crate::helpers::{Backend, TestApp, TestDb, authed, spawn_with, test_args, token};
+use crate::process::Server;
 use crate::storage_test;
 
 /// The checkpoint interval of the test servers is 1 s: one must come well within this.
@@ -147,20 +142,7 @@ async fn a_watch_stream_outlives_the_request_timeout(backend: Backend) {
     );
 }
 
-mod a_watch_stream_outlives_the_request_timeout {
-    use crate::helpers::Backend;
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn sqlite() {
-        super::a_watch_stream_outlives_the_request_timeout(Backend::Sqlite).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn postgres() {
-        crate::needs!(Postgres);
-        super::a_watch_stream_outlives_the_request_timeout(Backend::Postgres).await;
-    }
-}
+storage_test!(backend a_watch_stream_outlives_the_request_timeout);
 
 async fn a_watch_resumed_from_an_event_cursor_gets_exactly_the_events_after_it(app: TestApp) {
     let p = people(&app);
@@ -519,91 +501,16 @@ async fn one_delete_breaking_200_integrations_reaches_every_watcher_in_order(app
 }
 storage_test!(one_delete_breaking_200_integrations_reaches_every_watcher_in_order);
 
-/// Kills the server process if the test ends before it exited.
-struct ServerProcess {
-    pid: u32,
-    exited: bool,
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        if !self.exited {
-            let _ = crate::process::send_signal(self.pid, libc::SIGKILL);
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_ends_watch_streams_and_exits_cleanly_on_sigterm() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let url = format!("sqlite://{}?mode=rwc", dir.path().join("hub.db").display());
-    let keys = crate::helpers::test_key_spec().to_owned();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_integration-hub"))
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .env("INTEGRATION_HUB_JWT_HS256_SECRET", TEST_SECRET)
-        .env("INTEGRATION_HUB_JWT_ISSUER", TEST_ISSUER)
-        .env("INTEGRATION_HUB_JWT_AUDIENCE", TEST_AUDIENCE)
-        .env("INTEGRATION_HUB_ENCRYPTION_KEYS", keys)
-        .env("INTEGRATION_HUB_DATABASE_URL", &url)
-        .env("INTEGRATION_HUB_DATA_DIR", dir.path())
-        .env("INTEGRATION_HUB_LOG_FORMAT", "json")
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the binary");
-    let mut process = ServerProcess {
-        pid: child.id(),
-        exited: false,
-    };
-
-    // Read the log on a thread: the address from the "serving" line, and every line kept.
-    let stderr = child.stderr.take().expect("stderr");
-    let (listen_tx, mut listen_rx) = tokio::sync::mpsc::unbounded_channel();
-    let log = std::thread::spawn(move || {
-        let mut lines = Vec::new();
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if let Ok(value) = serde_json::from_str::<serde_json::Value>(&line)
-                && value["message"] == "serving"
-                && let Some(listen) = value["listen"].as_str()
-            {
-                let _ = listen_tx.send(listen.to_owned());
-            }
-            lines.push(line);
-        }
-        lines
-    });
-    let (exit_tx, exit_rx) = tokio::sync::oneshot::channel();
-    std::thread::spawn(move || {
-        let _ = exit_tx.send(child.wait());
-    });
-
-    let listen = tokio::time::timeout(Duration::from_secs(30), listen_rx.recv())
-        .await
-        .expect("the server says it is serving within 30 s")
-        .expect("a serving line with the address");
-    let mut client = IntegrationServiceClient::connect(format!("http://{listen}"))
-        .await
-        .expect("connect");
-    let mut apps = pb::installed_app_service_client::InstalledAppServiceClient::connect(format!(
-        "http://{listen}"
-    ))
-    .await
-    .expect("connect");
+    let mut server = Server::fresh(Backend::Sqlite).await.start();
+    let hub = server.clients().await;
+    let (mut apps, mut client) = hub.clone();
     let viewer = token(TEAM, "viewer", "vic");
     let dana = token(TEAM, "developer", "dana");
     let service = token(TEAM, "service", "monitor-runner");
 
-    let mut stream = client
-        .watch_integration_events(authed(
-            &viewer,
-            pb::WatchIntegrationEventsRequest::default(),
-        ))
-        .await
-        .expect("watch")
-        .into_inner();
+    let mut stream = watch(&hub, &viewer, "", &[]).await;
     assert!(next_message(&mut stream, WAIT).await.checkpoint);
     let secret = "xoxb-subprocess-secret-4711";
     let slack = apps
@@ -641,7 +548,7 @@ async fn the_binary_ends_watch_streams_and_exits_cleanly_on_sigterm() {
     let created = next_events(&mut stream, 1, WAIT).await;
     assert_eq!(created[0].integration_name, integration.name);
 
-    assert!(crate::process::send_signal(process.pid, libc::SIGTERM));
+    server.sigterm();
     let sigterm = std::time::Instant::now();
 
     let (_, status) = stream_end(&mut stream, Duration::from_secs(25)).await;
@@ -652,15 +559,11 @@ async fn the_binary_ends_watch_streams_and_exits_cleanly_on_sigterm() {
     assert_eq!(cursor, created[0].cursor);
 
     let left = Duration::from_secs(25).saturating_sub(sigterm.elapsed());
-    let exit = tokio::time::timeout(left, exit_rx)
-        .await
-        .expect("the process exits within 25 s of SIGTERM")
-        .expect("the waiting thread")
-        .expect("wait for the process");
-    process.exited = true;
+    let exit = tokio::task::block_in_place(|| server.exit_within(left))
+        .expect("the process exits within 25 s of SIGTERM");
     assert!(exit.success(), "exit status {exit:?}");
 
-    let lines = log.join().expect("log reader");
+    let lines = server.logs();
     assert!(
         lines.iter().all(|l| !l.contains(secret)),
         "a credential reached the log"

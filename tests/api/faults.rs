@@ -10,7 +10,6 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,10 +20,10 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-use crate::fixtures::{app_request, error_reason, watch_live};
+use crate::fixtures::{error_reason, padded_integration, watch_live};
 use crate::helpers::{authed, pg_address, pg_admin_url, pg_database_url, token};
 use crate::pg_cluster::{Cluster, run};
-use crate::process::ServerProcess;
+use crate::process::{Server, ServerProcess};
 
 /// What happened to the writes of a load.
 #[derive(Default)]
@@ -87,34 +86,17 @@ impl Outcomes {
     }
 }
 
-/// A create request with config values near the length limit, so the disk fills sooner.
+/// A create request with config values of 200 bytes, so the disk fills sooner.
 fn bulky_integration(app: &str, n: usize) -> pb::CreateIntegrationRequest {
-    let filler = "x".repeat(180);
-    pb::CreateIntegrationRequest {
-        integration: Some(pb::Integration {
-            installed_app: app.into(),
-            r#type: "slack.post_monitor_results".into(),
-            display_name: format!("Job {n}"),
-            config: HashMap::from([
-                ("channel".to_owned(), format!("#{n}-{filler}")),
-                ("monitor_id".to_owned(), format!("{n}-{filler}")),
-            ]),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+    padded_integration(app, n, 200)
 }
 
 async fn create_app(server: &ServerProcess) -> String {
-    let (mut apps, _) = server.clients().await;
-    apps.create_installed_app(authed(
-        &token("acme", "developer", "dana"),
-        app_request("slack", "Ops Slack", "xoxb-fault"),
-    ))
-    .await
-    .expect("create the installed app")
-    .into_inner()
-    .name
+    let dev = token("acme", "developer", "dana");
+    let clients = server.clients().await;
+    crate::fixtures::create_app(&clients, &dev, "slack", "Ops Slack")
+        .await
+        .name
 }
 
 /// Follows a live watch stream in the background, keeping every event it delivers.
@@ -290,7 +272,7 @@ async fn a_full_disk_never_acknowledges_a_lost_write_and_recovers_when_space_is_
     };
     let url = format!("sqlite://{}?mode=rwc", disk.path().join("hub.db").display());
     let keys = KeyRing::generate(1).expect("key").1;
-    let mut server = ServerProcess::start(&url, &keys, &[]);
+    let mut server = Server::on(&url).keys(&keys).start();
     let app = create_app(&server).await;
     let follower = Follower::start(&server).await;
     let (_, mut integrations) = server.clients().await;
@@ -378,7 +360,7 @@ async fn a_full_disk_never_acknowledges_a_lost_write_and_recovers_when_space_is_
     // After a clean stop and a restart, every acknowledged write is there.
     drop(follower);
     assert!(server.terminate(Duration::from_secs(30)).success());
-    let server = ServerProcess::start(&url, &keys, &[]);
+    server.restart();
     let mut expected = outcomes.acknowledged.clone();
     expected.push(resumed);
     assert_present(&server, &expected).await;
@@ -467,7 +449,7 @@ async fn survives(fault: DatabaseFault) {
         }
     };
     let keys = KeyRing::generate(1).expect("key").1;
-    let server = ServerProcess::start(&cluster.url("postgres"), &keys, &[]);
+    let server = Server::on(&cluster.url("postgres")).keys(&keys).start();
     let app = create_app(&server).await;
     let follower = Follower::start(&server).await;
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
@@ -613,7 +595,7 @@ async fn dropped_database_connections_answer_unavailable_and_listen_resumes() {
     let proxy = Proxy::start(&pg_address()).await;
     let url = pg_database_url(&name).replace(&pg_address(), &format!("127.0.0.1:{}", proxy.port));
     let keys = KeyRing::generate(1).expect("key").1;
-    let server = ServerProcess::start(&url, &keys, &[]);
+    let server = Server::on(&url).keys(&keys).start();
     let app = create_app(&server).await;
     let follower = Follower::start(&server).await;
     let listening = Instant::now() + Duration::from_secs(10);
@@ -678,56 +660,6 @@ async fn dropped_database_connections_answer_unavailable_and_listen_resumes() {
     follower.wait_for(&[after], Duration::from_secs(10)).await;
 }
 
-/// Runs `serve` with `env` until it exits (at most `within`); its status and stderr.
-fn serve_until_exit(env: &[(&str, &str)], within: Duration) -> (std::process::ExitStatus, String) {
-    use std::io::Read;
-    let mut command = Command::new(env!("CARGO_BIN_EXE_integration-hub"));
-    command
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .env_clear()
-        .env(
-            "INTEGRATION_HUB_ENCRYPTION_KEYS",
-            KeyRing::generate(1).expect("key").1,
-        )
-        .env(
-            "INTEGRATION_HUB_JWT_HS256_SECRET",
-            crate::helpers::TEST_SECRET,
-        )
-        .env("INTEGRATION_HUB_JWT_ISSUER", crate::helpers::TEST_ISSUER)
-        .env(
-            "INTEGRATION_HUB_JWT_AUDIENCE",
-            crate::helpers::TEST_AUDIENCE,
-        )
-        .env("INTEGRATION_HUB_LOG_FORMAT", "json")
-        .env("RUST_LOG", "info")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped());
-    for (key, value) in env {
-        command.env(key, value);
-    }
-    let mut child = command.spawn().expect("start the server binary");
-    let deadline = Instant::now() + within;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("serve did not exit within {within:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .expect("stderr")
-        .read_to_string(&mut stderr)
-        .expect("read stderr");
-    (status, stderr)
-}
-
 /// Start-up with the database unreachable says what it waits for and for how long, never the
 /// password, and gives up with a clear message and a non-zero exit after the deadline.
 #[test]
@@ -738,13 +670,9 @@ fn start_up_waits_for_an_unreachable_database_and_then_exits_non_zero() {
         .port();
     let url = format!("postgres://hub:hunter2-secret@127.0.0.1:{closed}/hub");
     let started = Instant::now();
-    let (status, stderr) = serve_until_exit(
-        &[
-            ("INTEGRATION_HUB_DATABASE_URL", &url),
-            ("INTEGRATION_HUB_DATABASE_WAIT_SECS", "3"),
-        ],
-        Duration::from_secs(60),
-    );
+    let (status, stderr) = Server::on(&url)
+        .env("INTEGRATION_HUB_DATABASE_WAIT_SECS", "3")
+        .run_to_exit(Duration::from_secs(60));
     assert!(!status.success(), "serve exited 0 without a database");
     assert!(
         started.elapsed() >= Duration::from_secs(3),
@@ -780,10 +708,9 @@ fn a_read_only_data_directory_is_refused_at_start_naming_it() {
         }
     };
     let dir = disk.path().display().to_string();
-    let (status, stderr) = serve_until_exit(
-        &[("INTEGRATION_HUB_DATA_DIR", &dir)],
-        Duration::from_secs(30),
-    );
+    let (status, stderr) = Server::default_database()
+        .env("INTEGRATION_HUB_DATA_DIR", &dir)
+        .run_to_exit(Duration::from_secs(30));
     assert!(
         !status.success(),
         "serve started on a read-only data directory"

@@ -200,6 +200,30 @@ pub fn integration_request_on(
     }
 }
 
+/// The request that adds integration "Job `n`" of Slack on the app named `installed_app`,
+/// its two free-text config values padded to `len` bytes each (2,048 at most): rows and
+/// events of a size a test chooses.
+pub fn padded_integration(
+    installed_app: &str,
+    n: usize,
+    len: usize,
+) -> pb::CreateIntegrationRequest {
+    let padded = |prefix: String| format!("{prefix:x<len$}");
+    pb::CreateIntegrationRequest {
+        integration: Some(pb::Integration {
+            installed_app: installed_app.into(),
+            r#type: "slack.post_monitor_results".into(),
+            display_name: format!("Job {n}"),
+            config: HashMap::from([
+                ("channel".to_owned(), padded(format!("#{n}-"))),
+                ("monitor_id".to_owned(), padded(format!("m{n}-"))),
+            ]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 /// The request that adds an integration on `installed_app` (without credentials).
 pub fn integration_request(
     installed_app: &pb::InstalledApp,
@@ -420,6 +444,41 @@ pub async fn list_integrations(
         .await
         .unwrap_or_else(|status| panic!("list integrations: {status:?}"))
         .into_inner()
+}
+
+/// The installed apps `token` may see: one page of up to 1,000.
+pub async fn all_apps(app: &impl Clients, token: &str) -> Vec<pb::InstalledApp> {
+    app.apps()
+        .list_installed_apps(authed(
+            token,
+            pb::ListInstalledAppsRequest {
+                page_size: 1000,
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_or_else(|status| panic!("list installed apps: {status:?}"))
+        .into_inner()
+        .installed_apps
+}
+
+/// SuspendInstalledApp on the app `name`, as `token`, with `reason`.
+pub async fn suspend(
+    app: &impl Clients,
+    token: &str,
+    name: &str,
+    reason: &str,
+) -> Result<pb::InstalledApp, Status> {
+    app.apps()
+        .suspend_installed_app(authed(
+            token,
+            pb::SuspendInstalledAppRequest {
+                name: name.into(),
+                reason: reason.into(),
+            },
+        ))
+        .await
+        .map(|r| r.into_inner())
 }
 
 /// ReportCredentialsRejected on the app `name`, as `token`, with `detail`.
@@ -722,4 +781,9 @@ pub async fn expect_sentinel_next(
         )],
         "the sentinel rename is the next event: nothing else was appended"
     );
+}
+
+/// `bytes` as lowercase hex digits.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

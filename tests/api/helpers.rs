@@ -41,6 +41,14 @@ pub fn pg_database_url(name: &str) -> String {
     url.to_string()
 }
 
+/// A free loopback port, for a listener a test must name before the server binds it.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
 /// The tests' PostgreSQL as `host:port`.
 pub fn pg_address() -> String {
     let url = url::Url::parse(pg_admin_url()).expect("INTEGRATION_HUB_TEST_POSTGRES_URL");
@@ -304,23 +312,40 @@ pub fn authed<T>(token: &str, message: T) -> Request<T> {
     request
 }
 
-/// Runs one async test body against SQLite and against PostgreSQL, as two tests (the second
-/// skipped where there is no PostgreSQL: `needs`).
+/// Runs one async test body against SQLite and against PostgreSQL, as two tests `name::sqlite`
+/// and `name::postgres` (the second skipped where there is no PostgreSQL: `needs`).
+///
+/// - `storage_test!(name)`: the body takes a `TestApp` (`spawn_app`).
+/// - `storage_test!(process name)`: the body takes a `process::Server` on a fresh database,
+///   and starts the binary (as often as it likes: replicas, restarts).
+/// - `storage_test!(backend name)`: the body takes the `Backend` and sets up the rest.
+///
+/// Each form takes `, needs Part, ...` for what else it needs (`needs!`). `oauth_test!` and
+/// `webhook_test!` are this macro with a setup of their own (`@with`).
 #[macro_export]
 macro_rules! storage_test {
-    ($name:ident) => {
+    ($name:ident $(, needs $($part:ident),+)?) => {
+        $crate::storage_test!(@with $name, [$($($part),+)?], $crate::helpers::spawn_app);
+    };
+    (process $name:ident $(, needs $($part:ident),+)?) => {
+        $crate::storage_test!(@with $name, [$($($part),+)?], $crate::process::Server::fresh);
+    };
+    (backend $name:ident $(, needs $($part:ident),+)?) => {
+        $crate::storage_test!(@with $name, [$($($part),+)?], ::std::future::ready);
+    };
+    // The body takes what `$setup(backend).await` makes.
+    (@with $name:ident, [$($part:ident),*], $setup:expr) => {
         mod $name {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn sqlite() {
-                let app = $crate::helpers::spawn_app($crate::helpers::Backend::Sqlite).await;
-                super::$name(app).await;
+                $crate::needs!($($part),*);
+                super::$name(($setup)($crate::helpers::Backend::Sqlite).await).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() {
-                $crate::needs!(Postgres);
-                let app = $crate::helpers::spawn_app($crate::helpers::Backend::Postgres).await;
-                super::$name(app).await;
+                $crate::needs!($($part,)* Postgres);
+                super::$name(($setup)($crate::helpers::Backend::Postgres).await).await;
             }
         }
     };

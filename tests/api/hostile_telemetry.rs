@@ -17,7 +17,7 @@ use tonic::transport::Channel;
 
 use crate::fixtures::traced;
 use crate::helpers::{Backend, TestDb, authed, spawn_with, test_args, token};
-use crate::process::ServerProcess;
+use crate::process::{Server, ServerProcess};
 
 /// Calls `path` with an empty message and `metadata`; the answer's status.
 async fn call_path(channel: Channel, path: String, metadata: Vec<(&'static str, Vec<u8>)>) -> Code {
@@ -290,13 +290,11 @@ fn outcome(lines: &[String]) -> &str {
 }
 
 async fn client_errors_are_not_errors_and_hostile_values_are_bounded_in(format: &str) {
-    let db = TestDb::new(Backend::Sqlite).await;
-    let keys = crate::helpers::test_key_spec().to_owned();
-    let server = ServerProcess::start(
-        &db.url,
-        &keys,
-        &[("INTEGRATION_HUB_LOG_FORMAT", format), ("RUST_LOG", "info")],
-    );
+    let server = Server::fresh(Backend::Sqlite)
+        .await
+        .env("INTEGRATION_HUB_LOG_FORMAT", format)
+        .env("RUST_LOG", "info")
+        .start();
     let channel = server.channel().await;
     let admin = token("acme", "admin", "ada");
     let developer = token("acme", "developer", "dev");
@@ -444,13 +442,11 @@ async fn client_errors_are_not_errors_and_hostile_values_are_bounded_in_pretty_l
 /// recorded on it later (the caller's team and role, the status code), each once, as JSON.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_json_log_line_carries_the_fields_recorded_on_its_call_s_span() {
-    let db = TestDb::new(Backend::Sqlite).await;
-    let keys = crate::helpers::test_key_spec().to_owned();
-    let server = ServerProcess::start(
-        &db.url,
-        &keys,
-        &[("INTEGRATION_HUB_LOG_FORMAT", "json"), ("RUST_LOG", "info")],
-    );
+    let server = Server::fresh(Backend::Sqlite)
+        .await
+        .env("INTEGRATION_HUB_LOG_FORMAT", "json")
+        .env("RUST_LOG", "info")
+        .start();
     let mut marks = Marks {
         server: &server,
         apps: InstalledAppServiceClient::new(server.channel().await),

@@ -96,8 +96,8 @@ impl Part {
 /// Returns from the test, recorded as skipped, unless every part named is there.
 #[macro_export]
 macro_rules! needs {
-    ($($part:ident),+) => {
-        if !$crate::needs::all(&[$($crate::needs::Part::$part),+]) {
+    ($($part:ident),*) => {
+        if !$crate::needs::all(&[$($crate::needs::Part::$part),*]) {
             return;
         }
     };

@@ -15,9 +15,11 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use crate::fixtures::{WAIT, create_app_with, create_integration, next_events, traced, watch_live};
+use crate::fixtures::{
+    WAIT, create_app_with, create_integration, hex, next_events, traced, watch_live,
+};
 use crate::helpers::{Backend, TestDb, authed, spawn_with, test_args, token};
-use crate::process::ServerProcess;
+use crate::process::Server;
 
 /// The whole HTTP answer of `GET /metrics`, checked to be a 200.
 pub async fn scrape(addr: std::net::SocketAddr) -> String {
@@ -154,16 +156,13 @@ async fn spans_reach_an_otlp_receiver_continuing_the_callers_trace() {
             .add_service(TraceServiceServer::new(Receiver(tx)))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
-    let db = TestDb::new(Backend::Sqlite).await;
     let endpoint = format!("http://{receiver_addr}");
-    let mut server = ServerProcess::start(
-        &db.url,
-        &KeyRing::generate(1).expect("key").1,
-        &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
-            ("OTEL_SERVICE_NAME", "hub-under-test"),
-        ],
-    );
+    let mut server = Server::fresh(Backend::Sqlite)
+        .await
+        .keys(&KeyRing::generate(1).expect("key").1)
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
+        .env("OTEL_SERVICE_NAME", "hub-under-test")
+        .start();
     let (mut apps, _) = server.clients().await;
     let dev = token("acme", "developer", "dana");
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -230,8 +229,4 @@ async fn spans_reach_an_otlp_receiver_continuing_the_callers_trace() {
     );
     let text = format!("{span:?}");
     assert!(!text.contains(&dev), "the token never reaches a span");
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

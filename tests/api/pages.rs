@@ -9,7 +9,8 @@ use integration_hub::pb;
 use tonic::Code;
 
 use crate::fixtures::{
-    CALL_TIMEOUT, TEAM, app_request, assert_invalid, create_app, create_integration, error_reason,
+    CALL_TIMEOUT, TEAM, all_apps, app_request, assert_invalid, create_app, create_integration,
+    error_reason,
 };
 use crate::helpers::{TestApp, authed, token};
 use crate::storage_test;
@@ -248,12 +249,7 @@ async fn a_request_over_the_size_limit_fails_cleanly_and_the_server_goes_on(app:
         .await
         .expect("still serving");
     let created = create_app(&app, &dev, "slack", "After").await;
-    let listed = apps
-        .list_installed_apps(authed(&dev, pb::ListInstalledAppsRequest::default()))
-        .await
-        .expect("list")
-        .into_inner()
-        .installed_apps;
+    let listed = all_apps(&app, &dev).await;
     assert_eq!(
         listed.into_iter().map(|a| a.name).collect::<Vec<_>>(),
         vec![created.name],

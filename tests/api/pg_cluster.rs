@@ -135,7 +135,7 @@ impl Cluster {
         // A free port can be taken between the probe and the start: try another.
         let mut last = String::new();
         for _ in 0..3 {
-            cluster.port = free_port()?;
+            cluster.port = crate::helpers::free_port();
             match cluster.pg_ctl(&["start"]) {
                 Ok(()) => return Ok(cluster),
                 Err(err) => last = err,
@@ -279,13 +279,6 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         let _ = self.pg_ctl(&["-m", "immediate", "stop"]);
     }
-}
-
-fn free_port() -> Result<u16, String> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| e.to_string())
 }
 
 /// The watchdog stops the cluster and removes its directory once the pipe closes, as it does

@@ -146,7 +146,7 @@ async fn creating_an_integration_can_save_its_credentials_as_an_installed_app(ap
         create(&app, &p.dana, bad_config).await,
         Code::InvalidArgument,
     );
-    let apps = list_all_apps(&app, &p.viewer).await;
+    let apps = all_apps(&app, &p.viewer).await;
     assert_eq!(apps.len(), 1, "{apps:?}");
 
     // A retry with the same request id answers with the first integration, and saves no
@@ -155,25 +155,9 @@ async fn creating_an_integration_can_save_its_credentials_as_an_installed_app(ap
     let first = create(&app, &p.dana, request.clone()).await.expect("first");
     let again = create(&app, &p.dana, request).await.expect("retry");
     assert_eq!(first.name, again.name);
-    assert_eq!(list_all_apps(&app, &p.viewer).await.len(), 2);
+    assert_eq!(all_apps(&app, &p.viewer).await.len(), 2);
 }
 storage_test!(creating_an_integration_can_save_its_credentials_as_an_installed_app);
-
-async fn list_all_apps(app: &TestApp, token: &str) -> Vec<pb::InstalledApp> {
-    app.apps
-        .clone()
-        .list_installed_apps(authed(
-            token,
-            pb::ListInstalledAppsRequest {
-                page_size: 1000,
-                ..Default::default()
-            },
-        ))
-        .await
-        .expect("list")
-        .into_inner()
-        .installed_apps
-}
 
 async fn promoting_credentials_rebinds_the_integration_and_erases_its_own_copy(app: TestApp) {
     let p = people(&app);
@@ -289,21 +273,13 @@ async fn an_app_counts_its_integrations_by_state(app: TestApp) {
     };
     let got = get_app(&app, &p.viewer, &slack.name).await.unwrap();
     assert_eq!(counts(&got), (3, 3, 0));
-    app.apps
-        .clone()
-        .report_credentials_rejected(authed(
-            &p.service,
-            pb::ReportCredentialsRejectedRequest {
-                name: slack.name.clone(),
-                detail: "401".into(),
-            },
-        ))
+    report_rejected(&app, &p.service, &slack.name, "401")
         .await
         .expect("reported");
     let got = get_app(&app, &p.viewer, &slack.name).await.unwrap();
     assert_eq!(counts(&got), (3, 0, 3));
     // The listing counts the same way.
-    let listed = list_all_apps(&app, &p.viewer).await;
+    let listed = all_apps(&app, &p.viewer).await;
     let row = listed
         .iter()
         .find(|a| a.name == slack.name)

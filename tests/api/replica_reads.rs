@@ -7,30 +7,27 @@ use std::time::{Duration, Instant};
 use integration_hub::pb;
 use tonic::Code;
 
-use crate::fixtures::report_rejected;
 use crate::fixtures::{
     Clients, TEAM, create_app, create_integration, credentials, delete_app, get_app,
-    get_integration, rename_app_request, resolve, update_credentials,
+    get_integration, rename_app_request, report_rejected, resolve, suspend, update_credentials,
 };
-use crate::helpers::{Backend, TestDb, authed, test_key_spec, token};
-use crate::process::ServerProcess;
+use crate::helpers::{Backend, authed, token};
+use crate::process::{Server, ServerProcess};
+use crate::storage_test;
 
 type Replica = (
     pb::installed_app_service_client::InstalledAppServiceClient<tonic::transport::Channel>,
     pb::integration_service_client::IntegrationServiceClient<tonic::transport::Channel>,
 );
 
-/// Two replicas on one fresh database; the second keeps reads for a minute, so only what
+/// Two replicas on one database; the second keeps reads for a minute, so only what
 /// the service does on a change (the checked resolution, the events) keeps it current.
-async fn two_replicas(backend: Backend) -> (TestDb, ServerProcess, ServerProcess) {
-    let db = TestDb::new(backend).await;
-    let a = ServerProcess::start(&db.url, test_key_spec(), &[]);
-    let b = ServerProcess::start(
-        &db.url,
-        test_key_spec(),
-        &[("INTEGRATION_HUB_READ_CACHE_TTL_MS", "60000")],
-    );
-    (db, a, b)
+fn two_replicas(server: Server) -> (ServerProcess, ServerProcess) {
+    let a = server.start();
+    let b = server
+        .env("INTEGRATION_HUB_READ_CACHE_TTL_MS", "60000")
+        .start();
+    (a, b)
 }
 
 fn dev() -> String {
@@ -45,22 +42,8 @@ fn service() -> String {
     token(TEAM, "service", "runner")
 }
 
-async fn suspend(replica: &Replica, name: &str) -> Result<(), tonic::Status> {
-    replica
-        .apps()
-        .suspend_installed_app(authed(
-            &admin(),
-            pb::SuspendInstalledAppRequest {
-                name: name.into(),
-                reason: "leaked".into(),
-            },
-        ))
-        .await
-        .map(|_| ())
-}
-
-async fn secrets_changed_on_a_are_never_resolved_by_b(backend: Backend) {
-    let (_db, a, b) = two_replicas(backend).await;
+async fn secrets_changed_on_one_replica_are_never_resolved_by_another(server: Server) {
+    let (a, b) = two_replicas(server);
     let (a, b) = (a.clients().await, b.clients().await);
     for change in ["delete", "suspend", "reject", "replace"] {
         let app = create_app(&a, &dev(), "slack", &format!("Slack {change}")).await;
@@ -79,7 +62,10 @@ async fn secrets_changed_on_a_are_never_resolved_by_b(backend: Backend) {
                     .await
                     .expect("delete");
             }
-            "suspend" => suspend(&a, &app.name).await.expect("suspend"),
+            "suspend" => suspend(&a, &admin(), &app.name, "leaked")
+                .await
+                .map(drop)
+                .expect("suspend"),
             "reject" => report_rejected(&a, &service(), &app.name, "401")
                 .await
                 .map(drop)
@@ -107,16 +93,7 @@ async fn secrets_changed_on_a_are_never_resolved_by_b(backend: Backend) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn secrets_changed_on_one_replica_are_never_resolved_by_another_sqlite() {
-    secrets_changed_on_a_are_never_resolved_by_b(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn secrets_changed_on_one_replica_are_never_resolved_by_another_postgres() {
-    crate::needs!(Postgres);
-    secrets_changed_on_a_are_never_resolved_by_b(Backend::Postgres).await;
-}
+storage_test!(process secrets_changed_on_one_replica_are_never_resolved_by_another);
 
 /// Polls `read` until it answers `wanted`; the time it took, or a failure after `within`.
 async fn until<F: AsyncFn() -> bool>(read: F, within: Duration) -> Duration {
@@ -131,8 +108,9 @@ async fn until<F: AsyncFn() -> bool>(read: F, within: Duration) -> Duration {
     start.elapsed()
 }
 
-async fn reads_catch_up_within_the_bound(backend: Backend) {
-    let (_db, a, b) = two_replicas(backend).await;
+async fn another_replicas_reads_catch_up_with_its_events(server: Server) {
+    let backend = server.backend();
+    let (a, b) = two_replicas(server);
     let (a, b) = (a.clients().await, b.clients().await);
     let viewer = token(TEAM, "viewer", "vic");
     let app = create_app(&a, &dev(), "slack", "Slack").await;
@@ -200,25 +178,15 @@ async fn reads_catch_up_within_the_bound(backend: Backend) {
     assert_eq!(kept.last_used_time, None, "B answers its kept read");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn another_replicas_reads_catch_up_with_its_events_sqlite() {
-    reads_catch_up_within_the_bound(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn another_replicas_reads_catch_up_with_its_events_postgres() {
-    crate::needs!(Postgres);
-    reads_catch_up_within_the_bound(Backend::Postgres).await;
-}
+storage_test!(process another_replicas_reads_catch_up_with_its_events);
 
 /// With the default time to live (one second), even a change that is no event reaches
 /// another replica within it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_change_without_an_event_reaches_another_replica_within_the_time_to_live() {
     crate::needs!(Postgres);
-    let db = TestDb::new(Backend::Postgres).await;
-    let a = ServerProcess::start(&db.url, test_key_spec(), &[]);
-    let b = ServerProcess::start(&db.url, test_key_spec(), &[]);
+    let server = Server::fresh(Backend::Postgres).await;
+    let (a, b) = (server.start(), server.start());
     let (a, b) = (a.clients().await, b.clients().await);
     let viewer = token(TEAM, "viewer", "vic");
     let app = create_app(&a, &dev(), "slack", "Slack").await;

@@ -10,9 +10,12 @@ use sea_orm::{ConnectionTrait, Database, Statement};
 use tonic::Code;
 use tonic_types::StatusExt;
 
-use crate::fixtures::{create_app, create_integration, delete_app, seq, watch, watch_live};
+use crate::fixtures::{
+    create_app, create_integration, create_integrations, delete_app, names, seq, watch, watch_live,
+};
 use crate::helpers::{Backend, TestDb, spawn_with, test_args, token};
-use crate::process::ServerProcess;
+use crate::process::Server;
+use crate::storage_test;
 
 type Watch = tonic::Streaming<pb::WatchIntegrationEventsResponse>;
 
@@ -86,30 +89,17 @@ fn tail_outbox(
     })
 }
 
-fn keys() -> String {
-    crate::helpers::test_key_spec().to_owned()
-}
-
 /// Replica B's subscriber receives every event appended through replica A, in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_on_one_replica_receives_what_another_replica_appends() {
     crate::needs!(Postgres);
-    let db = TestDb::new(Backend::Postgres).await;
-    let keys = keys();
-    let a = ServerProcess::start(&db.url, &keys, &[]);
-    let b = ServerProcess::start(&db.url, &keys, &[]);
+    let server = Server::fresh(Backend::Postgres).await;
+    let (a, b) = (server.start(), server.start());
     let replica_a = a.clients().await;
     let replica_b = b.clients().await;
     let (mut stream, _) = watch_live(&replica_b, &dev()).await;
     let app = create_app(&replica_a, &dev(), "slack", "Slack").await;
-    let mut names = Vec::new();
-    for n in 0..50 {
-        names.push(
-            create_integration(&replica_a, &dev(), &app, &format!("Results {n}"))
-                .await
-                .name,
-        );
-    }
+    let names = names(&create_integrations(&replica_a, &dev(), &app, "Results", 50).await);
     let events = collect_events(&mut stream, 50, Duration::from_secs(30)).await;
     assert_strictly_ordered(&events);
     let received: Vec<String> = events
@@ -127,10 +117,8 @@ async fn a_subscriber_on_one_replica_receives_what_another_replica_appends() {
 #[ignore = "measurement; run with --ignored --nocapture"]
 async fn cross_replica_delivery_latency() {
     crate::needs!(Postgres);
-    let db = TestDb::new(Backend::Postgres).await;
-    let keys = keys();
-    let a = ServerProcess::start(&db.url, &keys, &[]);
-    let b = ServerProcess::start(&db.url, &keys, &[]);
+    let server = Server::fresh(Backend::Postgres).await;
+    let (a, b) = (server.start(), server.start());
     let replica_a = a.clients().await;
     let replica_b = b.clients().await;
     let (mut stream, _) = watch_live(&replica_b, &dev()).await;
@@ -168,22 +156,13 @@ async fn cross_replica_delivery_latency() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_resuming_on_another_replica_after_sigterm_loses_nothing() {
     crate::needs!(Postgres);
-    let db = TestDb::new(Backend::Postgres).await;
-    let keys = keys();
-    let mut a = ServerProcess::start(&db.url, &keys, &[]);
-    let b = ServerProcess::start(&db.url, &keys, &[]);
+    let server = Server::fresh(Backend::Postgres).await;
+    let (mut a, b) = (server.start(), server.start());
     let replica_b = b.clients().await;
     let replica_a = a.clients().await;
     let (mut stream, _) = watch_live(&replica_a, &dev()).await;
     let app = create_app(&replica_b, &dev(), "slack", "Slack").await;
-    let mut names = Vec::new();
-    for n in 0..5 {
-        names.push(
-            create_integration(&replica_b, &dev(), &app, &format!("Results {n}"))
-                .await
-                .name,
-        );
-    }
+    let mut names = names(&create_integrations(&replica_b, &dev(), &app, "Results", 5).await);
     let first = collect_events(&mut stream, 5, Duration::from_secs(30)).await;
     let status = tokio::task::spawn_blocking(move || {
         let status = a.terminate(Duration::from_secs(25));
@@ -214,13 +193,9 @@ async fn a_client_resuming_on_another_replica_after_sigterm_loses_nothing() {
         .expect("the cursor to resume from");
     assert!(seq(&cursor) >= seq(&first[4].0.cursor));
     // Changes made while the client was away, then resume on B.
-    for n in 5..10 {
-        names.push(
-            create_integration(&replica_b, &dev(), &app, &format!("Results {n}"))
-                .await
-                .name,
-        );
-    }
+    names.extend(crate::fixtures::names(
+        &create_integrations(&replica_b, &dev(), &app, "More results", 5).await,
+    ));
     let mut resumed = watch(&replica_b, &dev(), &cursor, &[]).await;
     let rest = collect_events(&mut resumed, 5, Duration::from_secs(30)).await;
     let mut all: Vec<String> = first
@@ -345,7 +320,7 @@ async fn appends_that_commit_late_never_open_a_gap_behind_a_reader() {
 async fn memory_with_a_stalled_subscriber() {
     const COUNT: usize = 10_000;
     let db = TestDb::new(Backend::Sqlite).await;
-    let server = ServerProcess::start(&db.url, &keys(), &[]);
+    let server = Server::on(&db.url).start();
     let clients = server.clients().await;
     let target = create_app(&clients, &dev(), "slack", "Slack to delete").await;
     let app_id = target.name.rsplit('/').next().expect("id").to_owned();
@@ -400,17 +375,6 @@ async fn seed_integrations(url: &str, team: &str, app_id: &str, count: usize) {
 
 /// A subscriber that stops reading blocks nobody, and when it reads again it gets every event
 /// (from the database: it lagged behind the broadcast ring).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stalled_subscriber_on_sqlite() {
-    stalled_subscriber(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stalled_subscriber_on_postgres() {
-    crate::needs!(Postgres);
-    stalled_subscriber(Backend::Postgres).await;
-}
-
 async fn stalled_subscriber(backend: Backend) {
     const COUNT: usize = 10_000;
     let db = TestDb::new(backend).await;
@@ -455,3 +419,4 @@ async fn stalled_subscriber(backend: Backend) {
     );
     app.stop().await;
 }
+storage_test!(backend stalled_subscriber);

@@ -4,8 +4,8 @@
 use integration_hub::pb;
 
 use crate::fixtures::{
-    TEAM, app_request, create_integration, credentials, error_reason, integration_request_on,
-    own_integration_request,
+    TEAM, all_apps, app_request, create_integration, credentials, error_reason,
+    integration_request_on, own_integration_request,
 };
 use crate::helpers::{TestApp, authed, token};
 use crate::storage_test;
@@ -28,12 +28,7 @@ async fn a_create_retried_with_the_same_request_id_returns_the_same_record(app: 
         .expect("retried create")
         .into_inner();
     assert_eq!(first, second);
-    let listed = apps
-        .list_installed_apps(authed(&dev, pb::ListInstalledAppsRequest::default()))
-        .await
-        .expect("list")
-        .into_inner()
-        .installed_apps;
+    let listed = all_apps(&app, &dev).await;
     assert_eq!(listed, vec![first.clone()], "one app");
 
     let mut create = integration_request_on("slack", &first.name, "Job");
@@ -113,12 +108,7 @@ async fn a_request_id_reused_for_a_different_create_is_refused(app: TestApp) {
         .expect_err("a different create with the same request_id");
     assert_eq!(refused.code(), tonic::Code::AlreadyExists);
     assert_eq!(error_reason(&refused), "REQUEST_ID_REUSED");
-    let listed = apps
-        .list_installed_apps(authed(&dev, pb::ListInstalledAppsRequest::default()))
-        .await
-        .expect("list")
-        .into_inner()
-        .installed_apps;
+    let listed = all_apps(&app, &dev).await;
     assert_eq!(listed.len(), 1, "nothing was created by the refused calls");
 }
 storage_test!(a_request_id_reused_for_a_different_create_is_refused);

@@ -3,29 +3,24 @@
 //! come back in any response, error or event, nor sit in the database, nor reach the logs.
 
 use std::fmt::Debug;
-use std::io::BufRead;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use integration_hub::crypto::KeyRing;
 use integration_hub::pb;
 use pb::reauthenticate_integration_request::Auth;
-use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 use crate::fixtures::{
-    CALL_TIMEOUT, TEAM, app_request, credentials, integration_request_on, own_integration_request,
-    token_of_another_secret, update_credentials,
+    CALL_TIMEOUT, TEAM, app_request, credentials, hex, integration_request_on,
+    own_integration_request, token_of_another_secret, update_credentials, watch,
 };
-use crate::helpers::{Backend, TEST_AUDIENCE, TEST_ISSUER, TEST_SECRET, TestApp, authed, token};
+use crate::helpers::{Backend, TEST_SECRET, TestApp, authed, token};
+use crate::process::Server;
 use crate::storage_test;
 
 fn canary() -> String {
     format!("CANARY-{}", uuid::Uuid::new_v4())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -129,14 +124,7 @@ async fn no_credential_comes_back_except_through_resolve_nor_rests_in_the_databa
                 .await,
         )
         .event_cursor;
-    let mut live = integrations
-        .watch_integration_events(authed(
-            &viewer,
-            pb::WatchIntegrationEventsRequest::default(),
-        ))
-        .await
-        .expect("watch")
-        .into_inner();
+    let mut live = watch(&app, &viewer, "", &[]).await;
 
     // Writes carrying credentials.
     let mut create = app_request("slack", "Secret Slack", &app_secret);
@@ -661,97 +649,15 @@ async fn every_row_as_text(url: &str) -> String {
     text
 }
 
-/// Lines of the child's stderr as they come, and all of it at the end.
-struct Stderr {
-    lines: tokio::sync::mpsc::UnboundedReceiver<String>,
-    all: std::thread::JoinHandle<Vec<u8>>,
-}
-
-fn read_stderr(stderr: std::process::ChildStderr) -> Stderr {
-    let (tx, lines) = tokio::sync::mpsc::unbounded_channel();
-    let all = std::thread::spawn(move || {
-        let mut reader = std::io::BufReader::new(stderr);
-        let mut all = Vec::new();
-        let mut line = Vec::new();
-        loop {
-            line.clear();
-            match reader.read_until(b'\n', &mut line) {
-                Ok(0) | Err(_) => return all,
-                Ok(_) => {
-                    all.extend_from_slice(&line);
-                    let _ = tx.send(String::from_utf8_lossy(&line).into_owned());
-                }
-            }
-        }
-    });
-    Stderr { lines, all }
-}
-
-/// Waits for the "serving" line and returns the port it names.
-async fn serving_port(lines: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> u16 {
-    let wait = async {
-        while let Some(line) = lines.recv().await {
-            let Ok(json) = serde_json::from_str::<serde_json::Value>(&line) else {
-                continue;
-            };
-            if json["message"] == "serving" {
-                let listen = json["listen"].as_str().expect("a listen field");
-                return listen
-                    .rsplit(':')
-                    .next()
-                    .and_then(|p| p.parse().ok())
-                    .expect("a port");
-            }
-        }
-        panic!("the server exited before serving");
-    };
-    tokio::time::timeout(Duration::from_secs(60), wait)
-        .await
-        .expect("the server says it is serving within 60 s")
-}
-
-/// Ends the child if the test fails before it does.
-struct Reap(std::process::Child);
-
-impl Drop for Reap {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn neither_a_credential_nor_a_token_reaches_the_logs() {
-    let dir = tempfile::tempdir().expect("temp dir");
     let (_, keys) = KeyRing::generate(1).expect("a key");
-    let url = format!("sqlite://{}?mode=rwc", dir.path().join("hub.db").display());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_integration-hub"))
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .env("INTEGRATION_HUB_JWT_HS256_SECRET", TEST_SECRET)
-        .env("INTEGRATION_HUB_JWT_ISSUER", TEST_ISSUER)
-        .env("INTEGRATION_HUB_JWT_AUDIENCE", TEST_AUDIENCE)
-        .env("INTEGRATION_HUB_ENCRYPTION_KEYS", &keys)
-        .env("INTEGRATION_HUB_DATABASE_URL", &url)
-        .env("INTEGRATION_HUB_DATA_DIR", dir.path())
-        .env("INTEGRATION_HUB_LOG_FORMAT", "json")
-        .env("RUST_LOG", "trace")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the binary");
-    let mut stderr = read_stderr(child.stderr.take().expect("stderr"));
-    let pid = child.id();
-    let mut child = Reap(child);
-    let port = serving_port(&mut stderr.lines).await;
-
-    let channel = Channel::from_shared(format!("http://127.0.0.1:{port}"))
-        .expect("uri")
-        .connect()
+    let mut server = Server::fresh(Backend::Sqlite)
         .await
-        .expect("connect");
+        .keys(&keys)
+        .env("RUST_LOG", "trace")
+        .start();
+    let channel = server.channel().await;
     let mut apps =
         pb::installed_app_service_client::InstalledAppServiceClient::new(channel.clone());
     let mut integrations = pb::integration_service_client::IntegrationServiceClient::new(channel);
@@ -816,19 +722,12 @@ async fn neither_a_credential_nor_a_token_reaches_the_logs() {
         .expect_err("a forged token");
     assert_eq!(unauthenticated.code(), Code::Unauthenticated);
 
-    assert!(crate::process::send_signal(pid, libc::SIGTERM), "SIGTERM");
-    let exit = tokio::task::spawn_blocking(move || {
-        let status = child.0.wait();
-        (child, status)
-    });
-    let (_child, status) = tokio::time::timeout(Duration::from_secs(30), exit)
-        .await
-        .expect("the server exits within 30 s of SIGTERM")
-        .expect("wait task");
-    let status = status.expect("exit status");
+    server.sigterm();
+    let status = tokio::task::block_in_place(|| server.exit_within(Duration::from_secs(30)))
+        .expect("the server exits within 30 s of SIGTERM");
     assert!(status.success(), "exit status {status:?}");
 
-    let logs = stderr.all.join().expect("the stderr reader");
+    let logs = server.logs().join("\n").into_bytes();
     let text = String::from_utf8_lossy(&logs);
     // The logs are the full trace of this run.
     for expected in [

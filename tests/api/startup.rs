@@ -1,7 +1,6 @@
 //! Start-up and shutdown of the real server: bad settings stop it with a message naming the
 //! setting; thousands of open watch streams do not hold up shutdown.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use integration_hub::pb::installed_app_service_client::InstalledAppServiceClient;
@@ -10,52 +9,16 @@ use tonic::Code;
 use tonic::transport::Channel;
 
 use crate::fixtures::watch_live;
-use crate::helpers::{
-    Backend, TEST_AUDIENCE, TEST_ISSUER, TEST_SECRET, TestDb, spawn_with, test_args, token,
-};
+use crate::helpers::{Backend, TestDb, spawn_with, test_args, token};
+use crate::process::Server;
 
 /// Runs `serve` with `env` on top of a valid configuration; returns its stderr.
 fn serve_fails_with(env: &[(&str, &str)]) -> String {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let mut command = Command::new(env!("CARGO_BIN_EXE_integration-hub"));
-    command
-        .arg("serve")
-        .env_clear()
-        .env("INTEGRATION_HUB_LISTEN", "127.0.0.1:0")
-        .env("INTEGRATION_HUB_DATA_DIR", dir.path())
-        .env("INTEGRATION_HUB_JWT_HS256_SECRET", TEST_SECRET)
-        .env("INTEGRATION_HUB_JWT_ISSUER", TEST_ISSUER)
-        .env("INTEGRATION_HUB_JWT_AUDIENCE", TEST_AUDIENCE)
-        .env(
-            "INTEGRATION_HUB_ENCRYPTION_KEYS",
-            integration_hub::crypto::KeyRing::generate(1)
-                .expect("key")
-                .1,
-        );
-    for (key, value) in env {
-        command.env(key, value);
-    }
-    let mut child = command
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run the binary");
     // A start that wrongly succeeds would serve forever: give it a bounded time to refuse.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("serve started despite {env:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let (status, stderr) = Server::default_database()
+        .envs(env)
+        .run_to_exit(Duration::from_secs(30));
     assert!(!status.success(), "serve must refuse {env:?}");
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr)
-        .expect("read stderr");
     stderr
 }
 

@@ -3,15 +3,15 @@
 //! memory measured. The streams furthest behind end with RESOURCE_EXHAUSTED and a cursor from
 //! which a new stream resumes without a gap.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use integration_hub::pb;
 use tonic::Code;
 
-use crate::fixtures::{app_request, error_metadata, error_reason, watch_live};
-use crate::helpers::{Backend, TestDb, authed, token};
-use crate::process::ServerProcess;
+use crate::fixtures::{app_request, error_metadata, error_reason, padded_integration, watch_live};
+use crate::helpers::{authed, token};
+use crate::process::Server;
+use crate::storage_test;
 
 /// Integrations created; each event carries two config values of 2 KB.
 const INTEGRATIONS: usize = 600;
@@ -19,23 +19,6 @@ const INTEGRATIONS: usize = 600;
 const STALLED: usize = 40;
 /// The replica's watch memory budget in this test.
 const BUDGET: u64 = 8 << 20;
-
-fn large_integration(app: &str, n: usize) -> pb::CreateIntegrationRequest {
-    let value = |tag: &str| format!("{tag}{n}-{}", "v".repeat(2000));
-    pb::CreateIntegrationRequest {
-        integration: Some(pb::Integration {
-            installed_app: app.into(),
-            r#type: "slack.post_monitor_results".into(),
-            display_name: format!("Job {n}"),
-            config: HashMap::from([
-                ("channel".to_owned(), value("#")),
-                ("monitor_id".to_owned(), value("m")),
-            ]),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
 
 /// Reads a stream until it has delivered `want` creates or ends; the names it delivered and
 /// how it ended (`None`: still open).
@@ -64,17 +47,12 @@ async fn drain(
     (names, None)
 }
 
-async fn stalled_streams_hold_bounded_memory(backend: Backend) {
-    let db = TestDb::new(backend).await;
-    let keys = crate::helpers::test_key_spec().to_owned();
-    let server = ServerProcess::start(
-        &db.url,
-        &keys,
-        &[
-            ("INTEGRATION_HUB_WATCH_MEMORY_BYTES", &BUDGET.to_string()),
-            ("INTEGRATION_HUB_WATCH_STREAM_BUFFER_BYTES", "1048576"),
-        ],
-    );
+async fn stalled_watch_streams_hold_bounded_memory(server: Server) {
+    let backend = server.backend();
+    let server = server
+        .env("INTEGRATION_HUB_WATCH_MEMORY_BYTES", &BUDGET.to_string())
+        .env("INTEGRATION_HUB_WATCH_STREAM_BUFFER_BYTES", "1048576")
+        .start();
     let clients = server.clients().await;
     let viewer = token("acme", "viewer", "vic");
     let dev = token("acme", "developer", "dana");
@@ -93,7 +71,7 @@ async fn stalled_streams_hold_bounded_memory(backend: Backend) {
             .iter()
             .map(|n| {
                 let mut integrations = integrations.clone();
-                let request = authed(&dev, large_integration(&app, *n));
+                let request = authed(&dev, padded_integration(&app, *n, 2000));
                 tokio::spawn(async move { integrations.create_integration(request).await })
             })
             .collect();
@@ -190,13 +168,4 @@ async fn stalled_streams_hold_bounded_memory(backend: Backend) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stalled_watch_streams_hold_bounded_memory_on_sqlite() {
-    stalled_streams_hold_bounded_memory(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stalled_watch_streams_hold_bounded_memory_on_postgres() {
-    crate::needs!(Postgres);
-    stalled_streams_hold_bounded_memory(Backend::Postgres).await;
-}
+storage_test!(process stalled_watch_streams_hold_bounded_memory);

@@ -14,6 +14,7 @@ use tonic::Code;
 use crate::fixtures::{create_app, people};
 use crate::helpers::{Backend, TestApp, authed, spawn_with, test_args};
 use crate::keys::{ring_1, ring_1_2};
+use crate::storage_test;
 use crate::webhook_hostile::at_least;
 use crate::webhook_receiver::Receiver;
 use crate::webhooks::{next_acknowledged, shrink, subscribe, webhooks};
@@ -140,17 +141,7 @@ async fn webhook_secrets_are_resealed_and_the_old_key_can_be_retired(backend: Ba
     app.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn webhook_secrets_are_resealed_and_the_old_key_can_be_retired_sqlite() {
-    crate::needs!(Python);
-    webhook_secrets_are_resealed_and_the_old_key_can_be_retired(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn webhook_secrets_are_resealed_and_the_old_key_can_be_retired_postgres() {
-    crate::needs!(Python, Postgres);
-    webhook_secrets_are_resealed_and_the_old_key_can_be_retired(Backend::Postgres).await;
-}
+storage_test!(backend webhook_secrets_are_resealed_and_the_old_key_can_be_retired, needs Python);
 
 /// A secret sealed with a key the running server retired (written behind its back, as a
 /// replica with an old configuration would): SendTestWebhook says why, the deliverer records
@@ -223,17 +214,7 @@ async fn a_secret_on_a_retired_key_is_a_clear_failure_not_internal(backend: Back
     app.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_secret_on_a_retired_key_is_a_clear_failure_not_internal_sqlite() {
-    crate::needs!(Python);
-    a_secret_on_a_retired_key_is_a_clear_failure_not_internal(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_secret_on_a_retired_key_is_a_clear_failure_not_internal_postgres() {
-    crate::needs!(Python, Postgres);
-    a_secret_on_a_retired_key_is_a_clear_failure_not_internal(Backend::Postgres).await;
-}
+storage_test!(backend a_secret_on_a_retired_key_is_a_clear_failure_not_internal, needs Python);
 
 /// The verifier of an authorization in progress is re-sealed with the rest; an ended one
 /// (its verifier emptied) is neither re-sealed nor counted.
@@ -317,13 +298,4 @@ async fn pending_verifiers_are_resealed(backend: Backend) {
     app.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pending_verifiers_are_resealed_sqlite() {
-    pending_verifiers_are_resealed(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pending_verifiers_are_resealed_postgres() {
-    crate::needs!(Postgres);
-    pending_verifiers_are_resealed(Backend::Postgres).await;
-}
+storage_test!(backend pending_verifiers_are_resealed);

@@ -4,13 +4,14 @@
 //! `tests/webhooks/requirements.txt` (`needs::webhook_python`); a test that starts a receiver
 //! begins with `needs!(Python)`.
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
 use tokio::sync::mpsc;
+
+use crate::process::{KillOnDrop, start_helper};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -19,8 +20,9 @@ fn root() -> PathBuf {
 /// One request the receiver got, as it reported it.
 pub type Received = Value;
 
+/// A running receiver, killed on drop.
 pub struct Receiver {
-    child: Child,
+    _child: KillOnDrop,
     pub port: u16,
     lines: mpsc::UnboundedReceiver<Received>,
     secrets: tempfile::NamedTempFile,
@@ -34,32 +36,16 @@ impl Receiver {
             Ok(python) => python,
             Err(why) => panic!("the webhook receiver needs python3 ({why}): needs!(Python)"),
         };
-        let mut child = Command::new(python)
-            .arg(root().join("tests/webhooks/receiver.py"))
-            .arg("--secrets-file")
-            .arg(secrets.path())
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start the receiver");
-        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-        // The first line, `{"port": N}`, comes as soon as the receiver listens.
-        let mut first = String::new();
-        stdout.read_line(&mut first).expect("the receiver's port");
-        let first: Value = serde_json::from_str(&first).expect("the receiver's first line");
-        let port = first["port"].as_u64().expect("port") as u16;
-        let (tx, lines) = mpsc::unbounded_channel();
-        std::thread::spawn(move || {
-            for line in stdout.lines().map_while(Result::ok) {
-                if let Ok(value) = serde_json::from_str::<Value>(&line) {
-                    let _ = tx.send(value);
-                }
-            }
-        });
+        let (child, port, lines) = start_helper(
+            Command::new(python)
+                .arg(root().join("tests/webhooks/receiver.py"))
+                .arg("--secrets-file")
+                .arg(secrets.path())
+                .args(args),
+            "the webhook receiver",
+        );
         Receiver {
-            child,
+            _child: child,
             port,
             lines,
             secrets,
@@ -89,12 +75,5 @@ impl Receiver {
             .await
             .ok()
             .flatten()
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }

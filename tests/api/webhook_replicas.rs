@@ -8,9 +8,10 @@ use std::time::Duration;
 use integration_hub::crypto::KeyRing;
 use serde_json::Value;
 
-use crate::fixtures::{app_request, people_tokens};
-use crate::helpers::{Backend, TestDb, authed};
-use crate::process::ServerProcess;
+use crate::fixtures::{create_app, people_tokens};
+use crate::helpers::Backend;
+use crate::process::{Server, ServerProcess};
+use crate::storage_test;
 use crate::webhook_receiver::Receiver;
 use crate::webhooks::subscribe;
 
@@ -24,17 +25,18 @@ const ENV: [(&str, &str); 6] = [
 ];
 
 async fn add_app(server: &ServerProcess, token: &str, name: &str) {
-    let (mut apps, _) = server.clients().await;
-    apps.create_installed_app(authed(token, app_request("slack", name, "xoxb-secret")))
-        .await
-        .expect("create app");
+    create_app(&server.clients().await, token, "slack", name).await;
 }
 
-/// Reads requests until every one of `n` distinct webhook ids was acknowledged; returns
-/// every request, in the order they arrived.
-async fn until_acknowledged(receiver: &mut Receiver, n: usize) -> Vec<Value> {
+/// Reads requests until `n` distinct webhook ids were acknowledged, counting those `before`
+/// already acknowledged; returns the requests read, in the order they arrived.
+async fn until_acknowledged(receiver: &mut Receiver, before: &[Value], n: usize) -> Vec<Value> {
+    let mut acknowledged: std::collections::HashSet<String> = before
+        .iter()
+        .filter(|r| r["status"] == 204)
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect();
     let mut all = Vec::new();
-    let mut acknowledged = std::collections::HashSet::new();
     while acknowledged.len() < n {
         let request = receiver.next(Duration::from_secs(30)).await;
         assert_eq!(request["verified"][0], true, "verifies: {request}");
@@ -70,12 +72,12 @@ fn first_arrivals(requests: &[Value]) -> Vec<String> {
     order
 }
 
-async fn a_killed_deliverer_is_replaced_and_everything_arrives(backend: Backend) {
+async fn a_killed_deliverer_is_replaced_and_everything_arrives(server: Server) {
     const APPS: usize = 20;
-    let db = TestDb::new(backend).await;
+    let backend = server.backend();
     let keys = KeyRing::generate(1).expect("key").1;
     let (dana, admin) = people_tokens();
-    let mut server = ServerProcess::start(&db.url, &keys, &ENV);
+    let mut server = server.keys(&keys).envs(&ENV).start();
     // Each answer takes 50 ms, so the kill lands mid-stream.
     let mut receiver = Receiver::start(&["--slow-first", "100000", "--slow-secs", "0.05"]);
     let (_, secret) = subscribe(&server.channel().await, &admin, &receiver.url(), &[]).await;
@@ -89,8 +91,8 @@ async fn a_killed_deliverer_is_replaced_and_everything_arrives(backend: Backend)
         requests.push(receiver.next(Duration::from_secs(30)).await);
     }
     server.kill();
-    let _replacement = ServerProcess::start(&db.url, &keys, &ENV);
-    let rest = until_acknowledged_after(&mut receiver, &requests, APPS).await;
+    server.restart();
+    let rest = until_acknowledged(&mut receiver, &requests, APPS).await;
     requests.extend(rest);
     let order = first_arrivals(&requests);
     assert_eq!(order, names, "everything arrived, in order");
@@ -100,50 +102,19 @@ async fn a_killed_deliverer_is_replaced_and_everything_arrives(backend: Backend)
     );
 }
 
-/// Like [`until_acknowledged`], counting what `before` already acknowledged.
-async fn until_acknowledged_after(
-    receiver: &mut Receiver,
-    before: &[Value],
-    n: usize,
-) -> Vec<Value> {
-    let mut acknowledged: std::collections::HashSet<String> = before
-        .iter()
-        .filter(|r| r["status"] == 204)
-        .map(|r| r["id"].as_str().unwrap().to_owned())
-        .collect();
-    let mut all = Vec::new();
-    while acknowledged.len() < n {
-        let request = receiver.next(Duration::from_secs(30)).await;
-        assert_eq!(request["verified"][0], true, "verifies: {request}");
-        if request["status"] == 204 {
-            acknowledged.insert(request["id"].as_str().unwrap().to_owned());
-        }
-        all.push(request);
-    }
-    all
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_deliverer_is_replaced_and_everything_arrives_sqlite() {
-    crate::needs!(Python);
-    a_killed_deliverer_is_replaced_and_everything_arrives(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_deliverer_is_replaced_and_everything_arrives_postgres() {
-    crate::needs!(Python, Postgres);
-    a_killed_deliverer_is_replaced_and_everything_arrives(Backend::Postgres).await;
-}
+storage_test!(process a_killed_deliverer_is_replaced_and_everything_arrives, needs Python);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_deliver_each_event_once_per_subscription() {
     crate::needs!(Python, Postgres);
     const APPS: usize = 30;
-    let db = TestDb::new(Backend::Postgres).await;
     let keys = KeyRing::generate(1).expect("key").1;
     let (dana, admin) = people_tokens();
-    let a = ServerProcess::start(&db.url, &keys, &ENV);
-    let b = ServerProcess::start(&db.url, &keys, &ENV);
+    let server = Server::fresh(Backend::Postgres)
+        .await
+        .keys(&keys)
+        .envs(&ENV);
+    let (a, b) = (server.start(), server.start());
     let mut receiver = Receiver::start(&[]);
     let (_, secret) = subscribe(&a.channel().await, &admin, &receiver.url(), &[]).await;
     receiver.verify_with(&[&secret]);
@@ -151,7 +122,7 @@ async fn two_replicas_deliver_each_event_once_per_subscription() {
     for (i, name) in names.iter().enumerate() {
         add_app(if i % 2 == 0 { &a } else { &b }, &dana, name).await;
     }
-    let mut requests = until_acknowledged(&mut receiver, APPS).await;
+    let mut requests = until_acknowledged(&mut receiver, &[], APPS).await;
     // Anything else that was going to come (a duplicate) comes within a lease or two.
     while let Some(extra) = receiver.maybe_next(Duration::from_secs(3)).await {
         requests.push(extra);

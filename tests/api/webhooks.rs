@@ -12,41 +12,25 @@ use tonic::transport::Channel;
 
 use crate::fixtures::*;
 use crate::helpers::{Backend, TestApp, TestDb, authed, spawn_with, test_args};
+use crate::storage_test;
 use crate::webhook_receiver::Receiver;
 
 const WAIT: Duration = Duration::from_secs(20);
 
-/// Runs a webhook test on SQLite and on PostgreSQL, against a server whose webhook
-/// settings are shrunk for tests (loopback allowed, 100 ms first retry, 1 s timeout), then
-/// changed by the function `$tweak` of the test's module when one is named.
+/// Runs a webhook test on SQLite and on PostgreSQL (`storage_test!`), against a server whose
+/// webhook settings are shrunk for tests (loopback allowed, 100 ms first retry, 1 s timeout),
+/// then changed by the function `$tweak` of the test's module when one is named.
 macro_rules! webhook_test {
     ($name:ident $(, $tweak:ident)?) => {
-        mod $name {
-            fn tweak(args: &mut integration_hub::webhooks::WebhookArgs) {
-                $(super::$tweak(args);)?
-                let _ = args;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                $crate::needs!(Python);
-                let app =
-                    $crate::webhooks::spawn_webhook_app($crate::helpers::Backend::Sqlite, tweak)
-                        .await;
-                super::$name(app).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                $crate::needs!(Python, Postgres);
-                let app = $crate::webhooks::spawn_webhook_app(
-                    $crate::helpers::Backend::Postgres,
-                    tweak,
-                )
-                .await;
-                super::$name(app).await;
-            }
-        }
+        $crate::storage_test!(@with $name, [Python], |backend| {
+            $crate::webhooks::spawn_webhook_app(
+                backend,
+                |args: &mut integration_hub::webhooks::WebhookArgs| {
+                    $(super::$tweak(args);)?
+                    let _ = args;
+                },
+            )
+        });
     };
 }
 pub(crate) use webhook_test;
@@ -321,9 +305,7 @@ async fn failures_and_timeouts_are_retried_with_backoff_and_order_is_kept(app: T
 }
 webhook_test!(failures_and_timeouts_are_retried_with_backoff_and_order_is_kept);
 
-async fn a_receiver_down_past_the_retry_window_disables_the_subscription_with_an_event(
-    backend: Backend,
-) {
+async fn a_receiver_down_past_the_retry_window_disables_the_subscription(backend: Backend) {
     let app = spawn_webhook_app(backend, |w| w.webhook_retry_window_secs = 2).await;
     let p = people(&app);
     // A port nothing listens on: every attempt is refused.
@@ -382,21 +364,10 @@ async fn a_receiver_down_past_the_retry_window_disables_the_subscription_with_an
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_receiver_down_past_the_retry_window_disables_the_subscription_sqlite() {
-    crate::needs!(Python);
-    a_receiver_down_past_the_retry_window_disables_the_subscription_with_an_event(Backend::Sqlite)
-        .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_receiver_down_past_the_retry_window_disables_the_subscription_postgres() {
-    crate::needs!(Python, Postgres);
-    a_receiver_down_past_the_retry_window_disables_the_subscription_with_an_event(
-        Backend::Postgres,
-    )
-    .await;
-}
+storage_test!(
+    backend a_receiver_down_past_the_retry_window_disables_the_subscription,
+    needs Python
+);
 
 async fn a_rotated_secret_signs_alongside_the_old_one_during_the_grace_period(app: TestApp) {
     let p = people(&app);

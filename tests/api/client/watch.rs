@@ -247,11 +247,10 @@ storage_test!(a_resuming_watch_yields_every_event_once_and_in_order_across_resta
 /// Crashes (SIGKILL: no status, no cursor, a connection that just breaks) and a move to
 /// another replica.
 async fn a_watch_survives_killed_servers_and_follows_the_replica_that_replaces_them(
-    backend: Backend,
+    server: Server,
 ) {
-    let db = TestDb::new(backend).await;
-    let keys = crate::helpers::test_key_spec().to_owned();
-    let mut server = ServerProcess::start(&db.url, &keys, &[]);
+    let backend = server.backend();
+    let mut server = server.start();
     let replicas = Replicas::at(server.port).await;
     let dev = replicas.client(&token(TEAM, "developer", "dana"));
     let mut traffic = Traffic::start(dev, &replicas.client(&token(TEAM, "viewer", "vic"))).await;
@@ -262,7 +261,7 @@ async fn a_watch_survives_killed_servers_and_follows_the_replica_that_replaces_t
         let old = server.port;
         server.kill();
         replicas.remove(old).await;
-        server = ServerProcess::start(&db.url, &keys, &[]);
+        server.restart();
         replicas.add(server.port).await;
     }
     traffic.until_phase(KILLS + 1).await;
@@ -270,26 +269,7 @@ async fn a_watch_survives_killed_servers_and_follows_the_replica_that_replaces_t
     println!("{backend:?}: {events} events, each once and in order, across {KILLS} killed servers");
 }
 
-mod a_watch_survives_killed_servers_and_follows_the_replica_that_replaces_them {
-    use crate::helpers::Backend;
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn sqlite() {
-        super::a_watch_survives_killed_servers_and_follows_the_replica_that_replaces_them(
-            Backend::Sqlite,
-        )
-        .await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn postgres() {
-        crate::needs!(Postgres);
-        super::a_watch_survives_killed_servers_and_follows_the_replica_that_replaces_them(
-            Backend::Postgres,
-        )
-        .await;
-    }
-}
+storage_test!(process a_watch_survives_killed_servers_and_follows_the_replica_that_replaces_them);
 
 async fn an_expired_cursor_ends_the_stream_with_the_typed_error(app: TestApp) {
     let p = people(&app);

@@ -9,7 +9,7 @@ use super::{
     oauth_app, oauth_test, open_sign_in, query, service_token, sign_in, start, visit, visit_with,
 };
 use crate::fixtures::{
-    TEAM, WAIT, all_events, create_integration, get_app, next_events, resolve, watch_live,
+    TEAM, WAIT, all_apps, all_events, create_integration, get_app, next_events, resolve, watch_live,
 };
 use crate::helpers::{authed, token};
 
@@ -166,14 +166,7 @@ async fn an_app_is_added_through_the_rpc_by_its_starter_only_and_a_state_is_used
         1,
         "one exchange"
     );
-    let apps = app
-        .apps
-        .clone()
-        .list_installed_apps(authed(&dana(), pb::ListInstalledAppsRequest::default()))
-        .await
-        .expect("list")
-        .into_inner()
-        .installed_apps;
+    let apps = all_apps(app, &dana()).await;
     assert_eq!(apps.len(), 1, "exactly one app");
     // An unknown state at the callback: a page, no redirect. Hostile values (a huge state, a
     // NUL, markup) get the same plain answer, escaped, and nothing else is served.
@@ -229,14 +222,7 @@ async fn a_refusal_or_a_bad_code_leaves_nothing_and_says_why(t: OAuthApp) {
     assert_eq!(status, 400, "{page}");
     assert!(!page.contains("not-the-code"));
     failed_authorization(app, &dana(), &started).await;
-    let apps = app
-        .apps
-        .clone()
-        .list_installed_apps(authed(&dana(), pb::ListInstalledAppsRequest::default()))
-        .await
-        .expect("list")
-        .into_inner()
-        .installed_apps;
+    let apps = all_apps(app, &dana()).await;
     assert!(apps.is_empty(), "nothing half-made: {apps:?}");
     let failures = all_events(
         app,

@@ -10,20 +10,18 @@ use integration_hub::pb;
 use serde_json::json;
 use tonic::Code;
 
-use super::refresh::{oauth_env, start_process};
+use super::refresh::oauth_env;
 use super::{
-    CLIENT_SECRET, OAuthApp, Provider, authorize_through_callback, dana, eventually,
-    failed_authorization, free_port, new_slack, oauth_app, oauth_test, open_sign_in, service_token,
-    sign_in, start, visit, visit_with,
+    CLIENT_SECRET, OAuthApp, Provider, app_now, authorize_through_callback, dana, eventually,
+    failed_authorization, new_slack, oauth_app, oauth_test, open_sign_in, service_token, sign_in,
+    start, visit, visit_with,
 };
-use crate::fixtures::{Clients, TEAM, app_request, assert_invalid, create_integration, resolve};
-use crate::helpers::{Backend, TestDb, authed, token};
-
-async fn app_now(app: &impl Clients, name: &str) -> pb::InstalledApp {
-    crate::fixtures::get_app(app, &dana(), name)
-        .await
-        .expect("the app")
-}
+use crate::fixtures::{
+    Clients, TEAM, all_apps, app_request, assert_invalid, create_integration, resolve,
+};
+use crate::helpers::{authed, free_port, token};
+use crate::process::Server;
+use crate::storage_test;
 
 /// Everything an echoing provider was sent and repeated that is a secret: codes, verifiers,
 /// refresh tokens, the client secret, states (what it echoed is listed as `name=value`).
@@ -49,16 +47,19 @@ async fn echoed_secrets(provider: &Provider) -> Vec<(String, String)> {
 /// redirect and at refresh (transient and `invalid_grant`): the authorization's error,
 /// `last_refresh_error`, the callback's pages and the server's debug log hold none of the
 /// client secret, codes, verifiers, refresh tokens or states it repeated.
-async fn echoed_inputs_reach_no_error_field_or_log(backend: Backend) {
+async fn echoed_inputs_reach_no_error_field_or_log(server: Server) {
     let provider = Provider::start();
     provider
         .control(json!({"expires_in": 4, "echo_all": true}))
         .await;
-    let db = TestDb::new(backend).await;
     let keys = KeyRing::generate(1).expect("key").1;
     let dir = tempfile::tempdir().expect("dir");
     let env = oauth_env(&provider, dir.path(), free_port());
-    let server = start_process(&db, &keys, &env, &[("RUST_LOG", "debug")]);
+    let server = server
+        .keys(&keys)
+        .envs(&env)
+        .env("RUST_LOG", "debug")
+        .start();
     let hub = server.clients().await;
     let mut texts = Vec::new();
 
@@ -155,17 +156,7 @@ async fn echoed_inputs_reach_no_error_field_or_log(backend: Backend) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn echoed_inputs_reach_no_error_field_or_log_sqlite() {
-    crate::needs!(Node);
-    echoed_inputs_reach_no_error_field_or_log(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn echoed_inputs_reach_no_error_field_or_log_postgres() {
-    crate::needs!(Node, Postgres);
-    echoed_inputs_reach_no_error_field_or_log(Backend::Postgres).await;
-}
+storage_test!(process echoed_inputs_reach_no_error_field_or_log, needs Node);
 
 /// Latest second a Timestamp may hold (9999-12-31T23:59:59Z).
 const MAX_TIMESTAMP_SECONDS: i64 = 253_402_300_799;
@@ -184,13 +175,7 @@ async fn absurd_expiries_and_text_from_a_provider_are_cut_and_neutralised(t: OAu
         .duration_since(UNIX_EPOCH)
         .expect("clock")
         .as_secs() as i64;
-    let listed = app
-        .apps()
-        .list_installed_apps(authed(&dana(), pb::ListInstalledAppsRequest::default()))
-        .await
-        .expect("the listing answers")
-        .into_inner()
-        .installed_apps;
+    let listed = all_apps(app, &dana()).await;
     let shown = listed
         .iter()
         .find(|a| a.name == installed.name)

@@ -7,8 +7,8 @@ mod flow;
 mod hostile;
 mod refresh;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Duration;
 
 use integration_hub::config::ServeArgs;
@@ -16,11 +16,12 @@ use integration_hub::pb;
 use serde_json::{Value, json};
 
 use crate::fixtures::{CALL_TIMEOUT, Clients, TEAM};
-use crate::helpers::{Backend, TestApp, TestDb, authed, spawn_with, test_args, token};
+use crate::helpers::{Backend, TestApp, TestDb, authed, free_port, spawn_with, test_args, token};
+use crate::process::{KillOnDrop, start_helper};
 
-/// The local OAuth provider, a Node process stopped on drop.
+/// The local OAuth provider, a Node process killed on drop.
 pub struct Provider {
-    child: Child,
+    _child: KillOnDrop,
     pub port: u16,
     http: reqwest::Client,
 }
@@ -34,32 +35,14 @@ impl Provider {
             Ok(script) => script,
             Err(why) => panic!("the OAuth provider needs Node.js ({why}): start with needs!(Node)"),
         };
-        let mut child = Command::new("node")
-            .arg(script)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start node");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(line)) = lines.next() {
-                let _ = tx.send(line);
-            }
-            // Keep reading so the child never blocks on a full pipe.
-            for _ in lines {}
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("the provider prints its port");
-        let port = serde_json::from_str::<Value>(&line).expect("a JSON line")["port"]
-            .as_u64()
-            .expect("a port") as u16;
+        let (child, port, _) = start_helper(
+            Command::new("node")
+                .arg(script)
+                .current_dir(env!("CARGO_MANIFEST_DIR")),
+            "the OAuth provider",
+        );
         Provider {
-            child,
+            _child: child,
             port,
             http: reqwest::Client::new(),
         }
@@ -121,27 +104,12 @@ impl Provider {
     }
 }
 
-impl Drop for Provider {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// The client secret the tests register (it must never show anywhere).
 pub const CLIENT_SECRET: &str = "hub-client-s3cret-do-not-leak";
 
-/// A free loopback port for the callback listener: the public URL must name it before the
-/// server binds it.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-/// Writes the catalog and the clients file into `dir` and sets the OAuth settings.
-pub fn oauth_args(args: &mut ServeArgs, provider: &Provider, dir: &std::path::Path) -> u16 {
+/// Writes the catalog of `provider` and the clients file (with the client secret beside it)
+/// into `dir`; returns the paths of the catalog and the clients file.
+pub fn oauth_files(provider: &Provider, dir: &Path) -> (PathBuf, PathBuf) {
     let catalog = dir.join("catalog.json");
     std::fs::write(&catalog, provider.catalog()).expect("write catalog");
     let clients = dir.join("oauth-clients.json");
@@ -152,6 +120,13 @@ pub fn oauth_args(args: &mut ServeArgs, provider: &Provider, dir: &std::path::Pa
             .to_string(),
     )
     .expect("write clients");
+    (catalog, clients)
+}
+
+/// Writes the OAuth files into `dir` and sets the OAuth settings, with the callback on a free
+/// loopback port (the public URL must name it before the server binds it); returns the port.
+pub fn oauth_args(args: &mut ServeArgs, provider: &Provider, dir: &Path) -> u16 {
+    let (catalog, clients) = oauth_files(provider, dir);
     let port = free_port();
     args.catalog_file = Some(catalog);
     args.oauth.oauth_clients_file = Some(clients);
@@ -184,30 +159,24 @@ pub async fn spawn_oauth(backend: Backend) -> OAuthApp {
     }
 }
 
-/// Runs an OAuth test on SQLite and on PostgreSQL.
+/// Runs an OAuth test on SQLite and on PostgreSQL (`storage_test!`), its body taking an
+/// `OAuthApp`.
 macro_rules! oauth_test {
     ($name:ident) => {
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                $crate::needs!(Node);
-                let app = super::super::spawn_oauth($crate::helpers::Backend::Sqlite).await;
-                super::$name(app).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                $crate::needs!(Node, Postgres);
-                let app = super::super::spawn_oauth($crate::helpers::Backend::Postgres).await;
-                super::$name(app).await;
-            }
-        }
+        $crate::storage_test!(@with $name, [Node], $crate::oauth::spawn_oauth);
     };
 }
 pub(crate) use oauth_test;
 
 pub fn dana() -> String {
     token(TEAM, "developer", "dana")
+}
+
+/// The app `name` as dana sees it now.
+pub async fn app_now(app: &impl Clients, name: &str) -> pb::InstalledApp {
+    crate::fixtures::get_app(app, &dana(), name)
+        .await
+        .expect("the app")
 }
 
 pub fn service_token() -> String {

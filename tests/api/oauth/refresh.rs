@@ -8,15 +8,14 @@ use serde_json::json;
 use tonic::Code;
 
 use super::{
-    CLIENT_SECRET, OAuthApp, Provider, authorize_through_callback, dana, eventually, free_port,
+    CLIENT_SECRET, OAuthApp, Provider, app_now, authorize_through_callback, dana, eventually,
     new_slack, oauth_app, oauth_test, service_token, start,
 };
 use crate::fixtures::report_rejected;
-use crate::fixtures::{
-    Clients, WAIT, create_integration, get_app, next_events, resolve, watch_live,
-};
-use crate::helpers::{Backend, TestDb, authed};
-use crate::process::ServerProcess;
+use crate::fixtures::{Clients, WAIT, create_integration, next_events, resolve, watch_live};
+use crate::helpers::{Backend, TestDb, authed, free_port};
+use crate::process::Server;
+use crate::storage_test;
 
 fn now_millis() -> i64 {
     SystemTime::now()
@@ -27,10 +26,6 @@ fn now_millis() -> i64 {
 
 fn millis(ts: &prost_types::Timestamp) -> i64 {
     ts.seconds * 1000 + i64::from(ts.nanos) / 1_000_000
-}
-
-async fn app_now(app: &impl Clients, name: &str) -> pb::InstalledApp {
-    get_app(app, &dana(), name).await.expect("get app")
 }
 
 async fn tokens_are_refreshed_ahead_of_expiry_and_resolve_never_answers_an_expired_one(
@@ -181,26 +176,22 @@ async fn a_slow_token_endpoint_times_out_and_breaks_nothing(t: OAuthApp) {
 }
 oauth_test!(a_slow_token_endpoint_times_out_and_breaks_nothing);
 
-/// The environment of a server process with OAuth on against `provider`.
+/// The environment of a server process with OAuth on against `provider`, its files in `dir`
+/// (`oauth_files`) and its callback on `port`.
 pub(super) fn oauth_env(
     provider: &Provider,
     dir: &std::path::Path,
     port: u16,
 ) -> Vec<(String, String)> {
-    std::fs::write(dir.join("catalog.json"), provider.catalog()).expect("catalog");
-    std::fs::write(dir.join("slack-secret"), CLIENT_SECRET).expect("secret");
-    std::fs::write(
-        dir.join("oauth-clients.json"),
-        json!({"slack": {"client_id": "hub-test-client", "client_secret_file": "slack-secret"}})
-            .to_string(),
-    )
-    .expect("clients");
-    let path = |name: &str| dir.join(name).display().to_string();
+    let (catalog, clients) = super::oauth_files(provider, dir);
     vec![
-        ("INTEGRATION_HUB_CATALOG_FILE".into(), path("catalog.json")),
+        (
+            "INTEGRATION_HUB_CATALOG_FILE".into(),
+            catalog.display().to_string(),
+        ),
         (
             "INTEGRATION_HUB_OAUTH_CLIENTS_FILE".into(),
-            path("oauth-clients.json"),
+            clients.display().to_string(),
         ),
         (
             "INTEGRATION_HUB_HTTP_LISTEN".into(),
@@ -222,17 +213,6 @@ pub(super) fn oauth_env(
     ]
 }
 
-pub(super) fn start_process(
-    db: &TestDb,
-    keys: &str,
-    env: &[(String, String)],
-    extra: &[(&str, &str)],
-) -> ServerProcess {
-    let mut all: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    all.extend_from_slice(extra);
-    ServerProcess::start(&db.url, keys, &all)
-}
-
 /// Two replicas on one PostgreSQL database, refresh tokens rotating: each token is
 /// refreshed exactly once (a second refresh would use a retired refresh token and be
 /// refused), while both replicas resolve it as fast as they can. The background refreshers
@@ -245,15 +225,15 @@ async fn two_replicas_on_postgres_refresh_one_app_exactly_once_per_token() {
     provider
         .control(json!({"expires_in": 6, "rotate": true}))
         .await;
-    let db = TestDb::new(Backend::Postgres).await;
     let keys = KeyRing::generate(1).expect("key").1;
+    let server = Server::fresh(Backend::Postgres).await.keys(&keys);
     let dir = tempfile::tempdir().expect("dir");
     // One catalog and clients file; each replica its own callback port.
     let on_demand_only = [("INTEGRATION_HUB_OAUTH_REFRESH_INTERVAL_SECS", "3600")];
     let env_a = oauth_env(&provider, dir.path(), free_port());
     let env_b = oauth_env(&provider, dir.path(), free_port());
-    let a = start_process(&db, &keys, &env_a, &on_demand_only);
-    let b = start_process(&db, &keys, &env_b, &on_demand_only);
+    let a = server.clone().envs(&env_a).envs(&on_demand_only).start();
+    let b = server.envs(&env_b).envs(&on_demand_only).start();
     let replica_a = a.clients().await;
     let replica_b = b.clients().await;
     let installed = oauth_app(&replica_a, "Shared").await;
@@ -321,15 +301,12 @@ async fn secrets_stay_out_of_logs_errors_and_the_database_file() {
     let env = oauth_env(&provider, db.dir.path(), free_port());
     let metrics_port = free_port().to_string();
     let metrics_listen = format!("127.0.0.1:{metrics_port}");
-    let server = start_process(
-        &db,
-        &keys,
-        &env,
-        &[
-            ("RUST_LOG", "debug"),
-            ("INTEGRATION_HUB_METRICS_LISTEN", &metrics_listen),
-        ],
-    );
+    let server = Server::on(&db.url)
+        .keys(&keys)
+        .envs(&env)
+        .env("RUST_LOG", "debug")
+        .env("INTEGRATION_HUB_METRICS_LISTEN", &metrics_listen)
+        .start();
     let hub = server.clients().await;
     let installed = oauth_app(&hub, "Secretive").await;
     let job = create_integration(&hub, &dana(), &installed, "Job").await;
@@ -533,14 +510,7 @@ async fn more_tokens_due_than_one_read_returns_are_all_refreshed_in_one_pass(bac
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn more_tokens_due_than_one_read_returns_are_all_refreshed_in_one_pass_sqlite() {
-    crate::needs!(Node);
-    more_tokens_due_than_one_read_returns_are_all_refreshed_in_one_pass(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn more_tokens_due_than_one_read_returns_are_all_refreshed_in_one_pass_postgres() {
-    crate::needs!(Node, Postgres);
-    more_tokens_due_than_one_read_returns_are_all_refreshed_in_one_pass(Backend::Postgres).await;
-}
+storage_test!(
+    backend more_tokens_due_than_one_read_returns_are_all_refreshed_in_one_pass,
+    needs Node
+);
