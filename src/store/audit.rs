@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseBackend, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Statement, TransactionTrait, Value,
+    QuerySelect, Statement, Value,
 };
 use tokio::sync::Semaphore;
 
@@ -255,7 +255,7 @@ impl Store {
         if !self.is_postgres() {
             return Ok(query.all(self.conn()).await?);
         }
-        let tx = self.conn().begin().await?;
+        let tx = self.begin_noted().await?;
         tx.execute_unprepared(&format!(
             "SET LOCAL statement_timeout = {}",
             AUDIT_STATEMENT_TIMEOUT.as_millis()

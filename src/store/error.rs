@@ -1,6 +1,6 @@
-//! Storage errors: what went wrong, told apart by the driver's error codes, and the
-//! process's view of its database's condition (an outage or a full disk is logged when it
-//! starts and when it ends).
+//! Storage errors: what went wrong, told apart by the driver's error codes. Each store's
+//! view of its database's condition (an outage or a full disk, logged when it starts and
+//! when it ends) is `state.rs`, which classifies with [`fault_of`] too.
 
 use sea_orm::{DbErr, SqlErr};
 
@@ -39,18 +39,8 @@ impl From<DbErr> for StoreError {
             return StoreError::Busy("the read ran past its statement timeout");
         }
         match fault_of(&err) {
-            Fault::Unavailable if pool_timed_out(&err) => {
-                database_state::note_pool_exhausted();
-                StoreError::Unavailable(err)
-            }
-            Fault::Unavailable => {
-                database_state::note_unavailable(&err);
-                StoreError::Unavailable(err)
-            }
-            Fault::StorageFull => {
-                database_state::note_storage_full(&err);
-                StoreError::StorageFull(err)
-            }
+            Fault::Unavailable => StoreError::Unavailable(err),
+            Fault::StorageFull => StoreError::StorageFull(err),
             Fault::Other => StoreError::Db(err),
         }
     }
@@ -58,7 +48,7 @@ impl From<DbErr> for StoreError {
 
 /// Whether no pooled connection came free in time (the pool is saturated, the database
 /// itself may be fine).
-fn pool_timed_out(err: &DbErr) -> bool {
+pub(super) fn pool_timed_out(err: &DbErr) -> bool {
     use sea_orm::RuntimeErr;
     use sea_orm::sqlx::Error as Sqlx;
     match err {
@@ -72,14 +62,14 @@ fn pool_timed_out(err: &DbErr) -> bool {
 
 /// How a database error is answered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Fault {
+pub(super) enum Fault {
     Unavailable,
     StorageFull,
     Other,
 }
 
 /// Classifies by the driver's error, never by message text where a code exists.
-fn fault_of(err: &DbErr) -> Fault {
+pub(super) fn fault_of(err: &DbErr) -> Fault {
     use sea_orm::RuntimeErr;
     use sea_orm::sqlx::Error as Sqlx;
     let sqlx = match err {
@@ -157,70 +147,6 @@ fn postgres_fault(code: &str) -> Fault {
         }
         "40001" | "40P01" | "55P03" | "25006" => Fault::Unavailable,
         _ => Fault::Other,
-    }
-}
-
-/// What the process knows of its database's condition, so that an outage or a full disk is
-/// logged once when it starts and once when it ends, not once per call. Process-wide: one
-/// process serves one database.
-pub mod database_state {
-    use std::sync::atomic::{AtomicBool, Ordering};
-
-    static STORAGE_FULL: AtomicBool = AtomicBool::new(false);
-    static UNAVAILABLE: AtomicBool = AtomicBool::new(false);
-    static POOL_EXHAUSTED: AtomicBool = AtomicBool::new(false);
-
-    pub(in crate::store) fn note_pool_exhausted() {
-        if POOL_EXHAUSTED.swap(true, Ordering::AcqRel) {
-            tracing::debug!("the connection pool is still saturated");
-        } else {
-            tracing::warn!(
-                "the connection pool is saturated: calls that wait longer than 5 s for a connection answer UNAVAILABLE (INTEGRATION_HUB_DB_MAX_CONNECTIONS)"
-            );
-        }
-    }
-
-    pub(in crate::store) fn note_storage_full(err: &sea_orm::DbErr) {
-        if !STORAGE_FULL.swap(true, Ordering::AcqRel) {
-            tracing::warn!(
-                error = %err,
-                "the database's storage is full (or read-only): writes are refused with RESOURCE_EXHAUSTED until space is freed; reads and watch streams go on"
-            );
-        }
-    }
-
-    pub(in crate::store) fn note_unavailable(err: &sea_orm::DbErr) {
-        if UNAVAILABLE.swap(true, Ordering::AcqRel) {
-            tracing::debug!(error = %err, "database still unavailable");
-        } else {
-            tracing::warn!(
-                error = %err,
-                "database unavailable: calls answer UNAVAILABLE until it is back"
-            );
-        }
-    }
-
-    /// A write committed: storage has room again.
-    pub(in crate::store) fn note_write_committed() {
-        if STORAGE_FULL.swap(false, Ordering::AcqRel) {
-            tracing::info!("the database's storage accepts writes again");
-        }
-        note_reachable();
-    }
-
-    /// A statement reached the database.
-    pub(in crate::store) fn note_reachable() {
-        if POOL_EXHAUSTED.swap(false, Ordering::AcqRel) {
-            tracing::info!("the connection pool hands out connections in time again");
-        }
-        if UNAVAILABLE.swap(false, Ordering::AcqRel) {
-            tracing::info!("database reachable again");
-        }
-    }
-
-    /// Whether the last write failed for lack of space (for health and tests).
-    pub fn storage_full() -> bool {
-        STORAGE_FULL.load(Ordering::Acquire)
     }
 }
 

@@ -22,6 +22,7 @@ mod outbox;
 mod records;
 mod rotation;
 mod sizes;
+mod state;
 mod webhooks;
 
 use std::sync::Arc;
@@ -40,12 +41,14 @@ pub use audit::{
 pub use entities::event::Model as EventRow;
 pub use entities::installed_app::Model as AppRow;
 pub use entities::integration::Model as IntegrationRow;
-pub use error::{StoreError, database_state};
+pub use error::StoreError;
 pub use oauth::{AuthorizationRow, GrantRow, RefreshFailure};
 pub use outbox::{EVENTS_CHANNEL, NewEvent};
 pub use records::{After, AppFilter, IntegrationCounts, IntegrationFilter, StateChange};
 pub use rotation::{SealedCount, SealedKind, SealedRow};
 pub use sizes::RowBytes;
+pub use state::DatabaseState;
+use state::Noted;
 pub use webhooks::{DeliveryRow, Failure, NewDelivery, SubscriptionRow};
 
 /// Advisory lock key held while migrations run on PostgreSQL ("ihub-mig").
@@ -73,7 +76,7 @@ pub fn describe_url(url: &str) -> String {
 /// A connection pool to SQLite or PostgreSQL.
 #[derive(Clone)]
 pub struct Store {
-    db: DatabaseConnection,
+    db: Noted<DatabaseConnection>,
     appended: Arc<Notify>,
     /// PostgreSQL: asks the notifier task to wake every replica's LISTEN connection.
     notifier: Option<mpsc::Sender<()>>,
@@ -94,6 +97,8 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// Connects to `url` (`sqlite://path?mode=rwc` or `postgres://...`).
     pub async fn connect(url: &str, max_connections: u32) -> Result<Store> {
+        let state = Arc::new(DatabaseState::default());
+        let released = state.clone();
         let mut options = ConnectOptions::new(url.to_owned());
         options
             .max_connections(max_connections)
@@ -105,13 +110,17 @@ impl Store {
             // every query (and on SQLite each round trip is a wake-up of its worker thread).
             .test_before_acquire_if_idle_for(Duration::from_secs(30))
             .sqlx_logging(false)
-            // A saturated pool is logged once per episode (`error::database_state`), not once
+            // A saturated pool is logged once per episode (`state.rs`), not once
             // per slow acquire as sqlx does by default.
             .map_sqlx_postgres_pool_opts(|pool| pool.acquire_slow_level(log::LevelFilter::Debug))
-            .map_sqlx_sqlite_pool_opts(|pool| {
+            .map_sqlx_sqlite_pool_opts(move |pool| {
+                let released = released.clone();
                 pool.acquire_slow_level(log::LevelFilter::Debug)
                     .after_connect(|conn, _| Box::pin(stable_plans(conn)))
-                    .after_release(|conn, _| Box::pin(outside_transaction(conn)))
+                    .after_release(move |conn, _| {
+                        let released = released.clone();
+                        Box::pin(async move { outside_transaction(conn, &released).await })
+                    })
             })
             .map_sqlx_sqlite_opts(|opts| {
                 opts.create_if_missing(true)
@@ -122,11 +131,11 @@ impl Store {
                     .busy_timeout(Duration::from_secs(10))
                     .foreign_keys(true)
             });
-        let db = Database::connect(options).await?;
+        let db = state.noted(Database::connect(options).await)?;
         let notifier = (db.get_database_backend() == DatabaseBackend::Postgres)
             .then(|| notify_replicas(db.clone()));
         Ok(Store {
-            db,
+            db: Noted::new(db, state),
             appended: Arc::new(Notify::new()),
             notifier,
             url: url.into(),
@@ -147,33 +156,35 @@ impl Store {
     pub async fn migrate(&self) -> Result<()> {
         use migration::MigratorTrait;
         if !self.is_postgres() {
-            return Ok(migration::Migrator::up(&self.db, None).await?);
+            return self.noted(migration::Migrator::up(self.db.raw(), None).await);
         }
         // Session-level advisory locks belong to one connection: hold one for the whole run.
-        let tx = self.db.begin().await?;
+        let tx = self.begin_noted().await?;
         tx.execute_raw(Statement::from_sql_and_values(
             DatabaseBackend::Postgres,
             "SELECT pg_advisory_xact_lock($1)",
             [MIGRATION_LOCK_KEY.into()],
         ))
         .await?;
-        migration::Migrator::up(&tx, None).await?;
+        self.noted(migration::Migrator::up(tx.raw(), None).await)?;
         tx.commit().await?;
         Ok(())
     }
 
     /// Starts a write transaction (on SQLite: `BEGIN IMMEDIATE`).
     pub async fn begin_write(&self) -> Result<Tx> {
-        let inner = if self.is_postgres() {
-            self.db.begin().await?
+        let begun = if self.is_postgres() {
+            self.db.raw().begin().await
         } else {
             self.db
+                .raw()
                 .begin_with_options(TransactionOptions {
                     sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
                     ..Default::default()
                 })
-                .await?
+                .await
         };
+        let inner = Noted::new(self.noted(begun)?, self.state().clone());
         Ok(Tx {
             inner,
             postgres: self.is_postgres(),
@@ -186,13 +197,15 @@ impl Store {
     /// Starts a read-only transaction whose reads all see one snapshot (a listing and the
     /// event cursor as of that listing).
     pub async fn begin_snapshot(&self) -> Result<Tx> {
-        let inner = if self.is_postgres() {
+        let begun = if self.is_postgres() {
             self.db
+                .raw()
                 .begin_with_config(Some(IsolationLevel::RepeatableRead), None)
-                .await?
+                .await
         } else {
-            self.db.begin().await?
+            self.db.raw().begin().await
         };
+        let inner = Noted::new(self.noted(begun)?, self.state().clone());
         Ok(Tx {
             inner,
             postgres: self.is_postgres(),
@@ -202,8 +215,25 @@ impl Store {
         })
     }
 
-    fn conn(&self) -> &DatabaseConnection {
+    fn conn(&self) -> &Noted<DatabaseConnection> {
         &self.db
+    }
+
+    /// What this store knows of its database's condition.
+    pub fn state(&self) -> &Arc<DatabaseState> {
+        self.db.state()
+    }
+
+    /// A plain transaction whose errors are noted.
+    async fn begin_noted(&self) -> Result<Noted<DatabaseTransaction>> {
+        let tx = self.noted(self.db.raw().begin().await)?;
+        Ok(Noted::new(tx, self.state().clone()))
+    }
+
+    /// Passes on the result of a call made outside [`Noted`] (a begin, a migration), noting
+    /// its error.
+    fn noted<T>(&self, result: std::result::Result<T, sea_orm::DbErr>) -> Result<T> {
+        Ok(self.state().noted(result)?)
     }
 
     /// Whether the database answers a trivial query now.
@@ -212,30 +242,30 @@ impl Store {
             .execute_unprepared("SELECT 1")
             .await
             .map_err(StoreError::from)?;
-        database_state::note_reachable();
+        self.state().note_reachable();
         Ok(())
     }
 
     /// Connections open in the pool, and how many of them are idle.
     pub fn pool_stats(&self) -> (u32, usize) {
         if self.is_postgres() {
-            let pool = self.db.get_postgres_connection_pool();
+            let pool = self.db.raw().get_postgres_connection_pool();
             (pool.size(), pool.num_idle())
         } else {
-            let pool = self.db.get_sqlite_connection_pool();
+            let pool = self.db.raw().get_sqlite_connection_pool();
             (pool.size(), pool.num_idle())
         }
     }
 
     /// Closes the pool.
     pub async fn close(self) {
-        let _ = self.db.close().await;
+        let _ = self.db.into_raw().close().await;
     }
 }
 
 /// A transaction. Dropped without [`Tx::commit`], it rolls back.
 pub struct Tx {
-    inner: DatabaseTransaction,
+    inner: Noted<DatabaseTransaction>,
     postgres: bool,
     appended_events: bool,
     appended: Arc<Notify>,
@@ -258,7 +288,7 @@ pub enum Cap {
 const CAP_LOCK_CLASS: i32 = 0x6968_6370;
 
 impl Tx {
-    fn conn(&self) -> &DatabaseTransaction {
+    fn conn(&self) -> &Noted<DatabaseTransaction> {
         &self.inner
     }
 
@@ -286,8 +316,9 @@ impl Tx {
     }
 
     pub async fn commit(self) -> Result<()> {
+        let state = self.inner.state().clone();
         self.inner.commit().await?;
-        database_state::note_write_committed();
+        state.note_write_committed();
         if self.appended_events {
             announce_appended(&self.appended, self.notifier.as_ref());
         }
@@ -383,6 +414,7 @@ async fn stable_plans(
 /// holds.
 async fn outside_transaction(
     conn: &mut sea_orm::sqlx::SqliteConnection,
+    state: &DatabaseState,
 ) -> std::result::Result<bool, sea_orm::sqlx::Error> {
     use sea_orm::sqlx::Connection;
     // The common case, free: committed, or never in a transaction.
@@ -397,7 +429,7 @@ async fn outside_transaction(
         unsafe { libsqlite3_sys::sqlite3_get_autocommit(handle.as_raw_handle().as_ptr()) };
     drop(handle);
     let clean = autocommit != 0 && !conn.is_in_transaction();
-    if !clean && database_state::storage_full() {
+    if !clean && state.storage_full() {
         // Expected on every refused write while the disk is full: logged once as that.
         tracing::debug!(
             autocommit,
@@ -435,5 +467,30 @@ mod tests {
             assert_eq!(describe_url(url), shown, "{url}");
             assert!(!describe_url(url).contains("s3cr3t"));
         }
+    }
+
+    /// Each store keeps its own view of its database: one whose database went away is
+    /// unavailable, another in the same process is not, and a statement that reaches the
+    /// database again clears it.
+    #[tokio::test]
+    async fn a_fault_is_noted_by_the_store_that_met_it_only() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let url = |name: &str| format!("sqlite://{}?mode=rwc", dir.path().join(name).display());
+        let failing = Store::connect(&url("a.db"), 2).await.expect("store a");
+        let other = Store::connect(&url("b.db"), 2).await.expect("store b");
+        failing.ping().await.expect("a answers");
+        failing
+            .db
+            .raw()
+            .clone()
+            .close()
+            .await
+            .expect("close a's pool");
+        let err = failing.ping().await.expect_err("a's pool is closed");
+        assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+        assert!(failing.state().unavailable());
+        assert!(!other.state().unavailable());
+        other.ping().await.expect("b still answers");
+        assert!(!other.state().unavailable());
     }
 }

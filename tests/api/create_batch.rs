@@ -26,15 +26,7 @@ async fn concurrent_creates_are_each_answered_as_alone_and_written_whole(app: Te
     let p = people(&app);
     let ok = create_app(&app, &p.dana, "slack", "Slack ok").await;
     let suspended = create_app(&app, &p.dana, "slack", "Slack suspended").await;
-    app.apps
-        .clone()
-        .suspend_installed_app(authed(
-            &p.admin,
-            pb::SuspendInstalledAppRequest {
-                name: suspended.name.clone(),
-                reason: "audit".into(),
-            },
-        ))
+    suspend(&app, &p.admin, &suspended.name, "audit")
         .await
         .expect("suspend");
     let rejected = create_app(&app, &p.dana, "slack", "Slack rejected").await;
