@@ -109,10 +109,10 @@ impl Hub {
             .share_app(team.as_str(), &name.id)
             .await?
             .ok_or_else(|| not_found_app(name))?;
-        if app.state == AppState::Suspended.as_str() {
+        if app.state == AppState::Suspended {
             return Err(super::suspension::suspended_error());
         }
-        if app.state != AppState::Active.as_str() {
+        if app.state != AppState::Active {
             return Err(Error::precondition(
                 Precondition::WrongState,
                 "the installed app needs reauthentication; update its credentials first",
@@ -257,7 +257,7 @@ impl Hub {
                     type_id: integration_type.id.clone(),
                     display_name: input.display_name.into_inner(),
                     config,
-                    state: IntegrationState::Active.as_str().to_owned(),
+                    state: IntegrationState::Active,
                     broken_reason: None,
                     broken_detail: None,
                     broken_time: None,
@@ -401,7 +401,7 @@ impl Hub {
         let after = pages.after(&page)?.map(After::from);
         let filter = IntegrationFilter {
             installed_app_id: query.installed_app.map(|a| a.id),
-            state: query.state.map(|s| s.as_str().to_owned()),
+            state: query.state,
             ..Default::default()
         };
         // Every change the listing does not show has an event after the cursor.

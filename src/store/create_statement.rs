@@ -17,7 +17,7 @@ use sea_orm::{ConnectionTrait, DatabaseBackend, Statement, Value};
 use super::audit::{AUDIT_COLUMNS, audit_values};
 use super::outbox::{EVENT_COLUMNS, OUTBOX_LOCK_KEY, event_values};
 use super::{
-    IntegrationRow, NewAudit, NewEvent, Result, Store, announce_appended, database_state,
+    AuditRow, EventRow, IntegrationRow, Result, Store, announce_appended, database_state,
     statement_size,
 };
 
@@ -76,8 +76,8 @@ fn integration_values(row: IntegrationRow) -> [Value; 21] {
 /// installed app), its event, and its success record.
 pub struct NewCreate {
     pub row: IntegrationRow,
-    pub event: NewEvent,
-    pub record: NewAudit,
+    pub event: EventRow,
+    pub record: AuditRow,
 }
 
 /// The sizes of the statements creates are written in, largest first: each is prepared once

@@ -15,7 +15,7 @@
 //! sent after commit for the same reason: PostgreSQL serializes the commits of notifying
 //! transactions. SQLite has one writer at a time, so its commit order is its sequence order.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use sea_orm::{
@@ -24,7 +24,7 @@ use sea_orm::{
 };
 use tokio::sync::Notify;
 
-use super::entities::event;
+use super::entities::{event, inserted_columns, inserted_values, new_row};
 use super::{EventRow, Result, Store, Tx};
 
 /// Advisory lock key serializing outbox appends on PostgreSQL ("ihub-evt").
@@ -40,47 +40,14 @@ const INSERT_CHUNK: usize = 500;
 pub(super) const MAX_EVENT_SEQ: &str = "COALESCE((SELECT MAX(seq) FROM events), \
      (SELECT pruned_through FROM event_log_state WHERE id = 1), 0)";
 
-/// An event to append; the store assigns its sequence number.
-#[derive(Clone, Debug)]
-pub struct NewEvent {
-    pub event_id: String,
-    pub team: String,
-    pub kind: String,
-    pub integration_id: String,
-    pub installed_app_id: Option<String>,
-    pub reason: Option<String>,
-    pub actor: String,
-    pub time: i64,
-    pub snapshot: String,
-}
-
-/// The event columns an append writes (the sequence number is the database's), in the order
-/// of [`event_values`].
-pub(super) const EVENT_COLUMNS: [&str; 9] = [
-    "event_id",
-    "team",
-    "kind",
-    "integration_id",
-    "installed_app_id",
-    "reason",
-    "actor",
-    "time",
-    "snapshot",
-];
+/// The event columns an append writes (the sequence number is the database's), by name, in
+/// the order of [`event_values`] (for the one-statement create).
+pub(super) static EVENT_COLUMNS: LazyLock<Vec<&'static str>> =
+    LazyLock::new(inserted_columns::<event::Entity>);
 
 /// An event's values, in the order of [`EVENT_COLUMNS`].
-pub(super) fn event_values(e: NewEvent) -> [sea_orm::Value; 9] {
-    [
-        e.event_id.into(),
-        e.team.into(),
-        e.kind.into(),
-        e.integration_id.into(),
-        e.installed_app_id.into(),
-        e.reason.into(),
-        e.actor.into(),
-        e.time.into(),
-        e.snapshot.into(),
-    ]
+pub(super) fn event_values(e: EventRow) -> Vec<sea_orm::Value> {
+    inserted_values(event::ActiveModel::from(e))
 }
 
 fn max_seq(row: Option<sea_orm::QueryResult>) -> Result<i64> {
@@ -290,9 +257,10 @@ impl Tx {
         )
     }
 
-    /// Appends events to the outbox, in order. The first append of a transaction takes the
-    /// outbox lock on PostgreSQL (see the module doc); it is held until commit.
-    pub async fn append_events(&mut self, rows: Vec<NewEvent>) -> Result<()> {
+    /// Appends events to the outbox, in order (their `seq` is the database's). The first
+    /// append of a transaction takes the outbox lock on PostgreSQL (see the module doc); it
+    /// is held until commit.
+    pub async fn append_events(&mut self, rows: Vec<EventRow>) -> Result<()> {
         if rows.is_empty() {
             return Ok(());
         }
@@ -309,25 +277,10 @@ impl Tx {
         self.appended_events = true;
         let mut rows = rows.into_iter().peekable();
         while rows.peek().is_some() {
-            let chunk: Vec<event::ActiveModel> = rows
+            let chunk = rows
                 .by_ref()
                 .take(INSERT_CHUNK)
-                .map(|e| {
-                    use sea_orm::ActiveValue::{NotSet, Set};
-                    event::ActiveModel {
-                        seq: NotSet,
-                        event_id: Set(e.event_id),
-                        team: Set(e.team),
-                        kind: Set(e.kind),
-                        integration_id: Set(e.integration_id),
-                        installed_app_id: Set(e.installed_app_id),
-                        reason: Set(e.reason),
-                        actor: Set(e.actor),
-                        time: Set(e.time),
-                        snapshot: Set(e.snapshot),
-                    }
-                })
-                .collect();
+                .map(new_row::<event::ActiveModel>);
             event::Entity::insert_many(chunk)
                 .exec_without_returning(&self.inner)
                 .await?;

@@ -4,7 +4,8 @@
 //! creates of the statement do.
 
 use integration_hub::store::{
-    AppRow, AuditFilter, IntegrationRow, NewAudit, NewCreate, NewEvent, Store,
+    AppRow, AppState, AuditAction, AuditFilter, AuditOutcome, AuditRow, EventRow, IntegrationRow,
+    IntegrationState, NewCreate, Store,
 };
 
 use crate::helpers::{Backend, TestDb};
@@ -21,7 +22,7 @@ fn app(id: &str, service: &str, state: &str) -> AppRow {
         creator: "dana".into(),
         owner: "dana".into(),
         last_used_time: None,
-        state: state.into(),
+        state: AppState::parse(state).expect("a state"),
         suspension_reason: None,
         resume_state: None,
         key_version: 1,
@@ -43,7 +44,7 @@ fn integration(id: &str, app: &str, request_id: Option<&str>) -> IntegrationRow 
         type_id: "slack.incoming-webhook".into(),
         display_name: format!("Integration {id}"),
         config: "{}".into(),
-        state: "ACTIVE".into(),
+        state: IntegrationState::Active,
         broken_reason: None,
         broken_detail: None,
         broken_time: None,
@@ -60,8 +61,9 @@ fn integration(id: &str, app: &str, request_id: Option<&str>) -> IntegrationRow 
     }
 }
 
-fn event(id: &str, app: &str) -> NewEvent {
-    NewEvent {
+fn event(id: &str, app: &str) -> EventRow {
+    EventRow {
+        seq: 0,
         event_id: format!("event-{id}"),
         team: TEAM.into(),
         kind: "INTEGRATION_CREATED".into(),
@@ -74,16 +76,17 @@ fn event(id: &str, app: &str) -> NewEvent {
     }
 }
 
-fn record(id: &str) -> NewAudit {
-    NewAudit {
+fn record(id: &str) -> AuditRow {
+    AuditRow {
+        seq: 0,
         id: format!("audit-{id}"),
         team: TEAM.into(),
         actor: "erik".into(),
         actor_team: TEAM.into(),
         role: "developer".into(),
-        action: "integration.create".into(),
+        action: AuditAction::IntegrationCreate,
         resource: format!("teams/{TEAM}/integrations/{id}"),
-        outcome: "SUCCESS".into(),
+        outcome: AuditOutcome::Success,
         reason: None,
         request_id: format!("request-{id}"),
         time: 2,
