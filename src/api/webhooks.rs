@@ -18,7 +18,7 @@ use crate::domain::{Error, Hub};
 use crate::pb;
 use crate::pb::webhook_service_server::WebhookService;
 use crate::webhooks::payload::{signature, test_body};
-use crate::webhooks::{Attempt, Sender};
+use crate::webhooks::{Attempt, Outcome, Sender};
 
 pub struct Webhooks {
     hub: Arc<Hub>,
@@ -75,16 +75,15 @@ fn subscription(hub: &Hub, s: &Subscription) -> pb::WebhookSubscription {
     }
 }
 
-fn outcome(text: &str) -> pb::WebhookDeliveryOutcome {
+fn outcome(outcome: Outcome) -> pb::WebhookDeliveryOutcome {
     use pb::WebhookDeliveryOutcome as O;
-    match text {
-        "DELIVERED" => O::Delivered,
-        "HTTP_ERROR" => O::HttpError,
-        "TIMEOUT" => O::Timeout,
-        "CONNECTION_ERROR" => O::ConnectionError,
-        "DESTINATION_REFUSED" => O::DestinationRefused,
-        "NOT_SENT" => O::NotSent,
-        _ => O::Unspecified,
+    match outcome {
+        Outcome::Delivered => O::Delivered,
+        Outcome::HttpError => O::HttpError,
+        Outcome::Timeout => O::Timeout,
+        Outcome::ConnectionError => O::ConnectionError,
+        Outcome::DestinationRefused => O::DestinationRefused,
+        Outcome::NotSent => O::NotSent,
     }
 }
 
@@ -102,7 +101,7 @@ fn delivery(cursors: &TeamCursors, d: &Delivery) -> pb::WebhookDelivery {
         event_cursor: cursors.encode(d.event_seq),
         attempt: d.attempt,
         time: Some(timestamp(d.time)),
-        outcome: outcome(&d.outcome) as i32,
+        outcome: outcome(d.outcome) as i32,
         response_code: d.response_code.unwrap_or_default(),
         latency: Some(duration(d.latency_micros)),
         response_body: d.response_body.clone(),
@@ -117,7 +116,7 @@ fn attempt(id: String, time: i64, a: &Attempt) -> pb::WebhookDelivery {
         event_cursor: String::new(),
         attempt: 1,
         time: Some(timestamp(time)),
-        outcome: outcome(a.outcome.as_str()) as i32,
+        outcome: outcome(a.outcome) as i32,
         response_code: a.response_code.map(i32::from).unwrap_or_default(),
         latency: Some(duration(
             i64::try_from(a.latency.as_micros()).unwrap_or(i64::MAX),

@@ -41,7 +41,7 @@ impl AppSnapshot {
             connected_to: row.connected_to.clone(),
             creator: row.creator.clone(),
             owner: row.owner.clone(),
-            state: AppState::parse(&row.state)?,
+            state: row.state,
             suspension_reason: row.suspension_reason.clone(),
             last_used_time: row.last_used_time,
             create_time: row.create_time,

@@ -16,7 +16,7 @@ use super::error::{Error, Result};
 use super::hub::Hub;
 use super::model::{Actor, AuditAction, AuditEvent, AuditOutcome};
 use super::types::{Page, PageRequest, TeamId, new_id};
-use crate::store::{AuditFilter, NewAudit};
+use crate::store::{AuditFilter, AuditRow};
 
 /// Filters of an audit listing.
 #[derive(Clone, Debug, Default)]
@@ -52,8 +52,9 @@ impl Hub {
         resource: String,
         outcome: AuditOutcome,
         reason: Option<&'static str>,
-    ) -> NewAudit {
-        NewAudit {
+    ) -> AuditRow {
+        AuditRow {
+            seq: 0,
             id: new_id(),
             team: actor.team.as_ref().unwrap_or(team).as_str().to_owned(),
             actor: actor.subject.clone(),
@@ -64,9 +65,9 @@ impl Hub {
                 .unwrap_or("*")
                 .to_owned(),
             role: actor.role.as_str().to_owned(),
-            action: action.as_str().to_owned(),
+            action,
             resource,
-            outcome: outcome.as_str().to_owned(),
+            outcome,
             reason: reason.map(str::to_owned),
             request_id: actor.request_id.clone(),
             time: self.now(),
@@ -80,12 +81,12 @@ impl Hub {
         team: &TeamId,
         action: AuditAction,
         resource: String,
-    ) -> NewAudit {
+    ) -> AuditRow {
         self.audit_record(actor, team, action, resource, AuditOutcome::Success, None)
     }
 
     /// Appends one record in a transaction of its own.
-    pub(super) async fn append_audit_now(&self, record: NewAudit) -> Result<()> {
+    pub(super) async fn append_audit_now(&self, record: AuditRow) -> Result<()> {
         let tx = self.store.begin_write().await?;
         tx.append_audit(record).await?;
         tx.commit().await?;
@@ -165,7 +166,7 @@ impl Hub {
         let pages = self.pages(team, &query.listing(team));
         let token = pages.after_seq(&page)?;
         let filter = AuditFilter {
-            action: query.action.map(|a| a.as_str().to_owned()),
+            action: query.action,
             actor: query.actor.clone(),
             start_time: query.start_time,
             end_time: query.end_time,

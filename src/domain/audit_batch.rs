@@ -14,7 +14,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use crate::store::{NewAudit, Store, StoreError};
+use crate::store::{AuditRow, Store, StoreError};
 
 use super::error::{Error, Result};
 use super::group_commit::{GroupCommit, WriteBatch};
@@ -61,7 +61,7 @@ impl From<&StoreError> for Outcome {
 }
 
 struct Queued {
-    record: NewAudit,
+    record: AuditRow,
     check: Option<Versions>,
 }
 
@@ -106,7 +106,7 @@ impl AuditBatch {
     /// Appends `record` and returns once it is committed (with the records of concurrent
     /// callers), or the error that stopped its commit.
     #[cfg(test)]
-    pub(super) async fn append(&self, record: NewAudit) -> Result<()> {
+    pub(super) async fn append(&self, record: AuditRow) -> Result<()> {
         self.append_checked(record, None).await.map(|_| ())
     }
 
@@ -114,7 +114,7 @@ impl AuditBatch {
     /// returns once that is committed; [`Checked::Outdated`] (nothing written) otherwise.
     pub(super) async fn append_checked(
         &self,
-        record: NewAudit,
+        record: AuditRow,
         check: Option<Versions>,
     ) -> Result<Checked> {
         let outcome = self

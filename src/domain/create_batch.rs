@@ -15,7 +15,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::store::{AppRow, IntegrationRow, NewAudit, NewEvent, Store};
+use crate::store::{AppRow, AuditRow, EventRow, IntegrationRow, Store};
 
 use super::error::{Error, Result};
 use super::group_commit::{GroupCommit, WriteBatch};
@@ -35,8 +35,8 @@ const PG_WRITERS: usize = 8;
 pub(super) struct QueuedCreate {
     pub app: AppName,
     pub row: IntegrationRow,
-    pub event: NewEvent,
-    pub record: NewAudit,
+    pub event: EventRow,
+    pub record: AuditRow,
 }
 
 /// What became of one queued create.

@@ -467,7 +467,7 @@ impl Hub {
                     .get_app(name.team.as_str(), app_id)
                     .await?
                     .ok_or_else(|| Error::internal("active integration without its app"))?;
-                if app.state == AppState::Suspended.as_str() {
+                if app.state == AppState::Suspended {
                     return Err(suspended_error());
                 }
                 used.app = Some((app.id.clone(), app.last_used_time));
@@ -752,7 +752,7 @@ mod tests {
             creator: "dana".into(),
             owner: "dana".into(),
             last_used_time: None,
-            state: "ACTIVE".into(),
+            state: AppState::Active,
             suspension_reason: None,
             resume_state: None,
             key_version: 1,

@@ -191,6 +191,13 @@ impl From<StoreError> for Error {
     }
 }
 
+impl From<crate::store::UnknownValue> for Error {
+    /// A stored name its enum does not know: the data is not what this server wrote.
+    fn from(err: crate::store::UnknownValue) -> Self {
+        Error::internal(err.0)
+    }
+}
+
 impl From<crate::crypto::CryptoError> for Error {
     /// A value sealed with a key this server does not hold or has retired is the operator's
     /// to fix (re-seal, or restore the key): FAILED_PRECONDITION saying so, never INTERNAL. A

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::crypto::KeyRing;
-use crate::store::{AppRow, IntegrationRow, NewAudit, NewEvent, Store, Tx};
+use crate::store::{AppRow, AuditRow, EventRow, IntegrationRow, Store, Tx};
 
 use super::app_events::AppSnapshot;
 use super::audit_batch::AuditBatch;
@@ -240,8 +240,8 @@ impl Hub {
 /// (`create_batch.rs`) the changes it writes together.
 pub(super) async fn commit_change(
     mut tx: Tx,
-    events: Vec<NewEvent>,
-    records: Vec<NewAudit>,
+    events: Vec<EventRow>,
+    records: Vec<AuditRow>,
 ) -> Result<()> {
     tx.append_events(events).await?;
     tx.append_audits(records).await?;
@@ -296,7 +296,7 @@ pub(super) struct Write<'a> {
     store: &'a Store,
     actor: &'a Actor,
     tx: Option<Tx>,
-    events: Vec<NewEvent>,
+    events: Vec<EventRow>,
     resource: Option<String>,
     /// Further success records, of what the change did besides its own action (the app a
     /// create saved its credentials as).
@@ -377,8 +377,9 @@ impl Write<'_> {
         kind: EventKind,
         integration: &Integration,
         reason: Option<BrokenReason>,
-    ) -> Result<NewEvent> {
-        Ok(NewEvent {
+    ) -> Result<EventRow> {
+        Ok(EventRow {
+            seq: 0,
             event_id: new_id(),
             team: integration.team.clone(),
             kind: kind.as_str().to_owned(),
@@ -392,7 +393,7 @@ impl Write<'_> {
     }
 
     /// Appends, on commit, an event built elsewhere (a webhook subscription's).
-    pub fn raw_event(&mut self, event: NewEvent) {
+    pub fn raw_event(&mut self, event: EventRow) {
         self.events.push(event);
     }
 
@@ -400,7 +401,8 @@ impl Write<'_> {
     /// change (as it was, for a delete): its snapshot holds no credentials.
     pub fn app_event(&mut self, kind: AppEventKind, row: &AppRow, reason: &str) -> Result<()> {
         let snapshot = AppSnapshot::of(row)?;
-        self.events.push(NewEvent {
+        self.events.push(EventRow {
+            seq: 0,
             event_id: new_id(),
             team: row.team.clone(),
             kind: kind.as_str().to_owned(),
@@ -432,7 +434,7 @@ mod tests {
             creator: "dana".into(),
             owner: "dana".into(),
             last_used_time: None,
-            state: AppState::Active.as_str().to_owned(),
+            state: AppState::Active,
             suspension_reason: None,
             resume_state: None,
             key_version: 1,
@@ -509,8 +511,8 @@ mod tests {
         assert_eq!(events[0].integration_id, "i1");
         let audit = t.audit().await;
         assert_eq!(audit.len(), 1);
-        assert_eq!(audit[0].outcome, "success");
-        assert_eq!(audit[0].action, "installed_app.create");
+        assert_eq!(audit[0].outcome.as_str(), "success");
+        assert_eq!(audit[0].action.as_str(), "installed_app.create");
         assert_eq!(audit[0].resource, "teams/acme/installedApps/a1");
         assert_eq!(audit[0].reason, None);
         assert_eq!(audit[0].request_id, "req-1");
@@ -546,7 +548,7 @@ mod tests {
             assert!(t.events().await.is_empty());
             let audit = t.audit().await;
             let last = audit.last().unwrap();
-            assert_eq!(last.outcome, outcome);
+            assert_eq!(last.outcome.as_str(), outcome);
             assert_eq!(last.reason.as_deref(), Some(reason));
             // The resource the operation was about, not the one it had not made yet.
             assert_eq!(last.resource, "teams/acme");
@@ -587,7 +589,7 @@ mod tests {
             .unwrap();
         let audit = t.audit().await;
         assert_eq!(audit.len(), 1);
-        assert_eq!(audit[0].action, "integration.resolve_credentials");
+        assert_eq!(audit[0].action.as_str(), "integration.resolve_credentials");
         assert_eq!(audit[0].role, "service");
         assert!(t.events().await.is_empty());
     }

@@ -108,7 +108,7 @@ impl Hub {
             creator: actor.subject.clone(),
             owner: actor.subject.clone(),
             last_used_time: None,
-            state: AppState::Active.as_str().to_owned(),
+            state: AppState::Active,
             suspension_reason: None,
             resume_state: None,
             key_version,
@@ -239,7 +239,7 @@ impl Hub {
         let after = pages.after(&page)?.map(After::from);
         let filter = AppFilter {
             service: query.service,
-            state: query.state.map(|s| s.as_str().to_owned()),
+            state: query.state,
             unused_since: query.unused_since,
         };
         let mut rows = self
@@ -285,7 +285,7 @@ impl Hub {
                 }
                 check_etag(&changes.etag, row.version)?;
                 let expected = row.version;
-                let was_rejected = row.state == AppState::NeedsReauth.as_str();
+                let was_rejected = row.state == AppState::NeedsReauth;
                 let now = self.now();
                 if let Some(display_name) = changes.display_name {
                     row.display_name = display_name.into_inner();
@@ -301,15 +301,15 @@ impl Hub {
                         self.seal(&name.team, &app_owner(&row.id), credentials)?;
                     // Credentials entered by hand: no OAuth grant to refresh any more.
                     w.tx().await?.delete_grant(&row.id).await?;
-                    if row.state == AppState::Suspended.as_str() {
+                    if row.state == AppState::Suspended {
                         // Editing a suspended app's credentials does not resume it: it will
                         // resume as ACTIVE, and what their rejection broke is restored then.
-                        row.resume_state = Some(AppState::Active.as_str().to_owned());
+                        row.resume_state = Some(AppState::Active);
                     } else {
-                        row.state = AppState::Active.as_str().to_owned();
+                        row.state = AppState::Active;
                     }
                 }
-                if changes.credentials.is_some() && row.state != AppState::Suspended.as_str() {
+                if changes.credentials.is_some() && row.state != AppState::Suspended {
                     // Re-auth in place: what broke because these credentials were rejected
                     // works again.
                     let filter = super::suspension::bound(
@@ -331,7 +331,7 @@ impl Hub {
                 }
                 if changes.credentials.is_some() {
                     w.app_event(AppEventKind::CredentialsReplaced, &row, "")?;
-                    if was_rejected && row.state == AppState::Active.as_str() {
+                    if was_rejected && row.state == AppState::Active {
                         w.app_event(AppEventKind::Restored, &row, "new credentials")?;
                     }
                 }

@@ -99,10 +99,10 @@ fn check_config(
 /// decide with it.
 pub(super) fn check_bindable<'a>(name: &AppName, app: Option<&'a AppRow>) -> Result<&'a AppRow> {
     let app = app.ok_or_else(|| not_found_app(name))?;
-    if app.state == AppState::Suspended.as_str() {
+    if app.state == AppState::Suspended {
         return Err(super::suspension::suspended_error());
     }
-    if app.state != AppState::Active.as_str() {
+    if app.state != AppState::Active {
         return Err(Error::precondition(
             Precondition::WrongState,
             "the installed app needs reauthentication; update its credentials first",
@@ -279,7 +279,7 @@ impl Hub {
                     type_id: integration_type.id.clone(),
                     display_name: input.display_name.into_inner(),
                     config,
-                    state: IntegrationState::Active.as_str().to_owned(),
+                    state: IntegrationState::Active,
                     broken_reason: None,
                     broken_detail: None,
                     broken_time: None,
@@ -419,7 +419,7 @@ impl Hub {
         let after = pages.after(&page)?.map(After::from);
         let filter = IntegrationFilter {
             installed_app_id: query.installed_app.map(|a| a.id),
-            state: query.state.map(|s| s.as_str().to_owned()),
+            state: query.state,
             ..Default::default()
         };
         // Every change the listing does not show has an event after the cursor.

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::{Error, Result};
 use super::types::{AppName, TeamId};
-use crate::store::{AppRow, AuditRow, EventRow, IntegrationCounts, IntegrationRow};
+use crate::store::{AppRow, AuditRow, EventRow, IntegrationCounts, IntegrationRow, stored_enum};
 
 /// A caller's role, as the verified token maps it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,47 +57,9 @@ impl Actor {
     }
 }
 
-macro_rules! string_enum {
-    ($(#[$meta:meta])* $name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
-        $(#[$meta])*
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-        pub enum $name { $(#[serde(rename = $text)] $variant),+ }
+pub use crate::store::{AppState, AuditAction, AuditOutcome, BrokenReason, IntegrationState};
 
-        impl $name {
-            /// Every value, in declaration order.
-            pub const ALL: &'static [$name] = &[$($name::$variant),+];
-
-            pub fn as_str(self) -> &'static str {
-                match self { $($name::$variant => $text),+ }
-            }
-
-            pub fn parse(text: &str) -> Result<Self> {
-                match text {
-                    $($text => Ok($name::$variant),)+
-                    _ => Err(Error::internal(concat!("unknown stored ", stringify!($name)))),
-                }
-            }
-        }
-    };
-}
-
-string_enum!(
-    /// State of an installed app.
-    AppState { Active = "ACTIVE", NeedsReauth = "NEEDS_REAUTH", Suspended = "SUSPENDED" }
-);
-string_enum!(
-    /// State of an integration.
-    IntegrationState { Active = "ACTIVE", Broken = "BROKEN" }
-);
-string_enum!(
-    /// Why an integration is broken.
-    BrokenReason {
-        InstalledAppDeleted = "INSTALLED_APP_DELETED",
-        CredentialsRejected = "CREDENTIALS_REJECTED",
-        InstalledAppSuspended = "INSTALLED_APP_SUSPENDED",
-    }
-);
-string_enum!(
+stored_enum!(
     /// What an event records.
     EventKind {
         Created = "INTEGRATION_CREATED",
@@ -107,7 +69,7 @@ string_enum!(
         Restored = "INTEGRATION_RESTORED",
     }
 );
-string_enum!(
+stored_enum!(
     /// What an installed-app event records.
     AppEventKind {
         Created = "INSTALLED_APP_CREATED",
@@ -119,45 +81,10 @@ string_enum!(
     }
 );
 
-string_enum!(
-    /// What an audit record records: a mutation or a credential resolution.
-    AuditAction {
-        InstalledAppCreate = "installed_app.create",
-        InstalledAppUpdate = "installed_app.update",
-        InstalledAppDelete = "installed_app.delete",
-        InstalledAppReportRejected = "installed_app.report_credentials_rejected",
-        InstalledAppSuspend = "installed_app.suspend",
-        InstalledAppResume = "installed_app.resume",
-        InstalledAppTransfer = "installed_app.transfer",
-        InstalledAppStartAuthorization = "installed_app.start_authorization",
-        InstalledAppCompleteAuthorization = "installed_app.complete_authorization",
-        IntegrationCreate = "integration.create",
-        IntegrationUpdate = "integration.update",
-        IntegrationDelete = "integration.delete",
-        IntegrationReauthenticate = "integration.reauthenticate",
-        IntegrationReauthenticateBulk = "integration.reauthenticate_bulk",
-        IntegrationResolveCredentials = "integration.resolve_credentials",
-        IntegrationTransfer = "integration.transfer",
-        IntegrationPromoteCredentials = "integration.promote_credentials",
-        WebhookCreate = "webhook.create",
-        WebhookUpdate = "webhook.update",
-        WebhookDelete = "webhook.delete",
-        WebhookRotateSecret = "webhook.rotate_secret",
-        WebhookRedeliver = "webhook.redeliver",
-    }
-);
-string_enum!(
-    /// How an audited call ended.
-    AuditOutcome { Success = "success", Denied = "denied", Failed = "failed" }
-);
-
 impl AuditAction {
     /// The action named `text`, if it is one.
     pub fn find(text: &str) -> Option<AuditAction> {
-        AuditAction::ALL
-            .iter()
-            .copied()
-            .find(|a| a.as_str() == text)
+        AuditAction::parse(text).ok()
     }
 }
 
@@ -187,9 +114,9 @@ impl AuditEvent {
             actor: row.actor.clone(),
             actor_team: row.actor_team.clone(),
             role: row.role.clone(),
-            action: AuditAction::parse(&row.action)?,
+            action: row.action,
             resource: row.resource.clone(),
-            outcome: AuditOutcome::parse(&row.outcome)?,
+            outcome: row.outcome,
             reason: row.reason.clone(),
             request_id: row.request_id.clone(),
             time: row.time,
@@ -237,7 +164,7 @@ impl InstalledApp {
             creator: row.creator.clone(),
             owner: row.owner.clone(),
             last_used_time: row.last_used_time,
-            state: AppState::parse(&row.state)?,
+            state: row.state,
             suspension_reason: row.suspension_reason.clone(),
             integration_count: counts.total,
             active_integration_count: counts.active,
@@ -332,12 +259,8 @@ impl Integration {
             type_id: row.type_id.clone(),
             display_name: row.display_name.clone(),
             config,
-            state: IntegrationState::parse(&row.state)?,
-            broken_reason: row
-                .broken_reason
-                .as_deref()
-                .map(BrokenReason::parse)
-                .transpose()?,
+            state: row.state,
+            broken_reason: row.broken_reason,
             broken_detail: row.broken_detail.clone(),
             broken_time: row.broken_time,
             own_credentials: row.own_credentials.is_some(),
@@ -370,8 +293,8 @@ impl Integration {
         row.display_name = self.display_name.clone();
         row.owner = self.owner.clone();
         row.config = config_json(&self.config)?;
-        row.state = self.state.as_str().to_owned();
-        row.broken_reason = self.broken_reason.map(|r| r.as_str().to_owned());
+        row.state = self.state;
+        row.broken_reason = self.broken_reason;
         row.broken_detail = self.broken_detail.clone();
         row.broken_time = self.broken_time;
         row.update_time = self.update_time;

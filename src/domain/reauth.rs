@@ -56,15 +56,15 @@ impl Transition {
     pub fn change(&self, now: i64) -> StateChange {
         match self {
             Transition::Break { reason, detail } => StateChange {
-                state: IntegrationState::Broken.as_str().to_owned(),
-                broken_reason: Some(reason.as_str().to_owned()),
+                state: IntegrationState::Broken,
+                broken_reason: Some(*reason),
                 broken_detail: Some(detail.clone()),
                 broken_time: Some(now),
                 installed_app_id: None,
                 update_time: now,
             },
             Transition::Restore { rebind_to } => StateChange {
-                state: IntegrationState::Active.as_str().to_owned(),
+                state: IntegrationState::Active,
                 broken_reason: None,
                 broken_detail: None,
                 broken_time: None,
@@ -78,8 +78,8 @@ impl Transition {
 /// Applies `change` to a row read before the bulk update, as the update does in the
 /// database (one more version, the binding kept unless it rebinds).
 pub(super) fn apply(change: &StateChange, row: &mut IntegrationRow) {
-    row.state = change.state.clone();
-    row.broken_reason = change.broken_reason.clone();
+    row.state = change.state;
+    row.broken_reason = change.broken_reason;
     row.broken_detail = change.broken_detail.clone();
     row.broken_time = change.broken_time;
     row.update_time = change.update_time;
@@ -153,7 +153,7 @@ impl Hub {
         let (row, broken) = self
             .write(actor, audited, async move |w| {
                 let mut row = w.lock_app(name).await?;
-                if row.state == AppState::Suspended.as_str() {
+                if row.state == AppState::Suspended {
                     // Its credentials are not handed out while suspended: nobody can have
                     // tried them since.
                     return Err(suspended_error());
@@ -186,7 +186,7 @@ impl Hub {
         };
         let filter = IntegrationFilter {
             installed_app_id: Some(name.id.clone()),
-            state: Some(IntegrationState::Active.as_str().to_owned()),
+            state: Some(IntegrationState::Active),
             app_bound_only: true,
             ..Default::default()
         };
@@ -194,7 +194,7 @@ impl Hub {
             .change_state(w, name.team.as_str(), &filter, &rejected, now)
             .await?;
         let expected = row.version;
-        row.state = AppState::NeedsReauth.as_str().to_owned();
+        row.state = AppState::NeedsReauth;
         row.version += 1;
         row.update_time = now;
         if !w.tx().await?.update_app(row.clone(), expected).await? {
@@ -216,7 +216,7 @@ impl Hub {
         let audited = Audited::integration(AuditAction::IntegrationReauthenticate, name);
         self.write(actor, audited, async move |w| {
             let mut row = w.lock_integration(name).await?;
-            if row.state != IntegrationState::Broken.as_str() {
+            if row.state != IntegrationState::Broken {
                 return Err(Error::precondition(
                     Precondition::WrongState,
                     "the integration is not broken",
@@ -294,7 +294,7 @@ impl Hub {
                 let target = self.bindable_app(tx, &team, &to).await?;
                 let filter = IntegrationFilter {
                     installed_app_id: Some(from.id.clone()),
-                    state: Some(IntegrationState::Broken.as_str().to_owned()),
+                    state: Some(IntegrationState::Broken),
                     app_bound_only: true,
                     ..Default::default()
                 };
@@ -340,7 +340,7 @@ mod tests {
             type_id: "slack.post_monitor_results".into(),
             display_name: "Job".into(),
             config: "{}".into(),
-            state: state.as_str().to_owned(),
+            state,
             broken_reason: None,
             broken_detail: None,
             broken_time: None,
@@ -368,9 +368,9 @@ mod tests {
         let change = broken.change(NOW);
         let mut integration = row(IntegrationState::Active);
         apply(&change, &mut integration);
-        assert_eq!(integration.state, "BROKEN");
+        assert_eq!(integration.state.as_str(), "BROKEN");
         assert_eq!(
-            integration.broken_reason.as_deref(),
+            integration.broken_reason.map(BrokenReason::as_str),
             Some("INSTALLED_APP_DELETED")
         );
         assert_eq!(integration.broken_detail.as_deref(), Some("gone"));
@@ -393,7 +393,7 @@ mod tests {
         let mut integration = row(IntegrationState::Active);
         apply(&broken.change(1), &mut integration);
         apply(&restore.change(NOW), &mut integration);
-        assert_eq!(integration.state, "ACTIVE");
+        assert_eq!(integration.state.as_str(), "ACTIVE");
         assert_eq!(integration.broken_reason, None);
         assert_eq!(integration.broken_detail, None);
         assert_eq!(integration.broken_time, None);

@@ -45,8 +45,8 @@ pub(super) fn bound(
 ) -> IntegrationFilter {
     IntegrationFilter {
         installed_app_id: Some(id.to_owned()),
-        state: Some(state.as_str().to_owned()),
-        broken_reason: reason.map(|r| r.as_str().to_owned()),
+        state: Some(state),
+        broken_reason: reason,
         app_bound_only: true,
         own_credentials_of: None,
     }
@@ -66,7 +66,7 @@ impl Hub {
         let (row, broken) = self
             .write(actor, audited, async move |w| {
                 let mut row = w.lock_app(name).await?;
-                if row.state == AppState::Suspended.as_str() {
+                if row.state == AppState::Suspended {
                     return Err(Error::precondition(
                         Precondition::WrongState,
                         "the installed app is already suspended",
@@ -82,8 +82,8 @@ impl Hub {
                     .change_state(w, name.team.as_str(), &filter, &suspended, now)
                     .await?;
                 let expected = row.version;
-                row.resume_state = Some(row.state.clone());
-                row.state = AppState::Suspended.as_str().to_owned();
+                row.resume_state = Some(row.state);
+                row.state = AppState::Suspended;
                 row.suspension_reason = Some(reason.as_str().to_owned());
                 row.version += 1;
                 row.update_time = now;
@@ -109,14 +109,14 @@ impl Hub {
         let (row, restored) = self
             .write(actor, audited, async move |w| {
                 let mut row = w.lock_app(name).await?;
-                if row.state != AppState::Suspended.as_str() {
+                if row.state != AppState::Suspended {
                     return Err(Error::precondition(
                         Precondition::WrongState,
                         "the installed app is not suspended",
                     ));
                 }
-                let state = match row.resume_state.as_deref().map(AppState::parse) {
-                    Some(Ok(state)) if state != AppState::Suspended => state,
+                let state = match row.resume_state {
+                    Some(state) if state != AppState::Suspended => state,
                     _ => return Err(Error::internal("suspended app without a state to resume")),
                 };
                 let now = self.now();
@@ -137,7 +137,7 @@ impl Hub {
                         .len();
                 }
                 let expected = row.version;
-                row.state = state.as_str().to_owned();
+                row.state = state;
                 row.resume_state = None;
                 row.suspension_reason = None;
                 row.version += 1;

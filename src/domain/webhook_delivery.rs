@@ -4,7 +4,7 @@
 //! are in [`super::webhooks`].
 
 use crate::crypto::{Aad, SecretBytes};
-use crate::store::{NewEvent, SubscriptionRow};
+use crate::store::{EventRow, SubscriptionRow};
 
 use super::error::Result;
 use super::hub::{Audited, Done, Hub};
@@ -117,7 +117,8 @@ impl Hub {
                 "url": row.url,
                 "reason": reason,
             });
-            w.raw_event(NewEvent {
+            w.raw_event(EventRow {
+                seq: 0,
                 event_id: new_id(),
                 team: team.as_str().to_owned(),
                 kind: DISABLED_KIND.to_owned(),

@@ -12,7 +12,7 @@ use base64::engine::general_purpose::STANDARD;
 use ring::rand::{SecureRandom, SystemRandom};
 
 use crate::crypto::{Aad, KeyRing, SecretBytes, SecretString};
-use crate::store::{DeliveryRow, SubscriptionRow};
+use crate::store::{DeliveryOutcome, DeliveryRow, SubscriptionRow};
 
 use super::app_events::{app_kinds, integration_kinds};
 use super::error::{Error, Precondition, Result};
@@ -193,7 +193,7 @@ pub struct Delivery {
     pub event_seq: i64,
     pub attempt: i32,
     pub time: i64,
-    pub outcome: String,
+    pub outcome: DeliveryOutcome,
     pub response_code: Option<i32>,
     pub latency_micros: i64,
     pub response_body: String,

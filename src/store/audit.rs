@@ -4,37 +4,18 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseBackend, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Statement, Value,
-};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use tokio::sync::Semaphore;
 
-use super::entities::audit_event;
-use super::{Result, Store, StoreError, Tx};
+use super::entities::{audit_event, new_row};
+use super::{AuditAction, Result, Store, StoreError, Tx};
 
 pub use audit_event::Model as AuditRow;
-
-/// An audit record to append; the store assigns its sequence number.
-#[derive(Clone, Debug)]
-pub struct NewAudit {
-    pub id: String,
-    pub team: String,
-    pub actor: String,
-    pub actor_team: String,
-    pub role: String,
-    pub action: String,
-    pub resource: String,
-    pub outcome: String,
-    pub reason: Option<String>,
-    pub request_id: String,
-    pub time: i64,
-}
 
 /// Which audit records of a team a listing selects.
 #[derive(Clone, Debug, Default)]
 pub struct AuditFilter {
-    pub action: Option<String>,
+    pub action: Option<AuditAction>,
     pub actor: Option<String>,
     /// Only records at or after this time (microseconds).
     pub start_time: Option<i64>,
@@ -42,28 +23,11 @@ pub struct AuditFilter {
     pub end_time: Option<i64>,
 }
 
-fn active(record: NewAudit) -> audit_event::ActiveModel {
-    use sea_orm::ActiveValue::{NotSet, Set};
-    audit_event::ActiveModel {
-        seq: NotSet,
-        id: Set(record.id),
-        team: Set(record.team),
-        actor: Set(record.actor),
-        actor_team: Set(record.actor_team),
-        role: Set(record.role),
-        action: Set(record.action),
-        resource: Set(record.resource),
-        outcome: Set(record.outcome),
-        reason: Set(record.reason),
-        request_id: Set(record.request_id),
-        time: Set(record.time),
-    }
-}
-
 impl Tx {
-    /// Appends one audit record; it commits or rolls back with the change it records.
-    pub async fn append_audit(&self, record: NewAudit) -> Result<()> {
-        audit_event::Entity::insert(active(record))
+    /// Appends one audit record (its `seq` is the database's); it commits or rolls back with
+    /// the change it records.
+    pub async fn append_audit(&self, record: AuditRow) -> Result<()> {
+        audit_event::Entity::insert(new_row::<audit_event::ActiveModel>(record))
             .exec_without_returning(self.conn())
             .await?;
         Ok(())
@@ -72,86 +36,24 @@ impl Tx {
     /// Appends several audit records, in order (a group commit): in statements of a few fixed
     /// sizes, so that each is prepared once per connection and then reused, however many
     /// records a batch has.
-    pub async fn append_audits(&self, records: Vec<NewAudit>) -> Result<()> {
-        let backend = self.conn().get_database_backend();
+    pub async fn append_audits(&self, records: Vec<AuditRow>) -> Result<()> {
         let mut records = records.into_iter().peekable();
         while records.peek().is_some() {
-            let left = records.len();
-            let rows = super::statement_size(&AUDIT_CHUNKS, left);
-            let mut values = Vec::with_capacity(rows * AUDIT_COLUMNS.len());
-            for record in records.by_ref().take(rows) {
-                values.extend(audit_values(record));
-            }
-            let sql = insert_audits_sql(backend, rows);
-            self.conn()
-                .execute_raw(Statement::from_sql_and_values(backend, sql, values))
+            let rows = super::statement_size(&AUDIT_CHUNKS, records.len());
+            let chunk = records
+                .by_ref()
+                .take(rows)
+                .map(new_row::<audit_event::ActiveModel>);
+            audit_event::Entity::insert_many(chunk)
+                .exec_without_returning(self.conn())
                 .await?;
         }
         Ok(())
     }
 }
 
-/// The columns an appended record fills, in the order [`Tx::append_audits`] gives values.
-pub(super) const AUDIT_COLUMNS: [&str; 11] = [
-    "id",
-    "team",
-    "actor",
-    "actor_team",
-    "role",
-    "action",
-    "resource",
-    "outcome",
-    "reason",
-    "request_id",
-    "time",
-];
-
-/// A record's values, in the order of [`AUDIT_COLUMNS`].
-pub(super) fn audit_values(record: NewAudit) -> [Value; 11] {
-    [
-        record.id.into(),
-        record.team.into(),
-        record.actor.into(),
-        record.actor_team.into(),
-        record.role.into(),
-        record.action.into(),
-        record.resource.into(),
-        record.outcome.into(),
-        record.reason.into(),
-        record.request_id.into(),
-        record.time.into(),
-    ]
-}
-
 /// The sizes of the statements a group commit appends records with, largest first.
 const AUDIT_CHUNKS: [usize; 5] = [256, 64, 16, 4, 1];
-
-/// `INSERT INTO audit_events (...) VALUES (...), ...` for `rows` records.
-fn insert_audits_sql(backend: DatabaseBackend, rows: usize) -> String {
-    use std::fmt::Write as _;
-    let mut sql = format!(
-        "INSERT INTO audit_events ({}) VALUES ",
-        AUDIT_COLUMNS.join(", ")
-    );
-    let mut n = 0;
-    for row in 0..rows {
-        sql.push_str(if row == 0 { "(" } else { ", (" });
-        for column in 0..AUDIT_COLUMNS.len() {
-            n += 1;
-            if column > 0 {
-                sql.push_str(", ");
-            }
-            match backend {
-                DatabaseBackend::Postgres => {
-                    let _ = write!(sql, "${n}");
-                }
-                _ => sql.push('?'),
-            }
-        }
-        sql.push(')');
-    }
-    sql
-}
 
 /// Audit listings one team may run at once on a replica.
 pub const AUDIT_LISTINGS_PER_TEAM: usize = 2;
@@ -237,7 +139,7 @@ impl Store {
     ) -> Result<Vec<AuditRow>> {
         let mut query = audit_event::Entity::find().filter(audit_event::Column::Team.eq(team));
         if let Some(action) = &filter.action {
-            query = query.filter(audit_event::Column::Action.eq(action.as_str()));
+            query = query.filter(audit_event::Column::Action.eq(*action));
         }
         if let Some(actor) = &filter.actor {
             query = query.filter(audit_event::Column::Actor.eq(actor.as_str()));

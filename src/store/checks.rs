@@ -3,9 +3,27 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use sea_orm::{ConnectionTrait, DatabaseBackend, Statement};
+use sea_orm::sea_query::{Alias, Expr, ExprTrait, Query, SelectStatement, UnionType};
+use sea_orm::{ConnectionTrait, EntityTrait};
 
+use super::entities::{installed_app, integration};
 use super::{Result, Tx};
+
+/// `SELECT kind, id, version FROM <E> WHERE id IN (ids)`.
+fn versions<E: EntityTrait>(
+    kind: &'static str,
+    [id, version]: [E::Column; 2],
+    ids: &BTreeSet<&str>,
+) -> SelectStatement {
+    let mut query = Query::select();
+    query
+        .expr_as(Expr::val(kind), Alias::new("kind"))
+        .column(id)
+        .column(version)
+        .from(E::default())
+        .and_where(Expr::col(id).is_in(ids.iter().copied()));
+    query
+}
 
 impl Tx {
     /// The versions of those of these integrations and installed apps that exist (by id,
@@ -15,33 +33,16 @@ impl Tx {
         integrations: &BTreeSet<&str>,
         apps: &BTreeSet<&str>,
     ) -> Result<(HashMap<String, i64>, HashMap<String, i64>)> {
-        let backend = self.inner.get_database_backend();
-        let mut values: Vec<sea_orm::Value> = Vec::new();
-        let mut list = |ids: &BTreeSet<&str>| {
-            let mut marks = Vec::with_capacity(ids.len());
-            for id in ids {
-                values.push((*id).into());
-                marks.push(match backend {
-                    DatabaseBackend::Postgres => format!("${}", values.len()),
-                    _ => "?".to_owned(),
-                });
-            }
-            if marks.is_empty() {
-                // An empty IN list is not SQL: nothing matches this.
-                "NULL".to_owned()
-            } else {
-                marks.join(", ")
-            }
-        };
-        let sql = format!(
-            "SELECT 'i' AS kind, id, version FROM integrations WHERE id IN ({}) \
-             UNION ALL SELECT 'a' AS kind, id, version FROM installed_apps WHERE id IN ({})",
-            list(integrations),
-            list(apps)
+        use installed_app::Column as A;
+        use integration::Column as I;
+        let mut query = versions::<integration::Entity>("i", [I::Id, I::Version], integrations);
+        query.union(
+            UnionType::All,
+            versions::<installed_app::Entity>("a", [A::Id, A::Version], apps),
         );
         let rows = self
             .inner
-            .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
+            .query_all_raw(self.inner.get_database_backend().build(&query))
             .await?;
         let (mut integrations, mut apps) = (HashMap::new(), HashMap::new());
         for row in rows {

@@ -1,7 +1,13 @@
 //! SeaORM entities: one module per table, rows exactly as stored.
 
+use sea_orm::{
+    ActiveModelTrait, EntityTrait, IntoActiveModel, Iterable, PrimaryKeyToColumn, PrimaryKeyTrait,
+};
+
 pub mod installed_app {
     use sea_orm::entity::prelude::*;
+
+    use crate::store::AppState;
 
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
     #[sea_orm(table_name = "installed_apps")]
@@ -17,11 +23,11 @@ pub mod installed_app {
         pub owner: String,
         /// When its credentials were last resolved (written at most once a minute).
         pub last_used_time: Option<i64>,
-        pub state: String,
+        pub state: AppState,
         /// Why an admin suspended it; set exactly while `state` is SUSPENDED.
         pub suspension_reason: Option<String>,
         /// The state a suspended app returns to when resumed.
-        pub resume_state: Option<String>,
+        pub resume_state: Option<AppState>,
         /// Sealed credentials (see `crate::crypto`), never plaintext.
         pub credentials: Vec<u8>,
         pub key_version: i32,
@@ -42,6 +48,8 @@ pub mod installed_app {
 pub mod integration {
     use sea_orm::entity::prelude::*;
 
+    use crate::store::{BrokenReason, IntegrationState};
+
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
     #[sea_orm(table_name = "integrations")]
     pub struct Model {
@@ -55,8 +63,8 @@ pub mod integration {
         pub display_name: String,
         /// Non-secret config as a JSON object.
         pub config: String,
-        pub state: String,
-        pub broken_reason: Option<String>,
+        pub state: IntegrationState,
+        pub broken_reason: Option<BrokenReason>,
         pub broken_detail: Option<String>,
         pub broken_time: Option<i64>,
         /// Sealed credentials of its own, if it has them.
@@ -87,6 +95,7 @@ pub mod event {
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
     #[sea_orm(table_name = "events")]
     pub struct Model {
+        /// The database's: an append ignores what the row holds here (0 by convention).
         #[sea_orm(primary_key)]
         pub seq: i64,
         pub event_id: String,
@@ -110,9 +119,12 @@ pub mod event {
 pub mod audit_event {
     use sea_orm::entity::prelude::*;
 
+    use crate::store::{AuditAction, AuditOutcome};
+
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
     #[sea_orm(table_name = "audit_events")]
     pub struct Model {
+        /// The database's: an append ignores what the row holds here (0 by convention).
         #[sea_orm(primary_key)]
         pub seq: i64,
         pub id: String,
@@ -122,10 +134,10 @@ pub mod audit_event {
         /// The actor's own team, or `*` for a service acting on every team.
         pub actor_team: String,
         pub role: String,
-        pub action: String,
+        pub action: AuditAction,
         /// Resource name; empty when the call was refused before its request was read.
         pub resource: String,
-        pub outcome: String,
+        pub outcome: AuditOutcome,
         pub reason: Option<String>,
         pub request_id: String,
         pub time: i64,
@@ -135,4 +147,21 @@ pub mod audit_event {
     pub enum Relation {}
 
     impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// `row` as an insert writes it: every value, but an auto-increment key is left to the
+/// database (whatever `row` holds there).
+pub(super) fn new_row<A: ActiveModelTrait>(row: impl IntoActiveModel<A>) -> A {
+    let mut row = row.into_active_model();
+    for column in generated_key::<A::Entity>() {
+        row.not_set(column);
+    }
+    row
+}
+
+/// The key columns of `E` the database assigns (none unless its key is auto-increment).
+fn generated_key<E: EntityTrait>() -> impl Iterator<Item = E::Column> {
+    E::PrimaryKey::iter()
+        .filter(|_| E::PrimaryKey::auto_increment())
+        .map(|key| key.into_column())
 }

@@ -10,7 +10,8 @@
 //! The records of apps and integrations are in [`records`]; errors and their classification
 //! in [`error`].
 //!
-//! Rows and errors are the store's own: the domain converts them.
+//! Rows, the values of their states ([`states`]) and errors are the store's own: the domain
+//! uses the rows and states, and converts the errors.
 
 mod audit;
 mod checks;
@@ -23,6 +24,7 @@ mod records;
 mod rotation;
 mod sizes;
 mod state;
+mod states;
 mod webhooks;
 
 use std::sync::Arc;
@@ -36,20 +38,25 @@ use sea_orm::{
 use tokio::sync::{Notify, mpsc};
 
 pub use audit::{
-    AUDIT_LISTINGS_PER_TEAM, AUDIT_STATEMENT_TIMEOUT, AuditFilter, AuditListing, AuditRow, NewAudit,
+    AUDIT_LISTINGS_PER_TEAM, AUDIT_STATEMENT_TIMEOUT, AuditFilter, AuditListing, AuditRow,
 };
 pub use entities::event::Model as EventRow;
 pub use entities::installed_app::Model as AppRow;
 pub use entities::integration::Model as IntegrationRow;
 pub use error::StoreError;
 pub use oauth::{AuthorizationRow, GrantRow, RefreshFailure};
-pub use outbox::{EVENTS_CHANNEL, NewEvent};
+pub use outbox::EVENTS_CHANNEL;
 pub use records::{After, AppFilter, IntegrationCounts, IntegrationFilter, StateChange};
 pub use rotation::{SealedCount, SealedKind, SealedRow};
 pub use sizes::RowBytes;
 pub use state::DatabaseState;
 use state::Noted;
-pub use webhooks::{DeliveryRow, Failure, NewDelivery, SubscriptionRow};
+pub(crate) use states::stored_enum;
+pub use states::{
+    AppState, AuditAction, AuditOutcome, AuthorizationStage, BrokenReason, DeliveryOutcome,
+    IntegrationState, UnknownValue,
+};
+pub use webhooks::{DeliveryRow, Failure, SubscriptionRow};
 
 /// Advisory lock key held while migrations run on PostgreSQL ("ihub-mig").
 const MIGRATION_LOCK_KEY: i64 = 0x6968_7562_2d6d_6967;

@@ -8,10 +8,16 @@ use sea_orm::{
     QuerySelect,
 };
 
-use super::{Result, Store, Tx};
+use super::{AuthorizationStage, Result, Store, Tx};
+
+/// The stages of an authorization that has not ended.
+const UNENDED: [AuthorizationStage; 2] =
+    [AuthorizationStage::Pending, AuthorizationStage::Exchanging];
 
 pub mod authorization {
     use sea_orm::entity::prelude::*;
+
+    use crate::store::AuthorizationStage;
 
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
     #[sea_orm(table_name = "oauth_authorizations")]
@@ -33,8 +39,7 @@ pub mod authorization {
         /// The PKCE code verifier, sealed to the team and this authorization.
         pub verifier: Vec<u8>,
         pub key_version: i32,
-        /// PENDING, EXCHANGING (claimed by a completion), SUCCEEDED or FAILED.
-        pub state: String,
+        pub state: AuthorizationStage,
         pub error: Option<String>,
         pub create_time: i64,
         pub expire_time: i64,
@@ -130,9 +135,9 @@ impl Store {
     ) -> Result<Option<AuthorizationRow>> {
         use authorization::Column as C;
         let claimed = authorization::Entity::update_many()
-            .col_expr(C::State, Expr::value("EXCHANGING"))
+            .col_expr(C::State, Expr::value(AuthorizationStage::Exchanging))
             .filter(C::StateHash.eq(state_hash))
-            .filter(C::State.eq("PENDING"))
+            .filter(C::State.eq(AuthorizationStage::Pending))
             .filter(C::ExpireTime.gt(now))
             .exec(self.conn())
             .await?;
@@ -153,7 +158,7 @@ impl Store {
         let bound = authorization::Entity::update_many()
             .col_expr(C::BrowserHash, Expr::value(browser_hash.to_owned()))
             .filter(C::Id.eq(id))
-            .filter(C::State.eq("PENDING"))
+            .filter(C::State.eq(AuthorizationStage::Pending))
             .filter(C::BrowserHash.is_null())
             .filter(C::ExpireTime.gt(now))
             .exec(self.conn())
@@ -166,12 +171,12 @@ impl Store {
     pub async fn fail_authorization(&self, id: &str, error: &str, now: i64) -> Result<()> {
         use authorization::Column as C;
         authorization::Entity::update_many()
-            .col_expr(C::State, Expr::value("FAILED"))
+            .col_expr(C::State, Expr::value(AuthorizationStage::Failed))
             .col_expr(C::Error, Expr::value(error.to_owned()))
             .col_expr(C::CompleteTime, Expr::value(now))
             .col_expr(C::Verifier, Expr::value(Vec::<u8>::new()))
             .filter(C::Id.eq(id))
-            .filter(C::State.is_in(["PENDING", "EXCHANGING"]))
+            .filter(C::State.is_in(UNENDED))
             .exec(self.conn())
             .await?;
         Ok(())
@@ -290,7 +295,7 @@ impl Tx {
         Ok(authorization::Entity::find()
             .filter(C::Team.eq(team))
             .filter(C::Creator.eq(creator))
-            .filter(C::State.is_in(["PENDING", "EXCHANGING"]))
+            .filter(C::State.is_in(UNENDED))
             .filter(C::ExpireTime.gt(now))
             .count(self.conn())
             .await?)
@@ -307,12 +312,12 @@ impl Tx {
     pub async fn succeed_authorization(&self, id: &str, app_id: &str, now: i64) -> Result<bool> {
         use authorization::Column as C;
         let result = authorization::Entity::update_many()
-            .col_expr(C::State, Expr::value("SUCCEEDED"))
+            .col_expr(C::State, Expr::value(AuthorizationStage::Succeeded))
             .col_expr(C::InstalledAppId, Expr::value(app_id.to_owned()))
             .col_expr(C::CompleteTime, Expr::value(now))
             .col_expr(C::Verifier, Expr::value(Vec::<u8>::new()))
             .filter(C::Id.eq(id))
-            .filter(C::State.eq("EXCHANGING"))
+            .filter(C::State.eq(AuthorizationStage::Exchanging))
             .exec(self.conn())
             .await?;
         Ok(result.rows_affected == 1)

@@ -24,7 +24,7 @@ use sea_orm::{
 };
 use tokio::sync::Notify;
 
-use super::entities::event;
+use super::entities::{event, new_row};
 use super::{EventRow, Result, Store, Tx};
 
 /// Advisory lock key serializing outbox appends on PostgreSQL ("ihub-evt").
@@ -39,20 +39,6 @@ const INSERT_CHUNK: usize = 500;
 /// The newest event sequence number (see `max_event_seq`), as a column.
 pub(super) const MAX_EVENT_SEQ: &str = "COALESCE((SELECT MAX(seq) FROM events), \
      (SELECT pruned_through FROM event_log_state WHERE id = 1), 0)";
-
-/// An event to append; the store assigns its sequence number.
-#[derive(Clone, Debug)]
-pub struct NewEvent {
-    pub event_id: String,
-    pub team: String,
-    pub kind: String,
-    pub integration_id: String,
-    pub installed_app_id: Option<String>,
-    pub reason: Option<String>,
-    pub actor: String,
-    pub time: i64,
-    pub snapshot: String,
-}
 
 fn max_seq(row: Option<sea_orm::QueryResult>) -> Result<i64> {
     Ok(match row {
@@ -261,9 +247,10 @@ impl Tx {
         )
     }
 
-    /// Appends events to the outbox, in order. The first append of a transaction takes the
-    /// outbox lock on PostgreSQL (see the module doc); it is held until commit.
-    pub async fn append_events(&mut self, rows: Vec<NewEvent>) -> Result<()> {
+    /// Appends events to the outbox, in order (their `seq` is the database's). The first
+    /// append of a transaction takes the outbox lock on PostgreSQL (see the module doc); it
+    /// is held until commit.
+    pub async fn append_events(&mut self, rows: Vec<EventRow>) -> Result<()> {
         if rows.is_empty() {
             return Ok(());
         }
@@ -280,25 +267,10 @@ impl Tx {
         self.appended_events = true;
         let mut rows = rows.into_iter().peekable();
         while rows.peek().is_some() {
-            let chunk: Vec<event::ActiveModel> = rows
+            let chunk = rows
                 .by_ref()
                 .take(INSERT_CHUNK)
-                .map(|e| {
-                    use sea_orm::ActiveValue::{NotSet, Set};
-                    event::ActiveModel {
-                        seq: NotSet,
-                        event_id: Set(e.event_id),
-                        team: Set(e.team),
-                        kind: Set(e.kind),
-                        integration_id: Set(e.integration_id),
-                        installed_app_id: Set(e.installed_app_id),
-                        reason: Set(e.reason),
-                        actor: Set(e.actor),
-                        time: Set(e.time),
-                        snapshot: Set(e.snapshot),
-                    }
-                })
-                .collect();
+                .map(new_row::<event::ActiveModel>);
             event::Entity::insert_many(chunk)
                 .exec_without_returning(&self.inner)
                 .await?;

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use sea_orm::sea_query::{Expr, ExprTrait, LockType};
+use sea_orm::sea_query::{Asterisk, Expr, ExprTrait, Func, LockType, Query};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, FromQueryResult,
     QueryFilter, QueryOrder, QuerySelect, QueryTrait,
@@ -11,7 +11,7 @@ use sea_orm::{
 
 use super::entities::{installed_app, integration};
 use super::outbox::MAX_EVENT_SEQ;
-use super::{AppRow, IntegrationRow, Result, Store, Tx};
+use super::{AppRow, AppState, BrokenReason, IntegrationRow, IntegrationState, Result, Store, Tx};
 
 /// Ordering key of a listing: rows are ordered by creation time, then id.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -26,9 +26,9 @@ pub struct IntegrationFilter {
     /// Only those bound to (or, when broken, that were bound to) this app.
     pub installed_app_id: Option<String>,
     /// Only those in this state.
-    pub state: Option<String>,
+    pub state: Option<IntegrationState>,
     /// Only those broken for this reason.
-    pub broken_reason: Option<String>,
+    pub broken_reason: Option<BrokenReason>,
     /// Only those using an app's credentials (not credentials of their own).
     pub app_bound_only: bool,
     /// Only those of this service with credentials of their own.
@@ -41,7 +41,7 @@ pub struct AppFilter {
     /// Only apps of this service.
     pub service: Option<String>,
     /// Only apps in this state.
-    pub state: Option<String>,
+    pub state: Option<AppState>,
     /// Only apps never used, or last used before this time.
     pub unused_since: Option<i64>,
 }
@@ -49,8 +49,8 @@ pub struct AppFilter {
 /// New values for a bulk change of integrations' state.
 #[derive(Clone, Debug)]
 pub struct StateChange {
-    pub state: String,
-    pub broken_reason: Option<String>,
+    pub state: IntegrationState,
+    pub broken_reason: Option<BrokenReason>,
     pub broken_detail: Option<String>,
     pub broken_time: Option<i64>,
     /// Rebind to this app (bulk reauthentication); `None` keeps the current binding.
@@ -67,8 +67,11 @@ impl Store {
     ) -> Result<Option<(AppRow, IntegrationCounts)>> {
         let query = installed_app::Entity::find_by_id(id.to_owned())
             .filter(installed_app::Column::Team.eq(team))
-            .column_as(Expr::cust(APP_INTEGRATION_COUNT), "integration_count")
-            .column_as(Expr::cust(APP_ACTIVE_INTEGRATION_COUNT), "active_count");
+            .column_as(bound_integration_count(None), "integration_count")
+            .column_as(
+                bound_integration_count(Some(IntegrationState::Active)),
+                "active_count",
+            );
         let Some(row) = self.db.query_one_raw(query.build(self.backend())).await? else {
             return Ok(None);
         };
@@ -327,13 +330,10 @@ impl Tx {
         change: &StateChange,
     ) -> Result<u64> {
         let mut update = integration::Entity::update_many()
-            .col_expr(
-                integration::Column::State,
-                Expr::value(change.state.clone()),
-            )
+            .col_expr(integration::Column::State, Expr::value(change.state))
             .col_expr(
                 integration::Column::BrokenReason,
-                Expr::value(change.broken_reason.clone()),
+                Expr::value(change.broken_reason),
             )
             .col_expr(
                 integration::Column::BrokenDetail,
@@ -371,10 +371,10 @@ fn integration_condition(team: &str, filter: &IntegrationFilter) -> sea_orm::Con
         cond = cond.add(integration::Column::InstalledAppId.eq(app.as_str()));
     }
     if let Some(state) = &filter.state {
-        cond = cond.add(integration::Column::State.eq(state.as_str()));
+        cond = cond.add(integration::Column::State.eq(*state));
     }
     if let Some(reason) = &filter.broken_reason {
-        cond = cond.add(integration::Column::BrokenReason.eq(reason.as_str()));
+        cond = cond.add(integration::Column::BrokenReason.eq(*reason));
     }
     if filter.app_bound_only {
         cond = cond.add(integration::Column::OwnCredentials.is_null());
@@ -397,18 +397,23 @@ fn after_condition<C: ColumnTrait>(time_col: C, id_col: C, after: &After) -> sea
         )
 }
 
-/// How many integrations use an app with its credentials (a column of an app query).
-const APP_INTEGRATION_COUNT: &str = "(SELECT COUNT(*) FROM integrations \
-     WHERE integrations.team = installed_apps.team \
-     AND integrations.installed_app_id = installed_apps.id \
-     AND integrations.own_credentials IS NULL)";
-
-/// How many of them are ACTIVE (a column of an app query).
-const APP_ACTIVE_INTEGRATION_COUNT: &str = "(SELECT COUNT(*) FROM integrations \
-     WHERE integrations.team = installed_apps.team \
-     AND integrations.installed_app_id = installed_apps.id \
-     AND integrations.own_credentials IS NULL \
-     AND integrations.state = 'ACTIVE')";
+/// How many integrations use an app with its credentials (a column of an app query); with
+/// `state`, how many of those are in it.
+fn bound_integration_count(state: Option<IntegrationState>) -> Expr {
+    use installed_app::{Column as A, Entity as Apps};
+    use integration::{Column as I, Entity as Integrations};
+    let mut count = Query::select();
+    count
+        .expr(Func::count(Expr::col(Asterisk)))
+        .from(Integrations)
+        .and_where(Expr::col((Integrations, I::Team)).equals((Apps, A::Team)))
+        .and_where(Expr::col((Integrations, I::InstalledAppId)).equals((Apps, A::Id)))
+        .and_where(Expr::col((Integrations, I::OwnCredentials)).is_null());
+    if let Some(state) = state {
+        count.and_where(Expr::col((Integrations, I::State)).eq(state));
+    }
+    count.into()
+}
 
 /// How many integrations use an app with its credentials, and how many of those are ACTIVE
 /// (the others are BROKEN).
@@ -421,7 +426,7 @@ pub struct IntegrationCounts {
 #[derive(FromQueryResult)]
 struct AppCount {
     installed_app_id: Option<String>,
-    state: String,
+    state: IntegrationState,
     count: i64,
 }
 
@@ -462,7 +467,7 @@ macro_rules! reads {
                     query = query.filter(C::Service.eq(service.as_str()));
                 }
                 if let Some(state) = &filter.state {
-                    query = query.filter(C::State.eq(state.as_str()));
+                    query = query.filter(C::State.eq(*state));
                 }
                 if let Some(since) = filter.unused_since {
                     query = query.filter(C::LastUsedTime.is_null().or(C::LastUsedTime.lt(since)));
@@ -511,7 +516,7 @@ macro_rules! reads {
                     };
                     let entry = counts.entry(id).or_default();
                     entry.total += row.count;
-                    if row.state == "ACTIVE" {
+                    if row.state == IntegrationState::Active {
                         entry.active += row.count;
                     }
                 }

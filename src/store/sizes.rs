@@ -59,7 +59,7 @@ impl RowBytes for audit_event::Model {
             &self.team,
             &self.actor,
             &self.actor_team,
-            &self.action,
+            self.action.as_str(),
             &self.resource,
             opt(&self.reason),
             &self.request_id,

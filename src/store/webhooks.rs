@@ -13,6 +13,7 @@ use sea_orm::{
     QuerySelect,
 };
 
+use super::entities::new_row;
 use super::{Result, Store, Tx};
 
 pub mod subscription {
@@ -60,9 +61,15 @@ pub mod subscription {
 pub mod delivery {
     use sea_orm::entity::prelude::*;
 
+    use crate::store::DeliveryOutcome;
+
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
     #[sea_orm(table_name = "webhook_deliveries")]
     pub struct Model {
+        /// The database's: [`Store::insert_delivery`] ignores what the row holds here (0 by
+        /// convention).
+        ///
+        /// [`Store::insert_delivery`]: crate::store::Store::insert_delivery
         #[sea_orm(primary_key)]
         pub seq: i64,
         pub team: String,
@@ -72,7 +79,7 @@ pub mod delivery {
         pub event_seq: i64,
         pub attempt: i32,
         pub time: i64,
-        pub outcome: String,
+        pub outcome: DeliveryOutcome,
         pub response_code: Option<i32>,
         pub latency_micros: i64,
         /// The start of the response body, truncated.
@@ -90,23 +97,6 @@ pub mod delivery {
 pub use delivery::Model as DeliveryRow;
 pub use subscription::Model as SubscriptionRow;
 
-/// A delivery attempt to record; the store assigns its sequence number.
-#[derive(Clone, Debug)]
-pub struct NewDelivery {
-    pub team: String,
-    pub subscription_id: String,
-    pub webhook_id: String,
-    pub event_type: String,
-    pub event_seq: i64,
-    pub attempt: i32,
-    pub time: i64,
-    pub outcome: String,
-    pub response_code: Option<i32>,
-    pub latency_micros: i64,
-    pub response_body: String,
-    pub error: String,
-}
-
 /// Where a failing subscription stands after an attempt.
 #[derive(Clone, Copy, Debug)]
 pub struct Failure {
@@ -116,6 +106,17 @@ pub struct Failure {
 }
 
 use subscription::Column as S;
+
+/// A subscription's delivery state: its position, lease and failures, which the deliverer
+/// moves and a change of its settings never writes.
+const DELIVERY_STATE: [S; 6] = [
+    S::Position,
+    S::LeaseOwner,
+    S::LeaseExpireTime,
+    S::FailingSince,
+    S::FailedAttempts,
+    S::NextAttemptTime,
+];
 
 impl Tx {
     pub async fn insert_subscription(&self, row: SubscriptionRow) -> Result<()> {
@@ -135,31 +136,23 @@ impl Tx {
     }
 
     /// Replaces a subscription's settings if its version is still `expected_version`. Its
-    /// delivery state (position, lease, failures) is not written: the deliverer moves it
+    /// delivery state ([`DELIVERY_STATE`]) is not written: the deliverer moves it
     /// concurrently, and only [`Tx::reset_delivery`] sets it.
     pub async fn update_subscription(
         &self,
         row: SubscriptionRow,
         expected_version: i64,
     ) -> Result<bool> {
+        let (id, team) = (row.id.clone(), row.team.clone());
+        // `from` marks every value Unchanged, which `set` skips: `reset_all` writes them.
+        let mut settings = subscription::ActiveModel::from(row).reset_all();
+        for column in DELIVERY_STATE {
+            settings.not_set(column);
+        }
         let result = subscription::Entity::update_many()
-            .col_expr(S::Url, Expr::value(row.url))
-            .col_expr(S::EventTypes, Expr::value(row.event_types))
-            .col_expr(S::Description, Expr::value(row.description))
-            .col_expr(S::Enabled, Expr::value(row.enabled))
-            .col_expr(S::DisabledReason, Expr::value(row.disabled_reason))
-            .col_expr(S::Secret, Expr::value(row.secret))
-            .col_expr(S::KeyVersion, Expr::value(row.key_version))
-            .col_expr(S::OldSecret, Expr::value(row.old_secret))
-            .col_expr(S::OldKeyVersion, Expr::value(row.old_key_version))
-            .col_expr(
-                S::OldSecretExpireTime,
-                Expr::value(row.old_secret_expire_time),
-            )
-            .col_expr(S::Version, Expr::value(row.version))
-            .col_expr(S::UpdateTime, Expr::value(row.update_time))
-            .filter(S::Id.eq(row.id))
-            .filter(S::Team.eq(row.team))
+            .set(settings)
+            .filter(S::Id.eq(id))
+            .filter(S::Team.eq(team))
             .filter(S::Version.eq(expected_version))
             .exec(&self.inner)
             .await?;
@@ -360,23 +353,11 @@ impl Store {
         Ok(result.rows_affected == 1)
     }
 
-    pub async fn insert_delivery(&self, row: NewDelivery) -> Result<()> {
-        let model = delivery::ActiveModel {
-            seq: sea_orm::ActiveValue::NotSet,
-            team: sea_orm::ActiveValue::Set(row.team),
-            subscription_id: sea_orm::ActiveValue::Set(row.subscription_id),
-            webhook_id: sea_orm::ActiveValue::Set(row.webhook_id),
-            event_type: sea_orm::ActiveValue::Set(row.event_type),
-            event_seq: sea_orm::ActiveValue::Set(row.event_seq),
-            attempt: sea_orm::ActiveValue::Set(row.attempt),
-            time: sea_orm::ActiveValue::Set(row.time),
-            outcome: sea_orm::ActiveValue::Set(row.outcome),
-            response_code: sea_orm::ActiveValue::Set(row.response_code),
-            latency_micros: sea_orm::ActiveValue::Set(row.latency_micros),
-            response_body: sea_orm::ActiveValue::Set(row.response_body),
-            error: sea_orm::ActiveValue::Set(row.error),
-        };
-        model.insert(&self.db).await?;
+    /// Records a delivery attempt (its `seq` is the database's).
+    pub async fn insert_delivery(&self, row: DeliveryRow) -> Result<()> {
+        delivery::Entity::insert(new_row::<delivery::ActiveModel>(row))
+            .exec_without_returning(&self.db)
+            .await?;
         Ok(())
     }
 

@@ -223,39 +223,8 @@ impl reqwest::dns::Resolve for GuardedResolver {
     }
 }
 
-/// How an attempt ended, as stored (`WebhookDeliveryOutcome`'s value names).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    Delivered,
-    HttpError,
-    Timeout,
-    ConnectionError,
-    DestinationRefused,
-    /// Nothing was sent: the event could not be signed (a secret that does not open).
-    NotSent,
-}
-
-impl Outcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Delivered => "DELIVERED",
-            Outcome::HttpError => "HTTP_ERROR",
-            Outcome::Timeout => "TIMEOUT",
-            Outcome::ConnectionError => "CONNECTION_ERROR",
-            Outcome::DestinationRefused => "DESTINATION_REFUSED",
-            Outcome::NotSent => "NOT_SENT",
-        }
-    }
-
-    pub const ALL: [Outcome; 6] = [
-        Outcome::Delivered,
-        Outcome::HttpError,
-        Outcome::Timeout,
-        Outcome::ConnectionError,
-        Outcome::DestinationRefused,
-        Outcome::NotSent,
-    ];
-}
+/// How an attempt ended, as stored.
+pub use crate::store::DeliveryOutcome as Outcome;
 
 /// One attempt's result.
 #[derive(Clone, Debug)]

@@ -33,7 +33,7 @@ use crate::domain::webhooks::Subscription;
 use crate::domain::{Error, Hub, Result};
 use crate::events::EventBus;
 use crate::metrics::Metrics;
-use crate::store::{EventRow, Failure, NewDelivery, Store, SubscriptionRow};
+use crate::store::{DeliveryRow, EventRow, Failure, Store, SubscriptionRow};
 
 /// Events read per query while delivering.
 const READ_CHUNK: u64 = 100;
@@ -368,7 +368,8 @@ impl Worker {
             .record_webhook(result.outcome.as_str(), result.latency);
         let record = self
             .store
-            .insert_delivery(NewDelivery {
+            .insert_delivery(DeliveryRow {
+                seq: 0,
                 team: row.team.clone(),
                 subscription_id: row.id.clone(),
                 webhook_id: id,
@@ -376,7 +377,7 @@ impl Worker {
                 event_seq: event.seq,
                 attempt,
                 time: now,
-                outcome: result.outcome.as_str().to_owned(),
+                outcome: result.outcome,
                 response_code: result.response_code.map(i32::from),
                 latency_micros: micros(result.latency),
                 response_body: result.response_body.clone(),

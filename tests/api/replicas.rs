@@ -273,7 +273,8 @@ async fn appends_that_commit_late_never_open_a_gap_behind_a_reader() {
             tokio::spawn(async move {
                 for n in 0..10u64 {
                     let mut tx = store.begin_write().await.expect("begin");
-                    tx.append_events(vec![integration_hub::store::NewEvent {
+                    tx.append_events(vec![integration_hub::store::EventRow {
+                        seq: 0,
                         event_id: format!("{w}-{n}"),
                         team: "acme".into(),
                         kind: "INTEGRATION_CREATED".into(),

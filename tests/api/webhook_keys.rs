@@ -7,7 +7,7 @@ use integration_hub::crypto::Aad;
 use integration_hub::domain::rotation::rotate_keys;
 use integration_hub::pb;
 use integration_hub::startup::{Application, key_ring};
-use integration_hub::store::{AuthorizationRow, SealedKind, Store};
+use integration_hub::store::{AuthorizationRow, AuthorizationStage, SealedKind, Store};
 use sea_orm::{ConnectionTrait, Database, DatabaseBackend, Statement};
 use tonic::Code;
 
@@ -251,7 +251,7 @@ async fn pending_verifiers_are_resealed(backend: Backend) {
             browser_hash: None,
             verifier,
             key_version: 1,
-            state: state.into(),
+            state: AuthorizationStage::parse(state).expect("a stage"),
             error: None,
             create_time: 0,
             expire_time: i64::MAX,

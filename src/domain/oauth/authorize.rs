@@ -11,7 +11,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ring::rand::SecureRandom;
 
 use crate::crypto::Credentials;
-use crate::store::{AppRow, AuthorizationRow};
+use crate::store::{AppRow, AuthorizationRow, AuthorizationStage};
 
 use super::browser::{Completer, opened_in};
 use super::catalog::OAuthDef;
@@ -89,11 +89,13 @@ pub struct Authorization {
 impl Authorization {
     fn from_row(row: &AuthorizationRow, now: i64) -> Result<Authorization> {
         let team = TeamId::parse(&row.team).map_err(|_| Error::internal("stored team id"))?;
-        let state = match row.state.as_str() {
-            "SUCCEEDED" => AuthorizationState::Succeeded,
-            "FAILED" => AuthorizationState::Failed,
+        let state = match row.state {
+            AuthorizationStage::Succeeded => AuthorizationState::Succeeded,
+            AuthorizationStage::Failed => AuthorizationState::Failed,
             _ if row.expire_time <= now => AuthorizationState::Expired,
-            _ => AuthorizationState::Pending,
+            AuthorizationStage::Pending | AuthorizationStage::Exchanging => {
+                AuthorizationState::Pending
+            }
         };
         Ok(Authorization {
             name: AuthorizationName::new(team.clone(), row.id.clone()),
@@ -307,7 +309,7 @@ impl Hub {
                     return_url: input.return_url.clone(),
                     verifier: verifier_sealed,
                     key_version,
-                    state: "PENDING".to_owned(),
+                    state: AuthorizationStage::Pending,
                     error: None,
                     create_time: now,
                     expire_time: now + AUTHORIZATION_TTL_MICROS,
@@ -404,7 +406,7 @@ impl Hub {
             return Err(not_found());
         }
         let now = self.now();
-        if row.state != "PENDING" {
+        if row.state != AuthorizationStage::Pending {
             return Err(Error::precondition(
                 Precondition::WrongState,
                 "this authorization was already completed; start a new one",

@@ -22,7 +22,7 @@ use crate::crypto::Aad;
 use crate::domain::error::{Error, Precondition, Result};
 use crate::domain::hub::Hub;
 use crate::domain::types::{AuthorizationName, TeamId};
-use crate::store::AuthorizationRow;
+use crate::store::{AuthorizationRow, AuthorizationStage};
 
 /// The cookie of an authorization is this prefix and the authorization's id.
 pub const COOKIE_PREFIX: &str = "ih_oauth_";
@@ -167,7 +167,7 @@ impl Hub {
             .await?
             .ok_or_else(not_found)?;
         let now = self.now();
-        if row.state != "PENDING" || row.expire_time <= now {
+        if row.state != AuthorizationStage::Pending || row.expire_time <= now {
             return Err(Error::precondition(
                 Precondition::WrongState,
                 "this sign-in was already completed or expired; start a new one",

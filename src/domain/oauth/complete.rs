@@ -215,7 +215,7 @@ impl Hub {
                             creator: row.creator.clone(),
                             owner: row.creator.clone(),
                             last_used_time: None,
-                            state: AppState::Active.as_str().to_owned(),
+                            state: AppState::Active,
                             suspension_reason: None,
                             resume_state: None,
                             key_version,
@@ -307,12 +307,12 @@ impl Hub {
     ) -> Result<usize> {
         let team = TeamId::parse(&app.team).map_err(|_| Error::internal("stored team id"))?;
         (app.credentials, app.key_version) = self.seal(&team, &app_owner(&app.id), credentials)?;
-        if app.state == AppState::Suspended.as_str() {
-            app.resume_state = Some(AppState::Active.as_str().to_owned());
+        if app.state == AppState::Suspended {
+            app.resume_state = Some(AppState::Active);
             return Ok(0);
         }
-        let was_rejected = app.state == AppState::NeedsReauth.as_str();
-        app.state = AppState::Active.as_str().to_owned();
+        let was_rejected = app.state == AppState::NeedsReauth;
+        app.state = AppState::Active;
         if was_rejected {
             w.app_event(AppEventKind::Restored, app, "new OAuth credentials")?;
         }

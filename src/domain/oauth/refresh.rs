@@ -233,7 +233,7 @@ impl Hub {
                 self.write(&refresher(&team), audited, async |w| {
                     let mut app = w.lock_app(&name).await?;
                     w.app_event(AppEventKind::RefreshFailed, &app, &said)?;
-                    if app.state != AppState::Suspended.as_str() {
+                    if app.state != AppState::Suspended {
                         self.reject_credentials(w, &name, &mut app, &said, now)
                             .await?;
                     }
