@@ -16,8 +16,9 @@
 //! - [`text`]: which characters text people read may hold; how log lines escape the rest.
 //!
 //! Imports point one way: `api` -> `auth`, `domain`, `events`; `domain` -> `store`, `crypto`;
-//! `events` -> `store`; `auth` and `webhooks` -> [`outbound`]; `store`, `crypto` and `outbound`
-//! import nothing else of ours, `auth` only [`text`] and [`outbound`] (a unit test checks it). `CONTRIBUTING.md` says more, and where a new RPC goes.
+//! `events` -> `store`; `auth` and `webhooks` -> [`outbound`]; `store`, `crypto` and
+//! `outbound` import nothing else of ours, `auth` only [`text`] and [`outbound`] (a unit test
+//! checks it). `CONTRIBUTING.md` says more, and where a new RPC goes.
 
 pub mod api;
 pub mod auth;

@@ -10,7 +10,7 @@ use futures_util::future::BoxFuture;
 use crate::config::OAuthArgs;
 use crate::domain::oauth::OAuthSettings;
 use crate::domain::oauth::clients::Clients;
-use crate::domain::oauth::http::{CallFailed, HttpAnswer, ProviderCalls};
+use crate::domain::oauth::http::{CallFailed, HttpAnswer, ProviderCalls, ProviderRequest};
 use crate::outbound::{Answer, BodyLimit, Error as CallError, Outbound, Policy};
 
 /// Whether http to loopback is allowed: the setting, or `--dev`.
@@ -98,28 +98,17 @@ impl ProviderCalls for ProviderHttp {
         self.0.check(url).map_err(|refused| refused.0)
     }
 
-    fn get<'a>(
+    fn call<'a>(
         &'a self,
-        url: &'a str,
-        headers: &'a [(&'a str, &'a str)],
-        max_bytes: usize,
-    ) -> BoxFuture<'a, Result<HttpAnswer, CallFailed>> {
-        Box::pin(async move { answer(self.0.get(url, headers, BodyLimit::Whole(max_bytes)).await) })
-    }
-
-    fn post<'a>(
-        &'a self,
-        url: &'a str,
-        headers: &'a [(&'a str, &'a str)],
-        body: Vec<u8>,
-        max_bytes: usize,
+        request: ProviderRequest<'a>,
     ) -> BoxFuture<'a, Result<HttpAnswer, CallFailed>> {
         Box::pin(async move {
-            answer(
-                self.0
-                    .post(url, headers, body, BodyLimit::Whole(max_bytes))
-                    .await,
-            )
+            let (url, headers) = (request.url, request.headers);
+            let limit = BodyLimit::Whole(request.max_bytes);
+            answer(match request.body {
+                Some(body) => self.0.post(url, headers, body, limit).await,
+                None => self.0.get(url, headers, limit).await,
+            })
         })
     }
 }

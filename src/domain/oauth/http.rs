@@ -36,23 +36,21 @@ pub trait ProviderCalls: Send + Sync {
     /// in words that hold no secret.
     fn check(&self, url: &str) -> Result<Url, String>;
 
-    /// GETs `url`: the status and the body, which may be at most `max_bytes` long.
-    fn get<'a>(
+    /// Makes `request`: the status and the body of the answer.
+    fn call<'a>(
         &'a self,
-        url: &'a str,
-        headers: &'a [(&'a str, &'a str)],
-        max_bytes: usize,
+        request: ProviderRequest<'a>,
     ) -> BoxFuture<'a, Result<HttpAnswer, CallFailed>>;
+}
 
-    /// POSTs `body` to `url`: the status and the body, which may be at most `max_bytes`
-    /// long.
-    fn post<'a>(
-        &'a self,
-        url: &'a str,
-        headers: &'a [(&'a str, &'a str)],
-        body: Vec<u8>,
-        max_bytes: usize,
-    ) -> BoxFuture<'a, Result<HttpAnswer, CallFailed>>;
+/// A call to a provider.
+pub struct ProviderRequest<'a> {
+    pub url: &'a str,
+    pub headers: &'a [(&'a str, &'a str)],
+    /// What to POST; none: a GET.
+    pub body: Option<Vec<u8>>,
+    /// Longest answer body taken; a longer one is [`CallFailed::TooLarge`].
+    pub max_bytes: usize,
 }
 
 /// A provider's answer.
@@ -248,12 +246,12 @@ impl Provider {
         }
         let answer = self
             .calls
-            .post(
-                &def.token_url,
-                &headers,
-                body.into_bytes(),
-                MAX_RESPONSE_BYTES,
-            )
+            .call(ProviderRequest {
+                url: &def.token_url,
+                headers: &headers,
+                body: Some(body.into_bytes()),
+                max_bytes: MAX_RESPONSE_BYTES,
+            })
             .await
             .map_err(call_failed)?;
         let status = answer.status;
@@ -312,7 +310,12 @@ impl Provider {
         ];
         let answer = self
             .calls
-            .get(userinfo_url, &headers, MAX_RESPONSE_BYTES)
+            .call(ProviderRequest {
+                url: userinfo_url,
+                headers: &headers,
+                body: None,
+                max_bytes: MAX_RESPONSE_BYTES,
+            })
             .await
             .map_err(call_failed)?;
         if !(200..300).contains(&answer.status) {
@@ -377,6 +380,138 @@ fn oauth_error(json: &Value, sent: &Sent) -> Option<ProviderError> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// A transport that answers what the test says and keeps what it was asked.
+    struct Canned {
+        answer: Result<(u16, &'static str), CallFailed>,
+        asked: std::sync::Mutex<Vec<Asked>>,
+    }
+
+    #[derive(Clone)]
+    struct Asked {
+        url: String,
+        headers: Vec<(String, String)>,
+        body: Option<String>,
+        max_bytes: usize,
+    }
+
+    impl ProviderCalls for Canned {
+        fn check(&self, url: &str) -> Result<Url, String> {
+            Url::parse(url).map_err(|_| "not a URL".to_owned())
+        }
+
+        fn call<'a>(
+            &'a self,
+            request: ProviderRequest<'a>,
+        ) -> BoxFuture<'a, Result<HttpAnswer, CallFailed>> {
+            self.asked.lock().unwrap().push(Asked {
+                url: request.url.to_owned(),
+                headers: request
+                    .headers
+                    .iter()
+                    .map(|(n, v)| (n.to_string(), v.to_string()))
+                    .collect(),
+                body: request.body.map(|b| String::from_utf8(b).unwrap()),
+                max_bytes: request.max_bytes,
+            });
+            let answer = self.answer.clone().map(|(status, body)| HttpAnswer {
+                status,
+                body: body.as_bytes().to_vec(),
+            });
+            Box::pin(async move { answer })
+        }
+    }
+
+    fn canned(answer: Result<(u16, &'static str), CallFailed>) -> Arc<Canned> {
+        Arc::new(Canned {
+            answer,
+            asked: Default::default(),
+        })
+    }
+
+    fn def(token_auth: TokenAuth) -> OAuthDef {
+        serde_json::from_value(json!({
+            "authorization_url": "https://idp.example/authorize",
+            "token_url": "https://idp.example/token",
+            "token_auth": if token_auth == TokenAuth::Basic { "basic" } else { "post" },
+        }))
+        .unwrap()
+    }
+
+    fn client() -> Client {
+        Client {
+            id: "hub".to_owned(),
+            secret: SecretString::new("s3cret".to_owned()),
+        }
+    }
+
+    /// The domain builds the request and reads the answer; the transport only carries them.
+    #[tokio::test]
+    async fn a_refresh_is_a_form_posted_through_the_calls_and_its_answer_read() {
+        let calls = canned(Ok((200, r#"{"access_token": "at", "expires_in": 60}"#)));
+        let provider = Provider::new(calls.clone());
+        let answer = provider
+            .refresh(&def(TokenAuth::Basic), &client(), "rt")
+            .await
+            .unwrap();
+        assert_eq!(answer.access_token.expose(), "at");
+        assert_eq!(answer.expires_in, Some(60));
+        let Asked {
+            url,
+            headers,
+            body,
+            max_bytes,
+        } = calls.asked.lock().unwrap()[0].clone();
+        assert_eq!(url, "https://idp.example/token");
+        assert_eq!(
+            body.as_deref(),
+            Some("grant_type=refresh_token&refresh_token=rt")
+        );
+        assert_eq!(max_bytes, MAX_RESPONSE_BYTES);
+        let basic = format!("Basic {}", STANDARD.encode("hub:s3cret"));
+        assert!(headers.contains(&("authorization".to_owned(), basic)));
+        assert!(headers.contains(&(
+            "content-type".to_owned(),
+            "application/x-www-form-urlencoded".to_owned()
+        )));
+    }
+
+    #[tokio::test]
+    async fn what_the_transport_says_is_told_in_the_services_words() {
+        for (failed, expected) in [
+            (
+                CallFailed::Refused("idp.example is not among the allowed hosts".to_owned()),
+                ProviderError::Refused("idp.example is not among the allowed hosts".to_owned()),
+            ),
+            (
+                CallFailed::Timeout,
+                ProviderError::Transient("the provider did not answer in time".to_owned()),
+            ),
+            (
+                CallFailed::TooLarge,
+                ProviderError::Rejected("the provider's answer is too large".to_owned()),
+            ),
+        ] {
+            let provider = Provider::new(canned(Err(failed)));
+            let err = provider
+                .refresh(&def(TokenAuth::Post), &client(), "rt")
+                .await
+                .unwrap_err();
+            assert_eq!(err, expected);
+        }
+        for (status, transient) in [(500, true), (429, true), (400, false)] {
+            let provider = Provider::new(canned(Ok((status, "{}"))));
+            let err = provider
+                .refresh(&def(TokenAuth::Post), &client(), "rt")
+                .await
+                .unwrap_err();
+            assert_eq!(
+                matches!(err, ProviderError::Transient(_)),
+                transient,
+                "{status}: {err:?}"
+            );
+        }
+    }
 
     #[test]
     fn oauth_errors_are_told_apart_and_say_only_their_checked_code() {
