@@ -5,9 +5,9 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 /// What each module's code (its tests aside) may import of the crate, besides itself. `pb`
-/// (the generated types) and `text` (which characters text may hold) are leaves and
-/// `metrics` (counters) imports only `pb`; `config`,
-/// `telemetry`, `startup` and `main` assemble everything and are not listed.
+/// (the generated types), `text` (which characters text may hold) and `outbound` (every
+/// outbound HTTP call, under one policy) are leaves and `metrics` (counters) imports only
+/// `pb`; `config`, `telemetry`, `startup` and `main` assemble everything and are not listed.
 const RULES: &[(&str, &[&str])] = &[
     (
         "api",
@@ -17,13 +17,14 @@ const RULES: &[(&str, &[&str])] = &[
     ),
     (
         "webhooks",
-        &["domain", "store", "events", "metrics", "text"],
+        &["domain", "store", "events", "metrics", "outbound", "text"],
     ),
     ("domain", &["store", "crypto", "text"]),
     ("events", &["store", "metrics"]),
     ("store", &[]),
     ("crypto", &[]),
-    ("auth", &["text"]),
+    ("auth", &["outbound", "text"]),
+    ("outbound", &[]),
     ("metrics", &["pb"]),
     ("text", &[]),
 ];

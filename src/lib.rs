@@ -10,12 +10,14 @@
 //! - [`store`]: SeaORM entities and queries, the only place that knows SQL.
 //! - [`events`]: tails the outbox and fans events out to watch streams.
 //! - [`webhooks`]: delivers the outbox's events to HTTPS receivers, signed (Standard Webhooks).
+//! - [`outbound`]: every outbound HTTP call (JWKS, OAuth providers, webhooks) under one policy.
 //! - [`api`]: thin gRPC adapters: principal + parse + call the domain + map the result.
 //! - [`pb`]: the generated protobuf types and services.
 //! - [`text`]: which characters text people read may hold; how log lines escape the rest.
 //!
 //! Imports point one way: `api` -> `auth`, `domain`, `events`; `domain` -> `store`, `crypto`;
-//! `events` -> `store`; `store` and `crypto` import nothing else of ours, `auth` only [`text`] (a unit test
+//! `events` -> `store`; `auth` and `webhooks` -> [`outbound`]; `store`, `crypto` and
+//! `outbound` import nothing else of ours, `auth` only [`text`] and [`outbound`] (a unit test
 //! checks it). `CONTRIBUTING.md` says more, and where a new RPC goes.
 
 pub mod api;
@@ -25,6 +27,7 @@ pub mod crypto;
 pub mod domain;
 pub mod events;
 pub mod metrics;
+pub mod outbound;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

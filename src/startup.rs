@@ -41,7 +41,7 @@ mod database;
 mod oauth;
 use database::spawn_database_probe;
 pub use database::{DATABASE_HEALTH, open_database};
-pub use oauth::oauth_settings;
+pub use oauth::{oauth_settings, provider_calls, provider_policy};
 
 /// A built server, listening, not yet serving.
 pub struct Application {
@@ -292,9 +292,10 @@ impl Application {
             metrics.record_refresh(outcome.as_str(), 0);
         }
         if let Some(oauth) = oauth_settings(&args.oauth, args.dev)? {
+            let calls = provider_calls(provider_policy(&args.oauth, args.dev))?;
             let observed = metrics.clone();
             hub = hub.with_oauth(
-                OAuth::new(oauth)?
+                OAuth::new(oauth, calls)
                     .observe(move |outcome| observed.record_refresh(outcome.as_str(), 1)),
             );
         }
@@ -511,7 +512,7 @@ fn start_webhooks(
 ) -> anyhow::Result<WebhookServiceServer<crate::api::Webhooks>> {
     let w = args.webhooks.clone();
     let (max, grace) = (w.webhook_max_subscriptions, w.webhook_secret_grace_secs);
-    let (sender, now) = crate::webhooks::start(
+    let outgoing = crate::webhooks::start(
         hub.clone(),
         store.clone(),
         bus.clone(),
@@ -520,8 +521,7 @@ fn start_webhooks(
         stop,
     )
     .context("cannot start webhook delivery")?;
-    let service =
-        crate::api::Webhooks::new(hub.clone(), sender, max, Duration::from_secs(grace), now);
+    let service = crate::api::Webhooks::new(hub.clone(), outgoing, max, Duration::from_secs(grace));
     Ok(WebhookServiceServer::new(service).max_decoding_message_size(args.max_message_bytes))
 }
 

@@ -17,40 +17,35 @@ use crate::domain::webhooks::{Delivery, Subscription};
 use crate::domain::{Error, Hub};
 use crate::pb;
 use crate::pb::webhook_service_server::WebhookService;
-use crate::webhooks::payload::{signature, test_body};
-use crate::webhooks::{Attempt, Outcome, Sender};
+use crate::webhooks::{Outcome, Outgoing, TestDelivery};
 
 pub struct Webhooks {
     hub: Arc<Hub>,
-    sender: Sender,
+    outgoing: Outgoing,
     max_per_team: u64,
     default_grace: Duration,
-    now: Arc<dyn Fn() -> i64 + Send + Sync>,
 }
 
 impl Webhooks {
     pub fn new(
         hub: Arc<Hub>,
-        sender: Sender,
+        outgoing: Outgoing,
         max_per_team: u64,
         default_grace: Duration,
-        now: Arc<dyn Fn() -> i64 + Send + Sync>,
     ) -> Self {
         Webhooks {
             hub,
-            sender,
+            outgoing,
             max_per_team,
             default_grace,
-            now,
         }
     }
 
     /// INVALID_ARGUMENT when `url` may not receive webhooks (resolved now: see
-    /// `crate::webhooks::outbound`).
+    /// `crate::webhooks::sender`).
     async fn check_destination(&self, url: &str) -> Result<(), Status> {
-        self.sender
-            .policy()
-            .check(url)
+        self.outgoing
+            .check_destination(url)
             .await
             .map_err(|refused| Error::invalid("webhook_subscription.url", refused.0).into())
     }
@@ -109,13 +104,14 @@ fn delivery(cursors: &TeamCursors, d: &Delivery) -> pb::WebhookDelivery {
     }
 }
 
-fn attempt(id: String, time: i64, a: &Attempt) -> pb::WebhookDelivery {
+fn test_delivery(test: TestDelivery) -> pb::WebhookDelivery {
+    let a = &test.attempt;
     pb::WebhookDelivery {
-        webhook_id: id,
+        webhook_id: test.id,
         event_type: crate::webhooks::payload::TEST_KIND.to_owned(),
         event_cursor: String::new(),
         attempt: 1,
-        time: Some(timestamp(time)),
+        time: Some(timestamp(test.time)),
         outcome: outcome(a.outcome) as i32,
         response_code: a.response_code.map(i32::from).unwrap_or_default(),
         latency: Some(duration(
@@ -254,17 +250,7 @@ impl WebhookService for Webhooks {
         request: Request<pb::SendTestWebhookRequest>,
     ) -> Result<Response<pb::WebhookDelivery>, Status> {
         let (actor, name): (_, WebhookName) = accept(request)?;
-        let now = (self.now)();
-        let (url, keys) = self.hub.webhook_test_material(&actor, &name, now).await?;
-        let id = format!("msg_test_{}", crate::domain::types::new_id());
-        let timestamp = now.div_euclid(1_000_000);
-        let body = test_body(&name.to_string(), now);
-        let keys: Vec<&[u8]> = keys.iter().map(|k| k.expose()).collect();
-        let signature = signature(&keys, &id, timestamp, &body);
-        let result = self
-            .sender
-            .send(&url, &id, timestamp, &signature, body)
-            .await;
-        Ok(Response::new(attempt(id, now, &result)))
+        let test = self.outgoing.send_test(&actor, &name).await?;
+        Ok(Response::new(test_delivery(test)))
     }
 }

@@ -16,12 +16,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
 use std::time::Duration;
 
-use reqwest::Url;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 use super::AuthError;
 use super::jwks::{KeySet, MAX_JWKS_BYTES, ParseReport, PublicKey};
+use crate::outbound::{BodyLimit, Error as CallError, Outbound, Policy};
 
 /// Default time between two background refreshes.
 pub const DEFAULT_JWKS_REFRESH_INTERVAL: Duration = Duration::from_secs(300);
@@ -37,8 +37,8 @@ pub const DEFAULT_JWKS_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct JwksConfig {
     /// A JWKS file, re-read on every refresh.
     pub file: Option<PathBuf>,
-    /// A JWKS URL: `https://`, or `http://` to a loopback address only.
-    /// Redirects are not followed.
+    /// A JWKS URL: `https://`, or `http://` to a loopback address only, without
+    /// credentials. Redirects are not followed.
     pub url: Option<String>,
     /// Time between background refreshes; default 5 minutes.
     pub refresh_interval: Duration,
@@ -74,7 +74,8 @@ impl JwksConfig {
 /// The keys of every source, and the refresh machinery.
 pub(crate) struct KeyStore {
     file: Option<PathBuf>,
-    url: Option<(Url, reqwest::Client)>,
+    /// The URL (checked), and the outbound calls that fetch it.
+    url: Option<(String, Outbound)>,
     timing: JwksConfig,
     keys: RwLock<Keys>,
     /// Counts key set replacements: whatever was verified under an older count may no longer
@@ -125,7 +126,7 @@ impl KeyStore {
             return Err(config_error("JWKS refresh intervals must not be zero"));
         }
         let url = match &config.url {
-            Some(url) => Some(checked_url(url)?),
+            Some(url) => Some(checked_url(url, config.fetch_timeout)?),
             None => None,
         };
         let file_keys = match &config.file {
@@ -235,7 +236,7 @@ impl KeyStore {
         };
         let url = async {
             match &self.url {
-                Some((url, client)) => Some(fetch(client, url, self.timing.fetch_timeout).await),
+                Some((url, outbound)) => Some(fetch(outbound, url).await),
                 None => None,
             }
         };
@@ -252,8 +253,8 @@ impl KeyStore {
 
     async fn fetch_url_once(&self) -> bool {
         match &self.url {
-            Some((url, client)) => {
-                let result = fetch(client, url, self.timing.fetch_timeout).await;
+            Some((url, outbound)) => {
+                let result = fetch(outbound, url).await;
                 self.install("url", result, |keys| &mut keys.url)
             }
             None => true,
@@ -348,41 +349,20 @@ async fn refresh_task(store: Weak<KeyStore>, mut alive: watch::Receiver<()>, mut
     }
 }
 
-/// `https://`, or `http://` to a loopback host (a local test server or a
-/// sidecar): a key set fetched in clear over a network could be replaced in
-/// transit, and with it every key we trust.
-fn checked_url(text: &str) -> Result<(Url, reqwest::Client), AuthError> {
-    let url = Url::parse(text).map_err(|_| config_error("the JWKS URL is not a valid URL"))?;
-    let host = url.host_str().unwrap_or_default();
-    let loopback = host.eq_ignore_ascii_case("localhost")
-        || host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
-    match url.scheme() {
-        "https" => {}
-        "http" if loopback => {}
-        _ => {
-            return Err(config_error(
-                "the JWKS URL must use https (http only to a loopback address)",
-            ));
-        }
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(config_error("the JWKS URL must not carry credentials"));
-    }
-    let mut builder = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(Duration::from_secs(5))
-        .user_agent(concat!("integration-hub/", env!("CARGO_PKG_VERSION")));
-    if loopback {
-        builder = builder.no_proxy();
-    }
-    let client = builder
-        .build()
-        .map_err(|_| config_error("cannot build the HTTP client for the JWKS URL"))?;
-    Ok((url, client))
+/// `https://`, or `http://` to a loopback host (a local test server or a sidecar): a key
+/// set fetched in clear over a network could be replaced in transit, and with it every key
+/// we trust. Any address: the URL is the operator's, and identity providers run inside
+/// networks too. The fetch timeout covers the whole call, at most 5 s of it connecting.
+fn checked_url(text: &str, timeout: Duration) -> Result<(String, Outbound), AuthError> {
+    let outbound = Outbound::new(Policy {
+        loopback_http: true,
+        ..Policy::new(timeout)
+    })
+    .map_err(|_| config_error("cannot build the HTTP client for the JWKS URL"))?;
+    let url = outbound
+        .check(text)
+        .map_err(|refused| config_error(format!("the JWKS URL: {refused}")))?;
+    Ok((url.to_string(), outbound))
 }
 
 async fn read_file(path: PathBuf) -> Result<(KeySet, ParseReport), String> {
@@ -404,57 +384,23 @@ async fn read_limited(path: &Path) -> Result<Vec<u8>, String> {
     Ok(bytes)
 }
 
-/// GET the URL: 200 only, no redirects, at most [`MAX_JWKS_BYTES`], within
-/// the fetch timeout. Errors name the URL (configuration, not a secret:
-/// credentials in it are refused up front) but no response content.
-async fn fetch(
-    client: &reqwest::Client,
-    url: &Url,
-    timeout: Duration,
-) -> Result<(KeySet, ParseReport), String> {
-    let work = async {
-        let mut response = client
-            .get(url.clone())
-            .header(reqwest::header::ACCEPT, "application/json")
-            .send()
-            .await
-            .map_err(|e| format!("GET {url} failed: {}", error_kind(&e)))?;
-        let status = response.status();
-        if status != reqwest::StatusCode::OK {
-            return Err(format!("GET {url} answered {status}"));
-        }
-        if response
-            .content_length()
-            .is_some_and(|len| len > MAX_JWKS_BYTES as u64)
-        {
-            return Err(format!("GET {url}: the key set is larger than 1 MiB"));
-        }
-        let mut body = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| format!("GET {url}: reading the body failed: {}", error_kind(&e)))?
-        {
-            if body.len() + chunk.len() > MAX_JWKS_BYTES {
-                return Err(format!("GET {url}: the key set is larger than 1 MiB"));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        KeySet::parse(&body).map_err(|e| format!("GET {url}: {e}"))
-    };
-    tokio::time::timeout(timeout, work)
+/// GET the URL: 200 only, no redirects, at most [`MAX_JWKS_BYTES`], within the fetch
+/// timeout. Errors name the URL (configuration, not a secret: credentials in it are refused
+/// up front) but no response content.
+async fn fetch(outbound: &Outbound, url: &str) -> Result<(KeySet, ParseReport), String> {
+    let body = outbound
+        .get(
+            url,
+            &[("accept", "application/json")],
+            BodyLimit::Whole(MAX_JWKS_BYTES),
+        )
         .await
-        .unwrap_or_else(|_| Err(format!("GET {url} timed out")))
-}
-
-fn error_kind(e: &reqwest::Error) -> &'static str {
-    if e.is_timeout() {
-        "timeout"
-    } else if e.is_connect() {
-        "cannot connect"
-    } else if e.is_body() || e.is_decode() {
-        "bad response body"
-    } else {
-        "request error"
-    }
+        .and_then(|answer| answer.body_if_ok())
+        .map_err(|err| match err {
+            CallError::Status(status) => format!("GET {url} answered {status}"),
+            CallError::TooLarge(_) => format!("GET {url}: the key set is larger than 1 MiB"),
+            CallError::Timeout => format!("GET {url} timed out"),
+            other => format!("GET {url} failed: {other}"),
+        })?;
+    KeySet::parse(&body).map_err(|e| format!("GET {url}: {e}"))
 }

@@ -16,9 +16,9 @@
 //! Verified tokens are remembered by [`TokenCache`] (until their `exp`, and only under the
 //! keys they were verified with), so a caller's token is not verified again on every call.
 //!
-//! Standalone: nothing else of this crate; std, `jsonwebtoken`, `serde_json`,
-//! `thiserror`, for the JWKS `tokio`, `reqwest` and `tracing`, and for the cache `ring` and
-//! `base64`.
+//! Standalone but for `text` and `outbound` (the JWKS URL is fetched under the one outbound
+//! policy); std, `jsonwebtoken`, `serde_json`, `thiserror`, for the JWKS `tokio` and
+//! `tracing`, and for the cache `ring` and `base64`.
 
 mod jwks;
 mod keystore;

@@ -1,13 +1,22 @@
-//! OAuth settings from the command line and environment.
+//! OAuth settings from the command line and environment, and the provider calls of the
+//! domain made through the outbound module.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::bail;
+use futures_util::future::BoxFuture;
 
 use crate::config::OAuthArgs;
 use crate::domain::oauth::OAuthSettings;
 use crate::domain::oauth::clients::Clients;
-use crate::domain::oauth::http::HttpSettings;
+use crate::domain::oauth::http::{CallFailed, HttpAnswer, ProviderCalls, ProviderRequest};
+use crate::outbound::{Answer, BodyLimit, Error as CallError, Outbound, Policy};
+
+/// Whether http to loopback is allowed: the setting, or `--dev`.
+fn loopback_http(args: &OAuthArgs, dev: bool) -> bool {
+    args.oauth_allow_loopback_http || dev
+}
 
 /// OAuth settings from the arguments: `None` without a clients file. A public URL must be
 /// http(s) without a query; https unless it is a loopback address in development.
@@ -20,23 +29,16 @@ pub fn oauth_settings(args: &OAuthArgs, dev: bool) -> anyhow::Result<Option<OAut
     };
     let clients = Clients::from_file(file)
         .map_err(|e| anyhow::anyhow!("INTEGRATION_HUB_OAUTH_CLIENTS_FILE is invalid: {e}"))?;
-    let allow_loopback_http = args.oauth_allow_loopback_http || dev;
+    let allow_loopback_http = loopback_http(args, dev);
     let public_url = match &args.public_url {
         None => None,
         Some(text) => {
             let url = reqwest::Url::parse(text)
                 .map_err(|e| anyhow::anyhow!("INTEGRATION_HUB_PUBLIC_URL is invalid: {e}"))?;
-            let loopback = url.host_str().is_some_and(|h| {
-                h == "localhost"
-                    || h.parse::<std::net::IpAddr>()
-                        .is_ok_and(|ip| ip.is_loopback())
-                    || h.trim_matches(['[', ']'])
-                        .parse::<std::net::IpAddr>()
-                        .is_ok_and(|ip| ip.is_loopback())
-            });
-            let scheme_ok = url.scheme() == "https"
-                || (url.scheme() == "http" && loopback && allow_loopback_http);
-            if !scheme_ok || url.query().is_some() || url.fragment().is_some() {
+            if !crate::outbound::scheme_allowed(&url, allow_loopback_http)
+                || url.query().is_some()
+                || url.fragment().is_some()
+            {
                 bail!(
                     "INTEGRATION_HUB_PUBLIC_URL must be an https URL without query or fragment (http only to loopback with INTEGRATION_HUB_OAUTH_ALLOW_LOOPBACK_HTTP)"
                 );
@@ -51,12 +53,6 @@ pub fn oauth_settings(args: &OAuthArgs, dev: bool) -> anyhow::Result<Option<OAut
         })?;
         return_origins.push(url.origin().ascii_serialization());
     }
-    let hosts: Vec<String> = args
-        .oauth_provider_hosts
-        .iter()
-        .map(|h| h.trim().to_ascii_lowercase())
-        .filter(|h| !h.is_empty())
-        .collect();
     tracing::info!(
         services = ?clients.services().collect::<Vec<_>>(),
         public_url = ?public_url.as_ref().map(|u| u.as_str()),
@@ -65,13 +61,68 @@ pub fn oauth_settings(args: &OAuthArgs, dev: bool) -> anyhow::Result<Option<OAut
     Ok(Some(OAuthSettings {
         public_url,
         clients,
-        http: HttpSettings {
-            timeout: Duration::from_secs(args.oauth_http_timeout_secs),
-            allow_loopback_http,
-            allowed_hosts: (!hosts.is_empty()).then_some(hosts),
-        },
+        allow_loopback_http,
         return_origins,
         refresh_concurrency: usize::try_from(args.oauth_refresh_concurrency).unwrap_or(4),
         refresh_interval: Duration::from_secs(args.oauth_refresh_interval_secs),
     }))
+}
+
+/// The policy of calls to providers: https (http to loopback with
+/// `INTEGRATION_HUB_OAUTH_ALLOW_LOOPBACK_HTTP` or `--dev`), any address (the catalog is the
+/// operator's), only the hosts of `INTEGRATION_HUB_OAUTH_PROVIDER_HOSTS` when it is set, and
+/// `INTEGRATION_HUB_OAUTH_HTTP_TIMEOUT_SECS` for a whole call.
+pub fn provider_policy(args: &OAuthArgs, dev: bool) -> Policy {
+    let hosts: Vec<String> = args
+        .oauth_provider_hosts
+        .iter()
+        .map(|h| h.trim().to_ascii_lowercase())
+        .filter(|h| !h.is_empty())
+        .collect();
+    Policy {
+        loopback_http: loopback_http(args, dev),
+        allowed_hosts: (!hosts.is_empty()).then_some(hosts),
+        ..Policy::new(Duration::from_secs(args.oauth_http_timeout_secs))
+    }
+}
+
+/// The domain's provider calls, made by the outbound module under `policy`.
+pub fn provider_calls(policy: Policy) -> anyhow::Result<Arc<dyn ProviderCalls>> {
+    Ok(Arc::new(ProviderHttp(Outbound::new(policy)?)))
+}
+
+struct ProviderHttp(Outbound);
+
+impl ProviderCalls for ProviderHttp {
+    fn check(&self, url: &str) -> Result<url::Url, String> {
+        self.0.check(url).map_err(|refused| refused.0)
+    }
+
+    fn call<'a>(
+        &'a self,
+        request: ProviderRequest<'a>,
+    ) -> BoxFuture<'a, Result<HttpAnswer, CallFailed>> {
+        Box::pin(async move {
+            let (url, headers) = (request.url, request.headers);
+            let limit = BodyLimit::Whole(request.max_bytes);
+            answer(match request.body {
+                Some(body) => self.0.post(url, headers, body, limit).await,
+                None => self.0.get(url, headers, limit).await,
+            })
+        })
+    }
+}
+
+fn answer(result: Result<Answer, CallError>) -> Result<HttpAnswer, CallFailed> {
+    match result {
+        Ok(answer) => Ok(HttpAnswer {
+            status: answer.status.as_u16(),
+            body: answer.body,
+        }),
+        Err(CallError::Refused(refused)) => Err(CallFailed::Refused(refused.0)),
+        Err(CallError::Timeout) => Err(CallFailed::Timeout),
+        Err(CallError::Connect) => Err(CallFailed::Connect),
+        Err(CallError::TooLarge(_)) => Err(CallFailed::TooLarge),
+        Err(CallError::Status(_) | CallError::Failed(_)) => Err(CallFailed::Failed),
+    }
 }

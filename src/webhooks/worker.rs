@@ -26,8 +26,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::WebhookArgs;
-use super::outbound::{Attempt, Outcome, Sender};
 use super::payload::{event_body, signature, webhook_id};
+use super::sender::{Attempt, Outcome, Sender};
 use crate::domain::types::TeamId;
 use crate::domain::webhooks::Subscription;
 use crate::domain::{Error, Hub, Result};

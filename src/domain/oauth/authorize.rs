@@ -172,7 +172,7 @@ impl OAuth {
             || parsed.host_str() == Some("localhost");
         match parsed.scheme() {
             "https" => {}
-            "http" if loopback && self.settings.http.allow_loopback_http => {}
+            "http" if loopback && self.settings.allow_loopback_http => {}
             _ => return Err(invalid("must be an https URL")),
         }
         if !parsed.username().is_empty() || parsed.password().is_some() {
@@ -521,7 +521,6 @@ mod tests {
     use crate::domain::hub::Clock;
     use crate::domain::oauth::browser::BrowserCookies;
     use crate::domain::oauth::clients::Clients;
-    use crate::domain::oauth::http::HttpSettings;
     use crate::domain::oauth::{OAuth, OAuthSettings};
     use crate::domain::test_support::{NOW, actor, team};
     use crate::store::Store;
@@ -544,19 +543,18 @@ mod tests {
             dir,
         )
         .unwrap();
-        let oauth = OAuth::new(OAuthSettings {
+        let settings = OAuthSettings {
             public_url: Some(reqwest::Url::parse("https://hub.example.test").unwrap()),
             clients,
-            http: HttpSettings {
-                timeout: Duration::from_secs(1),
-                allow_loopback_http: false,
-                allowed_hosts: None,
-            },
+            allow_loopback_http: false,
             return_origins: vec![],
             refresh_concurrency: 1,
             refresh_interval: Duration::from_secs(60),
-        })
-        .unwrap();
+        };
+        let calls =
+            crate::startup::provider_calls(crate::outbound::Policy::new(Duration::from_secs(1)))
+                .unwrap();
+        let oauth = OAuth::new(settings, calls);
         let hub = Hub::new(
             store,
             Arc::new(KeyRing::generate(1).unwrap().0),

@@ -1,16 +1,20 @@
-//! Outbound HTTP to OAuth providers: one client with timeouts, no redirects followed, a cap
-//! on response bodies, https required (http only to a loopback address when allowed), and an
-//! optional allow-list of provider hosts. Nothing here logs or returns a token, a code or a
+//! OAuth's calls to providers: a code or a refresh token traded at the token endpoint, an
+//! account name read at a userinfo endpoint, and their answers read and their failures
+//! told apart. The transport is a [`ProviderCalls`]: the hub's outbound HTTP, wired at
+//! startup, which holds the policy (https required, http only to loopback when allowed,
+//! the optional allow-list of provider hosts, timeouts, no redirect followed). The domain
+//! makes no connection of its own. Nothing here logs or returns a token, a code or a
 //! client secret: errors carry the service's own words and the provider's error code,
 //! checked by [`provider_text`](super::provider_text), which also scrubs the provider's free
 //! text of every secret sent before the debug log sees it.
 
-use std::time::Duration;
+use std::sync::Arc;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use reqwest::Url;
+use futures_util::future::BoxFuture;
 use serde_json::Value;
+use url::Url;
 
 use crate::crypto::SecretString;
 
@@ -24,15 +28,49 @@ pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 /// it, so no expiry leaves the range a timestamp can show.
 pub const MAX_EXPIRES_IN_SECS: i64 = 10 * 365 * 24 * 3600;
 
-/// How outbound calls are made.
-#[derive(Clone, Debug)]
-pub struct HttpSettings {
-    /// Whole-call timeout.
-    pub timeout: Duration,
-    /// Allow plain http to loopback addresses (development and tests).
-    pub allow_loopback_http: bool,
-    /// When set, only these hosts (exact, case-insensitive) are called.
-    pub allowed_hosts: Option<Vec<String>>,
+/// Outbound HTTP as the domain asks for it: implemented at startup with the hub's outbound
+/// policy. Header values may be secrets (an `Authorization`): an implementation never
+/// writes them, the URL's query or an answer's body to a log or an error.
+pub trait ProviderCalls: Send + Sync {
+    /// `url`, if the policy lets it be called (and a browser be sent there); else why not,
+    /// in words that hold no secret.
+    fn check(&self, url: &str) -> Result<Url, String>;
+
+    /// Makes `request`: the status and the body of the answer.
+    fn call<'a>(
+        &'a self,
+        request: ProviderRequest<'a>,
+    ) -> BoxFuture<'a, Result<HttpAnswer, CallFailed>>;
+}
+
+/// A call to a provider.
+pub struct ProviderRequest<'a> {
+    pub url: &'a str,
+    pub headers: &'a [(&'a str, &'a str)],
+    /// What to POST; none: a GET.
+    pub body: Option<Vec<u8>>,
+    /// Longest answer body taken; a longer one is [`CallFailed::TooLarge`].
+    pub max_bytes: usize,
+}
+
+/// A provider's answer.
+#[derive(Debug)]
+pub struct HttpAnswer {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+/// Why a call gave no answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallFailed {
+    /// Not called: the policy refuses the URL (why, without secrets).
+    Refused(String),
+    Timeout,
+    Connect,
+    /// The answer was longer than the call allowed.
+    TooLarge,
+    /// Anything else.
+    Failed,
 }
 
 /// Why a call to a provider did not give tokens.
@@ -113,49 +151,19 @@ fn expires_in(value: Option<&Value>) -> Option<i64> {
     (seconds > 0).then(|| seconds.min(MAX_EXPIRES_IN_SECS))
 }
 
-/// The one outbound HTTP client.
+/// The provider calls of OAuth, through the [`ProviderCalls`] wired at startup.
 pub struct Provider {
-    client: reqwest::Client,
-    settings: HttpSettings,
+    calls: Arc<dyn ProviderCalls>,
 }
 
 impl Provider {
-    pub fn new(settings: HttpSettings) -> anyhow::Result<Provider> {
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(settings.timeout)
-            .connect_timeout(settings.timeout.min(Duration::from_secs(5)))
-            .user_agent("integration-hub")
-            .build()?;
-        Ok(Provider { client, settings })
+    pub fn new(calls: Arc<dyn ProviderCalls>) -> Provider {
+        Provider { calls }
     }
 
-    /// Whether `url` may be called: https (or http to loopback when allowed), and on the
-    /// allow-list when there is one.
+    /// Whether `url` may be called (or a browser sent there): the outbound policy's check.
     pub fn check_url(&self, url: &str) -> Result<Url, ProviderError> {
-        let parsed =
-            Url::parse(url).map_err(|_| ProviderError::Refused("not a valid URL".to_owned()))?;
-        let host = parsed
-            .host_str()
-            .ok_or_else(|| ProviderError::Refused("the URL has no host".to_owned()))?
-            .to_ascii_lowercase();
-        match parsed.scheme() {
-            "https" => {}
-            "http" if self.settings.allow_loopback_http && is_loopback(&parsed) => {}
-            _ => {
-                return Err(ProviderError::Refused(format!(
-                    "{host}: https is required (http only to loopback in development)"
-                )));
-            }
-        }
-        if let Some(allowed) = &self.settings.allowed_hosts
-            && !allowed.iter().any(|a| a.eq_ignore_ascii_case(&host))
-        {
-            return Err(ProviderError::Refused(format!(
-                "{host} is not in INTEGRATION_HUB_OAUTH_PROVIDER_HOSTS"
-            )));
-        }
-        Ok(parsed)
+        self.calls.check(url).map_err(ProviderError::Refused)
     }
 
     /// Exchanges an authorization code (with its PKCE verifier) for tokens.
@@ -199,7 +207,6 @@ impl Provider {
         client: &Client,
         form: &[(&str, &str)],
     ) -> Result<TokenAnswer, ProviderError> {
-        let url = self.check_url(&def.token_url)?;
         // The secrets this call sends, looked for in whatever the provider answers.
         let mut sent = form
             .iter()
@@ -218,42 +225,46 @@ impl Provider {
             }
             body.finish()
         };
-        let mut request = self
-            .client
-            .post(url)
-            .header(reqwest::header::ACCEPT, "application/json")
-            .header(
-                reqwest::header::CONTENT_TYPE,
-                "application/x-www-form-urlencoded",
-            );
+        let mut basic = None;
         if def.token_auth == TokenAuth::Basic {
-            {
-                let encode = |s: &str| {
-                    url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>()
-                };
-                let pair = STANDARD.encode(format!(
-                    "{}:{}",
-                    encode(&client.id),
-                    encode(client.secret.expose())
-                ));
-                sent = sent.with(&pair);
-                request = request.header(reqwest::header::AUTHORIZATION, format!("Basic {pair}"));
-            }
+            let encode =
+                |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+            let pair = STANDARD.encode(format!(
+                "{}:{}",
+                encode(&client.id),
+                encode(client.secret.expose())
+            ));
+            sent = sent.with(&pair);
+            basic = Some(SecretString::new(format!("Basic {pair}")));
         }
-        let response = request.body(body).send().await.map_err(transport_error)?;
-        let status = response.status();
-        let body = read_capped(response).await?;
-        let json: Option<Value> = serde_json::from_slice(&body).ok();
+        let mut headers = vec![
+            ("accept", "application/json"),
+            ("content-type", "application/x-www-form-urlencoded"),
+        ];
+        if let Some(basic) = &basic {
+            headers.push(("authorization", basic.expose()));
+        }
+        let answer = self
+            .calls
+            .call(ProviderRequest {
+                url: &def.token_url,
+                headers: &headers,
+                body: Some(body.into_bytes()),
+                max_bytes: MAX_RESPONSE_BYTES,
+            })
+            .await
+            .map_err(call_failed)?;
+        let status = answer.status;
+        let json: Option<Value> = serde_json::from_slice(&answer.body).ok();
         if let Some(error) = json.as_ref().and_then(|j| oauth_error(j, &sent)) {
             return Err(error);
         }
-        if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+        if status >= 500 || status == 429 {
             return Err(ProviderError::Transient(format!(
-                "the token endpoint answered HTTP {}",
-                status.as_u16()
+                "the token endpoint answered HTTP {status}"
             )));
         }
-        if !status.is_success() {
+        if !(200..300).contains(&status) {
             let detail = json
                 .as_ref()
                 .and_then(|j| j.get("detail").or_else(|| j.get("title")))
@@ -261,8 +272,7 @@ impl Provider {
                 .unwrap_or_default();
             log_description("the token endpoint's detail", detail, &sent);
             return Err(ProviderError::Rejected(format!(
-                "the token endpoint answered HTTP {}",
-                status.as_u16()
+                "the token endpoint answered HTTP {status}"
             )));
         }
         let json = json.ok_or_else(|| {
@@ -293,71 +303,52 @@ impl Provider {
         access_token: &SecretString,
         pointer: &str,
     ) -> Result<Option<String>, ProviderError> {
-        let url = self.check_url(userinfo_url)?;
-        let response = self
-            .client
-            .get(url)
-            .header(reqwest::header::ACCEPT, "application/json")
-            .bearer_auth(access_token.expose())
-            .send()
+        let bearer = SecretString::new(format!("Bearer {}", access_token.expose()));
+        let headers = [
+            ("accept", "application/json"),
+            ("authorization", bearer.expose()),
+        ];
+        let answer = self
+            .calls
+            .call(ProviderRequest {
+                url: userinfo_url,
+                headers: &headers,
+                body: None,
+                max_bytes: MAX_RESPONSE_BYTES,
+            })
             .await
-            .map_err(transport_error)?;
-        let status = response.status();
-        let body = read_capped(response).await?;
-        if !status.is_success() {
+            .map_err(call_failed)?;
+        if !(200..300).contains(&answer.status) {
             return Err(ProviderError::Rejected(format!(
                 "the userinfo endpoint answered HTTP {}",
-                status.as_u16()
+                answer.status
             )));
         }
-        let json: Value = serde_json::from_slice(&body).map_err(|_| {
+        let json: Value = serde_json::from_slice(&answer.body).map_err(|_| {
             ProviderError::Rejected("the userinfo endpoint answered no JSON".to_owned())
         })?;
         Ok(text_at(&json, pointer))
     }
 }
 
-fn is_loopback(url: &Url) -> bool {
-    match url.host() {
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
-        None => false,
-    }
-}
-
-/// A transport failure, described without the URL (whose query could carry a secret).
-fn transport_error(err: reqwest::Error) -> ProviderError {
-    let what = if err.is_timeout() {
-        "the provider did not answer in time"
-    } else if err.is_connect() {
-        "cannot connect to the provider"
-    } else {
-        "the call to the provider failed"
-    };
-    ProviderError::Transient(what.to_owned())
-}
-
-/// Reads at most [`MAX_RESPONSE_BYTES`] of a body; a longer one is refused.
-async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, ProviderError> {
-    if response
-        .content_length()
-        .is_some_and(|n| n > MAX_RESPONSE_BYTES as u64)
-    {
-        return Err(ProviderError::Rejected(
-            "the provider's answer is too large".to_owned(),
-        ));
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
-        if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
-            return Err(ProviderError::Rejected(
-                "the provider's answer is too large".to_owned(),
-            ));
+/// A call that gave no answer, in the service's words (never the URL, whose query could
+/// carry a secret).
+fn call_failed(failed: CallFailed) -> ProviderError {
+    match failed {
+        CallFailed::Refused(text) => ProviderError::Refused(text),
+        CallFailed::Timeout => {
+            ProviderError::Transient("the provider did not answer in time".to_owned())
         }
-        body.extend_from_slice(&chunk);
+        CallFailed::Connect => {
+            ProviderError::Transient("cannot connect to the provider".to_owned())
+        }
+        CallFailed::TooLarge => {
+            ProviderError::Rejected("the provider's answer is too large".to_owned())
+        }
+        CallFailed::Failed => {
+            ProviderError::Transient("the call to the provider failed".to_owned())
+        }
     }
-    Ok(body)
 }
 
 /// An OAuth error body (`{"error": "..."}`, or Slack's `{"ok": false, "error": "..."}`):
@@ -390,28 +381,136 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn provider(allow_loopback_http: bool, hosts: Option<&[&str]>) -> Provider {
-        Provider::new(HttpSettings {
-            timeout: Duration::from_secs(1),
-            allow_loopback_http,
-            allowed_hosts: hosts.map(|h| h.iter().map(|s| s.to_string()).collect()),
+    /// A transport that answers what the test says and keeps what it was asked.
+    struct Canned {
+        answer: Result<(u16, &'static str), CallFailed>,
+        asked: std::sync::Mutex<Vec<Asked>>,
+    }
+
+    #[derive(Clone)]
+    struct Asked {
+        url: String,
+        headers: Vec<(String, String)>,
+        body: Option<String>,
+        max_bytes: usize,
+    }
+
+    impl ProviderCalls for Canned {
+        fn check(&self, url: &str) -> Result<Url, String> {
+            Url::parse(url).map_err(|_| "not a URL".to_owned())
+        }
+
+        fn call<'a>(
+            &'a self,
+            request: ProviderRequest<'a>,
+        ) -> BoxFuture<'a, Result<HttpAnswer, CallFailed>> {
+            self.asked.lock().unwrap().push(Asked {
+                url: request.url.to_owned(),
+                headers: request
+                    .headers
+                    .iter()
+                    .map(|(n, v)| (n.to_string(), v.to_string()))
+                    .collect(),
+                body: request.body.map(|b| String::from_utf8(b).unwrap()),
+                max_bytes: request.max_bytes,
+            });
+            let answer = self.answer.clone().map(|(status, body)| HttpAnswer {
+                status,
+                body: body.as_bytes().to_vec(),
+            });
+            Box::pin(async move { answer })
+        }
+    }
+
+    fn canned(answer: Result<(u16, &'static str), CallFailed>) -> Arc<Canned> {
+        Arc::new(Canned {
+            answer,
+            asked: Default::default(),
         })
+    }
+
+    fn def(token_auth: TokenAuth) -> OAuthDef {
+        serde_json::from_value(json!({
+            "authorization_url": "https://idp.example/authorize",
+            "token_url": "https://idp.example/token",
+            "token_auth": if token_auth == TokenAuth::Basic { "basic" } else { "post" },
+        }))
         .unwrap()
     }
 
-    #[test]
-    fn https_is_required_except_to_loopback_when_allowed_and_the_allow_list_holds() {
-        let strict = provider(false, None);
-        assert!(strict.check_url("https://slack.com/api/x").is_ok());
-        assert!(strict.check_url("http://127.0.0.1:9/token").is_err());
-        assert!(strict.check_url("file:///etc/passwd").is_err());
-        let dev = provider(true, None);
-        assert!(dev.check_url("http://127.0.0.1:9/token").is_ok());
-        assert!(dev.check_url("http://[::1]:9/token").is_ok());
-        assert!(dev.check_url("http://example.com/token").is_err());
-        let listed = provider(false, Some(&["slack.com"]));
-        assert!(listed.check_url("https://SLACK.com/api").is_ok());
-        assert!(listed.check_url("https://evil.test/api").is_err());
+    fn client() -> Client {
+        Client {
+            id: "hub".to_owned(),
+            secret: SecretString::new("s3cret".to_owned()),
+        }
+    }
+
+    /// The domain builds the request and reads the answer; the transport only carries them.
+    #[tokio::test]
+    async fn a_refresh_is_a_form_posted_through_the_calls_and_its_answer_read() {
+        let calls = canned(Ok((200, r#"{"access_token": "at", "expires_in": 60}"#)));
+        let provider = Provider::new(calls.clone());
+        let answer = provider
+            .refresh(&def(TokenAuth::Basic), &client(), "rt")
+            .await
+            .unwrap();
+        assert_eq!(answer.access_token.expose(), "at");
+        assert_eq!(answer.expires_in, Some(60));
+        let Asked {
+            url,
+            headers,
+            body,
+            max_bytes,
+        } = calls.asked.lock().unwrap()[0].clone();
+        assert_eq!(url, "https://idp.example/token");
+        assert_eq!(
+            body.as_deref(),
+            Some("grant_type=refresh_token&refresh_token=rt")
+        );
+        assert_eq!(max_bytes, MAX_RESPONSE_BYTES);
+        let basic = format!("Basic {}", STANDARD.encode("hub:s3cret"));
+        assert!(headers.contains(&("authorization".to_owned(), basic)));
+        assert!(headers.contains(&(
+            "content-type".to_owned(),
+            "application/x-www-form-urlencoded".to_owned()
+        )));
+    }
+
+    #[tokio::test]
+    async fn what_the_transport_says_is_told_in_the_services_words() {
+        for (failed, expected) in [
+            (
+                CallFailed::Refused("idp.example is not among the allowed hosts".to_owned()),
+                ProviderError::Refused("idp.example is not among the allowed hosts".to_owned()),
+            ),
+            (
+                CallFailed::Timeout,
+                ProviderError::Transient("the provider did not answer in time".to_owned()),
+            ),
+            (
+                CallFailed::TooLarge,
+                ProviderError::Rejected("the provider's answer is too large".to_owned()),
+            ),
+        ] {
+            let provider = Provider::new(canned(Err(failed)));
+            let err = provider
+                .refresh(&def(TokenAuth::Post), &client(), "rt")
+                .await
+                .unwrap_err();
+            assert_eq!(err, expected);
+        }
+        for (status, transient) in [(500, true), (429, true), (400, false)] {
+            let provider = Provider::new(canned(Ok((status, "{}"))));
+            let err = provider
+                .refresh(&def(TokenAuth::Post), &client(), "rt")
+                .await
+                .unwrap_err();
+            assert_eq!(
+                matches!(err, ProviderError::Transient(_)),
+                transient,
+                "{status}: {err:?}"
+            );
+        }
     }
 
     #[test]

@@ -3,8 +3,10 @@
 //! health of that grant.
 //!
 //! - [`catalog`]: the OAuth part of a catalog entry; [`clients`]: the deployment's client ids
-//!   and secrets; [`http`]: the one outbound HTTP client; `provider_text`: what of a
-//!   provider's words may be shown (its checked error code) and logged (scrubbed).
+//!   and secrets; [`http`]: the calls to providers and their answers, over the
+//!   [`ProviderCalls`] startup wires to the outbound policy (the domain makes no connection
+//!   itself); `provider_text`: what of a provider's words may be shown (its checked error
+//!   code) and logged (scrubbed).
 //! - [`authorize`]: Start, Complete (RPC or callback) and Get of an authorization;
 //!   [`browser`]: the sign-in bound to the browser it was opened in (the callback's check).
 //! - [`refresh`]: the refresh of one grant (lease, exchange, commit), on demand and in the
@@ -23,11 +25,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use reqwest::Url;
+use url::Url;
 
 use self::clients::Clients;
-use self::http::{HttpSettings, Provider};
+use self::http::Provider;
 use crate::store::GrantRow;
+
+pub use http::ProviderCalls;
 
 pub use authorize::{
     Authorization, AuthorizationState, Completion, SignInUris, StartAuthorization,
@@ -46,7 +50,9 @@ pub struct OAuthSettings {
     /// `/oauth/callback`. Without it, authorizations cannot start (refresh still works).
     pub public_url: Option<Url>,
     pub clients: Clients,
-    pub http: HttpSettings,
+    /// Allow http to loopback in return URLs (development and tests); the provider calls
+    /// have their own policy ([`ProviderCalls`]).
+    pub allow_loopback_http: bool,
     /// Origins (`scheme://host[:port]`) a return URL may point at, besides the public URL's.
     pub return_origins: Vec<String>,
     /// How many refreshes one replica runs at once.
@@ -68,15 +74,15 @@ pub struct OAuth {
 }
 
 impl OAuth {
-    pub fn new(settings: OAuthSettings) -> anyhow::Result<OAuth> {
-        let provider = Provider::new(settings.http.clone())?;
-        Ok(OAuth {
+    /// OAuth with these settings, calling providers through `calls`.
+    pub fn new(settings: OAuthSettings, calls: Arc<dyn ProviderCalls>) -> OAuth {
+        OAuth {
             settings,
-            provider,
+            provider: Provider::new(calls),
             replica: crate::domain::types::new_id(),
             flights: Mutex::new(HashMap::new()),
             observer: None,
-        })
+        }
     }
 
     /// Calls `observe` with the outcome of every refresh attempt (for metrics).
