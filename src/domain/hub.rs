@@ -243,8 +243,10 @@ pub(super) async fn commit_change(
     events: Vec<EventRow>,
     records: Vec<AuditRow>,
 ) -> Result<()> {
-    tx.append_events(events).await?;
+    // The records first: appending events takes the outbox's shared lock (see
+    // `store/outbox.rs`), held until the commit, and a reader's barrier waits for it.
     tx.append_audits(records).await?;
+    tx.append_events(events).await?;
     tx.commit().await?;
     Ok(())
 }

@@ -33,13 +33,11 @@ impl Tx {
         Ok(())
     }
 
-    /// Appends several audit records, in order (a group commit): in statements of a few fixed
-    /// sizes, so that each is prepared once per connection and then reused, however many
-    /// records a batch has.
+    /// Appends several audit records, in order, in statements of the fixed insert sizes.
     pub async fn append_audits(&self, records: Vec<AuditRow>) -> Result<()> {
         let mut records = records.into_iter().peekable();
         while records.peek().is_some() {
-            let rows = super::statement_size(&AUDIT_CHUNKS, records.len());
+            let rows = super::insert_size(records.len());
             let chunk = records
                 .by_ref()
                 .take(rows)
@@ -51,9 +49,6 @@ impl Tx {
         Ok(())
     }
 }
-
-/// The sizes of the statements a group commit appends records with, largest first.
-const AUDIT_CHUNKS: [usize; 5] = [256, 64, 16, 4, 1];
 
 /// Audit listings one team may run at once on a replica.
 pub const AUDIT_LISTINGS_PER_TEAM: usize = 2;

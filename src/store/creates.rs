@@ -30,7 +30,8 @@ impl Tx {
     }
 
     /// Inserts integrations, in order, each unless an integration of its team has its
-    /// idempotency key; answers the ids of those inserted.
+    /// idempotency key (in statements of the fixed insert sizes); answers the ids of those
+    /// inserted.
     pub async fn insert_integrations_unless_taken(
         &self,
         rows: Vec<IntegrationRow>,
@@ -38,8 +39,12 @@ impl Tx {
         if rows.is_empty() {
             return Ok(HashSet::new());
         }
-        let inserted =
-            integration::Entity::insert_many(rows.into_iter().map(integration::ActiveModel::from))
+        let mut inserted = HashSet::with_capacity(rows.len());
+        let mut rows = rows.into_iter().peekable();
+        while rows.peek().is_some() {
+            let size = super::insert_size(rows.len());
+            let chunk = rows.by_ref().take(size).map(integration::ActiveModel::from);
+            let keys = integration::Entity::insert_many(chunk)
                 .on_conflict(
                     OnConflict::columns([
                         integration::Column::Team,
@@ -50,6 +55,8 @@ impl Tx {
                 )
                 .exec_with_returning_keys(&self.inner)
                 .await?;
-        Ok(inserted.into_iter().collect())
+            inserted.extend(keys);
+        }
+        Ok(inserted)
     }
 }

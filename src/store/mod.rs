@@ -343,11 +343,15 @@ fn announce_appended(appended: &Notify, notifier: Option<&mpsc::Sender<()>>) {
     }
 }
 
-/// The size of the next statement of a write in fixed-size statements (`sizes`, largest
-/// first, ending in 1), with `left` rows to write: the largest that fits. Each size is
-/// prepared once per connection and reused, however many rows a batch has.
-fn statement_size(sizes: &[usize], left: usize) -> usize {
-    sizes
+/// The sizes of multi-row inserts, largest first, ending in 1: rows are written in
+/// statements of these sizes only, so that each statement is prepared once per connection
+/// and reused however many rows a write has (a statement of any other size would be parsed
+/// and planned again).
+const INSERT_SIZES: [usize; 5] = [256, 64, 16, 4, 1];
+
+/// How many of `left` rows the next insert writes: the largest of [`INSERT_SIZES`] that fits.
+fn insert_size(left: usize) -> usize {
+    INSERT_SIZES
         .iter()
         .copied()
         .find(|size| *size <= left)

@@ -33,8 +33,6 @@ pub(super) const OUTBOX_LOCK_KEY: i64 = 0x6968_7562_2d65_7674;
 const PRUNE_LOCK_KEY: i64 = 0x6968_7562_2d70_726e;
 /// The channel that tells other replicas an append committed.
 pub const EVENTS_CHANNEL: &str = "integration_hub_events";
-/// Rows per multi-row insert: far below the bind-parameter limits of both databases.
-const INSERT_CHUNK: usize = 500;
 
 /// The newest event sequence number (see `max_event_seq`), as a column.
 pub(super) const MAX_EVENT_SEQ: &str = "COALESCE((SELECT MAX(seq) FROM events), \
@@ -267,10 +265,8 @@ impl Tx {
         self.appended_events = true;
         let mut rows = rows.into_iter().peekable();
         while rows.peek().is_some() {
-            let chunk = rows
-                .by_ref()
-                .take(INSERT_CHUNK)
-                .map(new_row::<event::ActiveModel>);
+            let size = super::insert_size(rows.len());
+            let chunk = rows.by_ref().take(size).map(new_row::<event::ActiveModel>);
             event::Entity::insert_many(chunk)
                 .exec_without_returning(&self.inner)
                 .await?;
