@@ -243,10 +243,7 @@ pub(super) async fn commit_change(
     events: Vec<EventRow>,
     records: Vec<AuditRow>,
 ) -> Result<()> {
-    // The records first: appending events takes the outbox's shared lock (see
-    // `store/outbox.rs`), held until the commit, and a reader's barrier waits for it.
-    tx.append_audits(records).await?;
-    tx.append_events(events).await?;
+    tx.append_change(events, records).await?;
     tx.commit().await?;
     Ok(())
 }

@@ -1,7 +1,8 @@
 //! SeaORM entities: one module per table, rows exactly as stored.
 
 use sea_orm::{
-    ActiveModelTrait, EntityTrait, IntoActiveModel, Iterable, PrimaryKeyToColumn, PrimaryKeyTrait,
+    ActiveModelTrait, EntityTrait, IdenStatic, IntoActiveModel, Iterable, PrimaryKeyToColumn,
+    PrimaryKeyTrait, Value,
 };
 
 pub mod installed_app {
@@ -157,6 +158,25 @@ pub(super) fn new_row<A: ActiveModelTrait>(row: impl IntoActiveModel<A>) -> A {
         row.not_set(column);
     }
     row
+}
+
+/// The columns of `E` an insert writes (every one but an auto-increment key), by name, for a
+/// statement written as text (`Tx::append_change`).
+pub(super) fn inserted_columns<E: EntityTrait>() -> Vec<&'static str> {
+    let generated: Vec<&str> = generated_key::<E>().map(|c| c.as_str()).collect();
+    E::Column::iter()
+        .map(|c| c.as_str())
+        .filter(|c| !generated.contains(c))
+        .collect()
+}
+
+/// A row's values for [`inserted_columns`], in their order.
+pub(super) fn inserted_values<A: ActiveModelTrait>(row: A) -> Vec<Value> {
+    let generated: Vec<&str> = generated_key::<A::Entity>().map(|c| c.as_str()).collect();
+    <A::Entity as EntityTrait>::Column::iter()
+        .filter(|c| !generated.contains(&c.as_str()))
+        .filter_map(|c| row.get(c).into_value())
+        .collect()
 }
 
 /// The key columns of `E` the database assigns (none unless its key is auto-increment).

@@ -24,8 +24,8 @@ use sea_orm::{
 };
 use tokio::sync::Notify;
 
-use super::entities::{event, new_row};
-use super::{EventRow, Result, Store, Tx};
+use super::entities::{audit_event, event, inserted_columns, inserted_values, new_row};
+use super::{AuditRow, EventRow, Result, Store, Tx};
 
 /// Advisory lock key serializing outbox appends on PostgreSQL ("ihub-evt").
 pub(super) const OUTBOX_LOCK_KEY: i64 = 0x6968_7562_2d65_7674;
@@ -273,4 +273,118 @@ impl Tx {
         }
         Ok(())
     }
+}
+
+impl Tx {
+    /// Appends a change's success records and its events, in order: the end of every change
+    /// before its commit. On PostgreSQL one statement writes the records, takes the outbox
+    /// lock (see the module doc) and writes the events, so the lock is held for that
+    /// statement and the commit only, and a change costs one round trip here whatever it
+    /// holds (up to the largest insert size of each; more take further statements).
+    pub async fn append_change(
+        &mut self,
+        events: Vec<EventRow>,
+        records: Vec<AuditRow>,
+    ) -> Result<()> {
+        if !self.postgres || events.is_empty() {
+            self.append_audits(records).await?;
+            return self.append_events(events).await;
+        }
+        let mut events = events.into_iter().peekable();
+        let mut records = records.into_iter().peekable();
+        while events.peek().is_some() || records.peek().is_some() {
+            let (n_events, n_records) = (
+                super::insert_size(events.len()),
+                super::insert_size(records.len()),
+            );
+            let events_now: Vec<EventRow> = events.by_ref().take(n_events).collect();
+            let records_now: Vec<AuditRow> = records.by_ref().take(n_records).collect();
+            let lock = !self.appended_events && !events_now.is_empty();
+            self.inner
+                .execute_raw(change_statement(lock, events_now, records_now))
+                .await?;
+            self.appended_events |= lock;
+        }
+        Ok(())
+    }
+}
+
+/// `rows` as a `VALUES` list of placeholders, their values appended to `values`.
+fn values_list(rows: Vec<Vec<sea_orm::Value>>, values: &mut Vec<sea_orm::Value>) -> String {
+    rows.into_iter()
+        .map(|row| {
+            let placeholders: Vec<String> = row
+                .into_iter()
+                .map(|value| {
+                    values.push(value);
+                    format!("${}", values.len())
+                })
+                .collect();
+            format!("({})", placeholders.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// One statement that appends `records` to the audit log and `events` to the outbox, taking
+/// the outbox's shared lock first when `lock` (before any event gets its sequence number: the
+/// events are read through the lock). Either list may be empty, not both.
+fn change_statement(lock: bool, events: Vec<EventRow>, records: Vec<AuditRow>) -> Statement {
+    let mut values: Vec<sea_orm::Value> = Vec::new();
+    let mut parts = Vec::new();
+    if lock {
+        values.push(OUTBOX_LOCK_KEY.into());
+        parts.push(format!(
+            "outbox_lock AS (SELECT pg_advisory_xact_lock_shared(${}))",
+            values.len()
+        ));
+    }
+    if !records.is_empty() {
+        let columns = inserted_columns::<audit_event::Entity>().join(", ");
+        let list = values_list(
+            records
+                .into_iter()
+                .map(|r| inserted_values(new_row::<audit_event::ActiveModel>(r)))
+                .collect(),
+            &mut values,
+        );
+        parts.push(format!(
+            "audited AS (INSERT INTO audit_events ({columns}) VALUES {list})"
+        ));
+    }
+    let sql = if events.is_empty() {
+        format!("WITH {} SELECT 1", parts.join(", "))
+    } else {
+        let columns = inserted_columns::<event::Entity>();
+        let list = values_list(
+            events
+                .into_iter()
+                .map(|e| inserted_values(new_row::<event::ActiveModel>(e)))
+                .collect(),
+            &mut values,
+        );
+        let (from, selected) = if lock {
+            (
+                ", outbox_lock",
+                columns
+                    .iter()
+                    .map(|c| format!("input.{c}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            )
+        } else {
+            ("", columns.join(", "))
+        };
+        let insert = format!(
+            "INSERT INTO events ({}) SELECT {selected} FROM (VALUES {list}) AS input ({}){from}",
+            columns.join(", "),
+            columns.join(", ")
+        );
+        if parts.is_empty() {
+            insert
+        } else {
+            format!("WITH {} {insert}", parts.join(", "))
+        }
+    };
+    Statement::from_sql_and_values(DatabaseBackend::Postgres, sql, values)
 }
