@@ -63,7 +63,7 @@ fn subscription(hub: &Hub, s: &Subscription) -> pb::WebhookSubscription {
         create_time: Some(timestamp(s.create_time)),
         update_time: Some(timestamp(s.update_time)),
         etag: s.etag(),
-        previous_secret_expire_time: s.old_secret_expire_time.map(timestamp),
+        previous_secret_expire_time: s.previous_secret_expire_time.map(timestamp),
         delivered_cursor: hub.cursors(Some(&s.name.team)).encode(s.position),
         failed_attempts: s.failed_attempts,
         next_attempt_time: s.next_attempt_time.map(timestamp),

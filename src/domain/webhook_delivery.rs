@@ -27,7 +27,7 @@ impl Hub {
             owner: &owner,
         };
         let mut keys = vec![self.keys.open(&aad, &row.secret)?];
-        if let (Some(old), Some(until)) = (&row.old_secret, row.old_secret_expire_time)
+        if let (Some(old), Some(until)) = (&row.previous_secret, row.previous_secret_expire_time)
             && until > now
         {
             match self.keys.open(&aad, old) {

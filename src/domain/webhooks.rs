@@ -145,7 +145,7 @@ pub struct Subscription {
     pub update_time: i64,
     pub version: i64,
     /// Until when the secret a rotation replaced still signs.
-    pub old_secret_expire_time: Option<i64>,
+    pub previous_secret_expire_time: Option<i64>,
     /// The last event acknowledged.
     pub position: i64,
     pub failed_attempts: i32,
@@ -167,7 +167,7 @@ impl Subscription {
             create_time: row.create_time,
             update_time: row.update_time,
             version: row.version,
-            old_secret_expire_time: row.old_secret_expire_time,
+            previous_secret_expire_time: row.previous_secret_expire_time,
             position: row.position,
             failed_attempts: row.failed_attempts,
             next_attempt_time: row.next_attempt_time,
@@ -302,9 +302,9 @@ impl Hub {
                 disabled_reason: None,
                 secret: sealed,
                 key_version,
-                old_secret: None,
-                old_key_version: None,
-                old_secret_expire_time: None,
+                previous_secret: None,
+                previous_key_version: None,
+                previous_secret_expire_time: None,
                 creator: actor.subject.clone(),
                 version: 1,
                 create_time: now,
@@ -490,15 +490,16 @@ impl Hub {
             let (secret, shown) = new_secret()?;
             let (sealed, key_version) = self.seal_secret(&row.team, &row.id, &secret)?;
             if grace_micros > 0 && self.secret_opens(&row.team, &row.id, &row.secret) {
-                row.old_secret = Some(std::mem::replace(&mut row.secret, sealed));
-                row.old_key_version = Some(std::mem::replace(&mut row.key_version, key_version));
-                row.old_secret_expire_time = Some(now.saturating_add(grace_micros));
+                row.previous_secret = Some(std::mem::replace(&mut row.secret, sealed));
+                row.previous_key_version =
+                    Some(std::mem::replace(&mut row.key_version, key_version));
+                row.previous_secret_expire_time = Some(now.saturating_add(grace_micros));
             } else {
                 row.secret = sealed;
                 row.key_version = key_version;
-                row.old_secret = None;
-                row.old_key_version = None;
-                row.old_secret_expire_time = None;
+                row.previous_secret = None;
+                row.previous_key_version = None;
+                row.previous_secret_expire_time = None;
             }
             let row = Self::save_webhook(w, row, now).await?;
             Ok(Done::Commit((Subscription::from_row(&row)?, shown)))
