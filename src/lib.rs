@@ -6,7 +6,8 @@
 //! - [`telemetry`]: the tracing subscriber and OTLP export; [`metrics`]: Prometheus metrics.
 //! - [`auth`]: bearer tokens -> `Principal`, the role map and the method policy table.
 //! - [`crypto`]: the key ring; seals and opens credentials (AES-256-GCM).
-//! - [`domain`]: newtypes, entities and the rules of docs/rules.md; one error enum.
+//! - [`domain`]: newtypes, entities and the rules of docs/rules.md, as one service per
+//!   resource family (`hub.apps()`, `hub.integrations()`, ...); one error enum.
 //! - [`store`]: SeaORM entities and queries, the only place that knows SQL.
 //! - [`events`]: tails the outbox and fans events out to watch streams.
 //! - [`webhooks`]: delivers the outbox's events to HTTPS receivers, signed (Standard Webhooks).

@@ -350,7 +350,7 @@ impl Application {
                 stop_rx.clone(),
             ));
         }
-        self.hub.spawn_refresher(stop_rx.clone());
+        self.hub.authorizations().spawn_refresher(stop_rx.clone());
         let bus = EventBus::start(self.store.clone(), metrics.clone(), stop_rx.clone())
             .await
             .context("cannot read the event log")?;

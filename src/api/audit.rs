@@ -27,9 +27,10 @@ impl AuditService for AuditLog {
         request: Request<pb::ListAuditEventsRequest>,
     ) -> Result<Response<pb::ListAuditEventsResponse>, Status> {
         let (actor, req): (_, ListAudit) = accept(request)?;
-        let team = self.hub.team_of_parent(&actor, &req.parent)?;
+        let team = actor.team_of_parent(&req.parent)?;
         let page = self
             .hub
+            .audit()
             .list_audit_events(&team, req.query, req.page)
             .await?;
         Ok(Response::new(pb::ListAuditEventsResponse {

@@ -172,7 +172,7 @@ where
                 if let (Some(hub), Some(action)) = (&layer.audit, method.and_then(|m| m.audit))
                     && let Ok(actor) = actor_of(&principal, &request_id)
                 {
-                    hub.audit_refused(&actor, action).await;
+                    hub.audit().audit_refused(&actor, action).await;
                 }
                 return Ok(refuse(
                     Code::PermissionDenied,

@@ -182,7 +182,11 @@ async fn open_sign_in(
         );
     };
     let origin = origin_of(&headers);
-    match hub.open_sign_in(&state, origin.as_deref()).await {
+    match hub
+        .authorizations()
+        .open_sign_in(&state, origin.as_deref())
+        .await
+    {
         Ok(opened) => {
             let (Ok(location), Some(cookie)) = (
                 HeaderValue::from_str(&opened.provider_uri),
@@ -262,6 +266,7 @@ async fn callback(
     };
     let cookies = sign_in_cookies(&headers);
     match hub
+        .authorizations()
         .complete_authorization(
             Completer::Browser(&cookies),
             &request.state,

@@ -79,8 +79,12 @@ impl InstalledAppService for InstalledApps {
         request: Request<pb::CreateInstalledAppRequest>,
     ) -> Result<Response<pb::InstalledApp>, Status> {
         let (actor, req): (_, CreateApp) = accept(request)?;
-        let team = self.hub.team_of_parent(&actor, &req.parent)?;
-        let app = self.hub.create_installed_app(&actor, team, req.app).await?;
+        let team = actor.team_of_parent(&req.parent)?;
+        let app = self
+            .hub
+            .apps()
+            .create_installed_app(&actor, team, req.app)
+            .await?;
         Ok(Response::new(convert::installed_app(&app)))
     }
 
@@ -89,7 +93,7 @@ impl InstalledAppService for InstalledApps {
         request: Request<pb::GetInstalledAppRequest>,
     ) -> Result<Response<pb::InstalledApp>, Status> {
         let (actor, name): (_, AppName) = accept(request)?;
-        let app = self.hub.get_installed_app(&actor, &name).await?;
+        let app = self.hub.apps().get_installed_app(&actor, &name).await?;
         Ok(Response::new(convert::installed_app(&app)))
     }
 
@@ -98,9 +102,10 @@ impl InstalledAppService for InstalledApps {
         request: Request<pb::ListInstalledAppsRequest>,
     ) -> Result<Response<pb::ListInstalledAppsResponse>, Status> {
         let (actor, req): (_, ListApps) = accept(request)?;
-        let team = self.hub.team_of_parent(&actor, &req.parent)?;
+        let team = actor.team_of_parent(&req.parent)?;
         let page = self
             .hub
+            .apps()
             .list_installed_apps(&team, req.query, req.page)
             .await?;
         Ok(Response::new(pb::ListInstalledAppsResponse {
@@ -116,6 +121,7 @@ impl InstalledAppService for InstalledApps {
         let (actor, req): (_, UpdateApp) = accept(request)?;
         let app = self
             .hub
+            .apps()
             .update_installed_app(&actor, &req.name, req.changes)
             .await?;
         Ok(Response::new(convert::installed_app(&app)))
@@ -128,6 +134,7 @@ impl InstalledAppService for InstalledApps {
         let (actor, req): (_, DeleteApp) = accept(request)?;
         let broken = self
             .hub
+            .apps()
             .delete_installed_app(&actor, &req.name, req.etag, req.validate_only)
             .await?;
         Ok(Response::new(pb::DeleteInstalledAppResponse {
@@ -143,6 +150,7 @@ impl InstalledAppService for InstalledApps {
         let (actor, req): (_, ReportRejected) = accept(request)?;
         let app = self
             .hub
+            .apps()
             .report_credentials_rejected(&actor, &req.name, req.detail)
             .await?;
         Ok(Response::new(convert::installed_app(&app)))
@@ -155,6 +163,7 @@ impl InstalledAppService for InstalledApps {
         let (actor, req): (_, SuspendApp) = accept(request)?;
         let app = self
             .hub
+            .apps()
             .suspend_installed_app(&actor, &req.name, req.reason)
             .await?;
         Ok(Response::new(convert::installed_app(&app)))
@@ -165,7 +174,7 @@ impl InstalledAppService for InstalledApps {
         request: Request<pb::ResumeInstalledAppRequest>,
     ) -> Result<Response<pb::InstalledApp>, Status> {
         let (actor, name): (_, AppName) = accept(request)?;
-        let app = self.hub.resume_installed_app(&actor, &name).await?;
+        let app = self.hub.apps().resume_installed_app(&actor, &name).await?;
         Ok(Response::new(convert::installed_app(&app)))
     }
 
@@ -176,6 +185,7 @@ impl InstalledAppService for InstalledApps {
         let (actor, req): (_, TransferApp) = accept(request)?;
         let app = self
             .hub
+            .apps()
             .transfer_installed_app(&actor, &req.name, req.new_owner)
             .await?;
         Ok(Response::new(convert::installed_app(&app)))
@@ -186,9 +196,10 @@ impl InstalledAppService for InstalledApps {
         request: Request<pb::StartInstalledAppAuthorizationRequest>,
     ) -> Result<Response<pb::StartInstalledAppAuthorizationResponse>, Status> {
         let (actor, req): (_, StartAuthorizationRequest) = accept(request)?;
-        let team = self.hub.team_of_parent(&actor, &req.parent)?;
+        let team = actor.team_of_parent(&req.parent)?;
         let (authorization, uris) = self
             .hub
+            .authorizations()
             .start_authorization(&actor, team, req.start)
             .await?;
         Ok(Response::new(pb::StartInstalledAppAuthorizationResponse {
@@ -205,6 +216,7 @@ impl InstalledAppService for InstalledApps {
         let (actor, req): (_, CompleteAuthorization) = accept(request)?;
         let authorization = self
             .hub
+            .authorizations()
             .complete_authorization(Completer::Caller(&actor), &req.state, req.completion)
             .await?;
         Ok(Response::new(convert::authorization(&authorization)))
@@ -215,7 +227,11 @@ impl InstalledAppService for InstalledApps {
         request: Request<pb::GetInstalledAppAuthorizationRequest>,
     ) -> Result<Response<pb::InstalledAppAuthorization>, Status> {
         let (actor, name): (_, AuthorizationName) = accept(request)?;
-        let authorization = self.hub.get_authorization(&actor, &name).await?;
+        let authorization = self
+            .hub
+            .authorizations()
+            .get_authorization(&actor, &name)
+            .await?;
         Ok(Response::new(convert::authorization(&authorization)))
     }
 
@@ -226,7 +242,7 @@ impl InstalledAppService for InstalledApps {
         request: Request<pb::WatchInstalledAppEventsRequest>,
     ) -> Result<Response<Self::WatchInstalledAppEventsStream>, Status> {
         let (actor, req): (_, WatchEvents) = accept(request)?;
-        let scope = self.hub.watch_scope(&actor, &req.parent)?;
+        let scope = actor.watch_scope(&req.parent)?;
         let cursors = self.hub.cursors(scope.as_ref());
         let start = cursors.open("start_cursor", &req.start_cursor)?;
         let team = scope.map(|t| t.as_str().to_owned());

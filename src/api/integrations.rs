@@ -124,9 +124,10 @@ impl IntegrationService for Integrations {
         request: Request<pb::CreateIntegrationRequest>,
     ) -> Result<Response<pb::Integration>, Status> {
         let (actor, req): (_, CreateIntegration) = accept(request)?;
-        let team = self.hub.team_of_parent(&actor, &req.parent)?;
+        let team = actor.team_of_parent(&req.parent)?;
         let created = self
             .hub
+            .integrations()
             .create_integration(&actor, team, req.integration)
             .await?;
         Ok(Response::new(convert::integration(&created)))
@@ -137,7 +138,11 @@ impl IntegrationService for Integrations {
         request: Request<pb::GetIntegrationRequest>,
     ) -> Result<Response<pb::Integration>, Status> {
         let (actor, name): (_, IntegrationName) = accept(request)?;
-        let integration = self.hub.get_integration(&actor, &name).await?;
+        let integration = self
+            .hub
+            .integrations()
+            .get_integration(&actor, &name)
+            .await?;
         Ok(Response::new(convert::integration(&integration)))
     }
 
@@ -146,9 +151,10 @@ impl IntegrationService for Integrations {
         request: Request<pb::ListIntegrationsRequest>,
     ) -> Result<Response<pb::ListIntegrationsResponse>, Status> {
         let (actor, req): (_, ListIntegrations) = accept(request)?;
-        let team = self.hub.team_of_parent(&actor, &req.parent)?;
+        let team = actor.team_of_parent(&req.parent)?;
         let listed = self
             .hub
+            .integrations()
             .list_integrations(&team, req.query, req.page)
             .await?;
         let (page, cursor) = &*listed;
@@ -166,6 +172,7 @@ impl IntegrationService for Integrations {
         let (actor, req): (_, UpdateIntegration) = accept(request)?;
         let updated = self
             .hub
+            .integrations()
             .update_integration(&actor, &req.name, req.changes)
             .await?;
         Ok(Response::new(convert::integration(&updated)))
@@ -177,6 +184,7 @@ impl IntegrationService for Integrations {
     ) -> Result<Response<()>, Status> {
         let (actor, req): (_, DeleteIntegration) = accept(request)?;
         self.hub
+            .integrations()
             .delete_integration(&actor, &req.name, req.etag)
             .await?;
         Ok(Response::new(()))
@@ -189,6 +197,7 @@ impl IntegrationService for Integrations {
         let (actor, req): (_, ReauthenticateOne) = accept(request)?;
         let integration = self
             .hub
+            .integrations()
             .reauthenticate_integration(&actor, &req.name, req.reauth)
             .await?;
         Ok(Response::new(convert::integration(&integration)))
@@ -199,9 +208,10 @@ impl IntegrationService for Integrations {
         request: Request<pb::ReauthenticateIntegrationsRequest>,
     ) -> Result<Response<pb::ReauthenticateIntegrationsResponse>, Status> {
         let (actor, req): (_, ReauthenticateAll) = accept(request)?;
-        let team = self.hub.team_of_parent(&actor, &req.parent)?;
+        let team = actor.team_of_parent(&req.parent)?;
         let restored = self
             .hub
+            .integrations()
             .reauthenticate_integrations(&actor, team, req.from, req.to)
             .await?;
         Ok(Response::new(pb::ReauthenticateIntegrationsResponse {
@@ -214,7 +224,11 @@ impl IntegrationService for Integrations {
         request: Request<pb::ResolveIntegrationCredentialsRequest>,
     ) -> Result<Response<pb::ResolveIntegrationCredentialsResponse>, Status> {
         let (actor, name): (_, IntegrationName) = accept(request)?;
-        let resolved = self.hub.resolve_credentials(&actor, &name).await?;
+        let resolved = self
+            .hub
+            .integrations()
+            .resolve_credentials(&actor, &name)
+            .await?;
         Ok(Response::new(pb::ResolveIntegrationCredentialsResponse {
             service: resolved.integration.service.clone(),
             integration: Some(convert::integration(&resolved.integration)),
@@ -230,6 +244,7 @@ impl IntegrationService for Integrations {
         let (actor, req): (_, TransferIntegration) = accept(request)?;
         let integration = self
             .hub
+            .integrations()
             .transfer_integration(&actor, &req.name, req.new_owner)
             .await?;
         Ok(Response::new(convert::integration(&integration)))
@@ -242,6 +257,7 @@ impl IntegrationService for Integrations {
         let (actor, req): (_, Promote) = accept(request)?;
         let (app, integrations) = self
             .hub
+            .integrations()
             .promote_integration_credentials(&actor, req)
             .await?;
         Ok(Response::new(pb::PromoteIntegrationCredentialsResponse {
@@ -257,7 +273,7 @@ impl IntegrationService for Integrations {
         request: Request<pb::WatchIntegrationEventsRequest>,
     ) -> Result<Response<Self::WatchIntegrationEventsStream>, Status> {
         let (actor, req): (_, WatchEvents) = accept(request)?;
-        let scope = self.hub.watch_scope(&actor, &req.parent)?;
+        let scope = actor.watch_scope(&req.parent)?;
         let cursors = self.hub.cursors(scope.as_ref());
         let start = cursors.open("start_cursor", &req.start_cursor)?;
         let team = scope.map(|t| t.as_str().to_owned());

@@ -63,7 +63,7 @@ fn subscription(hub: &Hub, s: &Subscription) -> pb::WebhookSubscription {
         create_time: Some(timestamp(s.create_time)),
         update_time: Some(timestamp(s.update_time)),
         etag: s.etag(),
-        previous_secret_expire_time: s.old_secret_expire_time.map(timestamp),
+        previous_secret_expire_time: s.previous_secret_expire_time.map(timestamp),
         delivered_cursor: hub.cursors(Some(&s.name.team)).encode(s.position),
         failed_attempts: s.failed_attempts,
         next_attempt_time: s.next_attempt_time.map(timestamp),
@@ -129,10 +129,11 @@ impl WebhookService for Webhooks {
         request: Request<pb::CreateWebhookSubscriptionRequest>,
     ) -> Result<Response<pb::CreateWebhookSubscriptionResponse>, Status> {
         let (actor, req): (_, CreateWebhook) = accept(request)?;
-        let team = self.hub.team_of_parent(&actor, &req.parent)?;
+        let team = actor.team_of_parent(&req.parent)?;
         self.check_destination(req.input.url.as_str()).await?;
         let (sub, secret) = self
             .hub
+            .webhooks()
             .create_webhook_subscription(&actor, team, req.input, self.max_per_team)
             .await?;
         Ok(Response::new(pb::CreateWebhookSubscriptionResponse {
@@ -146,7 +147,11 @@ impl WebhookService for Webhooks {
         request: Request<pb::GetWebhookSubscriptionRequest>,
     ) -> Result<Response<pb::WebhookSubscription>, Status> {
         let (actor, name): (_, WebhookName) = accept(request)?;
-        let sub = self.hub.get_webhook_subscription(&actor, &name).await?;
+        let sub = self
+            .hub
+            .webhooks()
+            .get_webhook_subscription(&actor, &name)
+            .await?;
         Ok(Response::new(subscription(&self.hub, &sub)))
     }
 
@@ -155,8 +160,12 @@ impl WebhookService for Webhooks {
         request: Request<pb::ListWebhookSubscriptionsRequest>,
     ) -> Result<Response<pb::ListWebhookSubscriptionsResponse>, Status> {
         let (actor, req): (_, ListWebhooks) = accept(request)?;
-        let team = self.hub.team_of_parent(&actor, &req.parent)?;
-        let page = self.hub.list_webhook_subscriptions(&team, req.page).await?;
+        let team = actor.team_of_parent(&req.parent)?;
+        let page = self
+            .hub
+            .webhooks()
+            .list_webhook_subscriptions(&team, req.page)
+            .await?;
         Ok(Response::new(pb::ListWebhookSubscriptionsResponse {
             webhook_subscriptions: page
                 .items
@@ -174,11 +183,15 @@ impl WebhookService for Webhooks {
         let (actor, req): (_, UpdateWebhook) = accept(request)?;
         if let Some(url) = &req.changes.url {
             // Another team's name answers NOT_FOUND before its URL is looked at.
-            self.hub.get_webhook_subscription(&actor, &req.name).await?;
+            self.hub
+                .webhooks()
+                .get_webhook_subscription(&actor, &req.name)
+                .await?;
             self.check_destination(url.as_str()).await?;
         }
         let sub = self
             .hub
+            .webhooks()
             .update_webhook_subscription(&actor, &req.name, req.changes)
             .await?;
         Ok(Response::new(subscription(&self.hub, &sub)))
@@ -190,6 +203,7 @@ impl WebhookService for Webhooks {
     ) -> Result<Response<()>, Status> {
         let (actor, req): (_, DeleteWebhook) = accept(request)?;
         self.hub
+            .webhooks()
             .delete_webhook_subscription(&actor, &req.name, req.etag)
             .await?;
         Ok(Response::new(()))
@@ -204,6 +218,7 @@ impl WebhookService for Webhooks {
         let grace = i64::try_from(grace.as_micros()).unwrap_or(i64::MAX);
         let (sub, secret) = self
             .hub
+            .webhooks()
             .rotate_webhook_secret(&actor, &req.name, grace)
             .await?;
         Ok(Response::new(pb::RotateWebhookSecretResponse {
@@ -219,6 +234,7 @@ impl WebhookService for Webhooks {
         let (actor, req): (_, ListDeliveries) = accept(request)?;
         let page = self
             .hub
+            .webhooks()
             .list_webhook_deliveries(&actor, &req.name, req.page)
             .await?;
         let cursors = self.hub.cursors(Some(&req.name.team));
@@ -240,6 +256,7 @@ impl WebhookService for Webhooks {
             .ok_or_else(|| Error::invalid("start_cursor", "is required"))?;
         let sub = self
             .hub
+            .webhooks()
             .redeliver_webhook_events(&actor, &req.name, start)
             .await?;
         Ok(Response::new(subscription(&self.hub, &sub)))

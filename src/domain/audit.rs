@@ -13,7 +13,9 @@
 //! roles, an action, an outcome and an `ErrorReason` name: never a credential value.
 
 use super::error::{Error, Result};
-use super::hub::Hub;
+use std::sync::Arc;
+
+use super::context::Context;
 use super::model::{Actor, AuditAction, AuditEvent, AuditOutcome};
 use super::types::{Page, PageRequest, TeamId, new_id};
 use crate::store::{AuditFilter, AuditRow};
@@ -42,7 +44,7 @@ impl AuditQuery {
     }
 }
 
-impl Hub {
+impl Context {
     /// A record of `actor` doing `action` on `resource`, a resource of `team`.
     pub(super) fn audit_record(
         &self,
@@ -87,7 +89,7 @@ impl Hub {
 
     /// Appends one record in a transaction of its own.
     pub(super) async fn append_audit_now(&self, record: AuditRow) -> Result<()> {
-        let tx = self.store.begin_write().await?;
+        let tx = self.store().begin_write().await?;
         tx.append_audit(record).await?;
         tx.commit().await?;
         Ok(())
@@ -130,6 +132,18 @@ impl Hub {
         }
         result
     }
+}
+
+/// The audit log's own operations: reading it, and recording a call refused before it was read.
+#[derive(Clone)]
+pub struct Audit {
+    ctx: Arc<Context>,
+}
+
+impl Audit {
+    pub(super) fn new(ctx: Arc<Context>) -> Audit {
+        Audit { ctx }
+    }
 
     /// Records a call that the method policy refused before its request was read (so no
     /// resource is known). A service acting on every team has no team to file it in: only
@@ -138,7 +152,7 @@ impl Hub {
         let Some(team) = actor.team.clone() else {
             return;
         };
-        let record = self.audit_record(
+        let record = self.ctx.audit_record(
             actor,
             &team,
             action,
@@ -146,7 +160,7 @@ impl Hub {
             AuditOutcome::Denied,
             Some(Error::PermissionDenied(String::new()).reason()),
         );
-        if let Err(err) = self.append_audit_now(record).await {
+        if let Err(err) = self.ctx.append_audit_now(record).await {
             tracing::warn!(error = %err, action = action.as_str(), "cannot record a refused call in the audit log");
         }
     }
@@ -163,7 +177,7 @@ impl Hub {
         {
             return Err(Error::invalid("end_time", "must be after start_time"));
         }
-        let pages = self.pages(team, &query.listing(team));
+        let pages = self.ctx.pages(team, &query.listing(team));
         let token = pages.after_seq(&page)?;
         let filter = AuditFilter {
             action: query.action,
@@ -172,9 +186,10 @@ impl Hub {
             end_time: query.end_time,
         };
         // A caller's listing can cost the database much: it takes a bounded place first.
-        let _listing = self.store.start_audit_listing(team.as_str())?;
+        let _listing = self.ctx.store().start_audit_listing(team.as_str())?;
         let mut rows = self
-            .store
+            .ctx
+            .store()
             .list_audit(
                 team.as_str(),
                 &filter,

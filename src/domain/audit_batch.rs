@@ -189,13 +189,18 @@ mod tests {
         for i in 0..200 {
             let t = t.clone();
             tasks.push(tokio::spawn(async move {
-                let record = t.hub.audit_success(
+                let record = t.hub.context().audit_success(
                     &actor(Role::Service, &format!("svc-{i}")),
                     &team(),
                     AuditAction::IntegrationResolveCredentials,
                     format!("teams/acme/integrations/i{i}"),
                 );
-                t.hub.resolutions.append(record).await.expect("committed");
+                t.hub
+                    .integrations()
+                    .resolutions()
+                    .append(record)
+                    .await
+                    .expect("committed");
                 // Returned: the record is there for any reader.
                 let rows = t
                     .store

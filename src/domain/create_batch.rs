@@ -4,8 +4,9 @@
 //! its create.
 //!
 //! The batch decides with the rules a create written alone runs: each create's app is read
-//! (share-locked on PostgreSQL, as [`Hub::bindable_app`](super::hub::Hub) does) and checked
-//! by [`check_bindable`] and [`check_offers`]; a create they refuse is answered with their
+//! (share-locked on PostgreSQL, as
+//! [`Integrations::bindable_app`](super::integrations::Integrations) does) and checked by
+//! [`check_bindable`] and [`check_offers`]; a create they refuse is answered with their
 //! error. The integrations are inserted unless their idempotency key is taken, and
 //! [`commit_change`] appends their events and success records and commits, as it ends every
 //! change. A create whose key is taken goes the long way, in a transaction of its own, which
@@ -17,9 +18,9 @@ use std::collections::{HashMap, HashSet};
 
 use crate::store::{AppRow, AuditRow, EventRow, IntegrationRow, Store};
 
+use super::context::commit_change;
 use super::error::{Error, Result};
 use super::group_commit::{GroupCommit, WriteBatch};
-use super::hub::commit_change;
 use super::integrations::{check_bindable, check_offers};
 use super::types::AppName;
 

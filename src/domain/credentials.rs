@@ -12,8 +12,9 @@ use crate::store::{AppRow, IntegrationRow, StoreError};
 
 use super::audit_batch::{Checked, Versions};
 use super::catalog::ServiceDef;
+use super::context::{Audited, Done, Write, check_values};
 use super::error::{Error, Precondition, Result};
-use super::hub::{Audited, Done, Hub, Write, check_values};
+use super::integrations::Integrations;
 use super::model::{Actor, AppState, AuditAction, BrokenReason, Integration, IntegrationState};
 use super::suspension::suspended_error;
 use super::types::{IdempotencyKey, IntegrationName, TeamId};
@@ -235,23 +236,7 @@ struct Used {
     app: Option<(String, Option<i64>)>,
 }
 
-impl Hub {
-    /// Seals credentials to their team and owner; returns the sealed value and its key version.
-    pub(super) fn seal(
-        &self,
-        team: &TeamId,
-        owner: &str,
-        credentials: &Credentials,
-    ) -> Result<(Vec<u8>, i32)> {
-        let aad = Aad {
-            team: team.as_str(),
-            owner,
-        };
-        let sealed = self.keys.seal_credentials(&aad, credentials)?;
-        let key_version = KeyRing::sealed_key_version(&sealed)? as i32;
-        Ok((sealed, key_version))
-    }
-
+impl Integrations {
     /// The credentials an active integration uses, for a service principal (rule 2 of docs/rules.md).
     /// Every resolution is audited; the credentials are handed out only once the success
     /// record is committed. The common case (nothing to record of the last use) reads what
@@ -259,7 +244,7 @@ impl Hub {
     /// concurrent resolutions' (`audit_batch.rs`) in a transaction that checks the versions
     /// it read are still stored: what was deleted, suspended or rejected before the
     /// resolution began is never handed out. A failure, an outdated read, or a last use to
-    /// record goes through [`Hub::write`] as every change does.
+    /// record goes through [`Context::write`] as every change does.
     // At INFO (production) neither the span nor the line below is written: the audit record
     // is the account of every resolution (what the span and line cost: BENCHMARKS.md).
     #[tracing::instrument(level = "debug", skip_all, fields(integration = %name))]
@@ -286,7 +271,7 @@ impl Hub {
             None
         };
         let fast = match plan {
-            Some(plan) if plan.usable(self.now()) && !self.use_to_record(&plan.used) => {
+            Some(plan) if plan.usable(self.ctx().now()) && !self.use_to_record(&plan.used) => {
                 self.resolve_from_plan(actor, name, &plan).await?
             }
             _ => None,
@@ -294,7 +279,7 @@ impl Hub {
         let resolved = match fast {
             Some(resolved) => resolved,
             None => {
-                self.cache.forget(&key);
+                self.ctx().cache().forget(&key);
                 self.resolve_recording_use(actor, name).await?
             }
         };
@@ -317,26 +302,27 @@ impl Hub {
     ) -> Result<Arc<ResolutionPlan>> {
         let team = name.team.as_str();
         if !actor.sees(&name.team) {
-            return Err(super::hub::not_found_integration(name));
+            return Err(super::context::not_found_integration(name));
         }
-        if let Some(plan) = self.cache.get::<ResolutionPlan>(team, key)
-            && !plan.due_for_refresh(self.now())
+        if let Some(plan) = self.ctx().cache().get::<ResolutionPlan>(team, key)
+            && !plan.due_for_refresh(self.ctx().now())
         {
             return Ok(plan);
         }
-        let ticket = self.cache.ticket();
+        let ticket = self.ctx().cache().ticket();
         let plan = self.read_plan(actor, name).await?;
-        if self.oauth.is_some()
-            && plan.due_for_refresh(self.now())
+        if self.authorizations().configured()
+            && plan.due_for_refresh(self.ctx().now())
             && let Some(app_id) = plan.app_id()
         {
             // A nearly expired access token is refreshed before it is handed out; the
             // plan is read again, and not kept while the token is still due.
-            self.ensure_fresh(app_id).await?;
+            self.authorizations().ensure_fresh(app_id).await?;
             return self.read_plan(actor, name).await.map(Arc::new);
         }
         let plan = Arc::new(plan);
-        self.cache
+        self.ctx()
+            .cache()
             .put(team, key.to_owned(), ticket, plan.clone(), plan.bytes());
         Ok(plan)
     }
@@ -352,14 +338,14 @@ impl Hub {
         let Ok(credentials) = self.open_plan(&name.team, plan) else {
             return Ok(None);
         };
-        let record = self.audit_success(
+        let record = self.ctx().audit_success(
             actor,
             &name.team,
             AuditAction::IntegrationResolveCredentials,
             name.to_string(),
         );
         match self
-            .resolutions
+            .resolutions()
             .append_checked(record, Some(plan.versions()))
             .await?
         {
@@ -379,17 +365,18 @@ impl Hub {
         name: &IntegrationName,
     ) -> Result<Resolved> {
         let audited = Audited::integration(AuditAction::IntegrationResolveCredentials, name);
-        self.write(actor, audited, async |w| {
-            let (resolved, used) = self.open_credentials(actor, name).await?;
-            self.record_use(w, name, used).await?;
-            Ok(Done::Commit(resolved))
-        })
-        .await
+        self.ctx()
+            .write(actor, audited, async |w| {
+                let (resolved, used) = self.open_credentials(actor, name).await?;
+                self.record_use(w, name, used).await?;
+                Ok(Done::Commit(resolved))
+            })
+            .await
     }
 
     /// Whether a resolution that used these records must write when they were last used.
     fn use_to_record(&self, used: &Used) -> bool {
-        let stale_before = self.now().saturating_sub(USE_RECORD_INTERVAL_MICROS);
+        let stale_before = self.ctx().now().saturating_sub(USE_RECORD_INTERVAL_MICROS);
         let stale = |last: Option<i64>| last.is_none_or(|t| t < stale_before);
         stale(used.integration) || used.app.as_ref().is_some_and(|(_, last)| stale(*last))
     }
@@ -403,7 +390,7 @@ impl Hub {
         name: &IntegrationName,
         used: Used,
     ) -> Result<()> {
-        let now = self.now();
+        let now = self.ctx().now();
         let stale_before = now.saturating_sub(USE_RECORD_INTERVAL_MICROS);
         let stale = |last: Option<i64>| last.is_none_or(|t| t < stale_before);
         let team = name.team.as_str();
@@ -463,7 +450,8 @@ impl Hub {
             (Some(sealed), _) => (integration_owner(&integration.id), sealed),
             (None, Some(app_id)) => {
                 let app = self
-                    .store
+                    .ctx()
+                    .store()
                     .get_app(name.team.as_str(), app_id)
                     .await?
                     .ok_or_else(|| Error::internal("active integration without its app"))?;
@@ -472,12 +460,17 @@ impl Hub {
                 }
                 used.app = Some((app.id.clone(), app.last_used_time));
                 app_version = Some(app.version);
-                grant = self.store.get_grant(&app.id).await?.map(|g| PlanGrant {
-                    issue_time: g.issue_time,
-                    expire_time: g.expire_time,
-                    refreshable: g.refreshable,
-                });
-                if grant.as_ref().is_some_and(|g| g.expired(self.now())) {
+                grant = self
+                    .ctx()
+                    .store()
+                    .get_grant(&app.id)
+                    .await?
+                    .map(|g| PlanGrant {
+                        issue_time: g.issue_time,
+                        expire_time: g.expire_time,
+                        refreshable: g.refreshable,
+                    });
+                if grant.as_ref().is_some_and(|g| g.expired(self.ctx().now())) {
                     return Err(token_expired());
                 }
                 (app_owner(&app.id), app.credentials)
@@ -500,7 +493,7 @@ impl Hub {
             team: team.as_str(),
             owner: &plan.owner,
         };
-        let mut credentials = self.keys.open_credentials(&aad, &plan.sealed)?;
+        let mut credentials = self.ctx().keys().open_credentials(&aad, &plan.sealed)?;
         if plan.grant.is_some() {
             // The refresh token stays in the hub: a resolution hands out the access token.
             let mut map = credentials.into_map();
@@ -829,7 +822,11 @@ mod tests {
         let name = IntegrationName::parse(&job.name()).unwrap();
         let service = actor(Role::Service, "runner");
         for _ in 0..3 {
-            t.hub.resolve_credentials(&service, &name).await.unwrap();
+            t.hub
+                .integrations()
+                .resolve_credentials(&service, &name)
+                .await
+                .unwrap();
         }
         let stored_app = t
             .store

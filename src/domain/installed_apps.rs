@@ -1,21 +1,52 @@
 //! Installed apps: create (idempotent with a key), read, list, edit (re-auth in place, rule
 //! 5) and delete (rule 3 of docs/rules.md: the app goes and its integrations break, in one transaction).
 
+use std::sync::Arc;
+
 use crate::crypto::{Aad, Credentials};
 use crate::store::{After, AppFilter, AppRow, IntegrationCounts, IntegrationFilter};
 
+use super::context::{Audited, Context, Done, check_etag, not_found_app};
 use super::credentials::app_owner;
 use super::credentials::{Idempotency, check_credentials, settle_insert};
 use super::error::{Error, Result};
-use super::hub::{Audited, Done, Hub, check_etag, not_found_app};
 use super::model::{
     Actor, AppEventKind, AppState, AuditAction, BrokenReason, InstalledApp, Integration,
     IntegrationState, Role,
 };
+use super::oauth::Authorizations;
 use super::reauth::Transition;
+use super::reauth::change_state;
 use super::types::{
     AppName, ConnectedTo, DisplayName, IdempotencyKey, Page, PageRequest, TeamId, new_id,
 };
+
+/// The installed apps' operations (this file, `suspension.rs`, `transfer.rs`, and the report
+/// of rejected credentials in `reauth.rs`).
+#[derive(Clone)]
+pub struct InstalledApps {
+    ctx: Arc<Context>,
+    /// The grants of apps authorized through OAuth (their health, a refresh before a
+    /// rejection is believed).
+    authorizations: Authorizations,
+}
+
+impl InstalledApps {
+    pub(super) fn new(ctx: Arc<Context>, authorizations: Authorizations) -> InstalledApps {
+        InstalledApps {
+            ctx,
+            authorizations,
+        }
+    }
+
+    pub(super) fn ctx(&self) -> &Context {
+        &self.ctx
+    }
+
+    pub(super) fn authorizations(&self) -> &Authorizations {
+        &self.authorizations
+    }
+}
 
 /// What the page tokens of ListInstalledApps are bound to.
 const APPS_LISTING: &str = "installedApps";
@@ -70,17 +101,19 @@ pub(super) fn deleted_detail(app: &AppRow, name: &AppName, actor: &Actor) -> Str
     )
 }
 
-impl Hub {
+impl InstalledApps {
     /// An app and how many integrations use it with its credentials.
     pub(super) async fn app_with_count(&self, row: &AppRow) -> Result<InstalledApp> {
         let team = TeamId::parse(&row.team).map_err(|_| Error::internal("stored team id"))?;
         let counts = self
-            .store
+            .ctx()
+            .store()
             .count_integrations(team.as_str(), std::slice::from_ref(&row.id))
             .await?;
         let mut app =
             InstalledApp::from_row(row, counts.get(&row.id).copied().unwrap_or_default())?;
-        self.attach_grants(&team, std::slice::from_mut(&mut app))
+        self.authorizations
+            .attach_grants(&team, std::slice::from_mut(&mut app))
             .await?;
         Ok(app)
     }
@@ -97,8 +130,8 @@ impl Hub {
         create: Option<&Idempotency>,
     ) -> Result<AppRow> {
         let id = new_id();
-        let now = self.now();
-        let (sealed, key_version) = self.seal(team, &app_owner(&id), credentials)?;
+        let now = self.ctx().now();
+        let (sealed, key_version) = self.ctx().seal(team, &app_owner(&id), credentials)?;
         Ok(AppRow {
             id,
             team: team.as_str().to_owned(),
@@ -131,7 +164,8 @@ impl Hub {
             return Ok(None);
         };
         let found = self
-            .store
+            .ctx()
+            .store()
             .find_app_by_request(team.as_str(), create.key.as_str())
             .await?;
         let stored_credentials = |row: &AppRow| -> Result<Option<Credentials>> {
@@ -140,7 +174,9 @@ impl Hub {
                 team: team.as_str(),
                 owner: &owner,
             };
-            Ok(Some(self.keys.open_credentials(&aad, &row.credentials)?))
+            Ok(Some(
+                self.ctx().keys().open_credentials(&aad, &row.credentials)?,
+            ))
         };
         match create.retry_of(found, stored_credentials)? {
             Some(row) => Ok(Some(self.app_with_count(&row).await?)),
@@ -159,12 +195,15 @@ impl Hub {
     ) -> Result<InstalledApp> {
         let audited = Audited::new(AuditAction::InstalledAppCreate, &team, team.resource_name());
         let (app, created) = self
+            .ctx()
             .write(actor, audited, async move |w| {
-                let service = self.service(&input.service, "installed_app.service")?;
+                let service = self
+                    .ctx()
+                    .service(&input.service, "installed_app.service")?;
                 tracing::Span::current().record("service", service.id.as_str());
                 check_credentials(service, "credentials", &input.credentials)?;
                 let create = Idempotency::of(
-                    &self.keys,
+                    self.ctx().keys(),
                     input.idempotency_key,
                     &[
                         "installed_app",
@@ -211,14 +250,17 @@ impl Hub {
         let team = name.team.as_str();
         let key = format!("app|{team}|{}", name.id);
         let app = self
+            .ctx()
             .read_through_cache(team, key, InstalledApp::bytes, async || {
                 let (row, count) = self
-                    .store
+                    .ctx()
+                    .store()
                     .get_app_with_count(team, &name.id)
                     .await?
                     .ok_or_else(|| not_found_app(name))?;
                 let mut app = InstalledApp::from_row(&row, count)?;
-                self.attach_grants(&name.team, std::slice::from_mut(&mut app))
+                self.authorizations
+                    .attach_grants(&name.team, std::slice::from_mut(&mut app))
                     .await?;
                 Ok(app)
             })
@@ -233,9 +275,9 @@ impl Hub {
         page: PageRequest,
     ) -> Result<Page<InstalledApp>> {
         if let Some(service) = &query.service {
-            self.service(service, "service")?;
+            self.ctx().service(service, "service")?;
         }
-        let pages = self.pages(team, &query.listing());
+        let pages = self.ctx().pages(team, &query.listing());
         let after = pages.after(&page)?.map(After::from);
         let filter = AppFilter {
             service: query.service,
@@ -243,7 +285,8 @@ impl Hub {
             unused_since: query.unused_since,
         };
         let mut rows = self
-            .store
+            .ctx()
+            .store()
             .list_apps(
                 team.as_str(),
                 &filter,
@@ -255,12 +298,16 @@ impl Hub {
             pages.token_after(last.create_time, &last.id)
         });
         let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
-        let counts = self.store.count_integrations(team.as_str(), &ids).await?;
+        let counts = self
+            .ctx()
+            .store()
+            .count_integrations(team.as_str(), &ids)
+            .await?;
         let mut items = rows
             .iter()
             .map(|r| InstalledApp::from_row(r, counts.get(&r.id).copied().unwrap_or_default()))
             .collect::<Result<Vec<_>>>()?;
-        self.attach_grants(team, &mut items).await?;
+        self.authorizations.attach_grants(team, &mut items).await?;
         Ok(Page {
             items,
             next_page_token,
@@ -276,6 +323,7 @@ impl Hub {
     ) -> Result<InstalledApp> {
         let audited = Audited::app(AuditAction::InstalledAppUpdate, name);
         let (row, restored) = self
+            .ctx()
             .write(actor, audited, async move |w| {
                 let mut row = w.lock_app(name).await?;
                 if actor.role != Role::Admin && row.owner != actor.subject {
@@ -286,7 +334,7 @@ impl Hub {
                 check_etag(&changes.etag, row.version)?;
                 let expected = row.version;
                 let was_rejected = row.state == AppState::NeedsReauth;
-                let now = self.now();
+                let now = self.ctx().now();
                 if let Some(display_name) = changes.display_name {
                     row.display_name = display_name.into_inner();
                 }
@@ -295,10 +343,11 @@ impl Hub {
                 }
                 let mut restored = Vec::new();
                 if let Some(credentials) = &changes.credentials {
-                    let service = self.service(&row.service, "installed_app.service")?;
+                    let service = self.ctx().service(&row.service, "installed_app.service")?;
                     check_credentials(service, "credentials", credentials)?;
                     (row.credentials, row.key_version) =
-                        self.seal(&name.team, &app_owner(&row.id), credentials)?;
+                        self.ctx()
+                            .seal(&name.team, &app_owner(&row.id), credentials)?;
                     // Credentials entered by hand: no OAuth grant to refresh any more.
                     w.tx().await?.delete_grant(&row.id).await?;
                     if row.state == AppState::Suspended {
@@ -318,9 +367,7 @@ impl Hub {
                         Some(BrokenReason::CredentialsRejected),
                     );
                     let restore = Transition::Restore { rebind_to: None };
-                    restored = self
-                        .change_state(w, name.team.as_str(), &filter, &restore, now)
-                        .await?;
+                    restored = change_state(w, name.team.as_str(), &filter, &restore, now).await?;
                 }
                 row.version += 1;
                 row.update_time = now;
@@ -361,7 +408,7 @@ impl Hub {
         if validate_only {
             // A preview changes nothing: it is a read, and reads are not audited. It locks
             // what the delete would, so it answers what a delete now would break.
-            let mut draft = self.draft(actor);
+            let mut draft = self.ctx().draft(actor);
             let app = draft.lock_app(name).await?;
             check_etag(&etag, app.version)?;
             let affected = draft.tx().await?.lock_integrations(team, &filter).await?;
@@ -369,15 +416,16 @@ impl Hub {
         }
         let audited = Audited::app(AuditAction::InstalledAppDelete, name);
         let broken = self
+            .ctx()
             .write(actor, audited, async move |w| {
                 let app = w.lock_app(name).await?;
                 check_etag(&etag, app.version)?;
-                let now = self.now();
+                let now = self.ctx().now();
                 let deleted = Transition::Break {
                     reason: BrokenReason::InstalledAppDeleted,
                     detail: deleted_detail(&app, name, actor),
                 };
-                let broken = self.change_state(w, team, &filter, &deleted, now).await?;
+                let broken = change_state(w, team, &filter, &deleted, now).await?;
                 if !w.tx().await?.delete_app(team, &name.id).await? {
                     return Err(Error::internal("locked installed app vanished"));
                 }

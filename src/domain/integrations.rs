@@ -8,22 +8,72 @@ use std::sync::Arc;
 use crate::crypto::Credentials;
 use crate::store::{After, AppRow, IntegrationFilter, IntegrationRow, Tx};
 
+use super::audit_batch::AuditBatch;
 use super::catalog::IntegrationTypeDef;
-use super::create_batch::QueuedCreate;
+use super::context::{
+    Audited, Context, Done, Write, check_etag, check_values, not_found_app, not_found_integration,
+};
+use super::create_batch::{CreateBatch, QueuedCreate};
 use super::credentials::integration_owner;
 use super::credentials::{Idempotency, check_credentials, settle_insert};
 use super::error::{Error, Precondition, Result};
-use super::hub::{
-    Audited, Done, Hub, Write, check_etag, check_values, not_found_app, not_found_integration,
-};
+use super::installed_apps::InstalledApps;
 use super::model::{
     Actor, AppState, AuditAction, EventKind, Integration, IntegrationState, config_json,
 };
+use super::oauth::Authorizations;
 use super::promote::SaveAs;
 use super::types::{
     AppName, Cursor, DisplayName, IdempotencyKey, IntegrationName, Page, PageRequest, TeamId,
     new_id,
 };
+
+/// The integrations' operations (this file, `reauth.rs`, `promote.rs`, `credentials.rs`,
+/// `transfer.rs`). Creates bound to an app and the records of credential resolutions are
+/// each written in group commits it owns.
+pub struct Integrations {
+    ctx: Arc<Context>,
+    /// The apps integrations are bound to and save their credentials as.
+    apps: InstalledApps,
+    /// Refreshes a nearly expired token before a resolution hands it out.
+    authorizations: Authorizations,
+    /// Group commit of creates bound to an installed app (`create_batch.rs`).
+    creates: CreateBatch,
+    /// Group commit of the audit records of credential resolutions (`audit_batch.rs`).
+    resolutions: AuditBatch,
+}
+
+impl Integrations {
+    pub(super) fn new(
+        ctx: Arc<Context>,
+        apps: InstalledApps,
+        authorizations: Authorizations,
+    ) -> Integrations {
+        Integrations {
+            creates: CreateBatch::new(ctx.store().clone()),
+            resolutions: AuditBatch::new(ctx.store().clone()),
+            ctx,
+            apps,
+            authorizations,
+        }
+    }
+
+    pub(super) fn ctx(&self) -> &Context {
+        &self.ctx
+    }
+
+    pub(super) fn apps(&self) -> &InstalledApps {
+        &self.apps
+    }
+
+    pub(super) fn authorizations(&self) -> &Authorizations {
+        &self.authorizations
+    }
+
+    pub(super) fn resolutions(&self) -> &AuditBatch {
+        &self.resolutions
+    }
+}
 
 /// Most config entries of an integration.
 pub const MAX_CONFIG_ENTRIES: usize = 50;
@@ -95,7 +145,7 @@ fn check_config(
 
 /// Whether integrations may be bound to the installed app `name`, stored as `app` (`None`:
 /// there is none): it exists and is ACTIVE. The one statement of this rule: a change written
-/// alone ([`Hub::bindable_app`]) and creates written together (`create_batch.rs`) both
+/// alone ([`Integrations::bindable_app`]) and creates written together (`create_batch.rs`) both
 /// decide with it.
 pub(super) fn check_bindable<'a>(name: &AppName, app: Option<&'a AppRow>) -> Result<&'a AppRow> {
     let app = app.ok_or_else(|| not_found_app(name))?;
@@ -122,7 +172,7 @@ pub(super) fn check_offers(app: &AppRow, service: &str) -> Result<()> {
     Ok(())
 }
 
-impl Hub {
+impl Integrations {
     /// An app an integration may be bound to: in the same team and [`check_bindable`].
     /// Share-locked until commit, so it cannot be deleted (or its state change) under the new
     /// binding.
@@ -158,7 +208,7 @@ impl Hub {
         row.installed_app_id = Some(app.id.clone());
         let integration = Integration::from_row(&row)?;
         let event = w.new_event(EventKind::Created, &integration, None)?;
-        let record = self.audit_success(
+        let record = self.ctx().audit_success(
             actor,
             team,
             AuditAction::IntegrationCreate,
@@ -186,7 +236,8 @@ impl Hub {
             return Ok(None);
         };
         let found = self
-            .store
+            .ctx()
+            .store()
             .find_integration_by_request(team.as_str(), create.key.as_str())
             .await?;
         let stored_credentials = |row: &IntegrationRow| self.own_credentials(team, row);
@@ -213,9 +264,10 @@ impl Hub {
     ) -> Result<Integration> {
         let audited = Audited::new(AuditAction::IntegrationCreate, &team, team.resource_name());
         let (integration, created) = self
+            .ctx()
             .write(actor, audited, async move |w| {
                 let Some((service, integration_type)) =
-                    self.catalog.integration_type(&input.type_id)
+                    self.ctx().catalog().integration_type(&input.type_id)
                 else {
                     return Err(Error::invalid(
                         "integration.type",
@@ -252,7 +304,7 @@ impl Hub {
                     Binding::App(_) => None,
                 };
                 let create = Idempotency::of(
-                    &self.keys,
+                    self.ctx().keys(),
                     input.idempotency_key,
                     &[
                         "integration",
@@ -270,7 +322,7 @@ impl Hub {
                     return Ok(Done::Unchanged((earlier, false)));
                 }
                 let id = new_id();
-                let now = self.now();
+                let now = self.ctx().now();
                 let mut row = IntegrationRow {
                     id: id.clone(),
                     team: team.as_str().to_owned(),
@@ -304,7 +356,8 @@ impl Hub {
                         }
                         None => {
                             let (sealed, key_version) =
-                                self.seal(&team, &integration_owner(&id), credentials)?;
+                                self.ctx()
+                                    .seal(&team, &integration_owner(&id), credentials)?;
                             row.key_version = Some(key_version);
                             row.own_credentials = Some(sealed);
                         }
@@ -350,7 +403,8 @@ impl Hub {
         if !actor.sees(&name.team) {
             return Err(not_found_integration(name));
         }
-        self.store
+        self.ctx()
+            .store()
             .get_integration(name.team.as_str(), &name.id)
             .await?
             .ok_or_else(|| not_found_integration(name))
@@ -367,6 +421,7 @@ impl Hub {
         let team = name.team.as_str();
         let key = format!("integration|{team}|{}", name.id);
         let integration = self
+            .ctx()
             .read_through_cache(team, key, Integration::bytes, async || {
                 Integration::from_row(&self.integration_row(actor, name).await?)
             })
@@ -383,7 +438,7 @@ impl Hub {
         query: IntegrationQuery,
         page: PageRequest,
     ) -> Result<Arc<(Page<Integration>, Cursor)>> {
-        let pages = self.pages(team, &query.listing());
+        let pages = self.ctx().pages(team, &query.listing());
         // The token is checked before the cache is asked: a bad one is refused either way.
         pages.after(&page)?;
         let key = format!(
@@ -395,10 +450,11 @@ impl Hub {
         let bytes = |(page, _): &(Page<Integration>, Cursor)| {
             page.items.iter().map(Integration::bytes).sum::<usize>() + page.next_page_token.len()
         };
-        self.read_through_cache(team.as_str(), key, bytes, async || {
-            self.read_integrations(team, query, page).await
-        })
-        .await
+        self.ctx()
+            .read_through_cache(team.as_str(), key, bytes, async || {
+                self.read_integrations(team, query, page).await
+            })
+            .await
     }
 
     async fn read_integrations(
@@ -415,7 +471,7 @@ impl Hub {
                 "must be an installed app of the parent team",
             ));
         }
-        let pages = self.pages(team, &query.listing());
+        let pages = self.ctx().pages(team, &query.listing());
         let after = pages.after(&page)?.map(After::from);
         let filter = IntegrationFilter {
             installed_app_id: query.installed_app.map(|a| a.id),
@@ -424,7 +480,8 @@ impl Hub {
         };
         // Every change the listing does not show has an event after the cursor.
         let (mut rows, cursor) = self
-            .store
+            .ctx()
+            .store()
             .list_integrations_at_cursor(
                 team.as_str(),
                 &filter,
@@ -456,24 +513,28 @@ impl Hub {
         changes: IntegrationChanges,
     ) -> Result<Integration> {
         let audited = Audited::integration(AuditAction::IntegrationUpdate, name);
-        self.write(actor, audited, async move |w| {
-            let row = w.lock_integration(name).await?;
-            check_etag(&changes.etag, row.version)?;
-            let mut integration = Integration::from_row(&row)?;
-            if let Some(display_name) = changes.display_name {
-                integration.display_name = display_name.into_inner();
-            }
-            if let Some(config) = changes.config {
-                let (_, integration_type) = self
-                    .catalog
-                    .integration_type(&integration.type_id)
-                    .ok_or_else(|| Error::internal("stored integration type left the catalog"))?;
-                check_config(integration_type, &config)?;
-                integration.config = config;
-            }
-            Ok(Done::Commit(self.save_update(w, row, integration).await?))
-        })
-        .await
+        self.ctx()
+            .write(actor, audited, async move |w| {
+                let row = w.lock_integration(name).await?;
+                check_etag(&changes.etag, row.version)?;
+                let mut integration = Integration::from_row(&row)?;
+                if let Some(display_name) = changes.display_name {
+                    integration.display_name = display_name.into_inner();
+                }
+                if let Some(config) = changes.config {
+                    let (_, integration_type) = self
+                        .ctx()
+                        .catalog()
+                        .integration_type(&integration.type_id)
+                        .ok_or_else(|| {
+                            Error::internal("stored integration type left the catalog")
+                        })?;
+                    check_config(integration_type, &config)?;
+                    integration.config = config;
+                }
+                Ok(Done::Commit(self.save_update(w, row, integration).await?))
+            })
+            .await
     }
 
     /// Writes `integration`, changed from the locked `row`, as its next version, with an
@@ -486,7 +547,7 @@ impl Hub {
     ) -> Result<Integration> {
         let expected = row.version;
         integration.version += 1;
-        integration.update_time = self.now();
+        integration.update_time = self.ctx().now();
         integration.apply_to(&mut row)?;
         if !w.tx().await?.update_integration(row, expected).await? {
             return Err(Error::internal("locked integration changed"));
@@ -503,23 +564,24 @@ impl Hub {
         etag: Option<String>,
     ) -> Result<()> {
         let audited = Audited::integration(AuditAction::IntegrationDelete, name);
-        self.write(actor, audited, async move |w| {
-            let row = w.lock_integration(name).await?;
-            check_etag(&etag, row.version)?;
-            let mut integration = Integration::from_row(&row)?;
-            integration.update_time = self.now();
-            if !w
-                .tx()
-                .await?
-                .delete_integration(name.team.as_str(), &name.id)
-                .await?
-            {
-                return Err(Error::internal("locked integration vanished"));
-            }
-            w.event(EventKind::Deleted, &integration, None)?;
-            Ok(Done::Commit(()))
-        })
-        .await
+        self.ctx()
+            .write(actor, audited, async move |w| {
+                let row = w.lock_integration(name).await?;
+                check_etag(&etag, row.version)?;
+                let mut integration = Integration::from_row(&row)?;
+                integration.update_time = self.ctx().now();
+                if !w
+                    .tx()
+                    .await?
+                    .delete_integration(name.team.as_str(), &name.id)
+                    .await?
+                {
+                    return Err(Error::internal("locked integration vanished"));
+                }
+                w.event(EventKind::Deleted, &integration, None)?;
+                Ok(Done::Commit(()))
+            })
+            .await
     }
 }
 

@@ -2,8 +2,12 @@
 //! enum. It never imports tonic; storage is reached through `crate::store` and sealing
 //! through `crate::crypto` only, and what `api` needs of them is re-exported from here.
 //!
-//! - [`hub`]: [`Hub`], the clock, and [`hub::Hub::write`], the one way a change is written
-//!   (its events and its audit record in its transaction).
+//! - [`hub`]: [`Hub`], the holder of the services, one per resource family:
+//!   [`InstalledApps`], [`Integrations`], [`oauth::Authorizations`], [`webhooks::Webhooks`],
+//!   [`audit::Audit`].
+//! - [`context`]: what the services share (store, keys, catalog, clock, read cache), and
+//!   [`context::Context::write`], the one way a change is written (its events and its audit
+//!   record in its transaction).
 //! - [`installed_apps`], [`integrations`]: the operations on each resource.
 //! - [`reauth`]: state changes: breaking and restoring integrations, one or in bulk.
 //! - [`credentials`]: the credential check, resolution, idempotent creates.
@@ -18,6 +22,7 @@ pub mod app_events;
 pub mod audit;
 mod audit_batch;
 pub mod catalog;
+pub mod context;
 mod create_batch;
 pub mod credentials;
 pub mod error;
@@ -47,7 +52,9 @@ pub use crate::crypto::Credentials;
 pub use credentials::Resolved;
 pub use error::{Error, FieldViolation, Precondition, Result, Violations};
 pub use hub::Hub;
-pub use installed_apps::{AppChanges, AppQuery, NewApp};
-pub use integrations::{Binding, IntegrationChanges, IntegrationQuery, NewIntegration};
+pub use installed_apps::{AppChanges, AppQuery, InstalledApps, NewApp};
+pub use integrations::{
+    Binding, IntegrationChanges, IntegrationQuery, Integrations, NewIntegration,
+};
 pub use promote::{Promote, SaveAs};
 pub use reauth::Reauth;

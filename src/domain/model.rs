@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::error::{Error, Result};
-use super::types::{AppName, TeamId};
+use super::types::{AppName, ParentRef, TeamId};
 use crate::store::{AppRow, AuditRow, EventRow, IntegrationCounts, IntegrationRow, stored_enum};
 
 /// A caller's role, as the verified token maps it.
@@ -54,6 +54,33 @@ impl Actor {
             self.team.as_ref().map(|t| t.as_str()).unwrap_or("*"),
             self.subject
         )
+    }
+
+    /// The team a request with this `parent` is about. Another team's parent is refused.
+    pub fn team_of_parent(&self, parent: &ParentRef) -> Result<TeamId> {
+        match (parent, &self.team) {
+            (ParentRef::Own, Some(own)) => Ok(own.clone()),
+            (ParentRef::Team(team), _) if self.sees(team) => Ok(team.clone()),
+            (ParentRef::Own | ParentRef::AllTeams, None) => Err(Error::invalid(
+                "parent",
+                "a token for every team must name the team: teams/{team}",
+            )),
+            _ => Err(Error::PermissionDenied(
+                "the caller may not act on that team".into(),
+            )),
+        }
+    }
+
+    /// The team a watch covers: one team, or every team (`None`) for an all-teams service.
+    pub fn watch_scope(&self, parent: &ParentRef) -> Result<Option<TeamId>> {
+        match parent {
+            ParentRef::AllTeams if self.team.is_none() => Ok(None),
+            ParentRef::Own if self.team.is_none() => Ok(None),
+            ParentRef::AllTeams => Err(Error::PermissionDenied(
+                "only a service token for every team may watch every team".into(),
+            )),
+            _ => self.team_of_parent(parent).map(Some),
+        }
     }
 }
 
@@ -377,5 +404,41 @@ mod tests {
             AuditAction::ALL.iter().map(|a| a.as_str()).collect();
         assert_eq!(texts.len(), AuditAction::ALL.len());
         assert!(BrokenReason::parse("SOMETHING_ELSE").is_err());
+    }
+
+    #[test]
+    fn a_parent_is_the_callers_own_team_unless_the_token_covers_every_team() {
+        use crate::domain::test_support::{actor, team};
+        let dana = actor(Role::Developer, "dana");
+        let other = TeamId::parse("other").unwrap();
+        assert_eq!(dana.team_of_parent(&ParentRef::Own).unwrap(), team());
+        assert_eq!(
+            dana.team_of_parent(&ParentRef::Team(team())).unwrap(),
+            team()
+        );
+        for parent in [ParentRef::Team(other.clone()), ParentRef::AllTeams] {
+            assert!(matches!(
+                dana.team_of_parent(&parent),
+                Err(Error::PermissionDenied(_))
+            ));
+        }
+        assert!(matches!(
+            dana.watch_scope(&ParentRef::AllTeams),
+            Err(Error::PermissionDenied(_))
+        ));
+        assert_eq!(dana.watch_scope(&ParentRef::Own).unwrap(), Some(team()));
+
+        let everywhere = Actor {
+            team: None,
+            ..actor(Role::Service, "deliverer")
+        };
+        let other_parent = ParentRef::Team(other.clone());
+        assert_eq!(everywhere.team_of_parent(&other_parent).unwrap(), other);
+        assert!(matches!(
+            everywhere.team_of_parent(&ParentRef::Own),
+            Err(Error::Invalid(_))
+        ));
+        assert_eq!(everywhere.watch_scope(&ParentRef::AllTeams).unwrap(), None);
+        assert_eq!(everywhere.watch_scope(&ParentRef::Own).unwrap(), None);
     }
 }

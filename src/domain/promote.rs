@@ -7,9 +7,10 @@
 use crate::crypto::{Aad, Credentials};
 use crate::store::{AppRow, IntegrationCounts, IntegrationFilter, IntegrationRow};
 
+use super::context::{Audited, Done, Write, check_etag};
 use super::credentials::{credentials_fingerprint, integration_owner};
 use super::error::{Error, Precondition, Result};
-use super::hub::{Audited, Done, Hub, Write, check_etag};
+use super::integrations::Integrations;
 use super::model::{Actor, AuditAction, InstalledApp, Integration, IntegrationState};
 use super::types::{AppName, ConnectedTo, DisplayName, IntegrationName, TeamId};
 
@@ -28,7 +29,7 @@ pub struct Promote {
     pub etag: Option<String>,
 }
 
-impl Hub {
+impl Integrations {
     /// The credentials of its own an integration holds, opened; `None` if it uses an app's.
     pub(super) fn own_credentials(
         &self,
@@ -43,7 +44,7 @@ impl Hub {
             team: team.as_str(),
             owner: &owner,
         };
-        Ok(Some(self.keys.open_credentials(&aad, sealed)?))
+        Ok(Some(self.ctx().keys().open_credentials(&aad, sealed)?))
     }
 
     /// Inserts, in `w`'s transaction, a new app of `service` holding `credentials`, created
@@ -57,7 +58,7 @@ impl Hub {
         save_as: SaveAs,
         credentials: &Credentials,
     ) -> Result<AppRow> {
-        let row = self.new_app_row(
+        let row = self.apps().new_app_row(
             actor,
             team,
             service,
@@ -100,7 +101,7 @@ impl Hub {
     ) -> Result<(InstalledApp, Vec<Integration>)> {
         let audited = Audited::integration(AuditAction::IntegrationPromoteCredentials, &input.name);
         let name = input.name.clone();
-        self.write(actor, audited, async move |w| {
+        self.ctx().write(actor, audited, async move |w| {
             let team = name.team.clone();
             let row = w.lock_integration(&name).await?;
             check_etag(&input.etag, row.version)?;
@@ -116,7 +117,7 @@ impl Hub {
                 .await?;
             let mut rows = Vec::new();
             if input.include_matching {
-                let wanted = credentials_fingerprint(&self.keys, &credentials);
+                let wanted = credentials_fingerprint(self.ctx().keys(), &credentials);
                 let filter = IntegrationFilter {
                     own_credentials_of: Some(service),
                     ..Default::default()
@@ -128,7 +129,7 @@ impl Hub {
                     let theirs = self.own_credentials(&team, &other)?;
                     let matches = theirs
                         .as_ref()
-                        .and_then(|c| credentials_fingerprint(&self.keys, c))
+                        .and_then(|c| credentials_fingerprint(self.ctx().keys(), c))
                         .is_some_and(|f| Some(&f) == wanted.as_ref());
                     if matches {
                         rows.push(other);

@@ -2,7 +2,7 @@
 //! resolution's read, kept per team and dropped as soon as the team changes.
 //!
 //! How current an entry is:
-//! - every change committed by this replica ([`super::hub::Hub::write`]) marks its team
+//! - every change committed by this replica ([`super::context::Context::write`]) marks its team
 //!   changed before it answers, so this replica reads its own writes;
 //! - every event of the outbox, which every replica tails, marks its team changed on the
 //!   replica that reads it (another replica's write, tens of milliseconds later);
@@ -233,7 +233,7 @@ impl ReadCache {
     }
 }
 
-impl super::hub::Hub {
+impl super::context::Context {
     /// The answer kept for `key` of `team`, or `read`'s, then kept (with its size by `bytes`).
     pub(super) async fn read_through_cache<T: Send + Sync + 'static>(
         &self,
@@ -242,13 +242,13 @@ impl super::hub::Hub {
         bytes: impl FnOnce(&T) -> usize,
         read: impl AsyncFnOnce() -> super::error::Result<T>,
     ) -> super::error::Result<Arc<T>> {
-        if let Some(kept) = self.cache.get::<T>(team, &key) {
+        if let Some(kept) = self.cache().get::<T>(team, &key) {
             return Ok(kept);
         }
-        let ticket = self.cache.ticket();
+        let ticket = self.cache().ticket();
         let value = Arc::new(read().await?);
         let size = bytes(&value);
-        self.cache.put(team, key, ticket, value.clone(), size);
+        self.cache().put(team, key, ticket, value.clone(), size);
         Ok(value)
     }
 }
@@ -408,12 +408,16 @@ mod tests {
                 let name = IntegrationName::parse(&job.name()).unwrap();
                 // The first use is recorded (a write of its own); the second is kept.
                 for _ in 0..2 {
-                    let first = b.resolve_credentials(&runner, &name).await.unwrap();
+                    let first = b
+                        .integrations()
+                        .resolve_credentials(&runner, &name)
+                        .await
+                        .unwrap();
                     assert_eq!(first.credentials.expose()["access_token"], "xoxb-1");
                 }
                 let key = format!("resolve|{}|{}", name.team, name.id);
                 assert!(
-                    b.cache
+                    b.read_cache()
                         .get::<crate::domain::credentials::ResolutionPlan>("acme", &key)
                         .is_some(),
                     "B kept what it read"
@@ -422,18 +426,21 @@ mod tests {
                 match change {
                     Change::Delete => {
                         t.hub
+                            .apps()
                             .delete_installed_app(&admin, &app.name, None, false)
                             .await
                             .unwrap();
                     }
                     Change::Suspend => {
                         t.hub
+                            .apps()
                             .suspend_installed_app(&admin, &app.name, reason)
                             .await
                             .unwrap();
                     }
                     Change::Reject => {
                         t.hub
+                            .apps()
                             .report_credentials_rejected(&runner, &app.name, reason)
                             .await
                             .unwrap();
@@ -446,12 +453,13 @@ mod tests {
                             credentials: Some(credentials("xoxb-2")),
                         };
                         t.hub
+                            .apps()
                             .update_installed_app(&admin, &app.name, changes)
                             .await
                             .unwrap();
                     }
                 }
-                let after = b.resolve_credentials(&runner, &name).await;
+                let after = b.integrations().resolve_credentials(&runner, &name).await;
                 match (change, after) {
                     (Change::NewCredentials, Ok(resolved)) => {
                         assert_eq!(resolved.credentials.expose()["access_token"], "xoxb-2");

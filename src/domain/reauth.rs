@@ -6,10 +6,12 @@
 use crate::crypto::Credentials;
 use crate::store::{IntegrationFilter, IntegrationRow, StateChange};
 
+use super::context::{Audited, Done, Write, not_found_app};
 use super::credentials::check_credentials;
 use super::credentials::integration_owner;
 use super::error::{Error, Precondition, Result};
-use super::hub::{Audited, Done, Hub, Write, not_found_app};
+use super::installed_apps::InstalledApps;
+use super::integrations::Integrations;
 use super::model::{
     Actor, AppEventKind, AppState, AuditAction, BrokenReason, EventKind, InstalledApp, Integration,
     IntegrationState,
@@ -101,39 +103,38 @@ pub(super) fn rejected_detail(app_display_name: &str, said: &str) -> String {
     }
 }
 
-impl Hub {
-    /// Applies one state change to every integration of `team` matching `filter`, and an
-    /// event each on commit; returns the integrations as they are after the change.
-    pub(super) async fn change_state(
-        &self,
-        w: &mut Write<'_>,
-        team: &str,
-        filter: &IntegrationFilter,
-        transition: &Transition,
-        now: i64,
-    ) -> Result<Vec<Integration>> {
-        let tx = w.tx().await?;
-        let rows = tx.lock_integrations(team, filter).await?;
-        if rows.is_empty() {
-            return Ok(Vec::new());
-        }
-        let change = transition.change(now);
-        let changed = tx.change_integrations(team, filter, &change).await?;
-        if changed != rows.len() as u64 {
-            return Err(Error::internal(
-                "bulk change touched other rows than it read",
-            ));
-        }
-        let mut after = Vec::with_capacity(rows.len());
-        for mut row in rows {
-            apply(&change, &mut row);
-            let integration = Integration::from_row(&row)?;
-            w.event(transition.event_kind(), &integration, transition.reason())?;
-            after.push(integration);
-        }
-        Ok(after)
+/// Applies one state change to every integration of `team` matching `filter`, and an
+/// event each on commit; returns the integrations as they are after the change.
+pub(super) async fn change_state(
+    w: &mut Write<'_>,
+    team: &str,
+    filter: &IntegrationFilter,
+    transition: &Transition,
+    now: i64,
+) -> Result<Vec<Integration>> {
+    let tx = w.tx().await?;
+    let rows = tx.lock_integrations(team, filter).await?;
+    if rows.is_empty() {
+        return Ok(Vec::new());
     }
+    let change = transition.change(now);
+    let changed = tx.change_integrations(team, filter, &change).await?;
+    if changed != rows.len() as u64 {
+        return Err(Error::internal(
+            "bulk change touched other rows than it read",
+        ));
+    }
+    let mut after = Vec::with_capacity(rows.len());
+    for mut row in rows {
+        apply(&change, &mut row);
+        let integration = Integration::from_row(&row)?;
+        w.event(transition.event_kind(), &integration, transition.reason())?;
+        after.push(integration);
+    }
+    Ok(after)
+}
 
+impl InstalledApps {
     /// A service reports that the third party rejected an app's credentials (rule 6 of docs/rules.md): the
     /// app needs reauthentication and its active integrations break.
     #[tracing::instrument(skip_all, fields(installed_app = %name))]
@@ -145,12 +146,17 @@ impl Hub {
     ) -> Result<InstalledApp> {
         // An app authorized through OAuth first gets one refresh: a working new token
         // means there is nothing to break.
-        if self.refreshed_instead_of_rejected(actor, name).await? {
+        if self
+            .authorizations()
+            .refreshed_instead_of_rejected(actor, name)
+            .await?
+        {
             tracing::info!("credentials rejected, but a refresh brought new ones");
             return self.get_installed_app(actor, name).await;
         }
         let audited = Audited::app(AuditAction::InstalledAppReportRejected, name);
         let (row, broken) = self
+            .ctx()
             .write(actor, audited, async move |w| {
                 let mut row = w.lock_app(name).await?;
                 if row.state == AppState::Suspended {
@@ -158,52 +164,49 @@ impl Hub {
                     // tried them since.
                     return Err(suspended_error());
                 }
-                let now = self.now();
-                let broken = self
-                    .reject_credentials(w, name, &mut row, detail.as_str(), now)
-                    .await?;
+                let now = self.ctx().now();
+                let broken = reject_credentials(w, name, &mut row, detail.as_str(), now).await?;
                 Ok(Done::Commit((row, broken)))
             })
             .await?;
         tracing::info!(broken, "credentials rejected");
         self.app_with_count(&row).await
     }
+}
 
-    /// Rule 6 inside a write: the locked app `row` becomes NEEDS_REAUTH (written) and its
-    /// active integrations BROKEN(CREDENTIALS_REJECTED) with events; returns how many broke.
-    /// Also what a refresh refused with `invalid_grant` does.
-    pub(super) async fn reject_credentials(
-        &self,
-        w: &mut Write<'_>,
-        name: &AppName,
-        row: &mut crate::store::AppRow,
-        said: &str,
-        now: i64,
-    ) -> Result<usize> {
-        let rejected = Transition::Break {
-            reason: BrokenReason::CredentialsRejected,
-            detail: rejected_detail(&row.display_name, said),
-        };
-        let filter = IntegrationFilter {
-            installed_app_id: Some(name.id.clone()),
-            state: Some(IntegrationState::Active),
-            app_bound_only: true,
-            ..Default::default()
-        };
-        let broken = self
-            .change_state(w, name.team.as_str(), &filter, &rejected, now)
-            .await?;
-        let expected = row.version;
-        row.state = AppState::NeedsReauth;
-        row.version += 1;
-        row.update_time = now;
-        if !w.tx().await?.update_app(row.clone(), expected).await? {
-            return Err(Error::internal("locked installed app changed"));
-        }
-        w.app_event(AppEventKind::NeedsReauth, row, said)?;
-        Ok(broken.len())
+/// Rule 6 inside a write: the locked app `row` becomes NEEDS_REAUTH (written) and its
+/// active integrations BROKEN(CREDENTIALS_REJECTED) with events; returns how many broke.
+/// Also what a refresh refused with `invalid_grant` does.
+pub(super) async fn reject_credentials(
+    w: &mut Write<'_>,
+    name: &AppName,
+    row: &mut crate::store::AppRow,
+    said: &str,
+    now: i64,
+) -> Result<usize> {
+    let rejected = Transition::Break {
+        reason: BrokenReason::CredentialsRejected,
+        detail: rejected_detail(&row.display_name, said),
+    };
+    let filter = IntegrationFilter {
+        installed_app_id: Some(name.id.clone()),
+        state: Some(IntegrationState::Active),
+        app_bound_only: true,
+        ..Default::default()
+    };
+    let broken = change_state(w, name.team.as_str(), &filter, &rejected, now).await?;
+    let expected = row.version;
+    row.state = AppState::NeedsReauth;
+    row.version += 1;
+    row.update_time = now;
+    if !w.tx().await?.update_app(row.clone(), expected).await? {
+        return Err(Error::internal("locked installed app changed"));
     }
+    w.app_event(AppEventKind::NeedsReauth, row, said)?;
+    Ok(broken.len())
+}
 
+impl Integrations {
     /// Brings one broken integration back (rule 4 of docs/rules.md), bound to an app or to credentials of
     /// its own.
     #[tracing::instrument(skip_all, fields(integration = %name))]
@@ -214,53 +217,57 @@ impl Hub {
         reauth: Reauth,
     ) -> Result<Integration> {
         let audited = Audited::integration(AuditAction::IntegrationReauthenticate, name);
-        self.write(actor, audited, async move |w| {
-            let mut row = w.lock_integration(name).await?;
-            if row.state != IntegrationState::Broken {
-                return Err(Error::precondition(
-                    Precondition::WrongState,
-                    "the integration is not broken",
-                ));
-            }
-            let now = self.now();
-            match reauth {
-                Reauth::App(app_name) => {
-                    let app = self
-                        .bindable_app(w.tx().await?, &name.team, &app_name)
-                        .await?;
-                    if app.service != row.service {
-                        return Err(Error::precondition(
-                            Precondition::ServiceMismatch,
-                            "the installed app is of another service than the integration",
-                        ));
+        self.ctx()
+            .write(actor, audited, async move |w| {
+                let mut row = w.lock_integration(name).await?;
+                if row.state != IntegrationState::Broken {
+                    return Err(Error::precondition(
+                        Precondition::WrongState,
+                        "the integration is not broken",
+                    ));
+                }
+                let now = self.ctx().now();
+                match reauth {
+                    Reauth::App(app_name) => {
+                        let app = self
+                            .bindable_app(w.tx().await?, &name.team, &app_name)
+                            .await?;
+                        if app.service != row.service {
+                            return Err(Error::precondition(
+                                Precondition::ServiceMismatch,
+                                "the installed app is of another service than the integration",
+                            ));
+                        }
+                        row.installed_app_id = Some(app.id);
+                        row.own_credentials = None;
+                        row.key_version = None;
                     }
-                    row.installed_app_id = Some(app.id);
-                    row.own_credentials = None;
-                    row.key_version = None;
+                    Reauth::Credentials(credentials) => {
+                        let service = self.ctx().service(&row.service, "credentials")?;
+                        check_credentials(service, "credentials.values", &credentials)?;
+                        let (sealed, key_version) = self.ctx().seal(
+                            &name.team,
+                            &integration_owner(&row.id),
+                            &credentials,
+                        )?;
+                        row.key_version = Some(key_version);
+                        row.own_credentials = Some(sealed);
+                        row.installed_app_id = None;
+                    }
                 }
-                Reauth::Credentials(credentials) => {
-                    let service = self.service(&row.service, "credentials")?;
-                    check_credentials(service, "credentials.values", &credentials)?;
-                    let (sealed, key_version) =
-                        self.seal(&name.team, &integration_owner(&row.id), &credentials)?;
-                    row.key_version = Some(key_version);
-                    row.own_credentials = Some(sealed);
-                    row.installed_app_id = None;
+                let expected = row.version;
+                apply(
+                    &Transition::Restore { rebind_to: None }.change(now),
+                    &mut row,
+                );
+                let integration = Integration::from_row(&row)?;
+                if !w.tx().await?.update_integration(row, expected).await? {
+                    return Err(Error::internal("locked integration changed"));
                 }
-            }
-            let expected = row.version;
-            apply(
-                &Transition::Restore { rebind_to: None }.change(now),
-                &mut row,
-            );
-            let integration = Integration::from_row(&row)?;
-            if !w.tx().await?.update_integration(row, expected).await? {
-                return Err(Error::internal("locked integration changed"));
-            }
-            w.event(EventKind::Restored, &integration, None)?;
-            Ok(Done::Commit(integration))
-        })
-        .await
+                w.event(EventKind::Restored, &integration, None)?;
+                Ok(Done::Commit(integration))
+            })
+            .await
     }
 
     /// Rebinds every broken integration that used `from` onto `to`, in one transaction.
@@ -279,6 +286,7 @@ impl Hub {
             from.to_string(),
         );
         let restored = self
+            .ctx()
             .write(actor, audited, async |w| {
                 // Another team's app answers exactly as a missing one (rule 7 of docs/rules.md).
                 if from.team != team {
@@ -305,13 +313,11 @@ impl Hub {
                         "the replacement installed app is of another service than the integrations",
                     ));
                 }
-                let now = self.now();
+                let now = self.ctx().now();
                 let restore = Transition::Restore {
                     rebind_to: Some(target.id),
                 };
-                let restored = self
-                    .change_state(w, team.as_str(), &filter, &restore, now)
-                    .await?;
+                let restored = change_state(w, team.as_str(), &filter, &restore, now).await?;
                 Ok(Done::Commit(restored))
             })
             .await?;
@@ -428,7 +434,12 @@ mod tests {
         let mut found = Vec::new();
         for integration in names {
             let name = IntegrationName::parse(&integration.name()).unwrap();
-            let now = t.hub.get_integration(&admin, &name).await.unwrap();
+            let now = t
+                .hub
+                .integrations()
+                .get_integration(&admin, &name)
+                .await
+                .unwrap();
             found.push((now.state, now.broken_reason));
         }
         found
@@ -454,12 +465,14 @@ mod tests {
         };
         let own = t
             .hub
+            .integrations()
             .create_integration(&dana, team(), new_integration("Own", own))
             .await
             .unwrap();
 
         let broken = t
             .hub
+            .apps()
             .delete_installed_app(&alice, &app.name, None, false)
             .await
             .unwrap();
@@ -480,6 +493,7 @@ mod tests {
         let name = IntegrationName::parse(&first.name()).unwrap();
         let detail = t
             .hub
+            .integrations()
             .get_integration(&alice, &name)
             .await
             .unwrap()
@@ -498,6 +512,7 @@ mod tests {
         let replacement = t.app("Slack 2").await;
         let restored = t
             .hub
+            .integrations()
             .reauthenticate_integrations(&dana, team(), app.name.clone(), replacement.name.clone())
             .await
             .unwrap();
@@ -540,6 +555,7 @@ mod tests {
         let said = Text::parse("invalid_auth").unwrap();
         let reported = t
             .hub
+            .apps()
             .report_credentials_rejected(&deliverer, &app.name, said)
             .await
             .unwrap();
@@ -552,6 +568,7 @@ mod tests {
         // Nothing new binds to an app that needs reauthentication.
         let refused = t
             .hub
+            .integrations()
             .create_integration(
                 &dana,
                 team(),
@@ -568,6 +585,7 @@ mod tests {
         };
         let updated = t
             .hub
+            .apps()
             .update_installed_app(&dana, &app.name, changes)
             .await
             .unwrap();
@@ -599,7 +617,11 @@ mod tests {
         let first = t.bound(&app, "One").await;
         let name = IntegrationName::parse(&first.name()).unwrap();
         let again = Reauth::Credentials(credentials("xoxb-own"));
-        let active = t.hub.reauthenticate_integration(&dana, &name, again).await;
+        let active = t
+            .hub
+            .integrations()
+            .reauthenticate_integration(&dana, &name, again)
+            .await;
         assert!(matches!(
             active,
             Err(Error::FailedPrecondition {
@@ -609,6 +631,7 @@ mod tests {
         ));
 
         t.hub
+            .apps()
             .delete_installed_app(&alice, &app.name, None, false)
             .await
             .unwrap();
@@ -616,11 +639,13 @@ mod tests {
         github.service = "github".into();
         let github = t
             .hub
+            .apps()
             .create_installed_app(&dana, team(), github)
             .await
             .unwrap();
         let other = t
             .hub
+            .integrations()
             .reauthenticate_integration(&dana, &name, Reauth::App(github.name.clone()))
             .await;
         assert!(matches!(
@@ -633,6 +658,7 @@ mod tests {
         let own = Reauth::Credentials(credentials("xoxb-own"));
         let restored = t
             .hub
+            .integrations()
             .reauthenticate_integration(&dana, &name, own)
             .await
             .unwrap();
@@ -641,7 +667,12 @@ mod tests {
         assert_eq!(restored.installed_app_id, None);
         // Its own credentials are the ones it resolves to now.
         let deliverer = actor(Role::Service, "deliverer");
-        let resolved = t.hub.resolve_credentials(&deliverer, &name).await.unwrap();
+        let resolved = t
+            .hub
+            .integrations()
+            .resolve_credentials(&deliverer, &name)
+            .await
+            .unwrap();
         assert_eq!(resolved.credentials.get("access_token"), Some("xoxb-own"));
     }
 }

@@ -64,7 +64,9 @@ impl RotationSummary {
         match kind {
             SealedKind::App => &mut self.installed_apps,
             SealedKind::Integration => &mut self.integrations,
-            SealedKind::WebhookSecret | SealedKind::WebhookOldSecret => &mut self.webhook_secrets,
+            SealedKind::WebhookSecret | SealedKind::WebhookPreviousSecret => {
+                &mut self.webhook_secrets
+            }
             SealedKind::AuthorizationVerifier => &mut self.authorization_verifiers,
         }
     }
@@ -118,7 +120,7 @@ fn owner(kind: SealedKind, id: &str) -> String {
     match kind {
         SealedKind::App => app_owner(id),
         SealedKind::Integration => integration_owner(id),
-        SealedKind::WebhookSecret | SealedKind::WebhookOldSecret => secret_owner(id),
+        SealedKind::WebhookSecret | SealedKind::WebhookPreviousSecret => secret_owner(id),
         SealedKind::AuthorizationVerifier => authorization_owner(id),
     }
 }

@@ -6,10 +6,12 @@
 //! resuming restores exactly those (and, if its credentials were replaced meanwhile, those
 //! broken by a rejection of the old ones).
 
+use super::reauth::change_state;
 use crate::store::IntegrationFilter;
 
+use super::context::{Audited, Done};
 use super::error::{Error, Precondition, Result};
-use super::hub::{Audited, Done, Hub};
+use super::installed_apps::InstalledApps;
 use super::model::{Actor, AppState, AuditAction, BrokenReason, InstalledApp, IntegrationState};
 use super::reauth::Transition;
 use super::types::{AppName, SuspensionReason};
@@ -52,7 +54,7 @@ pub(super) fn bound(
     }
 }
 
-impl Hub {
+impl InstalledApps {
     /// Suspends an app: it becomes SUSPENDED and its active integrations break, with an
     /// event each, in one transaction.
     #[tracing::instrument(skip_all, fields(installed_app = %name))]
@@ -64,6 +66,7 @@ impl Hub {
     ) -> Result<InstalledApp> {
         let audited = Audited::app(AuditAction::InstalledAppSuspend, name);
         let (row, broken) = self
+            .ctx()
             .write(actor, audited, async move |w| {
                 let mut row = w.lock_app(name).await?;
                 if row.state == AppState::Suspended {
@@ -72,15 +75,13 @@ impl Hub {
                         "the installed app is already suspended",
                     ));
                 }
-                let now = self.now();
+                let now = self.ctx().now();
                 let suspended = Transition::Break {
                     reason: BrokenReason::InstalledAppSuspended,
                     detail: suspended_detail(&row.display_name, actor, reason.as_str()),
                 };
                 let filter = bound(&row.id, IntegrationState::Active, None);
-                let broken = self
-                    .change_state(w, name.team.as_str(), &filter, &suspended, now)
-                    .await?;
+                let broken = change_state(w, name.team.as_str(), &filter, &suspended, now).await?;
                 let expected = row.version;
                 row.resume_state = Some(row.state);
                 row.state = AppState::Suspended;
@@ -107,6 +108,7 @@ impl Hub {
     ) -> Result<InstalledApp> {
         let audited = Audited::app(AuditAction::InstalledAppResume, name);
         let (row, restored) = self
+            .ctx()
             .write(actor, audited, async move |w| {
                 let mut row = w.lock_app(name).await?;
                 if row.state != AppState::Suspended {
@@ -119,7 +121,7 @@ impl Hub {
                     Some(state) if state != AppState::Suspended => state,
                     _ => return Err(Error::internal("suspended app without a state to resume")),
                 };
-                let now = self.now();
+                let now = self.ctx().now();
                 let team = name.team.as_str();
                 let restore = Transition::Restore { rebind_to: None };
                 let mut reasons = vec![BrokenReason::InstalledAppSuspended];
@@ -131,10 +133,7 @@ impl Hub {
                 let mut restored = 0;
                 for reason in reasons {
                     let filter = bound(&row.id, IntegrationState::Broken, Some(reason));
-                    restored += self
-                        .change_state(w, team, &filter, &restore, now)
-                        .await?
-                        .len();
+                    restored += change_state(w, team, &filter, &restore, now).await?.len();
                 }
                 let expected = row.version;
                 row.state = state;

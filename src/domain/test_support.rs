@@ -99,7 +99,7 @@ impl TestHub {
     pub fn replica(&self) -> Hub {
         Hub::new(
             self.store.clone(),
-            self.hub.keys.clone(),
+            self.hub.context().keys().clone(),
             Arc::new(Catalog::builtin()),
             Arc::new(FixedClock),
         )
@@ -110,6 +110,7 @@ impl TestHub {
         let dana = actor(Role::Developer, "dana");
         let app = self
             .hub
+            .apps()
             .create_installed_app(&dana, team(), new_app(display_name));
         app.await.expect("create an app")
     }
@@ -119,7 +120,10 @@ impl TestHub {
         let dana = actor(Role::Developer, "dana");
         let binding = Binding::App(app.name.clone());
         let integration = new_integration(display_name, binding);
-        let created = self.hub.create_integration(&dana, team(), integration);
+        let created = self
+            .hub
+            .integrations()
+            .create_integration(&dana, team(), integration);
         created.await.expect("create an integration")
     }
 

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
+use super::context::Context;
 use super::error::{Error, Precondition, Result};
-use super::hub::Hub;
 use super::types::{Cursor, PageRequest, PageToken, SeqPageToken, TeamId};
 use crate::crypto::KeyRing;
 
@@ -170,15 +170,10 @@ impl ListingPages {
     }
 }
 
-impl Hub {
-    /// The cursors of `team`'s view of the event log (`None`: the view of every team).
-    pub fn cursors(&self, team: Option<&TeamId>) -> TeamCursors {
-        TeamCursors::new(self.keys.clone(), team)
-    }
-
+impl Context {
     /// The page tokens of `listing` (its filters, in a stable text form) of `team`.
     pub(super) fn pages(&self, team: &TeamId, listing: &str) -> ListingPages {
-        ListingPages::new(self.keys.clone(), team, listing)
+        ListingPages::new(self.keys().clone(), team, listing)
     }
 }
 

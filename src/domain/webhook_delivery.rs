@@ -6,13 +6,14 @@
 use crate::crypto::{Aad, SecretBytes};
 use crate::store::{EventRow, SubscriptionRow};
 
+use super::context::{Audited, Done};
 use super::error::Result;
-use super::hub::{Audited, Done, Hub};
 use super::model::{Actor, AuditAction, Role};
 use super::types::{Page, PageRequest, TeamId, WebhookName, new_id};
+use super::webhooks::Webhooks;
 use super::webhooks::{DELIVERY_ACTOR, DISABLED_KIND, Delivery, not_found, secret_owner};
 
-impl Hub {
+impl Webhooks {
     /// The keys a delivery is signed with now: the current secret, and the one a rotation
     /// replaced while its grace period lasts (left out, with a warning, when it no longer
     /// opens: the current one still signs).
@@ -26,11 +27,11 @@ impl Hub {
             team: &row.team,
             owner: &owner,
         };
-        let mut keys = vec![self.keys.open(&aad, &row.secret)?];
-        if let (Some(old), Some(until)) = (&row.old_secret, row.old_secret_expire_time)
+        let mut keys = vec![self.ctx().keys().open(&aad, &row.secret)?];
+        if let (Some(old), Some(until)) = (&row.previous_secret, row.previous_secret_expire_time)
             && until > now
         {
-            match self.keys.open(&aad, old) {
+            match self.ctx().keys().open(&aad, old) {
                 Ok(key) => keys.push(key),
                 Err(err) => {
                     tracing::warn!(webhook = %row.id, error = %err, "the previous signing secret does not open: signing with the current one only");
@@ -52,7 +53,8 @@ impl Hub {
             return Err(not_found(name));
         }
         let row = self
-            .store
+            .ctx()
+            .store()
             .get_subscription(name.team.as_str(), &name.id)
             .await?
             .ok_or_else(|| not_found(name))?;
@@ -67,10 +69,13 @@ impl Hub {
         page: PageRequest,
     ) -> Result<Page<Delivery>> {
         self.get_webhook_subscription(actor, name).await?;
-        let pages = self.pages(&name.team, &format!("webhookDeliveries:{}", name.id));
+        let pages = self
+            .ctx()
+            .pages(&name.team, &format!("webhookDeliveries:{}", name.id));
         let before = pages.after_seq(&page)?.map(|t| t.0);
         let mut rows = self
-            .store
+            .ctx()
+            .store()
             .list_deliveries(name.team.as_str(), &name.id, before, page.size.read_limit())
             .await?;
         let next_page_token = page
@@ -101,36 +106,38 @@ impl Hub {
         let name = WebhookName::new(team.clone(), id.to_owned());
         let audited = Audited::new(AuditAction::WebhookUpdate, team, name.to_string());
         let actor_ref = &actor;
-        self.write(&actor, audited, async move |w| {
-            let Some(mut row) = w.tx().await?.lock_subscription(team.as_str(), id).await? else {
-                return Ok(Done::Unchanged(false));
-            };
-            if !row.enabled || row.position != position {
-                return Ok(Done::Unchanged(false));
-            }
-            let now = self.now();
-            row.enabled = false;
-            row.disabled_reason = Some(reason.to_owned());
-            let row = Self::save_webhook(w, row, now).await?;
-            let snapshot = serde_json::json!({
-                "name": name.to_string(),
-                "url": row.url,
-                "reason": reason,
-            });
-            w.raw_event(EventRow {
-                seq: 0,
-                event_id: new_id(),
-                team: team.as_str().to_owned(),
-                kind: DISABLED_KIND.to_owned(),
-                integration_id: String::new(),
-                installed_app_id: None,
-                reason: Some(reason.to_owned()),
-                actor: actor_ref.subject.clone(),
-                time: now,
-                snapshot: snapshot.to_string(),
-            });
-            Ok(Done::Commit(true))
-        })
-        .await
+        self.ctx()
+            .write(&actor, audited, async move |w| {
+                let Some(mut row) = w.tx().await?.lock_subscription(team.as_str(), id).await?
+                else {
+                    return Ok(Done::Unchanged(false));
+                };
+                if !row.enabled || row.position != position {
+                    return Ok(Done::Unchanged(false));
+                }
+                let now = self.ctx().now();
+                row.enabled = false;
+                row.disabled_reason = Some(reason.to_owned());
+                let row = Self::save_webhook(w, row, now).await?;
+                let snapshot = serde_json::json!({
+                    "name": name.to_string(),
+                    "url": row.url,
+                    "reason": reason,
+                });
+                w.raw_event(EventRow {
+                    seq: 0,
+                    event_id: new_id(),
+                    team: team.as_str().to_owned(),
+                    kind: DISABLED_KIND.to_owned(),
+                    integration_id: String::new(),
+                    installed_app_id: None,
+                    reason: Some(reason.to_owned()),
+                    actor: actor_ref.subject.clone(),
+                    time: now,
+                    snapshot: snapshot.to_string(),
+                });
+                Ok(Done::Commit(true))
+            })
+            .await
     }
 }

@@ -7,6 +7,8 @@
 //! this file holds the rules: who may change what, and the one disable path (with its event
 //! and audit record) the worker takes when a receiver stays down past the retry window.
 
+use std::sync::Arc;
+
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use ring::rand::{SecureRandom, SystemRandom};
@@ -15,8 +17,8 @@ use crate::crypto::{Aad, KeyRing, SecretBytes, SecretString};
 use crate::store::{DeliveryOutcome, DeliveryRow, SubscriptionRow};
 
 use super::app_events::{app_kinds, integration_kinds};
+use super::context::{Audited, Context, Done, check_etag};
 use super::error::{Error, Precondition, Result};
-use super::hub::{Audited, Done, Hub, check_etag};
 use super::model::{Actor, AuditAction, etag};
 use super::types::{
     Cursor, MAX_DETAIL_CHARS, Page, PageRequest, TeamId, Text, WebhookName, new_id,
@@ -145,7 +147,7 @@ pub struct Subscription {
     pub update_time: i64,
     pub version: i64,
     /// Until when the secret a rotation replaced still signs.
-    pub old_secret_expire_time: Option<i64>,
+    pub previous_secret_expire_time: Option<i64>,
     /// The last event acknowledged.
     pub position: i64,
     pub failed_attempts: i32,
@@ -167,7 +169,7 @@ impl Subscription {
             create_time: row.create_time,
             update_time: row.update_time,
             version: row.version,
-            old_secret_expire_time: row.old_secret_expire_time,
+            previous_secret_expire_time: row.previous_secret_expire_time,
             position: row.position,
             failed_attempts: row.failed_attempts,
             next_attempt_time: row.next_attempt_time,
@@ -239,10 +241,24 @@ fn types_json(types: &[String]) -> Result<String> {
     serde_json::to_string(types).map_err(|e| Error::Internal(e.into()))
 }
 
-impl Hub {
+/// Webhook subscriptions (this file) and their deliveries (`webhook_delivery.rs`).
+#[derive(Clone)]
+pub struct Webhooks {
+    ctx: Arc<Context>,
+}
+
+impl Webhooks {
+    pub(super) fn new(ctx: Arc<Context>) -> Webhooks {
+        Webhooks { ctx }
+    }
+
+    pub(super) fn ctx(&self) -> &Context {
+        &self.ctx
+    }
+
     fn seal_secret(&self, team: &str, id: &str, secret: &SecretBytes) -> Result<(Vec<u8>, i32)> {
         let owner = secret_owner(id);
-        let sealed = self.keys.seal(
+        let sealed = self.ctx().keys().seal(
             &Aad {
                 team,
                 owner: &owner,
@@ -256,7 +272,8 @@ impl Hub {
     /// Whether a sealed signing secret opens with this server's keys.
     fn secret_opens(&self, team: &str, id: &str, sealed: &[u8]) -> bool {
         let owner = secret_owner(id);
-        self.keys
+        self.ctx()
+            .keys()
             .open(
                 &Aad {
                     team,
@@ -278,49 +295,50 @@ impl Hub {
         max_per_team: u64,
     ) -> Result<(Subscription, SecretString)> {
         let audited = Audited::new(AuditAction::WebhookCreate, &team, team.resource_name());
-        self.write(actor, audited, async move |w| {
-            // Read before the write transaction begins (on PostgreSQL a barrier waits for
-            // appends in flight).
-            let position = self.store.max_event_seq().await?;
-            let tx = w.tx().await?;
-            if tx.count_subscriptions(team.as_str()).await? >= max_per_team {
-                return Err(Error::ResourceExhausted(format!(
-                    "a team may have at most {max_per_team} webhook subscriptions"
-                )));
-            }
-            let id = new_id();
-            let (secret, shown) = new_secret()?;
-            let (sealed, key_version) = self.seal_secret(team.as_str(), &id, &secret)?;
-            let now = self.now();
-            let row = SubscriptionRow {
-                id: id.clone(),
-                team: team.as_str().to_owned(),
-                url: input.url.0,
-                event_types: types_json(&input.event_types)?,
-                description: input.description.into_inner(),
-                enabled: input.enabled,
-                disabled_reason: None,
-                secret: sealed,
-                key_version,
-                old_secret: None,
-                old_key_version: None,
-                old_secret_expire_time: None,
-                creator: actor.subject.clone(),
-                version: 1,
-                create_time: now,
-                update_time: now,
-                position,
-                lease_owner: None,
-                lease_expire_time: None,
-                failing_since: None,
-                failed_attempts: 0,
-                next_attempt_time: None,
-            };
-            w.tx().await?.insert_subscription(row.clone()).await?;
-            w.set_resource(WebhookName::new(team.clone(), id).to_string());
-            Ok(Done::Commit((Subscription::from_row(&row)?, shown)))
-        })
-        .await
+        self.ctx()
+            .write(actor, audited, async move |w| {
+                // Read before the write transaction begins (on PostgreSQL a barrier waits for
+                // appends in flight).
+                let position = self.ctx().store().max_event_seq().await?;
+                let tx = w.tx().await?;
+                if tx.count_subscriptions(team.as_str()).await? >= max_per_team {
+                    return Err(Error::ResourceExhausted(format!(
+                        "a team may have at most {max_per_team} webhook subscriptions"
+                    )));
+                }
+                let id = new_id();
+                let (secret, shown) = new_secret()?;
+                let (sealed, key_version) = self.seal_secret(team.as_str(), &id, &secret)?;
+                let now = self.ctx().now();
+                let row = SubscriptionRow {
+                    id: id.clone(),
+                    team: team.as_str().to_owned(),
+                    url: input.url.0,
+                    event_types: types_json(&input.event_types)?,
+                    description: input.description.into_inner(),
+                    enabled: input.enabled,
+                    disabled_reason: None,
+                    secret: sealed,
+                    key_version,
+                    previous_secret: None,
+                    previous_key_version: None,
+                    previous_secret_expire_time: None,
+                    creator: actor.subject.clone(),
+                    version: 1,
+                    create_time: now,
+                    update_time: now,
+                    position,
+                    lease_owner: None,
+                    lease_expire_time: None,
+                    failing_since: None,
+                    failed_attempts: 0,
+                    next_attempt_time: None,
+                };
+                w.tx().await?.insert_subscription(row.clone()).await?;
+                w.set_resource(WebhookName::new(team.clone(), id).to_string());
+                Ok(Done::Commit((Subscription::from_row(&row)?, shown)))
+            })
+            .await
     }
 
     pub async fn get_webhook_subscription(
@@ -332,7 +350,8 @@ impl Hub {
             return Err(not_found(name));
         }
         let row = self
-            .store
+            .ctx()
+            .store()
             .get_subscription(name.team.as_str(), &name.id)
             .await?
             .ok_or_else(|| not_found(name))?;
@@ -344,10 +363,11 @@ impl Hub {
         team: &TeamId,
         page: PageRequest,
     ) -> Result<Page<Subscription>> {
-        let pages = self.pages(team, SUBSCRIPTIONS_LISTING);
+        let pages = self.ctx().pages(team, SUBSCRIPTIONS_LISTING);
         let after = pages.after(&page)?.map(|t| (t.create_time, t.id));
         let mut rows = self
-            .store
+            .ctx()
+            .store()
             .list_subscriptions(team.as_str(), after, page.size.read_limit())
             .await?;
         let next_page_token = page.size.cut(&mut rows, |last| {
@@ -366,7 +386,7 @@ impl Hub {
     /// answers exactly as a missing one (rule 7 of docs/rules.md).
     async fn lock_webhook(
         &self,
-        w: &mut super::hub::Write<'_>,
+        w: &mut super::context::Write<'_>,
         actor: &Actor,
         name: &WebhookName,
     ) -> Result<SubscriptionRow> {
@@ -383,7 +403,7 @@ impl Hub {
     /// Writes a changed subscription (its version moves), or ABORTED when it changed
     /// concurrently.
     pub(super) async fn save_webhook(
-        w: &mut super::hub::Write<'_>,
+        w: &mut super::context::Write<'_>,
         mut row: SubscriptionRow,
         now: i64,
     ) -> Result<SubscriptionRow> {
@@ -411,38 +431,39 @@ impl Hub {
         changes: SubscriptionChanges,
     ) -> Result<Subscription> {
         let audited = Audited::new(AuditAction::WebhookUpdate, &name.team, name.to_string());
-        self.write(actor, audited, async move |w| {
-            let mut row = self.lock_webhook(w, actor, name).await?;
-            check_etag(&changes.etag, row.version)?;
-            if let Some(url) = changes.url {
-                row.url = url.0;
-            }
-            if let Some(types) = &changes.event_types {
-                row.event_types = types_json(types)?;
-            }
-            if let Some(description) = changes.description {
-                row.description = description.into_inner();
-            }
-            if let Some(enabled) = changes.enabled {
-                if enabled && !row.enabled {
-                    // Enabled again: resume from the last acknowledged event, afresh.
-                    row.disabled_reason = None;
-                    (
-                        row.failing_since,
-                        row.failed_attempts,
-                        row.next_attempt_time,
-                    ) = (None, 0, None);
-                    w.tx()
-                        .await?
-                        .reset_delivery(name.team.as_str(), &name.id, None)
-                        .await?;
+        self.ctx()
+            .write(actor, audited, async move |w| {
+                let mut row = self.lock_webhook(w, actor, name).await?;
+                check_etag(&changes.etag, row.version)?;
+                if let Some(url) = changes.url {
+                    row.url = url.0;
                 }
-                row.enabled = enabled;
-            }
-            let row = Self::save_webhook(w, row, self.now()).await?;
-            Ok(Done::Commit(Subscription::from_row(&row)?))
-        })
-        .await
+                if let Some(types) = &changes.event_types {
+                    row.event_types = types_json(types)?;
+                }
+                if let Some(description) = changes.description {
+                    row.description = description.into_inner();
+                }
+                if let Some(enabled) = changes.enabled {
+                    if enabled && !row.enabled {
+                        // Enabled again: resume from the last acknowledged event, afresh.
+                        row.disabled_reason = None;
+                        (
+                            row.failing_since,
+                            row.failed_attempts,
+                            row.next_attempt_time,
+                        ) = (None, 0, None);
+                        w.tx()
+                            .await?
+                            .reset_delivery(name.team.as_str(), &name.id, None)
+                            .await?;
+                    }
+                    row.enabled = enabled;
+                }
+                let row = Self::save_webhook(w, row, self.ctx().now()).await?;
+                Ok(Done::Commit(Subscription::from_row(&row)?))
+            })
+            .await
     }
 
     #[tracing::instrument(skip_all, fields(webhook = %name))]
@@ -453,20 +474,21 @@ impl Hub {
         etag: Option<String>,
     ) -> Result<()> {
         let audited = Audited::new(AuditAction::WebhookDelete, &name.team, name.to_string());
-        self.write(actor, audited, async move |w| {
-            let row = self.lock_webhook(w, actor, name).await?;
-            check_etag(&etag, row.version)?;
-            if !w
-                .tx()
-                .await?
-                .delete_subscription(name.team.as_str(), &name.id)
-                .await?
-            {
-                return Err(Error::internal("locked webhook subscription vanished"));
-            }
-            Ok(Done::Commit(()))
-        })
-        .await
+        self.ctx()
+            .write(actor, audited, async move |w| {
+                let row = self.lock_webhook(w, actor, name).await?;
+                check_etag(&etag, row.version)?;
+                if !w
+                    .tx()
+                    .await?
+                    .delete_subscription(name.team.as_str(), &name.id)
+                    .await?
+                {
+                    return Err(Error::internal("locked webhook subscription vanished"));
+                }
+                Ok(Done::Commit(()))
+            })
+            .await
     }
 
     /// Replaces the signing secret; the old one keeps signing alongside for `grace`
@@ -484,26 +506,28 @@ impl Hub {
             &name.team,
             name.to_string(),
         );
-        self.write(actor, audited, async move |w| {
-            let mut row = self.lock_webhook(w, actor, name).await?;
-            let now = self.now();
-            let (secret, shown) = new_secret()?;
-            let (sealed, key_version) = self.seal_secret(&row.team, &row.id, &secret)?;
-            if grace_micros > 0 && self.secret_opens(&row.team, &row.id, &row.secret) {
-                row.old_secret = Some(std::mem::replace(&mut row.secret, sealed));
-                row.old_key_version = Some(std::mem::replace(&mut row.key_version, key_version));
-                row.old_secret_expire_time = Some(now.saturating_add(grace_micros));
-            } else {
-                row.secret = sealed;
-                row.key_version = key_version;
-                row.old_secret = None;
-                row.old_key_version = None;
-                row.old_secret_expire_time = None;
-            }
-            let row = Self::save_webhook(w, row, now).await?;
-            Ok(Done::Commit((Subscription::from_row(&row)?, shown)))
-        })
-        .await
+        self.ctx()
+            .write(actor, audited, async move |w| {
+                let mut row = self.lock_webhook(w, actor, name).await?;
+                let now = self.ctx().now();
+                let (secret, shown) = new_secret()?;
+                let (sealed, key_version) = self.seal_secret(&row.team, &row.id, &secret)?;
+                if grace_micros > 0 && self.secret_opens(&row.team, &row.id, &row.secret) {
+                    row.previous_secret = Some(std::mem::replace(&mut row.secret, sealed));
+                    row.previous_key_version =
+                        Some(std::mem::replace(&mut row.key_version, key_version));
+                    row.previous_secret_expire_time = Some(now.saturating_add(grace_micros));
+                } else {
+                    row.secret = sealed;
+                    row.key_version = key_version;
+                    row.previous_secret = None;
+                    row.previous_key_version = None;
+                    row.previous_secret_expire_time = None;
+                }
+                let row = Self::save_webhook(w, row, now).await?;
+                Ok(Done::Commit((Subscription::from_row(&row)?, shown)))
+            })
+            .await
     }
 
     /// Delivers again every event after `start` (a cursor of the event log): the
@@ -516,34 +540,35 @@ impl Hub {
         start: Cursor,
     ) -> Result<Subscription> {
         let audited = Audited::new(AuditAction::WebhookRedeliver, &name.team, name.to_string());
-        self.write(actor, audited, async move |w| {
-            if start.0 > self.store.max_event_seq().await? {
-                return Err(Error::invalid(
-                    "start_cursor",
-                    "is ahead of the event log (a cursor of another deployment?)",
-                ));
-            }
-            if start.0 < self.store.pruned_through().await? {
-                return Err(Error::precondition(
-                    Precondition::CursorExpired,
-                    "the cursor is older than the event retention",
-                ));
-            }
-            let row = self.lock_webhook(w, actor, name).await?;
-            w.tx()
-                .await?
-                .reset_delivery(name.team.as_str(), &name.id, Some(start.0))
-                .await?;
-            let mut row = Self::save_webhook(w, row, self.now()).await?;
-            row.position = start.0;
-            (
-                row.failing_since,
-                row.failed_attempts,
-                row.next_attempt_time,
-            ) = (None, 0, None);
-            Ok(Done::Commit(Subscription::from_row(&row)?))
-        })
-        .await
+        self.ctx()
+            .write(actor, audited, async move |w| {
+                if start.0 > self.ctx().store().max_event_seq().await? {
+                    return Err(Error::invalid(
+                        "start_cursor",
+                        "is ahead of the event log (a cursor of another deployment?)",
+                    ));
+                }
+                if start.0 < self.ctx().store().pruned_through().await? {
+                    return Err(Error::precondition(
+                        Precondition::CursorExpired,
+                        "the cursor is older than the event retention",
+                    ));
+                }
+                let row = self.lock_webhook(w, actor, name).await?;
+                w.tx()
+                    .await?
+                    .reset_delivery(name.team.as_str(), &name.id, Some(start.0))
+                    .await?;
+                let mut row = Self::save_webhook(w, row, self.ctx().now()).await?;
+                row.position = start.0;
+                (
+                    row.failing_since,
+                    row.failed_attempts,
+                    row.next_attempt_time,
+                ) = (None, 0, None);
+                Ok(Done::Commit(Subscription::from_row(&row)?))
+            })
+            .await
     }
 }
 

@@ -20,7 +20,7 @@ pub enum SealedKind {
     /// `webhook_subscriptions.secret`.
     WebhookSecret,
     /// `webhook_subscriptions.old_secret`: the secret a rotation replaced.
-    WebhookOldSecret,
+    WebhookPreviousSecret,
     /// `oauth_authorizations.verifier`: the PKCE verifier of an authorization in progress
     /// (emptied once it ends).
     AuthorizationVerifier,
@@ -32,7 +32,7 @@ impl SealedKind {
         SealedKind::App,
         SealedKind::Integration,
         SealedKind::WebhookSecret,
-        SealedKind::WebhookOldSecret,
+        SealedKind::WebhookPreviousSecret,
         SealedKind::AuthorizationVerifier,
     ];
 
@@ -42,7 +42,7 @@ impl SealedKind {
             SealedKind::App => ("installed_apps", "credentials", "key_version"),
             SealedKind::Integration => ("integrations", "own_credentials", "key_version"),
             SealedKind::WebhookSecret => ("webhook_subscriptions", "secret", "key_version"),
-            SealedKind::WebhookOldSecret => {
+            SealedKind::WebhookPreviousSecret => {
                 ("webhook_subscriptions", "old_secret", "old_key_version")
             }
             SealedKind::AuthorizationVerifier => {

@@ -34,10 +34,14 @@ pub mod subscription {
         /// The signing secret, sealed (see `crate::crypto`), never plaintext.
         pub secret: Vec<u8>,
         pub key_version: i32,
-        /// The secret a rotation replaced, still signing until `old_secret_expire_time`.
-        pub old_secret: Option<Vec<u8>>,
-        pub old_key_version: Option<i32>,
-        pub old_secret_expire_time: Option<i64>,
+        /// The secret a rotation replaced, still signing until `previous_secret_expire_time`
+        /// (the columns keep their first names: `old_secret`, ...).
+        #[sea_orm(column_name = "old_secret")]
+        pub previous_secret: Option<Vec<u8>>,
+        #[sea_orm(column_name = "old_key_version")]
+        pub previous_key_version: Option<i32>,
+        #[sea_orm(column_name = "old_secret_expire_time")]
+        pub previous_secret_expire_time: Option<i64>,
         pub creator: String,
         pub version: i64,
         pub create_time: i64,

@@ -90,7 +90,11 @@ impl Outgoing {
     /// is recorded: the attempt is the answer.
     pub async fn send_test(&self, actor: &Actor, name: &WebhookName) -> Result<TestDelivery> {
         let now = (self.now)();
-        let (url, keys) = self.hub.webhook_test_material(actor, name, now).await?;
+        let (url, keys) = self
+            .hub
+            .webhooks()
+            .webhook_test_material(actor, name, now)
+            .await?;
         let id = format!("msg_test_{}", new_id());
         let timestamp = now.div_euclid(1_000_000);
         let body = payload::test_body(&name.to_string(), now);

@@ -319,6 +319,7 @@ impl Worker {
                 let position = if skipped { event.seq - 1 } else { row.position };
                 if self
                     .hub
+                    .webhooks()
                     .disable_webhook(&team_id, &id, position, &reason)
                     .await?
                 {
@@ -401,7 +402,7 @@ impl Worker {
     ) -> Result<(Vec<u8>, String)> {
         let team = TeamId::parse(&row.team).map_err(|_| Error::internal("stored team id"))?;
         let body = event_body(event, &self.hub.cursors(Some(&team)))?;
-        let keys = self.hub.webhook_signing_keys(row, now)?;
+        let keys = self.hub.webhooks().webhook_signing_keys(row, now)?;
         let keys: Vec<&[u8]> = keys.iter().map(|k| k.expose()).collect();
         let signature = signature(&keys, id, now.div_euclid(1_000_000), &body);
         Ok((body, signature))

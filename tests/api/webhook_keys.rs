@@ -110,7 +110,7 @@ async fn webhook_secrets_are_resealed_and_the_old_key_can_be_retired(backend: Ba
     assert!(
         counts
             .iter()
-            .any(|c| c.kind == SealedKind::WebhookOldSecret)
+            .any(|c| c.kind == SealedKind::WebhookPreviousSecret)
     );
     store.close().await;
 

@@ -4,6 +4,7 @@
 //! creates the app or replaces its credentials, in one audited write. Whatever fails after
 //! the claim leaves the authorization FAILED with the reason and no app half-made.
 
+use super::Authorizations;
 use std::collections::BTreeMap;
 
 use base64::Engine as _;
@@ -18,8 +19,8 @@ use super::catalog::OAuthDef;
 use super::provider_text::{Sent, error_code, log_description};
 use super::{AUTHORIZATION_TTL_MICROS, MAX_RETURN_URL, OAuth};
 use crate::domain::catalog::ServiceDef;
+use crate::domain::context::{Audited, Done, Write, not_found_app};
 use crate::domain::error::{Error, Precondition, Result};
-use crate::domain::hub::{Audited, Done, Hub, Write, not_found_app};
 use crate::domain::model::{Actor, AuditAction, Role};
 use crate::domain::types::{AppName, AuthorizationName, ConnectedTo, DisplayName, TeamId, new_id};
 
@@ -199,7 +200,7 @@ pub(super) fn connected_to_text(text: Option<String>, sent: &Sent) -> ConnectedT
     ConnectedTo::parse(&text).unwrap_or_else(|_| ConnectedTo::parse("").expect("empty text"))
 }
 
-impl Hub {
+impl Authorizations {
     pub(in crate::domain) fn oauth(&self) -> Result<&OAuth> {
         self.oauth.as_deref().ok_or_else(|| {
             Error::precondition(
@@ -212,7 +213,7 @@ impl Hub {
     /// The service's OAuth definition and registered client, or why there is none.
     pub(super) fn oauth_service(&self, id: &str, field: &str) -> Result<(&ServiceDef, &OAuthDef)> {
         let oauth = self.oauth()?;
-        let service = self.service(id, field)?;
+        let service = self.ctx().service(id, field)?;
         let def = service
             .oauth
             .as_ref()
@@ -247,8 +248,8 @@ impl Hub {
             None => team.resource_name(),
         };
         let audited = Audited::new(AuditAction::InstalledAppStartAuthorization, &team, resource);
-        let now = self.now();
-        let (row, uris) = self
+        let now = self.ctx().now();
+        let (row, uris) = self.ctx()
             .write(actor, audited, async |w| {
                 let (service_id, display_name) = match &input.installed_app {
                     Some(name) => {
@@ -295,7 +296,7 @@ impl Hub {
                     verifier.clone(),
                 )]));
                 let (verifier_sealed, key_version) =
-                    self.seal(&team, &authorization_owner(&id), &sealed_verifier)?;
+                    self.ctx().seal(&team, &authorization_owner(&id), &sealed_verifier)?;
                 let row = AuthorizationRow {
                     id: id.clone(),
                     state_hash: state_hash(&state),
@@ -365,14 +366,15 @@ impl Hub {
             return Err(not_found());
         }
         let row = self
-            .store
+            .ctx()
+            .store()
             .get_authorization(name.team.as_str(), &name.id)
             .await?
             .ok_or_else(not_found)?;
         if actor.role != Role::Admin && row.creator != actor.subject {
             return Err(not_found());
         }
-        Authorization::from_row(&row, self.now())
+        Authorization::from_row(&row, self.ctx().now())
     }
 
     /// Completes an authorization from the provider's redirect. Through the RPC, the caller
@@ -395,7 +397,8 @@ impl Hub {
             name: "with this state".to_owned(),
         };
         let row = self
-            .store
+            .ctx()
+            .store()
             .authorization_by_state(&hash)
             .await?
             .ok_or_else(not_found)?;
@@ -405,7 +408,7 @@ impl Hub {
         {
             return Err(not_found());
         }
-        let now = self.now();
+        let now = self.ctx().now();
         if row.state != AuthorizationStage::Pending {
             return Err(Error::precondition(
                 Precondition::WrongState,
@@ -413,7 +416,8 @@ impl Hub {
             ));
         }
         if row.expire_time <= now {
-            self.store
+            self.ctx()
+                .store()
                 .fail_authorization(&row.id, "expired before it was completed", now)
                 .await?;
             return Err(Error::precondition(
@@ -429,7 +433,7 @@ impl Hub {
                 "this sign-in was not opened in this browser: start it again from the application, in this browser".into(),
             ));
         }
-        let Some(row) = self.store.claim_authorization(&hash, now).await? else {
+        let Some(row) = self.ctx().store().claim_authorization(&hash, now).await? else {
             return Err(Error::precondition(
                 Precondition::WrongState,
                 "this authorization was already completed; start a new one",
@@ -468,8 +472,12 @@ impl Hub {
                 other => crate::domain::error::truncated(&other.to_string(), 600),
             };
             tracing::info!(authorization = %row.id, reason = %why, "authorization failed");
-            self.store.fail_authorization(&row.id, &why, now).await?;
+            self.ctx()
+                .store()
+                .fail_authorization(&row.id, &why, now)
+                .await?;
             let audited = self
+                .ctx()
                 .audit_failure::<()>(
                     &actor,
                     &team,
@@ -481,11 +489,12 @@ impl Hub {
             drop(audited);
         }
         let row = self
-            .store
+            .ctx()
+            .store()
             .get_authorization(team.as_str(), &row.id)
             .await?
             .ok_or_else(|| Error::internal("claimed authorization vanished"))?;
-        Authorization::from_row(&row, self.now())
+        Authorization::from_row(&row, self.ctx().now())
     }
 }
 
@@ -518,7 +527,7 @@ mod tests {
 
     use crate::crypto::KeyRing;
     use crate::domain::catalog::Catalog;
-    use crate::domain::hub::Clock;
+    use crate::domain::hub::{Clock, Hub};
     use crate::domain::oauth::browser::BrowserCookies;
     use crate::domain::oauth::clients::Clients;
     use crate::domain::oauth::{OAuth, OAuthSettings};
@@ -586,6 +595,7 @@ mod tests {
     /// Starts a Slack authorization as `who`: it, its URLs and its state.
     async fn start_slack(hub: &Hub, who: &Actor) -> (Authorization, SignInUris, String) {
         let (started, uris) = hub
+            .authorizations()
             .start_authorization(who, team(), slack("Slack"))
             .await
             .unwrap();
@@ -599,6 +609,7 @@ mod tests {
         let (hub, clock) = oauth_hub(dir.path()).await;
         let dana = actor(Role::Developer, "dana");
         let (started, uris) = hub
+            .authorizations()
             .start_authorization(&dana, team(), slack("Slack"))
             .await
             .unwrap();
@@ -619,9 +630,14 @@ mod tests {
         clock
             .0
             .store(NOW + AUTHORIZATION_TTL_MICROS + 1, Ordering::SeqCst);
-        let shown = hub.get_authorization(&dana, &started.name).await.unwrap();
+        let shown = hub
+            .authorizations()
+            .get_authorization(&dana, &started.name)
+            .await
+            .unwrap();
         assert_eq!(shown.state, AuthorizationState::Expired);
         let refused = hub
+            .authorizations()
             .complete_authorization(
                 Completer::Caller(&dana),
                 &state,
@@ -634,12 +650,17 @@ mod tests {
             "{refused:?}"
         );
         assert!(refused.to_string().contains("expired"));
-        let failed = hub.get_authorization(&dana, &started.name).await.unwrap();
+        let failed = hub
+            .authorizations()
+            .get_authorization(&dana, &started.name)
+            .await
+            .unwrap();
         assert_eq!(failed.state, AuthorizationState::Failed);
         assert!(failed.error.unwrap().contains("expired"));
         // The stored row never holds the state, and the verifier is gone once it ended.
         let row = hub
-            .store
+            .context()
+            .store()
             .get_authorization("acme", &started.name.id)
             .await
             .unwrap()
@@ -657,6 +678,7 @@ mod tests {
         let erik = actor(Role::Developer, "erik");
         for caller in [&erik, &actor(Role::Admin, "ada")] {
             let refused = hub
+                .authorizations()
                 .complete_authorization(
                     Completer::Caller(caller),
                     &state,
@@ -667,17 +689,21 @@ mod tests {
             assert!(matches!(refused, Error::NotFound { .. }), "{refused:?}");
         }
         assert!(matches!(
-            hub.get_authorization(&erik, &started.name).await,
+            hub.authorizations()
+                .get_authorization(&erik, &started.name)
+                .await,
             Err(Error::NotFound { .. })
         ));
         // An admin of the team may look; it is still pending (nothing consumed it).
         let shown = hub
+            .authorizations()
             .get_authorization(&actor(Role::Admin, "ada"), &started.name)
             .await
             .unwrap();
         assert_eq!(shown.state, AuthorizationState::Pending);
         // The provider's refusal ends it, and it cannot be completed again.
         let refused = hub
+            .authorizations()
             .complete_authorization(
                 Completer::Caller(&dana),
                 &state,
@@ -688,12 +714,13 @@ mod tests {
         assert_eq!(refused.state, AuthorizationState::Failed);
         assert!(refused.error.unwrap().contains("access_denied"));
         assert!(matches!(
-            hub.complete_authorization(
-                Completer::Caller(&dana),
-                &state,
-                Completion::Code("c".into())
-            )
-            .await,
+            hub.authorizations()
+                .complete_authorization(
+                    Completer::Caller(&dana),
+                    &state,
+                    Completion::Code("c".into())
+                )
+                .await,
             Err(Error::FailedPrecondition { .. })
         ));
     }
@@ -706,12 +733,14 @@ mod tests {
         let (started, uris, state) = start_slack(&hub, &dana).await;
         // From another site's page: refused, and nothing is bound.
         let refused = hub
+            .authorizations()
             .open_sign_in(&state, Some("https://evil.example.test"))
             .await
             .err()
             .unwrap();
         assert!(matches!(refused, Error::PermissionDenied(_)), "{refused:?}");
         let opened = hub
+            .authorizations()
             .open_sign_in(&state, Some("https://hub.example.test"))
             .await
             .unwrap();
@@ -721,7 +750,7 @@ mod tests {
         assert_eq!(opened.provider_uri, uris.provider, "the same provider URL");
         // Once: a second browser cannot take it over.
         assert!(matches!(
-            hub.open_sign_in(&state, None).await,
+            hub.authorizations().open_sign_in(&state, None).await,
             Err(Error::FailedPrecondition { .. })
         ));
         let id = started.name.id.clone();
@@ -731,6 +760,7 @@ mod tests {
             BrowserCookies::from([("other-id".to_owned(), opened.cookie_value.clone())]),
         ] {
             let refused = hub
+                .authorizations()
                 .complete_authorization(
                     Completer::Browser(&cookies),
                     &state,
@@ -740,10 +770,15 @@ mod tests {
                 .unwrap_err();
             assert!(matches!(refused, Error::PermissionDenied(_)), "{refused:?}");
         }
-        let shown = hub.get_authorization(&dana, &started.name).await.unwrap();
+        let shown = hub
+            .authorizations()
+            .get_authorization(&dana, &started.name)
+            .await
+            .unwrap();
         assert_eq!(shown.state, AuthorizationState::Pending, "nothing consumed");
         let cookies = BrowserCookies::from([(id, opened.cookie_value)]);
         let done = hub
+            .authorizations()
             .complete_authorization(
                 Completer::Browser(&cookies),
                 &state,
@@ -764,11 +799,13 @@ mod tests {
         let (hub, clock) = oauth_hub(dir.path()).await;
         let dana = actor(Role::Developer, "dana");
         for _ in 0..MAX_PENDING_PER_PERSON {
-            hub.start_authorization(&dana, team(), slack("Slack"))
+            hub.authorizations()
+                .start_authorization(&dana, team(), slack("Slack"))
                 .await
                 .unwrap();
         }
         let refused = hub
+            .authorizations()
             .start_authorization(&dana, team(), slack("Slack"))
             .await
             .unwrap_err();
@@ -777,13 +814,15 @@ mod tests {
             "{refused:?}"
         );
         // Someone else is not held back, and once they expired dana may start again.
-        hub.start_authorization(&actor(Role::Developer, "erik"), team(), slack("Slack"))
+        hub.authorizations()
+            .start_authorization(&actor(Role::Developer, "erik"), team(), slack("Slack"))
             .await
             .unwrap();
         clock
             .0
             .store(NOW + AUTHORIZATION_TTL_MICROS, Ordering::SeqCst);
-        hub.start_authorization(&dana, team(), slack("Slack"))
+        hub.authorizations()
+            .start_authorization(&dana, team(), slack("Slack"))
             .await
             .unwrap();
     }
@@ -792,7 +831,7 @@ mod tests {
     async fn return_urls_must_be_https_on_an_allowed_origin() {
         let dir = tempfile::tempdir().unwrap();
         let (hub, _) = oauth_hub(dir.path()).await;
-        let oauth = hub.oauth().unwrap();
+        let oauth = hub.authorizations().oauth().unwrap();
         assert!(
             oauth
                 .check_return_url("https://hub.example.test/done?x=1")

@@ -11,6 +11,7 @@
 //! (the authorization stays pending for its starter until it expires). The RPC completion is
 //! bound by the caller's token instead (only the starter may complete).
 
+use super::Authorizations;
 use std::collections::HashMap;
 
 use reqwest::Url;
@@ -20,7 +21,6 @@ use super::catalog::OAuthDef;
 use super::{AUTHORIZATION_TTL_MICROS, OAuth};
 use crate::crypto::Aad;
 use crate::domain::error::{Error, Precondition, Result};
-use crate::domain::hub::Hub;
 use crate::domain::types::{AuthorizationName, TeamId};
 use crate::store::{AuthorizationRow, AuthorizationStage};
 
@@ -141,7 +141,7 @@ pub(super) fn opened_in(row: &AuthorizationRow, cookies: &BrowserCookies) -> boo
     }
 }
 
-impl Hub {
+impl Authorizations {
     /// Opens a sign-in in a browser (`POST /oauth/start`): the pending authorization of
     /// `state` is bound, once, to a new random value whose hash it keeps; answers the cookie
     /// that carries the value and the provider's URL. `origin` is the page's the browser came
@@ -162,11 +162,12 @@ impl Hub {
             name: "with this state".to_owned(),
         };
         let row = self
-            .store
+            .ctx()
+            .store()
             .authorization_by_state(&state_hash(state))
             .await?
             .ok_or_else(not_found)?;
-        let now = self.now();
+        let now = self.ctx().now();
         if row.state != AuthorizationStage::Pending || row.expire_time <= now {
             return Err(Error::precondition(
                 Precondition::WrongState,
@@ -181,7 +182,7 @@ impl Hub {
         }
         let team = TeamId::parse(&row.team).map_err(|_| Error::internal("stored team id"))?;
         let (service, def) = self.oauth_service(&row.service, "service")?;
-        let sealed = self.keys.open_credentials(
+        let sealed = self.ctx().keys().open_credentials(
             &Aad {
                 team: team.as_str(),
                 owner: &authorization_owner(&row.id),
@@ -200,7 +201,8 @@ impl Hub {
         let provider_uri = oauth.provider_url(&service.id, def, &scopes, state, verifier)?;
         let value = random_token()?;
         if !self
-            .store
+            .ctx()
+            .store()
             .bind_authorization(&row.id, &state_hash(&value), now)
             .await?
         {

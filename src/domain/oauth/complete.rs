@@ -1,6 +1,8 @@
 //! The second half of an authorization: exchanging the code and writing the app (created,
 //! or its credentials replaced) with its grant, in one audited write.
 
+use super::Authorizations;
+use crate::domain::reauth::change_state;
 use std::collections::BTreeMap;
 
 use crate::crypto::{Aad, Credentials};
@@ -12,9 +14,9 @@ use super::http::{ProviderError, TokenAnswer};
 use super::provider_text::Sent;
 use super::{OAuth, refresh_time};
 use crate::domain::catalog::ServiceDef;
+use crate::domain::context::{Audited, Done, Write, not_found_app};
 use crate::domain::credentials::{MAX_CREDENTIAL_VALUE, app_owner};
 use crate::domain::error::{Error, Precondition, Result};
-use crate::domain::hub::{Audited, Done, Hub, Write, not_found_app};
 use crate::domain::model::{
     Actor, AppEventKind, AppState, AuditAction, BrokenReason, IntegrationState,
 };
@@ -111,7 +113,7 @@ pub(super) fn new_grant(
     }
 }
 
-impl Hub {
+impl Authorizations {
     /// Exchanges the code and writes the app: created, or its credentials replaced.
     pub(super) async fn finish(
         &self,
@@ -139,13 +141,14 @@ impl Hub {
             // under the app's lock when the credentials are written.
             let name = AppName::new(team.clone(), id.clone());
             let app = self
-                .store
+                .ctx()
+                .store()
                 .get_app(team.as_str(), id)
                 .await?
                 .ok_or_else(|| not_found_app(&name))?;
             still_reauthorizable(actor, &app, row)?;
         }
-        let sealed = self.keys.open_credentials(&aad, &row.verifier)?;
+        let sealed = self.ctx().keys().open_credentials(&aad, &row.verifier)?;
         let verifier = sealed
             .get("code_verifier")
             .ok_or_else(|| Error::internal("sealed verifier without its value"))?;
@@ -186,7 +189,7 @@ impl Hub {
             .with(answer.access_token.expose())
             .with(answer.refresh_token.as_ref().map_or("", |t| t.expose()));
         let connected_to = connected_to_text(account, &secrets);
-        let now = self.now();
+        let now = self.ctx().now();
         let target = row.installed_app_id.clone();
         let resource = match &target {
             Some(id) => AppName::new(team.clone(), id.clone()).to_string(),
@@ -198,6 +201,7 @@ impl Hub {
             resource,
         );
         let app = self
+            .ctx()
             .write(actor, audited, async |w| {
                 let app = match &target {
                     None => {
@@ -205,7 +209,7 @@ impl Hub {
                             .map_err(provider_failed)?;
                         let id = new_id();
                         let (sealed, key_version) =
-                            self.seal(team, &app_owner(&id), &credentials)?;
+                            self.ctx().seal(team, &app_owner(&id), &credentials)?;
                         let app = AppRow {
                             id,
                             team: team.as_str().to_owned(),
@@ -237,7 +241,7 @@ impl Hub {
                         let mut app = w.lock_app(&name).await?;
                         still_reauthorizable(actor, &app, row)?;
                         let owner = app_owner(&app.id);
-                        let previous = self.keys.open_credentials(
+                        let previous = self.ctx().keys().open_credentials(
                             &Aad {
                                 team: team.as_str(),
                                 owner: &owner,
@@ -285,7 +289,7 @@ impl Hub {
     fn has_refresh_token(&self, app: &AppRow) -> Result<bool> {
         let team = TeamId::parse(&app.team).map_err(|_| Error::internal("stored team id"))?;
         let owner = app_owner(&app.id);
-        let credentials = self.keys.open_credentials(
+        let credentials = self.ctx().keys().open_credentials(
             &Aad {
                 team: team.as_str(),
                 owner: &owner,
@@ -306,7 +310,8 @@ impl Hub {
         now: i64,
     ) -> Result<usize> {
         let team = TeamId::parse(&app.team).map_err(|_| Error::internal("stored team id"))?;
-        (app.credentials, app.key_version) = self.seal(&team, &app_owner(&app.id), credentials)?;
+        (app.credentials, app.key_version) =
+            self.ctx().seal(&team, &app_owner(&app.id), credentials)?;
         if app.state == AppState::Suspended {
             app.resume_state = Some(AppState::Active);
             return Ok(0);
@@ -322,9 +327,7 @@ impl Hub {
             Some(BrokenReason::CredentialsRejected),
         );
         let restore = Transition::Restore { rebind_to: None };
-        let restored = self
-            .change_state(w, team.as_str(), &filter, &restore, now)
-            .await?;
+        let restored = change_state(w, team.as_str(), &filter, &restore, now).await?;
         Ok(restored.len())
     }
 }

@@ -29,6 +29,7 @@ use url::Url;
 
 use self::clients::Clients;
 use self::http::Provider;
+use crate::domain::context::Context;
 use crate::store::GrantRow;
 
 pub use http::ProviderCalls;
@@ -61,12 +62,12 @@ pub struct OAuthSettings {
     pub refresh_interval: Duration,
 }
 
-/// What `Hub` holds of OAuth once configured.
+/// The deployment's OAuth: its settings, its provider calls, this replica's refreshes.
 pub struct OAuth {
-    pub(super) settings: OAuthSettings,
-    pub(super) provider: Provider,
+    settings: OAuthSettings,
+    provider: Provider,
     /// This replica's name in refresh leases.
-    pub(super) replica: String,
+    replica: String,
     /// One refresh in flight per app in this replica (single flight); across replicas the
     /// lease decides.
     flights: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -135,7 +136,34 @@ impl GrantHealth {
     }
 }
 
-impl crate::domain::Hub {
+/// OAuth 2.0 authorizations (`authorize.rs`, `browser.rs`, `complete.rs`) and the refresh
+/// of their grants (`refresh.rs`); without OAuth configured, starting one is refused and
+/// nothing is refreshed.
+#[derive(Clone)]
+pub struct Authorizations {
+    ctx: Arc<Context>,
+    oauth: Option<Arc<OAuth>>,
+}
+
+impl Authorizations {
+    pub(in crate::domain) fn new(ctx: Arc<Context>, oauth: Option<Arc<OAuth>>) -> Authorizations {
+        Authorizations { ctx, oauth }
+    }
+
+    fn ctx(&self) -> &Context {
+        &self.ctx
+    }
+
+    /// The OAuth this service was built with (a hub rebuilt with other settings keeps it).
+    pub(in crate::domain) fn oauth_handle(&self) -> Option<Arc<OAuth>> {
+        self.oauth.clone()
+    }
+
+    /// Whether OAuth is configured on this deployment.
+    pub(in crate::domain) fn configured(&self) -> bool {
+        self.oauth.is_some()
+    }
+
     /// Fills the OAuth health of apps authorized through OAuth (one query for all of them;
     /// none when OAuth is not configured).
     pub(in crate::domain) async fn attach_grants(
@@ -147,7 +175,7 @@ impl crate::domain::Hub {
             return Ok(());
         }
         let ids: Vec<String> = apps.iter().map(|a| a.name.id.clone()).collect();
-        let grants = self.store.grants_of(team.as_str(), &ids).await?;
+        let grants = self.ctx().store().grants_of(team.as_str(), &ids).await?;
         for app in apps {
             app.oauth = grants
                 .iter()

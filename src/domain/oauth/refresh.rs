@@ -5,6 +5,8 @@
 //! `invalid_grant` takes the rule-6 path (NEEDS_REAUTH, integrations BROKEN); other failures
 //! are retried with backoff and jitter and break nothing.
 
+use super::Authorizations;
+use crate::domain::reauth::reject_credentials;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,9 +19,9 @@ use crate::store::{GrantRow, RefreshFailure};
 use super::complete::{new_grant, oauth_credentials};
 use super::http::ProviderError;
 use super::{OAuth, nearly_expired};
+use crate::domain::context::{Audited, Done};
 use crate::domain::credentials::app_owner;
 use crate::domain::error::{Error, Result};
-use crate::domain::hub::{Audited, Done, Hub};
 use crate::domain::model::{Actor, AppEventKind, AppState, AuditAction, Role};
 use crate::domain::types::{AppName, TeamId, new_id};
 
@@ -94,23 +96,24 @@ pub fn backoff(failures: i32, lifetime: i64) -> i64 {
     wait + jitter
 }
 
-impl Hub {
+impl Authorizations {
     /// Refreshes the grant `seen` unless another task or replica does: one flight per app
     /// in this replica, and the lease across replicas.
     pub(super) async fn refresh_once(&self, seen: &GrantRow) -> Result<RefreshOutcome> {
         let oauth = self.oauth()?;
         let flight = oauth.flight(&seen.installed_app_id);
         let _flying = flight.lock().await;
-        let Some(current) = self.store.get_grant(&seen.installed_app_id).await? else {
+        let Some(current) = self.ctx().store().get_grant(&seen.installed_app_id).await? else {
             return Ok(RefreshOutcome::Busy);
         };
         if current.issue_time != seen.issue_time {
             // Refreshed while this task waited for the flight.
             return Ok(RefreshOutcome::Busy);
         }
-        let now = self.now();
+        let now = self.ctx().now();
         let leased = self
-            .store
+            .ctx()
+            .store()
             .take_lease(
                 &current.installed_app_id,
                 &oauth.replica,
@@ -123,7 +126,8 @@ impl Hub {
             let result = self.refresh_leased(oauth, &current).await;
             if result.is_err() {
                 let _ = self
-                    .store
+                    .ctx()
+                    .store()
                     .release_lease(&current.installed_app_id, &oauth.replica)
                     .await;
             }
@@ -139,25 +143,27 @@ impl Hub {
     async fn refresh_leased(&self, oauth: &OAuth, grant: &GrantRow) -> Result<RefreshOutcome> {
         let team = TeamId::parse(&grant.team).map_err(|_| Error::internal("stored team id"))?;
         let name = AppName::new(team.clone(), grant.installed_app_id.clone());
-        let now = self.now();
+        let now = self.ctx().now();
         let fail = async |error: String, next: Option<i64>| -> Result<RefreshOutcome> {
             let failure = RefreshFailure {
                 error,
                 failures: grant.failures.saturating_add(1),
                 next_refresh_time: next,
             };
-            self.store
+            self.ctx()
+                .store()
                 .refresh_failed(&grant.installed_app_id, &oauth.replica, &failure)
                 .await?;
             // The app's grant health changed: this replica answers it at once.
-            self.cache.changed(&grant.team);
+            self.ctx().cache().changed(&grant.team);
             Ok(RefreshOutcome::Failed)
         };
-        let Some(app) = self.store.get_app(team.as_str(), &name.id).await? else {
+        let Some(app) = self.ctx().store().get_app(team.as_str(), &name.id).await? else {
             return fail("the installed app is gone".into(), None).await;
         };
         let def = self
-            .catalog
+            .ctx()
+            .catalog()
             .service(&app.service)
             .and_then(|s| s.oauth.as_ref());
         let client = oauth.settings.clients.get(&app.service);
@@ -174,14 +180,15 @@ impl Hub {
             team: team.as_str(),
             owner: &owner,
         };
-        let credentials = self.keys.open_credentials(&aad, &app.credentials)?;
+        let credentials = self.ctx().keys().open_credentials(&aad, &app.credentials)?;
         let Some(refresh_token) = credentials.get("refresh_token") else {
             return fail("no refresh token is stored".into(), None).await;
         };
         match oauth.provider.refresh(def, client, refresh_token).await {
             Ok(answer) => {
                 let service = self
-                    .catalog
+                    .ctx()
+                    .catalog()
                     .service(&app.service)
                     .ok_or_else(|| Error::internal("service vanished"))?;
                 let new = match oauth_credentials(service, def, &answer, Some(&credentials)) {
@@ -194,6 +201,7 @@ impl Hub {
                 };
                 let audited = Audited::app(AuditAction::InstalledAppUpdate, &name);
                 let restored = self
+                    .ctx()
                     .write(&refresher(&team), audited, async |w| {
                         let mut app = w.lock_app(&name).await?;
                         let held = w.tx().await?.lock_grant(&app.id).await?;
@@ -230,24 +238,24 @@ impl Hub {
                 let said = format!("the provider refused to refresh the token ({text})");
                 let audited = Audited::app(AuditAction::InstalledAppReportRejected, &name);
                 let error = crate::domain::error::truncated(&format!("invalid_grant: {text}"), 600);
-                self.write(&refresher(&team), audited, async |w| {
-                    let mut app = w.lock_app(&name).await?;
-                    w.app_event(AppEventKind::RefreshFailed, &app, &said)?;
-                    if app.state != AppState::Suspended {
-                        self.reject_credentials(w, &name, &mut app, &said, now)
-                            .await?;
-                    }
-                    if let Some(mut row) = w.tx().await?.lock_grant(&app.id).await? {
-                        row.last_refresh_error = Some(error.clone());
-                        row.failures = row.failures.saturating_add(1);
-                        row.next_refresh_time = None;
-                        row.lease_owner = None;
-                        row.lease_until = None;
-                        w.tx().await?.put_grant(row).await?;
-                    }
-                    Ok(Done::Commit(()))
-                })
-                .await?;
+                self.ctx()
+                    .write(&refresher(&team), audited, async |w| {
+                        let mut app = w.lock_app(&name).await?;
+                        w.app_event(AppEventKind::RefreshFailed, &app, &said)?;
+                        if app.state != AppState::Suspended {
+                            reject_credentials(w, &name, &mut app, &said, now).await?;
+                        }
+                        if let Some(mut row) = w.tx().await?.lock_grant(&app.id).await? {
+                            row.last_refresh_error = Some(error.clone());
+                            row.failures = row.failures.saturating_add(1);
+                            row.next_refresh_time = None;
+                            row.lease_owner = None;
+                            row.lease_until = None;
+                            w.tx().await?.put_grant(row).await?;
+                        }
+                        Ok(Done::Commit(()))
+                    })
+                    .await?;
                 Ok(RefreshOutcome::Revoked)
             }
             Err(other) => {
@@ -266,10 +274,10 @@ impl Hub {
         if self.oauth.is_none() {
             return Ok(());
         }
-        let Some(grant) = self.store.get_grant(app_id).await? else {
+        let Some(grant) = self.ctx().store().get_grant(app_id).await? else {
             return Ok(());
         };
-        let now = self.now();
+        let now = self.ctx().now();
         let (Some(expire), Some(next)) = (grant.expire_time, grant.next_refresh_time) else {
             return Ok(());
         };
@@ -290,10 +298,12 @@ impl Hub {
     async fn wait_for_other_refresh(&self, seen: &GrantRow) -> Result<()> {
         let deadline = tokio::time::Instant::now() + WAIT_FOR_OTHER;
         while tokio::time::Instant::now() < deadline {
-            let Some(current) = self.store.get_grant(&seen.installed_app_id).await? else {
+            let Some(current) = self.ctx().store().get_grant(&seen.installed_app_id).await? else {
                 return Ok(());
             };
-            let leased = current.lease_until.is_some_and(|until| until > self.now());
+            let leased = current
+                .lease_until
+                .is_some_and(|until| until > self.ctx().now());
             if current.issue_time != seen.issue_time || !leased {
                 return Ok(());
             }
@@ -312,7 +322,7 @@ impl Hub {
         if self.oauth.is_none() || !actor.sees(&name.team) {
             return Ok(false);
         }
-        let Some(grant) = self.store.get_grant(&name.id).await? else {
+        let Some(grant) = self.ctx().store().get_grant(&name.id).await? else {
             return Ok(false);
         };
         if grant.team != name.team.as_str()
@@ -324,14 +334,14 @@ impl Hub {
         // A token this fresh was rejected: another one would be too, and refreshing on every
         // report would only spin. The rejection stands.
         let lifetime = grant.expire_time.map_or(0, |e| e - grant.issue_time);
-        if self.now() - grant.issue_time < (lifetime / 10).min(FRESH_TOKEN_MICROS) {
+        if self.ctx().now() - grant.issue_time < (lifetime / 10).min(FRESH_TOKEN_MICROS) {
             return Ok(false);
         }
         match self.refresh_once(&grant).await? {
             RefreshOutcome::Refreshed => Ok(true),
             RefreshOutcome::Busy => {
                 self.wait_for_other_refresh(&grant).await?;
-                let after = self.store.get_grant(&name.id).await?;
+                let after = self.ctx().store().get_grant(&name.id).await?;
                 Ok(after.is_some_and(|g| g.issue_time != grant.issue_time))
             }
             RefreshOutcome::Revoked | RefreshOutcome::Failed => Ok(false),
@@ -342,13 +352,13 @@ impl Hub {
     /// refreshed, at most `refresh_concurrency` at once in this replica. When more are due
     /// than one read returns, the next read follows as soon as those are done, not an
     /// interval later (10,000 tokens expiring in one minute fell behind otherwise).
-    pub fn spawn_refresher(self: &Arc<Hub>, mut stop: watch::Receiver<bool>) {
+    pub fn spawn_refresher(&self, mut stop: watch::Receiver<bool>) {
         let Some(oauth) = self.oauth.as_deref() else {
             return;
         };
         let interval = oauth.settings.refresh_interval;
         let concurrency = oauth.settings.refresh_concurrency.max(1);
-        let hub = Arc::clone(self);
+        let hub = self.clone();
         tokio::spawn(async move {
             let permits = Arc::new(Semaphore::new(concurrency));
             // Whether a refresh of the current page ended in an error (the database refused
@@ -356,17 +366,17 @@ impl Hub {
             // store never turns the refresher into a loop that calls providers back to back.
             let erred = Arc::new(std::sync::atomic::AtomicBool::new(false));
             loop {
-                let now = hub.now();
+                let now = hub.ctx().now();
                 let limit = u64::try_from(concurrency * 4).unwrap_or(64);
                 let mut more_due = false;
-                match hub.store.due_grants(now, limit).await {
+                match hub.ctx().store().due_grants(now, limit).await {
                     Ok(due) => {
                         more_due = due.len() as u64 >= limit;
                         for grant in due {
                             let Ok(permit) = permits.clone().acquire_owned().await else {
                                 return;
                             };
-                            let hub = Arc::clone(&hub);
+                            let hub = hub.clone();
                             let erred = Arc::clone(&erred);
                             tokio::spawn(async move {
                                 if let Err(err) = hub.refresh_once(&grant).await {
@@ -396,7 +406,8 @@ impl Hub {
                 }
                 erred.store(false, std::sync::atomic::Ordering::Relaxed);
                 if let Err(err) = hub
-                    .store
+                    .ctx()
+                    .store()
                     .prune_authorizations(now - KEEP_AUTHORIZATIONS_MICROS)
                     .await
                 {
