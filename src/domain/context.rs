@@ -405,32 +405,9 @@ impl Write<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::model::{AppState, IntegrationState, Role};
-    use crate::domain::test_support::{self, NOW, TestHub, actor, team};
+    use crate::domain::model::{IntegrationState, Role};
+    use crate::domain::test_support::{self, NOW, TestHub, actor, app_row, team};
     use crate::domain::{Precondition, error::Error};
-
-    fn app_row(id: &str) -> AppRow {
-        AppRow {
-            id: id.to_owned(),
-            team: "acme".into(),
-            service: "slack".into(),
-            display_name: "Slack".into(),
-            connected_to: String::new(),
-            creator: "dana".into(),
-            owner: "dana".into(),
-            last_used_time: None,
-            state: AppState::Active,
-            suspension_reason: None,
-            resume_state: None,
-            key_version: 1,
-            credentials: Vec::new(),
-            request_id: None,
-            request_fingerprint: None,
-            version: 1,
-            create_time: NOW,
-            update_time: NOW,
-        }
-    }
 
     fn integration() -> Integration {
         Integration {

@@ -737,24 +737,9 @@ mod tests {
 
     fn app_row(fingerprint: Option<&str>) -> AppRow {
         AppRow {
-            id: "a1".into(),
-            team: "acme".into(),
-            service: "slack".into(),
-            display_name: "Slack".into(),
-            connected_to: String::new(),
-            creator: "dana".into(),
-            owner: "dana".into(),
-            last_used_time: None,
-            state: AppState::Active,
-            suspension_reason: None,
-            resume_state: None,
-            key_version: 1,
-            credentials: Vec::new(),
             request_id: Some("k1".into()),
             request_fingerprint: fingerprint.map(str::to_owned),
-            version: 1,
-            create_time: 1,
-            update_time: 1,
+            ..crate::domain::test_support::app_row("a1")
         }
     }
 

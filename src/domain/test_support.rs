@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::crypto::{Credentials, KeyRing};
-use crate::store::{AuditFilter, AuditRow, EventRow, Store};
+use crate::store::{AppRow, AppState, AuditFilter, AuditRow, EventRow, Store};
 
 use super::catalog::Catalog;
 use super::hub::{Clock, Hub};
@@ -46,6 +46,30 @@ pub async fn hub() -> TestHub {
         hub,
         store,
         _dir: dir,
+    }
+}
+
+/// A stored ACTIVE Slack app `id` of team `acme`, for tests that write rows directly.
+pub fn app_row(id: &str) -> AppRow {
+    AppRow {
+        id: id.to_owned(),
+        team: "acme".into(),
+        service: "slack".into(),
+        display_name: "Slack".into(),
+        connected_to: String::new(),
+        creator: "dana".into(),
+        owner: "dana".into(),
+        last_used_time: None,
+        state: AppState::Active,
+        suspension_reason: None,
+        resume_state: None,
+        key_version: 1,
+        credentials: Vec::new(),
+        request_id: None,
+        request_fingerprint: None,
+        version: 1,
+        create_time: NOW,
+        update_time: NOW,
     }
 }
 
