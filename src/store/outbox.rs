@@ -301,7 +301,7 @@ impl Tx {
             let records_now: Vec<AuditRow> = records.by_ref().take(n_records).collect();
             let lock = !self.appended_events && !events_now.is_empty();
             self.inner
-                .execute_raw(change_statement(lock, events_now, records_now))
+                .execute_raw(change_statement(lock, events_now, records_now)?)
                 .await?;
             self.appended_events |= lock;
         }
@@ -309,82 +309,89 @@ impl Tx {
     }
 }
 
-/// `rows` as a `VALUES` list of placeholders, their values appended to `values`.
-fn values_list(rows: Vec<Vec<sea_orm::Value>>, values: &mut Vec<sea_orm::Value>) -> String {
-    rows.into_iter()
-        .map(|row| {
-            let placeholders: Vec<String> = row
-                .into_iter()
-                .map(|value| {
-                    values.push(value);
-                    format!("${}", values.len())
-                })
-                .collect();
-            format!("({})", placeholders.join(", "))
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 /// One statement that appends `records` to the audit log and `events` to the outbox, taking
 /// the outbox's shared lock first when `lock` (before any event gets its sequence number: the
-/// events are read through the lock). Either list may be empty, not both.
-fn change_statement(lock: bool, events: Vec<EventRow>, records: Vec<AuditRow>) -> Statement {
-    let mut values: Vec<sea_orm::Value> = Vec::new();
-    let mut parts = Vec::new();
-    if lock {
-        values.push(OUTBOX_LOCK_KEY.into());
-        parts.push(format!(
-            "outbox_lock AS (SELECT pg_advisory_xact_lock_shared(${}))",
-            values.len()
-        ));
-    }
-    if !records.is_empty() {
-        let columns = inserted_columns::<audit_event::Entity>().join(", ");
-        let list = values_list(
-            records
-                .into_iter()
-                .map(|r| inserted_values(new_row::<audit_event::ActiveModel>(r)))
-                .collect(),
-            &mut values,
-        );
-        parts.push(format!(
-            "audited AS (INSERT INTO audit_events ({columns}) VALUES {list})"
-        ));
-    }
-    let sql = if events.is_empty() {
-        format!("WITH {} SELECT 1", parts.join(", "))
+/// events are read through the lock). Either list may be empty, not both. Built by sea-query
+/// from the entities: `WITH outbox_lock AS (SELECT pg_advisory_xact_lock_shared(..)),
+/// audited AS (INSERT INTO audit_events ..) INSERT INTO events (..) SELECT .. FROM (VALUES ..)
+/// AS input, outbox_lock`.
+fn change_statement(
+    lock: bool,
+    events: Vec<EventRow>,
+    records: Vec<AuditRow>,
+) -> std::result::Result<Statement, sea_orm::DbErr> {
+    use sea_orm::QueryTrait;
+    use sea_orm::sea_query::{
+        Alias, CommonTableExpression, Expr, Func, PostgresQueryBuilder, Query, ValueTuple,
+        WithClause,
+    };
+    let audited = (!records.is_empty()).then(|| {
+        audit_event::Entity::insert_many(
+            records.into_iter().map(new_row::<audit_event::ActiveModel>),
+        )
+        .into_query()
+    });
+    let (sql, values) = if events.is_empty() {
+        let Some(audited) = audited else {
+            return Ok(Statement::from_string(
+                DatabaseBackend::Postgres,
+                "SELECT 1",
+            ));
+        };
+        audited.build(PostgresQueryBuilder)
     } else {
         let columns = inserted_columns::<event::Entity>();
-        let list = values_list(
-            events
-                .into_iter()
-                .map(|e| inserted_values(new_row::<event::ActiveModel>(e)))
-                .collect(),
-            &mut values,
-        );
-        let (from, selected) = if lock {
-            (
-                ", outbox_lock",
-                columns
-                    .iter()
-                    .map(|c| format!("input.{c}"))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            )
+        let rows: Vec<ValueTuple> = events
+            .into_iter()
+            .map(|e| ValueTuple::Many(inserted_values(new_row::<event::ActiveModel>(e))))
+            .collect();
+        let mut input = Query::select();
+        for n in 1..=columns.len() {
+            input.expr(Expr::col((
+                Alias::new("input"),
+                Alias::new(format!("column{n}")),
+            )));
+        }
+        input.from_values(rows, Alias::new("input"));
+        let mut with = WithClause::new();
+        let common = lock || audited.is_some();
+        if lock {
+            input.from(Alias::new("outbox_lock"));
+            with.cte(
+                CommonTableExpression::new()
+                    .query(
+                        Query::select()
+                            .expr(Func::cust("pg_advisory_xact_lock_shared").arg(OUTBOX_LOCK_KEY))
+                            .to_owned(),
+                    )
+                    .table_name(Alias::new("outbox_lock"))
+                    .to_owned(),
+            );
+        }
+        if let Some(audited) = audited {
+            with.cte(
+                CommonTableExpression::new()
+                    .query(audited)
+                    .table_name(Alias::new("audited"))
+                    .to_owned(),
+            );
+        }
+        let mut insert = Query::insert();
+        insert
+            .into_table(event::Entity)
+            .columns(columns.iter().map(|c| Alias::new(*c)));
+        insert
+            .select_from(input)
+            .map_err(|e| sea_orm::DbErr::Custom(format!("the events' insert: {e}")))?;
+        if common {
+            insert.with(with).build(PostgresQueryBuilder)
         } else {
-            ("", columns.join(", "))
-        };
-        let insert = format!(
-            "INSERT INTO events ({}) SELECT {selected} FROM (VALUES {list}) AS input ({}){from}",
-            columns.join(", "),
-            columns.join(", ")
-        );
-        if parts.is_empty() {
-            insert
-        } else {
-            format!("WITH {} {insert}", parts.join(", "))
+            insert.build(PostgresQueryBuilder)
         }
     };
-    Statement::from_sql_and_values(DatabaseBackend::Postgres, sql, values)
+    Ok(Statement::from_sql_and_values(
+        DatabaseBackend::Postgres,
+        sql,
+        values.0,
+    ))
 }
