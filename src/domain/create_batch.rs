@@ -113,15 +113,21 @@ async fn write_together(store: &Store, batch: Vec<QueuedCreate>) -> Result<Vec<W
             Err(refused) => answers.push(Written::Refused(refused)),
         }
     }
-    let rows = allowed.iter().map(|(_, c)| c.row.clone()).collect();
+    let (rows, allowed): (Vec<IntegrationRow>, Vec<_>) = allowed
+        .into_iter()
+        .map(|(at, c)| {
+            let id = c.row.id.clone();
+            (c.row, (at, id, c.event, c.record))
+        })
+        .unzip();
     let inserted: HashSet<String> = tx.insert_integrations_unless_taken(rows).await?;
     let mut events = Vec::with_capacity(inserted.len());
     let mut records = Vec::with_capacity(inserted.len());
-    for (at, create) in allowed {
-        if inserted.contains(&create.row.id) {
+    for (at, id, event, record) in allowed {
+        if inserted.contains(&id) {
             answers[at] = Written::Created;
-            events.push(create.event);
-            records.push(create.record);
+            events.push(event);
+            records.push(record);
         }
     }
     if !events.is_empty() {

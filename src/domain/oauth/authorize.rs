@@ -140,6 +140,25 @@ pub(super) fn state_hash(state: &str) -> String {
         .collect()
 }
 
+/// What an unknown (or another person's) sign-in state answers.
+fn unknown_state() -> Error {
+    Error::NotFound {
+        kind: AuthorizationName::KIND,
+        name: "with this state".to_owned(),
+    }
+}
+
+impl Authorizations {
+    /// The authorization whose state hashes to `hash`, or NOT_FOUND.
+    pub(super) async fn authorization_by_state(&self, hash: &str) -> Result<AuthorizationRow> {
+        self.ctx()
+            .store()
+            .authorization_by_state(hash)
+            .await?
+            .ok_or_else(unknown_state)
+    }
+}
+
 /// The PKCE S256 challenge of a verifier.
 pub fn challenge(verifier: &str) -> String {
     URL_SAFE_NO_PAD.encode(ring::digest::digest(
@@ -392,21 +411,12 @@ impl Authorizations {
     ) -> Result<Authorization> {
         let oauth = self.oauth()?;
         let hash = state_hash(state);
-        let not_found = || Error::NotFound {
-            kind: AuthorizationName::KIND,
-            name: "with this state".to_owned(),
-        };
-        let row = self
-            .ctx()
-            .store()
-            .authorization_by_state(&hash)
-            .await?
-            .ok_or_else(not_found)?;
+        let row = self.authorization_by_state(&hash).await?;
         let team = TeamId::parse(&row.team).map_err(|_| Error::internal("stored team id"))?;
         if let Completer::Caller(caller) = completer
             && (!caller.sees(&team) || caller.subject != row.creator)
         {
-            return Err(not_found());
+            return Err(unknown_state());
         }
         let now = self.ctx().now();
         if row.state != AuthorizationStage::Pending {

@@ -21,7 +21,7 @@ use super::catalog::OAuthDef;
 use super::{AUTHORIZATION_TTL_MICROS, OAuth};
 use crate::crypto::Aad;
 use crate::domain::error::{Error, Precondition, Result};
-use crate::domain::types::{AuthorizationName, TeamId};
+use crate::domain::types::TeamId;
 use crate::store::{AuthorizationRow, AuthorizationStage};
 
 /// The cookie of an authorization is this prefix and the authorization's id.
@@ -157,16 +157,7 @@ impl Authorizations {
                 "open this sign-in from the application that started it".into(),
             ));
         }
-        let not_found = || Error::NotFound {
-            kind: AuthorizationName::KIND,
-            name: "with this state".to_owned(),
-        };
-        let row = self
-            .ctx()
-            .store()
-            .authorization_by_state(&state_hash(state))
-            .await?
-            .ok_or_else(not_found)?;
+        let row = self.authorization_by_state(&state_hash(state)).await?;
         let now = self.ctx().now();
         if row.state != AuthorizationStage::Pending || row.expire_time <= now {
             return Err(Error::precondition(
