@@ -87,6 +87,9 @@ pub struct ServiceDef {
     /// How to authorize through OAuth 2.0, for a service that offers it.
     #[serde(default)]
     pub oauth: Option<super::oauth::catalog::OAuthDef>,
+    /// How the service's credentials are verified, or why they cannot be (required: every
+    /// service says one or the other).
+    pub verification: super::verify::catalog::VerificationDef,
 }
 
 /// The JSON document: `{"services": [...]}`.
@@ -183,6 +186,14 @@ pub enum CatalogError {
     /// A service's OAuth 2.0 definition is invalid.
     #[error("service {service}: {problem}")]
     InvalidOAuth {
+        /// The service id (quoted).
+        service: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// A service's verification definition is invalid.
+    #[error("service {service}: {problem}")]
+    InvalidVerification {
         /// The service id (quoted).
         service: String,
         /// What is wrong.
@@ -336,6 +347,12 @@ fn validate_service(service: &ServiceDef) -> Result<(), CatalogError> {
                 problem,
             });
         }
+    }
+    if let Some(problem) = service.verification.problem(&service.credential_fields) {
+        return Err(CatalogError::InvalidVerification {
+            service: quoted(&service.id),
+            problem,
+        });
     }
     if service.integration_types.is_empty() {
         return Err(CatalogError::NoIntegrationTypes {
@@ -550,6 +567,8 @@ mod tests {
     fn base() -> Value {
         json!({"services": [
             {"id": "slack", "display_name": "Slack", "auth_kind": "oauth2",
+             "verification": {"call": {"base_url": "https://slack.com", "path": "/api/auth.test",
+                "headers": {"Authorization": "Bearer {access_token}"}}},
              "credential_fields": [
                 {"name": "access_token", "display_name": "Access token", "required": true, "secret": true}],
              "integration_types": [
@@ -558,6 +577,7 @@ mod tests {
                  "config_fields": [
                     {"name": "channel", "display_name": "Channel", "required": true, "secret": false}]}]},
             {"id": "datadog", "display_name": "Datadog", "auth_kind": "api_key",
+             "verification": {"not_verifiable": "for the test"},
              "credential_fields": [
                 {"name": "api_key", "display_name": "API key", "required": true, "secret": true}],
              "integration_types": [
@@ -901,6 +921,33 @@ mod tests {
         let (error, message) = refused(|v| v["services"][1]["integration_types"] = json!([]));
         assert!(matches!(error, CatalogError::NoIntegrationTypes { .. }));
         assert!(message.contains("\"datadog\""), "{message}");
+    }
+
+    #[test]
+    fn every_service_declares_its_verification_and_a_bad_one_is_refused() {
+        for service in Catalog::builtin().services() {
+            let v = &service.verification;
+            assert!(
+                v.call.is_some() != v.not_verifiable.is_some(),
+                "{} must declare a call or why not",
+                service.id
+            );
+        }
+        let (error, _) = refused(|v| {
+            v["services"][0]
+                .as_object_mut()
+                .unwrap()
+                .remove("verification");
+        });
+        assert!(matches!(error, CatalogError::Parse(_)), "{error:?}");
+        let (error, message) = refused(|v| {
+            v["services"][0]["verification"]["call"]["headers"] = json!({"X": "{nope}"})
+        });
+        assert!(
+            matches!(error, CatalogError::InvalidVerification { .. }),
+            "{error:?}"
+        );
+        assert!(message.contains("\"slack\""), "{message}");
     }
 
     #[test]

@@ -40,6 +40,7 @@ pub mod suspension;
 pub mod tokens;
 pub mod transfer;
 pub mod types;
+pub mod verify;
 pub mod webhook_delivery;
 pub mod webhooks;
 

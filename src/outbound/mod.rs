@@ -97,6 +97,7 @@ pub enum BodyLimit {
 #[derive(Clone, Debug)]
 pub struct Answer {
     pub status: reqwest::StatusCode,
+    pub headers: reqwest::header::HeaderMap,
     pub body: Vec<u8>,
 }
 
@@ -281,8 +282,13 @@ impl Outbound {
         }
         let response = request.send().await.map_err(failure)?;
         let status = response.status();
+        let headers = response.headers().clone();
         let body = read(response, limit).await?;
-        Ok(Answer { status, body })
+        Ok(Answer {
+            status,
+            headers,
+            body,
+        })
     }
 }
 

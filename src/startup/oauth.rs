@@ -11,7 +11,7 @@ use crate::config::OAuthArgs;
 use crate::domain::oauth::OAuthSettings;
 use crate::domain::oauth::clients::Clients;
 use crate::domain::oauth::http::{CallFailed, HttpAnswer, ProviderCalls, ProviderRequest};
-use crate::outbound::{Answer, BodyLimit, Error as CallError, Outbound, Policy};
+use crate::outbound::{Addresses, Answer, BodyLimit, Error as CallError, Outbound, Policy};
 
 /// Whether http to loopback is allowed: the setting, or `--dev`.
 fn loopback_http(args: &OAuthArgs, dev: bool) -> bool {
@@ -86,16 +86,31 @@ pub fn provider_policy(args: &OAuthArgs, dev: bool) -> Policy {
     }
 }
 
-/// The domain's provider calls, made by the outbound module under `policy`.
+/// The domain's provider calls, made by the outbound module under `policy`; a call to a
+/// host a caller chose goes under the same policy restricted to public addresses.
 pub fn provider_calls(policy: Policy) -> anyhow::Result<Arc<dyn ProviderCalls>> {
-    Ok(Arc::new(ProviderHttp(Outbound::new(policy)?)))
+    let public = Policy {
+        addresses: Addresses::Public {
+            loopback: policy.loopback_http,
+        },
+        ..policy.clone()
+    };
+    Ok(Arc::new(ProviderHttp {
+        operator: Outbound::new(policy)?,
+        public: Outbound::new(public)?,
+    }))
 }
 
-struct ProviderHttp(Outbound);
+struct ProviderHttp {
+    /// Hosts the catalog or the deployment names.
+    operator: Outbound,
+    /// Hosts a caller names: globally reachable addresses only.
+    public: Outbound,
+}
 
 impl ProviderCalls for ProviderHttp {
     fn check(&self, url: &str) -> Result<url::Url, String> {
-        self.0.check(url).map_err(|refused| refused.0)
+        self.operator.check(url).map_err(|refused| refused.0)
     }
 
     fn call<'a>(
@@ -105,9 +120,14 @@ impl ProviderCalls for ProviderHttp {
         Box::pin(async move {
             let (url, headers) = (request.url, request.headers);
             let limit = BodyLimit::Whole(request.max_bytes);
+            let outbound = if request.public_only {
+                &self.public
+            } else {
+                &self.operator
+            };
             answer(match request.body {
-                Some(body) => self.0.post(url, headers, body, limit).await,
-                None => self.0.get(url, headers, limit).await,
+                Some(body) => outbound.post(url, headers, body, limit).await,
+                None => outbound.get(url, headers, limit).await,
             })
         })
     }
@@ -117,6 +137,13 @@ fn answer(result: Result<Answer, CallError>) -> Result<HttpAnswer, CallFailed> {
     match result {
         Ok(answer) => Ok(HttpAnswer {
             status: answer.status.as_u16(),
+            headers: answer
+                .headers
+                .iter()
+                .filter_map(|(name, value)| {
+                    Some((name.to_string(), value.to_str().ok()?.to_owned()))
+                })
+                .collect(),
             body: answer.body,
         }),
         Err(CallError::Refused(refused)) => Err(CallFailed::Refused(refused.0)),

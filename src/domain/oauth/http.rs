@@ -51,12 +51,17 @@ pub struct ProviderRequest<'a> {
     pub body: Option<Vec<u8>>,
     /// Longest answer body taken; a longer one is [`CallFailed::TooLarge`].
     pub max_bytes: usize,
+    /// The host is a caller's choice (a self-managed server named in credentials): only
+    /// globally reachable addresses, checked at every connection.
+    pub public_only: bool,
 }
 
 /// A provider's answer.
 #[derive(Debug)]
 pub struct HttpAnswer {
     pub status: u16,
+    /// The answer's headers whose values are text (names lowercase).
+    pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
 }
 
@@ -251,6 +256,7 @@ impl Provider {
                 headers: &headers,
                 body: Some(body.into_bytes()),
                 max_bytes: MAX_RESPONSE_BYTES,
+                public_only: false,
             })
             .await
             .map_err(call_failed)?;
@@ -315,6 +321,7 @@ impl Provider {
                 headers: &headers,
                 body: None,
                 max_bytes: MAX_RESPONSE_BYTES,
+                public_only: false,
             })
             .await
             .map_err(call_failed)?;
@@ -333,7 +340,7 @@ impl Provider {
 
 /// A call that gave no answer, in the service's words (never the URL, whose query could
 /// carry a secret).
-fn call_failed(failed: CallFailed) -> ProviderError {
+pub(crate) fn call_failed(failed: CallFailed) -> ProviderError {
     match failed {
         CallFailed::Refused(text) => ProviderError::Refused(text),
         CallFailed::Timeout => {
@@ -416,6 +423,7 @@ mod tests {
             });
             let answer = self.answer.clone().map(|(status, body)| HttpAnswer {
                 status,
+                headers: Vec::new(),
                 body: body.as_bytes().to_vec(),
             });
             Box::pin(async move { answer })

@@ -18,7 +18,7 @@ pub mod catalog;
 pub mod clients;
 mod complete;
 pub mod http;
-mod provider_text;
+pub(crate) mod provider_text;
 pub mod refresh;
 
 use std::collections::HashMap;

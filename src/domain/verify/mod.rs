@@ -1,0 +1,88 @@
+//! Credentials the service vouches for: each catalog service's read-only call
+//! ([`catalog`]), made through the domain's [`ProviderCalls`] (the outbound module, wired at
+//! startup) and read into a [`Verdict`] ([`call`]). The domain makes no connection itself.
+
+pub mod call;
+pub mod catalog;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::crypto::Credentials;
+
+use super::catalog::ServiceDef;
+use super::oauth::http::{MAX_RESPONSE_BYTES, ProviderCalls, ProviderRequest};
+
+pub use call::Verdict;
+
+/// How verification runs on this deployment.
+#[derive(Clone, Debug)]
+pub struct VerifySettings {
+    /// Longest a caller waits for a verification (the call included).
+    pub timeout: Duration,
+    /// Service id -> base URL replacing the catalog's (tests, GitHub Enterprise).
+    pub base_urls: BTreeMap<String, String>,
+}
+
+/// Makes verification calls; off when built without a transport.
+#[derive(Clone, Default)]
+pub struct Verifier {
+    on: Option<(Arc<dyn ProviderCalls>, VerifySettings)>,
+}
+
+impl Verifier {
+    /// Verification off: every verdict is [`Verdict::Off`].
+    pub fn off() -> Verifier {
+        Verifier::default()
+    }
+
+    pub fn new(calls: Arc<dyn ProviderCalls>, settings: VerifySettings) -> Verifier {
+        Verifier {
+            on: Some((calls, settings)),
+        }
+    }
+
+    pub fn is_on(&self) -> bool {
+        self.on.is_some()
+    }
+
+    /// What `service`'s provider says of `credentials`, within the settings' timeout.
+    pub async fn verify(&self, service: &ServiceDef, credentials: &Credentials) -> Verdict {
+        let Some((calls, settings)) = &self.on else {
+            return Verdict::Off;
+        };
+        let call_def = match (
+            &service.verification.call,
+            &service.verification.not_verifiable,
+        ) {
+            (Some(call_def), _) => call_def,
+            (None, reason) => return Verdict::NotVerifiable(reason.clone().unwrap_or_default()),
+        };
+        let overridden = settings.base_urls.get(&service.id).map(String::as_str);
+        let prepared = match call::prepare(call_def, credentials, overridden) {
+            Ok(prepared) => prepared,
+            Err(verdict) => return verdict,
+        };
+        let headers: Vec<(&str, &str)> = prepared
+            .headers
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.expose()))
+            .collect();
+        let request = ProviderRequest {
+            url: &prepared.url,
+            headers: &headers,
+            body: match prepared.method {
+                catalog::Method::Post => Some(prepared.body.clone().unwrap_or_default()),
+                catalog::Method::Get => None,
+            },
+            max_bytes: MAX_RESPONSE_BYTES,
+            public_only: prepared.public_only,
+        };
+        match tokio::time::timeout(settings.timeout, calls.call(request)).await {
+            Err(_) => call::call_failed(super::oauth::http::CallFailed::Timeout),
+            Ok(Err(failed)) => call::call_failed(failed),
+            Ok(Ok(answer)) => call::read(call_def, &answer, credentials, &prepared.sent),
+        }
+    }
+}
