@@ -334,6 +334,9 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub oauth: OAuthArgs,
+
+    #[command(flatten)]
+    pub verify: crate::startup::VerifyArgs,
 }
 
 /// OAuth 2.0: the callback listener, the clients, and outbound calls to providers.

@@ -39,9 +39,11 @@ use crate::store::Store;
 
 mod database;
 mod oauth;
+mod verify;
 use database::spawn_database_probe;
 pub use database::{DATABASE_HEALTH, open_database};
 pub use oauth::{oauth_settings, provider_calls, provider_policy};
+pub use verify::VerifyArgs;
 
 /// A built server, listening, not yet serving.
 pub struct Application {
@@ -276,12 +278,15 @@ impl Application {
             None => None,
         };
         let metrics = Arc::new(crate::metrics::Metrics::default());
+        let loopback = args.oauth.oauth_allow_loopback_http || args.dev;
+        let credentials_verifier = verify::verifier(&args.verify, &catalog, args.dev, loopback)?;
         let mut hub = Hub::new(
             store.clone(),
             Arc::new(keys),
             Arc::new(catalog),
             Arc::new(SystemClock),
         )
+        .with_verifier(credentials_verifier)
         .with_read_cache(ReadCacheSettings {
             ttl: std::time::Duration::from_millis(args.read_cache_ttl_ms),
             budget_bytes: args.read_cache_bytes,
@@ -351,6 +356,7 @@ impl Application {
             ));
         }
         self.hub.authorizations().spawn_refresher(stop_rx.clone());
+        self.hub.apps().spawn_checker(stop_rx.clone());
         let bus = EventBus::start(self.store.clone(), metrics.clone(), stop_rx.clone())
             .await
             .context("cannot read the event log")?;

@@ -209,6 +209,10 @@ impl Client {
         get_installed_app_authorization(installed_apps, pb::GetInstalledAppAuthorizationRequest)
             -> pb::InstalledAppAuthorization,
             retry if |_| true;
+        /// `VerifyInstalledApp` (developers and admins). Sent once (a check can change the
+        /// app's state).
+        verify_installed_app(installed_apps, pb::VerifyInstalledAppRequest) -> pb::InstalledApp,
+            retry if |_| false;
         /// `CreateIntegration`. Retried only with a `request_id`.
         create_integration(integrations, pb::CreateIntegrationRequest) -> pb::Integration,
             retry if |r| !r.request_id.is_empty();

@@ -4,7 +4,7 @@ use crate::domain::app_events::AppEvent;
 use crate::domain::catalog::{AuthKind, FieldDef, IntegrationTypeDef, ServiceDef};
 use crate::domain::model::{
     AppEventKind, AppState, AuditEvent, AuditOutcome, BrokenReason, Event, EventKind, InstalledApp,
-    Integration, IntegrationState,
+    Integration, IntegrationState, VerificationState,
 };
 use crate::domain::oauth::{Authorization, AuthorizationState};
 use crate::domain::tokens::TeamCursors;
@@ -67,6 +67,7 @@ pub fn installed_app(app: &InstalledApp) -> pb::InstalledApp {
         AppState::NeedsReauth => pb::installed_app::State::NeedsReauth,
         AppState::Suspended => pb::installed_app::State::Suspended,
     };
+    let health = app.health.as_ref();
     pb::InstalledApp {
         name: app.name.to_string(),
         service: app.service.clone(),
@@ -103,6 +104,27 @@ pub fn installed_app(app: &InstalledApp) -> pb::InstalledApp {
             .as_ref()
             .and_then(|o| o.last_refresh_error.clone())
             .unwrap_or_default(),
+        granted_scopes: health
+            .and_then(|h| h.granted_scopes.clone())
+            .unwrap_or_default(),
+        last_verified_time: health.and_then(|h| h.last_verified_time).map(timestamp),
+        last_verification_error: health
+            .and_then(|h| h.last_error.clone())
+            .unwrap_or_default(),
+        verification_state: health.map_or(pb::installed_app::VerificationState::Unspecified, |h| {
+            verification_state(h.state)
+        }) as i32,
+        last_verification_check_time: health.and_then(|h| h.last_check_time).map(timestamp),
+    }
+}
+
+fn verification_state(state: VerificationState) -> pb::installed_app::VerificationState {
+    use pb::installed_app::VerificationState as V;
+    match state {
+        VerificationState::Verified => V::Verified,
+        VerificationState::Unverified => V::Unverified,
+        VerificationState::Rejected => V::Rejected,
+        VerificationState::NotVerifiable => V::NotVerifiable,
     }
 }
 

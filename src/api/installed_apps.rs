@@ -156,6 +156,15 @@ impl InstalledAppService for InstalledApps {
         Ok(Response::new(convert::installed_app(&app)))
     }
 
+    async fn verify_installed_app(
+        &self,
+        request: Request<pb::VerifyInstalledAppRequest>,
+    ) -> Result<Response<pb::InstalledApp>, Status> {
+        let (actor, name): (_, AppName) = accept(request)?;
+        let app = self.hub.apps().verify_installed_app(&actor, &name).await?;
+        Ok(Response::new(convert::installed_app(&app)))
+    }
+
     async fn suspend_installed_app(
         &self,
         request: Request<pb::SuspendInstalledAppRequest>,

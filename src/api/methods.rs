@@ -59,6 +59,7 @@ methods! {
         StartInstalledAppAuthorization: Developer => InstalledAppStartAuthorization,
         CompleteInstalledAppAuthorization: Developer => InstalledAppCompleteAuthorization,
         GetInstalledAppAuthorization: Developer,
+        VerifyInstalledApp: Developer => InstalledAppVerify,
         WatchInstalledAppEvents: AnyRole,
     }
     IntegrationService {

@@ -82,7 +82,8 @@ fn naming_reason(message: String, reason: ErrorReason) -> String {
         | ErrorReason::ServiceMismatch
         | ErrorReason::RequestIdReused
         | ErrorReason::StorageFull
-        | ErrorReason::InstalledAppSuspended => {
+        | ErrorReason::InstalledAppSuspended
+        | ErrorReason::CredentialsRejectedByProvider => {
             format!("{message} (reason {})", reason.as_str_name())
         }
         _ => message,

@@ -31,6 +31,8 @@ pub enum Precondition {
     CursorExpired,
     /// The installed app is suspended.
     AppSuspended,
+    /// The provider rejected the credentials (a create or a credential change).
+    CredentialsRejected,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -163,6 +165,7 @@ impl Error {
                 Precondition::ServiceMismatch => "SERVICE_MISMATCH",
                 Precondition::CursorExpired => "CURSOR_EXPIRED",
                 Precondition::AppSuspended => "INSTALLED_APP_SUSPENDED",
+                Precondition::CredentialsRejected => "CREDENTIALS_REJECTED_BY_PROVIDER",
             },
             Error::ResourceExhausted(_) => "RESOURCE_EXHAUSTED",
             Error::Unavailable(_) => "UNAVAILABLE",

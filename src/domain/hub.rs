@@ -27,6 +27,7 @@ use super::oauth::{Authorizations, OAuth};
 use super::read_cache::{ReadCache, ReadCacheSettings};
 use super::tokens::TeamCursors;
 use super::types::TeamId;
+use super::verify::Verifier;
 use super::webhooks::Webhooks;
 
 pub use super::context::{Clock, SystemClock};
@@ -39,6 +40,7 @@ pub struct Hub {
     authorizations: Authorizations,
     webhooks: Webhooks,
     audit: Audit,
+    verifier: Verifier,
 }
 
 impl Hub {
@@ -48,13 +50,17 @@ impl Hub {
         catalog: Arc<Catalog>,
         clock: Arc<dyn Clock>,
     ) -> Hub {
-        Hub::assemble(Context::new(store, keys, catalog, clock), None)
+        Hub::assemble(
+            Context::new(store, keys, catalog, clock),
+            None,
+            Verifier::off(),
+        )
     }
 
-    fn assemble(ctx: Context, oauth: Option<Arc<OAuth>>) -> Hub {
+    fn assemble(ctx: Context, oauth: Option<Arc<OAuth>>, verifier: Verifier) -> Hub {
         let ctx = Arc::new(ctx);
         let authorizations = Authorizations::new(ctx.clone(), oauth);
-        let apps = InstalledApps::new(ctx.clone(), authorizations.clone());
+        let apps = InstalledApps::new(ctx.clone(), authorizations.clone(), verifier.clone());
         Hub {
             integrations: Integrations::new(ctx.clone(), apps.clone(), authorizations.clone()),
             webhooks: Webhooks::new(ctx.clone()),
@@ -62,18 +68,26 @@ impl Hub {
             apps,
             authorizations,
             ctx,
+            verifier,
         }
     }
 
     /// This hub with a read cache of these settings ([`ReadCacheSettings::OFF`]: none).
     pub fn with_read_cache(self, settings: ReadCacheSettings) -> Hub {
         let oauth = self.authorizations.oauth_handle();
-        Hub::assemble(self.ctx.with_read_cache(settings), oauth)
+        Hub::assemble(self.ctx.with_read_cache(settings), oauth, self.verifier)
     }
 
     /// This hub with OAuth 2.0 authorization and refresh.
     pub fn with_oauth(self, oauth: OAuth) -> Hub {
-        Hub::assemble(self.ctx.as_ref().clone(), Some(Arc::new(oauth)))
+        let ctx = self.ctx.as_ref().clone();
+        Hub::assemble(ctx, Some(Arc::new(oauth)), self.verifier)
+    }
+
+    /// This hub verifying credentials with their providers ([`Verifier::off`]: not).
+    pub fn with_verifier(self, verifier: Verifier) -> Hub {
+        let oauth = self.authorizations.oauth_handle();
+        Hub::assemble(self.ctx.as_ref().clone(), oauth, verifier)
     }
 
     pub fn apps(&self) -> &InstalledApps {

@@ -20,6 +20,8 @@ use super::reauth::change_state;
 use super::types::{
     AppName, ConnectedTo, DisplayName, IdempotencyKey, Page, PageRequest, TeamId, new_id,
 };
+use super::verify::apps::health_row;
+use super::verify::{Verdict, Verifier};
 
 /// The installed apps' operations (this file, `suspension.rs`, `transfer.rs`, and the report
 /// of rejected credentials in `reauth.rs`).
@@ -29,14 +31,31 @@ pub struct InstalledApps {
     /// The grants of apps authorized through OAuth (their health, a refresh before a
     /// rejection is believed).
     authorizations: Authorizations,
+    /// Verification of credentials with their provider (`verify/`).
+    verifier: Verifier,
 }
 
 impl InstalledApps {
-    pub(super) fn new(ctx: Arc<Context>, authorizations: Authorizations) -> InstalledApps {
+    pub(super) fn new(
+        ctx: Arc<Context>,
+        authorizations: Authorizations,
+        verifier: Verifier,
+    ) -> InstalledApps {
         InstalledApps {
             ctx,
             authorizations,
+            verifier,
         }
+    }
+
+    pub(super) fn verifier(&self) -> &Verifier {
+        &self.verifier
+    }
+
+    /// Attaches what reads show beside an app's row: its OAuth grant and its health.
+    async fn attach(&self, team: &TeamId, apps: &mut [InstalledApp]) -> Result<()> {
+        self.authorizations.attach_grants(team, apps).await?;
+        self.attach_health(team, apps).await
     }
 
     pub(super) fn ctx(&self) -> &Context {
@@ -112,9 +131,7 @@ impl InstalledApps {
             .await?;
         let mut app =
             InstalledApp::from_row(row, counts.get(&row.id).copied().unwrap_or_default())?;
-        self.authorizations
-            .attach_grants(&team, std::slice::from_mut(&mut app))
-            .await?;
+        self.attach(&team, std::slice::from_mut(&mut app)).await?;
         Ok(app)
     }
 
@@ -216,11 +233,22 @@ impl InstalledApps {
                 if let Some(earlier) = self.app_created_before(&team, create.as_ref()).await? {
                     return Ok(Done::Unchanged((earlier, false)));
                 }
+                // Before the transaction begins: no lock is held while the provider answers.
+                let verdict = self.verify_new(&service.id, &input.credentials).await?;
+                let connected_to = match &verdict {
+                    Verdict::Verified {
+                        account: Some(account),
+                        ..
+                    } if input.connected_to.as_str().is_empty() => {
+                        ConnectedTo::parse(account).unwrap_or(input.connected_to)
+                    }
+                    _ => input.connected_to,
+                };
                 let row = self.new_app_row(
                     actor,
                     &team,
                     &service.id,
-                    (input.display_name, input.connected_to),
+                    (input.display_name, connected_to),
                     &input.credentials,
                     create.as_ref(),
                 )?;
@@ -231,10 +259,13 @@ impl InstalledApps {
                 }
                 w.set_resource(AppName::new(team.clone(), row.id.clone()).to_string());
                 w.app_event(AppEventKind::Created, &row, "")?;
-                Ok(Done::Commit((
-                    InstalledApp::from_row(&row, IntegrationCounts::default())?,
-                    true,
-                )))
+                let mut app = InstalledApp::from_row(&row, IntegrationCounts::default())?;
+                let next = self.verifier.next_check(row.create_time);
+                if let Some(health) = health_row(&row, &verdict, None, row.create_time, next) {
+                    app.health = Some(super::verify::apps::Health::of(&health));
+                    w.tx().await?.put_verification(health).await?;
+                }
+                Ok(Done::Commit((app, true)))
             })
             .await?;
         if created {
@@ -259,8 +290,7 @@ impl InstalledApps {
                     .await?
                     .ok_or_else(|| not_found_app(name))?;
                 let mut app = InstalledApp::from_row(&row, count)?;
-                self.authorizations
-                    .attach_grants(&name.team, std::slice::from_mut(&mut app))
+                self.attach(&name.team, std::slice::from_mut(&mut app))
                     .await?;
                 Ok(app)
             })
@@ -307,7 +337,7 @@ impl InstalledApps {
             .iter()
             .map(|r| InstalledApp::from_row(r, counts.get(&r.id).copied().unwrap_or_default()))
             .collect::<Result<Vec<_>>>()?;
-        self.authorizations.attach_grants(team, &mut items).await?;
+        self.attach(team, &mut items).await?;
         Ok(Page {
             items,
             next_page_token,
@@ -325,6 +355,12 @@ impl InstalledApps {
         let (row, restored) = self
             .ctx()
             .write(actor, audited, async move |w| {
+                // New credentials are verified before the transaction begins (no lock is
+                // held while the provider answers); a rejection stores nothing.
+                let verdict = match &changes.credentials {
+                    Some(credentials) => self.verify_replacement(name, credentials).await?,
+                    None => Verdict::Off,
+                };
                 let mut row = w.lock_app(name).await?;
                 if actor.role != Role::Admin && row.owner != actor.subject {
                     return Err(Error::PermissionDenied(
@@ -375,6 +411,11 @@ impl InstalledApps {
                     return Err(Error::EtagMismatch(
                         "the installed app changed concurrently; read it again".into(),
                     ));
+                }
+                if let Some(health) =
+                    health_row(&row, &verdict, None, now, self.verifier.next_check(now))
+                {
+                    w.tx().await?.put_verification(health).await?;
                 }
                 if changes.credentials.is_some() {
                     w.app_event(AppEventKind::CredentialsReplaced, &row, "")?;
@@ -430,6 +471,7 @@ impl InstalledApps {
                     return Err(Error::internal("locked installed app vanished"));
                 }
                 w.tx().await?.delete_grant(&name.id).await?;
+                w.tx().await?.delete_verification(&name.id).await?;
                 let gone = AppRow {
                     update_time: now,
                     ..app

@@ -84,7 +84,9 @@ impl Actor {
     }
 }
 
-pub use crate::store::{AppState, AuditAction, AuditOutcome, BrokenReason, IntegrationState};
+pub use crate::store::{
+    AppState, AuditAction, AuditOutcome, BrokenReason, IntegrationState, VerificationState,
+};
 
 stored_enum!(
     /// What an event records.
@@ -179,6 +181,9 @@ pub struct InstalledApp {
     /// The OAuth grant's health, for an app authorized through OAuth 2.0 (filled by the
     /// reads that answer apps; `None` for credentials entered by hand).
     pub oauth: Option<super::oauth::GrantHealth>,
+    /// What the last verification with the provider found (filled by the reads that answer
+    /// apps; `None` when it was never verified, verification being off).
+    pub health: Option<super::verify::apps::Health>,
 }
 
 impl InstalledApp {
@@ -199,6 +204,7 @@ impl InstalledApp {
             update_time: row.update_time,
             version: row.version,
             oauth: None,
+            health: None,
         })
     }
 
@@ -395,7 +401,7 @@ mod tests {
             assert_eq!(AuditAction::parse(action.as_str()).unwrap(), *action);
             assert_eq!(AuditAction::find(action.as_str()), Some(*action));
         }
-        assert_eq!(AuditAction::ALL.len(), 22);
+        assert_eq!(AuditAction::ALL.len(), 23);
         assert_eq!(AuditAction::find("installed_app.nope"), None);
         for kind in EventKind::ALL {
             assert_eq!(EventKind::parse(kind.as_str()).unwrap(), *kind);

@@ -195,15 +195,61 @@ pub(super) async fn reject_credentials(
         ..Default::default()
     };
     let broken = change_state(w, name.team.as_str(), &filter, &rejected, now).await?;
+    set_app_state(
+        w,
+        row,
+        (AppState::NeedsReauth, AppEventKind::NeedsReauth),
+        said,
+        now,
+    )
+    .await?;
+    Ok(broken.len())
+}
+
+/// Writes the locked app `row` in `state`, one version on, with its event.
+async fn set_app_state(
+    w: &mut Write<'_>,
+    row: &mut crate::store::AppRow,
+    (state, event): (AppState, AppEventKind),
+    said: &str,
+    now: i64,
+) -> Result<()> {
     let expected = row.version;
-    row.state = AppState::NeedsReauth;
+    row.state = state;
     row.version += 1;
     row.update_time = now;
     if !w.tx().await?.update_app(row.clone(), expected).await? {
         return Err(Error::internal("locked installed app changed"));
     }
-    w.app_event(AppEventKind::NeedsReauth, row, said)?;
-    Ok(broken.len())
+    w.app_event(event, row, said)
+}
+
+/// The way back from rule 6 inside a write, when the same credentials are verified again:
+/// the locked NEEDS_REAUTH app `row` becomes ACTIVE (written) and what their rejection broke
+/// is restored with events; returns how many were restored.
+pub(super) async fn restore_credentials(
+    w: &mut Write<'_>,
+    name: &AppName,
+    row: &mut crate::store::AppRow,
+    said: &str,
+    now: i64,
+) -> Result<usize> {
+    let filter = super::suspension::bound(
+        &row.id,
+        IntegrationState::Broken,
+        Some(BrokenReason::CredentialsRejected),
+    );
+    let restore = Transition::Restore { rebind_to: None };
+    let restored = change_state(w, name.team.as_str(), &filter, &restore, now).await?;
+    set_app_state(
+        w,
+        row,
+        (AppState::Active, AppEventKind::Restored),
+        said,
+        now,
+    )
+    .await?;
+    Ok(restored.len())
 }
 
 impl Integrations {

@@ -25,6 +25,7 @@ mod rotation;
 mod sizes;
 mod state;
 mod states;
+mod verification;
 mod webhooks;
 
 use std::sync::Arc;
@@ -54,8 +55,9 @@ use state::Noted;
 pub(crate) use states::stored_enum;
 pub use states::{
     AppState, AuditAction, AuditOutcome, AuthorizationStage, BrokenReason, DeliveryOutcome,
-    IntegrationState, UnknownValue,
+    IntegrationState, UnknownValue, VerificationState,
 };
+pub use verification::VerificationRow;
 pub use webhooks::{DeliveryRow, Failure, SubscriptionRow};
 
 /// Advisory lock key held while migrations run on PostgreSQL ("ihub-mig").

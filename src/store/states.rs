@@ -76,6 +76,16 @@ stored_enum!(
     }
 );
 stored_enum!(
+    /// What the last verification of an app's credentials with their provider found
+    /// (`app_verifications.state`).
+    VerificationState {
+        Verified = "VERIFIED",
+        Unverified = "UNVERIFIED",
+        Rejected = "REJECTED",
+        NotVerifiable = "NOT_VERIFIABLE",
+    }
+);
+stored_enum!(
     /// How a webhook delivery attempt ended (`webhook_deliveries.outcome`;
     /// `WebhookDeliveryOutcome`'s value names).
     DeliveryOutcome {
@@ -114,6 +124,7 @@ stored_enum!(
         WebhookDelete = "webhook.delete",
         WebhookRotateSecret = "webhook.rotate_secret",
         WebhookRedeliver = "webhook.redeliver",
+        InstalledAppVerify = "installed_app.verify",
     }
 );
 stored_enum!(

@@ -99,6 +99,11 @@ const ROLES_TABLE: &[(&str, &str, [May; 4])] = &[
         [Yes, Yes, Yes, Yes],
     ),
     (
+        "InstalledAppService",
+        "VerifyInstalledApp",
+        [No, Yes, Yes, No],
+    ),
+    (
         "IntegrationService",
         "TransferIntegration",
         [No, No, Yes, No],
@@ -413,6 +418,15 @@ async fn dispatch(
                     state: "unknown-state".into(),
                     code: "unknown-code".into(),
                     ..Default::default()
+                },
+            ))
+            .await
+            .map(drop),
+        ("InstalledAppService", "VerifyInstalledApp") => apps
+            .verify_installed_app(request(
+                auth,
+                pb::VerifyInstalledAppRequest {
+                    name: fx.installed_app.clone(),
                 },
             ))
             .await

@@ -171,6 +171,9 @@ pub fn test_args(database_url: &str) -> ServeArgs {
     // Tests make calls as fast as they can; the rate limits have tests of their own.
     args.rate_limit_per_sec = 0.0;
     args.rate_limit_service_per_sec = 0.0;
+    // Tests create apps with made-up credentials: no test calls a real provider. Tests of
+    // verification turn it on and point it at a local provider.
+    args.verify.verify_credentials = Some(false);
     args
 }
 

@@ -42,6 +42,7 @@ mod startup;
 #[path = "../../src/auth/test_support.rs"]
 mod test_support;
 mod validation;
+mod verify;
 mod watch_memory;
 mod webhook_hostile;
 mod webhook_keys;

@@ -173,6 +173,8 @@ impl Server {
             // Tests call as fast as they can; the rate limits have tests of their own.
             .env("INTEGRATION_HUB_RATE_LIMIT_PER_SEC", "0")
             .env("INTEGRATION_HUB_RATE_LIMIT_SERVICE_PER_SEC", "0")
+            // No test calls a real provider (see `helpers::test_args`).
+            .env("INTEGRATION_HUB_VERIFY_CREDENTIALS", "false")
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -69,6 +69,15 @@ impl TryFrom<pb::GetInstalledAppRequest> for AppName {
     }
 }
 
+/// VerifyInstalledApp.
+impl TryFrom<pb::VerifyInstalledAppRequest> for AppName {
+    type Error = Error;
+
+    fn try_from(req: pb::VerifyInstalledAppRequest) -> Result<Self, Error> {
+        field("name", AppName::parse(&req.name))
+    }
+}
+
 /// ListInstalledApps.
 pub struct ListApps {
     pub parent: ParentRef,

@@ -65,6 +65,7 @@ described!(
     ListWebhookDeliveriesRequest,
     RedeliverWebhookEventsRequest,
     SendTestWebhookRequest,
+    VerifyInstalledAppRequest,
 );
 
 /// Every message of the served descriptor set (imports included), by full name.

@@ -2,8 +2,10 @@
 //! ([`catalog`]), made through the domain's [`ProviderCalls`] (the outbound module, wired at
 //! startup) and read into a [`Verdict`] ([`call`]). The domain makes no connection itself.
 
+pub mod apps;
 pub mod call;
 pub mod catalog;
+pub mod checker;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -21,6 +23,10 @@ pub use call::Verdict;
 pub struct VerifySettings {
     /// Longest a caller waits for a verification (the call included).
     pub timeout: Duration,
+    /// How often the scheduled checker verifies each app (jittered by up to a tenth).
+    pub interval: Duration,
+    /// Checks the scheduled checker runs at once against one provider host, per replica.
+    pub per_host_concurrency: usize,
     /// Service id -> base URL replacing the catalog's (tests, GitHub Enterprise).
     pub base_urls: BTreeMap<String, String>,
 }
@@ -45,6 +51,22 @@ impl Verifier {
 
     pub fn is_on(&self) -> bool {
         self.on.is_some()
+    }
+
+    pub fn settings(&self) -> Option<&VerifySettings> {
+        self.on.as_ref().map(|(_, settings)| settings)
+    }
+
+    /// When an app checked at `now` is next due: an interval later, give or take a tenth.
+    pub fn next_check(&self, now: i64) -> i64 {
+        let interval = self
+            .settings()
+            .map_or(Duration::from_secs(24 * 3600), |s| s.interval);
+        let micros = i64::try_from(interval.as_micros()).unwrap_or(i64::MAX / 4);
+        let mut byte = [0u8; 1];
+        let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut byte);
+        let jitter = micros / 10 * (i64::from(byte[0]) - 128) / 128;
+        now.saturating_add(micros + jitter)
     }
 
     /// What `service`'s provider says of `credentials`, within the settings' timeout.

@@ -1,0 +1,376 @@
+//! Credentials the service vouches for, against a local fake provider (an HTTP server on
+//! 127.0.0.1:0 that answers Slack's `auth.test` as each token says): verified creates fill
+//! `connected_to` and the scopes; rejections (401, 403, Slack's `ok: false`) refuse the
+//! create and store nothing; 500, slow, 429, huge and malformed answers keep the app
+//! UNVERIFIED within the bounded time; on-demand and scheduled checks break and restore an
+//! app and its integrations; two replicas check each app once per interval.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use integration_hub::config::ServeArgs;
+use integration_hub::pb;
+use integration_hub::pb::installed_app::VerificationState;
+use integration_hub::startup::Application;
+use tonic::Code;
+
+use crate::fixtures::{
+    Clients, WAIT, app_request, create_integration, error_reason, expect_code, get_app,
+    get_integration, people,
+};
+use crate::helpers::{Backend, TestApp, TestDb, authed, spawn_with, test_args};
+
+/// How the fake provider answers a token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    Valid,
+    InvalidAuth,
+    Unauthorized,
+    Forbidden,
+    Broken,
+    Slow,
+    Limited,
+    Huge,
+    Malformed,
+}
+
+/// A fake Slack: answers by the token's mode, and counts the calls of each token.
+#[derive(Clone, Default)]
+struct Provider {
+    modes: Arc<Mutex<HashMap<String, Mode>>>,
+    calls: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+impl Provider {
+    fn set(&self, token: &str, mode: Mode) {
+        self.modes.lock().unwrap().insert(token.to_owned(), mode);
+    }
+
+    fn calls(&self, token: &str) -> usize {
+        self.calls.lock().unwrap().get(token).copied().unwrap_or(0)
+    }
+
+    /// Serves on a fresh loopback port; answers its base URL.
+    async fn start(&self) -> String {
+        let router = axum::Router::new()
+            .route("/api/auth.test", get(answer))
+            .with_state(self.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the fake provider");
+        let address = listener.local_addr().expect("address");
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        format!("http://{address}")
+    }
+}
+
+async fn answer(State(provider): State<Provider>, headers: HeaderMap) -> Response {
+    let token = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default()
+        .to_owned();
+    *provider
+        .calls
+        .lock()
+        .unwrap()
+        .entry(token.clone())
+        .or_default() += 1;
+    let mode = provider.modes.lock().unwrap().get(&token).copied();
+    let json = [("content-type", "application/json")];
+    match mode.unwrap_or(Mode::Valid) {
+        Mode::Valid => (
+            StatusCode::OK,
+            [
+                ("content-type", "application/json"),
+                ("x-oauth-scopes", "chat:write,channels:read"),
+            ],
+            r#"{"ok": true, "team": "Acme Corp", "user": "hub-bot"}"#,
+        )
+            .into_response(),
+        Mode::InvalidAuth => (
+            StatusCode::OK,
+            json,
+            format!(r#"{{"ok": false, "error": "invalid_auth", "echo": "{token}"}}"#),
+        )
+            .into_response(),
+        Mode::Unauthorized => {
+            (StatusCode::UNAUTHORIZED, format!("bad token {token}")).into_response()
+        }
+        Mode::Forbidden => StatusCode::FORBIDDEN.into_response(),
+        Mode::Broken => {
+            (StatusCode::INTERNAL_SERVER_ERROR, format!("oops {token}")).into_response()
+        }
+        Mode::Slow => {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            StatusCode::OK.into_response()
+        }
+        Mode::Limited => {
+            (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "3600")], "").into_response()
+        }
+        Mode::Huge => (StatusCode::OK, json, "x".repeat(4 * 1024 * 1024)).into_response(),
+        Mode::Malformed => (StatusCode::OK, json, r#"{"ok": tru"#).into_response(),
+    }
+}
+
+/// Test settings with verification on, Slack pointed at `base`, and checks every
+/// `interval_secs`.
+fn verifying_args(url: &str, base: &str, interval_secs: u64) -> ServeArgs {
+    let mut args = test_args(url);
+    args.verify.verify_credentials = Some(true);
+    args.verify.verify_timeout_secs = 1;
+    args.verify.verify_interval_secs = interval_secs;
+    args.verify.verify_base_urls = vec![format!("slack={base}")];
+    args.oauth.oauth_allow_loopback_http = true;
+    args
+}
+
+async fn verifying_app(backend: Backend, base: &str, interval_secs: u64) -> TestApp {
+    let db = TestDb::new(backend).await;
+    let args = verifying_args(&db.url, base, interval_secs);
+    spawn_with(backend, db, args).await
+}
+
+/// A Slack app request with `token`, connected to nothing (the provider names it).
+fn slack_request(display_name: &str, token: &str) -> pb::CreateInstalledAppRequest {
+    let mut request = app_request("slack", display_name, token);
+    if let Some(app) = request.installed_app.as_mut() {
+        app.connected_to.clear();
+    }
+    request
+}
+
+async fn create(
+    app: &TestApp,
+    token: &str,
+    display_name: &str,
+    secret: &str,
+) -> Result<pb::InstalledApp, tonic::Status> {
+    app.apps()
+        .create_installed_app(authed(token, slack_request(display_name, secret)))
+        .await
+        .map(|r| r.into_inner())
+}
+
+async fn verify(app: &TestApp, token: &str, name: &str) -> Result<pb::InstalledApp, tonic::Status> {
+    app.apps()
+        .verify_installed_app(authed(
+            token,
+            pb::VerifyInstalledAppRequest { name: name.into() },
+        ))
+        .await
+        .map(|r| r.into_inner())
+}
+
+fn state_of(app: &pb::InstalledApp) -> VerificationState {
+    VerificationState::try_from(app.verification_state).expect("a known state")
+}
+
+async fn creates_are_verified_with_the_provider(backend: Backend) {
+    let provider = Provider::default();
+    let base = provider.start().await;
+    let app = verifying_app(backend, &base, 3600).await;
+    let dana = people(&app).dana;
+
+    let made = create(&app, &dana, "Slack", "xoxb-valid-1")
+        .await
+        .expect("create");
+    assert_eq!(
+        made.connected_to, "Acme Corp",
+        "the provider named the account"
+    );
+    assert_eq!(state_of(&made), VerificationState::Verified);
+    assert_eq!(made.granted_scopes, ["channels:read", "chat:write"]);
+    assert!(made.last_verified_time.is_some());
+    let read = get_app(&app, &dana, &made.name).await.expect("get");
+    assert_eq!(read.granted_scopes, made.granted_scopes);
+    assert_eq!(state_of(&read), VerificationState::Verified);
+
+    for (secret, mode) in [
+        ("xoxb-revoked-secret", Mode::InvalidAuth),
+        ("xoxb-unauthorized-secret", Mode::Unauthorized),
+        ("xoxb-forbidden-secret", Mode::Forbidden),
+    ] {
+        provider.set(secret, mode);
+        let status = expect_code(
+            create(&app, &dana, "Rejected", secret).await,
+            Code::FailedPrecondition,
+        );
+        assert_eq!(
+            error_reason(&status),
+            "CREDENTIALS_REJECTED_BY_PROVIDER",
+            "{mode:?}"
+        );
+        assert!(!status.message().contains(secret), "{mode:?}: {status:?}");
+        assert_eq!(provider.calls(secret), 1);
+    }
+    let listed = crate::fixtures::all_apps(&app, &dana).await;
+    assert_eq!(listed.len(), 1, "no rejected app was stored");
+
+    for (secret, mode) in [
+        ("xoxb-broken-secret", Mode::Broken),
+        ("xoxb-slow-secret", Mode::Slow),
+        ("xoxb-limited-secret", Mode::Limited),
+        ("xoxb-huge-secret", Mode::Huge),
+        ("xoxb-malformed-secret", Mode::Malformed),
+    ] {
+        provider.set(secret, mode);
+        let started = Instant::now();
+        let made = create(&app, &dana, "Kept", secret)
+            .await
+            .unwrap_or_else(|s| panic!("{mode:?}: {s:?}"));
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "{mode:?}: the create waited {:?}",
+            started.elapsed()
+        );
+        assert_eq!(state_of(&made), VerificationState::Unverified, "{mode:?}");
+        assert_eq!(made.connected_to, "", "{mode:?}");
+        let error = &made.last_verification_error;
+        assert!(!error.is_empty() && error.len() <= 600, "{mode:?}: {error}");
+        assert!(
+            !error.contains("secret") && !error.contains("oops"),
+            "{mode:?}: {error}"
+        );
+        assert!(made.last_verified_time.is_none(), "{mode:?}");
+    }
+}
+
+crate::storage_test!(backend creates_are_verified_with_the_provider);
+
+/// Polls the app until `done` holds (at most [`WAIT`]).
+async fn until(
+    app: &TestApp,
+    token: &str,
+    name: &str,
+    done: impl Fn(&pb::InstalledApp) -> bool,
+) -> pb::InstalledApp {
+    let started = Instant::now();
+    loop {
+        let read = get_app(app, token, name).await.expect("get");
+        if done(&read) {
+            return read;
+        }
+        assert!(
+            started.elapsed() < WAIT,
+            "waited in vain; the app is {read:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn checks_break_and_restore_an_app_and_its_integrations(backend: Backend) {
+    let provider = Provider::default();
+    let base = provider.start().await;
+    let app = verifying_app(backend, &base, 1).await;
+    let who = people(&app);
+
+    // On demand.
+    let made = create(&app, &who.dana, "Slack", "xoxb-flip-1")
+        .await
+        .expect("create");
+    let integration = create_integration(&app, &who.dana, &made, "Alerts").await;
+    expect_code(
+        verify(&app, &who.viewer, &made.name).await,
+        Code::PermissionDenied,
+    );
+    provider.set("xoxb-flip-1", Mode::InvalidAuth);
+    let checked = verify(&app, &who.dana, &made.name).await.expect("verify");
+    assert_eq!(checked.state, pb::installed_app::State::NeedsReauth as i32);
+    assert_eq!(state_of(&checked), VerificationState::Rejected);
+    assert!(checked.last_verification_error.contains("invalid_auth"));
+    let broken = get_integration(&app, &who.dana, &integration.name)
+        .await
+        .expect("get");
+    assert_eq!(broken.state, pb::integration::State::Broken as i32);
+    assert_eq!(
+        broken.broken_reason,
+        pb::integration::BrokenReason::CredentialsRejected as i32
+    );
+    provider.set("xoxb-flip-1", Mode::Valid);
+    let checked = verify(&app, &who.dana, &made.name).await.expect("verify");
+    assert_eq!(checked.state, pb::installed_app::State::Active as i32);
+    assert_eq!(state_of(&checked), VerificationState::Verified);
+    let restored = get_integration(&app, &who.dana, &integration.name)
+        .await
+        .expect("get");
+    assert_eq!(restored.state, pb::integration::State::Active as i32);
+
+    // Scheduled (every second): a 500 changes nothing but the health; a rejection breaks;
+    // a later success restores.
+    provider.set("xoxb-flip-1", Mode::Broken);
+    until(&app, &who.dana, &made.name, |a| {
+        state_of(a) == VerificationState::Unverified
+    })
+    .await;
+    provider.set("xoxb-flip-1", Mode::Unauthorized);
+    let broken_app = until(&app, &who.dana, &made.name, |a| {
+        a.state == pb::installed_app::State::NeedsReauth as i32
+    })
+    .await;
+    assert_eq!(state_of(&broken_app), VerificationState::Rejected);
+    let broken = get_integration(&app, &who.dana, &integration.name)
+        .await
+        .expect("get");
+    assert_eq!(broken.state, pb::integration::State::Broken as i32);
+    provider.set("xoxb-flip-1", Mode::Valid);
+    until(&app, &who.dana, &made.name, |a| {
+        a.state == pb::installed_app::State::Active as i32
+    })
+    .await;
+    let restored = get_integration(&app, &who.dana, &integration.name)
+        .await
+        .expect("get");
+    assert_eq!(restored.state, pb::integration::State::Active as i32);
+}
+
+crate::storage_test!(backend checks_break_and_restore_an_app_and_its_integrations);
+
+async fn two_replicas_check_each_app_once_per_interval(backend: Backend) {
+    const INTERVAL_SECS: u64 = 2;
+    const APPS: usize = 6;
+    let provider = Provider::default();
+    let base = provider.start().await;
+    let db = TestDb::new(backend).await;
+    let second = Application::build(verifying_args(&db.url, &base, INTERVAL_SECS))
+        .await
+        .expect("build the second replica");
+    let (stop_second, stopped) = tokio::sync::oneshot::channel::<()>();
+    let second = tokio::spawn(second.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+    let args = verifying_args(&db.url, &base, INTERVAL_SECS);
+    let app = spawn_with(backend, db, args).await;
+    let dana = people(&app).dana;
+    for n in 0..APPS {
+        create(
+            &app,
+            &dana,
+            &format!("Slack {n}"),
+            &format!("xoxb-replica-{n}"),
+        )
+        .await
+        .expect("create");
+    }
+    let watched = Duration::from_secs(INTERVAL_SECS * 4);
+    tokio::time::sleep(watched).await;
+    let _ = stop_second.send(());
+    let _ = second.await;
+    for n in 0..APPS {
+        let calls = provider.calls(&format!("xoxb-replica-{n}"));
+        // One at create, then one per interval (give or take a tenth): four intervals make
+        // at most five scheduled checks; two replicas checking each would make about nine.
+        assert!(
+            (3..=6).contains(&calls),
+            "app {n} was checked {calls} times in {watched:?}"
+        );
+    }
+}
+
+crate::storage_test!(backend two_replicas_check_each_app_once_per_interval);
