@@ -59,7 +59,7 @@ impl Hub {
 
     fn assemble(ctx: Context, oauth: Option<Arc<OAuth>>, verifier: Verifier) -> Hub {
         let ctx = Arc::new(ctx);
-        let authorizations = Authorizations::new(ctx.clone(), oauth);
+        let authorizations = Authorizations::new(ctx.clone(), oauth, verifier.clone());
         let apps = InstalledApps::new(ctx.clone(), authorizations.clone(), verifier.clone());
         Hub {
             integrations: Integrations::new(ctx.clone(), apps.clone(), authorizations.clone()),

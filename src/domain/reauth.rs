@@ -184,44 +184,7 @@ pub(super) async fn reject_credentials(
     said: &str,
     now: i64,
 ) -> Result<usize> {
-    let rejected = Transition::Break {
-        reason: BrokenReason::CredentialsRejected,
-        detail: rejected_detail(&row.display_name, said),
-    };
-    let filter = IntegrationFilter {
-        installed_app_id: Some(name.id.clone()),
-        state: Some(IntegrationState::Active),
-        app_bound_only: true,
-        ..Default::default()
-    };
-    let broken = change_state(w, name.team.as_str(), &filter, &rejected, now).await?;
-    set_app_state(
-        w,
-        row,
-        (AppState::NeedsReauth, AppEventKind::NeedsReauth),
-        said,
-        now,
-    )
-    .await?;
-    Ok(broken.len())
-}
-
-/// Writes the locked app `row` in `state`, one version on, with its event.
-async fn set_app_state(
-    w: &mut Write<'_>,
-    row: &mut crate::store::AppRow,
-    (state, event): (AppState, AppEventKind),
-    said: &str,
-    now: i64,
-) -> Result<()> {
-    let expected = row.version;
-    row.state = state;
-    row.version += 1;
-    row.update_time = now;
-    if !w.tx().await?.update_app(row.clone(), expected).await? {
-        return Err(Error::internal("locked installed app changed"));
-    }
-    w.app_event(event, row, said)
+    judge_credentials(w, name, row, (true, said), now).await
 }
 
 /// The way back from rule 6 inside a write, when the same credentials are verified again:
@@ -234,22 +197,54 @@ pub(super) async fn restore_credentials(
     said: &str,
     now: i64,
 ) -> Result<usize> {
-    let filter = super::suspension::bound(
-        &row.id,
-        IntegrationState::Broken,
-        Some(BrokenReason::CredentialsRejected),
-    );
-    let restore = Transition::Restore { rebind_to: None };
-    let restored = change_state(w, name.team.as_str(), &filter, &restore, now).await?;
-    set_app_state(
-        w,
-        row,
-        (AppState::Active, AppEventKind::Restored),
-        said,
-        now,
-    )
-    .await?;
-    Ok(restored.len())
+    judge_credentials(w, name, row, (false, said), now).await
+}
+
+/// Rule 6 (`rejected`) or its way back: the integrations' change with their events, then the
+/// app's state, one version on, with its event.
+async fn judge_credentials(
+    w: &mut Write<'_>,
+    name: &AppName,
+    row: &mut crate::store::AppRow,
+    (rejected, said): (bool, &str),
+    now: i64,
+) -> Result<usize> {
+    let (filter, transition, state, event) = if rejected {
+        let filter = IntegrationFilter {
+            installed_app_id: Some(name.id.clone()),
+            state: Some(IntegrationState::Active),
+            app_bound_only: true,
+            ..Default::default()
+        };
+        let transition = Transition::Break {
+            reason: BrokenReason::CredentialsRejected,
+            detail: rejected_detail(&row.display_name, said),
+        };
+        (
+            filter,
+            transition,
+            AppState::NeedsReauth,
+            AppEventKind::NeedsReauth,
+        )
+    } else {
+        let filter = super::suspension::bound(
+            &row.id,
+            IntegrationState::Broken,
+            Some(BrokenReason::CredentialsRejected),
+        );
+        let transition = Transition::Restore { rebind_to: None };
+        (filter, transition, AppState::Active, AppEventKind::Restored)
+    };
+    let changed = change_state(w, name.team.as_str(), &filter, &transition, now).await?;
+    let expected = row.version;
+    row.state = state;
+    row.version += 1;
+    row.update_time = now;
+    if !w.tx().await?.update_app(row.clone(), expected).await? {
+        return Err(Error::internal("locked installed app changed"));
+    }
+    w.app_event(event, row, said)?;
+    Ok(changed.len())
 }
 
 impl Integrations {

@@ -374,3 +374,77 @@ async fn two_replicas_check_each_app_once_per_interval(backend: Backend) {
 }
 
 crate::storage_test!(backend two_replicas_check_each_app_once_per_interval);
+
+/// An OAuth grant is verified as it completes, its scopes those of the token response: the
+/// local OAuth provider's catalog entry checks Slack at the provider's `/userinfo`, with the
+/// scopes the token response granted.
+async fn a_grant_is_verified_with_the_scopes_of_its_token_response(backend: Backend) {
+    use crate::oauth::{
+        Provider as OAuthProvider, dana, new_slack, oauth_args, query, sign_in, start,
+    };
+    let provider = OAuthProvider::start();
+    let db = TestDb::new(backend).await;
+    let mut args = test_args(&db.url);
+    oauth_args(&mut args, &provider, db.dir.path());
+    // The catalog the OAuth tests use, with Slack's check made at the provider.
+    let catalog_path = args.catalog_file.clone().expect("catalog");
+    let mut catalog: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&catalog_path).expect("read catalog"))
+            .expect("catalog JSON");
+    for service in catalog["services"].as_array_mut().expect("services") {
+        if service["id"] == "slack" {
+            service["verification"] = serde_json::json!({"call": {
+                "base_url": provider.url(), "path": "/userinfo",
+                "headers": {"Authorization": "Bearer {access_token}"},
+                "scopes": {"credential": "scope", "separator": ","}
+            }});
+        }
+    }
+    std::fs::write(&catalog_path, catalog.to_string()).expect("write catalog");
+    args.verify.verify_credentials = Some(true);
+    args.verify.verify_timeout_secs = 2;
+    let app = spawn_with(backend, db, args).await;
+
+    let started = start(&app, &dana(), new_slack("Signed in")).await;
+    let redirect = sign_in(&started.authorization_uri).await;
+    let done = app
+        .apps()
+        .complete_installed_app_authorization(authed(
+            &dana(),
+            pb::CompleteInstalledAppAuthorizationRequest {
+                state: query(&redirect, "state"),
+                code: query(&redirect, "code"),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("complete")
+        .into_inner();
+    let made = get_app(&app, &dana(), &done.installed_app)
+        .await
+        .expect("get");
+    assert_eq!(state_of(&made), VerificationState::Verified, "{made:?}");
+    assert!(made.last_verified_time.is_some());
+    let integration = create_integration(&app, &dana(), &made, "Alerts").await;
+    let service = people(&app).service;
+    let resolved = crate::fixtures::resolve(&app, &service, &integration.name)
+        .await
+        .expect("resolve");
+    let granted = resolved
+        .credentials
+        .get("scope")
+        .cloned()
+        .unwrap_or_default();
+    let mut expected: Vec<String> = granted
+        .split([',', ' '])
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    expected.sort();
+    assert!(
+        !expected.is_empty(),
+        "the token response granted scopes: {granted:?}"
+    );
+    assert_eq!(made.granted_scopes, expected);
+}
+crate::storage_test!(backend a_grant_is_verified_with_the_scopes_of_its_token_response, needs Node);

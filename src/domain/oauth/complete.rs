@@ -3,6 +3,8 @@
 
 use super::Authorizations;
 use crate::domain::reauth::change_state;
+use crate::domain::verify::Verdict;
+use crate::domain::verify::apps::{health_row, rejected_error};
 use std::collections::BTreeMap;
 
 use crate::crypto::{Aad, Credentials};
@@ -189,6 +191,13 @@ impl Authorizations {
             .with(answer.access_token.expose())
             .with(answer.refresh_token.as_ref().map_or("", |t| t.expose()));
         let connected_to = connected_to_text(account, &secrets);
+        // The new tokens are checked with the provider before anything is written (no lock
+        // is held while it answers): a rejection stores nothing and fails the authorization.
+        let fresh = oauth_credentials(service, def, &answer, None).map_err(provider_failed)?;
+        let verdict = match self.verifier.verify(service, &fresh).await {
+            Verdict::Rejected(said) => return Err(rejected_error(&said)),
+            verdict => verdict,
+        };
         let now = self.ctx().now();
         let target = row.installed_app_id.clone();
         let resource = match &target {
@@ -264,6 +273,10 @@ impl Authorizations {
                         app
                     }
                 };
+                let next = self.verifier.next_check(now);
+                if let Some(health) = health_row(&app, &verdict, None, now, next) {
+                    w.tx().await?.put_verification(health).await?;
+                }
                 let refreshable = answer.refresh_token.is_some()
                     || (target.is_some() && self.has_refresh_token(&app)?);
                 w.tx()

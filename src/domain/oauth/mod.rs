@@ -143,11 +143,21 @@ impl GrantHealth {
 pub struct Authorizations {
     ctx: Arc<Context>,
     oauth: Option<Arc<OAuth>>,
+    /// Checks the credentials an authorization brings before they are stored.
+    verifier: crate::domain::verify::Verifier,
 }
 
 impl Authorizations {
-    pub(in crate::domain) fn new(ctx: Arc<Context>, oauth: Option<Arc<OAuth>>) -> Authorizations {
-        Authorizations { ctx, oauth }
+    pub(in crate::domain) fn new(
+        ctx: Arc<Context>,
+        oauth: Option<Arc<OAuth>>,
+        verifier: crate::domain::verify::Verifier,
+    ) -> Authorizations {
+        Authorizations {
+            ctx,
+            oauth,
+            verifier,
+        }
     }
 
     fn ctx(&self) -> &Context {
