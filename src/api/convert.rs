@@ -41,6 +41,7 @@ fn integration_type(t: &IntegrationTypeDef) -> pb::IntegrationType {
         display_name: t.display_name.clone(),
         description: t.description.clone(),
         config_fields: t.config_fields.iter().map(field).collect(),
+        required_scopes: t.required_scopes.clone(),
     }
 }
 

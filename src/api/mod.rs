@@ -83,7 +83,8 @@ fn naming_reason(message: String, reason: ErrorReason) -> String {
         | ErrorReason::RequestIdReused
         | ErrorReason::StorageFull
         | ErrorReason::InstalledAppSuspended
-        | ErrorReason::CredentialsRejectedByProvider => {
+        | ErrorReason::CredentialsRejectedByProvider
+        | ErrorReason::InstalledAppLacksScopes => {
             format!("{message} (reason {})", reason.as_str_name())
         }
         _ => message,
@@ -119,7 +120,9 @@ impl From<Error> for Status {
             Error::AlreadyExists { .. } | Error::IdempotencyKeyReused => Code::AlreadyExists,
             Error::PermissionDenied(_) => Code::PermissionDenied,
             Error::EtagMismatch(_) => Code::Aborted,
-            Error::FailedPrecondition { .. } => Code::FailedPrecondition,
+            Error::FailedPrecondition { .. } | Error::MissingScopes { .. } => {
+                Code::FailedPrecondition
+            }
             Error::ResourceExhausted(_) | Error::StorageFull => Code::ResourceExhausted,
             Error::Unavailable(_) => Code::Unavailable,
             Error::Internal(_) => Code::Internal,
@@ -136,6 +139,28 @@ impl From<Error> for Status {
                 );
                 for v in shown {
                     details.add_bad_request_violation(v.field, v.description);
+                }
+                Status::with_error_details(code, message, details)
+            }
+            e @ Error::MissingScopes { .. } => {
+                let message = bounded(naming_reason(e.to_string(), reason));
+                let Error::MissingScopes { app, missing, .. } = e else {
+                    unreachable!("matched above")
+                };
+                let mut details = ErrorDetails::with_error_info(
+                    reason.as_str_name(),
+                    ERROR_DOMAIN,
+                    HashMap::new(),
+                );
+                for scope in missing
+                    .iter()
+                    .take(crate::domain::error::MAX_LISTED_VIOLATIONS)
+                {
+                    details.add_precondition_failure_violation(
+                        "SCOPE",
+                        app.clone(),
+                        format!("scope {scope} is not granted"),
+                    );
                 }
                 Status::with_error_details(code, message, details)
             }

@@ -68,6 +68,10 @@ pub struct IntegrationTypeDef {
     pub description: String,
     /// Non-secret configuration fields of an integration of this type.
     pub config_fields: Vec<FieldDef>,
+    /// Scopes the installed app's grant must hold, as the provider names them: an app whose
+    /// verification says it lacks one is refused (an app whose scopes are unknown is not).
+    #[serde(default)]
+    pub required_scopes: Vec<String>,
 }
 
 /// One supported third-party service.
@@ -379,6 +383,24 @@ fn validate_service(service: &ServiceDef) -> Result<(), CatalogError> {
             &kind.config_fields,
             &format!("config fields of integration type {}", quoted(&kind.id)),
         )?;
+        let scoped = service
+            .verification
+            .call
+            .as_ref()
+            .is_some_and(|c| c.scopes.is_some());
+        let scope_text =
+            |s: &String| !s.is_empty() && s.len() <= 200 && !s.contains(char::is_whitespace);
+        if !kind.required_scopes.is_empty()
+            && (!scoped || !kind.required_scopes.iter().all(scope_text))
+        {
+            return Err(CatalogError::InvalidVerification {
+                service: quoted(&service.id),
+                problem: format!(
+                    "integration type {} has required_scopes, but they are blank or the service's verification reads no scopes",
+                    quoted(&kind.id)
+                ),
+            });
+        }
         if let Some(field) = kind.config_fields.iter().find(|field| field.secret) {
             return Err(CatalogError::SecretConfigField {
                 integration_type: quoted(&kind.id),
@@ -814,6 +836,24 @@ mod tests {
         });
         assert!(matches!(error, CatalogError::DuplicateService { .. }));
         assert!(message.contains("\"slack\""), "{message}");
+        // Required scopes need a verification that reads scopes, and real scope names.
+        let (error, message) = refused(|v| {
+            v["services"][0]["integration_types"][0]["required_scopes"] = json!(["chat:write"])
+        });
+        assert!(
+            matches!(error, CatalogError::InvalidVerification { .. }),
+            "{error:?}"
+        );
+        assert!(message.contains("required_scopes"), "{message}");
+        let scoped = |scopes: Value| {
+            move |v: &mut Value| {
+                v["services"][0]["verification"]["call"]["scopes"] =
+                    json!({"header": "X-OAuth-Scopes"});
+                v["services"][0]["integration_types"][0]["required_scopes"] = scopes;
+            }
+        };
+        assert!(load(scoped(json!(["chat:write"]))).is_ok());
+        assert!(load(scoped(json!(["chat write"]))).is_err());
     }
 
     #[test]

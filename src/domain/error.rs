@@ -63,6 +63,15 @@ pub enum Error {
         reason: Precondition,
         message: String,
     },
+    /// FAILED_PRECONDITION with reason INSTALLED_APP_LACKS_SCOPES and a
+    /// `google.rpc.PreconditionFailure` naming each missing scope: the installed app's grant
+    /// lacks scopes the integration type requires.
+    #[error("the installed app {app} lacks scopes that {integration_type} requires: {}", .missing.join(" "))]
+    MissingScopes {
+        app: String,
+        integration_type: String,
+        missing: Vec<String>,
+    },
     /// RESOURCE_EXHAUSTED: a limit was reached.
     #[error("{0}")]
     ResourceExhausted(String),
@@ -167,6 +176,7 @@ impl Error {
                 Precondition::AppSuspended => "INSTALLED_APP_SUSPENDED",
                 Precondition::CredentialsRejected => "CREDENTIALS_REJECTED_BY_PROVIDER",
             },
+            Error::MissingScopes { .. } => "INSTALLED_APP_LACKS_SCOPES",
             Error::ResourceExhausted(_) => "RESOURCE_EXHAUSTED",
             Error::Unavailable(_) => "UNAVAILABLE",
             Error::StorageFull => "STORAGE_FULL",

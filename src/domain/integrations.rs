@@ -363,6 +363,7 @@ impl Integrations {
                         }
                     },
                     Binding::App(app_name) => {
+                        self.apps.check_scopes(app_name, integration_type).await?;
                         if app_name.team == team
                             && let Some(created) = self
                                 .create_with_others(w, actor, &team, app_name, &row)

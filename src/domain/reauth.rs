@@ -279,6 +279,10 @@ impl Integrations {
                                 "the installed app is of another service than the integration",
                             ));
                         }
+                        if let Some((_, kind)) = self.ctx().catalog().integration_type(&row.type_id)
+                        {
+                            self.apps().check_scopes(&app_name, kind).await?;
+                        }
                         row.installed_app_id = Some(app.id);
                         row.own_credentials = None;
                         row.key_version = None;
@@ -353,6 +357,13 @@ impl Integrations {
                         Precondition::ServiceMismatch,
                         "the replacement installed app is of another service than the integrations",
                     ));
+                }
+                let kinds: std::collections::BTreeSet<&str> =
+                    candidates.iter().map(|r| r.type_id.as_str()).collect();
+                for kind in kinds {
+                    if let Some((_, kind)) = self.ctx().catalog().integration_type(kind) {
+                        self.apps().check_scopes(&to, kind).await?;
+                    }
                 }
                 let now = self.ctx().now();
                 let restore = Transition::Restore {

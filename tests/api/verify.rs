@@ -29,6 +29,8 @@ use crate::helpers::{Backend, TestApp, TestDb, authed, spawn_with, test_args};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Mode {
     Valid,
+    /// Valid, without the `chat:write` scope.
+    Narrow,
     InvalidAuth,
     Unauthorized,
     Forbidden,
@@ -92,6 +94,15 @@ async fn answer(State(provider): State<Provider>, headers: HeaderMap) -> Respons
                 ("x-oauth-scopes", "chat:write,channels:read"),
             ],
             r#"{"ok": true, "team": "Acme Corp", "user": "hub-bot"}"#,
+        )
+            .into_response(),
+        Mode::Narrow => (
+            StatusCode::OK,
+            [
+                ("content-type", "application/json"),
+                ("x-oauth-scopes", "channels:read"),
+            ],
+            r#"{"ok": true, "team": "Acme Corp"}"#,
         )
             .into_response(),
         Mode::InvalidAuth => (
@@ -425,26 +436,59 @@ async fn a_grant_is_verified_with_the_scopes_of_its_token_response(backend: Back
         .expect("get");
     assert_eq!(state_of(&made), VerificationState::Verified, "{made:?}");
     assert!(made.last_verified_time.is_some());
-    let integration = create_integration(&app, &dana(), &made, "Alerts").await;
-    let service = people(&app).service;
-    let resolved = crate::fixtures::resolve(&app, &service, &integration.name)
-        .await
-        .expect("resolve");
-    let granted = resolved
-        .credentials
-        .get("scope")
-        .cloned()
-        .unwrap_or_default();
-    let mut expected: Vec<String> = granted
-        .split([',', ' '])
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect();
-    expected.sort();
-    assert!(
-        !expected.is_empty(),
-        "the token response granted scopes: {granted:?}"
-    );
-    assert_eq!(made.granted_scopes, expected);
+    // The `/userinfo` answer names no scope: what the app shows is what the token response
+    // granted (the `scope` credential), and it decides what may be bound to it.
+    assert!(!made.granted_scopes.is_empty(), "{made:?}");
+    let result = app
+        .integrations()
+        .create_integration(authed(
+            &dana(),
+            crate::fixtures::integration_request(&made, "Alerts"),
+        ))
+        .await;
+    if made.granted_scopes.contains(&"chat:write".to_owned()) {
+        result.expect("the grant holds chat:write");
+    } else {
+        let refused = expect_code(result, Code::FailedPrecondition);
+        assert_eq!(error_reason(&refused), "INSTALLED_APP_LACKS_SCOPES");
+        assert!(refused.message().contains("chat:write"), "{refused:?}");
+    }
 }
 crate::storage_test!(backend a_grant_is_verified_with_the_scopes_of_its_token_response, needs Node);
+
+/// An integration type's required scopes against what the app's verification found.
+async fn an_app_lacking_a_required_scope_is_refused_naming_it(backend: Backend) {
+    use tonic_types::StatusExt;
+    let provider = Provider::default();
+    let base = provider.start().await;
+    let app = verifying_app(backend, &base, 3600).await;
+    let dana = people(&app).dana;
+    provider.set("xoxb-narrow", Mode::Narrow);
+    let narrow = create(&app, &dana, "Narrow", "xoxb-narrow")
+        .await
+        .expect("create");
+    assert_eq!(narrow.granted_scopes, ["channels:read"]);
+    let refused = expect_code(
+        app.integrations()
+            .create_integration(authed(
+                &dana,
+                crate::fixtures::integration_request(&narrow, "Alerts"),
+            ))
+            .await,
+        Code::FailedPrecondition,
+    );
+    assert_eq!(error_reason(&refused), "INSTALLED_APP_LACKS_SCOPES");
+    let failure = refused
+        .get_details_precondition_failure()
+        .expect("a PreconditionFailure");
+    assert_eq!(failure.violations.len(), 1, "{failure:?}");
+    assert_eq!(failure.violations[0].r#type, "SCOPE");
+    assert_eq!(failure.violations[0].subject, narrow.name);
+    assert!(failure.violations[0].description.contains("chat:write"));
+    // Granted later (the scheduled or on-demand check sees it): allowed.
+    provider.set("xoxb-narrow", Mode::Valid);
+    let checked = verify(&app, &dana, &narrow.name).await.expect("verify");
+    assert!(checked.granted_scopes.contains(&"chat:write".to_owned()));
+    create_integration(&app, &dana, &checked, "Alerts").await;
+}
+crate::storage_test!(backend an_app_lacking_a_required_scope_is_refused_naming_it);

@@ -132,6 +132,43 @@ impl InstalledApps {
         Ok(())
     }
 
+    /// Refuses binding integrations of `kind` to the app `name` when its last verification
+    /// found its grant lacking a scope `kind` requires (scopes not known: no refusal).
+    pub(in crate::domain) async fn check_scopes(
+        &self,
+        name: &AppName,
+        kind: &crate::domain::catalog::IntegrationTypeDef,
+    ) -> Result<()> {
+        if kind.required_scopes.is_empty() {
+            return Ok(());
+        }
+        let granted = self
+            .ctx()
+            .store()
+            .verifications_of(name.team.as_str(), std::slice::from_ref(&name.id))
+            .await?
+            .pop()
+            .and_then(|row| row.granted_scopes);
+        let Some(granted) = granted else {
+            return Ok(());
+        };
+        let granted: std::collections::HashSet<&str> = granted.split_whitespace().collect();
+        let missing: Vec<String> = kind
+            .required_scopes
+            .iter()
+            .filter(|s| !granted.contains(s.as_str()))
+            .cloned()
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(Error::MissingScopes {
+            app: name.to_string(),
+            integration_type: kind.id.clone(),
+            missing,
+        })
+    }
+
     /// What the provider says of new credentials for `service`, before they are stored: a
     /// rejection is the create's (or change's) refusal.
     pub(in crate::domain) async fn verify_new(

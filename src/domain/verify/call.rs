@@ -215,14 +215,13 @@ fn scopes(
 ) -> Option<Vec<String>> {
     let from = call.scopes.as_ref()?;
     let separator = from.separator.as_deref();
+    // Absent: the provider does not say (a fine-grained token has no `X-OAuth-Scopes`),
+    // which is not the same as granting none.
     if let Some(name) = &from.header {
-        return Some(split_scopes(header(answer, name).unwrap_or(""), separator));
+        return Some(split_scopes(header(answer, name)?, separator));
     }
     if let Some(field) = &from.credential {
-        return Some(split_scopes(
-            credentials.get(field).unwrap_or(""),
-            separator,
-        ));
+        return Some(split_scopes(credentials.get(field)?, separator));
     }
     let pointer = from.pointer.as_ref()?;
     match json?.pointer(pointer)? {
@@ -476,5 +475,13 @@ mod tests {
             &Sent::default(),
         );
         assert!(matches!(v, Verdict::Verified { scopes: Some(s), .. } if s == ["repo", "user"]));
+        // Not said is not none granted: no header, no credential, no pointer is unknown.
+        let v = read(
+            &from_cred,
+            &answer(200, &[], "{}"),
+            &credentials(&[]),
+            &Sent::default(),
+        );
+        assert!(matches!(v, Verdict::Verified { scopes: None, .. }), "{v:?}");
     }
 }
