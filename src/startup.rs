@@ -20,7 +20,7 @@ use crate::api::{
     AnswerLayer, Answers, AuditLog, AuthLayer, CallLimitLayer, InstalledApps, Integrations,
     ObserveLayer,
 };
-use crate::auth::{Role, RoleMap, Verifier, VerifierConfig};
+use crate::auth::{Role, RoleMap, ServiceSubjects, Verifier, VerifierConfig};
 use crate::config::{AuthArgs, ServeArgs};
 use crate::crypto::KeyRing;
 use crate::domain::Hub;
@@ -201,6 +201,15 @@ pub fn verifier_config(auth: &AuthArgs, secret: Option<String>) -> anyhow::Resul
         config.role_map = RoleMap::parse(map)
             .map_err(|e| anyhow::anyhow!("INTEGRATION_HUB_ROLE_MAP is invalid: {e}"))?;
     }
+    config.service_subjects = ServiceSubjects::parse(
+        auth.all_teams_services.as_deref(),
+        auth.service_limits.as_deref(),
+    )
+    .map_err(|e| {
+        anyhow::anyhow!(
+            "INTEGRATION_HUB_ALL_TEAMS_SERVICES or INTEGRATION_HUB_SERVICE_LIMITS is invalid: {e}"
+        )
+    })?;
     Ok(config)
 }
 

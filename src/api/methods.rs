@@ -21,7 +21,8 @@ pub struct Method {
     /// Who may call it, checked before its handler runs.
     pub access: Access,
     /// For a change or a credential read: the action its audit records carry, so that a
-    /// refused call is recorded too.
+    /// refused call is recorded too. Watches and webhook reads have one for their refusals
+    /// (a limited service principal's, issue 25); their successes are not recorded.
     pub audit: Option<AuditAction>,
 }
 
@@ -59,7 +60,7 @@ methods! {
         StartInstalledAppAuthorization: Developer => InstalledAppStartAuthorization,
         CompleteInstalledAppAuthorization: Developer => InstalledAppCompleteAuthorization,
         GetInstalledAppAuthorization: Developer,
-        WatchInstalledAppEvents: AnyRole,
+        WatchInstalledAppEvents: AnyRole => InstalledAppWatch,
     }
     IntegrationService {
         CreateIntegration: Developer => IntegrationCreate,
@@ -70,18 +71,18 @@ methods! {
         ReauthenticateIntegration: Developer => IntegrationReauthenticate,
         ReauthenticateIntegrations: Developer => IntegrationReauthenticateBulk,
         ResolveIntegrationCredentials: Service => IntegrationResolveCredentials,
-        WatchIntegrationEvents: AnyRole,
+        WatchIntegrationEvents: AnyRole => IntegrationWatch,
         TransferIntegration: Admin => IntegrationTransfer,
         PromoteIntegrationCredentials: Developer => IntegrationPromoteCredentials,
     }
     WebhookService {
         CreateWebhookSubscription: Admin => WebhookCreate,
-        GetWebhookSubscription: AdminOrService,
-        ListWebhookSubscriptions: AdminOrService,
+        GetWebhookSubscription: AdminOrService => WebhookGet,
+        ListWebhookSubscriptions: AdminOrService => WebhookList,
         UpdateWebhookSubscription: Admin => WebhookUpdate,
         DeleteWebhookSubscription: Admin => WebhookDelete,
         RotateWebhookSecret: Admin => WebhookRotateSecret,
-        ListWebhookDeliveries: AdminOrService,
+        ListWebhookDeliveries: AdminOrService => WebhookListDeliveries,
         RedeliverWebhookEvents: Admin => WebhookRedeliver,
         SendTestWebhook: Admin,
     }

@@ -25,7 +25,7 @@ use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::auth::{Principal, Role as AuthRole};
 use crate::domain::Error;
-use crate::domain::model::{Actor, Role};
+use crate::domain::model::{Actor, Reach, Role};
 use crate::domain::types::TeamId;
 use crate::pb::ErrorReason;
 
@@ -82,7 +82,8 @@ fn naming_reason(message: String, reason: ErrorReason) -> String {
         | ErrorReason::ServiceMismatch
         | ErrorReason::RequestIdReused
         | ErrorReason::StorageFull
-        | ErrorReason::InstalledAppSuspended => {
+        | ErrorReason::InstalledAppSuspended
+        | ErrorReason::OutsideServiceLimits => {
             format!("{message} (reason {})", reason.as_str_name())
         }
         _ => message,
@@ -116,7 +117,7 @@ impl From<Error> for Status {
             Error::Invalid(_) => Code::InvalidArgument,
             Error::NotFound { .. } => Code::NotFound,
             Error::AlreadyExists { .. } | Error::IdempotencyKeyReused => Code::AlreadyExists,
-            Error::PermissionDenied(_) => Code::PermissionDenied,
+            Error::PermissionDenied(_) | Error::Denied { .. } => Code::PermissionDenied,
             Error::EtagMismatch(_) => Code::Aborted,
             Error::FailedPrecondition { .. } => Code::FailedPrecondition,
             Error::ResourceExhausted(_) | Error::StorageFull => Code::ResourceExhausted,
@@ -191,6 +192,11 @@ pub fn actor_of(principal: &Principal, request_id: &str) -> Result<Actor, Status
             AuthRole::Service => Role::Service,
         },
         request_id: request_id.to_owned(),
+        reach: principal.limits.as_ref().map(|limits| Reach {
+            services: limits.services.clone(),
+            types: limits.types.clone(),
+            apps: limits.apps.clone(),
+        }),
     })
 }
 
@@ -224,6 +230,7 @@ mod tests {
             },
             Error::AlreadyExists { kind: "x" },
             Error::PermissionDenied("no".into()),
+            Error::denied(crate::domain::Denial::OutsideServiceLimits, "no"),
             Error::EtagMismatch("stale".into()),
             Error::precondition(Precondition::WrongState, "m"),
             Error::precondition(Precondition::ServiceMismatch, "m"),

@@ -1,6 +1,7 @@
 //! The authenticated caller: who, for which team, with which role.
 
 use super::AuthError;
+use super::limits::Limits;
 use super::roles::Role;
 
 /// The team value that means "every team"; only a service may hold it.
@@ -20,6 +21,9 @@ pub struct Principal {
     pub team: String,
     /// The one role the token's role values resolved to.
     pub role: Role,
+    /// For a service: the services, integration types or installed apps it is limited to
+    /// (the role map's and configuration's, narrowest); `None`: not limited.
+    pub limits: Option<Limits>,
 }
 
 impl Principal {
@@ -41,6 +45,7 @@ impl Principal {
             subject,
             team,
             role,
+            limits: None,
         })
     }
 
@@ -123,6 +128,7 @@ mod tests {
             subject: "bob".to_owned(),
             team: "*".to_owned(),
             role: Role::Admin,
+            limits: None,
         };
         assert!(!p.all_teams());
     }

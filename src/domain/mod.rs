@@ -50,7 +50,7 @@ pub(crate) mod test_support;
 /// themselves).
 pub use crate::crypto::Credentials;
 pub use credentials::Resolved;
-pub use error::{Error, FieldViolation, Precondition, Result, Violations};
+pub use error::{Denial, Error, FieldViolation, Precondition, Result, Violations};
 pub use hub::Hub;
 pub use installed_apps::{AppChanges, AppQuery, InstalledApps, NewApp};
 pub use integrations::{

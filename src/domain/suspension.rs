@@ -163,6 +163,7 @@ mod tests {
             team: None,
             role: super::super::model::Role::Admin,
             request_id: "r".into(),
+            reach: None,
         };
         assert_eq!(
             suspended_detail("Slack", &actor, ""),

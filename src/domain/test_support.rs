@@ -83,6 +83,7 @@ pub fn actor(role: Role, subject: &str) -> Actor {
         team: Some(team()),
         role,
         request_id: "req-1".to_owned(),
+        reach: None,
     }
 }
 

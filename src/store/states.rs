@@ -114,6 +114,12 @@ stored_enum!(
         WebhookDelete = "webhook.delete",
         WebhookRotateSecret = "webhook.rotate_secret",
         WebhookRedeliver = "webhook.redeliver",
+        // Issue 25: reads a limited service principal is refused (recorded when refused only).
+        IntegrationWatch = "integration.watch",
+        InstalledAppWatch = "installed_app.watch",
+        WebhookGet = "webhook.get",
+        WebhookList = "webhook.list",
+        WebhookListDeliveries = "webhook.list_deliveries",
     }
 );
 stored_enum!(

@@ -26,6 +26,7 @@ mod oauth;
 mod observability;
 mod pages;
 mod pg_cluster;
+mod privilege;
 mod process;
 mod promote;
 mod rate_limit;

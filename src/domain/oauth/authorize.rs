@@ -456,6 +456,7 @@ impl Authorizations {
                 team: Some(team.clone()),
                 role: stored_role(&row.creator_role),
                 request_id: new_id(),
+                reach: None,
             },
         };
         let outcome = match completion {

@@ -77,6 +77,7 @@ fn refresher(team: &TeamId) -> Actor {
         team: Some(team.clone()),
         role: Role::Service,
         request_id: new_id(),
+        reach: None,
     }
 }
 

@@ -1,0 +1,226 @@
+//! Issue 25, least privilege: service principals narrowed to services, integration types or
+//! installed apps (by a role map value or by configuration per subject), and the all-teams
+//! value only for the subjects configuration names. Every refusal on both databases.
+
+use integration_hub::pb;
+use tonic::Code;
+
+use crate::fixtures::{
+    TEAM, create_app, create_integration, error_reason, expect_code, report_rejected, resolve,
+    try_watch,
+};
+use crate::helpers::{Backend, TestApp, TestDb, authed, spawn_with, test_args, token};
+
+/// The test server with a role value limited to Slack and a subject limited to GitHub by
+/// configuration.
+pub async fn limited_app(backend: Backend) -> TestApp {
+    let db = TestDb::new(backend).await;
+    let mut args = test_args(&db.url);
+    args.auth.role_map = Some(
+        "admin=admin,developer=developer,viewer=viewer,service=service,\
+         slack_reader=service;services:slack"
+            .to_owned(),
+    );
+    args.auth.service_limits =
+        Some("github-bot=services:github;types:github.backup_collections".to_owned());
+    spawn_with(backend, db, args).await
+}
+
+#[track_caller]
+fn assert_outside<T: std::fmt::Debug>(result: Result<T, tonic::Status>, what: &str) {
+    let status = expect_code(result, Code::PermissionDenied);
+    assert_eq!(error_reason(&status), "OUTSIDE_SERVICE_LIMITS", "{what}");
+    assert!(
+        status.message().contains("OUTSIDE_SERVICE_LIMITS"),
+        "{what}: {status:?}"
+    );
+}
+
+async fn denied_records(app: &TestApp, admin: &str, action: &str) -> Vec<pb::AuditEvent> {
+    app.audit
+        .clone()
+        .list_audit_events(authed(
+            admin,
+            pb::ListAuditEventsRequest {
+                action: action.to_owned(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("list audit events")
+        .into_inner()
+        .audit_events
+        .into_iter()
+        .filter(|e| e.outcome == pb::audit_event::Outcome::Denied as i32)
+        .collect()
+}
+
+async fn a_service_limited_to_slack_is_refused_github_credentials(backend: Backend) {
+    let app = limited_app(backend).await;
+    let dev = token(TEAM, "developer", "dana");
+    let admin = token(TEAM, "admin", "ada");
+    let slack_app = create_app(&app, &dev, "slack", "Slack").await;
+    let github_app = create_app(&app, &dev, "github", "GitHub").await;
+    let slack_job = create_integration(&app, &dev, &slack_app, "Slack job").await;
+    let github_job = create_integration(&app, &dev, &github_app, "GitHub job").await;
+
+    // By the role map's value: Slack only. Twice each: the second answer may come from
+    // the replica's read cache, which must refuse the same.
+    let slack_reader = token(TEAM, "slack_reader", "reporter");
+    for _ in 0..2 {
+        let resolved = resolve(&app, &slack_reader, &slack_job.name)
+            .await
+            .expect("slack");
+        assert_eq!(resolved.service, "slack");
+        assert_outside(
+            resolve(&app, &slack_reader, &github_job.name).await,
+            "github by claim",
+        );
+    }
+    // By configuration for the subject: GitHub only, whatever its token's value grants.
+    let github_bot = token(TEAM, "service", "github-bot");
+    resolve(&app, &github_bot, &github_job.name)
+        .await
+        .expect("github");
+    assert_outside(
+        resolve(&app, &github_bot, &slack_job.name).await,
+        "slack by subject",
+    );
+    // Both: the narrower of the two (nothing in common here).
+    let both = token(TEAM, "slack_reader", "github-bot");
+    assert_outside(resolve(&app, &both, &slack_job.name).await, "slack by both");
+    assert_outside(
+        resolve(&app, &both, &github_job.name).await,
+        "github by both",
+    );
+    // An unlimited service resolves both.
+    let svc = token(TEAM, "service", "svc");
+    resolve(&app, &svc, &slack_job.name)
+        .await
+        .expect("unlimited slack");
+    resolve(&app, &svc, &github_job.name)
+        .await
+        .expect("unlimited github");
+
+    // Reporting on an app beyond its reach is refused too, and changes nothing.
+    assert_outside(
+        report_rejected(&app, &slack_reader, &github_app.name, "401").await,
+        "report on github",
+    );
+
+    // Watches and webhook reads cover every service of the team: refused to a limited one.
+    assert_outside(try_watch(&app, &slack_reader, "", &[]).await, "watch");
+    let apps_watch = app
+        .apps
+        .clone()
+        .watch_installed_app_events(authed(
+            &slack_reader,
+            pb::WatchInstalledAppEventsRequest::default(),
+        ))
+        .await;
+    assert_outside(apps_watch, "watch apps");
+    let webhooks = pb::webhook_service_client::WebhookServiceClient::new(app.channel.clone());
+    let listed = webhooks
+        .clone()
+        .list_webhook_subscriptions(authed(
+            &github_bot,
+            pb::ListWebhookSubscriptionsRequest::default(),
+        ))
+        .await;
+    assert_outside(listed, "webhook list");
+    let got = webhooks
+        .clone()
+        .get_webhook_subscription(authed(
+            &github_bot,
+            pb::GetWebhookSubscriptionRequest {
+                name: format!("teams/{TEAM}/webhookSubscriptions/nope"),
+            },
+        ))
+        .await;
+    assert_outside(got, "webhook get");
+    try_watch(&app, &svc, "", &[])
+        .await
+        .expect("an unlimited service watches");
+    webhooks
+        .clone()
+        .list_webhook_subscriptions(authed(&svc, pb::ListWebhookSubscriptionsRequest::default()))
+        .await
+        .expect("an unlimited service lists webhooks");
+
+    // Every refusal is in the team's audit log with the resource attempted.
+    let resolves = denied_records(&app, &admin, "integration.resolve_credentials").await;
+    let attempted: Vec<_> = resolves.iter().map(|e| e.resource.as_str()).collect();
+    assert!(
+        attempted.contains(&github_job.name.as_str()),
+        "{attempted:?}"
+    );
+    assert!(
+        attempted.contains(&slack_job.name.as_str()),
+        "{attempted:?}"
+    );
+    assert!(
+        resolves
+            .iter()
+            .all(|e| e.reason == "OUTSIDE_SERVICE_LIMITS"),
+        "{resolves:?}"
+    );
+    let by_reporter: Vec<_> = resolves.iter().filter(|e| e.actor == "reporter").collect();
+    assert_eq!(
+        by_reporter.len(),
+        2,
+        "each refused resolution is recorded: {resolves:?}"
+    );
+    let watches = denied_records(&app, &admin, "integration.watch").await;
+    assert_eq!(watches.len(), 1, "{watches:?}");
+    assert_eq!(watches[0].resource, format!("teams/{TEAM}"));
+    let lists = denied_records(&app, &admin, "webhook.list").await;
+    assert_eq!(
+        lists[0].resource,
+        format!("teams/{TEAM}/webhookSubscriptions")
+    );
+    let gets = denied_records(&app, &admin, "webhook.get").await;
+    assert_eq!(
+        gets[0].resource,
+        format!("teams/{TEAM}/webhookSubscriptions/nope")
+    );
+    let reports = denied_records(&app, &admin, "installed_app.report_credentials_rejected").await;
+    assert_eq!(reports[0].resource, github_app.name);
+    // The app beyond its reach was not touched.
+    let after = app
+        .apps
+        .clone()
+        .get_installed_app(authed(
+            &dev,
+            pb::GetInstalledAppRequest {
+                name: github_app.name.clone(),
+            },
+        ))
+        .await
+        .expect("get")
+        .into_inner();
+    assert_eq!(after.state, github_app.state);
+}
+crate::storage_test!(backend a_service_limited_to_slack_is_refused_github_credentials);
+
+async fn every_team_only_for_the_subjects_configuration_names(app: TestApp) {
+    let dev = token(TEAM, "developer", "dana");
+    let slack_app = create_app(&app, &dev, "slack", "Slack").await;
+    let job = create_integration(&app, &dev, &slack_app, "Slack job").await;
+    let named = token("*", "service", "worker");
+    resolve(&app, &named, &job.name)
+        .await
+        .expect("the configured all-teams subject");
+    for subject in ["stranger", "Worker", "worker "] {
+        let other = token("*", "service", subject);
+        let status = expect_code(
+            resolve(&app, &other, &job.name).await,
+            Code::Unauthenticated,
+        );
+        assert_eq!(error_reason(&status), "UNAUTHENTICATED", "{subject:?}");
+        // The same subject for one team is an ordinary service.
+        resolve(&app, &token(TEAM, "service", subject), &job.name)
+            .await
+            .expect("a one-team service");
+    }
+}
+crate::storage_test!(every_team_only_for_the_subjects_configuration_names);
