@@ -137,6 +137,11 @@ pub struct AuthArgs {
     /// what the subject's tokens may resolve, narrowing what their role values grant.
     #[arg(long, env = "INTEGRATION_HUB_SERVICE_LIMITS")]
     pub service_limits: Option<String>,
+
+    /// The claim holding the caller's groups (a string or an array of strings), which an
+    /// installed app's `usable_by` may name. Unset: tokens carry no groups.
+    #[arg(long, env = "INTEGRATION_HUB_GROUPS_CLAIM")]
+    pub groups_claim: Option<String>,
 }
 
 impl AuthArgs {

@@ -16,6 +16,8 @@ mod m20261129_000009_oauth;
 mod m20261129_000010_webhooks;
 mod m20261204_000011_audit_time;
 mod m20261204_000013_oauth_browser_binding;
+// Issue 25 (least privilege).
+mod m20261204_000015_usable_by;
 
 /// Every migration, in order.
 pub struct Migrator;
@@ -35,6 +37,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000010_webhooks::Migration),
             Box::new(m20261204_000011_audit_time::Migration),
             Box::new(m20261204_000013_oauth_browser_binding::Migration),
+            // Issue 25 (least privilege).
+            Box::new(m20261204_000015_usable_by::Migration),
         ]
     }
 }

@@ -103,6 +103,12 @@ pub fn installed_app(app: &InstalledApp) -> pb::InstalledApp {
             .as_ref()
             .and_then(|o| o.last_refresh_error.clone())
             .unwrap_or_default(),
+        usable_by_subjects: (app.usable_by.iter())
+            .flat_map(|u| u.subjects.iter().cloned())
+            .collect(),
+        usable_by_groups: (app.usable_by.iter())
+            .flat_map(|u| u.groups.iter().cloned())
+            .collect(),
     }
 }
 

@@ -89,6 +89,10 @@ methods! {
     AuditService {
         ListAuditEvents: Admin,
     }
+    // Issue 25 (least privilege).
+    AccessService {
+        SetInstalledAppUsableBy: AppCreatorOrAdmin => InstalledAppSetUsableBy,
+    }
 }
 
 /// The row of a full gRPC path (exact match); `None` means "refuse".
@@ -161,7 +165,7 @@ mod tests {
     }
 
     #[test]
-    fn the_services_are_the_four_of_the_api() {
+    fn the_services_are_the_five_of_the_api() {
         assert_eq!(
             services(),
             [
@@ -169,6 +173,7 @@ mod tests {
                 "integrationhub.v1.IntegrationService",
                 "integrationhub.v1.WebhookService",
                 "integrationhub.v1.AuditService",
+                "integrationhub.v1.AccessService",
             ]
         );
     }

@@ -3,6 +3,7 @@
 //! by its `TryFrom` in `parse`), the domain call, and a conversion from `convert`. Errors
 //! become `tonic::Status` in one place (`From<Error> for Status`).
 
+mod access;
 mod audit;
 mod auth_layer;
 pub mod bounds;
@@ -29,6 +30,7 @@ use crate::domain::model::{Actor, Reach, Role};
 use crate::domain::types::TeamId;
 use crate::pb::ErrorReason;
 
+pub use access::AccessControl;
 pub use audit::AuditLog;
 pub use auth_layer::{AuthLayer, REQUEST_ID_HEADER};
 pub use bounds::{AnswerLayer, Answers, BoundsArgs, CallLimitLayer};
@@ -83,7 +85,8 @@ fn naming_reason(message: String, reason: ErrorReason) -> String {
         | ErrorReason::RequestIdReused
         | ErrorReason::StorageFull
         | ErrorReason::InstalledAppSuspended
-        | ErrorReason::OutsideServiceLimits => {
+        | ErrorReason::OutsideServiceLimits
+        | ErrorReason::InstalledAppNotUsable => {
             format!("{message} (reason {})", reason.as_str_name())
         }
         _ => message,
@@ -197,6 +200,7 @@ pub fn actor_of(principal: &Principal, request_id: &str) -> Result<Actor, Status
             types: limits.types.clone(),
             apps: limits.apps.clone(),
         }),
+        groups: principal.groups.clone(),
     })
 }
 
@@ -231,6 +235,7 @@ mod tests {
             Error::AlreadyExists { kind: "x" },
             Error::PermissionDenied("no".into()),
             Error::denied(crate::domain::Denial::OutsideServiceLimits, "no"),
+            Error::denied(crate::domain::Denial::NotUsable, "no"),
             Error::EtagMismatch("stale".into()),
             Error::precondition(Precondition::WrongState, "m"),
             Error::precondition(Precondition::ServiceMismatch, "m"),

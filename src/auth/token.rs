@@ -64,6 +64,9 @@ pub struct VerifierConfig {
     pub role_map: RoleMap,
     /// Service subjects that may claim every team, and limits per subject.
     pub service_subjects: ServiceSubjects,
+    /// Claim holding the caller's groups (a string or an array of strings), which an
+    /// installed app's `usable_by` may name; `None`: tokens carry no groups.
+    pub groups_claim: Option<String>,
     /// Clock skew allowed on `exp`, `nbf` and `iat`, at most
     /// [`MAX_LEEWAY_SECS`]; default 30.
     pub leeway_secs: u64,
@@ -92,6 +95,7 @@ impl Default for VerifierConfig {
             roles_claim: DEFAULT_ROLES_CLAIM.to_owned(),
             role_map: RoleMap::default(),
             service_subjects: ServiceSubjects::default(),
+            groups_claim: None,
             leeway_secs: DEFAULT_LEEWAY_SECS,
         }
     }
@@ -111,6 +115,7 @@ impl fmt::Debug for VerifierConfig {
             .field("roles_claim", &self.roles_claim)
             .field("role_map", &self.role_map)
             .field("service_subjects", &self.service_subjects)
+            .field("groups_claim", &self.groups_claim)
             .field("leeway_secs", &self.leeway_secs)
             .finish()
     }
@@ -143,6 +148,7 @@ pub struct Verifier {
     roles_claim: String,
     role_map: RoleMap,
     service_subjects: ServiceSubjects,
+    groups_claim: Option<String>,
     leeway_secs: u64,
 }
 
@@ -231,6 +237,7 @@ impl Verifier {
             roles_claim: cfg.roles_claim,
             role_map: cfg.role_map,
             service_subjects: cfg.service_subjects,
+            groups_claim: cfg.groups_claim,
             leeway_secs: cfg.leeway_secs,
         })
     }
@@ -356,6 +363,12 @@ impl Verifier {
                 (None, Some(c)) => Some(c.clone()),
                 (None, None) => None,
             };
+        }
+        if let Some(claim) = &self.groups_claim {
+            let values = role_values(claims.get(claim)).map_err(|_| {
+                bad_claims("the groups claim is neither a string nor an array of strings")
+            })?;
+            principal.groups = super::principal::check_groups(values)?;
         }
         Ok(principal)
     }
@@ -665,6 +678,7 @@ mod tests {
                 team: "team-1".to_owned(),
                 role: Role::Developer,
                 limits: None,
+                groups: Vec::new(),
             }
         );
     }

@@ -66,6 +66,7 @@ impl AppSnapshot {
             integration_count: 0,
             active_integration_count: 0,
             oauth: None,
+            usable_by: None,
             create_time: self.create_time,
             update_time: self.update_time,
             version: self.version,

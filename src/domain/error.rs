@@ -41,6 +41,9 @@ pub enum Denial {
     /// asked for something outside them (or for a watch or webhook reads, which cover every
     /// service of the team).
     OutsideServiceLimits,
+    /// The installed app's `usable_by` names neither the caller nor any of its groups, and
+    /// the caller is not an admin.
+    NotUsable,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -179,6 +182,7 @@ impl Error {
             Error::PermissionDenied(_) => "PERMISSION_DENIED",
             Error::Denied { reason, .. } => match reason {
                 Denial::OutsideServiceLimits => "OUTSIDE_SERVICE_LIMITS",
+                Denial::NotUsable => "INSTALLED_APP_NOT_USABLE",
             },
             Error::EtagMismatch(_) => "ETAG_MISMATCH",
             Error::FailedPrecondition { reason, .. } => match reason {

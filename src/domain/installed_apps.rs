@@ -151,6 +151,7 @@ impl InstalledApps {
             version: 1,
             create_time: now,
             update_time: now,
+            usable_by: None,
         })
     }
 

@@ -143,12 +143,18 @@ fn check_config(
     )
 }
 
-/// Whether integrations may be bound to the installed app `name`, stored as `app` (`None`:
-/// there is none): it exists and is ACTIVE. The one statement of this rule: a change written
-/// alone ([`Integrations::bindable_app`]) and creates written together (`create_batch.rs`) both
-/// decide with it.
-pub(super) fn check_bindable<'a>(name: &AppName, app: Option<&'a AppRow>) -> Result<&'a AppRow> {
+/// Whether `actor` may bind integrations to the installed app `name`, stored as `app`
+/// (`None`: there is none): it exists, its `usable_by` lets the actor use it
+/// (`usable_by::check_usable`) and it is ACTIVE. The one statement of this rule: a change
+/// written alone ([`Integrations::bindable_app`]) and creates written together
+/// (`create_batch.rs`) both decide with it.
+pub(super) fn check_bindable<'a>(
+    actor: &Actor,
+    name: &AppName,
+    app: Option<&'a AppRow>,
+) -> Result<&'a AppRow> {
     let app = app.ok_or_else(|| not_found_app(name))?;
+    super::usable_by::check_usable(actor, app)?;
     if app.state == AppState::Suspended {
         return Err(super::suspension::suspended_error());
     }
@@ -178,6 +184,7 @@ impl Integrations {
     /// binding.
     pub(super) async fn bindable_app(
         &self,
+        actor: &Actor,
         tx: &Tx,
         team: &TeamId,
         name: &AppName,
@@ -187,7 +194,7 @@ impl Integrations {
             return Err(not_found_app(name));
         }
         let app = tx.share_app(team.as_str(), &name.id).await?;
-        check_bindable(name, app.as_ref())?;
+        check_bindable(actor, name, app.as_ref())?;
         app.ok_or_else(|| not_found_app(name))
     }
 
@@ -217,6 +224,7 @@ impl Integrations {
         let written = self
             .creates
             .create(QueuedCreate {
+                actor: actor.clone(),
                 app: app.clone(),
                 row,
                 event,
@@ -370,7 +378,8 @@ impl Integrations {
                         {
                             return Ok(Done::AlreadyCommitted((created, true)));
                         }
-                        let app = self.bindable_app(w.tx().await?, &team, app_name).await?;
+                        let app =
+                            (self.bindable_app(actor, w.tx().await?, &team, app_name)).await?;
                         check_offers(&app, &service.id)?;
                         row.installed_app_id = Some(app.id);
                     }

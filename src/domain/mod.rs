@@ -40,6 +40,8 @@ pub mod suspension;
 pub mod tokens;
 pub mod transfer;
 pub mod types;
+// Issue 25 (least privilege).
+pub mod usable_by;
 pub mod webhook_delivery;
 pub mod webhooks;
 

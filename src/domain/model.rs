@@ -41,6 +41,9 @@ pub struct Actor {
     /// For a service principal limited to some services, integration types or installed
     /// apps: what it reaches. `None`: not limited.
     pub reach: Option<Reach>,
+    /// The groups the token names (from the configured groups claim): what an installed
+    /// app's `usable_by` may list besides subjects.
+    pub groups: Vec<String>,
 }
 
 /// What a limited service principal reaches (its token's and configuration's limits). A kind
@@ -241,6 +244,8 @@ pub struct InstalledApp {
     /// The OAuth grant's health, for an app authorized through OAuth 2.0 (filled by the
     /// reads that answer apps; `None` for credentials entered by hand).
     pub oauth: Option<super::oauth::GrantHealth>,
+    /// Who besides admins may build on it; `None`: every developer of its team.
+    pub usable_by: Option<super::usable_by::UsableBy>,
 }
 
 impl InstalledApp {
@@ -261,6 +266,7 @@ impl InstalledApp {
             update_time: row.update_time,
             version: row.version,
             oauth: None,
+            usable_by: super::usable_by::UsableBy::from_stored(row.usable_by.as_deref())?,
         })
     }
 
@@ -279,6 +285,13 @@ impl InstalledApp {
             + self.creator.len()
             + self.owner.len()
             + self.suspension_reason.as_ref().map_or(0, String::len)
+            + self.usable_by.as_ref().map_or(0, |u| {
+                u.subjects
+                    .iter()
+                    .chain(&u.groups)
+                    .map(|s| s.len() + 32)
+                    .sum()
+            })
             + self
                 .oauth
                 .as_ref()
@@ -457,7 +470,7 @@ mod tests {
             assert_eq!(AuditAction::parse(action.as_str()).unwrap(), *action);
             assert_eq!(AuditAction::find(action.as_str()), Some(*action));
         }
-        assert_eq!(AuditAction::ALL.len(), 27);
+        assert_eq!(AuditAction::ALL.len(), 28);
         assert_eq!(AuditAction::find("installed_app.nope"), None);
         for kind in EventKind::ALL {
             assert_eq!(EventKind::parse(kind.as_str()).unwrap(), *kind);

@@ -245,7 +245,7 @@ impl Integrations {
                 match reauth {
                     Reauth::App(app_name) => {
                         let app = self
-                            .bindable_app(w.tx().await?, &name.team, &app_name)
+                            .bindable_app(actor, w.tx().await?, &name.team, &app_name)
                             .await?;
                         if app.service != row.service {
                             return Err(Error::precondition(
@@ -314,7 +314,7 @@ impl Integrations {
                     ));
                 }
                 let tx = w.tx().await?;
-                let target = self.bindable_app(tx, &team, &to).await?;
+                let target = self.bindable_app(actor, tx, &team, &to).await?;
                 let filter = IntegrationFilter {
                     installed_app_id: Some(from.id.clone()),
                     state: Some(IntegrationState::Broken),

@@ -164,6 +164,7 @@ mod tests {
             role: super::super::model::Role::Admin,
             request_id: "r".into(),
             reach: None,
+            groups: Vec::new(),
         };
         assert_eq!(
             suspended_detail("Slack", &actor, ""),

@@ -70,6 +70,7 @@ pub fn app_row(id: &str) -> AppRow {
         version: 1,
         create_time: NOW,
         update_time: NOW,
+        usable_by: None,
     }
 }
 
@@ -84,6 +85,7 @@ pub fn actor(role: Role, subject: &str) -> Actor {
         role,
         request_id: "req-1".to_owned(),
         reach: None,
+        groups: Vec::new(),
     }
 }
 

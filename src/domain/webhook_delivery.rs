@@ -103,6 +103,7 @@ impl Webhooks {
             role: Role::Service,
             request_id: new_id(),
             reach: None,
+            groups: Vec::new(),
         };
         let name = WebhookName::new(team.clone(), id.to_owned());
         let audited = Audited::new(AuditAction::WebhookUpdate, team, name.to_string());

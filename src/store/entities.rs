@@ -38,6 +38,9 @@ pub mod installed_app {
         pub version: i64,
         pub create_time: i64,
         pub update_time: i64,
+        /// Who besides admins may build on it (JSON subjects and groups); `None`: every
+        /// developer of its team (issue 25).
+        pub usable_by: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -120,6 +120,7 @@ stored_enum!(
         WebhookGet = "webhook.get",
         WebhookList = "webhook.list",
         WebhookListDeliveries = "webhook.list_deliveries",
+        InstalledAppSetUsableBy = "installed_app.set_usable_by",
     }
 );
 stored_enum!(

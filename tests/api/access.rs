@@ -150,6 +150,12 @@ const ROLES_TABLE: &[(&str, &str, [May; 4])] = &[
         [Yes, Yes, Yes, Yes],
     ),
     ("AuditService", "ListAuditEvents", [No, No, Yes, No]),
+    // Issue 25 (least privilege).
+    (
+        "AccessService",
+        "SetInstalledAppUsableBy",
+        [No, IfCreator, Yes, No],
+    ),
     (
         "WebhookService",
         "CreateWebhookSubscription",
@@ -540,6 +546,20 @@ async fn dispatch(
                 .await?
                 .into_inner();
             stream.message().await.map(drop)
+        }
+        ("AccessService", "SetInstalledAppUsableBy") => {
+            pb::access_service_client::AccessServiceClient::new(app.channel.clone())
+                .set_installed_app_usable_by(request(
+                    auth,
+                    pb::SetInstalledAppUsableByRequest {
+                        name: fx.installed_app.clone(),
+                        subjects: vec![CREATOR.to_owned()],
+                        validate_only: true,
+                        ..Default::default()
+                    },
+                ))
+                .await
+                .map(drop)
         }
         ("AuditService", "ListAuditEvents") => {
             integration_hub::pb::audit_service_client::AuditServiceClient::new(app.channel.clone())

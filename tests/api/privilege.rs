@@ -224,3 +224,180 @@ async fn every_team_only_for_the_subjects_configuration_names(app: TestApp) {
     }
 }
 crate::storage_test!(every_team_only_for_the_subjects_configuration_names);
+
+/// A token with a `groups` claim (the server under test reads groups from it).
+fn token_with_groups(role: &str, subject: &str, groups: &[&str]) -> String {
+    use crate::helpers::{TEST_AUDIENCE, TEST_ISSUER, TEST_SECRET};
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let claims = serde_json::json!({
+        "sub": subject, "iss": TEST_ISSUER, "aud": TEST_AUDIENCE, "iat": now, "exp": now + 600,
+        "team_id": TEAM, "roles": [role], "groups": groups,
+    });
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(TEST_SECRET.as_bytes()),
+    )
+    .expect("sign")
+}
+
+async fn set_usable_by(
+    app: &TestApp,
+    token: &str,
+    name: &str,
+    subjects: &[&str],
+    groups: &[&str],
+    validate_only: bool,
+) -> Result<pb::SetInstalledAppUsableByResponse, tonic::Status> {
+    pb::access_service_client::AccessServiceClient::new(app.channel.clone())
+        .set_installed_app_usable_by(authed(
+            token,
+            pb::SetInstalledAppUsableByRequest {
+                name: name.to_owned(),
+                subjects: subjects.iter().map(|s| (*s).to_owned()).collect(),
+                groups: groups.iter().map(|s| (*s).to_owned()).collect(),
+                validate_only,
+                ..Default::default()
+            },
+        ))
+        .await
+        .map(|r| r.into_inner())
+}
+
+#[track_caller]
+fn assert_not_usable<T: std::fmt::Debug>(result: Result<T, tonic::Status>, what: &str) {
+    let status = expect_code(result, Code::PermissionDenied);
+    assert_eq!(error_reason(&status), "INSTALLED_APP_NOT_USABLE", "{what}");
+}
+
+async fn an_app_usable_by_one_person(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let mut args = test_args(&db.url);
+    args.auth.groups_claim = Some("groups".to_owned());
+    let app = spawn_with(backend, db, args).await;
+    let dana = token(TEAM, "developer", "dana");
+    let dora = token(TEAM, "developer", "dora");
+    let admin = token(TEAM, "admin", "ada");
+    let gina = token_with_groups("developer", "gina", &["payments"]);
+    let svc = token(TEAM, "service", "svc");
+    let slack = create_app(&app, &dana, "slack", "Dana's Slack").await;
+    let spare = create_app(&app, &dora, "slack", "Dora's Slack").await;
+    let doras_job = create_integration(&app, &dora, &slack, "Dora's job").await;
+    let doras_other = create_integration(&app, &dora, &spare, "Dora's other job").await;
+
+    // The preview names who would lose access and changes nothing.
+    let preview = set_usable_by(&app, &dana, &slack.name, &["dana"], &["payments"], true)
+        .await
+        .expect("preview");
+    assert_eq!(preview.losing_access, ["dora"]);
+    let now = preview.installed_app.expect("app");
+    assert!(now.usable_by_subjects.is_empty() && now.usable_by_groups.is_empty());
+    // Only its owner or an admin may change it.
+    let refused = set_usable_by(&app, &dora, &slack.name, &["dora"], &[], false).await;
+    assert_eq!(
+        error_reason(&expect_code(refused, Code::PermissionDenied)),
+        "PERMISSION_DENIED"
+    );
+    let set = set_usable_by(&app, &dana, &slack.name, &["dana"], &["payments"], false)
+        .await
+        .expect("set")
+        .installed_app
+        .expect("app");
+    assert_eq!(set.usable_by_subjects, ["dana"]);
+    assert_eq!(set.usable_by_groups, ["payments"]);
+
+    // Dora may no longer build on it: create, reauthenticate onto it, move onto it.
+    let mut integrations = app.integrations.clone();
+    let create = integrations
+        .create_integration(authed(
+            &dora,
+            crate::fixtures::integration_request(&slack, "New"),
+        ))
+        .await;
+    assert_not_usable(create, "create");
+    report_rejected(&app, &svc, &spare.name, "401")
+        .await
+        .expect("break dora's other job");
+    let onto = integrations
+        .reauthenticate_integration(authed(
+            &dora,
+            pb::ReauthenticateIntegrationRequest {
+                name: doras_other.name.clone(),
+                auth: Some(pb::reauthenticate_integration_request::Auth::InstalledApp(
+                    slack.name.clone(),
+                )),
+            },
+        ))
+        .await;
+    assert_not_usable(onto, "reauthenticate onto it");
+    let moved = integrations
+        .reauthenticate_integrations(authed(
+            &dora,
+            pb::ReauthenticateIntegrationsRequest {
+                parent: String::new(),
+                from_installed_app: spare.name.clone(),
+                to_installed_app: slack.name.clone(),
+            },
+        ))
+        .await;
+    assert_not_usable(moved, "move onto it");
+
+    // She still sees it listed, with who may use it.
+    let listed = crate::fixtures::all_apps(&app, &dora).await;
+    let seen = listed
+        .iter()
+        .find(|a| a.name == slack.name)
+        .expect("listed");
+    assert_eq!(seen.usable_by_subjects, ["dana"]);
+    // What she built before keeps working (README: integrations are not broken).
+    let resolved = resolve(&app, &svc, &doras_job.name)
+        .await
+        .expect("still resolves");
+    assert_eq!(
+        resolved.integration.expect("integration").state,
+        pb::integration::State::Active as i32
+    );
+
+    // Dana, a member of the group, and an admin may.
+    for (who, token) in [("dana", &dana), ("gina", &gina), ("admin", &admin)] {
+        integrations
+            .create_integration(authed(
+                token,
+                crate::fixtures::integration_request(&slack, who),
+            ))
+            .await
+            .unwrap_or_else(|e| panic!("{who} builds on it: {e:?}"));
+    }
+    // The refusals are audited with their reason; the change itself too.
+    let creates = denied_records(&app, &admin, "integration.create").await;
+    assert!(
+        creates
+            .iter()
+            .any(|e| e.actor == "dora" && e.reason == "INSTALLED_APP_NOT_USABLE")
+    );
+    let changes = app
+        .audit
+        .clone()
+        .list_audit_events(authed(
+            &admin,
+            pb::ListAuditEventsRequest {
+                action: "installed_app.set_usable_by".to_owned(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("audit")
+        .into_inner()
+        .audit_events;
+    assert_eq!(changes.len(), 2, "one success, one denial: {changes:?}");
+
+    // Unset: everyone again.
+    set_usable_by(&app, &dana, &slack.name, &[], &[], false)
+        .await
+        .expect("unset");
+    create_integration(&app, &dora, &slack, "Dora again").await;
+}
+crate::storage_test!(backend an_app_usable_by_one_person);

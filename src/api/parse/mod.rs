@@ -6,6 +6,7 @@
 //!
 //! One file per service; what they share is here.
 
+mod access;
 mod audit;
 mod installed_apps;
 mod integrations;
@@ -18,6 +19,7 @@ use std::collections::HashMap;
 use crate::domain::types::{PageRequest, PageSize};
 use crate::domain::{Credentials, Error, Violations};
 
+pub use access::SetUsableBy;
 pub use audit::ListAudit;
 pub use installed_apps::{
     CreateApp, DeleteApp, ListApps, ReportRejected, SuspendApp, TransferApp, UpdateApp,

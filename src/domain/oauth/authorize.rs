@@ -457,6 +457,7 @@ impl Authorizations {
                 role: stored_role(&row.creator_role),
                 request_id: new_id(),
                 reach: None,
+                groups: Vec::new(),
             },
         };
         let outcome = match completion {

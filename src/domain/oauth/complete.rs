@@ -229,6 +229,7 @@ impl Authorizations {
                             version: 1,
                             create_time: now,
                             update_time: now,
+                            usable_by: None,
                         };
                         w.tx().await?.insert_app(app.clone()).await?;
                         w.set_resource(AppName::new(team.clone(), app.id.clone()).to_string());

@@ -78,6 +78,7 @@ fn refresher(team: &TeamId) -> Actor {
         role: Role::Service,
         request_id: new_id(),
         reach: None,
+        groups: Vec::new(),
     }
 }
 
