@@ -113,18 +113,22 @@ pub struct IntegrationChanges {
 pub struct IntegrationQuery {
     pub installed_app: Option<AppName>,
     pub state: Option<IntegrationState>,
+    /// Only integrations this subject owns, or created (issue 25).
+    pub owner: Option<String>,
+    pub creator: Option<String>,
 }
 
 impl IntegrationQuery {
     /// What a page token is bound to: a token of one filter is refused with another.
     pub(super) fn listing(&self) -> String {
         format!(
-            "integrations:{}:{}",
+            "integrations:{}:{}{}",
             self.installed_app
                 .as_ref()
                 .map(|a| a.id.as_str())
                 .unwrap_or(""),
-            self.state.map(|s| s.as_str()).unwrap_or("")
+            self.state.map(|s| s.as_str()).unwrap_or(""),
+            super::installed_apps::people_listing(&self.owner, &self.creator)
         )
     }
 }
@@ -485,6 +489,8 @@ impl Integrations {
         let filter = IntegrationFilter {
             installed_app_id: query.installed_app.map(|a| a.id),
             state: query.state,
+            owner: query.owner,
+            creator: query.creator,
             ..Default::default()
         };
         // Every change the listing does not show has an event after the cursor.
@@ -605,15 +611,28 @@ mod tests {
             IntegrationQuery::default(),
             IntegrationQuery {
                 installed_app: Some(app.clone()),
-                state: None,
+                ..Default::default()
             },
             IntegrationQuery {
-                installed_app: None,
                 state: Some(IntegrationState::Broken),
+                ..Default::default()
             },
             IntegrationQuery {
                 installed_app: Some(app),
                 state: Some(IntegrationState::Active),
+                ..Default::default()
+            },
+            IntegrationQuery {
+                owner: Some("dana".into()),
+                ..Default::default()
+            },
+            IntegrationQuery {
+                creator: Some("dana".into()),
+                ..Default::default()
+            },
+            IntegrationQuery {
+                owner: Some("a|creator:-".into()),
+                ..Default::default()
             },
         ];
         let listings: Vec<String> = queries.iter().map(IntegrationQuery::listing).collect();

@@ -50,7 +50,7 @@ pub(super) fn bound(
         state: Some(state),
         broken_reason: reason,
         app_bound_only: true,
-        own_credentials_of: None,
+        ..IntegrationFilter::default()
     }
 }
 

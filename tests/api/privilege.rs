@@ -401,3 +401,94 @@ async fn an_app_usable_by_one_person(backend: Backend) {
     create_integration(&app, &dora, &slack, "Dora again").await;
 }
 crate::storage_test!(backend an_app_usable_by_one_person);
+
+async fn lists_filter_by_owner_and_creator(app: TestApp) {
+    let dana = token(TEAM, "developer", "dana");
+    let dora = token(TEAM, "developer", "dora");
+    let admin = token(TEAM, "admin", "ada");
+    let danas = create_app(&app, &dana, "slack", "Dana's").await;
+    let doras = create_app(&app, &dora, "slack", "Dora's").await;
+    let by_dana = create_integration(&app, &dana, &doras, "Dana's job").await;
+    create_integration(&app, &dora, &danas, "Dora's job").await;
+    // Handed over: dora owns what dana created.
+    app.integrations
+        .clone()
+        .transfer_integration(authed(
+            &admin,
+            pb::TransferIntegrationRequest {
+                name: by_dana.name.clone(),
+                new_owner: "dora".into(),
+            },
+        ))
+        .await
+        .expect("transfer");
+    let apps = |owner: &str, creator: &str| {
+        let mut client = app.apps.clone();
+        let request = authed(
+            &admin,
+            pb::ListInstalledAppsRequest {
+                owner: owner.into(),
+                creator: creator.into(),
+                ..Default::default()
+            },
+        );
+        async move {
+            let listed = client
+                .list_installed_apps(request)
+                .await
+                .expect("list apps");
+            let names: Vec<String> = listed
+                .into_inner()
+                .installed_apps
+                .into_iter()
+                .map(|a| a.display_name)
+                .collect();
+            names
+        }
+    };
+    assert_eq!(apps("dana", "").await, ["Dana's"]);
+    assert_eq!(apps("", "dora").await, ["Dora's"]);
+    assert!(apps("dana", "dora").await.is_empty());
+    let integrations = |owner: &str, creator: &str| {
+        let mut client = app.integrations.clone();
+        let request = authed(
+            &admin,
+            pb::ListIntegrationsRequest {
+                owner: owner.into(),
+                creator: creator.into(),
+                ..Default::default()
+            },
+        );
+        async move {
+            let listed = client
+                .list_integrations(request)
+                .await
+                .expect("list integrations");
+            let mut names: Vec<String> = listed
+                .into_inner()
+                .integrations
+                .into_iter()
+                .map(|i| i.display_name)
+                .collect();
+            names.sort();
+            names
+        }
+    };
+    assert_eq!(integrations("dora", "").await, ["Dana's job", "Dora's job"]);
+    assert_eq!(integrations("", "dana").await, ["Dana's job"]);
+    assert!(integrations("dana", "").await.is_empty());
+    // A filter is bounded like an owner.
+    let long = app
+        .apps
+        .clone()
+        .list_installed_apps(authed(
+            &admin,
+            pb::ListInstalledAppsRequest {
+                owner: "x".repeat(201),
+                ..Default::default()
+            },
+        ))
+        .await;
+    expect_code(long, Code::InvalidArgument);
+}
+crate::storage_test!(lists_filter_by_owner_and_creator);

@@ -98,6 +98,8 @@ impl TryFrom<pb::ListInstalledAppsRequest> for ListApps {
             None => Some(None),
             Some(time) => v.check("unused_since", micros(time)).map(Some),
         };
+        let owner = v.check("owner", super::person_filter(req.owner));
+        let creator = v.check("creator", super::person_filter(req.creator));
         v.finish()?;
         Ok(ListApps {
             parent: checked(parent)?,
@@ -105,6 +107,8 @@ impl TryFrom<pb::ListInstalledAppsRequest> for ListApps {
                 service: (!req.service.is_empty()).then_some(req.service),
                 state: checked(state)?,
                 unused_since: checked(unused_since)?,
+                owner: checked(owner)?,
+                creator: checked(creator)?,
             },
             page: checked(page)?,
         })

@@ -48,6 +48,15 @@ fn optional_etag(etag: &str) -> Option<String> {
     (!etag.is_empty()).then(|| etag.to_owned())
 }
 
+/// An owner or creator filter (issue 25): empty means none; otherwise a subject as
+/// `Owner` accepts it.
+fn person_filter(value: String) -> Result<Option<String>, String> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    crate::domain::types::Owner::parse(&value).map(|o| Some(o.into_inner()))
+}
+
 /// The value of a field known to be present once [`Violations::finish`] passed.
 fn checked<T>(value: Option<T>) -> Result<T, Error> {
     value.ok_or_else(|| Error::internal("checked fields missing"))
@@ -132,6 +141,7 @@ mod tests {
             page_token: "not checked here".into(),
             installed_app: "nope".into(),
             state: 99,
+            ..Default::default()
         };
         assert_eq!(
             violated(ListIntegrations::try_from(request)),
