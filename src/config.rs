@@ -142,6 +142,11 @@ pub struct AuthArgs {
     /// installed app's `usable_by` may name. Unset: tokens carry no groups.
     #[arg(long, env = "INTEGRATION_HUB_GROUPS_CLAIM")]
     pub groups_claim: Option<String>,
+
+    /// Service subjects that may call DeprovisionPerson (an identity provider's
+    /// deprovisioning hook), `scim-bridge,...`. Admins always may.
+    #[arg(long, env = "INTEGRATION_HUB_DEPROVISIONING_SERVICES")]
+    pub deprovisioning_services: Option<String>,
 }
 
 impl AuthArgs {

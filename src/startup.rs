@@ -433,7 +433,13 @@ impl Application {
         .max_decoding_message_size(max_message);
         let audit = AuditServiceServer::new(AuditLog::new(self.hub.clone()))
             .max_decoding_message_size(max_message);
-        let access = AccessServiceServer::new(AccessControl::new(self.hub.clone()))
+        let deprovisioners = (self.args.auth.deprovisioning_services.iter())
+            .flat_map(|list| list.split(','))
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect();
+        let access = AccessServiceServer::new(AccessControl::new(self.hub.clone(), deprovisioners))
             .max_decoding_message_size(max_message);
         let webhooks = start_webhooks(
             &self.hub,

@@ -251,6 +251,13 @@ impl Client {
         /// twice is the same change (a preview changes nothing).
         set_installed_app_usable_by(access, pb::SetInstalledAppUsableByRequest) -> pb::SetInstalledAppUsableByResponse,
             retry if |_| true;
+        /// `TransferOwnership` (admins). Retried only as a preview: a second hand-over
+        /// after a lost answer would find nothing left and answer zero counts.
+        transfer_ownership(access, pb::TransferOwnershipRequest) -> pb::TransferOwnershipResponse,
+            retry if |r| r.validate_only;
+        /// `DeprovisionPerson` (admins, a configured service). Retried only as a preview.
+        deprovision_person(access, pb::DeprovisionPersonRequest) -> pb::DeprovisionPersonResponse,
+            retry if |r| r.validate_only;
         /// `CreateWebhookSubscription` (admins). Sent once: the secret is shown once.
         create_webhook_subscription(webhooks, pb::CreateWebhookSubscriptionRequest)
             -> pb::CreateWebhookSubscriptionResponse,

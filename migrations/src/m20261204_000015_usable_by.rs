@@ -1,6 +1,8 @@
 //! Issue 25: who may build on an installed app. `usable_by` holds the subjects and groups
 //! (JSON: `{"subjects": [...], "groups": [...]}`) that, besides admins, may create
 //! integrations on the app or move integrations onto it; NULL: every developer of its team.
+//! `reauthorization_recommended`: the app's OAuth grant lives in the provider account of
+//! someone whose apps were handed over (TransferOwnership), until new credentials.
 
 use sea_orm_migration::prelude::*;
 
@@ -14,6 +16,13 @@ impl MigrationTrait for Migration {
             .get_connection()
             .execute_unprepared("ALTER TABLE installed_apps ADD COLUMN usable_by TEXT")
             .await?;
+        manager
+            .get_connection()
+            .execute_unprepared(
+                "ALTER TABLE installed_apps ADD COLUMN reauthorization_recommended \
+                 BOOLEAN NOT NULL DEFAULT FALSE",
+            )
+            .await?;
         Ok(())
     }
 
@@ -21,6 +30,12 @@ impl MigrationTrait for Migration {
         manager
             .get_connection()
             .execute_unprepared("ALTER TABLE installed_apps DROP COLUMN usable_by")
+            .await?;
+        manager
+            .get_connection()
+            .execute_unprepared(
+                "ALTER TABLE installed_apps DROP COLUMN reauthorization_recommended",
+            )
             .await?;
         Ok(())
     }

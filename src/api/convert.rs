@@ -106,6 +106,7 @@ pub fn installed_app(app: &InstalledApp) -> pb::InstalledApp {
         usable_by_subjects: (app.usable_by.iter())
             .flat_map(|u| u.subjects.iter().cloned())
             .collect(),
+        reauthorization_recommended: app.reauthorization_recommended,
         usable_by_groups: (app.usable_by.iter())
             .flat_map(|u| u.groups.iter().cloned())
             .collect(),
@@ -194,6 +195,7 @@ pub fn app_event_kind(kind: AppEventKind) -> pb::InstalledAppEventType {
         AppEventKind::RefreshFailed => T::InstalledAppRefreshFailed,
         AppEventKind::Restored => T::InstalledAppRestored,
         AppEventKind::Deleted => T::InstalledAppDeleted,
+        AppEventKind::ReauthorizationRecommended => T::InstalledAppReauthorizationRecommended,
     }
 }
 

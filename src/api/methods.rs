@@ -92,6 +92,8 @@ methods! {
     // Issue 25 (least privilege).
     AccessService {
         SetInstalledAppUsableBy: AppCreatorOrAdmin => InstalledAppSetUsableBy,
+        TransferOwnership: Admin => OwnershipTransfer,
+        DeprovisionPerson: AdminOrService => PersonDeprovision,
     }
 }
 

@@ -170,6 +170,7 @@ impl InstalledApps {
             create_time: now,
             update_time: now,
             usable_by: None,
+            reauthorization_recommended: false,
         })
     }
 
@@ -371,6 +372,7 @@ impl InstalledApps {
                             .seal(&name.team, &app_owner(&row.id), credentials)?;
                     // Credentials entered by hand: no OAuth grant to refresh any more.
                     w.tx().await?.delete_grant(&row.id).await?;
+                    row.reauthorization_recommended = false;
                     if row.state == AppState::Suspended {
                         // Editing a suspended app's credentials does not resume it: it will
                         // resume as ACTIVE, and what their rejection broke is restored then.

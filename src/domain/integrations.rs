@@ -113,7 +113,6 @@ pub struct IntegrationChanges {
 pub struct IntegrationQuery {
     pub installed_app: Option<AppName>,
     pub state: Option<IntegrationState>,
-    /// Only integrations this subject owns, or created (issue 25).
     pub owner: Option<String>,
     pub creator: Option<String>,
 }
@@ -147,11 +146,9 @@ fn check_config(
     )
 }
 
-/// Whether `actor` may bind integrations to the installed app `name`, stored as `app`
-/// (`None`: there is none): it exists, its `usable_by` lets the actor use it
-/// (`usable_by::check_usable`) and it is ACTIVE. The one statement of this rule: a change
-/// written alone ([`Integrations::bindable_app`]) and creates written together
-/// (`create_batch.rs`) both decide with it.
+/// Whether `actor` may bind integrations to the app `name`, stored as `app` (`None`: none): it
+/// exists, its `usable_by` names the actor (`usable_by.rs`) and it is ACTIVE. The one rule: a
+/// change alone ([`Integrations::bindable_app`]) and creates together (`create_batch.rs`).
 pub(super) fn check_bindable<'a>(
     actor: &Actor,
     name: &AppName,

@@ -41,6 +41,7 @@ pub mod tokens;
 pub mod transfer;
 pub mod types;
 // Issue 25 (least privilege).
+pub mod offboarding;
 pub mod usable_by;
 pub mod webhook_delivery;
 pub mod webhooks;

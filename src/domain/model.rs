@@ -170,6 +170,8 @@ stored_enum!(
         Restored = "INSTALLED_APP_RESTORED",
         Deleted = "INSTALLED_APP_DELETED",
         RefreshFailed = "INSTALLED_APP_REFRESH_FAILED",
+        // Issue 25: its OAuth grant lives in the account of a person offboarded.
+        ReauthorizationRecommended = "INSTALLED_APP_REAUTHORIZATION_RECOMMENDED",
     }
 );
 
@@ -246,6 +248,8 @@ pub struct InstalledApp {
     pub oauth: Option<super::oauth::GrantHealth>,
     /// Who besides admins may build on it; `None`: every developer of its team.
     pub usable_by: Option<super::usable_by::UsableBy>,
+    /// Its OAuth grant lives in the account of a person offboarded (issue 25).
+    pub reauthorization_recommended: bool,
 }
 
 impl InstalledApp {
@@ -267,6 +271,7 @@ impl InstalledApp {
             version: row.version,
             oauth: None,
             usable_by: super::usable_by::UsableBy::from_stored(row.usable_by.as_deref())?,
+            reauthorization_recommended: row.reauthorization_recommended,
         })
     }
 
@@ -470,7 +475,7 @@ mod tests {
             assert_eq!(AuditAction::parse(action.as_str()).unwrap(), *action);
             assert_eq!(AuditAction::find(action.as_str()), Some(*action));
         }
-        assert_eq!(AuditAction::ALL.len(), 28);
+        assert_eq!(AuditAction::ALL.len(), 30);
         assert_eq!(AuditAction::find("installed_app.nope"), None);
         for kind in EventKind::ALL {
             assert_eq!(EventKind::parse(kind.as_str()).unwrap(), *kind);

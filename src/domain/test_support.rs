@@ -71,6 +71,7 @@ pub fn app_row(id: &str) -> AppRow {
         create_time: NOW,
         update_time: NOW,
         usable_by: None,
+        reauthorization_recommended: false,
     }
 }
 

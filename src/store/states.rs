@@ -121,6 +121,8 @@ stored_enum!(
         WebhookList = "webhook.list",
         WebhookListDeliveries = "webhook.list_deliveries",
         InstalledAppSetUsableBy = "installed_app.set_usable_by",
+        OwnershipTransfer = "people.transfer_ownership",
+        PersonDeprovision = "people.deprovision",
     }
 );
 stored_enum!(

@@ -174,6 +174,8 @@ pub fn test_args(database_url: &str) -> ServeArgs {
     // The tests' all-teams worker, named as a deployment names its own (issue 25: no other
     // subject may hold every team).
     args.auth.all_teams_services = Some("worker".to_owned());
+    // The access matrix's service subject may deprovision (issue 25); others may not.
+    args.auth.deprovisioning_services = Some("svc".to_owned());
     args
 }
 

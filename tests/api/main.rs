@@ -24,6 +24,7 @@ mod keys;
 mod needs;
 mod oauth;
 mod observability;
+mod offboarding;
 mod pages;
 mod pg_cluster;
 mod privilege;

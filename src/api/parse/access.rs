@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 
 use super::{checked, optional_etag};
-use crate::domain::types::AppName;
+use crate::domain::types::{AppName, Owner, ParentRef};
 use crate::domain::usable_by::{MAX_USABLE_BY, MAX_USABLE_BY_CHARS, UsableBy};
 use crate::domain::{Error, Violations};
 use crate::pb;
@@ -55,5 +55,60 @@ impl TryFrom<pb::SetInstalledAppUsableByRequest> for SetUsableBy {
             etag: optional_etag(&req.etag),
             validate_only: req.validate_only,
         })
+    }
+}
+
+/// TransferOwnership and DeprovisionPerson: the person handing over and the one taking over.
+pub struct Handover {
+    pub parent: ParentRef,
+    pub from: Owner,
+    pub to: Owner,
+    pub validate_only: bool,
+}
+
+fn handover(
+    parent: &str,
+    (from_field, from): (&str, &str),
+    (to_field, to): (&str, &str),
+    validate_only: bool,
+) -> Result<Handover, Error> {
+    let mut v = Violations::default();
+    let parent = v.check("parent", ParentRef::parse(parent));
+    let from = v.check(from_field, Owner::parse(from));
+    let to = v.check(to_field, Owner::parse(to));
+    v.finish()?;
+    Ok(Handover {
+        parent: checked(parent)?,
+        from: checked(from)?,
+        to: checked(to)?,
+        validate_only,
+    })
+}
+
+impl TryFrom<pb::TransferOwnershipRequest> for Handover {
+    type Error = Error;
+
+    fn try_from(req: pb::TransferOwnershipRequest) -> Result<Self, Error> {
+        let from = ("from_owner", req.from_owner.as_str());
+        handover(
+            &req.parent,
+            from,
+            ("to_owner", &req.to_owner),
+            req.validate_only,
+        )
+    }
+}
+
+impl TryFrom<pb::DeprovisionPersonRequest> for Handover {
+    type Error = Error;
+
+    fn try_from(req: pb::DeprovisionPersonRequest) -> Result<Self, Error> {
+        let from = ("subject", req.subject.as_str());
+        handover(
+            &req.parent,
+            from,
+            ("successor", &req.successor),
+            req.validate_only,
+        )
     }
 }

@@ -268,6 +268,9 @@ fn app_event_kind(value: i32) -> Result<AppEventKind, String> {
         Ok(T::InstalledAppCredentialsReplaced) => Ok(AppEventKind::CredentialsReplaced),
         Ok(T::InstalledAppNeedsReauth) => Ok(AppEventKind::NeedsReauth),
         Ok(T::InstalledAppRefreshFailed) => Ok(AppEventKind::RefreshFailed),
+        Ok(T::InstalledAppReauthorizationRecommended) => {
+            Ok(AppEventKind::ReauthorizationRecommended)
+        }
         Ok(T::InstalledAppRestored) => Ok(AppEventKind::Restored),
         Ok(T::InstalledAppDeleted) => Ok(AppEventKind::Deleted),
         _ => Err("contains an unknown or unspecified event type".into()),

@@ -66,6 +66,8 @@ described!(
     RedeliverWebhookEventsRequest,
     SendTestWebhookRequest,
     SetInstalledAppUsableByRequest,
+    TransferOwnershipRequest,
+    DeprovisionPersonRequest,
 );
 
 /// Every message of the served descriptor set (imports included), by full name.
