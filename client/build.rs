@@ -9,6 +9,7 @@ const PROTOS: &[&str] = &[
     "integrationhub/v1/integrations.proto",
     "integrationhub/v1/audit.proto",
     "integrationhub/v1/webhooks.proto",
+    "integrationhub/v1/access.proto",
 ];
 
 /// Messages that carry credentials.

@@ -127,6 +127,26 @@ pub struct AuthArgs {
     /// service. Replaces the default (Postman's names) entirely.
     #[arg(long, env = "INTEGRATION_HUB_ROLE_MAP")]
     pub role_map: Option<String>,
+
+    /// Subjects whose service tokens may claim every team (`*`), `worker,exporter`. Any
+    /// other token claiming every team is refused; unset, none may.
+    #[arg(long, env = "INTEGRATION_HUB_ALL_TEAMS_SERVICES")]
+    pub all_teams_services: Option<String>,
+
+    /// Limits per service subject, `subject=services:slack|github;types:...;apps:...,...`:
+    /// what the subject's tokens may resolve, narrowing what their role values grant.
+    #[arg(long, env = "INTEGRATION_HUB_SERVICE_LIMITS")]
+    pub service_limits: Option<String>,
+
+    /// The claim holding the caller's groups (a string or an array of strings), which an
+    /// installed app's `usable_by` may name. Unset: tokens carry no groups.
+    #[arg(long, env = "INTEGRATION_HUB_GROUPS_CLAIM")]
+    pub groups_claim: Option<String>,
+
+    /// Service subjects that may call DeprovisionPerson (an identity provider's
+    /// deprovisioning hook), `scim-bridge,...`. Admins always may.
+    #[arg(long, env = "INTEGRATION_HUB_DEPROVISIONING_SERVICES")]
+    pub deprovisioning_services: Option<String>,
 }
 
 impl AuthArgs {

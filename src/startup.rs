@@ -17,10 +17,10 @@ use tonic_health::ServingStatus;
 
 use crate::api::rate_limit::RoleRateLimits;
 use crate::api::{
-    AnswerLayer, Answers, AuditLog, AuthLayer, CallLimitLayer, InstalledApps, Integrations,
-    ObserveLayer,
+    AccessControl, AnswerLayer, Answers, AuditLog, AuthLayer, CallLimitLayer, InstalledApps,
+    Integrations, ObserveLayer,
 };
-use crate::auth::{Role, RoleMap, Verifier, VerifierConfig};
+use crate::auth::{Role, RoleMap, ServiceSubjects, Verifier, VerifierConfig};
 use crate::config::{AuthArgs, ServeArgs};
 use crate::crypto::KeyRing;
 use crate::domain::Hub;
@@ -31,6 +31,7 @@ use crate::domain::oauth::{OAuth, RefreshOutcome};
 use crate::domain::read_cache::{ReadCache, ReadCacheSettings};
 use crate::domain::rotation::check_stored_keys;
 use crate::events::{EventBus, StreamLimits, start_pruner};
+use crate::pb::access_service_server::AccessServiceServer;
 use crate::pb::audit_service_server::AuditServiceServer;
 use crate::pb::installed_app_service_server::InstalledAppServiceServer;
 use crate::pb::integration_service_server::IntegrationServiceServer;
@@ -203,6 +204,16 @@ pub fn verifier_config(auth: &AuthArgs, secret: Option<String>) -> anyhow::Resul
         config.role_map = RoleMap::parse(map)
             .map_err(|e| anyhow::anyhow!("INTEGRATION_HUB_ROLE_MAP is invalid: {e}"))?;
     }
+    config.groups_claim = auth.groups_claim.clone();
+    config.service_subjects = ServiceSubjects::parse(
+        auth.all_teams_services.as_deref(),
+        auth.service_limits.as_deref(),
+    )
+    .map_err(|e| {
+        anyhow::anyhow!(
+            "INTEGRATION_HUB_ALL_TEAMS_SERVICES or INTEGRATION_HUB_SERVICE_LIMITS is invalid: {e}"
+        )
+    })?;
     Ok(config)
 }
 
@@ -428,6 +439,14 @@ impl Application {
         .max_decoding_message_size(max_message);
         let audit = AuditServiceServer::new(AuditLog::new(self.hub.clone()))
             .max_decoding_message_size(max_message);
+        let deprovisioners = (self.args.auth.deprovisioning_services.iter())
+            .flat_map(|list| list.split(','))
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect();
+        let access = AccessServiceServer::new(AccessControl::new(self.hub.clone(), deprovisioners))
+            .max_decoding_message_size(max_message);
         let webhooks = start_webhooks(
             &self.hub,
             &self.store,
@@ -486,6 +505,7 @@ impl Application {
             .add_service(integrations)
             .add_service(audit)
             .add_service(webhooks)
+            .add_service(access)
             .serve_with_incoming_shutdown(accepted(self.listener), async move {
                 let _ = drain_rx.await;
             });

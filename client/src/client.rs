@@ -9,6 +9,7 @@ use tonic::{Code, Request, Response, Status};
 
 use crate::auth::BearerAuth;
 use crate::pb;
+use crate::pb::access_service_client::AccessServiceClient;
 use crate::pb::audit_service_client::AuditServiceClient;
 use crate::pb::installed_app_service_client::InstalledAppServiceClient;
 use crate::pb::integration_service_client::IntegrationServiceClient;
@@ -114,6 +115,11 @@ impl Client {
     /// The generated client of `AuditService` on this channel and token (no retries).
     pub fn audit(&self) -> AuditServiceClient<AuthedChannel> {
         AuditServiceClient::new(self.authed())
+    }
+
+    /// The least-privilege calls (issue 25).
+    pub fn access(&self) -> AccessServiceClient<AuthedChannel> {
+        AccessServiceClient::new(self.authed())
     }
 
     /// Sends `request` through `send`, again while the policy allows when `retryable`.
@@ -245,6 +251,17 @@ impl Client {
         /// `ListAuditEvents` (admins). Retried.
         list_audit_events(audit, pb::ListAuditEventsRequest) -> pb::ListAuditEventsResponse,
             retry if |_| true;
+        /// `SetInstalledAppUsableBy` (its owner or admins). Retried: setting the same value
+        /// twice is the same change (a preview changes nothing).
+        set_installed_app_usable_by(access, pb::SetInstalledAppUsableByRequest) -> pb::SetInstalledAppUsableByResponse,
+            retry if |_| true;
+        /// `TransferOwnership` (admins). Retried only as a preview: a second hand-over
+        /// after a lost answer would find nothing left and answer zero counts.
+        transfer_ownership(access, pb::TransferOwnershipRequest) -> pb::TransferOwnershipResponse,
+            retry if |r| r.validate_only;
+        /// `DeprovisionPerson` (admins, a configured service). Retried only as a preview.
+        deprovision_person(access, pb::DeprovisionPersonRequest) -> pb::DeprovisionPersonResponse,
+            retry if |r| r.validate_only;
         /// `CreateWebhookSubscription` (admins). Sent once: the secret is shown once.
         create_webhook_subscription(webhooks, pb::CreateWebhookSubscriptionRequest)
             -> pb::CreateWebhookSubscriptionResponse,

@@ -57,6 +57,7 @@ pub mod pb {
 
 pub use auth::{BearerAuth, DEFAULT_REFRESH_MARGIN, Token, TokenError};
 pub use client::{AuthedChannel, Client};
+pub use pb::access_service_client::AccessServiceClient;
 pub use pb::audit_service_client::AuditServiceClient;
 pub use pb::installed_app_service_client::InstalledAppServiceClient;
 pub use pb::integration_service_client::IntegrationServiceClient;

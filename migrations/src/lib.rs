@@ -17,6 +17,8 @@ mod m20261129_000010_webhooks;
 mod m20261204_000011_audit_time;
 mod m20261204_000013_oauth_browser_binding;
 mod m20261204_000014_verification;
+// Issue 25 (least privilege).
+mod m20261204_000015_usable_by;
 
 /// Every migration, in order.
 pub struct Migrator;
@@ -37,6 +39,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000011_audit_time::Migration),
             Box::new(m20261204_000013_oauth_browser_binding::Migration),
             Box::new(m20261204_000014_verification::Migration),
+            // Issue 25 (least privilege).
+            Box::new(m20261204_000015_usable_by::Migration),
         ]
     }
 }

@@ -116,6 +116,13 @@ pub fn installed_app(app: &InstalledApp) -> pb::InstalledApp {
             verification_state(h.state)
         }) as i32,
         last_verification_check_time: health.and_then(|h| h.last_check_time).map(timestamp),
+        usable_by_subjects: (app.usable_by.iter())
+            .flat_map(|u| u.subjects.iter().cloned())
+            .collect(),
+        reauthorization_recommended: app.reauthorization_recommended,
+        usable_by_groups: (app.usable_by.iter())
+            .flat_map(|u| u.groups.iter().cloned())
+            .collect(),
     }
 }
 
@@ -211,6 +218,7 @@ pub fn app_event_kind(kind: AppEventKind) -> pb::InstalledAppEventType {
         AppEventKind::RefreshFailed => T::InstalledAppRefreshFailed,
         AppEventKind::Restored => T::InstalledAppRestored,
         AppEventKind::Deleted => T::InstalledAppDeleted,
+        AppEventKind::ReauthorizationRecommended => T::InstalledAppReauthorizationRecommended,
     }
 }
 

@@ -13,6 +13,7 @@ use super::parse::{
 };
 use super::{accept, convert};
 use crate::domain::app_events::AppEvent;
+use crate::domain::model::AuditAction;
 use crate::domain::oauth::Completer;
 use crate::domain::tokens::TeamCursors;
 use crate::domain::types::{AppName, AuthorizationName};
@@ -252,6 +253,9 @@ impl InstalledAppService for InstalledApps {
     ) -> Result<Response<Self::WatchInstalledAppEventsStream>, Status> {
         let (actor, req): (_, WatchEvents) = accept(request)?;
         let scope = actor.watch_scope(&req.parent)?;
+        (self.hub.audit())
+            .refuse_limited_watch(&actor, AuditAction::InstalledAppWatch, scope.as_ref())
+            .await?;
         let cursors = self.hub.cursors(scope.as_ref());
         let start = cursors.open("start_cursor", &req.start_cursor)?;
         let team = scope.map(|t| t.as_str().to_owned());

@@ -14,7 +14,7 @@ use super::parse::{
     TransferIntegration, UpdateIntegration, WatchEvents,
 };
 use super::{accept, convert, status_with_reason};
-use crate::domain::model::Event;
+use crate::domain::model::{AuditAction, Event};
 use crate::domain::tokens::TeamCursors;
 use crate::domain::types::IntegrationName;
 use crate::domain::{Error, Hub, Precondition, Promote};
@@ -274,6 +274,9 @@ impl IntegrationService for Integrations {
     ) -> Result<Response<Self::WatchIntegrationEventsStream>, Status> {
         let (actor, req): (_, WatchEvents) = accept(request)?;
         let scope = actor.watch_scope(&req.parent)?;
+        (self.hub.audit())
+            .refuse_limited_watch(&actor, AuditAction::IntegrationWatch, scope.as_ref())
+            .await?;
         let cursors = self.hub.cursors(scope.as_ref());
         let start = cursors.open("start_cursor", &req.start_cursor)?;
         let team = scope.map(|t| t.as_str().to_owned());

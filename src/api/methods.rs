@@ -21,7 +21,8 @@ pub struct Method {
     /// Who may call it, checked before its handler runs.
     pub access: Access,
     /// For a change or a credential read: the action its audit records carry, so that a
-    /// refused call is recorded too.
+    /// refused call is recorded too. Watches and webhook reads have one for their refusals
+    /// (a limited service principal's, issue 25); their successes are not recorded.
     pub audit: Option<AuditAction>,
 }
 
@@ -60,7 +61,7 @@ methods! {
         CompleteInstalledAppAuthorization: Developer => InstalledAppCompleteAuthorization,
         GetInstalledAppAuthorization: Developer,
         VerifyInstalledApp: Developer => InstalledAppVerify,
-        WatchInstalledAppEvents: AnyRole,
+        WatchInstalledAppEvents: AnyRole => InstalledAppWatch,
     }
     IntegrationService {
         CreateIntegration: Developer => IntegrationCreate,
@@ -71,23 +72,29 @@ methods! {
         ReauthenticateIntegration: Developer => IntegrationReauthenticate,
         ReauthenticateIntegrations: Developer => IntegrationReauthenticateBulk,
         ResolveIntegrationCredentials: Service => IntegrationResolveCredentials,
-        WatchIntegrationEvents: AnyRole,
+        WatchIntegrationEvents: AnyRole => IntegrationWatch,
         TransferIntegration: Admin => IntegrationTransfer,
         PromoteIntegrationCredentials: Developer => IntegrationPromoteCredentials,
     }
     WebhookService {
         CreateWebhookSubscription: Admin => WebhookCreate,
-        GetWebhookSubscription: AdminOrService,
-        ListWebhookSubscriptions: AdminOrService,
+        GetWebhookSubscription: AdminOrService => WebhookGet,
+        ListWebhookSubscriptions: AdminOrService => WebhookList,
         UpdateWebhookSubscription: Admin => WebhookUpdate,
         DeleteWebhookSubscription: Admin => WebhookDelete,
         RotateWebhookSecret: Admin => WebhookRotateSecret,
-        ListWebhookDeliveries: AdminOrService,
+        ListWebhookDeliveries: AdminOrService => WebhookListDeliveries,
         RedeliverWebhookEvents: Admin => WebhookRedeliver,
         SendTestWebhook: Admin,
     }
     AuditService {
         ListAuditEvents: Admin,
+    }
+    // Issue 25 (least privilege).
+    AccessService {
+        SetInstalledAppUsableBy: AppCreatorOrAdmin => InstalledAppSetUsableBy,
+        TransferOwnership: Admin => OwnershipTransfer,
+        DeprovisionPerson: AdminOrService => PersonDeprovision,
     }
 }
 
@@ -161,7 +168,7 @@ mod tests {
     }
 
     #[test]
-    fn the_services_are_the_four_of_the_api() {
+    fn the_services_are_the_five_of_the_api() {
         assert_eq!(
             services(),
             [
@@ -169,6 +176,7 @@ mod tests {
                 "integrationhub.v1.IntegrationService",
                 "integrationhub.v1.WebhookService",
                 "integrationhub.v1.AuditService",
+                "integrationhub.v1.AccessService",
             ]
         );
     }

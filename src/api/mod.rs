@@ -3,6 +3,7 @@
 //! by its `TryFrom` in `parse`), the domain call, and a conversion from `convert`. Errors
 //! become `tonic::Status` in one place (`From<Error> for Status`).
 
+mod access;
 mod audit;
 mod auth_layer;
 pub mod bounds;
@@ -25,10 +26,11 @@ use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::auth::{Principal, Role as AuthRole};
 use crate::domain::Error;
-use crate::domain::model::{Actor, Role};
+use crate::domain::model::{Actor, Reach, Role};
 use crate::domain::types::TeamId;
 use crate::pb::ErrorReason;
 
+pub use access::AccessControl;
 pub use audit::AuditLog;
 pub use auth_layer::{AuthLayer, REQUEST_ID_HEADER};
 pub use bounds::{AnswerLayer, Answers, BoundsArgs, CallLimitLayer};
@@ -84,7 +86,9 @@ fn naming_reason(message: String, reason: ErrorReason) -> String {
         | ErrorReason::StorageFull
         | ErrorReason::InstalledAppSuspended
         | ErrorReason::CredentialsRejectedByProvider
-        | ErrorReason::InstalledAppLacksScopes => {
+        | ErrorReason::InstalledAppLacksScopes
+        | ErrorReason::OutsideServiceLimits
+        | ErrorReason::InstalledAppNotUsable => {
             format!("{message} (reason {})", reason.as_str_name())
         }
         _ => message,
@@ -118,7 +122,7 @@ impl From<Error> for Status {
             Error::Invalid(_) => Code::InvalidArgument,
             Error::NotFound { .. } => Code::NotFound,
             Error::AlreadyExists { .. } | Error::IdempotencyKeyReused => Code::AlreadyExists,
-            Error::PermissionDenied(_) => Code::PermissionDenied,
+            Error::PermissionDenied(_) | Error::Denied { .. } => Code::PermissionDenied,
             Error::EtagMismatch(_) => Code::Aborted,
             Error::FailedPrecondition { .. } | Error::MissingScopes { .. } => {
                 Code::FailedPrecondition
@@ -217,6 +221,12 @@ pub fn actor_of(principal: &Principal, request_id: &str) -> Result<Actor, Status
             AuthRole::Service => Role::Service,
         },
         request_id: request_id.to_owned(),
+        reach: principal.limits.as_ref().map(|limits| Reach {
+            services: limits.services.clone(),
+            types: limits.types.clone(),
+            apps: limits.apps.clone(),
+        }),
+        groups: principal.groups.clone(),
     })
 }
 
@@ -250,6 +260,8 @@ mod tests {
             },
             Error::AlreadyExists { kind: "x" },
             Error::PermissionDenied("no".into()),
+            Error::denied(crate::domain::Denial::OutsideServiceLimits, "no"),
+            Error::denied(crate::domain::Denial::NotUsable, "no"),
             Error::EtagMismatch("stale".into()),
             Error::precondition(Precondition::WrongState, "m"),
             Error::precondition(Precondition::ServiceMismatch, "m"),

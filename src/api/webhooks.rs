@@ -11,6 +11,7 @@ use super::parse::{
     CreateWebhook, DeleteWebhook, ListDeliveries, ListWebhooks, Redeliver, RotateWebhook,
     UpdateWebhook,
 };
+use crate::domain::model::AuditAction;
 use crate::domain::tokens::TeamCursors;
 use crate::domain::types::WebhookName;
 use crate::domain::webhooks::{Delivery, Subscription};
@@ -147,6 +148,14 @@ impl WebhookService for Webhooks {
         request: Request<pb::GetWebhookSubscriptionRequest>,
     ) -> Result<Response<pb::WebhookSubscription>, Status> {
         let (actor, name): (_, WebhookName) = accept(request)?;
+        (self.hub.audit())
+            .refuse_if_limited(
+                &actor,
+                AuditAction::WebhookGet,
+                Some(&name.team),
+                name.to_string(),
+            )
+            .await?;
         let sub = self
             .hub
             .webhooks()
@@ -161,6 +170,10 @@ impl WebhookService for Webhooks {
     ) -> Result<Response<pb::ListWebhookSubscriptionsResponse>, Status> {
         let (actor, req): (_, ListWebhooks) = accept(request)?;
         let team = actor.team_of_parent(&req.parent)?;
+        let listed = format!("teams/{team}/webhookSubscriptions");
+        (self.hub.audit())
+            .refuse_if_limited(&actor, AuditAction::WebhookList, Some(&team), listed)
+            .await?;
         let page = self
             .hub
             .webhooks()
@@ -232,6 +245,15 @@ impl WebhookService for Webhooks {
         request: Request<pb::ListWebhookDeliveriesRequest>,
     ) -> Result<Response<pb::ListWebhookDeliveriesResponse>, Status> {
         let (actor, req): (_, ListDeliveries) = accept(request)?;
+        let (team, resource) = (&req.name.team, req.name.to_string());
+        (self.hub.audit())
+            .refuse_if_limited(
+                &actor,
+                AuditAction::WebhookListDeliveries,
+                Some(team),
+                resource,
+            )
+            .await?;
         let page = self
             .hub
             .webhooks()

@@ -654,7 +654,11 @@ async fn claims_that_verify_but_grant_nothing() {
         c.insert("team_id".into(), json!("*"));
         c.insert("roles".into(), json!(["service"]));
     });
-    assert!(check(&s.verifier, &service).await.unwrap().all_teams());
+    // Nor a service whose subject configuration does not name (issue 25; none is named here).
+    assert!(matches!(
+        check(&s.verifier, &service).await,
+        Err(AuthError::BadClaims(_))
+    ));
 }
 
 #[tokio::test]

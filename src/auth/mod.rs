@@ -22,6 +22,7 @@
 
 mod jwks;
 mod keystore;
+mod limits;
 mod policy;
 mod principal;
 mod roles;
@@ -38,6 +39,7 @@ pub use keystore::{
     DEFAULT_JWKS_FETCH_TIMEOUT, DEFAULT_JWKS_MIN_REFRESH_INTERVAL, DEFAULT_JWKS_REFRESH_INTERVAL,
     DEFAULT_JWKS_REQUEST_WAIT, JwksConfig,
 };
+pub use limits::{Limits, ServiceSubjects};
 pub use policy::{Access, is_public};
 pub use principal::{ALL_TEAMS, Principal};
 pub use roles::{Role, RoleMap, RoleMapError};

@@ -1,6 +1,7 @@
 //! The authenticated caller: who, for which team, with which role.
 
 use super::AuthError;
+use super::limits::Limits;
 use super::roles::Role;
 
 /// The team value that means "every team"; only a service may hold it.
@@ -20,6 +21,11 @@ pub struct Principal {
     pub team: String,
     /// The one role the token's role values resolved to.
     pub role: Role,
+    /// For a service: the services, integration types or installed apps it is limited to
+    /// (the role map's and configuration's, narrowest); `None`: not limited.
+    pub limits: Option<Limits>,
+    /// The groups the configured groups claim names (none without one).
+    pub groups: Vec<String>,
 }
 
 impl Principal {
@@ -41,6 +47,8 @@ impl Principal {
             subject,
             team,
             role,
+            limits: None,
+            groups: Vec::new(),
         })
     }
 
@@ -66,6 +74,31 @@ pub(crate) fn check_subject(subject: &str) -> Result<(), AuthError> {
         ));
     }
     Ok(())
+}
+
+/// Most groups a token may name, and the longest name, in characters.
+const MAX_GROUPS: usize = 64;
+const MAX_GROUP_CHARS: usize = 128;
+
+/// The groups a token names: bounded, and checked as subjects are (no control,
+/// bidirectional or line separator characters).
+pub(crate) fn check_groups(values: Vec<&str>) -> Result<Vec<String>, AuthError> {
+    let bad = |reason: &str| AuthError::BadClaims(reason.to_owned());
+    if values.len() > MAX_GROUPS {
+        return Err(bad("the groups claim names more than 64 groups"));
+    }
+    values
+        .into_iter()
+        .map(|group| {
+            let len = group.chars().count();
+            if len == 0 || len > MAX_GROUP_CHARS || crate::text::has_unsafe_char(group) {
+                return Err(bad(
+                    "a group is empty, too long or holds a control or bidirectional character",
+                ));
+            }
+            Ok(group.to_owned())
+        })
+        .collect()
 }
 
 /// A team id: 1-64 of `[A-Za-z0-9_-]`, or `*`. The role check for `*` is
@@ -123,6 +156,8 @@ mod tests {
             subject: "bob".to_owned(),
             team: "*".to_owned(),
             role: Role::Admin,
+            limits: None,
+            groups: Vec::new(),
         };
         assert!(!p.all_teams());
     }
@@ -134,6 +169,19 @@ mod tests {
             assert!(principal("bob", team, Role::Service).is_err(), "{team:?}");
         }
         assert!(principal("bob", &"a".repeat(64), Role::Viewer).is_ok());
+    }
+
+    #[test]
+    fn groups_are_bounded_and_checked() {
+        assert_eq!(
+            check_groups(vec!["payments", "ops"]).unwrap(),
+            ["payments", "ops"]
+        );
+        let many = vec!["g"; 65];
+        let long = "g".repeat(129);
+        for bad in [many, vec![""], vec![long.as_str()], vec!["a\u{202e}b"]] {
+            assert!(check_groups(bad).is_err());
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use super::AuthError;
+use super::limits::Limits;
 
 /// What a caller may do, as decided from its token.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -79,6 +80,9 @@ pub struct RoleMapError {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RoleMap {
     entries: HashMap<String, Role>,
+    /// Limits of the values mapped to `service;kind:value|value` (a service value without
+    /// any is not limited).
+    limits: HashMap<String, Limits>,
 }
 
 impl Default for RoleMap {
@@ -96,7 +100,10 @@ impl Default for RoleMap {
         .into_iter()
         .map(|(value, role)| (value.to_owned(), role))
         .collect();
-        RoleMap { entries }
+        RoleMap {
+            entries,
+            limits: HashMap::new(),
+        }
     }
 }
 
@@ -113,7 +120,8 @@ impl RoleMap {
     ///
     /// Whitespace around entries and around `=` is ignored; role names are
     /// `viewer`, `developer`, `admin`, `service`. An empty map, an empty
-    /// entry, an unknown role or a value given twice is an error.
+    /// entry, an unknown role or a value given twice is an error. A service value may carry
+    /// limits after a `;` (`slack_reader=service;services:slack`, see `auth::limits`).
     pub fn parse(spec: &str) -> Result<RoleMap, RoleMapError> {
         if spec.trim().is_empty() {
             // An empty map would refuse every caller; that is never what an
@@ -124,6 +132,7 @@ impl RoleMap {
             });
         }
         let mut entries = HashMap::new();
+        let mut limits = HashMap::new();
         for raw in spec.split(',') {
             let entry = raw.trim();
             let bad = |reason| RoleMapError {
@@ -132,6 +141,10 @@ impl RoleMap {
             };
             let Some((value, role)) = entry.split_once('=') else {
                 return Err(bad("expected `value=role`"));
+            };
+            let (role, limit) = match role.split_once(';') {
+                Some((role, limit)) => (role, Some(limit)),
+                None => (role, None),
             };
             let (value, role) = (value.trim(), role.trim());
             if value.is_empty() {
@@ -148,8 +161,14 @@ impl RoleMap {
             if entries.insert(value.to_owned(), role).is_some() {
                 return Err(bad("the claim value is mapped twice"));
             }
+            if let Some(limit) = limit {
+                if role != Role::Service {
+                    return Err(bad("only a service value may carry limits"));
+                }
+                limits.insert(value.to_owned(), Limits::parse(limit).map_err(bad)?);
+            }
         }
-        Ok(RoleMap { entries })
+        Ok(RoleMap { entries, limits })
     }
 
     /// The role a single claim value maps to, if any.
@@ -191,6 +210,28 @@ impl RoleMap {
             (false, Some(role)) => Ok(role),
             (false, None) => Err(AuthError::NoRole),
         }
+    }
+}
+
+impl RoleMap {
+    /// The limits a service token's role values grant: `None` (not limited) when any of its
+    /// service values is unlimited, otherwise what any of them reaches.
+    pub fn resolve_limits<'a, I>(&self, values: I) -> Option<Limits>
+    where
+        I: IntoIterator<Item = &'a str>,
+    {
+        let mut granted: Option<Limits> = None;
+        for value in values {
+            if self.get(value) != Some(Role::Service) {
+                continue;
+            }
+            let limits = self.limits.get(value)?;
+            granted = Some(match granted {
+                Some(g) => g.union(limits),
+                None => limits.clone(),
+            });
+        }
+        granted
     }
 }
 
@@ -278,6 +319,29 @@ mod tests {
             let err = RoleMap::parse(spec).unwrap_err();
             assert_eq!(err.entry, entry, "spec {spec:?}");
             assert!(err.to_string().contains(&format!("`{entry}`")), "{err}");
+        }
+    }
+
+    #[test]
+    fn service_values_may_carry_limits_and_a_token_gets_what_its_values_grant() {
+        let map = RoleMap::parse(
+            "slack=service;services:slack, gh=service;services:github;apps:ia_1, svc=service, dev=developer",
+        )
+        .unwrap();
+        assert_eq!(map.get("slack"), Some(Role::Service));
+        let slack = map.resolve_limits(["slack"]).unwrap();
+        assert_eq!(slack.services.unwrap().len(), 1);
+        let both = map.resolve_limits(["slack", "gh", "dev"]).unwrap();
+        assert_eq!(both.services.unwrap().len(), 2);
+        assert_eq!(both.apps, None);
+        assert_eq!(
+            map.resolve_limits(["slack", "svc"]),
+            None,
+            "an unlimited value wins"
+        );
+        assert_eq!(map.resolve_limits(["dev"]), None);
+        for bad in ["a=admin;services:x", "a=service;teams:x", "a=service;"] {
+            assert!(RoleMap::parse(bad).is_err(), "{bad:?}");
         }
     }
 

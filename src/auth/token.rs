@@ -19,8 +19,9 @@ use serde_json::{Map, Value};
 use super::AuthError;
 use super::jwks::{ASYMMETRIC_ALGORITHMS, MAX_KID_BYTES};
 use super::keystore::{JwksConfig, KeyStore};
+use super::limits::ServiceSubjects;
 use super::principal::{Principal, check_subject, check_team};
-use super::roles::RoleMap;
+use super::roles::{Role, RoleMap};
 
 /// Default name of the claim carrying the team id.
 pub const DEFAULT_TEAM_CLAIM: &str = "team_id";
@@ -61,6 +62,11 @@ pub struct VerifierConfig {
     pub roles_claim: String,
     /// Claim value to role.
     pub role_map: RoleMap,
+    /// Service subjects that may claim every team, and limits per subject.
+    pub service_subjects: ServiceSubjects,
+    /// Claim holding the caller's groups (a string or an array of strings), which an
+    /// installed app's `usable_by` may name; `None`: tokens carry no groups.
+    pub groups_claim: Option<String>,
     /// Clock skew allowed on `exp`, `nbf` and `iat`, at most
     /// [`MAX_LEEWAY_SECS`]; default 30.
     pub leeway_secs: u64,
@@ -88,6 +94,8 @@ impl Default for VerifierConfig {
             team_claim: DEFAULT_TEAM_CLAIM.to_owned(),
             roles_claim: DEFAULT_ROLES_CLAIM.to_owned(),
             role_map: RoleMap::default(),
+            service_subjects: ServiceSubjects::default(),
+            groups_claim: None,
             leeway_secs: DEFAULT_LEEWAY_SECS,
         }
     }
@@ -106,6 +114,8 @@ impl fmt::Debug for VerifierConfig {
             .field("team_claim", &self.team_claim)
             .field("roles_claim", &self.roles_claim)
             .field("role_map", &self.role_map)
+            .field("service_subjects", &self.service_subjects)
+            .field("groups_claim", &self.groups_claim)
             .field("leeway_secs", &self.leeway_secs)
             .finish()
     }
@@ -137,6 +147,8 @@ pub struct Verifier {
     team_claim: String,
     roles_claim: String,
     role_map: RoleMap,
+    service_subjects: ServiceSubjects,
+    groups_claim: Option<String>,
     leeway_secs: u64,
 }
 
@@ -155,6 +167,7 @@ impl fmt::Debug for Verifier {
             .field("team_claim", &self.team_claim)
             .field("roles_claim", &self.roles_claim)
             .field("role_map", &self.role_map)
+            .field("service_subjects", &self.service_subjects)
             .field("leeway_secs", &self.leeway_secs)
             .finish()
     }
@@ -223,6 +236,8 @@ impl Verifier {
             team_claim: cfg.team_claim,
             roles_claim: cfg.roles_claim,
             role_map: cfg.role_map,
+            service_subjects: cfg.service_subjects,
+            groups_claim: cfg.groups_claim,
             leeway_secs: cfg.leeway_secs,
         })
     }
@@ -327,10 +342,35 @@ impl Verifier {
             Some(_) => return Err(bad_claims("the team claim is not a string")),
             None => return Err(bad_claims("the team claim is missing")),
         };
-        let role = self
-            .role_map
-            .resolve(role_values(claims.get(&self.roles_claim))?)?;
-        Principal::new(subject, team, role)
+        let values = role_values(claims.get(&self.roles_claim))?;
+        let role = self.role_map.resolve(values.iter().copied())?;
+        let mut principal = Principal::new(subject, team, role)?;
+        // Every team only for the subjects configuration names: a leaked or misissued
+        // service token of any other subject must not reach every tenant.
+        if principal.team == super::ALL_TEAMS
+            && !self.service_subjects.all_teams.contains(&principal.subject)
+        {
+            return Err(bad_claims(
+                "the all-teams value is only accepted for the configured service subjects",
+            ));
+        }
+        if role == Role::Service {
+            let granted = self.role_map.resolve_limits(values.iter().copied());
+            let configured = self.service_subjects.limits.get(&principal.subject);
+            principal.limits = match (granted, configured) {
+                (Some(g), Some(c)) => Some(g.intersect(c)),
+                (Some(l), None) => Some(l),
+                (None, Some(c)) => Some(c.clone()),
+                (None, None) => None,
+            };
+        }
+        if let Some(claim) = &self.groups_claim {
+            let values = role_values(claims.get(claim)).map_err(|_| {
+                bad_claims("the groups claim is neither a string nor an array of strings")
+            })?;
+            principal.groups = super::principal::check_groups(values)?;
+        }
+        Ok(principal)
     }
 }
 
@@ -539,7 +579,7 @@ fn config_error(reason: &str) -> AuthError {
 
 #[cfg(test)]
 mod tests {
-    use super::super::roles::Role;
+    use super::super::limits::Limits;
     use super::*;
     use base64::Engine;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -637,6 +677,8 @@ mod tests {
                 subject: "alice@example.test".to_owned(),
                 team: "team-1".to_owned(),
                 role: Role::Developer,
+                limits: None,
+                groups: Vec::new(),
             }
         );
     }
@@ -1009,25 +1051,94 @@ mod tests {
         ));
     }
 
+    /// A verifier whose configuration names `worker` for every team and limits `slack-bot`.
+    async fn service_verifier(role_map: &str) -> Verifier {
+        Verifier::new(VerifierConfig {
+            role_map: RoleMap::parse(role_map).unwrap(),
+            service_subjects: ServiceSubjects::parse(
+                Some("worker"),
+                Some("slack-bot=services:slack|github"),
+            )
+            .unwrap(),
+            ..config()
+        })
+        .await
+        .unwrap()
+    }
+
+    fn service_token(subject: &str, team: &str, roles: &[&str]) -> String {
+        with(|b| {
+            b.insert("sub".to_owned(), json!(subject));
+            b.insert("team_id".to_owned(), json!(team));
+            b.insert("roles".to_owned(), json!(roles));
+        })
+    }
+
     #[tokio::test]
-    async fn all_teams_is_only_for_the_service_role() {
+    async fn all_teams_is_only_for_the_service_role_and_the_configured_subjects() {
+        let v =
+            service_verifier("service=service,viewer=viewer,developer=developer,admin=admin").await;
         for role in ["viewer", "developer", "admin"] {
-            let token = with(|b| {
-                b.insert("team_id".to_owned(), json!("*"));
-                b.insert("roles".to_owned(), json!([role]));
-            });
+            let token = service_token("worker", "*", &[role]);
             assert!(
-                matches!(check(&token).await, Err(AuthError::BadClaims(_))),
+                matches!(
+                    v.verify(Some(&bearer(&token))).await,
+                    Err(AuthError::BadClaims(_))
+                ),
                 "{role}"
             );
         }
-        let token = with(|b| {
-            b.insert("team_id".to_owned(), json!("*"));
-            b.insert("roles".to_owned(), json!(["service"]));
-        });
-        let p = check(&token).await.unwrap();
+        let p = v
+            .verify(Some(&bearer(&service_token("worker", "*", &["service"]))))
+            .await
+            .unwrap();
         assert_eq!(p.role, Role::Service);
         assert!(p.all_teams());
+        // Any other subject claiming every team is refused, configured or not.
+        for subject in ["alice@example.test", "slack-bot", "Worker"] {
+            let token = service_token(subject, "*", &["service"]);
+            assert_eq!(
+                reason(v.verify(Some(&bearer(&token))).await.unwrap_err()),
+                "the all-teams value is only accepted for the configured service subjects",
+                "{subject}"
+            );
+        }
+        // Without configuration nobody holds every team.
+        let token = service_token("worker", "*", &["service"]);
+        assert!(matches!(check(&token).await, Err(AuthError::BadClaims(_))));
+    }
+
+    #[tokio::test]
+    async fn a_service_gets_the_narrower_of_its_role_values_and_its_subjects_limits() {
+        let v = service_verifier(
+            "svc=service,slack=service;services:slack;types:slack.post_team_activity",
+        )
+        .await;
+        let verify = async |subject: &str, roles: &[&str]| {
+            v.verify(Some(&bearer(&service_token(subject, "team-1", roles))))
+                .await
+                .unwrap()
+                .limits
+        };
+        assert_eq!(verify("other", &["svc"]).await, None, "unlimited");
+        let by_claim = verify("other", &["slack"]).await.unwrap();
+        assert_eq!(
+            by_claim.services,
+            Limits::parse("services:slack").unwrap().services
+        );
+        let by_subject = verify("slack-bot", &["svc"]).await.unwrap();
+        assert_eq!(by_subject.services.unwrap().len(), 2);
+        let both = verify("slack-bot", &["slack"]).await.unwrap();
+        assert_eq!(
+            both.services,
+            Limits::parse("services:slack").unwrap().services
+        );
+        assert!(both.types.is_some());
+        // A person's token carries no limits: limits narrow services only.
+        let dev = with(|b| {
+            b.insert("sub".to_owned(), json!("slack-bot"));
+        });
+        assert_eq!(check(&dev).await.unwrap().limits, None);
     }
 
     #[tokio::test]

@@ -29,6 +29,9 @@ pub struct AppSnapshot {
     pub create_time: i64,
     pub update_time: i64,
     pub version: i64,
+    /// Issue 25.
+    #[serde(default)]
+    pub reauthorization_recommended: bool,
 }
 
 impl AppSnapshot {
@@ -47,6 +50,7 @@ impl AppSnapshot {
             create_time: row.create_time,
             update_time: row.update_time,
             version: row.version,
+            reauthorization_recommended: row.reauthorization_recommended,
         })
     }
 
@@ -67,6 +71,8 @@ impl AppSnapshot {
             active_integration_count: 0,
             oauth: None,
             health: None,
+            usable_by: None,
+            reauthorization_recommended: self.reauthorization_recommended,
             create_time: self.create_time,
             update_time: self.update_time,
             version: self.version,

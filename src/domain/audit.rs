@@ -117,7 +117,7 @@ impl Context {
             return result;
         }
         let outcome = match err {
-            Error::PermissionDenied(_) => AuditOutcome::Denied,
+            Error::PermissionDenied(_) | Error::Denied { .. } => AuditOutcome::Denied,
             // Another team's resource answers NOT_FOUND; for the log, that was a denial.
             Error::NotFound { .. } if !actor.sees(team) => AuditOutcome::Denied,
             _ => AuditOutcome::Failed,
@@ -143,6 +143,38 @@ pub struct Audit {
 impl Audit {
     pub(super) fn new(ctx: Arc<Context>) -> Audit {
         Audit { ctx }
+    }
+
+    /// Refuses a limited service principal a call that covers every service of a team (a
+    /// watch, a webhook read: OUTSIDE_SERVICE_LIMITS), recording the refusal with the
+    /// resource it attempted in `team`'s log (none for a watch of every team: the debug log).
+    pub async fn refuse_if_limited(
+        &self,
+        actor: &Actor,
+        action: AuditAction,
+        team: Option<&TeamId>,
+        resource: String,
+    ) -> Result<()> {
+        let within = actor.check_unlimited();
+        match (team, &within) {
+            (Some(team), Err(_)) => {
+                self.ctx
+                    .audit_failure(actor, team, action, resource, within)
+                    .await
+            }
+            _ => within,
+        }
+    }
+
+    /// [`Audit::refuse_if_limited`] of a watch of `scope` (`None`: every team).
+    pub async fn refuse_limited_watch(
+        &self,
+        actor: &Actor,
+        action: AuditAction,
+        scope: Option<&TeamId>,
+    ) -> Result<()> {
+        let watched = scope.map_or("teams/-".to_owned(), |team| format!("teams/{team}"));
+        self.refuse_if_limited(actor, action, scope, watched).await
     }
 
     /// Records a call that the method policy refused before its request was read (so no

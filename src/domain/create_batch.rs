@@ -22,6 +22,7 @@ use super::context::commit_change;
 use super::error::{Error, Result};
 use super::group_commit::{GroupCommit, WriteBatch};
 use super::integrations::{check_bindable, check_offers};
+use super::model::Actor;
 use super::types::AppName;
 
 /// Most creates written together.
@@ -34,6 +35,8 @@ const PG_WRITERS: usize = 8;
 /// One create for the batch: the new integration (bound to `app`), its event and its success
 /// record.
 pub(super) struct QueuedCreate {
+    /// Who asks: `usable_by` is decided for them.
+    pub actor: Actor,
     pub app: AppName,
     pub row: IntegrationRow,
     pub event: EventRow,
@@ -103,7 +106,7 @@ async fn write_together(store: &Store, batch: Vec<QueuedCreate>) -> Result<Vec<W
     let mut answers = Vec::with_capacity(batch.len());
     let mut allowed = Vec::with_capacity(batch.len());
     for (create, key) in batch.into_iter().zip(wanted) {
-        let decided = check_bindable(&create.app, apps.get(&key))
+        let decided = check_bindable(&create.actor, &create.app, apps.get(&key))
             .and_then(|app| check_offers(app, &create.row.service));
         match decided {
             Ok(()) => {

@@ -271,7 +271,11 @@ impl Integrations {
             None
         };
         let fast = match plan {
-            Some(plan) if plan.usable(self.ctx().now()) && !self.use_to_record(&plan.used) => {
+            Some(plan)
+                if plan.usable(self.ctx().now())
+                    && !self.use_to_record(&plan.used)
+                    && plan.within_reach(actor) =>
+            {
                 self.resolve_from_plan(actor, name, &plan).await?
             }
             _ => None,
@@ -431,6 +435,9 @@ impl Integrations {
     async fn read_plan(&self, actor: &Actor, name: &IntegrationName) -> Result<ResolutionPlan> {
         let row = self.integration_row(actor, name).await?;
         let integration = Integration::from_row(&row)?;
+        // A limited service principal learns nothing of an integration beyond its reach
+        // (not even whether it is broken); the refusal is audited with its name.
+        actor.check_integration_reach(&integration)?;
         if integration.broken_reason == Some(BrokenReason::InstalledAppSuspended) {
             return Err(suspended_error());
         }
@@ -541,6 +548,11 @@ impl PlanGrant {
 }
 
 impl ResolutionPlan {
+    /// Whether the caller reaches it; when not, the long way refuses and audits the attempt.
+    fn within_reach(&self, actor: &Actor) -> bool {
+        actor.check_integration_reach(&self.integration).is_ok()
+    }
+
     fn app_id(&self) -> Option<&str> {
         self.used.app.as_ref().map(|(id, _)| id.as_str())
     }

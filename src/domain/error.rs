@@ -35,6 +35,19 @@ pub enum Precondition {
     CredentialsRejected,
 }
 
+/// Why a caller is refused beyond its role; becomes the `ErrorInfo` reason of a
+/// PERMISSION_DENIED.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Denial {
+    /// A service principal limited to some services, integration types or installed apps
+    /// asked for something outside them (or for a watch or webhook reads, which cover every
+    /// service of the team).
+    OutsideServiceLimits,
+    /// The installed app's `usable_by` names neither the caller nor any of its groups, and
+    /// the caller is not an admin.
+    NotUsable,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// INVALID_ARGUMENT, with a `BadRequest` listing every violation.
@@ -54,6 +67,9 @@ pub enum Error {
     /// PERMISSION_DENIED: the caller's role or identity may not do this.
     #[error("{0}")]
     PermissionDenied(String),
+    /// PERMISSION_DENIED with a reason of its own ([`Denial`]).
+    #[error("{message}")]
+    Denied { reason: Denial, message: String },
     /// ABORTED with reason ETAG_MISMATCH: the etag does not match; read and retry.
     #[error("{0}")]
     EtagMismatch(String),
@@ -155,6 +171,13 @@ impl Error {
         }
     }
 
+    pub fn denied(reason: Denial, message: impl Into<String>) -> Self {
+        Error::Denied {
+            reason,
+            message: message.into(),
+        }
+    }
+
     pub fn internal(message: &'static str) -> Self {
         Error::Internal(anyhow::anyhow!(message))
     }
@@ -168,6 +191,10 @@ impl Error {
             Error::AlreadyExists { .. } => "ALREADY_EXISTS",
             Error::IdempotencyKeyReused => "REQUEST_ID_REUSED",
             Error::PermissionDenied(_) => "PERMISSION_DENIED",
+            Error::Denied { reason, .. } => match reason {
+                Denial::OutsideServiceLimits => "OUTSIDE_SERVICE_LIMITS",
+                Denial::NotUsable => "INSTALLED_APP_NOT_USABLE",
+            },
             Error::EtagMismatch(_) => "ETAG_MISMATCH",
             Error::FailedPrecondition { reason, .. } => match reason {
                 Precondition::WrongState => "FAILED_PRECONDITION",

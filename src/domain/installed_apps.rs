@@ -77,21 +77,39 @@ pub struct AppQuery {
     pub state: Option<AppState>,
     /// Only apps never used, or last used before this time (microseconds).
     pub unused_since: Option<i64>,
+    /// Only apps this subject owns, or set up (issue 25).
+    pub owner: Option<String>,
+    pub creator: Option<String>,
 }
 
 impl AppQuery {
     /// What a page token is bound to: a token of one filter is refused with another.
     fn listing(&self) -> String {
         if self.service.is_none() && self.state.is_none() && self.unused_since.is_none() {
-            return APPS_LISTING.to_owned();
+            return APPS_LISTING.to_owned() + &people_listing(&self.owner, &self.creator);
         }
         format!(
-            "{APPS_LISTING}:{}:{}:{}",
+            "{APPS_LISTING}:{}:{}:{}{}",
             self.service.as_deref().unwrap_or(""),
             self.state.map(|s| s.as_str()).unwrap_or(""),
-            self.unused_since.map(|t| t.to_string()).unwrap_or_default()
+            self.unused_since.map(|t| t.to_string()).unwrap_or_default(),
+            people_listing(&self.owner, &self.creator)
         )
     }
+}
+
+/// The part of a listing's page-token binding that its owner and creator filters add: empty
+/// without them, so tokens of the other filters stay as they were.
+pub(super) fn people_listing(owner: &Option<String>, creator: &Option<String>) -> String {
+    if owner.is_none() && creator.is_none() {
+        return String::new();
+    }
+    // Length-prefixed: no subject can make two filters read as one.
+    let part = |p: &Option<String>| {
+        p.as_ref()
+            .map_or("-".to_owned(), |s| format!("{}.{s}", s.len()))
+    };
+    format!("|owner:{}|creator:{}", part(owner), part(creator))
 }
 
 /// A new installed app, parsed.
@@ -168,6 +186,8 @@ impl InstalledApps {
             version: 1,
             create_time: now,
             update_time: now,
+            usable_by: None,
+            reauthorization_recommended: false,
         })
     }
 
@@ -313,6 +333,8 @@ impl InstalledApps {
             service: query.service,
             state: query.state,
             unused_since: query.unused_since,
+            owner: query.owner,
+            creator: query.creator,
         };
         let mut rows = self
             .ctx()
@@ -386,6 +408,7 @@ impl InstalledApps {
                             .seal(&name.team, &app_owner(&row.id), credentials)?;
                     // Credentials entered by hand: no OAuth grant to refresh any more.
                     w.tx().await?.delete_grant(&row.id).await?;
+                    row.reauthorization_recommended = false;
                     if row.state == AppState::Suspended {
                         // Editing a suspended app's credentials does not resume it: it will
                         // resume as ACTIVE, and what their rejection broke is restored then.

@@ -113,18 +113,21 @@ pub struct IntegrationChanges {
 pub struct IntegrationQuery {
     pub installed_app: Option<AppName>,
     pub state: Option<IntegrationState>,
+    pub owner: Option<String>,
+    pub creator: Option<String>,
 }
 
 impl IntegrationQuery {
     /// What a page token is bound to: a token of one filter is refused with another.
     pub(super) fn listing(&self) -> String {
         format!(
-            "integrations:{}:{}",
+            "integrations:{}:{}{}",
             self.installed_app
                 .as_ref()
                 .map(|a| a.id.as_str())
                 .unwrap_or(""),
-            self.state.map(|s| s.as_str()).unwrap_or("")
+            self.state.map(|s| s.as_str()).unwrap_or(""),
+            super::installed_apps::people_listing(&self.owner, &self.creator)
         )
     }
 }
@@ -143,12 +146,16 @@ fn check_config(
     )
 }
 
-/// Whether integrations may be bound to the installed app `name`, stored as `app` (`None`:
-/// there is none): it exists and is ACTIVE. The one statement of this rule: a change written
-/// alone ([`Integrations::bindable_app`]) and creates written together (`create_batch.rs`) both
-/// decide with it.
-pub(super) fn check_bindable<'a>(name: &AppName, app: Option<&'a AppRow>) -> Result<&'a AppRow> {
+/// Whether `actor` may bind integrations to the app `name`, stored as `app` (`None`: none): it
+/// exists, its `usable_by` names the actor (`usable_by.rs`) and it is ACTIVE. The one rule: a
+/// change alone ([`Integrations::bindable_app`]) and creates together (`create_batch.rs`).
+pub(super) fn check_bindable<'a>(
+    actor: &Actor,
+    name: &AppName,
+    app: Option<&'a AppRow>,
+) -> Result<&'a AppRow> {
     let app = app.ok_or_else(|| not_found_app(name))?;
+    super::usable_by::check_usable(actor, app)?;
     if app.state == AppState::Suspended {
         return Err(super::suspension::suspended_error());
     }
@@ -178,6 +185,7 @@ impl Integrations {
     /// binding.
     pub(super) async fn bindable_app(
         &self,
+        actor: &Actor,
         tx: &Tx,
         team: &TeamId,
         name: &AppName,
@@ -187,7 +195,7 @@ impl Integrations {
             return Err(not_found_app(name));
         }
         let app = tx.share_app(team.as_str(), &name.id).await?;
-        check_bindable(name, app.as_ref())?;
+        check_bindable(actor, name, app.as_ref())?;
         app.ok_or_else(|| not_found_app(name))
     }
 
@@ -217,6 +225,7 @@ impl Integrations {
         let written = self
             .creates
             .create(QueuedCreate {
+                actor: actor.clone(),
                 app: app.clone(),
                 row,
                 event,
@@ -371,7 +380,8 @@ impl Integrations {
                         {
                             return Ok(Done::AlreadyCommitted((created, true)));
                         }
-                        let app = self.bindable_app(w.tx().await?, &team, app_name).await?;
+                        let app =
+                            (self.bindable_app(actor, w.tx().await?, &team, app_name)).await?;
                         check_offers(&app, &service.id)?;
                         row.installed_app_id = Some(app.id);
                     }
@@ -477,6 +487,8 @@ impl Integrations {
         let filter = IntegrationFilter {
             installed_app_id: query.installed_app.map(|a| a.id),
             state: query.state,
+            owner: query.owner,
+            creator: query.creator,
             ..Default::default()
         };
         // Every change the listing does not show has an event after the cursor.
@@ -597,15 +609,28 @@ mod tests {
             IntegrationQuery::default(),
             IntegrationQuery {
                 installed_app: Some(app.clone()),
-                state: None,
+                ..Default::default()
             },
             IntegrationQuery {
-                installed_app: None,
                 state: Some(IntegrationState::Broken),
+                ..Default::default()
             },
             IntegrationQuery {
                 installed_app: Some(app),
                 state: Some(IntegrationState::Active),
+                ..Default::default()
+            },
+            IntegrationQuery {
+                owner: Some("dana".into()),
+                ..Default::default()
+            },
+            IntegrationQuery {
+                creator: Some("dana".into()),
+                ..Default::default()
+            },
+            IntegrationQuery {
+                owner: Some("a|creator:-".into()),
+                ..Default::default()
             },
         ];
         let listings: Vec<String> = queries.iter().map(IntegrationQuery::listing).collect();

@@ -41,6 +41,9 @@ pub mod tokens;
 pub mod transfer;
 pub mod types;
 pub mod verify;
+// Issue 25 (least privilege).
+pub mod offboarding;
+pub mod usable_by;
 pub mod webhook_delivery;
 pub mod webhooks;
 
@@ -51,7 +54,7 @@ pub(crate) mod test_support;
 /// themselves).
 pub use crate::crypto::Credentials;
 pub use credentials::Resolved;
-pub use error::{Error, FieldViolation, Precondition, Result, Violations};
+pub use error::{Denial, Error, FieldViolation, Precondition, Result, Violations};
 pub use hub::Hub;
 pub use installed_apps::{AppChanges, AppQuery, InstalledApps, NewApp};
 pub use integrations::{

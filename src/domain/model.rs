@@ -1,10 +1,10 @@
 //! Domain entities and their conversion from the store's rows.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use super::error::{Error, Result};
+use super::error::{Denial, Error, Result};
 use super::types::{AppName, ParentRef, TeamId};
 use crate::store::{AppRow, AuditRow, EventRow, IntegrationCounts, IntegrationRow, stored_enum};
 
@@ -38,9 +38,87 @@ pub struct Actor {
     /// The call's request id (`x-request-id` metadata, or generated): ties audit records to
     /// logs and to the caller's own records.
     pub request_id: String,
+    /// For a service principal limited to some services, integration types or installed
+    /// apps: what it reaches. `None`: not limited.
+    pub reach: Option<Reach>,
+    /// The groups the token names (from the configured groups claim): what an installed
+    /// app's `usable_by` may list besides subjects.
+    pub groups: Vec<String>,
+}
+
+/// What a limited service principal reaches (its token's and configuration's limits). A kind
+/// left `None` is not limited; a resource is reached when every limited kind lists it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Reach {
+    pub services: Option<BTreeSet<String>>,
+    pub types: Option<BTreeSet<String>>,
+    pub apps: Option<BTreeSet<String>>,
+}
+
+impl Reach {
+    /// Whether an integration of `service` and `type_id`, using installed app `app` (`None`:
+    /// its own credentials), is within reach. A principal limited to apps reaches no
+    /// integration with credentials of its own.
+    pub fn reaches(&self, service: &str, type_id: Option<&str>, app: Option<&str>) -> bool {
+        let listed = |kind: &Option<BTreeSet<String>>, value: Option<&str>| {
+            kind.as_ref()
+                .is_none_or(|set| value.is_some_and(|v| set.contains(v)))
+        };
+        listed(&self.services, Some(service))
+            && (type_id.is_none() || listed(&self.types, type_id))
+            && listed(&self.apps, app)
+    }
 }
 
 impl Actor {
+    /// A task of the hub's own acting for `team` (the refresher, the verifier), as a
+    /// service principal of no narrower reach, under its own `subject` in the audit log.
+    pub fn system(subject: &str, team: &super::types::TeamId) -> Self {
+        Self {
+            subject: subject.to_owned(),
+            team: Some(team.clone()),
+            role: Role::Service,
+            request_id: super::types::new_id(),
+            reach: None,
+            groups: Vec::new(),
+        }
+    }
+
+    /// Refuses (OUTSIDE_SERVICE_LIMITS) an integration a limited service principal does not
+    /// reach; see [`Reach::reaches`].
+    pub fn check_reach(
+        &self,
+        service: &str,
+        type_id: Option<&str>,
+        app: Option<&str>,
+    ) -> Result<()> {
+        match &self.reach {
+            Some(reach) if !reach.reaches(service, type_id, app) => Err(Error::denied(
+                Denial::OutsideServiceLimits,
+                "this service principal is limited to other services, integration types or installed apps",
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// [`Actor::check_reach`] of an integration.
+    pub fn check_integration_reach(&self, integration: &Integration) -> Result<()> {
+        let app = integration.installed_app_id.as_deref();
+        self.check_reach(&integration.service, Some(&integration.type_id), app)
+    }
+
+    /// Refuses (OUTSIDE_SERVICE_LIMITS) a limited service principal a call that covers every
+    /// service of a team (a watch, a webhook read): no filter of it keeps within the limits.
+    pub fn check_unlimited(&self) -> Result<()> {
+        match &self.reach {
+            Some(_) => Err(Error::denied(
+                Denial::OutsideServiceLimits,
+                "a service principal limited to some services, integration types or installed apps may not watch events or read webhooks: they cover every service of the team",
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// Whether the caller may see records of `team`.
     pub fn sees(&self, team: &TeamId) -> bool {
         self.team.as_ref().is_none_or(|own| own == team)
@@ -107,6 +185,8 @@ stored_enum!(
         Restored = "INSTALLED_APP_RESTORED",
         Deleted = "INSTALLED_APP_DELETED",
         RefreshFailed = "INSTALLED_APP_REFRESH_FAILED",
+        // Issue 25: its OAuth grant lives in the account of a person offboarded.
+        ReauthorizationRecommended = "INSTALLED_APP_REAUTHORIZATION_RECOMMENDED",
     }
 );
 
@@ -184,6 +264,10 @@ pub struct InstalledApp {
     /// What the last verification with the provider found (filled by the reads that answer
     /// apps; `None` when it was never verified, verification being off).
     pub health: Option<super::verify::apps::Health>,
+    /// Who besides admins may build on it; `None`: every developer of its team.
+    pub usable_by: Option<super::usable_by::UsableBy>,
+    /// Its OAuth grant lives in the account of a person offboarded (issue 25).
+    pub reauthorization_recommended: bool,
 }
 
 impl InstalledApp {
@@ -205,6 +289,8 @@ impl InstalledApp {
             version: row.version,
             oauth: None,
             health: None,
+            usable_by: super::usable_by::UsableBy::from_stored(row.usable_by.as_deref())?,
+            reauthorization_recommended: row.reauthorization_recommended,
         })
     }
 
@@ -223,6 +309,13 @@ impl InstalledApp {
             + self.creator.len()
             + self.owner.len()
             + self.suspension_reason.as_ref().map_or(0, String::len)
+            + self.usable_by.as_ref().map_or(0, |u| {
+                u.subjects
+                    .iter()
+                    .chain(&u.groups)
+                    .map(|s| s.len() + 32)
+                    .sum()
+            })
             + self
                 .oauth
                 .as_ref()
@@ -401,7 +494,7 @@ mod tests {
             assert_eq!(AuditAction::parse(action.as_str()).unwrap(), *action);
             assert_eq!(AuditAction::find(action.as_str()), Some(*action));
         }
-        assert_eq!(AuditAction::ALL.len(), 23);
+        assert_eq!(AuditAction::ALL.len(), 31);
         assert_eq!(AuditAction::find("installed_app.nope"), None);
         for kind in EventKind::ALL {
             assert_eq!(EventKind::parse(kind.as_str()).unwrap(), *kind);
@@ -410,6 +503,47 @@ mod tests {
             AuditAction::ALL.iter().map(|a| a.as_str()).collect();
         assert_eq!(texts.len(), AuditAction::ALL.len());
         assert!(BrokenReason::parse("SOMETHING_ELSE").is_err());
+    }
+
+    #[test]
+    fn a_reach_lists_every_limited_kind_and_leaves_the_others_open() {
+        let set = |v: &[&str]| Some(v.iter().map(|s| (*s).to_owned()).collect());
+        let slack = Reach {
+            services: set(&["slack"]),
+            ..Reach::default()
+        };
+        assert!(slack.reaches("slack", Some("slack.post_team_activity"), None));
+        assert!(!slack.reaches("github", None, Some("ia_1")));
+        let apps = Reach {
+            apps: set(&["ia_1"]),
+            types: set(&["slack.post_team_activity"]),
+            ..Reach::default()
+        };
+        assert!(apps.reaches("slack", Some("slack.post_team_activity"), Some("ia_1")));
+        assert!(
+            apps.reaches("slack", None, Some("ia_1")),
+            "an app has no type"
+        );
+        assert!(!apps.reaches("slack", Some("slack.post_monitor_results"), Some("ia_1")));
+        assert!(
+            !apps.reaches("slack", Some("slack.post_team_activity"), None),
+            "own credentials"
+        );
+        let limited = Actor {
+            reach: Some(slack),
+            ..crate::domain::test_support::actor(Role::Service, "bot")
+        };
+        assert_eq!(
+            limited
+                .check_reach("github", None, None)
+                .unwrap_err()
+                .reason(),
+            "OUTSIDE_SERVICE_LIMITS"
+        );
+        assert!(limited.check_unlimited().is_err());
+        let unlimited = crate::domain::test_support::actor(Role::Service, "svc");
+        assert!(unlimited.check_reach("github", None, None).is_ok());
+        assert!(unlimited.check_unlimited().is_ok());
     }
 
     #[test]

@@ -144,6 +144,21 @@ impl InstalledApps {
         name: &AppName,
         detail: RejectionDetail,
     ) -> Result<InstalledApp> {
+        if actor.reach.is_some() {
+            // A limited service reports only on apps within its reach (before a refresh
+            // would touch the app); the refusal is audited with the app's name.
+            let app = self.get_installed_app(actor, name).await?;
+            let within = actor.check_reach(&app.service, None, Some(&app.name.id));
+            if within.is_err() {
+                let action = AuditAction::InstalledAppReportRejected;
+                let resource = name.to_string();
+                return (self
+                    .ctx()
+                    .audit_failure(actor, &name.team, action, resource, within)
+                    .await)
+                    .map(|()| app);
+            }
+        }
         // An app authorized through OAuth first gets one refresh: a working new token
         // means there is nothing to break.
         if self
@@ -271,7 +286,7 @@ impl Integrations {
                 match reauth {
                     Reauth::App(app_name) => {
                         let app = self
-                            .bindable_app(w.tx().await?, &name.team, &app_name)
+                            .bindable_app(actor, w.tx().await?, &name.team, &app_name)
                             .await?;
                         if app.service != row.service {
                             return Err(Error::precondition(
@@ -344,7 +359,7 @@ impl Integrations {
                     ));
                 }
                 let tx = w.tx().await?;
-                let target = self.bindable_app(tx, &team, &to).await?;
+                let target = self.bindable_app(actor, tx, &team, &to).await?;
                 let filter = IntegrationFilter {
                     installed_app_id: Some(from.id.clone()),
                     state: Some(IntegrationState::Broken),

@@ -50,7 +50,7 @@ pub(super) fn bound(
         state: Some(state),
         broken_reason: reason,
         app_bound_only: true,
-        own_credentials_of: None,
+        ..IntegrationFilter::default()
     }
 }
 
@@ -163,6 +163,8 @@ mod tests {
             team: None,
             role: super::super::model::Role::Admin,
             request_id: "r".into(),
+            reach: None,
+            groups: Vec::new(),
         };
         assert_eq!(
             suspended_detail("Slack", &actor, ""),

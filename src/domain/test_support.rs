@@ -70,6 +70,8 @@ pub fn app_row(id: &str) -> AppRow {
         version: 1,
         create_time: NOW,
         update_time: NOW,
+        usable_by: None,
+        reauthorization_recommended: false,
     }
 }
 
@@ -83,6 +85,8 @@ pub fn actor(role: Role, subject: &str) -> Actor {
         team: Some(team()),
         role,
         request_id: "req-1".to_owned(),
+        reach: None,
+        groups: Vec::new(),
     }
 }
 

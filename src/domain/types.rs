@@ -220,6 +220,10 @@ impl Owner {
         Ok(Owner(value.to_owned()))
     }
 
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
     pub fn into_inner(self) -> String {
         self.0
     }

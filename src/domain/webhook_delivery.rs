@@ -102,6 +102,8 @@ impl Webhooks {
             team: Some(team.clone()),
             role: Role::Service,
             request_id: new_id(),
+            reach: None,
+            groups: Vec::new(),
         };
         let name = WebhookName::new(team.clone(), id.to_owned());
         let audited = Audited::new(AuditAction::WebhookUpdate, team, name.to_string());

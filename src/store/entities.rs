@@ -38,6 +38,12 @@ pub mod installed_app {
         pub version: i64,
         pub create_time: i64,
         pub update_time: i64,
+        /// Who besides admins may build on it (JSON subjects and groups); `None`: every
+        /// developer of its team (issue 25).
+        pub usable_by: Option<String>,
+        /// Its OAuth grant lives in the provider account of a person whose apps were handed
+        /// over (issue 25); cleared when its credentials are replaced.
+        pub reauthorization_recommended: bool,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

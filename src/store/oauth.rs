@@ -301,6 +301,29 @@ impl Tx {
             .await?)
     }
 
+    /// Ends every pending authorization `creator` of `team` started (FAILED with `error`):
+    /// a deprovisioned person's sign-ins never complete (issue 25). Returns how many.
+    pub async fn cancel_authorizations_of(
+        &self,
+        team: &str,
+        creator: &str,
+        error: &str,
+        now: i64,
+    ) -> Result<u64> {
+        use authorization::Column as C;
+        let result = authorization::Entity::update_many()
+            .col_expr(C::State, Expr::value(AuthorizationStage::Failed))
+            .col_expr(C::Error, Expr::value(error.to_owned()))
+            .col_expr(C::CompleteTime, Expr::value(now))
+            .col_expr(C::Verifier, Expr::value(Vec::<u8>::new()))
+            .filter(C::Team.eq(team))
+            .filter(C::Creator.eq(creator))
+            .filter(C::State.is_in(UNENDED))
+            .exec(self.conn())
+            .await?;
+        Ok(result.rows_affected)
+    }
+
     pub async fn insert_authorization(&self, row: AuthorizationRow) -> Result<()> {
         authorization::Entity::insert(authorization::ActiveModel::from(row))
             .exec_without_returning(self.conn())

@@ -33,6 +33,10 @@ pub struct IntegrationFilter {
     pub app_bound_only: bool,
     /// Only those of this service with credentials of their own.
     pub own_credentials_of: Option<String>,
+    /// Only those this subject owns.
+    pub owner: Option<String>,
+    /// Only those this subject created.
+    pub creator: Option<String>,
 }
 
 /// Which installed apps of a team a listing selects.
@@ -44,6 +48,10 @@ pub struct AppFilter {
     pub state: Option<AppState>,
     /// Only apps never used, or last used before this time.
     pub unused_since: Option<i64>,
+    /// Only apps this subject owns.
+    pub owner: Option<String>,
+    /// Only apps this subject set up.
+    pub creator: Option<String>,
 }
 
 /// New values for a bulk change of integrations' state.
@@ -384,6 +392,12 @@ fn integration_condition(team: &str, filter: &IntegrationFilter) -> sea_orm::Con
             .add(integration::Column::Service.eq(service.as_str()))
             .add(integration::Column::OwnCredentials.is_not_null());
     }
+    if let Some(owner) = &filter.owner {
+        cond = cond.add(integration::Column::Owner.eq(owner.as_str()));
+    }
+    if let Some(creator) = &filter.creator {
+        cond = cond.add(integration::Column::Creator.eq(creator.as_str()));
+    }
     cond
 }
 
@@ -471,6 +485,12 @@ macro_rules! reads {
                 }
                 if let Some(since) = filter.unused_since {
                     query = query.filter(C::LastUsedTime.is_null().or(C::LastUsedTime.lt(since)));
+                }
+                if let Some(owner) = &filter.owner {
+                    query = query.filter(C::Owner.eq(owner.as_str()));
+                }
+                if let Some(creator) = &filter.creator {
+                    query = query.filter(C::Creator.eq(creator.as_str()));
                 }
                 if let Some(after) = after {
                     query = query.filter(after_condition(

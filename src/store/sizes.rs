@@ -48,6 +48,7 @@ impl RowBytes for installed_app::Model {
             &self.creator,
             &self.owner,
             opt(&self.suspension_reason),
+            opt(&self.usable_by),
         ])
     }
 }

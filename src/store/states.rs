@@ -125,6 +125,15 @@ stored_enum!(
         WebhookRotateSecret = "webhook.rotate_secret",
         WebhookRedeliver = "webhook.redeliver",
         InstalledAppVerify = "installed_app.verify",
+        // Issue 25: reads a limited service principal is refused (recorded when refused only).
+        IntegrationWatch = "integration.watch",
+        InstalledAppWatch = "installed_app.watch",
+        WebhookGet = "webhook.get",
+        WebhookList = "webhook.list",
+        WebhookListDeliveries = "webhook.list_deliveries",
+        InstalledAppSetUsableBy = "installed_app.set_usable_by",
+        OwnershipTransfer = "people.transfer_ownership",
+        PersonDeprovision = "people.deprovision",
     }
 );
 stored_enum!(

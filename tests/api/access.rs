@@ -155,6 +155,15 @@ const ROLES_TABLE: &[(&str, &str, [May; 4])] = &[
         [Yes, Yes, Yes, Yes],
     ),
     ("AuditService", "ListAuditEvents", [No, No, Yes, No]),
+    // Issue 25 (least privilege).
+    (
+        "AccessService",
+        "SetInstalledAppUsableBy",
+        [No, IfCreator, Yes, No],
+    ),
+    ("AccessService", "TransferOwnership", [No, No, Yes, No]),
+    // A service: one the server's configuration names (the tests name `svc`).
+    ("AccessService", "DeprovisionPerson", [No, No, Yes, Yes]),
     (
         "WebhookService",
         "CreateWebhookSubscription",
@@ -554,6 +563,48 @@ async fn dispatch(
                 .await?
                 .into_inner();
             stream.message().await.map(drop)
+        }
+        ("AccessService", "SetInstalledAppUsableBy") => {
+            pb::access_service_client::AccessServiceClient::new(app.channel.clone())
+                .set_installed_app_usable_by(request(
+                    auth,
+                    pb::SetInstalledAppUsableByRequest {
+                        name: fx.installed_app.clone(),
+                        subjects: vec![CREATOR.to_owned()],
+                        validate_only: true,
+                        ..Default::default()
+                    },
+                ))
+                .await
+                .map(drop)
+        }
+        ("AccessService", "TransferOwnership") => {
+            pb::access_service_client::AccessServiceClient::new(app.channel.clone())
+                .transfer_ownership(request(
+                    auth,
+                    pb::TransferOwnershipRequest {
+                        from_owner: "nobody".into(),
+                        to_owner: CREATOR.into(),
+                        validate_only: true,
+                        ..Default::default()
+                    },
+                ))
+                .await
+                .map(drop)
+        }
+        ("AccessService", "DeprovisionPerson") => {
+            pb::access_service_client::AccessServiceClient::new(app.channel.clone())
+                .deprovision_person(request(
+                    auth,
+                    pb::DeprovisionPersonRequest {
+                        subject: "nobody".into(),
+                        successor: CREATOR.into(),
+                        validate_only: true,
+                        ..Default::default()
+                    },
+                ))
+                .await
+                .map(drop)
         }
         ("AuditService", "ListAuditEvents") => {
             integration_hub::pb::audit_service_client::AuditServiceClient::new(app.channel.clone())

@@ -107,6 +107,8 @@ impl TryFrom<pb::ListInstalledAppsRequest> for ListApps {
             None => Some(None),
             Some(time) => v.check("unused_since", micros(time)).map(Some),
         };
+        let owner = v.check("owner", super::person_filter(req.owner));
+        let creator = v.check("creator", super::person_filter(req.creator));
         v.finish()?;
         Ok(ListApps {
             parent: checked(parent)?,
@@ -114,6 +116,8 @@ impl TryFrom<pb::ListInstalledAppsRequest> for ListApps {
                 service: (!req.service.is_empty()).then_some(req.service),
                 state: checked(state)?,
                 unused_since: checked(unused_since)?,
+                owner: checked(owner)?,
+                creator: checked(creator)?,
             },
             page: checked(page)?,
         })
@@ -273,6 +277,9 @@ fn app_event_kind(value: i32) -> Result<AppEventKind, String> {
         Ok(T::InstalledAppCredentialsReplaced) => Ok(AppEventKind::CredentialsReplaced),
         Ok(T::InstalledAppNeedsReauth) => Ok(AppEventKind::NeedsReauth),
         Ok(T::InstalledAppRefreshFailed) => Ok(AppEventKind::RefreshFailed),
+        Ok(T::InstalledAppReauthorizationRecommended) => {
+            Ok(AppEventKind::ReauthorizationRecommended)
+        }
         Ok(T::InstalledAppRestored) => Ok(AppEventKind::Restored),
         Ok(T::InstalledAppDeleted) => Ok(AppEventKind::Deleted),
         _ => Err("contains an unknown or unspecified event type".into()),

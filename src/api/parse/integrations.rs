@@ -132,12 +132,16 @@ impl TryFrom<pb::ListIntegrationsRequest> for ListIntegrations {
                 .map(Some)
         };
         let state = v.check("state", integration_state(req.state));
+        let owner = v.check("owner", super::person_filter(req.owner));
+        let creator = v.check("creator", super::person_filter(req.creator));
         v.finish()?;
         Ok(ListIntegrations {
             parent: checked(parent)?,
             query: IntegrationQuery {
                 installed_app: checked(installed_app)?,
                 state: checked(state)?,
+                owner: checked(owner)?,
+                creator: checked(creator)?,
             },
             page: checked(page)?,
         })

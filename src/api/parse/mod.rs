@@ -6,6 +6,7 @@
 //!
 //! One file per service; what they share is here.
 
+mod access;
 mod audit;
 mod installed_apps;
 mod integrations;
@@ -18,6 +19,7 @@ use std::collections::HashMap;
 use crate::domain::types::{PageRequest, PageSize};
 use crate::domain::{Credentials, Error, Violations};
 
+pub use access::{Handover, SetUsableBy};
 pub use audit::ListAudit;
 pub use installed_apps::{
     CreateApp, DeleteApp, ListApps, ReportRejected, SuspendApp, TransferApp, UpdateApp,
@@ -44,6 +46,15 @@ fn take_credentials(map: &mut HashMap<String, String>) -> Credentials {
 /// An `etag` field: empty means "do not check".
 fn optional_etag(etag: &str) -> Option<String> {
     (!etag.is_empty()).then(|| etag.to_owned())
+}
+
+/// An owner or creator filter (issue 25): empty means none; otherwise a subject as
+/// `Owner` accepts it.
+fn person_filter(value: String) -> Result<Option<String>, String> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    crate::domain::types::Owner::parse(&value).map(|o| Some(o.into_inner()))
 }
 
 /// The value of a field known to be present once [`Violations::finish`] passed.
@@ -130,6 +141,7 @@ mod tests {
             page_token: "not checked here".into(),
             installed_app: "nope".into(),
             state: 99,
+            ..Default::default()
         };
         assert_eq!(
             violated(ListIntegrations::try_from(request)),

@@ -66,6 +66,9 @@ described!(
     RedeliverWebhookEventsRequest,
     SendTestWebhookRequest,
     VerifyInstalledAppRequest,
+    SetInstalledAppUsableByRequest,
+    TransferOwnershipRequest,
+    DeprovisionPersonRequest,
 );
 
 /// Every message of the served descriptor set (imports included), by full name.

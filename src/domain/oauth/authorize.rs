@@ -456,6 +456,8 @@ impl Authorizations {
                 team: Some(team.clone()),
                 role: stored_role(&row.creator_role),
                 request_id: new_id(),
+                reach: None,
+                groups: Vec::new(),
             },
         };
         let outcome = match completion {

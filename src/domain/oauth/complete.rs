@@ -238,6 +238,8 @@ impl Authorizations {
                             version: 1,
                             create_time: now,
                             update_time: now,
+                            usable_by: None,
+                            reauthorization_recommended: false,
                         };
                         w.tx().await?.insert_app(app.clone()).await?;
                         w.set_resource(AppName::new(team.clone(), app.id.clone()).to_string());
@@ -267,6 +269,7 @@ impl Authorizations {
                         let expected = app.version;
                         app.version += 1;
                         app.update_time = now;
+                        app.reauthorization_recommended = false;
                         if !w.tx().await?.update_app(app.clone(), expected).await? {
                             return Err(Error::internal("locked installed app changed"));
                         }

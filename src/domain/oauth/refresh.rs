@@ -22,8 +22,8 @@ use super::{OAuth, nearly_expired};
 use crate::domain::context::{Audited, Done};
 use crate::domain::credentials::app_owner;
 use crate::domain::error::{Error, Result};
-use crate::domain::model::{Actor, AppEventKind, AppState, AuditAction, Role};
-use crate::domain::types::{AppName, TeamId, new_id};
+use crate::domain::model::{Actor, AppEventKind, AppState, AuditAction};
+use crate::domain::types::{AppName, TeamId};
 
 /// How long a refresh lease holds: well beyond the outbound timeout, so a lease never runs
 /// out under a refresh still in flight.
@@ -72,12 +72,7 @@ impl RefreshOutcome {
 }
 
 fn refresher(team: &TeamId) -> Actor {
-    Actor {
-        subject: REFRESHER.to_owned(),
-        team: Some(team.clone()),
-        role: Role::Service,
-        request_id: new_id(),
-    }
+    Actor::system(REFRESHER, team)
 }
 
 /// Wait before retry number `failures` (1 = the first failure) of a token living

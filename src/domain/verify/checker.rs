@@ -14,7 +14,7 @@ use super::Verdict;
 use super::apps::health_row;
 use crate::domain::error::{Error, Result};
 use crate::domain::installed_apps::InstalledApps;
-use crate::domain::model::{Actor, AppState, Role};
+use crate::domain::model::{Actor, AppState};
 use crate::domain::types::{AppName, TeamId, new_id};
 use crate::store::VerificationRow;
 
@@ -26,12 +26,7 @@ const LEASE_MICROS: i64 = 120_000_000;
 const HOSTS_IN_FLIGHT: usize = 8;
 
 fn checker(team: &TeamId) -> Actor {
-    Actor {
-        subject: CHECKER.to_owned(),
-        team: Some(team.clone()),
-        role: Role::Service,
-        request_id: new_id(),
-    }
+    Actor::system(CHECKER, team)
 }
 
 /// How one scheduled check ended.

@@ -1,0 +1,42 @@
+//! Issue 25: who may build on an installed app. `usable_by` holds the subjects and groups
+//! (JSON: `{"subjects": [...], "groups": [...]}`) that, besides admins, may create
+//! integrations on the app or move integrations onto it; NULL: every developer of its team.
+//! `reauthorization_recommended`: the app's OAuth grant lives in the provider account of
+//! someone whose apps were handed over (TransferOwnership), until new credentials.
+
+use sea_orm_migration::prelude::*;
+
+#[derive(DeriveMigrationName)]
+pub struct Migration;
+
+#[async_trait::async_trait]
+impl MigrationTrait for Migration {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .get_connection()
+            .execute_unprepared("ALTER TABLE installed_apps ADD COLUMN usable_by TEXT")
+            .await?;
+        manager
+            .get_connection()
+            .execute_unprepared(
+                "ALTER TABLE installed_apps ADD COLUMN reauthorization_recommended \
+                 BOOLEAN NOT NULL DEFAULT FALSE",
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .get_connection()
+            .execute_unprepared("ALTER TABLE installed_apps DROP COLUMN usable_by")
+            .await?;
+        manager
+            .get_connection()
+            .execute_unprepared(
+                "ALTER TABLE installed_apps DROP COLUMN reauthorization_recommended",
+            )
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,494 @@
+//! Issue 25, least privilege: service principals narrowed to services, integration types or
+//! installed apps (by a role map value or by configuration per subject), and the all-teams
+//! value only for the subjects configuration names. Every refusal on both databases.
+
+use integration_hub::pb;
+use tonic::Code;
+
+use crate::fixtures::{
+    TEAM, create_app, create_integration, error_reason, expect_code, report_rejected, resolve,
+    try_watch,
+};
+use crate::helpers::{Backend, TestApp, TestDb, authed, spawn_with, test_args, token};
+
+/// The test server with a role value limited to Slack and a subject limited to GitHub by
+/// configuration.
+pub async fn limited_app(backend: Backend) -> TestApp {
+    let db = TestDb::new(backend).await;
+    let mut args = test_args(&db.url);
+    args.auth.role_map = Some(
+        "admin=admin,developer=developer,viewer=viewer,service=service,\
+         slack_reader=service;services:slack"
+            .to_owned(),
+    );
+    args.auth.service_limits =
+        Some("github-bot=services:github;types:github.backup_collections".to_owned());
+    spawn_with(backend, db, args).await
+}
+
+#[track_caller]
+fn assert_outside<T: std::fmt::Debug>(result: Result<T, tonic::Status>, what: &str) {
+    let status = expect_code(result, Code::PermissionDenied);
+    assert_eq!(error_reason(&status), "OUTSIDE_SERVICE_LIMITS", "{what}");
+    assert!(
+        status.message().contains("OUTSIDE_SERVICE_LIMITS"),
+        "{what}: {status:?}"
+    );
+}
+
+async fn denied_records(app: &TestApp, admin: &str, action: &str) -> Vec<pb::AuditEvent> {
+    app.audit
+        .clone()
+        .list_audit_events(authed(
+            admin,
+            pb::ListAuditEventsRequest {
+                action: action.to_owned(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("list audit events")
+        .into_inner()
+        .audit_events
+        .into_iter()
+        .filter(|e| e.outcome == pb::audit_event::Outcome::Denied as i32)
+        .collect()
+}
+
+async fn a_service_limited_to_slack_is_refused_github_credentials(backend: Backend) {
+    let app = limited_app(backend).await;
+    let dev = token(TEAM, "developer", "dana");
+    let admin = token(TEAM, "admin", "ada");
+    let slack_app = create_app(&app, &dev, "slack", "Slack").await;
+    let github_app = create_app(&app, &dev, "github", "GitHub").await;
+    let slack_job = create_integration(&app, &dev, &slack_app, "Slack job").await;
+    let github_job = create_integration(&app, &dev, &github_app, "GitHub job").await;
+
+    // By the role map's value: Slack only. Twice each: the second answer may come from
+    // the replica's read cache, which must refuse the same.
+    let slack_reader = token(TEAM, "slack_reader", "reporter");
+    for _ in 0..2 {
+        let resolved = resolve(&app, &slack_reader, &slack_job.name)
+            .await
+            .expect("slack");
+        assert_eq!(resolved.service, "slack");
+        assert_outside(
+            resolve(&app, &slack_reader, &github_job.name).await,
+            "github by claim",
+        );
+    }
+    // By configuration for the subject: GitHub only, whatever its token's value grants.
+    let github_bot = token(TEAM, "service", "github-bot");
+    resolve(&app, &github_bot, &github_job.name)
+        .await
+        .expect("github");
+    assert_outside(
+        resolve(&app, &github_bot, &slack_job.name).await,
+        "slack by subject",
+    );
+    // Both: the narrower of the two (nothing in common here).
+    let both = token(TEAM, "slack_reader", "github-bot");
+    assert_outside(resolve(&app, &both, &slack_job.name).await, "slack by both");
+    assert_outside(
+        resolve(&app, &both, &github_job.name).await,
+        "github by both",
+    );
+    // An unlimited service resolves both.
+    let svc = token(TEAM, "service", "svc");
+    resolve(&app, &svc, &slack_job.name)
+        .await
+        .expect("unlimited slack");
+    resolve(&app, &svc, &github_job.name)
+        .await
+        .expect("unlimited github");
+
+    // Reporting on an app beyond its reach is refused too, and changes nothing.
+    assert_outside(
+        report_rejected(&app, &slack_reader, &github_app.name, "401").await,
+        "report on github",
+    );
+
+    // Watches and webhook reads cover every service of the team: refused to a limited one.
+    assert_outside(try_watch(&app, &slack_reader, "", &[]).await, "watch");
+    let apps_watch = app
+        .apps
+        .clone()
+        .watch_installed_app_events(authed(
+            &slack_reader,
+            pb::WatchInstalledAppEventsRequest::default(),
+        ))
+        .await;
+    assert_outside(apps_watch, "watch apps");
+    let webhooks = pb::webhook_service_client::WebhookServiceClient::new(app.channel.clone());
+    let listed = webhooks
+        .clone()
+        .list_webhook_subscriptions(authed(
+            &github_bot,
+            pb::ListWebhookSubscriptionsRequest::default(),
+        ))
+        .await;
+    assert_outside(listed, "webhook list");
+    let got = webhooks
+        .clone()
+        .get_webhook_subscription(authed(
+            &github_bot,
+            pb::GetWebhookSubscriptionRequest {
+                name: format!("teams/{TEAM}/webhookSubscriptions/nope"),
+            },
+        ))
+        .await;
+    assert_outside(got, "webhook get");
+    try_watch(&app, &svc, "", &[])
+        .await
+        .expect("an unlimited service watches");
+    webhooks
+        .clone()
+        .list_webhook_subscriptions(authed(&svc, pb::ListWebhookSubscriptionsRequest::default()))
+        .await
+        .expect("an unlimited service lists webhooks");
+
+    // Every refusal is in the team's audit log with the resource attempted.
+    let resolves = denied_records(&app, &admin, "integration.resolve_credentials").await;
+    let attempted: Vec<_> = resolves.iter().map(|e| e.resource.as_str()).collect();
+    assert!(
+        attempted.contains(&github_job.name.as_str()),
+        "{attempted:?}"
+    );
+    assert!(
+        attempted.contains(&slack_job.name.as_str()),
+        "{attempted:?}"
+    );
+    assert!(
+        resolves
+            .iter()
+            .all(|e| e.reason == "OUTSIDE_SERVICE_LIMITS"),
+        "{resolves:?}"
+    );
+    let by_reporter: Vec<_> = resolves.iter().filter(|e| e.actor == "reporter").collect();
+    assert_eq!(
+        by_reporter.len(),
+        2,
+        "each refused resolution is recorded: {resolves:?}"
+    );
+    let watches = denied_records(&app, &admin, "integration.watch").await;
+    assert_eq!(watches.len(), 1, "{watches:?}");
+    assert_eq!(watches[0].resource, format!("teams/{TEAM}"));
+    let lists = denied_records(&app, &admin, "webhook.list").await;
+    assert_eq!(
+        lists[0].resource,
+        format!("teams/{TEAM}/webhookSubscriptions")
+    );
+    let gets = denied_records(&app, &admin, "webhook.get").await;
+    assert_eq!(
+        gets[0].resource,
+        format!("teams/{TEAM}/webhookSubscriptions/nope")
+    );
+    let reports = denied_records(&app, &admin, "installed_app.report_credentials_rejected").await;
+    assert_eq!(reports[0].resource, github_app.name);
+    // The app beyond its reach was not touched.
+    let after = app
+        .apps
+        .clone()
+        .get_installed_app(authed(
+            &dev,
+            pb::GetInstalledAppRequest {
+                name: github_app.name.clone(),
+            },
+        ))
+        .await
+        .expect("get")
+        .into_inner();
+    assert_eq!(after.state, github_app.state);
+}
+crate::storage_test!(backend a_service_limited_to_slack_is_refused_github_credentials);
+
+async fn every_team_only_for_the_subjects_configuration_names(app: TestApp) {
+    let dev = token(TEAM, "developer", "dana");
+    let slack_app = create_app(&app, &dev, "slack", "Slack").await;
+    let job = create_integration(&app, &dev, &slack_app, "Slack job").await;
+    let named = token("*", "service", "worker");
+    resolve(&app, &named, &job.name)
+        .await
+        .expect("the configured all-teams subject");
+    for subject in ["stranger", "Worker", "worker "] {
+        let other = token("*", "service", subject);
+        let status = expect_code(
+            resolve(&app, &other, &job.name).await,
+            Code::Unauthenticated,
+        );
+        assert_eq!(error_reason(&status), "UNAUTHENTICATED", "{subject:?}");
+        // The same subject for one team is an ordinary service.
+        resolve(&app, &token(TEAM, "service", subject), &job.name)
+            .await
+            .expect("a one-team service");
+    }
+}
+crate::storage_test!(every_team_only_for_the_subjects_configuration_names);
+
+/// A token with a `groups` claim (the server under test reads groups from it).
+fn token_with_groups(role: &str, subject: &str, groups: &[&str]) -> String {
+    use crate::helpers::{TEST_AUDIENCE, TEST_ISSUER, TEST_SECRET};
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let claims = serde_json::json!({
+        "sub": subject, "iss": TEST_ISSUER, "aud": TEST_AUDIENCE, "iat": now, "exp": now + 600,
+        "team_id": TEAM, "roles": [role], "groups": groups,
+    });
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(TEST_SECRET.as_bytes()),
+    )
+    .expect("sign")
+}
+
+async fn set_usable_by(
+    app: &TestApp,
+    token: &str,
+    name: &str,
+    subjects: &[&str],
+    groups: &[&str],
+    validate_only: bool,
+) -> Result<pb::SetInstalledAppUsableByResponse, tonic::Status> {
+    pb::access_service_client::AccessServiceClient::new(app.channel.clone())
+        .set_installed_app_usable_by(authed(
+            token,
+            pb::SetInstalledAppUsableByRequest {
+                name: name.to_owned(),
+                subjects: subjects.iter().map(|s| (*s).to_owned()).collect(),
+                groups: groups.iter().map(|s| (*s).to_owned()).collect(),
+                validate_only,
+                ..Default::default()
+            },
+        ))
+        .await
+        .map(|r| r.into_inner())
+}
+
+#[track_caller]
+fn assert_not_usable<T: std::fmt::Debug>(result: Result<T, tonic::Status>, what: &str) {
+    let status = expect_code(result, Code::PermissionDenied);
+    assert_eq!(error_reason(&status), "INSTALLED_APP_NOT_USABLE", "{what}");
+}
+
+async fn an_app_usable_by_one_person(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let mut args = test_args(&db.url);
+    args.auth.groups_claim = Some("groups".to_owned());
+    let app = spawn_with(backend, db, args).await;
+    let dana = token(TEAM, "developer", "dana");
+    let dora = token(TEAM, "developer", "dora");
+    let admin = token(TEAM, "admin", "ada");
+    let gina = token_with_groups("developer", "gina", &["payments"]);
+    let svc = token(TEAM, "service", "svc");
+    let slack = create_app(&app, &dana, "slack", "Dana's Slack").await;
+    let spare = create_app(&app, &dora, "slack", "Dora's Slack").await;
+    let doras_job = create_integration(&app, &dora, &slack, "Dora's job").await;
+    let doras_other = create_integration(&app, &dora, &spare, "Dora's other job").await;
+
+    // The preview names who would lose access and changes nothing.
+    let preview = set_usable_by(&app, &dana, &slack.name, &["dana"], &["payments"], true)
+        .await
+        .expect("preview");
+    assert_eq!(preview.losing_access, ["dora"]);
+    let now = preview.installed_app.expect("app");
+    assert!(now.usable_by_subjects.is_empty() && now.usable_by_groups.is_empty());
+    // Only its owner or an admin may change it.
+    let refused = set_usable_by(&app, &dora, &slack.name, &["dora"], &[], false).await;
+    assert_eq!(
+        error_reason(&expect_code(refused, Code::PermissionDenied)),
+        "PERMISSION_DENIED"
+    );
+    let set = set_usable_by(&app, &dana, &slack.name, &["dana"], &["payments"], false)
+        .await
+        .expect("set")
+        .installed_app
+        .expect("app");
+    assert_eq!(set.usable_by_subjects, ["dana"]);
+    assert_eq!(set.usable_by_groups, ["payments"]);
+
+    // Dora may no longer build on it: create, reauthenticate onto it, move onto it.
+    let mut integrations = app.integrations.clone();
+    let create = integrations
+        .create_integration(authed(
+            &dora,
+            crate::fixtures::integration_request(&slack, "New"),
+        ))
+        .await;
+    assert_not_usable(create, "create");
+    report_rejected(&app, &svc, &spare.name, "401")
+        .await
+        .expect("break dora's other job");
+    let onto = integrations
+        .reauthenticate_integration(authed(
+            &dora,
+            pb::ReauthenticateIntegrationRequest {
+                name: doras_other.name.clone(),
+                auth: Some(pb::reauthenticate_integration_request::Auth::InstalledApp(
+                    slack.name.clone(),
+                )),
+            },
+        ))
+        .await;
+    assert_not_usable(onto, "reauthenticate onto it");
+    let moved = integrations
+        .reauthenticate_integrations(authed(
+            &dora,
+            pb::ReauthenticateIntegrationsRequest {
+                parent: String::new(),
+                from_installed_app: spare.name.clone(),
+                to_installed_app: slack.name.clone(),
+            },
+        ))
+        .await;
+    assert_not_usable(moved, "move onto it");
+
+    // She still sees it listed, with who may use it.
+    let listed = crate::fixtures::all_apps(&app, &dora).await;
+    let seen = listed
+        .iter()
+        .find(|a| a.name == slack.name)
+        .expect("listed");
+    assert_eq!(seen.usable_by_subjects, ["dana"]);
+    // What she built before keeps working (README: integrations are not broken).
+    let resolved = resolve(&app, &svc, &doras_job.name)
+        .await
+        .expect("still resolves");
+    assert_eq!(
+        resolved.integration.expect("integration").state,
+        pb::integration::State::Active as i32
+    );
+
+    // Dana, a member of the group, and an admin may.
+    for (who, token) in [("dana", &dana), ("gina", &gina), ("admin", &admin)] {
+        integrations
+            .create_integration(authed(
+                token,
+                crate::fixtures::integration_request(&slack, who),
+            ))
+            .await
+            .unwrap_or_else(|e| panic!("{who} builds on it: {e:?}"));
+    }
+    // The refusals are audited with their reason; the change itself too.
+    let creates = denied_records(&app, &admin, "integration.create").await;
+    assert!(
+        creates
+            .iter()
+            .any(|e| e.actor == "dora" && e.reason == "INSTALLED_APP_NOT_USABLE")
+    );
+    let changes = app
+        .audit
+        .clone()
+        .list_audit_events(authed(
+            &admin,
+            pb::ListAuditEventsRequest {
+                action: "installed_app.set_usable_by".to_owned(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("audit")
+        .into_inner()
+        .audit_events;
+    assert_eq!(changes.len(), 2, "one success, one denial: {changes:?}");
+
+    // Unset: everyone again.
+    set_usable_by(&app, &dana, &slack.name, &[], &[], false)
+        .await
+        .expect("unset");
+    create_integration(&app, &dora, &slack, "Dora again").await;
+}
+crate::storage_test!(backend an_app_usable_by_one_person);
+
+async fn lists_filter_by_owner_and_creator(app: TestApp) {
+    let dana = token(TEAM, "developer", "dana");
+    let dora = token(TEAM, "developer", "dora");
+    let admin = token(TEAM, "admin", "ada");
+    let danas = create_app(&app, &dana, "slack", "Dana's").await;
+    let doras = create_app(&app, &dora, "slack", "Dora's").await;
+    let by_dana = create_integration(&app, &dana, &doras, "Dana's job").await;
+    create_integration(&app, &dora, &danas, "Dora's job").await;
+    // Handed over: dora owns what dana created.
+    app.integrations
+        .clone()
+        .transfer_integration(authed(
+            &admin,
+            pb::TransferIntegrationRequest {
+                name: by_dana.name.clone(),
+                new_owner: "dora".into(),
+            },
+        ))
+        .await
+        .expect("transfer");
+    let apps = |owner: &str, creator: &str| {
+        let mut client = app.apps.clone();
+        let request = authed(
+            &admin,
+            pb::ListInstalledAppsRequest {
+                owner: owner.into(),
+                creator: creator.into(),
+                ..Default::default()
+            },
+        );
+        async move {
+            let listed = client
+                .list_installed_apps(request)
+                .await
+                .expect("list apps");
+            let names: Vec<String> = listed
+                .into_inner()
+                .installed_apps
+                .into_iter()
+                .map(|a| a.display_name)
+                .collect();
+            names
+        }
+    };
+    assert_eq!(apps("dana", "").await, ["Dana's"]);
+    assert_eq!(apps("", "dora").await, ["Dora's"]);
+    assert!(apps("dana", "dora").await.is_empty());
+    let integrations = |owner: &str, creator: &str| {
+        let mut client = app.integrations.clone();
+        let request = authed(
+            &admin,
+            pb::ListIntegrationsRequest {
+                owner: owner.into(),
+                creator: creator.into(),
+                ..Default::default()
+            },
+        );
+        async move {
+            let listed = client
+                .list_integrations(request)
+                .await
+                .expect("list integrations");
+            let mut names: Vec<String> = listed
+                .into_inner()
+                .integrations
+                .into_iter()
+                .map(|i| i.display_name)
+                .collect();
+            names.sort();
+            names
+        }
+    };
+    assert_eq!(integrations("dora", "").await, ["Dana's job", "Dora's job"]);
+    assert_eq!(integrations("", "dana").await, ["Dana's job"]);
+    assert!(integrations("dana", "").await.is_empty());
+    // A filter is bounded like an owner.
+    let long = app
+        .apps
+        .clone()
+        .list_installed_apps(authed(
+            &admin,
+            pb::ListInstalledAppsRequest {
+                owner: "x".repeat(201),
+                ..Default::default()
+            },
+        ))
+        .await;
+    expect_code(long, Code::InvalidArgument);
+}
+crate::storage_test!(lists_filter_by_owner_and_creator);
