@@ -37,6 +37,7 @@ use crate::pb::integration_service_server::IntegrationServiceServer;
 use crate::pb::webhook_service_server::WebhookServiceServer;
 use crate::store::Store;
 
+mod audit;
 mod database;
 mod oauth;
 use database::spawn_database_probe;
@@ -360,6 +361,13 @@ impl Application {
             std::time::Duration::from_secs(self.args.event_retention_secs),
             std::time::Duration::from_secs(self.args.prune_interval_secs),
             || SystemClock.now_micros(),
+            stop_rx.clone(),
+        );
+        audit::spawn_audit_keeper(
+            self.hub.clone(),
+            self.args.audit.clone(),
+            std::time::Duration::from_secs(self.args.prune_interval_secs),
+            metrics.clone(),
             stop_rx.clone(),
         );
         if let Some(listener) = self.metrics_listener {

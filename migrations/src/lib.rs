@@ -16,6 +16,7 @@ mod m20261129_000009_oauth;
 mod m20261129_000010_webhooks;
 mod m20261204_000011_audit_time;
 mod m20261204_000013_oauth_browser_binding;
+mod m20261204_000016_audit_chain;
 
 /// Every migration, in order.
 pub struct Migrator;
@@ -35,6 +36,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000010_webhooks::Migration),
             Box::new(m20261204_000011_audit_time::Migration),
             Box::new(m20261204_000013_oauth_browser_binding::Migration),
+            Box::new(m20261204_000016_audit_chain::Migration),
         ]
     }
 }

@@ -15,6 +15,7 @@
 use super::error::{Error, Result};
 use std::sync::Arc;
 
+use super::audit_chain::{self, record_mac};
 use super::context::Context;
 use super::model::{Actor, AuditAction, AuditEvent, AuditOutcome};
 use super::types::{Page, PageRequest, TeamId, new_id};
@@ -55,7 +56,7 @@ impl Context {
         outcome: AuditOutcome,
         reason: Option<&'static str>,
     ) -> AuditRow {
-        AuditRow {
+        let mut record = AuditRow {
             seq: 0,
             id: new_id(),
             team: actor.team.as_ref().unwrap_or(team).as_str().to_owned(),
@@ -73,7 +74,13 @@ impl Context {
             reason: reason.map(str::to_owned),
             request_id: actor.request_id.clone(),
             time: self.now(),
-        }
+            key_id: None,
+            mac: None,
+            chain_pos: None,
+            chain_mac: None,
+        };
+        record_mac(self.keys(), &mut record);
+        record
     }
 
     /// The record of a success, to append inside the change's transaction.
@@ -163,6 +170,26 @@ impl Audit {
         if let Err(err) = self.ctx.append_audit_now(record).await {
             tracing::warn!(error = %err, action = action.as_str(), "cannot record a refused call in the audit log");
         }
+    }
+
+    /// Chains the records not chained yet ([`audit_chain::seal`]).
+    pub async fn seal_chain(&self) -> Result<audit_chain::Sealed> {
+        Ok(audit_chain::seal(self.ctx.store(), self.ctx.keys()).await?)
+    }
+
+    /// Prunes up to `limit` records older than `cutoff` ([`audit_chain::prune`]).
+    pub async fn prune(&self, cutoff: i64, limit: u64) -> Result<u64> {
+        Ok(audit_chain::prune(self.ctx.store(), self.ctx.keys(), cutoff, limit).await?)
+    }
+
+    /// Verifies the chain of `team`, or of every team ([`audit_chain::verify`]).
+    pub async fn verify_chain(&self, team: Option<&str>) -> Result<audit_chain::Verification> {
+        Ok(audit_chain::verify(self.ctx.store(), self.ctx.keys(), team).await?)
+    }
+
+    /// Microseconds since the epoch, by the hub's clock.
+    pub fn now(&self) -> i64 {
+        self.ctx.now()
     }
 
     /// A page of a team's audit log, newest first.

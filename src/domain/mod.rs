@@ -21,6 +21,7 @@
 pub mod app_events;
 pub mod audit;
 mod audit_batch;
+pub mod audit_chain;
 pub mod catalog;
 pub mod context;
 mod create_batch;

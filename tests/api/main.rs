@@ -6,6 +6,7 @@ mod access;
 mod admin;
 mod app_events;
 mod audit;
+mod audit_chain;
 mod bounds;
 mod caps;
 mod client;
