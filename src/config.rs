@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::auth::Role;
 
 mod audit;
-pub use audit::{AuditCommand, AuditKeeperArgs, AuditVerifyArgs};
+pub use audit::{AuditCommand, AuditExportArgs, AuditKeeperArgs, AuditVerifyArgs};
 
 /// integration-hub: installed apps, the integrations built on them, and broken-integration
 /// events, over gRPC.
@@ -32,7 +32,7 @@ pub enum Command {
     /// Re-seals every stored credential under the newest encryption key, in small batches,
     /// while the service keeps serving; resumable, and a no-op once done.
     RotateKeys(Box<RotateKeysArgs>),
-    /// The audit trail: verify its chains.
+    /// The audit trail: verify its chains, export its records.
     #[command(subcommand)]
     Audit(AuditCommand),
 }

@@ -90,6 +90,30 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Audit(AuditCommand::Export(args)) => {
+            let _telemetry = telemetry::init(LogFormat::Json)?;
+            let store = open_database(&args.database, 2).await?;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            let mut after = 0;
+            loop {
+                let rows = store
+                    .audit_between(args.team.as_deref(), (args.since, args.until), after, 1000)
+                    .await
+                    .map_err(anyhow::Error::new)
+                    .context("cannot read the audit log")?;
+                for row in &rows {
+                    use std::io::Write as _;
+                    writeln!(out, "{}", audit_chain::export_line(row))?;
+                }
+                match rows.last() {
+                    Some(row) => after = row.seq,
+                    None => break,
+                }
+            }
+            std::io::Write::flush(&mut out)?;
+            store.close().await;
+            Ok(())
+        }
         Command::Audit(AuditCommand::Verify(args)) => {
             let _telemetry = telemetry::init(LogFormat::Json)?;
             let keys = key_ring(&args.encryption_keys, None)?;

@@ -286,7 +286,8 @@ impl Application {
         .with_read_cache(ReadCacheSettings {
             ttl: std::time::Duration::from_millis(args.read_cache_ttl_ms),
             budget_bytes: args.read_cache_bytes,
-        });
+        })
+        .with_audit_readers(args.audit.audit_readers.clone());
         // Every outcome's series exists from the start (zero without OAuth), so dashboards
         // and alerts find it.
         for outcome in RefreshOutcome::ALL {
@@ -422,14 +423,19 @@ impl Application {
         let integrations = IntegrationServiceServer::new(Integrations::new(
             self.hub.clone(),
             bus,
-            limits,
+            limits.clone(),
             memory,
             self.args.checkpoint_interval(),
             stop_rx.clone(),
         ))
         .max_decoding_message_size(max_message);
-        let audit = AuditServiceServer::new(AuditLog::new(self.hub.clone()))
-            .max_decoding_message_size(max_message);
+        let audit = AuditServiceServer::new(AuditLog::new(
+            self.hub.clone(),
+            limits.clone(),
+            self.args.checkpoint_interval(),
+            stop_rx.clone(),
+        ))
+        .max_decoding_message_size(max_message);
         let webhooks = start_webhooks(
             &self.hub,
             &self.store,

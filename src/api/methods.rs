@@ -87,6 +87,7 @@ methods! {
     }
     AuditService {
         ListAuditEvents: Admin,
+        WatchAuditEvents: AdminOrService,
     }
 }
 

@@ -30,6 +30,11 @@ pub struct AuditKeeperArgs {
           value_parser = clap::value_parser!(u64).range(1..))]
     pub audit_verify_interval_secs: u64,
 
+    /// Subjects of the service accounts that may watch the audit log (`WatchAuditEvents`)
+    /// besides admins, comma-separated: a SIEM's collector.
+    #[arg(long, env = "INTEGRATION_HUB_AUDIT_READERS", value_delimiter = ',')]
+    pub audit_readers: Vec<String>,
+
     /// Audit records one pruning transaction deletes at most.
     #[arg(long, env = "INTEGRATION_HUB_AUDIT_PRUNE_BATCH", default_value_t = 1000,
           value_parser = clap::value_parser!(u64).range(1..=100_000))]
@@ -51,6 +56,39 @@ pub enum AuditCommand {
     /// Verifies the audit chains and names the first record edited, deleted, reordered or
     /// inserted; exits non-zero when anything is found.
     Verify(Box<AuditVerifyArgs>),
+    /// Writes the audit records of a time range to stdout as JSON lines, oldest first (one
+    /// object per record, with its MAC and chain place).
+    Export(Box<AuditExportArgs>),
+}
+
+/// Arguments of `audit export`.
+#[derive(Clone, Debug, Args)]
+pub struct AuditExportArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    /// Records at or after this time (RFC 3339, such as `2026-12-01T00:00:00Z`).
+    #[arg(long, value_parser = rfc3339_micros)]
+    pub since: i64,
+
+    /// Records before this time (RFC 3339).
+    #[arg(long, value_parser = rfc3339_micros)]
+    pub until: i64,
+
+    /// Only this team's records.
+    #[arg(long)]
+    pub team: Option<String>,
+}
+
+/// An RFC 3339 time, as microseconds since the epoch.
+fn rfc3339_micros(text: &str) -> Result<i64, String> {
+    let time: prost_types::Timestamp = text
+        .parse()
+        .map_err(|_| "is not an RFC 3339 time such as 2026-12-01T00:00:00Z".to_owned())?;
+    time.seconds
+        .checked_mul(1_000_000)
+        .and_then(|micros| micros.checked_add(i64::from(time.nanos / 1000)))
+        .ok_or_else(|| "is out of range".to_owned())
 }
 
 /// Arguments of `audit verify`.

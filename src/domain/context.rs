@@ -50,6 +50,8 @@ pub struct Context {
     clock: Arc<dyn Clock>,
     /// Recent reads, dropped when their team changes (`read_cache.rs`).
     cache: Arc<ReadCache>,
+    /// Subjects of the service accounts that may read every team's audit log.
+    audit_readers: Arc<Vec<String>>,
 }
 
 pub(super) fn not_found_app(name: &AppName) -> Error {
@@ -106,7 +108,21 @@ impl Context {
             catalog,
             clock,
             cache: Arc::new(ReadCache::new(ReadCacheSettings::default())),
+            audit_readers: Arc::default(),
         }
+    }
+
+    /// This context with these audit readers (`INTEGRATION_HUB_AUDIT_READERS`).
+    pub fn with_audit_readers(&self, readers: Vec<String>) -> Context {
+        Context {
+            audit_readers: Arc::new(readers),
+            ..self.clone()
+        }
+    }
+
+    /// Whether the service account `subject` is a named audit reader.
+    pub fn is_audit_reader(&self, subject: &str) -> bool {
+        self.audit_readers.iter().any(|reader| reader == subject)
     }
 
     /// This context with a read cache of these settings ([`ReadCacheSettings::OFF`]: none).

@@ -71,6 +71,13 @@ impl Hub {
         Hub::assemble(self.ctx.with_read_cache(settings), oauth)
     }
 
+    /// This hub with the service accounts that may watch the audit log
+    /// (`INTEGRATION_HUB_AUDIT_READERS`).
+    pub fn with_audit_readers(self, readers: Vec<String>) -> Hub {
+        let oauth = self.authorizations.oauth_handle();
+        Hub::assemble(self.ctx.with_audit_readers(readers), oauth)
+    }
+
     /// This hub with OAuth 2.0 authorization and refresh.
     pub fn with_oauth(self, oauth: OAuth) -> Hub {
         Hub::assemble(self.ctx.as_ref().clone(), Some(Arc::new(oauth)))

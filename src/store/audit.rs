@@ -122,6 +122,29 @@ impl Store {
         self.audit_reads.start(team)
     }
 
+    /// Up to `limit` records (of `team`, or of every team) with `since <= time < until` after
+    /// sequence number `after`, oldest first: a page of an export.
+    pub async fn audit_between(
+        &self,
+        team: Option<&str>,
+        (since, until): (i64, i64),
+        after: i64,
+        limit: u64,
+    ) -> Result<Vec<AuditRow>> {
+        let mut query = audit_event::Entity::find()
+            .filter(audit_event::Column::Seq.gt(after))
+            .filter(audit_event::Column::Time.gte(since))
+            .filter(audit_event::Column::Time.lt(until));
+        if let Some(team) = team {
+            query = query.filter(audit_event::Column::Team.eq(team));
+        }
+        Ok(query
+            .order_by_asc(audit_event::Column::Seq)
+            .limit(limit)
+            .all(self.conn())
+            .await?)
+    }
+
     /// A page of a team's audit records matching `filter`, newest first, strictly before
     /// sequence number `before` when given. On PostgreSQL it ends after
     /// [`AUDIT_STATEMENT_TIMEOUT`].

@@ -51,6 +51,39 @@ impl Store {
     }
 }
 
+/// A team's chained records after position `after`, in chain order.
+fn chained(team: &str, after: i64, limit: u64) -> sea_orm::Select<audit_event::Entity> {
+    audit_event::Entity::find()
+        .filter(audit_event::Column::Team.eq(team))
+        .filter(audit_event::Column::ChainPos.gt(after))
+        .order_by_asc(audit_event::Column::ChainPos)
+        .order_by_asc(audit_event::Column::Seq)
+        .limit(limit)
+}
+
+impl Store {
+    /// A team's chained records after position `after`, in chain order (what a watch of its
+    /// audit records delivers: places are given in one transaction each, so a reader past a
+    /// place never misses a record sealed later).
+    pub async fn chained_audits(
+        &self,
+        team: &str,
+        after: i64,
+        limit: u64,
+    ) -> Result<Vec<AuditRow>> {
+        Ok(chained(team, after, limit).all(self.conn()).await?)
+    }
+
+    /// The last place of `team`'s chain that was pruned (0 when none was).
+    pub async fn chain_checkpoint(&self, team: &str) -> Result<i64> {
+        Ok(audit_chain::Entity::find_by_id(team.to_owned())
+            .one(self.conn())
+            .await?
+            .map(|head| head.checkpoint_pos)
+            .unwrap_or(0))
+    }
+}
+
 impl Tx {
     /// The starting checkpoint: records at or below this sequence number were written before
     /// the chain existed.
@@ -159,14 +192,7 @@ impl Tx {
         after: i64,
         limit: u64,
     ) -> Result<Vec<AuditRow>> {
-        Ok(audit_event::Entity::find()
-            .filter(audit_event::Column::Team.eq(team))
-            .filter(audit_event::Column::ChainPos.gt(after))
-            .order_by_asc(audit_event::Column::ChainPos)
-            .order_by_asc(audit_event::Column::Seq)
-            .limit(limit)
-            .all(self.conn())
-            .await?)
+        Ok(chained(team, after, limit).all(self.conn()).await?)
     }
 
     /// A team's records outside its chain (not sealed yet, refused by the sealer, or

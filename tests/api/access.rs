@@ -150,6 +150,7 @@ const ROLES_TABLE: &[(&str, &str, [May; 4])] = &[
         [Yes, Yes, Yes, Yes],
     ),
     ("AuditService", "ListAuditEvents", [No, No, Yes, No]),
+    ("AuditService", "WatchAuditEvents", [No, No, Yes, Yes]),
     (
         "WebhookService",
         "CreateWebhookSubscription",
@@ -539,6 +540,15 @@ async fn dispatch(
                 ))
                 .await?
                 .into_inner();
+            stream.message().await.map(drop)
+        }
+        ("AuditService", "WatchAuditEvents") => {
+            let mut stream = integration_hub::pb::audit_service_client::AuditServiceClient::new(
+                app.channel.clone(),
+            )
+            .watch_audit_events(request(auth, pb::WatchAuditEventsRequest::default()))
+            .await?
+            .into_inner();
             stream.message().await.map(drop)
         }
         ("AuditService", "ListAuditEvents") => {

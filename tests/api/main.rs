@@ -7,6 +7,7 @@ mod admin;
 mod app_events;
 mod audit;
 mod audit_chain;
+mod audit_export;
 mod bounds;
 mod caps;
 mod client;

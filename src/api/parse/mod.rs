@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use crate::domain::types::{PageRequest, PageSize};
 use crate::domain::{Credentials, Error, Violations};
 
-pub use audit::ListAudit;
+pub use audit::{ListAudit, WatchAudit};
 pub use installed_apps::{
     CreateApp, DeleteApp, ListApps, ReportRejected, SuspendApp, TransferApp, UpdateApp,
 };

@@ -65,6 +65,7 @@ described!(
     ListWebhookDeliveriesRequest,
     RedeliverWebhookEventsRequest,
     SendTestWebhookRequest,
+    WatchAuditEventsRequest,
 );
 
 /// Every message of the served descriptor set (imports included), by full name.
