@@ -32,8 +32,9 @@
 
 use ring::hmac;
 
+use super::webhooks::AUDIT_KIND;
 use crate::crypto::KeyRing;
-use crate::store::{AuditRow, ChainHead, Store, StoreError};
+use crate::store::{AuditRow, ChainHead, EventRow, Store, StoreError};
 
 /// The chained MAC a team's first place follows (and its checkpoint before any pruning).
 const GENESIS: &[u8] = b"integrationhub/v1 audit chain genesis";
@@ -183,6 +184,23 @@ pub fn export_line(row: &AuditRow) -> String {
     .to_string()
 }
 
+/// The outbox event of a sealed audit record ([`AUDIT_KIND`]): its export line as the
+/// snapshot, its id as the event's.
+fn audit_event_row(row: &AuditRow) -> EventRow {
+    EventRow {
+        seq: 0,
+        event_id: row.id.clone(),
+        team: row.team.clone(),
+        kind: AUDIT_KIND.to_owned(),
+        integration_id: String::new(),
+        installed_app_id: None,
+        reason: None,
+        actor: row.actor.clone(),
+        time: row.time,
+        snapshot: export_line(row),
+    }
+}
+
 /// What one sealing did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Sealed {
@@ -199,7 +217,11 @@ pub struct Sealed {
 /// unless another replica holds the keeper's lease.
 pub async fn seal(store: &Store, keys: &KeyRing) -> Result<Sealed, StoreError> {
     let mut sealed = Sealed::default();
-    let Some(tx) = store.begin_chain_keeper().await? else {
+    // A read first: an idle log costs no write lock (SQLite) and no lease.
+    if !store.has_unsealed_audits().await? {
+        return Ok(sealed);
+    }
+    let Some(mut tx) = store.begin_chain_keeper().await? else {
         return Ok(sealed);
     };
     let rows = tx.unsealed_audits(SEAL_BATCH).await?;
@@ -213,6 +235,7 @@ pub async fn seal(store: &Store, keys: &KeyRing) -> Result<Sealed, StoreError> {
     let mut heads = tx.chain_heads(&teams).await?;
     let mut moved = std::collections::BTreeSet::new();
     let mut places = Vec::with_capacity(rows.len());
+    let mut chained = Vec::with_capacity(rows.len());
     for row in &rows {
         let head = heads
             .entry(row.team.clone())
@@ -231,6 +254,11 @@ pub async fn seal(store: &Store, keys: &KeyRing) -> Result<Sealed, StoreError> {
                 head.chain_mac.clone_from(&mac);
                 sign_head(keys, head, legacy);
                 moved.insert(row.team.clone());
+                chained.push(AuditRow {
+                    chain_pos: Some(pos),
+                    chain_mac: Some(mac.clone()),
+                    ..row.clone()
+                });
                 places.push((row.seq, pos, Some(mac)));
                 sealed.chained += 1;
             }
@@ -242,6 +270,15 @@ pub async fn seal(store: &Store, keys: &KeyRing) -> Result<Sealed, StoreError> {
         }
     }
     tx.seal_audits(&places).await?;
+    // Audit records as webhook events, in chain order, for the teams that subscribed to them.
+    let teams: Vec<&str> = moved.iter().map(String::as_str).collect();
+    let subscribed = tx.teams_subscribed_to(&teams, AUDIT_KIND).await?;
+    let events: Vec<EventRow> = chained
+        .iter()
+        .filter(|row| subscribed.contains(&row.team))
+        .map(audit_event_row)
+        .collect();
+    tx.append_events(events).await?;
     for team in moved {
         if let Some(head) = heads.remove(&team) {
             tx.put_chain_head(head).await?;

@@ -74,6 +74,20 @@ impl Store {
         Ok(chained(team, after, limit).all(self.conn()).await?)
     }
 
+    /// Whether any record waits for its place in its chain.
+    pub async fn has_unsealed_audits(&self) -> Result<bool> {
+        Ok(audit_event::Entity::find()
+            .select_only()
+            .column(audit_event::Column::Seq)
+            .filter(audit_event::Column::ChainPos.is_null())
+            .filter(audit_event::Column::Mac.is_not_null())
+            .limit(1)
+            .into_tuple::<i64>()
+            .one(self.conn())
+            .await?
+            .is_some())
+    }
+
     /// The last place of `team`'s chain that was pruned (0 when none was).
     pub async fn chain_checkpoint(&self, team: &str) -> Result<i64> {
         Ok(audit_chain::Entity::find_by_id(team.to_owned())

@@ -199,3 +199,57 @@ async fn audit_export_writes_a_time_range_as_json_lines(server: Server) {
     ]);
     assert!(status.success() && out.is_empty(), "{out}");
 }
+
+crate::webhooks::webhook_test!(
+    audit_records_are_a_webhook_event_type_for_the_subscriptions_that_name_it
+);
+async fn audit_records_are_a_webhook_event_type_for_the_subscriptions_that_name_it(
+    app: crate::helpers::TestApp,
+) {
+    use crate::webhook_receiver::Receiver;
+    use crate::webhooks::{next_acknowledged, subscribe};
+    let p = crate::fixtures::people(&app);
+    let mut siem = Receiver::start(&[]);
+    let (_, secret) = subscribe(
+        &app.channel,
+        &p.admin,
+        &siem.url(),
+        &["AUDIT_EVENT_RECORDED"],
+    )
+    .await;
+    siem.verify_with(&[&secret]);
+    let mut every = Receiver::start(&[]);
+    let (_, every_secret) = subscribe(&app.channel, &p.admin, &every.url(), &[]).await;
+    every.verify_with(&[&every_secret]);
+    let slack = crate::fixtures::create_app(&app, &p.dana, "slack", "Audited Slack").await;
+    // The SIEM's subscription gets the records, in chain order, signed like every delivery:
+    // the two subscriptions' creates, then the app's.
+    let mut actions = Vec::new();
+    loop {
+        let request = next_acknowledged(&mut siem).await;
+        assert_eq!(request["verified"], serde_json::json!([true]), "{request}");
+        let body = &request["body"];
+        assert_eq!(body["type"], "AUDIT_EVENT_RECORDED", "{body}");
+        let record = &body["data"]["auditEvent"];
+        assert!(
+            record["mac"].as_str().is_some() && record["chain_pos"].as_i64() > Some(0),
+            "{record}"
+        );
+        actions.push(record["action"].as_str().unwrap_or_default().to_owned());
+        if record["resource"] == slack.name.as_str() {
+            assert_eq!(record["actor"], "dana");
+            break;
+        }
+    }
+    assert_eq!(
+        actions.last().map(String::as_str),
+        Some("installed_app.create"),
+        "{actions:?}"
+    );
+    // A subscription of every type does not get them: it opted in to nothing of the kind.
+    let first = next_acknowledged(&mut every).await;
+    assert_eq!(first["body"]["type"], "INSTALLED_APP_CREATED", "{first}");
+    while let Some(request) = every.maybe_next(Duration::from_secs(3)).await {
+        assert_ne!(request["body"]["type"], "AUDIT_EVENT_RECORDED", "{request}");
+    }
+}
