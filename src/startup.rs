@@ -287,7 +287,8 @@ impl Application {
             ttl: std::time::Duration::from_millis(args.read_cache_ttl_ms),
             budget_bytes: args.read_cache_bytes,
         })
-        .with_audit_readers(args.audit.audit_readers.clone());
+        .with_audit_readers(args.audit.audit_readers.clone())
+        .with_read_audits(args.audit.audit_reads);
         // Every outcome's series exists from the start (zero without OAuth), so dashboards
         // and alerts find it.
         for outcome in RefreshOutcome::ALL {

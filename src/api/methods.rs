@@ -48,8 +48,8 @@ methods! {
     InstalledAppService {
         ListServices: AnyRole,
         CreateInstalledApp: Developer => InstalledAppCreate,
-        GetInstalledApp: AnyRole,
-        ListInstalledApps: AnyRole,
+        GetInstalledApp: AnyRole => InstalledAppGet,
+        ListInstalledApps: AnyRole => InstalledAppList,
         UpdateInstalledApp: AppCreatorOrAdmin => InstalledAppUpdate,
         DeleteInstalledApp: Admin => InstalledAppDelete,
         ReportCredentialsRejected: Service => InstalledAppReportRejected,
@@ -63,8 +63,8 @@ methods! {
     }
     IntegrationService {
         CreateIntegration: Developer => IntegrationCreate,
-        GetIntegration: AnyRole,
-        ListIntegrations: AnyRole,
+        GetIntegration: AnyRole => IntegrationGet,
+        ListIntegrations: AnyRole => IntegrationList,
         UpdateIntegration: Developer => IntegrationUpdate,
         DeleteIntegration: Developer => IntegrationDelete,
         ReauthenticateIntegration: Developer => IntegrationReauthenticate,

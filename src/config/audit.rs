@@ -35,6 +35,12 @@ pub struct AuditKeeperArgs {
     #[arg(long, env = "INTEGRATION_HUB_AUDIT_READERS", value_delimiter = ',')]
     pub audit_readers: Vec<String>,
 
+    /// Audit Get and List of installed apps and integrations (the resources that carry
+    /// credentials): one record per principal, action, resource and minute.
+    #[arg(long, env = "INTEGRATION_HUB_AUDIT_READS", default_value_t = false,
+          action = clap::ArgAction::Set)]
+    pub audit_reads: bool,
+
     /// Audit records one pruning transaction deletes at most.
     #[arg(long, env = "INTEGRATION_HUB_AUDIT_PRUNE_BATCH", default_value_t = 1000,
           value_parser = clap::value_parser!(u64).range(1..=100_000))]

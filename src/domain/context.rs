@@ -15,6 +15,7 @@ use crate::crypto::{Aad, Credentials, KeyRing};
 use crate::store::{AppRow, AuditRow, EventRow, IntegrationRow, Store, Tx};
 
 use super::app_events::AppSnapshot;
+use super::audit_reads::ReadAudits;
 use super::catalog::{Catalog, FieldDef, ServiceDef, check_fields};
 use super::error::{Error, FieldViolation, Result};
 use super::model::{Actor, AppEventKind, AuditAction, BrokenReason, EventKind, Integration, etag};
@@ -52,6 +53,8 @@ pub struct Context {
     cache: Arc<ReadCache>,
     /// Subjects of the service accounts that may read every team's audit log.
     audit_readers: Arc<Vec<String>>,
+    /// Whether Get and List of credential-bearing resources are audited (`audit_reads.rs`).
+    read_audits: Arc<ReadAudits>,
 }
 
 pub(super) fn not_found_app(name: &AppName) -> Error {
@@ -109,7 +112,20 @@ impl Context {
             clock,
             cache: Arc::new(ReadCache::new(ReadCacheSettings::default())),
             audit_readers: Arc::default(),
+            read_audits: Arc::default(),
         }
+    }
+
+    /// This context auditing reads (`INTEGRATION_HUB_AUDIT_READS`) or not.
+    pub fn with_read_audits(&self, enabled: bool) -> Context {
+        Context {
+            read_audits: Arc::new(ReadAudits::new(enabled)),
+            ..self.clone()
+        }
+    }
+
+    pub(super) fn read_audits(&self) -> &ReadAudits {
+        &self.read_audits
     }
 
     /// This context with these audit readers (`INTEGRATION_HUB_AUDIT_READERS`).

@@ -78,6 +78,13 @@ impl Hub {
         Hub::assemble(self.ctx.with_audit_readers(readers), oauth)
     }
 
+    /// This hub auditing Get and List of credential-bearing resources, or not
+    /// (`INTEGRATION_HUB_AUDIT_READS`).
+    pub fn with_read_audits(self, enabled: bool) -> Hub {
+        let oauth = self.authorizations.oauth_handle();
+        Hub::assemble(self.ctx.with_read_audits(enabled), oauth)
+    }
+
     /// This hub with OAuth 2.0 authorization and refresh.
     pub fn with_oauth(self, oauth: OAuth) -> Hub {
         Hub::assemble(self.ctx.as_ref().clone(), Some(Arc::new(oauth)))

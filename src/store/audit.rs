@@ -33,6 +33,20 @@ impl Tx {
         Ok(())
     }
 
+    /// Appends one audit record unless one with its id exists (an aggregated read's, which
+    /// replicas may write at once).
+    pub async fn append_audit_once(&self, record: AuditRow) -> Result<()> {
+        audit_event::Entity::insert(new_row::<audit_event::ActiveModel>(record))
+            .on_conflict(
+                sea_orm::sea_query::OnConflict::column(audit_event::Column::Id)
+                    .do_nothing()
+                    .to_owned(),
+            )
+            .exec_without_returning(self.conn())
+            .await?;
+        Ok(())
+    }
+
     /// Appends several audit records, in order, in statements of the fixed insert sizes.
     pub async fn append_audits(&self, records: Vec<AuditRow>) -> Result<()> {
         let mut records = records.into_iter().peekable();

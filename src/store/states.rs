@@ -114,6 +114,10 @@ stored_enum!(
         WebhookDelete = "webhook.delete",
         WebhookRotateSecret = "webhook.rotate_secret",
         WebhookRedeliver = "webhook.redeliver",
+        InstalledAppGet = "installed_app.get",
+        InstalledAppList = "installed_app.list",
+        IntegrationGet = "integration.get",
+        IntegrationList = "integration.list",
     }
 );
 stored_enum!(

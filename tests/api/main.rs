@@ -8,6 +8,7 @@ mod app_events;
 mod audit;
 mod audit_chain;
 mod audit_export;
+mod audit_reads;
 mod bounds;
 mod caps;
 mod client;
