@@ -562,3 +562,95 @@ async fn verify_team(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{AuditAction, AuditOutcome};
+
+    fn row() -> AuditRow {
+        AuditRow {
+            seq: 7,
+            id: "id1".into(),
+            team: "acme".into(),
+            actor: "dana".into(),
+            actor_team: "acme".into(),
+            role: "developer".into(),
+            action: AuditAction::InstalledAppCreate,
+            resource: "teams/acme/installedApps/a".into(),
+            outcome: AuditOutcome::Success,
+            reason: None,
+            request_id: "r1".into(),
+            time: 1,
+            key_id: None,
+            mac: None,
+            chain_pos: None,
+            chain_mac: None,
+        }
+    }
+
+    #[test]
+    fn a_record_mac_covers_every_field_and_still_verifies_after_rotation() {
+        let (one, spec1) = KeyRing::generate(1).expect("key 1");
+        let (_, spec2) = KeyRing::generate(2).expect("key 2");
+        let both = KeyRing::parse(&format!("{spec1},{spec2}")).expect("ring");
+        let mut signed = row();
+        record_mac(&one, &mut signed);
+        assert_eq!(mac_holds(&one, &signed), Some(true));
+        assert_eq!(mac_holds(&both, &signed), Some(true), "a rotated ring");
+        let edits: [fn(&mut AuditRow); 12] = [
+            |r| r.id.push('x'),
+            |r| r.team.push('x'),
+            |r| r.actor.push('x'),
+            |r| r.actor_team.push('x'),
+            |r| r.role.push('x'),
+            |r| r.action = AuditAction::InstalledAppDelete,
+            |r| r.resource.push('x'),
+            |r| r.outcome = AuditOutcome::Failed,
+            |r| r.reason = Some("NOT_FOUND".into()),
+            |r| r.request_id.push('x'),
+            |r| r.time += 1,
+            |r| r.key_id = Some(2),
+        ];
+        for (i, edit) in edits.iter().enumerate() {
+            let mut edited = signed.clone();
+            edit(&mut edited);
+            assert_eq!(mac_holds(&both, &edited), Some(false), "edit {i}");
+        }
+        // Fields are length-prefixed: a character moved across a boundary changes the MAC.
+        let mut shifted = signed.clone();
+        shifted.actor = "dan".into();
+        shifted.actor_team = "aacme".into();
+        assert_eq!(mac_holds(&one, &shifted), Some(false));
+        // A new record is made under the newest key; without that key it cannot be checked.
+        let mut newer = row();
+        record_mac(&both, &mut newer);
+        assert_eq!(newer.key_id, Some(2));
+        assert_eq!(mac_holds(&one, &newer), None);
+    }
+
+    #[test]
+    fn a_chained_mac_binds_the_place_the_sequence_number_and_the_predecessor() {
+        let (keys, _) = KeyRing::generate(1).expect("key");
+        let (_, key) = keys.newest_audit_key();
+        let mut record = row();
+        record_mac(&keys, &mut record);
+        let base = chain_mac(key, "acme", 3, &record, GENESIS);
+        assert_ne!(base, chain_mac(key, "acme", 4, &record, GENESIS), "place");
+        assert_ne!(base, chain_mac(key, "beta", 3, &record, GENESIS), "team");
+        assert_ne!(
+            base,
+            chain_mac(key, "acme", 3, &record, b"other"),
+            "predecessor"
+        );
+        let moved = AuditRow {
+            seq: 8,
+            ..record.clone()
+        };
+        assert_ne!(
+            base,
+            chain_mac(key, "acme", 3, &moved, GENESIS),
+            "sequence number"
+        );
+    }
+}
