@@ -9,6 +9,9 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::auth::Role;
 
+mod audit;
+pub use audit::{AuditCommand, AuditExportArgs, AuditKeeperArgs, AuditVerifyArgs};
+
 /// integration-hub: installed apps, the integrations built on them, and broken-integration
 /// events, over gRPC.
 #[derive(Debug, Parser)]
@@ -29,6 +32,9 @@ pub enum Command {
     /// Re-seals every stored credential under the newest encryption key, in small batches,
     /// while the service keeps serving; resumable, and a no-op once done.
     RotateKeys(Box<RotateKeysArgs>),
+    /// The audit trail: verify its chains, export its records.
+    #[command(subcommand)]
+    Audit(AuditCommand),
 }
 
 /// Where the data lives.
@@ -281,6 +287,9 @@ pub struct ServeArgs {
     #[arg(long, env = "INTEGRATION_HUB_PRUNE_INTERVAL_SECS", default_value_t = 300,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub prune_interval_secs: u64,
+
+    #[command(flatten)]
+    pub audit: AuditKeeperArgs,
 
     /// Most watch streams open at once on this replica.
     #[arg(

@@ -4,7 +4,8 @@ use anyhow::Context;
 use clap::Parser;
 
 use integration_hub::auth::{MintClaims, mint_hs256};
-use integration_hub::config::{Cli, Command, LogFormat};
+use integration_hub::config::{AuditCommand, Cli, Command, LogFormat};
+use integration_hub::domain::audit_chain;
 use integration_hub::domain::rotation::{describe_counts, rotate_keys};
 use integration_hub::startup::{Application, jwt_secret, key_ring, open_database, verifier_config};
 use integration_hub::telemetry;
@@ -86,6 +87,51 @@ async fn main() -> anyhow::Result<()> {
                     "values remain on an older key ({}); run rotate-keys again once every replica has the newest key",
                     describe_counts(&summary.remaining)
                 );
+            }
+            Ok(())
+        }
+        Command::Audit(AuditCommand::Export(args)) => {
+            let _telemetry = telemetry::init(LogFormat::Json)?;
+            let store = open_database(&args.database, 2).await?;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            let mut after = 0;
+            loop {
+                let rows = store
+                    .audit_between(args.team.as_deref(), (args.since, args.until), after, 1000)
+                    .await
+                    .map_err(anyhow::Error::new)
+                    .context("cannot read the audit log")?;
+                for row in &rows {
+                    use std::io::Write as _;
+                    writeln!(out, "{}", audit_chain::export_line(row))?;
+                }
+                match rows.last() {
+                    Some(row) => after = row.seq,
+                    None => break,
+                }
+            }
+            std::io::Write::flush(&mut out)?;
+            store.close().await;
+            Ok(())
+        }
+        Command::Audit(AuditCommand::Verify(args)) => {
+            let _telemetry = telemetry::init(LogFormat::Json)?;
+            let keys = key_ring(&args.encryption_keys, None)?;
+            let store = open_database(&args.database, 2).await?;
+            let report = audit_chain::verify(&store, &keys, args.team.as_deref())
+                .await
+                .map_err(anyhow::Error::new)
+                .context("cannot read the audit log")?;
+            store.close().await;
+            println!(
+                "teams {}, verified {}, not sealed yet {}, from before the chain {}, findings {}",
+                report.teams, report.verified, report.pending, report.legacy, report.found
+            );
+            for finding in &report.findings {
+                println!("{finding}");
+            }
+            if report.found > 0 {
+                anyhow::bail!("the audit chain does not verify: {} findings", report.found);
             }
             Ok(())
         }

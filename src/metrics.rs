@@ -140,6 +140,10 @@ pub struct Metrics {
     webhook_latency: Histogram,
     /// Subscriptions disabled after their receiver failed past the retry window.
     pub webhooks_disabled: AtomicU64,
+    /// Findings of the last scheduled verification of the audit chains (0: it verified).
+    pub audit_chain_findings: AtomicI64,
+    /// Audit records pruned past the retention by this replica.
+    pub audit_records_pruned: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -158,6 +162,8 @@ impl Default for Metrics {
             webhook_attempts: Family::default(),
             webhook_latency: latency_histogram(),
             webhooks_disabled: AtomicU64::new(0),
+            audit_chain_findings: AtomicI64::new(0),
+            audit_records_pruned: AtomicU64::new(0),
         }
     }
 }
@@ -266,6 +272,16 @@ impl Metrics {
             "webhooks_disabled",
             "Webhook subscriptions disabled after failing past the retry window",
             counter(&self.webhooks_disabled),
+        );
+        registry.register(
+            "audit_chain_findings",
+            "Records edited, deleted, reordered or inserted found by the last audit chain check",
+            gauge(&self.audit_chain_findings),
+        );
+        registry.register(
+            "audit_records_pruned",
+            "Audit records pruned past the retention by this replica",
+            counter(&self.audit_records_pruned),
         );
         let mut page = String::new();
         prometheus_client::encoding::prometheus_text::encode(&mut page, &registry)?;

@@ -38,6 +38,7 @@ use crate::pb::integration_service_server::IntegrationServiceServer;
 use crate::pb::webhook_service_server::WebhookServiceServer;
 use crate::store::Store;
 
+mod audit;
 mod database;
 mod oauth;
 mod verify;
@@ -301,7 +302,9 @@ impl Application {
         .with_read_cache(ReadCacheSettings {
             ttl: std::time::Duration::from_millis(args.read_cache_ttl_ms),
             budget_bytes: args.read_cache_bytes,
-        });
+        })
+        .with_audit_readers(args.audit.audit_readers.clone())
+        .with_read_audits(args.audit.audit_reads);
         // Every outcome's series exists from the start (zero without OAuth), so dashboards
         // and alerts find it.
         for outcome in RefreshOutcome::ALL {
@@ -379,6 +382,13 @@ impl Application {
             || SystemClock.now_micros(),
             stop_rx.clone(),
         );
+        audit::spawn_audit_keeper(
+            self.hub.clone(),
+            self.args.audit.clone(),
+            std::time::Duration::from_secs(self.args.prune_interval_secs),
+            metrics.clone(),
+            stop_rx.clone(),
+        );
         if let Some(listener) = self.metrics_listener {
             let store = self.store.clone();
             tokio::spawn(crate::metrics::serve(
@@ -431,14 +441,12 @@ impl Application {
         let integrations = IntegrationServiceServer::new(Integrations::new(
             self.hub.clone(),
             bus,
-            limits,
+            limits.clone(),
             memory,
             self.args.checkpoint_interval(),
             stop_rx.clone(),
         ))
         .max_decoding_message_size(max_message);
-        let audit = AuditServiceServer::new(AuditLog::new(self.hub.clone()))
-            .max_decoding_message_size(max_message);
         let deprovisioners = (self.args.auth.deprovisioning_services.iter())
             .flat_map(|list| list.split(','))
             .map(str::trim)
@@ -447,6 +455,13 @@ impl Application {
             .collect();
         let access = AccessServiceServer::new(AccessControl::new(self.hub.clone(), deprovisioners))
             .max_decoding_message_size(max_message);
+        let audit = AuditServiceServer::new(AuditLog::new(
+            self.hub.clone(),
+            limits.clone(),
+            self.args.checkpoint_interval(),
+            stop_rx.clone(),
+        ))
+        .max_decoding_message_size(max_message);
         let webhooks = start_webhooks(
             &self.hub,
             &self.store,

@@ -122,6 +122,14 @@ impl Client {
         AccessServiceClient::new(self.authed())
     }
 
+    /// Waits until the bearer token is at hand (UNAUTHENTICATED when it cannot be had).
+    async fn ready(&self) -> Result<(), Status> {
+        self.auth
+            .ready()
+            .await
+            .map_err(|err| Status::unauthenticated(err.to_string()))
+    }
+
     /// Sends `request` through `send`, again while the policy allows when `retryable`.
     async fn call<Req, Resp, Send, Fut>(
         &self,
@@ -137,10 +145,7 @@ impl Client {
         let mut retries = 0u32;
         let mut refreshed = false;
         loop {
-            self.auth
-                .ready()
-                .await
-                .map_err(|err| Status::unauthenticated(err.to_string()))?;
+            self.ready().await?;
             let status = match send(Request::new(request.clone())).await {
                 Ok(response) => return Ok(response.into_inner()),
                 Err(status) => status,
@@ -319,14 +324,29 @@ impl Client {
     + 'static {
         let client = self.clone();
         async move {
-            client
-                .auth
-                .ready()
-                .await
-                .map_err(|err| Status::unauthenticated(err.to_string()))?;
+            client.ready().await?;
             Ok(client
                 .installed_apps()
                 .watch_installed_app_events(request)
+                .await?
+                .into_inner())
+        }
+    }
+
+    /// `WatchAuditEvents`: the raw stream (no resuming; resume from the last message's
+    /// `cursor` yourself).
+    pub fn watch_audit_events(
+        &self,
+        request: pb::WatchAuditEventsRequest,
+    ) -> impl Future<Output = Result<tonic::Streaming<pb::WatchAuditEventsResponse>, Status>>
+    + Send
+    + 'static {
+        let client = self.clone();
+        async move {
+            client.ready().await?;
+            Ok(client
+                .audit()
+                .watch_audit_events(request)
                 .await?
                 .into_inner())
         }

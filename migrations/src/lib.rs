@@ -19,6 +19,7 @@ mod m20261204_000013_oauth_browser_binding;
 mod m20261204_000014_verification;
 // Issue 25 (least privilege).
 mod m20261204_000015_usable_by;
+mod m20261204_000016_audit_chain;
 
 /// Every migration, in order.
 pub struct Migrator;
@@ -41,6 +42,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000014_verification::Migration),
             // Issue 25 (least privilege).
             Box::new(m20261204_000015_usable_by::Migration),
+            Box::new(m20261204_000016_audit_chain::Migration),
         ]
     }
 }

@@ -107,7 +107,7 @@ impl InstalledAppService for InstalledApps {
         let page = self
             .hub
             .apps()
-            .list_installed_apps(&team, req.query, req.page)
+            .list_installed_apps(&actor, &team, req.query, req.page)
             .await?;
         Ok(Response::new(pb::ListInstalledAppsResponse {
             installed_apps: page.items.iter().map(convert::installed_app).collect(),

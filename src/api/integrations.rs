@@ -155,7 +155,7 @@ impl IntegrationService for Integrations {
         let listed = self
             .hub
             .integrations()
-            .list_integrations(&team, req.query, req.page)
+            .list_integrations(&actor, &team, req.query, req.page)
             .await?;
         let (page, cursor) = &*listed;
         Ok(Response::new(pb::ListIntegrationsResponse {

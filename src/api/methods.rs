@@ -49,8 +49,8 @@ methods! {
     InstalledAppService {
         ListServices: AnyRole,
         CreateInstalledApp: Developer => InstalledAppCreate,
-        GetInstalledApp: AnyRole,
-        ListInstalledApps: AnyRole,
+        GetInstalledApp: AnyRole => InstalledAppGet,
+        ListInstalledApps: AnyRole => InstalledAppList,
         UpdateInstalledApp: AppCreatorOrAdmin => InstalledAppUpdate,
         DeleteInstalledApp: Admin => InstalledAppDelete,
         ReportCredentialsRejected: Service => InstalledAppReportRejected,
@@ -65,8 +65,8 @@ methods! {
     }
     IntegrationService {
         CreateIntegration: Developer => IntegrationCreate,
-        GetIntegration: AnyRole,
-        ListIntegrations: AnyRole,
+        GetIntegration: AnyRole => IntegrationGet,
+        ListIntegrations: AnyRole => IntegrationList,
         UpdateIntegration: Developer => IntegrationUpdate,
         DeleteIntegration: Developer => IntegrationDelete,
         ReauthenticateIntegration: Developer => IntegrationReauthenticate,
@@ -89,6 +89,7 @@ methods! {
     }
     AuditService {
         ListAuditEvents: Admin,
+        WatchAuditEvents: AdminOrService,
     }
     // Issue 25 (least privilege).
     AccessService {

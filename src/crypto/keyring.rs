@@ -50,6 +50,9 @@ pub struct KeyRing {
     macs: BTreeMap<u32, hmac::Key>,
     /// Per version, the keys of opaque tokens (cursors, page tokens; see `tokens.rs`).
     tokens: BTreeMap<u32, TokenKey>,
+    /// Per version, the HMAC-SHA256 key of the audit chain ([`KeyRing::audit_key`]); kept for
+    /// retired versions too, so that records made under them still verify.
+    audits: BTreeMap<u32, hmac::Key>,
     rng: SystemRandom,
 }
 
@@ -59,6 +62,13 @@ const FINGERPRINT_LABEL: &[u8] = b"integrationhub/v1 idempotency fingerprint key
 
 fn fingerprint_key(raw: &[u8]) -> hmac::Key {
     hmac::Key::new(hmac::HMAC_SHA256, derive(raw, FINGERPRINT_LABEL).as_ref())
+}
+
+/// The label the audit chain key is derived under (as [`FINGERPRINT_LABEL`]).
+const AUDIT_LABEL: &[u8] = b"integrationhub/v1 audit chain key";
+
+fn audit_key(raw: &[u8]) -> hmac::Key {
+    hmac::Key::new(hmac::HMAC_SHA256, derive(raw, AUDIT_LABEL).as_ref())
 }
 
 /// A key derived from an encryption key for one purpose: HMAC-SHA256(encryption key, label).
@@ -116,9 +126,11 @@ impl KeyRing {
         let mut keys = BTreeMap::new();
         let mut macs = BTreeMap::new();
         let mut tokens = BTreeMap::new();
+        let mut audits = BTreeMap::new();
         for (version, bytes) in &raw {
             keys.insert(*version, aes_key(bytes)?);
             macs.insert(*version, fingerprint_key(bytes));
+            audits.insert(*version, audit_key(bytes));
             tokens.insert(*version, TokenKey::derive(bytes)?);
         }
         let Some((version, key)) = keys.pop_last() else {
@@ -135,6 +147,7 @@ impl KeyRing {
             min_version: 1,
             macs,
             tokens,
+            audits,
             rng: SystemRandom::new(),
         })
     }
@@ -166,6 +179,7 @@ impl KeyRing {
             min_version: 1,
             macs: BTreeMap::from([(version, fingerprint_key(raw.as_ref()))]),
             tokens: BTreeMap::from([(version, TokenKey::derive(raw.as_ref())?)]),
+            audits: BTreeMap::from([(version, audit_key(raw.as_ref()))]),
             rng,
         };
         Ok((ring, spec))
@@ -216,6 +230,19 @@ impl KeyRing {
             .rev()
             .map(|(version, key)| (*version, hmac::Context::with_key(key)))
             .collect()
+    }
+
+    /// The audit chain key of `version` (retired versions included: a record keeps
+    /// verifying while its key stays in the spec), derived from that version's encryption
+    /// key, never the encryption key itself.
+    pub fn audit_key(&self, version: u32) -> Option<&hmac::Key> {
+        self.audits.get(&version)
+    }
+
+    /// The newest version's audit chain key: what new records are made under.
+    pub fn newest_audit_key(&self) -> (u32, &hmac::Key) {
+        let version = self.newest.version;
+        (version, &self.audits[&version])
     }
 
     /// The newest version's token keys (the ring never lacks them: each version has its own).

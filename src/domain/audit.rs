@@ -15,8 +15,11 @@
 use super::error::{Error, Result};
 use std::sync::Arc;
 
+use super::audit_chain::{self, record_mac};
 use super::context::Context;
-use super::model::{Actor, AuditAction, AuditEvent, AuditOutcome};
+use super::error::Precondition;
+use super::model::{Actor, AuditAction, AuditEvent, AuditOutcome, Role};
+use super::tokens::TeamCursors;
 use super::types::{Page, PageRequest, TeamId, new_id};
 use crate::store::{AuditFilter, AuditRow};
 
@@ -55,7 +58,7 @@ impl Context {
         outcome: AuditOutcome,
         reason: Option<&'static str>,
     ) -> AuditRow {
-        AuditRow {
+        let mut record = AuditRow {
             seq: 0,
             id: new_id(),
             team: actor.team.as_ref().unwrap_or(team).as_str().to_owned(),
@@ -73,7 +76,13 @@ impl Context {
             reason: reason.map(str::to_owned),
             request_id: actor.request_id.clone(),
             time: self.now(),
-        }
+            key_id: None,
+            mac: None,
+            chain_pos: None,
+            chain_mac: None,
+        };
+        record_mac(self.keys(), &mut record);
+        record
     }
 
     /// The record of a success, to append inside the change's transaction.
@@ -195,6 +204,78 @@ impl Audit {
         if let Err(err) = self.ctx.append_audit_now(record).await {
             tracing::warn!(error = %err, action = action.as_str(), "cannot record a refused call in the audit log");
         }
+    }
+
+    /// Chains the records not chained yet ([`audit_chain::seal`]).
+    pub async fn seal_chain(&self) -> Result<audit_chain::Sealed> {
+        Ok(audit_chain::seal(self.ctx.store(), self.ctx.keys()).await?)
+    }
+
+    /// Prunes up to `limit` records older than `cutoff` ([`audit_chain::prune`]).
+    pub async fn prune(&self, cutoff: i64, limit: u64) -> Result<u64> {
+        Ok(audit_chain::prune(self.ctx.store(), self.ctx.keys(), cutoff, limit).await?)
+    }
+
+    /// Verifies the chain of `team`, or of every team ([`audit_chain::verify`]).
+    pub async fn verify_chain(&self, team: Option<&str>) -> Result<audit_chain::Verification> {
+        Ok(audit_chain::verify(self.ctx.store(), self.ctx.keys(), team).await?)
+    }
+
+    /// Where a watch of `team`'s audit records starts (a chain place), after checking the
+    /// caller: an admin of the team (the method policy and `team_of_parent` saw to that) or a
+    /// service named an audit reader. A cursor from before the team's pruning checkpoint is
+    /// CURSOR_EXPIRED; no cursor starts at the oldest record kept.
+    pub async fn open_watch(
+        &self,
+        actor: &Actor,
+        team: &TeamId,
+        start_cursor: &str,
+    ) -> Result<i64> {
+        if actor.role == Role::Service && !self.ctx.is_audit_reader(&actor.subject) {
+            return Err(Error::PermissionDenied(
+                "only the service accounts named in INTEGRATION_HUB_AUDIT_READERS may watch the audit log".into(),
+            ));
+        }
+        let start = TeamCursors::audit(self.ctx.keys().clone(), team)
+            .open("start_cursor", start_cursor)?
+            .map(|cursor| cursor.0);
+        let checkpoint = self.ctx.store().chain_checkpoint(team.as_str()).await?;
+        match start {
+            Some(place) if place < checkpoint => Err(Error::precondition(
+                Precondition::CursorExpired,
+                "records after this cursor were pruned past the audit retention; watch again without a cursor",
+            )),
+            Some(place) => Ok(place),
+            None => Ok(checkpoint),
+        }
+    }
+
+    /// Up to `limit` of `team`'s records after chain place `after`, in chain order, each with
+    /// its place.
+    pub async fn watch_after(
+        &self,
+        team: &TeamId,
+        after: i64,
+        limit: u64,
+    ) -> Result<Vec<(i64, AuditEvent)>> {
+        let rows = self
+            .ctx
+            .store()
+            .chained_audits(team.as_str(), after, limit)
+            .await?;
+        rows.iter()
+            .map(|row| Ok((row.chain_pos.unwrap_or(after), AuditEvent::from_row(row)?)))
+            .collect()
+    }
+
+    /// The cursor of chain place `place` of `team`'s audit records.
+    pub fn watch_cursor(&self, team: &TeamId, place: i64) -> String {
+        TeamCursors::audit(self.ctx.keys().clone(), team).encode(place)
+    }
+
+    /// Microseconds since the epoch, by the hub's clock.
+    pub fn now(&self) -> i64 {
+        self.ctx.now()
     }
 
     /// A page of a team's audit log, newest first.

@@ -15,6 +15,7 @@ use crate::crypto::{Aad, Credentials, KeyRing};
 use crate::store::{AppRow, AuditRow, EventRow, IntegrationRow, Store, Tx};
 
 use super::app_events::AppSnapshot;
+use super::audit_reads::ReadAudits;
 use super::catalog::{Catalog, FieldDef, ServiceDef, check_fields};
 use super::error::{Error, FieldViolation, Result};
 use super::model::{Actor, AppEventKind, AuditAction, BrokenReason, EventKind, Integration, etag};
@@ -50,6 +51,10 @@ pub struct Context {
     clock: Arc<dyn Clock>,
     /// Recent reads, dropped when their team changes (`read_cache.rs`).
     cache: Arc<ReadCache>,
+    /// Subjects of the service accounts that may read every team's audit log.
+    audit_readers: Arc<Vec<String>>,
+    /// Whether Get and List of credential-bearing resources are audited (`audit_reads.rs`).
+    read_audits: Arc<ReadAudits>,
 }
 
 pub(super) fn not_found_app(name: &AppName) -> Error {
@@ -106,7 +111,34 @@ impl Context {
             catalog,
             clock,
             cache: Arc::new(ReadCache::new(ReadCacheSettings::default())),
+            audit_readers: Arc::default(),
+            read_audits: Arc::default(),
         }
+    }
+
+    /// This context auditing reads (`INTEGRATION_HUB_AUDIT_READS`) or not.
+    pub fn with_read_audits(&self, enabled: bool) -> Context {
+        Context {
+            read_audits: Arc::new(ReadAudits::new(enabled)),
+            ..self.clone()
+        }
+    }
+
+    pub(super) fn read_audits(&self) -> &ReadAudits {
+        &self.read_audits
+    }
+
+    /// This context with these audit readers (`INTEGRATION_HUB_AUDIT_READERS`).
+    pub fn with_audit_readers(&self, readers: Vec<String>) -> Context {
+        Context {
+            audit_readers: Arc::new(readers),
+            ..self.clone()
+        }
+    }
+
+    /// Whether the service account `subject` is a named audit reader.
+    pub fn is_audit_reader(&self, subject: &str) -> bool {
+        self.audit_readers.iter().any(|reader| reader == subject)
     }
 
     /// This context with a read cache of these settings ([`ReadCacheSettings::OFF`]: none).

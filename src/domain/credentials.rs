@@ -59,7 +59,7 @@ pub struct Resolved {
     pub expire_time: Option<i64>,
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(super) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

@@ -74,8 +74,28 @@ impl Hub {
 
     /// This hub with a read cache of these settings ([`ReadCacheSettings::OFF`]: none).
     pub fn with_read_cache(self, settings: ReadCacheSettings) -> Hub {
+        let ctx = self.ctx.with_read_cache(settings);
+        self.with_context(ctx)
+    }
+
+    /// This hub on another context, keeping its OAuth settings and verifier.
+    fn with_context(self, ctx: Context) -> Hub {
         let oauth = self.authorizations.oauth_handle();
-        Hub::assemble(self.ctx.with_read_cache(settings), oauth, self.verifier)
+        Hub::assemble(ctx, oauth, self.verifier)
+    }
+
+    /// This hub with the service accounts that may watch the audit log
+    /// (`INTEGRATION_HUB_AUDIT_READERS`).
+    pub fn with_audit_readers(self, readers: Vec<String>) -> Hub {
+        let ctx = self.ctx.with_audit_readers(readers);
+        self.with_context(ctx)
+    }
+
+    /// This hub auditing Get and List of credential-bearing resources, or not
+    /// (`INTEGRATION_HUB_AUDIT_READS`).
+    pub fn with_read_audits(self, enabled: bool) -> Hub {
+        let ctx = self.ctx.with_read_audits(enabled);
+        self.with_context(ctx)
     }
 
     /// This hub with OAuth 2.0 authorization and refresh.

@@ -315,11 +315,20 @@ impl InstalledApps {
                 Ok(app)
             })
             .await?;
+        self.ctx()
+            .audit_read(
+                actor,
+                &name.team,
+                AuditAction::InstalledAppGet,
+                name.to_string(),
+            )
+            .await;
         Ok((*app).clone())
     }
 
     pub async fn list_installed_apps(
         &self,
+        actor: &Actor,
         team: &TeamId,
         query: AppQuery,
         page: PageRequest,
@@ -360,6 +369,14 @@ impl InstalledApps {
             .map(|r| InstalledApp::from_row(r, counts.get(&r.id).copied().unwrap_or_default()))
             .collect::<Result<Vec<_>>>()?;
         self.attach(team, &mut items).await?;
+        self.ctx()
+            .audit_read(
+                actor,
+                team,
+                AuditAction::InstalledAppList,
+                format!("teams/{team}/installedApps"),
+            )
+            .await;
         Ok(Page {
             items,
             next_page_token,

@@ -437,6 +437,9 @@ impl Integrations {
                 Integration::from_row(&self.integration_row(actor, name).await?)
             })
             .await?;
+        let (ctx, read) = (self.ctx(), AuditAction::IntegrationGet);
+        ctx.audit_read(actor, &name.team, read, name.to_string())
+            .await;
         Ok((*integration).clone())
     }
 
@@ -445,6 +448,7 @@ impl Integrations {
     /// keeps its cursor: both are as of the same read.
     pub async fn list_integrations(
         &self,
+        actor: &Actor,
         team: &TeamId,
         query: IntegrationQuery,
         page: PageRequest,
@@ -461,11 +465,16 @@ impl Integrations {
         let bytes = |(page, _): &(Page<Integration>, Cursor)| {
             page.items.iter().map(Integration::bytes).sum::<usize>() + page.next_page_token.len()
         };
-        self.ctx()
+        let listed = self
+            .ctx()
             .read_through_cache(team.as_str(), key, bytes, async || {
                 self.read_integrations(team, query, page).await
             })
-            .await
+            .await?;
+        let (ctx, read) = (self.ctx(), AuditAction::IntegrationList);
+        ctx.audit_read(actor, team, read, format!("teams/{team}/integrations"))
+            .await;
+        Ok(listed)
     }
 
     async fn read_integrations(

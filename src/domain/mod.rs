@@ -21,6 +21,8 @@
 pub mod app_events;
 pub mod audit;
 mod audit_batch;
+pub mod audit_chain;
+pub mod audit_reads;
 pub mod catalog;
 pub mod context;
 mod create_batch;

@@ -70,6 +70,15 @@ impl TeamCursors {
         }
     }
 
+    /// The cursors of `team`'s audit chain (`WatchAuditEvents`): positions are chain places,
+    /// and no cursor of the event log opens here, nor one of another team.
+    pub fn audit(keys: Arc<KeyRing>, team: &TeamId) -> TeamCursors {
+        TeamCursors {
+            keys,
+            scope: scope("audit-cursor", Some(team), ""),
+        }
+    }
+
     /// The cursor of the position `seq` (after the event with that sequence number).
     pub fn encode(&self, seq: i64) -> String {
         URL_SAFE_NO_PAD.encode(self.keys.seal_token(&self.scope, &seq.to_be_bytes()))

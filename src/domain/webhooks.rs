@@ -36,6 +36,10 @@ pub const MAX_EVENT_TYPES: usize = 32;
 /// subscribe to it (another subscription of the team hears about it); watch streams do not
 /// carry it.
 pub const DISABLED_KIND: &str = "WEBHOOK_SUBSCRIPTION_DISABLED";
+/// The event of an audit record, appended when the record is sealed into its team's chain
+/// (`audit_chain::seal`), for teams with a subscription naming it. Delivered only to the
+/// subscriptions that name it (a subscription of every type does not get it): a SIEM opts in.
+pub const AUDIT_KIND: &str = "AUDIT_EVENT_RECORDED";
 /// Who disables a subscription whose receiver stayed down: the audit record's actor.
 pub const DELIVERY_ACTOR: &str = "integration-hub/webhook-delivery";
 const SUBSCRIPTIONS_LISTING: &str = "webhookSubscriptions";
@@ -44,7 +48,7 @@ const SUBSCRIPTIONS_LISTING: &str = "webhookSubscriptions";
 pub fn known_event_types() -> Vec<&'static str> {
     integration_kinds()
         .chain(app_kinds())
-        .chain([DISABLED_KIND])
+        .chain([DISABLED_KIND, AUDIT_KIND])
         .collect()
 }
 
@@ -182,7 +186,7 @@ impl Subscription {
 
     /// Whether the subscription wants events of `kind`.
     pub fn wants(event_types: &[String], kind: &str) -> bool {
-        event_types.is_empty() || event_types.iter().any(|t| t == kind)
+        event_types.iter().any(|t| t == kind) || (event_types.is_empty() && kind != AUDIT_KIND)
     }
 }
 

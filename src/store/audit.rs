@@ -33,6 +33,20 @@ impl Tx {
         Ok(())
     }
 
+    /// Appends one audit record unless one with its id exists (an aggregated read's, which
+    /// replicas may write at once).
+    pub async fn append_audit_once(&self, record: AuditRow) -> Result<()> {
+        audit_event::Entity::insert(new_row::<audit_event::ActiveModel>(record))
+            .on_conflict(
+                sea_orm::sea_query::OnConflict::column(audit_event::Column::Id)
+                    .do_nothing()
+                    .to_owned(),
+            )
+            .exec_without_returning(self.conn())
+            .await?;
+        Ok(())
+    }
+
     /// Appends several audit records, in order, in statements of the fixed insert sizes.
     pub async fn append_audits(&self, records: Vec<AuditRow>) -> Result<()> {
         let mut records = records.into_iter().peekable();
@@ -120,6 +134,29 @@ impl Store {
     /// team or this replica already runs as many as they may ([`AuditReads`]).
     pub fn start_audit_listing(&self, team: &str) -> Result<AuditListing> {
         self.audit_reads.start(team)
+    }
+
+    /// Up to `limit` records (of `team`, or of every team) with `since <= time < until` after
+    /// sequence number `after`, oldest first: a page of an export.
+    pub async fn audit_between(
+        &self,
+        team: Option<&str>,
+        (since, until): (i64, i64),
+        after: i64,
+        limit: u64,
+    ) -> Result<Vec<AuditRow>> {
+        let mut query = audit_event::Entity::find()
+            .filter(audit_event::Column::Seq.gt(after))
+            .filter(audit_event::Column::Time.gte(since))
+            .filter(audit_event::Column::Time.lt(until));
+        if let Some(team) = team {
+            query = query.filter(audit_event::Column::Team.eq(team));
+        }
+        Ok(query
+            .order_by_asc(audit_event::Column::Seq)
+            .limit(limit)
+            .all(self.conn())
+            .await?)
     }
 
     /// A page of a team's audit records matching `filter`, newest first, strictly before

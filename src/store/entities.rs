@@ -148,6 +148,40 @@ pub mod audit_event {
         pub reason: Option<String>,
         pub request_id: String,
         pub time: i64,
+        /// The key ring version whose audit key made `mac` (and `chain_mac`).
+        pub key_id: Option<i32>,
+        /// The keyed MAC of the record's content (`domain::audit_chain`); none on records
+        /// written before the chain existed.
+        pub mac: Option<Vec<u8>>,
+        /// Its place in its team's chain, given by the sealer (none until sealed; 0 when its
+        /// MAC did not hold then).
+        pub chain_pos: Option<i64>,
+        /// The MAC over this record and its predecessor in the chain.
+        pub chain_mac: Option<Vec<u8>>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod audit_chain {
+    use sea_orm::entity::prelude::*;
+
+    /// One team's audit chain: its head (the last sealed position and its chained MAC) and its
+    /// checkpoint (the last pruned position and its chained MAC), under `mac`.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "audit_chains")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub team: String,
+        pub pos: i64,
+        pub chain_mac: Vec<u8>,
+        pub checkpoint_pos: i64,
+        pub checkpoint_mac: Vec<u8>,
+        pub key_id: i32,
+        pub mac: Vec<u8>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -14,6 +14,7 @@
 //! uses the rows and states, and converts the errors.
 
 mod audit;
+mod audit_chain;
 mod checks;
 mod creates;
 mod entities;
@@ -41,6 +42,7 @@ use tokio::sync::{Notify, mpsc};
 pub use audit::{
     AUDIT_LISTINGS_PER_TEAM, AUDIT_STATEMENT_TIMEOUT, AuditFilter, AuditListing, AuditRow,
 };
+pub use audit_chain::ChainHead;
 pub use entities::event::Model as EventRow;
 pub use entities::installed_app::Model as AppRow;
 pub use entities::integration::Model as IntegrationRow;
@@ -322,6 +324,27 @@ impl Tx {
             ))
             .await?;
         Ok(())
+    }
+
+    /// Whether this transaction holds, until it ends, the lease `key` (a transaction-scoped
+    /// advisory lock on PostgreSQL, not waited for: false when another holds it). On SQLite
+    /// the write lock every write transaction takes is the lease: always true.
+    pub(super) async fn try_lease(&self, key: i64) -> Result<bool> {
+        if !self.postgres {
+            return Ok(true);
+        }
+        let row = self
+            .inner
+            .query_one_raw(Statement::from_sql_and_values(
+                DatabaseBackend::Postgres,
+                "SELECT pg_try_advisory_xact_lock($1) AS locked",
+                [key.into()],
+            ))
+            .await?;
+        Ok(match row {
+            Some(row) => row.try_get::<bool>("", "locked")?,
+            None => false,
+        })
     }
 
     pub async fn commit(self) -> Result<()> {

@@ -159,22 +159,8 @@ impl Store {
     /// the lock taken and return 0.
     pub async fn prune_events(&self, cutoff: i64) -> Result<u64> {
         let tx = self.begin_write().await?;
-        if tx.postgres {
-            let row = tx
-                .inner
-                .query_one_raw(Statement::from_sql_and_values(
-                    DatabaseBackend::Postgres,
-                    "SELECT pg_try_advisory_xact_lock($1) AS locked",
-                    [PRUNE_LOCK_KEY.into()],
-                ))
-                .await?;
-            let locked = match row {
-                Some(row) => row.try_get::<bool>("", "locked")?,
-                None => false,
-            };
-            if !locked {
-                return Ok(0);
-            }
+        if !tx.try_lease(PRUNE_LOCK_KEY).await? {
+            return Ok(0);
         }
         let through = event::Entity::find()
             .select_only()

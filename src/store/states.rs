@@ -134,6 +134,10 @@ stored_enum!(
         InstalledAppSetUsableBy = "installed_app.set_usable_by",
         OwnershipTransfer = "people.transfer_ownership",
         PersonDeprovision = "people.deprovision",
+        InstalledAppGet = "installed_app.get",
+        InstalledAppList = "installed_app.list",
+        IntegrationGet = "integration.get",
+        IntegrationList = "integration.list",
     }
 );
 stored_enum!(

@@ -123,6 +123,24 @@ const DELIVERY_STATE: [S; 6] = [
 ];
 
 impl Tx {
+    /// Which of `teams` have a subscription naming the event kind `kind` (JSON text of its
+    /// name, as `event_types` stores it).
+    pub async fn teams_subscribed_to(&self, teams: &[&str], kind: &str) -> Result<Vec<String>> {
+        if teams.is_empty() {
+            return Ok(Vec::new());
+        }
+        let quoted = serde_json::to_string(kind).unwrap_or_default();
+        Ok(subscription::Entity::find()
+            .select_only()
+            .column(subscription::Column::Team)
+            .distinct()
+            .filter(subscription::Column::Team.is_in(teams.iter().copied()))
+            .filter(subscription::Column::EventTypes.contains(quoted))
+            .into_tuple()
+            .all(self.conn())
+            .await?)
+    }
+
     pub async fn insert_subscription(&self, row: SubscriptionRow) -> Result<()> {
         subscription::Entity::insert(subscription::ActiveModel::from(row))
             .exec_without_returning(&self.inner)

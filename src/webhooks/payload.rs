@@ -14,7 +14,7 @@ use serde_json::{Map, Value, json};
 use crate::domain::app_events::{AppEvent, is_app_event};
 use crate::domain::model::{Event, InstalledApp, Integration};
 use crate::domain::tokens::TeamCursors;
-use crate::domain::webhooks::DISABLED_KIND;
+use crate::domain::webhooks::{AUDIT_KIND, DISABLED_KIND};
 use crate::domain::{Error, Result};
 use crate::store::EventRow;
 
@@ -153,6 +153,12 @@ fn data(row: &EventRow, cursors: &TeamCursors) -> Result<Value> {
         put(&mut m, "reason", row.reason.clone().into());
         put(&mut m, "actor", row.actor.clone().into());
         put(&mut m, "webhookSubscription", snapshot);
+    } else if row.kind == AUDIT_KIND {
+        // The record as `integration-hub audit export` writes it.
+        let record: Value = serde_json::from_str(&row.snapshot)
+            .map_err(|e| Error::Internal(anyhow::Error::new(e).context("audit snapshot")))?;
+        put(&mut m, "actor", row.actor.clone().into());
+        put(&mut m, "auditEvent", record);
     } else if is_app_event(&row.kind) {
         let event = AppEvent::from_row(row)?;
         put(

@@ -164,6 +164,7 @@ const ROLES_TABLE: &[(&str, &str, [May; 4])] = &[
     ("AccessService", "TransferOwnership", [No, No, Yes, No]),
     // A service: one the server's configuration names (the tests name `svc`).
     ("AccessService", "DeprovisionPerson", [No, No, Yes, Yes]),
+    ("AuditService", "WatchAuditEvents", [No, No, Yes, Yes]),
     (
         "WebhookService",
         "CreateWebhookSubscription",
@@ -605,6 +606,15 @@ async fn dispatch(
                 ))
                 .await
                 .map(drop)
+        }
+        ("AuditService", "WatchAuditEvents") => {
+            let mut stream = integration_hub::pb::audit_service_client::AuditServiceClient::new(
+                app.channel.clone(),
+            )
+            .watch_audit_events(request(auth, pb::WatchAuditEventsRequest::default()))
+            .await?
+            .into_inner();
+            stream.message().await.map(drop)
         }
         ("AuditService", "ListAuditEvents") => {
             integration_hub::pb::audit_service_client::AuditServiceClient::new(app.channel.clone())

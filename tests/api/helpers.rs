@@ -167,6 +167,8 @@ pub fn test_args(database_url: &str) -> ServeArgs {
     args.auth.jwt_audience = Some(TEST_AUDIENCE.to_owned());
     args.encryption_keys = Some(test_key_spec().to_owned());
     args.checkpoint_interval_secs = 1;
+    // The matrix's service principal (`svc`) may watch the audit log (access.rs).
+    args.audit.audit_readers = vec!["svc".to_owned()];
     args.database.db_max_connections = 8;
     // Tests make calls as fast as they can; the rate limits have tests of their own.
     args.rate_limit_per_sec = 0.0;

@@ -207,6 +207,31 @@ impl Server {
         process
     }
 
+    /// Runs `integration-hub <args>` (a subcommand other than `serve`) on this server's
+    /// database and keys until it exits: its exit status and what it printed (stdout, then
+    /// stderr).
+    pub fn run_command(&self, args: &[&str]) -> (ExitStatus, String) {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_integration-hub"));
+        command
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("INTEGRATION_HUB_DATA_DIR", self.data_dir.path())
+            .env("INTEGRATION_HUB_ENCRYPTION_KEYS", &self.keys)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null());
+        if let Some(url) = &self.database_url {
+            command.env("INTEGRATION_HUB_DATABASE_URL", url);
+        }
+        let output = command.output().expect("run the binary");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        (output.status, text)
+    }
+
     /// Runs a server that should stop by itself (a refused start) until it exits, at most
     /// `within`: its exit status and everything it logged.
     pub fn run_to_exit(&self, within: Duration) -> (ExitStatus, String) {

@@ -4,6 +4,7 @@ use super::{checked, page};
 use crate::api::convert;
 use crate::domain::audit::AuditQuery;
 use crate::domain::model::AuditAction;
+use crate::domain::tokens::check_cursor_text;
 use crate::domain::types::{PageRequest, ParentRef};
 use crate::domain::{Error, Violations};
 use crate::pb;
@@ -62,6 +63,28 @@ impl TryFrom<pb::ListAuditEventsRequest> for ListAudit {
                 end_time: checked(end_time)?,
             },
             page: checked(page)?,
+        })
+    }
+}
+
+/// A WatchAuditEvents request: the team and where to start.
+pub struct WatchAudit {
+    pub parent: ParentRef,
+    /// The start cursor as sent (its shape checked); opened for the team once that is known.
+    pub start_cursor: String,
+}
+
+impl TryFrom<pb::WatchAuditEventsRequest> for WatchAudit {
+    type Error = Error;
+
+    fn try_from(req: pb::WatchAuditEventsRequest) -> Result<Self, Error> {
+        let mut v = Violations::default();
+        let parent = v.check("parent", ParentRef::parse(&req.parent));
+        let start = v.check("start_cursor", check_cursor_text(req.start_cursor));
+        v.finish()?;
+        Ok(WatchAudit {
+            parent: checked(parent)?,
+            start_cursor: checked(start)?,
         })
     }
 }

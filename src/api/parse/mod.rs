@@ -20,7 +20,7 @@ use crate::domain::types::{PageRequest, PageSize};
 use crate::domain::{Credentials, Error, Violations};
 
 pub use access::{Handover, SetUsableBy};
-pub use audit::ListAudit;
+pub use audit::{ListAudit, WatchAudit};
 pub use installed_apps::{
     CreateApp, DeleteApp, ListApps, ReportRejected, SuspendApp, TransferApp, UpdateApp,
 };

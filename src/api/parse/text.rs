@@ -69,6 +69,7 @@ described!(
     SetInstalledAppUsableByRequest,
     TransferOwnershipRequest,
     DeprovisionPersonRequest,
+    WatchAuditEventsRequest,
 );
 
 /// Every message of the served descriptor set (imports included), by full name.

@@ -1,0 +1,322 @@
+//! The audit chain (issue 26): `integration-hub audit verify` names the first record edited,
+//! deleted, reordered or inserted with SQL; the scheduled check says so in one WARN line;
+//! pruning leaves a checkpoint that verifies; two replicas writing at once keep one chain per
+//! team. Every test runs the built binary on both databases.
+
+use std::time::{Duration, Instant};
+
+use integration_hub::crypto::KeyRing;
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement};
+
+use crate::fixtures::app_request;
+use crate::helpers::{authed, test_key_spec, token};
+use crate::process::{Server, ServerProcess};
+use crate::storage_test;
+
+/// Settings of a server whose chain is sealed quickly.
+fn quick(server: Server) -> Server {
+    server.env("INTEGRATION_HUB_AUDIT_SEAL_INTERVAL_MS", "50")
+}
+
+/// `n` installed apps created in `team`: `n` audit records.
+async fn records(server: &ServerProcess, team: &str, n: usize) {
+    let (mut apps, _) = server.clients().await;
+    let dev = token(team, "developer", "dana");
+    for i in 0..n {
+        apps.create_installed_app(authed(
+            &dev,
+            app_request("slack", &format!("App {team} {i}"), "xoxb-1"),
+        ))
+        .await
+        .expect("create an installed app");
+    }
+}
+
+/// `audit verify` (of `team`, or of every team): whether it passed, and what it printed.
+fn verify(server: &Server, team: Option<&str>) -> (bool, String) {
+    let mut args = vec!["audit", "verify"];
+    if let Some(team) = team {
+        args.extend(["--team", team]);
+    }
+    let (status, out) = server.run_command(&args);
+    (status.success(), out)
+}
+
+/// A number of the summary line of `audit verify`, by its label.
+fn figure(out: &str, label: &str) -> u64 {
+    let line = out.lines().next().unwrap_or_default();
+    line.split(", ")
+        .find_map(|part| part.strip_prefix(label))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no `{label}` in {out}"))
+}
+
+/// Waits until every record is sealed, at least `at_least` of them, and the chain verifies.
+async fn sealed(server: &Server, at_least: u64) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (ok, out) = verify(server, None);
+        if ok && figure(&out, "not sealed yet ") == 0 && figure(&out, "verified ") >= at_least {
+            return out;
+        }
+        assert!(Instant::now() < deadline, "not sealed in time: {out}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn exec(db: &DatabaseConnection, sql: &str) {
+    db.execute_unprepared(sql).await.expect(sql);
+}
+
+async fn integers(db: &DatabaseConnection, sql: &str) -> Vec<i64> {
+    db.query_all_raw(Statement::from_string(
+        db.get_database_backend(),
+        sql.to_owned(),
+    ))
+    .await
+    .expect(sql)
+    .iter()
+    .map(|row| row.try_get_by_index::<i64>(0).expect("an integer"))
+    .collect()
+}
+
+/// A team's chained records' sequence numbers, in chain order.
+async fn chain(db: &DatabaseConnection, team: &str) -> Vec<i64> {
+    integers(
+        db,
+        &format!(
+            "SELECT seq FROM audit_events WHERE team = '{team}' AND chain_pos > 0 ORDER BY chain_pos"
+        ),
+    )
+    .await
+}
+
+storage_test!(process verify_names_a_record_edited_deleted_reordered_or_inserted);
+async fn verify_names_a_record_edited_deleted_reordered_or_inserted(server: Server) {
+    let server = quick(server).env("INTEGRATION_HUB_AUDIT_VERIFY_INTERVAL_SECS", "1");
+    let running = server.start();
+    let teams = ["edit", "gone", "swap", "forge"];
+    for team in teams {
+        records(&running, team, 4).await;
+    }
+    let clean = sealed(&server, 16).await;
+    assert_eq!(figure(&clean, "findings "), 0, "{clean}");
+    let db = Database::connect(server.database_url())
+        .await
+        .expect("connect");
+
+    let edited = chain(&db, "edit").await[1];
+    exec(
+        &db,
+        &format!("UPDATE audit_events SET resource = 'teams/edit/installedApps/forged' WHERE seq = {edited}"),
+    )
+    .await;
+    let (ok, out) = verify(&server, Some("edit"));
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains(&format!("team edit: edited: record seq {edited} ")),
+        "{out}"
+    );
+
+    let gone = chain(&db, "gone").await;
+    exec(
+        &db,
+        &format!("DELETE FROM audit_events WHERE seq = {}", gone[1]),
+    )
+    .await;
+    let (ok, out) = verify(&server, Some("gone"));
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains(&format!(
+            "team gone: deleted: chain places 2..2, before record seq {}",
+            gone[2]
+        )),
+        "{out}"
+    );
+    // The newest record deleted too: the head gives it away.
+    exec(
+        &db,
+        &format!("DELETE FROM audit_events WHERE seq = {}", gone[3]),
+    )
+    .await;
+    let (_, out) = verify(&server, Some("gone"));
+    assert!(
+        out.contains("team gone: deleted: chain places 4..4, at the end of the chain"),
+        "{out}"
+    );
+
+    let swap = chain(&db, "swap").await;
+    let (a, b) = (swap[1], swap[2]);
+    exec(
+        &db,
+        &format!(
+            "UPDATE audit_events SET chain_pos = CASE seq WHEN {a} THEN 3 ELSE 2 END WHERE seq IN ({a}, {b})"
+        ),
+    )
+    .await;
+    let (ok, out) = verify(&server, Some("swap"));
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains(&format!("team swap: reordered: record seq {b} ")),
+        "{out}"
+    );
+
+    let copied = chain(&db, "forge").await[1];
+    exec(
+        &db,
+        &format!(
+            "INSERT INTO audit_events (id, team, actor, actor_team, role, action, resource, outcome, reason, request_id, time, key_id, mac) \
+             SELECT 'forged-record', team, actor, actor_team, role, action, resource, outcome, reason, request_id, time, key_id, mac \
+             FROM audit_events WHERE seq = {copied}"
+        ),
+    )
+    .await;
+    let forged = integers(
+        &db,
+        "SELECT seq FROM audit_events WHERE id = 'forged-record'",
+    )
+    .await[0];
+    let (ok, out) = verify(&server, Some("forge"));
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains(&format!(
+            "team forge: inserted: record seq {forged} (id forged-record)"
+        )),
+        "{out}"
+    );
+
+    // Every team at once: each finding is named, and the exit status says so.
+    let (ok, out) = verify(&server, None);
+    assert!(!ok, "{out}");
+    for team in teams {
+        assert!(out.contains(&format!("team {team}: ")), "{team}: {out}");
+    }
+    // The scheduled check says it in one WARN line naming the first finding.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while running
+        .log_lines_with("the audit chain does not verify")
+        .is_empty()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no WARN line:\n{}",
+            running.logs().join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let line = &running.log_lines_with("the audit chain does not verify")[0];
+    assert!(line.contains("WARN") && line.contains("team "), "{line}");
+}
+
+storage_test!(process pruning_leaves_a_checkpoint_that_verifies);
+async fn pruning_leaves_a_checkpoint_that_verifies(server: Server) {
+    let server = quick(server).envs(&[
+        ("INTEGRATION_HUB_AUDIT_RETENTION_SECS", "2"),
+        ("INTEGRATION_HUB_PRUNE_INTERVAL_SECS", "1"),
+        // Bounded batches: seven records take three.
+        ("INTEGRATION_HUB_AUDIT_PRUNE_BATCH", "3"),
+    ]);
+    let running = server.start();
+    records(&running, "acme", 7).await;
+    sealed(&server, 7).await;
+    let db = Database::connect(server.database_url())
+        .await
+        .expect("connect");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while integers(&db, "SELECT COUNT(*) FROM audit_events WHERE team = 'acme'").await[0] > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "not pruned:\n{}",
+            running.logs().join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let checkpoint = integers(
+        &db,
+        "SELECT checkpoint_pos FROM audit_chains WHERE team = 'acme'",
+    )
+    .await;
+    assert_eq!(checkpoint, vec![7]);
+    records(&running, "acme", 2).await;
+    let out = sealed(&server, 2).await;
+    assert_eq!(figure(&out, "findings "), 0, "{out}");
+    // The chain goes on from the checkpoint: the first record after it, deleted, is named.
+    let after = chain(&db, "acme").await;
+    assert_eq!(after.len(), 2);
+    exec(
+        &db,
+        &format!("DELETE FROM audit_events WHERE seq = {}", after[0]),
+    )
+    .await;
+    let (ok, out) = verify(&server, Some("acme"));
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains(&format!(
+            "team acme: deleted: chain places 8..8, before record seq {}",
+            after[1]
+        )),
+        "{out}"
+    );
+}
+
+storage_test!(process two_replicas_writing_at_once_keep_one_chain_per_team);
+async fn two_replicas_writing_at_once_keep_one_chain_per_team(server: Server) {
+    let server = quick(server);
+    let (one, two) = (server.start(), server.start());
+    tokio::join!(
+        records(&one, "acme", 15),
+        records(&two, "acme", 15),
+        records(&one, "beta", 10),
+        records(&two, "beta", 10),
+    );
+    let out = sealed(&server, 50).await;
+    assert_eq!(figure(&out, "findings "), 0, "{out}");
+    let db = Database::connect(server.database_url())
+        .await
+        .expect("connect");
+    for (team, n) in [("acme", 30), ("beta", 20)] {
+        let places = integers(
+            &db,
+            &format!(
+                "SELECT COUNT(DISTINCT chain_pos) FROM audit_events WHERE team = '{team}' AND chain_pos > 0 \
+                 UNION ALL SELECT MAX(chain_pos) FROM audit_events WHERE team = '{team}'"
+            ),
+        )
+        .await;
+        assert_eq!(
+            places,
+            vec![n, n],
+            "{team}: one place per record, none missing"
+        );
+    }
+}
+
+storage_test!(process the_chain_verifies_across_key_rotation);
+async fn the_chain_verifies_across_key_rotation(server: Server) {
+    let only_two = KeyRing::generate(2).expect("key").1;
+    let both = format!("{},{only_two}", test_key_spec());
+    let server = quick(server);
+    let mut running = server.start();
+    records(&running, "acme", 3).await;
+    sealed(&server, 3).await;
+    running.kill();
+    // Every replica gets key 2: new records are made under it, the old ones still verify.
+    let rotated = server.clone().keys(&both);
+    let running = rotated.start();
+    records(&running, "acme", 3).await;
+    let out = sealed(&rotated, 6).await;
+    assert_eq!(figure(&out, "findings "), 0, "{out}");
+    let db = Database::connect(server.database_url())
+        .await
+        .expect("connect");
+    let by_key = integers(
+        &db,
+        "SELECT COUNT(*) FROM audit_events WHERE key_id = 1 UNION ALL SELECT COUNT(*) FROM audit_events WHERE key_id = 2",
+    )
+    .await;
+    assert_eq!(by_key, vec![3, 3]);
+    // Without key 1 its records cannot be checked: they are named, never passed.
+    let (ok, out) = verify(&server.clone().keys(&only_two), None);
+    assert!(!ok, "{out}");
+    assert!(out.contains("team acme: unknown key: record seq "), "{out}");
+}
