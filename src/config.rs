@@ -151,8 +151,12 @@ pub struct AuthArgs {
 
     /// Service subjects that may call DeprovisionPerson (an identity provider's
     /// deprovisioning hook), `scim-bridge,...`. Admins always may.
-    #[arg(long, env = "INTEGRATION_HUB_DEPROVISIONING_SERVICES")]
-    pub deprovisioning_services: Option<String>,
+    #[arg(
+        long,
+        env = "INTEGRATION_HUB_DEPROVISIONING_SERVICES",
+        value_delimiter = ','
+    )]
+    pub deprovisioning_services: Vec<String>,
 }
 
 impl AuthArgs {

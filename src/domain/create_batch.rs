@@ -18,10 +18,10 @@ use std::collections::{HashMap, HashSet};
 
 use crate::store::{AppRow, AuditRow, EventRow, IntegrationRow, Store};
 
+use super::binding::{check_bindable, check_offers};
 use super::context::commit_change;
 use super::error::{Error, Result};
 use super::group_commit::{GroupCommit, WriteBatch};
-use super::integrations::{check_bindable, check_offers};
 use super::model::Actor;
 use super::types::AppName;
 

@@ -9,6 +9,7 @@ use crate::crypto::Credentials;
 use crate::store::{After, AppRow, IntegrationFilter, IntegrationRow, Tx};
 
 use super::audit_batch::AuditBatch;
+use super::binding::{check_bindable, check_offers};
 use super::catalog::IntegrationTypeDef;
 use super::context::{
     Audited, Context, Done, Write, check_etag, check_values, not_found_app, not_found_integration,
@@ -16,11 +17,9 @@ use super::context::{
 use super::create_batch::{CreateBatch, QueuedCreate};
 use super::credentials::integration_owner;
 use super::credentials::{Idempotency, check_credentials, settle_insert};
-use super::error::{Error, Precondition, Result};
+use super::error::{Error, Result};
 use super::installed_apps::InstalledApps;
-use super::model::{
-    Actor, AppState, AuditAction, EventKind, Integration, IntegrationState, config_json,
-};
+use super::model::{Actor, AuditAction, EventKind, Integration, IntegrationState, config_json};
 use super::oauth::Authorizations;
 use super::promote::SaveAs;
 use super::types::{
@@ -144,39 +143,6 @@ fn check_config(
         MAX_CONFIG_ENTRIES,
         MAX_CONFIG_VALUE,
     )
-}
-
-/// Whether `actor` may bind integrations to the app `name`, stored as `app` (`None`: none): it
-/// exists, its `usable_by` names the actor (`usable_by.rs`) and it is ACTIVE. The one rule: a
-/// change alone ([`Integrations::bindable_app`]) and creates together (`create_batch.rs`).
-pub(super) fn check_bindable<'a>(
-    actor: &Actor,
-    name: &AppName,
-    app: Option<&'a AppRow>,
-) -> Result<&'a AppRow> {
-    let app = app.ok_or_else(|| not_found_app(name))?;
-    super::usable_by::check_usable(actor, app)?;
-    if app.state == AppState::Suspended {
-        return Err(super::suspension::suspended_error());
-    }
-    if app.state != AppState::Active {
-        return Err(Error::precondition(
-            Precondition::WrongState,
-            "the installed app needs reauthentication; update its credentials first",
-        ));
-    }
-    Ok(app)
-}
-
-/// Whether a new integration of `service` may be bound to `app`: the app offers it.
-pub(super) fn check_offers(app: &AppRow, service: &str) -> Result<()> {
-    if app.service != service {
-        return Err(Error::invalid(
-            "integration.type",
-            "is not offered by the installed app's service",
-        ));
-    }
-    Ok(())
 }
 
 impl Integrations {

@@ -2,7 +2,7 @@
 //! and groups (from the configured groups claim); besides admins, only they may create
 //! integrations on it or move integrations onto it (reauthenticate one onto it, or many with
 //! ReauthenticateIntegrations): [`check_usable`], called by the one rule of binding
-//! (`integrations::check_bindable`). Everyone of the team still sees it listed, with its
+//! (`binding::check_bindable`). Everyone of the team still sees it listed, with its
 //! `usable_by`. Integrations built before by people who lose access keep working and stay
 //! theirs: they are not broken, and their owners may still edit or delete them; they cannot
 //! bind new ones. Unset: every developer of the team, as before.

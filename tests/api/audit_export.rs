@@ -119,6 +119,7 @@ async fn only_admins_and_named_audit_readers_may_watch_the_audit_log(server: Ser
     let server = server.envs(&[
         ("INTEGRATION_HUB_AUDIT_SEAL_INTERVAL_MS", "50"),
         ("INTEGRATION_HUB_AUDIT_READERS", "siem,collector"),
+        ("INTEGRATION_HUB_ALL_TEAMS_SERVICES", "siem"),
     ]);
     let running = server.start();
     let made = created(&running, "acme", &["S1"]).await;

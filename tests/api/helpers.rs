@@ -180,7 +180,7 @@ pub fn test_args(database_url: &str) -> ServeArgs {
     // subject may hold every team).
     args.auth.all_teams_services = Some("worker".to_owned());
     // The access matrix's service subject may deprovision (issue 25); others may not.
-    args.auth.deprovisioning_services = Some("svc".to_owned());
+    args.auth.deprovisioning_services = vec!["svc".to_owned()];
     args
 }
 
