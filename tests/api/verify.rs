@@ -586,3 +586,32 @@ async fn scheduled_checker_at_scale() {
         "an app was checked more than once within an interval"
     );
 }
+
+/// An app made by a path that does not verify (credentials saved as an app while an
+/// integration is added) joins the scheduled checks: within an interval it is checked.
+async fn apps_without_a_verification_join_the_schedule(backend: Backend) {
+    let provider = Provider::default();
+    let base = provider.start().await;
+    let app = verifying_app(backend, &base, 1).await;
+    let dana = people(&app).dana;
+    let mut request = crate::fixtures::own_integration_request("slack", "Saved", "xoxb-saved-1");
+    request.save_as_installed_app = Some(pb::SaveAsInstalledApp {
+        display_name: "Saved Slack".into(),
+        connected_to: "acme.slack.com".into(),
+    });
+    let integration = app
+        .integrations()
+        .create_integration(authed(&dana, request))
+        .await
+        .expect("create with save_as")
+        .into_inner();
+    let saved = integration.installed_app.clone();
+    assert!(!saved.is_empty(), "{integration:?}");
+    let checked = until(&app, &dana, &saved, |a| {
+        state_of(a) == VerificationState::Verified
+    })
+    .await;
+    assert!(checked.last_verified_time.is_some());
+    assert!(provider.calls("xoxb-saved-1") >= 1);
+}
+crate::storage_test!(backend apps_without_a_verification_join_the_schedule);
