@@ -235,6 +235,28 @@ async fn creates_are_verified_with_the_provider(backend: Backend) {
     }
     let listed = crate::fixtures::all_apps(&app, &dana).await;
     assert_eq!(listed.len(), 1, "no rejected app was stored");
+    // Replacing credentials: a rejected replacement changes nothing; a valid one is verified.
+    let replace = |secret: &str| {
+        let mut apps = app.apps();
+        let request = authed(
+            &dana,
+            crate::fixtures::update_credentials(&made.name, crate::fixtures::credentials(secret)),
+        );
+        async move { apps.update_installed_app(request).await }
+    };
+    let status = expect_code(
+        replace("xoxb-revoked-secret").await,
+        Code::FailedPrecondition,
+    );
+    assert_eq!(error_reason(&status), "CREDENTIALS_REJECTED_BY_PROVIDER");
+    let unchanged = get_app(&app, &dana, &made.name).await.expect("get");
+    assert_eq!(
+        unchanged.etag, made.etag,
+        "a rejected replacement stores nothing"
+    );
+    let replaced = replace("xoxb-valid-2").await.expect("replace").into_inner();
+    assert_eq!(state_of(&replaced), VerificationState::Verified);
+    assert_eq!(provider.calls("xoxb-valid-2"), 1);
 
     for (secret, mode) in [
         ("xoxb-broken-secret", Mode::Broken),
