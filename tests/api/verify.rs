@@ -151,6 +151,7 @@ fn verifying_args(url: &str, base: &str, interval_secs: u64) -> ServeArgs {
     args.verify.verify_interval_secs = interval_secs;
     args.verify.verify_base_urls = vec![format!("slack={base}")];
     args.oauth.oauth_allow_loopback_http = true;
+    args.metrics_listen = Some("127.0.0.1:0".parse().expect("address"));
     args
 }
 
@@ -257,6 +258,24 @@ async fn creates_are_verified_with_the_provider(backend: Backend) {
     let replaced = replace("xoxb-valid-2").await.expect("replace").into_inner();
     assert_eq!(state_of(&replaced), VerificationState::Verified);
     assert_eq!(provider.calls("xoxb-valid-2"), 1);
+    // The outcomes are exported, with a bounded label.
+    let metrics = app.metrics_addr.expect("metrics are served");
+    let page = reqwest::get(format!("http://{metrics}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics page");
+    let count = |outcome: &str| -> f64 {
+        let prefix = format!("integration_hub_credential_checks_total{{outcome=\"{outcome}\"}} ");
+        page.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {outcome} series:\n{page}"))
+    };
+    assert_eq!(count("rejected"), 4.0, "three creates and one replacement");
+    assert_eq!(count("verified"), 2.0);
+    assert_eq!(count("not_verifiable"), 0.0);
 
     for (secret, mode) in [
         ("xoxb-broken-secret", Mode::Broken),

@@ -31,10 +31,31 @@ pub struct VerifySettings {
     pub base_urls: BTreeMap<String, String>,
 }
 
+/// What is told of each verification made: its outcome (a label of [`Verdict::OUTCOMES`]).
+type Observer = Arc<dyn Fn(&'static str) + Send + Sync>;
+
 /// Makes verification calls; off when built without a transport.
 #[derive(Clone, Default)]
 pub struct Verifier {
     on: Option<(Arc<dyn ProviderCalls>, VerifySettings)>,
+    observer: Option<Observer>,
+}
+
+impl Verdict {
+    /// Every outcome label [`Verdict::outcome`] answers.
+    pub const OUTCOMES: [&'static str; 4] =
+        ["verified", "unverified", "rejected", "not_verifiable"];
+
+    /// The outcome's label; `None` when verification is off.
+    pub fn outcome(&self) -> Option<&'static str> {
+        match self {
+            Verdict::Verified { .. } => Some("verified"),
+            Verdict::Unverified { .. } => Some("unverified"),
+            Verdict::Rejected(_) => Some("rejected"),
+            Verdict::NotVerifiable(_) => Some("not_verifiable"),
+            Verdict::Off => None,
+        }
+    }
 }
 
 impl Verifier {
@@ -46,7 +67,14 @@ impl Verifier {
     pub fn new(calls: Arc<dyn ProviderCalls>, settings: VerifySettings) -> Verifier {
         Verifier {
             on: Some((calls, settings)),
+            observer: None,
         }
+    }
+
+    /// This verifier telling `observe` the outcome of each verification (the metrics).
+    pub fn observe(mut self, observe: impl Fn(&'static str) + Send + Sync + 'static) -> Verifier {
+        self.observer = Some(Arc::new(observe));
+        self
     }
 
     pub fn is_on(&self) -> bool {
@@ -71,6 +99,14 @@ impl Verifier {
 
     /// What `service`'s provider says of `credentials`, within the settings' timeout.
     pub async fn verify(&self, service: &ServiceDef, credentials: &Credentials) -> Verdict {
+        let verdict = self.ask(service, credentials).await;
+        if let (Some(observe), Some(outcome)) = (&self.observer, verdict.outcome()) {
+            observe(outcome);
+        }
+        verdict
+    }
+
+    async fn ask(&self, service: &ServiceDef, credentials: &Credentials) -> Verdict {
         let Some((calls, settings)) = &self.on else {
             return Verdict::Off;
         };
