@@ -117,9 +117,6 @@ impl InstalledApps {
         let store = self.ctx().store();
         let found = store.apps_never_verified(limit).await?;
         let now = self.ctx().now();
-        let interval = self.verifier().settings().map_or(0, |s| {
-            i64::try_from(s.interval.as_micros()).unwrap_or(i64::MAX / 4)
-        });
         let rows: Vec<VerificationRow> = found
             .into_iter()
             .map(|(id, team, service)| {
@@ -128,9 +125,6 @@ impl InstalledApps {
                     .catalog()
                     .service(&service)
                     .and_then(|s| s.verification.not_verifiable.clone());
-                let mut byte = [0u8; 4];
-                let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut byte);
-                let spread = i64::from(u32::from_le_bytes(byte)) % interval.max(1);
                 VerificationRow {
                     installed_app_id: id,
                     team,
@@ -143,7 +137,7 @@ impl InstalledApps {
                     last_verified_time: None,
                     last_check_time: None,
                     last_error: Some(reason.clone().unwrap_or_else(|| "not checked yet".into())),
-                    next_check_time: reason.is_none().then_some(now + spread),
+                    next_check_time: reason.is_none().then(|| self.verifier().first_check(now)),
                     lease_owner: None,
                     lease_until: None,
                     check_count: 0,
