@@ -260,18 +260,9 @@ async fn creates_are_verified_with_the_provider(backend: Backend) {
     assert_eq!(provider.calls("xoxb-valid-2"), 1);
     // The outcomes are exported, with a bounded label.
     let metrics = app.metrics_addr.expect("metrics are served");
-    let page = reqwest::get(format!("http://{metrics}/metrics"))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics page");
-    let count = |outcome: &str| -> f64 {
-        let prefix = format!("integration_hub_credential_checks_total{{outcome=\"{outcome}\"}} ");
-        page.lines()
-            .find_map(|l| l.strip_prefix(&prefix))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no {outcome} series:\n{page}"))
+    let page = crate::fixtures::metrics_page(metrics).await;
+    let count = |outcome: &str| {
+        crate::fixtures::outcome_count(&page, "integration_hub_credential_checks_total", outcome)
     };
     assert_eq!(count("rejected"), 4.0, "three creates and one replacement");
     assert_eq!(count("verified"), 2.0);
