@@ -122,6 +122,8 @@ pub struct Metrics {
     latency: Family<MethodLabels, Histogram>,
     /// OAuth token refresh attempts by outcome (a fixed set the domain names).
     oauth_refreshes: Family<OutcomeLabels, Counter>,
+    /// Verifications of credentials with their provider by outcome (the domain's fixed set).
+    credential_checks: Family<OutcomeLabels, Counter>,
     /// Watch streams open now.
     pub watch_streams: AtomicI64,
     /// Events read from the outbox by this replica's tailer (appended by any replica).
@@ -152,6 +154,7 @@ impl Default for Metrics {
             requests: Family::default(),
             latency: Family::new_with_constructor(latency_histogram),
             oauth_refreshes: Family::default(),
+            credential_checks: Family::default(),
             watch_streams: AtomicI64::new(0),
             events_appended: AtomicU64::new(0),
             events_delivered: AtomicU64::new(0),
@@ -191,6 +194,14 @@ impl Metrics {
             .inc_by(count);
     }
 
+    /// Counts `count` verifications of credentials that ended with `outcome` (one of the few
+    /// the domain defines; 0 makes the series appear before the first check).
+    pub fn record_check(&self, outcome: &'static str, count: u64) {
+        self.credential_checks
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc_by(count);
+    }
+
     /// Records one webhook delivery attempt that ended with `outcome` (one of the few the
     /// webhooks define, so the label stays bounded).
     pub fn record_webhook(&self, outcome: &'static str, elapsed: Duration) {
@@ -219,6 +230,11 @@ impl Metrics {
             "oauth_refreshes",
             "OAuth access token refresh attempts by outcome",
             self.oauth_refreshes.clone(),
+        );
+        registry.register(
+            "credential_checks",
+            "Verifications of credentials with their provider by outcome",
+            self.credential_checks.clone(),
         );
         let gauge = |value: &AtomicI64| ConstGauge::new(value.load(Ordering::Relaxed));
         let counter = |value: &AtomicU64| ConstCounter::new(value.load(Ordering::Relaxed));

@@ -219,7 +219,12 @@ impl Application {
         };
         let metrics = Arc::new(crate::metrics::Metrics::default());
         let loopback = args.oauth.oauth_allow_loopback_http || args.dev;
-        let credentials_verifier = verify::verifier(&args.verify, &catalog, args.dev, loopback)?;
+        let observed = metrics.clone();
+        let credentials_verifier = verify::verifier(&args.verify, &catalog, args.dev, loopback)?
+            .observe(move |outcome| observed.record_check(outcome, 1));
+        for outcome in crate::domain::verify::Verdict::OUTCOMES {
+            metrics.record_check(outcome, 0);
+        }
         let mut hub = Hub::new(
             store.clone(),
             Arc::new(keys),

@@ -3,7 +3,7 @@
 //! checker, whose per-app lease is taken by one conditional UPDATE, so of any number of
 //! replicas exactly one checks an app at a time (as the OAuth refresher's lease).
 
-use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder,
     QuerySelect,
@@ -116,6 +116,46 @@ impl Store {
             .exec(self.conn())
             .await?;
         Ok(result.rows_affected == 1)
+    }
+
+    /// Up to `limit` apps that have no verification yet (made before verification was on,
+    /// or by a path that does not verify): (id, team, service).
+    pub async fn apps_never_verified(&self, limit: u64) -> Result<Vec<(String, String, String)>> {
+        use super::entities::installed_app;
+        use sea_orm::sea_query::Query;
+        let verified = Query::select()
+            .column(C::InstalledAppId)
+            .from(app_verification::Entity)
+            .to_owned();
+        let rows = installed_app::Entity::find()
+            .filter(installed_app::Column::Id.not_in_subquery(verified))
+            .order_by_asc(installed_app::Column::CreateTime)
+            .limit(limit)
+            .all(self.conn())
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| (row.id, row.team, row.service))
+            .collect())
+    }
+
+    /// Inserts these verifications, leaving alone any an app already has (another replica
+    /// adopted it first).
+    pub async fn adopt_verifications(&self, rows: Vec<VerificationRow>) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        app_verification::Entity::insert_many(
+            rows.into_iter().map(app_verification::ActiveModel::from),
+        )
+        .on_conflict(
+            OnConflict::column(C::InstalledAppId)
+                .do_nothing()
+                .to_owned(),
+        )
+        .exec_without_returning(self.conn())
+        .await?;
+        Ok(())
     }
 
     /// Removes the verification of an app that no longer exists.

@@ -787,3 +787,23 @@ pub async fn expect_sentinel_next(
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// The Prometheus page served at `address` (`host:port`).
+pub async fn metrics_page(address: impl std::fmt::Display) -> String {
+    reqwest::get(format!("http://{address}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics page")
+}
+
+/// The value of the counter `name` with label `outcome` on a metrics `page`; panics when the
+/// series is missing.
+pub fn outcome_count(page: &str, name: &str, outcome: &str) -> f64 {
+    let prefix = format!("{name}{{outcome=\"{outcome}\"}} ");
+    page.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {outcome} series of {name}:\n{page}"))
+}

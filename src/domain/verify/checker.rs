@@ -105,6 +105,45 @@ impl InstalledApps {
         Ok(CheckOutcome::Checked)
     }
 
+    /// Gives apps that have no verification yet one, due at a random time within the next
+    /// interval (so a fleet adopted at once is not checked at once), or NOT_VERIFIABLE for a
+    /// service without a read-only call; answers how many it adopted.
+    pub(in crate::domain) async fn adopt_unverified(&self, limit: u64) -> Result<usize> {
+        let store = self.ctx().store();
+        let found = store.apps_never_verified(limit).await?;
+        let now = self.ctx().now();
+        let rows: Vec<VerificationRow> = found
+            .into_iter()
+            .map(|(id, team, service)| {
+                let reason = self
+                    .ctx()
+                    .catalog()
+                    .service(&service)
+                    .and_then(|s| s.verification.not_verifiable.clone());
+                VerificationRow {
+                    installed_app_id: id,
+                    team,
+                    service,
+                    state: match reason {
+                        Some(_) => crate::store::VerificationState::NotVerifiable,
+                        None => crate::store::VerificationState::Unverified,
+                    },
+                    granted_scopes: None,
+                    last_verified_time: None,
+                    last_check_time: None,
+                    last_error: Some(reason.clone().unwrap_or_else(|| "not checked yet".into())),
+                    next_check_time: reason.is_none().then(|| self.verifier().first_check(now)),
+                    lease_owner: None,
+                    lease_until: None,
+                    check_count: 0,
+                }
+            })
+            .collect();
+        let adopted = rows.len();
+        store.adopt_verifications(rows).await?;
+        Ok(adopted)
+    }
+
     /// Runs the scheduled checker until `stop` (nothing when verification is off).
     pub fn spawn_checker(&self, mut stop: watch::Receiver<bool>) {
         let Some(settings) = self.verifier().settings().cloned() else {
@@ -161,6 +200,13 @@ impl InstalledApps {
                         return;
                     }
                     continue;
+                }
+                // Apps made before verification was on (or by a path that does not verify)
+                // join the schedule.
+                match apps.adopt_unverified(limit).await {
+                    Ok(0) => {}
+                    Ok(adopted) => tracing::info!(adopted, "apps joined the credentials checks"),
+                    Err(err) => tracing::warn!(error = %err, "cannot adopt unverified apps"),
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(tick) => {}

@@ -396,18 +396,9 @@ async fn secrets_stay_out_of_logs_errors_and_the_database_file() {
     );
 
     // The refresh outcomes are exported, with a bounded label.
-    let page = reqwest::get(format!("http://{metrics_listen}/metrics"))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics page");
-    let count = |outcome: &str| -> f64 {
-        let prefix = format!("integration_hub_oauth_refreshes_total{{outcome=\"{outcome}\"}} ");
-        page.lines()
-            .find_map(|l| l.strip_prefix(&prefix))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no {outcome} series:\n{page}"))
+    let page = crate::fixtures::metrics_page(&metrics_listen).await;
+    let count = |outcome: &str| {
+        crate::fixtures::outcome_count(&page, "integration_hub_oauth_refreshes_total", outcome)
     };
     assert!(count("refreshed") >= 1.0);
     assert!(count("invalid_grant") >= 1.0);
