@@ -258,6 +258,10 @@ impl Client {
         /// `DeprovisionPerson` (admins, a configured service). Retried only as a preview.
         deprovision_person(access, pb::DeprovisionPersonRequest) -> pb::DeprovisionPersonResponse,
             retry if |r| r.validate_only;
+        /// `SetServicePolicy` (admins). Retried: setting the same policy again changes
+        /// nothing more (a block suspends only what is not suspended yet).
+        set_service_policy(access, pb::SetServicePolicyRequest) -> pb::SetServicePolicyResponse,
+            retry if |_| true;
         /// `CreateWebhookSubscription` (admins). Sent once: the secret is shown once.
         create_webhook_subscription(webhooks, pb::CreateWebhookSubscriptionRequest)
             -> pb::CreateWebhookSubscriptionResponse,

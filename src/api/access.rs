@@ -6,9 +6,10 @@ use tonic::{Request, Response, Status};
 
 use std::collections::BTreeSet;
 
-use super::parse::{Handover, SetUsableBy};
+use super::parse::{Handover, SetPolicy, SetUsableBy};
 use super::{accept, convert};
 use crate::domain::Hub;
+use crate::domain::policy::ServicePolicy;
 use crate::pb;
 use crate::pb::access_service_server::AccessService;
 
@@ -66,6 +67,26 @@ impl AccessService for AccessControl {
             .transfer_ownership(&actor, &team, req.from, req.to, req.validate_only)
             .await?;
         Ok(Response::new(handed_over(&handover)))
+    }
+
+    async fn set_service_policy(
+        &self,
+        request: Request<pb::SetServicePolicyRequest>,
+    ) -> Result<Response<pb::SetServicePolicyResponse>, Status> {
+        let (actor, req): (_, SetPolicy) = accept(request)?;
+        let team = actor.team_of_parent(&req.parent)?;
+        let change = (self.hub.apps())
+            .set_service_policy(&actor, &team, &req.service, req.policy, req.validate_only)
+            .await?;
+        let policy = match change.policy {
+            ServicePolicy::Allowed => pb::ServicePolicy::Allowed,
+            ServicePolicy::ApprovalRequired => pb::ServicePolicy::ApprovalRequired,
+            ServicePolicy::Blocked => pb::ServicePolicy::Blocked,
+        };
+        Ok(Response::new(pb::SetServicePolicyResponse {
+            policy: policy as i32,
+            suspended_installed_apps: change.suspended,
+        }))
     }
 
     async fn deprovision_person(

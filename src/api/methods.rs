@@ -94,6 +94,7 @@ methods! {
         SetInstalledAppUsableBy: AppCreatorOrAdmin => InstalledAppSetUsableBy,
         TransferOwnership: Admin => OwnershipTransfer,
         DeprovisionPerson: AdminOrService => PersonDeprovision,
+        SetServicePolicy: Admin => ServicePolicySet,
     }
 }
 

@@ -86,7 +86,9 @@ fn naming_reason(message: String, reason: ErrorReason) -> String {
         | ErrorReason::StorageFull
         | ErrorReason::InstalledAppSuspended
         | ErrorReason::OutsideServiceLimits
-        | ErrorReason::InstalledAppNotUsable => {
+        | ErrorReason::InstalledAppNotUsable
+        | ErrorReason::ServiceBlocked
+        | ErrorReason::ApprovalRequired => {
             format!("{message} (reason {})", reason.as_str_name())
         }
         _ => message,
@@ -240,6 +242,8 @@ mod tests {
             Error::precondition(Precondition::WrongState, "m"),
             Error::precondition(Precondition::ServiceMismatch, "m"),
             Error::precondition(Precondition::CursorExpired, "m"),
+            Error::precondition(Precondition::ServiceBlocked, "m"),
+            Error::precondition(Precondition::ApprovalRequired, "m"),
             Error::ResourceExhausted("m".into()),
             Error::Unavailable("m".into()),
             Error::StorageFull,

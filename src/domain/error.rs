@@ -31,6 +31,10 @@ pub enum Precondition {
     CursorExpired,
     /// The installed app is suspended.
     AppSuspended,
+    /// The team blocked the service (issue 25).
+    ServiceBlocked,
+    /// The team requires an admin's approval to install the service (issue 25).
+    ApprovalRequired,
 }
 
 /// Why a caller is refused beyond its role; becomes the `ErrorInfo` reason of a
@@ -190,6 +194,8 @@ impl Error {
                 Precondition::ServiceMismatch => "SERVICE_MISMATCH",
                 Precondition::CursorExpired => "CURSOR_EXPIRED",
                 Precondition::AppSuspended => "INSTALLED_APP_SUSPENDED",
+                Precondition::ServiceBlocked => "SERVICE_BLOCKED",
+                Precondition::ApprovalRequired => "APPROVAL_REQUIRED",
             },
             Error::ResourceExhausted(_) => "RESOURCE_EXHAUSTED",
             Error::Unavailable(_) => "UNAVAILABLE",

@@ -42,6 +42,7 @@ pub mod transfer;
 pub mod types;
 // Issue 25 (least privilege).
 pub mod offboarding;
+pub mod policy;
 pub mod usable_by;
 pub mod webhook_delivery;
 pub mod webhooks;

@@ -191,3 +191,27 @@ fn generated_key<E: EntityTrait>() -> impl Iterator<Item = E::Column> {
         .filter(|_| E::PrimaryKey::auto_increment())
         .map(|key| key.into_column())
 }
+
+/// A team's policy for one service (issue 25); no row: ALLOWED.
+pub mod service_policy {
+    use sea_orm::entity::prelude::*;
+
+    use crate::store::ServicePolicy;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "service_policies")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub team: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub service: String,
+        pub policy: ServicePolicy,
+        pub updated_by: String,
+        pub update_time: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -53,6 +53,14 @@ stored_enum!(
     AppState { Active = "ACTIVE", NeedsReauth = "NEEDS_REAUTH", Suspended = "SUSPENDED" }
 );
 stored_enum!(
+    /// A team's policy for a service (`service_policies.policy`, issue 25).
+    ServicePolicy {
+        Allowed = "ALLOWED",
+        ApprovalRequired = "APPROVAL_REQUIRED",
+        Blocked = "BLOCKED",
+    }
+);
+stored_enum!(
     /// State of an integration (`integrations.state`).
     IntegrationState { Active = "ACTIVE", Broken = "BROKEN" }
 );
@@ -123,6 +131,7 @@ stored_enum!(
         InstalledAppSetUsableBy = "installed_app.set_usable_by",
         OwnershipTransfer = "people.transfer_ownership",
         PersonDeprovision = "people.deprovision",
+        ServicePolicySet = "service_policy.set",
     }
 );
 stored_enum!(

@@ -157,6 +157,7 @@ const ROLES_TABLE: &[(&str, &str, [May; 4])] = &[
         [No, IfCreator, Yes, No],
     ),
     ("AccessService", "TransferOwnership", [No, No, Yes, No]),
+    ("AccessService", "SetServicePolicy", [No, No, Yes, No]),
     // A service: one the server's configuration names (the tests name `svc`).
     ("AccessService", "DeprovisionPerson", [No, No, Yes, Yes]),
     (
@@ -571,6 +572,20 @@ async fn dispatch(
                     pb::TransferOwnershipRequest {
                         from_owner: "nobody".into(),
                         to_owner: CREATOR.into(),
+                        validate_only: true,
+                        ..Default::default()
+                    },
+                ))
+                .await
+                .map(drop)
+        }
+        ("AccessService", "SetServicePolicy") => {
+            pb::access_service_client::AccessServiceClient::new(app.channel.clone())
+                .set_service_policy(request(
+                    auth,
+                    pb::SetServicePolicyRequest {
+                        service: "github".into(),
+                        policy: pb::ServicePolicy::Blocked as i32,
                         validate_only: true,
                         ..Default::default()
                     },

@@ -212,5 +212,24 @@ async fn a_person_is_offboarded_in_one_call(o: OAuthApp) {
             .iter()
             .all(|e| e.resource == format!("teams/{TEAM}/people/dana"))
     );
+
+    // A service that requires approval: a developer's sign-in does not start; an admin's does.
+    let policy = pb::SetServicePolicyRequest {
+        service: "slack".into(),
+        policy: pb::ServicePolicy::ApprovalRequired as i32,
+        ..Default::default()
+    };
+    access(&o)
+        .set_service_policy(authed(&admin, policy))
+        .await
+        .expect("policy");
+    let refused = app
+        .apps
+        .clone()
+        .start_installed_app_authorization(authed(&dana(), new_slack("Not approved")))
+        .await;
+    let status = expect_code(refused, Code::FailedPrecondition);
+    assert_eq!(error_reason(&status), "APPROVAL_REQUIRED");
+    start(app, &admin, new_slack("Approved by installing")).await;
 }
 oauth_test!(a_person_is_offboarded_in_one_call);

@@ -492,3 +492,136 @@ async fn lists_filter_by_owner_and_creator(app: TestApp) {
     expect_code(long, Code::InvalidArgument);
 }
 crate::storage_test!(lists_filter_by_owner_and_creator);
+
+async fn set_policy(
+    app: &TestApp,
+    token: &str,
+    service: &str,
+    policy: pb::ServicePolicy,
+    validate_only: bool,
+) -> Result<pb::SetServicePolicyResponse, tonic::Status> {
+    pb::access_service_client::AccessServiceClient::new(app.channel.clone())
+        .set_service_policy(authed(
+            token,
+            pb::SetServicePolicyRequest {
+                service: service.into(),
+                policy: policy as i32,
+                validate_only,
+                ..Default::default()
+            },
+        ))
+        .await
+        .map(|r| r.into_inner())
+}
+
+#[track_caller]
+fn assert_precondition<T: std::fmt::Debug>(result: Result<T, tonic::Status>, reason: &str) {
+    let status = expect_code(result, Code::FailedPrecondition);
+    assert_eq!(error_reason(&status), reason, "{status:?}");
+}
+
+async fn a_team_blocks_a_service_and_requires_approval_for_another(app: TestApp) {
+    use pb::ServicePolicy::{Allowed, ApprovalRequired, Blocked};
+    let dana = token(TEAM, "developer", "dana");
+    let admin = token(TEAM, "admin", "ada");
+    let github = create_app(&app, &dana, "github", "GitHub").await;
+    let job = create_integration(&app, &dana, &github, "Backup").await;
+    let slack = create_app(&app, &dana, "slack", "Slack").await;
+    let mut apps = app.apps.clone();
+    let get = async |name: &str| {
+        crate::fixtures::get_app(&app, &admin, name)
+            .await
+            .expect("app")
+    };
+
+    let refused = set_policy(&app, &dana, "github", Blocked, false).await;
+    expect_code(refused, Code::PermissionDenied);
+    let unknown = set_policy(&app, &admin, "nope", Blocked, false).await;
+    expect_code(unknown, Code::InvalidArgument);
+    // The preview names what a block suspends and changes nothing.
+    let preview = set_policy(&app, &admin, "github", Blocked, true)
+        .await
+        .expect("preview");
+    assert_eq!(
+        preview.suspended_installed_apps,
+        std::slice::from_ref(&github.name)
+    );
+    assert_eq!(
+        get(&github.name).await.state,
+        pb::installed_app::State::Active as i32
+    );
+    let blocked = set_policy(&app, &admin, "github", Blocked, false)
+        .await
+        .expect("block");
+    assert_eq!(
+        blocked.suspended_installed_apps,
+        std::slice::from_ref(&github.name)
+    );
+    // Suspended by the suspension rule: the app and what used it.
+    assert_eq!(
+        get(&github.name).await.state,
+        pb::installed_app::State::Suspended as i32
+    );
+    let broken = crate::fixtures::get_integration(&app, &admin, &job.name)
+        .await
+        .expect("job");
+    assert_eq!(broken.state, pb::integration::State::Broken as i32);
+    assert_eq!(
+        get(&slack.name).await.state,
+        pb::installed_app::State::Active as i32
+    );
+    for who in [&dana, &admin] {
+        let create = apps
+            .create_installed_app(authed(
+                who,
+                crate::fixtures::app_request("github", "Again", "x"),
+            ))
+            .await;
+        assert_precondition(create, "SERVICE_BLOCKED");
+    }
+
+    // Approval required: a developer is refused; an admin's install is its own approval.
+    set_policy(&app, &admin, "slack", ApprovalRequired, false)
+        .await
+        .expect("approval");
+    let create = apps
+        .create_installed_app(authed(
+            &dana,
+            crate::fixtures::app_request("slack", "Mine", "x"),
+        ))
+        .await;
+    assert_precondition(create, "APPROVAL_REQUIRED");
+    let approved = create_app(&app, &admin, "slack", "Approved Slack").await;
+    create_integration(&app, &dana, &approved, "Dana builds on it").await;
+    // Apps installed before stay as they were.
+    assert_eq!(
+        get(&slack.name).await.state,
+        pb::installed_app::State::Active as i32
+    );
+    set_policy(&app, &admin, "slack", Allowed, false)
+        .await
+        .expect("allowed");
+    create_app(&app, &dana, "slack", "Mine").await;
+
+    // Refused installs are in the audit log, as failed with their reason.
+    let records = app
+        .audit
+        .clone()
+        .list_audit_events(authed(
+            &admin,
+            pb::ListAuditEventsRequest {
+                action: "installed_app.create".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("audit")
+        .into_inner()
+        .audit_events;
+    let reasons: Vec<&str> = records.iter().map(|e| e.reason.as_str()).collect();
+    assert!(
+        reasons.contains(&"SERVICE_BLOCKED") && reasons.contains(&"APPROVAL_REQUIRED"),
+        "{reasons:?}"
+    );
+}
+crate::storage_test!(a_team_blocks_a_service_and_requires_approval_for_another);

@@ -3,6 +3,7 @@
 use std::collections::BTreeSet;
 
 use super::{checked, optional_etag};
+use crate::domain::policy::ServicePolicy;
 use crate::domain::types::{AppName, Owner, ParentRef};
 use crate::domain::usable_by::{MAX_USABLE_BY, MAX_USABLE_BY_CHARS, UsableBy};
 use crate::domain::{Error, Violations};
@@ -110,5 +111,43 @@ impl TryFrom<pb::DeprovisionPersonRequest> for Handover {
             ("successor", &req.successor),
             req.validate_only,
         )
+    }
+}
+
+/// SetServicePolicy.
+pub struct SetPolicy {
+    pub parent: ParentRef,
+    pub service: String,
+    pub policy: ServicePolicy,
+    pub validate_only: bool,
+}
+
+fn policy(value: i32) -> Result<ServicePolicy, String> {
+    match pb::ServicePolicy::try_from(value) {
+        Ok(pb::ServicePolicy::Allowed) => Ok(ServicePolicy::Allowed),
+        Ok(pb::ServicePolicy::ApprovalRequired) => Ok(ServicePolicy::ApprovalRequired),
+        Ok(pb::ServicePolicy::Blocked) => Ok(ServicePolicy::Blocked),
+        Ok(pb::ServicePolicy::Unspecified) => Err("is required".into()),
+        Err(_) => Err("is not a known policy".into()),
+    }
+}
+
+impl TryFrom<pb::SetServicePolicyRequest> for SetPolicy {
+    type Error = Error;
+
+    fn try_from(req: pb::SetServicePolicyRequest) -> Result<Self, Error> {
+        let mut v = Violations::default();
+        let parent = v.check("parent", ParentRef::parse(&req.parent));
+        if req.service.is_empty() {
+            v.check::<()>("service", Err("is required".into()));
+        }
+        let policy = v.check("policy", policy(req.policy));
+        v.finish()?;
+        Ok(SetPolicy {
+            parent: checked(parent)?,
+            service: req.service,
+            policy: checked(policy)?,
+            validate_only: req.validate_only,
+        })
     }
 }

@@ -68,6 +68,7 @@ described!(
     SetInstalledAppUsableByRequest,
     TransferOwnershipRequest,
     DeprovisionPersonRequest,
+    SetServicePolicyRequest,
 );
 
 /// Every message of the served descriptor set (imports included), by full name.
