@@ -95,6 +95,10 @@ methods! {
         TransferOwnership: Admin => OwnershipTransfer,
         DeprovisionPerson: AdminOrService => PersonDeprovision,
         SetServicePolicy: Admin => ServicePolicySet,
+        RequestInstallation: Developer => InstallationRequestCreate,
+        ListInstallationRequests: Developer,
+        ApproveInstallationRequest: Admin => InstallationRequestApprove,
+        DenyInstallationRequest: Admin => InstallationRequestDeny,
     }
 }
 

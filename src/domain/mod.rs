@@ -43,6 +43,7 @@ pub mod types;
 // Issue 25 (least privilege).
 pub mod offboarding;
 pub mod policy;
+pub mod requests;
 pub mod usable_by;
 pub mod webhook_delivery;
 pub mod webhooks;

@@ -1,6 +1,6 @@
 //! A team's policy per service (issue 25, item 3): ALLOWED (the default), APPROVAL_REQUIRED
-//! (only an admin installs it: a developer's create, sign-in or promotion is refused with
-//! APPROVAL_REQUIRED) or BLOCKED (nobody installs it: SERVICE_BLOCKED; setting it suspends
+//! (an admin installs it, or a developer whose installation request an admin approved,
+//! once: `requests.rs`; otherwise APPROVAL_REQUIRED) or BLOCKED (nobody installs it: SERVICE_BLOCKED; setting it suspends
 //! the service's apps with the suspension rule, `suspension::suspend_row`).
 
 use super::context::{Audited, Done, Write};
@@ -8,7 +8,7 @@ use super::error::{Error, Precondition, Result};
 use super::installed_apps::InstalledApps;
 use super::model::{Actor, AppState, AuditAction, Role};
 use super::types::{AppName, TeamId};
-use crate::store::{AppFilter, PolicyRow};
+use crate::store::{AppFilter, PolicyRow, RequestState};
 
 pub use crate::store::ServicePolicy;
 
@@ -22,14 +22,34 @@ pub(super) async fn check_installable(
     actor: &Actor,
     team: &TeamId,
     service: &str,
+    now: i64,
 ) -> Result<()> {
     match w.tx().await?.service_policy(team.as_str(), service).await? {
         ServicePolicy::Allowed => Ok(()),
         ServicePolicy::ApprovalRequired if actor.role == Role::Admin => Ok(()),
-        ServicePolicy::ApprovalRequired => Err(Error::precondition(
-            Precondition::ApprovalRequired,
-            "the team requires an admin to install this service; ask an admin",
-        )),
+        ServicePolicy::ApprovalRequired => {
+            // An approved request of the caller's is used up by this install.
+            let tx = w.tx().await?;
+            let open = tx
+                .open_request(team.as_str(), &actor.subject, service)
+                .await?;
+            match open {
+                Some(mut row) if row.state == RequestState::Approved => {
+                    row.state = RequestState::Used;
+                    row.update_time = now;
+                    if tx.decide_request(row, RequestState::Approved).await? {
+                        return Ok(());
+                    }
+                    Err(Error::EtagMismatch(
+                        "the approval was used concurrently".into(),
+                    ))
+                }
+                _ => Err(Error::precondition(
+                    Precondition::ApprovalRequired,
+                    "the team requires approval to install this service: RequestInstallation, then an admin approves",
+                )),
+            }
+        }
         ServicePolicy::Blocked => Err(Error::precondition(
             Precondition::ServiceBlocked,
             "the team blocked this service",

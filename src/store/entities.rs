@@ -215,3 +215,33 @@ pub mod service_policy {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+/// A developer's request to install a service that requires approval (issue 25).
+pub mod installation_request {
+    use sea_orm::entity::prelude::*;
+
+    use crate::store::RequestState;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "installation_requests")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub team: String,
+        pub service: String,
+        pub requester: String,
+        pub state: RequestState,
+        /// Why the requester asks.
+        pub reason: String,
+        pub decided_by: Option<String>,
+        /// Why an admin denied it, or what ended it.
+        pub decision: Option<String>,
+        pub create_time: i64,
+        pub update_time: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -47,7 +47,7 @@ pub use entities::integration::Model as IntegrationRow;
 pub use error::StoreError;
 pub use oauth::{AuthorizationRow, GrantRow, RefreshFailure};
 pub use outbox::EVENTS_CHANNEL;
-pub use policies::PolicyRow;
+pub use policies::{PolicyRow, RequestRow};
 pub use records::{After, AppFilter, IntegrationCounts, IntegrationFilter, StateChange};
 pub use rotation::{SealedCount, SealedKind, SealedRow};
 pub use sizes::RowBytes;
@@ -56,7 +56,7 @@ use state::Noted;
 pub(crate) use states::stored_enum;
 pub use states::{
     AppState, AuditAction, AuditOutcome, AuthorizationStage, BrokenReason, DeliveryOutcome,
-    IntegrationState, ServicePolicy, UnknownValue,
+    IntegrationState, RequestState, ServicePolicy, UnknownValue,
 };
 pub use webhooks::{DeliveryRow, Failure, SubscriptionRow};
 

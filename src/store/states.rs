@@ -61,6 +61,17 @@ stored_enum!(
     }
 );
 stored_enum!(
+    /// Where an installation request stands (`installation_requests.state`, issue 25):
+    /// APPROVED until the requester installs (USED).
+    RequestState {
+        Pending = "PENDING",
+        Approved = "APPROVED",
+        Denied = "DENIED",
+        Used = "USED",
+        Cancelled = "CANCELLED",
+    }
+);
+stored_enum!(
     /// State of an integration (`integrations.state`).
     IntegrationState { Active = "ACTIVE", Broken = "BROKEN" }
 );
@@ -132,6 +143,9 @@ stored_enum!(
         OwnershipTransfer = "people.transfer_ownership",
         PersonDeprovision = "people.deprovision",
         ServicePolicySet = "service_policy.set",
+        InstallationRequestCreate = "installation_request.create",
+        InstallationRequestApprove = "installation_request.approve",
+        InstallationRequestDeny = "installation_request.deny",
     }
 );
 stored_enum!(

@@ -179,20 +179,7 @@ async fn a_person_is_offboarded_in_one_call(o: OAuthApp) {
         .into_inner();
     assert_eq!((again.installed_app_count, again.integration_count), (0, 0));
     assert!(again.reauthorization_recommended.is_empty(), "flagged once");
-    let records = app
-        .audit
-        .clone()
-        .list_audit_events(authed(
-            &admin,
-            pb::ListAuditEventsRequest {
-                action: "people.deprovision".into(),
-                ..Default::default()
-            },
-        ))
-        .await
-        .expect("audit")
-        .into_inner()
-        .audit_events;
+    let records = crate::privilege::audit_events(app, &admin, "people.deprovision").await;
     let outcomes: Vec<(String, i32)> = records
         .iter()
         .map(|e| (e.actor.clone(), e.outcome))

@@ -69,6 +69,10 @@ described!(
     TransferOwnershipRequest,
     DeprovisionPersonRequest,
     SetServicePolicyRequest,
+    RequestInstallationRequest,
+    ListInstallationRequestsRequest,
+    ApproveInstallationRequestRequest,
+    DenyInstallationRequestRequest,
 );
 
 /// Every message of the served descriptor set (imports included), by full name.
