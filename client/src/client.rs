@@ -267,6 +267,23 @@ impl Client {
         /// `DeprovisionPerson` (admins, a configured service). Retried only as a preview.
         deprovision_person(access, pb::DeprovisionPersonRequest) -> pb::DeprovisionPersonResponse,
             retry if |r| r.validate_only;
+        /// `SetServicePolicy` (admins). Retried: setting the same policy again changes
+        /// nothing more (a block suspends only what is not suspended yet).
+        set_service_policy(access, pb::SetServicePolicyRequest) -> pb::SetServicePolicyResponse,
+            retry if |_| true;
+        /// `RequestInstallation` (developers). Sent once: a retry after a lost answer meets
+        /// the first request (ALREADY_EXISTS).
+        request_installation(access, pb::RequestInstallationRequest) -> pb::InstallationRequest,
+            retry if |_| false;
+        /// `ListInstallationRequests`. Retried.
+        list_installation_requests(access, pb::ListInstallationRequestsRequest) -> pb::ListInstallationRequestsResponse,
+            retry if |_| true;
+        /// `ApproveInstallationRequest` (admins). Sent once.
+        approve_installation_request(access, pb::ApproveInstallationRequestRequest) -> pb::InstallationRequest,
+            retry if |_| false;
+        /// `DenyInstallationRequest` (admins). Sent once.
+        deny_installation_request(access, pb::DenyInstallationRequestRequest) -> pb::InstallationRequest,
+            retry if |_| false;
         /// `CreateWebhookSubscription` (admins). Sent once: the secret is shown once.
         create_webhook_subscription(webhooks, pb::CreateWebhookSubscriptionRequest)
             -> pb::CreateWebhookSubscriptionResponse,

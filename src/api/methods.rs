@@ -96,6 +96,11 @@ methods! {
         SetInstalledAppUsableBy: AppCreatorOrAdmin => InstalledAppSetUsableBy,
         TransferOwnership: Admin => OwnershipTransfer,
         DeprovisionPerson: AdminOrService => PersonDeprovision,
+        SetServicePolicy: Admin => ServicePolicySet,
+        RequestInstallation: Developer => InstallationRequestCreate,
+        ListInstallationRequests: Developer,
+        ApproveInstallationRequest: Admin => InstallationRequestApprove,
+        DenyInstallationRequest: Admin => InstallationRequestDeny,
     }
 }
 

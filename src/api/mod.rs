@@ -88,7 +88,9 @@ fn naming_reason(message: String, reason: ErrorReason) -> String {
         | ErrorReason::CredentialsRejectedByProvider
         | ErrorReason::InstalledAppLacksScopes
         | ErrorReason::OutsideServiceLimits
-        | ErrorReason::InstalledAppNotUsable => {
+        | ErrorReason::InstalledAppNotUsable
+        | ErrorReason::ServiceBlocked
+        | ErrorReason::ApprovalRequired => {
             format!("{message} (reason {})", reason.as_str_name())
         }
         _ => message,
@@ -266,6 +268,8 @@ mod tests {
             Error::precondition(Precondition::WrongState, "m"),
             Error::precondition(Precondition::ServiceMismatch, "m"),
             Error::precondition(Precondition::CursorExpired, "m"),
+            Error::precondition(Precondition::ServiceBlocked, "m"),
+            Error::precondition(Precondition::ApprovalRequired, "m"),
             Error::ResourceExhausted("m".into()),
             Error::Unavailable("m".into()),
             Error::StorageFull,

@@ -33,6 +33,10 @@ pub enum Precondition {
     AppSuspended,
     /// The provider rejected the credentials (a create or a credential change).
     CredentialsRejected,
+    /// The team blocked the service (issue 25).
+    ServiceBlocked,
+    /// The team requires an admin's approval to install the service (issue 25).
+    ApprovalRequired,
 }
 
 /// Why a caller is refused beyond its role; becomes the `ErrorInfo` reason of a
@@ -202,6 +206,8 @@ impl Error {
                 Precondition::CursorExpired => "CURSOR_EXPIRED",
                 Precondition::AppSuspended => "INSTALLED_APP_SUSPENDED",
                 Precondition::CredentialsRejected => "CREDENTIALS_REJECTED_BY_PROVIDER",
+                Precondition::ServiceBlocked => "SERVICE_BLOCKED",
+                Precondition::ApprovalRequired => "APPROVAL_REQUIRED",
             },
             Error::MissingScopes { .. } => "INSTALLED_APP_LACKS_SCOPES",
             Error::ResourceExhausted(_) => "RESOURCE_EXHAUSTED",

@@ -239,6 +239,8 @@ impl InstalledApps {
                     .service(&input.service, "installed_app.service")?;
                 tracing::Span::current().record("service", service.id.as_str());
                 check_credentials(service, "credentials", &input.credentials)?;
+                super::policy::check_installable(w, actor, &team, &service.id, self.ctx().now())
+                    .await?;
                 let create = Idempotency::of(
                     self.ctx().keys(),
                     input.idempotency_key,

@@ -46,6 +46,8 @@ pub mod types;
 pub mod verify;
 // Issue 25 (least privilege).
 pub mod offboarding;
+pub mod policy;
+pub mod requests;
 pub mod usable_by;
 pub mod webhook_delivery;
 pub mod webhooks;

@@ -28,6 +28,8 @@ pub struct Handover {
     pub reauthorization_recommended: Vec<String>,
     /// Pending OAuth sign-ins ended (deprovisioning only).
     pub cancelled_authorizations: u64,
+    /// Open installation requests cancelled (deprovisioning only; 0 in a preview).
+    pub cancelled_requests: u64,
 }
 
 /// Why the audit log records a deprovisioning's cancelled sign-ins.
@@ -124,6 +126,8 @@ impl Integrations {
                     handover.cancelled_authorizations = tx
                         .cancel_authorizations_of(team.as_str(), &from, CANCELLED, now)
                         .await?;
+                    handover.cancelled_requests =
+                        tx.cancel_requests_of(team.as_str(), &from, now).await?;
                 }
                 Ok(Done::Commit(handover))
             })

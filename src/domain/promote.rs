@@ -112,6 +112,7 @@ impl Integrations {
                 ));
             };
             let service = row.service.clone();
+            super::policy::check_installable(w, actor, &team, &service, self.ctx().now()).await?;
             let app = self
                 .save_as_app(w, actor, &team, &service, input.save_as, &credentials)
                 .await?;

@@ -7,9 +7,9 @@
 //! broken by a rejection of the old ones).
 
 use super::reauth::change_state;
-use crate::store::IntegrationFilter;
+use crate::store::{AppRow, IntegrationFilter};
 
-use super::context::{Audited, Done};
+use super::context::{Audited, Done, Write};
 use super::error::{Error, Precondition, Result};
 use super::installed_apps::InstalledApps;
 use super::model::{Actor, AppState, AuditAction, BrokenReason, InstalledApp, IntegrationState};
@@ -54,6 +54,34 @@ pub(super) fn bound(
     }
 }
 
+/// The suspension rule inside a write: the locked, not suspended app `row` becomes SUSPENDED
+/// (written) and its active integrations break, with an event each; returns how many broke.
+/// Also what blocking its service does (`policy.rs`).
+pub(super) async fn suspend_row(
+    w: &mut Write<'_>,
+    actor: &Actor,
+    row: &mut AppRow,
+    reason: &str,
+    now: i64,
+) -> Result<usize> {
+    let suspended = Transition::Break {
+        reason: BrokenReason::InstalledAppSuspended,
+        detail: suspended_detail(&row.display_name, actor, reason),
+    };
+    let filter = bound(&row.id, IntegrationState::Active, None);
+    let broken = change_state(w, &row.team, &filter, &suspended, now).await?;
+    let expected = row.version;
+    row.resume_state = Some(row.state);
+    row.state = AppState::Suspended;
+    row.suspension_reason = Some(reason.to_owned());
+    row.version += 1;
+    row.update_time = now;
+    if !w.tx().await?.update_app(row.clone(), expected).await? {
+        return Err(Error::internal("locked installed app changed"));
+    }
+    Ok(broken.len())
+}
+
 impl InstalledApps {
     /// Suspends an app: it becomes SUSPENDED and its active integrations break, with an
     /// event each, in one transaction.
@@ -76,22 +104,8 @@ impl InstalledApps {
                     ));
                 }
                 let now = self.ctx().now();
-                let suspended = Transition::Break {
-                    reason: BrokenReason::InstalledAppSuspended,
-                    detail: suspended_detail(&row.display_name, actor, reason.as_str()),
-                };
-                let filter = bound(&row.id, IntegrationState::Active, None);
-                let broken = change_state(w, name.team.as_str(), &filter, &suspended, now).await?;
-                let expected = row.version;
-                row.resume_state = Some(row.state);
-                row.state = AppState::Suspended;
-                row.suspension_reason = Some(reason.as_str().to_owned());
-                row.version += 1;
-                row.update_time = now;
-                if !w.tx().await?.update_app(row.clone(), expected).await? {
-                    return Err(Error::internal("locked installed app changed"));
-                }
-                Ok(Done::Commit((row, broken.len())))
+                let broken = suspend_row(w, actor, &mut row, reason.as_str(), now).await?;
+                Ok(Done::Commit((row, broken)))
             })
             .await?;
         tracing::info!(broken, "installed app suspended");

@@ -131,6 +131,7 @@ resource_name!(
     "installed app authorization"
 );
 resource_name!(WebhookName, "webhookSubscriptions", "webhook subscription");
+resource_name!(RequestName, "installationRequests", "installation request");
 
 /// A fresh resource id (32 lowercase hex digits): a time-ordered UUID (version 7: the Unix
 /// time in milliseconds, then 74 random bits from the system's generator). Ids made later sort later, so a

@@ -225,3 +225,57 @@ fn generated_key<E: EntityTrait>() -> impl Iterator<Item = E::Column> {
         .filter(|_| E::PrimaryKey::auto_increment())
         .map(|key| key.into_column())
 }
+
+/// A team's policy for one service (issue 25); no row: ALLOWED.
+pub mod service_policy {
+    use sea_orm::entity::prelude::*;
+
+    use crate::store::ServicePolicy;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "service_policies")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub team: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub service: String,
+        pub policy: ServicePolicy,
+        pub updated_by: String,
+        pub update_time: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// A developer's request to install a service that requires approval (issue 25).
+pub mod installation_request {
+    use sea_orm::entity::prelude::*;
+
+    use crate::store::RequestState;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "installation_requests")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub team: String,
+        pub service: String,
+        pub requester: String,
+        pub state: RequestState,
+        /// Why the requester asks.
+        pub reason: String,
+        pub decided_by: Option<String>,
+        /// Why an admin denied it, or what ended it.
+        pub decision: Option<String>,
+        pub create_time: i64,
+        pub update_time: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -21,6 +21,7 @@ mod entities;
 mod error;
 mod oauth;
 mod outbox;
+mod policies;
 mod records;
 mod rotation;
 mod sizes;
@@ -49,6 +50,7 @@ pub use entities::integration::Model as IntegrationRow;
 pub use error::StoreError;
 pub use oauth::{AuthorizationRow, GrantRow, RefreshFailure};
 pub use outbox::EVENTS_CHANNEL;
+pub use policies::{PolicyRow, RequestRow};
 pub use records::{After, AppFilter, IntegrationCounts, IntegrationFilter, StateChange};
 pub use rotation::{SealedCount, SealedKind, SealedRow};
 pub use sizes::RowBytes;
@@ -57,7 +59,7 @@ use state::Noted;
 pub(crate) use states::stored_enum;
 pub use states::{
     AppState, AuditAction, AuditOutcome, AuthorizationStage, BrokenReason, DeliveryOutcome,
-    IntegrationState, UnknownValue, VerificationState,
+    IntegrationState, RequestState, ServicePolicy, UnknownValue, VerificationState,
 };
 pub use verification::VerificationRow;
 pub use webhooks::{DeliveryRow, Failure, SubscriptionRow};

@@ -53,6 +53,25 @@ stored_enum!(
     AppState { Active = "ACTIVE", NeedsReauth = "NEEDS_REAUTH", Suspended = "SUSPENDED" }
 );
 stored_enum!(
+    /// A team's policy for a service (`service_policies.policy`, issue 25).
+    ServicePolicy {
+        Allowed = "ALLOWED",
+        ApprovalRequired = "APPROVAL_REQUIRED",
+        Blocked = "BLOCKED",
+    }
+);
+stored_enum!(
+    /// Where an installation request stands (`installation_requests.state`, issue 25):
+    /// APPROVED until the requester installs (USED).
+    RequestState {
+        Pending = "PENDING",
+        Approved = "APPROVED",
+        Denied = "DENIED",
+        Used = "USED",
+        Cancelled = "CANCELLED",
+    }
+);
+stored_enum!(
     /// State of an integration (`integrations.state`).
     IntegrationState { Active = "ACTIVE", Broken = "BROKEN" }
 );
@@ -138,6 +157,10 @@ stored_enum!(
         InstalledAppList = "installed_app.list",
         IntegrationGet = "integration.get",
         IntegrationList = "integration.list",
+        ServicePolicySet = "service_policy.set",
+        InstallationRequestCreate = "installation_request.create",
+        InstallationRequestApprove = "installation_request.approve",
+        InstallationRequestDeny = "installation_request.deny",
     }
 );
 stored_enum!(

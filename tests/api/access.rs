@@ -162,6 +162,23 @@ const ROLES_TABLE: &[(&str, &str, [May; 4])] = &[
         [No, IfCreator, Yes, No],
     ),
     ("AccessService", "TransferOwnership", [No, No, Yes, No]),
+    ("AccessService", "SetServicePolicy", [No, No, Yes, No]),
+    ("AccessService", "RequestInstallation", [No, Yes, Yes, No]),
+    (
+        "AccessService",
+        "ListInstallationRequests",
+        [No, Yes, Yes, No],
+    ),
+    (
+        "AccessService",
+        "ApproveInstallationRequest",
+        [No, No, Yes, No],
+    ),
+    (
+        "AccessService",
+        "DenyInstallationRequest",
+        [No, No, Yes, No],
+    ),
     // A service: one the server's configuration names (the tests name `svc`).
     ("AccessService", "DeprovisionPerson", [No, No, Yes, Yes]),
     ("AuditService", "WatchAuditEvents", [No, No, Yes, Yes]),
@@ -587,6 +604,64 @@ async fn dispatch(
                         from_owner: "nobody".into(),
                         to_owner: CREATOR.into(),
                         validate_only: true,
+                        ..Default::default()
+                    },
+                ))
+                .await
+                .map(drop)
+        }
+        ("AccessService", "SetServicePolicy") => {
+            pb::access_service_client::AccessServiceClient::new(app.channel.clone())
+                .set_service_policy(request(
+                    auth,
+                    pb::SetServicePolicyRequest {
+                        service: "github".into(),
+                        policy: pb::ServicePolicy::Blocked as i32,
+                        validate_only: true,
+                        ..Default::default()
+                    },
+                ))
+                .await
+                .map(drop)
+        }
+        ("AccessService", "RequestInstallation") => {
+            pb::access_service_client::AccessServiceClient::new(app.channel.clone())
+                .request_installation(request(
+                    auth,
+                    pb::RequestInstallationRequest {
+                        service: "slack".into(),
+                        ..Default::default()
+                    },
+                ))
+                .await
+                .map(drop)
+        }
+        ("AccessService", "ListInstallationRequests") => {
+            pb::access_service_client::AccessServiceClient::new(app.channel.clone())
+                .list_installation_requests(request(
+                    auth,
+                    pb::ListInstallationRequestsRequest::default(),
+                ))
+                .await
+                .map(drop)
+        }
+        ("AccessService", "ApproveInstallationRequest") => {
+            pb::access_service_client::AccessServiceClient::new(app.channel.clone())
+                .approve_installation_request(request(
+                    auth,
+                    pb::ApproveInstallationRequestRequest {
+                        name: format!("teams/{TEAM}/installationRequests/nope"),
+                    },
+                ))
+                .await
+                .map(drop)
+        }
+        ("AccessService", "DenyInstallationRequest") => {
+            pb::access_service_client::AccessServiceClient::new(app.channel.clone())
+                .deny_installation_request(request(
+                    auth,
+                    pb::DenyInstallationRequestRequest {
+                        name: format!("teams/{TEAM}/installationRequests/nope"),
                         ..Default::default()
                     },
                 ))

@@ -179,20 +179,7 @@ async fn a_person_is_offboarded_in_one_call(o: OAuthApp) {
         .into_inner();
     assert_eq!((again.installed_app_count, again.integration_count), (0, 0));
     assert!(again.reauthorization_recommended.is_empty(), "flagged once");
-    let records = app
-        .audit
-        .clone()
-        .list_audit_events(authed(
-            &admin,
-            pb::ListAuditEventsRequest {
-                action: "people.deprovision".into(),
-                ..Default::default()
-            },
-        ))
-        .await
-        .expect("audit")
-        .into_inner()
-        .audit_events;
+    let records = crate::privilege::audit_events(app, &admin, "people.deprovision").await;
     let outcomes: Vec<(String, i32)> = records
         .iter()
         .map(|e| (e.actor.clone(), e.outcome))
@@ -212,5 +199,24 @@ async fn a_person_is_offboarded_in_one_call(o: OAuthApp) {
             .iter()
             .all(|e| e.resource == format!("teams/{TEAM}/people/dana"))
     );
+
+    // A service that requires approval: a developer's sign-in does not start; an admin's does.
+    let policy = pb::SetServicePolicyRequest {
+        service: "slack".into(),
+        policy: pb::ServicePolicy::ApprovalRequired as i32,
+        ..Default::default()
+    };
+    access(&o)
+        .set_service_policy(authed(&admin, policy))
+        .await
+        .expect("policy");
+    let refused = app
+        .apps
+        .clone()
+        .start_installed_app_authorization(authed(&dana(), new_slack("Not approved")))
+        .await;
+    let status = expect_code(refused, Code::FailedPrecondition);
+    assert_eq!(error_reason(&status), "APPROVAL_REQUIRED");
+    start(app, &admin, new_slack("Approved by installing")).await;
 }
 oauth_test!(a_person_is_offboarded_in_one_call);

@@ -36,22 +36,26 @@ fn assert_outside<T: std::fmt::Debug>(result: Result<T, tonic::Status>, what: &s
     );
 }
 
-async fn denied_records(app: &TestApp, admin: &str, action: &str) -> Vec<pb::AuditEvent> {
-    app.audit
+/// The team's audit records of `action`, newest first.
+pub async fn audit_events(app: &TestApp, admin: &str, action: &str) -> Vec<pb::AuditEvent> {
+    let request = pb::ListAuditEventsRequest {
+        action: action.to_owned(),
+        ..Default::default()
+    };
+    let listed = app
+        .audit
         .clone()
-        .list_audit_events(authed(
-            admin,
-            pb::ListAuditEventsRequest {
-                action: action.to_owned(),
-                ..Default::default()
-            },
-        ))
-        .await
-        .expect("list audit events")
-        .into_inner()
-        .audit_events
+        .list_audit_events(authed(admin, request))
+        .await;
+    listed.expect("list audit events").into_inner().audit_events
+}
+
+async fn denied_records(app: &TestApp, admin: &str, action: &str) -> Vec<pb::AuditEvent> {
+    let records = audit_events(app, admin, action).await;
+    let denied = pb::audit_event::Outcome::Denied as i32;
+    records
         .into_iter()
-        .filter(|e| e.outcome == pb::audit_event::Outcome::Denied as i32)
+        .filter(|e| e.outcome == denied)
         .collect()
 }
 
@@ -378,20 +382,7 @@ async fn an_app_usable_by_one_person(backend: Backend) {
             .iter()
             .any(|e| e.actor == "dora" && e.reason == "INSTALLED_APP_NOT_USABLE")
     );
-    let changes = app
-        .audit
-        .clone()
-        .list_audit_events(authed(
-            &admin,
-            pb::ListAuditEventsRequest {
-                action: "installed_app.set_usable_by".to_owned(),
-                ..Default::default()
-            },
-        ))
-        .await
-        .expect("audit")
-        .into_inner()
-        .audit_events;
+    let changes = audit_events(&app, &admin, "installed_app.set_usable_by").await;
     assert_eq!(changes.len(), 2, "one success, one denial: {changes:?}");
 
     // Unset: everyone again.
@@ -492,3 +483,275 @@ async fn lists_filter_by_owner_and_creator(app: TestApp) {
     expect_code(long, Code::InvalidArgument);
 }
 crate::storage_test!(lists_filter_by_owner_and_creator);
+
+async fn set_policy(
+    app: &TestApp,
+    token: &str,
+    service: &str,
+    policy: pb::ServicePolicy,
+    validate_only: bool,
+) -> Result<pb::SetServicePolicyResponse, tonic::Status> {
+    pb::access_service_client::AccessServiceClient::new(app.channel.clone())
+        .set_service_policy(authed(
+            token,
+            pb::SetServicePolicyRequest {
+                service: service.into(),
+                policy: policy as i32,
+                validate_only,
+                ..Default::default()
+            },
+        ))
+        .await
+        .map(|r| r.into_inner())
+}
+
+#[track_caller]
+fn assert_precondition<T: std::fmt::Debug>(result: Result<T, tonic::Status>, reason: &str) {
+    let status = expect_code(result, Code::FailedPrecondition);
+    assert_eq!(error_reason(&status), reason, "{status:?}");
+}
+
+async fn a_team_blocks_a_service_and_requires_approval_for_another(app: TestApp) {
+    use pb::ServicePolicy::{Allowed, ApprovalRequired, Blocked};
+    let dana = token(TEAM, "developer", "dana");
+    let admin = token(TEAM, "admin", "ada");
+    let github = create_app(&app, &dana, "github", "GitHub").await;
+    let job = create_integration(&app, &dana, &github, "Backup").await;
+    let slack = create_app(&app, &dana, "slack", "Slack").await;
+    let mut apps = app.apps.clone();
+    let get = async |name: &str| {
+        crate::fixtures::get_app(&app, &admin, name)
+            .await
+            .expect("app")
+    };
+
+    let refused = set_policy(&app, &dana, "github", Blocked, false).await;
+    expect_code(refused, Code::PermissionDenied);
+    let unknown = set_policy(&app, &admin, "nope", Blocked, false).await;
+    expect_code(unknown, Code::InvalidArgument);
+    // The preview names what a block suspends and changes nothing.
+    let preview = set_policy(&app, &admin, "github", Blocked, true)
+        .await
+        .expect("preview");
+    assert_eq!(
+        preview.suspended_installed_apps,
+        std::slice::from_ref(&github.name)
+    );
+    assert_eq!(
+        get(&github.name).await.state,
+        pb::installed_app::State::Active as i32
+    );
+    let blocked = set_policy(&app, &admin, "github", Blocked, false)
+        .await
+        .expect("block");
+    assert_eq!(
+        blocked.suspended_installed_apps,
+        std::slice::from_ref(&github.name)
+    );
+    // Suspended by the suspension rule: the app and what used it.
+    assert_eq!(
+        get(&github.name).await.state,
+        pb::installed_app::State::Suspended as i32
+    );
+    let broken = crate::fixtures::get_integration(&app, &admin, &job.name)
+        .await
+        .expect("job");
+    assert_eq!(broken.state, pb::integration::State::Broken as i32);
+    assert_eq!(
+        get(&slack.name).await.state,
+        pb::installed_app::State::Active as i32
+    );
+    for who in [&dana, &admin] {
+        let create = apps
+            .create_installed_app(authed(
+                who,
+                crate::fixtures::app_request("github", "Again", "x"),
+            ))
+            .await;
+        assert_precondition(create, "SERVICE_BLOCKED");
+    }
+
+    // Approval required: a developer is refused; an admin's install is its own approval.
+    set_policy(&app, &admin, "slack", ApprovalRequired, false)
+        .await
+        .expect("approval");
+    let create = apps
+        .create_installed_app(authed(
+            &dana,
+            crate::fixtures::app_request("slack", "Mine", "x"),
+        ))
+        .await;
+    assert_precondition(create, "APPROVAL_REQUIRED");
+    let approved = create_app(&app, &admin, "slack", "Approved Slack").await;
+    create_integration(&app, &dana, &approved, "Dana builds on it").await;
+    installation_requests(&app).await;
+    // Apps installed before stay as they were.
+    assert_eq!(
+        get(&slack.name).await.state,
+        pb::installed_app::State::Active as i32
+    );
+    set_policy(&app, &admin, "slack", Allowed, false)
+        .await
+        .expect("allowed");
+    create_app(&app, &dana, "slack", "Mine").await;
+
+    // Refused installs are in the audit log, as failed with their reason.
+    let records = audit_events(&app, &admin, "installed_app.create").await;
+    let reasons: Vec<&str> = records.iter().map(|e| e.reason.as_str()).collect();
+    assert!(
+        reasons.contains(&"SERVICE_BLOCKED") && reasons.contains(&"APPROVAL_REQUIRED"),
+        "{reasons:?}"
+    );
+}
+crate::storage_test!(a_team_blocks_a_service_and_requires_approval_for_another);
+
+fn access_client(
+    app: &TestApp,
+) -> pb::access_service_client::AccessServiceClient<tonic::transport::Channel> {
+    pb::access_service_client::AccessServiceClient::new(app.channel.clone())
+}
+
+async fn request_installation(
+    app: &TestApp,
+    token: &str,
+    service: &str,
+) -> Result<pb::InstallationRequest, tonic::Status> {
+    let request = pb::RequestInstallationRequest {
+        service: service.into(),
+        reason: "alerts for the on-call channel".into(),
+        ..Default::default()
+    };
+    (access_client(app)
+        .request_installation(authed(token, request))
+        .await)
+        .map(|r| r.into_inner())
+}
+
+async fn requests_in(app: &TestApp, token: &str) -> Vec<(String, i32)> {
+    let listed = access_client(app)
+        .list_installation_requests(authed(
+            token,
+            pb::ListInstallationRequestsRequest::default(),
+        ))
+        .await
+        .expect("list requests")
+        .into_inner()
+        .installation_requests;
+    listed.into_iter().map(|r| (r.requester, r.state)).collect()
+}
+
+/// Slack requires approval here (and GitHub is blocked): requested, approved, installed once.
+async fn installation_requests(app: &TestApp) {
+    use pb::installation_request::State;
+    let dana = token(TEAM, "developer", "dana");
+    let dora = token(TEAM, "developer", "dora");
+    let erin = token(TEAM, "developer", "erin");
+    let admin = token(TEAM, "admin", "ada");
+    let made = request_installation(app, &dana, "slack")
+        .await
+        .expect("request");
+    assert_eq!(
+        (made.state, made.requester.as_str()),
+        (State::Pending as i32, "dana")
+    );
+    expect_code(
+        request_installation(app, &dana, "slack").await,
+        Code::AlreadyExists,
+    );
+    assert_precondition(
+        request_installation(app, &dana, "github").await,
+        "SERVICE_BLOCKED",
+    );
+    assert_precondition(
+        request_installation(app, &dana, "datadog").await,
+        "FAILED_PRECONDITION",
+    );
+    let apps = app.apps.clone();
+    let create = async |who: &str| {
+        apps.clone()
+            .create_installed_app(authed(
+                who,
+                crate::fixtures::app_request("slack", "Asked", "x"),
+            ))
+            .await
+    };
+    assert_precondition(create(&dana).await, "APPROVAL_REQUIRED");
+    let approve = pb::ApproveInstallationRequestRequest {
+        name: made.name.clone(),
+    };
+    let by_dana = access_client(app)
+        .approve_installation_request(authed(&dana, approve.clone()))
+        .await;
+    expect_code(by_dana, Code::PermissionDenied);
+    let approved = access_client(app)
+        .approve_installation_request(authed(&admin, approve.clone()))
+        .await
+        .expect("approve")
+        .into_inner();
+    assert_eq!(
+        (approved.state, approved.decided_by.as_str()),
+        (State::Approved as i32, "ada")
+    );
+    let twice = access_client(app)
+        .approve_installation_request(authed(&admin, approve))
+        .await;
+    assert_precondition(twice, "FAILED_PRECONDITION");
+    create(&dana).await.expect("installed once approved");
+    assert_precondition(create(&dana).await, "APPROVAL_REQUIRED");
+    // Denied: nothing to install with.
+    let asked = request_installation(app, &dora, "slack")
+        .await
+        .expect("dora asks");
+    let deny = pb::DenyInstallationRequestRequest {
+        name: asked.name,
+        reason: "we have one".into(),
+    };
+    let denied = access_client(app)
+        .deny_installation_request(authed(&admin, deny))
+        .await
+        .expect("deny")
+        .into_inner();
+    assert_eq!(
+        (denied.state, denied.decision.as_str()),
+        (State::Denied as i32, "we have one")
+    );
+    assert_precondition(create(&dora).await, "APPROVAL_REQUIRED");
+    // Deprovisioning cancels what the person asked.
+    request_installation(app, &erin, "slack")
+        .await
+        .expect("erin asks");
+    let gone = access_client(app)
+        .deprovision_person(authed(
+            &admin,
+            pb::DeprovisionPersonRequest {
+                subject: "erin".into(),
+                successor: "ada".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("deprovision")
+        .into_inner();
+    assert_eq!(gone.cancelled_request_count, 1);
+    let states = requests_in(app, &dana).await;
+    assert_eq!(
+        states,
+        [
+            ("erin".to_owned(), State::Cancelled as i32),
+            ("dora".to_owned(), State::Denied as i32),
+            ("dana".to_owned(), State::Used as i32),
+        ]
+    );
+    let audited = async |action: &str| audit_events(app, &admin, action).await.len();
+    assert_eq!(
+        audited("installation_request.create").await,
+        6,
+        "3 made, 3 refused"
+    );
+    assert_eq!(
+        audited("installation_request.approve").await,
+        3,
+        "1 made, 2 refused"
+    );
+    assert_eq!(audited("installation_request.deny").await, 1);
+}

@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use crate::domain::types::{PageRequest, PageSize};
 use crate::domain::{Credentials, Error, Violations};
 
-pub use access::{Handover, SetUsableBy};
+pub use access::{Decide, Handover, ListRequests, NewRequest, SetPolicy, SetUsableBy};
 pub use audit::{ListAudit, WatchAudit};
 pub use installed_apps::{
     CreateApp, DeleteApp, ListApps, ReportRejected, SuspendApp, TransferApp, UpdateApp,

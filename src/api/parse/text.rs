@@ -70,6 +70,11 @@ described!(
     TransferOwnershipRequest,
     DeprovisionPersonRequest,
     WatchAuditEventsRequest,
+    SetServicePolicyRequest,
+    RequestInstallationRequest,
+    ListInstallationRequestsRequest,
+    ApproveInstallationRequestRequest,
+    DenyInstallationRequestRequest,
 );
 
 /// Every message of the served descriptor set (imports included), by full name.

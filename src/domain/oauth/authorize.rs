@@ -289,6 +289,9 @@ impl Authorizations {
                     }
                 };
                 let (service, def) = self.oauth_service(&service_id, "service")?;
+                if input.installed_app.is_none() {
+                    crate::domain::policy::check_installable(w, actor, &team, &service_id, now).await?;
+                }
                 if let Some(url) = &input.return_url {
                     oauth.check_return_url(url)?;
                 }
