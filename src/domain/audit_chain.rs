@@ -233,9 +233,11 @@ pub async fn seal(store: &Store, keys: &KeyRing) -> Result<Sealed, StoreError> {
     teams.sort_unstable();
     teams.dedup();
     let mut heads = tx.chain_heads(&teams).await?;
+    // Audit records as webhook events, in chain order, for the teams that subscribed to them.
+    let subscribed = tx.teams_subscribed_to(&teams, AUDIT_KIND).await?;
+    let mut events = Vec::new();
     let mut moved = std::collections::BTreeSet::new();
     let mut places = Vec::with_capacity(rows.len());
-    let mut chained = Vec::with_capacity(rows.len());
     for row in &rows {
         let head = heads
             .entry(row.team.clone())
@@ -252,13 +254,14 @@ pub async fn seal(store: &Store, keys: &KeyRing) -> Result<Sealed, StoreError> {
                 let mac = chain_mac(key, &row.team, pos, row, &head.chain_mac);
                 head.pos = pos;
                 head.chain_mac.clone_from(&mac);
-                sign_head(keys, head, legacy);
                 moved.insert(row.team.clone());
-                chained.push(AuditRow {
-                    chain_pos: Some(pos),
-                    chain_mac: Some(mac.clone()),
-                    ..row.clone()
-                });
+                if subscribed.contains(&row.team) {
+                    events.push(audit_event_row(&AuditRow {
+                        chain_pos: Some(pos),
+                        chain_mac: Some(mac.clone()),
+                        ..row.clone()
+                    }));
+                }
                 places.push((row.seq, pos, Some(mac)));
                 sealed.chained += 1;
             }
@@ -270,17 +273,11 @@ pub async fn seal(store: &Store, keys: &KeyRing) -> Result<Sealed, StoreError> {
         }
     }
     tx.seal_audits(&places).await?;
-    // Audit records as webhook events, in chain order, for the teams that subscribed to them.
-    let teams: Vec<&str> = moved.iter().map(String::as_str).collect();
-    let subscribed = tx.teams_subscribed_to(&teams, AUDIT_KIND).await?;
-    let events: Vec<EventRow> = chained
-        .iter()
-        .filter(|row| subscribed.contains(&row.team))
-        .map(audit_event_row)
-        .collect();
     tx.append_events(events).await?;
+    // Each moved head is signed once, at its last place of this batch.
     for team in moved {
-        if let Some(head) = heads.remove(&team) {
+        if let Some(mut head) = heads.remove(&team) {
+            sign_head(keys, &mut head, legacy);
             tx.put_chain_head(head).await?;
         }
     }

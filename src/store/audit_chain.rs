@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use sea_orm::sea_query::{CaseStatement, Expr, ExprTrait, OnConflict};
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Statement,
 };
@@ -156,24 +156,29 @@ impl Tx {
             .collect())
     }
 
-    /// Gives records their places: `(seq, chain_pos, chain_mac)` each.
+    /// Gives records their places: `(seq, chain_pos, chain_mac)` each, one statement a chunk
+    /// joined to its places by primary key (`UPDATE .. FROM (VALUES ..)`: a `CASE` per
+    /// column cost every row a comparison per place).
     pub async fn seal_audits(&self, places: &[(i64, i64, Option<Vec<u8>>)]) -> Result<()> {
+        use sea_orm::sea_query::{Alias, Query, TableRef, ValueTuple};
+        let input = Alias::new("places");
+        let column = |n: u8| Expr::col((input.clone(), Alias::new(format!("column{n}"))));
         for chunk in places.chunks(SEAL_CHUNK) {
-            let mut pos = CaseStatement::new();
-            let mut mac = CaseStatement::new();
-            for (seq, place, chain_mac) in chunk {
-                pos = pos.case(audit_event::Column::Seq.eq(*seq), Expr::val(*place));
-                mac = mac.case(
-                    audit_event::Column::Seq.eq(*seq),
-                    Expr::val(chain_mac.clone()),
-                );
-            }
-            audit_event::Entity::update_many()
-                .col_expr(audit_event::Column::ChainPos, pos.into())
-                .col_expr(audit_event::Column::ChainMac, mac.into())
-                .filter(audit_event::Column::Seq.is_in(chunk.iter().map(|(seq, _, _)| *seq)))
-                .exec(self.conn())
-                .await?;
+            let rows: Vec<ValueTuple> = chunk
+                .iter()
+                .map(|(seq, place, mac)| {
+                    ValueTuple::Three((*seq).into(), (*place).into(), mac.clone().into())
+                })
+                .collect();
+            let update = Query::update()
+                .table(audit_event::Entity)
+                .value(audit_event::Column::ChainPos, column(2))
+                .value(audit_event::Column::ChainMac, column(3))
+                .from(TableRef::ValuesList(rows, input.clone().into()))
+                .and_where(Expr::col((audit_event::Entity, audit_event::Column::Seq)).eq(column(1)))
+                .to_owned();
+            let statement = self.conn().get_database_backend().build(&update);
+            self.conn().execute_raw(statement).await?;
         }
         Ok(())
     }
