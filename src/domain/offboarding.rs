@@ -10,6 +10,7 @@ use super::context::{Audited, Done, Write};
 use super::error::{Error, Result};
 use super::integrations::Integrations;
 use super::model::{Actor, AppEventKind, AuditAction, Integration, Role};
+use super::requests::cancel_requests_of;
 use super::types::{AppName, Owner, TeamId};
 use crate::store::{AppFilter, IntegrationFilter};
 
@@ -127,7 +128,7 @@ impl Integrations {
                         .cancel_authorizations_of(team.as_str(), &from, CANCELLED, now)
                         .await?;
                     handover.cancelled_requests =
-                        tx.cancel_requests_of(team.as_str(), &from, now).await?;
+                        cancel_requests_of(w, team, (&from, &actor.subject), now, true).await?;
                 }
                 Ok(Done::Commit(handover))
             })
