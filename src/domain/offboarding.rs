@@ -29,7 +29,7 @@ pub struct Handover {
     pub reauthorization_recommended: Vec<String>,
     /// Pending OAuth sign-ins ended (deprovisioning only).
     pub cancelled_authorizations: u64,
-    /// Open installation requests cancelled (deprovisioning only; 0 in a preview).
+    /// Open installation requests cancelled (deprovisioning only), or a preview would.
     pub cancelled_requests: u64,
 }
 
@@ -115,6 +115,9 @@ impl Integrations {
                 let tx = draft.tx().await?;
                 handover.cancelled_authorizations =
                     tx.pending_authorizations(team.as_str(), &from, now).await?;
+                handover.cancelled_requests =
+                    cancel_requests_of(&mut draft, team, (&from, &actor.subject), now, false)
+                        .await?;
             }
             return Ok(handover);
         }

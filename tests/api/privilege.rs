@@ -758,7 +758,8 @@ async fn installation_requests(app: &TestApp) {
 
 crate::webhooks::webhook_test!(installation_requests_are_webhook_events);
 /// Each step of an installation request is an event a webhook subscription receives
-/// (webhook-only types): made, approved, denied, and cancelled by deprovisioning.
+/// (webhook-only types): made, approved, denied, and cancelled by deprovisioning, whose
+/// preview counts what it would cancel.
 async fn installation_requests_are_webhook_events(app: TestApp) {
     use crate::webhook_receiver::Receiver;
     use crate::webhooks::{next_acknowledged, subscribe};
@@ -814,6 +815,21 @@ async fn installation_requests_are_webhook_events(app: TestApp) {
         validate_only,
         ..Default::default()
     };
+    // The preview counts the request it would cancel, and cancels nothing.
+    let preview = access_client(&app)
+        .deprovision_person(authed(&admin, deprovision(true)))
+        .await
+        .expect("preview")
+        .into_inner();
+    assert_eq!(preview.cancelled_request_count, 1);
+    let pending = requests_in(&app, &admin).await;
+    assert_eq!(
+        pending.first(),
+        Some(&(
+            "erin".to_owned(),
+            pb::installation_request::State::Pending as i32
+        ))
+    );
     let gone = access_client(&app)
         .deprovision_person(authed(&admin, deprovision(false)))
         .await
