@@ -10,6 +10,7 @@ use super::context::{Audited, Done, Write};
 use super::error::{Error, Result};
 use super::integrations::Integrations;
 use super::model::{Actor, AppEventKind, AuditAction, Integration, Role};
+use super::requests::cancel_requests_of;
 use super::types::{AppName, Owner, TeamId};
 use crate::store::{AppFilter, IntegrationFilter};
 
@@ -28,7 +29,7 @@ pub struct Handover {
     pub reauthorization_recommended: Vec<String>,
     /// Pending OAuth sign-ins ended (deprovisioning only).
     pub cancelled_authorizations: u64,
-    /// Open installation requests cancelled (deprovisioning only; 0 in a preview).
+    /// Open installation requests cancelled (deprovisioning only), or a preview would.
     pub cancelled_requests: u64,
 }
 
@@ -114,6 +115,9 @@ impl Integrations {
                 let tx = draft.tx().await?;
                 handover.cancelled_authorizations =
                     tx.pending_authorizations(team.as_str(), &from, now).await?;
+                handover.cancelled_requests =
+                    cancel_requests_of(&mut draft, team, (&from, &actor.subject), now, false)
+                        .await?;
             }
             return Ok(handover);
         }
@@ -127,7 +131,7 @@ impl Integrations {
                         .cancel_authorizations_of(team.as_str(), &from, CANCELLED, now)
                         .await?;
                     handover.cancelled_requests =
-                        tx.cancel_requests_of(team.as_str(), &from, now).await?;
+                        cancel_requests_of(w, team, (&from, &actor.subject), now, true).await?;
                 }
                 Ok(Done::Commit(handover))
             })

@@ -3,18 +3,118 @@
 //! its requester install the service once (`policy::check_installable` uses it up: a create,
 //! or the start of an OAuth sign-in). Each step is audited. Deprovisioning cancels the
 //! person's open requests.
+//!
+//! Each step (made, approved, denied, cancelled) is also an event of the outbox, of a
+//! webhook-only type (like WEBHOOK_SUBSCRIPTION_DISABLED): webhook subscriptions receive it;
+//! watch streams, whose events are about an integration or an installed app, do not.
 
-use super::context::{Audited, Done};
+use serde::{Deserialize, Serialize};
+
+use super::context::{Audited, Done, Write};
 use super::error::{Error, Precondition, Result};
 use super::installed_apps::InstalledApps;
 use super::model::{Actor, AuditAction};
 use super::policy::ServicePolicy;
 use super::types::{RequestName, TeamId, new_id};
-use crate::store::RequestRow;
 pub use crate::store::RequestState;
+use crate::store::{EventRow, RequestRow};
 
 /// Most requests a listing answers (the newest).
 pub const MAX_LISTED_REQUESTS: u64 = 200;
+
+/// The event of a request made.
+pub const REQUESTED_KIND: &str = "INSTALLATION_REQUEST_CREATED";
+/// The event of a request approved.
+pub const APPROVED_KIND: &str = "INSTALLATION_REQUEST_APPROVED";
+/// The event of a request denied.
+pub const DENIED_KIND: &str = "INSTALLATION_REQUEST_DENIED";
+/// The event of a request cancelled (its requester was deprovisioned).
+pub const CANCELLED_KIND: &str = "INSTALLATION_REQUEST_CANCELLED";
+/// Every event type of installation requests (webhook only).
+pub const REQUEST_KINDS: [&str; 4] = [REQUESTED_KIND, APPROVED_KIND, DENIED_KIND, CANCELLED_KIND];
+/// Why deprovisioning cancelled a request (its `decision`).
+const REQUESTER_GONE: &str = "the requester was deprovisioned";
+
+/// Whether a stored event is about an installation request.
+pub fn is_request_event(kind: &str) -> bool {
+    REQUEST_KINDS.contains(&kind)
+}
+
+/// An installation request as its events record it. Fields added later must have defaults,
+/// since events written before them are read back.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RequestSnapshot {
+    /// `teams/{team}/installationRequests/{id}`.
+    pub name: String,
+    pub service: String,
+    pub requester: String,
+    /// The stored state (the proto's value name).
+    pub state: String,
+    pub reason: String,
+    #[serde(default)]
+    pub decided_by: Option<String>,
+    #[serde(default)]
+    pub decision: Option<String>,
+    pub create_time: i64,
+    pub update_time: i64,
+}
+
+/// The outbox event `kind` of the request `row` as it is after the change, by `actor`.
+pub(super) fn request_event(kind: &str, row: &RequestRow, actor: &str) -> Result<EventRow> {
+    let team = TeamId::parse(&row.team).map_err(|_| Error::internal("stored team id"))?;
+    let snapshot = RequestSnapshot {
+        name: RequestName::new(team, row.id.clone()).to_string(),
+        service: row.service.clone(),
+        requester: row.requester.clone(),
+        state: row.state.as_str().to_owned(),
+        reason: row.reason.clone(),
+        decided_by: row.decided_by.clone(),
+        decision: row.decision.clone(),
+        create_time: row.create_time,
+        update_time: row.update_time,
+    };
+    Ok(EventRow {
+        seq: 0,
+        event_id: new_id(),
+        team: row.team.clone(),
+        kind: kind.to_owned(),
+        integration_id: String::new(),
+        installed_app_id: None,
+        reason: row.decision.clone(),
+        actor: actor.to_owned(),
+        time: row.update_time,
+        snapshot: serde_json::to_string(&snapshot).map_err(|e| Error::Internal(e.into()))?,
+    })
+}
+
+/// Cancels every open request of `requester` in `w` (deprovisioning by `actor`), each with
+/// its event; with `write` false, only counts them (a preview). Answers how many.
+pub(super) async fn cancel_requests_of(
+    w: &mut Write<'_>,
+    team: &TeamId,
+    (requester, actor): (&str, &str),
+    now: i64,
+    write: bool,
+) -> Result<u64> {
+    let tx = w.tx().await?;
+    let open = tx.open_requests_of(team.as_str(), requester).await?;
+    let count = open.len() as u64;
+    if !write {
+        return Ok(count);
+    }
+    for mut row in open {
+        let was = row.state;
+        row.state = RequestState::Cancelled;
+        row.decision = Some(REQUESTER_GONE.to_owned());
+        row.update_time = now;
+        if !w.tx().await?.decide_request(row.clone(), was).await? {
+            return Err(Error::internal("locked installation request changed"));
+        }
+        let event = request_event(CANCELLED_KIND, &row, actor)?;
+        w.raw_event(event);
+    }
+    Ok(count)
+}
 
 /// An installation request as the API shows it.
 #[derive(Clone, Debug)]
@@ -89,6 +189,7 @@ impl InstalledApps {
                     update_time: now,
                 };
                 tx.insert_request(row.clone()).await?;
+                w.raw_event(request_event(REQUESTED_KIND, &row, &actor.subject)?);
                 w.set_resource(RequestName::new(team.clone(), row.id.clone()).to_string());
                 Ok(Done::Commit(row))
             })
@@ -160,6 +261,8 @@ impl InstalledApps {
                         "the request was decided concurrently".into(),
                     ));
                 }
+                let kind = if approve { APPROVED_KIND } else { DENIED_KIND };
+                w.raw_event(request_event(kind, &row, &actor.subject)?);
                 Ok(Done::Commit(row))
             })
             .await?;

@@ -20,6 +20,7 @@ use super::app_events::{app_kinds, integration_kinds};
 use super::context::{Audited, Context, Done, check_etag};
 use super::error::{Error, Precondition, Result};
 use super::model::{Actor, AuditAction, etag};
+use super::requests::REQUEST_KINDS;
 use super::types::{
     Cursor, MAX_DETAIL_CHARS, Page, PageRequest, TeamId, Text, WebhookName, new_id,
 };
@@ -49,6 +50,7 @@ pub fn known_event_types() -> Vec<&'static str> {
     integration_kinds()
         .chain(app_kinds())
         .chain([DISABLED_KIND, AUDIT_KIND])
+        .chain(REQUEST_KINDS)
         .collect()
 }
 

@@ -86,20 +86,23 @@ impl Tx {
         Ok(result.rows_affected == 1)
     }
 
-    /// Cancels every open request of `requester` in `team` (deprovisioning); how many.
-    pub async fn cancel_requests_of(&self, team: &str, requester: &str, now: i64) -> Result<u64> {
+    /// The open (pending or approved) requests of `requester` in `team`, oldest first,
+    /// locked on PostgreSQL (deprovisioning cancels them). One per service at most.
+    pub async fn open_requests_of(&self, team: &str, requester: &str) -> Result<Vec<RequestRow>> {
         use installation_request::Column as C;
-        use sea_orm::sea_query::Expr;
-        let result = installation_request::Entity::update_many()
-            .col_expr(C::State, Expr::value(RequestState::Cancelled))
-            .col_expr(C::Decision, Expr::value("the requester was deprovisioned"))
-            .col_expr(C::UpdateTime, Expr::value(now))
+        use sea_orm::QueryOrder;
+        use sea_orm::QuerySelect;
+        use sea_orm::sea_query::LockType;
+        let mut query = installation_request::Entity::find()
             .filter(C::Team.eq(team))
             .filter(C::Requester.eq(requester))
             .filter(C::State.is_in(OPEN))
-            .exec(self.conn())
-            .await?;
-        Ok(result.rows_affected)
+            .order_by_asc(C::CreateTime)
+            .order_by_asc(C::Id);
+        if self.postgres {
+            query = query.lock(LockType::Update);
+        }
+        Ok(query.all(self.conn()).await?)
     }
 }
 

@@ -3,8 +3,9 @@
 //!
 //! The body is `{"type": ..., "timestamp": ..., "data": {...}}`, the envelope the Standard
 //! Webhooks specification recommends; `data` is the `IntegrationEvent` or `InstalledAppEvent`
-//! as protobuf's JSON mapping writes it: lowerCamelCase names, enums by value name,
-//! timestamps in RFC 3339 (UTC, `Z`), empty optional fields left out.
+//! (for the webhook-only types, their own fields: an `installationRequest` for those of
+//! installation requests) as protobuf's JSON mapping writes it: lowerCamelCase names, enums
+//! by value name, timestamps in RFC 3339 (UTC, `Z`), empty optional fields left out.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -13,6 +14,7 @@ use serde_json::{Map, Value, json};
 
 use crate::domain::app_events::{AppEvent, is_app_event};
 use crate::domain::model::{Event, InstalledApp, Integration};
+use crate::domain::requests::{RequestSnapshot, is_request_event};
 use crate::domain::tokens::TeamCursors;
 use crate::domain::webhooks::{AUDIT_KIND, DISABLED_KIND};
 use crate::domain::{Error, Result};
@@ -140,6 +142,21 @@ fn installed_app(a: &InstalledApp) -> Value {
     Value::Object(m)
 }
 
+/// An installation request as the proto's JSON mapping writes `InstallationRequest`.
+fn installation_request(r: &RequestSnapshot) -> Value {
+    let mut m = Map::new();
+    put(&mut m, "name", r.name.clone().into());
+    put(&mut m, "service", r.service.clone().into());
+    put(&mut m, "requester", r.requester.clone().into());
+    put(&mut m, "state", r.state.clone().into());
+    put(&mut m, "reason", r.reason.clone().into());
+    put(&mut m, "decidedBy", r.decided_by.clone().into());
+    put(&mut m, "decision", r.decision.clone().into());
+    put(&mut m, "createTime", time(Some(r.create_time)));
+    put(&mut m, "updateTime", time(Some(r.update_time)));
+    Value::Object(m)
+}
+
 /// The event of `row` as the proto's JSON mapping writes it.
 fn data(row: &EventRow, cursors: &TeamCursors) -> Result<Value> {
     let mut m = Map::new();
@@ -159,6 +176,15 @@ fn data(row: &EventRow, cursors: &TeamCursors) -> Result<Value> {
             .map_err(|e| Error::Internal(anyhow::Error::new(e).context("audit snapshot")))?;
         put(&mut m, "actor", row.actor.clone().into());
         put(&mut m, "auditEvent", record);
+    } else if is_request_event(&row.kind) {
+        let request: RequestSnapshot = serde_json::from_str(&row.snapshot)
+            .map_err(|e| Error::Internal(anyhow::Error::new(e).context("request snapshot")))?;
+        put(&mut m, "actor", row.actor.clone().into());
+        put(
+            &mut m,
+            "installationRequest",
+            installation_request(&request),
+        );
     } else if is_app_event(&row.kind) {
         let event = AppEvent::from_row(row)?;
         put(

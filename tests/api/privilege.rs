@@ -755,3 +755,113 @@ async fn installation_requests(app: &TestApp) {
     );
     assert_eq!(audited("installation_request.deny").await, 1);
 }
+
+crate::webhooks::webhook_test!(installation_requests_are_webhook_events);
+/// Each step of an installation request is an event a webhook subscription receives
+/// (webhook-only types): made, approved, denied, and cancelled by deprovisioning, whose
+/// preview counts what it would cancel.
+async fn installation_requests_are_webhook_events(app: TestApp) {
+    use crate::webhook_receiver::Receiver;
+    use crate::webhooks::{next_acknowledged, subscribe};
+    let admin = token(TEAM, "admin", "ada");
+    let dana = token(TEAM, "developer", "dana");
+    let dora = token(TEAM, "developer", "dora");
+    let erin = token(TEAM, "developer", "erin");
+    let mut receiver = Receiver::start(&[]);
+    let types = [
+        "INSTALLATION_REQUEST_CREATED",
+        "INSTALLATION_REQUEST_APPROVED",
+        "INSTALLATION_REQUEST_DENIED",
+        "INSTALLATION_REQUEST_CANCELLED",
+    ];
+    let (_, secret) = subscribe(&app.channel, &admin, &receiver.url(), &types).await;
+    receiver.verify_with(&[&secret]);
+    let approval = pb::ServicePolicy::ApprovalRequired;
+    set_policy(&app, &admin, "slack", approval, false)
+        .await
+        .expect("approval");
+
+    let made = request_installation(&app, &dana, "slack")
+        .await
+        .expect("dana asks");
+    (access_client(&app)
+        .approve_installation_request(authed(
+            &admin,
+            pb::ApproveInstallationRequestRequest {
+                name: made.name.clone(),
+            },
+        ))
+        .await)
+        .expect("approve");
+    let asked = request_installation(&app, &dora, "slack")
+        .await
+        .expect("dora asks");
+    (access_client(&app)
+        .deny_installation_request(authed(
+            &admin,
+            pb::DenyInstallationRequestRequest {
+                name: asked.name.clone(),
+                reason: "we have one".into(),
+            },
+        ))
+        .await)
+        .expect("deny");
+    let left = request_installation(&app, &erin, "slack")
+        .await
+        .expect("erin asks");
+    let deprovision = |validate_only| pb::DeprovisionPersonRequest {
+        subject: "erin".into(),
+        successor: "ada".into(),
+        validate_only,
+        ..Default::default()
+    };
+    // The preview counts the request it would cancel, and cancels nothing.
+    let preview = access_client(&app)
+        .deprovision_person(authed(&admin, deprovision(true)))
+        .await
+        .expect("preview")
+        .into_inner();
+    assert_eq!(preview.cancelled_request_count, 1);
+    let pending = requests_in(&app, &admin).await;
+    assert_eq!(
+        pending.first(),
+        Some(&(
+            "erin".to_owned(),
+            pb::installation_request::State::Pending as i32
+        ))
+    );
+    let gone = access_client(&app)
+        .deprovision_person(authed(&admin, deprovision(false)))
+        .await
+        .expect("deprovision")
+        .into_inner();
+    assert_eq!(gone.cancelled_request_count, 1);
+
+    let expected = [
+        ("CREATED", &made.name, "PENDING", "dana"),
+        ("APPROVED", &made.name, "APPROVED", "ada"),
+        ("CREATED", &asked.name, "PENDING", "dora"),
+        ("DENIED", &asked.name, "DENIED", "ada"),
+        ("CREATED", &left.name, "PENDING", "erin"),
+        ("CANCELLED", &left.name, "CANCELLED", "ada"),
+    ];
+    for (step, name, state, actor) in expected {
+        let kind = format!("INSTALLATION_REQUEST_{step}");
+        let request = next_acknowledged(&mut receiver).await;
+        assert_eq!(request["verified"], serde_json::json!([true]), "{request}");
+        let body = &request["body"];
+        assert_eq!(body["type"], kind, "{body}");
+        let data = &body["data"];
+        assert_eq!(data["actor"], actor, "{body}");
+        let seen = &data["installationRequest"];
+        assert_eq!(
+            (&seen["name"], &seen["state"], &seen["service"]),
+            (
+                &serde_json::json!(name),
+                &serde_json::json!(state),
+                &serde_json::json!("slack")
+            ),
+            "{body}"
+        );
+    }
+}
