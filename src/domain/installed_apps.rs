@@ -21,6 +21,7 @@ use super::types::{
     AppName, ConnectedTo, DisplayName, IdempotencyKey, Page, PageRequest, TeamId, new_id,
 };
 use super::verify::apps::health_row;
+use super::verify::scopes::put_health;
 use super::verify::{Verdict, Verifier};
 
 /// The installed apps' operations (this file, `suspension.rs`, `transfer.rs`, and the report
@@ -457,7 +458,7 @@ impl InstalledApps {
                 if let Some(health) =
                     health_row(&row, &verdict, None, now, self.verifier.next_check(now))
                 {
-                    w.tx().await?.put_verification(health).await?;
+                    put_health(w, self.ctx().catalog(), &row, health, now).await?;
                 }
                 if changes.credentials.is_some() {
                     w.app_event(AppEventKind::CredentialsReplaced, &row, "")?;

@@ -647,3 +647,126 @@ async fn apps_without_a_verification_join_the_schedule(backend: Backend) {
     assert!(provider.calls("xoxb-saved-1") >= 1);
 }
 crate::storage_test!(backend apps_without_a_verification_join_the_schedule);
+
+/// A live watch of the INSTALLED_APP_SCOPES_CHANGED events `token` may see.
+async fn watch_scope_changes(
+    app: &TestApp,
+    token: &str,
+) -> tonic::codec::Streaming<pb::WatchInstalledAppEventsResponse> {
+    app.apps()
+        .watch_installed_app_events(authed(
+            token,
+            pb::WatchInstalledAppEventsRequest {
+                types: vec![pb::InstalledAppEventType::InstalledAppScopesChanged as i32],
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("watch")
+        .into_inner()
+}
+
+/// The next `n` events of a watch of INSTALLED_APP_SCOPES_CHANGED (checkpoints skipped).
+async fn scope_events(
+    stream: &mut tonic::codec::Streaming<pb::WatchInstalledAppEventsResponse>,
+    n: usize,
+) -> Vec<pb::InstalledAppEvent> {
+    let mut events = Vec::new();
+    while events.len() < n {
+        match tokio::time::timeout(WAIT, stream.message()).await {
+            Ok(Ok(Some(message))) => events.extend(message.events),
+            other => panic!("no scope events ({} of {n}): {other:?}", events.len()),
+        }
+    }
+    events
+}
+
+/// A change of scopes (on demand, and by new credentials) is an event naming the scopes
+/// added and removed and the integrations it makes usable or unusable; a create is not.
+async fn a_change_of_scopes_is_an_event_naming_the_integrations_it_affects(backend: Backend) {
+    let provider = Provider::default();
+    let base = provider.start().await;
+    let app = verifying_app(backend, &base, 3600).await;
+    let dana = people(&app).dana;
+    let mut watch = watch_scope_changes(&app, &dana).await;
+    let made = create(&app, &dana, "Slack", "xoxb-wide")
+        .await
+        .expect("create");
+    let alerts = create_integration(&app, &dana, &made, "Alerts").await;
+
+    provider.set("xoxb-wide", Mode::Narrow);
+    let narrowed = verify(&app, &dana, &made.name).await.expect("verify");
+    assert_eq!(narrowed.granted_scopes, ["channels:read"]);
+    let event = scope_events(&mut watch, 1).await.remove(0);
+    assert_eq!(
+        event.r#type,
+        pb::InstalledAppEventType::InstalledAppScopesChanged as i32
+    );
+    assert_eq!(event.installed_app_name, made.name);
+    assert_eq!(event.actor, "dana");
+    assert!(event.added_scopes.is_empty(), "{event:?}");
+    assert_eq!(event.removed_scopes, ["chat:write"]);
+    assert!(event.usable_integrations.is_empty(), "{event:?}");
+    assert_eq!(
+        event.unusable_integrations,
+        std::slice::from_ref(&alerts.name)
+    );
+
+    // The same scopes again: no event. New credentials granting more: an event.
+    verify(&app, &dana, &made.name).await.expect("verify");
+    let replaced = app
+        .apps()
+        .update_installed_app(authed(
+            &dana,
+            crate::fixtures::update_credentials(
+                &made.name,
+                crate::fixtures::credentials("xoxb-wide-2"),
+            ),
+        ))
+        .await
+        .expect("replace")
+        .into_inner();
+    assert_eq!(replaced.granted_scopes, ["channels:read", "chat:write"]);
+    let event = scope_events(&mut watch, 1).await.remove(0);
+    assert_eq!(event.added_scopes, ["chat:write"]);
+    assert!(event.removed_scopes.is_empty(), "{event:?}");
+    assert_eq!(
+        event.usable_integrations,
+        std::slice::from_ref(&alerts.name)
+    );
+    assert!(event.unusable_integrations.is_empty(), "{event:?}");
+    let app_snapshot = event.installed_app.expect("a snapshot");
+    assert_eq!(app_snapshot.name, made.name);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), watch.message())
+            .await
+            .map_or(true, |m| m
+                .expect("stream")
+                .expect("open")
+                .events
+                .is_empty()),
+        "one event per change, none for the create or an unchanged check"
+    );
+}
+crate::storage_test!(backend a_change_of_scopes_is_an_event_naming_the_integrations_it_affects);
+
+/// The scheduled checker finding other scopes makes the same event.
+async fn a_scheduled_check_that_finds_other_scopes_makes_an_event(backend: Backend) {
+    let provider = Provider::default();
+    let base = provider.start().await;
+    let app = verifying_app(backend, &base, 1).await;
+    let dana = people(&app).dana;
+    let mut watch = watch_scope_changes(&app, &dana).await;
+    let made = create(&app, &dana, "Slack", "xoxb-narrowing")
+        .await
+        .expect("create");
+    let alerts = create_integration(&app, &dana, &made, "Alerts").await;
+    provider.set("xoxb-narrowing", Mode::Narrow);
+    let event = scope_events(&mut watch, 1).await.remove(0);
+    assert_eq!(event.installed_app_name, made.name);
+    assert_eq!(event.removed_scopes, ["chat:write"]);
+    assert_eq!(event.unusable_integrations, [alerts.name]);
+    let read = get_app(&app, &dana, &made.name).await.expect("get");
+    assert_eq!(read.granted_scopes, ["channels:read"]);
+}
+crate::storage_test!(backend a_scheduled_check_that_finds_other_scopes_makes_an_event);

@@ -9,6 +9,7 @@ use crate::crypto::{Aad, Credentials};
 use crate::store::{AppRow, VerificationRow, VerificationState};
 
 use super::Verdict;
+use super::scopes::put_health;
 use crate::domain::context::{Audited, Done};
 use crate::domain::credentials::app_owner;
 use crate::domain::error::{Error, Precondition, Result, truncated};
@@ -291,7 +292,7 @@ impl InstalledApps {
                 }
                 let next = self.verifier().next_check(now);
                 if let Some(health) = health_row(&row, verdict, old.as_ref(), now, next) {
-                    w.tx().await?.put_verification(health).await?;
+                    put_health(w, self.ctx().catalog(), &row, health, now).await?;
                 }
                 Ok(Done::Commit(row))
             })
