@@ -770,3 +770,90 @@ async fn a_scheduled_check_that_finds_other_scopes_makes_an_event(backend: Backe
     assert_eq!(read.granted_scopes, ["channels:read"]);
 }
 crate::storage_test!(backend a_scheduled_check_that_finds_other_scopes_makes_an_event);
+
+/// Apps saved from an integration's credentials (at its create, or promoted later) are
+/// verified as CreateInstalledApp's are: a rejection stores nothing, a success fills
+/// `connected_to` and the health.
+async fn apps_saved_from_an_integrations_credentials_are_verified(backend: Backend) {
+    let provider = Provider::default();
+    let base = provider.start().await;
+    let app = verifying_app(backend, &base, 3600).await;
+    let dana = people(&app).dana;
+    let save_as = pb::SaveAsInstalledApp {
+        display_name: "Saved".into(),
+        connected_to: String::new(),
+    };
+    let saved_request = |secret: &str| {
+        let mut request = crate::fixtures::own_integration_request("slack", "Alerts", secret);
+        request.save_as_installed_app = Some(save_as.clone());
+        authed(&dana, request)
+    };
+    provider.set("xoxb-saved-bad", Mode::InvalidAuth);
+    let refused = expect_code(
+        app.integrations()
+            .create_integration(saved_request("xoxb-saved-bad"))
+            .await,
+        Code::FailedPrecondition,
+    );
+    assert_eq!(error_reason(&refused), "CREDENTIALS_REJECTED_BY_PROVIDER");
+    assert!(crate::fixtures::all_apps(&app, &dana).await.is_empty());
+    let created = app
+        .integrations()
+        .create_integration(saved_request("xoxb-saved-good"))
+        .await
+        .expect("create")
+        .into_inner();
+    let saved = get_app(&app, &dana, &created.installed_app)
+        .await
+        .expect("get");
+    assert_eq!(state_of(&saved), VerificationState::Verified);
+    assert_eq!(saved.connected_to, "Acme Corp");
+    assert_eq!(saved.granted_scopes, ["channels:read", "chat:write"]);
+
+    // Credentials of its own are kept unverified; promoting them verifies them.
+    provider.set("xoxb-own", Mode::InvalidAuth);
+    let own = app
+        .integrations()
+        .create_integration(authed(
+            &dana,
+            crate::fixtures::own_integration_request("slack", "Own", "xoxb-own"),
+        ))
+        .await
+        .expect("create with credentials of its own")
+        .into_inner();
+    let promote = || {
+        authed(
+            &dana,
+            pb::PromoteIntegrationCredentialsRequest {
+                name: own.name.clone(),
+                installed_app: Some(save_as.clone()),
+                include_matching: false,
+                etag: String::new(),
+            },
+        )
+    };
+    let refused = expect_code(
+        app.integrations()
+            .promote_integration_credentials(promote())
+            .await,
+        Code::FailedPrecondition,
+    );
+    assert_eq!(error_reason(&refused), "CREDENTIALS_REJECTED_BY_PROVIDER");
+    assert_eq!(crate::fixtures::all_apps(&app, &dana).await.len(), 1);
+    let kept = get_integration(&app, &dana, &own.name).await.expect("get");
+    assert!(kept.own_credentials, "a refused promotion changes nothing");
+    provider.set("xoxb-own", Mode::Valid);
+    let promoted = app
+        .integrations()
+        .promote_integration_credentials(promote())
+        .await
+        .expect("promote")
+        .into_inner()
+        .installed_app
+        .expect("the app");
+    let read = get_app(&app, &dana, &promoted.name).await.expect("get");
+    assert_eq!(state_of(&read), VerificationState::Verified);
+    assert_eq!(read.connected_to, "Acme Corp");
+    assert_eq!(read.granted_scopes, ["channels:read", "chat:write"]);
+}
+crate::storage_test!(backend apps_saved_from_an_integrations_credentials_are_verified);

@@ -10,7 +10,7 @@ use crate::store::{AppRow, VerificationRow, VerificationState};
 
 use super::Verdict;
 use super::scopes::put_health;
-use crate::domain::context::{Audited, Done};
+use crate::domain::context::{Audited, Done, Write};
 use crate::domain::credentials::app_owner;
 use crate::domain::error::{Error, Precondition, Result, truncated};
 use crate::domain::installed_apps::InstalledApps;
@@ -184,6 +184,23 @@ impl InstalledApps {
             Verdict::Rejected(said) => Err(rejected_error(&said)),
             verdict => Ok(verdict),
         }
+    }
+
+    /// Writes, in `w`'s transaction, the first health of the new app `row` (whose credentials
+    /// `verify_new` found `verdict`), as the app shows it; `None` when verification is off.
+    pub(in crate::domain) async fn put_first_health(
+        &self,
+        w: &mut Write<'_>,
+        row: &AppRow,
+        verdict: &Verdict,
+    ) -> Result<Option<Health>> {
+        let next = self.verifier().next_check(row.create_time);
+        let Some(health) = health_row(row, verdict, None, row.create_time, next) else {
+            return Ok(None);
+        };
+        let shown = Health::of(&health);
+        put_health(w, self.ctx().catalog(), row, health, row.create_time).await?;
+        Ok(Some(shown))
     }
 
     /// What the provider says of credentials replacing an app's (`Off` when the app is not
