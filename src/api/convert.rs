@@ -219,6 +219,7 @@ pub fn app_event_kind(kind: AppEventKind) -> pb::InstalledAppEventType {
         AppEventKind::Restored => T::InstalledAppRestored,
         AppEventKind::Deleted => T::InstalledAppDeleted,
         AppEventKind::ReauthorizationRecommended => T::InstalledAppReauthorizationRecommended,
+        AppEventKind::ScopesChanged => T::InstalledAppScopesChanged,
     }
 }
 
@@ -232,6 +233,10 @@ pub fn app_event(e: &AppEvent, cursors: &TeamCursors) -> pb::InstalledAppEvent {
         reason: e.reason.clone(),
         actor: e.actor.clone(),
         installed_app: Some(installed_app(&e.app)),
+        added_scopes: e.scopes.added.clone(),
+        removed_scopes: e.scopes.removed.clone(),
+        usable_integrations: e.scopes.usable.clone(),
+        unusable_integrations: e.scopes.unusable.clone(),
     }
 }
 

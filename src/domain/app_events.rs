@@ -32,6 +32,26 @@ pub struct AppSnapshot {
     /// Issue 25.
     #[serde(default)]
     pub reauthorization_recommended: bool,
+    /// Issue 24: not the app's but its event's, for INSTALLED_APP_SCOPES_CHANGED.
+    #[serde(default, skip_serializing_if = "ScopeChange::is_empty")]
+    pub scopes: ScopeChange,
+}
+
+/// What a change of an app's granted scopes added and removed, and the names of the app's
+/// integrations whose type's required scopes it satisfies (usable) or no longer satisfies
+/// (unusable); each sorted.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScopeChange {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub usable: Vec<String>,
+    pub unusable: Vec<String>,
+}
+
+impl ScopeChange {
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty()
+    }
 }
 
 impl AppSnapshot {
@@ -51,6 +71,7 @@ impl AppSnapshot {
             update_time: row.update_time,
             version: row.version,
             reauthorization_recommended: row.reauthorization_recommended,
+            scopes: ScopeChange::default(),
         })
     }
 
@@ -92,6 +113,8 @@ pub struct AppEvent {
     pub actor: String,
     pub time: i64,
     pub app: InstalledApp,
+    /// For INSTALLED_APP_SCOPES_CHANGED; empty otherwise.
+    pub scopes: ScopeChange,
 }
 
 impl AppEvent {
@@ -107,6 +130,7 @@ impl AppEvent {
             actor: row.actor.clone(),
             time: row.time,
             app: snapshot.app()?,
+            scopes: snapshot.scopes,
         })
     }
 

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use crate::crypto::{Aad, Credentials, KeyRing};
 use crate::store::{AppRow, AuditRow, EventRow, IntegrationRow, Store, Tx};
 
-use super::app_events::AppSnapshot;
+use super::app_events::{AppSnapshot, ScopeChange};
 use super::audit_reads::ReadAudits;
 use super::catalog::{Catalog, FieldDef, ServiceDef, check_fields};
 use super::error::{Error, FieldViolation, Result};
@@ -417,17 +417,35 @@ impl Write<'_> {
     /// Appends, on commit, one event about the installed app `row` as it is after the
     /// change (as it was, for a delete): its snapshot holds no credentials.
     pub fn app_event(&mut self, kind: AppEventKind, row: &AppRow, reason: &str) -> Result<()> {
-        let snapshot = AppSnapshot::of(row)?;
+        self.push_app_event(kind, AppSnapshot::of(row)?, reason, row.update_time)
+    }
+
+    /// INSTALLED_APP_SCOPES_CHANGED of the app `row`, at `time`, carrying `change`.
+    pub fn scopes_event(&mut self, row: &AppRow, change: ScopeChange, time: i64) -> Result<()> {
+        let snapshot = AppSnapshot {
+            scopes: change,
+            ..AppSnapshot::of(row)?
+        };
+        self.push_app_event(AppEventKind::ScopesChanged, snapshot, "", time)
+    }
+
+    fn push_app_event(
+        &mut self,
+        kind: AppEventKind,
+        snapshot: AppSnapshot,
+        reason: &str,
+        time: i64,
+    ) -> Result<()> {
         self.events.push(EventRow {
             seq: 0,
             event_id: new_id(),
-            team: row.team.clone(),
+            team: snapshot.team.clone(),
             kind: kind.as_str().to_owned(),
             integration_id: String::new(),
-            installed_app_id: Some(row.id.clone()),
+            installed_app_id: Some(snapshot.id.clone()),
             reason: (!reason.is_empty()).then(|| reason.to_owned()),
             actor: self.actor.subject.clone(),
-            time: row.update_time,
+            time,
             snapshot: serde_json::to_string(&snapshot).map_err(|e| Error::Internal(e.into()))?,
         });
         Ok(())

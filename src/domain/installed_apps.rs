@@ -21,6 +21,7 @@ use super::types::{
     AppName, ConnectedTo, DisplayName, IdempotencyKey, Page, PageRequest, TeamId, new_id,
 };
 use super::verify::apps::health_row;
+use super::verify::scopes::put_health;
 use super::verify::{Verdict, Verifier};
 
 /// The installed apps' operations (this file, `suspension.rs`, `transfer.rs`, and the report
@@ -154,16 +155,26 @@ impl InstalledApps {
     }
 
     /// A new app's row: ACTIVE, set up and owned by `actor`, holding `credentials` sealed for
-    /// it, with the idempotency key and fingerprint of the create that makes it, if any.
+    /// it, with the idempotency key and fingerprint of the create that makes it, if any. An
+    /// empty `connected_to` is the account the provider named when it verified them.
     pub(super) fn new_app_row(
         &self,
         actor: &Actor,
         team: &TeamId,
         service: &str,
         (display_name, connected_to): (DisplayName, ConnectedTo),
-        credentials: &Credentials,
+        (credentials, verdict): (&Credentials, &Verdict),
         create: Option<&Idempotency>,
     ) -> Result<AppRow> {
+        let connected_to = match verdict {
+            Verdict::Verified {
+                account: Some(account),
+                ..
+            } if connected_to.as_str().is_empty() => {
+                ConnectedTo::parse(account).unwrap_or(connected_to)
+            }
+            _ => connected_to,
+        };
         let id = new_id();
         let now = self.ctx().now();
         let (sealed, key_version) = self.ctx().seal(team, &app_owner(&id), credentials)?;
@@ -257,21 +268,12 @@ impl InstalledApps {
                 }
                 // Before the transaction begins: no lock is held while the provider answers.
                 let verdict = self.verify_new(&service.id, &input.credentials).await?;
-                let connected_to = match &verdict {
-                    Verdict::Verified {
-                        account: Some(account),
-                        ..
-                    } if input.connected_to.as_str().is_empty() => {
-                        ConnectedTo::parse(account).unwrap_or(input.connected_to)
-                    }
-                    _ => input.connected_to,
-                };
                 let row = self.new_app_row(
                     actor,
                     &team,
                     &service.id,
-                    (input.display_name, connected_to),
-                    &input.credentials,
+                    (input.display_name, input.connected_to),
+                    (&input.credentials, &verdict),
                     create.as_ref(),
                 )?;
                 let inserted = w.tx().await?.insert_app(row.clone()).await;
@@ -282,11 +284,7 @@ impl InstalledApps {
                 w.set_resource(AppName::new(team.clone(), row.id.clone()).to_string());
                 w.app_event(AppEventKind::Created, &row, "")?;
                 let mut app = InstalledApp::from_row(&row, IntegrationCounts::default())?;
-                let next = self.verifier.next_check(row.create_time);
-                if let Some(health) = health_row(&row, &verdict, None, row.create_time, next) {
-                    app.health = Some(super::verify::apps::Health::of(&health));
-                    w.tx().await?.put_verification(health).await?;
-                }
+                app.health = self.put_first_health(w, &row, &verdict).await?;
                 Ok(Done::Commit((app, true)))
             })
             .await?;
@@ -457,7 +455,7 @@ impl InstalledApps {
                 if let Some(health) =
                     health_row(&row, &verdict, None, now, self.verifier.next_check(now))
                 {
-                    w.tx().await?.put_verification(health).await?;
+                    put_health(w, self.ctx().catalog(), &row, health, now).await?;
                 }
                 if changes.credentials.is_some() {
                     w.app_event(AppEventKind::CredentialsReplaced, &row, "")?;

@@ -324,8 +324,16 @@ impl Integrations {
                 match &input.binding {
                     Binding::Own { credentials, .. } => match input.save_as {
                         Some(save_as) => {
+                            // Verified as CreateInstalledApp's are: a rejection stores nothing.
+                            let verdict = self.apps.verify_new(&service.id, credentials).await?;
                             let app = self
-                                .save_as_app(w, actor, &team, &service.id, save_as, credentials)
+                                .save_as_app(
+                                    w,
+                                    actor,
+                                    (&team, &service.id),
+                                    save_as,
+                                    (credentials, &verdict),
+                                )
                                 .await?;
                             row.installed_app_id = Some(app.id);
                         }

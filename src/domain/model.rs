@@ -187,6 +187,8 @@ stored_enum!(
         RefreshFailed = "INSTALLED_APP_REFRESH_FAILED",
         // Issue 25: its OAuth grant lives in the account of a person offboarded.
         ReauthorizationRecommended = "INSTALLED_APP_REAUTHORIZATION_RECOMMENDED",
+        // Issue 24: a verification found other granted scopes than those stored.
+        ScopesChanged = "INSTALLED_APP_SCOPES_CHANGED",
     }
 );
 

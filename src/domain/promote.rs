@@ -13,6 +13,7 @@ use super::error::{Error, Precondition, Result};
 use super::integrations::Integrations;
 use super::model::{Actor, AuditAction, InstalledApp, Integration, IntegrationState};
 use super::types::{AppName, ConnectedTo, DisplayName, IntegrationName, TeamId};
+use super::verify::Verdict;
 
 /// The installed app to make of an integration's credentials.
 pub struct SaveAs {
@@ -48,25 +49,27 @@ impl Integrations {
     }
 
     /// Inserts, in `w`'s transaction, a new app of `service` holding `credentials`, created
-    /// and owned by `actor`; its creation gets an audit record of its own.
+    /// and owned by `actor`, with the health of `verdict` (what `InstalledApps::verify_new`
+    /// found them, as for CreateInstalledApp, before the transaction began); its creation
+    /// gets an audit record of its own.
     pub(super) async fn save_as_app(
         &self,
         w: &mut Write<'_>,
         actor: &Actor,
-        team: &TeamId,
-        service: &str,
+        (team, service): (&TeamId, &str),
         save_as: SaveAs,
-        credentials: &Credentials,
+        (credentials, verdict): (&Credentials, &Verdict),
     ) -> Result<AppRow> {
         let row = self.apps().new_app_row(
             actor,
             team,
             service,
             (save_as.display_name, save_as.connected_to),
-            credentials,
+            (credentials, verdict),
             None,
         )?;
         w.tx().await?.insert_app(row.clone()).await?;
+        self.apps().put_first_health(w, &row, verdict).await?;
         w.also_audit(
             AuditAction::InstalledAppCreate,
             AppName::new(team.clone(), row.id.clone()).to_string(),
@@ -101,6 +104,21 @@ impl Integrations {
     ) -> Result<(InstalledApp, Vec<Integration>)> {
         let audited = Audited::integration(AuditAction::IntegrationPromoteCredentials, &input.name);
         let name = input.name.clone();
+        // The credentials are verified before the transaction begins (no lock is held while
+        // the provider answers), as CreateInstalledApp's are; they are read again under the
+        // lock, and a change since is a concurrent edit.
+        let seen = self
+            .ctx()
+            .store()
+            .get_integration(name.team.as_str(), &name.id)
+            .await?;
+        let verdict = match &seen {
+            Some(seen) if actor.sees(&name.team) => match self.own_credentials(&name.team, seen)? {
+                Some(credentials) => self.apps().verify_new(&seen.service, &credentials).await?,
+                None => Verdict::Off,
+            },
+            _ => Verdict::Off,
+        };
         self.ctx().write(actor, audited, async move |w| {
             let team = name.team.clone();
             let row = w.lock_integration(&name).await?;
@@ -111,10 +129,15 @@ impl Integrations {
                     "the integration uses an installed app's credentials; only credentials of its own can be promoted",
                 ));
             };
+            if seen.as_ref().map(|s| &s.own_credentials) != Some(&row.own_credentials) {
+                return Err(Error::EtagMismatch(
+                    "the integration's credentials changed concurrently; promote them again".into(),
+                ));
+            }
             let service = row.service.clone();
             super::policy::check_installable(w, actor, &team, &service, self.ctx().now()).await?;
             let app = self
-                .save_as_app(w, actor, &team, &service, input.save_as, &credentials)
+                .save_as_app(w, actor, (&team, &service), input.save_as, (&credentials, &verdict))
                 .await?;
             let mut rows = Vec::new();
             if input.include_matching {

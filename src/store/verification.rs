@@ -169,6 +169,13 @@ impl Store {
 }
 
 impl Tx {
+    /// An app's verification as this transaction sees it.
+    pub async fn verification(&self, app_id: &str) -> Result<Option<VerificationRow>> {
+        Ok(app_verification::Entity::find_by_id(app_id.to_owned())
+            .one(self.conn())
+            .await?)
+    }
+
     /// Stores an app's verification, replacing the one it had.
     pub async fn put_verification(&self, row: VerificationRow) -> Result<()> {
         self.delete_verification(&row.installed_app_id).await?;

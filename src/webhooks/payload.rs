@@ -195,6 +195,11 @@ fn data(row: &EventRow, cursors: &TeamCursors) -> Result<Value> {
         put(&mut m, "reason", event.reason.into());
         put(&mut m, "actor", event.actor.into());
         put(&mut m, "installedApp", installed_app(&event.app));
+        let scopes = event.scopes;
+        put(&mut m, "addedScopes", scopes.added.into());
+        put(&mut m, "removedScopes", scopes.removed.into());
+        put(&mut m, "usableIntegrations", scopes.usable.into());
+        put(&mut m, "unusableIntegrations", scopes.unusable.into());
     } else {
         let event = Event::from_row(row)?;
         put(&mut m, "integrationName", event.integration_name().into());
@@ -261,6 +266,46 @@ mod tests {
         assert_eq!(sig, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
         let two = signature(&[key.clone(), key], "id", 1, b"{}");
         assert_eq!(two.split(' ').count(), 2);
+    }
+
+    /// Subscribers get what an INSTALLED_APP_SCOPES_CHANGED event carries; empty lists are
+    /// left out, as the proto's JSON mapping does.
+    #[test]
+    fn a_change_of_scopes_carries_its_scopes_and_integrations() {
+        use crate::domain::app_events::{AppSnapshot, ScopeChange};
+        let keys = std::sync::Arc::new(crate::crypto::KeyRing::generate(1).expect("key").0);
+        let snapshot = AppSnapshot {
+            scopes: ScopeChange {
+                added: vec!["chat:write".into()],
+                usable: vec!["teams/acme/integrations/i1".into()],
+                ..ScopeChange::default()
+            },
+            ..AppSnapshot::of(&crate::domain::test_support::app_row("a1")).expect("snapshot")
+        };
+        let row = EventRow {
+            seq: 1,
+            event_id: "e1".into(),
+            team: "acme".into(),
+            kind: "INSTALLED_APP_SCOPES_CHANGED".into(),
+            integration_id: String::new(),
+            installed_app_id: Some("a1".into()),
+            reason: None,
+            actor: "dana".into(),
+            time: 0,
+            snapshot: serde_json::to_string(&snapshot).expect("json"),
+        };
+        let body = event_body(&row, &TeamCursors::new(keys, None)).expect("body");
+        let body: Value = serde_json::from_slice(&body).expect("json");
+        let data = &body["data"];
+        assert_eq!(body["type"], "INSTALLED_APP_SCOPES_CHANGED");
+        assert_eq!(data["installedAppName"], "teams/acme/installedApps/a1");
+        assert_eq!(data["addedScopes"], json!(["chat:write"]));
+        assert_eq!(
+            data["usableIntegrations"],
+            json!(["teams/acme/integrations/i1"])
+        );
+        assert!(data.get("removedScopes").is_none(), "{data}");
+        assert!(data.get("unusableIntegrations").is_none(), "{data}");
     }
 
     #[test]

@@ -647,3 +647,213 @@ async fn apps_without_a_verification_join_the_schedule(backend: Backend) {
     assert!(provider.calls("xoxb-saved-1") >= 1);
 }
 crate::storage_test!(backend apps_without_a_verification_join_the_schedule);
+
+/// A live watch of the INSTALLED_APP_SCOPES_CHANGED events `token` may see.
+async fn watch_scope_changes(
+    app: &TestApp,
+    token: &str,
+) -> tonic::codec::Streaming<pb::WatchInstalledAppEventsResponse> {
+    app.apps()
+        .watch_installed_app_events(authed(
+            token,
+            pb::WatchInstalledAppEventsRequest {
+                types: vec![pb::InstalledAppEventType::InstalledAppScopesChanged as i32],
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("watch")
+        .into_inner()
+}
+
+/// The next `n` events of a watch of INSTALLED_APP_SCOPES_CHANGED (checkpoints skipped).
+async fn scope_events(
+    stream: &mut tonic::codec::Streaming<pb::WatchInstalledAppEventsResponse>,
+    n: usize,
+) -> Vec<pb::InstalledAppEvent> {
+    let mut events = Vec::new();
+    while events.len() < n {
+        match tokio::time::timeout(WAIT, stream.message()).await {
+            Ok(Ok(Some(message))) => events.extend(message.events),
+            other => panic!("no scope events ({} of {n}): {other:?}", events.len()),
+        }
+    }
+    events
+}
+
+/// A change of scopes (on demand, and by new credentials) is an event naming the scopes
+/// added and removed and the integrations it makes usable or unusable; a create is not.
+async fn a_change_of_scopes_is_an_event_naming_the_integrations_it_affects(backend: Backend) {
+    let provider = Provider::default();
+    let base = provider.start().await;
+    let app = verifying_app(backend, &base, 3600).await;
+    let dana = people(&app).dana;
+    let mut watch = watch_scope_changes(&app, &dana).await;
+    let made = create(&app, &dana, "Slack", "xoxb-wide")
+        .await
+        .expect("create");
+    let alerts = create_integration(&app, &dana, &made, "Alerts").await;
+
+    provider.set("xoxb-wide", Mode::Narrow);
+    let narrowed = verify(&app, &dana, &made.name).await.expect("verify");
+    assert_eq!(narrowed.granted_scopes, ["channels:read"]);
+    let event = scope_events(&mut watch, 1).await.remove(0);
+    assert_eq!(
+        event.r#type,
+        pb::InstalledAppEventType::InstalledAppScopesChanged as i32
+    );
+    assert_eq!(event.installed_app_name, made.name);
+    assert_eq!(event.actor, "dana");
+    assert!(event.added_scopes.is_empty(), "{event:?}");
+    assert_eq!(event.removed_scopes, ["chat:write"]);
+    assert!(event.usable_integrations.is_empty(), "{event:?}");
+    assert_eq!(
+        event.unusable_integrations,
+        std::slice::from_ref(&alerts.name)
+    );
+
+    // The same scopes again: no event. New credentials granting more: an event.
+    verify(&app, &dana, &made.name).await.expect("verify");
+    let replaced = app
+        .apps()
+        .update_installed_app(authed(
+            &dana,
+            crate::fixtures::update_credentials(
+                &made.name,
+                crate::fixtures::credentials("xoxb-wide-2"),
+            ),
+        ))
+        .await
+        .expect("replace")
+        .into_inner();
+    assert_eq!(replaced.granted_scopes, ["channels:read", "chat:write"]);
+    let event = scope_events(&mut watch, 1).await.remove(0);
+    assert_eq!(event.added_scopes, ["chat:write"]);
+    assert!(event.removed_scopes.is_empty(), "{event:?}");
+    assert_eq!(
+        event.usable_integrations,
+        std::slice::from_ref(&alerts.name)
+    );
+    assert!(event.unusable_integrations.is_empty(), "{event:?}");
+    let app_snapshot = event.installed_app.expect("a snapshot");
+    assert_eq!(app_snapshot.name, made.name);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), watch.message())
+            .await
+            .map_or(true, |m| m
+                .expect("stream")
+                .expect("open")
+                .events
+                .is_empty()),
+        "one event per change, none for the create or an unchanged check"
+    );
+}
+crate::storage_test!(backend a_change_of_scopes_is_an_event_naming_the_integrations_it_affects);
+
+/// The scheduled checker finding other scopes makes the same event.
+async fn a_scheduled_check_that_finds_other_scopes_makes_an_event(backend: Backend) {
+    let provider = Provider::default();
+    let base = provider.start().await;
+    let app = verifying_app(backend, &base, 1).await;
+    let dana = people(&app).dana;
+    let mut watch = watch_scope_changes(&app, &dana).await;
+    let made = create(&app, &dana, "Slack", "xoxb-narrowing")
+        .await
+        .expect("create");
+    let alerts = create_integration(&app, &dana, &made, "Alerts").await;
+    provider.set("xoxb-narrowing", Mode::Narrow);
+    let event = scope_events(&mut watch, 1).await.remove(0);
+    assert_eq!(event.installed_app_name, made.name);
+    assert_eq!(event.removed_scopes, ["chat:write"]);
+    assert_eq!(event.unusable_integrations, [alerts.name]);
+    let read = get_app(&app, &dana, &made.name).await.expect("get");
+    assert_eq!(read.granted_scopes, ["channels:read"]);
+}
+crate::storage_test!(backend a_scheduled_check_that_finds_other_scopes_makes_an_event);
+
+/// Apps saved from an integration's credentials (at its create, or promoted later) are
+/// verified as CreateInstalledApp's are: a rejection stores nothing, a success fills
+/// `connected_to` and the health.
+async fn apps_saved_from_an_integrations_credentials_are_verified(backend: Backend) {
+    let provider = Provider::default();
+    let base = provider.start().await;
+    let app = verifying_app(backend, &base, 3600).await;
+    let dana = people(&app).dana;
+    let save_as = pb::SaveAsInstalledApp {
+        display_name: "Saved".into(),
+        connected_to: String::new(),
+    };
+    let saved_request = |secret: &str| {
+        let mut request = crate::fixtures::own_integration_request("slack", "Alerts", secret);
+        request.save_as_installed_app = Some(save_as.clone());
+        authed(&dana, request)
+    };
+    provider.set("xoxb-saved-bad", Mode::InvalidAuth);
+    let refused = expect_code(
+        app.integrations()
+            .create_integration(saved_request("xoxb-saved-bad"))
+            .await,
+        Code::FailedPrecondition,
+    );
+    assert_eq!(error_reason(&refused), "CREDENTIALS_REJECTED_BY_PROVIDER");
+    assert!(crate::fixtures::all_apps(&app, &dana).await.is_empty());
+    let created = app
+        .integrations()
+        .create_integration(saved_request("xoxb-saved-good"))
+        .await
+        .expect("create")
+        .into_inner();
+    let saved = get_app(&app, &dana, &created.installed_app)
+        .await
+        .expect("get");
+    assert_eq!(state_of(&saved), VerificationState::Verified);
+    assert_eq!(saved.connected_to, "Acme Corp");
+    assert_eq!(saved.granted_scopes, ["channels:read", "chat:write"]);
+
+    // Credentials of its own are kept unverified; promoting them verifies them.
+    provider.set("xoxb-own", Mode::InvalidAuth);
+    let own = app
+        .integrations()
+        .create_integration(authed(
+            &dana,
+            crate::fixtures::own_integration_request("slack", "Own", "xoxb-own"),
+        ))
+        .await
+        .expect("create with credentials of its own")
+        .into_inner();
+    let promote = || {
+        authed(
+            &dana,
+            pb::PromoteIntegrationCredentialsRequest {
+                name: own.name.clone(),
+                installed_app: Some(save_as.clone()),
+                include_matching: false,
+                etag: String::new(),
+            },
+        )
+    };
+    let refused = expect_code(
+        app.integrations()
+            .promote_integration_credentials(promote())
+            .await,
+        Code::FailedPrecondition,
+    );
+    assert_eq!(error_reason(&refused), "CREDENTIALS_REJECTED_BY_PROVIDER");
+    assert_eq!(crate::fixtures::all_apps(&app, &dana).await.len(), 1);
+    let kept = get_integration(&app, &dana, &own.name).await.expect("get");
+    assert!(kept.own_credentials, "a refused promotion changes nothing");
+    provider.set("xoxb-own", Mode::Valid);
+    let promoted = app
+        .integrations()
+        .promote_integration_credentials(promote())
+        .await
+        .expect("promote")
+        .into_inner()
+        .installed_app
+        .expect("the app");
+    let read = get_app(&app, &dana, &promoted.name).await.expect("get");
+    assert_eq!(state_of(&read), VerificationState::Verified);
+    assert_eq!(read.connected_to, "Acme Corp");
+    assert_eq!(read.granted_scopes, ["channels:read", "chat:write"]);
+}
+crate::storage_test!(backend apps_saved_from_an_integrations_credentials_are_verified);

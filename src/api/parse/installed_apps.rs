@@ -282,6 +282,7 @@ fn app_event_kind(value: i32) -> Result<AppEventKind, String> {
         }
         Ok(T::InstalledAppRestored) => Ok(AppEventKind::Restored),
         Ok(T::InstalledAppDeleted) => Ok(AppEventKind::Deleted),
+        Ok(T::InstalledAppScopesChanged) => Ok(AppEventKind::ScopesChanged),
         _ => Err("contains an unknown or unspecified event type".into()),
     }
 }

@@ -5,6 +5,7 @@ use super::Authorizations;
 use crate::domain::reauth::change_state;
 use crate::domain::verify::Verdict;
 use crate::domain::verify::apps::{health_row, rejected_error};
+use crate::domain::verify::scopes::put_health;
 use std::collections::BTreeMap;
 
 use crate::crypto::{Aad, Credentials};
@@ -278,7 +279,7 @@ impl Authorizations {
                 };
                 let next = self.verifier.next_check(now);
                 if let Some(health) = health_row(&app, &verdict, None, now, next) {
-                    w.tx().await?.put_verification(health).await?;
+                    put_health(w, self.ctx().catalog(), &app, health, now).await?;
                 }
                 let refreshable = answer.refresh_token.is_some()
                     || (target.is_some() && self.has_refresh_token(&app)?);

@@ -9,7 +9,8 @@ use crate::crypto::{Aad, Credentials};
 use crate::store::{AppRow, VerificationRow, VerificationState};
 
 use super::Verdict;
-use crate::domain::context::{Audited, Done};
+use super::scopes::put_health;
+use crate::domain::context::{Audited, Done, Write};
 use crate::domain::credentials::app_owner;
 use crate::domain::error::{Error, Precondition, Result, truncated};
 use crate::domain::installed_apps::InstalledApps;
@@ -185,6 +186,23 @@ impl InstalledApps {
         }
     }
 
+    /// Writes, in `w`'s transaction, the first health of the new app `row` (whose credentials
+    /// `verify_new` found `verdict`), as the app shows it; `None` when verification is off.
+    pub(in crate::domain) async fn put_first_health(
+        &self,
+        w: &mut Write<'_>,
+        row: &AppRow,
+        verdict: &Verdict,
+    ) -> Result<Option<Health>> {
+        let next = self.verifier().next_check(row.create_time);
+        let Some(health) = health_row(row, verdict, None, row.create_time, next) else {
+            return Ok(None);
+        };
+        let shown = Health::of(&health);
+        put_health(w, self.ctx().catalog(), row, health, row.create_time).await?;
+        Ok(Some(shown))
+    }
+
     /// What the provider says of credentials replacing an app's (`Off` when the app is not
     /// found or they are not of its service's shape: the change then refuses them itself).
     pub(in crate::domain) async fn verify_replacement(
@@ -291,7 +309,7 @@ impl InstalledApps {
                 }
                 let next = self.verifier().next_check(now);
                 if let Some(health) = health_row(&row, verdict, old.as_ref(), now, next) {
-                    w.tx().await?.put_verification(health).await?;
+                    put_health(w, self.ctx().catalog(), &row, health, now).await?;
                 }
                 Ok(Done::Commit(row))
             })

@@ -12,6 +12,7 @@ use tokio::sync::{Semaphore, watch};
 
 use super::Verdict;
 use super::apps::health_row;
+use super::scopes::changes_scopes;
 use crate::domain::error::{Error, Result};
 use crate::domain::installed_apps::InstalledApps;
 use crate::domain::model::{Actor, AppState};
@@ -89,11 +90,13 @@ impl InstalledApps {
             return Ok(CheckOutcome::Checked);
         }
         let verdict = self.verify_stored(&app).await?;
-        let decides = matches!(
-            (&verdict, app.state),
-            (Verdict::Rejected(_), AppState::Active)
-                | (Verdict::Verified { .. }, AppState::NeedsReauth)
-        );
+        // A change of scopes is an event: written in a transaction, as a decision is.
+        let decides = changes_scopes(seen.granted_scopes.as_deref(), &verdict)
+            || matches!(
+                (&verdict, app.state),
+                (Verdict::Rejected(_), AppState::Active)
+                    | (Verdict::Verified { .. }, AppState::NeedsReauth)
+            );
         if decides {
             let name = AppName::new(team.clone(), id.clone());
             self.settle(&checker(&team), &name, &verdict).await?;

@@ -6,6 +6,7 @@ pub mod apps;
 pub mod call;
 pub mod catalog;
 pub mod checker;
+pub mod scopes;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
