@@ -117,7 +117,7 @@ impl Client {
         AuditServiceClient::new(self.authed())
     }
 
-    /// The least-privilege calls (issue 25).
+    /// The least-privilege calls.
     pub fn access(&self) -> AccessServiceClient<AuthedChannel> {
         AccessServiceClient::new(self.authed())
     }

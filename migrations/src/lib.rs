@@ -17,7 +17,6 @@ mod m20261129_000010_webhooks;
 mod m20261204_000011_audit_time;
 mod m20261204_000013_oauth_browser_binding;
 mod m20261204_000014_verification;
-// Issue 25 (least privilege).
 mod m20261204_000015_usable_by;
 mod m20261204_000016_audit_chain;
 
@@ -40,7 +39,6 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000011_audit_time::Migration),
             Box::new(m20261204_000013_oauth_browser_binding::Migration),
             Box::new(m20261204_000014_verification::Migration),
-            // Issue 25 (least privilege).
             Box::new(m20261204_000015_usable_by::Migration),
             Box::new(m20261204_000016_audit_chain::Migration),
         ]

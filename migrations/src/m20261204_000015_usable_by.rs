@@ -1,4 +1,4 @@
-//! Issue 25: who may build on an installed app. `usable_by` holds the subjects and groups
+//! Who may build on an installed app. `usable_by` holds the subjects and groups
 //! (JSON: `{"subjects": [...], "groups": [...]}`) that, besides admins, may create
 //! integrations on the app or move integrations onto it; NULL: every developer of its team.
 //! `reauthorization_recommended`: the app's OAuth grant lives in the provider account of

@@ -1,4 +1,4 @@
-//! Tamper evidence for the audit log (issue 26): every record written from now on carries a
+//! Tamper evidence for the audit log: every record written from now on carries a
 //! keyed MAC of its content (`mac`, under the key ring version `key_id`); a sealer later gives
 //! it its place in its team's chain (`chain_pos`, 1, 2, ...; 0 marks a record whose MAC did
 //! not hold when it was sealed) and the chained MAC over it and its predecessor (`chain_mac`).

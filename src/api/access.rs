@@ -1,4 +1,4 @@
-//! `AccessService` (issue 25, least privilege).
+//! `AccessService` (least privilege).
 
 use std::sync::Arc;
 

@@ -22,7 +22,7 @@ pub struct Method {
     pub access: Access,
     /// For a change or a credential read: the action its audit records carry, so that a
     /// refused call is recorded too. Watches and webhook reads have one for their refusals
-    /// (a limited service principal's, issue 25); their successes are not recorded.
+    /// (a limited service principal's); their successes are not recorded.
     pub audit: Option<AuditAction>,
 }
 
@@ -91,7 +91,6 @@ methods! {
         ListAuditEvents: Admin,
         WatchAuditEvents: AdminOrService,
     }
-    // Issue 25 (least privilege).
     AccessService {
         SetInstalledAppUsableBy: AppCreatorOrAdmin => InstalledAppSetUsableBy,
         TransferOwnership: Admin => OwnershipTransfer,

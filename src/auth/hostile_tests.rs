@@ -654,7 +654,7 @@ async fn claims_that_verify_but_grant_nothing() {
         c.insert("team_id".into(), json!("*"));
         c.insert("roles".into(), json!(["service"]));
     });
-    // Nor a service whose subject configuration does not name (issue 25; none is named here).
+    // Nor a service whose subject configuration does not name (none is named here).
     assert!(matches!(
         check(&s.verifier, &service).await,
         Err(AuthError::BadClaims(_))

@@ -29,10 +29,9 @@ pub struct AppSnapshot {
     pub create_time: i64,
     pub update_time: i64,
     pub version: i64,
-    /// Issue 25.
     #[serde(default)]
     pub reauthorization_recommended: bool,
-    /// Issue 24: not the app's but its event's, for INSTALLED_APP_SCOPES_CHANGED.
+    /// Not the app's but its event's, for INSTALLED_APP_SCOPES_CHANGED.
     #[serde(default, skip_serializing_if = "ScopeChange::is_empty")]
     pub scopes: ScopeChange,
 }

@@ -33,9 +33,9 @@ pub enum Precondition {
     AppSuspended,
     /// The provider rejected the credentials (a create or a credential change).
     CredentialsRejected,
-    /// The team blocked the service (issue 25).
+    /// The team blocked the service.
     ServiceBlocked,
-    /// The team requires an admin's approval to install the service (issue 25).
+    /// The team requires an admin's approval to install the service.
     ApprovalRequired,
 }
 

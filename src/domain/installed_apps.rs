@@ -78,7 +78,7 @@ pub struct AppQuery {
     pub state: Option<AppState>,
     /// Only apps never used, or last used before this time (microseconds).
     pub unused_since: Option<i64>,
-    /// Only apps this subject owns, or set up (issue 25).
+    /// Only apps this subject owns, or set up.
     pub owner: Option<String>,
     pub creator: Option<String>,
 }

@@ -35,20 +35,19 @@ pub mod installed_apps;
 pub mod integrations;
 pub mod model;
 pub mod oauth;
+pub mod offboarding;
+pub mod policy;
 pub mod promote;
 pub mod read_cache;
 pub mod reauth;
+pub mod requests;
 pub mod rotation;
 pub mod suspension;
 pub mod tokens;
 pub mod transfer;
 pub mod types;
-pub mod verify;
-// Issue 25 (least privilege).
-pub mod offboarding;
-pub mod policy;
-pub mod requests;
 pub mod usable_by;
+pub mod verify;
 pub mod webhook_delivery;
 pub mod webhooks;
 

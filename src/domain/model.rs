@@ -185,9 +185,9 @@ stored_enum!(
         Restored = "INSTALLED_APP_RESTORED",
         Deleted = "INSTALLED_APP_DELETED",
         RefreshFailed = "INSTALLED_APP_REFRESH_FAILED",
-        // Issue 25: its OAuth grant lives in the account of a person offboarded.
+        // Its OAuth grant lives in the account of a person offboarded.
         ReauthorizationRecommended = "INSTALLED_APP_REAUTHORIZATION_RECOMMENDED",
-        // Issue 24: a verification found other granted scopes than those stored.
+        // A verification found other granted scopes than those stored.
         ScopesChanged = "INSTALLED_APP_SCOPES_CHANGED",
     }
 );
@@ -268,7 +268,7 @@ pub struct InstalledApp {
     pub health: Option<super::verify::apps::Health>,
     /// Who besides admins may build on it; `None`: every developer of its team.
     pub usable_by: Option<super::usable_by::UsableBy>,
-    /// Its OAuth grant lives in the account of a person offboarded (issue 25).
+    /// Its OAuth grant lives in the account of a person offboarded.
     pub reauthorization_recommended: bool,
 }
 

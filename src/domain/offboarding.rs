@@ -1,4 +1,4 @@
-//! Offboarding (issue 25, item 4): everything one person owns in a team handed to another
+//! Offboarding: everything one person owns in a team handed to another
 //! in one transaction, and the identity provider's deprovisioning, which also ends the
 //! person's pending OAuth sign-ins. An OAuth app whose grant the person made (its creator:
 //! the grant lives in their provider account, and ends when that account does) is flagged

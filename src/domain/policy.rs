@@ -1,4 +1,4 @@
-//! A team's policy per service (issue 25, item 3): ALLOWED (the default), APPROVAL_REQUIRED
+//! A team's policy per service: ALLOWED (the default), APPROVAL_REQUIRED
 //! (an admin installs it, or a developer whose installation request an admin approved,
 //! once: `requests.rs`; otherwise APPROVAL_REQUIRED) or BLOCKED (nobody installs it: SERVICE_BLOCKED; setting it suspends
 //! the service's apps with the suspension rule, `suspension::suspend_row`).

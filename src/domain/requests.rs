@@ -1,4 +1,4 @@
-//! Installation requests (issue 25, item 3): on a service whose team policy is
+//! Installation requests: on a service whose team policy is
 //! APPROVAL_REQUIRED, a developer asks; an admin approves or denies. An approved request lets
 //! its requester install the service once (`policy::check_installable` uses it up: a create,
 //! or the start of an OAuth sign-in). Each step is audited. Deprovisioning cancels the

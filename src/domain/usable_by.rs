@@ -1,4 +1,4 @@
-//! Who may build on an installed app (issue 25, item 2). An app's `usable_by` names subjects
+//! Who may build on an installed app (item 2 of least privilege). An app's `usable_by` names subjects
 //! and groups (from the configured groups claim); besides admins, only they may create
 //! integrations on it or move integrations onto it (reauthenticate one onto it, or many with
 //! ReauthenticateIntegrations): [`check_usable`], called by the one rule of binding

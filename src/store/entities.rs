@@ -39,10 +39,10 @@ pub mod installed_app {
         pub create_time: i64,
         pub update_time: i64,
         /// Who besides admins may build on it (JSON subjects and groups); `None`: every
-        /// developer of its team (issue 25).
+        /// developer of its team.
         pub usable_by: Option<String>,
         /// Its OAuth grant lives in the provider account of a person whose apps were handed
-        /// over (issue 25); cleared when its credentials are replaced.
+        /// over; cleared when its credentials are replaced.
         pub reauthorization_recommended: bool,
     }
 
@@ -226,7 +226,7 @@ fn generated_key<E: EntityTrait>() -> impl Iterator<Item = E::Column> {
         .map(|key| key.into_column())
 }
 
-/// A team's policy for one service (issue 25); no row: ALLOWED.
+/// A team's policy for one service; no row: ALLOWED.
 pub mod service_policy {
     use sea_orm::entity::prelude::*;
 
@@ -250,7 +250,7 @@ pub mod service_policy {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
-/// A developer's request to install a service that requires approval (issue 25).
+/// A developer's request to install a service that requires approval.
 pub mod installation_request {
     use sea_orm::entity::prelude::*;
 

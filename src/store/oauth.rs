@@ -302,7 +302,7 @@ impl Tx {
     }
 
     /// Ends every pending authorization `creator` of `team` started (FAILED with `error`):
-    /// a deprovisioned person's sign-ins never complete (issue 25). Returns how many.
+    /// a deprovisioned person's sign-ins never complete. Returns how many.
     pub async fn cancel_authorizations_of(
         &self,
         team: &str,

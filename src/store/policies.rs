@@ -1,4 +1,4 @@
-//! A team's policy per service (issue 25): one row per (team, service) set; none: ALLOWED.
+//! A team's policy per service: one row per (team, service) set; none: ALLOWED.
 
 use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter};
 

@@ -53,7 +53,7 @@ stored_enum!(
     AppState { Active = "ACTIVE", NeedsReauth = "NEEDS_REAUTH", Suspended = "SUSPENDED" }
 );
 stored_enum!(
-    /// A team's policy for a service (`service_policies.policy`, issue 25).
+    /// A team's policy for a service (`service_policies.policy`).
     ServicePolicy {
         Allowed = "ALLOWED",
         ApprovalRequired = "APPROVAL_REQUIRED",
@@ -61,7 +61,7 @@ stored_enum!(
     }
 );
 stored_enum!(
-    /// Where an installation request stands (`installation_requests.state`, issue 25):
+    /// Where an installation request stands (`installation_requests.state`):
     /// APPROVED until the requester installs (USED).
     RequestState {
         Pending = "PENDING",
@@ -144,7 +144,7 @@ stored_enum!(
         WebhookRotateSecret = "webhook.rotate_secret",
         WebhookRedeliver = "webhook.redeliver",
         InstalledAppVerify = "installed_app.verify",
-        // Issue 25: reads a limited service principal is refused (recorded when refused only).
+        // Reads a limited service principal is refused (recorded when refused only).
         IntegrationWatch = "integration.watch",
         InstalledAppWatch = "installed_app.watch",
         WebhookGet = "webhook.get",

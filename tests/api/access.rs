@@ -155,7 +155,6 @@ const ROLES_TABLE: &[(&str, &str, [May; 4])] = &[
         [Yes, Yes, Yes, Yes],
     ),
     ("AuditService", "ListAuditEvents", [No, No, Yes, No]),
-    // Issue 25 (least privilege).
     (
         "AccessService",
         "SetInstalledAppUsableBy",

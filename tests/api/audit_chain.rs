@@ -1,4 +1,4 @@
-//! The audit chain (issue 26): `integration-hub audit verify` names the first record edited,
+//! The audit chain: `integration-hub audit verify` names the first record edited,
 //! deleted, reordered or inserted with SQL; the scheduled check says so in one WARN line;
 //! pruning leaves a checkpoint that verifies; two replicas writing at once keep one chain per
 //! team. Every test runs the built binary on both databases.

@@ -1,4 +1,4 @@
-//! Exporting the audit trail (issue 26): `WatchAuditEvents` delivers a team's records in
+//! Exporting the audit trail: `WatchAuditEvents` delivers a team's records in
 //! order from a cursor and resumes after a kill -9 and on another replica, losing and
 //! repeating nothing; only admins and the named audit readers may watch; `audit export`
 //! writes a time range as JSON lines. Every test runs the built binary on both databases.

@@ -1,4 +1,4 @@
-//! Audited reads (issue 26 item 4): with `INTEGRATION_HUB_AUDIT_READS`, Get and List of
+//! Audited reads: with `INTEGRATION_HUB_AUDIT_READS`, Get and List of
 //! installed apps and integrations leave one record per principal, action, resource and
 //! minute, also when two replicas serve the reads; without it, none. On both databases.
 

@@ -176,10 +176,10 @@ pub fn test_args(database_url: &str) -> ServeArgs {
     // Tests create apps with made-up credentials: no test calls a real provider. Tests of
     // verification turn it on and point it at a local provider.
     args.verify.verify_credentials = Some(false);
-    // The tests' all-teams worker, named as a deployment names its own (issue 25: no other
+    // The tests' all-teams worker, named as a deployment names its own (no other
     // subject may hold every team).
     args.auth.all_teams_services = Some("worker".to_owned());
-    // The access matrix's service subject may deprovision (issue 25); others may not.
+    // The access matrix's service subject may deprovision; others may not.
     args.auth.deprovisioning_services = vec!["svc".to_owned()];
     args
 }

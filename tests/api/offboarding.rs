@@ -1,4 +1,4 @@
-//! Issue 25, offboarding: one person's apps and integrations handed over in one call, with a
+//! Offboarding: one person's apps and integrations handed over in one call, with a
 //! preview; OAuth apps they authorized flagged with an event; deprovisioning (an admin or a
 //! configured service) also ends their pending sign-ins. Both databases, with the provider.
 

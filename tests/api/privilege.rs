@@ -1,4 +1,4 @@
-//! Issue 25, least privilege: service principals narrowed to services, integration types or
+//! Least privilege: service principals narrowed to services, integration types or
 //! installed apps (by a role map value or by configuration per subject), and the all-teams
 //! value only for the subjects configuration names. Every refusal on both databases.
 

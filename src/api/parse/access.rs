@@ -1,4 +1,4 @@
-//! Requests of `AccessService` (issue 25).
+//! Requests of `AccessService`.
 
 use std::collections::BTreeSet;
 

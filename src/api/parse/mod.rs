@@ -48,7 +48,7 @@ fn optional_etag(etag: &str) -> Option<String> {
     (!etag.is_empty()).then(|| etag.to_owned())
 }
 
-/// An owner or creator filter (issue 25): empty means none; otherwise a subject as
+/// An owner or creator filter: empty means none; otherwise a subject as
 /// `Owner` accepts it.
 fn person_filter(value: String) -> Result<Option<String>, String> {
     if value.is_empty() {
