@@ -9,7 +9,7 @@ use crate::crypto::{Aad, Credentials};
 use crate::store::{AppRow, VerificationRow, VerificationState};
 
 use super::Verdict;
-use super::scopes::put_health;
+use super::scopes::{missing_scopes, put_health, scope_set};
 use crate::domain::context::{Audited, Done, Write};
 use crate::domain::credentials::app_owner;
 use crate::domain::error::{Error, Precondition, Result, truncated};
@@ -153,11 +153,7 @@ impl InstalledApps {
         let Some(granted) = granted else {
             return Ok(());
         };
-        let granted: std::collections::HashSet<&str> = granted.split_whitespace().collect();
-        let missing: Vec<String> = kind
-            .required_scopes
-            .iter()
-            .filter(|s| !granted.contains(s.as_str()))
+        let missing: Vec<String> = missing_scopes(&kind.required_scopes, &scope_set(&granted))
             .cloned()
             .collect();
         if missing.is_empty() {

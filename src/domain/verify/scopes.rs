@@ -60,8 +60,18 @@ pub(in crate::domain) fn changes_scopes(stored: Option<&str>, verdict: &Verdict)
     }
 }
 
-fn scope_set(scopes: &str) -> BTreeSet<&str> {
+/// The scopes a stored grant holds (space-separated, as `granted_scopes` is stored).
+pub(super) fn scope_set(scopes: &str) -> BTreeSet<&str> {
     scopes.split_whitespace().collect()
+}
+
+/// The scopes of `required` that `granted` lacks: the one statement of "an app's grant
+/// satisfies an integration type" (the refusal of a bind and the change event both ask it).
+pub(super) fn missing_scopes<'a>(
+    required: &'a [String],
+    granted: &BTreeSet<&str>,
+) -> impl Iterator<Item = &'a String> {
+    required.iter().filter(|s| !granted.contains(s.as_str()))
 }
 
 /// What going from `old` to `new` scopes adds, removes, and means for `integrations`.
@@ -80,10 +90,10 @@ fn scope_change(
         let Some((_, kind)) = catalog.integration_type(&integration.type_id) else {
             continue;
         };
-        let satisfied = |granted: &BTreeSet<&str>| {
-            kind.required_scopes
-                .iter()
-                .all(|s| granted.contains(s.as_str()))
+        let satisfied = |granted| {
+            missing_scopes(&kind.required_scopes, granted)
+                .next()
+                .is_none()
         };
         let name = format!("teams/{}/integrations/{}", integration.team, integration.id);
         match (satisfied(old), satisfied(new)) {
