@@ -19,6 +19,7 @@ mod m20261204_000013_oauth_browser_binding;
 mod m20261204_000014_verification;
 mod m20261204_000015_usable_by;
 mod m20261204_000016_audit_chain;
+mod m20261205_000017_audit_chain_places;
 
 /// Every migration, in order.
 pub struct Migrator;
@@ -41,6 +42,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000014_verification::Migration),
             Box::new(m20261204_000015_usable_by::Migration),
             Box::new(m20261204_000016_audit_chain::Migration),
+            Box::new(m20261205_000017_audit_chain_places::Migration),
         ]
     }
 }

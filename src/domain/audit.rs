@@ -98,7 +98,7 @@ impl Context {
 
     /// Appends one record in a transaction of its own.
     pub(super) async fn append_audit_now(&self, record: AuditRow) -> Result<()> {
-        let tx = self.store().begin_write().await?;
+        let mut tx = self.store().begin_write().await?;
         tx.append_audit(record).await?;
         tx.commit().await?;
         Ok(())

@@ -137,7 +137,7 @@ impl AuditBatch {
 /// Checks every queued resolution's versions and appends the records of those still
 /// current, in one transaction; answers which were.
 async fn commit(store: &Store, batch: &[Queued]) -> Result<Vec<bool>, StoreError> {
-    let tx = store.begin_write().await?;
+    let mut tx = store.begin_write().await?;
     let checks = || batch.iter().filter_map(|q| q.check.as_ref());
     let (integrations, apps) = if checks().next().is_some() {
         // Each id once (concurrent resolutions often use the same integration), both tables

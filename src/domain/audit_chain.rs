@@ -2,15 +2,17 @@
 //!
 //! - **At write time** every record gets a MAC of its content ([`record_mac`]: HMAC-SHA256
 //!   under the audit key of the key ring's newest version, derived from that version's
-//!   encryption key; the version is stored beside it). It costs one HMAC in the process and
-//!   nothing more on the write path: no read, no lock, no further round trip, the same under
-//!   the group commit of resolutions and on every replica.
+//!   encryption key; the version is stored beside it). It costs one HMAC in the process and,
+//!   on PostgreSQL, a shared lock per transaction that appends records (the sealer's barrier
+//!   waits for it); no read, the same under the group commit of resolutions and on every
+//!   replica.
 //! - **The sealer** ([`seal`]), one replica at a time under the keeper's lease, takes the
 //!   records not yet chained in sequence order, checks each one's MAC, and gives it the next
 //!   place of its team's chain with a MAC over its place, its sequence number, its MAC and
-//!   its predecessor's chained MAC. A record committed late (a lower sequence number that
-//!   was still in flight on PostgreSQL) simply takes a later place: the chain's order is the
-//!   order it was sealed in, so no reader has to wait for numbers in flight. Each team's
+//!   its predecessor's chained MAC, written as a row of its own (`audit_chain_places`: the
+//!   log's rows are never rewritten). The sealer never passes a number still in flight on
+//!   PostgreSQL (`store::audit_chain` says how), and the chain's order is the order it was
+//!   sealed in, so no reader has to wait for numbers in flight. Each team's
 //!   head (last place and its chained MAC) and checkpoint (the last pruned place and its
 //!   chained MAC) are kept under a MAC of their own, which also binds the starting
 //!   checkpoint.
@@ -214,20 +216,24 @@ pub struct Sealed {
 }
 
 /// Chains the oldest records not chained yet (up to [`SEAL_BATCH`]) in one transaction,
-/// unless another replica holds the keeper's lease.
+/// unless another replica holds the keeper's lease, and moves how far the sealer got past
+/// them (never past a record left for later).
 pub async fn seal(store: &Store, keys: &KeyRing) -> Result<Sealed, StoreError> {
     let mut sealed = Sealed::default();
     // A read first: an idle log costs no write lock (SQLite) and no lease.
-    if !store.has_unsealed_audits().await? {
+    let Some(bound) = store.audit_seal_bound().await? else {
         return Ok(sealed);
-    }
+    };
     let Some(mut tx) = store.begin_chain_keeper().await? else {
         return Ok(sealed);
     };
-    let rows = tx.unsealed_audits(SEAL_BATCH).await?;
-    if rows.is_empty() {
-        return Ok(sealed);
-    }
+    let through = tx.audit_sealed_through().await?;
+    let rows = tx.audits_to_seal(through, bound, SEAL_BATCH).await?;
+    // Every record up to the bound has been read when fewer than a batch came back.
+    let mut reached = match rows.last() {
+        Some(last) if rows.len() as u64 == SEAL_BATCH => last.seq,
+        _ => bound,
+    };
     let legacy = tx.audit_legacy_through().await?;
     let mut teams: Vec<&str> = rows.iter().map(|r| r.team.as_str()).collect();
     teams.sort_unstable();
@@ -237,42 +243,56 @@ pub async fn seal(store: &Store, keys: &KeyRing) -> Result<Sealed, StoreError> {
     let subscribed = tx.teams_subscribed_to(&teams, AUDIT_KIND).await?;
     let mut events = Vec::new();
     let mut moved = std::collections::BTreeSet::new();
-    let mut places = Vec::with_capacity(rows.len());
-    for row in &rows {
+    let mut placed = Vec::with_capacity(rows.len());
+    for row in rows {
         let head = heads
             .entry(row.team.clone())
             .or_insert_with(|| genesis(&row.team));
         let fresh = head.pos == 0 && head.mac.is_empty();
-        if !fresh && !moved.contains(&row.team) && !head_holds(keys, head, legacy) {
-            // Never extend (and so re-sign) a head that does not hold: verify names it.
-            sealed.skipped += 1;
-            continue;
-        }
-        match (mac_holds(keys, row), key(keys, row.key_id)) {
-            (Some(true), Some(key)) => {
+        // Never extend (and so re-sign) a head that does not hold: verify names it.
+        let head_holds = fresh || moved.contains(&row.team) || head_holds(keys, head, legacy);
+        match (
+            head_holds,
+            row.mac.is_some(),
+            mac_holds(keys, &row),
+            key(keys, row.key_id),
+        ) {
+            (true, _, Some(true), Some(key)) => {
                 let pos = head.pos + 1;
-                let mac = chain_mac(key, &row.team, pos, row, &head.chain_mac);
+                let mac = chain_mac(key, &row.team, pos, &row, &head.chain_mac);
                 head.pos = pos;
                 head.chain_mac.clone_from(&mac);
                 moved.insert(row.team.clone());
+                let row = AuditRow {
+                    chain_pos: Some(pos),
+                    chain_mac: Some(mac),
+                    ..row
+                };
                 if subscribed.contains(&row.team) {
-                    events.push(audit_event_row(&AuditRow {
-                        chain_pos: Some(pos),
-                        chain_mac: Some(mac.clone()),
-                        ..row.clone()
-                    }));
+                    events.push(audit_event_row(&row));
                 }
-                places.push((row.seq, pos, Some(mac)));
+                placed.push(row);
                 sealed.chained += 1;
             }
-            (Some(false), _) => {
-                places.push((row.seq, 0, None));
+            // A MAC that does not hold, or none (not written by the service): place 0,
+            // which verification reports.
+            (true, _, Some(false), _) | (true, false, None, _) => {
+                placed.push(AuditRow {
+                    chain_pos: Some(0),
+                    chain_mac: None,
+                    ..row
+                });
                 sealed.refused += 1;
             }
-            _ => sealed.skipped += 1,
+            // Left for later (its key is not in this replica's ring, or its team's head does
+            // not hold): the sealer does not get past it.
+            _ => {
+                sealed.skipped += 1;
+                reached = reached.min(row.seq - 1);
+            }
         }
     }
-    tx.seal_audits(&places).await?;
+    tx.place_audits(&placed).await?;
     tx.append_events(events).await?;
     // Each moved head is signed once, at its last place of this batch.
     for team in moved {
@@ -280,6 +300,9 @@ pub async fn seal(store: &Store, keys: &KeyRing) -> Result<Sealed, StoreError> {
             sign_head(keys, &mut head, legacy);
             tx.put_chain_head(head).await?;
         }
+    }
+    if reached > through {
+        tx.set_audit_sealed_through(reached).await?;
     }
     tx.commit().await?;
     Ok(sealed)
@@ -479,6 +502,7 @@ async fn verify_team(
 ) -> Result<(), StoreError> {
     let tx = store.begin_snapshot().await?;
     let legacy = tx.audit_legacy_through().await?;
+    let sealed_through = tx.audit_sealed_through().await?;
     let head = tx.chain_heads(&[team]).await?.remove(team);
     if let Some(head) = &head
         && !head_holds(keys, head, legacy)
@@ -495,11 +519,9 @@ async fn verify_team(
         .map(|h| (h.checkpoint_pos, h.checkpoint_mac.clone()))
         .unwrap_or((0, GENESIS.to_vec()));
     let (mut last, mut prev): (i64, Option<Vec<u8>>) = (start.0, Some(start.1));
+    let mut page_after = last.max(0);
     loop {
-        let rows = tx.chained_audits(team, last.max(0), VERIFY_PAGE).await?;
-        let Some(final_pos) = rows.last().and_then(|r| r.chain_pos) else {
-            break;
-        };
+        let (rows, more) = tx.chain_page(team, page_after, VERIFY_PAGE).await?;
         for row in &rows {
             let pos = row.chain_pos.unwrap_or_default();
             if pos <= last {
@@ -525,8 +547,9 @@ async fn verify_team(
             prev = row.chain_mac.clone();
             last = pos;
         }
-        if final_pos == last && (rows.len() as u64) < VERIFY_PAGE {
-            break;
+        match more {
+            Some(place) => page_after = place,
+            None => break,
         }
     }
     if let Some(head) = &head {
@@ -545,7 +568,13 @@ async fn verify_team(
         for row in &rows {
             match (row.mac.is_some(), row.chain_pos) {
                 (false, _) if row.seq <= legacy => report.legacy += 1,
-                (true, None) if mac_holds(keys, row) == Some(true) => report.pending += 1,
+                (true, None) if mac_holds(keys, row) == Some(true) && row.seq > sealed_through => {
+                    report.pending += 1
+                }
+                // Sealed, but its place is gone (the gap in the chain is reported too).
+                (true, None) if mac_holds(keys, row) == Some(true) => {
+                    report.find(Tamper::Reordered, team, Some(row), None)
+                }
                 (true, None) if mac_holds(keys, row).is_none() => {
                     report.find(Tamper::UnknownKey, team, Some(row), None)
                 }

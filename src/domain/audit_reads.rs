@@ -83,7 +83,7 @@ impl Context {
         record.id = hex(&digest.as_ref()[..16]);
         record_mac(self.keys(), &mut record);
         let written = async {
-            let tx = self.store().begin_write().await?;
+            let mut tx = self.store().begin_write().await?;
             tx.append_audit_once(record).await?;
             tx.commit().await
         };

@@ -26,7 +26,8 @@ pub struct AuditFilter {
 impl Tx {
     /// Appends one audit record (its `seq` is the database's); it commits or rolls back with
     /// the change it records.
-    pub async fn append_audit(&self, record: AuditRow) -> Result<()> {
+    pub async fn append_audit(&mut self, record: AuditRow) -> Result<()> {
+        self.lock_audit_appends().await?;
         audit_event::Entity::insert(new_row::<audit_event::ActiveModel>(record))
             .exec_without_returning(self.conn())
             .await?;
@@ -35,7 +36,8 @@ impl Tx {
 
     /// Appends one audit record unless one with its id exists (an aggregated read's, which
     /// replicas may write at once).
-    pub async fn append_audit_once(&self, record: AuditRow) -> Result<()> {
+    pub async fn append_audit_once(&mut self, record: AuditRow) -> Result<()> {
+        self.lock_audit_appends().await?;
         audit_event::Entity::insert(new_row::<audit_event::ActiveModel>(record))
             .on_conflict(
                 sea_orm::sea_query::OnConflict::column(audit_event::Column::Id)
@@ -48,7 +50,11 @@ impl Tx {
     }
 
     /// Appends several audit records, in order, in statements of the fixed insert sizes.
-    pub async fn append_audits(&self, records: Vec<AuditRow>) -> Result<()> {
+    pub async fn append_audits(&mut self, records: Vec<AuditRow>) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        self.lock_audit_appends().await?;
         let mut records = records.into_iter().peekable();
         while records.peek().is_some() {
             let rows = super::insert_size(records.len());
@@ -152,11 +158,12 @@ impl Store {
         if let Some(team) = team {
             query = query.filter(audit_event::Column::Team.eq(team));
         }
-        Ok(query
+        let rows = query
             .order_by_asc(audit_event::Column::Seq)
             .limit(limit)
             .all(self.conn())
-            .await?)
+            .await?;
+        super::audit_chain::with_places(self.conn(), rows).await
     }
 
     /// A page of a team's audit records matching `filter`, newest first, strictly before

@@ -1,24 +1,40 @@
 //! The audit chain's rows: each team's head and checkpoint (`audit_chains`), the records'
-//! places in their team's chain, the starting checkpoint of records written before the chain
-//! (`audit_chain_state`), and the keeper's lease. What the MACs are is the domain's
-//! (`domain::audit_chain`); this module only reads and writes them.
+//! places in their team's chain (`audit_chain_places`, insert-only: one small row per record,
+//! so the log's own rows and indexes are never rewritten), the starting checkpoint of records
+//! written before the chain and how far the sealer got (`audit_chain_state`), and the keeper's
+//! lease. What the MACs are is the domain's (`domain::audit_chain`); this module only reads
+//! and writes them.
+//!
+//! The sealer passes every record at or below `sealed_through` once. On PostgreSQL a
+//! sequence number is handed out at insert and becomes visible at commit, so a record could
+//! commit below a point the sealer already passed. As for the outbox (`outbox.rs`), every
+//! transaction that appends audit records holds a shared advisory lock from before its first
+//! insert until it ends ([`Tx::lock_audit_appends`]), and the sealer first takes it
+//! exclusively for one statement ([`Store::audit_seal_bound`]): once granted, every number
+//! handed out before is committed or rolled back, and the sealer seals only up to the newest
+//! it saw. It is a lock of its own: the sealer's barrier (once a second) never waits for
+//! event appends, nor event readers for audit appends.
 
 use std::collections::HashMap;
 
-use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Statement,
+    ColumnTrait, Condition, ConnectionTrait, DatabaseBackend, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, Statement,
 };
 
-use super::entities::{audit_chain, audit_event};
+use super::entities::{audit_chain, audit_chain_place, audit_event};
 use super::{AuditRow, Result, Store, Tx};
 
 pub use audit_chain::Model as ChainHead;
 
 /// Advisory lock key: one replica seals and prunes the audit chain at a time ("ihub-aud").
 const CHAIN_LOCK_KEY: i64 = 0x6968_7562_2d61_7564;
-/// Records whose chain places one statement writes.
-const SEAL_CHUNK: usize = 200;
+/// Advisory lock key: audit appends hold it shared, the sealer's barrier exclusively
+/// ("ihub-apd").
+pub const AUDIT_APPEND_LOCK_KEY: i64 = 0x6968_7562_2d61_7064;
+/// Places one statement writes.
+const PLACE_CHUNK: usize = 200;
 
 impl Store {
     /// A write transaction of the chain's keeper (the sealer and the pruner), or `None` when
@@ -49,19 +65,32 @@ impl Store {
         teams.dedup();
         Ok(teams)
     }
-}
 
-/// A team's chained records after position `after`, in chain order.
-fn chained(team: &str, after: i64, limit: u64) -> sea_orm::Select<audit_event::Entity> {
-    audit_event::Entity::find()
-        .filter(audit_event::Column::Team.eq(team))
-        .filter(audit_event::Column::ChainPos.gt(after))
-        .order_by_asc(audit_event::Column::ChainPos)
-        .order_by_asc(audit_event::Column::Seq)
-        .limit(limit)
-}
+    /// The newest audit sequence number below which nothing is in flight, when it is past
+    /// `sealed_through` (there is something to seal); `None` otherwise. On PostgreSQL this is
+    /// the sealer's barrier (see the module doc): the statement's snapshot is taken before the
+    /// lock is granted, so the number it reads was handed out by a transaction that has ended
+    /// once the lock is granted, and so has every one handed out before it.
+    pub async fn audit_seal_bound(&self) -> Result<Option<i64>> {
+        const BOUND: &str = "(SELECT MAX(seq) FROM audit_events) AS max_seq, \
+             (SELECT sealed_through FROM audit_chain_state WHERE id = 1) AS sealed_through";
+        let statement = if self.is_postgres() {
+            Statement::from_sql_and_values(
+                DatabaseBackend::Postgres,
+                format!("SELECT pg_advisory_xact_lock($1)::text AS barrier, {BOUND}"),
+                [AUDIT_APPEND_LOCK_KEY.into()],
+            )
+        } else {
+            Statement::from_string(self.backend(), format!("SELECT {BOUND}"))
+        };
+        let Some(row) = self.conn().query_one_raw(statement).await? else {
+            return Ok(None);
+        };
+        let max = row.try_get::<Option<i64>>("", "max_seq")?;
+        let through = row.try_get::<Option<i64>>("", "sealed_through")?;
+        Ok(max.filter(|max| *max > through.unwrap_or(0)))
+    }
 
-impl Store {
     /// A team's chained records after position `after`, in chain order (what a watch of its
     /// audit records delivers: places are given in one transaction each, so a reader past a
     /// place never misses a record sealed later).
@@ -71,21 +100,7 @@ impl Store {
         after: i64,
         limit: u64,
     ) -> Result<Vec<AuditRow>> {
-        Ok(chained(team, after, limit).all(self.conn()).await?)
-    }
-
-    /// Whether any record waits for its place in its chain.
-    pub async fn has_unsealed_audits(&self) -> Result<bool> {
-        Ok(audit_event::Entity::find()
-            .select_only()
-            .column(audit_event::Column::Seq)
-            .filter(audit_event::Column::ChainPos.is_null())
-            .filter(audit_event::Column::Mac.is_not_null())
-            .limit(1)
-            .into_tuple::<i64>()
-            .one(self.conn())
-            .await?
-            .is_some())
+        Ok(chained(self.conn(), team, after, limit).await?.0)
     }
 
     /// The last place of `team`'s chain that was pruned (0 when none was).
@@ -98,29 +113,147 @@ impl Store {
     }
 }
 
+/// A team's chained records at its next `limit` places after position `after`, in chain
+/// order (a place whose record is gone is left out: verification names the gap), and the
+/// last place read when all `limit` were (more may follow it).
+async fn chained(
+    conn: &impl ConnectionTrait,
+    team: &str,
+    after: i64,
+    limit: u64,
+) -> Result<(Vec<AuditRow>, Option<i64>)> {
+    let places = audit_chain_place::Entity::find()
+        .filter(audit_chain_place::Column::Team.eq(team))
+        .filter(audit_chain_place::Column::Pos.gt(after))
+        .order_by_asc(audit_chain_place::Column::Pos)
+        .order_by_asc(audit_chain_place::Column::Seq)
+        .limit(limit)
+        .all(conn)
+        .await?;
+    if places.is_empty() {
+        return Ok((Vec::new(), None));
+    }
+    let more = places
+        .last()
+        .filter(|_| places.len() as u64 == limit)
+        .map(|last| last.pos);
+    let mut rows: HashMap<i64, AuditRow> = audit_event::Entity::find()
+        .filter(audit_event::Column::Seq.is_in(places.iter().map(|p| p.seq)))
+        .all(conn)
+        .await?
+        .into_iter()
+        .map(|row| (row.seq, row))
+        .collect();
+    let chained = places
+        .into_iter()
+        .filter_map(|place| {
+            let mut row = rows.remove(&place.seq)?;
+            row.chain_pos = Some(place.pos);
+            row.chain_mac = place.chain_mac;
+            Some(row)
+        })
+        .collect();
+    Ok((chained, more))
+}
+
+/// `rows` with their places filled in from `audit_chain_places`.
+pub(super) async fn with_places(
+    conn: &impl ConnectionTrait,
+    mut rows: Vec<AuditRow>,
+) -> Result<Vec<AuditRow>> {
+    if rows.is_empty() {
+        return Ok(rows);
+    }
+    let mut places: HashMap<i64, audit_chain_place::Model> = audit_chain_place::Entity::find()
+        .filter(audit_chain_place::Column::Seq.is_in(rows.iter().map(|r| r.seq)))
+        .all(conn)
+        .await?
+        .into_iter()
+        .map(|place| (place.seq, place))
+        .collect();
+    for row in &mut rows {
+        if let Some(place) = places.remove(&row.seq) {
+            row.chain_pos = Some(place.pos);
+            row.chain_mac = place.chain_mac;
+        }
+    }
+    Ok(rows)
+}
+
+/// The sequence numbers of the places `condition` selects, as a subquery.
+fn place_seqs(condition: Condition) -> sea_orm::sea_query::SelectStatement {
+    Query::select()
+        .column(audit_chain_place::Column::Seq)
+        .from(audit_chain_place::Entity)
+        .cond_where(condition)
+        .to_owned()
+}
+
 impl Tx {
-    /// The starting checkpoint: records at or below this sequence number were written before
-    /// the chain existed.
-    pub async fn audit_legacy_through(&self) -> Result<i64> {
+    async fn chain_state(&self, column: &str) -> Result<i64> {
         let row = self
             .inner
             .query_one_raw(Statement::from_string(
                 self.inner.get_database_backend(),
-                "SELECT legacy_through FROM audit_chain_state WHERE id = 1",
+                format!("SELECT {column} AS value FROM audit_chain_state WHERE id = 1"),
             ))
             .await?;
         Ok(match row {
-            Some(row) => row.try_get::<i64>("", "legacy_through")?,
+            Some(row) => row.try_get::<i64>("", "value")?,
             None => 0,
         })
     }
 
-    /// The oldest records not yet given a place in their chain (those with a MAC: records
-    /// without one are never chained), in sequence order.
-    pub async fn unsealed_audits(&self, limit: u64) -> Result<Vec<AuditRow>> {
+    /// The starting checkpoint: records at or below this sequence number were written before
+    /// the chain existed.
+    pub async fn audit_legacy_through(&self) -> Result<i64> {
+        self.chain_state("legacy_through").await
+    }
+
+    /// How far the sealer got: every record at or below this sequence number has its place,
+    /// or was left out for a reason verification names.
+    pub async fn audit_sealed_through(&self) -> Result<i64> {
+        self.chain_state("sealed_through").await
+    }
+
+    /// Moves how far the sealer got.
+    pub async fn set_audit_sealed_through(&self, through: i64) -> Result<()> {
+        use sea_orm::sea_query::Alias;
+        let update = Query::update()
+            .table(Alias::new("audit_chain_state"))
+            .value(Alias::new("sealed_through"), through)
+            .and_where(Expr::col(Alias::new("id")).eq(1))
+            .to_owned();
+        let statement = self.inner.get_database_backend().build(&update);
+        self.inner.execute_raw(statement).await?;
+        Ok(())
+    }
+
+    /// Takes the audit log's shared append lock on PostgreSQL, once per transaction, before
+    /// its first record gets a sequence number (see the module doc).
+    pub(super) async fn lock_audit_appends(&mut self) -> Result<()> {
+        if self.postgres && !self.audit_appends_locked {
+            self.inner
+                .execute_raw(Statement::from_sql_and_values(
+                    DatabaseBackend::Postgres,
+                    "SELECT pg_advisory_xact_lock_shared($1)",
+                    [AUDIT_APPEND_LOCK_KEY.into()],
+                ))
+                .await?;
+            self.audit_appends_locked = true;
+        }
+        Ok(())
+    }
+
+    /// The oldest records after `after` and up to `upto` (a bound from
+    /// [`Store::audit_seal_bound`]) without a place, in sequence order.
+    pub async fn audits_to_seal(&self, after: i64, upto: i64, limit: u64) -> Result<Vec<AuditRow>> {
         Ok(audit_event::Entity::find()
-            .filter(audit_event::Column::ChainPos.is_null())
-            .filter(audit_event::Column::Mac.is_not_null())
+            .filter(audit_event::Column::Seq.gt(after))
+            .filter(audit_event::Column::Seq.lte(upto))
+            .filter(audit_event::Column::Seq.not_in_subquery(place_seqs(
+                Condition::all().add(audit_chain_place::Column::Seq.gt(after)),
+            )))
             .order_by_asc(audit_event::Column::Seq)
             .limit(limit)
             .all(self.conn())
@@ -156,29 +289,20 @@ impl Tx {
             .collect())
     }
 
-    /// Gives records their places: `(seq, chain_pos, chain_mac)` each, one statement a chunk
-    /// joined to its places by primary key (`UPDATE .. FROM (VALUES ..)`: a `CASE` per
-    /// column cost every row a comparison per place).
-    pub async fn seal_audits(&self, places: &[(i64, i64, Option<Vec<u8>>)]) -> Result<()> {
-        use sea_orm::sea_query::{Alias, Query, TableRef, ValueTuple};
-        let input = Alias::new("places");
-        let column = |n: u8| Expr::col((input.clone(), Alias::new(format!("column{n}"))));
-        for chunk in places.chunks(SEAL_CHUNK) {
-            let rows: Vec<ValueTuple> = chunk
-                .iter()
-                .map(|(seq, place, mac)| {
-                    ValueTuple::Three((*seq).into(), (*place).into(), mac.clone().into())
-                })
-                .collect();
-            let update = Query::update()
-                .table(audit_event::Entity)
-                .value(audit_event::Column::ChainPos, column(2))
-                .value(audit_event::Column::ChainMac, column(3))
-                .from(TableRef::ValuesList(rows, input.clone().into()))
-                .and_where(Expr::col((audit_event::Entity, audit_event::Column::Seq)).eq(column(1)))
-                .to_owned();
-            let statement = self.conn().get_database_backend().build(&update);
-            self.conn().execute_raw(statement).await?;
+    /// Gives records their places (`chain_pos` and `chain_mac` of each row: 0 and none for a
+    /// record left out of its chain), a statement per chunk.
+    pub async fn place_audits(&self, rows: &[AuditRow]) -> Result<()> {
+        use sea_orm::ActiveValue::Set;
+        for chunk in rows.chunks(PLACE_CHUNK) {
+            let places = chunk.iter().map(|row| audit_chain_place::ActiveModel {
+                seq: Set(row.seq),
+                team: Set(row.team.clone()),
+                pos: Set(row.chain_pos.unwrap_or_default()),
+                chain_mac: Set(row.chain_mac.clone()),
+            });
+            audit_chain_place::Entity::insert_many(places)
+                .exec_without_returning(self.conn())
+                .await?;
         }
         Ok(())
     }
@@ -211,41 +335,66 @@ impl Tx {
         after: i64,
         limit: u64,
     ) -> Result<Vec<AuditRow>> {
-        Ok(chained(team, after, limit).all(self.conn()).await?)
+        Ok(chained(self.conn(), team, after, limit).await?.0)
     }
 
-    /// A team's records outside its chain (not sealed yet, refused by the sealer, or
-    /// without a MAC) after sequence number `after`, in sequence order.
+    /// A page of a team's chain: the records at its next `limit` places after `after`, and
+    /// the last place read when all `limit` were (the next page starts after it).
+    pub async fn chain_page(
+        &self,
+        team: &str,
+        after: i64,
+        limit: u64,
+    ) -> Result<(Vec<AuditRow>, Option<i64>)> {
+        chained(self.conn(), team, after, limit).await
+    }
+
+    /// A team's records outside its chain (not sealed yet, left out by the sealer, without a
+    /// MAC, or whose place is gone) after sequence number `after`, in sequence order, with
+    /// their place where they have one (0).
     pub async fn unchained_audits(
         &self,
         team: &str,
         after: i64,
         limit: u64,
     ) -> Result<Vec<AuditRow>> {
-        Ok(audit_event::Entity::find()
+        let rows = audit_event::Entity::find()
             .filter(audit_event::Column::Team.eq(team))
             .filter(audit_event::Column::Seq.gt(after))
             .filter(
-                audit_event::Column::ChainPos
-                    .is_null()
-                    .or(audit_event::Column::ChainPos.lte(0)),
+                audit_event::Column::Seq.not_in_subquery(place_seqs(
+                    Condition::all()
+                        .add(audit_chain_place::Column::Team.eq(team))
+                        .add(audit_chain_place::Column::Pos.gt(0))
+                        .add(audit_chain_place::Column::Seq.gt(after)),
+                )),
             )
             .order_by_asc(audit_event::Column::Seq)
             .limit(limit)
             .all(self.conn())
-            .await?)
+            .await?;
+        with_places(self.conn(), rows).await
     }
 
-    /// Deletes a team's chained records at or below position `through` (a prefix: the
-    /// pruner's).
+    /// Deletes a team's chained records at or below position `through`, and their places (a
+    /// prefix: the pruner's).
     pub async fn delete_chained_audits(&self, team: &str, through: i64) -> Result<u64> {
-        Ok(audit_event::Entity::delete_many()
-            .filter(audit_event::Column::Team.eq(team))
-            .filter(audit_event::Column::ChainPos.gt(0))
-            .filter(audit_event::Column::ChainPos.lte(through))
+        let prefix = || {
+            Condition::all()
+                .add(audit_chain_place::Column::Team.eq(team))
+                .add(audit_chain_place::Column::Pos.gt(0))
+                .add(audit_chain_place::Column::Pos.lte(through))
+        };
+        let deleted = audit_event::Entity::delete_many()
+            .filter(audit_event::Column::Seq.in_subquery(place_seqs(prefix())))
             .exec(self.conn())
             .await?
-            .rows_affected)
+            .rows_affected;
+        audit_chain_place::Entity::delete_many()
+            .filter(prefix())
+            .exec(self.conn())
+            .await?;
+        Ok(deleted)
     }
 
     /// Deletes up to `limit` records from before the chain (at or below `legacy_through`,

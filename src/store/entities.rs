@@ -154,9 +154,35 @@ pub mod audit_event {
         /// written before the chain existed.
         pub mac: Option<Vec<u8>>,
         /// Its place in its team's chain, given by the sealer (none until sealed; 0 when its
-        /// MAC did not hold then).
+        /// MAC did not hold then): not a column of the log but its row of
+        /// `audit_chain_places`, filled in by the reads that need it.
+        #[sea_orm(ignore)]
         pub chain_pos: Option<i64>,
-        /// The MAC over this record and its predecessor in the chain.
+        /// The MAC over this record and its predecessor in the chain (from the same row).
+        #[sea_orm(ignore)]
+        pub chain_mac: Option<Vec<u8>>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod audit_chain_place {
+    use sea_orm::entity::prelude::*;
+
+    /// A record's place in its team's audit chain, written once by the sealer.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "audit_chain_places")]
+    pub struct Model {
+        /// The record's sequence number.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub seq: i64,
+        pub team: String,
+        /// 1, 2, ...; 0 when the record's MAC did not hold when it was sealed.
+        pub pos: i64,
+        /// The MAC over the record and its predecessor (none at place 0).
         pub chain_mac: Option<Vec<u8>>,
     }
 

@@ -43,7 +43,7 @@ use tokio::sync::{Notify, mpsc};
 pub use audit::{
     AUDIT_LISTINGS_PER_TEAM, AUDIT_STATEMENT_TIMEOUT, AuditFilter, AuditListing, AuditRow,
 };
-pub use audit_chain::ChainHead;
+pub use audit_chain::{AUDIT_APPEND_LOCK_KEY, ChainHead};
 pub use entities::event::Model as EventRow;
 pub use entities::installed_app::Model as AppRow;
 pub use entities::integration::Model as IntegrationRow;
@@ -97,7 +97,15 @@ pub struct Store {
     url: Arc<str>,
     /// Audit listings in progress, bounded (`audit.rs`).
     audit_reads: Arc<audit::AuditReads>,
+    /// SQLite: this process's write transactions, one at a time, in the order they asked.
+    /// SQLite has one writer anyway; without this queue a writer that finds the database
+    /// locked sleeps in its busy handler (backing off up to 100 ms at a time) rather than
+    /// starting the moment the previous writer commits.
+    write_gate: Option<Arc<tokio::sync::Mutex<()>>>,
 }
+
+/// The longest a write waits for its turn on SQLite (as long as SQLite's own busy timeout).
+const SQLITE_WRITE_WAIT: Duration = Duration::from_secs(10);
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -141,18 +149,19 @@ impl Store {
                     // FULL: a commit is on disk before it is acknowledged, power loss
                     // included (NORMAL in WAL mode keeps it only across a process crash).
                     .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Full)
-                    .busy_timeout(Duration::from_secs(10))
+                    .busy_timeout(SQLITE_WRITE_WAIT)
                     .foreign_keys(true)
             });
         let db = state.noted(Database::connect(options).await)?;
-        let notifier = (db.get_database_backend() == DatabaseBackend::Postgres)
-            .then(|| notify_replicas(db.clone()));
+        let postgres = db.get_database_backend() == DatabaseBackend::Postgres;
+        let notifier = postgres.then(|| notify_replicas(db.clone()));
         Ok(Store {
             db: Noted::new(db, state),
             appended: Arc::new(Notify::new()),
             notifier,
             url: url.into(),
             audit_reads: Arc::new(audit::AuditReads::new(max_connections)),
+            write_gate: (!postgres).then(|| Arc::new(tokio::sync::Mutex::new(()))),
         })
     }
 
@@ -186,6 +195,14 @@ impl Store {
 
     /// Starts a write transaction (on SQLite: `BEGIN IMMEDIATE`).
     pub async fn begin_write(&self) -> Result<Tx> {
+        let turn = match &self.write_gate {
+            Some(gate) => Some(
+                tokio::time::timeout(SQLITE_WRITE_WAIT, gate.clone().lock_owned())
+                    .await
+                    .map_err(|_| StoreError::Busy("the database is busy with other writes"))?,
+            ),
+            None => None,
+        };
         let begun = if self.is_postgres() {
             self.db.raw().begin().await
         } else {
@@ -202,8 +219,10 @@ impl Store {
             inner,
             postgres: self.is_postgres(),
             appended_events: false,
+            audit_appends_locked: false,
             appended: self.appended.clone(),
             notifier: self.notifier.clone(),
+            _turn: turn,
         })
     }
 
@@ -223,8 +242,10 @@ impl Store {
             inner,
             postgres: self.is_postgres(),
             appended_events: false,
+            audit_appends_locked: false,
             appended: self.appended.clone(),
             notifier: None,
+            _turn: None,
         })
     }
 
@@ -281,9 +302,15 @@ pub struct Tx {
     inner: Noted<DatabaseTransaction>,
     postgres: bool,
     appended_events: bool,
+    /// PostgreSQL: this transaction holds the audit log's shared append lock
+    /// (`audit_chain.rs`: the sealer's barrier waits for it).
+    audit_appends_locked: bool,
     appended: Arc<Notify>,
     /// PostgreSQL: where to ask for the NOTIFY after a commit that appended events.
     notifier: Option<mpsc::Sender<()>>,
+    /// SQLite: this write's turn ([`Store::write_gate`]), given back when the transaction
+    /// ends (the last field: dropped after the transaction).
+    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
 /// A limit checked by counting rows: the count and the insert it allows must not be passed

@@ -285,38 +285,115 @@ impl Tx {
             );
             let events_now: Vec<EventRow> = events.by_ref().take(n_events).collect();
             let records_now: Vec<AuditRow> = records.by_ref().take(n_records).collect();
-            let lock = !self.appended_events && !events_now.is_empty();
+            let lock_events = !self.appended_events && !events_now.is_empty();
+            let lock_audits = !self.audit_appends_locked && !records_now.is_empty();
             self.inner
-                .execute_raw(change_statement(lock, events_now, records_now)?)
+                .execute_raw(change_statement(
+                    Locks {
+                        events: lock_events,
+                        audits: lock_audits,
+                    },
+                    events_now,
+                    records_now,
+                )?)
                 .await?;
-            self.appended_events |= lock;
+            self.appended_events |= lock_events;
+            self.audit_appends_locked |= lock_audits;
         }
         Ok(())
     }
 }
 
-/// One statement that appends `records` to the audit log and `events` to the outbox, taking
-/// the outbox's shared lock first when `lock` (before any event gets its sequence number: the
-/// events are read through the lock). Either list may be empty, not both. Built by sea-query
-/// from the entities: `WITH outbox_lock AS (SELECT pg_advisory_xact_lock_shared(..)),
-/// audited AS (INSERT INTO audit_events ..) INSERT INTO events (..) SELECT .. FROM (VALUES ..)
-/// AS input, outbox_lock`.
+/// The shared locks a change's statement takes first (see the module doc, and
+/// `audit_chain.rs` for the audit log's).
+#[derive(Clone, Copy, Debug)]
+struct Locks {
+    events: bool,
+    audits: bool,
+}
+
+/// `INSERT INTO <table> (..) SELECT .. FROM (VALUES ..) AS input[, <lock>]`: with a lock (the
+/// name of a CTE that takes it), every row is read through it, so the lock is held before any
+/// row gets its sequence number.
+fn insert_through<A: sea_orm::ActiveModelTrait>(
+    rows: Vec<A>,
+    lock: Option<&str>,
+) -> std::result::Result<sea_orm::sea_query::InsertStatement, sea_orm::DbErr> {
+    use sea_orm::sea_query::{Alias, Expr, Query, ValueTuple};
+    let columns = inserted_columns::<A::Entity>();
+    let rows: Vec<ValueTuple> = rows
+        .into_iter()
+        .map(|row| ValueTuple::Many(inserted_values(row)))
+        .collect();
+    let mut input = Query::select();
+    for n in 1..=columns.len() {
+        input.expr(Expr::col((
+            Alias::new("input"),
+            Alias::new(format!("column{n}")),
+        )));
+    }
+    input.from_values(rows, Alias::new("input"));
+    if let Some(lock) = lock {
+        input.from(Alias::new(lock));
+    }
+    let mut insert = Query::insert();
+    insert
+        .into_table(A::Entity::default())
+        .columns(columns.iter().map(|c| Alias::new(*c)));
+    insert
+        .select_from(input)
+        .map_err(|e| sea_orm::DbErr::Custom(format!("an append's insert: {e}")))?;
+    Ok(insert)
+}
+
+/// One statement that appends `records` to the audit log and `events` to the outbox, each
+/// read through its shared lock when `locks` asks for it. Either list may be empty, not both.
+/// Built by sea-query from the entities: `WITH outbox_lock AS (SELECT
+/// pg_advisory_xact_lock_shared(..)), audit_lock AS (..), audited AS (INSERT INTO
+/// audit_events .. SELECT .. FROM (VALUES ..) AS input, audit_lock) INSERT INTO events (..)
+/// SELECT .. FROM (VALUES ..) AS input, outbox_lock`.
 fn change_statement(
-    lock: bool,
+    locks: Locks,
     events: Vec<EventRow>,
     records: Vec<AuditRow>,
 ) -> std::result::Result<Statement, sea_orm::DbErr> {
-    use sea_orm::QueryTrait;
     use sea_orm::sea_query::{
-        Alias, CommonTableExpression, Expr, Func, PostgresQueryBuilder, Query, ValueTuple,
-        WithClause,
+        Alias, CommonTableExpression, Func, PostgresQueryBuilder, Query, WithClause,
     };
-    let audited = (!records.is_empty()).then(|| {
-        audit_event::Entity::insert_many(
-            records.into_iter().map(new_row::<audit_event::ActiveModel>),
-        )
-        .into_query()
-    });
+    let lock = |name: &str, key: i64| {
+        CommonTableExpression::new()
+            .query(
+                Query::select()
+                    .expr(Func::cust("pg_advisory_xact_lock_shared").arg(key))
+                    .to_owned(),
+            )
+            .table_name(Alias::new(name))
+            .to_owned()
+    };
+    let mut with = WithClause::new();
+    let mut common = false;
+    if locks.events && !events.is_empty() {
+        with.cte(lock("outbox_lock", OUTBOX_LOCK_KEY));
+        common = true;
+    }
+    if locks.audits && !records.is_empty() {
+        with.cte(lock(
+            "audit_lock",
+            super::audit_chain::AUDIT_APPEND_LOCK_KEY,
+        ));
+        common = true;
+    }
+    let audited = (!records.is_empty())
+        .then(|| {
+            insert_through(
+                records
+                    .into_iter()
+                    .map(new_row::<audit_event::ActiveModel>)
+                    .collect(),
+                locks.audits.then_some("audit_lock"),
+            )
+        })
+        .transpose()?;
     let (sql, values) = if events.is_empty() {
         let Some(audited) = audited else {
             return Ok(Statement::from_string(
@@ -324,37 +401,14 @@ fn change_statement(
                 "SELECT 1",
             ));
         };
-        audited.build(PostgresQueryBuilder)
+        if common {
+            audited.with(with).build(PostgresQueryBuilder)
+        } else {
+            audited.build(PostgresQueryBuilder)
+        }
     } else {
-        let columns = inserted_columns::<event::Entity>();
-        let rows: Vec<ValueTuple> = events
-            .into_iter()
-            .map(|e| ValueTuple::Many(inserted_values(new_row::<event::ActiveModel>(e))))
-            .collect();
-        let mut input = Query::select();
-        for n in 1..=columns.len() {
-            input.expr(Expr::col((
-                Alias::new("input"),
-                Alias::new(format!("column{n}")),
-            )));
-        }
-        input.from_values(rows, Alias::new("input"));
-        let mut with = WithClause::new();
-        let common = lock || audited.is_some();
-        if lock {
-            input.from(Alias::new("outbox_lock"));
-            with.cte(
-                CommonTableExpression::new()
-                    .query(
-                        Query::select()
-                            .expr(Func::cust("pg_advisory_xact_lock_shared").arg(OUTBOX_LOCK_KEY))
-                            .to_owned(),
-                    )
-                    .table_name(Alias::new("outbox_lock"))
-                    .to_owned(),
-            );
-        }
         if let Some(audited) = audited {
+            common = true;
             with.cte(
                 CommonTableExpression::new()
                     .query(audited)
@@ -362,13 +416,13 @@ fn change_statement(
                     .to_owned(),
             );
         }
-        let mut insert = Query::insert();
-        insert
-            .into_table(event::Entity)
-            .columns(columns.iter().map(|c| Alias::new(*c)));
-        insert
-            .select_from(input)
-            .map_err(|e| sea_orm::DbErr::Custom(format!("the events' insert: {e}")))?;
+        let insert = insert_through(
+            events
+                .into_iter()
+                .map(new_row::<event::ActiveModel>)
+                .collect(),
+            locks.events.then_some("outbox_lock"),
+        )?;
         if common {
             insert.with(with).build(PostgresQueryBuilder)
         } else {

@@ -85,7 +85,7 @@ async fn chain(db: &DatabaseConnection, team: &str) -> Vec<i64> {
     integers(
         db,
         &format!(
-            "SELECT seq FROM audit_events WHERE team = '{team}' AND chain_pos > 0 ORDER BY chain_pos"
+            "SELECT seq FROM audit_chain_places WHERE team = '{team}' AND pos > 0 ORDER BY pos"
         ),
     )
     .await
@@ -150,7 +150,7 @@ async fn verify_names_a_record_edited_deleted_reordered_or_inserted(server: Serv
     exec(
         &db,
         &format!(
-            "UPDATE audit_events SET chain_pos = CASE seq WHEN {a} THEN 3 ELSE 2 END WHERE seq IN ({a}, {b})"
+            "UPDATE audit_chain_places SET pos = CASE seq WHEN {a} THEN 3 ELSE 2 END WHERE seq IN ({a}, {b})"
         ),
     )
     .await;
@@ -259,6 +259,82 @@ async fn pruning_leaves_a_checkpoint_that_verifies(server: Server) {
     );
 }
 
+storage_test!(process a_record_committed_late_still_gets_its_place);
+/// On PostgreSQL a record can commit after records with higher sequence numbers: the sealer
+/// must not pass it. A transaction here appends one as the service does (under the audit
+/// log's shared append lock) and stays open while the service writes more; once it commits,
+/// the record has its place (0: it is a copy under another id, so its MAC does not hold, and
+/// verify names it). On SQLite, one writer at a time, it is simply the next record.
+async fn a_record_committed_late_still_gets_its_place(server: Server) {
+    use sea_orm::TransactionTrait;
+    let server = quick(server);
+    let running = server.start();
+    records(&running, "acme", 2).await;
+    sealed(&server, 2).await;
+    let db = Database::connect(server.database_url())
+        .await
+        .expect("connect");
+    let postgres = db.get_database_backend() == sea_orm::DatabaseBackend::Postgres;
+    let late = db.begin().await.expect("begin");
+    if postgres {
+        late.execute_unprepared(&format!(
+            "SELECT pg_advisory_xact_lock_shared({})",
+            integration_hub::store::AUDIT_APPEND_LOCK_KEY
+        ))
+        .await
+        .expect("the append lock");
+    }
+    late.execute_unprepared(
+        "INSERT INTO audit_events (id, team, actor, actor_team, role, action, resource, outcome, reason, request_id, time, key_id, mac) \
+         SELECT 'late-record', team, actor, actor_team, role, action, resource, outcome, reason, request_id, time, key_id, mac \
+         FROM audit_events WHERE team = 'acme' ORDER BY seq LIMIT 1",
+    )
+    .await
+    .expect("the late record");
+    let more = postgres.then(|| {
+        let running = &running;
+        async move { records(running, "acme", 2).await }
+    });
+    let more = async {
+        if let Some(more) = more {
+            more.await;
+        }
+    };
+    let hold = async {
+        // The service writes (and its sealer runs) while the record is in flight.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        late.commit().await.expect("commit");
+    };
+    tokio::join!(more, hold);
+    records(&running, "acme", 1).await;
+    let late_seq = integers(&db, "SELECT seq FROM audit_events WHERE id = 'late-record'").await[0];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let placed = integers(
+            &db,
+            &format!("SELECT COUNT(*) FROM audit_chain_places WHERE seq = {late_seq}"),
+        )
+        .await[0];
+        if placed == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the record committed late (seq {late_seq}) never got its place"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (ok, out) = verify(&server, Some("acme"));
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains(&format!(
+            "team acme: inserted: record seq {late_seq} (id late-record)"
+        )),
+        "{out}"
+    );
+    assert_eq!(figure(&out, "findings "), 1, "{out}");
+}
+
 storage_test!(process two_replicas_writing_at_once_keep_one_chain_per_team);
 async fn two_replicas_writing_at_once_keep_one_chain_per_team(server: Server) {
     let server = quick(server);
@@ -278,8 +354,8 @@ async fn two_replicas_writing_at_once_keep_one_chain_per_team(server: Server) {
         let places = integers(
             &db,
             &format!(
-                "SELECT COUNT(DISTINCT chain_pos) FROM audit_events WHERE team = '{team}' AND chain_pos > 0 \
-                 UNION ALL SELECT MAX(chain_pos) FROM audit_events WHERE team = '{team}'"
+                "SELECT COUNT(DISTINCT pos) FROM audit_chain_places WHERE team = '{team}' AND pos > 0 \
+                 UNION ALL SELECT MAX(pos) FROM audit_chain_places WHERE team = '{team}'"
             ),
         )
         .await;
