@@ -11,12 +11,10 @@ use super::credentials::app_owner;
 use super::credentials::{Idempotency, check_credentials, settle_insert};
 use super::error::{Error, Result};
 use super::model::{
-    Actor, AppEventKind, AppState, AuditAction, BrokenReason, InstalledApp, Integration,
-    IntegrationState, Role,
+    Actor, AppEventKind, AppState, AuditAction, BrokenReason, InstalledApp, Integration, Role,
 };
 use super::oauth::Authorizations;
-use super::reauth::Transition;
-use super::reauth::change_state;
+use super::reauth::{Transition, change_state, restore_rejected};
 use super::types::{
     AppName, ConnectedTo, DisplayName, IdempotencyKey, Page, PageRequest, TeamId, new_id,
 };
@@ -437,13 +435,7 @@ impl InstalledApps {
                 if changes.credentials.is_some() && row.state != AppState::Suspended {
                     // Re-auth in place: what broke because these credentials were rejected
                     // works again.
-                    let filter = super::suspension::bound(
-                        &row.id,
-                        IntegrationState::Broken,
-                        Some(BrokenReason::CredentialsRejected),
-                    );
-                    let restore = Transition::Restore { rebind_to: None };
-                    restored = change_state(w, name.team.as_str(), &filter, &restore, now).await?;
+                    restored = restore_rejected(w, name.team.as_str(), &row.id, now).await?;
                 }
                 row.version += 1;
                 row.update_time = now;

@@ -199,7 +199,27 @@ pub(super) async fn reject_credentials(
     said: &str,
     now: i64,
 ) -> Result<usize> {
-    judge_credentials(w, name, row, (true, said), now).await
+    let filter = IntegrationFilter {
+        installed_app_id: Some(name.id.clone()),
+        state: Some(IntegrationState::Active),
+        app_bound_only: true,
+        ..Default::default()
+    };
+    let transition = Transition::Break {
+        reason: BrokenReason::CredentialsRejected,
+        detail: rejected_detail(&row.display_name, said),
+    };
+    let broken = change_state(w, name.team.as_str(), &filter, &transition, now).await?;
+    set_judged(
+        w,
+        row,
+        AppState::NeedsReauth,
+        AppEventKind::NeedsReauth,
+        said,
+        now,
+    )
+    .await?;
+    Ok(broken.len())
 }
 
 /// The way back from rule 6 inside a write, when the same credentials are verified again:
@@ -212,45 +232,44 @@ pub(super) async fn restore_credentials(
     said: &str,
     now: i64,
 ) -> Result<usize> {
-    judge_credentials(w, name, row, (false, said), now).await
+    let restored = restore_rejected(w, name.team.as_str(), &row.id, now).await?;
+    set_judged(w, row, AppState::Active, AppEventKind::Restored, said, now).await?;
+    Ok(restored.len())
 }
 
-/// Rule 6 (`rejected`) or its way back: the integrations' change with their events, then the
-/// app's state, one version on, with its event.
-async fn judge_credentials(
+/// What the rejection of an app's credentials broke works again, with events: its bound
+/// integrations BROKEN(CREDENTIALS_REJECTED) are restored. The way back from rule 6, also
+/// taken when the credentials are replaced by hand.
+pub(super) async fn restore_rejected(
     w: &mut Write<'_>,
-    name: &AppName,
-    row: &mut crate::store::AppRow,
-    (rejected, said): (bool, &str),
+    team: &str,
+    app_id: &str,
     now: i64,
-) -> Result<usize> {
-    let (filter, transition, state, event) = if rejected {
-        let filter = IntegrationFilter {
-            installed_app_id: Some(name.id.clone()),
-            state: Some(IntegrationState::Active),
-            app_bound_only: true,
-            ..Default::default()
-        };
-        let transition = Transition::Break {
-            reason: BrokenReason::CredentialsRejected,
-            detail: rejected_detail(&row.display_name, said),
-        };
-        (
-            filter,
-            transition,
-            AppState::NeedsReauth,
-            AppEventKind::NeedsReauth,
-        )
-    } else {
-        let filter = super::suspension::bound(
-            &row.id,
-            IntegrationState::Broken,
-            Some(BrokenReason::CredentialsRejected),
-        );
-        let transition = Transition::Restore { rebind_to: None };
-        (filter, transition, AppState::Active, AppEventKind::Restored)
-    };
-    let changed = change_state(w, name.team.as_str(), &filter, &transition, now).await?;
+) -> Result<Vec<Integration>> {
+    let filter = super::suspension::bound(
+        app_id,
+        IntegrationState::Broken,
+        Some(BrokenReason::CredentialsRejected),
+    );
+    change_state(
+        w,
+        team,
+        &filter,
+        &Transition::Restore { rebind_to: None },
+        now,
+    )
+    .await
+}
+
+/// The app's state after a judgement of its credentials, one version on, with its event.
+async fn set_judged(
+    w: &mut Write<'_>,
+    row: &mut crate::store::AppRow,
+    state: AppState,
+    event: AppEventKind,
+    said: &str,
+    now: i64,
+) -> Result<()> {
     let expected = row.version;
     row.state = state;
     row.version += 1;
@@ -258,8 +277,7 @@ async fn judge_credentials(
     if !w.tx().await?.update_app(row.clone(), expected).await? {
         return Err(Error::internal("locked installed app changed"));
     }
-    w.app_event(event, row, said)?;
-    Ok(changed.len())
+    w.app_event(event, row, said)
 }
 
 impl Integrations {
