@@ -336,8 +336,8 @@ pub async fn prune(
             tracing::warn!(team = %team, "the audit chain's head does not hold its MAC; not pruning this team (run `integration-hub audit verify`)");
             continue;
         }
-        let rows = tx
-            .chained_audits(&team, head.checkpoint_pos, limit - deleted)
+        let (rows, _) = tx
+            .chain_page(&team, head.checkpoint_pos, limit - deleted)
             .await?;
         let mut end: Option<(i64, Vec<u8>)> = None;
         for row in rows.iter().take_while(|r| r.time < cutoff) {

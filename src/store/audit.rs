@@ -27,11 +27,7 @@ impl Tx {
     /// Appends one audit record (its `seq` is the database's); it commits or rolls back with
     /// the change it records.
     pub async fn append_audit(&mut self, record: AuditRow) -> Result<()> {
-        self.lock_audit_appends().await?;
-        audit_event::Entity::insert(new_row::<audit_event::ActiveModel>(record))
-            .exec_without_returning(self.conn())
-            .await?;
-        Ok(())
+        self.append_audits(vec![record]).await
     }
 
     /// Appends one audit record unless one with its id exists (an aggregated read's, which
@@ -50,11 +46,15 @@ impl Tx {
     }
 
     /// Appends several audit records, in order, in statements of the fixed insert sizes.
+    /// On PostgreSQL they go through the statement of a change (`append_change`), which
+    /// takes the audit log's append lock in the same statement.
     pub async fn append_audits(&mut self, records: Vec<AuditRow>) -> Result<()> {
         if records.is_empty() {
             return Ok(());
         }
-        self.lock_audit_appends().await?;
+        if self.postgres {
+            return self.append_change_pg(Vec::new(), records).await;
+        }
         let mut records = records.into_iter().peekable();
         while records.peek().is_some() {
             let rows = super::insert_size(records.len());

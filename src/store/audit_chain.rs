@@ -230,16 +230,11 @@ impl Tx {
     }
 
     /// Takes the audit log's shared append lock on PostgreSQL, once per transaction, before
-    /// its first record gets a sequence number (see the module doc).
+    /// its first record gets a sequence number (see the module doc; a change's statement
+    /// takes it itself).
     pub(super) async fn lock_audit_appends(&mut self) -> Result<()> {
         if self.postgres && !self.audit_appends_locked {
-            self.inner
-                .execute_raw(Statement::from_sql_and_values(
-                    DatabaseBackend::Postgres,
-                    "SELECT pg_advisory_xact_lock_shared($1)",
-                    [AUDIT_APPEND_LOCK_KEY.into()],
-                ))
-                .await?;
+            self.lock_shared(AUDIT_APPEND_LOCK_KEY).await?;
             self.audit_appends_locked = true;
         }
         Ok(())
@@ -326,16 +321,6 @@ impl Tx {
             .exec_without_returning(self.conn())
             .await?;
         Ok(())
-    }
-
-    /// A team's chained records after position `after`, in chain order.
-    pub async fn chained_audits(
-        &self,
-        team: &str,
-        after: i64,
-        limit: u64,
-    ) -> Result<Vec<AuditRow>> {
-        Ok(chained(self.conn(), team, after, limit).await?.0)
     }
 
     /// A page of a team's chain: the records at its next `limit` places after `after`, and

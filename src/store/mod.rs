@@ -101,7 +101,15 @@ pub struct Store {
     /// SQLite has one writer anyway; without this queue a writer that finds the database
     /// locked sleeps in its busy handler (backing off up to 100 ms at a time) rather than
     /// starting the moment the previous writer commits.
-    write_gate: Option<Arc<tokio::sync::Mutex<()>>>,
+    write_gate: Option<WriteGate>,
+}
+
+/// SQLite's queue of write transactions ([`Store::write_gate`]).
+#[derive(Clone)]
+struct WriteGate {
+    turn: Arc<tokio::sync::Mutex<()>>,
+    /// The longest a write waits for its turn before it gives up as busy.
+    wait: Duration,
 }
 
 /// The longest a write waits for its turn on SQLite (as long as SQLite's own busy timeout).
@@ -161,7 +169,10 @@ impl Store {
             notifier,
             url: url.into(),
             audit_reads: Arc::new(audit::AuditReads::new(max_connections)),
-            write_gate: (!postgres).then(|| Arc::new(tokio::sync::Mutex::new(()))),
+            write_gate: (!postgres).then(|| WriteGate {
+                turn: Arc::new(tokio::sync::Mutex::new(())),
+                wait: SQLITE_WRITE_WAIT,
+            }),
         })
     }
 
@@ -197,7 +208,7 @@ impl Store {
     pub async fn begin_write(&self) -> Result<Tx> {
         let turn = match &self.write_gate {
             Some(gate) => Some(
-                tokio::time::timeout(SQLITE_WRITE_WAIT, gate.clone().lock_owned())
+                tokio::time::timeout(gate.wait, gate.turn.clone().lock_owned())
                     .await
                     .map_err(|_| StoreError::Busy("the database is busy with other writes"))?,
             ),
@@ -358,6 +369,19 @@ impl Tx {
     /// Whether this transaction holds, until it ends, the lease `key` (a transaction-scoped
     /// advisory lock on PostgreSQL, not waited for: false when another holds it). On SQLite
     /// the write lock every write transaction takes is the lease: always true.
+    /// Takes the transaction-scoped advisory lock `key` shared (PostgreSQL), until this
+    /// transaction ends.
+    pub(super) async fn lock_shared(&self, key: i64) -> Result<()> {
+        self.inner
+            .execute_raw(Statement::from_sql_and_values(
+                DatabaseBackend::Postgres,
+                "SELECT pg_advisory_xact_lock_shared($1)",
+                [key.into()],
+            ))
+            .await?;
+        Ok(())
+    }
+
     pub(super) async fn try_lease(&self, key: i64) -> Result<bool> {
         if !self.postgres {
             return Ok(true);
@@ -532,6 +556,50 @@ mod tests {
             assert_eq!(describe_url(url), shown, "{url}");
             assert!(!describe_url(url).contains("s3cr3t"));
         }
+    }
+
+    /// SQLite writes on one server take turns: a second write begins the moment the first
+    /// commits, and one that waits longer than the busy timeout gives up as busy (nothing
+    /// written) instead of waiting for ever.
+    #[tokio::test]
+    async fn sqlite_writes_take_turns_and_give_up_as_busy_after_the_wait() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("w.db").display());
+        let mut store = Store::connect(&url, 4).await.expect("store");
+        store.migrate().await.expect("migrate");
+        if let Some(gate) = &mut store.write_gate {
+            gate.wait = Duration::from_millis(300);
+        }
+        let first = store.begin_write().await.expect("the first write");
+        let second = tokio::spawn({
+            let store = store.clone();
+            async move { store.begin_write().await.map(|_| ()) }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            !second.is_finished(),
+            "began while the first write was open"
+        );
+        first.commit().await.expect("commit");
+        second
+            .await
+            .expect("join")
+            .expect("began once the first committed");
+
+        let held = store.begin_write().await.expect("a write held open");
+        let started = std::time::Instant::now();
+        let refused = store.begin_write().await;
+        assert!(
+            matches!(refused, Err(StoreError::Busy(_))),
+            "{:?}",
+            refused.err()
+        );
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        drop(held);
+        store
+            .begin_write()
+            .await
+            .expect("a write after the held one ended");
     }
 
     /// Each store keeps its own view of its database: one whose database went away is

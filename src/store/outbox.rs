@@ -240,13 +240,7 @@ impl Tx {
         }
         if self.postgres && !self.appended_events {
             // Held until this transaction ends: a reader's barrier waits for it.
-            self.inner
-                .execute_raw(Statement::from_sql_and_values(
-                    DatabaseBackend::Postgres,
-                    "SELECT pg_advisory_xact_lock_shared($1)",
-                    [OUTBOX_LOCK_KEY.into()],
-                ))
-                .await?;
+            self.lock_shared(OUTBOX_LOCK_KEY).await?;
         }
         self.appended_events = true;
         let mut rows = rows.into_iter().peekable();
@@ -263,19 +257,29 @@ impl Tx {
 
 impl Tx {
     /// Appends a change's success records and its events, in order: the end of every change
-    /// before its commit. On PostgreSQL one statement writes the records, takes the outbox
-    /// lock (see the module doc) and writes the events, so the lock is held for that
-    /// statement and the commit only, and a change costs one round trip here whatever it
-    /// holds (up to the largest insert size of each; more take further statements).
+    /// before its commit. On PostgreSQL one statement takes the audit log's append lock and
+    /// writes the records, takes the outbox lock (see the module doc) and writes the events,
+    /// so the locks are held for that statement and the commit only, and a change costs one
+    /// round trip here whatever it holds (up to the largest insert size of each; more take
+    /// further statements).
     pub async fn append_change(
         &mut self,
         events: Vec<EventRow>,
         records: Vec<AuditRow>,
     ) -> Result<()> {
-        if !self.postgres || events.is_empty() {
+        if !self.postgres {
             self.append_audits(records).await?;
             return self.append_events(events).await;
         }
+        self.append_change_pg(events, records).await
+    }
+
+    /// [`Tx::append_change`] on PostgreSQL, also what [`Tx::append_audits`] runs there.
+    pub(super) async fn append_change_pg(
+        &mut self,
+        events: Vec<EventRow>,
+        records: Vec<AuditRow>,
+    ) -> Result<()> {
         let mut events = events.into_iter().peekable();
         let mut records = records.into_iter().peekable();
         while events.peek().is_some() || records.peek().is_some() {
