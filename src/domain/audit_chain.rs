@@ -34,18 +34,15 @@
 
 use ring::hmac;
 
+pub use super::audit_verify::{Finding, Tamper, Verification, verify};
 use super::webhooks::AUDIT_KIND;
 use crate::crypto::KeyRing;
 use crate::store::{AuditRow, ChainHead, EventRow, Store, StoreError};
 
 /// The chained MAC a team's first place follows (and its checkpoint before any pruning).
-const GENESIS: &[u8] = b"integrationhub/v1 audit chain genesis";
+pub(super) const GENESIS: &[u8] = b"integrationhub/v1 audit chain genesis";
 /// Records one sealing transaction chains.
 pub const SEAL_BATCH: u64 = 1000;
-/// Records read at once while verifying.
-const VERIFY_PAGE: u64 = 1000;
-/// Findings a verification keeps (it counts the rest).
-const MAX_FINDINGS: usize = 100;
 
 fn put(bytes: &mut Vec<u8>, field: &[u8]) {
     bytes.extend_from_slice(&(field.len() as u64).to_be_bytes());
@@ -88,19 +85,25 @@ pub(super) fn record_mac(keys: &KeyRing, row: &mut AuditRow) {
 }
 
 /// The audit key a stored key version names.
-fn key(keys: &KeyRing, key_id: Option<i32>) -> Option<&hmac::Key> {
+pub(super) fn key(keys: &KeyRing, key_id: Option<i32>) -> Option<&hmac::Key> {
     keys.audit_key(u32::try_from(key_id?).ok()?)
 }
 
 /// Whether a record's MAC holds: `None` when it has none or its key is not in the ring.
-fn mac_holds(keys: &KeyRing, row: &AuditRow) -> Option<bool> {
+pub(super) fn mac_holds(keys: &KeyRing, row: &AuditRow) -> Option<bool> {
     let key = key(keys, row.key_id)?;
     let mac = row.mac.as_ref()?;
     Some(hmac::verify(key, &canonical(row, row.key_id?), mac).is_ok())
 }
 
 /// The chained MAC of a record at `pos` of `team`'s chain, after `prev`.
-fn chain_mac(key: &hmac::Key, team: &str, pos: i64, row: &AuditRow, prev: &[u8]) -> Vec<u8> {
+pub(super) fn chain_mac(
+    key: &hmac::Key,
+    team: &str,
+    pos: i64,
+    row: &AuditRow,
+    prev: &[u8],
+) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(160);
     put(&mut bytes, b"integrationhub/v1 audit chain");
     put(&mut bytes, team.as_bytes());
@@ -134,7 +137,7 @@ fn sign_head(keys: &KeyRing, head: &mut ChainHead, legacy_through: i64) {
         .to_vec();
 }
 
-fn head_holds(keys: &KeyRing, head: &ChainHead, legacy_through: i64) -> bool {
+pub(super) fn head_holds(keys: &KeyRing, head: &ChainHead, legacy_through: i64) -> bool {
     key(keys, Some(head.key_id))
         .is_some_and(|key| hmac::verify(key, &head_bytes(head, legacy_through), &head.mac).is_ok())
 }
@@ -215,33 +218,34 @@ pub struct Sealed {
     pub skipped: u64,
 }
 
-/// Chains the oldest records not chained yet (up to [`SEAL_BATCH`]) in one transaction,
-/// unless another replica holds the keeper's lease, and moves how far the sealer got past
-/// them (never past a record left for later).
+/// Chains the oldest records not chained yet (up to [`SEAL_BATCH`]) and moves how far the
+/// sealer got past them (never past a record left for later). The records are read and
+/// checked in a read transaction; only their places are written in the keeper's transaction
+/// (unless another replica holds its lease), so on SQLite the sealer holds the one writer's
+/// turn, which the group commit of resolutions shares, only for the writing. Should another
+/// sealer or the pruner have moved the chain in between, nothing is written: the next round
+/// reads again.
 pub async fn seal(store: &Store, keys: &KeyRing) -> Result<Sealed, StoreError> {
     let mut sealed = Sealed::default();
     // A read first: an idle log costs no write lock (SQLite) and no lease.
     let Some(bound) = store.audit_seal_bound().await? else {
         return Ok(sealed);
     };
-    let Some(mut tx) = store.begin_chain_keeper().await? else {
-        return Ok(sealed);
-    };
-    let through = tx.audit_sealed_through().await?;
-    let rows = tx.audits_to_seal(through, bound, SEAL_BATCH).await?;
+    let read = store.begin_snapshot().await?;
+    let through = read.audit_sealed_through().await?;
+    let rows = read.audits_to_seal(through, bound, SEAL_BATCH).await?;
     // Every record up to the bound has been read when fewer than a batch came back.
     let mut reached = match rows.last() {
         Some(last) if rows.len() as u64 == SEAL_BATCH => last.seq,
         _ => bound,
     };
-    let legacy = tx.audit_legacy_through().await?;
+    let legacy = read.audit_legacy_through().await?;
     let mut teams: Vec<&str> = rows.iter().map(|r| r.team.as_str()).collect();
     teams.sort_unstable();
     teams.dedup();
-    let mut heads = tx.chain_heads(&teams).await?;
-    // Audit records as webhook events, in chain order, for the teams that subscribed to them.
-    let subscribed = tx.teams_subscribed_to(&teams, AUDIT_KIND).await?;
-    let mut events = Vec::new();
+    let read_heads = read.chain_heads(&teams).await?;
+    drop(read);
+    let mut heads = read_heads.clone();
     let mut moved = std::collections::BTreeSet::new();
     let mut placed = Vec::with_capacity(rows.len());
     for row in rows {
@@ -263,15 +267,11 @@ pub async fn seal(store: &Store, keys: &KeyRing) -> Result<Sealed, StoreError> {
                 head.pos = pos;
                 head.chain_mac.clone_from(&mac);
                 moved.insert(row.team.clone());
-                let row = AuditRow {
+                placed.push(AuditRow {
                     chain_pos: Some(pos),
                     chain_mac: Some(mac),
                     ..row
-                };
-                if subscribed.contains(&row.team) {
-                    events.push(audit_event_row(&row));
-                }
-                placed.push(row);
+                });
                 sealed.chained += 1;
             }
             // A MAC that does not hold, or none (not written by the service): place 0,
@@ -292,11 +292,33 @@ pub async fn seal(store: &Store, keys: &KeyRing) -> Result<Sealed, StoreError> {
             }
         }
     }
+    if placed.is_empty() && reached <= through {
+        return Ok(sealed);
+    }
+    let Some(mut tx) = store.begin_chain_keeper().await? else {
+        return Ok(Sealed::default());
+    };
+    let moved: Vec<&str> = moved.iter().map(String::as_str).collect();
+    let stored = tx.chain_heads(&moved).await?;
+    if tx.audit_sealed_through().await? != through
+        || moved
+            .iter()
+            .any(|team| stored.get(*team) != read_heads.get(*team))
+    {
+        return Ok(Sealed::default());
+    }
+    // Audit records as webhook events, in chain order, for the teams that subscribed to them.
+    let subscribed = tx.teams_subscribed_to(&moved, AUDIT_KIND).await?;
+    let events = placed
+        .iter()
+        .filter(|row| row.chain_pos > Some(0) && subscribed.contains(&row.team))
+        .map(audit_event_row)
+        .collect();
     tx.place_audits(&placed).await?;
     tx.append_events(events).await?;
     // Each moved head is signed once, at its last place of this batch.
     for team in moved {
-        if let Some(mut head) = heads.remove(&team) {
+        if let Some(mut head) = heads.remove(team) {
             sign_head(keys, &mut head, legacy);
             tx.put_chain_head(head).await?;
         }
@@ -367,226 +389,6 @@ pub async fn prune(
     }
     tx.commit().await?;
     Ok(deleted)
-}
-
-/// What a verification found wrong with one record (or place).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Tamper {
-    /// Its content does not match its MAC.
-    Edited,
-    /// Places of the chain are missing.
-    Deleted,
-    /// Its MAC holds, but not at its place in the chain or under its sequence number.
-    Reordered,
-    /// It was not written by the service: no MAC, a MAC that did not hold when sealed, or a
-    /// second record at one place.
-    Inserted,
-    /// The team's chain head or checkpoint does not hold its MAC.
-    HeadEdited,
-    /// Its key version is not in the ring: it cannot be checked.
-    UnknownKey,
-}
-
-impl Tamper {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Tamper::Edited => "edited",
-            Tamper::Deleted => "deleted",
-            Tamper::Reordered => "reordered",
-            Tamper::Inserted => "inserted",
-            Tamper::HeadEdited => "head edited",
-            Tamper::UnknownKey => "unknown key",
-        }
-    }
-}
-
-/// One finding: what, in which team, at which record (its sequence number and id) or place.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Finding {
-    pub kind: Tamper,
-    pub team: String,
-    pub seq: Option<i64>,
-    pub id: Option<String>,
-    /// The chain places concerned (first, last).
-    pub places: Option<(i64, i64)>,
-}
-
-impl std::fmt::Display for Finding {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "team {}: {}", self.team, self.kind.as_str())?;
-        if self.kind == Tamper::Deleted {
-            return match (self.places, self.seq) {
-                (Some((first, last)), Some(seq)) => {
-                    write!(f, ": chain places {first}..{last}, before record seq {seq}")
-                }
-                (Some((first, last)), None) => {
-                    write!(f, ": chain places {first}..{last}, at the end of the chain")
-                }
-                _ => Ok(()),
-            };
-        }
-        if let Some(seq) = self.seq {
-            write!(f, ": record seq {seq}")?;
-        }
-        if let Some(id) = &self.id {
-            write!(f, " (id {id})")?;
-        }
-        match self.places {
-            Some((first, last)) if first == last => write!(f, " at chain place {first}"),
-            Some((first, last)) => write!(f, " at chain places {first}..{last}"),
-            None => Ok(()),
-        }
-    }
-}
-
-/// What [`verify`] checked and found.
-#[derive(Clone, Debug, Default)]
-pub struct Verification {
-    pub teams: u64,
-    /// Records whose MAC and place held.
-    pub verified: u64,
-    /// Records whose MAC holds, not sealed yet.
-    pub pending: u64,
-    /// Records from before the chain (not verifiable).
-    pub legacy: u64,
-    /// The first findings, in chain order per team ([`MAX_FINDINGS`] at most).
-    pub findings: Vec<Finding>,
-    /// Every finding, counted.
-    pub found: u64,
-}
-
-impl Verification {
-    fn find(
-        &mut self,
-        kind: Tamper,
-        team: &str,
-        row: Option<&AuditRow>,
-        places: Option<(i64, i64)>,
-    ) {
-        self.found += 1;
-        if self.findings.len() < MAX_FINDINGS {
-            self.findings.push(Finding {
-                kind,
-                team: team.to_owned(),
-                seq: row.map(|r| r.seq),
-                id: row.map(|r| r.id.clone()),
-                places,
-            });
-        }
-    }
-}
-
-/// Verifies the chains of `team` (or of every team), each in one snapshot.
-pub async fn verify(
-    store: &Store,
-    keys: &KeyRing,
-    team: Option<&str>,
-) -> Result<Verification, StoreError> {
-    let teams = match team {
-        Some(team) => vec![team.to_owned()],
-        None => store.audit_teams().await?,
-    };
-    let mut report = Verification::default();
-    for team in teams {
-        report.teams += 1;
-        verify_team(store, keys, &team, &mut report).await?;
-    }
-    Ok(report)
-}
-
-async fn verify_team(
-    store: &Store,
-    keys: &KeyRing,
-    team: &str,
-    report: &mut Verification,
-) -> Result<(), StoreError> {
-    let tx = store.begin_snapshot().await?;
-    let legacy = tx.audit_legacy_through().await?;
-    let sealed_through = tx.audit_sealed_through().await?;
-    let head = tx.chain_heads(&[team]).await?.remove(team);
-    if let Some(head) = &head
-        && !head_holds(keys, head, legacy)
-    {
-        report.find(
-            Tamper::HeadEdited,
-            team,
-            None,
-            Some((head.checkpoint_pos, head.pos)),
-        );
-    }
-    let start = head
-        .as_ref()
-        .map(|h| (h.checkpoint_pos, h.checkpoint_mac.clone()))
-        .unwrap_or((0, GENESIS.to_vec()));
-    let (mut last, mut prev): (i64, Option<Vec<u8>>) = (start.0, Some(start.1));
-    let mut page_after = last.max(0);
-    loop {
-        let (rows, more) = tx.chain_page(team, page_after, VERIFY_PAGE).await?;
-        for row in &rows {
-            let pos = row.chain_pos.unwrap_or_default();
-            if pos <= last {
-                report.find(Tamper::Inserted, team, Some(row), Some((pos, pos)));
-                continue;
-            }
-            if pos > last + 1 {
-                report.find(Tamper::Deleted, team, Some(row), Some((last + 1, pos - 1)));
-                prev = None;
-            }
-            match (mac_holds(keys, row), key(keys, row.key_id)) {
-                (Some(true), Some(key)) => match &prev {
-                    Some(prev) if Some(chain_mac(key, team, pos, row, prev)) != row.chain_mac => {
-                        report.find(Tamper::Reordered, team, Some(row), Some((pos, pos)));
-                    }
-                    _ => report.verified += 1,
-                },
-                (None, None) if row.mac.is_some() => {
-                    report.find(Tamper::UnknownKey, team, Some(row), Some((pos, pos)))
-                }
-                _ => report.find(Tamper::Edited, team, Some(row), Some((pos, pos))),
-            }
-            prev = row.chain_mac.clone();
-            last = pos;
-        }
-        match more {
-            Some(place) => page_after = place,
-            None => break,
-        }
-    }
-    if let Some(head) = &head {
-        if last < head.pos {
-            report.find(Tamper::Deleted, team, None, Some((last + 1, head.pos)));
-        } else if last == head.pos && prev.is_some() && prev.as_ref() != Some(&head.chain_mac) {
-            report.find(Tamper::Reordered, team, None, Some((last, last)));
-        }
-    } else if last > 0 {
-        // Places with no head to have given them.
-        report.find(Tamper::Inserted, team, None, Some((1, last)));
-    }
-    let mut after = 0;
-    loop {
-        let rows = tx.unchained_audits(team, after, VERIFY_PAGE).await?;
-        for row in &rows {
-            match (row.mac.is_some(), row.chain_pos) {
-                (false, _) if row.seq <= legacy => report.legacy += 1,
-                (true, None) if mac_holds(keys, row) == Some(true) && row.seq > sealed_through => {
-                    report.pending += 1
-                }
-                // Sealed, but its place is gone (the gap in the chain is reported too).
-                (true, None) if mac_holds(keys, row) == Some(true) => {
-                    report.find(Tamper::Reordered, team, Some(row), None)
-                }
-                (true, None) if mac_holds(keys, row).is_none() => {
-                    report.find(Tamper::UnknownKey, team, Some(row), None)
-                }
-                _ => report.find(Tamper::Inserted, team, Some(row), None),
-            }
-        }
-        match rows.last() {
-            Some(row) if rows.len() as u64 == VERIFY_PAGE => after = row.seq,
-            _ => break,
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -23,6 +23,7 @@ pub mod audit;
 mod audit_batch;
 pub mod audit_chain;
 pub mod audit_reads;
+mod audit_verify;
 pub mod binding;
 pub mod catalog;
 pub mod context;
