@@ -10,11 +10,14 @@
 //! The same transaction checks what each resolution read (possibly from the read cache):
 //! the versions of its integration and app must still be the stored ones. A resolution whose
 //! records changed since (deleted, suspended, rejected, new credentials) gets no success
-//! record and answers nothing from what it read: it reads again.
+//! record and answers nothing from what it read: it reads again. It also records the last
+//! use of the integrations and apps the current resolutions used, where that is due (one
+//! statement per table for the batch): a resolution of a record not used for a minute costs
+//! no transaction of its own.
 
 use std::collections::{BTreeSet, HashMap};
 
-use crate::store::{AuditRow, Store, StoreError};
+use crate::store::{AuditRow, Store, StoreError, Tx};
 
 use super::error::{Error, Result};
 use super::group_commit::{GroupCommit, WriteBatch};
@@ -24,11 +27,52 @@ const MAX_BATCH: usize = 512;
 /// Batches committing at once on PostgreSQL.
 const PG_WRITERS: usize = 3;
 
-/// The versions a resolution read, which must still be stored when its record commits.
+/// The versions a resolution read, which must still be stored when its record commits, and
+/// the last uses it records with it.
 #[derive(Clone, Debug)]
 pub(super) struct Versions {
     pub integration: (String, i64),
     pub app: Option<(String, i64)>,
+    pub uses: Uses,
+}
+
+/// The records (ids) whose last use a resolution records at `now`, where it is stored as
+/// older than `stale_before`.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Uses {
+    pub integration: Option<String>,
+    pub app: Option<String>,
+    pub now: i64,
+    pub stale_before: i64,
+}
+
+impl Uses {
+    pub(super) fn is_empty(&self) -> bool {
+        self.integration.is_none() && self.app.is_none()
+    }
+}
+
+/// Writes the last uses of several resolutions: one statement per table, at the latest
+/// `now` among them (and its `stale_before`).
+pub(super) async fn record_uses<'a>(
+    tx: &Tx,
+    uses: impl IntoIterator<Item = &'a Uses>,
+) -> Result<(), StoreError> {
+    let uses: Vec<&Uses> = uses.into_iter().filter(|u| !u.is_empty()).collect();
+    let Some((now, stale_before)) = uses.iter().map(|u| (u.now, u.stale_before)).max() else {
+        return Ok(());
+    };
+    let integrations: BTreeSet<&str> = uses
+        .iter()
+        .filter_map(|u| u.integration.as_deref())
+        .collect();
+    let apps: BTreeSet<&str> = uses.iter().filter_map(|u| u.app.as_deref()).collect();
+    let integrations: Vec<&str> = integrations.into_iter().collect();
+    let apps: Vec<&str> = apps.into_iter().collect();
+    tx.touch_integrations(&integrations, now, stale_before)
+        .await?;
+    tx.touch_apps(&apps, now, stale_before).await?;
+    Ok(())
 }
 
 /// What became of a checked record.
@@ -163,13 +207,20 @@ async fn commit(store: &Store, batch: &[Queued]) -> Result<Vec<bool>, StoreError
             }
         })
         .collect();
-    let records = batch
-        .iter()
-        .zip(&current)
-        .filter(|(_, current)| **current)
-        .map(|(q, _)| q.record.clone())
-        .collect();
-    tx.append_audits(records).await?;
+    let committed = || {
+        batch
+            .iter()
+            .zip(&current)
+            .filter(|(_, current)| **current)
+            .map(|(q, _)| q)
+    };
+    record_uses(
+        &tx,
+        committed().filter_map(|q| q.check.as_ref().map(|c| &c.uses)),
+    )
+    .await?;
+    tx.append_audits(committed().map(|q| q.record.clone()).collect())
+        .await?;
     tx.commit().await?;
     Ok(current)
 }

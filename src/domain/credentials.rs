@@ -10,7 +10,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use crate::crypto::{Aad, Credentials, KeyRing};
 use crate::store::{AppRow, IntegrationRow, StoreError};
 
-use super::audit_batch::{Checked, Versions};
+use super::audit_batch::{Checked, Uses, Versions, record_uses};
 use super::catalog::ServiceDef;
 use super::context::{Audited, Done, Write, check_values};
 use super::error::{Error, Precondition, Result};
@@ -239,12 +239,12 @@ struct Used {
 impl Integrations {
     /// The credentials an active integration uses, for a service principal (rule 2 of docs/rules.md).
     /// Every resolution is audited; the credentials are handed out only once the success
-    /// record is committed. The common case (nothing to record of the last use) reads what
-    /// it needs from the read cache when it can, and commits its record together with
-    /// concurrent resolutions' (`audit_batch.rs`) in a transaction that checks the versions
-    /// it read are still stored: what was deleted, suspended or rejected before the
-    /// resolution began is never handed out. A failure, an outdated read, or a last use to
-    /// record goes through [`Context::write`] as every change does.
+    /// record is committed. A resolution reads what it needs from the read cache when it
+    /// can, and commits its record (and the last use of what it used, when that is due)
+    /// together with concurrent resolutions' (`audit_batch.rs`) in a transaction that checks
+    /// the versions it read are still stored: what was deleted, suspended or rejected before
+    /// the resolution began is never handed out. A failure or an outdated read goes through
+    /// [`Context::write`] as every change does.
     // At INFO (production) neither the span nor the line below is written: the audit record
     // is the account of every resolution (what the span and line cost: BENCHMARKS.md).
     #[tracing::instrument(level = "debug", skip_all, fields(integration = %name))]
@@ -271,12 +271,8 @@ impl Integrations {
             None
         };
         let fast = match plan {
-            Some(plan)
-                if plan.usable(self.ctx().now())
-                    && !self.use_to_record(&plan.used)
-                    && plan.within_reach(actor) =>
-            {
-                self.resolve_from_plan(actor, name, &plan).await?
+            Some(plan) if plan.usable(self.ctx().now()) && plan.within_reach(actor) => {
+                self.resolve_from_plan(actor, name, &plan, &key).await?
             }
             _ => None,
         };
@@ -338,10 +334,12 @@ impl Integrations {
         actor: &Actor,
         name: &IntegrationName,
         plan: &ResolutionPlan,
+        key: &str,
     ) -> Result<Option<Resolved>> {
         let Ok(credentials) = self.open_plan(&name.team, plan) else {
             return Ok(None);
         };
+        let uses = self.uses_to_record(name, &plan.used);
         let record = self.ctx().audit_success(
             actor,
             &name.team,
@@ -350,14 +348,20 @@ impl Integrations {
         );
         match self
             .resolutions()
-            .append_checked(record, Some(plan.versions()))
+            .append_checked(record, Some(plan.versions(uses.clone())))
             .await?
         {
-            Checked::Committed => Ok(Some(Resolved {
-                integration: plan.integration.clone(),
-                credentials,
-                expire_time: plan.grant.as_ref().and_then(|g| g.expire_time),
-            })),
+            Checked::Committed => {
+                if !uses.is_empty() {
+                    // The plan kept holds the last uses before this one: read it again.
+                    self.ctx().cache().forget(key);
+                }
+                Ok(Some(Resolved {
+                    integration: plan.integration.clone(),
+                    credentials,
+                    expire_time: plan.grant.as_ref().and_then(|g| g.expire_time),
+                }))
+            }
             Checked::Outdated => Ok(None),
         }
     }
@@ -378,39 +382,35 @@ impl Integrations {
             .await
     }
 
-    /// Whether a resolution that used these records must write when they were last used.
-    fn use_to_record(&self, used: &Used) -> bool {
-        let stale_before = self.ctx().now().saturating_sub(USE_RECORD_INTERVAL_MICROS);
+    /// What a resolution that used these records records of their last use: those stored as
+    /// used longer ago than [`USE_RECORD_INTERVAL_MICROS`] (a busy record is written at most
+    /// once a minute, and its version never moves: usage is not a change).
+    fn uses_to_record(&self, name: &IntegrationName, used: &Used) -> Uses {
+        let now = self.ctx().now();
+        let stale_before = now.saturating_sub(USE_RECORD_INTERVAL_MICROS);
         let stale = |last: Option<i64>| last.is_none_or(|t| t < stale_before);
-        stale(used.integration) || used.app.as_ref().is_some_and(|(_, last)| stale(*last))
+        Uses {
+            integration: stale(used.integration).then(|| name.id.clone()),
+            app: used
+                .app
+                .as_ref()
+                .filter(|(_, last)| stale(*last))
+                .map(|(id, _)| id.clone()),
+            now,
+            stale_before,
+        }
     }
 
-    /// Records when the integration and its app were last used, only where the stored time
-    /// is older than [`USE_RECORD_INTERVAL_MICROS`]: the hot path writes a busy record at
-    /// most once a minute, and never bumps its version (usage is not a change).
+    /// Records the last use of what a resolution used, in its write.
     async fn record_use(
         &self,
         w: &mut Write<'_>,
         name: &IntegrationName,
         used: Used,
     ) -> Result<()> {
-        let now = self.ctx().now();
-        let stale_before = now.saturating_sub(USE_RECORD_INTERVAL_MICROS);
-        let stale = |last: Option<i64>| last.is_none_or(|t| t < stale_before);
-        let team = name.team.as_str();
-        if stale(used.integration) {
-            w.tx()
-                .await?
-                .touch_integration(team, &name.id, now, stale_before)
-                .await?;
-        }
-        if let Some((app_id, last)) = used.app
-            && stale(last)
-        {
-            w.tx()
-                .await?
-                .touch_app(team, &app_id, now, stale_before)
-                .await?;
+        let uses = self.uses_to_record(name, &used);
+        if !uses.is_empty() {
+            record_uses(w.tx().await?, [&uses]).await?;
         }
         Ok(())
     }
@@ -571,8 +571,9 @@ impl ResolutionPlan {
         !self.grant.as_ref().is_some_and(|g| g.expired(now))
     }
 
-    fn versions(&self) -> Versions {
+    fn versions(&self, uses: Uses) -> Versions {
         Versions {
+            uses,
             integration: (self.integration.id.clone(), self.integration.version),
             app: self
                 .app_id()
@@ -809,6 +810,54 @@ mod tests {
         ));
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_first_resolutions_of_many_integrations_all_record_their_use() {
+        use crate::domain::model::Role;
+        use crate::domain::test_support::{NOW, actor, hub};
+        let t = hub().await;
+        let app = t.app("Slack").await;
+        let mut jobs = Vec::new();
+        for i in 0..24 {
+            jobs.push(t.bound(&app, &format!("Job {i}")).await);
+        }
+        let service = actor(Role::Service, "runner");
+        // All in flight at once: their records (and uses) share the group commit's batches.
+        let mut resolutions = tokio::task::JoinSet::new();
+        let t = std::sync::Arc::new(t);
+        for job in &jobs {
+            let name = IntegrationName::parse(&job.name()).unwrap();
+            let (t, service) = (t.clone(), service.clone());
+            resolutions.spawn(async move {
+                t.hub
+                    .integrations()
+                    .resolve_credentials(&service, &name)
+                    .await
+                    .map(|_| ())
+            });
+        }
+        while let Some(resolution) = resolutions.join_next().await {
+            resolution.unwrap().unwrap();
+        }
+        for job in &jobs {
+            let stored = t
+                .store
+                .get_integration("acme", &job.id)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(stored.last_used_time, Some(NOW), "{}", job.id);
+            assert_eq!(stored.version, job.version, "usage is not a change");
+        }
+        let stored_app = t
+            .store
+            .get_app("acme", &app.name.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(stored_app.last_used_time, Some(NOW));
+        assert_eq!(stored_app.version, app.version);
+    }
+
     #[tokio::test]
     async fn a_resolution_records_the_use_at_most_once_a_minute_without_a_new_version() {
         use crate::domain::model::Role;
@@ -846,27 +895,31 @@ mod tests {
         let tx = t.store.begin_write().await.unwrap();
         let soon = NOW + USE_RECORD_INTERVAL_MICROS / 2;
         let stale_before = soon - USE_RECORD_INTERVAL_MICROS;
-        assert!(
-            !tx.touch_app("acme", &app.name.id, soon, stale_before)
+        assert_eq!(
+            tx.touch_apps(&[&app.name.id], soon, stale_before)
                 .await
-                .unwrap()
+                .unwrap(),
+            0
         );
-        assert!(
-            !tx.touch_integration("acme", &job.id, soon, stale_before)
+        assert_eq!(
+            tx.touch_integrations(&[&job.id], soon, stale_before)
                 .await
-                .unwrap()
+                .unwrap(),
+            0
         );
         let later = NOW + USE_RECORD_INTERVAL_MICROS + 1;
         let stale_before = later - USE_RECORD_INTERVAL_MICROS;
-        assert!(
-            tx.touch_app("acme", &app.name.id, later, stale_before)
+        assert_eq!(
+            tx.touch_apps(&[&app.name.id], later, stale_before)
                 .await
-                .unwrap()
+                .unwrap(),
+            1
         );
-        assert!(
-            tx.touch_integration("acme", &job.id, later, stale_before)
+        assert_eq!(
+            tx.touch_integrations(&[&job.id], later, stale_before)
                 .await
-                .unwrap()
+                .unwrap(),
+            1
         );
         tx.commit().await.unwrap();
         let stored_app = t

@@ -226,64 +226,47 @@ impl Tx {
         Ok(result.rows_affected == 1)
     }
 
-    /// Records that an app's credentials were used at `now`, unless that was recorded after
-    /// `stale_before` (so a busy record is written at most once per interval). Not a change:
-    /// neither its version nor its update time moves. Returns whether it wrote.
-    pub async fn touch_app(
-        &self,
-        team: &str,
-        id: &str,
-        now: i64,
-        stale_before: i64,
-    ) -> Result<bool> {
+    /// Records that apps' credentials were used at `now`, except where that was recorded
+    /// after `stale_before` (so a busy record is written at most once per interval). Not a
+    /// change: neither version nor update time moves. Ids are primary keys, read under their
+    /// team by the caller. Returns how many records it wrote.
+    pub async fn touch_apps(&self, ids: &[&str], now: i64, stale_before: i64) -> Result<u64> {
         use installed_app::Column as C;
-        self.touch::<installed_app::Entity>(
-            [C::Id, C::Team, C::LastUsedTime],
-            team,
-            id,
-            now,
-            stale_before,
-        )
-        .await
+        self.touch::<installed_app::Entity>([C::Id, C::LastUsedTime], ids, now, stale_before)
+            .await
     }
 
-    /// As [`Tx::touch_app`], for an integration.
-    pub async fn touch_integration(
+    /// As [`Tx::touch_apps`], for integrations.
+    pub async fn touch_integrations(
         &self,
-        team: &str,
-        id: &str,
+        ids: &[&str],
         now: i64,
         stale_before: i64,
-    ) -> Result<bool> {
+    ) -> Result<u64> {
         use integration::Column as C;
-        self.touch::<integration::Entity>(
-            [C::Id, C::Team, C::LastUsedTime],
-            team,
-            id,
-            now,
-            stale_before,
-        )
-        .await
+        self.touch::<integration::Entity>([C::Id, C::LastUsedTime], ids, now, stale_before)
+            .await
     }
 
-    /// Sets the `last_used` column (the third of `[id, team, last_used]`) of one record to
+    /// Sets the `last_used` column (the second of `[id, last_used]`) of the records `ids` to
     /// `now` where it is unset or older than `stale_before`.
     async fn touch<E: EntityTrait>(
         &self,
-        [id_column, team_column, used_column]: [E::Column; 3],
-        team: &str,
-        id: &str,
+        [id_column, used_column]: [E::Column; 2],
+        ids: &[&str],
         now: i64,
         stale_before: i64,
-    ) -> Result<bool> {
+    ) -> Result<u64> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
         let result = E::update_many()
             .col_expr(used_column, Expr::value(now))
-            .filter(id_column.eq(id))
-            .filter(team_column.eq(team))
+            .filter(id_column.is_in(ids.iter().copied()))
             .filter(used_column.is_null().or(used_column.lt(stale_before)))
             .exec(&self.inner)
             .await?;
-        Ok(result.rows_affected == 1)
+        Ok(result.rows_affected)
     }
 
     pub async fn delete_app(&self, team: &str, id: &str) -> Result<bool> {
