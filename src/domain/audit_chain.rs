@@ -218,19 +218,42 @@ pub struct Sealed {
     pub skipped: u64,
 }
 
-/// Chains the oldest records not chained yet (up to [`SEAL_BATCH`]) and moves how far the
-/// sealer got past them (never past a record left for later). The records are read and
+/// Chains every record not chained yet up to the sealer's barrier, taken once
+/// (`Store::audit_seal_bound`: on PostgreSQL it waits for the appends in flight and holds
+/// new ones back meanwhile, so it is taken once a sealing, not once a batch), in batches of
+/// [`SEAL_BATCH`] (one transaction each). Stops early at a record left for later, or when
+/// another replica's sealer or the pruner moved the chain (the next sealing goes on).
+pub async fn seal(store: &Store, keys: &KeyRing) -> Result<Sealed, StoreError> {
+    let mut total = Sealed::default();
+    // A read first: an idle log costs no write lock (SQLite) and no lease.
+    let Some(bound) = store.audit_seal_bound().await? else {
+        return Ok(total);
+    };
+    loop {
+        let (sealed, more) = seal_batch(store, keys, bound).await?;
+        total.chained += sealed.chained;
+        total.refused += sealed.refused;
+        total.skipped += sealed.skipped;
+        if !more {
+            return Ok(total);
+        }
+    }
+}
+
+/// Chains the oldest records not chained yet, up to [`SEAL_BATCH`] and at most through
+/// `bound`, and moves how far the sealer got past them (never past a record left for
+/// later); answers whether more is left to seal through `bound`. The records are read and
 /// checked in a read transaction; only their places are written in the keeper's transaction
 /// (unless another replica holds its lease), so on SQLite the sealer holds the one writer's
 /// turn, which the group commit of resolutions shares, only for the writing. Should another
 /// sealer or the pruner have moved the chain in between, nothing is written: the next round
 /// reads again.
-pub async fn seal(store: &Store, keys: &KeyRing) -> Result<Sealed, StoreError> {
+async fn seal_batch(
+    store: &Store,
+    keys: &KeyRing,
+    bound: i64,
+) -> Result<(Sealed, bool), StoreError> {
     let mut sealed = Sealed::default();
-    // A read first: an idle log costs no write lock (SQLite) and no lease.
-    let Some(bound) = store.audit_seal_bound().await? else {
-        return Ok(sealed);
-    };
     let read = store.begin_snapshot().await?;
     let through = read.audit_sealed_through().await?;
     let rows = read.audits_to_seal(through, bound, SEAL_BATCH).await?;
@@ -239,6 +262,7 @@ pub async fn seal(store: &Store, keys: &KeyRing) -> Result<Sealed, StoreError> {
         Some(last) if rows.len() as u64 == SEAL_BATCH => last.seq,
         _ => bound,
     };
+    let full = rows.len() as u64 == SEAL_BATCH;
     let legacy = read.audit_legacy_through().await?;
     let mut teams: Vec<&str> = rows.iter().map(|r| r.team.as_str()).collect();
     teams.sort_unstable();
@@ -293,10 +317,10 @@ pub async fn seal(store: &Store, keys: &KeyRing) -> Result<Sealed, StoreError> {
         }
     }
     if placed.is_empty() && reached <= through {
-        return Ok(sealed);
+        return Ok((sealed, false));
     }
     let Some(mut tx) = store.begin_chain_keeper().await? else {
-        return Ok(Sealed::default());
+        return Ok((Sealed::default(), false));
     };
     let moved: Vec<&str> = moved.iter().map(String::as_str).collect();
     let stored = tx.chain_heads(&moved).await?;
@@ -305,7 +329,7 @@ pub async fn seal(store: &Store, keys: &KeyRing) -> Result<Sealed, StoreError> {
             .iter()
             .any(|team| stored.get(*team) != read_heads.get(*team))
     {
-        return Ok(Sealed::default());
+        return Ok((Sealed::default(), false));
     }
     // Audit records as webhook events, in chain order, for the teams that subscribed to them.
     let subscribed = tx.teams_subscribed_to(&moved, AUDIT_KIND).await?;
@@ -327,7 +351,8 @@ pub async fn seal(store: &Store, keys: &KeyRing) -> Result<Sealed, StoreError> {
         tx.set_audit_sealed_through(reached).await?;
     }
     tx.commit().await?;
-    Ok(sealed)
+    // More is left when a whole batch was chained and nothing held the sealer back.
+    Ok((sealed, full && sealed.skipped == 0 && reached < bound))
 }
 
 /// Deletes, in one transaction, up to `limit` records older than `cutoff` (microseconds):

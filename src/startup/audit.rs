@@ -12,7 +12,6 @@ use tokio::sync::watch;
 
 use crate::config::AuditKeeperArgs;
 use crate::domain::Hub;
-use crate::domain::audit_chain::SEAL_BATCH;
 use crate::metrics::Metrics;
 
 /// Pruning batches one round runs at most (the rest waits for the next round).
@@ -49,28 +48,15 @@ pub(super) fn spawn_audit_keeper(
     });
 }
 
-/// Seals until what is left is less than a batch.
+/// Seals what was appended up to now ([`crate::domain::audit_chain::seal`]).
 async fn seal_all(hub: &Hub) {
-    loop {
-        match hub.audit().seal_chain().await {
-            Ok(sealed) => {
-                if sealed.refused > 0 {
-                    tracing::warn!(
-                        refused = sealed.refused,
-                        "audit records whose MAC does not hold were left out of the chain (run `integration-hub audit verify`)"
-                    );
-                }
-                if sealed.chained + sealed.refused == 0
-                    || sealed.chained + sealed.refused + sealed.skipped < SEAL_BATCH
-                {
-                    return;
-                }
-            }
-            Err(err) => {
-                tracing::warn!(error = %err, "sealing audit records failed; retrying");
-                return;
-            }
-        }
+    match hub.audit().seal_chain().await {
+        Ok(sealed) if sealed.refused > 0 => tracing::warn!(
+            refused = sealed.refused,
+            "audit records whose MAC does not hold were left out of the chain (run `integration-hub audit verify`)"
+        ),
+        Ok(_) => {}
+        Err(err) => tracing::warn!(error = %err, "sealing audit records failed; retrying"),
     }
 }
 
