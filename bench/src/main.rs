@@ -15,6 +15,7 @@
 //! `--smoke` runs everything at toy sizes and fails on any refused call or unfinished
 //! scenario: CI's guard that the bench still works.
 
+mod distinct;
 mod fanout;
 mod pg;
 mod refresher;
@@ -74,7 +75,8 @@ struct Opts {
     client_threads: usize,
     /// Scenarios to run (default all but scale and refresher, which run only when named):
     /// health, get, list, resolve, create (SQLite), get-pg, list-pg, resolve-pg, create-pg
-    /// (PostgreSQL), fanout, idle, webhooks, scale, refresher.
+    /// (PostgreSQL), keys, keys-pg (many distinct records, read cache on and off), fanout,
+    /// idle, webhooks, scale, refresher.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// CI smoke: every scenario at tiny sizes and durations (seconds in all); fails (exit
@@ -144,6 +146,12 @@ struct Opts {
     /// Idle watch streams per HTTP/2 connection (the server allows 200 per connection).
     #[arg(long, default_value_t = 100)]
     idle_per_connection: usize,
+    /// Distinct keys (keys, keys-pg): teams, each with one app and `--keys-per-team`
+    /// integrations, read at random.
+    #[arg(long, default_value_t = 200)]
+    keys_teams: usize,
+    #[arg(long, default_value_t = 50)]
+    keys_per_team: usize,
     /// Integrations seeded in the team that GetInstalledApp counts and ListIntegrations pages.
     #[arg(long, default_value_t = 200)]
     seeded_integrations: usize,
@@ -202,6 +210,8 @@ impl Opts {
             "list-pg",
             "resolve-pg",
             "create-pg",
+            "keys",
+            "keys-pg",
             "fanout",
             "idle",
             "webhooks",
@@ -217,6 +227,8 @@ impl Opts {
         self.idle_streams = 200;
         self.idle_per_connection = 50;
         self.webhook_events = 20;
+        self.keys_teams = 3;
+        self.keys_per_team = 10;
         self.sizes = vec![300, 600];
         self.scale_other_teams = 10;
         self.scale_connections = 2;
@@ -456,6 +468,29 @@ async fn run_in(opts: &Opts, dir: &std::path::Path) -> anyhow::Result<()> {
             }
             Err(e) => Err(e),
         };
+        let _ = pg.drop_database(&name).await;
+        result?;
+    }
+
+    // ---- many distinct records, read cache on then off (fresh databases) ----
+    let keys_run = distinct::KeysRun {
+        teams: opts.keys_teams,
+        per_team: opts.keys_per_team,
+        load: opts.load(),
+        server_args: opts.server_arg.clone(),
+        secret: &secret,
+        keys: &keys,
+        tokens: &tokens,
+        dir,
+    };
+    if opts.wants("keys") {
+        let url = format!("sqlite://{}?mode=rwc", dir.join("keys.db").display());
+        distinct::run(&keys_run, "sqlite", &url, &mut rows).await?;
+    }
+    if opts.wants("keys-pg") {
+        let name = format!("ih_bench_keys_{}", uuid::Uuid::new_v4().simple());
+        pg.create_database(&name).await?;
+        let result = distinct::run(&keys_run, "postgres", &pg.url(&name), &mut rows).await;
         let _ = pg.drop_database(&name).await;
         result?;
     }

@@ -25,21 +25,50 @@ pub fn frame(message: &impl prost::Message) -> Bytes {
     buf.freeze()
 }
 
-/// One unary method with its request, sent over and over.
+/// One unary method with its requests (each with its bearer token): one request is sent over
+/// and over (what a cache answers best); several are picked at random, call by call, the
+/// shape of many users each reading their own records.
 #[derive(Clone)]
 pub struct Call {
     pub path: &'static str,
-    pub body: Bytes,
-    pub token: Option<String>,
+    requests: Arc<[(Option<String>, Bytes)]>,
 }
 
 impl Call {
     pub fn new(path: &'static str, message: &impl prost::Message, token: Option<&str>) -> Call {
+        Call::spread(path, [(token.map(str::to_owned), frame(message))])
+    }
+
+    /// A call that picks one of `requests` at random each time.
+    pub fn spread(
+        path: &'static str,
+        requests: impl IntoIterator<Item = (Option<String>, Bytes)>,
+    ) -> Call {
         Call {
             path,
-            body: frame(message),
-            token: token.map(str::to_owned),
+            requests: requests.into_iter().collect(),
         }
+    }
+
+    /// How many distinct requests the call picks from.
+    pub fn keys(&self) -> usize {
+        self.requests.len()
+    }
+}
+
+/// A small xorshift generator: which request a worker sends next (no lock, no allocation).
+struct Picker(u64);
+
+impl Picker {
+    fn new(worker: usize) -> Picker {
+        Picker(0x9E37_79B9_7F4A_7C15 ^ ((worker as u64 + 1) * 0xBF58_476D_1CE4_E5B9))
+    }
+
+    fn pick(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n.max(1) as u64) as usize
     }
 }
 
@@ -223,7 +252,22 @@ pub async fn run(
     call: &Call,
     load: Load,
 ) -> anyhow::Result<Stats> {
-    let head = request_head(addr, call.path, call.token.as_deref())?;
+    // One head per distinct token, shared by the requests that carry it.
+    let mut heads: std::collections::HashMap<Option<&str>, Head> = Default::default();
+    let mut requests = Vec::with_capacity(call.requests.len());
+    for (token, body) in call.requests.iter() {
+        let head = match heads.get(&token.as_deref()) {
+            Some(head) => head.clone(),
+            None => {
+                let head = request_head(addr, call.path, token.as_deref())?;
+                heads.insert(token.as_deref(), head.clone());
+                head
+            }
+        };
+        requests.push((head, body.clone()));
+    }
+    let requests: Arc<[(Head, Bytes)]> = requests.into();
+    anyhow::ensure!(!requests.is_empty(), "a call without a request");
     let mut connections = Vec::with_capacity(load.connections);
     for _ in 0..load.connections {
         connections.push(connect(addr).await?);
@@ -236,8 +280,8 @@ pub async fn run(
     for connection in &connections {
         for _ in 0..load.streams {
             let mut send = connection.clone();
-            let head = head.clone();
-            let body = call.body.clone();
+            let requests = requests.clone();
+            let mut picker = Picker::new(workers.len());
             let stop = stop.clone();
             workers.spawn(async move {
                 let mut stats = WorkerStats {
@@ -247,8 +291,9 @@ pub async fn run(
                     latencies_us: Vec::with_capacity(1 << 16),
                 };
                 while !stop.load(Ordering::Relaxed) {
+                    let (head, body) = &requests[picker.pick(requests.len())];
                     let begun = Instant::now();
-                    let result = call_once(&mut send, &head, &body).await;
+                    let result = call_once(&mut send, head, body).await;
                     let done = Instant::now();
                     let counted = done >= measure_from && done < measure_to;
                     match result {
