@@ -29,16 +29,19 @@ impl Tx {
         Ok(apps)
     }
 
-    /// Inserts integrations, in order, each unless an integration of its team has its
-    /// idempotency key (in statements of the fixed insert sizes); answers the ids of those
-    /// inserted.
+    /// Inserts integrations, each unless an integration of its team has its idempotency key
+    /// (in statements of the fixed insert sizes); answers the ids of those inserted. They go
+    /// in in the order of (team, key), the same for every writer: two transactions inserting
+    /// the same keys then wait for each other instead of deadlocking (PostgreSQL locks each
+    /// key's index entry until commit, in the order the rows are inserted).
     pub async fn insert_integrations_unless_taken(
         &self,
-        rows: Vec<IntegrationRow>,
+        mut rows: Vec<IntegrationRow>,
     ) -> Result<HashSet<String>> {
         if rows.is_empty() {
             return Ok(HashSet::new());
         }
+        rows.sort_by(|a, b| (&a.team, &a.request_id).cmp(&(&b.team, &b.request_id)));
         let mut inserted = HashSet::with_capacity(rows.len());
         let mut rows = rows.into_iter().peekable();
         while rows.peek().is_some() {
