@@ -61,7 +61,7 @@ struct Picker(u64);
 
 impl Picker {
     fn new(worker: usize) -> Picker {
-        Picker(0x9E37_79B9_7F4A_7C15 ^ ((worker as u64 + 1) * 0xBF58_476D_1CE4_E5B9))
+        Picker(0x9E37_79B9_7F4A_7C15 ^ (worker as u64 + 1).wrapping_mul(0xBF58_476D_1CE4_E5B9))
     }
 
     fn pick(&mut self, n: usize) -> usize {
