@@ -116,7 +116,7 @@ impl Context {
         let Err(err) = &result else {
             return result;
         };
-        if matches!(err, Error::StorageFull | Error::Unavailable(_)) {
+        if err.is_database_fault() {
             // The database refused the change itself: a record of the failure would be refused
             // the same way, once per call. The store logs when such a fault starts and ends.
             tracing::debug!(

@@ -71,7 +71,7 @@ impl WriteBatch<QueuedCreate, Written> for Creates {
         match write_together(&self.store, batch).await {
             Ok(answers) => answers,
             Err(err) => {
-                if !matches!(err, Error::StorageFull | Error::Unavailable(_)) {
+                if !err.is_database_fault() {
                     tracing::warn!(
                         error = %err,
                         creates = size,

@@ -346,13 +346,14 @@ impl Integrations {
             AuditAction::IntegrationResolveCredentials,
             name.to_string(),
         );
+        let recorded_use = !uses.is_empty();
         match self
             .resolutions()
-            .append_checked(record, Some(plan.versions(uses.clone())))
+            .append_checked(record, Some(plan.versions(uses)))
             .await?
         {
             Checked::Committed => {
-                if !uses.is_empty() {
+                if recorded_use {
                     // The plan kept holds the last uses before this one: read it again.
                     self.ctx().cache().forget(key);
                 }

@@ -164,6 +164,12 @@ fn describe(violations: &[FieldViolation]) -> String {
 }
 
 impl Error {
+    /// Whether the database itself could not serve (a full disk, a lost database): the store
+    /// logs when such a fault starts and ends, so nobody above it logs each call it stops.
+    pub fn is_database_fault(&self) -> bool {
+        matches!(self, Error::StorageFull | Error::Unavailable(_))
+    }
+
     pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> Self {
         Error::Invalid(vec![FieldViolation::new(field, description)])
     }

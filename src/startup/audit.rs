@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::config::AuditKeeperArgs;
-use crate::domain::{Error, Hub};
+use crate::domain::Hub;
 use crate::metrics::Metrics;
 
 /// Pruning batches one round runs at most (the rest waits for the next round).
@@ -56,8 +56,7 @@ async fn seal_all(hub: &Hub) {
             "audit records whose MAC does not hold were left out of the chain (run `integration-hub audit verify`)"
         ),
         Ok(_) => {}
-        // A full disk or a lost database is logged once per episode by the store.
-        Err(Error::StorageFull | Error::Unavailable(_)) => {}
+        Err(err) if err.is_database_fault() => {}
         Err(err) => tracing::warn!(error = %err, "sealing audit records failed; retrying"),
     }
 }
@@ -75,8 +74,7 @@ async fn prune_past(hub: &Hub, cutoff: i64, batch: u64, metrics: &Metrics) {
                     return;
                 }
             }
-            // Logged once per episode by the store.
-            Err(Error::StorageFull | Error::Unavailable(_)) => return,
+            Err(err) if err.is_database_fault() => return,
             Err(err) => {
                 tracing::warn!(error = %err, "pruning audit records failed");
                 return;
