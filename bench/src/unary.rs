@@ -86,6 +86,8 @@ pub struct Stats {
     /// CPU time the server process spent in the measured window, when its pid is known.
     pub server_cpu: Option<Duration>,
     pub calls: u64,
+    /// Calls answered OK over the whole run, warm-up and drain included.
+    pub answered: u64,
     pub errors: u64,
     pub first_error: Option<String>,
     pub window: Duration,
@@ -240,6 +242,7 @@ async fn call_once(
 
 struct WorkerStats {
     calls: u64,
+    answered: u64,
     errors: u64,
     first_error: Option<String>,
     latencies_us: Vec<u32>,
@@ -286,6 +289,7 @@ pub async fn run(
             workers.spawn(async move {
                 let mut stats = WorkerStats {
                     calls: 0,
+                    answered: 0,
                     errors: 0,
                     first_error: None,
                     latencies_us: Vec::with_capacity(1 << 16),
@@ -296,6 +300,7 @@ pub async fn run(
                     let result = call_once(&mut send, head, body).await;
                     let done = Instant::now();
                     let counted = done >= measure_from && done < measure_to;
+                    stats.answered += u64::from(result.is_ok());
                     match result {
                         Ok(()) if counted => {
                             stats.calls += 1;
@@ -328,6 +333,7 @@ pub async fn run(
     let mut total = Stats {
         server_cpu: cpu_from.zip(cpu_to).map(|(a, b)| b.saturating_sub(a)),
         calls: 0,
+        answered: 0,
         errors: 0,
         first_error: None,
         window: load.duration,
@@ -336,6 +342,7 @@ pub async fn run(
     while let Some(joined) = workers.join_next().await {
         let stats = joined.context("load worker panicked")?;
         total.calls += stats.calls;
+        total.answered += stats.answered;
         total.errors += stats.errors;
         if total.first_error.is_none() {
             total.first_error = stats.first_error;
