@@ -3,9 +3,9 @@
 //! - **At write time** every record gets a MAC of its content ([`record_mac`]: HMAC-SHA256
 //!   under the audit key of the key ring's newest version, derived from that version's
 //!   encryption key; the version is stored beside it). It costs one HMAC in the process and,
-//!   on PostgreSQL, a shared lock per transaction that appends records (the sealer's barrier
-//!   waits for it); no read, the same under the group commit of resolutions and on every
-//!   replica.
+//!   on PostgreSQL, its transaction's id assigned before the record is numbered (the sealer
+//!   waits for it to end; nothing waits for the sealer); no read, the same under the group
+//!   commit of resolutions and on every replica.
 //! - **The sealer** ([`seal`]), one replica at a time under the keeper's lease, takes the
 //!   records not yet chained in sequence order, checks each one's MAC, and gives it the next
 //!   place of its team's chain with a MAC over its place, its sequence number, its MAC and
@@ -218,9 +218,9 @@ pub struct Sealed {
     pub skipped: u64,
 }
 
-/// Chains every record not chained yet up to the sealer's barrier, taken once
-/// (`Store::audit_seal_bound`: on PostgreSQL it waits for the appends in flight and holds
-/// new ones back meanwhile, so it is taken once a sealing, not once a batch), in batches of
+/// Chains every record not chained yet up to the sealer's bound, taken once
+/// (`Store::audit_seal_bound`: on PostgreSQL it waits for the appends in flight at its
+/// snapshot, so it is taken once a sealing, not once a batch), in batches of
 /// [`SEAL_BATCH`] (one transaction each). Stops early at a record left for later, or when
 /// another replica's sealer or the pruner moved the chain (the next sealing goes on).
 pub async fn seal(store: &Store, keys: &KeyRing) -> Result<Sealed, StoreError> {

@@ -33,7 +33,7 @@ impl Tx {
     /// Appends one audit record unless one with its id exists (an aggregated read's, which
     /// replicas may write at once).
     pub async fn append_audit_once(&mut self, record: AuditRow) -> Result<()> {
-        self.lock_audit_appends().await?;
+        self.assign_audit_xid().await?;
         audit_event::Entity::insert(new_row::<audit_event::ActiveModel>(record))
             .on_conflict(
                 sea_orm::sea_query::OnConflict::column(audit_event::Column::Id)

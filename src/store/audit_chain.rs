@@ -7,13 +7,16 @@
 //!
 //! The sealer passes every record at or below `sealed_through` once. On PostgreSQL a
 //! sequence number is handed out at insert and becomes visible at commit, so a record could
-//! commit below a point the sealer already passed. As for the outbox (`outbox.rs`), every
-//! transaction that appends audit records holds a shared advisory lock from before its first
-//! insert until it ends ([`Tx::lock_audit_appends`]), and the sealer first takes it
-//! exclusively for one statement ([`Store::audit_seal_bound`]): once granted, every number
-//! handed out before is committed or rolled back, and the sealer seals only up to the newest
-//! it saw. It is a lock of its own: the sealer's barrier (once a second) never waits for
-//! event appends, nor event readers for audit appends.
+//! commit below a point the sealer already passed. So every transaction that appends audit
+//! records has its transaction id assigned before its first record gets a number
+//! ([`Tx::assign_audit_xid`]; a change's statement does it itself), and the sealer's bound
+//! ([`Store::audit_seal_bound`]) is the newest number visible in a snapshot taken together
+//! with it, used once every transaction running at that snapshot has ended. A number below
+//! the bound but not visible was taken by a transaction running then (one that began later
+//! got its id, and so its numbers, after the snapshot's newest). Nothing waits for the
+//! sealer: appends are never held back, the sealer only seals a little later. A write
+//! transaction held open for long on the same database delays sealing (not appends) until
+//! it ends, at most [`SEAL_WAIT`] per round.
 
 use std::collections::HashMap;
 
@@ -30,9 +33,8 @@ pub use audit_chain::Model as ChainHead;
 
 /// Advisory lock key: one replica seals and prunes the audit chain at a time ("ihub-aud").
 const CHAIN_LOCK_KEY: i64 = 0x6968_7562_2d61_7564;
-/// Advisory lock key: audit appends hold it shared, the sealer's barrier exclusively
-/// ("ihub-apd").
-pub const AUDIT_APPEND_LOCK_KEY: i64 = 0x6968_7562_2d61_7064;
+/// How long one sealing round waits for the write transactions running at its snapshot.
+pub const SEAL_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Places one statement writes.
 const PLACE_CHUNK: usize = 200;
 
@@ -67,28 +69,55 @@ impl Store {
     }
 
     /// The newest audit sequence number below which nothing is in flight, when it is past
-    /// `sealed_through` (there is something to seal); `None` otherwise. On PostgreSQL this is
-    /// the sealer's barrier (see the module doc): the statement's snapshot is taken before the
-    /// lock is granted, so the number it reads was handed out by a transaction that has ended
-    /// once the lock is granted, and so has every one handed out before it.
+    /// `sealed_through` (there is something to seal); `None` otherwise. On PostgreSQL, the
+    /// newest number visible in this statement's snapshot, answered once every transaction
+    /// running at that snapshot has ended (see the module doc); `None` when one is still
+    /// running after [`SEAL_WAIT`] (the next round takes a new snapshot).
     pub async fn audit_seal_bound(&self) -> Result<Option<i64>> {
         const BOUND: &str = "(SELECT MAX(seq) FROM audit_events) AS max_seq, \
              (SELECT sealed_through FROM audit_chain_state WHERE id = 1) AS sealed_through";
-        let statement = if self.is_postgres() {
-            Statement::from_sql_and_values(
-                DatabaseBackend::Postgres,
-                format!("SELECT pg_advisory_xact_lock($1)::text AS barrier, {BOUND}"),
-                [AUDIT_APPEND_LOCK_KEY.into()],
-            )
+        let postgres = self.is_postgres();
+        let statement = if postgres {
+            format!("SELECT pg_current_snapshot()::text AS snapshot, {BOUND}")
         } else {
-            Statement::from_string(self.backend(), format!("SELECT {BOUND}"))
+            format!("SELECT {BOUND}")
         };
+        let statement = Statement::from_string(self.backend(), statement);
         let Some(row) = self.conn().query_one_raw(statement).await? else {
             return Ok(None);
         };
         let max = row.try_get::<Option<i64>>("", "max_seq")?;
         let through = row.try_get::<Option<i64>>("", "sealed_through")?;
-        Ok(max.filter(|max| *max > through.unwrap_or(0)))
+        let Some(max) = max.filter(|max| *max > through.unwrap_or(0)) else {
+            return Ok(None);
+        };
+        if !postgres {
+            // One writer at a time: what is visible is all that was handed out.
+            return Ok(Some(max));
+        }
+        let snapshot = row.try_get::<String>("", "snapshot")?;
+        let ended = Statement::from_sql_and_values(
+            DatabaseBackend::Postgres,
+            "SELECT pg_snapshot_xmin(pg_current_snapshot()) >= pg_snapshot_xmax($1::pg_snapshot) \
+             AS ended",
+            [snapshot.into()],
+        );
+        let deadline = tokio::time::Instant::now() + SEAL_WAIT;
+        let mut pause = std::time::Duration::from_millis(1);
+        loop {
+            let row = self.conn().query_one_raw(ended.clone()).await?;
+            if row.map(|r| r.try_get::<bool>("", "ended")).transpose()? == Some(true) {
+                return Ok(Some(max));
+            }
+            if tokio::time::Instant::now() + pause > deadline {
+                tracing::debug!(
+                    "audit sealing waits for a write transaction open for more than {SEAL_WAIT:?}"
+                );
+                return Ok(None);
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(std::time::Duration::from_millis(50));
+        }
     }
 
     /// A team's chained records after position `after`, in chain order (what a watch of its
@@ -229,13 +258,17 @@ impl Tx {
         Ok(())
     }
 
-    /// Takes the audit log's shared append lock on PostgreSQL, once per transaction, before
-    /// its first record gets a sequence number (see the module doc; a change's statement
-    /// takes it itself).
-    pub(super) async fn lock_audit_appends(&mut self) -> Result<()> {
-        if self.postgres && !self.audit_appends_locked {
-            self.lock_shared(AUDIT_APPEND_LOCK_KEY).await?;
-            self.audit_appends_locked = true;
+    /// Assigns this transaction its id on PostgreSQL, once, before its first audit record
+    /// gets a sequence number (see the module doc; a change's statement does it itself).
+    pub(super) async fn assign_audit_xid(&mut self) -> Result<()> {
+        if self.postgres && !self.audit_xid_assigned {
+            self.inner
+                .execute_raw(Statement::from_string(
+                    DatabaseBackend::Postgres,
+                    "SELECT pg_current_xact_id()",
+                ))
+                .await?;
+            self.audit_xid_assigned = true;
         }
         Ok(())
     }

@@ -43,7 +43,7 @@ use tokio::sync::{Notify, mpsc};
 pub use audit::{
     AUDIT_LISTINGS_PER_TEAM, AUDIT_STATEMENT_TIMEOUT, AuditFilter, AuditListing, AuditRow,
 };
-pub use audit_chain::{AUDIT_APPEND_LOCK_KEY, ChainHead};
+pub use audit_chain::ChainHead;
 pub use entities::event::Model as EventRow;
 pub use entities::installed_app::Model as AppRow;
 pub use entities::integration::Model as IntegrationRow;
@@ -236,7 +236,7 @@ impl Store {
             inner,
             postgres: self.is_postgres(),
             appended_events: false,
-            audit_appends_locked: false,
+            audit_xid_assigned: false,
             appended: self.appended.clone(),
             notifier: self.notifier.clone(),
             _turn: turn,
@@ -259,7 +259,7 @@ impl Store {
             inner,
             postgres: self.is_postgres(),
             appended_events: false,
-            audit_appends_locked: false,
+            audit_xid_assigned: false,
             appended: self.appended.clone(),
             notifier: None,
             _turn: None,
@@ -319,9 +319,9 @@ pub struct Tx {
     inner: Noted<DatabaseTransaction>,
     postgres: bool,
     appended_events: bool,
-    /// PostgreSQL: this transaction holds the audit log's shared append lock
-    /// (`audit_chain.rs`: the sealer's barrier waits for it).
-    audit_appends_locked: bool,
+    /// PostgreSQL: this transaction's id is assigned, as it must be before its first audit
+    /// record gets a sequence number (`audit_chain.rs`: the sealer's bound).
+    audit_xid_assigned: bool,
     appended: Arc<Notify>,
     /// PostgreSQL: where to ask for the NOTIFY after a commit that appended events.
     notifier: Option<mpsc::Sender<()>>,

@@ -290,7 +290,7 @@ impl Tx {
             let events_now: Vec<EventRow> = events.by_ref().take(n_events).collect();
             let records_now: Vec<AuditRow> = records.by_ref().take(n_records).collect();
             let lock_events = !self.appended_events && !events_now.is_empty();
-            let lock_audits = !self.audit_appends_locked && !records_now.is_empty();
+            let lock_audits = !self.audit_xid_assigned && !records_now.is_empty();
             self.inner
                 .execute_raw(change_statement(
                     Locks {
@@ -302,23 +302,23 @@ impl Tx {
                 )?)
                 .await?;
             self.appended_events |= lock_events;
-            self.audit_appends_locked |= lock_audits;
+            self.audit_xid_assigned |= lock_audits;
         }
         Ok(())
     }
 }
 
-/// The shared locks a change's statement takes first (see the module doc, and
-/// `audit_chain.rs` for the audit log's).
+/// What a change's statement takes first: the outbox's shared lock (see the module doc) and
+/// the audit log's transaction id (`audit_chain.rs`).
 #[derive(Clone, Copy, Debug)]
 struct Locks {
     events: bool,
     audits: bool,
 }
 
-/// `INSERT INTO <table> (..) SELECT .. FROM (VALUES ..) AS input[, <lock>]`: with a lock (the
-/// name of a CTE that takes it), every row is read through it, so the lock is held before any
-/// row gets its sequence number.
+/// `INSERT INTO <table> (..) SELECT .. FROM (VALUES ..) AS input[, <guard>]`: with a guard
+/// (the name of a CTE that takes a lock or the transaction's id), every row is read through
+/// it, so the guard is taken before any row gets its sequence number.
 fn insert_through<A: sea_orm::ActiveModelTrait>(
     rows: Vec<A>,
     lock: Option<&str>,
@@ -351,10 +351,12 @@ fn insert_through<A: sea_orm::ActiveModelTrait>(
 }
 
 /// One statement that appends `records` to the audit log and `events` to the outbox, each
-/// read through its shared lock when `locks` asks for it. Either list may be empty, not both.
+/// read through its guard when `locks` asks for it (the outbox's shared lock; the audit log's
+/// transaction id, `audit_chain.rs`). Either list may be empty, not both.
 /// Built by sea-query from the entities: `WITH outbox_lock AS (SELECT
-/// pg_advisory_xact_lock_shared(..)), audit_lock AS (..), audited AS (INSERT INTO
-/// audit_events .. SELECT .. FROM (VALUES ..) AS input, audit_lock) INSERT INTO events (..)
+/// pg_advisory_xact_lock_shared(..)), audit_xid AS MATERIALIZED (SELECT pg_current_xact_id()
+/// AS xid), audited AS (INSERT INTO
+/// audit_events .. SELECT .. FROM (VALUES ..) AS input, audit_xid) INSERT INTO events (..)
 /// SELECT .. FROM (VALUES ..) AS input, outbox_lock`.
 fn change_statement(
     locks: Locks,
@@ -381,10 +383,19 @@ fn change_statement(
         common = true;
     }
     if locks.audits && !records.is_empty() {
-        with.cte(lock(
-            "audit_lock",
-            super::audit_chain::AUDIT_APPEND_LOCK_KEY,
-        ));
+        // The transaction's id, given before any record gets its sequence number (see
+        // `audit_chain.rs`); materialized, so it is computed though nothing reads it.
+        with.cte(
+            CommonTableExpression::new()
+                .query(
+                    Query::select()
+                        .expr_as(Func::cust("pg_current_xact_id"), Alias::new("xid"))
+                        .to_owned(),
+                )
+                .materialized(true)
+                .table_name(Alias::new("audit_xid"))
+                .to_owned(),
+        );
         common = true;
     }
     let audited = (!records.is_empty())
@@ -394,7 +405,7 @@ fn change_statement(
                     .into_iter()
                     .map(new_row::<audit_event::ActiveModel>)
                     .collect(),
-                locks.audits.then_some("audit_lock"),
+                locks.audits.then_some("audit_xid"),
             )
         })
         .transpose()?;
