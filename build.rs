@@ -28,6 +28,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // Protobuf with a smaller first encoding buffer (see src/api/codec.rs).
+        .codec_path("crate::api::codec::LeanCodec")
         .compile_fds(compiler.file_descriptor_set())?;
     Ok(())
 }

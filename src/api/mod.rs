@@ -8,6 +8,7 @@ mod audit;
 mod auth_layer;
 pub mod bounds;
 pub mod callback;
+pub mod codec;
 pub mod connections;
 mod convert;
 mod installed_apps;

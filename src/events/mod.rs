@@ -270,8 +270,19 @@ where
     let mut rx = bus.subscribe();
     let mut checkpoint = tokio::time::interval(checkpoint_every);
     checkpoint.reset();
-    // Replay: everything after `pos` that is already in the database.
-    pos = match catch_up(bus, team.as_deref(), &keep, pos, None, &mut deliver).await? {
+    // Replay: everything after `pos` that is already in the database. Each catch-up (a read
+    // of the database, a large future) is boxed while it runs, so the task of an idle stream
+    // holds only what waiting takes: that size is what every open stream costs.
+    pos = match Box::pin(catch_up(
+        bus,
+        team.as_deref(),
+        &keep,
+        pos,
+        None,
+        &mut deliver,
+    ))
+    .await?
+    {
         Some(pos) => pos,
         None => return Ok(pos),
     };
@@ -295,12 +306,12 @@ where
                         Some(batch.upto)
                     }
                     // A gap before this batch (we subscribed or caught up meanwhile): read it.
-                    Ok(batch) => catch_up(bus, team.as_deref(), &keep, pos, Some(batch.upto), &mut deliver).await?,
+                    Ok(batch) => Box::pin(catch_up(bus, team.as_deref(), &keep, pos, Some(batch.upto), &mut deliver)).await?,
                     // The ring passed us: fall back to the database from where we are.
                     Err(broadcast::error::RecvError::Lagged(missed)) => {
                         tracing::debug!(missed, "watch subscriber lagged; reading from the database");
                         bus.metrics.subscriber_lag.fetch_add(1, Ordering::Relaxed);
-                        catch_up(bus, team.as_deref(), &keep, pos, Some(bus.position()), &mut deliver).await?
+                        Box::pin(catch_up(bus, team.as_deref(), &keep, pos, Some(bus.position()), &mut deliver)).await?
                     }
                     Err(broadcast::error::RecvError::Closed) => return Ok(pos),
                 };

@@ -133,10 +133,19 @@ impl Watches {
                 return;
             }
             let keep = |e: &EventRow| kinds.is_empty() || kinds.contains(e.kind.as_str());
+            // Boxed while it runs, as `follow` boxes its catch-ups: an idle stream's task
+            // stays small.
             let deliver = {
                 let queue = queue.clone();
                 let metrics = bus.metrics().clone();
-                move |delivery| send(queue.clone(), metrics.clone(), delivery, max_message_bytes)
+                move |delivery| {
+                    Box::pin(send(
+                        queue.clone(),
+                        metrics.clone(),
+                        delivery,
+                        max_message_bytes,
+                    ))
+                }
             };
             let outcome = tokio::select! {
                 outcome = follow(&bus, team, keep, pos, every, stop, deliver) => outcome,
