@@ -41,12 +41,40 @@ pub fn pg_database_url(name: &str) -> String {
     url.to_string()
 }
 
-/// A free loopback port, for a listener a test must name before the server binds it.
+/// A free loopback port, for a listener a test must name before the server binds it. Taken
+/// below the kernel's ephemeral range: a port found by binding port 0 comes from that range,
+/// and an outgoing connection of another test (to PostgreSQL, to a provider) could be given
+/// it before the server binds it (seen in CI as "Address already in use"). Within a test
+/// process each port is handed out once, from a random start.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOWEST: u32 = 10_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768);
+    if ephemeral_low <= LOWEST + 1_000 {
+        return std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+    }
+    let span = ephemeral_low - LOWEST;
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        uuid::Uuid::new_v4().as_u128() as u32 % span,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in 0..span {
+        let port = LOWEST + NEXT.fetch_add(1, Ordering::Relaxed) % span;
+        let port = u16::try_from(port).expect("a port below the ephemeral range");
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port between {LOWEST} and {ephemeral_low}");
 }
 
 /// The tests' PostgreSQL as `host:port`.
