@@ -37,7 +37,7 @@ use ring::hmac;
 pub use super::audit_verify::{Finding, Tamper, Verification, verify};
 use super::webhooks::AUDIT_KIND;
 use crate::crypto::KeyRing;
-use crate::store::{AuditRow, ChainHead, EventRow, Store, StoreError};
+use crate::store::{AuditRow, ChainHead, EventRow, SealBound, Store, StoreError};
 
 /// The chained MAC a team's first place follows (and its checkpoint before any pruning).
 pub(super) const GENESIS: &[u8] = b"integrationhub/v1 audit chain genesis";
@@ -216,6 +216,9 @@ pub struct Sealed {
     /// Records left for later (their key is not in this replica's ring, or their team's head
     /// does not hold its MAC).
     pub skipped: u64,
+    /// Nothing was sealed: a write transaction open on the database for longer than
+    /// `store::SEAL_WAIT` may still append below the bound (PostgreSQL).
+    pub waiting: bool,
 }
 
 /// Chains every record not chained yet up to the sealer's bound, taken once
@@ -226,8 +229,13 @@ pub struct Sealed {
 pub async fn seal(store: &Store, keys: &KeyRing) -> Result<Sealed, StoreError> {
     let mut total = Sealed::default();
     // A read first: an idle log costs no write lock (SQLite) and no lease.
-    let Some(bound) = store.audit_seal_bound().await? else {
-        return Ok(total);
+    let bound = match store.audit_seal_bound().await? {
+        SealBound::Upto(bound) => bound,
+        SealBound::Nothing => return Ok(total),
+        SealBound::Waiting => {
+            total.waiting = true;
+            return Ok(total);
+        }
     };
     loop {
         let (sealed, more) = seal_batch(store, keys, bound).await?;

@@ -34,9 +34,11 @@ pub(super) fn spawn_audit_keeper(
             timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         }
         let retention = i64::try_from(args.retention().as_micros()).unwrap_or(i64::MAX);
+        // Whether sealing waits for a long write transaction (logged when it starts and ends).
+        let mut waiting = false;
         loop {
             tokio::select! {
-                _ = seal.tick() => seal_all(&hub).await,
+                _ = seal.tick() => seal_all(&hub, &mut waiting).await,
                 _ = prune.tick() => {
                     let cutoff = hub.audit().now().saturating_sub(retention);
                     prune_past(&hub, cutoff, args.audit_prune_batch, &metrics).await;
@@ -48,14 +50,27 @@ pub(super) fn spawn_audit_keeper(
     });
 }
 
-/// Seals what was appended up to now ([`crate::domain::audit_chain::seal`]).
-async fn seal_all(hub: &Hub) {
+/// Seals what was appended up to now ([`crate::domain::audit_chain::seal`]). A wait for a
+/// long write transaction is logged once when it starts (WARN) and once when it ends.
+async fn seal_all(hub: &Hub, waiting: &mut bool) {
     match hub.audit().seal_chain().await {
-        Ok(sealed) if sealed.refused > 0 => tracing::warn!(
-            refused = sealed.refused,
-            "audit records whose MAC does not hold were left out of the chain (run `integration-hub audit verify`)"
-        ),
-        Ok(_) => {}
+        Ok(sealed) => {
+            if sealed.waiting && !*waiting {
+                tracing::warn!(
+                    wait_secs = crate::store::SEAL_WAIT.as_secs(),
+                    "audit sealing waits for a write transaction open on the database for longer than it waits; new audit records stay unsealed until it ends (appends go on)"
+                );
+            } else if !sealed.waiting && *waiting {
+                tracing::info!("audit sealing no longer waits for a write transaction");
+            }
+            *waiting = sealed.waiting;
+            if sealed.refused > 0 {
+                tracing::warn!(
+                    refused = sealed.refused,
+                    "audit records whose MAC does not hold were left out of the chain (run `integration-hub audit verify`)"
+                );
+            }
+        }
         Err(err) if err.is_database_fault() => {}
         Err(err) => tracing::warn!(error = %err, "sealing audit records failed; retrying"),
     }

@@ -35,6 +35,18 @@ pub use audit_chain::Model as ChainHead;
 const CHAIN_LOCK_KEY: i64 = 0x6968_7562_2d61_7564;
 /// How long one sealing round waits for the write transactions running at its snapshot.
 pub const SEAL_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// How far the sealer may go ([`Store::audit_seal_bound`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SealBound {
+    /// Nothing was appended past `sealed_through`.
+    Nothing,
+    /// Every record up to this sequence number has committed or never will.
+    Upto(i64),
+    /// PostgreSQL: a write transaction running at the round's snapshot still ran after
+    /// [`SEAL_WAIT`]; the next round looks again.
+    Waiting,
+}
 /// Places one statement writes.
 const PLACE_CHUNK: usize = 200;
 
@@ -69,11 +81,11 @@ impl Store {
     }
 
     /// The newest audit sequence number below which nothing is in flight, when it is past
-    /// `sealed_through` (there is something to seal); `None` otherwise. On PostgreSQL, the
-    /// newest number visible in this statement's snapshot, answered once every transaction
-    /// running at that snapshot has ended (see the module doc); `None` when one is still
+    /// `sealed_through` (there is something to seal). On PostgreSQL, the newest number
+    /// visible in this statement's snapshot, answered once every transaction running at that
+    /// snapshot has ended (see the module doc), or [`SealBound::Waiting`] when one is still
     /// running after [`SEAL_WAIT`] (the next round takes a new snapshot).
-    pub async fn audit_seal_bound(&self) -> Result<Option<i64>> {
+    pub async fn audit_seal_bound(&self) -> Result<SealBound> {
         const BOUND: &str = "(SELECT MAX(seq) FROM audit_events) AS max_seq, \
              (SELECT sealed_through FROM audit_chain_state WHERE id = 1) AS sealed_through";
         let postgres = self.is_postgres();
@@ -84,16 +96,16 @@ impl Store {
         };
         let statement = Statement::from_string(self.backend(), statement);
         let Some(row) = self.conn().query_one_raw(statement).await? else {
-            return Ok(None);
+            return Ok(SealBound::Nothing);
         };
         let max = row.try_get::<Option<i64>>("", "max_seq")?;
         let through = row.try_get::<Option<i64>>("", "sealed_through")?;
         let Some(max) = max.filter(|max| *max > through.unwrap_or(0)) else {
-            return Ok(None);
+            return Ok(SealBound::Nothing);
         };
         if !postgres {
             // One writer at a time: what is visible is all that was handed out.
-            return Ok(Some(max));
+            return Ok(SealBound::Upto(max));
         }
         let snapshot = row.try_get::<String>("", "snapshot")?;
         let ended = Statement::from_sql_and_values(
@@ -107,13 +119,10 @@ impl Store {
         loop {
             let row = self.conn().query_one_raw(ended.clone()).await?;
             if row.map(|r| r.try_get::<bool>("", "ended")).transpose()? == Some(true) {
-                return Ok(Some(max));
+                return Ok(SealBound::Upto(max));
             }
             if tokio::time::Instant::now() + pause > deadline {
-                tracing::debug!(
-                    "audit sealing waits for a write transaction open for more than {SEAL_WAIT:?}"
-                );
-                return Ok(None);
+                return Ok(SealBound::Waiting);
             }
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(std::time::Duration::from_millis(50));

@@ -43,7 +43,7 @@ use tokio::sync::{Notify, mpsc};
 pub use audit::{
     AUDIT_LISTINGS_PER_TEAM, AUDIT_STATEMENT_TIMEOUT, AuditFilter, AuditListing, AuditRow,
 };
-pub use audit_chain::ChainHead;
+pub use audit_chain::{ChainHead, SEAL_WAIT, SealBound};
 pub use entities::event::Model as EventRow;
 pub use entities::installed_app::Model as AppRow;
 pub use entities::integration::Model as IntegrationRow;

@@ -259,6 +259,52 @@ async fn pruning_leaves_a_checkpoint_that_verifies(server: Server) {
     );
 }
 
+/// On PostgreSQL the sealer waits for the write transactions running when it looked. One held
+/// open for longer than it waits (`SEAL_WAIT`) delays sealing, not appends: it is named once
+/// in a WARN line, and once it ends sealing goes on and says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_write_transaction_delays_sealing_not_appends_and_is_logged_once() {
+    use sea_orm::TransactionTrait;
+    crate::needs!(Postgres);
+    const WAITS: &str = "audit sealing waits for a write transaction";
+    let server = quick(Server::fresh(crate::helpers::Backend::Postgres).await);
+    let running = server.start();
+    records(&running, "acme", 1).await;
+    sealed(&server, 1).await;
+    let db = Database::connect(server.database_url())
+        .await
+        .expect("connect");
+    let places = "SELECT COUNT(*) FROM audit_chain_places";
+    let placed = integers(&db, places).await[0];
+    let long = db.begin().await.expect("begin");
+    long.execute_unprepared("SELECT pg_current_xact_id()")
+        .await
+        .expect("a write transaction's id");
+    tokio::time::timeout(Duration::from_secs(10), records(&running, "acme", 2))
+        .await
+        .expect("appends were held back by an open transaction");
+    running.wait_for_log(|line| line.contains(WAITS)).await;
+    // More rounds wait; the line is not repeated, and nothing after the transaction's
+    // snapshot is sealed while it runs.
+    tokio::time::sleep(integration_hub::store::SEAL_WAIT + Duration::from_secs(1)).await;
+    assert_eq!(
+        running.log_lines_with(WAITS).len(),
+        1,
+        "{:?}",
+        running.logs()
+    );
+    assert_eq!(
+        integers(&db, places).await[0],
+        placed,
+        "sealed past a transaction still running"
+    );
+    long.rollback().await.expect("rollback");
+    sealed(&server, 3).await;
+    running
+        .wait_for_log(|line| line.contains("audit sealing no longer waits"))
+        .await;
+}
+
 storage_test!(process a_record_committed_late_still_gets_its_place);
 /// On PostgreSQL a record can commit after records with higher sequence numbers: the sealer
 /// must not pass it, and nothing waits for it. A transaction here appends one as the service
