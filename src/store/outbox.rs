@@ -290,19 +290,19 @@ impl Tx {
             let events_now: Vec<EventRow> = events.by_ref().take(n_events).collect();
             let records_now: Vec<AuditRow> = records.by_ref().take(n_records).collect();
             let lock_events = !self.appended_events && !events_now.is_empty();
-            let lock_audits = !self.audit_xid_assigned && !records_now.is_empty();
+            let guard_audits = !self.audit_xid_assigned && !records_now.is_empty();
             self.inner
                 .execute_raw(change_statement(
-                    Locks {
+                    Guards {
                         events: lock_events,
-                        audits: lock_audits,
+                        audits: guard_audits,
                     },
                     events_now,
                     records_now,
                 )?)
                 .await?;
             self.appended_events |= lock_events;
-            self.audit_xid_assigned |= lock_audits;
+            self.audit_xid_assigned |= guard_audits;
         }
         Ok(())
     }
@@ -311,7 +311,7 @@ impl Tx {
 /// What a change's statement takes first: the outbox's shared lock (see the module doc) and
 /// the audit log's transaction id (`audit_chain.rs`).
 #[derive(Clone, Copy, Debug)]
-struct Locks {
+struct Guards {
     events: bool,
     audits: bool,
 }
@@ -321,7 +321,7 @@ struct Locks {
 /// it, so the guard is taken before any row gets its sequence number.
 fn insert_through<A: sea_orm::ActiveModelTrait>(
     rows: Vec<A>,
-    lock: Option<&str>,
+    guard: Option<&str>,
 ) -> std::result::Result<sea_orm::sea_query::InsertStatement, sea_orm::DbErr> {
     use sea_orm::sea_query::{Alias, Expr, Query, ValueTuple};
     let columns = inserted_columns::<A::Entity>();
@@ -337,8 +337,8 @@ fn insert_through<A: sea_orm::ActiveModelTrait>(
         )));
     }
     input.from_values(rows, Alias::new("input"));
-    if let Some(lock) = lock {
-        input.from(Alias::new(lock));
+    if let Some(guard) = guard {
+        input.from(Alias::new(guard));
     }
     let mut insert = Query::insert();
     insert
@@ -351,15 +351,14 @@ fn insert_through<A: sea_orm::ActiveModelTrait>(
 }
 
 /// One statement that appends `records` to the audit log and `events` to the outbox, each
-/// read through its guard when `locks` asks for it (the outbox's shared lock; the audit log's
+/// read through its guard when `guards` asks for it (the outbox's shared lock; the audit log's
 /// transaction id, `audit_chain.rs`). Either list may be empty, not both.
 /// Built by sea-query from the entities: `WITH outbox_lock AS (SELECT
 /// pg_advisory_xact_lock_shared(..)), audit_xid AS MATERIALIZED (SELECT pg_current_xact_id()
-/// AS xid), audited AS (INSERT INTO
-/// audit_events .. SELECT .. FROM (VALUES ..) AS input, audit_xid) INSERT INTO events (..)
-/// SELECT .. FROM (VALUES ..) AS input, outbox_lock`.
+/// AS xid), audited AS (INSERT INTO audit_events .. SELECT .. FROM (VALUES ..) AS input,
+/// audit_xid) INSERT INTO events (..) SELECT .. FROM (VALUES ..) AS input, outbox_lock`.
 fn change_statement(
-    locks: Locks,
+    guards: Guards,
     events: Vec<EventRow>,
     records: Vec<AuditRow>,
 ) -> std::result::Result<Statement, sea_orm::DbErr> {
@@ -378,11 +377,11 @@ fn change_statement(
     };
     let mut with = WithClause::new();
     let mut common = false;
-    if locks.events && !events.is_empty() {
+    if guards.events && !events.is_empty() {
         with.cte(lock("outbox_lock", OUTBOX_LOCK_KEY));
         common = true;
     }
-    if locks.audits && !records.is_empty() {
+    if guards.audits && !records.is_empty() {
         // The transaction's id, given before any record gets its sequence number (see
         // `audit_chain.rs`); materialized, so it is computed though nothing reads it.
         with.cte(
@@ -405,7 +404,7 @@ fn change_statement(
                     .into_iter()
                     .map(new_row::<audit_event::ActiveModel>)
                     .collect(),
-                locks.audits.then_some("audit_xid"),
+                guards.audits.then_some("audit_xid"),
             )
         })
         .transpose()?;
@@ -436,7 +435,7 @@ fn change_statement(
                 .into_iter()
                 .map(new_row::<event::ActiveModel>)
                 .collect(),
-            locks.events.then_some("outbox_lock"),
+            guards.events.then_some("outbox_lock"),
         )?;
         if common {
             insert.with(with).build(PostgresQueryBuilder)
