@@ -24,6 +24,16 @@ pub fn is_unsafe_char(c: char) -> bool {
         )
 }
 
+/// Bytes as lowercase hexadecimal (digests, MACs, ids made of them).
+pub fn hex(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
+            let _ = write!(out, "{b:02x}");
+            out
+        })
+}
+
 /// Whether `text` holds a character of [`is_unsafe_char`].
 pub fn has_unsafe_char(text: &str) -> bool {
     text.chars().any(is_unsafe_char)
@@ -65,6 +75,12 @@ pub fn loggable(text: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hex_is_two_lowercase_digits_a_byte() {
+        assert_eq!(hex(&[0x00, 0x0f, 0xab, 0xff]), "000fabff");
+        assert_eq!(hex(&[]), "");
+    }
 
     #[test]
     fn bidirectional_controls_and_line_separators_are_unsafe_and_ordinary_text_is_not() {

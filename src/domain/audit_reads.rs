@@ -11,9 +11,9 @@ use std::sync::Mutex;
 
 use super::audit_chain::record_mac;
 use super::context::Context;
-use super::credentials::hex;
 use super::model::{Actor, AuditAction};
 use super::types::TeamId;
+use crate::text::hex;
 
 /// Keys one replica remembers at most; past it, earlier minutes are forgotten first.
 const MAX_REMEMBERED: usize = 100_000;

@@ -9,6 +9,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use crate::crypto::{Aad, Credentials, KeyRing};
 use crate::store::{AppRow, IntegrationRow, StoreError};
+use crate::text::hex;
 
 use super::audit_batch::{Checked, Uses, Versions, record_uses};
 use super::catalog::ServiceDef;
@@ -57,10 +58,6 @@ pub struct Resolved {
     pub credentials: Credentials,
     /// When the access token expires, for an app authorized through OAuth 2.0.
     pub expire_time: Option<i64>,
-}
-
-pub(super) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Feeds length-prefixed parts, so no two sequences of parts share a text.

@@ -133,11 +133,7 @@ pub(super) fn random_token() -> Result<String> {
 
 /// SHA-256 (hex) of a state: what is stored and looked up.
 pub(super) fn state_hash(state: &str) -> String {
-    ring::digest::digest(&ring::digest::SHA256, state.as_bytes())
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::text::hex(ring::digest::digest(&ring::digest::SHA256, state.as_bytes()).as_ref())
 }
 
 /// What an unknown (or another person's) sign-in state answers.
