@@ -10,7 +10,7 @@ use integration_hub::pb::installed_app_service_client::InstalledAppServiceClient
 
 use crate::seed::{Tokens, authed};
 use crate::server::ServerProcess;
-use crate::unary::{connect, percentile_us};
+use crate::unary::{connect, p50_p99};
 use crate::watch;
 
 /// What the fan-out measured.
@@ -110,18 +110,14 @@ pub async fn fanout(
         }
     }
     let all_delivered = finished.iter().max().copied().unwrap_or_default();
-    let mut micros: Vec<u32> = finished
-        .iter()
-        .map(|d| u32::try_from(d.as_micros()).unwrap_or(u32::MAX))
-        .collect();
-    micros.sort_unstable();
+    let (p50, p99) = p50_p99(&finished);
     Ok(Fanout {
         subscribers,
         events_each: expected,
         all_delivered,
         delete_call,
-        p50: percentile_us(&micros, 0.50),
-        p99: percentile_us(&micros, 0.99),
+        p50,
+        p99,
         complete,
     })
 }

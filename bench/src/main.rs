@@ -18,6 +18,7 @@
 mod bare_sqlite;
 mod distinct;
 mod fanout;
+mod fleet;
 mod pg;
 mod refresher;
 mod scale;
@@ -74,10 +75,11 @@ struct Opts {
     /// Worker threads of the load generator (the server takes one per core, as in production).
     #[arg(long, default_value_t = 2)]
     client_threads: usize,
-    /// Scenarios to run (default all but scale and refresher, which run only when named):
-    /// health, get, list, resolve, create (SQLite), get-pg, list-pg, resolve-pg, create-pg
-    /// (PostgreSQL), keys, keys-pg (many distinct records, read cache on and off), fanout,
-    /// idle, webhooks, scale, refresher.
+    /// Scenarios to run (default all but scale, refresher and fleet, which run only when
+    /// named): health, get, list, resolve, create (SQLite), get-pg, list-pg, resolve-pg,
+    /// create-pg (PostgreSQL), keys, keys-pg (many distinct records, read cache on and off),
+    /// fanout, idle, webhooks, scale, refresher, fleet (replicas on one PostgreSQL, many
+    /// streams, many deletes at once).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// CI smoke: every scenario at tiny sizes and durations (seconds in all); fails (exit
@@ -156,6 +158,21 @@ struct Opts {
     /// Integrations seeded in the team that GetInstalledApp counts and ListIntegrations pages.
     #[arg(long, default_value_t = 200)]
     seeded_integrations: usize,
+    /// Fleet: replicas on one PostgreSQL database.
+    #[arg(long, default_value_t = 4)]
+    fleet_replicas: usize,
+    /// Fleet: teams the watch streams are spread over.
+    #[arg(long, default_value_t = 1_000)]
+    fleet_teams: usize,
+    /// Fleet: watch streams, spread over the teams and the replicas.
+    #[arg(long, default_value_t = 10_000)]
+    fleet_streams: usize,
+    /// Fleet: admins (of as many teams) each deleting an app at the same moment.
+    #[arg(long, default_value_t = 100)]
+    fleet_admins: usize,
+    /// Fleet: integrations on each deleted app (each becomes a broken event).
+    #[arg(long, default_value_t = 1_000)]
+    fleet_integrations: usize,
     /// Extra flags for every server (e.g. `--server-arg=--db-max-connections=4`).
     #[arg(long, allow_hyphen_values = true)]
     server_arg: Vec<String>,
@@ -165,7 +182,7 @@ struct Opts {
 }
 
 /// Scenarios that run only when named in `--only` (or in the smoke): they take minutes.
-const OPT_IN: [&str; 2] = ["scale", "refresher"];
+const OPT_IN: [&str; 3] = ["scale", "refresher", "fleet"];
 
 impl Opts {
     fn wants(&self, scenario: &str) -> bool {
@@ -218,6 +235,7 @@ impl Opts {
             "webhooks",
             "scale",
             "refresher",
+            "fleet",
         ]
         .map(str::to_owned)
         .to_vec();
@@ -239,6 +257,11 @@ impl Opts {
         self.refresher_apps = 20;
         self.refresh_concurrency = 4;
         self.refresh_interval_secs = 1;
+        self.fleet_replicas = 2;
+        self.fleet_teams = 6;
+        self.fleet_streams = 24;
+        self.fleet_admins = 3;
+        self.fleet_integrations = 20;
         self
     }
 }
@@ -586,6 +609,24 @@ async fn run_in(opts: &Opts, dir: &std::path::Path) -> anyhow::Result<()> {
         ));
     }
 
+    // ---- replicas on one PostgreSQL: streams over many teams, many deletes at once ----
+    if opts.wants("fleet") {
+        let spec = fleet::FleetSpec {
+            replicas: opts.fleet_replicas,
+            teams: opts.fleet_teams,
+            streams: opts.fleet_streams,
+            admins: opts.fleet_admins,
+            integrations: opts.fleet_integrations,
+            per_connection: opts.idle_per_connection,
+            secret: &secret,
+            keys: &keys,
+            tokens: &tokens,
+            server_args: &opts.server_arg,
+            dir,
+        };
+        fleet_scenario(&spec, &pg, &mut rows, &mut notes).await?;
+    }
+
     // Failures the smoke reports (never a figure: only refused calls and incomplete work).
     let mut failures: Vec<String> = rows
         .iter()
@@ -891,6 +932,78 @@ async fn unary_scenarios(
                 .into(),
         );
     }
+    Ok(())
+}
+
+async fn fleet_scenario(
+    spec: &fleet::FleetSpec<'_>,
+    pg: &Pg,
+    rows: &mut Vec<Row>,
+    notes: &mut Vec<String>,
+) -> anyhow::Result<()> {
+    eprintln!(
+        "fleet: {} replicas on one PostgreSQL, {} streams over {} teams, {} admins each deleting an app with {} integrations",
+        spec.replicas, spec.streams, spec.teams, spec.admins, spec.integrations
+    );
+    let f = fleet::run(spec, pg).await?;
+    let rss: Vec<String> = f
+        .rss_before_kib
+        .iter()
+        .zip(&f.rss_peak_kib)
+        .map(|(before, peak)| format!("{} -> {} MiB", before / 1024, peak / 1024))
+        .collect();
+    eprintln!(
+        "  fleet: {}/{} streams complete in {:.2} s ({:.0} events/s), slowest delete {:.2} s; \
+         {} repeated, {} to the wrong team, {} streams failed; RSS per replica (streams open -> peak): {}",
+        f.complete,
+        f.expecting,
+        f.all_delivered.as_secs_f64(),
+        f.events_per_sec(),
+        f.slowest_delete.as_secs_f64(),
+        f.repeated,
+        f.strays,
+        f.failed,
+        rss.join(", ")
+    );
+    rows.push(Row {
+        scenario: format!(
+            "Fleet: {} replicas, {} deletes x {} integrations to {} of {} streams (events/s)",
+            spec.replicas, spec.admins, spec.integrations, f.expecting, spec.streams
+        ),
+        rate: f.events_per_sec(),
+        p50: f.p50,
+        p99: f.p99,
+        cpu_per_call: None,
+        answered: (f.complete * f.per_stream) as u64,
+        errors: (f.expecting - f.complete + f.strays + f.failed) as u64,
+        baseline: None,
+        target: None,
+        note: format!(
+            "all delivered {:.2} s after the deletes; slowest delete call {:.2} s",
+            f.all_delivered.as_secs_f64(),
+            f.slowest_delete.as_secs_f64()
+        ),
+    });
+    notes.push(format!(
+        "Fleet: {} replicas on one PostgreSQL; {} watch streams over {} teams (each team's \
+         streams spread over the replicas); {} admins each deleted an app with {} integrations \
+         at once ({} broken events): every stream of those teams had all of its team's events \
+         {:.2} s after the deletes were sent ({}/{} streams complete, {} events delivered twice, \
+         {} to another team's stream, {} streams failed). Replica RSS, streams open -> peak: {}.",
+        spec.replicas,
+        spec.streams,
+        spec.teams,
+        spec.admins,
+        spec.integrations,
+        f.events,
+        f.all_delivered.as_secs_f64(),
+        f.complete,
+        f.expecting,
+        f.repeated,
+        f.strays,
+        f.failed,
+        rss.join(", ")
+    ));
     Ok(())
 }
 

@@ -46,6 +46,16 @@ pub struct ServerProcess {
     pub log: PathBuf,
 }
 
+/// Resident memory of process `pid`, in KiB.
+pub fn rss_kib_of(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("no VmRSS in /proc status")
+}
+
 /// What a server is started with.
 pub struct ServerSpec<'a> {
     pub name: &'a str,
@@ -108,12 +118,7 @@ impl ServerProcess {
 
     /// Resident memory of the server process, in KiB.
     pub fn rss_kib(&self) -> anyhow::Result<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))?;
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .context("no VmRSS in /proc status")
+        rss_kib_of(self.pid())
     }
 
     /// Asks the server to stop (closes its stdin) and waits; kills it after 30 s.

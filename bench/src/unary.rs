@@ -134,6 +134,16 @@ pub fn percentile_us(sorted: &[u32], p: f64) -> Duration {
     Duration::from_micros(u64::from(sorted[index]))
 }
 
+/// The p50 and p99 of durations (zero without any).
+pub fn p50_p99(durations: &[Duration]) -> (Duration, Duration) {
+    let mut micros: Vec<u32> = durations
+        .iter()
+        .map(|d| u32::try_from(d.as_micros()).unwrap_or(u32::MAX))
+        .collect();
+    micros.sort_unstable();
+    (percentile_us(&micros, 0.50), percentile_us(&micros, 0.99))
+}
+
 /// An HTTP/2 connection with large windows (the server's answers are never throttled by us).
 pub async fn connect(addr: SocketAddr) -> anyhow::Result<SendRequest<Bytes>> {
     let tcp = TcpStream::connect(addr)
