@@ -13,6 +13,8 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -25,6 +27,7 @@ use crate::seed::{self, Tokens, authed};
 use crate::server::{ServerProcess, ServerSpec};
 use crate::unary::{connect, p50_p99};
 use crate::watch;
+use crate::webhooks::{self, Received};
 
 /// The shape of one run.
 pub struct FleetSpec<'a> {
@@ -35,6 +38,9 @@ pub struct FleetSpec<'a> {
     pub admins: usize,
     /// Integrations on each deleted app.
     pub integrations: usize,
+    /// Webhook subscriptions of each deleting team (to a receiver in the bench), which get
+    /// the same burst as the streams; 0 for none.
+    pub webhooks_per_team: usize,
     /// Watch streams on one HTTP/2 connection.
     pub per_connection: usize,
     pub secret: &'a str,
@@ -66,9 +72,25 @@ pub struct Fleet {
     pub strays: usize,
     /// Streams that ended with an error.
     pub failed: usize,
+    /// The webhook subscriptions' share of the burst, when there were any.
+    pub webhooks: Option<Webhooks>,
     /// Each replica's RSS before the deletes (streams open) and at its peak after, KiB.
     pub rss_before_kib: Vec<u64>,
     pub rss_peak_kib: Vec<u64>,
+}
+
+/// What the webhook subscriptions received.
+pub struct Webhooks {
+    pub subscriptions: usize,
+    /// Requests the receiver got, and how many it had to get (subscriptions x integrations).
+    pub received: u64,
+    pub expected: u64,
+    /// From the moment the deletes were sent until the last expected request arrived (or the
+    /// deadline).
+    pub all_delivered: Duration,
+    /// Subscriptions that got fewer than their team's events, and requests beyond them.
+    pub short: usize,
+    pub repeated: u64,
 }
 
 impl Fleet {
@@ -98,6 +120,13 @@ pub async fn run(spec: &FleetSpec<'_>, pg: &Pg) -> anyhow::Result<Fleet> {
         extra.push(format!("--max-watch-streams={}", spec.streams + 1000));
         // Four replicas' pools on one server: keep them within its max_connections (100).
         extra.push("--db-max-connections=12".into());
+        if spec.webhooks_per_team > 0 {
+            extra.push("--webhook-allow-loopback".into());
+            extra.push(format!(
+                "--webhook-max-subscriptions={}",
+                spec.webhooks_per_team.max(25)
+            ));
+        }
         match ServerProcess::start(
             ServerSpec {
                 name: &format!("fleet-{r}"),
@@ -163,6 +192,10 @@ async fn simulate(
         )
         .await?;
         apps.push(app);
+    }
+    let received = Arc::new(Received::default());
+    if spec.webhooks_per_team > 0 {
+        subscribe(spec, &addrs, received.clone()).await?;
     }
     eprintln!(
         "fleet: {} apps x {} integrations seeded; opening {} streams over {} teams and {replicas} replicas",
@@ -273,6 +306,11 @@ async fn simulate(
         }
     }
     let all_delivered = finished.iter().max().copied().unwrap_or_default();
+    let webhooks = if spec.webhooks_per_team > 0 {
+        Some(webhooks_received(spec, &received, started).await)
+    } else {
+        None
+    };
     tokio::time::sleep(Duration::from_secs(1)).await;
     let _ = stop_tx.send(true);
     let mut repeated = 0;
@@ -305,9 +343,77 @@ async fn simulate(
         repeated,
         strays,
         failed,
+        webhooks,
         rss_before_kib,
         rss_peak_kib,
     })
+}
+
+/// Gives each deleting team `webhooks_per_team` subscriptions to INTEGRATION_BROKEN, each to
+/// a path of its own on a receiver in this process.
+async fn subscribe(
+    spec: &FleetSpec<'_>,
+    addrs: &[SocketAddr],
+    received: Arc<Received>,
+) -> anyhow::Result<()> {
+    let receiver = webhooks::receiver(received).await?;
+    for t in 0..spec.admins {
+        let channel = seed::channel(addrs[t % addrs.len()]).await?;
+        let admin = spec.tokens.mint(&team(t), "admin", "fleet-admin")?;
+        for k in 0..spec.webhooks_per_team {
+            webhooks::subscribe_broken(
+                &channel,
+                &admin,
+                &format!("http://{receiver}/hooks/{t}/{k}"),
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Waits (up to 600 s after `started`) until every subscription has its team's events, then
+/// counts what each got.
+async fn webhooks_received(
+    spec: &FleetSpec<'_>,
+    received: &Received,
+    started: Instant,
+) -> Webhooks {
+    let subscriptions = spec.admins * spec.webhooks_per_team;
+    let expected = (subscriptions * spec.integrations) as u64;
+    let deadline = started + Duration::from_secs(600);
+    let mut last = started.elapsed();
+    loop {
+        let total = received.total.load(Ordering::Relaxed);
+        if total >= expected || Instant::now() > deadline {
+            break;
+        }
+        last = started.elapsed();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let all_delivered = if received.total.load(Ordering::Relaxed) >= expected {
+        last
+    } else {
+        started.elapsed()
+    };
+    // A moment for repeats to show.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let by_path = received
+        .by_path
+        .lock()
+        .map(|m| m.clone())
+        .unwrap_or_default();
+    let per = spec.integrations as u64;
+    let short = subscriptions.saturating_sub(by_path.values().filter(|n| **n >= per).count());
+    let repeated = by_path.values().map(|n| n.saturating_sub(per)).sum();
+    Webhooks {
+        subscriptions,
+        received: received.total.load(Ordering::Relaxed),
+        expected,
+        all_delivered,
+        short,
+        repeated,
+    }
 }
 
 /// Opens every stream (each past its first checkpoint), a bounded number at a time.

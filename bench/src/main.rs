@@ -173,6 +173,11 @@ struct Opts {
     /// Fleet: integrations on each deleted app (each becomes a broken event).
     #[arg(long, default_value_t = 1_000)]
     fleet_integrations: usize,
+    /// Fleet: webhook subscriptions of each deleting team, receiving the same burst (0: none;
+    /// 10 makes 1,000 subscriptions: about two minutes with `--fleet-integrations 100` on two
+    /// cores, about twenty with the default 1,000).
+    #[arg(long, default_value_t = 0)]
+    fleet_webhooks_per_team: usize,
     /// Extra flags for every server (e.g. `--server-arg=--db-max-connections=4`).
     #[arg(long, allow_hyphen_values = true)]
     server_arg: Vec<String>,
@@ -262,6 +267,7 @@ impl Opts {
         self.fleet_streams = 24;
         self.fleet_admins = 3;
         self.fleet_integrations = 20;
+        self.fleet_webhooks_per_team = 2;
         self
     }
 }
@@ -617,6 +623,7 @@ async fn run_in(opts: &Opts, dir: &std::path::Path) -> anyhow::Result<()> {
             streams: opts.fleet_streams,
             admins: opts.fleet_admins,
             integrations: opts.fleet_integrations,
+            webhooks_per_team: opts.fleet_webhooks_per_team,
             per_connection: opts.idle_per_connection,
             secret: &secret,
             keys: &keys,
@@ -984,6 +991,49 @@ async fn fleet_scenario(
             f.slowest_delete.as_secs_f64()
         ),
     });
+    if let Some(w) = &f.webhooks {
+        eprintln!(
+            "  fleet webhooks: {}/{} requests to {} subscriptions in {:.2} s ({:.0}/s); {} subscriptions short, {} repeated",
+            w.received,
+            w.expected,
+            w.subscriptions,
+            w.all_delivered.as_secs_f64(),
+            w.received as f64 / w.all_delivered.as_secs_f64().max(1e-9),
+            w.short,
+            w.repeated
+        );
+        rows.push(Row {
+            scenario: format!(
+                "Fleet webhooks: {} subscriptions x {} events, same burst (requests/s)",
+                w.subscriptions, spec.integrations
+            ),
+            rate: w.received as f64 / w.all_delivered.as_secs_f64().max(1e-9),
+            p50: Duration::ZERO,
+            p99: Duration::ZERO,
+            cpu_per_call: None,
+            answered: w.received,
+            errors: w.short as u64,
+            baseline: None,
+            target: None,
+            note: format!(
+                "all received {:.2} s after the deletes; {} repeated",
+                w.all_delivered.as_secs_f64(),
+                w.repeated
+            ),
+        });
+        notes.push(format!(
+            "Fleet webhooks: {} subscriptions ({} for each deleting team) got the same burst: \
+             {} of {} signed POSTs at a receiver on loopback {:.2} s after the deletes ({} \
+             subscriptions short, {} requests repeated).",
+            w.subscriptions,
+            spec.webhooks_per_team,
+            w.received,
+            w.expected,
+            w.all_delivered.as_secs_f64(),
+            w.short,
+            w.repeated
+        ));
+    }
     notes.push(format!(
         "Fleet: {} replicas on one PostgreSQL; {} watch streams over {} teams (each team's \
          streams spread over the replicas); {} admins each deleted an app with {} integrations \

@@ -30,10 +30,17 @@ impl WebhookRun {
     }
 }
 
-/// A minimal HTTP/1.1 receiver (keep-alive, 204 to every POST) counting requests. Not a
-/// verifier: the integration tests verify with the Standard Webhooks library; this one only
-/// keeps the receiving side out of the measurement.
-async fn receiver(count: Arc<AtomicU64>) -> anyhow::Result<SocketAddr> {
+/// What a receiver counted: every request, and the requests to each path.
+#[derive(Default)]
+pub struct Received {
+    pub total: AtomicU64,
+    pub by_path: std::sync::Mutex<std::collections::HashMap<String, u64>>,
+}
+
+/// A minimal HTTP/1.1 receiver (keep-alive, 204 to every POST) counting requests, in all and
+/// per path. Not a verifier: the integration tests verify with the Standard Webhooks library;
+/// this one only keeps the receiving side out of the measurement.
+pub async fn receiver(count: Arc<Received>) -> anyhow::Result<SocketAddr> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
@@ -52,6 +59,11 @@ async fn receiver(count: Arc<AtomicU64>) -> anyhow::Result<SocketAddr> {
                         continue;
                     };
                     let head = String::from_utf8_lossy(&buffer[..end]).to_ascii_lowercase();
+                    let path = head
+                        .split_whitespace()
+                        .nth(1)
+                        .unwrap_or_default()
+                        .to_owned();
                     let length: usize = head
                         .lines()
                         .find_map(|l| l.strip_prefix("content-length:"))
@@ -64,7 +76,10 @@ async fn receiver(count: Arc<AtomicU64>) -> anyhow::Result<SocketAddr> {
                         }
                     }
                     buffer.drain(..end + 4 + length);
-                    count.fetch_add(1, Ordering::Relaxed);
+                    if let Ok(mut by_path) = count.by_path.lock() {
+                        *by_path.entry(path).or_default() += 1;
+                    }
+                    count.total.fetch_add(1, Ordering::Relaxed);
                     if socket
                         .write_all(b"HTTP/1.1 204 No Content\r\n\r\n")
                         .await
@@ -79,6 +94,29 @@ async fn receiver(count: Arc<AtomicU64>) -> anyhow::Result<SocketAddr> {
     Ok(addr)
 }
 
+/// Subscribes the admin's team to INTEGRATION_BROKEN at `url`.
+pub async fn subscribe_broken(
+    channel: &tonic::transport::Channel,
+    admin: &str,
+    url: &str,
+) -> anyhow::Result<()> {
+    WebhookServiceClient::new(channel.clone())
+        .create_webhook_subscription(authed(
+            admin,
+            pb::CreateWebhookSubscriptionRequest {
+                webhook_subscription: Some(pb::WebhookSubscription {
+                    url: url.to_owned(),
+                    event_types: vec!["INTEGRATION_BROKEN".into()],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        )?)
+        .await
+        .context("create a webhook subscription")?;
+    Ok(())
+}
+
 /// Runs the scenario against `addr` (a server started with `--webhook-allow-loopback`) on
 /// the database at `url`.
 pub async fn webhooks(
@@ -88,27 +126,15 @@ pub async fn webhooks(
     events: usize,
 ) -> anyhow::Result<WebhookRun> {
     let team = "hooks";
-    let count = Arc::new(AtomicU64::new(0));
-    let receiver = receiver(count.clone()).await?;
+    let received = Arc::new(Received::default());
+    let receiver = receiver(received.clone()).await?;
+    let count = &received.total;
     let channel = seed::channel(addr).await?;
     let developer = tokens.mint(team, "developer", "hook-developer")?;
     let admin = tokens.mint(team, "admin", "hook-admin")?;
     let app = seed::create_app(&channel, &developer, "Slack to delete").await?;
     seed::seed_integrations(url, team, seed::id_of(&app.name), "hook", events).await?;
-    WebhookServiceClient::new(channel.clone())
-        .create_webhook_subscription(authed(
-            &admin,
-            pb::CreateWebhookSubscriptionRequest {
-                webhook_subscription: Some(pb::WebhookSubscription {
-                    url: format!("http://{receiver}/hooks"),
-                    event_types: vec!["INTEGRATION_BROKEN".into()],
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
-        )?)
-        .await
-        .context("create the webhook subscription")?;
+    subscribe_broken(&channel, &admin, &format!("http://{receiver}/hooks")).await?;
     let started = Instant::now();
     InstalledAppServiceClient::new(channel)
         .delete_installed_app(authed(
