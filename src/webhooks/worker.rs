@@ -236,6 +236,11 @@ impl Worker {
     async fn deliver(&self, first: SubscriptionRow, stop: watch::Receiver<bool>) -> Result<()> {
         let team = first.team.clone();
         let id = first.id.clone();
+        // The rest of the last chunk read, the events right after position `read_after`:
+        // delivered from memory while the stored position is still there, instead of reading
+        // a chunk again for every event.
+        let mut read: Vec<EventRow> = Vec::new();
+        let mut read_after = None;
         loop {
             if *stop.borrow() {
                 return Ok(());
@@ -260,10 +265,13 @@ impl Worker {
             if !row.enabled || row.next_attempt_time.is_some_and(|t| t > now) {
                 return Ok(());
             }
-            let rows = self
-                .store
-                .events_after(row.position, None, Some(&team), READ_CHUNK)
-                .await?;
+            let mut rows = if read_after == Some(row.position) && !read.is_empty() {
+                std::mem::take(&mut read)
+            } else {
+                self.store
+                    .events_after(row.position, None, Some(&team), READ_CHUNK)
+                    .await?
+            };
             let Some(last) = rows.last().map(|r| r.seq) else {
                 return Ok(());
             };
@@ -284,14 +292,17 @@ impl Worker {
             let event = &rows[index];
             let attempt = if skipped { 1 } else { row.failed_attempts + 1 };
             let result = self.attempt(&row, event, attempt).await;
+            let event_seq = event.seq;
             if result.outcome == Outcome::Delivered {
                 if !self
                     .store
-                    .advance_position(&id, &self.owner, event.seq)
+                    .advance_position(&id, &self.owner, event_seq)
                     .await?
                 {
                     return Ok(());
                 }
+                read = rows.split_off(index + 1);
+                read_after = Some(event_seq);
                 continue;
             }
             if skipped
