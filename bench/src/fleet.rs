@@ -4,9 +4,9 @@
 //!
 //! Stream `i` watches team `i mod teams`; each team's streams, and all streams together, are
 //! spread evenly over the replicas (`replica_of`), at most `per_connection` streams on one
-//! HTTP/2 connection (the server refuses more than 200). The first `admins` teams each have one app with
-//! `integrations` integrations (seeded with SQL); their admins delete them all at once, each
-//! through its own replica. A stream of such a team must receive exactly that many
+//! HTTP/2 connection (the server refuses more than 200). The first `admins` teams each have
+//! one app with `integrations` integrations (seeded with SQL); their admins delete them all at
+//! once, through the replicas in turn. A stream of such a team must receive exactly that many
 //! INTEGRATION_BROKEN events; a stream of any other team must receive none. Measured: the time
 //! from the deletes until every stream has its team's events, each replica's RSS before and at
 //! its peak (sampled every 100 ms), and what was lost, repeated or misdelivered.
@@ -107,7 +107,7 @@ fn rss_kib(pid: u32) -> u64 {
 
 /// Runs the simulation on a scratch database of `pg` (dropped afterwards).
 pub async fn run(spec: &FleetSpec<'_>, pg: &Pg) -> anyhow::Result<Fleet> {
-    if spec.admins > spec.teams || spec.replicas == 0 || spec.teams == 0 {
+    if spec.admins == 0 || spec.admins > spec.teams || spec.replicas == 0 {
         bail!("fleet: need 1 <= admins <= teams and at least one replica");
     }
     let name = format!("ih_bench_fleet_{}", uuid::Uuid::new_v4().simple());
@@ -210,24 +210,29 @@ async fn simulate(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
     let mut readers = JoinSet::new();
+    let mut expecting = 0;
     for (i, mut stream) in watches.into_iter().enumerate() {
         let expected = if i % spec.teams < spec.admins {
             spec.integrations
         } else {
             0
         };
+        expecting += usize::from(expected > 0);
         let mut stop = stop_rx.clone();
-        let done_tx = done_tx.clone();
+        // Held until the stream is complete (or fails), so the wait below ends as soon as
+        // every expecting stream has either reported or failed.
+        let mut done_tx = (expected > 0).then(|| done_tx.clone());
         readers.spawn(async move {
             let mut seen = 0;
             loop {
                 tokio::select! {
                     next = stream.next() => match next? {
                         Some(message) => {
-                            let before = seen;
                             seen += message.events;
-                            if expected > 0 && before < expected && seen >= expected {
-                                let _ = done_tx.send(Instant::now());
+                            if seen >= expected
+                                && let Some(done) = done_tx.take()
+                            {
+                                let _ = done.send(Instant::now());
                             }
                         }
                         None => bail!("a watch ended after {seen} events"),
@@ -293,15 +298,13 @@ async fn simulate(
     drop(done_tx);
     // Wait for every expecting stream, then give every stream a moment to show an event
     // delivered twice or to the wrong team.
-    let expecting = (0..spec.streams)
-        .filter(|i| i % spec.teams < spec.admins)
-        .count();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
     let mut finished: Vec<Duration> = Vec::with_capacity(expecting);
     while finished.len() < expecting {
         match tokio::time::timeout_at(deadline, done_rx.recv()).await {
             Ok(Some(at)) => finished.push(at - started),
-            // Every reader ended (failed) or the deadline passed: what is missing is reported.
+            // Every expecting stream reported or failed, or the deadline passed: what is
+            // missing is reported.
             Ok(None) | Err(_) => break,
         }
     }
