@@ -21,7 +21,7 @@ const RULES: &[(&str, &[&str])] = &[
     ),
     ("domain", &["store", "crypto", "text"]),
     ("events", &["store", "metrics"]),
-    ("store", &[]),
+    ("store", &["text"]),
     ("crypto", &[]),
     ("auth", &["outbound", "text"]),
     ("outbound", &[]),

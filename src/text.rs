@@ -34,6 +34,17 @@ pub fn hex(bytes: &[u8]) -> String {
         })
 }
 
+/// Hexadecimal (either case) back to bytes; `None` when it is not whole bytes of hex digits.
+pub fn unhex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
 /// Whether `text` holds a character of [`is_unsafe_char`].
 pub fn has_unsafe_char(text: &str) -> bool {
     text.chars().any(is_unsafe_char)
@@ -77,9 +88,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn hex_is_two_lowercase_digits_a_byte() {
+    fn hex_is_two_lowercase_digits_a_byte_and_back() {
         assert_eq!(hex(&[0x00, 0x0f, 0xab, 0xff]), "000fabff");
         assert_eq!(hex(&[]), "");
+        assert_eq!(unhex("000fABff"), Some(vec![0x00, 0x0f, 0xab, 0xff]));
+        assert_eq!(unhex(""), Some(vec![]));
+        for bad in ["0", "0g", "+1", "é0"] {
+            assert_eq!(unhex(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -20,6 +20,7 @@ mod m20261204_000014_verification;
 mod m20261204_000015_usable_by;
 mod m20261204_000016_audit_chain;
 mod m20261205_000017_audit_chain_places;
+mod m20261205_000018_audit_chain_runs;
 
 /// Every migration, in order.
 pub struct Migrator;
@@ -43,6 +44,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000015_usable_by::Migration),
             Box::new(m20261204_000016_audit_chain::Migration),
             Box::new(m20261205_000017_audit_chain_places::Migration),
+            Box::new(m20261205_000018_audit_chain_runs::Migration),
         ]
     }
 }

@@ -9,8 +9,8 @@
 //! - **The sealer** ([`seal`]), one replica at a time under the keeper's lease, takes the
 //!   records not yet chained in sequence order, checks each one's MAC, and gives it the next
 //!   place of its team's chain with a MAC over its place, its sequence number, its MAC and
-//!   its predecessor's chained MAC, written as a row of its own (`audit_chain_places`: the
-//!   log's rows are never rewritten). The sealer never passes a number still in flight on
+//!   its predecessor's chained MAC, kept in one row per team and batch (`audit_chain_runs`:
+//!   the log's rows are never rewritten). The sealer never passes a number still in flight on
 //!   PostgreSQL (`store::audit_chain` says how), and the chain's order is the order it was
 //!   sealed in, so no reader has to wait for numbers in flight. Each team's
 //!   head (last place and its chained MAC) and checkpoint (the last pruned place and its
@@ -264,13 +264,10 @@ async fn seal_batch(
     let mut sealed = Sealed::default();
     let read = store.begin_snapshot().await?;
     let through = read.audit_sealed_through().await?;
-    let rows = read.audits_to_seal(through, bound, SEAL_BATCH).await?;
-    // Every record up to the bound has been read when fewer than a batch came back.
-    let mut reached = match rows.last() {
-        Some(last) if rows.len() as u64 == SEAL_BATCH => last.seq,
-        _ => bound,
-    };
-    let full = rows.len() as u64 == SEAL_BATCH;
+    let (rows, more) = read.audits_to_seal(through, bound, SEAL_BATCH).await?;
+    // Every record up to the bound has been read when fewer than a batch were.
+    let mut reached = more.unwrap_or(bound);
+    let full = more.is_some();
     let legacy = read.audit_legacy_through().await?;
     let mut teams: Vec<&str> = rows.iter().map(|r| r.team.as_str()).collect();
     teams.sort_unstable();
@@ -430,24 +427,7 @@ mod tests {
     use crate::store::{AuditAction, AuditOutcome};
 
     fn row() -> AuditRow {
-        AuditRow {
-            seq: 7,
-            id: "id1".into(),
-            team: "acme".into(),
-            actor: "dana".into(),
-            actor_team: "acme".into(),
-            role: "developer".into(),
-            action: AuditAction::InstalledAppCreate,
-            resource: "teams/acme/installedApps/a".into(),
-            outcome: AuditOutcome::Success,
-            reason: None,
-            request_id: "r1".into(),
-            time: 1,
-            key_id: None,
-            mac: None,
-            chain_pos: None,
-            chain_mac: None,
-        }
+        crate::domain::test_support::audit_row()
     }
 
     #[test]
@@ -488,6 +468,110 @@ mod tests {
         record_mac(&both, &mut newer);
         assert_eq!(newer.key_id, Some(2));
         assert_eq!(mac_holds(&one, &newer), None);
+    }
+
+    /// A record the sealer cannot check yet (its key is not in this replica's ring) holds
+    /// the sealer back; the records after it that it could place are placed once, and the
+    /// held record gets its place once the key is there.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_record_left_for_later_holds_the_sealer_and_nothing_is_placed_twice() {
+        let test = crate::domain::test_support::hub().await;
+        let (one, spec1) = KeyRing::generate(1).expect("key 1");
+        let (_, spec2) = KeyRing::generate(2).expect("key 2");
+        let both = KeyRing::parse(&format!("{spec1},{spec2}")).expect("ring");
+        let mut tx = test.store.begin_write().await.expect("begin");
+        for (i, (team, ring)) in [("acme", &one), ("acme", &both), ("beta", &one)]
+            .into_iter()
+            .enumerate()
+        {
+            let mut record = AuditRow {
+                id: format!("id{i}"),
+                team: team.into(),
+                ..row()
+            };
+            record_mac(ring, &mut record);
+            tx.append_audit(record).await.expect("append");
+        }
+        tx.commit().await.expect("commit");
+        for round in 0..3 {
+            let sealed = seal(&test.store, &one).await.expect("seal");
+            let expected = Sealed {
+                chained: if round == 0 { 2 } else { 0 },
+                skipped: 1,
+                ..Sealed::default()
+            };
+            assert_eq!(sealed, expected, "round {round}");
+        }
+        let sealed = seal(&test.store, &both).await.expect("seal with both keys");
+        assert_eq!((sealed.chained, sealed.skipped), (1, 0));
+        let report = verify(&test.store, &both, None).await.expect("verify");
+        assert_eq!((report.verified, report.found), (3, 0), "{report:?}");
+        assert_eq!(
+            seal(&test.store, &both).await.expect("idle"),
+            Sealed::default()
+        );
+    }
+
+    /// A chain sealed when each place was a row of its own verifies after the migration that
+    /// keeps places in runs, and goes on from its head.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_chain_sealed_before_places_were_kept_in_runs_still_verifies() {
+        use migration::MigratorTrait;
+        use sea_orm::ConnectionTrait;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("hub.db").display());
+        let db = sea_orm::Database::connect(&url).await.expect("connect");
+        // Every migration before the runs.
+        let before = migration::Migrator::migrations().len() - 1;
+        migration::Migrator::up(&db, Some(u32::try_from(before).expect("few")))
+            .await
+            .expect("migrate to the places");
+        let store = Store::connect(&url, 2).await.expect("store");
+        let (keys, _) = KeyRing::generate(1).expect("key");
+        let (_, key) = keys.newest_audit_key();
+        let mut head = genesis("acme");
+        let mut places = Vec::new();
+        let mut tx = store.begin_write().await.expect("begin");
+        for seq in 1..=3 {
+            let mut record = AuditRow {
+                seq,
+                id: format!("id{seq}"),
+                ..row()
+            };
+            record_mac(&keys, &mut record);
+            tx.append_audit(record.clone()).await.expect("append");
+            let mac = chain_mac(key, "acme", seq, &record, &head.chain_mac);
+            places.push(format!(
+                "INSERT INTO audit_chain_places (seq, team, pos, chain_mac) \
+                 VALUES ({seq}, 'acme', {seq}, X'{}')",
+                crate::text::hex(&mac)
+            ));
+            head.pos = seq;
+            head.chain_mac = mac;
+        }
+        sign_head(&keys, &mut head, 0);
+        tx.put_chain_head(head).await.expect("head");
+        tx.set_audit_sealed_through(3)
+            .await
+            .expect("sealed through");
+        tx.commit().await.expect("commit");
+        for place in places {
+            db.execute_unprepared(&place).await.expect("a place");
+        }
+        store.migrate().await.expect("migrate to the runs");
+        let report = verify(&store, &keys, None).await.expect("verify");
+        assert_eq!((report.verified, report.found), (3, 0), "{report:?}");
+        let mut tx = store.begin_write().await.expect("begin");
+        let mut record = AuditRow {
+            id: "id4".into(),
+            ..row()
+        };
+        record_mac(&keys, &mut record);
+        tx.append_audit(record).await.expect("append");
+        tx.commit().await.expect("commit");
+        assert_eq!(seal(&store, &keys).await.expect("seal").chained, 1);
+        let report = verify(&store, &keys, None).await.expect("verify");
+        assert_eq!((report.verified, report.found), (4, 0), "{report:?}");
     }
 
     #[test]

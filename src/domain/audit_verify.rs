@@ -206,7 +206,7 @@ async fn verify_team(
     }
     let mut after = 0;
     loop {
-        let rows = tx.unchained_audits(team, after, VERIFY_PAGE).await?;
+        let (rows, more) = tx.unchained_audits(team, after, VERIFY_PAGE).await?;
         for row in &rows {
             match (row.mac.is_some(), row.chain_pos) {
                 (false, _) if row.seq <= legacy => report.legacy += 1,
@@ -223,9 +223,9 @@ async fn verify_team(
                 _ => report.find(Tamper::Inserted, team, Some(row), None),
             }
         }
-        match rows.last() {
-            Some(row) if rows.len() as u64 == VERIFY_PAGE => after = row.seq,
-            _ => break,
+        match more {
+            Some(seq) => after = seq,
+            None => break,
         }
     }
     Ok(())

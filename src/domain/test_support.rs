@@ -49,6 +49,29 @@ pub async fn hub() -> TestHub {
     }
 }
 
+/// An audit record (seq 7, team `acme`, no MAC, not sealed), for tests of the audit chain.
+pub fn audit_row() -> AuditRow {
+    use crate::store::{AuditAction, AuditOutcome};
+    AuditRow {
+        seq: 7,
+        id: "id1".into(),
+        team: "acme".into(),
+        actor: "dana".into(),
+        actor_team: "acme".into(),
+        role: "developer".into(),
+        action: AuditAction::InstalledAppCreate,
+        resource: "teams/acme/installedApps/a".into(),
+        outcome: AuditOutcome::Success,
+        reason: None,
+        request_id: "r1".into(),
+        time: 1,
+        key_id: None,
+        mac: None,
+        chain_pos: None,
+        chain_mac: None,
+    }
+}
+
 /// A stored ACTIVE Slack app `id` of team `acme`, for tests that write rows directly.
 pub fn app_row(id: &str) -> AppRow {
     AppRow {

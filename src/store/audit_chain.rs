@@ -1,8 +1,9 @@
 //! The audit chain's rows: each team's head and checkpoint (`audit_chains`), the records'
-//! places in their team's chain (`audit_chain_places`, insert-only: one small row per record,
-//! so the log's own rows and indexes are never rewritten), the starting checkpoint of records
-//! written before the chain and how far the sealer got (`audit_chain_state`), and the keeper's
-//! lease. What the MACs are is the domain's (`domain::audit_chain`); this module only reads
+//! places in their team's chain (`audit_chain_runs`: one row per team and sealing batch,
+//! holding that batch's places of the team, so the log's own rows and indexes are never
+//! rewritten and a batch writes a row per team, not per record), the starting checkpoint of
+//! records written before the chain and how far the sealer got (`audit_chain_state`), and the
+//! keeper's lease. What the MACs are is the domain's (`domain::audit_chain`); this module only reads
 //! and writes them.
 //!
 //! The sealer passes every record at or below `sealed_through` once. On PostgreSQL a
@@ -26,7 +27,8 @@ use sea_orm::{
     QuerySelect, Statement,
 };
 
-use super::entities::{audit_chain, audit_chain_place, audit_event};
+use super::audit_runs::{Place, RUN_SPAN, decode_places, run_row, runs_of};
+use super::entities::{audit_chain, audit_chain_run, audit_event};
 use super::{AuditRow, Result, Store, Tx};
 
 pub use audit_chain::Model as ChainHead;
@@ -47,9 +49,12 @@ pub enum SealBound {
     /// [`SEAL_WAIT`]; the next round looks again.
     Waiting,
 }
-/// Places one statement writes.
-const PLACE_CHUNK: usize = 200;
-
+/// Runs one statement writes.
+const RUN_CHUNK: usize = 64;
+/// Runs one read of a chain takes at a time.
+const RUNS_READ: u64 = 16;
+/// Record sequence numbers one statement names.
+const SEQ_CHUNK: usize = 500;
 impl Store {
     /// A write transaction of the chain's keeper (the sealer and the pruner), or `None` when
     /// another replica holds the keeper's lease now (PostgreSQL: a transaction-scoped
@@ -160,28 +165,57 @@ async fn chained(
     after: i64,
     limit: u64,
 ) -> Result<(Vec<AuditRow>, Option<i64>)> {
-    let places = audit_chain_place::Entity::find()
-        .filter(audit_chain_place::Column::Team.eq(team))
-        .filter(audit_chain_place::Column::Pos.gt(after))
-        .order_by_asc(audit_chain_place::Column::Pos)
-        .order_by_asc(audit_chain_place::Column::Seq)
-        .limit(limit)
-        .all(conn)
-        .await?;
-    if places.is_empty() {
-        return Ok((Vec::new(), None));
+    let mut places = Vec::new();
+    // Runs in the order of their last place: one after another, unless edited.
+    let mut cursor: Option<(i64, i64)> = None;
+    loop {
+        let mut query = audit_chain_run::Entity::find()
+            .filter(audit_chain_run::Column::Team.eq(team))
+            .filter(audit_chain_run::Column::LastPos.gt(after));
+        if let Some((last_pos, first_seq)) = cursor {
+            query = query.filter(
+                Condition::any()
+                    .add(audit_chain_run::Column::LastPos.gt(last_pos))
+                    .add(
+                        Condition::all()
+                            .add(audit_chain_run::Column::LastPos.eq(last_pos))
+                            .add(audit_chain_run::Column::FirstSeq.gt(first_seq)),
+                    ),
+            );
+        }
+        let runs = query
+            .order_by_asc(audit_chain_run::Column::LastPos)
+            .order_by_asc(audit_chain_run::Column::FirstSeq)
+            .limit(RUNS_READ)
+            .all(conn)
+            .await?;
+        let read_all = (runs.len() as u64) < RUNS_READ;
+        for run in runs {
+            cursor = Some((run.last_pos, run.first_seq));
+            places.extend(
+                decode_places(&run.places)
+                    .into_iter()
+                    .filter(|place| place.pos > after),
+            );
+        }
+        if read_all || places.len() as u64 >= limit {
+            break;
+        }
     }
+    places.sort_by_key(|place| (place.pos, place.seq));
+    places.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
     let more = places
         .last()
         .filter(|_| places.len() as u64 == limit)
         .map(|last| last.pos);
-    let mut rows: HashMap<i64, AuditRow> = audit_event::Entity::find()
-        .filter(audit_event::Column::Seq.is_in(places.iter().map(|p| p.seq)))
-        .all(conn)
-        .await?
-        .into_iter()
-        .map(|row| (row.seq, row))
-        .collect();
+    let mut rows: HashMap<i64, AuditRow> = HashMap::with_capacity(places.len());
+    for seqs in places.chunks(SEQ_CHUNK) {
+        let found = audit_event::Entity::find()
+            .filter(audit_event::Column::Seq.is_in(seqs.iter().map(|p| p.seq)))
+            .all(conn)
+            .await?;
+        rows.extend(found.into_iter().map(|row| (row.seq, row)));
+    }
     let chained = places
         .into_iter()
         .filter_map(|place| {
@@ -194,37 +228,43 @@ async fn chained(
     Ok((chained, more))
 }
 
-/// `rows` with their places filled in from `audit_chain_places`.
+/// `rows` with their places filled in from their runs.
 pub(super) async fn with_places(
     conn: &impl ConnectionTrait,
     mut rows: Vec<AuditRow>,
 ) -> Result<Vec<AuditRow>> {
-    if rows.is_empty() {
+    let (Some(min), Some(max)) = (
+        rows.iter().map(|r| r.seq).min(),
+        rows.iter().map(|r| r.seq).max(),
+    ) else {
         return Ok(rows);
-    }
-    let mut places: HashMap<i64, audit_chain_place::Model> = audit_chain_place::Entity::find()
-        .filter(audit_chain_place::Column::Seq.is_in(rows.iter().map(|r| r.seq)))
+    };
+    let mut teams: Vec<&str> = rows.iter().map(|r| r.team.as_str()).collect();
+    teams.sort_unstable();
+    teams.dedup();
+    // A run holding one of these records starts at most `RUN_SPAN` below it.
+    let runs = audit_chain_run::Entity::find()
+        .filter(audit_chain_run::Column::Team.is_in(teams))
+        .filter(audit_chain_run::Column::FirstSeq.gt(min.saturating_sub(RUN_SPAN)))
+        .filter(audit_chain_run::Column::FirstSeq.lte(max))
+        .filter(audit_chain_run::Column::LastSeq.gte(min))
         .all(conn)
-        .await?
-        .into_iter()
-        .map(|place| (place.seq, place))
-        .collect();
+        .await?;
+    let mut places: HashMap<(String, i64), Place> = HashMap::new();
+    for run in runs {
+        for place in decode_places(&run.places) {
+            if (min..=max).contains(&place.seq) {
+                places.insert((run.team.clone(), place.seq), place);
+            }
+        }
+    }
     for row in &mut rows {
-        if let Some(place) = places.remove(&row.seq) {
+        if let Some(place) = places.remove(&(row.team.clone(), row.seq)) {
             row.chain_pos = Some(place.pos);
             row.chain_mac = place.chain_mac;
         }
     }
     Ok(rows)
-}
-
-/// The sequence numbers of the places `condition` selects, as a subquery.
-fn place_seqs(condition: Condition) -> sea_orm::sea_query::SelectStatement {
-    Query::select()
-        .column(audit_chain_place::Column::Seq)
-        .from(audit_chain_place::Entity)
-        .cond_where(condition)
-        .to_owned()
 }
 
 impl Tx {
@@ -283,18 +323,38 @@ impl Tx {
     }
 
     /// The oldest records after `after` and up to `upto` (a bound from
-    /// [`Store::audit_seal_bound`]) without a place, in sequence order.
-    pub async fn audits_to_seal(&self, after: i64, upto: i64, limit: u64) -> Result<Vec<AuditRow>> {
-        Ok(audit_event::Entity::find()
+    /// [`Store::audit_seal_bound`]) without a place, in sequence order, among the next
+    /// `limit` records; and the last sequence number read when all `limit` were (more may
+    /// follow it).
+    pub async fn audits_to_seal(
+        &self,
+        after: i64,
+        upto: i64,
+        limit: u64,
+    ) -> Result<(Vec<AuditRow>, Option<i64>)> {
+        let mut rows = audit_event::Entity::find()
             .filter(audit_event::Column::Seq.gt(after))
             .filter(audit_event::Column::Seq.lte(upto))
-            .filter(audit_event::Column::Seq.not_in_subquery(place_seqs(
-                Condition::all().add(audit_chain_place::Column::Seq.gt(after)),
-            )))
             .order_by_asc(audit_event::Column::Seq)
             .limit(limit)
             .all(self.conn())
-            .await?)
+            .await?;
+        let more = rows
+            .last()
+            .filter(|_| rows.len() as u64 == limit)
+            .map(|row| row.seq);
+        // Records past `after` already placed: a sealing that left one for later placed
+        // those after it.
+        let placed: std::collections::HashSet<i64> = audit_chain_run::Entity::find()
+            .filter(audit_chain_run::Column::LastSeq.gt(after))
+            .all(self.conn())
+            .await?
+            .iter()
+            .flat_map(|run| decode_places(&run.places))
+            .map(|place| place.seq)
+            .collect();
+        rows.retain(|row| !placed.contains(&row.seq));
+        Ok((rows, more))
     }
 
     /// Every team whose chain holds places not pruned.
@@ -327,17 +387,11 @@ impl Tx {
     }
 
     /// Gives records their places (`chain_pos` and `chain_mac` of each row: 0 and none for a
-    /// record left out of its chain), a statement per chunk.
+    /// record left out of its chain; the rows in sequence order), a run per team.
     pub async fn place_audits(&self, rows: &[AuditRow]) -> Result<()> {
-        use sea_orm::ActiveValue::Set;
-        for chunk in rows.chunks(PLACE_CHUNK) {
-            let places = chunk.iter().map(|row| audit_chain_place::ActiveModel {
-                seq: Set(row.seq),
-                team: Set(row.team.clone()),
-                pos: Set(row.chain_pos.unwrap_or_default()),
-                chain_mac: Set(row.chain_mac.clone()),
-            });
-            audit_chain_place::Entity::insert_many(places)
+        let runs = runs_of(rows);
+        for chunk in runs.chunks(RUN_CHUNK) {
+            audit_chain_run::Entity::insert_many(chunk.to_vec())
                 .exec_without_returning(self.conn())
                 .await?;
         }
@@ -377,51 +431,73 @@ impl Tx {
     }
 
     /// A team's records outside its chain (not sealed yet, left out by the sealer, without a
-    /// MAC, or whose place is gone) after sequence number `after`, in sequence order, with
-    /// their place where they have one (0).
+    /// MAC, or whose place is gone) among its next `limit` records after sequence number
+    /// `after`, in sequence order, with their place where they have one (0); and the last
+    /// sequence number read when all `limit` were (more may follow it).
     pub async fn unchained_audits(
         &self,
         team: &str,
         after: i64,
         limit: u64,
-    ) -> Result<Vec<AuditRow>> {
+    ) -> Result<(Vec<AuditRow>, Option<i64>)> {
         let rows = audit_event::Entity::find()
             .filter(audit_event::Column::Team.eq(team))
             .filter(audit_event::Column::Seq.gt(after))
-            .filter(
-                audit_event::Column::Seq.not_in_subquery(place_seqs(
-                    Condition::all()
-                        .add(audit_chain_place::Column::Team.eq(team))
-                        .add(audit_chain_place::Column::Pos.gt(0))
-                        .add(audit_chain_place::Column::Seq.gt(after)),
-                )),
-            )
             .order_by_asc(audit_event::Column::Seq)
             .limit(limit)
             .all(self.conn())
             .await?;
-        with_places(self.conn(), rows).await
+        let more = rows
+            .last()
+            .filter(|_| rows.len() as u64 == limit)
+            .map(|row| row.seq);
+        let mut rows = with_places(self.conn(), rows).await?;
+        rows.retain(|row| row.chain_pos.unwrap_or_default() <= 0);
+        Ok((rows, more))
     }
 
     /// Deletes a team's chained records at or below position `through`, and their places (a
-    /// prefix: the pruner's).
+    /// prefix: the pruner's). A run reaching past `through` keeps the rest of its places.
     pub async fn delete_chained_audits(&self, team: &str, through: i64) -> Result<u64> {
-        let prefix = || {
-            Condition::all()
-                .add(audit_chain_place::Column::Team.eq(team))
-                .add(audit_chain_place::Column::Pos.gt(0))
-                .add(audit_chain_place::Column::Pos.lte(through))
-        };
-        let deleted = audit_event::Entity::delete_many()
-            .filter(audit_event::Column::Seq.in_subquery(place_seqs(prefix())))
-            .exec(self.conn())
-            .await?
-            .rows_affected;
-        audit_chain_place::Entity::delete_many()
-            .filter(prefix())
-            .exec(self.conn())
-            .await?;
-        Ok(deleted)
+        let mut deleted = 0;
+        loop {
+            // Every run touched is gone or starts past `through` afterwards.
+            let runs: Vec<_> = audit_chain_run::Entity::find()
+                .filter(audit_chain_run::Column::Team.eq(team))
+                // A BIGINT like `chained`'s bound: the same text is one prepared statement.
+                .filter(audit_chain_run::Column::LastPos.gt(0_i64))
+                .order_by_asc(audit_chain_run::Column::LastPos)
+                .order_by_asc(audit_chain_run::Column::FirstSeq)
+                .limit(RUNS_READ)
+                .all(self.conn())
+                .await?
+                .into_iter()
+                .filter(|run| run.first_pos <= through)
+                .collect();
+            if runs.is_empty() {
+                return Ok(deleted);
+            }
+            for run in runs {
+                let (gone, kept): (Vec<Place>, Vec<Place>) = decode_places(&run.places)
+                    .into_iter()
+                    .partition(|place| place.pos > 0 && place.pos <= through);
+                for seqs in gone.chunks(SEQ_CHUNK) {
+                    deleted += audit_event::Entity::delete_many()
+                        .filter(audit_event::Column::Seq.is_in(seqs.iter().map(|p| p.seq)))
+                        .exec(self.conn())
+                        .await?
+                        .rows_affected;
+                }
+                audit_chain_run::Entity::delete_by_id((run.team.clone(), run.first_seq))
+                    .exec(self.conn())
+                    .await?;
+                if !kept.is_empty() {
+                    audit_chain_run::Entity::insert(run_row(team, &kept))
+                        .exec_without_returning(self.conn())
+                        .await?;
+                }
+            }
+        }
     }
 
     /// Deletes up to `limit` records from before the chain (at or below `legacy_through`,

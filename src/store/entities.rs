@@ -154,8 +154,8 @@ pub mod audit_event {
         /// written before the chain existed.
         pub mac: Option<Vec<u8>>,
         /// Its place in its team's chain, given by the sealer (none until sealed; 0 when its
-        /// MAC did not hold then): not a column of the log but its row of
-        /// `audit_chain_places`, filled in by the reads that need it.
+        /// MAC did not hold then): not a column of the log but kept in its run of
+        /// `audit_chain_runs`, filled in by the reads that need it.
         #[sea_orm(ignore)]
         pub chain_pos: Option<i64>,
         /// The MAC over this record and its predecessor in the chain (from the same row).
@@ -169,21 +169,26 @@ pub mod audit_event {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
-pub mod audit_chain_place {
+pub mod audit_chain_run {
     use sea_orm::entity::prelude::*;
 
-    /// A record's place in its team's audit chain, written once by the sealer.
+    /// The places the sealer gave one team's records in one sealing batch, written once
+    /// (`store::audit_chain` reads and writes `places`).
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
-    #[sea_orm(table_name = "audit_chain_places")]
+    #[sea_orm(table_name = "audit_chain_runs")]
     pub struct Model {
-        /// The record's sequence number.
         #[sea_orm(primary_key, auto_increment = false)]
-        pub seq: i64,
         pub team: String,
-        /// 1, 2, ...; 0 when the record's MAC did not hold when it was sealed.
-        pub pos: i64,
-        /// The MAC over the record and its predecessor (none at place 0).
-        pub chain_mac: Option<Vec<u8>>,
+        /// The smallest and largest sequence numbers of its records.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub first_seq: i64,
+        pub last_seq: i64,
+        /// The first and last of its places (0 and 0 when all its records are at place 0).
+        pub first_pos: i64,
+        pub last_pos: i64,
+        /// `seq:pos:chain-mac-in-hex`, comma-separated, in chain order (place 0, the MAC of a
+        /// record refused when it was sealed, has no MAC).
+        pub places: String,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
