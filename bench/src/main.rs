@@ -93,6 +93,10 @@ struct Opts {
     /// Scale curve: databases (sqlite, postgres).
     #[arg(long, value_delimiter = ',', default_values_t = ["sqlite".to_owned(), "postgres".to_owned()])]
     scale_db: Vec<String>,
+    /// Scale curve: layouts (one = every integration in the measured team, spread = over
+    /// the other teams).
+    #[arg(long, value_delimiter = ',', default_values_t = ["one".to_owned(), "spread".to_owned()])]
+    scale_layouts: Vec<String>,
     /// Scale curve: teams the spread layout spreads integrations over (one app each).
     #[arg(long, default_value_t = 1_000)]
     scale_other_teams: usize,
@@ -279,6 +283,17 @@ fn backends(names: &[String]) -> anyhow::Result<Vec<scale::Backend>> {
             "sqlite" => Ok(scale::Backend::Sqlite),
             "postgres" | "pg" => Ok(scale::Backend::Postgres),
             other => anyhow::bail!("unknown database {other:?} (sqlite, postgres)"),
+        })
+        .collect()
+}
+
+fn layouts(names: &[String]) -> anyhow::Result<Vec<scale::Layout>> {
+    names
+        .iter()
+        .map(|n| match n.as_str() {
+            "one" => Ok(scale::Layout::OneTeam),
+            "spread" => Ok(scale::Layout::Spread),
+            other => anyhow::bail!("unknown layout {other:?} (one, spread)"),
         })
         .collect()
 }
@@ -655,6 +670,7 @@ async fn run_in(opts: &Opts, dir: &std::path::Path) -> anyhow::Result<()> {
         let run = scale::ScaleRun {
             sizes,
             backends: backends(&opts.scale_db)?,
+            layouts: layouts(&opts.scale_layouts)?,
             other_teams: opts.scale_other_teams,
             load: opts.scale_load(),
             server_args: opts.server_arg.clone(),

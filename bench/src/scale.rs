@@ -69,6 +69,7 @@ pub struct ScaleRun<'a> {
     /// Total integrations in the database at each step, ascending.
     pub sizes: Vec<u64>,
     pub backends: Vec<Backend>,
+    pub layouts: Vec<Layout>,
     /// Teams the spread layout spreads the copies over (one app each).
     pub other_teams: usize,
     pub load: Load,
@@ -95,7 +96,7 @@ pub async fn run(cfg: &ScaleRun<'_>) -> anyhow::Result<Vec<Point>> {
     let mut points = Vec::new();
     let mut plans = String::new();
     for &backend in &cfg.backends {
-        for layout in [Layout::OneTeam, Layout::Spread] {
+        for &layout in &cfg.layouts {
             eprintln!("scale: {backend}, {layout}");
             let (url, pg_name) = match backend {
                 Backend::Sqlite => {
