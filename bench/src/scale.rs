@@ -406,11 +406,15 @@ async fn explain(
 ) -> anyhow::Result<String> {
     let max_event_seq = "COALESCE((SELECT MAX(seq) FROM events), \
         (SELECT pruned_through FROM event_log_state WHERE id = 1), 0)";
-    let count = "(SELECT COUNT(*) FROM integrations WHERE integrations.team = installed_apps.team \
-        AND integrations.installed_app_id = installed_apps.id AND integrations.own_credentials IS NULL)";
-    let active = "(SELECT COUNT(*) FROM integrations WHERE integrations.team = installed_apps.team \
-        AND integrations.installed_app_id = installed_apps.id AND integrations.own_credentials IS NULL \
-        AND integrations.state = 'ACTIVE')";
+    let count = format!(
+        "(SELECT COUNT(*) FROM integrations WHERE integrations.team = '{TEAM}' \
+         AND integrations.installed_app_id = '{app_id}' AND integrations.own_credentials IS NULL)"
+    );
+    let active = format!(
+        "(SELECT COUNT(*) FROM integrations WHERE integrations.team = '{TEAM}' \
+         AND integrations.installed_app_id = '{app_id}' AND integrations.own_credentials IS NULL \
+         AND integrations.state = 'ACTIVE')"
+    );
     let mut queries: Vec<(&str, String)> = vec![(
         "GetInstalledApp: the app and its two counts (get_app_with_count)",
         format!(

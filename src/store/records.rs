@@ -75,9 +75,9 @@ impl Store {
     ) -> Result<Option<(AppRow, IntegrationCounts)>> {
         let query = installed_app::Entity::find_by_id(id.to_owned())
             .filter(installed_app::Column::Team.eq(team))
-            .column_as(bound_integration_count(None), "integration_count")
+            .column_as(bound_integration_count(team, id, None), "integration_count")
             .column_as(
-                bound_integration_count(Some(IntegrationState::Active)),
+                bound_integration_count(team, id, Some(IntegrationState::Active)),
                 "active_count",
             );
         let Some(row) = self.db.query_one_raw(query.build(self.backend())).await? else {
@@ -394,17 +394,19 @@ fn after_condition<C: ColumnTrait>(time_col: C, id_col: C, after: &After) -> sea
         )
 }
 
-/// How many integrations use an app with its credentials (a column of an app query); with
-/// `state`, how many of those are in it.
-fn bound_integration_count(state: Option<IntegrationState>) -> Expr {
-    use installed_app::{Column as A, Entity as Apps};
+/// How many integrations use the app `app_id` of `team` with its credentials (a column of
+/// the app's query); with `state`, how many of those are in it.
+fn bound_integration_count(team: &str, app_id: &str, state: Option<IntegrationState>) -> Expr {
     use integration::{Column as I, Entity as Integrations};
+    // The app's team and id as values, not as references to the app's row: PostgreSQL then
+    // plans the count for this app (a few rows through the app's index) instead of for an
+    // average app of the table (at ten million integrations, a sequential scan).
     let mut count = Query::select();
     count
         .expr(Func::count(Expr::col(Asterisk)))
         .from(Integrations)
-        .and_where(Expr::col((Integrations, I::Team)).equals((Apps, A::Team)))
-        .and_where(Expr::col((Integrations, I::InstalledAppId)).equals((Apps, A::Id)))
+        .and_where(Expr::col((Integrations, I::Team)).eq(team))
+        .and_where(Expr::col((Integrations, I::InstalledAppId)).eq(app_id))
         .and_where(Expr::col((Integrations, I::OwnCredentials)).is_null());
     if let Some(state) = state {
         count.and_where(Expr::col((Integrations, I::State)).eq(state));
