@@ -18,7 +18,7 @@ use super::reauth::{Transition, change_state, restore_rejected};
 use super::types::{
     AppName, ConnectedTo, DisplayName, IdempotencyKey, Page, PageRequest, TeamId, new_id,
 };
-use super::verify::apps::health_row;
+use super::verify::apps::{Health, health_row};
 use super::verify::scopes::put_health;
 use super::verify::{Verdict, Verifier};
 
@@ -301,14 +301,17 @@ impl InstalledApps {
         let app = self
             .ctx()
             .read_through_cache(team, key, InstalledApp::bytes, async || {
-                let (row, count) = self
+                let (row, count, verification) = self
                     .ctx()
                     .store()
                     .get_app_with_count(team, &name.id)
                     .await?
                     .ok_or_else(|| not_found_app(name))?;
                 let mut app = InstalledApp::from_row(&row, count)?;
-                self.attach(&name.team, std::slice::from_mut(&mut app))
+                // Its health came with it; its OAuth grant, where OAuth is configured, is read.
+                app.health = verification.as_ref().map(Health::of);
+                self.authorizations
+                    .attach_grants(&name.team, std::slice::from_mut(&mut app))
                     .await?;
                 Ok(app)
             })

@@ -11,7 +11,13 @@ use sea_orm::{
 
 use super::entities::{installed_app, integration};
 use super::outbox::MAX_EVENT_SEQ;
-use super::{AppRow, AppState, BrokenReason, IntegrationRow, IntegrationState, Result, Store, Tx};
+use super::{
+    AppRow, AppState, BrokenReason, IntegrationRow, IntegrationState, Result, Store, Tx,
+    VerificationRow,
+};
+
+/// The prefix of the verification's columns in [`Store::get_app_with_count`].
+const VERIFICATION: &str = "v_";
 
 /// Ordering key of a listing: rows are ordered by creation time, then id.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -67,19 +73,38 @@ pub struct StateChange {
 }
 
 impl Store {
-    /// An app and how many integrations use it (with its credentials), in one query.
+    /// An app, how many integrations use it (with its credentials) and its verification, in
+    /// one query.
     pub async fn get_app_with_count(
         &self,
         team: &str,
         id: &str,
-    ) -> Result<Option<(AppRow, IntegrationCounts)>> {
-        let query = installed_app::Entity::find_by_id(id.to_owned())
+    ) -> Result<Option<(AppRow, IntegrationCounts, Option<VerificationRow>)>> {
+        use super::verification::app_verification::{Column as V, Entity as Verifications};
+        use installed_app::{Column as A, Entity as Apps};
+        use sea_orm::sea_query::{Alias, JoinType};
+        use sea_orm::{IdenStatic, Iterable};
+        let mut query = installed_app::Entity::find_by_id(id.to_owned())
             .filter(installed_app::Column::Team.eq(team))
             .column_as(bound_integration_count(team, id, None), "integration_count")
             .column_as(
                 bound_integration_count(team, id, Some(IntegrationState::Active)),
                 "active_count",
             );
+        let select = QueryTrait::query(&mut query);
+        select.join(
+            JoinType::LeftJoin,
+            Verifications,
+            Expr::col((Verifications, V::InstalledAppId))
+                .equals((Apps, A::Id))
+                .and(Expr::col((Verifications, V::Team)).equals((Apps, A::Team))),
+        );
+        for column in V::iter() {
+            select.expr_as(
+                Expr::col((Verifications, column)),
+                Alias::new(format!("{VERIFICATION}{}", column.as_str())),
+            );
+        }
         let Some(row) = self.db.query_one_raw(query.build(self.backend())).await? else {
             return Ok(None);
         };
@@ -88,7 +113,8 @@ impl Store {
             total: row.try_get::<i64>("", "integration_count")?,
             active: row.try_get::<i64>("", "active_count")?,
         };
-        Ok(Some((app, counts)))
+        let verification = VerificationRow::from_query_result_optional(&row, VERIFICATION)?;
+        Ok(Some((app, counts, verification)))
     }
 
     /// A page of a team's integrations (as [`Tx::list_integrations`]) and an event sequence
