@@ -431,7 +431,16 @@ impl Integrations {
     /// Reads what resolving `name` needs; an integration that cannot be resolved (broken,
     /// suspended, its token expired) answers the error the caller gets.
     async fn read_plan(&self, actor: &Actor, name: &IntegrationName) -> Result<ResolutionPlan> {
-        let row = self.integration_row(actor, name).await?;
+        if !actor.sees(&name.team) {
+            return Err(super::context::not_found_integration(name));
+        }
+        // The integration, its app and the app's grant in one read.
+        let (row, app, grant_row) = self
+            .ctx()
+            .store()
+            .get_integration_with_app(name.team.as_str(), &name.id)
+            .await?
+            .ok_or_else(|| super::context::not_found_integration(name))?;
         let integration = Integration::from_row(&row)?;
         // A limited service principal learns nothing of an integration beyond its reach
         // (not even whether it is broken); the refusal is audited with its name.
@@ -453,28 +462,19 @@ impl Integrations {
         let mut app_version = None;
         let (owner, sealed) = match (row.own_credentials, &integration.installed_app_id) {
             (Some(sealed), _) => (integration_owner(&integration.id), sealed),
-            (None, Some(app_id)) => {
-                let app = self
-                    .ctx()
-                    .store()
-                    .get_app(name.team.as_str(), app_id)
-                    .await?
-                    .ok_or_else(|| Error::internal("active integration without its app"))?;
+            (None, Some(_)) => {
+                let app =
+                    app.ok_or_else(|| Error::internal("active integration without its app"))?;
                 if app.state == AppState::Suspended {
                     return Err(suspended_error());
                 }
                 used.app = Some((app.id.clone(), app.last_used_time));
                 app_version = Some(app.version);
-                grant = self
-                    .ctx()
-                    .store()
-                    .get_grant(&app.id)
-                    .await?
-                    .map(|g| PlanGrant {
-                        issue_time: g.issue_time,
-                        expire_time: g.expire_time,
-                        refreshable: g.refreshable,
-                    });
+                grant = grant_row.map(|g| PlanGrant {
+                    issue_time: g.issue_time,
+                    expire_time: g.expire_time,
+                    refreshable: g.refreshable,
+                });
                 if grant.as_ref().is_some_and(|g| g.expired(self.ctx().now())) {
                     return Err(token_expired());
                 }

@@ -20,6 +20,7 @@ mod checks;
 mod creates;
 mod entities;
 mod error;
+mod joined;
 mod oauth;
 mod outbox;
 mod policies;

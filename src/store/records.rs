@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use sea_orm::sea_query::{Asterisk, Expr, ExprTrait, Func, LockType, Query};
+use sea_orm::sea_query::{Expr, ExprTrait, LockType};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, FromQueryResult,
     QueryFilter, QueryOrder, QuerySelect, QueryTrait,
@@ -11,13 +11,7 @@ use sea_orm::{
 
 use super::entities::{installed_app, integration};
 use super::outbox::MAX_EVENT_SEQ;
-use super::{
-    AppRow, AppState, BrokenReason, IntegrationRow, IntegrationState, Result, Store, Tx,
-    VerificationRow,
-};
-
-/// The prefix of the verification's columns in [`Store::get_app_with_count`].
-const VERIFICATION: &str = "v_";
+use super::{AppRow, AppState, BrokenReason, IntegrationRow, IntegrationState, Result, Store, Tx};
 
 /// Ordering key of a listing: rows are ordered by creation time, then id.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -73,50 +67,6 @@ pub struct StateChange {
 }
 
 impl Store {
-    /// An app, how many integrations use it (with its credentials) and its verification, in
-    /// one query.
-    pub async fn get_app_with_count(
-        &self,
-        team: &str,
-        id: &str,
-    ) -> Result<Option<(AppRow, IntegrationCounts, Option<VerificationRow>)>> {
-        use super::verification::app_verification::{Column as V, Entity as Verifications};
-        use installed_app::{Column as A, Entity as Apps};
-        use sea_orm::sea_query::{Alias, JoinType};
-        use sea_orm::{IdenStatic, Iterable};
-        let mut query = installed_app::Entity::find_by_id(id.to_owned())
-            .filter(installed_app::Column::Team.eq(team))
-            .column_as(bound_integration_count(team, id, None), "integration_count")
-            .column_as(
-                bound_integration_count(team, id, Some(IntegrationState::Active)),
-                "active_count",
-            );
-        let select = QueryTrait::query(&mut query);
-        select.join(
-            JoinType::LeftJoin,
-            Verifications,
-            Expr::col((Verifications, V::InstalledAppId))
-                .equals((Apps, A::Id))
-                .and(Expr::col((Verifications, V::Team)).equals((Apps, A::Team))),
-        );
-        for column in V::iter() {
-            select.expr_as(
-                Expr::col((Verifications, column)),
-                Alias::new(format!("{VERIFICATION}{}", column.as_str())),
-            );
-        }
-        let Some(row) = self.db.query_one_raw(query.build(self.backend())).await? else {
-            return Ok(None);
-        };
-        let app = AppRow::from_query_result(&row, "")?;
-        let counts = IntegrationCounts {
-            total: row.try_get::<i64>("", "integration_count")?,
-            active: row.try_get::<i64>("", "active_count")?,
-        };
-        let verification = VerificationRow::from_query_result_optional(&row, VERIFICATION)?;
-        Ok(Some((app, counts, verification)))
-    }
-
     /// A page of a team's integrations (as [`Tx::list_integrations`]) and an event sequence
     /// number such that every change the page does not show has an event after it (a change
     /// after it may also be in the page: delivery is at least once).
@@ -418,26 +368,6 @@ fn after_condition<C: ColumnTrait>(time_col: C, id_col: C, after: &After) -> sea
                 .add(time_col.eq(after.create_time))
                 .add(id_col.gt(after.id.as_str())),
         )
-}
-
-/// How many integrations use the app `app_id` of `team` with its credentials (a column of
-/// the app's query); with `state`, how many of those are in it.
-fn bound_integration_count(team: &str, app_id: &str, state: Option<IntegrationState>) -> Expr {
-    use integration::{Column as I, Entity as Integrations};
-    // The app's team and id as values, not as references to the app's row: PostgreSQL then
-    // plans the count for this app (a few rows through the app's index) instead of for an
-    // average app of the table (at ten million integrations, a sequential scan).
-    let mut count = Query::select();
-    count
-        .expr(Func::count(Expr::col(Asterisk)))
-        .from(Integrations)
-        .and_where(Expr::col((Integrations, I::Team)).eq(team))
-        .and_where(Expr::col((Integrations, I::InstalledAppId)).eq(app_id))
-        .and_where(Expr::col((Integrations, I::OwnCredentials)).is_null());
-    if let Some(state) = state {
-        count.and_where(Expr::col((Integrations, I::State)).eq(state));
-    }
-    count.into()
 }
 
 /// How many integrations use an app with its credentials, and how many of those are ACTIVE
