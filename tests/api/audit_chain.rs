@@ -252,16 +252,22 @@ async fn verify_names_a_record_edited_deleted_reordered_or_inserted(server: Serv
 
 storage_test!(process pruning_leaves_a_checkpoint_that_verifies);
 async fn pruning_leaves_a_checkpoint_that_verifies(server: Server) {
-    let server = quick(server).envs(&[
+    // Each phase runs its own server over the same database: records are written and checked
+    // under a long retention, pruned under a short one, so none is pruned before the phase
+    // that checks it has seen it (a busy machine once lost that race).
+    let keep = quick(server.clone()).env("INTEGRATION_HUB_AUDIT_RETENTION_SECS", "3600");
+    let prune = quick(server).envs(&[
         ("INTEGRATION_HUB_AUDIT_RETENTION_SECS", "2"),
         ("INTEGRATION_HUB_PRUNE_INTERVAL_SECS", "1"),
         // Bounded batches: seven records take three.
         ("INTEGRATION_HUB_AUDIT_PRUNE_BATCH", "3"),
     ]);
-    let running = server.start();
+    let mut running = keep.start();
     records(&running, "acme", 7).await;
-    sealed(&server, 7).await;
-    let db = Database::connect(server.database_url())
+    sealed(&keep, 7).await;
+    running.kill();
+    let mut running = prune.start();
+    let db = Database::connect(keep.database_url())
         .await
         .expect("connect");
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -273,14 +279,16 @@ async fn pruning_leaves_a_checkpoint_that_verifies(server: Server) {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    running.kill();
     let checkpoint = integers(
         &db,
         "SELECT checkpoint_pos FROM audit_chains WHERE team = 'acme'",
     )
     .await;
     assert_eq!(checkpoint, vec![7]);
+    let running = keep.start();
     records(&running, "acme", 2).await;
-    let out = sealed(&server, 2).await;
+    let out = sealed(&keep, 2).await;
     assert_eq!(figure(&out, "findings "), 0, "{out}");
     // The chain goes on from the checkpoint: the first record after it, deleted, is named.
     let after = chain(&db, "acme").await;
@@ -290,7 +298,7 @@ async fn pruning_leaves_a_checkpoint_that_verifies(server: Server) {
         &format!("DELETE FROM audit_events WHERE seq = {}", after[0]),
     )
     .await;
-    let (ok, out) = verify(&server, Some("acme"));
+    let (ok, out) = verify(&keep, Some("acme"));
     assert!(!ok, "{out}");
     assert!(
         out.contains(&format!(
