@@ -3,8 +3,8 @@
 //! holding that batch's places of the team, so the log's own rows and indexes are never
 //! rewritten and a batch writes a row per team, not per record), the starting checkpoint of
 //! records written before the chain and how far the sealer got (`audit_chain_state`), and the
-//! keeper's lease. What the MACs are is the domain's (`domain::audit_chain`); this module only reads
-//! and writes them.
+//! keeper's lease. What the MACs are is the domain's (`domain::audit_chain`); this module
+//! only reads and writes them (how a run holds its places: `audit_runs`).
 //!
 //! The sealer passes every record at or below `sealed_through` once. On PostgreSQL a
 //! sequence number is handed out at insert and becomes visible at commit, so a record could
@@ -49,12 +49,14 @@ pub enum SealBound {
     /// [`SEAL_WAIT`]; the next round looks again.
     Waiting,
 }
+
 /// Runs one statement writes.
 const RUN_CHUNK: usize = 64;
 /// Runs one read of a chain takes at a time.
 const RUNS_READ: u64 = 16;
 /// Record sequence numbers one statement names.
 const SEQ_CHUNK: usize = 500;
+
 impl Store {
     /// A write transaction of the chain's keeper (the sealer and the pruner), or `None` when
     /// another replica holds the keeper's lease now (PostgreSQL: a transaction-scoped

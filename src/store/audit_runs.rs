@@ -3,6 +3,7 @@
 //! chain order). `store::audit_chain` reads and writes the rows.
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 
 use sea_orm::ActiveValue::Set;
 
@@ -31,7 +32,7 @@ pub fn encode_places(places: &[Place]) -> String {
         if i > 0 {
             text.push(',');
         }
-        text.push_str(&format!("{}:{}:", place.seq, place.pos));
+        let _ = write!(text, "{}:{}:", place.seq, place.pos);
         text.push_str(&crate::text::hex(
             place.chain_mac.as_deref().unwrap_or_default(),
         ));

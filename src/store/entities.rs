@@ -186,8 +186,8 @@ pub mod audit_chain_run {
         /// The first and last of its places (0 and 0 when all its records are at place 0).
         pub first_pos: i64,
         pub last_pos: i64,
-        /// `seq:pos:chain-mac-in-hex`, comma-separated, in chain order (place 0, the MAC of a
-        /// record refused when it was sealed, has no MAC).
+        /// `seq:pos:chain-mac-in-hex`, comma-separated, in chain order (a record at place 0,
+        /// refused when it was sealed, has an empty MAC).
         pub places: String,
     }
 

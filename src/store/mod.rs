@@ -46,7 +46,7 @@ pub use audit::{
     AUDIT_LISTINGS_PER_TEAM, AUDIT_STATEMENT_TIMEOUT, AuditFilter, AuditListing, AuditRow,
 };
 pub use audit_chain::{ChainHead, SEAL_WAIT, SealBound};
-pub use audit_runs::{Place, RUN_SPAN, decode_places, encode_places};
+pub use audit_runs::{Place, decode_places, encode_places};
 pub use entities::event::Model as EventRow;
 pub use entities::installed_app::Model as AppRow;
 pub use entities::integration::Model as IntegrationRow;
