@@ -21,6 +21,21 @@ mod m20261204_000015_usable_by;
 mod m20261204_000016_audit_chain;
 mod m20261205_000017_audit_chain_places;
 mod m20261205_000018_audit_chain_runs;
+mod m20261205_000019_audit_pending;
+
+/// Runs each statement of `script` (statements separated by `;`) in turn.
+pub(crate) async fn execute_script(
+    db: &SchemaManagerConnection<'_>,
+    script: &str,
+) -> Result<(), DbErr> {
+    use sea_orm_migration::sea_orm::ConnectionTrait;
+    for statement in script.split(';') {
+        if !statement.trim().is_empty() {
+            db.execute_unprepared(statement).await?;
+        }
+    }
+    Ok(())
+}
 
 /// Every migration, in order.
 pub struct Migrator;
@@ -45,6 +60,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000016_audit_chain::Migration),
             Box::new(m20261205_000017_audit_chain_places::Migration),
             Box::new(m20261205_000018_audit_chain_runs::Migration),
+            Box::new(m20261205_000019_audit_pending::Migration),
         ]
     }
 }

@@ -38,11 +38,7 @@ impl MigrationTrait for Migration {
             DatabaseBackend::Postgres => "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
             _ => "INTEGER PRIMARY KEY AUTOINCREMENT",
         };
-        for statement in TABLE.replace("{SEQ}", seq).split(';') {
-            if !statement.trim().is_empty() {
-                db.execute_unprepared(statement).await?;
-            }
-        }
+        crate::execute_script(db, &TABLE.replace("{SEQ}", seq)).await?;
         Ok(())
     }
 

@@ -57,11 +57,7 @@ impl MigrationTrait for Migration {
             _ => "BLOB",
         };
         let db = manager.get_connection();
-        for statement in TABLES.replace("{BLOB}", blob).split(';') {
-            if !statement.trim().is_empty() {
-                db.execute_unprepared(statement).await?;
-            }
-        }
+        crate::execute_script(db, &TABLES.replace("{BLOB}", blob)).await?;
         Ok(())
     }
 

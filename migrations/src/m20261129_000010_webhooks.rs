@@ -72,15 +72,7 @@ impl MigrationTrait for Migration {
             }
             _ => ("BLOB", "INTEGER PRIMARY KEY AUTOINCREMENT"),
         };
-        for statement in TABLES
-            .replace("{BLOB}", blob)
-            .replace("{SEQ}", seq)
-            .split(';')
-        {
-            if !statement.trim().is_empty() {
-                db.execute_unprepared(statement).await?;
-            }
-        }
+        crate::execute_script(db, &TABLES.replace("{BLOB}", blob).replace("{SEQ}", seq)).await?;
         Ok(())
     }
 

@@ -30,11 +30,7 @@ CREATE INDEX app_verifications_due ON app_verifications (next_check_time);
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         let db = manager.get_connection();
-        for statement in TABLE.split(';') {
-            if !statement.trim().is_empty() {
-                db.execute_unprepared(statement).await?;
-            }
-        }
+        crate::execute_script(db, TABLE).await?;
         Ok(())
     }
 

@@ -44,11 +44,7 @@ impl MigrationTrait for Migration {
             DatabaseBackend::Postgres => "BYTEA",
             _ => "BLOB",
         };
-        for statement in STATEMENTS.replace("{BYTES}", bytes).split(';') {
-            if !statement.trim().is_empty() {
-                db.execute_unprepared(statement).await?;
-            }
-        }
+        crate::execute_script(db, &STATEMENTS.replace("{BYTES}", bytes)).await?;
         Ok(())
     }
 

@@ -46,11 +46,7 @@ impl MigrationTrait for Migration {
         let statements = STATEMENTS
             .replace("{BYTES}", bytes)
             .replace("{GREATEST}", greatest);
-        for statement in statements.split(';') {
-            if !statement.trim().is_empty() {
-                db.execute_unprepared(statement).await?;
-            }
-        }
+        crate::execute_script(db, &statements).await?;
         Ok(())
     }
 

@@ -40,11 +40,7 @@ impl MigrationTrait for Migration {
             }
             _ => "seq || ':' || pos || ':' || COALESCE(lower(hex(chain_mac)), '')",
         };
-        for statement in STATEMENTS.replace("{PLACE}", place).split(';') {
-            if !statement.trim().is_empty() {
-                db.execute_unprepared(statement).await?;
-            }
-        }
+        crate::execute_script(db, &STATEMENTS.replace("{PLACE}", place)).await?;
         Ok(())
     }
 

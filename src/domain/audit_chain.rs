@@ -6,13 +6,16 @@
 //!   on PostgreSQL, its transaction's id assigned before the record is numbered (the sealer
 //!   waits for it to end; nothing waits for the sealer); no read, the same under the group
 //!   commit of resolutions and on every replica.
-//! - **The sealer** ([`seal`]), one replica at a time under the keeper's lease, takes the
-//!   records not yet chained in sequence order, checks each one's MAC, and gives it the next
-//!   place of its team's chain with a MAC over its place, its sequence number, its MAC and
-//!   its predecessor's chained MAC, kept in one row per team and batch (`audit_chain_runs`:
-//!   the log's rows are never rewritten). The sealer never passes a number still in flight on
-//!   PostgreSQL (`store::audit_chain` says how), and the chain's order is the order it was
-//!   sealed in, so no reader has to wait for numbers in flight. Each team's
+//! - **The sealer** ([`seal`]), one replica at a time under the keeper's lease, never reads
+//!   a record back: every commit that appends records also writes one pending row per team
+//!   naming them by sequence number with their key version and MAC (`store::audit_pending`),
+//!   and the sealer gives each record so named the next place of its team's chain with a MAC
+//!   over its place, its sequence number, the MAC the row named and its predecessor's chained
+//!   MAC, kept in one row per team and batch (`audit_chain_runs`: the log's rows are never
+//!   rewritten), and deletes the pending row. Whether a record's content matches its MAC is
+//!   for verification, which recomputes both. The sealer never passes a number still in
+//!   flight on PostgreSQL (`store::audit_chain` says how), and the chain's order is the order
+//!   it was sealed in, so no reader has to wait for numbers in flight. Each team's
 //!   head (last place and its chained MAC) and checkpoint (the last pruned place and its
 //!   chained MAC) are kept under a MAC of their own, which also binds the starting
 //!   checkpoint.
@@ -22,9 +25,10 @@
 //! - **Verification** ([`verify`]) walks each team's chain from its checkpoint and names
 //!   what it finds: a record *edited* (its MAC does not hold), *deleted* (a place missing,
 //!   inside the chain or at its end, which the head's MAC gives away), *reordered* (a record
-//!   whose MAC holds but not at its place or under its sequence number) or *inserted* (a
-//!   record without a MAC, one whose MAC did not hold when it was sealed, or a second record
-//!   at one place).
+//!   whose MAC holds but not at its place or under its sequence number, or that the sealer
+//!   passed without a place: its pending row was edited or deleted) or *inserted* (a record
+//!   without a MAC, one whose MAC does not hold that no commit of the service named, or a
+//!   second record at one place).
 //!
 //! Records written before the chain existed (at or below `legacy_through`, the starting
 //! checkpoint the migration wrote) carry no MAC: they are counted, never verified. A record
@@ -37,12 +41,12 @@ use ring::hmac;
 pub use super::audit_verify::{Finding, Tamper, Verification, verify};
 use super::webhooks::AUDIT_KIND;
 use crate::crypto::KeyRing;
-use crate::store::{AuditRow, ChainHead, EventRow, SealBound, Store, StoreError};
+use crate::store::{AuditRow, ChainHead, EventRow, Place, SealBound, Store, StoreError};
 
 /// The chained MAC a team's first place follows (and its checkpoint before any pruning).
 pub(super) const GENESIS: &[u8] = b"integrationhub/v1 audit chain genesis";
-/// Records one sealing transaction chains.
-pub const SEAL_BATCH: u64 = 1000;
+/// Pending rows (each one commit's records of one team) one sealing transaction chains.
+pub const SEAL_BATCH: u64 = 64;
 
 fn put(bytes: &mut Vec<u8>, field: &[u8]) {
     bytes.extend_from_slice(&(field.len() as u64).to_be_bytes());
@@ -96,22 +100,29 @@ pub(super) fn mac_holds(keys: &KeyRing, row: &AuditRow) -> Option<bool> {
     Some(hmac::verify(key, &canonical(row, row.key_id?), mac).is_ok())
 }
 
-/// The chained MAC of a record at `pos` of `team`'s chain, after `prev`.
+/// The chained MAC of the record numbered `seq` with MAC `mac` at `pos` of `team`'s chain,
+/// after `prev`.
 pub(super) fn chain_mac(
     key: &hmac::Key,
     team: &str,
     pos: i64,
-    row: &AuditRow,
+    seq: i64,
+    mac: &[u8],
     prev: &[u8],
 ) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(160);
     put(&mut bytes, b"integrationhub/v1 audit chain");
     put(&mut bytes, team.as_bytes());
     put(&mut bytes, &pos.to_be_bytes());
-    put(&mut bytes, &row.seq.to_be_bytes());
-    put(&mut bytes, row.mac.as_deref().unwrap_or_default());
+    put(&mut bytes, &seq.to_be_bytes());
+    put(&mut bytes, mac);
     put(&mut bytes, prev);
     hmac::sign(key, &bytes).as_ref().to_vec()
+}
+
+/// A record's MAC as its chained MAC covers it (empty when it has none).
+pub(super) fn row_mac(row: &AuditRow) -> &[u8] {
+    row.mac.as_deref().unwrap_or_default()
 }
 
 /// The bytes a head's MAC covers.
@@ -211,21 +222,21 @@ fn audit_event_row(row: &AuditRow) -> EventRow {
 pub struct Sealed {
     /// Records given their place.
     pub chained: u64,
-    /// Records whose MAC did not hold (or that had none): place 0, reported by [`verify`].
+    /// Records without a MAC (not written by the service): place 0, reported by [`verify`].
     pub refused: u64,
-    /// Records left for later (their key is not in this replica's ring, or their team's head
-    /// does not hold its MAC).
+    /// Records left for later (a key of their commit's records is not in this replica's ring,
+    /// or their team's head does not hold its MAC).
     pub skipped: u64,
     /// Nothing was sealed: a write transaction open on the database for longer than
     /// `store::SEAL_WAIT` may still append below the bound (PostgreSQL).
     pub waiting: bool,
 }
 
-/// Chains every record not chained yet up to the sealer's bound, taken once
-/// (`Store::audit_seal_bound`: on PostgreSQL it waits for the appends in flight at its
-/// snapshot, so it is taken once a sealing, not once a batch), in batches of
-/// [`SEAL_BATCH`] (one transaction each). Stops early at a record left for later, or when
-/// another replica's sealer or the pruner moved the chain (the next sealing goes on).
+/// Chains the records every commit left pending (`audit_pending`), taken once the sealer's
+/// bound is known (`Store::audit_seal_bound`: on PostgreSQL it waits for the appends in
+/// flight at its snapshot, so it is taken once a sealing, not once a batch), in batches of
+/// [`SEAL_BATCH`] pending rows (one transaction each). Stops when another replica's sealer
+/// or the pruner moved the chain (the next sealing goes on).
 pub async fn seal(store: &Store, keys: &KeyRing) -> Result<Sealed, StoreError> {
     let mut total = Sealed::default();
     // A read first: an idle log costs no write lock (SQLite) and no lease.
@@ -237,95 +248,103 @@ pub async fn seal(store: &Store, keys: &KeyRing) -> Result<Sealed, StoreError> {
             return Ok(total);
         }
     };
+    let mut after = 0;
     loop {
-        let (sealed, more) = seal_batch(store, keys, bound).await?;
+        let (sealed, next) = seal_batch(store, keys, bound, after).await?;
         total.chained += sealed.chained;
         total.refused += sealed.refused;
         total.skipped += sealed.skipped;
-        if !more {
-            return Ok(total);
+        match next {
+            Some(next) => after = next,
+            None => return Ok(total),
         }
     }
 }
 
-/// Chains the oldest records not chained yet, up to [`SEAL_BATCH`] and at most through
-/// `bound`, and moves how far the sealer got past them (never past a record left for
-/// later); answers whether more is left to seal through `bound`. The records are read and
-/// checked in a read transaction; only their places are written in the keeper's transaction
-/// (unless another replica holds its lease), so on SQLite the sealer holds the one writer's
-/// turn, which the group commit of resolutions shares, only for the writing. Should another
-/// sealer or the pruner have moved the chain in between, nothing is written: the next round
-/// reads again.
+/// Chains the records of the oldest pending rows after row `after`, up to [`SEAL_BATCH`]
+/// rows, from what their commits wrote (sequence number, key version, MAC: the records
+/// themselves are not read again), deletes those rows, and moves how far the sealer got to
+/// `bound` or to just below the oldest record still pending, whichever is lower. Answers
+/// the last row read when more may follow. The rows are read in a read transaction; only
+/// the places are written in the keeper's transaction (unless another replica holds its
+/// lease), so on SQLite the sealer holds the one writer's turn, which the group commit of
+/// resolutions shares, only for the writing. Should another sealer or the pruner have
+/// moved the chain or taken a row in between, nothing is written: the next round reads
+/// again.
 async fn seal_batch(
     store: &Store,
     keys: &KeyRing,
     bound: i64,
-) -> Result<(Sealed, bool), StoreError> {
+    after: i64,
+) -> Result<(Sealed, Option<i64>), StoreError> {
     let mut sealed = Sealed::default();
     let read = store.begin_snapshot().await?;
     let through = read.audit_sealed_through().await?;
-    let (rows, more) = read.audits_to_seal(through, bound, SEAL_BATCH).await?;
-    // Every record up to the bound has been read when fewer than a batch were.
-    let mut reached = more.unwrap_or(bound);
-    let full = more.is_some();
+    let (pending, more) = read.pending_audits(after, SEAL_BATCH).await?;
+    let next = pending.last().filter(|_| more).map(|row| row.id);
     let legacy = read.audit_legacy_through().await?;
-    let mut teams: Vec<&str> = rows.iter().map(|r| r.team.as_str()).collect();
+    let mut teams: Vec<&str> = pending.iter().map(|r| r.team.as_str()).collect();
     teams.sort_unstable();
     teams.dedup();
     let read_heads = read.chain_heads(&teams).await?;
     drop(read);
     let mut heads = read_heads.clone();
     let mut moved = std::collections::BTreeSet::new();
-    let mut placed = Vec::with_capacity(rows.len());
-    for row in rows {
+    let mut placed: Vec<(&str, Place)> = Vec::new();
+    let mut taken = Vec::with_capacity(pending.len());
+    for row in &pending {
+        let team = row.team.as_str();
         let head = heads
             .entry(row.team.clone())
-            .or_insert_with(|| genesis(&row.team));
+            .or_insert_with(|| genesis(team));
         let fresh = head.pos == 0 && head.mac.is_empty();
-        // Never extend (and so re-sign) a head that does not hold: verify names it.
-        let head_holds = fresh || moved.contains(&row.team) || head_holds(keys, head, legacy);
-        match (
-            head_holds,
-            row.mac.is_some(),
-            mac_holds(keys, &row),
-            key(keys, row.key_id),
-        ) {
-            (true, _, Some(true), Some(key)) => {
-                let pos = head.pos + 1;
-                let mac = chain_mac(key, &row.team, pos, &row, &head.chain_mac);
-                head.pos = pos;
-                head.chain_mac.clone_from(&mac);
-                moved.insert(row.team.clone());
-                placed.push(AuditRow {
-                    chain_pos: Some(pos),
-                    chain_mac: Some(mac),
-                    ..row
-                });
-                sealed.chained += 1;
-            }
-            // A MAC that does not hold, or none (not written by the service): place 0,
-            // which verification reports.
-            (true, _, Some(false), _) | (true, false, None, _) => {
-                placed.push(AuditRow {
-                    chain_pos: Some(0),
-                    chain_mac: None,
-                    ..row
-                });
-                sealed.refused += 1;
-            }
-            // Left for later (its key is not in this replica's ring, or its team's head does
-            // not hold): the sealer does not get past it.
-            _ => {
-                sealed.skipped += 1;
-                reached = reached.min(row.seq - 1);
+        // Never extend (and so re-sign) a head that does not hold: verify names it. A
+        // commit's records are chained together or left for later together.
+        let head_holds = fresh || moved.contains(team) || head_holds(keys, head, legacy);
+        let keyed = row
+            .records
+            .iter()
+            .all(|r| r.mac.is_none() || key(keys, r.key_id).is_some());
+        if !head_holds || !keyed {
+            sealed.skipped += row.records.len() as u64;
+            continue;
+        }
+        for record in &row.records {
+            match (record.mac.as_deref(), key(keys, record.key_id)) {
+                (Some(mac), Some(key)) => {
+                    let pos = head.pos + 1;
+                    let chained = chain_mac(key, team, pos, record.seq, mac, &head.chain_mac);
+                    head.pos = pos;
+                    head.chain_mac.clone_from(&chained);
+                    moved.insert(row.team.clone());
+                    placed.push((
+                        team,
+                        Place {
+                            seq: record.seq,
+                            pos,
+                            chain_mac: Some(chained),
+                        },
+                    ));
+                    sealed.chained += 1;
+                }
+                // No MAC (not written by the service): place 0, which verification reports.
+                _ => {
+                    placed.push((
+                        team,
+                        Place {
+                            seq: record.seq,
+                            pos: 0,
+                            chain_mac: None,
+                        },
+                    ));
+                    sealed.refused += 1;
+                }
             }
         }
-    }
-    if placed.is_empty() && reached <= through {
-        return Ok((sealed, false));
+        taken.push(row.id);
     }
     let Some(mut tx) = store.begin_chain_keeper().await? else {
-        return Ok((Sealed::default(), false));
+        return Ok((Sealed::default(), None));
     };
     let moved: Vec<&str> = moved.iter().map(String::as_str).collect();
     let stored = tx.chain_heads(&moved).await?;
@@ -333,18 +352,17 @@ async fn seal_batch(
         || moved
             .iter()
             .any(|team| stored.get(*team) != read_heads.get(*team))
+        || tx.take_pending(&taken).await? != taken.len() as u64
     {
-        return Ok((Sealed::default(), false));
+        return Ok((Sealed::default(), None));
     }
     // Audit records as webhook events, in chain order, for the teams that subscribed to them.
     let subscribed = tx.teams_subscribed_to(&moved, AUDIT_KIND).await?;
-    let events = placed
-        .iter()
-        .filter(|row| row.chain_pos > Some(0) && subscribed.contains(&row.team))
-        .map(audit_event_row)
-        .collect();
+    if !subscribed.is_empty() {
+        let events = audit_events_of(&tx, &placed, &subscribed).await?;
+        tx.append_events(events).await?;
+    }
     tx.place_audits(&placed).await?;
-    tx.append_events(events).await?;
     // Each moved head is signed once, at its last place of this batch.
     for team in moved {
         if let Some(mut head) = heads.remove(team) {
@@ -352,12 +370,46 @@ async fn seal_batch(
             tx.put_chain_head(head).await?;
         }
     }
+    // Every record up to the bound has committed (or never will), and so has its pending row.
+    let reached = match tx.oldest_pending().await? {
+        Some(oldest) => bound.min(oldest - 1),
+        None => bound,
+    };
     if reached > through {
         tx.set_audit_sealed_through(reached).await?;
     }
     tx.commit().await?;
-    // More is left when a whole batch was chained and nothing held the sealer back.
-    Ok((sealed, full && sealed.skipped == 0 && reached < bound))
+    Ok((sealed, next))
+}
+
+/// The webhook events of the records just `placed` (in chain order) of the `subscribed`
+/// teams: the records are read whole for these only.
+async fn audit_events_of(
+    tx: &crate::store::Tx,
+    placed: &[(&str, Place)],
+    subscribed: &[String],
+) -> Result<Vec<EventRow>, StoreError> {
+    let wanted: Vec<&Place> = placed
+        .iter()
+        .filter(|(team, place)| place.pos > 0 && subscribed.iter().any(|s| s == team))
+        .map(|(_, place)| place)
+        .collect();
+    let seqs: Vec<i64> = wanted.iter().map(|place| place.seq).collect();
+    let mut rows: std::collections::HashMap<i64, AuditRow> = tx
+        .audits_numbered(&seqs)
+        .await?
+        .into_iter()
+        .map(|row| (row.seq, row))
+        .collect();
+    Ok(wanted
+        .into_iter()
+        .filter_map(|place| {
+            let mut row = rows.remove(&place.seq)?;
+            row.chain_pos = Some(place.pos);
+            row.chain_mac.clone_from(&place.chain_mac);
+            Some(audit_event_row(&row))
+        })
+        .collect())
 }
 
 /// Deletes, in one transaction, up to `limit` records older than `cutoff` (microseconds):
@@ -400,7 +452,8 @@ pub async fn prune(
             let holds = row.chain_pos == Some(pos + 1)
                 && mac_holds(keys, row) == Some(true)
                 && key(keys, row.key_id).is_some_and(|key| {
-                    Some(chain_mac(key, &team, pos + 1, row, prev)) == row.chain_mac
+                    Some(chain_mac(key, &team, pos + 1, row.seq, row_mac(row), prev))
+                        == row.chain_mac
                 });
             if !holds {
                 tracing::warn!(team = %team, seq = row.seq, "an audit record to prune does not verify; pruning stops before it (run `integration-hub audit verify`)");
@@ -470,16 +523,16 @@ mod tests {
         assert_eq!(mac_holds(&one, &newer), None);
     }
 
-    /// A record the sealer cannot check yet (its key is not in this replica's ring) holds
-    /// the sealer back; the records after it that it could place are placed once, and the
-    /// held record gets its place once the key is there.
+    /// A record the sealer cannot chain yet (its key is not in this replica's ring: another
+    /// replica, with a newer ring, committed it) holds the sealer's watermark back; the
+    /// records of other commits that it could place are placed once, and the held record
+    /// gets its place once the key is there.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_record_left_for_later_holds_the_sealer_and_nothing_is_placed_twice() {
         let test = crate::domain::test_support::hub().await;
         let (one, spec1) = KeyRing::generate(1).expect("key 1");
         let (_, spec2) = KeyRing::generate(2).expect("key 2");
         let both = KeyRing::parse(&format!("{spec1},{spec2}")).expect("ring");
-        let mut tx = test.store.begin_write().await.expect("begin");
         for (i, (team, ring)) in [("acme", &one), ("acme", &both), ("beta", &one)]
             .into_iter()
             .enumerate()
@@ -490,9 +543,11 @@ mod tests {
                 ..row()
             };
             record_mac(ring, &mut record);
+            // Each by its own commit (one replica, one ring).
+            let mut tx = test.store.begin_write().await.expect("begin");
             tx.append_audit(record).await.expect("append");
+            tx.commit().await.expect("commit");
         }
-        tx.commit().await.expect("commit");
         for round in 0..3 {
             let sealed = seal(&test.store, &one).await.expect("seal");
             let expected = Sealed {
@@ -512,12 +567,14 @@ mod tests {
         );
     }
 
-    /// A chain sealed when each place was a row of its own verifies after the migration that
-    /// keeps places in runs, and goes on from its head.
+    /// A chain sealed when each place was a row of its own verifies after the migrations that
+    /// keep places in runs and pending records in rows of their own, and goes on from its
+    /// head: a record past the sealer then is chained from the pending row the migration
+    /// wrote for it.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_chain_sealed_before_places_were_kept_in_runs_still_verifies() {
         use migration::MigratorTrait;
-        use sea_orm::ConnectionTrait;
+        use sea_orm::{ConnectionTrait, Statement};
         let dir = tempfile::tempdir().expect("temp dir");
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("hub.db").display());
         let db = sea_orm::Database::connect(&url).await.expect("connect");
@@ -533,48 +590,80 @@ mod tests {
         let (keys, _) = KeyRing::generate(1).expect("key");
         let (_, key) = keys.newest_audit_key();
         let mut head = genesis("acme");
-        let mut places = Vec::new();
-        let mut tx = store.begin_write().await.expect("begin");
-        for seq in 1..=3 {
+        for seq in 1..=4 {
             let mut record = AuditRow {
                 seq,
                 id: format!("id{seq}"),
                 ..row()
             };
             record_mac(&keys, &mut record);
-            tx.append_audit(record.clone()).await.expect("append");
-            let mac = chain_mac(key, "acme", seq, &record, &head.chain_mac);
-            places.push(format!(
+            // As that version of the service wrote it: no pending row.
+            db.execute_raw(Statement::from_sql_and_values(
+                sea_orm::DatabaseBackend::Sqlite,
+                "INSERT INTO audit_events (id, team, actor, actor_team, role, action, resource, \
+                 outcome, reason, request_id, time, key_id, mac) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    record.id.clone().into(),
+                    record.team.clone().into(),
+                    record.actor.clone().into(),
+                    record.actor_team.clone().into(),
+                    record.role.clone().into(),
+                    record.action.as_str().into(),
+                    record.resource.clone().into(),
+                    record.outcome.as_str().into(),
+                    record.reason.clone().into(),
+                    record.request_id.clone().into(),
+                    record.time.into(),
+                    record.key_id.into(),
+                    record.mac.clone().into(),
+                ],
+            ))
+            .await
+            .expect("a record");
+            if seq == 4 {
+                break;
+            }
+            let mac = chain_mac(key, "acme", seq, seq, row_mac(&record), &head.chain_mac);
+            db.execute_unprepared(&format!(
                 "INSERT INTO audit_chain_places (seq, team, pos, chain_mac) \
                  VALUES ({seq}, 'acme', {seq}, X'{}')",
                 crate::text::hex(&mac)
-            ));
+            ))
+            .await
+            .expect("a place");
             head.pos = seq;
             head.chain_mac = mac;
         }
         sign_head(&keys, &mut head, 0);
+        let tx = store.begin_write().await.expect("begin");
         tx.put_chain_head(head).await.expect("head");
         tx.set_audit_sealed_through(3)
             .await
             .expect("sealed through");
         tx.commit().await.expect("commit");
-        for place in places {
-            db.execute_unprepared(&place).await.expect("a place");
-        }
         store.migrate().await.expect("migrate to the runs");
         let report = verify(&store, &keys, None).await.expect("verify");
-        assert_eq!((report.verified, report.found), (3, 0), "{report:?}");
+        assert_eq!(
+            (report.verified, report.pending, report.found),
+            (3, 1, 0),
+            "{report:?}"
+        );
         let mut tx = store.begin_write().await.expect("begin");
         let mut record = AuditRow {
-            id: "id4".into(),
+            id: "id5".into(),
             ..row()
         };
         record_mac(&keys, &mut record);
         tx.append_audit(record).await.expect("append");
         tx.commit().await.expect("commit");
-        assert_eq!(seal(&store, &keys).await.expect("seal").chained, 1);
+        assert_eq!(seal(&store, &keys).await.expect("seal").chained, 2);
         let report = verify(&store, &keys, None).await.expect("verify");
-        assert_eq!((report.verified, report.found), (4, 0), "{report:?}");
+        assert_eq!(
+            (report.verified, report.pending, report.found),
+            (5, 0, 0),
+            "{report:?}"
+        );
     }
 
     #[test]
@@ -583,22 +672,32 @@ mod tests {
         let (_, key) = keys.newest_audit_key();
         let mut record = row();
         record_mac(&keys, &mut record);
-        let base = chain_mac(key, "acme", 3, &record, GENESIS);
-        assert_ne!(base, chain_mac(key, "acme", 4, &record, GENESIS), "place");
-        assert_ne!(base, chain_mac(key, "beta", 3, &record, GENESIS), "team");
+        let mac = row_mac(&record);
+        let base = chain_mac(key, "acme", 3, record.seq, mac, GENESIS);
         assert_ne!(
             base,
-            chain_mac(key, "acme", 3, &record, b"other"),
+            chain_mac(key, "acme", 4, record.seq, mac, GENESIS),
+            "place"
+        );
+        assert_ne!(
+            base,
+            chain_mac(key, "beta", 3, record.seq, mac, GENESIS),
+            "team"
+        );
+        assert_ne!(
+            base,
+            chain_mac(key, "acme", 3, record.seq, mac, b"other"),
             "predecessor"
         );
-        let moved = AuditRow {
-            seq: 8,
-            ..record.clone()
-        };
         assert_ne!(
             base,
-            chain_mac(key, "acme", 3, &moved, GENESIS),
+            chain_mac(key, "acme", 3, 8, mac, GENESIS),
             "sequence number"
+        );
+        assert_ne!(
+            base,
+            chain_mac(key, "acme", 3, record.seq, &[0; 32], GENESIS),
+            "the record's MAC"
         );
     }
 }

@@ -2,7 +2,7 @@
 //! team's chain walked from its checkpoint in one snapshot, naming what was edited, deleted,
 //! reordered or inserted.
 
-use super::audit_chain::{GENESIS, chain_mac, head_holds, key, mac_holds};
+use super::audit_chain::{GENESIS, chain_mac, head_holds, key, mac_holds, row_mac};
 use crate::crypto::KeyRing;
 use crate::store::{AuditRow, Store, StoreError};
 
@@ -176,7 +176,10 @@ async fn verify_team(
             }
             match (mac_holds(keys, row), key(keys, row.key_id)) {
                 (Some(true), Some(key)) => match &prev {
-                    Some(prev) if Some(chain_mac(key, team, pos, row, prev)) != row.chain_mac => {
+                    Some(prev)
+                        if Some(chain_mac(key, team, pos, row.seq, row_mac(row), prev))
+                            != row.chain_mac =>
+                    {
                         report.find(Tamper::Reordered, team, Some(row), Some((pos, pos)));
                     }
                     _ => report.verified += 1,

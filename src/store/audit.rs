@@ -33,7 +33,10 @@ impl Tx {
     /// Appends one audit record unless one with its id exists (an aggregated read's, which
     /// replicas may write at once).
     pub async fn append_audit_once(&mut self, record: AuditRow) -> Result<()> {
-        self.assign_audit_xid().await?;
+        if self.postgres {
+            return self.append_pg(Vec::new(), vec![record], true).await;
+        }
+        self.note_audit_appends().await?;
         audit_event::Entity::insert(new_row::<audit_event::ActiveModel>(record))
             .on_conflict(
                 sea_orm::sea_query::OnConflict::column(audit_event::Column::Id)
@@ -47,7 +50,8 @@ impl Tx {
 
     /// Appends several audit records, in order, in statements of the fixed insert sizes.
     /// On PostgreSQL they go through the statement of a change (`append_change`), which
-    /// takes the audit log's append lock in the same statement.
+    /// assigns the transaction's id and writes the records' pending rows in the same
+    /// statement; on SQLite the commit writes the pending rows.
     pub async fn append_audits(&mut self, records: Vec<AuditRow>) -> Result<()> {
         if records.is_empty() {
             return Ok(());
@@ -55,6 +59,7 @@ impl Tx {
         if self.postgres {
             return self.append_change_pg(Vec::new(), records).await;
         }
+        self.note_audit_appends().await?;
         let mut records = records.into_iter().peekable();
         while records.peek().is_some() {
             let rows = super::insert_size(records.len());

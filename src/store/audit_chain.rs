@@ -4,13 +4,15 @@
 //! rewritten and a batch writes a row per team, not per record), the starting checkpoint of
 //! records written before the chain and how far the sealer got (`audit_chain_state`), and the
 //! keeper's lease. What the MACs are is the domain's (`domain::audit_chain`); this module
-//! only reads and writes them (how a run holds its places: `audit_runs`).
+//! only reads and writes them (how a run holds its places: `audit_runs`; what the sealer
+//! chains: `audit_pending`).
 //!
-//! The sealer passes every record at or below `sealed_through` once. On PostgreSQL a
+//! `sealed_through` says how far the sealer got: every record at or below it has its place
+//! (or was left out for a reason verification names). On PostgreSQL a
 //! sequence number is handed out at insert and becomes visible at commit, so a record could
 //! commit below a point the sealer already passed. So every transaction that appends audit
 //! records has its transaction id assigned before its first record gets a number
-//! ([`Tx::assign_audit_xid`]; a change's statement does it itself), and the sealer's bound
+//! (the statement that appends them does it first), and the sealer's bound
 //! ([`Store::audit_seal_bound`]) is the newest number visible in a snapshot taken together
 //! with it, used once every transaction running at that snapshot has ended. A number below
 //! the bound but not visible was taken by a transaction running then (one that began later
@@ -55,7 +57,7 @@ const RUN_CHUNK: usize = 64;
 /// Runs one read of a chain takes at a time.
 const RUNS_READ: u64 = 16;
 /// Record sequence numbers one statement names.
-const SEQ_CHUNK: usize = 500;
+pub(super) const SEQ_CHUNK: usize = 500;
 
 impl Store {
     /// A write transaction of the chain's keeper (the sealer and the pruner), or `None` when
@@ -309,56 +311,6 @@ impl Tx {
         Ok(())
     }
 
-    /// Assigns this transaction its id on PostgreSQL, once, before its first audit record
-    /// gets a sequence number (see the module doc; a change's statement does it itself).
-    pub(super) async fn assign_audit_xid(&mut self) -> Result<()> {
-        if self.postgres && !self.audit_xid_assigned {
-            self.inner
-                .execute_raw(Statement::from_string(
-                    DatabaseBackend::Postgres,
-                    "SELECT pg_current_xact_id()",
-                ))
-                .await?;
-            self.audit_xid_assigned = true;
-        }
-        Ok(())
-    }
-
-    /// The oldest records after `after` and up to `upto` (a bound from
-    /// [`Store::audit_seal_bound`]) without a place, in sequence order, among the next
-    /// `limit` records; and the last sequence number read when all `limit` were (more may
-    /// follow it).
-    pub async fn audits_to_seal(
-        &self,
-        after: i64,
-        upto: i64,
-        limit: u64,
-    ) -> Result<(Vec<AuditRow>, Option<i64>)> {
-        let mut rows = audit_event::Entity::find()
-            .filter(audit_event::Column::Seq.gt(after))
-            .filter(audit_event::Column::Seq.lte(upto))
-            .order_by_asc(audit_event::Column::Seq)
-            .limit(limit)
-            .all(self.conn())
-            .await?;
-        let more = rows
-            .last()
-            .filter(|_| rows.len() as u64 == limit)
-            .map(|row| row.seq);
-        // Records past `after` already placed: a sealing that left one for later placed
-        // those after it.
-        let placed: std::collections::HashSet<i64> = audit_chain_run::Entity::find()
-            .filter(audit_chain_run::Column::LastSeq.gt(after))
-            .all(self.conn())
-            .await?
-            .iter()
-            .flat_map(|run| decode_places(&run.places))
-            .map(|place| place.seq)
-            .collect();
-        rows.retain(|row| !placed.contains(&row.seq));
-        Ok((rows, more))
-    }
-
     /// Every team whose chain holds places not pruned.
     pub async fn chain_teams(&self) -> Result<Vec<String>> {
         Ok(audit_chain::Entity::find()
@@ -388,10 +340,10 @@ impl Tx {
             .collect())
     }
 
-    /// Gives records their places (`chain_pos` and `chain_mac` of each row: 0 and none for a
-    /// record left out of its chain; the rows in sequence order), a run per team.
-    pub async fn place_audits(&self, rows: &[AuditRow]) -> Result<()> {
-        let runs = runs_of(rows);
+    /// Gives records their places (0 and no MAC for a record left out of its chain), with
+    /// their teams, in chain order: a run per team.
+    pub async fn place_audits(&self, placed: &[(&str, Place)]) -> Result<()> {
+        let runs = runs_of(placed);
         for chunk in runs.chunks(RUN_CHUNK) {
             audit_chain_run::Entity::insert_many(chunk.to_vec())
                 .exec_without_returning(self.conn())

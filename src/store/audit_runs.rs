@@ -1,13 +1,13 @@
 //! The audit chain's places as its runs keep them: one row of `audit_chain_runs` per team
 //! and sealing batch, its places as text (`seq:pos:chain-mac-in-hex`, comma-separated, in
-//! chain order). `store::audit_chain` reads and writes the rows.
+//! chain order); and the records a commit left for the sealer as its pending row keeps them
+//! (`seq:key-version:mac-in-hex`). `store::audit_chain` reads and writes the rows.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use sea_orm::ActiveValue::Set;
 
-use super::AuditRow;
 use super::entities::audit_chain_run;
 
 /// A run's records span fewer sequence numbers than this (the sealer starts a new run where
@@ -72,44 +72,79 @@ pub(super) fn run_row(team: &str, places: &[Place]) -> audit_chain_run::ActiveMo
     }
 }
 
-/// `rows` (placed by one sealing, in sequence order) as runs: one per team, and a new one
-/// where a team's records would span [`RUN_SPAN`] sequence numbers or more.
-pub(super) fn runs_of(rows: &[AuditRow]) -> Vec<audit_chain_run::ActiveModel> {
-    let mut runs: Vec<(&str, Vec<Place>)> = Vec::new();
+/// Places given by one sealing (with their teams, in chain order) as runs: one per team, and
+/// a new one where a team's run would span [`RUN_SPAN`] sequence numbers or more (so each run
+/// holds consecutive places of its team).
+pub(super) fn runs_of(placed: &[(&str, Place)]) -> Vec<audit_chain_run::ActiveModel> {
+    // Each run with the smallest and largest sequence number of its places.
+    let mut runs: Vec<(&str, Vec<Place>, i64, i64)> = Vec::new();
     // Each team's open run, by its index in `runs`.
     let mut open: HashMap<&str, usize> = HashMap::new();
-    for row in rows {
-        let place = Place {
-            seq: row.seq,
-            pos: row.chain_pos.unwrap_or_default(),
-            chain_mac: row.chain_mac.clone(),
-        };
-        let fits = |run: &Vec<Place>| run.first().is_some_and(|p| row.seq - p.seq < RUN_SPAN);
-        match open.get(row.team.as_str()) {
-            Some(&i) if fits(&runs[i].1) => runs[i].1.push(place),
+    for (team, place) in placed {
+        let seq = place.seq;
+        match open.get(team) {
+            Some(&i) if runs[i].3.max(seq) - runs[i].2.min(seq) < RUN_SPAN => {
+                let run = &mut runs[i];
+                run.1.push(place.clone());
+                (run.2, run.3) = (run.2.min(seq), run.3.max(seq));
+            }
             _ => {
-                open.insert(row.team.as_str(), runs.len());
-                runs.push((row.team.as_str(), vec![place]));
+                open.insert(team, runs.len());
+                runs.push((team, vec![place.clone()], seq, seq));
             }
         }
     }
     runs.iter()
-        .map(|(team, places)| run_row(team, places))
+        .map(|(team, places, _, _)| run_row(team, places))
         .collect()
+}
+
+/// One record a commit appended, as its pending row names it for the sealer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingRecord {
+    /// The record's sequence number.
+    pub seq: i64,
+    /// The key version of its MAC (none when it has none).
+    pub key_id: Option<i32>,
+    /// Its MAC (none when it has none: the record was not written by the service).
+    pub mac: Option<Vec<u8>>,
+}
+
+/// A pending row's records back from their stored text (`seq:key-version:mac-in-hex`,
+/// comma-separated), in sequence order. One that does not read as one is left out: it is
+/// never placed, and verification names its record.
+pub fn decode_pending(text: &str) -> Vec<PendingRecord> {
+    let mut records: Vec<PendingRecord> = text
+        .split(',')
+        .filter_map(|entry| {
+            let mut fields = entry.splitn(3, ':');
+            let seq = fields.next()?.parse().ok()?;
+            let key_id: i32 = fields.next()?.parse().ok()?;
+            let mac = crate::text::unhex(fields.next()?)?;
+            Some(PendingRecord {
+                seq,
+                key_id: (key_id != 0).then_some(key_id),
+                mac: (!mac.is_empty()).then_some(mac),
+            })
+        })
+        .collect();
+    records.sort_by_key(|record| record.seq);
+    records
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn placed(seq: i64, team: &str, pos: i64) -> AuditRow {
-        AuditRow {
-            seq,
-            team: team.into(),
-            chain_pos: Some(pos),
-            chain_mac: (pos > 0).then(|| vec![u8::try_from(pos % 256).unwrap_or(0); 32]),
-            ..crate::domain::test_support::audit_row()
-        }
+    fn placed(seq: i64, team: &'static str, pos: i64) -> (&'static str, Place) {
+        (
+            team,
+            Place {
+                seq,
+                pos,
+                chain_mac: (pos > 0).then(|| vec![u8::try_from(pos % 256).unwrap_or(0); 32]),
+            },
+        )
     }
 
     #[test]
@@ -204,6 +239,55 @@ mod tests {
         let first = decode_places(&runs[0].places);
         assert_eq!(first[1].pos, 0);
         assert_eq!(first[1].chain_mac, None);
-        assert_eq!(first[0].chain_mac, rows[0].chain_mac);
+        assert_eq!(first[0].chain_mac, rows[0].1.chain_mac);
+        // Chain order is not sequence order across commits on PostgreSQL: a run spans fewer
+        // than `RUN_SPAN` sequence numbers below its first place as well as above.
+        let runs = runs_of(&[
+            placed(5000, "acme", 1),
+            placed(5000 - RUN_SPAN + 1, "acme", 2),
+            placed(5001, "acme", 3),
+            placed(4000, "acme", 4),
+        ]);
+        let spans: Vec<(i64, i64, i64, i64)> = runs
+            .iter()
+            .map(|run| {
+                (
+                    run.first_seq.clone().unwrap(),
+                    run.last_seq.clone().unwrap(),
+                    run.first_pos.clone().unwrap(),
+                    run.last_pos.clone().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            spans,
+            vec![(5000 - RUN_SPAN + 1, 5000, 1, 2), (4000, 5001, 3, 4),]
+        );
+    }
+
+    #[test]
+    fn pending_records_read_back_in_sequence_order_and_a_damaged_one_is_left_out() {
+        let records = decode_pending("12:3:abcd,10:1:00ff,11:0:,x:1:ab,13:1:zz");
+        assert_eq!(
+            records,
+            vec![
+                PendingRecord {
+                    seq: 10,
+                    key_id: Some(1),
+                    mac: Some(vec![0, 0xff]),
+                },
+                PendingRecord {
+                    seq: 11,
+                    key_id: None,
+                    mac: None,
+                },
+                PendingRecord {
+                    seq: 12,
+                    key_id: Some(3),
+                    mac: Some(vec![0xab, 0xcd]),
+                },
+            ]
+        );
+        assert_eq!(decode_pending(""), Vec::<PendingRecord>::new());
     }
 }

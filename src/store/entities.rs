@@ -169,6 +169,29 @@ pub mod audit_event {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
+pub mod audit_pending {
+    use sea_orm::entity::prelude::*;
+
+    /// Records one commit appended for one team, not chained yet: written in that commit,
+    /// deleted by the sealer that chains them (`store::audit_chain`).
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "audit_pending")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub team: String,
+        /// The smallest sequence number among its records.
+        pub first_seq: i64,
+        /// `seq:key-version:mac-in-hex`, comma-separated.
+        pub entries: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
 pub mod audit_chain_run {
     use sea_orm::entity::prelude::*;
 

@@ -15,6 +15,7 @@
 
 mod audit;
 mod audit_chain;
+mod audit_pending;
 mod audit_runs;
 mod checks;
 mod creates;
@@ -46,7 +47,8 @@ pub use audit::{
     AUDIT_LISTINGS_PER_TEAM, AUDIT_STATEMENT_TIMEOUT, AuditFilter, AuditListing, AuditRow,
 };
 pub use audit_chain::{ChainHead, SEAL_WAIT, SealBound};
-pub use audit_runs::{Place, decode_places, encode_places};
+pub use audit_pending::Pending;
+pub use audit_runs::{PendingRecord, Place, decode_pending, decode_places, encode_places};
 pub use entities::event::Model as EventRow;
 pub use entities::installed_app::Model as AppRow;
 pub use entities::integration::Model as IntegrationRow;
@@ -240,6 +242,7 @@ impl Store {
             postgres: self.is_postgres(),
             appended_events: false,
             audit_xid_assigned: false,
+            audits_after: None,
             appended: self.appended.clone(),
             notifier: self.notifier.clone(),
             _turn: turn,
@@ -263,6 +266,7 @@ impl Store {
             postgres: self.is_postgres(),
             appended_events: false,
             audit_xid_assigned: false,
+            audits_after: None,
             appended: self.appended.clone(),
             notifier: None,
             _turn: None,
@@ -325,6 +329,9 @@ pub struct Tx {
     /// PostgreSQL: this transaction's id is assigned, as it must be before its first audit
     /// record gets a sequence number (`audit_chain.rs`: the sealer's bound).
     audit_xid_assigned: bool,
+    /// SQLite: the newest audit sequence number before this transaction's first record; its
+    /// commit writes the pending rows of the records past it (`audit_chain.rs`).
+    audits_after: Option<i64>,
     appended: Arc<Notify>,
     /// PostgreSQL: where to ask for the NOTIFY after a commit that appended events.
     notifier: Option<mpsc::Sender<()>>,
@@ -410,6 +417,9 @@ impl Tx {
     }
 
     pub async fn commit(self) -> Result<()> {
+        if let Some(after) = self.audits_after {
+            self.write_pending(after).await?;
+        }
         let state = self.inner.state().clone();
         self.inner.commit().await?;
         state.note_write_committed();

@@ -24,6 +24,7 @@ use sea_orm::{
 };
 use tokio::sync::Notify;
 
+use super::audit_pending::PG_ENTRY;
 use super::entities::{audit_event, event, inserted_columns, inserted_values, new_row};
 use super::{AuditRow, EventRow, Result, Store, Tx};
 
@@ -280,6 +281,17 @@ impl Tx {
         events: Vec<EventRow>,
         records: Vec<AuditRow>,
     ) -> Result<()> {
+        self.append_pg(events, records, false).await
+    }
+
+    /// Appends events and audit records on PostgreSQL; with `once`, a record whose id is
+    /// stored already is left out (an aggregated read's, which replicas may write at once).
+    pub(super) async fn append_pg(
+        &mut self,
+        events: Vec<EventRow>,
+        records: Vec<AuditRow>,
+        once: bool,
+    ) -> Result<()> {
         let mut events = events.into_iter().peekable();
         let mut records = records.into_iter().peekable();
         while events.peek().is_some() || records.peek().is_some() {
@@ -299,6 +311,7 @@ impl Tx {
                     },
                     events_now,
                     records_now,
+                    once,
                 )?)
                 .await?;
             self.appended_events |= lock_events;
@@ -350,20 +363,27 @@ fn insert_through<A: sea_orm::ActiveModelTrait>(
     Ok(insert)
 }
 
-/// One statement that appends `records` to the audit log and `events` to the outbox, each
-/// read through its guard when `guards` asks for it (the outbox's shared lock; the audit log's
-/// transaction id, `audit_chain.rs`). Either list may be empty, not both.
+/// One statement that appends `records` to the audit log, with their pending rows for the
+/// sealer (one per team, `audit_chain.rs`), and `events` to the outbox, each read through its
+/// guard when `guards` asks for it (the outbox's shared lock; the audit log's transaction id,
+/// `audit_chain.rs`). Either list may be empty, not both. With `once`, a record whose id is
+/// stored already is left out (and named by no pending row).
 /// Built by sea-query from the entities: `WITH outbox_lock AS (SELECT
 /// pg_advisory_xact_lock_shared(..)), audit_xid AS MATERIALIZED (SELECT pg_current_xact_id()
 /// AS xid), audited AS (INSERT INTO audit_events .. SELECT .. FROM (VALUES ..) AS input,
-/// audit_xid) INSERT INTO events (..) SELECT .. FROM (VALUES ..) AS input, outbox_lock`.
+/// audit_xid RETURNING seq, team, key_id, mac), pending AS (INSERT INTO audit_pending ..
+/// SELECT team, MIN(seq), string_agg(..) FROM audited GROUP BY team) INSERT INTO events (..)
+/// SELECT .. FROM (VALUES ..) AS input, outbox_lock` (the pending rows' insert is the
+/// statement itself when there are no events).
 fn change_statement(
     guards: Guards,
     events: Vec<EventRow>,
     records: Vec<AuditRow>,
+    once: bool,
 ) -> std::result::Result<Statement, sea_orm::DbErr> {
     use sea_orm::sea_query::{
-        Alias, CommonTableExpression, Func, PostgresQueryBuilder, Query, WithClause,
+        Alias, CommonTableExpression, Expr, Func, OnConflict, PostgresQueryBuilder, Query,
+        WithClause,
     };
     let lock = |name: &str, key: i64| {
         CommonTableExpression::new()
@@ -397,36 +417,61 @@ fn change_statement(
         );
         common = true;
     }
-    let audited = (!records.is_empty())
-        .then(|| {
-            insert_through(
-                records
-                    .into_iter()
-                    .map(new_row::<audit_event::ActiveModel>)
-                    .collect(),
-                guards.audits.then_some("audit_xid"),
+    let pending = if records.is_empty() {
+        None
+    } else {
+        let mut audited = insert_through(
+            records
+                .into_iter()
+                .map(new_row::<audit_event::ActiveModel>)
+                .collect(),
+            guards.audits.then_some("audit_xid"),
+        )?;
+        if once {
+            audited.on_conflict(OnConflict::column(Alias::new("id")).do_nothing().to_owned());
+        }
+        audited.returning(
+            Query::returning().columns(["seq", "team", "key_id", "mac"].map(Alias::new)),
+        );
+        with.cte(
+            CommonTableExpression::new()
+                .query(audited)
+                .table_name(Alias::new("audited"))
+                .to_owned(),
+        );
+        common = true;
+        let mut pending = Query::insert();
+        pending
+            .into_table(Alias::new("audit_pending"))
+            .columns(["team", "first_seq", "entries"].map(Alias::new))
+            .select_from(
+                Query::select()
+                    .column(Alias::new("team"))
+                    .expr(Expr::cust("MIN(seq)"))
+                    .expr(Expr::cust(format!(
+                        "string_agg({PG_ENTRY}, ',' ORDER BY seq)"
+                    )))
+                    .from(Alias::new("audited"))
+                    .group_by_col(Alias::new("team"))
+                    .to_owned(),
             )
-        })
-        .transpose()?;
+            .map_err(|e| sea_orm::DbErr::Custom(format!("an append's pending rows: {e}")))?;
+        Some(pending)
+    };
     let (sql, values) = if events.is_empty() {
-        let Some(audited) = audited else {
+        let Some(pending) = pending else {
             return Ok(Statement::from_string(
                 DatabaseBackend::Postgres,
                 "SELECT 1",
             ));
         };
-        if common {
-            audited.with(with).build(PostgresQueryBuilder)
-        } else {
-            audited.build(PostgresQueryBuilder)
-        }
+        pending.with(with).build(PostgresQueryBuilder)
     } else {
-        if let Some(audited) = audited {
-            common = true;
+        if let Some(pending) = pending {
             with.cte(
                 CommonTableExpression::new()
-                    .query(audited)
-                    .table_name(Alias::new("audited"))
+                    .query(pending)
+                    .table_name(Alias::new("pending"))
                     .to_owned(),
             );
         }

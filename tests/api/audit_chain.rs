@@ -309,6 +309,89 @@ async fn pruning_leaves_a_checkpoint_that_verifies(server: Server) {
     );
 }
 
+storage_test!(process a_pending_row_edited_or_deleted_before_sealing_is_named);
+/// The sealer chains what each commit's pending row names without reading the records back:
+/// a pending row edited before it is sealed (another MAC) or deleted (its records never
+/// placed) is named by verify all the same.
+async fn a_pending_row_edited_or_deleted_before_sealing_is_named(server: Server) {
+    // Records written while the sealer waits (its first round runs at the start), then
+    // sealed by a server that seals quickly.
+    let held = server
+        .clone()
+        .env("INTEGRATION_HUB_AUDIT_SEAL_INTERVAL_MS", "600000");
+    let sealing = quick(server);
+    let mut running = held.start();
+    records(&running, "edit", 3).await;
+    records(&running, "gone", 3).await;
+    running.kill();
+    let db = Database::connect(held.database_url())
+        .await
+        .expect("connect");
+    let pending = |team: &str| {
+        format!("SELECT id FROM audit_pending WHERE team = '{team}' ORDER BY first_seq")
+    };
+    let (edit, gone) = (
+        integers(&db, &pending("edit")).await,
+        integers(&db, &pending("gone")).await,
+    );
+    assert_eq!((edit.len(), gone.len()), (3, 3), "one pending row a commit");
+    let seq_of = |id: i64| format!("SELECT first_seq FROM audit_pending WHERE id = {id}");
+    let (edited, deleted) = (
+        integers(&db, &seq_of(edit[1])).await[0],
+        integers(&db, &seq_of(gone[1])).await[0],
+    );
+    let entries: String = query(
+        &db,
+        &format!("SELECT entries FROM audit_pending WHERE id = {}", edit[1]),
+    )
+    .await[0]
+        .try_get("", "entries")
+        .expect("entries");
+    let mut fields: Vec<&str> = entries.split(':').collect();
+    let other_mac = "00".repeat(32);
+    fields[2] = &other_mac;
+    exec(
+        &db,
+        &format!(
+            "UPDATE audit_pending SET entries = '{}' WHERE id = {}",
+            fields.join(":"),
+            edit[1]
+        ),
+    )
+    .await;
+    exec(
+        &db,
+        &format!("DELETE FROM audit_pending WHERE id = {}", gone[1]),
+    )
+    .await;
+    let running = sealing.start();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let out = loop {
+        let (ok, out) = verify(&sealing, None);
+        if figure(&out, "not sealed yet ") == 0 && figure(&out, "verified ") >= 4 {
+            assert!(!ok, "{out}");
+            break out;
+        }
+        assert!(Instant::now() < deadline, "not sealed in time: {out}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    drop(running);
+    assert!(
+        out.contains(&format!("team edit: reordered: record seq {edited} ")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("team gone: reordered: record seq {deleted} ")),
+        "{out}"
+    );
+    assert_eq!(figure(&out, "verified "), 4, "{out}");
+    assert_eq!(figure(&out, "findings "), 2, "{out}");
+    assert!(
+        integers(&db, "SELECT COUNT(*) FROM audit_pending").await[0] == 0,
+        "every pending row sealed is gone"
+    );
+}
+
 /// On PostgreSQL the sealer waits for the write transactions running when it looked. One held
 /// open for longer than it waits (`SEAL_WAIT`) delays sealing, not appends: it is named once
 /// in a WARN line, and once it ends sealing goes on and says so.
@@ -357,9 +440,11 @@ async fn a_long_write_transaction_delays_sealing_not_appends_and_is_logged_once(
 storage_test!(process a_record_committed_late_still_gets_its_place);
 /// On PostgreSQL a record can commit after records with higher sequence numbers: the sealer
 /// must not pass it, and nothing waits for it. A transaction here appends one as the service
-/// does (its id assigned first) and stays open while the service writes more; once it commits,
-/// the record has its place (0: it is a copy under another id, so its MAC does not hold, and
-/// verify names it). On SQLite, one writer at a time, it is simply the next record.
+/// does (its id assigned first, its pending row written with it) and stays open while the
+/// service writes more; once it commits, the record has its place in the chain (the sealer
+/// chains what the pending row names without reading the record back; it is a copy under
+/// another id, so its MAC does not hold there, and verify names it). On SQLite, one writer
+/// at a time, it is simply the next record.
 async fn a_record_committed_late_still_gets_its_place(server: Server) {
     use sea_orm::TransactionTrait;
     let server = quick(server);
@@ -383,6 +468,17 @@ async fn a_record_committed_late_still_gets_its_place(server: Server) {
     )
     .await
     .expect("the late record");
+    late.execute_unprepared(&format!(
+        "INSERT INTO audit_pending (team, first_seq, entries) \
+         SELECT team, seq, {} FROM audit_events WHERE id = 'late-record'",
+        if postgres {
+            "seq::text || ':' || key_id::text || ':' || encode(mac, 'hex')"
+        } else {
+            "seq || ':' || key_id || ':' || lower(hex(mac))"
+        }
+    ))
+    .await
+    .expect("the late record's pending row");
     let in_flight = late
         .query_one_raw(Statement::from_string(
             late.get_database_backend(),
@@ -418,7 +514,7 @@ async fn a_record_committed_late_still_gets_its_place(server: Server) {
         let placed = places(&db)
             .await
             .iter()
-            .filter(|(_, place)| place.seq == late_seq)
+            .filter(|(_, place)| place.seq == late_seq && place.pos > 0)
             .count();
         if placed == 1 {
             break;
@@ -433,7 +529,7 @@ async fn a_record_committed_late_still_gets_its_place(server: Server) {
     assert!(!ok, "{out}");
     assert!(
         out.contains(&format!(
-            "team acme: inserted: record seq {late_seq} (id late-record)"
+            "team acme: edited: record seq {late_seq} (id late-record)"
         )),
         "{out}"
     );
