@@ -4,9 +4,12 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait,
+};
 use tokio::sync::Semaphore;
 
+use super::audit_pending::{Appended, appended_of, returning};
 use super::entities::{audit_event, new_row};
 use super::{AuditAction, Result, Store, StoreError, Tx};
 
@@ -36,22 +39,21 @@ impl Tx {
         if self.postgres {
             return self.append_pg(Vec::new(), vec![record], true).await;
         }
-        self.note_audit_appends().await?;
-        audit_event::Entity::insert(new_row::<audit_event::ActiveModel>(record))
+        let mut appended = appended_of(std::slice::from_ref(&record));
+        let mut insert = audit_event::Entity::insert(new_row::<audit_event::ActiveModel>(record))
             .on_conflict(
                 sea_orm::sea_query::OnConflict::column(audit_event::Column::Id)
                     .do_nothing()
                     .to_owned(),
-            )
-            .exec_without_returning(self.conn())
-            .await?;
-        Ok(())
+            );
+        self.append_returning(QueryTrait::query(&mut insert), &mut appended)
+            .await
     }
 
-    /// Appends several audit records, in order, in statements of the fixed insert sizes.
-    /// On PostgreSQL they go through the statement of a change (`append_change`), which
-    /// assigns the transaction's id and writes the records' pending rows in the same
-    /// statement; on SQLite the commit writes the pending rows.
+    /// Appends several audit records, in order, in statements of the fixed insert sizes,
+    /// each returning what the records' pending rows need (`audit_pending.rs`). On
+    /// PostgreSQL they go through the statement of a change (`append_change`), which assigns
+    /// the transaction's id in the same statement.
     pub async fn append_audits(&mut self, records: Vec<AuditRow>) -> Result<()> {
         if records.is_empty() {
             return Ok(());
@@ -59,7 +61,7 @@ impl Tx {
         if self.postgres {
             return self.append_change_pg(Vec::new(), records).await;
         }
-        self.note_audit_appends().await?;
+        let mut appended = appended_of(&records);
         let mut records = records.into_iter().peekable();
         while records.peek().is_some() {
             let rows = super::insert_size(records.len());
@@ -67,11 +69,24 @@ impl Tx {
                 .by_ref()
                 .take(rows)
                 .map(new_row::<audit_event::ActiveModel>);
-            audit_event::Entity::insert_many(chunk)
-                .exec_without_returning(self.conn())
+            let mut insert = audit_event::Entity::insert_many(chunk);
+            self.append_returning(QueryTrait::query(&mut insert), &mut appended)
                 .await?;
         }
         Ok(())
+    }
+
+    /// Runs an append's insert (SQLite) returning each record's `seq` and `id`, noted for
+    /// its pending row.
+    async fn append_returning(
+        &mut self,
+        insert: &mut sea_orm::sea_query::InsertStatement,
+        appended: &mut Appended,
+    ) -> Result<()> {
+        insert.returning(returning());
+        let statement = self.inner.get_database_backend().build(&*insert);
+        let rows = self.inner.query_all_raw(statement).await?;
+        self.note_appended(rows, appended)
     }
 }
 
