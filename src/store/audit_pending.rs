@@ -1,9 +1,11 @@
 //! The records each commit leaves for the audit chain's sealer (`audit_pending`): one row per
 //! team and commit, written in that commit, naming its records by sequence number with their
 //! key version and MAC, so that the sealer chains them without reading the records back, and
-//! deletes the row in the transaction that gives them their places. Every statement that
-//! appends records returns their sequence numbers; the transaction keeps them, and its
-//! commit writes the pending rows first.
+//! deletes the row in the transaction that gives them their places. On PostgreSQL the one
+//! statement that appends a batch of records writes their pending rows too (`outbox.rs`:
+//! several writers at once, so only that statement knows their numbers); on SQLite every
+//! append returns its records' numbers, the transaction keeps them, and its commit writes
+//! the pending rows first.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -14,6 +16,12 @@ use super::audit_chain::SEQ_CHUNK;
 use super::audit_runs::{PendingRecord, decode_pending, encode_pending};
 use super::entities::{audit_event, audit_pending};
 use super::{AuditRow, Result, Tx};
+
+/// One pending entry of a record selected as `seq`, `key_id`, `mac`, as PostgreSQL writes it
+/// in the statement that appends the records (`outbox.rs`): the same text as
+/// `audit_runs::encode_pending`, which SQLite's appends use.
+pub(super) const PG_ENTRY: &str =
+    "seq::text || ':' || COALESCE(key_id, 0)::text || ':' || COALESCE(encode(mac, 'hex'), '')";
 
 /// The records one commit appended for one team, not chained yet (`audit_pending`).
 #[derive(Clone, Debug)]

@@ -273,6 +273,39 @@ pub(super) fn inserted_values<A: ActiveModelTrait>(row: A) -> Vec<Value> {
         .collect()
 }
 
+/// `rows` as one JSON array of objects, each column an `inserted_columns` name (binary values
+/// in PostgreSQL's hex form, `\x..`): what `json_populate_recordset` reads into the table's
+/// own row type, so a statement of one text takes any number of rows (PostgreSQL).
+pub(super) fn rows_as_json<A: ActiveModelTrait>(rows: Vec<A>) -> Result<String, sea_orm::DbErr> {
+    use sea_orm::sea_query::Value as V;
+    let columns = inserted_columns::<A::Entity>();
+    let mut array = Vec::with_capacity(rows.len());
+    for row in rows {
+        let mut object = serde_json::Map::with_capacity(columns.len());
+        for (column, value) in columns.iter().zip(inserted_values(row)) {
+            let value = match value {
+                V::String(Some(text)) => serde_json::Value::String(text),
+                V::BigInt(Some(n)) => n.into(),
+                V::Int(Some(n)) => n.into(),
+                V::Bytes(Some(bytes)) => {
+                    serde_json::Value::String(format!("\\x{}", crate::text::hex(&bytes)))
+                }
+                V::String(None) | V::BigInt(None) | V::Int(None) | V::Bytes(None) => {
+                    serde_json::Value::Null
+                }
+                other => {
+                    return Err(sea_orm::DbErr::Custom(format!(
+                        "column {column}: {other:?} has no JSON form here"
+                    )));
+                }
+            };
+            object.insert((*column).to_owned(), value);
+        }
+        array.push(serde_json::Value::Object(object));
+    }
+    Ok(serde_json::Value::Array(array).to_string())
+}
+
 /// The key columns of `E` the database assigns (none unless its key is auto-increment).
 fn generated_key<E: EntityTrait>() -> impl Iterator<Item = E::Column> {
     E::PrimaryKey::iter()

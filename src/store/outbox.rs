@@ -24,8 +24,10 @@ use sea_orm::{
 };
 use tokio::sync::Notify;
 
-use super::audit_pending::{appended_of, returning};
-use super::entities::{audit_event, event, inserted_columns, inserted_values, new_row};
+use super::audit_pending::PG_ENTRY;
+use super::entities::{
+    audit_event, event, inserted_columns, inserted_values, new_row, rows_as_json,
+};
 use super::{AuditRow, EventRow, Result, Store, Tx};
 
 /// Advisory lock key serializing outbox appends on PostgreSQL ("ihub-evt").
@@ -295,30 +297,23 @@ impl Tx {
         let mut events = events.into_iter().peekable();
         let mut records = records.into_iter().peekable();
         while events.peek().is_some() || records.peek().is_some() {
-            let (n_events, n_records) = (
-                super::insert_size(events.len()),
-                super::insert_size(records.len()),
-            );
+            // Records all at once (one JSON parameter); events in the fixed insert sizes.
+            let (n_events, n_records) = (super::insert_size(events.len()), records.len());
             let events_now: Vec<EventRow> = events.by_ref().take(n_events).collect();
             let records_now: Vec<AuditRow> = records.by_ref().take(n_records).collect();
             let lock_events = !self.appended_events && !events_now.is_empty();
             let guard_audits = !self.audit_xid_assigned && !records_now.is_empty();
-            let mut appended = appended_of(&records_now);
-            let statement = change_statement(
-                Guards {
-                    events: lock_events,
-                    audits: guard_audits,
-                },
-                events_now,
-                records_now,
-                once,
-            )?;
-            if appended.is_empty() {
-                self.inner.execute_raw(statement).await?;
-            } else {
-                let rows = self.inner.query_all_raw(statement).await?;
-                self.note_appended(rows, &mut appended)?;
-            }
+            self.inner
+                .execute_raw(change_statement(
+                    Guards {
+                        events: lock_events,
+                        audits: guard_audits,
+                    },
+                    events_now,
+                    records_now,
+                    once,
+                )?)
+                .await?;
             self.appended_events |= lock_events;
             self.audit_xid_assigned |= guard_audits;
         }
@@ -368,17 +363,58 @@ fn insert_through<A: sea_orm::ActiveModelTrait>(
     Ok(insert)
 }
 
-/// One statement that appends `records` to the audit log (returning each one's `seq` and
-/// `id`, for its pending row: `audit_pending.rs`) and `events` to the outbox, each read
-/// through its guard when `guards` asks for it (the outbox's shared lock; the audit log's
-/// transaction id, `audit_chain.rs`). Either list may be empty, not both. With `once`, a
-/// record whose id is stored already is left out (and returns nothing).
+/// `INSERT INTO audit_events (..) SELECT .. FROM json_populate_recordset(NULL::audit_events,
+/// $1::json) AS input[, <guard>]`: `records` as one JSON parameter read into the table's own
+/// row type (`entities::rows_as_json`), through the guard as in [`insert_through`].
+fn records_through(
+    records: Vec<AuditRow>,
+    guard: Option<&str>,
+) -> std::result::Result<sea_orm::sea_query::InsertStatement, sea_orm::DbErr> {
+    use sea_orm::sea_query::{Alias, Expr, ExprTrait, Func, Query};
+    let columns = inserted_columns::<audit_event::Entity>();
+    let json = rows_as_json(
+        records
+            .into_iter()
+            .map(new_row::<audit_event::ActiveModel>)
+            .collect(),
+    )?;
+    let mut input = Query::select();
+    for column in &columns {
+        input.expr(Expr::col((Alias::new("input"), Alias::new(*column))));
+    }
+    input.from_function(
+        Func::cust("json_populate_recordset")
+            .arg(Expr::cust("NULL::audit_events"))
+            .arg(Expr::val(json).cast_as(Alias::new("json"))),
+        Alias::new("input"),
+    );
+    if let Some(guard) = guard {
+        input.from(Alias::new(guard));
+    }
+    let mut insert = Query::insert();
+    insert
+        .into_table(audit_event::Entity)
+        .columns(columns.iter().map(|c| Alias::new(*c)));
+    insert
+        .select_from(input)
+        .map_err(|e| sea_orm::DbErr::Custom(format!("an append's insert: {e}")))?;
+    Ok(insert)
+}
+
+/// One statement that appends `records` to the audit log, with their pending rows for the
+/// sealer (one per team, `audit_chain.rs`), and `events` to the outbox, each read through its
+/// guard when `guards` asks for it (the outbox's shared lock; the audit log's transaction id,
+/// `audit_chain.rs`). Either list may be empty, not both. With `once`, a record whose id is
+/// stored already is left out (and named by no pending row). The records go in as one JSON
+/// parameter, so one statement of one text (prepared once) appends any number of them.
 /// Built by sea-query from the entities: `WITH outbox_lock AS (SELECT
 /// pg_advisory_xact_lock_shared(..)), audit_xid AS MATERIALIZED (SELECT pg_current_xact_id()
-/// AS xid), audited AS (INSERT INTO audit_events .. SELECT .. FROM (VALUES ..) AS input,
-/// audit_xid RETURNING seq, id), queued AS (INSERT INTO events (..) SELECT .. FROM (VALUES ..)
-/// AS input, outbox_lock) SELECT seq, id FROM audited` (without records, the events' insert
-/// is the statement; without events, the records' insert).
+/// AS xid), audited AS (INSERT INTO audit_events .. SELECT .. FROM
+/// json_populate_recordset(NULL::audit_events, $1::json) AS input, audit_xid RETURNING seq,
+/// team, key_id, mac), pending AS (INSERT INTO audit_pending ..
+/// SELECT team, MIN(seq), string_agg(..) FROM audited GROUP BY team) INSERT INTO events (..)
+/// SELECT .. FROM (VALUES ..) AS input, outbox_lock` (the pending rows' insert is the
+/// statement itself when there are no events).
 fn change_statement(
     guards: Guards,
     events: Vec<EventRow>,
@@ -386,7 +422,8 @@ fn change_statement(
     once: bool,
 ) -> std::result::Result<Statement, sea_orm::DbErr> {
     use sea_orm::sea_query::{
-        Alias, CommonTableExpression, Func, OnConflict, PostgresQueryBuilder, Query, WithClause,
+        Alias, CommonTableExpression, Expr, Func, OnConflict, PostgresQueryBuilder, Query,
+        WithClause,
     };
     let lock = |name: &str, key: i64| {
         CommonTableExpression::new()
@@ -420,57 +457,69 @@ fn change_statement(
         );
         common = true;
     }
-    let audited = (!records.is_empty())
-        .then(|| {
-            let mut audited = insert_through(
-                records
-                    .into_iter()
-                    .map(new_row::<audit_event::ActiveModel>)
-                    .collect(),
-                guards.audits.then_some("audit_xid"),
-            )?;
-            if once {
-                audited.on_conflict(OnConflict::column(Alias::new("id")).do_nothing().to_owned());
-            }
-            audited.returning(returning());
-            Ok::<_, sea_orm::DbErr>(audited)
-        })
-        .transpose()?;
-    let queued = (!events.is_empty())
-        .then(|| {
-            insert_through(
-                events
-                    .into_iter()
-                    .map(new_row::<event::ActiveModel>)
-                    .collect(),
-                guards.events.then_some("outbox_lock"),
+    let pending = if records.is_empty() {
+        None
+    } else {
+        let mut audited = records_through(records, guards.audits.then_some("audit_xid"))?;
+        if once {
+            audited.on_conflict(OnConflict::column(Alias::new("id")).do_nothing().to_owned());
+        }
+        audited.returning(
+            Query::returning().columns(["seq", "team", "key_id", "mac"].map(Alias::new)),
+        );
+        with.cte(
+            CommonTableExpression::new()
+                .query(audited)
+                .table_name(Alias::new("audited"))
+                .to_owned(),
+        );
+        common = true;
+        let mut pending = Query::insert();
+        pending
+            .into_table(Alias::new("audit_pending"))
+            .columns(["team", "first_seq", "entries"].map(Alias::new))
+            .select_from(
+                Query::select()
+                    .column(Alias::new("team"))
+                    .expr(Expr::cust("MIN(seq)"))
+                    .expr(Expr::cust(format!(
+                        "string_agg({PG_ENTRY}, ',' ORDER BY seq)"
+                    )))
+                    .from(Alias::new("audited"))
+                    .group_by_col(Alias::new("team"))
+                    .to_owned(),
             )
-        })
-        .transpose()?;
-    let (sql, values) = match (audited, queued) {
-        (None, None) => {
+            .map_err(|e| sea_orm::DbErr::Custom(format!("an append's pending rows: {e}")))?;
+        Some(pending)
+    };
+    let (sql, values) = if events.is_empty() {
+        let Some(pending) = pending else {
             return Ok(Statement::from_string(
                 DatabaseBackend::Postgres,
                 "SELECT 1",
             ));
+        };
+        pending.with(with).build(PostgresQueryBuilder)
+    } else {
+        if let Some(pending) = pending {
+            with.cte(
+                CommonTableExpression::new()
+                    .query(pending)
+                    .table_name(Alias::new("pending"))
+                    .to_owned(),
+            );
         }
-        (Some(only), None) | (None, Some(only)) if !common => only.build(PostgresQueryBuilder),
-        (Some(only), None) | (None, Some(only)) => only.with(with).build(PostgresQueryBuilder),
-        (Some(audited), Some(queued)) => {
-            for (name, insert) in [("audited", audited), ("queued", queued)] {
-                with.cte(
-                    CommonTableExpression::new()
-                        .query(insert)
-                        .table_name(Alias::new(name))
-                        .to_owned(),
-                );
-            }
-            Query::select()
-                .columns(["seq", "id"].map(Alias::new))
-                .from(Alias::new("audited"))
-                .to_owned()
-                .with(with)
-                .build(PostgresQueryBuilder)
+        let insert = insert_through(
+            events
+                .into_iter()
+                .map(new_row::<event::ActiveModel>)
+                .collect(),
+            guards.events.then_some("outbox_lock"),
+        )?;
+        if common {
+            insert.with(with).build(PostgresQueryBuilder)
+        } else {
+            insert.build(PostgresQueryBuilder)
         }
     };
     Ok(Statement::from_sql_and_values(
