@@ -149,9 +149,3 @@ pub(super) fn appended_of(
         .map(|r| (r.id.clone(), (r.team.clone(), r.key_id, r.mac.clone())))
         .collect()
 }
-
-/// The columns every audit append returns: what the pending rows need of the database.
-pub(super) fn returning() -> sea_orm::sea_query::ReturningClause {
-    use sea_orm::sea_query::{Alias, Query};
-    Query::returning().columns(["seq", "id"].map(Alias::new))
-}
