@@ -7,8 +7,7 @@ use std::sync::{Arc, Mutex};
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use tokio::sync::Semaphore;
 
-use super::audit_pending::appended_of;
-use super::entities::{audit_event, inserted_columns, new_row, rows_as_json};
+use super::entities::{audit_event, new_row};
 use super::{AuditAction, Result, Store, StoreError, Tx};
 
 pub use audit_event::Model as AuditRow;
@@ -37,14 +36,22 @@ impl Tx {
         if self.postgres {
             return self.append_pg(Vec::new(), vec![record], true).await;
         }
-        self.append_sqlite(vec![record], true).await
+        self.note_audit_appends().await?;
+        audit_event::Entity::insert(new_row::<audit_event::ActiveModel>(record))
+            .on_conflict(
+                sea_orm::sea_query::OnConflict::column(audit_event::Column::Id)
+                    .do_nothing()
+                    .to_owned(),
+            )
+            .exec_without_returning(self.conn())
+            .await?;
+        Ok(())
     }
 
-    /// Appends several audit records, in order, in one statement. On PostgreSQL they go
-    /// through the statement of a change (`append_change`), which assigns the transaction's
-    /// id and writes their pending rows in the same statement; on SQLite the statement
-    /// returns each record's number, for the pending rows the commit writes
-    /// (`audit_pending.rs`).
+    /// Appends several audit records, in order. On PostgreSQL they go through the statement
+    /// of a change (`append_change`): one statement, which assigns the transaction's id and
+    /// writes their pending rows too. On SQLite, in statements of the fixed insert sizes; the
+    /// commit writes their pending rows (`audit_pending.rs`).
     pub async fn append_audits(&mut self, records: Vec<AuditRow>) -> Result<()> {
         if records.is_empty() {
             return Ok(());
@@ -52,55 +59,19 @@ impl Tx {
         if self.postgres {
             return self.append_change_pg(Vec::new(), records).await;
         }
-        self.append_sqlite(records, false).await
-    }
-
-    /// SQLite: appends `records` in one statement of one text (prepared once), whatever
-    /// their number: `INSERT INTO audit_events (..) SELECT json_extract(value, '$.<column>'),
-    /// .. FROM json_each(?)` over the records as one JSON parameter (`entities::rows_as_json`),
-    /// returning each record's `seq` and `id`; with `once`, a record whose id is stored
-    /// already is left out.
-    async fn append_sqlite(&mut self, records: Vec<AuditRow>, once: bool) -> Result<()> {
-        use sea_orm::{ColumnTrait, ColumnType, IdenStatic, Iterable};
-        let mut appended = appended_of(&records);
-        let json = rows_as_json(
-            records
-                .into_iter()
-                .map(new_row::<audit_event::ActiveModel>)
-                .collect(),
-        )?;
-        let columns = inserted_columns::<audit_event::Entity>();
-        let values: Vec<String> = audit_event::Column::iter()
-            .filter(|column| columns.contains(&column.as_str()))
-            .map(|column| {
-                let value = format!("json_extract(value, '$.{}')", column.as_str());
-                match column.def().get_column_type() {
-                    // `\x` and hex digits, as `rows_as_json` writes bytes.
-                    ColumnType::Binary(_) | ColumnType::VarBinary(_) | ColumnType::Blob => {
-                        format!("unhex(substr({value}, 3))")
-                    }
-                    _ => value,
-                }
-            })
-            .collect();
-        // A SELECT before an upsert clause needs a WHERE (SQLite's parser).
-        let once = if once {
-            " WHERE true ON CONFLICT (id) DO NOTHING"
-        } else {
-            ""
-        };
-        let sql = format!(
-            "INSERT INTO audit_events ({}) SELECT {} FROM json_each(?){once} RETURNING seq, id",
-            columns.join(", "),
-            values.join(", ")
-        );
-        let statement = sea_orm::Statement::from_sql_and_values(
-            sea_orm::DatabaseBackend::Sqlite,
-            sql,
-            [json.into()],
-        );
-        let rows = self.inner.query_all_raw(statement).await?;
-        self.note_appended(rows, &mut appended)
+        self.note_audit_appends().await?;
+        let mut records = records.into_iter().peekable();
+        while records.peek().is_some() {
+            let rows = super::insert_size(records.len());
+            let chunk = records
+                .by_ref()
+                .take(rows)
+                .map(new_row::<audit_event::ActiveModel>);
+            audit_event::Entity::insert_many(chunk)
+                .exec_without_returning(self.conn())
+                .await?;
+        }
+        Ok(())
     }
 }
 

@@ -3,25 +3,26 @@
 //! key version and MAC, so that the sealer chains them without reading the records back, and
 //! deletes the row in the transaction that gives them their places. On PostgreSQL the one
 //! statement that appends a batch of records writes their pending rows too (`outbox.rs`:
-//! several writers at once, so only that statement knows their numbers); on SQLite every
-//! append returns its records' numbers, the transaction keeps them, and its commit writes
-//! the pending rows first.
+//! several writers at once, so only that statement knows their numbers); on SQLite, one
+//! writer at a time, the commit does, for every record numbered past the newest before the
+//! transaction's first one.
 
-use std::collections::{BTreeMap, HashMap};
-
-use sea_orm::ActiveValue::Set;
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseBackend, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, Statement,
+};
 
 use super::audit_chain::SEQ_CHUNK;
-use super::audit_runs::{PendingRecord, decode_pending, encode_pending};
+use super::audit_runs::{PendingRecord, decode_pending};
 use super::entities::{audit_event, audit_pending};
 use super::{AuditRow, Result, Tx};
 
-/// One pending entry of a record selected as `seq`, `key_id`, `mac`, as PostgreSQL writes it
-/// in the statement that appends the records (`outbox.rs`): the same text as
-/// `audit_runs::encode_pending`, which SQLite's appends use.
+/// One pending entry (`seq:key-version:mac-in-hex`) of a record selected as `seq`, `key_id`,
+/// `mac`, as each backend writes it (read back by `audit_runs::decode_pending`).
 pub(super) const PG_ENTRY: &str =
     "seq::text || ':' || COALESCE(key_id, 0)::text || ':' || COALESCE(encode(mac, 'hex'), '')";
+const SQLITE_ENTRY: &str =
+    "seq || ':' || COALESCE(key_id, 0) || ':' || COALESCE(lower(hex(mac)), '')";
 
 /// The records one commit appended for one team, not chained yet (`audit_pending`).
 #[derive(Clone, Debug)]
@@ -94,58 +95,43 @@ impl Tx {
         Ok(rows)
     }
 
-    /// Notes the records an append statement wrote (`rows`: the `seq` and `id` it returned;
-    /// `appended`: what each record, by id, is to its pending row), for the commit to name
-    /// in their pending rows. A record the statement left out returns no row.
-    pub(super) fn note_appended(
-        &mut self,
-        rows: Vec<sea_orm::QueryResult>,
-        appended: &mut Appended,
-    ) -> Result<()> {
-        for row in rows {
-            let seq: i64 = row.try_get("", "seq")?;
-            let id: String = row.try_get("", "id")?;
-            if let Some((team, key_id, mac)) = appended.remove(&id) {
-                self.appended_audits
-                    .push((team, PendingRecord { seq, key_id, mac }));
-            }
+    /// SQLite: notes the newest sequence number before this transaction's first audit record,
+    /// so that its commit writes the pending rows of the records it appended (one writer at a
+    /// time: every record numbered past it is this transaction's).
+    pub(super) async fn note_audit_appends(&mut self) -> Result<()> {
+        if self.postgres || self.audits_after.is_some() {
+            return Ok(());
         }
+        let newest = self
+            .inner
+            .query_one_raw(Statement::from_string(
+                DatabaseBackend::Sqlite,
+                "SELECT COALESCE(MAX(seq), 0) AS newest FROM audit_events",
+            ))
+            .await?
+            .map(|row| row.try_get::<i64>("", "newest"))
+            .transpose()?
+            .unwrap_or(0);
+        self.audits_after = Some(newest);
         Ok(())
     }
 
-    /// Writes the pending rows of the records this transaction appended, one per team (the
-    /// last statement before its commit).
-    pub(super) async fn write_pending(&mut self) -> Result<()> {
-        let mut teams: BTreeMap<String, Vec<PendingRecord>> = BTreeMap::new();
-        for (team, record) in std::mem::take(&mut self.appended_audits) {
-            teams.entry(team).or_default().push(record);
-        }
-        let rows = teams.into_iter().map(|(team, mut records)| {
-            records.sort_by_key(|record| record.seq);
-            audit_pending::ActiveModel {
-                team: Set(team),
-                first_seq: Set(records.first().map(|r| r.seq).unwrap_or_default()),
-                entries: Set(encode_pending(&records)),
-                ..Default::default()
-            }
-        });
-        audit_pending::Entity::insert_many(rows)
-            .exec_without_returning(self.conn())
+    /// SQLite: writes the pending rows of the records appended since
+    /// [`Tx::note_audit_appends`], one per team (the last statement before the commit).
+    pub(super) async fn write_pending(&self, after: i64) -> Result<()> {
+        let sql = format!(
+            "INSERT INTO audit_pending (team, first_seq, entries) \
+             SELECT team, MIN(seq), group_concat({SQLITE_ENTRY}, ',') \
+             FROM (SELECT seq, team, key_id, mac FROM audit_events WHERE seq > ? ORDER BY seq) \
+             GROUP BY team"
+        );
+        self.inner
+            .execute_raw(Statement::from_sql_and_values(
+                DatabaseBackend::Sqlite,
+                sql,
+                [after.into()],
+            ))
             .await?;
         Ok(())
     }
-}
-
-/// What each record of an append is to its pending row (its team, key version and MAC), by
-/// its id.
-pub(super) type Appended = HashMap<String, (String, Option<i32>, Option<Vec<u8>>)>;
-
-/// What each of `records` is to its pending row, by its id.
-pub(super) fn appended_of(
-    records: &[AuditRow],
-) -> Appended {
-    records
-        .iter()
-        .map(|r| (r.id.clone(), (r.team.clone(), r.key_id, r.mac.clone())))
-        .collect()
 }

@@ -242,7 +242,7 @@ impl Store {
             postgres: self.is_postgres(),
             appended_events: false,
             audit_xid_assigned: false,
-            appended_audits: Vec::new(),
+            audits_after: None,
             appended: self.appended.clone(),
             notifier: self.notifier.clone(),
             _turn: turn,
@@ -266,7 +266,7 @@ impl Store {
             postgres: self.is_postgres(),
             appended_events: false,
             audit_xid_assigned: false,
-            appended_audits: Vec::new(),
+            audits_after: None,
             appended: self.appended.clone(),
             notifier: None,
             _turn: None,
@@ -329,9 +329,9 @@ pub struct Tx {
     /// PostgreSQL: this transaction's id is assigned, as it must be before its first audit
     /// record gets a sequence number (`audit_chain.rs`: the sealer's bound).
     audit_xid_assigned: bool,
-    /// The audit records this transaction appended, with their teams: its commit writes
-    /// their pending rows (`audit_pending.rs`).
-    appended_audits: Vec<(String, PendingRecord)>,
+    /// SQLite: the newest audit sequence number before this transaction's first record; its
+    /// commit writes the pending rows of the records past it (`audit_pending.rs`).
+    audits_after: Option<i64>,
     appended: Arc<Notify>,
     /// PostgreSQL: where to ask for the NOTIFY after a commit that appended events.
     notifier: Option<mpsc::Sender<()>>,
@@ -416,9 +416,9 @@ impl Tx {
         })
     }
 
-    pub async fn commit(mut self) -> Result<()> {
-        if !self.appended_audits.is_empty() {
-            self.write_pending().await?;
+    pub async fn commit(self) -> Result<()> {
+        if let Some(after) = self.audits_after {
+            self.write_pending(after).await?;
         }
         let state = self.inner.state().clone();
         self.inner.commit().await?;
