@@ -46,7 +46,7 @@ use crate::store::{AuditRow, ChainHead, EventRow, Place, SealBound, Store, Store
 /// The chained MAC a team's first place follows (and its checkpoint before any pruning).
 pub(super) const GENESIS: &[u8] = b"integrationhub/v1 audit chain genesis";
 /// Pending rows (each one commit's records of one team) one sealing transaction chains.
-pub const SEAL_BATCH: u64 = 256;
+pub const SEAL_BATCH: u64 = 64;
 
 fn put(bytes: &mut Vec<u8>, field: &[u8]) {
     bytes.extend_from_slice(&(field.len() as u64).to_be_bytes());
