@@ -56,7 +56,8 @@ impl MigrationTrait for Migration {
         if manager.get_database_backend() == DatabaseBackend::Postgres {
             // A run's places are hex text of MACs: compressing them (PostgreSQL's default for
             // a long value) costs CPU on every sealing and saves little.
-            statements.push_str(";ALTER TABLE audit_chain_runs ALTER COLUMN places SET STORAGE EXTERNAL");
+            statements
+                .push_str(";ALTER TABLE audit_chain_runs ALTER COLUMN places SET STORAGE EXTERNAL");
         }
         crate::execute_script(db, &statements).await?;
         Ok(())
