@@ -212,14 +212,12 @@ async fn chained(
         .last()
         .filter(|_| places.len() as u64 == limit)
         .map(|last| last.pos);
-    let mut rows: HashMap<i64, AuditRow> = HashMap::with_capacity(places.len());
-    for seqs in places.chunks(SEQ_CHUNK) {
-        let found = audit_event::Entity::find()
-            .filter(audit_event::Column::Seq.is_in(seqs.iter().map(|p| p.seq)))
-            .all(conn)
-            .await?;
-        rows.extend(found.into_iter().map(|row| (row.seq, row)));
-    }
+    let seqs: Vec<i64> = places.iter().map(|place| place.seq).collect();
+    let mut rows: HashMap<i64, AuditRow> = audits_numbered(conn, &seqs)
+        .await?
+        .into_iter()
+        .map(|row| (row.seq, row))
+        .collect();
     let chained = places
         .into_iter()
         .filter_map(|place| {
@@ -230,6 +228,23 @@ async fn chained(
         })
         .collect();
     Ok((chained, more))
+}
+
+/// The records numbered `seqs` (those still stored), whole, in statements of [`SEQ_CHUNK`].
+pub(super) async fn audits_numbered(
+    conn: &impl ConnectionTrait,
+    seqs: &[i64],
+) -> Result<Vec<AuditRow>> {
+    let mut rows = Vec::with_capacity(seqs.len());
+    for seqs in seqs.chunks(SEQ_CHUNK) {
+        rows.extend(
+            audit_event::Entity::find()
+                .filter(audit_event::Column::Seq.is_in(seqs.iter().copied()))
+                .all(conn)
+                .await?,
+        );
+    }
+    Ok(rows)
 }
 
 /// `rows` with their places filled in from their runs.

@@ -12,9 +12,9 @@ use sea_orm::{
     QuerySelect, Statement,
 };
 
-use super::audit_chain::SEQ_CHUNK;
+use super::audit_chain::{SEQ_CHUNK, audits_numbered};
 use super::audit_runs::{PendingRecord, decode_pending};
-use super::entities::{audit_event, audit_pending};
+use super::entities::audit_pending;
 use super::{AuditRow, Result, Tx};
 
 /// One pending entry (`seq:key-version:mac-in-hex`) of a record selected as `seq`, `key_id`,
@@ -83,16 +83,7 @@ impl Tx {
 
     /// The records numbered `seqs`, whole (what the sealer turns into webhook events).
     pub async fn audits_numbered(&self, seqs: &[i64]) -> Result<Vec<AuditRow>> {
-        let mut rows = Vec::with_capacity(seqs.len());
-        for seqs in seqs.chunks(SEQ_CHUNK) {
-            rows.extend(
-                audit_event::Entity::find()
-                    .filter(audit_event::Column::Seq.is_in(seqs.iter().copied()))
-                    .all(self.conn())
-                    .await?,
-            );
-        }
-        Ok(rows)
+        audits_numbered(self.conn(), seqs).await
     }
 
     /// SQLite: notes the newest sequence number before this transaction's first audit record,

@@ -366,3 +366,39 @@ pub mod installation_request {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_as_json_names_every_inserted_column_and_writes_bytes_in_hex() {
+        let row = super::audit_event::Model {
+            key_id: Some(3),
+            mac: Some(vec![0x0a, 0xff]),
+            reason: None,
+            ..crate::domain::test_support::audit_row()
+        };
+        let json = rows_as_json(vec![new_row::<audit_event::ActiveModel>(row)]).expect("json");
+        let rows: serde_json::Value = serde_json::from_str(&json).expect("parses");
+        let row = &rows[0];
+        let mut names: Vec<&str> = row
+            .as_object()
+            .expect("an object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        names.sort_unstable();
+        let mut columns = inserted_columns::<audit_event::Entity>();
+        columns.sort_unstable();
+        assert_eq!(
+            names, columns,
+            "every inserted column, not the generated seq"
+        );
+        assert_eq!(row["mac"], "\\x0aff");
+        assert_eq!(row["key_id"], 3);
+        assert_eq!(row["time"], 1);
+        assert_eq!(row["reason"], serde_json::Value::Null);
+        assert_eq!(row["action"], "installed_app.create");
+    }
+}

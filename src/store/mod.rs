@@ -48,7 +48,7 @@ pub use audit::{
 };
 pub use audit_chain::{ChainHead, SEAL_WAIT, SealBound};
 pub use audit_pending::Pending;
-pub use audit_runs::{PendingRecord, Place, decode_pending, decode_places, encode_places};
+pub use audit_runs::{PendingRecord, Place, decode_places, encode_places};
 pub use entities::event::Model as EventRow;
 pub use entities::installed_app::Model as AppRow;
 pub use entities::integration::Model as IntegrationRow;

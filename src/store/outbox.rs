@@ -350,12 +350,24 @@ fn insert_through<A: sea_orm::ActiveModelTrait>(
         )));
     }
     input.from_values(rows, Alias::new("input"));
+    insert_select(A::Entity::default(), &columns, input, guard)
+}
+
+/// `INSERT INTO <table> (<columns>) <input>[, <guard>]`: the guard (a CTE's name) joined to
+/// the input's FROM, so that every row is read through it.
+fn insert_select<E: EntityTrait>(
+    table: E,
+    columns: &[&'static str],
+    mut input: sea_orm::sea_query::SelectStatement,
+    guard: Option<&str>,
+) -> std::result::Result<sea_orm::sea_query::InsertStatement, sea_orm::DbErr> {
+    use sea_orm::sea_query::{Alias, Query};
     if let Some(guard) = guard {
         input.from(Alias::new(guard));
     }
     let mut insert = Query::insert();
     insert
-        .into_table(A::Entity::default())
+        .into_table(table)
         .columns(columns.iter().map(|c| Alias::new(*c)));
     insert
         .select_from(input)
@@ -384,21 +396,14 @@ fn records_through(
     }
     input.from_function(
         Func::cust("json_populate_recordset")
-            .arg(Expr::cust("NULL::audit_events"))
+            .arg(Expr::cust(format!(
+                "NULL::{}",
+                sea_orm::EntityName::table_name(&audit_event::Entity)
+            )))
             .arg(Expr::val(json).cast_as(Alias::new("json"))),
         Alias::new("input"),
     );
-    if let Some(guard) = guard {
-        input.from(Alias::new(guard));
-    }
-    let mut insert = Query::insert();
-    insert
-        .into_table(audit_event::Entity)
-        .columns(columns.iter().map(|c| Alias::new(*c)));
-    insert
-        .select_from(input)
-        .map_err(|e| sea_orm::DbErr::Custom(format!("an append's insert: {e}")))?;
-    Ok(insert)
+    insert_select(audit_event::Entity, &columns, input, guard)
 }
 
 /// One statement that appends `records` to the audit log, with their pending rows for the
