@@ -10,6 +10,11 @@ use integration_hub::domain::rotation::{describe_counts, rotate_keys};
 use integration_hub::startup::{Application, jwt_secret, key_ring, open_database, verifier_config};
 use integration_hub::telemetry;
 
+/// mimalloc, not glibc's malloc: a call allocates and frees many small buffers on two or
+/// more threads (BENCHMARKS.md, "Reads the cache cannot answer").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();

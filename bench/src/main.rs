@@ -298,6 +298,10 @@ fn layouts(names: &[String]) -> anyhow::Result<Vec<scale::Layout>> {
         .collect()
 }
 
+/// The service binary's allocator, so the server this binary runs is the one deployed.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     if let Some(Cmd::Server(args)) = cli.command {
