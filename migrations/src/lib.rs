@@ -22,6 +22,7 @@ mod m20261204_000016_audit_chain;
 mod m20261205_000017_audit_chain_places;
 mod m20261205_000018_audit_chain_runs;
 mod m20261205_000019_audit_pending;
+mod m20261205_000020_bound_counts;
 
 /// Runs each statement of `script` (statements separated by `;`) in turn.
 pub(crate) async fn execute_script(
@@ -61,6 +62,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261205_000017_audit_chain_places::Migration),
             Box::new(m20261205_000018_audit_chain_runs::Migration),
             Box::new(m20261205_000019_audit_pending::Migration),
+            Box::new(m20261205_000020_bound_counts::Migration),
         ]
     }
 }

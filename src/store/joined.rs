@@ -5,12 +5,13 @@
 
 use sea_orm::sea_query::{Asterisk, Expr, ExprTrait, Func, Query};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult, QueryFilter, QuerySelect,
-    QueryTrait,
+    ColumnTrait, ConnectionTrait, DatabaseBackend, EntityTrait, FromQueryResult, QueryFilter,
+    QuerySelect, QueryTrait, Statement,
 };
 
 use super::entities::{installed_app, integration};
 use super::records::IntegrationCounts;
+use super::shape::Shape;
 use super::{AppRow, GrantRow, IntegrationRow, IntegrationState, Result, Store, VerificationRow};
 
 /// The prefixes of a joined row's columns: the verification's in
@@ -44,26 +45,9 @@ impl Store {
         team: &str,
         id: &str,
     ) -> Result<Option<(AppRow, IntegrationCounts, Option<VerificationRow>)>> {
-        use super::verification::app_verification::{Column as V, Entity as Verifications};
-        use installed_app::{Column as A, Entity as Apps};
-        use sea_orm::sea_query::JoinType;
-        let mut query = installed_app::Entity::find_by_id(id.to_owned())
-            .filter(installed_app::Column::Team.eq(team))
-            .column_as(bound_integration_count(team, id, None), "integration_count")
-            .column_as(
-                bound_integration_count(team, id, Some(IntegrationState::Active)),
-                "active_count",
-            );
-        let select = QueryTrait::query(&mut query);
-        select.join(
-            JoinType::LeftJoin,
-            Verifications,
-            Expr::col((Verifications, V::InstalledAppId))
-                .equals((Apps, A::Id))
-                .and(Expr::col((Verifications, V::Team)).equals((Apps, A::Team))),
-        );
-        select_prefixed::<Verifications>(select, VERIFICATION);
-        let Some(row) = self.db.query_one_raw(query.build(self.backend())).await? else {
+        static SHAPE: Shape<2> = Shape::new(app_with_count);
+        let statement = SHAPE.statement(self.backend(), [team, id]);
+        let Some(row) = self.db.query_one_raw(statement).await? else {
             return Ok(None);
         };
         let app = AppRow::from_query_result(&row, "")?;
@@ -82,29 +66,9 @@ impl Store {
         team: &str,
         id: &str,
     ) -> Result<Option<(IntegrationRow, Option<AppRow>, Option<GrantRow>)>> {
-        use super::oauth::grant::{Column as G, Entity as Grants};
-        use installed_app::{Column as A, Entity as Apps};
-        use integration::{Column as I, Entity as Integrations};
-        use sea_orm::sea_query::JoinType;
-        let mut query = integration::Entity::find_by_id(id.to_owned())
-            .filter(integration::Column::Team.eq(team));
-        let select = QueryTrait::query(&mut query);
-        select
-            .join(
-                JoinType::LeftJoin,
-                Apps,
-                Expr::col((Apps, A::Id))
-                    .equals((Integrations, I::InstalledAppId))
-                    .and(Expr::col((Apps, A::Team)).equals((Integrations, I::Team))),
-            )
-            .join(
-                JoinType::LeftJoin,
-                Grants,
-                Expr::col((Grants, G::InstalledAppId)).equals((Apps, A::Id)),
-            );
-        select_prefixed::<Apps>(select, APP);
-        select_prefixed::<Grants>(select, GRANT);
-        let Some(row) = self.db.query_one_raw(query.build(self.backend())).await? else {
+        static SHAPE: Shape<2> = Shape::new(integration_with_app);
+        let statement = SHAPE.statement(self.backend(), [team, id]);
+        let Some(row) = self.db.query_one_raw(statement).await? else {
             return Ok(None);
         };
         Ok(Some((
@@ -113,6 +77,57 @@ impl Store {
             GrantRow::from_query_result_optional(&row, GRANT)?,
         )))
     }
+}
+
+/// [`Store::get_app_with_count`]'s statement.
+fn app_with_count(backend: DatabaseBackend, [team, id]: [&str; 2]) -> Statement {
+    use super::verification::app_verification::{Column as V, Entity as Verifications};
+    use installed_app::{Column as A, Entity as Apps};
+    use sea_orm::sea_query::JoinType;
+    let mut query = installed_app::Entity::find_by_id(id.to_owned())
+        .filter(installed_app::Column::Team.eq(team))
+        .column_as(bound_integration_count(team, id, None), "integration_count")
+        .column_as(
+            bound_integration_count(team, id, Some(IntegrationState::Active)),
+            "active_count",
+        );
+    let select = QueryTrait::query(&mut query);
+    select.join(
+        JoinType::LeftJoin,
+        Verifications,
+        Expr::col((Verifications, V::InstalledAppId))
+            .equals((Apps, A::Id))
+            .and(Expr::col((Verifications, V::Team)).equals((Apps, A::Team))),
+    );
+    select_prefixed::<Verifications>(select, VERIFICATION);
+    query.build(backend)
+}
+
+/// [`Store::get_integration_with_app`]'s statement.
+fn integration_with_app(backend: DatabaseBackend, [team, id]: [&str; 2]) -> Statement {
+    use super::oauth::grant::{Column as G, Entity as Grants};
+    use installed_app::{Column as A, Entity as Apps};
+    use integration::{Column as I, Entity as Integrations};
+    use sea_orm::sea_query::JoinType;
+    let mut query =
+        integration::Entity::find_by_id(id.to_owned()).filter(integration::Column::Team.eq(team));
+    let select = QueryTrait::query(&mut query);
+    select
+        .join(
+            JoinType::LeftJoin,
+            Apps,
+            Expr::col((Apps, A::Id))
+                .equals((Integrations, I::InstalledAppId))
+                .and(Expr::col((Apps, A::Team)).equals((Integrations, I::Team))),
+        )
+        .join(
+            JoinType::LeftJoin,
+            Grants,
+            Expr::col((Grants, G::InstalledAppId)).equals((Apps, A::Id)),
+        );
+    select_prefixed::<Apps>(select, APP);
+    select_prefixed::<Grants>(select, GRANT);
+    query.build(backend)
 }
 
 /// How many integrations use the app `app_id` of `team` with its credentials (a column of
@@ -133,4 +148,33 @@ fn bound_integration_count(team: &str, app_id: &str, state: Option<IntegrationSt
         count.and_where(Expr::col((Integrations, I::State)).eq(state));
     }
     count.into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_joined_reads_are_fixed_shapes_bound_as_built() {
+        let shapes: [(&str, Shape<2>, fn(DatabaseBackend, [&str; 2]) -> Statement); 2] = [
+            ("app with count", Shape::new(app_with_count), app_with_count),
+            (
+                "integration with app",
+                Shape::new(integration_with_app),
+                integration_with_app,
+            ),
+        ];
+        for (name, shape, build) in shapes {
+            for backend in [DatabaseBackend::Sqlite, DatabaseBackend::Postgres] {
+                assert!(shape.is_fixed(backend), "{name} on {backend:?}");
+                for args in [["acme", "a1"], ["globex", "b'2"]] {
+                    assert_eq!(
+                        shape.statement(backend, args),
+                        build(backend, args),
+                        "{name}"
+                    );
+                }
+            }
+        }
+    }
 }

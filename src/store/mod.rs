@@ -27,6 +27,7 @@ mod outbox;
 mod policies;
 mod records;
 mod rotation;
+mod shape;
 mod sizes;
 mod state;
 mod states;
