@@ -17,6 +17,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    integration_hub::store::configure_sqlite_process();
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => {

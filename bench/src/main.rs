@@ -303,6 +303,7 @@ fn layouts(names: &[String]) -> anyhow::Result<Vec<scale::Layout>> {
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
+    integration_hub::store::configure_sqlite_process();
     let cli = Cli::parse();
     if let Some(Cmd::Server(args)) = cli.command {
         return server::serve(*args);
