@@ -156,7 +156,8 @@ mod tests {
 
     #[test]
     fn the_joined_reads_are_fixed_shapes_bound_as_built() {
-        let shapes: [(&str, Shape<2>, fn(DatabaseBackend, [&str; 2]) -> Statement); 2] = [
+        type Build = fn(DatabaseBackend, [&str; 2]) -> Statement;
+        let shapes: [(&str, Shape<2>, Build); 2] = [
             ("app with count", Shape::new(app_with_count), app_with_count),
             (
                 "integration with app",
