@@ -29,6 +29,7 @@ mod records;
 mod rotation;
 mod shape;
 mod sizes;
+mod sqlite_process;
 mod state;
 mod states;
 mod verification;
@@ -60,6 +61,7 @@ pub use policies::{PolicyRow, RequestRow};
 pub use records::{After, AppFilter, IntegrationCounts, IntegrationFilter, StateChange};
 pub use rotation::{SealedCount, SealedKind, SealedRow};
 pub use sizes::RowBytes;
+pub use sqlite_process::configure_sqlite_process;
 pub use state::DatabaseState;
 use state::Noted;
 pub(crate) use states::stored_enum;
@@ -481,23 +483,6 @@ fn notify_replicas(db: DatabaseConnection) -> mpsc::Sender<()> {
     sender
 }
 
-/// SQLite's process-wide settings; binaries call it first, before any connection opens
-/// (SQLite refuses them once it has started, and keeps its defaults). Turns off SQLite's
-/// memory statistics: each of its allocations took one process-wide mutex for them, and the
-/// driver copies every value of every row it reads (a listing of 50 rows spent a quarter of
-/// its CPU waiting on that mutex). Returns whether SQLite took the setting.
-pub fn configure_sqlite_process() -> bool {
-    // SAFETY: called before SQLite is initialized (if it was, SQLite only answers MISUSE);
-    // MEMSTATUS takes one int.
-    let rc = unsafe {
-        libsqlite3_sys::sqlite3_config(
-            libsqlite3_sys::SQLITE_CONFIG_MEMSTATUS,
-            0 as std::ffi::c_int,
-        )
-    };
-    rc == libsqlite3_sys::SQLITE_OK
-}
-
 /// Turns on SQLite's query planner stability guarantee on a new connection. Without it,
 /// SQLite marks a statement whose `LIMIT` is a bound parameter (every SeaORM `.one()`, every
 /// page) to be compiled again whenever its parameters are bound, which the driver does on
@@ -573,46 +558,6 @@ async fn outside_transaction(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The child half of the next test: runs alone in a fresh process (SQLite not started).
-    #[tokio::test]
-    #[ignore = "run by sqlite_keeps_no_memory_statistics_once_configured, in its own process"]
-    async fn sqlite_process_child() {
-        assert!(
-            configure_sqlite_process(),
-            "a fresh SQLite takes the setting"
-        );
-        let store = Store::connect("sqlite::memory:", 2).await.unwrap();
-        store.db.execute_unprepared("SELECT 1").await.unwrap();
-        let (mut used, mut peak) = (0i64, 0i64);
-        // SAFETY: two out-pointers to live i64s.
-        let rc = unsafe {
-            libsqlite3_sys::sqlite3_status64(
-                libsqlite3_sys::SQLITE_STATUS_MEMORY_USED,
-                &mut used,
-                &mut peak,
-                0,
-            )
-        };
-        assert_eq!(rc, libsqlite3_sys::SQLITE_OK);
-        assert_eq!((used, peak), (0, 0), "SQLite kept memory statistics");
-        assert!(!configure_sqlite_process(), "a started SQLite refuses it");
-    }
-
-    #[test]
-    fn sqlite_keeps_no_memory_statistics_once_configured() {
-        let child = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "store::tests::sqlite_process_child", "--ignored"])
-            .output()
-            .unwrap();
-        let out = String::from_utf8_lossy(&child.stdout);
-        assert!(
-            child.status.success(),
-            "{out}{}",
-            String::from_utf8_lossy(&child.stderr)
-        );
-        assert!(out.contains("1 passed"), "{out}");
-    }
 
     #[test]
     fn a_logged_database_url_keeps_no_user_password_or_parameters() {
