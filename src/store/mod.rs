@@ -22,6 +22,7 @@ mod creates;
 mod entities;
 mod error;
 mod joined;
+mod leases;
 mod oauth;
 mod outbox;
 mod policies;
@@ -39,9 +40,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sea_orm::{
-    ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DatabaseConnection,
-    DatabaseTransaction, IsolationLevel, SqliteTransactionMode, Statement, TransactionOptions,
-    TransactionTrait,
+    ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DatabaseTransaction,
+    IsolationLevel, SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait,
 };
 use tokio::sync::{Notify, mpsc};
 
@@ -97,7 +97,7 @@ pub fn describe_url(url: &str) -> String {
 /// A connection pool to SQLite or PostgreSQL.
 #[derive(Clone)]
 pub struct Store {
-    db: Noted<DatabaseConnection>,
+    db: Noted<leases::Pooled>,
     appended: Arc<Notify>,
     /// PostgreSQL: asks the notifier task to wake every replica's LISTEN connection.
     notifier: Option<mpsc::Sender<()>>,
@@ -146,7 +146,7 @@ impl Store {
             .max_connections(max_connections)
             .min_connections(1)
             .connect_timeout(Duration::from_secs(10))
-            .acquire_timeout(Duration::from_secs(5))
+            .acquire_timeout(leases::ACQUIRE_WAIT)
             // Ping a pooled connection only when it sat idle long enough to have been dropped
             // by the server or a proxy: a ping on every acquire doubled the round trips of
             // every query (and on SQLite each round trip is a wake-up of its worker thread).
@@ -175,6 +175,7 @@ impl Store {
                     .row_buffer_size(SQLITE_ROW_BUFFER)
             });
         let db = state.noted(Database::connect(options).await)?;
+        let db = leases::Pooled::new(db, max_connections);
         let postgres = db.get_database_backend() == DatabaseBackend::Postgres;
         let notifier = postgres.then(|| notify_replicas(db.clone()));
         Ok(Store {
@@ -203,7 +204,7 @@ impl Store {
     pub async fn migrate(&self) -> Result<()> {
         use migration::MigratorTrait;
         if !self.is_postgres() {
-            return self.noted(migration::Migrator::up(self.db.raw(), None).await);
+            return self.noted(migration::Migrator::up(self.db.raw().connection(), None).await);
         }
         // Session-level advisory locks belong to one connection: hold one for the whole run.
         let tx = self.begin_noted().await?;
@@ -228,16 +229,16 @@ impl Store {
             ),
             None => None,
         };
+        let pooled = self.db.raw();
         let begun = if self.is_postgres() {
-            self.db.raw().begin().await
+            pooled.beginning(pooled.connection().begin()).await
         } else {
-            self.db
-                .raw()
-                .begin_with_options(TransactionOptions {
-                    sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
-                    ..Default::default()
-                })
-                .await
+            let options = TransactionOptions {
+                sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                ..Default::default()
+            };
+            let begin = pooled.connection().begin_with_options(options);
+            pooled.beginning(begin).await
         };
         let inner = Noted::new(self.noted(begun)?, self.state().clone());
         Ok(Tx {
@@ -255,13 +256,14 @@ impl Store {
     /// Starts a read-only transaction whose reads all see one snapshot (a listing and the
     /// event cursor as of that listing).
     pub async fn begin_snapshot(&self) -> Result<Tx> {
+        let pooled = self.db.raw();
         let begun = if self.is_postgres() {
-            self.db
-                .raw()
-                .begin_with_config(Some(IsolationLevel::RepeatableRead), None)
-                .await
+            let begin = pooled
+                .connection()
+                .begin_with_config(Some(IsolationLevel::RepeatableRead), None);
+            pooled.beginning(begin).await
         } else {
-            self.db.raw().begin().await
+            pooled.beginning(pooled.connection().begin()).await
         };
         let inner = Noted::new(self.noted(begun)?, self.state().clone());
         Ok(Tx {
@@ -276,7 +278,7 @@ impl Store {
         })
     }
 
-    fn conn(&self) -> &Noted<DatabaseConnection> {
+    fn conn(&self) -> &Noted<leases::Pooled> {
         &self.db
     }
 
@@ -287,7 +289,8 @@ impl Store {
 
     /// A plain transaction whose errors are noted.
     async fn begin_noted(&self) -> Result<Noted<DatabaseTransaction>> {
-        let tx = self.noted(self.db.raw().begin().await)?;
+        let pooled = self.db.raw();
+        let tx = self.noted(pooled.beginning(pooled.connection().begin()).await)?;
         Ok(Noted::new(tx, self.state().clone()))
     }
 
@@ -310,17 +313,18 @@ impl Store {
     /// Connections open in the pool, and how many of them are idle.
     pub fn pool_stats(&self) -> (u32, usize) {
         if self.is_postgres() {
-            let pool = self.db.raw().get_postgres_connection_pool();
-            (pool.size(), pool.num_idle())
+            let pool = self.db.raw().connection().get_postgres_connection_pool();
+            (pool.size(), pool.num_idle() + self.db.raw().idle_kept())
         } else {
-            let pool = self.db.raw().get_sqlite_connection_pool();
-            (pool.size(), pool.num_idle())
+            let pool = self.db.raw().connection().get_sqlite_connection_pool();
+            (pool.size(), pool.num_idle() + self.db.raw().idle_kept())
         }
     }
 
     /// Closes the pool.
     pub async fn close(self) {
-        let _ = self.db.into_raw().close().await;
+        self.db.raw().release_all();
+        let _ = self.db.into_raw().connection().clone().close().await;
     }
 }
 
@@ -464,7 +468,7 @@ fn insert_size(left: usize) -> usize {
 /// one NOTIFY is on its way share the next one (the queue holds one), so a burst of writes
 /// costs a few NOTIFYs, not one each. A lost notification costs a replica at most its poll
 /// interval. The task ends when the last store clone is gone.
-fn notify_replicas(db: DatabaseConnection) -> mpsc::Sender<()> {
+fn notify_replicas(db: leases::Pooled) -> mpsc::Sender<()> {
     let (sender, mut wanted) = mpsc::channel::<()>(1);
     tokio::spawn(async move {
         while wanted.recv().await.is_some() {
@@ -634,9 +638,11 @@ mod tests {
         let failing = Store::connect(&url("a.db"), 2).await.expect("store a");
         let other = Store::connect(&url("b.db"), 2).await.expect("store b");
         failing.ping().await.expect("a answers");
+        failing.db.raw().release_all();
         failing
             .db
             .raw()
+            .connection()
             .clone()
             .close()
             .await

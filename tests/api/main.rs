@@ -23,6 +23,7 @@ mod hostile_input;
 mod hostile_telemetry;
 mod isolation;
 mod jwks;
+mod kept_connections;
 mod keys;
 mod needs;
 mod oauth;
