@@ -141,7 +141,13 @@ impl Pooled {
 
     /// Whether sqlx's pool has no idle connection and may open no other.
     fn pool_saturated(&self) -> bool {
-        let (size, idle) = match self.db.get_database_backend() {
+        let (size, idle) = self.sqlx_pool();
+        idle == 0 && size >= self.max_connections
+    }
+
+    /// sqlx's pool: the connections it has open, and how many of them are idle there.
+    fn sqlx_pool(&self) -> (u32, usize) {
+        match self.db.get_database_backend() {
             DatabaseBackend::Postgres => {
                 let pool = self.db.get_postgres_connection_pool();
                 (pool.size(), pool.num_idle())
@@ -150,13 +156,13 @@ impl Pooled {
                 let pool = self.db.get_sqlite_connection_pool();
                 (pool.size(), pool.num_idle())
             }
-        };
-        idle == 0 && size >= self.max_connections
+        }
     }
 
-    /// Connections kept here, idle now.
-    pub(super) fn idle_kept(&self) -> usize {
-        self.lock().idle.len()
+    /// Connections open, and how many of them are idle (in sqlx's pool, or kept here).
+    pub(super) fn stats(&self) -> (u32, usize) {
+        let (size, idle) = self.sqlx_pool();
+        (size, idle + self.lock().idle.len())
     }
 
     /// Gives every idle connection back and keeps none from now on (the pool is closing: it

@@ -312,13 +312,7 @@ impl Store {
 
     /// Connections open in the pool, and how many of them are idle.
     pub fn pool_stats(&self) -> (u32, usize) {
-        if self.is_postgres() {
-            let pool = self.db.raw().connection().get_postgres_connection_pool();
-            (pool.size(), pool.num_idle() + self.db.raw().idle_kept())
-        } else {
-            let pool = self.db.raw().connection().get_sqlite_connection_pool();
-            (pool.size(), pool.num_idle() + self.db.raw().idle_kept())
-        }
+        self.db.raw().stats()
     }
 
     /// Closes the pool.
