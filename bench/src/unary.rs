@@ -54,6 +54,57 @@ impl Call {
     pub fn keys(&self) -> usize {
         self.requests.len()
     }
+
+    /// Every request with its head to `addr` (one head per distinct token, shared by the
+    /// requests that carry it).
+    fn heads(&self, addr: SocketAddr) -> anyhow::Result<Arc<[(Head, Bytes)]>> {
+        let mut heads: std::collections::HashMap<Option<&str>, Head> = Default::default();
+        let mut requests = Vec::with_capacity(self.requests.len());
+        for (token, body) in self.requests.iter() {
+            let head = match heads.get(&token.as_deref()) {
+                Some(head) => head.clone(),
+                None => {
+                    let head = request_head(addr, self.path, token.as_deref())?;
+                    heads.insert(token.as_deref(), head.clone());
+                    head
+                }
+            };
+            requests.push((head, body.clone()));
+        }
+        anyhow::ensure!(!requests.is_empty(), "a call without a request");
+        Ok(requests.into())
+    }
+}
+
+/// Sends every request of `call` once, `in_flight` at a time on one connection: what a warm
+/// measurement runs first, so that each of its keys has been asked in the last minute. Fails
+/// on the first call that fails.
+pub async fn sweep(addr: SocketAddr, call: &Call, in_flight: usize) -> anyhow::Result<()> {
+    let requests = call.heads(addr)?;
+    let send = connect(addr).await?;
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..in_flight.max(1) {
+        let (mut send, requests, next) = (send.clone(), requests.clone(), next.clone());
+        workers.spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some((head, body)) = requests.get(i) else {
+                    return Ok(());
+                };
+                match call_once(&mut send, head, body).await {
+                    Ok(()) => {}
+                    Err(Failure::Call(e) | Failure::Connection(e)) => {
+                        anyhow::bail!("sweep of {}: {e}", head.uri)
+                    }
+                }
+            }
+        });
+    }
+    while let Some(joined) = workers.join_next().await {
+        joined.context("sweep worker panicked")??;
+    }
+    Ok(())
 }
 
 /// A small xorshift generator: which request a worker sends next (no lock, no allocation).
@@ -265,22 +316,7 @@ pub async fn run(
     call: &Call,
     load: Load,
 ) -> anyhow::Result<Stats> {
-    // One head per distinct token, shared by the requests that carry it.
-    let mut heads: std::collections::HashMap<Option<&str>, Head> = Default::default();
-    let mut requests = Vec::with_capacity(call.requests.len());
-    for (token, body) in call.requests.iter() {
-        let head = match heads.get(&token.as_deref()) {
-            Some(head) => head.clone(),
-            None => {
-                let head = request_head(addr, call.path, token.as_deref())?;
-                heads.insert(token.as_deref(), head.clone());
-                head
-            }
-        };
-        requests.push((head, body.clone()));
-    }
-    let requests: Arc<[(Head, Bytes)]> = requests.into();
-    anyhow::ensure!(!requests.is_empty(), "a call without a request");
+    let requests = call.heads(addr)?;
     let mut connections = Vec::with_capacity(load.connections);
     for _ in 0..load.connections {
         connections.push(connect(addr).await?);

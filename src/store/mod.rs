@@ -136,6 +136,13 @@ impl std::fmt::Debug for Store {
 /// waiting to be woken every 50 rows, which on a busy machine is a wait for a core each time.
 const SQLITE_ROW_BUFFER: usize = 1024;
 
+/// WAL pages after which a commit copies the log back into the database (SQLite's default is
+/// 1,000, 4 MB). A group commit of resolutions over many teams dirties a page of each of the
+/// audit log's four team indexes per team: near a thousand pages, so at the default every
+/// commit also ran a checkpoint, and every page was written twice. At 8,192 (32 MB) the
+/// pages written again and again between checkpoints are copied back once.
+const SQLITE_WAL_PAGES: &str = "8192";
+
 impl Store {
     /// Connects to `url` (`sqlite://path?mode=rwc` or `postgres://...`).
     pub async fn connect(url: &str, max_connections: u32) -> Result<Store> {
@@ -173,6 +180,12 @@ impl Store {
                     .busy_timeout(SQLITE_WRITE_WAIT)
                     .foreign_keys(true)
                     .row_buffer_size(SQLITE_ROW_BUFFER)
+                    // A statement that changes many rows in a transaction keeps the pages
+                    // it would restore if it failed (its statement journal) in memory, not
+                    // in a temporary file written as it goes: a group commit's audit
+                    // insert touched hundreds of pages.
+                    .pragma("temp_store", "memory")
+                    .pragma("wal_autocheckpoint", SQLITE_WAL_PAGES)
             });
         let db = state.noted(Database::connect(options).await)?;
         let db = leases::Pooled::new(db, max_connections);
@@ -576,6 +589,49 @@ mod tests {
             assert_eq!(describe_url(url), shown, "{url}");
             assert!(!describe_url(url).contains("s3cr3t"));
         }
+    }
+
+    /// Every SQLite connection runs with the settings the store gives it: commits on disk
+    /// before they are acknowledged (WAL, `synchronous=FULL`), statement journals in memory,
+    /// and the WAL copied back at [`SQLITE_WAL_PAGES`].
+    #[tokio::test]
+    async fn every_sqlite_connection_runs_with_the_stores_settings() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("s.db").display());
+        let store = Store::connect(&url, 2).await.expect("store");
+        store.migrate().await.expect("migrate");
+        let expected = ["wal", "2", "2", SQLITE_WAL_PAGES];
+        // A statement on a kept connection, and one in a transaction (from sqlx's pool)
+        // while the first connection is busy in another.
+        assert_eq!(sqlite_settings(&store.db).await, expected);
+        let write = store.begin_write().await.expect("a write");
+        let read = store.begin_noted().await.expect("a second connection");
+        assert_eq!(sqlite_settings(&read).await, expected);
+        drop(read);
+        drop(write);
+    }
+
+    /// What a SQLite connection says of its journal mode, synchronous level, temp store and
+    /// WAL checkpoint size, in that order.
+    async fn sqlite_settings(conn: &impl ConnectionTrait) -> Vec<String> {
+        let mut found = Vec::new();
+        for pragma in [
+            "journal_mode",
+            "synchronous",
+            "temp_store",
+            "wal_autocheckpoint",
+        ] {
+            let statement =
+                Statement::from_string(DatabaseBackend::Sqlite, format!("PRAGMA {pragma}"));
+            let row = conn.query_one_raw(statement).await.expect(pragma);
+            let row = row.expect("a row");
+            let value = row
+                .try_get_by_index::<String>(0)
+                .or_else(|_| row.try_get_by_index::<i64>(0).map(|v| v.to_string()))
+                .expect(pragma);
+            found.push(value);
+        }
+        found
     }
 
     /// SQLite writes on one server take turns: a second write begins the moment the first
