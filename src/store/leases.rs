@@ -99,6 +99,12 @@ impl Pooled {
         &self.db
     }
 
+    /// Begins a plain transaction on sqlx's pool ([`Pooled::beginning`]).
+    pub(super) async fn begin(&self) -> Result<sea_orm::DatabaseTransaction, DbErr> {
+        use sea_orm::TransactionTrait;
+        self.beginning(self.db.begin()).await
+    }
+
     /// Runs `begin` (a transaction taking its connection from sqlx's pool) so that the
     /// connections kept here never starve it: while it waits, finished statements give their
     /// connections back to sqlx's pool, and if that pool has no connection to give and can
@@ -505,5 +511,50 @@ impl ConnectionTrait for Pooled {
 
     fn support_returning(&self) -> bool {
         self.db.support_returning()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+    use crate::store::error::pool_timed_out;
+
+    /// A statement that finds every connection lent waits in line for at most
+    /// [`ACQUIRE_WAIT`], then fails as a pool out of time (what the store notes as a saturated
+    /// pool); the line it leaves still hands the next finished connection to the statement
+    /// waiting after it.
+    #[tokio::test]
+    async fn a_statement_out_of_time_in_line_fails_as_a_pool_timeout_and_the_line_goes_on() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("l.db").display());
+        let store = Store::connect(&url, 1).await.expect("store");
+        let pooled = store.db.raw().clone();
+        let held = pooled.take().await.expect("the only connection");
+
+        let started = Instant::now();
+        let late = pooled.take().await.map(|_| ());
+        let waited = started.elapsed();
+        let err = late.expect_err("no connection came free");
+        assert!(
+            matches!(err, DbErr::ConnectionAcquire(ConnAcquireErr::Timeout)),
+            "{err:?}"
+        );
+        assert!(pool_timed_out(&err));
+        assert!(waited >= ACQUIRE_WAIT, "gave up after {waited:?}");
+
+        let next = tokio::spawn({
+            let pooled = pooled.clone();
+            async move { pooled.take().await.map(Lease::finished) }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!next.is_finished(), "took a connection that was lent");
+        held.finished();
+        tokio::time::timeout(Duration::from_secs(2), next)
+            .await
+            .expect("handed the connection in time")
+            .expect("join")
+            .expect("the connection the held statement finished with");
+        assert_eq!(pooled.lock().owned, 1, "one connection, counted once");
     }
 }

@@ -244,7 +244,7 @@ impl Store {
         };
         let pooled = self.db.raw();
         let begun = if self.is_postgres() {
-            pooled.beginning(pooled.connection().begin()).await
+            pooled.begin().await
         } else {
             let options = TransactionOptions {
                 sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
@@ -276,7 +276,7 @@ impl Store {
                 .begin_with_config(Some(IsolationLevel::RepeatableRead), None);
             pooled.beginning(begin).await
         } else {
-            pooled.beginning(pooled.connection().begin()).await
+            pooled.begin().await
         };
         let inner = Noted::new(self.noted(begun)?, self.state().clone());
         Ok(Tx {
@@ -302,8 +302,7 @@ impl Store {
 
     /// A plain transaction whose errors are noted.
     async fn begin_noted(&self) -> Result<Noted<DatabaseTransaction>> {
-        let pooled = self.db.raw();
-        let tx = self.noted(pooled.beginning(pooled.connection().begin()).await)?;
+        let tx = self.noted(self.db.raw().begin().await)?;
         Ok(Noted::new(tx, self.state().clone()))
     }
 
