@@ -30,6 +30,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         // Protobuf with a smaller first encoding buffer (see src/api/codec.rs).
         .codec_path("crate::api::codec::LeanCodec")
+        // Written by hand so a page can be sent as bytes encoded before (src/api/list_page.rs).
+        .extern_path(
+            ".integrationhub.v1.ListIntegrationsResponse",
+            "crate::api::list_page::ListIntegrationsResponse",
+        )
         .compile_fds(compiler.file_descriptor_set())?;
     Ok(())
 }

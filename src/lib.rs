@@ -45,6 +45,9 @@ mod layout_tests;
 pub mod pb {
     tonic::include_proto!("integrationhub.v1");
 
+    /// Written by hand, the same on the wire (`build.rs`).
+    pub use crate::api::list_page::ListIntegrationsResponse;
+
     /// The descriptor set served by reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] =
         tonic::include_file_descriptor_set!("integrationhub_descriptor");

@@ -13,7 +13,7 @@ use super::parse::{
     CreateIntegration, DeleteIntegration, ListIntegrations, ReauthenticateAll, ReauthenticateOne,
     TransferIntegration, UpdateIntegration, WatchEvents,
 };
-use super::{accept, convert, status_with_reason};
+use super::{accept, convert, list_page, status_with_reason};
 use crate::domain::model::{AuditAction, Event};
 use crate::domain::tokens::TeamCursors;
 use crate::domain::types::IntegrationName;
@@ -157,12 +157,15 @@ impl IntegrationService for Integrations {
             .integrations()
             .list_integrations(&actor, &team, req.query, req.page)
             .await?;
-        let (page, cursor) = &*listed;
-        Ok(Response::new(pb::ListIntegrationsResponse {
-            integrations: page.items.iter().map(convert::integration).collect(),
-            next_page_token: page.next_page_token.clone(),
-            event_cursor: self.hub.cursors(Some(&team)).encode(cursor.0),
-        }))
+        // A page the read cache answers again is sent as the bytes encoded the first time.
+        let encoded = listed
+            .encoded
+            .get_or_init(|| list_page::encode_integrations(&listed.page.items));
+        Ok(Response::new(pb::ListIntegrationsResponse::encoded(
+            encoded.clone(),
+            listed.page.next_page_token.clone(),
+            self.hub.cursors(Some(&team)).encode(listed.cursor.0),
+        )))
     }
 
     async fn update_integration(

@@ -13,6 +13,7 @@ pub mod connections;
 mod convert;
 mod installed_apps;
 mod integrations;
+pub mod list_page;
 pub mod methods;
 mod observe;
 pub(crate) mod parse;

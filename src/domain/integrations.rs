@@ -23,8 +23,8 @@ use super::model::{Actor, AuditAction, EventKind, Integration, IntegrationState,
 use super::oauth::Authorizations;
 use super::promote::SaveAs;
 use super::types::{
-    AppName, Cursor, DisplayName, IdempotencyKey, IntegrationName, Page, PageRequest, TeamId,
-    new_id,
+    AppName, Cursor, DisplayName, IdempotencyKey, IntegrationName, Listing, Page, PageRequest,
+    TeamId, new_id,
 };
 
 /// The integrations' operations (this file, `reauth.rs`, `promote.rs`, `credentials.rs`,
@@ -426,7 +426,7 @@ impl Integrations {
         team: &TeamId,
         query: IntegrationQuery,
         page: PageRequest,
-    ) -> Result<Arc<(Page<Integration>, Cursor)>> {
+    ) -> Result<Arc<Listing<Integration>>> {
         let pages = self.ctx().pages(team, &query.listing());
         // The token is checked before the cache is asked: a bad one is refused either way.
         pages.after(&page)?;
@@ -436,8 +436,11 @@ impl Integrations {
             page.size.get(),
             page.token
         );
-        let bytes = |(page, _): &(Page<Integration>, Cursor)| {
-            page.items.iter().map(Integration::bytes).sum::<usize>() + page.next_page_token.len()
+        // Counted twice: the items, and their encoding the API keeps beside them.
+        let bytes = |listed: &Listing<Integration>| {
+            let page = &listed.page;
+            2 * page.items.iter().map(Integration::bytes).sum::<usize>()
+                + page.next_page_token.len()
         };
         let listed = self
             .ctx()
@@ -456,7 +459,7 @@ impl Integrations {
         team: &TeamId,
         query: IntegrationQuery,
         page: PageRequest,
-    ) -> Result<(Page<Integration>, Cursor)> {
+    ) -> Result<Listing<Integration>> {
         if let Some(app) = &query.installed_app
             && app.team != *team
         {
@@ -492,13 +495,11 @@ impl Integrations {
             .iter()
             .map(Integration::from_row)
             .collect::<Result<Vec<_>>>()?;
-        Ok((
-            Page {
-                items,
-                next_page_token,
-            },
-            Cursor(cursor),
-        ))
+        let page = Page {
+            items,
+            next_page_token,
+        };
+        Ok(Listing::new(page, Cursor(cursor)))
     }
 
     #[tracing::instrument(skip_all, fields(integration = %name))]

@@ -2,6 +2,9 @@
 //! Each `parse` returns a description of the problem (never the value) for a field violation.
 
 use std::fmt;
+use std::sync::OnceLock;
+
+use prost::bytes::Bytes;
 
 use crate::store::RowBytes;
 
@@ -322,6 +325,25 @@ pub const MAX_PAGE_BYTES: usize = 1024 * 1024;
 pub struct Page<T> {
     pub items: Vec<T>,
     pub next_page_token: String,
+}
+
+/// A page and the event cursor as of the same read, as a listing answers and the read cache
+/// keeps them, with the page's items as the API encoded them the first time it sent the page:
+/// kept beside them, so a page answered again from the cache is not encoded again.
+pub struct Listing<T> {
+    pub page: Page<T>,
+    pub cursor: Cursor,
+    pub encoded: OnceLock<Bytes>,
+}
+
+impl<T> Listing<T> {
+    pub fn new(page: Page<T>, cursor: Cursor) -> Self {
+        Listing {
+            page,
+            cursor,
+            encoded: OnceLock::new(),
+        }
+    }
 }
 
 /// Which page a listing request asks for. The token is checked where the listing is known
