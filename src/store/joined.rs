@@ -5,8 +5,8 @@
 
 use sea_orm::sea_query::{Asterisk, Expr, ExprTrait, Func, Query};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseBackend, EntityTrait, FromQueryResult, QueryFilter,
-    QuerySelect, QueryTrait, Statement,
+    ColumnTrait, DatabaseBackend, EntityTrait, FromQueryResult, QueryFilter, QuerySelect,
+    QueryTrait, Statement,
 };
 
 use super::entities::{installed_app, integration};
@@ -46,8 +46,7 @@ impl Store {
         id: &str,
     ) -> Result<Option<(AppRow, IntegrationCounts, Option<VerificationRow>)>> {
         static SHAPE: Shape<2> = Shape::new(app_with_count);
-        let statement = SHAPE.statement(self.backend(), [team, id]);
-        let Some(row) = self.db.query_one_raw(statement).await? else {
+        let Some(row) = SHAPE.query_one(&self.db, [team, id]).await? else {
             return Ok(None);
         };
         let app = AppRow::from_query_result(&row, "")?;
@@ -67,8 +66,7 @@ impl Store {
         id: &str,
     ) -> Result<Option<(IntegrationRow, Option<AppRow>, Option<GrantRow>)>> {
         static SHAPE: Shape<2> = Shape::new(integration_with_app);
-        let statement = SHAPE.statement(self.backend(), [team, id]);
-        let Some(row) = self.db.query_one_raw(statement).await? else {
+        let Some(row) = SHAPE.query_one(&self.db, [team, id]).await? else {
             return Ok(None);
         };
         Ok(Some((
@@ -156,26 +154,7 @@ mod tests {
 
     #[test]
     fn the_joined_reads_are_fixed_shapes_bound_as_built() {
-        type Build = fn(DatabaseBackend, [&str; 2]) -> Statement;
-        let shapes: [(&str, Shape<2>, Build); 2] = [
-            ("app with count", Shape::new(app_with_count), app_with_count),
-            (
-                "integration with app",
-                Shape::new(integration_with_app),
-                integration_with_app,
-            ),
-        ];
-        for (name, shape, build) in shapes {
-            for backend in [DatabaseBackend::Sqlite, DatabaseBackend::Postgres] {
-                assert!(shape.is_fixed(backend), "{name} on {backend:?}");
-                for args in [["acme", "a1"], ["globex", "b'2"]] {
-                    assert_eq!(
-                        shape.statement(backend, args),
-                        build(backend, args),
-                        "{name}"
-                    );
-                }
-            }
-        }
+        super::super::shape::assert_bound_as_built("app with count", app_with_count);
+        super::super::shape::assert_bound_as_built("integration with app", integration_with_app);
     }
 }

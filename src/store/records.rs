@@ -5,12 +5,13 @@ use std::collections::HashMap;
 
 use sea_orm::sea_query::{Expr, ExprTrait, LockType};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, FromQueryResult,
-    QueryFilter, QueryOrder, QuerySelect, QueryTrait,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseBackend, DbErr, EntityTrait,
+    FromQueryResult, QueryFilter, QueryOrder, QuerySelect, QueryTrait, Statement,
 };
 
 use super::entities::{installed_app, integration};
 use super::outbox::MAX_EVENT_SEQ;
+use super::shape::Shape;
 use super::{AppRow, AppState, BrokenReason, IntegrationRow, IntegrationState, Result, Store, Tx};
 
 /// Ordering key of a listing: rows are ordered by creation time, then id.
@@ -385,15 +386,32 @@ struct AppCount {
     count: i64,
 }
 
+/// [`Store::get_app`]'s statement (bound from its [`Shape`]).
+fn app_by_id(backend: DatabaseBackend, [team, id]: [&str; 2]) -> Statement {
+    installed_app::Entity::find_by_id(id.to_owned())
+        .filter(installed_app::Column::Team.eq(team))
+        .limit(1)
+        .build(backend)
+}
+
+/// [`Store::get_integration`]'s statement (bound from its [`Shape`]).
+fn integration_by_id(backend: DatabaseBackend, [team, id]: [&str; 2]) -> Statement {
+    integration::Entity::find_by_id(id.to_owned())
+        .filter(integration::Column::Team.eq(team))
+        .limit(1)
+        .build(backend)
+}
+
 /// Reads, available on the pool ([`Store`]) and inside a transaction ([`Tx`]).
 macro_rules! reads {
     ($ty:ty) => {
         impl $ty {
             pub async fn get_app(&self, team: &str, id: &str) -> Result<Option<AppRow>> {
-                Ok(installed_app::Entity::find_by_id(id.to_owned())
-                    .filter(installed_app::Column::Team.eq(team))
-                    .one(self.conn())
-                    .await?)
+                static SHAPE: Shape<2> = Shape::new(app_by_id);
+                let row = SHAPE.query_one(self.conn(), [team, id]).await?;
+                Ok(row
+                    .map(|row| AppRow::from_query_result(&row, ""))
+                    .transpose()?)
             }
 
             pub async fn find_app_by_request(
@@ -489,10 +507,11 @@ macro_rules! reads {
                 team: &str,
                 id: &str,
             ) -> Result<Option<IntegrationRow>> {
-                Ok(integration::Entity::find_by_id(id.to_owned())
-                    .filter(integration::Column::Team.eq(team))
-                    .one(self.conn())
-                    .await?)
+                static SHAPE: Shape<2> = Shape::new(integration_by_id);
+                let row = SHAPE.query_one(self.conn(), [team, id]).await?;
+                Ok(row
+                    .map(|row| IntegrationRow::from_query_result(&row, ""))
+                    .transpose()?)
             }
 
             pub async fn find_integration_by_request(
@@ -537,3 +556,14 @@ macro_rules! reads {
 
 reads!(Store);
 reads!(Tx);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_point_reads_are_fixed_shapes_bound_as_built() {
+        super::super::shape::assert_bound_as_built("app by id", app_by_id);
+        super::super::shape::assert_bound_as_built("integration by id", integration_by_id);
+    }
+}

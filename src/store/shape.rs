@@ -7,7 +7,7 @@
 use std::sync::OnceLock;
 
 use sea_orm::sea_query::Values;
-use sea_orm::{DatabaseBackend, Statement, Value};
+use sea_orm::{ConnectionTrait, DatabaseBackend, DbErr, QueryResult, Statement, Value};
 
 /// A statement of `N` text arguments: `build` writes it; [`Shape::statement`] answers what
 /// `build` would, from what `build` printed the first time.
@@ -103,11 +103,41 @@ impl<const N: usize> Shape<N> {
         }
     }
 
+    /// The first row of the statement `build` writes for `args`, run on `conn`.
+    pub(super) async fn query_one<C: ConnectionTrait>(
+        &self,
+        conn: &C,
+        args: [&str; N],
+    ) -> Result<Option<QueryResult>, DbErr> {
+        let statement = self.statement(conn.get_database_backend(), args);
+        conn.query_one_raw(statement).await
+    }
+
     /// Whether the statement is bound from its template (tests: a shape that silently
     /// falls back to building saves nothing).
     #[cfg(test)]
     pub(super) fn is_fixed(&self, backend: DatabaseBackend) -> bool {
         Template::of(backend, self.build).is_some()
+    }
+}
+
+/// Tests of each statement kept as a shape: it is a fixed shape on both databases, and what
+/// its shape binds is what `build` writes, for values that would break a printed statement.
+#[cfg(test)]
+pub(super) fn assert_bound_as_built(
+    name: &str,
+    build: fn(DatabaseBackend, [&str; 2]) -> Statement,
+) {
+    let shape = Shape::new(build);
+    for backend in [DatabaseBackend::Sqlite, DatabaseBackend::Postgres] {
+        assert!(shape.is_fixed(backend), "{name} on {backend:?}");
+        for args in [["acme", "a1"], ["globex", "b'2"]] {
+            assert_eq!(
+                shape.statement(backend, args),
+                build(backend, args),
+                "{name}"
+            );
+        }
     }
 }
 
