@@ -10,7 +10,7 @@ use tonic::Code;
 
 use crate::fixtures::{
     CALL_TIMEOUT, TEAM, all_apps, app_request, assert_invalid, create_app, create_integration,
-    error_reason,
+    create_integrations, error_reason, rename_integration,
 };
 use crate::helpers::{TestApp, authed, token};
 use crate::storage_test;
@@ -345,3 +345,56 @@ async fn pages_of_two_return_every_app_exactly_once(app: TestApp) {
     );
 }
 storage_test!(pages_of_two_return_every_app_exactly_once);
+
+/// A page of integrations the read cache answers again (sent as the bytes encoded the first
+/// time) is the same page, its next page too; a rename through this replica shows at once.
+async fn a_page_answered_again_is_the_same_page_until_a_change(app: TestApp) {
+    let dev = developer();
+    let installed = create_app(&app, &dev, "slack", "Slack").await;
+    let created = create_integrations(&app, &dev, &installed, "Job", 3).await;
+    let page = |page_token: String| {
+        let mut integrations = app.integrations.clone();
+        let dev = dev.clone();
+        async move {
+            integrations
+                .list_integrations(authed(
+                    &dev,
+                    pb::ListIntegrationsRequest {
+                        page_size: 2,
+                        page_token,
+                        ..Default::default()
+                    },
+                ))
+                .await
+                .expect("a page")
+                .into_inner()
+        }
+    };
+    let first = page(String::new()).await;
+    assert_eq!(first.integrations.len(), 2);
+    assert!(!first.next_page_token.is_empty());
+    for _ in 0..3 {
+        let again = page(String::new()).await;
+        assert_eq!(again.integrations, first.integrations);
+        assert_eq!(again.next_page_token, first.next_page_token);
+        assert!(!again.event_cursor.is_empty());
+    }
+    let second = page(first.next_page_token.clone()).await;
+    let second_again = page(first.next_page_token.clone()).await;
+    assert_eq!(second_again.integrations, second.integrations);
+    assert_eq!(second.integrations.len(), 1);
+    assert!(second.next_page_token.is_empty());
+    let listed: Vec<_> = first
+        .integrations
+        .iter()
+        .chain(&second.integrations)
+        .collect();
+    assert_eq!(listed, created.iter().collect::<Vec<_>>());
+
+    let renamed = rename_integration(&app, &dev, &created[0].name, "Job renamed").await;
+    let after = page(String::new()).await;
+    assert_eq!(after.integrations[0], renamed);
+    assert_eq!(after.integrations[0].display_name, "Job renamed");
+    assert_eq!(after.integrations[1], first.integrations[1]);
+}
+storage_test!(a_page_answered_again_is_the_same_page_until_a_change);
