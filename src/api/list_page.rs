@@ -43,6 +43,19 @@ impl ListIntegrationsResponse {
     }
 }
 
+impl ListIntegrationsResponse {
+    /// Turns integrations sent as bytes back into messages, so that integrations merged into
+    /// this answer are sent after them instead of being dropped.
+    fn take_encoded(&mut self) -> Result<(), DecodeError> {
+        let Some(encoded) = self.encoded.take() else {
+            return Ok(());
+        };
+        let before = ListIntegrationsResponse::decode(encoded)?;
+        self.integrations.splice(0..0, before.integrations);
+        Ok(())
+    }
+}
+
 /// `items` as the integrations of a `ListIntegrationsResponse` on the wire: each converted
 /// to its message and encoded as field 1, one at a time.
 pub fn encode_integrations(items: &[Integration]) -> Bytes {
@@ -82,7 +95,9 @@ impl Message for ListIntegrationsResponse {
         let (field, merged) = match tag {
             INTEGRATIONS => (
                 "integrations",
-                encoding::message::merge_repeated(wire_type, &mut self.integrations, buf, ctx),
+                self.take_encoded().and_then(|()| {
+                    encoding::message::merge_repeated(wire_type, &mut self.integrations, buf, ctx)
+                }),
             ),
             NEXT_PAGE_TOKEN => (
                 "next_page_token",
@@ -245,6 +260,23 @@ mod tests {
                 assert_eq!(back, plain);
             }
         }
+        // Integrations merged into an answer built from bytes are sent after those.
+        let mut field = Vec::new();
+        encoding::message::encode(INTEGRATIONS, &items[0], &mut field);
+        let mut merged = ListIntegrationsResponse::encoded(field.into(), "".into(), "".into());
+        merged
+            .merge(
+                Derived {
+                    integrations: vec![items[1].clone()],
+                    ..Default::default()
+                }
+                .encode_to_vec()
+                .as_slice(),
+            )
+            .expect("merges");
+        assert_eq!(merged.integrations, items);
+        let sent = Derived::decode(merged.encode_to_vec().as_slice()).expect("decodes");
+        assert_eq!(sent.integrations, items);
         // Fields it does not know are skipped, as derived messages skip them.
         let mut unknown = Derived::default().encode_to_vec();
         encoding::string::encode(9, &"later".to_string(), &mut unknown);
