@@ -3,10 +3,12 @@
 //! SQLite, a flush to disk) serves many of them. Each answer waits for the commit that holds
 //! its create.
 //!
-//! The batch decides with the rules a create written alone runs: each create's app is read
+//! The batch decides with the rules a create written alone runs, in the same order: the
+//! scopes its integration type requires, by [`check_granted_scopes`] on the app's
+//! verification (read once for the batch, in its transaction); then its app, read
 //! (share-locked on PostgreSQL, as
 //! [`Integrations::bindable_app`](super::integrations::Integrations) does) and checked by
-//! [`check_bindable`] and [`check_offers`]; a create they refuse is answered with their
+//! [`check_bindable`] and [`check_offers`]. A create they refuse is answered with their
 //! error. The integrations are inserted unless their idempotency key is taken, and
 //! [`commit_change`] appends their events and success records and commits, as it ends every
 //! change. A create whose key is taken goes the long way, in a transaction of its own, which
@@ -16,7 +18,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::store::{AppRow, AuditRow, EventRow, IntegrationRow, Store};
+use crate::store::{AppRow, AuditRow, EventRow, IntegrationRow, Store, VerificationRow};
 
 use super::binding::{check_bindable, check_offers};
 use super::context::commit_change;
@@ -24,6 +26,7 @@ use super::error::{Error, Result};
 use super::group_commit::{GroupCommit, WriteBatch};
 use super::model::Actor;
 use super::types::AppName;
+use super::verify::apps::check_granted_scopes;
 
 /// Most creates written together.
 const MAX_BATCH: usize = 128;
@@ -38,6 +41,8 @@ pub(super) struct QueuedCreate {
     /// Who asks: `usable_by` is decided for them.
     pub actor: Actor,
     pub app: AppName,
+    /// The scopes the integration's type (`row.type_id`) requires of the app's grant.
+    pub required_scopes: Vec<String>,
     pub row: IntegrationRow,
     pub event: EventRow,
     pub record: AuditRow,
@@ -103,11 +108,29 @@ async fn write_together(store: &Store, batch: Vec<QueuedCreate>) -> Result<Vec<W
         .into_iter()
         .map(|app| ((app.team.clone(), app.id.clone()), app))
         .collect();
+    let scoped: Vec<(String, String)> = batch
+        .iter()
+        .zip(&wanted)
+        .filter(|(create, _)| !create.required_scopes.is_empty())
+        .map(|(_, key)| key.clone())
+        .collect();
+    let verifications: HashMap<(String, String), VerificationRow> = tx
+        .verifications_of_apps(&scoped)
+        .await?
+        .into_iter()
+        .map(|row| ((row.team.clone(), row.installed_app_id.clone()), row))
+        .collect();
     let mut answers = Vec::with_capacity(batch.len());
     let mut allowed = Vec::with_capacity(batch.len());
     for (create, key) in batch.into_iter().zip(wanted) {
-        let decided = check_bindable(&create.actor, &create.app, apps.get(&key))
-            .and_then(|app| check_offers(app, &create.row.service));
+        let decided = check_granted_scopes(
+            &create.app,
+            &create.row.type_id,
+            &create.required_scopes,
+            verifications.get(&key),
+        )
+        .and_then(|()| check_bindable(&create.actor, &create.app, apps.get(&key)))
+        .and_then(|app| check_offers(app, &create.row.service));
         match decided {
             Ok(()) => {
                 answers.push(Written::NotCreated);

@@ -174,8 +174,8 @@ impl Integrations {
         &self,
         w: &Write<'_>,
         actor: &Actor,
-        team: &TeamId,
         app: &AppName,
+        kind: &IntegrationTypeDef,
         row: &IntegrationRow,
     ) -> Result<Option<Integration>> {
         let mut row = row.clone();
@@ -184,7 +184,7 @@ impl Integrations {
         let event = w.new_event(EventKind::Created, &integration, None)?;
         let record = self.ctx().audit_success(
             actor,
-            team,
+            &app.team,
             AuditAction::IntegrationCreate,
             integration.name(),
         );
@@ -193,6 +193,7 @@ impl Integrations {
             .create(QueuedCreate {
                 actor: actor.clone(),
                 app: app.clone(),
+                required_scopes: kind.required_scopes.clone(),
                 row,
                 event,
                 record,
@@ -346,14 +347,14 @@ impl Integrations {
                         }
                     },
                     Binding::App(app_name) => {
-                        self.apps.check_scopes(app_name, integration_type).await?;
                         if app_name.team == team
                             && let Some(created) = self
-                                .create_with_others(w, actor, &team, app_name, &row)
+                                .create_with_others(w, actor, app_name, integration_type, &row)
                                 .await?
                         {
                             return Ok(Done::AlreadyCommitted((created, true)));
                         }
+                        self.apps.check_scopes(app_name, integration_type).await?;
                         let app =
                             (self.bindable_app(actor, w.tx().await?, &team, app_name)).await?;
                         check_offers(&app, &service.id)?;

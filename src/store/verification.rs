@@ -176,6 +176,29 @@ impl Tx {
             .await?)
     }
 
+    /// The verifications of these apps, each named by its team and id, as this transaction
+    /// sees them (the creates written together check their scopes with them).
+    pub async fn verifications_of_apps(
+        &self,
+        wanted: &[(String, String)],
+    ) -> Result<Vec<VerificationRow>> {
+        if wanted.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: std::collections::BTreeSet<&str> =
+            wanted.iter().map(|(_, id)| id.as_str()).collect();
+        let mut rows = app_verification::Entity::find()
+            .filter(C::InstalledAppId.is_in(ids))
+            .all(self.conn())
+            .await?;
+        rows.retain(|row| {
+            wanted
+                .iter()
+                .any(|(team, id)| *team == row.team && *id == row.installed_app_id)
+        });
+        Ok(rows)
+    }
+
     /// Stores an app's verification, replacing the one it had.
     pub async fn put_verification(&self, row: VerificationRow) -> Result<()> {
         self.delete_verification(&row.installed_app_id).await?;

@@ -500,9 +500,9 @@ async fn a_grant_is_verified_with_the_scopes_of_its_token_response(backend: Back
 }
 crate::storage_test!(backend a_grant_is_verified_with_the_scopes_of_its_token_response, needs Node);
 
-/// An integration type's required scopes against what the app's verification found.
-async fn an_app_lacking_a_required_scope_is_refused_naming_it(backend: Backend) {
-    use tonic_types::StatusExt;
+/// A verifying server, its fake provider, Dana's token, and an app Dana made whose grant
+/// lacks `chat:write`, a scope the Slack integration type of `integration_request` requires.
+async fn with_a_narrow_app(backend: Backend) -> (Provider, TestApp, String, pb::InstalledApp) {
     let provider = Provider::default();
     let base = provider.start().await;
     let app = verifying_app(backend, &base, 3600).await;
@@ -511,6 +511,13 @@ async fn an_app_lacking_a_required_scope_is_refused_naming_it(backend: Backend) 
     let narrow = create(&app, &dana, "Narrow", "xoxb-narrow")
         .await
         .expect("create");
+    (provider, app, dana, narrow)
+}
+
+/// An integration type's required scopes against what the app's verification found.
+async fn an_app_lacking_a_required_scope_is_refused_naming_it(backend: Backend) {
+    use tonic_types::StatusExt;
+    let (provider, app, dana, narrow) = with_a_narrow_app(backend).await;
     assert_eq!(narrow.granted_scopes, ["channels:read"]);
     let refused = expect_code(
         app.integrations()
@@ -536,6 +543,60 @@ async fn an_app_lacking_a_required_scope_is_refused_naming_it(backend: Backend) 
     create_integration(&app, &dana, &checked, "Alerts").await;
 }
 crate::storage_test!(backend an_app_lacking_a_required_scope_is_refused_naming_it);
+
+/// Creates in flight together (written by one group commit) are each decided on their own
+/// app's verification: those on an app whose grant lacks a required scope are refused as a
+/// create alone is, and nothing of them is written; those on a full grant are created.
+async fn creates_written_together_each_meet_the_scope_rule_of_their_own_app(backend: Backend) {
+    let (_provider, app, dana, narrow) = with_a_narrow_app(backend).await;
+    let full = create(&app, &dana, "Full", "xoxb-full")
+        .await
+        .expect("create");
+    assert!(full.granted_scopes.contains(&"chat:write".to_owned()));
+    let calls = (0..24).map(|i| {
+        let target = if i % 2 == 0 { &narrow } else { &full };
+        let request = authed(
+            &dana,
+            crate::fixtures::integration_request(target, &format!("Alerts {i}")),
+        );
+        let mut client = app.integrations();
+        async move { (i, client.create_integration(request).await) }
+    });
+    for (i, answer) in futures_util::future::join_all(calls).await {
+        if i % 2 == 0 {
+            let refused = expect_code(answer, Code::FailedPrecondition);
+            assert_eq!(
+                error_reason(&refused),
+                "INSTALLED_APP_LACKS_SCOPES",
+                "call {i}"
+            );
+            assert!(refused.message().contains(&narrow.name), "{refused:?}");
+        } else {
+            let created = answer.expect("created on the full grant").into_inner();
+            assert_eq!(created.installed_app, full.name, "call {i}");
+        }
+    }
+    let listed = app
+        .integrations()
+        .list_integrations(authed(
+            &dana,
+            pb::ListIntegrationsRequest {
+                page_size: 100,
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("list")
+        .into_inner()
+        .integrations;
+    assert_eq!(
+        listed.len(),
+        12,
+        "only the creates on the full grant: {listed:?}"
+    );
+    assert!(listed.iter().all(|i| i.installed_app == full.name));
+}
+crate::storage_test!(backend creates_written_together_each_meet_the_scope_rule_of_their_own_app);
 
 /// The scheduled checker at scale (run on demand: it prints the figures): `VERIFY_BENCH_APPS`
 /// apps (10,000 unless set) created against the local provider, then one interval (60 s,

@@ -48,6 +48,33 @@ impl Health {
     }
 }
 
+/// The rule of binding integrations of the type `type_id`, which requires `required`, to
+/// the app `name` whose verification is `verification`: refused when it found the grant
+/// lacking one of them; allowed when the scopes are not known (never verified, or the
+/// provider does not say). A create written alone ([`InstalledApps::check_scopes`]) and the
+/// creates written together (`create_batch.rs`) both decide with it.
+pub(in crate::domain) fn check_granted_scopes(
+    name: &AppName,
+    type_id: &str,
+    required: &[String],
+    verification: Option<&VerificationRow>,
+) -> Result<()> {
+    let Some(granted) = verification.and_then(|row| row.granted_scopes.as_deref()) else {
+        return Ok(());
+    };
+    let missing: Vec<String> = missing_scopes(required, &scope_set(granted))
+        .cloned()
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(Error::MissingScopes {
+        app: name.to_string(),
+        integration_type: type_id.to_owned(),
+        missing,
+    })
+}
+
 /// The health `verdict` leaves on `app` at `now` (after `old`, if it had one), to be checked
 /// again at `next`; `None` when verification is off.
 pub(in crate::domain) fn health_row(
@@ -134,7 +161,7 @@ impl InstalledApps {
     }
 
     /// Refuses binding integrations of `kind` to the app `name` when its last verification
-    /// found its grant lacking a scope `kind` requires (scopes not known: no refusal).
+    /// found its grant lacking a scope `kind` requires ([`check_granted_scopes`]).
     pub(in crate::domain) async fn check_scopes(
         &self,
         name: &AppName,
@@ -143,27 +170,13 @@ impl InstalledApps {
         if kind.required_scopes.is_empty() {
             return Ok(());
         }
-        let granted = self
+        let verification = self
             .ctx()
             .store()
             .verifications_of(name.team.as_str(), std::slice::from_ref(&name.id))
             .await?
-            .pop()
-            .and_then(|row| row.granted_scopes);
-        let Some(granted) = granted else {
-            return Ok(());
-        };
-        let missing: Vec<String> = missing_scopes(&kind.required_scopes, &scope_set(&granted))
-            .cloned()
-            .collect();
-        if missing.is_empty() {
-            return Ok(());
-        }
-        Err(Error::MissingScopes {
-            app: name.to_string(),
-            integration_type: kind.id.clone(),
-            missing,
-        })
+            .pop();
+        check_granted_scopes(name, &kind.id, &kind.required_scopes, verification.as_ref())
     }
 
     /// What the provider says of new credentials for `service`, before they are stored: a
