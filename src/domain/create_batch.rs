@@ -30,10 +30,12 @@ use super::verify::apps::check_granted_scopes;
 
 /// Most creates written together.
 const MAX_BATCH: usize = 128;
-/// Batches written at once on PostgreSQL: some gather while others commit. Each writes on
-/// one pooled connection at a time (8 of the default 16). SQLite writes one transaction at a
-/// time, so there one writer gathers while it waits.
-const PG_WRITERS: usize = 8;
+/// Batches written at once on PostgreSQL: one gathers while the other commits, each on one
+/// pooled connection (2 of the default 16). More writers make smaller batches, each a
+/// transaction that holds the outbox's shared lock until it commits: at 8, creates spent
+/// 40% more server CPU each and ran at two thirds of the rate (BENCHMARKS.md). SQLite writes
+/// one transaction at a time, so there one writer gathers while it waits.
+const PG_WRITERS: usize = 2;
 
 /// One create for the batch: the new integration (bound to `app`), its event and its success
 /// record.
