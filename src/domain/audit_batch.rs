@@ -24,8 +24,10 @@ use super::group_commit::{GroupCommit, WriteBatch};
 
 /// Most records committed together.
 const MAX_BATCH: usize = 512;
-/// Batches committing at once on PostgreSQL.
-const PG_WRITERS: usize = 3;
+/// Batches committing at once on PostgreSQL: one gathers while the other commits. At three,
+/// resolutions ran at 0.7-1.0 of the rate (smaller batches, more server CPU each); at six,
+/// at about half (BENCHMARKS.md).
+const PG_WRITERS: usize = 2;
 
 /// The versions a resolution read, which must still be stored when its record commits, and
 /// the last uses it records with it.
