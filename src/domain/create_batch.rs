@@ -16,7 +16,7 @@
 //! own. A full disk or an unreachable database answers every create of the batch as the long
 //! way would.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use crate::store::{AppRow, AuditRow, EventRow, IntegrationRow, Store, VerificationRow};
 
@@ -110,14 +110,14 @@ async fn write_together(store: &Store, batch: Vec<QueuedCreate>) -> Result<Vec<W
         .into_iter()
         .map(|app| ((app.team.clone(), app.id.clone()), app))
         .collect();
-    let scoped: Vec<(String, String)> = batch
+    // Keyed by the row's own team and app: a row of another team is never looked up.
+    let scoped: BTreeSet<&str> = batch
         .iter()
-        .zip(&wanted)
-        .filter(|(create, _)| !create.required_scopes.is_empty())
-        .map(|(_, key)| key.clone())
+        .filter(|create| !create.required_scopes.is_empty())
+        .map(|create| create.app.id.as_str())
         .collect();
     let verifications: HashMap<(String, String), VerificationRow> = tx
-        .verifications_of_apps(&scoped)
+        .verifications_of_ids(scoped)
         .await?
         .into_iter()
         .map(|row| ((row.team.clone(), row.installed_app_id.clone()), row))

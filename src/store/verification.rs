@@ -3,6 +3,8 @@
 //! checker, whose per-app lease is taken by one conditional UPDATE, so of any number of
 //! replicas exactly one checks an app at a time (as the OAuth refresher's lease).
 
+use std::collections::BTreeSet;
+
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder,
@@ -176,27 +178,17 @@ impl Tx {
             .await?)
     }
 
-    /// The verifications of these apps, each named by its team and id, as this transaction
-    /// sees them (the creates written together check their scopes with them).
-    pub async fn verifications_of_apps(
-        &self,
-        wanted: &[(String, String)],
-    ) -> Result<Vec<VerificationRow>> {
-        if wanted.is_empty() {
+    /// The verifications of the apps with these ids, as this transaction sees them (the
+    /// creates written together check their scopes with them). Each row names its team:
+    /// callers match it with the app's.
+    pub async fn verifications_of_ids(&self, ids: BTreeSet<&str>) -> Result<Vec<VerificationRow>> {
+        if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let ids: std::collections::BTreeSet<&str> =
-            wanted.iter().map(|(_, id)| id.as_str()).collect();
-        let mut rows = app_verification::Entity::find()
+        Ok(app_verification::Entity::find()
             .filter(C::InstalledAppId.is_in(ids))
             .all(self.conn())
-            .await?;
-        rows.retain(|row| {
-            wanted
-                .iter()
-                .any(|(team, id)| *team == row.team && *id == row.installed_app_id)
-        });
-        Ok(rows)
+            .await?)
     }
 
     /// Stores an app's verification, replacing the one it had.
