@@ -19,6 +19,7 @@ mod bare_sqlite;
 mod distinct;
 mod fanout;
 mod fleet;
+mod floor;
 mod pg;
 mod refresher;
 mod scale;
@@ -30,6 +31,7 @@ mod webhooks;
 
 use std::time::Duration;
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use integration_hub::config::ServeArgs;
 use integration_hub::crypto::KeyRing;
@@ -56,6 +58,9 @@ enum Cmd {
     /// Runs the server under test (used by the bench itself; same flags as `serve`).
     #[command(hide = true)]
     Server(Box<ServeArgs>),
+    /// Runs a floor server: bare tonic Health/Check after one store read (`floor.rs`).
+    #[command(hide = true)]
+    Floor(floor::FloorArgs),
 }
 
 #[derive(Clone, Debug, clap::Args)]
@@ -77,7 +82,9 @@ struct Opts {
     client_threads: usize,
     /// Scenarios to run (default all but scale, refresher and fleet, which run only when
     /// named): health, get, list, resolve, create (SQLite), get-pg, list-pg, resolve-pg,
-    /// create-pg (PostgreSQL), keys, keys-pg (many distinct records, read cache on and off),
+    /// create-pg (PostgreSQL), floor, floor-pg (the reads through the store alone, under bare
+    /// tonic: what no change above the store can beat), keys, keys-pg (many distinct records,
+    /// read cache on and off),
     /// fanout, idle, webhooks, scale, refresher, fleet (replicas on one PostgreSQL, many
     /// streams, many deletes at once).
     #[arg(long, value_delimiter = ',')]
@@ -135,6 +142,10 @@ struct Opts {
     pg_port: u16,
     #[arg(long, default_value = "postgres")]
     pg_user: String,
+    /// PostgreSQL `sslmode` of the servers and pgbench (e.g. `disable`); unset, each
+    /// driver's default (`prefer`: TLS when PostgreSQL offers it).
+    #[arg(long)]
+    pg_sslmode: Option<String>,
     /// pgbench clients (default: --connections).
     #[arg(long)]
     pgbench_clients: Option<usize>,
@@ -237,6 +248,8 @@ impl Opts {
             "list-pg",
             "resolve-pg",
             "create-pg",
+            "floor",
+            "floor-pg",
             "keys",
             "keys-pg",
             "fanout",
@@ -305,8 +318,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> anyhow::Result<()> {
     integration_hub::store::configure_sqlite_process();
     let cli = Cli::parse();
-    if let Some(Cmd::Server(args)) = cli.command {
-        return server::serve(*args);
+    match cli.command {
+        Some(Cmd::Server(args)) => return server::serve(*args),
+        Some(Cmd::Floor(args)) => return floor::serve(args),
+        None => {}
     }
     let mut opts = cli.opts;
     if opts.smoke {
@@ -428,6 +443,36 @@ async fn paired(
     Ok(r)
 }
 
+/// The real server's Health/Check, then a floor server's (`floor.rs`), started with `args`
+/// on the same database: the floor's row, as a ratio to the real server's Health.
+async fn floor_row(
+    server: &ServerProcess,
+    label: &str,
+    args: &[String],
+    load: Load,
+    rows: &mut Vec<Row>,
+) -> anyhow::Result<Row> {
+    let dir = server.log.parent().context("the server's directory")?;
+    let name = args.get(3).map(String::as_str).unwrap_or("read");
+    let anchor = health(server, load).await?;
+    let floor = ServerProcess::start_floor(name, args, dir).await?;
+    let call = Call::new(
+        HEALTH,
+        &tonic_health::pb::HealthCheckRequest::default(),
+        None,
+    );
+    let stats = unary::run(floor.addr, Some(floor.pid()), &call, load).await;
+    floor.stop().await?;
+    let mut r = row(label, &stats?);
+    r.baseline = Some(("Health/Check".into(), anchor.rate, Some(anchor.p99)));
+    eprintln!(
+        "  {label}: {:.0} req/s against Health's {:.0}",
+        r.rate, anchor.rate
+    );
+    rows.push(anchor);
+    Ok(r)
+}
+
 async fn health(server: &ServerProcess, load: Load) -> anyhow::Result<Row> {
     let call = Call::new(
         HEALTH,
@@ -462,14 +507,17 @@ async fn run_in(opts: &Opts, dir: &std::path::Path) -> anyhow::Result<()> {
         host: opts.pg_host.clone(),
         port: opts.pg_port,
         user: opts.pg_user.clone(),
+        sslmode: opts.pg_sslmode.clone(),
     };
     let mut rows: Vec<Row> = Vec::new();
     let mut notes: Vec<String> = Vec::new();
 
     // ---- SQLite server: reads, credentials, writes, fan-out ----
-    let unary_wanted = ["health", "get", "list", "resolve", "create", "fanout"]
-        .iter()
-        .any(|s| opts.wants(s));
+    let unary_wanted = [
+        "health", "get", "list", "resolve", "create", "floor", "fanout",
+    ]
+    .iter()
+    .any(|s| opts.wants(s));
     if unary_wanted {
         let url = format!("sqlite://{}?mode=rwc", dir.join("sqlite.db").display());
         eprintln!("starting the SQLite server");
@@ -490,7 +538,7 @@ async fn run_in(opts: &Opts, dir: &std::path::Path) -> anyhow::Result<()> {
     }
 
     // ---- PostgreSQL server: reads and credentials; writes beside pgbench ----
-    let pg_wanted = ["get-pg", "list-pg", "resolve-pg", "create-pg"]
+    let pg_wanted = ["get-pg", "list-pg", "resolve-pg", "create-pg", "floor-pg"]
         .iter()
         .any(|s| opts.wants(s));
     if pg_wanted {
@@ -514,6 +562,10 @@ async fn run_in(opts: &Opts, dir: &std::path::Path) -> anyhow::Result<()> {
                 let mut result =
                     unary_scenarios(opts, &server, &url, "-pg", &tokens, &mut rows, &mut notes)
                         .await;
+                if result.is_ok() && opts.wants("floor-pg") && !opts.smoke {
+                    // pgbench need not be installed for the smoke.
+                    result = pgbench_select_row(opts, &server, &pg, &name, dir, &mut rows).await;
+                }
                 if result.is_ok() && opts.wants("create-pg") {
                     result = postgres_scenario(opts, &server, &pg, &tokens, dir, &mut rows).await;
                 }
@@ -780,9 +832,11 @@ async fn unary_scenarios(
     notes: &mut Vec<String>,
 ) -> anyhow::Result<()> {
     let wants = |scenario: &str| opts.wants(&format!("{scenario}{suffix}"));
-    if !["get", "list", "resolve", "create", "fanout", "health"]
-        .iter()
-        .any(|s| wants(s))
+    if ![
+        "get", "list", "resolve", "create", "floor", "fanout", "health",
+    ]
+    .iter()
+    .any(|s| wants(s))
     {
         return Ok(());
     }
@@ -857,6 +911,35 @@ async fn unary_scenarios(
             max_p99_ratio: Some(3.0),
         });
         rows.push(r);
+    }
+    if wants("floor") {
+        let app_id = seed::id_of(&app.name);
+        for read in [
+            floor::Read::None,
+            floor::Read::Ping,
+            floor::Read::GetApp,
+            floor::Read::GetIntegration,
+            floor::Read::List,
+        ] {
+            let id = match read {
+                floor::Read::GetIntegration => "seed1",
+                _ => app_id,
+            };
+            let args = [
+                "--database-url",
+                url,
+                "--read",
+                read.arg(),
+                "--team",
+                team,
+                "--id",
+                id,
+            ]
+            .map(str::to_owned);
+            let label = format!("floor: bare tonic Health/Check + {}{on}", read.label());
+            let r = floor_row(server, &label, &args, load, rows).await?;
+            rows.push(r);
+        }
     }
     if !suffix.is_empty() {
         return Ok(());
@@ -1114,18 +1197,60 @@ async fn postgres_scenario(
         max_p99_ratio: None,
     });
     rows.push(r);
-    rows.push(Row {
-        scenario: format!("pgbench: one-row INSERT, {clients} clients"),
+    rows.push(pgbench_row(
+        format!("pgbench: one-row INSERT, {clients} clients"),
+        &bench,
+        None,
+    ));
+    Ok(())
+}
+
+/// A line of the table for what pgbench measured.
+fn pgbench_row(
+    scenario: String,
+    bench: &pg::Pgbench,
+    baseline: Option<(String, f64, Option<Duration>)>,
+) -> Row {
+    Row {
+        scenario,
         rate: bench.tps,
         p50: Duration::from_secs_f64(bench.latency_ms / 1000.0),
         p99: Duration::ZERO,
         cpu_per_call: None,
         answered: u64::from(bench.tps > 0.0),
         errors: 0,
-        baseline: None,
+        baseline,
         target: None,
         note: "p50 column: pgbench's average latency".into(),
-    });
+    }
+}
+
+/// PostgreSQL's own floor for a round trip: pgbench's `SELECT 1` from as many clients as the
+/// load generator has connections, as a ratio to the server's Health/Check just before.
+async fn pgbench_select_row(
+    opts: &Opts,
+    server: &ServerProcess,
+    pg: &Pg,
+    database: &str,
+    dir: &std::path::Path,
+    rows: &mut Vec<Row>,
+) -> anyhow::Result<()> {
+    let anchor = health(server, opts.load()).await?;
+    let clients = opts.pgbench_clients.unwrap_or(opts.connections);
+    let bench = pg
+        .select_one_rate(database, clients, opts.duration_secs, dir)
+        .await?;
+    eprintln!(
+        "  pgbench SELECT 1, {clients} clients: {:.0} tps against Health's {:.0}",
+        bench.tps, anchor.rate
+    );
+    let row = pgbench_row(
+        format!("floor: pgbench SELECT 1, {clients} clients (C client, no gRPC)"),
+        &bench,
+        Some(("Health/Check".into(), anchor.rate, None)),
+    );
+    rows.push(anchor);
+    rows.push(row);
     Ok(())
 }
 

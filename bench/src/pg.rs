@@ -12,6 +12,9 @@ pub struct Pg {
     pub host: String,
     pub port: u16,
     pub user: String,
+    /// `sslmode` for every connection, the server's and pgbench's (`None`: each driver's
+    /// default, `prefer`: TLS when the server offers it).
+    pub sslmode: Option<String>,
 }
 
 /// What pgbench measured.
@@ -22,10 +25,14 @@ pub struct Pgbench {
 
 impl Pg {
     pub fn url(&self, database: &str) -> String {
-        format!(
+        let url = format!(
             "postgres://{}@{}:{}/{database}",
             self.user, self.host, self.port
-        )
+        );
+        match &self.sslmode {
+            Some(mode) => format!("{url}?sslmode={mode}"),
+            None => url,
+        }
     }
 
     async fn admin(&self, sql: &str) -> anyhow::Result<()> {
@@ -61,31 +68,51 @@ impl Pg {
     ) -> anyhow::Result<Pgbench> {
         let name = format!("ih_bench_scratch_{}", uuid::Uuid::new_v4().simple());
         self.create_database(&name).await?;
-        let result = self.run_pgbench(&name, clients, seconds, dir).await;
+        let result = async {
+            let db = Database::connect(self.url(&name)).await?;
+            db.execute_unprepared(
+                "CREATE TABLE scratch (id bigserial PRIMARY KEY, payload text NOT NULL, \
+                 created_at timestamptz NOT NULL DEFAULT now())",
+            )
+            .await?;
+            let _ = db.close().await;
+            let script = "INSERT INTO scratch (payload) VALUES ('integration');\n";
+            self.run_pgbench(&name, script, clients, seconds, dir).await
+        }
+        .await;
         let _ = self.drop_database(&name).await;
         result
     }
 
-    async fn run_pgbench(
+    /// pgbench with `clients` clients, each sending `SELECT 1` (the simple protocol, as the
+    /// floor's `ping` does) to database `name`, for `seconds`: a round trip with nothing in
+    /// it, from a C client, on the same cores.
+    pub async fn select_one_rate(
         &self,
         name: &str,
         clients: usize,
         seconds: u64,
         dir: &Path,
     ) -> anyhow::Result<Pgbench> {
-        let db = Database::connect(self.url(name)).await?;
-        db.execute_unprepared(
-            "CREATE TABLE scratch (id bigserial PRIMARY KEY, payload text NOT NULL, \
-             created_at timestamptz NOT NULL DEFAULT now())",
-        )
-        .await?;
-        let _ = db.close().await;
-        let script = dir.join("insert.sql");
-        std::fs::write(
-            &script,
-            "INSERT INTO scratch (payload) VALUES ('integration');\n",
-        )?;
-        let output = Command::new("pgbench")
+        self.run_pgbench(name, "SELECT 1;\n", clients, seconds, dir)
+            .await
+    }
+
+    async fn run_pgbench(
+        &self,
+        name: &str,
+        script_text: &str,
+        clients: usize,
+        seconds: u64,
+        dir: &Path,
+    ) -> anyhow::Result<Pgbench> {
+        let script = dir.join(format!("pgbench-{}.sql", uuid::Uuid::new_v4().simple()));
+        std::fs::write(&script, script_text)?;
+        let mut command = Command::new("pgbench");
+        if let Some(mode) = &self.sslmode {
+            command.env("PGSSLMODE", mode);
+        }
+        let output = command
             .args(["-n", "-h", &self.host, "-p", &self.port.to_string()])
             .args(["-U", &self.user, "-c", &clients.to_string(), "-j", "2"])
             .args(["-T", &seconds.to_string(), "-f"])

@@ -15,7 +15,7 @@ use integration_hub::telemetry;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 
-const READY: &str = "LISTENING ";
+pub const READY: &str = "LISTENING ";
 
 /// Child side: serves until its standard input closes (the parent went away or is done).
 pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -69,7 +69,7 @@ impl ServerProcess {
     pub async fn start(spec: ServerSpec<'_>, dir: &Path) -> anyhow::Result<ServerProcess> {
         let log = dir.join(format!("server-{}.log", spec.name));
         let log_file = std::fs::File::create(&log)?;
-        let mut child = Command::new(std::env::current_exe()?)
+        let child = Command::new(std::env::current_exe()?)
             .arg("server")
             .args([
                 "--listen",
@@ -95,6 +95,26 @@ impl ServerProcess {
             .kill_on_drop(true)
             .spawn()
             .context("start the server process")?;
+        Self::ready(child, log).await
+    }
+
+    /// A floor server (`floor.rs`) with these flags, stopped like the server under test.
+    pub async fn start_floor(name: &str, args: &[String], dir: &Path) -> anyhow::Result<Self> {
+        let log = dir.join(format!("floor-{name}.log"));
+        let child = Command::new(std::env::current_exe()?)
+            .arg("floor")
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log)?)
+            .kill_on_drop(true)
+            .spawn()
+            .context("start the floor process")?;
+        Self::ready(child, log).await
+    }
+
+    /// Waits for a started child to print the address it listens on.
+    async fn ready(mut child: Child, log: PathBuf) -> anyhow::Result<Self> {
         let stdout = child.stdout.take().context("server stdout")?;
         let mut lines = BufReader::new(stdout).lines();
         let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
