@@ -16,11 +16,14 @@ use crate::unary::{Call, Load, frame};
 use crate::{Row, Target};
 
 pub const GET: &str = "/integrationhub.v1.IntegrationService/GetIntegration";
+const GET_APP: &str = "/integrationhub.v1.InstalledAppService/GetInstalledApp";
 const LIST: &str = "/integrationhub.v1.IntegrationService/ListIntegrations";
 const RESOLVE: &str = "/integrationhub.v1.IntegrationService/ResolveIntegrationCredentials";
 
 /// One seeded team: its tokens and the names of its integrations.
 pub struct Team {
+    /// The name of its installed app.
+    app: String,
     viewer: String,
     service: String,
     integrations: Vec<String>,
@@ -44,6 +47,7 @@ pub async fn seed(
         let prefix = format!("{team}-");
         seed::seed_integrations(url, &team, seed::id_of(&app.name), &prefix, per_team).await?;
         seeded.push(Team {
+            app: app.name.clone(),
             viewer: tokens.mint(&team, "viewer", "keys-viewer")?,
             service: tokens.mint(&team, "service", "keys-service")?,
             integrations: (1..=per_team)
@@ -88,6 +92,19 @@ fn per_integration(
                 .iter()
                 .map(|name| (Some(token(team).clone()), body(name.clone())))
                 .collect::<Vec<_>>()
+        }),
+    )
+}
+
+/// GetInstalledApp of any seeded team's app (its integrations counted), with its viewer token.
+pub fn get_app(teams: &[Team]) -> Call {
+    Call::spread(
+        GET_APP,
+        teams.iter().map(|team| {
+            let request = pb::GetInstalledAppRequest {
+                name: team.app.clone(),
+            };
+            (Some(team.viewer.clone()), frame(&request))
         }),
     )
 }
@@ -204,6 +221,7 @@ async fn measure(
     };
     let scenarios = [
         (get(teams), "GetIntegration", get_target),
+        (get_app(teams), "GetInstalledApp", get_target),
         (
             resolve(teams),
             "ResolveIntegrationCredentials (first minute)",

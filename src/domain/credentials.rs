@@ -434,11 +434,10 @@ impl Integrations {
         if !actor.sees(&name.team) {
             return Err(super::context::not_found_integration(name));
         }
-        // The integration, its app and the app's grant in one read.
+        // The integration, its app and the app's grant in one read (with concurrent ones).
         let (row, app, grant_row) = self
-            .ctx()
-            .store()
-            .get_integration_with_app(name.team.as_str(), &name.id)
+            .plans()
+            .read(name.team.as_str(), &name.id)
             .await?
             .ok_or_else(|| super::context::not_found_integration(name))?;
         let integration = Integration::from_row(&row)?;

@@ -4,12 +4,15 @@
 use std::sync::Arc;
 
 use crate::crypto::{Aad, Credentials};
-use crate::store::{After, AppFilter, AppRow, IntegrationCounts, IntegrationFilter};
+use crate::store::{
+    APP_WITH_COUNT, After, AppFilter, AppRow, AppWithCount, IntegrationCounts, IntegrationFilter,
+};
 
 use super::context::{Audited, Context, Done, check_etag, not_found_app};
 use super::credentials::app_owner;
 use super::credentials::{Idempotency, check_credentials, settle_insert};
 use super::error::{Error, Result};
+use super::keyed_reads::KeyedReads;
 use super::model::{
     Actor, AppEventKind, AppState, AuditAction, BrokenReason, InstalledApp, Integration, Role,
 };
@@ -32,6 +35,8 @@ pub struct InstalledApps {
     authorizations: Authorizations,
     /// Verification of credentials with their provider (`verify/`).
     verifier: Verifier,
+    /// Reads of apps the read cache cannot answer, batched (`keyed_reads.rs`).
+    reads: Arc<KeyedReads<AppWithCount>>,
 }
 
 impl InstalledApps {
@@ -41,6 +46,7 @@ impl InstalledApps {
         verifier: Verifier,
     ) -> InstalledApps {
         InstalledApps {
+            reads: Arc::new(KeyedReads::new(ctx.store().clone(), &APP_WITH_COUNT)),
             ctx,
             authorizations,
             verifier,
@@ -302,9 +308,8 @@ impl InstalledApps {
             .ctx()
             .read_through_cache(team, key, InstalledApp::bytes, async || {
                 let (row, count, verification) = self
-                    .ctx()
-                    .store()
-                    .get_app_with_count(team, &name.id)
+                    .reads
+                    .read(team, &name.id)
                     .await?
                     .ok_or_else(|| not_found_app(name))?;
                 let mut app = InstalledApp::from_row(&row, count)?;

@@ -6,7 +6,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::crypto::Credentials;
-use crate::store::{After, AppRow, IntegrationFilter, IntegrationRow, Tx};
+use crate::store::{
+    After, AppRow, INTEGRATION, INTEGRATION_WITH_APP, IntegrationFilter, IntegrationRow,
+    IntegrationWithApp, Tx,
+};
 
 use super::audit_batch::AuditBatch;
 use super::binding::{check_bindable, check_offers};
@@ -19,6 +22,7 @@ use super::credentials::integration_owner;
 use super::credentials::{Idempotency, check_credentials, settle_insert};
 use super::error::{Error, Result};
 use super::installed_apps::InstalledApps;
+use super::keyed_reads::KeyedReads;
 use super::model::{Actor, AuditAction, EventKind, Integration, IntegrationState, config_json};
 use super::oauth::Authorizations;
 use super::promote::SaveAs;
@@ -40,6 +44,10 @@ pub struct Integrations {
     creates: CreateBatch,
     /// Group commit of the audit records of credential resolutions (`audit_batch.rs`).
     resolutions: AuditBatch,
+    /// Reads of integrations the read cache cannot answer, batched (`keyed_reads.rs`): alone
+    /// (GetIntegration) and with their app and grant (a resolution's).
+    reads: KeyedReads<IntegrationRow>,
+    plans: KeyedReads<IntegrationWithApp>,
 }
 
 impl Integrations {
@@ -51,6 +59,8 @@ impl Integrations {
         Integrations {
             creates: CreateBatch::new(ctx.store().clone()),
             resolutions: AuditBatch::new(ctx.store().clone()),
+            reads: KeyedReads::new(ctx.store().clone(), &INTEGRATION),
+            plans: KeyedReads::new(ctx.store().clone(), &INTEGRATION_WITH_APP),
             ctx,
             apps,
             authorizations,
@@ -67,6 +77,11 @@ impl Integrations {
 
     pub(super) fn authorizations(&self) -> &Authorizations {
         &self.authorizations
+    }
+
+    /// Reads of an integration with its app and grant (a resolution's), batched.
+    pub(super) fn plans(&self) -> &KeyedReads<IntegrationWithApp> {
+        &self.plans
     }
 
     pub(super) fn resolutions(&self) -> &AuditBatch {
@@ -380,7 +395,7 @@ impl Integrations {
     }
 
     /// An integration's stored row, if the caller may see it (another team's answers exactly
-    /// as a missing one, rule 7 of docs/rules.md).
+    /// as a missing one, rule 7 of docs/rules.md); read with concurrent reads of others.
     pub(super) async fn integration_row(
         &self,
         actor: &Actor,
@@ -389,9 +404,8 @@ impl Integrations {
         if !actor.sees(&name.team) {
             return Err(not_found_integration(name));
         }
-        self.ctx()
-            .store()
-            .get_integration(name.team.as_str(), &name.id)
+        self.reads
+            .read(name.team.as_str(), &name.id)
             .await?
             .ok_or_else(|| not_found_integration(name))
     }

@@ -34,6 +34,7 @@ mod group_commit;
 pub mod hub;
 pub mod installed_apps;
 pub mod integrations;
+mod keyed_reads;
 pub mod model;
 pub mod oauth;
 pub mod offboarding;

@@ -3,13 +3,14 @@
 //! app and the app's OAuth grant (a resolution). One statement instead of two or three is
 //! what a read the cache cannot answer saves most on.
 
-use sea_orm::sea_query::{Asterisk, Expr, ExprTrait, Func, Query};
+use sea_orm::sea_query::{Asterisk, Expr, ExprTrait, Func, Query, SelectStatement};
 use sea_orm::{
-    ColumnTrait, DatabaseBackend, EntityTrait, FromQueryResult, QueryFilter, QuerySelect,
-    QueryTrait, Statement,
+    ColumnTrait, DatabaseBackend, EntityTrait, FromQueryResult, QueryFilter, QueryResult,
+    QuerySelect, QueryTrait, Statement,
 };
 
 use super::entities::{installed_app, integration};
+use super::keyed::KeyedRead;
 use super::records::IntegrationCounts;
 use super::shape::Shape;
 use super::{AppRow, GrantRow, IntegrationRow, IntegrationState, Result, Store, VerificationRow};
@@ -39,23 +40,9 @@ fn select_prefixed<E: EntityTrait + Default>(
 
 impl Store {
     /// An app, how many integrations use it (with its credentials) and its verification, in
-    /// one query.
-    pub async fn get_app_with_count(
-        &self,
-        team: &str,
-        id: &str,
-    ) -> Result<Option<(AppRow, IntegrationCounts, Option<VerificationRow>)>> {
-        static SHAPE: Shape<2> = Shape::new(app_with_count);
-        let Some(row) = SHAPE.query_one(&self.db, [team, id]).await? else {
-            return Ok(None);
-        };
-        let app = AppRow::from_query_result(&row, "")?;
-        let counts = IntegrationCounts {
-            total: row.try_get::<i64>("", "integration_count")?,
-            active: row.try_get::<i64>("", "active_count")?,
-        };
-        let verification = VerificationRow::from_query_result_optional(&row, VERIFICATION)?;
-        Ok(Some((app, counts, verification)))
+    /// one query ([`APP_WITH_COUNT`]).
+    pub async fn get_app_with_count(&self, team: &str, id: &str) -> Result<Option<AppWithCount>> {
+        self.read_keyed(&APP_WITH_COUNT, team, id).await
     }
 
     /// An integration, the app it is bound to (of its team) and that app's OAuth grant, in
@@ -64,21 +51,59 @@ impl Store {
         &self,
         team: &str,
         id: &str,
-    ) -> Result<Option<(IntegrationRow, Option<AppRow>, Option<GrantRow>)>> {
-        static SHAPE: Shape<2> = Shape::new(integration_with_app);
-        let Some(row) = SHAPE.query_one(&self.db, [team, id]).await? else {
-            return Ok(None);
-        };
-        Ok(Some((
-            IntegrationRow::from_query_result(&row, "")?,
-            AppRow::from_query_result_optional(&row, APP)?,
-            GrantRow::from_query_result_optional(&row, GRANT)?,
-        )))
+    ) -> Result<Option<IntegrationWithApp>> {
+        self.read_keyed(&INTEGRATION_WITH_APP, team, id).await
     }
+}
+
+/// An integration, the app it is bound to and that app's OAuth grant.
+pub type IntegrationWithApp = (IntegrationRow, Option<AppRow>, Option<GrantRow>);
+
+/// A resolution's read: an integration, its app and the app's grant, by team and id.
+pub static INTEGRATION_WITH_APP: KeyedRead<IntegrationWithApp> = KeyedRead::new(
+    &INTEGRATION_WITH_APP_SHAPE,
+    integration_with_app_select,
+    |row| {
+        Ok((
+            IntegrationRow::from_query_result(row, "")?,
+            AppRow::from_query_result_optional(row, APP)?,
+            GrantRow::from_query_result_optional(row, GRANT)?,
+        ))
+    },
+    |(integration, _, _)| (integration.team.as_str(), integration.id.as_str()),
+);
+static INTEGRATION_WITH_APP_SHAPE: Shape<2> = Shape::new(integration_with_app);
+
+/// An app, its integration counts and its verification.
+pub type AppWithCount = (AppRow, IntegrationCounts, Option<VerificationRow>);
+
+/// GetInstalledApp's read: an app, its two counts and its verification, by team and id.
+pub static APP_WITH_COUNT: KeyedRead<AppWithCount> = KeyedRead::new(
+    &APP_WITH_COUNT_SHAPE,
+    app_with_count_select,
+    app_with_count_of,
+    |(app, _, _)| (app.team.as_str(), app.id.as_str()),
+);
+static APP_WITH_COUNT_SHAPE: Shape<2> = Shape::new(app_with_count);
+
+/// A row of [`app_with_count`]'s statement.
+fn app_with_count_of(row: &QueryResult) -> Result<AppWithCount> {
+    let app = AppRow::from_query_result(row, "")?;
+    let counts = IntegrationCounts {
+        total: row.try_get::<i64>("", "integration_count")?,
+        active: row.try_get::<i64>("", "active_count")?,
+    };
+    let verification = VerificationRow::from_query_result_optional(row, VERIFICATION)?;
+    Ok((app, counts, verification))
 }
 
 /// [`Store::get_app_with_count`]'s statement.
 fn app_with_count(backend: DatabaseBackend, [team, id]: [&str; 2]) -> Statement {
+    backend.build(&app_with_count_select(team, id))
+}
+
+/// [`app_with_count`]'s select.
+fn app_with_count_select(team: &str, id: &str) -> SelectStatement {
     use super::verification::app_verification::{Column as V, Entity as Verifications};
     use installed_app::{Column as A, Entity as Apps};
     use sea_orm::sea_query::JoinType;
@@ -98,11 +123,16 @@ fn app_with_count(backend: DatabaseBackend, [team, id]: [&str; 2]) -> Statement 
             .and(Expr::col((Verifications, V::Team)).equals((Apps, A::Team))),
     );
     select_prefixed::<Verifications>(select, VERIFICATION);
-    query.build(backend)
+    query.into_query()
 }
 
 /// [`Store::get_integration_with_app`]'s statement.
 fn integration_with_app(backend: DatabaseBackend, [team, id]: [&str; 2]) -> Statement {
+    backend.build(&integration_with_app_select(team, id))
+}
+
+/// [`integration_with_app`]'s select.
+fn integration_with_app_select(team: &str, id: &str) -> SelectStatement {
     use super::oauth::grant::{Column as G, Entity as Grants};
     use installed_app::{Column as A, Entity as Apps};
     use integration::{Column as I, Entity as Integrations};
@@ -125,7 +155,7 @@ fn integration_with_app(backend: DatabaseBackend, [team, id]: [&str; 2]) -> Stat
         );
     select_prefixed::<Apps>(select, APP);
     select_prefixed::<Grants>(select, GRANT);
-    query.build(backend)
+    query.into_query()
 }
 
 /// How many integrations use the app `app_id` of `team` with its credentials (a column of

@@ -3,13 +3,14 @@
 
 use std::collections::HashMap;
 
-use sea_orm::sea_query::{Expr, ExprTrait, LockType};
+use sea_orm::sea_query::{Expr, ExprTrait, LockType, SelectStatement};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseBackend, DbErr, EntityTrait,
     FromQueryResult, QueryFilter, QueryOrder, QuerySelect, QueryTrait, Statement,
 };
 
 use super::entities::{installed_app, integration};
+use super::keyed::KeyedRead;
 use super::outbox::MAX_EVENT_SEQ;
 use super::shape::Shape;
 use super::{AppRow, AppState, BrokenReason, IntegrationRow, IntegrationState, Result, Store, Tx};
@@ -396,11 +397,24 @@ fn app_by_id(backend: DatabaseBackend, [team, id]: [&str; 2]) -> Statement {
 
 /// [`Store::get_integration`]'s statement (bound from its [`Shape`]).
 fn integration_by_id(backend: DatabaseBackend, [team, id]: [&str; 2]) -> Statement {
+    backend.build(integration_select(team, id).limit(1))
+}
+
+/// An integration by team and id: [`integration_by_id`] without its limit.
+fn integration_select(team: &str, id: &str) -> SelectStatement {
     integration::Entity::find_by_id(id.to_owned())
         .filter(integration::Column::Team.eq(team))
-        .limit(1)
-        .build(backend)
+        .into_query()
 }
+
+/// GetIntegration's read of an integration by team and id.
+pub static INTEGRATION: KeyedRead<IntegrationRow> = KeyedRead::new(
+    &INTEGRATION_SHAPE,
+    integration_select,
+    |row| Ok(IntegrationRow::from_query_result(row, "")?),
+    |integration| (integration.team.as_str(), integration.id.as_str()),
+);
+static INTEGRATION_SHAPE: Shape<2> = Shape::new(integration_by_id);
 
 /// Reads, available on the pool ([`Store`]) and inside a transaction ([`Tx`]).
 macro_rules! reads {
@@ -507,8 +521,7 @@ macro_rules! reads {
                 team: &str,
                 id: &str,
             ) -> Result<Option<IntegrationRow>> {
-                static SHAPE: Shape<2> = Shape::new(integration_by_id);
-                let row = SHAPE.query_one(self.conn(), [team, id]).await?;
+                let row = INTEGRATION_SHAPE.query_one(self.conn(), [team, id]).await?;
                 Ok(row
                     .map(|row| IntegrationRow::from_query_result(&row, ""))
                     .transpose()?)

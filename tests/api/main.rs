@@ -24,6 +24,7 @@ mod hostile_telemetry;
 mod isolation;
 mod jwks;
 mod kept_connections;
+mod keyed_reads;
 mod keys;
 mod needs;
 mod oauth;
