@@ -13,7 +13,7 @@
 use std::net::SocketAddr;
 
 use anyhow::Context;
-use integration_hub::store::{IntegrationFilter, Store};
+use integration_hub::store::{APP_WITH_COUNT, INTEGRATION_WITH_APP, IntegrationFilter, Store};
 use tonic::{Request, Response, Status};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_server::{Health, HealthServer};
@@ -26,10 +26,11 @@ pub enum Read {
     None,
     /// `SELECT 1`: one statement through the pool and the driver.
     Ping,
-    /// `Store::get_app_with_count` (GetInstalledApp's read: the app, its two counts, its
+    /// `APP_WITH_COUNT` read alone (GetInstalledApp's read: the app, its two counts, its
     /// verification).
     GetApp,
-    /// `Store::get_integration_with_app` (GetIntegration's and a resolution's read).
+    /// `INTEGRATION_WITH_APP` read alone (a resolution's read: the integration, its app,
+    /// the app's grant).
     GetIntegration,
     /// `Store::list_integrations_at_cursor`, 51 rows (ListIntegrations' read of a page of 50).
     List,
@@ -40,8 +41,8 @@ impl Read {
         match self {
             Read::None => "no read (bare tonic)",
             Read::Ping => "SELECT 1",
-            Read::GetApp => "Store::get_app_with_count",
-            Read::GetIntegration => "Store::get_integration_with_app",
+            Read::GetApp => "APP_WITH_COUNT (GetInstalledApp's read)",
+            Read::GetIntegration => "INTEGRATION_WITH_APP (a resolution's read)",
             Read::List => "Store::list_integrations_at_cursor (51 rows)",
         }
     }
@@ -88,13 +89,13 @@ impl FloorHealth {
             Read::Ping => self.store.ping().await?,
             Read::GetApp => {
                 self.store
-                    .get_app_with_count(team, id)
+                    .read_keyed(&APP_WITH_COUNT, team, id)
                     .await?
                     .context("no such app")?;
             }
             Read::GetIntegration => {
                 self.store
-                    .get_integration_with_app(team, id)
+                    .read_keyed(&INTEGRATION_WITH_APP, team, id)
                     .await?
                     .context("no such integration")?;
             }

@@ -443,17 +443,18 @@ async fn paired(
     Ok(r)
 }
 
-/// The real server's Health/Check, then a floor server's (`floor.rs`), started with `args`
-/// on the same database: the floor's row, as a ratio to the real server's Health.
+/// The real server's Health/Check, then a floor server's (`floor.rs`, its log named after
+/// `name`), started with `args` on the same database: the floor's row, as a ratio to the
+/// real server's Health.
 async fn floor_row(
     server: &ServerProcess,
     label: &str,
+    name: &str,
     args: &[String],
     load: Load,
     rows: &mut Vec<Row>,
 ) -> anyhow::Result<Row> {
     let dir = server.log.parent().context("the server's directory")?;
-    let name = args.get(3).map(String::as_str).unwrap_or("read");
     let anchor = health(server, load).await?;
     let floor = ServerProcess::start_floor(name, args, dir).await?;
     let call = Call::new(
@@ -937,7 +938,8 @@ async fn unary_scenarios(
             ]
             .map(str::to_owned);
             let label = format!("floor: bare tonic Health/Check + {}{on}", read.label());
-            let r = floor_row(server, &label, &args, load, rows).await?;
+            let name = format!("{}{suffix}", read.arg());
+            let r = floor_row(server, &label, &name, &args, load, rows).await?;
             rows.push(r);
         }
     }

@@ -416,7 +416,7 @@ async fn explain(
          AND integrations.state = 'ACTIVE')"
     );
     let mut queries: Vec<(&str, String)> = vec![(
-        "GetInstalledApp: the app and its two counts (get_app_with_count)",
+        "GetInstalledApp: the app and its two counts (APP_WITH_COUNT)",
         format!(
             "SELECT installed_apps.*, {count} AS integration_count, {active} AS active_count \
              FROM installed_apps WHERE installed_apps.id = '{app_id}' AND installed_apps.team = '{TEAM}'"

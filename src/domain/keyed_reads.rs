@@ -73,3 +73,40 @@ impl<T: Clone + Send + Sync + 'static> KeyedReads<T> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::error::Error;
+    use crate::store::APP_WITH_COUNT;
+
+    /// Reads whose batch fails are each read alone and answered with that read's own error,
+    /// never left waiting or answered with another's: here the database went away, so each
+    /// is UNAVAILABLE. Before it went, a missing app was read as none.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_batch_answers_each_read_with_its_own_error() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let url = format!(
+            "sqlite://{}?mode=rwc",
+            dir.path().join("reads.db").display()
+        );
+        let store = Store::connect(&url, 4).await.expect("connect");
+        store.migrate().await.expect("migrate");
+        let reads = KeyedReads::new(store.clone(), &APP_WITH_COUNT);
+        let missing = reads.read("acme", "no-such-app").await.expect("a read");
+        assert!(missing.is_none());
+
+        store.close().await;
+        let ids: Vec<String> = (0..16).map(|i| format!("app-{i}")).collect();
+        let answers =
+            futures_util::future::join_all(ids.iter().map(|id| reads.read("acme", id))).await;
+        assert_eq!(answers.len(), ids.len());
+        for answer in answers {
+            assert!(
+                matches!(answer, Err(Error::Unavailable(_))),
+                "{:?}",
+                answer.map(|read| read.is_some())
+            );
+        }
+    }
+}

@@ -13,11 +13,10 @@ use super::entities::{installed_app, integration};
 use super::keyed::KeyedRead;
 use super::records::IntegrationCounts;
 use super::shape::Shape;
-use super::{AppRow, GrantRow, IntegrationRow, IntegrationState, Result, Store, VerificationRow};
+use super::{AppRow, GrantRow, IntegrationRow, IntegrationState, Result, VerificationRow};
 
 /// The prefixes of a joined row's columns: the verification's in
-/// [`Store::get_app_with_count`], the app's and the grant's in
-/// [`Store::get_integration_with_app`].
+/// [`APP_WITH_COUNT`], the app's and the grant's in [`INTEGRATION_WITH_APP`].
 const VERIFICATION: &str = "v_";
 const APP: &str = "a_";
 const GRANT: &str = "g_";
@@ -35,24 +34,6 @@ fn select_prefixed<E: EntityTrait + Default>(
             Expr::col((E::default(), column)),
             Alias::new(format!("{prefix}{}", column.as_str())),
         );
-    }
-}
-
-impl Store {
-    /// An app, how many integrations use it (with its credentials) and its verification, in
-    /// one query ([`APP_WITH_COUNT`]).
-    pub async fn get_app_with_count(&self, team: &str, id: &str) -> Result<Option<AppWithCount>> {
-        self.read_keyed(&APP_WITH_COUNT, team, id).await
-    }
-
-    /// An integration, the app it is bound to (of its team) and that app's OAuth grant, in
-    /// one query: what a resolution reads.
-    pub async fn get_integration_with_app(
-        &self,
-        team: &str,
-        id: &str,
-    ) -> Result<Option<IntegrationWithApp>> {
-        self.read_keyed(&INTEGRATION_WITH_APP, team, id).await
     }
 }
 
@@ -97,7 +78,7 @@ fn app_with_count_of(row: &QueryResult) -> Result<AppWithCount> {
     Ok((app, counts, verification))
 }
 
-/// [`Store::get_app_with_count`]'s statement.
+/// [`APP_WITH_COUNT`]'s statement of one key.
 fn app_with_count(backend: DatabaseBackend, [team, id]: [&str; 2]) -> Statement {
     backend.build(&app_with_count_select(team, id))
 }
@@ -126,7 +107,7 @@ fn app_with_count_select(team: &str, id: &str) -> SelectStatement {
     query.into_query()
 }
 
-/// [`Store::get_integration_with_app`]'s statement.
+/// [`INTEGRATION_WITH_APP`]'s statement of one key.
 fn integration_with_app(backend: DatabaseBackend, [team, id]: [&str; 2]) -> Statement {
     backend.build(&integration_with_app_select(team, id))
 }
