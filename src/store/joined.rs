@@ -22,8 +22,10 @@ use super::{AppRow, GrantRow, IntegrationRow, IntegrationState, Result, Verifica
 const VERIFICATION: &str = "v_";
 const APP: &str = "a_";
 const GRANT: &str = "g_";
-/// The alias of [`APP_WITH_COUNT`]'s counts.
+/// The alias of [`APP_WITH_COUNT`]'s counts, and the names of its two columns.
 const COUNTS: &str = "counts";
+const TOTAL_COUNT: &str = "integration_count";
+const ACTIVE_COUNT: &str = "active_count";
 
 /// Selects every column of `E` (a joined table), each under `prefix` and its name, as
 /// `FromQueryResult` reads them back with that prefix.
@@ -74,8 +76,8 @@ static APP_WITH_COUNT_SHAPE: Shape<2> = Shape::new(app_with_count);
 fn app_with_count_of(row: &QueryResult) -> Result<AppWithCount> {
     let app = AppRow::from_query_result(row, "")?;
     let counts = IntegrationCounts {
-        total: row.try_get::<i64>("", "integration_count")?,
-        active: row.try_get::<i64>("", "active_count")?,
+        total: row.try_get::<i64>("", TOTAL_COUNT)?,
+        active: row.try_get::<i64>("", ACTIVE_COUNT)?,
     };
     let verification = VerificationRow::from_query_result_optional(row, VERIFICATION)?;
     Ok((app, counts, verification))
@@ -94,12 +96,12 @@ fn app_with_count_select(team: &str, id: &str) -> SelectStatement {
     let mut query = installed_app::Entity::find_by_id(id.to_owned())
         .filter(installed_app::Column::Team.eq(team))
         .column_as(
-            Expr::col((Alias::new(COUNTS), Alias::new("integration_count"))),
-            "integration_count",
+            Expr::col((Alias::new(COUNTS), Alias::new(TOTAL_COUNT))),
+            TOTAL_COUNT,
         )
         .column_as(
-            Expr::col((Alias::new(COUNTS), Alias::new("active_count"))),
-            "active_count",
+            Expr::col((Alias::new(COUNTS), Alias::new(ACTIVE_COUNT))),
+            ACTIVE_COUNT,
         );
     let select = QueryTrait::query(&mut query);
     select.cross_join(TableRef::SubQuery(
@@ -164,11 +166,8 @@ fn bound_integration_counts(team: &str, app_id: &str) -> SelectStatement {
     );
     let mut counts = Query::select();
     counts
-        .expr_as(
-            Func::count(Expr::col(Asterisk)),
-            Alias::new("integration_count"),
-        )
-        .expr_as(Func::count(active), Alias::new("active_count"))
+        .expr_as(Func::count(Expr::col(Asterisk)), Alias::new(TOTAL_COUNT))
+        .expr_as(Func::count(active), Alias::new(ACTIVE_COUNT))
         .from(Integrations)
         .and_where(Expr::col((Integrations, I::Team)).eq(team))
         .and_where(Expr::col((Integrations, I::InstalledAppId)).eq(app_id))
