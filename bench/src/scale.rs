@@ -17,6 +17,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use integration_hub::pb;
 use integration_hub::pb::integration_service_client::IntegrationServiceClient;
+use integration_hub::store::{APP_WITH_COUNT, INTEGRATION_WITH_APP};
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, Statement};
 use tokio::task::JoinSet;
 
@@ -396,85 +397,63 @@ async fn grow(
     Ok(())
 }
 
-/// The plans of the queries the three calls run, written by hand to match what
-/// `src/store/records.rs`, `src/store/oauth.rs` and `src/store/outbox.rs` build (literal values
+/// The plans of the queries the three calls run: GetInstalledApp's and a resolution's read
+/// are the store's own statements (`KeyedRead::statement`); ListIntegrations' are written by
+/// hand to match what `src/store/records.rs` and `src/store/outbox.rs` build (literal values
 /// in place of the bound parameters). PostgreSQL's are executed (`EXPLAIN (ANALYZE, BUFFERS)`).
 async fn explain(
     db: &DatabaseConnection,
     backend: Backend,
     app_id: &str,
 ) -> anyhow::Result<String> {
+    let db_backend = db.get_database_backend();
+    let by_hand = |sql: String| Statement::from_string(db_backend, sql);
     let max_event_seq = "COALESCE((SELECT MAX(seq) FROM events), \
         (SELECT pruned_through FROM event_log_state WHERE id = 1), 0)";
-    let count = format!(
-        "(SELECT COUNT(*) FROM integrations WHERE integrations.team = '{TEAM}' \
-         AND integrations.installed_app_id = '{app_id}' AND integrations.own_credentials IS NULL)"
-    );
-    let active = format!(
-        "(SELECT COUNT(*) FROM integrations WHERE integrations.team = '{TEAM}' \
-         AND integrations.installed_app_id = '{app_id}' AND integrations.own_credentials IS NULL \
-         AND integrations.state = 'ACTIVE')"
-    );
-    let mut queries: Vec<(&str, String)> = vec![(
-        "GetInstalledApp: the app and its two counts (APP_WITH_COUNT)",
-        format!(
-            "SELECT installed_apps.*, {count} AS integration_count, {active} AS active_count \
-             FROM installed_apps WHERE installed_apps.id = '{app_id}' AND installed_apps.team = '{TEAM}'"
-        ),
+    let mut queries: Vec<(&str, Statement)> = vec![(
+        "GetInstalledApp: the app, its two counts and its verification (APP_WITH_COUNT)",
+        APP_WITH_COUNT.statement(db_backend, TEAM, app_id),
     )];
     match backend {
         Backend::Sqlite => queries.push((
             "ListIntegrations: the page (51 rows: 50 and one to know there is more) and the event cursor, one statement",
-            format!(
+            by_hand(format!(
                 "SELECT integrations.*, {max_event_seq} AS event_cursor FROM integrations \
                  WHERE integrations.team = '{TEAM}' \
                  ORDER BY integrations.create_time ASC, integrations.id ASC LIMIT 51"
-            ),
+            )),
         )),
         Backend::Postgres => {
             queries.push((
                 "ListIntegrations: the event cursor (after the outbox barrier lock, not shown)",
-                format!("SELECT {max_event_seq} AS max_seq"),
+                by_hand(format!("SELECT {max_event_seq} AS max_seq")),
             ));
             queries.push((
                 "ListIntegrations: the page (51 rows: 50 and one to know there is more)",
-                format!(
+                by_hand(format!(
                     "SELECT integrations.* FROM integrations WHERE integrations.team = '{TEAM}' \
                      ORDER BY integrations.create_time ASC, integrations.id ASC LIMIT 51"
-                ),
+                )),
             ));
         }
     }
     queries.push((
-        "ResolveIntegrationCredentials: the integration",
-        format!(
-            "SELECT * FROM integrations WHERE integrations.id = 'seed1' \
-             AND integrations.team = '{TEAM}' LIMIT 1"
-        ),
-    ));
-    queries.push((
-        "ResolveIntegrationCredentials: its app",
-        format!(
-            "SELECT * FROM installed_apps WHERE installed_apps.id = '{app_id}' \
-             AND installed_apps.team = '{TEAM}' LIMIT 1"
-        ),
-    ));
-    queries.push((
-        "ResolveIntegrationCredentials: the app's OAuth grant",
-        format!("SELECT * FROM oauth_grants WHERE installed_app_id = '{app_id}' LIMIT 1"),
+        "ResolveIntegrationCredentials: the integration, its app and the app's OAuth grant (INTEGRATION_WITH_APP)",
+        INTEGRATION_WITH_APP.statement(db_backend, TEAM, "seed1"),
     ));
     let prefix = match backend {
         Backend::Sqlite => "EXPLAIN QUERY PLAN ",
         Backend::Postgres => "EXPLAIN (ANALYZE, BUFFERS) ",
     };
     let mut out = String::new();
-    for (label, sql) in queries {
-        out.push_str(&format!("-- {label}\n{sql}\n"));
+    for (label, statement) in queries {
+        out.push_str(&format!("-- {label}\n{statement}\n"));
+        let explained = Statement {
+            sql: format!("{prefix}{}", statement.sql),
+            ..statement
+        };
         let rows = db
-            .query_all_raw(Statement::from_string(
-                db.get_database_backend(),
-                format!("{prefix}{sql}"),
-            ))
+            .query_all_raw(explained)
             .await
             .with_context(|| format!("explain: {label}"))?;
         for row in rows {
@@ -505,35 +484,38 @@ async fn explain(
 /// plans a prepared statement (sqlx prepares every statement) may switch to after five
 /// executions, planned for any team and app rather than for these values.
 async fn generic_plans(db: &DatabaseConnection, app_id: &str) -> anyhow::Result<String> {
-    let count = "(SELECT COUNT(*) FROM integrations WHERE integrations.team = installed_apps.team \
-        AND integrations.installed_app_id = installed_apps.id AND integrations.own_credentials IS NULL)";
+    use sea_orm::sea_query::{PostgresQueryBuilder, QueryBuilder};
+    let get_app = APP_WITH_COUNT.statement(db.get_database_backend(), TEAM, app_id);
+    let get_app_args = get_app
+        .values
+        .iter()
+        .flat_map(|values| values.0.iter())
+        .map(|value| PostgresQueryBuilder.value_to_string(value))
+        .collect::<Vec<_>>()
+        .join(", ");
     let statements = [
         (
-            "GetInstalledApp (its first count), generic plan",
-            format!(
-                "SELECT installed_apps.*, {count} AS integration_count FROM installed_apps \
-                 WHERE installed_apps.id = $1 AND installed_apps.team = $2"
-            ),
-            "text, text",
-            format!("'{app_id}', '{TEAM}'"),
+            "GetInstalledApp (APP_WITH_COUNT), generic plan",
+            get_app.sql,
+            get_app_args,
         ),
         (
             "ListIntegrations page, generic plan",
             "SELECT integrations.* FROM integrations WHERE integrations.team = $1 \
              ORDER BY integrations.create_time ASC, integrations.id ASC LIMIT 51"
                 .to_owned(),
-            "text",
             format!("'{TEAM}'"),
         ),
     ];
     let mut out = String::new();
     db.execute_unprepared("SET plan_cache_mode = force_generic_plan")
         .await?;
-    for (label, sql, types, args) in statements {
+    for (label, sql, args) in statements {
         out.push_str(&format!(
             "-- {label} (plan_cache_mode = force_generic_plan)\n{sql}\n"
         ));
-        db.execute_unprepared(&format!("PREPARE bench_plan ({types}) AS {sql}"))
+        // The parameters' types are inferred from the statement, as when sqlx prepares it.
+        db.execute_unprepared(&format!("PREPARE bench_plan AS {sql}"))
             .await?;
         let rows = db
             .query_all_raw(Statement::from_string(

@@ -6,7 +6,7 @@
 use std::collections::{HashMap, HashSet};
 
 use sea_orm::sea_query::{SelectStatement, UnionType};
-use sea_orm::{ConnectionTrait, QueryResult};
+use sea_orm::{ConnectionTrait, DatabaseBackend, QueryResult, Statement};
 
 use super::shape::Shape;
 use super::{Result, Store};
@@ -38,6 +38,14 @@ impl<T> KeyedRead<T> {
             decode,
             key,
         }
+    }
+}
+
+impl<T> KeyedRead<T> {
+    /// The statement that reads the record of `team` and `id` alone, as
+    /// [`Store::read_keyed`] runs it (for a query plan).
+    pub fn statement(&self, backend: DatabaseBackend, team: &str, id: &str) -> Statement {
+        self.shape.statement(backend, [team, id])
     }
 }
 
