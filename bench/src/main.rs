@@ -349,6 +349,8 @@ struct Row {
     p99: Duration,
     /// Server CPU time per call (unary scenarios).
     cpu_per_call: Option<Duration>,
+    /// PostgreSQL's CPU time per call (unary scenarios on PostgreSQL, when it runs here).
+    postgres_cpu_per_call: Option<Duration>,
     /// Calls (or events) answered over the whole run, warm-up included: the smoke's check
     /// that a scenario works, whatever a short window on a busy machine caught.
     answered: u64,
@@ -390,7 +392,9 @@ impl Row {
     }
 }
 
-fn row(scenario: &str, stats: &Stats) -> Row {
+/// A row of `stats`; with what PostgreSQL spent per call when the server's database is
+/// `postgres`.
+fn row(scenario: &str, stats: &Stats, postgres: bool) -> Row {
     if stats.errors > 0 {
         eprintln!(
             "  {scenario}: {} errors, first: {}",
@@ -404,6 +408,7 @@ fn row(scenario: &str, stats: &Stats) -> Row {
         p50: stats.percentile(0.50),
         p99: stats.percentile(0.99),
         cpu_per_call: stats.server_cpu_per_call(),
+        postgres_cpu_per_call: stats.postgres_cpu_per_call().filter(|_| postgres),
         answered: stats.answered,
         errors: stats.errors,
         baseline: None,
@@ -431,7 +436,7 @@ async fn paired(
         ms(health.p99)
     );
     let stats = unary::run(server.addr, Some(server.pid()), call, load).await?;
-    let mut r = row(label, &stats);
+    let mut r = row(label, &stats, server.postgres);
     r.baseline = Some(("Health/Check".into(), health.rate, Some(health.p99)));
     eprintln!(
         "  {label}: {:.0} req/s, p50 {} ms, p99 {} ms",
@@ -456,7 +461,7 @@ async fn floor_row(
 ) -> anyhow::Result<Row> {
     let dir = server.log.parent().context("the server's directory")?;
     let anchor = health(server, load).await?;
-    let floor = ServerProcess::start_floor(name, args, dir).await?;
+    let floor = ServerProcess::start_floor(name, args, dir, server.postgres).await?;
     let call = Call::new(
         HEALTH,
         &tonic_health::pb::HealthCheckRequest::default(),
@@ -464,7 +469,7 @@ async fn floor_row(
     );
     let stats = unary::run(floor.addr, Some(floor.pid()), &call, load).await;
     floor.stop().await?;
-    let mut r = row(label, &stats?);
+    let mut r = row(label, &stats?, server.postgres);
     r.baseline = Some(("Health/Check".into(), anchor.rate, Some(anchor.p99)));
     eprintln!(
         "  {label}: {:.0} req/s against Health's {:.0}",
@@ -474,6 +479,12 @@ async fn floor_row(
     Ok(r)
 }
 
+/// A duration in whole microseconds, or nothing.
+fn micros(d: Option<Duration>) -> String {
+    d.map(|c| format!("{:.0}", c.as_secs_f64() * 1e6))
+        .unwrap_or_default()
+}
+
 async fn health(server: &ServerProcess, load: Load) -> anyhow::Result<Row> {
     let call = Call::new(
         HEALTH,
@@ -481,7 +492,7 @@ async fn health(server: &ServerProcess, load: Load) -> anyhow::Result<Row> {
         None,
     );
     let stats = unary::run(server.addr, Some(server.pid()), &call, load).await?;
-    Ok(row("Health/Check (anchor)", &stats))
+    Ok(row("Health/Check (anchor)", &stats, server.postgres))
 }
 
 async fn run(opts: Opts) -> anyhow::Result<()> {
@@ -974,6 +985,7 @@ async fn unary_scenarios(
             p50: bare.mean,
             p99: Duration::ZERO,
             cpu_per_call: None,
+            postgres_cpu_per_call: None,
             answered: bare.inserts,
             errors: 0,
             baseline: None,
@@ -1026,6 +1038,7 @@ async fn unary_scenarios(
             p50: f.p50,
             p99: f.p99,
             cpu_per_call: None,
+            postgres_cpu_per_call: None,
             answered: (f.events_each * f.complete) as u64,
             errors: incomplete,
             baseline: Some(("Health/Check".into(), health.rate, None)),
@@ -1087,6 +1100,7 @@ async fn fleet_scenario(
         p50: f.p50,
         p99: f.p99,
         cpu_per_call: None,
+        postgres_cpu_per_call: None,
         answered: (f.complete * f.per_stream) as u64,
         errors: (f.expecting - f.complete + f.strays + f.failed) as u64,
         baseline: None,
@@ -1117,6 +1131,7 @@ async fn fleet_scenario(
             p50: Duration::ZERO,
             p99: Duration::ZERO,
             cpu_per_call: None,
+            postgres_cpu_per_call: None,
             answered: w.received,
             errors: w.short as u64,
             baseline: None,
@@ -1219,6 +1234,7 @@ fn pgbench_row(
         p50: Duration::from_secs_f64(bench.latency_ms / 1000.0),
         p99: Duration::ZERO,
         cpu_per_call: None,
+        postgres_cpu_per_call: None,
         answered: u64::from(bench.tps > 0.0),
         errors: 0,
         baseline,
@@ -1278,14 +1294,15 @@ fn print_report(opts: &Opts, rows: &[Row], notes: &[String]) {
     println!("Machine: {}.", machine());
     println!(
         "Concurrency: {} connections x {} streams; {} s measured after {} s warm-up per scenario; \
-         load generator on {} threads, server in its own process.",
+         load generator on {} threads, server in its own process. PostgreSQL CPU: every \
+         process named `postgres` on this machine, in the measured window (PostgreSQL scenarios).",
         opts.connections, opts.streams, opts.duration_secs, opts.warmup_secs, opts.client_threads
     );
     println!();
     println!(
-        "| scenario | req/s | p50 ms | p99 ms | server CPU us/call | ratio to | throughput ratio | p99 ratio | target | met |"
+        "| scenario | req/s | p50 ms | p99 ms | server CPU us/call | PostgreSQL CPU us/call | ratio to | throughput ratio | p99 ratio | target | met |"
     );
-    println!("|---|---:|---:|---:|---:|---|---:|---:|---|---|");
+    println!("|---|---:|---:|---:|---:|---:|---|---:|---:|---|---|");
     for r in rows {
         let (against, ratio, p99_ratio) = match &r.baseline {
             Some((name, rate, _)) => (
@@ -1315,7 +1332,7 @@ fn print_report(opts: &Opts, rows: &[Row], notes: &[String]) {
             scenario.push_str(&format!(" [{}]", r.note));
         }
         println!(
-            "| {scenario} | {:.0} | {} | {} | {} | {against} | {ratio} | {p99_ratio} | {target} | {met} |",
+            "| {scenario} | {:.0} | {} | {} | {} | {} | {against} | {ratio} | {p99_ratio} | {target} | {met} |",
             r.rate,
             ms(r.p50),
             if r.p99.is_zero() {
@@ -1323,9 +1340,8 @@ fn print_report(opts: &Opts, rows: &[Row], notes: &[String]) {
             } else {
                 ms(r.p99)
             },
-            r.cpu_per_call
-                .map(|c| format!("{:.0}", c.as_secs_f64() * 1e6))
-                .unwrap_or_default(),
+            micros(r.cpu_per_call),
+            micros(r.postgres_cpu_per_call),
         );
     }
     println!();

@@ -44,6 +44,9 @@ pub struct ServerProcess {
     stdin: Option<ChildStdin>,
     pub addr: SocketAddr,
     pub log: PathBuf,
+    /// Whether its database is PostgreSQL: the rows of its calls then say what PostgreSQL
+    /// spent on each.
+    pub postgres: bool,
 }
 
 /// Resident memory of process `pid`, in KiB.
@@ -95,11 +98,17 @@ impl ServerProcess {
             .kill_on_drop(true)
             .spawn()
             .context("start the server process")?;
-        Self::ready(child, log).await
+        let postgres = spec.database_url.starts_with("postgres");
+        Self::ready(child, log, postgres).await
     }
 
     /// A floor server (`floor.rs`) with these flags, stopped like the server under test.
-    pub async fn start_floor(name: &str, args: &[String], dir: &Path) -> anyhow::Result<Self> {
+    pub async fn start_floor(
+        name: &str,
+        args: &[String],
+        dir: &Path,
+        postgres: bool,
+    ) -> anyhow::Result<Self> {
         let log = dir.join(format!("floor-{name}.log"));
         let child = Command::new(std::env::current_exe()?)
             .arg("floor")
@@ -110,11 +119,11 @@ impl ServerProcess {
             .kill_on_drop(true)
             .spawn()
             .context("start the floor process")?;
-        Self::ready(child, log).await
+        Self::ready(child, log, postgres).await
     }
 
     /// Waits for a started child to print the address it listens on.
-    async fn ready(mut child: Child, log: PathBuf) -> anyhow::Result<Self> {
+    async fn ready(mut child: Child, log: PathBuf, postgres: bool) -> anyhow::Result<Self> {
         let stdout = child.stdout.take().context("server stdout")?;
         let mut lines = BufReader::new(stdout).lines();
         let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
@@ -129,6 +138,7 @@ impl ServerProcess {
             child,
             addr,
             log,
+            postgres,
         })
     }
 

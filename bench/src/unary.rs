@@ -136,6 +136,9 @@ pub struct Load {
 pub struct Stats {
     /// CPU time the server process spent in the measured window, when its pid is known.
     pub server_cpu: Option<Duration>,
+    /// CPU time this machine's PostgreSQL processes spent in the measured window, when any
+    /// runs here ([`postgres_cpu`]).
+    pub postgres_cpu: Option<Duration>,
     pub calls: u64,
     /// Calls answered OK over the whole run, warm-up and drain included.
     pub answered: u64,
@@ -158,8 +161,17 @@ impl Stats {
 
     /// Server CPU time per completed call.
     pub fn server_cpu_per_call(&self) -> Option<Duration> {
+        self.per_call(self.server_cpu)
+    }
+
+    /// PostgreSQL's CPU time per completed call (its processes on this machine).
+    pub fn postgres_cpu_per_call(&self) -> Option<Duration> {
+        self.per_call(self.postgres_cpu)
+    }
+
+    fn per_call(&self, cpu: Option<Duration>) -> Option<Duration> {
         let calls = u32::try_from(self.calls).ok().filter(|c| *c > 0)?;
-        self.server_cpu.map(|cpu| cpu / calls)
+        cpu.map(|cpu| cpu / calls)
     }
 }
 
@@ -173,6 +185,29 @@ pub fn process_cpu(pid: u32) -> Option<Duration> {
     let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
     // USER_HZ is 100 on Linux.
     Some(Duration::from_millis(ticks * 10))
+}
+
+/// CPU time of every process on this machine named `postgres` (a PostgreSQL server's
+/// backends, WAL writer, checkpointer and the rest): what a local PostgreSQL spends. `None`
+/// when none runs here. A backend that exits between two readings takes its time with it;
+/// the service keeps its connections, so in a measured window none does.
+pub fn postgres_cpu() -> Option<Duration> {
+    let mut total = None;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let named_postgres = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .is_ok_and(|comm| comm.trim_end() == "postgres");
+        if let Some(cpu) = named_postgres.then(|| process_cpu(pid)).flatten() {
+            total = Some(total.unwrap_or(Duration::ZERO) + cpu);
+        }
+    }
+    total
 }
 
 /// `p` (0..=1) of sorted microsecond samples, as a duration (zero without samples).
@@ -373,11 +408,16 @@ pub async fn run(
     }
     tokio::time::sleep_until(measure_from.into()).await;
     let cpu_from = server_pid.and_then(process_cpu);
+    let postgres_from = postgres_cpu();
     tokio::time::sleep_until(measure_to.into()).await;
     let cpu_to = server_pid.and_then(process_cpu);
+    let postgres_to = postgres_cpu();
     stop.store(true, Ordering::Relaxed);
     let mut total = Stats {
         server_cpu: cpu_from.zip(cpu_to).map(|(a, b)| b.saturating_sub(a)),
+        postgres_cpu: postgres_from
+            .zip(postgres_to)
+            .map(|(a, b)| b.saturating_sub(a)),
         calls: 0,
         answered: 0,
         errors: 0,
