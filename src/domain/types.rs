@@ -146,17 +146,43 @@ pub fn new_id() -> String {
     let millis = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    let mut random = [0u8; 10];
-    if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut random).is_err() {
+    let Some(random) = id_random() else {
         // The system's generator failed (it does not, once the kernel's is seeded): an id
         // from the version 4 generator, which has its own source, is as unique.
         return uuid::Uuid::new_v4().simple().to_string();
-    }
+    };
     uuid::Builder::from_unix_timestamp_millis(millis, &random)
         .into_uuid()
         .simple()
         .to_string()
 }
+
+/// Random bytes for one id, from a per-thread buffer of the system generator's bytes, filled
+/// [`IDS_PER_FILL`] ids at a time: one system call for that many ids, not one for each (a
+/// resolution writes an audit record, so every resolution made one). Each byte is used once.
+fn id_random() -> Option<[u8; ID_RANDOM]> {
+    use std::cell::RefCell;
+    thread_local! {
+        static BUFFER: RefCell<(Box<[u8; ID_RANDOM * IDS_PER_FILL]>, usize)> =
+            RefCell::new((Box::new([0; ID_RANDOM * IDS_PER_FILL]), ID_RANDOM * IDS_PER_FILL));
+    }
+    BUFFER.with_borrow_mut(|(bytes, used)| {
+        if *used == bytes.len() {
+            ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes[..])
+                .ok()?;
+            *used = 0;
+        }
+        let mut random = [0u8; ID_RANDOM];
+        random.copy_from_slice(&bytes[*used..*used + ID_RANDOM]);
+        *used += ID_RANDOM;
+        Some(random)
+    })
+}
+
+/// The random bytes an id takes (74 of their bits are used), and how many ids one fill of
+/// [`id_random`]'s buffer serves.
+const ID_RANDOM: usize = 10;
+const IDS_PER_FILL: usize = 256;
 
 fn check_text(value: &str, max: usize) -> Result<(), String> {
     if value.chars().count() > max {
@@ -415,6 +441,30 @@ mod tests {
         );
         // A version 7 UUID: 74 random bits, so ids of the same millisecond differ.
         assert_eq!(uuid::Uuid::parse_str(&later).unwrap().get_version_num(), 7);
+    }
+
+    #[test]
+    fn ids_made_on_many_threads_at_once_never_repeat_their_random_part() {
+        // Each thread draws from a buffer of its own, refilled every `IDS_PER_FILL` ids:
+        // threads that started together, and each refill, must still give fresh bytes.
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                std::thread::spawn(|| (0..3 * IDS_PER_FILL).map(|_| new_id()).collect::<Vec<_>>())
+            })
+            .collect();
+        let ids: Vec<String> = threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap_or_default())
+            .collect::<Vec<String>>();
+        assert_eq!(ids.len(), 8 * 3 * IDS_PER_FILL);
+        // The last 16 hex digits are random bits only (the first 16 hold the time).
+        let random: std::collections::HashSet<&str> = ids.iter().map(|id| &id[16..]).collect();
+        assert_eq!(random.len(), ids.len(), "a random part repeated");
+        assert!(
+            ids.iter()
+                .all(|id| uuid::Uuid::parse_str(id).is_ok_and(|u| u.get_version_num() == 7)),
+            "every id is a version 7 UUID (none from the fallback)"
+        );
     }
 
     #[test]
