@@ -31,6 +31,7 @@ use sea_orm::{
 
 use super::audit_runs::{Place, RUN_SPAN, decode_places, run_row, runs_of};
 use super::entities::{audit_chain, audit_chain_run, audit_event};
+use super::sets::is_one_of;
 use super::{AuditRow, Result, Store, Tx};
 
 pub use audit_chain::Model as ChainHead;
@@ -347,7 +348,11 @@ impl Tx {
             return Ok(HashMap::new());
         }
         Ok(audit_chain::Entity::find()
-            .filter(audit_chain::Column::Team.is_in(teams.iter().copied()))
+            .filter(is_one_of(
+                self.inner.get_database_backend(),
+                audit_chain::Column::Team,
+                teams.iter().copied(),
+            ))
             .all(self.conn())
             .await?
             .into_iter()

@@ -15,6 +15,7 @@ use sea_orm::{
 use super::audit_chain::{SEQ_CHUNK, audits_numbered};
 use super::audit_runs::{PendingRecord, decode_pending};
 use super::entities::audit_pending;
+use super::sets::is_one_of_numbers;
 use super::{AuditRow, Result, Tx};
 
 /// One pending entry (`seq:key-version:mac-in-hex`) of a record selected as `seq`, `key_id`,
@@ -62,7 +63,11 @@ impl Tx {
         let mut taken = 0;
         for ids in ids.chunks(SEQ_CHUNK) {
             taken += audit_pending::Entity::delete_many()
-                .filter(audit_pending::Column::Id.is_in(ids.iter().copied()))
+                .filter(is_one_of_numbers(
+                    self.inner.get_database_backend(),
+                    audit_pending::Column::Id,
+                    ids.iter().copied(),
+                ))
                 .exec(self.conn())
                 .await?
                 .rows_affected;

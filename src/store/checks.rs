@@ -3,14 +3,16 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use sea_orm::sea_query::{Alias, Expr, ExprTrait, Query, SelectStatement, UnionType};
-use sea_orm::{ConnectionTrait, EntityTrait};
+use sea_orm::sea_query::{Alias, Expr, Query, SelectStatement, UnionType};
+use sea_orm::{ConnectionTrait, DatabaseBackend, EntityTrait};
 
 use super::entities::{installed_app, integration};
+use super::sets::is_one_of;
 use super::{Result, Tx};
 
-/// `SELECT kind, id, version FROM <E> WHERE id IN (ids)`.
+/// `SELECT kind, id, version FROM <E> WHERE id IN (ids)`, the ids bound as one value.
 fn versions<E: EntityTrait>(
+    backend: DatabaseBackend,
     kind: &'static str,
     [id, version]: [E::Column; 2],
     ids: &BTreeSet<&str>,
@@ -21,7 +23,7 @@ fn versions<E: EntityTrait>(
         .column(id)
         .column(version)
         .from(E::default())
-        .and_where(Expr::col(id).is_in(ids.iter().copied()));
+        .and_where(is_one_of(backend, id, ids.iter().copied()));
     query
 }
 
@@ -35,15 +37,14 @@ impl Tx {
     ) -> Result<(HashMap<String, i64>, HashMap<String, i64>)> {
         use installed_app::Column as A;
         use integration::Column as I;
-        let mut query = versions::<integration::Entity>("i", [I::Id, I::Version], integrations);
+        let backend = self.inner.get_database_backend();
+        let mut query =
+            versions::<integration::Entity>(backend, "i", [I::Id, I::Version], integrations);
         query.union(
             UnionType::All,
-            versions::<installed_app::Entity>("a", [A::Id, A::Version], apps),
+            versions::<installed_app::Entity>(backend, "a", [A::Id, A::Version], apps),
         );
-        let rows = self
-            .inner
-            .query_all_raw(self.inner.get_database_backend().build(&query))
-            .await?;
+        let rows = self.inner.query_all_raw(backend.build(&query)).await?;
         let (mut integrations, mut apps) = (HashMap::new(), HashMap::new());
         for row in rows {
             let kind: String = row.try_get("", "kind")?;

@@ -29,6 +29,7 @@ mod outbox;
 mod policies;
 mod records;
 mod rotation;
+mod sets;
 mod shape;
 mod sizes;
 mod sqlite_process;

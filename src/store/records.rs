@@ -12,6 +12,7 @@ use sea_orm::{
 use super::entities::{installed_app, integration};
 use super::keyed::KeyedRead;
 use super::outbox::MAX_EVENT_SEQ;
+use super::sets::is_one_of;
 use super::shape::Shape;
 use super::{AppRow, AppState, BrokenReason, IntegrationRow, IntegrationState, Result, Store, Tx};
 
@@ -240,7 +241,11 @@ impl Tx {
         }
         let result = E::update_many()
             .col_expr(used_column, Expr::value(now))
-            .filter(id_column.is_in(ids.iter().copied()))
+            .filter(is_one_of(
+                self.inner.get_database_backend(),
+                id_column,
+                ids.iter().copied(),
+            ))
             .filter(used_column.is_null().or(used_column.lt(stale_before)))
             .exec(&self.inner)
             .await?;

@@ -50,6 +50,7 @@ mod startup;
 mod test_support;
 mod validation;
 mod verify;
+mod version_checks;
 mod watch_memory;
 mod webhook_hostile;
 mod webhook_keys;
