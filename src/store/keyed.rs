@@ -39,9 +39,7 @@ impl<T> KeyedRead<T> {
             key,
         }
     }
-}
 
-impl<T> KeyedRead<T> {
     /// The statement that reads the record of `team` and `id` alone, as
     /// [`Store::read_keyed`] runs it (for a query plan).
     pub fn statement(&self, backend: DatabaseBackend, team: &str, id: &str) -> Statement {

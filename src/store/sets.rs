@@ -1,10 +1,10 @@
 //! A condition on a set of values that a caller chose (the ids a group commit checks, the
 //! teams and pending rows a sealing batch touches), bound as one value: the statement's
 //! text is the same whatever the set's size. An `IN` list of n placeholders is a new
-//! statement for every n: each one prepared again, and on PostgreSQL planned again on every
-//! run (a statement runs its first five times with a plan of its own). Over 10,000 keys in
-//! 200 teams, the group commit's version check planned that way was PostgreSQL's largest
-//! planning cost and, with a long list, a sequential scan.
+//! statement for every n: each one prepared and planned again (on PostgreSQL a statement
+//! runs its first five times with a plan of its own). Over 10,000 keys in 200 teams, 46 of
+//! the 96 statements PostgreSQL saw in 3 s of resolutions were the last-use update with a
+//! different list, and the version check with a long list was planned as a sequential scan.
 
 use sea_orm::DatabaseBackend;
 use sea_orm::sea_query::{Expr, IntoColumnRef};
