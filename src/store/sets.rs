@@ -16,7 +16,7 @@ pub(super) fn is_one_of<'a>(
     values: impl IntoIterator<Item = &'a str>,
 ) -> Expr {
     let values: Vec<&str> = values.into_iter().collect();
-    one_of(backend, column, serde_json::to_string(&values), Kind::Text)
+    one_of(backend, column, serde_json::Value::from(values), Kind::Text)
 }
 
 /// `column` is one of `values` (integers), bound as one JSON array.
@@ -29,7 +29,7 @@ pub(super) fn is_one_of_numbers(
     one_of(
         backend,
         column,
-        serde_json::to_string(&values),
+        serde_json::Value::from(values),
         Kind::Integer,
     )
 }
@@ -42,11 +42,9 @@ enum Kind {
 fn one_of(
     backend: DatabaseBackend,
     column: impl IntoColumnRef,
-    json: serde_json::Result<String>,
+    values: serde_json::Value,
     kind: Kind,
 ) -> Expr {
-    // A list of strings or integers always serializes; the fallback is the empty set.
-    let json = json.unwrap_or_else(|_| "[]".to_owned());
     let sql = match (backend, kind) {
         // `= ANY` of an array: an index scan that probes each value, as for an `IN` list.
         (DatabaseBackend::Postgres, Kind::Text) => {
@@ -58,5 +56,5 @@ fn one_of(
         // SQLite's `json_each` gives a JSON number as an integer, a string as text.
         _ => "? IN (SELECT value FROM json_each(?))",
     };
-    Expr::cust_with_exprs(sql, [Expr::col(column), Expr::val(json)])
+    Expr::cust_with_exprs(sql, [Expr::col(column), Expr::val(values.to_string())])
 }
