@@ -36,6 +36,14 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The slices an answer is handed over in: one HTTP/2 frame at the default frame size.
 const SLICE_BYTES: usize = 16 * 1024;
+/// A whole answer of at most this many bytes goes in slices of [`SMALL_SLICE_BYTES`].
+const SMALL_ANSWER_BYTES: usize = 2 * 1024;
+/// Under 256 bytes, the least DATA frame the HTTP/2 transport (h2) writes from the answer's
+/// own buffer instead of copying it into the connection's: it writes such a frame before
+/// anything queued behind it, so an answer of 256 bytes or more left in two writes (two TCP
+/// segments, the client woken twice), its trailers in the second. Smaller frames are copied
+/// and leave with the trailers in one write; BENCHMARKS.md has what the second write cost.
+const SMALL_SLICE_BYTES: usize = 255;
 
 /// Limits on calls in flight and on answers waiting for their client.
 #[derive(Clone, Debug, Args)]
@@ -278,7 +286,7 @@ impl Answers {
     {
         let (parts, body) = response.into_parts();
         let mut body = Box::pin(body);
-        let mut ready = VecDeque::new();
+        let mut frames = Vec::new();
         let mut bytes = 0;
         let mut failed = None;
         let mut ended = false;
@@ -286,16 +294,10 @@ impl Answers {
         let mut cx = Context::from_waker(Waker::noop());
         loop {
             match body.as_mut().poll_frame(&mut cx) {
-                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
-                    Ok(mut data) => {
-                        bytes += data.len();
-                        while data.len() > SLICE_BYTES {
-                            ready.push_back(Frame::data(data.split_to(SLICE_BYTES)));
-                        }
-                        ready.push_back(Frame::data(data));
-                    }
-                    Err(frame) => ready.push_back(frame),
-                },
+                Poll::Ready(Some(Ok(frame))) => {
+                    bytes += frame.data_ref().map_or(0, Bytes::len);
+                    frames.push(frame);
+                }
                 Poll::Ready(Some(Err(err))) => {
                     failed = Some(err.into());
                     break;
@@ -307,6 +309,13 @@ impl Answers {
                 Poll::Pending => break,
             }
         }
+        let whole = ended && failed.is_none();
+        let slice = if whole && bytes <= SMALL_ANSWER_BYTES {
+            SMALL_SLICE_BYTES
+        } else {
+            SLICE_BYTES
+        };
+        let ready = sliced(frames, slice);
         let charge = if bytes == 0 {
             None
         } else {
@@ -323,6 +332,23 @@ impl Answers {
         };
         http::Response::from_parts(parts, tonic::body::Body::new(held))
     }
+}
+
+/// `frames` with every DATA frame cut into slices of at most `slice` bytes.
+fn sliced(frames: Vec<Frame<Bytes>>, slice: usize) -> VecDeque<Frame<Bytes>> {
+    let mut ready = VecDeque::with_capacity(frames.len());
+    for frame in frames {
+        match frame.into_data() {
+            Ok(mut data) => {
+                while data.len() > slice {
+                    ready.push_back(Frame::data(data.split_to(slice)));
+                }
+                ready.push_back(Frame::data(data));
+            }
+            Err(frame) => ready.push_back(frame),
+        }
+    }
+    ready
 }
 
 fn refused(spent: Spent) -> http::Response<tonic::body::Body> {
@@ -587,6 +613,50 @@ mod tests {
         }
         assert_eq!(sizes, [16_384, 16_384, 7_232]);
         assert_eq!(answers.used(), 0);
+    }
+
+    /// The frames `hold` hands over for a body that yields `data` then trailers, and ends
+    /// there or (`more`) may still yield more.
+    fn handed_over(data: &[usize], more: bool) -> Vec<Option<usize>> {
+        use futures_util::StreamExt as _;
+        let answers = Answers::new(&args(1 << 20, 1 << 20, 1 << 20));
+        let mut frames: Vec<Result<Frame<Bytes>, std::convert::Infallible>> = data
+            .iter()
+            .map(|len| Ok(Frame::data(Bytes::from(vec![7u8; *len]))))
+            .collect();
+        if !more {
+            frames.push(Ok(Frame::trailers(http::HeaderMap::new())));
+        }
+        let tail = futures_util::stream::pending().take(usize::from(more));
+        let body = http_body_util::StreamBody::new(futures_util::stream::iter(frames).chain(tail));
+        let response = answers.hold(
+            http::Response::new(tonic::body::Body::new(body)),
+            None,
+            None,
+        );
+        let mut body = Box::pin(response.into_body());
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut sizes = Vec::new();
+        while let Poll::Ready(Some(Ok(frame))) = body.as_mut().poll_frame(&mut cx) {
+            sizes.push(frame.into_data().ok().map(|d| d.len()));
+        }
+        sizes
+    }
+
+    #[test]
+    fn a_whole_small_answer_goes_in_frames_under_256_bytes_and_others_in_slices() {
+        // Whole and at most 2 KiB: every DATA frame under 256 bytes, the trailers last.
+        assert_eq!(
+            handed_over(&[300, 300], false),
+            [Some(255), Some(45), Some(255), Some(45), None]
+        );
+        assert_eq!(handed_over(&[255], false), [Some(255), None]);
+        let most = handed_over(&[2048], false);
+        assert_eq!(most.len(), 10, "{most:?}");
+        assert!(most.iter().flatten().all(|len| *len <= 255), "{most:?}");
+        // Past 2 KiB, or not whole yet (a stream's first messages): 16 KiB slices.
+        assert_eq!(handed_over(&[2049], false), [Some(2049), None]);
+        assert_eq!(handed_over(&[300], true), [Some(300)]);
     }
 
     #[test]
