@@ -38,11 +38,11 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 const SLICE_BYTES: usize = 16 * 1024;
 /// A whole answer of at most this many bytes goes in slices of [`SMALL_SLICE_BYTES`].
 const SMALL_ANSWER_BYTES: usize = 2 * 1024;
-/// Under 256 bytes, the least DATA frame the HTTP/2 transport (h2) writes from the answer's
-/// own buffer instead of copying it into the connection's: it writes such a frame before
+/// The largest DATA frame the HTTP/2 transport (h2 0.4) copies into the connection's write
+/// buffer. From 256 bytes it writes a frame from the answer's own buffer and flushes it before
 /// anything queued behind it, so an answer of 256 bytes or more left in two writes (two TCP
-/// segments, the client woken twice), its trailers in the second. Smaller frames are copied
-/// and leave with the trailers in one write; BENCHMARKS.md has what the second write cost.
+/// segments, its client woken twice), its trailers in the second. Copied frames leave with
+/// the trailers in one write; BENCHMARKS.md has what the second write cost.
 const SMALL_SLICE_BYTES: usize = 255;
 
 /// Limits on calls in flight and on answers waiting for their client.
@@ -615,8 +615,8 @@ mod tests {
         assert_eq!(answers.used(), 0);
     }
 
-    /// The frames `hold` hands over for a body that yields `data` then trailers, and ends
-    /// there or (`more`) may still yield more.
+    /// The sizes of the frames `hold` hands over (`None` for trailers) for a body that yields
+    /// `data`, then its trailers and its end; or, with `more`, `data` and nothing yet.
     fn handed_over(data: &[usize], more: bool) -> Vec<Option<usize>> {
         use futures_util::StreamExt as _;
         let answers = Answers::new(&args(1 << 20, 1 << 20, 1 << 20));
