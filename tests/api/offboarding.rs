@@ -18,7 +18,8 @@ fn access(
     pb::access_service_client::AccessServiceClient::new(o.app.channel.clone())
 }
 
-fn transfer(from: &str, to: &str, validate_only: bool) -> pb::TransferOwnershipRequest {
+/// A TransferOwnership request handing `from`'s apps and integrations to `to`.
+pub fn transfer(from: &str, to: &str, validate_only: bool) -> pb::TransferOwnershipRequest {
     pb::TransferOwnershipRequest {
         from_owner: from.into(),
         to_owner: to.into(),

@@ -865,3 +865,72 @@ async fn installation_requests_are_webhook_events(app: TestApp) {
         );
     }
 }
+
+/// Adds `count` copies of installed app `id` (same team, service, owner and creator) with
+/// SQL, as a team that grew for years would hold them (test seeding only).
+async fn seed_copies_of_app(app: &TestApp, id: &str, count: usize) {
+    use sea_orm::{ConnectionTrait, Database, Statement};
+    let db = Database::connect(app.db.url.as_str())
+        .await
+        .expect("connect");
+    let sql = format!(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {count}) \
+         INSERT INTO installed_apps (id, team, service, display_name, connected_to, creator, \
+           owner, state, credentials, key_version, version, create_time, update_time, usable_by, \
+           reauthorization_recommended) \
+         SELECT 'seed' || n.i, a.team, a.service, 'Seeded ' || n.i, a.connected_to, a.creator, \
+           a.owner, a.state, a.credentials, a.key_version, 1, a.create_time + n.i, \
+           a.update_time + n.i, a.usable_by, a.reauthorization_recommended \
+         FROM n, installed_apps a WHERE a.id = '{id}'"
+    );
+    db.execute_raw(Statement::from_string(db.get_database_backend(), sql))
+        .await
+        .expect("seed apps");
+    let _ = db.close().await;
+}
+
+/// A block suspends at most 5,000 apps in its one transaction, and a hand-over moves at most
+/// 5,000 apps: past that both are refused as RESOURCE_EXHAUSTED, preview and call alike, and
+/// change nothing (no app left active under a block it half applied). At exactly 5,000 the
+/// previews name them all.
+async fn a_block_or_hand_over_past_5000_apps_is_refused_whole(app: TestApp) {
+    use pb::ServicePolicy::Blocked;
+    let dana = token(TEAM, "developer", "dana");
+    let admin = token(TEAM, "admin", "ada");
+    let first = create_app(&app, &dana, "github", "GitHub").await;
+    let id = first.name.rsplit('/').next().expect("id").to_owned();
+    seed_copies_of_app(&app, &id, 4_999).await;
+
+    // 5,000 apps of the service, all owned by dana: the previews name every one.
+    let preview = set_policy(&app, &admin, "github", Blocked, true)
+        .await
+        .expect("a preview of 5,000");
+    assert_eq!(preview.suspended_installed_apps.len(), 5_000);
+    let transfer = |validate_only| crate::offboarding::transfer("dana", "erin", validate_only);
+    let handover = access_client(&app)
+        .transfer_ownership(authed(&admin, transfer(true)))
+        .await
+        .expect("a hand-over preview of 5,000")
+        .into_inner();
+    assert_eq!(handover.installed_app_count, 5_000);
+
+    // One more: refused whole.
+    create_app(&app, &dana, "github", "The 5,001st").await;
+    for validate_only in [true, false] {
+        let refused = set_policy(&app, &admin, "github", Blocked, validate_only).await;
+        let status = expect_code(refused, Code::ResourceExhausted);
+        assert!(status.message().contains("5000"), "{status:?}");
+        let refused = access_client(&app)
+            .transfer_ownership(authed(&admin, transfer(validate_only)))
+            .await;
+        expect_code(refused, Code::ResourceExhausted);
+    }
+    let kept = crate::fixtures::get_app(&app, &admin, &first.name)
+        .await
+        .expect("app");
+    assert_eq!(kept.state, pb::installed_app::State::Active as i32);
+    assert_eq!(kept.owner, "dana");
+    // The policy was not set: the service can still be installed.
+    create_app(&app, &dana, "github", "Still allowed").await;
+}
+crate::storage_test!(a_block_or_hand_over_past_5000_apps_is_refused_whole);
