@@ -866,27 +866,46 @@ async fn installation_requests_are_webhook_events(app: TestApp) {
     }
 }
 
-/// Adds `count` copies of installed app `id` (same team, service, owner and creator) with
-/// SQL, as a team that grew for years would hold them (test seeding only).
-async fn seed_copies_of_app(app: &TestApp, id: &str, count: usize) {
+/// Adds `count` copies of row `id` of `table` (installed_apps or integrations) with SQL, each
+/// with its own id and display name and the row's `copied` columns, as a team that grew for
+/// years would hold them (test seeding only).
+async fn seed_copies(app: &TestApp, table: &str, id: &str, count: usize, copied: &[&str]) {
     use sea_orm::{ConnectionTrait, Database, Statement};
     let db = Database::connect(app.db.url.as_str())
         .await
         .expect("connect");
+    let columns = copied.join(", ");
+    let values: Vec<String> = copied.iter().map(|c| format!("a.{c}")).collect();
     let sql = format!(
         "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {count}) \
-         INSERT INTO installed_apps (id, team, service, display_name, connected_to, creator, \
-           owner, state, credentials, key_version, version, create_time, update_time, usable_by, \
-           reauthorization_recommended) \
-         SELECT 'seed' || n.i, a.team, a.service, 'Seeded ' || n.i, a.connected_to, a.creator, \
-           a.owner, a.state, a.credentials, a.key_version, 1, a.create_time + n.i, \
-           a.update_time + n.i, a.usable_by, a.reauthorization_recommended \
-         FROM n, installed_apps a WHERE a.id = '{id}'"
+         INSERT INTO {table} (id, display_name, version, create_time, update_time, {columns}) \
+         SELECT 'seed' || n.i, 'Seeded ' || n.i, 1, a.create_time + n.i, a.update_time + n.i, \
+           {values} FROM n, {table} a WHERE a.id = '{id}'",
+        values = values.join(", "),
     );
     db.execute_raw(Statement::from_string(db.get_database_backend(), sql))
         .await
-        .expect("seed apps");
+        .expect("seed copies");
     let _ = db.close().await;
+}
+
+/// An admin's TransferOwnership of `from`'s apps and integrations to "frank".
+async fn hand_over(
+    app: &TestApp,
+    admin: &str,
+    from: &str,
+    validate_only: bool,
+) -> Result<pb::TransferOwnershipResponse, tonic::Status> {
+    let request = crate::offboarding::transfer(from, "frank", validate_only);
+    (access_client(app)
+        .transfer_ownership(authed(admin, request))
+        .await)
+        .map(|r| r.into_inner())
+}
+
+/// The id at the end of a resource name.
+fn id_of(name: &str) -> String {
+    name.rsplit('/').next().expect("id").to_owned()
 }
 
 /// A block suspends at most 5,000 apps in its one transaction, and a hand-over moves at most
@@ -898,20 +917,28 @@ async fn a_block_or_hand_over_past_5000_apps_is_refused_whole(app: TestApp) {
     let dana = token(TEAM, "developer", "dana");
     let admin = token(TEAM, "admin", "ada");
     let first = create_app(&app, &dana, "github", "GitHub").await;
-    let id = first.name.rsplit('/').next().expect("id").to_owned();
-    seed_copies_of_app(&app, &id, 4_999).await;
+    let copied = [
+        "team",
+        "service",
+        "connected_to",
+        "creator",
+        "owner",
+        "state",
+        "credentials",
+        "key_version",
+        "usable_by",
+        "reauthorization_recommended",
+    ];
+    seed_copies(&app, "installed_apps", &id_of(&first.name), 4_999, &copied).await;
 
     // 5,000 apps of the service, all owned by dana: the previews name every one.
     let preview = set_policy(&app, &admin, "github", Blocked, true)
         .await
         .expect("a preview of 5,000");
     assert_eq!(preview.suspended_installed_apps.len(), 5_000);
-    let transfer = |validate_only| crate::offboarding::transfer("dana", "erin", validate_only);
-    let handover = access_client(&app)
-        .transfer_ownership(authed(&admin, transfer(true)))
+    let handover = hand_over(&app, &admin, "dana", true)
         .await
-        .expect("a hand-over preview of 5,000")
-        .into_inner();
+        .expect("a hand-over preview of 5,000");
     assert_eq!(handover.installed_app_count, 5_000);
 
     // One more: refused whole.
@@ -920,9 +947,7 @@ async fn a_block_or_hand_over_past_5000_apps_is_refused_whole(app: TestApp) {
         let refused = set_policy(&app, &admin, "github", Blocked, validate_only).await;
         let status = expect_code(refused, Code::ResourceExhausted);
         assert!(status.message().contains("5000"), "{status:?}");
-        let refused = access_client(&app)
-            .transfer_ownership(authed(&admin, transfer(validate_only)))
-            .await;
+        let refused = hand_over(&app, &admin, "dana", validate_only).await;
         expect_code(refused, Code::ResourceExhausted);
     }
     let kept = crate::fixtures::get_app(&app, &admin, &first.name)
@@ -934,3 +959,39 @@ async fn a_block_or_hand_over_past_5000_apps_is_refused_whole(app: TestApp) {
     create_app(&app, &dana, "github", "Still allowed").await;
 }
 crate::storage_test!(a_block_or_hand_over_past_5000_apps_is_refused_whole);
+
+/// A hand-over moves at most 5,000 integrations: past that it is refused as
+/// RESOURCE_EXHAUSTED, preview and call alike, and changes nothing.
+async fn a_hand_over_past_5000_integrations_is_refused_whole(app: TestApp) {
+    let erin = token(TEAM, "developer", "erin");
+    let admin = token(TEAM, "admin", "ada");
+    let slack = create_app(&app, &admin, "slack", "Slack").await;
+    let first = create_integration(&app, &erin, &slack, "Results").await;
+    let copied = [
+        "team",
+        "installed_app_id",
+        "service",
+        "type_id",
+        "config",
+        "state",
+        "creator",
+        "owner",
+    ];
+    seed_copies(&app, "integrations", &id_of(&first.name), 4_999, &copied).await;
+    let preview = hand_over(&app, &admin, "erin", true)
+        .await
+        .expect("a hand-over preview of 5,000");
+    assert_eq!(preview.integration_count, 5_000);
+
+    create_integration(&app, &erin, &slack, "The 5,001st").await;
+    for validate_only in [true, false] {
+        let refused = hand_over(&app, &admin, "erin", validate_only).await;
+        let status = expect_code(refused, Code::ResourceExhausted);
+        assert!(status.message().contains("5000"), "{status:?}");
+    }
+    let kept = crate::fixtures::get_integration(&app, &admin, &first.name)
+        .await
+        .expect("integration");
+    assert_eq!(kept.owner, "erin");
+}
+crate::storage_test!(a_hand_over_past_5000_integrations_is_refused_whole);
