@@ -291,6 +291,10 @@ async fn an_app_usable_by_one_person(backend: Backend) {
     let spare = create_app(&app, &dora, "slack", "Dora's Slack").await;
     let doras_job = create_integration(&app, &dora, &slack, "Dora's job").await;
     let doras_other = create_integration(&app, &dora, &spare, "Dora's other job").await;
+    // Neither would lose access: Dana stays named, and Erin builds on another app only.
+    create_integration(&app, &dana, &slack, "Dana's job").await;
+    let erin = token(TEAM, "developer", "erin");
+    create_integration(&app, &erin, &spare, "Erin's job").await;
 
     // The preview names who would lose access and changes nothing.
     let preview = set_usable_by(&app, &dana, &slack.name, &["dana"], &["payments"], true)
