@@ -316,6 +316,7 @@ async fn an_app_usable_by_one_person(backend: Backend) {
         .expect("app");
     assert_eq!(set.usable_by_subjects, ["dana"]);
     assert_eq!(set.usable_by_groups, ["payments"]);
+    assert_ne!(set.etag, now.etag, "a change of usable_by is a new version");
 
     // Dora may no longer build on it: create, reauthenticate onto it, move onto it.
     let mut integrations = app.integrations.clone();
